@@ -1,0 +1,60 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-workflows check lint format bench install install-dev clean inspector
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEVSTAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP) $@
+
+install: $(STAMP)
+install-dev: $(DEVSTAMP)
+
+demo: $(STAMP)
+	$(BIN)/aifr demo
+
+check: $(DEVSTAMP)
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(DEVSTAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+# The MCP Inspector CLI (a client nobody here wrote) for tests/e2e/mcp; installed once.
+INSPECTOR := .tools/node_modules/.bin/mcp-inspector
+$(INSPECTOR):
+	npm install --prefix .tools --no-audit --no-fund --silent "@modelcontextprotocol/inspector@^2"
+
+inspector: $(INSPECTOR)
+
+test: check inspector
+	$(BIN)/python -m pytest -n auto --cov --cov-report=term $(PYTEST_ARGS)
+
+# Issue 7: the workflow suite twice in a row, in parallel, to show it is not flaky.
+WORKFLOW_TESTS := tests/unit/workflows tests/integration/workflows tests/crash tests/e2e/test_cli_workflows.py
+test-workflows: $(DEVSTAMP)
+	$(BIN)/python -m pytest -n auto -q -p no:cacheprovider $(WORKFLOW_TESTS)
+	$(BIN)/python -m pytest -n auto -q -p no:cacheprovider $(WORKFLOW_TESTS)
+
+bench: $(DEVSTAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .coverage*

@@ -1,0 +1,275 @@
+"""MCP over stdio: aifr's governed path vs a bare MCPServer, same no-op tool, one run.
+
+Both servers are separate processes launched by the SDK's stdio client, exactly as an
+MCP client launches them. Two numbers each:
+
+* round trip: median (and p90) latency of ``tools/call`` on a no-op tool in a warm session;
+* cold start: spawn the process, connect, list nothing, call the tool once (median of runs).
+
+aifr's call goes through ``Runtime.ainvoke``: input validation, the policy decision,
+output validation and a durable audit record in the project's SQLite ledger.
+
+Results go to ``docs/benchmarks.md`` under ``## MCP`` (other sections are left alone).
+
+    python -m benchmarks mcp [--calls 500] [--starts 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+AIFR = str(Path(sys.executable).parent / "aifr")
+
+BARE_SERVER = '''
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("bare")
+
+
+@server.tool()
+def noop() -> dict[str, bool]:
+    """Do nothing."""
+    return {"ok": True}
+
+
+server.run()
+'''
+
+BARE_LOWLEVEL_SERVER = """
+import anyio
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+TOOL = types.Tool(
+    name="noop",
+    input_schema={"type": "object", "properties": {}},
+    output_schema={"type": "object", "additionalProperties": {"type": "boolean"}},
+)
+
+
+async def list_tools(ctx, params):
+    return types.ListToolsResult(tools=[TOOL])
+
+
+async def call_tool(ctx, params):
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text='{"ok": true}')],
+        structured_content={"ok": True},
+    )
+
+
+server = Server("bare-lowlevel", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def main():
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+anyio.run(main)
+"""
+
+CAPABILITIES = '''
+from aifr import capability
+
+
+@capability("bench.noop", operation="READ", risk="LOW", idempotent=True)
+def noop() -> dict[str, bool]:
+    """Do nothing."""
+    return {"ok": True}
+'''
+
+POLICY = """\
+version: 1
+rules:
+  - id: allow-bench
+    when:
+      capability: "bench.*"
+    decision: ALLOW
+    reason: benchmark no-op
+"""
+
+
+def make_project(base: Path, synchronous: str, sync_execution: str = "thread") -> Path:
+    from aifr.config import init_project
+
+    project = base / f"aifr-{synchronous.lower()}-{sync_execution}"
+    init_project(project)
+    (project / "bench_caps.py").write_text(CAPABILITIES)
+    (project / "policies" / "default.yaml").write_text(POLICY)
+    config = project / "aifr.toml"
+    text = config.read_text().replace(
+        "capability_modules = []",
+        f'capability_modules = ["bench_caps"]\nsync_execution = "{sync_execution}"',
+    )
+    config.write_text(text + f'\n[audit]\nsynchronous = "{synchronous}"\n')
+    return project
+
+
+def aifr_params(project: Path) -> StdioServerParameters:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIFR_")}
+    return StdioServerParameters(
+        command=AIFR, args=["mcp", "--transport", "stdio", "-p", str(project)], env=env
+    )
+
+
+def bare_params(script: Path) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=[str(script)], env=dict(os.environ))
+
+
+async def cold_start(params: StdioServerParameters, tool: str) -> float:
+    started = time.perf_counter()
+    async with Client(params) as client:
+        result = await client.call_tool(tool, {})
+        elapsed = time.perf_counter() - started
+    if result.is_error:
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return elapsed
+
+
+async def round_trips(params: StdioServerParameters, tool: str, calls: int) -> list[float]:
+    samples: list[float] = []
+    async with Client(params) as client:
+        for _ in range(max(20, calls // 10)):
+            await client.call_tool(tool, {})
+        for _ in range(calls):
+            started = time.perf_counter()
+            result = await client.call_tool(tool, {})
+            samples.append(time.perf_counter() - started)
+            if result.is_error:
+                raise RuntimeError(f"{tool} failed: {result.content}")
+    return samples
+
+
+def measure(
+    label: str, params: StdioServerParameters, tool: str, calls: int, starts: int
+) -> dict[str, float | str]:
+    starts_s = [anyio.run(cold_start, params, tool) for _ in range(starts)]
+    samples = anyio.run(round_trips, params, tool, calls)
+    ordered = sorted(samples)
+    row: dict[str, float | str] = {
+        "server": label,
+        "median_ms": statistics.median(samples) * 1000,
+        "p90_ms": ordered[int(len(ordered) * 0.9)] * 1000,
+        "cold_start_s": statistics.median(starts_s),
+    }
+    print(
+        f"{label:<52} round trip median {row['median_ms']:.3f} ms  p90 {row['p90_ms']:.3f} ms  "
+        f"cold start {row['cold_start_s']:.3f} s",
+        flush=True,
+    )
+    return row
+
+
+def write_docs(rows: list[dict[str, float | str]], calls: int, starts: int) -> None:
+    bare = rows[0]
+    lines = [
+        "## MCP",
+        "",
+        f"`benchmarks/mcp_bench.py`, {time.strftime('%Y-%m-%d')}, Python "
+        f"{platform.python_version()}, {os.cpu_count()} CPUs, mcp SDK stdio client and "
+        f"servers as subprocesses. Round trip: median of {calls} `tools/call` of a no-op tool "
+        f"in a warm session; cold start: spawn + connect + first call, median of {starts}.",
+        "",
+        "| server | round trip median | p90 | vs bare | cold start to first call |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = float(row["median_ms"]) / float(bare["median_ms"])
+        lines.append(
+            f"| {row['server']} | {float(row['median_ms']):.3f} ms | {float(row['p90_ms']):.3f} ms "
+            f"| {ratio:.2f}x | {float(row['cold_start_s']):.3f} s |"
+        )
+    lines += [
+        "",
+        "Goals: governed round trip at most 1.1x the bare server's; cold start at most 1.0 s. "
+        "The governed path validates inputs and output, asks the policy engine and appends a "
+        "hash-chained audit record that is durable before the result returns "
+        "(`audit.synchronous` FULL fsyncs each commit; NORMAL is WAL-durable across process "
+        'crashes); `runtime.sync_execution = "inline"` runs a sync handler in the calling '
+        "thread instead of the handler pool. aifr serves on the SDK's lowlevel `Server`; its "
+        "MCP layer (tool lookup, result shaping) costs about 40 us per call, so most of the gap "
+        "between the lowlevel row and the aifr rows is `Runtime.ainvoke` (see ## Invocation), "
+        "mostly the durable audit append. The 1.1x round-trip goal is not met while that "
+        "append costs 0.2-0.4 ms; the cold-start goal is.",
+        "",
+    ]
+    section = "\n".join(lines)
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
+    start = text.find("## MCP\n")
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    DOCS.write_text(text)
+    print(f"wrote {DOCS.relative_to(ROOT)} ## MCP", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["mcp"] else sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="aifr-mcp-bench-") as tmp:
+        base = Path(tmp)
+        script = base / "bare_server.py"
+        script.write_text(BARE_SERVER)
+        lowlevel = base / "bare_lowlevel_server.py"
+        lowlevel.write_text(BARE_LOWLEVEL_SERVER)
+        rows = [
+            measure(
+                "bare MCPServer (SDK 2.3)", bare_params(script), "noop", args.calls, args.starts
+            ),
+            measure(
+                "bare lowlevel Server (no governance)",
+                bare_params(lowlevel),
+                "noop",
+                args.calls,
+                args.starts,
+            ),
+            measure(
+                "aifr governed (defaults: audit FULL, handler thread)",
+                aifr_params(make_project(base, "FULL")),
+                "bench.noop",
+                args.calls,
+                args.starts,
+            ),
+            measure(
+                "aifr governed, audit FULL, handler inline",
+                aifr_params(make_project(base, "FULL", "inline")),
+                "bench.noop",
+                args.calls,
+                args.starts,
+            ),
+            measure(
+                "aifr governed, audit NORMAL, handler inline",
+                aifr_params(make_project(base, "NORMAL", "inline")),
+                "bench.noop",
+                args.calls,
+                args.starts,
+            ),
+        ]
+    print(json.dumps(rows, indent=2))
+    if not args.no_docs:
+        write_docs(rows, args.calls, args.starts)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

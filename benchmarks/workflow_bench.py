@@ -1,0 +1,341 @@
+"""Workflows: a 10-step no-op workflow on aifr vs DBOS vs LangGraph, and the commit floor.
+
+Run: ``.venv/bin/python -m benchmarks workflow`` (or this file directly; ``make bench``
+installs the peers). Writes the "## Workflows" section of docs/benchmarks.md.
+
+Every engine runs the same 10-step workflow whose steps do nothing, on SQLite, at its
+own default durability: aifr (``synchronous=FULL``, each step's result and its audit
+record committed in one transaction before the next step), DBOS 3 with a SQLite
+system database, and LangGraph with ``SqliteSaver`` (its default durability). The raw
+floor is one ``BEGIN IMMEDIATE; INSERT; COMMIT`` at ``synchronous=FULL`` in WAL mode.
+Engines are measured in interleaved rounds so disk noise hits all of them alike.
+
+Issue 7 goal: per-step overhead within 1.5x of one synchronous SQLite commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aifr.audit import AuditLedger
+from aifr.capabilities import CapabilityRegistry, capability
+from aifr.invocation import Runtime
+from aifr.policy import PolicyEngine, load_policy_text
+from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite.audit import SqliteAuditStore
+from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
+from aifr.storage.sqlite.runs import SqliteRunStore
+from aifr.storage.sqlite.step_results import StepResultStore
+from aifr.workflows import RunState, WorkflowBuilder, WorkflowEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Workflows"
+STEPS = 10
+RUNS = int(os.environ.get("AIFR_BENCH_WF_RUNS", "200"))
+ROUNDS = 10
+THREADS = 8
+POLICY = """
+version: 1
+rules:
+  - id: allow-noop
+    when: {capability: "bench.noop"}
+    decision: ALLOW
+"""
+
+
+def _noop_registry() -> CapabilityRegistry:
+    @capability("bench.noop", operation="READ", risk="LOW")
+    def noop(n: int) -> dict[str, int]:
+        """Do nothing."""
+        return {"n": n}
+
+    return CapabilityRegistry([noop])
+
+
+class AifrBench:
+    """aifr's engine on a fresh state database at synchronous=FULL."""
+
+    def __init__(self, directory: Path, sync_execution: str, synchronous: str = "FULL") -> None:
+        self.database = SqliteDatabase(
+            directory / f"aifr-{sync_execution}-{synchronous}.db",
+            synchronous=synchronous,  # type: ignore[arg-type]
+        )
+        ledger = AuditLedger(SqliteAuditStore(self.database))
+        runs = SqliteRunStore(self.database, ledger)
+        self.runtime = Runtime(
+            _noop_registry(),
+            PolicyEngine(load_policy_text([("policies/bench.yaml", POLICY)])),
+            ledger,
+            idempotency=StepResultStore(runs, SqliteIdempotencyStore(self.database, ledger)),
+            sync_execution=sync_execution,  # type: ignore[arg-type]
+        )
+        self.ledger = ledger
+        self.engine = WorkflowEngine(self.runtime, runs)
+        builder = WorkflowBuilder("ten-noops")
+        for n in range(STEPS):
+            builder.step(f"s{n}", "bench.noop", n=n)
+        self.spec = builder.build()
+
+    def run(self) -> None:
+        view = self.engine.start(self.spec, {}, "bench")
+        if view.state is not RunState.COMPLETED:
+            raise RuntimeError(f"aifr run ended {view.state}")
+
+    def close(self) -> None:
+        if not self.ledger.verify().ok:
+            raise RuntimeError("aifr audit chain broken")
+        self.runtime.close()
+        self.database.close()
+
+
+class DbosBench:
+    """DBOS with a SQLite system database (its default durability: every step recorded)."""
+
+    def __init__(self, directory: Path) -> None:
+        from dbos import DBOS
+
+        logging.getLogger("dbos").setLevel(logging.WARNING)
+        self.dbos = DBOS
+        DBOS(
+            config={
+                "name": "aifr-bench",
+                "system_database_url": f"sqlite:///{directory / 'dbos.sqlite'}",
+                "log_level": "WARNING",
+                "run_admin_server": False,
+            }  # type: ignore[typeddict-unknown-key]
+        )
+
+        @DBOS.step()
+        def noop(n: int) -> int:
+            return n
+
+        @DBOS.workflow()
+        def ten_noops() -> int:
+            total = 0
+            for n in range(STEPS):
+                total += noop(n)
+            return total
+
+        self.workflow = ten_noops
+        DBOS.launch()
+
+    def run(self) -> None:
+        self.workflow()
+
+    def close(self) -> None:
+        self.dbos.destroy()
+
+
+class LangGraphBench:
+    """LangGraph, ten chained nodes, checkpointed by SqliteSaver at its default durability."""
+
+    def __init__(self, directory: Path) -> None:
+        from typing import TypedDict
+
+        from langgraph.checkpoint.sqlite import SqliteSaver
+        from langgraph.graph import END, START, StateGraph
+
+        class State(TypedDict):
+            n: int
+
+        graph = StateGraph(State)
+        previous = START
+        for n in range(STEPS):
+            graph.add_node(f"s{n}", lambda state: {"n": state["n"] + 1})
+            graph.add_edge(previous, f"s{n}")
+            previous = f"s{n}"
+        graph.add_edge(previous, END)
+        self.conn = sqlite3.connect(directory / "langgraph.sqlite", check_same_thread=False)
+        self.app = graph.compile(checkpointer=SqliteSaver(self.conn))
+        self.count = 0
+
+    def run(self) -> None:
+        self.count += 1
+        out = self.app.invoke({"n": 0}, {"configurable": {"thread_id": f"t{self.count}"}})
+        if out["n"] != STEPS:
+            raise RuntimeError("langgraph run incomplete")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RawCommit:
+    """The floor: one durable WAL commit of one row."""
+
+    def __init__(self, directory: Path) -> None:
+        self.conn = sqlite3.connect(directory / "raw.db", isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+
+    def run(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("INSERT INTO t (payload) VALUES (?)", ("x" * 400,))
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _time(run: Callable[[], None], n: int, samples: list[float]) -> None:
+    for _ in range(n):
+        started = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - started)
+
+
+def _concurrent_steps_per_s(bench: AifrBench, threads: int, runs_each: int) -> float:
+    barrier = threading.Barrier(threads + 1)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(runs_each):
+            bench.run()
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    return threads * runs_each * STEPS / (time.perf_counter() - started)
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+
+    found = []
+    for name in ("dbos", "langgraph", "langgraph-checkpoint-sqlite"):
+        try:
+            found.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            found.append(f"{name} missing")
+    return ", ".join(found)
+
+
+def measure(directory: Path) -> dict[str, Any]:
+    """Median per-step time (µs) of every engine, and aifr's concurrent throughput."""
+    engines: dict[str, Any] = {
+        "raw": RawCommit(directory),
+        "aifr": AifrBench(directory, "inline"),
+        "aifr_thread": AifrBench(directory, "thread"),
+        "aifr_off": AifrBench(directory, "inline", "OFF"),
+    }
+    for name, factory in (("dbos", DbosBench), ("langgraph", LangGraphBench)):
+        try:
+            engines[name] = factory(directory)
+        except ImportError:
+            print(f"{name} is not installed (pip install -e '.[bench]'); skipped", file=sys.stderr)
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    for engine in engines.values():  # warm up
+        _time(engine.run, 5, [])
+    per_round = max(1, RUNS // ROUNDS)
+    for _ in range(ROUNDS):
+        for name, engine in engines.items():
+            _time(engine.run, per_round * (STEPS if name == "raw" else 1), samples[name])
+    result: dict[str, Any] = {}
+    for name, values in samples.items():
+        per_step = statistics.median(values) / (1 if name == "raw" else STEPS)
+        result[name] = per_step * 1e6
+    result["aifr_concurrent"] = _concurrent_steps_per_s(engines["aifr"], THREADS, 10)
+    for engine in engines.values():
+        engine.close()
+    return result
+
+
+def _table(result: dict[str, Any]) -> str:
+    raw = result["raw"]
+    rows = [
+        ("raw SQLite commit (floor)", "raw", "one `BEGIN IMMEDIATE; INSERT; COMMIT`, WAL, FULL"),
+        ("aifr, inline handlers", "aifr", '`runtime.sync_execution = "inline"`, synchronous=FULL'),
+        ("aifr, default (thread)", "aifr_thread", "handlers in the pool (hard timeouts)"),
+        (
+            "aifr, synchronous=OFF",
+            "aifr_off",
+            "not durable: the CPU cost of the pipeline and engine alone",
+        ),
+        ("DBOS (SQLite system DB)", "dbos", "`@DBOS.workflow` + 10 `@DBOS.step`"),
+        ("LangGraph + SqliteSaver", "langgraph", "10 chained nodes, default durability"),
+    ]
+    lines = [
+        "| engine | per step µs (median) | vs one commit | aifr (inline) is faster by | notes |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for label, key, notes in rows:
+        if key not in result:
+            lines.append(f"| {label} | - | - | - | not installed |")
+            continue
+        value = result[key]
+        faster = "" if key in ("raw", "aifr", "aifr_off") else f"{value / result['aifr']:.1f}x"
+        lines.append(f"| {label} | {value:,.1f} | {value / raw:.2f}x | {faster} | {notes} |")
+    return "\n".join(lines)
+
+
+REFERENCE_COMMIT_US = 170.0
+
+
+def _projected(result: dict[str, Any]) -> float:
+    """Per-step ratio at the reference commit time: 1.2 commits plus the CPU per step."""
+    return (1.2 * REFERENCE_COMMIT_US + result["aifr_off"]) / REFERENCE_COMMIT_US
+
+
+def write_docs(result: dict[str, Any]) -> str:
+    """Replace the "## Workflows" section of docs/benchmarks.md; returns the section."""
+    ratio = result["aifr"] / result["raw"]
+    goal = "met" if ratio <= 1.5 else "not met"
+    section = (
+        f"{SECTION}\n\n"
+        f"`python -m benchmarks workflow` on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {_versions()}; "
+        f"{RUNS} runs of a 10-step no-op workflow per engine in {ROUNDS} interleaved rounds, "
+        f"{time.strftime('%Y-%m-%d')}. Per-step time is the median run time divided by 10 "
+        "(it includes starting and finishing the run).\n\n"
+        f"{_table(result)}\n\n"
+        f"- Goal (issue 7): per-step overhead within 1.5x of one synchronous SQLite commit: "
+        f"{ratio:.2f}x, {goal}. Each aifr step goes through the whole governed pipeline "
+        "(resolve, validate, policy, execute, validate output) and commits its result and "
+        "its audit record in one transaction; a run adds one commit to start and one to "
+        "finish (12 commits for 10 steps).\n"
+        f"- Where the time goes: about {result['aifr_off']:,.0f} µs per step is CPU (the "
+        "synchronous=OFF row: governed pipeline, step bookkeeping, audit hashing), the rest "
+        "is fsync. fsync on this shared machine varies from run to run (0.2 to 4 ms per "
+        "commit), so the ratio is lowest when the disk is slow. At the issue's reference "
+        f"commit of {REFERENCE_COMMIT_US:.0f} µs, 1.2 commits and the measured CPU per step "
+        f"come to {_projected(result):.2f}x.\n"
+        f"- {THREADS} threads running workflows concurrently: "
+        f"{result['aifr_concurrent']:,.0f} durable steps/s "
+        f"({result['aifr_concurrent'] * result['aifr'] / 1e6:.1f}x one thread's rate: "
+        "runs finishing steps at the same time share a commit).\n"
+    )
+    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    if pattern.search(text):
+        text = pattern.sub(section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOCS.write_text(text, encoding="utf-8")
+    return section
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="aifr-wf-bench-", dir=ROOT) as directory:
+        result = measure(Path(directory))
+    print(write_docs(result))
+
+
+if __name__ == "__main__":
+    main()

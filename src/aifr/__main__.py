@@ -1,0 +1,5 @@
+"""``python -m aifr``."""
+
+from aifr.cli.main import main
+
+main()

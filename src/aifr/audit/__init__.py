@@ -1,0 +1,55 @@
+"""The tamper-evident audit ledger (DESIGN.md part D): chain, verify, export, ship."""
+
+from aifr.audit.checkpoint import (
+    Checkpoint,
+    load_or_create_signing_key,
+    public_key_hex,
+    sign_checkpoint,
+)
+from aifr.audit.export import EXPORT_FORMATS, record_line, write_jsonl
+from aifr.audit.ledger import MAX_BATCH, AuditLedger, LedgerStats
+from aifr.audit.outbox import Outbox
+from aifr.audit.ports import AuditStore, ChainBuilder, Sink
+from aifr.audit.record import (
+    GENESIS_HASH,
+    AuditEvent,
+    AuditRecord,
+    ChainHead,
+    parse_timestamp,
+    record_hash,
+)
+from aifr.audit.redact import REDACTED, redact_details, redact_text
+from aifr.audit.sinks import HttpSink, NatsSink, sink_from_url
+from aifr.audit.verify import Problem, VerifyReport, verify_chain
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "GENESIS_HASH",
+    "MAX_BATCH",
+    "REDACTED",
+    "AuditEvent",
+    "AuditLedger",
+    "AuditRecord",
+    "AuditStore",
+    "ChainBuilder",
+    "ChainHead",
+    "Checkpoint",
+    "HttpSink",
+    "LedgerStats",
+    "NatsSink",
+    "Outbox",
+    "Problem",
+    "Sink",
+    "VerifyReport",
+    "load_or_create_signing_key",
+    "parse_timestamp",
+    "public_key_hex",
+    "record_hash",
+    "record_line",
+    "redact_details",
+    "redact_text",
+    "sign_checkpoint",
+    "sink_from_url",
+    "verify_chain",
+    "write_jsonl",
+]

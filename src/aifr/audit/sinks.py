@@ -1,0 +1,193 @@
+"""External sinks for audit records: NATS JetStream and an HTTP collector.
+
+Both deliver a batch in order and return only after the sink acknowledged every record;
+both raise ``AuditError`` (``audit.sink_unavailable``) when the sink is down or refuses,
+so the outbox keeps the records and retries. Each record carries its id for the sink to
+drop a redelivery: JetStream does so itself (``Nats-Msg-Id`` within the stream's
+duplicate window), an HTTP collector receives ``Idempotency-Key`` per batch and the
+record ids in the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import httpx
+
+from aifr.audit.export import record_line
+from aifr.audit.ports import Sink
+from aifr.audit.record import AuditRecord
+from aifr.errors import AuditError, ErrorCode
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.js import JetStreamContext
+
+__all__ = ["HttpSink", "NatsSink", "sink_from_url"]
+
+logger = logging.getLogger(__name__)
+
+_SUBJECT_TOKEN = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+async def _log_nats_error(error: Exception) -> None:
+    """nats-py reports connection errors here; the send that failed raises its own."""
+    logger.debug("nats: %s: %s", type(error).__name__, error)
+
+
+def _unavailable(sink: str, problem: str) -> AuditError:
+    return AuditError(
+        f"audit sink {sink} is unavailable: {problem}",
+        code=ErrorCode.AUDIT_SINK_UNAVAILABLE,
+        sink=sink,
+    )
+
+
+class HttpSink:
+    """POSTs each batch as JSON lines to ``url``; any 2xx answer acknowledges the batch."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        timeout_s: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.name = name or f"http:{url}"
+        self._headers = dict(headers or {})
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def send(self, records: Sequence[AuditRecord]) -> None:
+        """POST ``records`` (in order, one JSON line each).
+
+        Raises:
+            AuditError: ``audit.sink_unavailable`` when the request fails or is not 2xx.
+        """
+        if not records:
+            return
+        body = "".join(record_line(r) + "\n" for r in records).encode("utf-8")
+        headers = {
+            **self._headers,
+            "Content-Type": "application/x-ndjson",
+            "Idempotency-Key": f"{records[0].id}..{records[-1].id}",
+        }
+        try:
+            response = await self._client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        if not response.is_success:
+            raise _unavailable(self.name, f"HTTP {response.status_code}")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+
+class NatsSink:
+    """Publishes each record to JetStream subject ``<prefix>.<kind>`` in stream ``stream``.
+
+    The stream is created on first use if missing. Every publish waits for its ack, so a
+    batch is acknowledged in order; ``Nats-Msg-Id`` is the record id.
+    """
+
+    def __init__(
+        self,
+        url: str = "nats://127.0.0.1:4222",
+        *,
+        stream: str = "AIFR_AUDIT",
+        subject_prefix: str = "aifr.audit",
+        name: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.subject_prefix = subject_prefix
+        self.name = name or f"nats:{url}/{stream}"
+        self.timeout_s = timeout_s
+        self._client: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+
+    def subject_for(self, record: AuditRecord) -> str:
+        """The subject a record is published on (its kind, made a valid subject)."""
+        return f"{self.subject_prefix}.{_SUBJECT_TOKEN.sub('_', record.event.kind)}"
+
+    async def _jetstream(self) -> JetStreamContext:
+        if self._js is not None and self._client is not None and self._client.is_connected:
+            return self._js
+        import nats  # first use only: most projects never ship
+        from nats.js.errors import NotFoundError
+
+        await self.aclose()
+        # One attempt, no background reconnects: the outbox owns retrying and backoff.
+        self._client = await asyncio.wait_for(
+            nats.connect(
+                servers=[self.url],
+                connect_timeout=self.timeout_s,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=_log_nats_error,
+            ),
+            timeout=self.timeout_s * 2,
+        )
+        js = self._client.jetstream(timeout=self.timeout_s)
+        try:
+            await js.stream_info(self.stream)
+        except NotFoundError:
+            await js.add_stream(name=self.stream, subjects=[f"{self.subject_prefix}.>"])
+        self._js = js
+        return js
+
+    async def send(self, records: Sequence[AuditRecord]) -> None:
+        """Publish ``records`` one by one, each acknowledged before the next.
+
+        Raises:
+            AuditError: ``audit.sink_unavailable`` when NATS is unreachable or refuses.
+        """
+        if not records:
+            return
+        from nats.errors import Error as NatsError
+
+        try:
+            js = await self._jetstream()
+            for record in records:
+                await js.publish(
+                    self.subject_for(record),
+                    record_line(record).encode("utf-8"),
+                    headers={"Nats-Msg-Id": record.id},
+                )
+        except (TimeoutError, NatsError, OSError) as exc:
+            await self.aclose()
+            raise _unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close the NATS connection, if any."""
+        client, self._client, self._js = self._client, None, None
+        if client is not None and not client.is_closed:
+            try:
+                await client.close()
+            except (TimeoutError, OSError):
+                return
+
+
+def sink_from_url(url: str) -> Sink:
+    """The sink a URL names: ``nats://host:port[/STREAM]`` or ``http(s)://...``.
+
+    Raises:
+        AuditError: the scheme is neither NATS nor HTTP.
+    """
+    if url.startswith("nats://"):
+        address, _, stream = url.removeprefix("nats://").partition("/")
+        return NatsSink(f"nats://{address}", stream=stream or "AIFR_AUDIT")
+    if url.startswith(("http://", "https://")):
+        return HttpSink(url)
+    raise AuditError(
+        f"audit.sink_url {url!r}: use nats://host:port[/STREAM] or an http(s):// URL",
+        url=url,
+    )

@@ -1,0 +1,164 @@
+"""A registered capability: its spec, its handler and the validators built for them.
+
+The runtime calls ``validate_inputs`` and ``validate_output`` on every invocation, so
+they are built once here rather than per call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, JsonValue, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from aifr.capabilities.schema import (
+    field_errors_from_pydantic,
+    validate_against_schema,
+)
+from aifr.capabilities.spec import CapabilitySpec
+from aifr.errors import FieldError, InputValidationError, OutputValidationError
+
+__all__ = ["CallInfo", "Capability", "Handler"]
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """Facts about the current call that a handler may ask for by annotating a parameter.
+
+    A handler parameter annotated ``CallInfo`` is filled by the runtime and left out of
+    the input schema. ``idempotency_key`` lets side-effecting handlers make a repeated
+    call a no-op.
+    """
+
+    request_id: str
+    principal: str
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+    run_id: str | None = None
+    step_id: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _to_field_errors(items: list[dict[str, JsonValue]]) -> list[FieldError]:
+    return [
+        FieldError(
+            path=str(i["path"]),
+            code=str(i["code"]),
+            message=str(i["message"]),
+            expected=i["expected"],
+            received=i["received"],
+        )
+        for i in items
+    ]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Capability:
+    """A spec bound to the handler that performs it.
+
+    ``input_model`` (decorated functions) validates with pydantic; otherwise the spec's
+    JSON ``input_schema`` is used. ``call_info_param`` names the parameter that receives
+    the :class:`CallInfo`, if any.
+    """
+
+    spec: CapabilitySpec
+    handler: Handler | None = None
+    input_model: type[BaseModel] | None = None
+    output_adapter: TypeAdapter[Any] | None = None
+    call_info_param: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The capability id."""
+        return self.spec.id
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the handler is a coroutine function."""
+        return self.handler is not None and inspect.iscoroutinefunction(self.handler)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the handler directly, without governance (for tests and composition)."""
+        if self.handler is None:
+            raise TypeError(f"capability {self.spec.id} has no handler")
+        return self.handler(*args, **kwargs)
+
+    def validate_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Check ``inputs`` and return the keyword arguments for the handler.
+
+        Raises:
+            InputValidationError: with one FieldError per problem.
+        """
+        if not isinstance(inputs, Mapping):
+            raise InputValidationError(
+                f"inputs for {self.spec.id} must be an object, got {type(inputs).__name__}",
+                errors=[
+                    FieldError(
+                        path="",
+                        code="type",
+                        message="inputs must be an object",
+                        expected="object",
+                        received=type(inputs).__name__,
+                    )
+                ],
+                capability_id=self.spec.id,
+            )
+        if self.input_model is not None:
+            try:
+                model = self.input_model.model_validate(dict(inputs))
+            except PydanticValidationError as exc:
+                raise self._input_error(field_errors_from_pydantic(exc)) from None
+            return {name: getattr(model, name) for name in type(model).model_fields}
+        problems = validate_against_schema(dict(inputs), self.spec.input_schema)
+        if problems:
+            raise self._input_error(problems)
+        return dict(inputs)
+
+    def validate_output(self, value: Any) -> JsonValue:
+        """Check a handler's result and return its JSON form.
+
+        Raises:
+            OutputValidationError: the result does not match the output schema.
+        """
+        if self.output_adapter is not None:
+            try:
+                checked = self.output_adapter.validate_python(value)
+            except PydanticValidationError as exc:
+                raise self._output_error(field_errors_from_pydantic(exc)) from None
+            result: JsonValue = self.output_adapter.dump_python(checked, mode="json")
+            return result
+        plain = _jsonable(value)
+        if self.spec.output_schema is not None:
+            problems = validate_against_schema(plain, self.spec.output_schema)
+            if problems:
+                raise self._output_error(problems)
+        return plain
+
+    def _input_error(self, problems: list[dict[str, JsonValue]]) -> InputValidationError:
+        fields = ", ".join(f"{p['path'] or '<root>'} ({p['code']})" for p in problems)
+        return InputValidationError(
+            f"invalid inputs for {self.spec.id}: {fields}",
+            errors=_to_field_errors(problems),
+            capability_id=self.spec.id,
+        )
+
+    def _output_error(self, problems: list[dict[str, JsonValue]]) -> OutputValidationError:
+        fields = ", ".join(f"{p['path'] or '<root>'} ({p['code']})" for p in problems)
+        return OutputValidationError(
+            f"output of {self.spec.id} does not match its schema: {fields}",
+            errors=_to_field_errors(problems),
+            capability_id=self.spec.id,
+        )
+
+
+_ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def _jsonable(value: Any) -> JsonValue:
+    result: JsonValue = _ANY_ADAPTER.dump_python(value, mode="json")
+    return result

@@ -1,0 +1,208 @@
+"""``aifr approvals list|show|approve|reject|execute``: the human side of approvals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import JsonValue
+from rich.markup import escape
+from rich.table import Table
+
+from aifr.app import App, build_app
+from aifr.cli.call import exit_status, print_result
+from aifr.cli.console import console, fail, print_json
+from aifr.errors import AifrError
+from aifr.invocation import ApprovalRecord, ApprovalStatus, Result
+
+__all__ = ["app"]
+
+app = typer.Typer(help="List, decide and execute approval requests.", no_args_is_help=True)
+
+T = TypeVar("T")
+
+ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
+IdArgument = Annotated[str, typer.Argument(help="Approval id (ap-...).")]
+AsOption = Annotated[str, typer.Option("--as", help="Who decides (the approver).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+_STATUS_STYLE = {
+    "pending": "yellow",
+    "approved": "green",
+    "rejected": "red",
+    "expired": "dim",
+    "consumed": "cyan",
+}
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+
+
+def _as_dict(record: ApprovalRecord) -> dict[str, JsonValue]:
+    return {
+        "id": record.id,
+        "status": record.status.value,
+        "capability_id": record.capability_id,
+        "capability_version": record.capability_version,
+        "fingerprint": record.fingerprint,
+        "principal": record.principal,
+        "roles": list(record.roles),
+        "inputs": record.inputs,
+        "request_digest": record.request_digest,
+        "risk": record.risk,
+        "rule_id": record.rule_id,
+        "reason": record.reason,
+        "approver_roles": list(record.approver_roles),
+        "quorum": record.quorum,
+        "votes": [{"approver": v.approver, "at": v.at, "comment": v.comment} for v in record.votes],
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "decided_by": record.decided_by,
+        "decided_at": record.decided_at,
+        "decision_comment": record.decision_comment,
+        "consumed_at": record.consumed_at,
+        "result": record.result,
+    }
+
+
+def _with_app(project: Path, work: Callable[[App], T]) -> T:
+    """Run ``work`` on the project's app; an ``AifrError`` is printed with its exit code."""
+    try:
+        aifr_app = build_app(project)
+    except AifrError as exc:
+        fail(exc)
+    try:
+        return work(aifr_app)
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        aifr_app.close()
+
+
+@app.command("list")
+def list_approvals(
+    status: Annotated[
+        ApprovalStatus | None, typer.Option(help="Only requests in this state.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: JsonOption = False,
+    project: ProjectOption = Path(),
+) -> None:
+    """List approval requests, newest first."""
+    records = _with_app(project, lambda a: a.approvals.list(status=status, limit=limit))
+    if as_json:
+        print_json([_as_dict(r) for r in records])
+        return
+    table = Table(title=f"{len(records)} approval requests", title_justify="left")
+    for column in ("id", "status", "capability", "principal", "risk", "rule", "votes", "expires"):
+        table.add_column(column)
+    for r in records:
+        style = _STATUS_STYLE[r.status.value]
+        table.add_row(
+            r.id,
+            f"[{style}]{r.status.value}[/]",
+            f"{r.capability_id}@{r.capability_version}",
+            escape(r.principal),
+            r.risk,
+            escape(r.rule_id or "-"),
+            f"{len(r.votes)}/{r.quorum}",
+            _when(r.expires_at),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    approval_id: IdArgument, as_json: JsonOption = False, project: ProjectOption = Path()
+) -> None:
+    """Show one request: what was asked, by whom, why, and what was decided."""
+    record = _with_app(project, lambda a: a.approvals.get(approval_id))
+    if as_json:
+        print_json(_as_dict(record))
+        return
+    style = _STATUS_STYLE[record.status.value]
+    console.print(f"[bold]{record.id}[/]  [{style}]{record.status.value}[/]")
+    console.print(
+        f"{escape(record.principal)} asks to run {record.capability_id}@{record.capability_version} "
+        f"(risk {record.risk})"
+    )
+    console.print(f"rule: {escape(record.rule_id or '-')}  reason: {escape(record.reason or '-')}")
+    console.print(
+        f"approvers: roles {', '.join(record.approver_roles) or 'any allowed by policy'}, "
+        f"quorum {record.quorum}"
+    )
+    for vote in record.votes:
+        console.print(
+            f"  approved by {escape(vote.approver)} at {_when(vote.at)} {escape(vote.comment)}"
+        )
+    if record.decided_by and record.status is ApprovalStatus.REJECTED:
+        console.print(
+            f"rejected by {escape(record.decided_by)}: {escape(record.decision_comment or '-')}"
+        )
+    console.print(f"created {_when(record.created_at)}, expires {_when(record.expires_at)}")
+    console.print("inputs:")
+    console.print_json(data=record.inputs)
+    if record.result is not None:
+        console.print(
+            f"executed: {record.result.get('status')} (audit record {record.result.get('audit_id')})"
+        )
+
+
+@app.command("approve")
+def approve(
+    approval_id: IdArgument,
+    approver: AsOption,
+    comment: Annotated[str, typer.Option(help="A note kept with the approval.")] = "",
+    project: ProjectOption = Path(),
+) -> None:
+    """Approve a pending request (nobody approves their own)."""
+    record = _with_app(
+        project, lambda a: a.approvals.approve(approval_id, approver, comment=comment)
+    )
+    if record.status is ApprovalStatus.APPROVED:
+        console.print(
+            f"[green]approved[/] {record.id}; run it once with 'aifr approvals execute {record.id}'"
+        )
+    else:
+        console.print(
+            f"vote recorded for {record.id}: {len(record.votes)}/{record.quorum} approvals"
+        )
+
+
+@app.command("reject")
+def reject(
+    approval_id: IdArgument,
+    approver: AsOption,
+    reason: Annotated[str, typer.Option(help="Why the request is refused.")] = "",
+    project: ProjectOption = Path(),
+) -> None:
+    """Reject a pending request."""
+    record = _with_app(project, lambda a: a.approvals.reject(approval_id, approver, reason=reason))
+    console.print(f"[red]rejected[/] {record.id}")
+
+
+@app.command("execute")
+def execute(
+    approval_id: IdArgument, as_json: JsonOption = False, project: ProjectOption = Path()
+) -> None:
+    """Run an approved request, exactly once, as the principal who asked for it."""
+
+    def run(aifr_app: App) -> Result:
+        record = aifr_app.approvals.get(approval_id)
+        return aifr_app.runtime.invoke(
+            f"{record.capability_id}@{record.capability_version}",
+            record.inputs,
+            record.principal,
+            roles=frozenset(record.roles),
+            on_behalf_of=record.on_behalf_of,
+            workflow_id=record.workflow_id,
+            approval_id=record.id,
+        )
+
+    result = _with_app(project, run)
+    print_result(result, as_json=as_json)
+    raise typer.Exit(exit_status(result))

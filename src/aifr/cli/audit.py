@@ -1,0 +1,241 @@
+"""``aifr audit verify|tail|export|checkpoint|ship``: read, prove and ship the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aifr.app import build_audit_ledger
+from aifr.audit import (
+    EXPORT_FORMATS,
+    AuditLedger,
+    AuditRecord,
+    Checkpoint,
+    Outbox,
+    load_or_create_signing_key,
+    public_key_hex,
+    record_line,
+    sink_from_url,
+    write_jsonl,
+)
+from aifr.cli.console import console, err_console, fail, print_json
+from aifr.config import Settings, load_settings
+from aifr.errors import AifrError, AuditError, ErrorCode
+
+__all__ = ["CHECKPOINT_FILE", "app"]
+
+app = typer.Typer(help="Verify, read, export and ship the audit ledger.", no_args_is_help=True)
+
+CHECKPOINT_FILE = "audit-checkpoint.json"
+"""Latest signed checkpoint, kept in the state folder as well as in the database."""
+
+ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@contextlib.contextmanager
+def _ledger(project: Path) -> Iterator[tuple[Settings, AuditLedger]]:
+    try:
+        settings = load_settings(project, require_project=True)
+        ledger = build_audit_ledger(settings)
+    except AifrError as exc:
+        fail(exc)
+    try:
+        yield settings, ledger
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        ledger.close()
+
+
+def _key_path(settings: Settings) -> Path:
+    return settings.path(settings.audit.signing_key_file)
+
+
+def _checkpoint_file(settings: Settings) -> Path:
+    return settings.state_path / CHECKPOINT_FILE
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
+    try:
+        return Checkpoint.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot read checkpoint: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise AuditError(f"{path}: checkpoint is not JSON: {exc}") from exc
+
+
+def _line(record: AuditRecord) -> str:
+    event = record.event
+    parts = [
+        f"[bold]{record.seq:>6}[/]",
+        f"[dim]{record.ts}[/]",
+        f"[cyan]{event.kind}[/]",
+        event.principal,
+        event.capability_id or "-",
+        event.decision or "-",
+        f"[green]{event.outcome}[/]"
+        if event.outcome == "ok"
+        else f"[red]{event.outcome or '-'}[/]",
+    ]
+    return "  ".join(parts)
+
+
+def _show(record: AuditRecord, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(record_line(record) + "\n")
+        sys.stdout.flush()
+    else:
+        console.print(_line(record), soft_wrap=True)
+
+
+@app.command("verify")
+def verify(
+    project: ProjectOption = Path(),
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option("--checkpoint", help="Also hold the chain to this checkpoint file."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Walk the chain; exit 1 naming the first modified, removed, inserted or moved record."""
+    with _ledger(project) as (settings, ledger):
+        extra = [_read_checkpoint(path) for path in checkpoint or []]
+        kept = _checkpoint_file(settings)
+        if kept.exists():
+            extra.append(_read_checkpoint(kept))
+        key_path = _key_path(settings)
+        trusted = (
+            public_key_hex(load_or_create_signing_key(key_path)) if key_path.exists() else None
+        )
+        report = ledger.verify(trusted_key=trusted, checkpoints=extra)
+    if as_json:
+        print_json(report.to_dict())
+    elif report.ok:
+        console.print(f"[green]ok[/] {report.message} (head {report.head_hash[:16]}…)")
+    else:
+        err_console.print(
+            f"[bold red]audit chain broken[/] at record {report.first_bad_seq} "
+            f"[dim]{report.problem}[/]: {report.message}"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("tail")
+def tail(
+    project: ProjectOption = Path(),
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many records.", min=0)] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records.")
+    ] = False,
+    principal: Annotated[str | None, typer.Option(help="Only this principal's records.")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between polls with --follow.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+) -> None:
+    """Print the newest records, oldest first; ``--follow`` waits for more."""
+    with _ledger(project) as (_, ledger):
+        newest = list(ledger.records(principal=principal, limit=lines, newest_first=True))
+        for record in reversed(newest):
+            _show(record, as_json=as_json)
+        position = newest[0].seq if newest else ledger.head().seq
+        with contextlib.suppress(KeyboardInterrupt):
+            while follow:
+                fresh = list(ledger.records(principal=principal, after_seq=position))
+                for record in fresh:
+                    _show(record, as_json=as_json)
+                    position = record.seq
+                if not fresh:
+                    time.sleep(interval)
+
+
+@app.command("export")
+def export(
+    project: ProjectOption = Path(),
+    export_format: Annotated[
+        str, typer.Option("--format", help="Output format (jsonl).")
+    ] = "jsonl",
+    since: Annotated[str | None, typer.Option(help="From this ISO time (inclusive, UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this ISO time (exclusive).")] = None,
+    principal: Annotated[str | None, typer.Option(help="Only this principal's records.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Export records as JSON lines, filtered by time range and principal."""
+    if export_format not in EXPORT_FORMATS:
+        fail(
+            AuditError(
+                f"--format {export_format!r}: supported formats are {', '.join(EXPORT_FORMATS)}",
+                code=ErrorCode.CONFIG_INVALID,
+            )
+        )
+    with _ledger(project) as (_, ledger):
+        records = ledger.records(since=since, until=until, principal=principal)
+        if output is None:
+            write_jsonl(records, sys.stdout)
+            return
+        with output.open("w", encoding="utf-8") as handle:
+            count = write_jsonl(records, handle)
+        err_console.print(f"exported {count} records to {output}")
+
+
+@app.command("checkpoint")
+def checkpoint(project: ProjectOption = Path(), as_json: JsonOption = False) -> None:
+    """Sign the chain head (ed25519) so removing newer records is detected by verify."""
+    with _ledger(project) as (settings, ledger):
+        signed = ledger.checkpoint(load_or_create_signing_key(_key_path(settings)))
+        target = _checkpoint_file(settings)
+        target.write_text(json.dumps(signed.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if as_json:
+        print_json(signed.to_dict())
+    else:
+        console.print(
+            f"checkpoint of record {signed.seq} signed ({signed.hash[:16]}…), kept in the "
+            f"database and {target}; copy it somewhere the database's writers cannot reach"
+        )
+
+
+@app.command("ship")
+def ship(
+    project: ProjectOption = Path(),
+    sink: Annotated[
+        str | None, typer.Option(help="nats://HOST:PORT[/STREAM] or http(s)://URL.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep shipping until interrupted.")
+    ] = False,
+) -> None:
+    """Ship records the sink has not acknowledged yet, in order, from its stored cursor."""
+    with _ledger(project) as (settings, ledger):
+        url = sink or settings.audit.sink_url
+        if url is None:
+            raise AuditError(
+                "no sink: pass --sink or set audit.sink_url", code=ErrorCode.CONFIG_INVALID
+            )
+        outbox = Outbox(ledger, sink_from_url(url))
+        shipped = asyncio.run(_ship(outbox, follow=follow))
+    console.print(f"shipped {shipped} records to {outbox.sink.name}")
+
+
+async def _ship(outbox: Outbox, *, follow: bool) -> int:
+    try:
+        if not follow:
+            return await outbox.ship_once()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+        return await outbox.run(stop)
+    finally:
+        await outbox.sink.aclose()

@@ -1,0 +1,263 @@
+"""``aifr mcp``: serve the project to MCP clients; ``config`` and ``token`` helpers.
+
+The MCP SDK, uvicorn and the runtime are imported inside the commands, so ``aifr
+--help`` and the other commands never pay for them, and ``aifr mcp`` starts fast
+enough for clients that launch it per session.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from aifr.cli.console import console, err_console, fail, print_json
+from aifr.errors import AifrError
+
+if TYPE_CHECKING:
+    from aifr.config import Settings
+    from aifr.transports.mcp.auth import McpIdentity
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Serve capabilities and workflows as governed MCP tools (stdio, HTTP, Unix socket).",
+)
+token_app = typer.Typer(help="Bearer tokens for 'aifr mcp --transport http'.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
+
+
+class Transport(StrEnum):
+    """How clients reach the server."""
+
+    STDIO = "stdio"
+    HTTP = "http"
+    UDS = "uds"
+
+
+class ClientTransport(StrEnum):
+    """How a client configured by ``aifr mcp config`` reaches the server."""
+
+    STDIO = "stdio"
+    HTTP = "http"
+
+
+class ClientKind(StrEnum):
+    """MCP clients whose configuration snippet ``aifr mcp config`` prints."""
+
+    CLAUDE = "claude"
+    CURSOR = "cursor"
+
+
+def _settings(project: Path) -> Settings:
+    from aifr.config import load_settings
+
+    return load_settings(project, require_project=True)
+
+
+def _local_identity(settings: Settings) -> McpIdentity:
+    from aifr.transports.mcp.auth import McpIdentity
+
+    mcp = settings.mcp
+    return McpIdentity(mcp.principal, frozenset(mcp.roles), mcp.operator)
+
+
+def _announce(message: str) -> None:
+    err_console.print(f"aifr mcp: {message}")
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    transport: Annotated[Transport, typer.Option(help="stdio, http or uds.")] = Transport.STDIO,
+    host: Annotated[str | None, typer.Option(help="HTTP address (default mcp.host).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port; 0 picks a free one (default mcp.port).")
+    ] = None,
+    socket: Annotated[
+        Path | None, typer.Option("--socket", help="Unix socket path (default mcp.socket).")
+    ] = None,
+    project: ProjectOption = Path(),
+) -> None:
+    """Serve the project's capabilities and workflows over MCP (stdio by default)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import anyio
+
+    from aifr.app import build_app
+    from aifr.observability.logs import configure_logging
+    from aifr.transports.mcp import (
+        AifrMcpServer,
+        TokenStore,
+        UidPrincipals,
+        connection_identity,
+        fixed_identity,
+        http_identity,
+        serve_http,
+        serve_stdio,
+        serve_uds,
+    )
+    from aifr.workflows import list_workflows
+
+    try:
+        aifr_app = build_app(project, require_project=True)
+    except AifrError as exc:
+        fail(exc)
+    settings = aifr_app.settings
+    configure_logging(settings.log_level)
+    local = _local_identity(settings)
+    try:
+        workflows = list_workflows(settings.path(settings.workflows.directory))
+        if transport is Transport.STDIO:
+            server = AifrMcpServer.from_app(
+                aifr_app, identity=fixed_identity(local), workflows=workflows
+            )
+            anyio.run(serve_stdio, server)
+        elif transport is Transport.HTTP:
+            server = AifrMcpServer.from_app(aifr_app, identity=http_identity, workflows=workflows)
+            tokens = TokenStore(settings.path(settings.mcp.tokens_file))
+            if not tokens.records():
+                _announce(
+                    "no tokens yet: every request will get 401 until you run "
+                    "'aifr mcp token create --principal NAME'"
+                )
+            anyio.run(
+                lambda: serve_http(
+                    server,
+                    tokens,
+                    host=host or settings.mcp.host,
+                    port=settings.mcp.port if port is None else port,
+                    on_ready=lambda url: _announce(f"serving on {url}"),
+                )
+            )
+        else:
+            server = AifrMcpServer.from_app(
+                aifr_app, identity=connection_identity, workflows=workflows
+            )
+            path = socket or settings.path(settings.mcp.socket)
+            identities = UidPrincipals(local, dict(settings.mcp.uid_principals))
+            anyio.run(
+                lambda: serve_uds(
+                    server,
+                    path,
+                    identities,
+                    mode=settings.mcp.socket_mode,
+                    on_ready=lambda p: _announce(f"serving on unix:{p}"),
+                )
+            )
+    except AifrError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        _announce("stopped")
+    finally:
+        aifr_app.close()
+
+
+def _aifr_command() -> list[str]:
+    beside = Path(sys.executable).parent / "aifr"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("aifr")
+    return [found] if found else [sys.executable, "-m", "aifr"]
+
+
+@app.command("config")
+def config(
+    client: Annotated[ClientKind, typer.Option(help="claude or cursor.")] = ClientKind.CLAUDE,
+    transport: Annotated[
+        ClientTransport, typer.Option(help="stdio (launched by the client) or http.")
+    ] = ClientTransport.STDIO,
+    name: Annotated[str, typer.Option(help="Server name in the client.")] = "aifr",
+    project: ProjectOption = Path(),
+) -> None:
+    """Print the MCP client configuration snippet for this project."""
+    try:
+        settings = _settings(project)
+    except AifrError as exc:
+        fail(exc)
+    root = str(settings.project_dir)
+    entry: dict[str, object]
+    if transport is ClientTransport.HTTP:
+        url = f"http://{settings.mcp.host}:{settings.mcp.port}/mcp"
+        token_ref = "${env:AIFR_MCP_TOKEN}" if client is ClientKind.CURSOR else "<token>"
+        entry = {"url": url, "headers": {"Authorization": f"Bearer {token_ref}"}}
+        if client is ClientKind.CLAUDE:
+            entry = {"type": "http", **entry}
+    else:
+        command, *prefix = _aifr_command()
+        entry = {"command": command, "args": [*prefix, "mcp", "--transport", "stdio", "-p", root]}
+        if client is ClientKind.CURSOR:
+            entry = {"type": "stdio", **entry}
+    where = {
+        ClientKind.CLAUDE: "claude_desktop_config.json (Claude Desktop) or .mcp.json (Claude Code)",
+        ClientKind.CURSOR: ".cursor/mcp.json (project) or ~/.cursor/mcp.json (global)",
+    }[client]
+    err_console.print(f"# add to {where}")
+    print_json({"mcpServers": {name: entry}})
+
+
+@token_app.command("create")
+def token_create(
+    principal: Annotated[str, typer.Option(help="Principal the token acts as.")],
+    role: Annotated[list[str] | None, typer.Option(help="Role (repeatable).")] = None,
+    operator: Annotated[
+        str | None, typer.Option(help="Human whose approval prompts this client answers.")
+    ] = None,
+    label: Annotated[str, typer.Option(help="Free-text note.")] = "",
+    project: ProjectOption = Path(),
+) -> None:
+    """Mint a bearer token; it is printed once and stored only as a SHA-256 digest."""
+    from aifr.transports.mcp.auth import TokenStore
+
+    try:
+        settings = _settings(project)
+        store = TokenStore(settings.path(settings.mcp.tokens_file))
+        token, record = store.create(principal, roles=role or (), operator=operator, label=label)
+    except AifrError as exc:
+        fail(exc)
+    err_console.print(
+        f"token for [bold]{record.principal}[/] (digest {record.digest[:12]}); "
+        "shown once, store it now:"
+    )
+    sys.stdout.write(token + "\n")
+
+
+@token_app.command("list")
+def token_list(project: ProjectOption = Path()) -> None:
+    """List tokens (digest prefix, principal, roles, operator, label)."""
+    from aifr.transports.mcp.auth import TokenStore
+
+    try:
+        settings = _settings(project)
+        records = TokenStore(settings.path(settings.mcp.tokens_file)).records()
+    except AifrError as exc:
+        fail(exc)
+    for record in records:
+        console.print(
+            f"{record.digest[:12]}  {record.principal}  roles={','.join(record.roles) or '-'}  "
+            f"operator={record.operator or '-'}  {record.label}"
+        )
+    if not records:
+        console.print("no tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    digest: Annotated[str, typer.Argument(help="Digest prefix shown by 'token list'.")],
+    project: ProjectOption = Path(),
+) -> None:
+    """Revoke a token by its digest prefix; it stops working on the next request."""
+    from aifr.transports.mcp.auth import TokenStore
+
+    try:
+        settings = _settings(project)
+        removed = TokenStore(settings.path(settings.mcp.tokens_file)).revoke(digest)
+    except AifrError as exc:
+        fail(exc)
+    console.print(f"revoked {removed.digest[:12]} ({removed.principal})")

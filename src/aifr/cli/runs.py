@@ -1,0 +1,165 @@
+"""``aifr runs list|show|cancel|resume|retry-compensation``: operate on workflow runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from aifr.app import App, build_app
+from aifr.cli.console import console, err_console, fail, print_json
+from aifr.cli.run import STATE_STYLE, render_run, run_exit_status
+from aifr.errors import AifrError
+from aifr.workflows import RunState, RunView
+
+__all__ = ["app"]
+
+app = typer.Typer(help="List, inspect and operate on workflow runs.", no_args_is_help=True)
+
+ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
+RunArgument = Annotated[str, typer.Argument(help="Run id (run-...).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _open(project: Path) -> App:
+    try:
+        return build_app(project)
+    except AifrError as exc:
+        fail(exc)
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _show(view: RunView, as_json: bool) -> None:
+    if as_json:
+        print_json(view.to_dict())
+        return
+    console.print(render_run(view))
+    run = view.run
+    console.print(f"principal: {run.principal}  started: {_when(run.created_at)}")
+    if run.error:
+        where = f" at step {run.failed_step}" if run.failed_step else ""
+        err_console.print(f"[dim]{run.error.get('code')}[/]{where}: {run.error.get('message')}")
+    if run.state is RunState.COMPENSATION_FAILED:
+        console.print(f"fix the cause, then: aifr runs retry-compensation {run.id} --as OPERATOR")
+    elif run.state is RunState.NEEDS_REVIEW:
+        console.print(f"review the change, then: aifr runs resume {run.id} --as OPERATOR")
+
+
+def _act(project: Path, action: Callable[[App], RunView], as_json: bool) -> None:
+    aifr_app = _open(project)
+    try:
+        view = action(aifr_app)
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        aifr_app.close()
+    _show(view, as_json)
+    raise typer.Exit(run_exit_status(view))
+
+
+@app.command("list")
+def list_runs(
+    state: Annotated[RunState | None, typer.Option(help="Only runs in this state.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: JsonOption = False,
+    project: ProjectOption = Path(),
+) -> None:
+    """List workflow runs, newest first."""
+    aifr_app = _open(project)
+    try:
+        runs = aifr_app.workflows.list(state=state, limit=limit)
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        aifr_app.close()
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "workflow": r.workflow,
+                    "state": r.state.value,
+                    "principal": r.principal,
+                    "failed_step": r.failed_step,
+                    "created_at": r.created_at,
+                    "updated_at": r.updated_at,
+                }
+                for r in runs
+            ]
+        )
+        return
+    table = Table(title=f"{len(runs)} workflow runs", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    for column in ("workflow", "state", "principal", "failed step", "updated"):
+        table.add_column(column)
+    for r in runs:
+        style = STATE_STYLE.get(r.state.value, "white")
+        table.add_row(
+            r.id, f"{r.workflow} v{r.workflow_version}", f"[{style}]{r.state.value}[/]",
+            r.principal, r.failed_step or "-", _when(r.updated_at),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command("show")
+def show(run_id: RunArgument, as_json: JsonOption = False, project: ProjectOption = Path()) -> None:
+    """Show a run: each step's state, attempts, errors and compensation."""
+    aifr_app = _open(project)
+    try:
+        view = aifr_app.workflows.view(run_id)
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        aifr_app.close()
+    _show(view, as_json)
+
+
+OperatorOption = Annotated[str | None, typer.Option("--as", help="Who acts (the operator).")]
+
+
+@app.command("cancel")
+def cancel(
+    run_id: RunArgument,
+    operator: OperatorOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = Path(),
+) -> None:
+    """Cancel a run: completed steps are compensated, then it ends cancelled."""
+    _act(
+        project,
+        lambda a: a.workflows.cancel(run_id, operator=operator or a.settings.principal),
+        as_json,
+    )
+
+
+@app.command("resume")
+def resume(
+    run_id: RunArgument,
+    operator: OperatorOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = Path(),
+) -> None:
+    """Resume a run: after an approval decision, a crash, or a reviewed capability change."""
+    _act(project, lambda a: a.workflows.resume(run_id, operator=operator), as_json)
+
+
+@app.command("retry-compensation")
+def retry_compensation(
+    run_id: RunArgument,
+    operator: OperatorOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = Path(),
+) -> None:
+    """Try a failed compensation again, from the step where it failed."""
+    _act(
+        project,
+        lambda a: a.workflows.retry_compensation(run_id, operator=operator or a.settings.principal),
+        as_json,
+    )

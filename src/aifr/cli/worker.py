@@ -1,0 +1,97 @@
+"""``aifr worker``: resume unfinished runs, deliver webhooks, take signed approval callbacks."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from aifr.app import App, build_app
+from aifr.cli.console import console, fail
+from aifr.errors import AifrError, ConfigError
+from aifr.workflows import Worker
+from aifr.workflows.notify import WebhookNotifier, approval_callback_app
+
+__all__ = ["worker"]
+
+
+def _secret(app: App) -> bytes | None:
+    secret = app.settings.approvals.webhook_secret
+    return secret.get_secret_value().encode() if secret is not None else None
+
+
+def _callback_server(app: App, worker: Worker, host: str, port: int) -> uvicorn.Server:
+    secret = _secret(app)
+    if secret is None:
+        raise ConfigError(
+            "approvals.webhook_secret must be set to accept signed approval callbacks",
+            key="approvals.webhook_secret",
+        )
+    callback = approval_callback_app(
+        app.approvals,
+        secret,
+        window_s=app.settings.approvals.replay_window_s,
+        on_decided=worker.wake,
+    )
+    server = uvicorn.Server(uvicorn.Config(callback, host=host, port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="aifr-approval-callback", daemon=True).start()
+    return server
+
+
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between passes.")] = 0.5,
+    callback_port: Annotated[
+        int | None,
+        typer.Option("--callback-port", help="Serve the signed approval callback on this port."),
+    ] = None,
+    callback_host: Annotated[str, typer.Option("--callback-host")] = "127.0.0.1",
+    project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.")] = Path(),
+) -> None:
+    """Resume unfinished runs (crashes, decided approvals) and deliver notifications."""
+    try:
+        app = build_app(project)
+        secret = _secret(app)
+        if app.settings.approvals.webhook_url and secret is None:
+            raise ConfigError(
+                "approvals.webhook_url is set but approvals.webhook_secret is not: "
+                "webhooks are always signed",
+                key="approvals.webhook_secret",
+            )
+        notifier = WebhookNotifier(app.runs, secret) if secret is not None else None
+        loop = Worker(app.workflows, notifier=notifier, poll_s=poll)
+        server = (
+            _callback_server(app, loop, callback_host, callback_port)
+            if callback_port is not None
+            else None
+        )
+    except AifrError as exc:
+        fail(exc)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        loop.stop()
+
+    try:
+        if once:
+            driven = loop.turn()
+            console.print(f"resumed {len(driven)} run(s)")
+            for view in driven:
+                console.print(f"  {view.run.id}: {view.state.value}")
+            return
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        console.print(f"aifr worker {app.workflows.owner} polling every {poll:g}s")
+        loop.run()
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if notifier is not None:
+            notifier.close()
+        app.close()

@@ -1,0 +1,288 @@
+"""One typed, frozen settings object: ``aifr.toml`` first, then ``AIFR_*`` variables.
+
+Environment variables win over the file; nested keys use ``__`` (``AIFR_FS__ROOTS``).
+Only ``config``, ``app`` and ``cli`` read settings; every other part takes plain
+constructor arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from aifr.errors import ConfigError, ErrorCode
+
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "ApprovalSettings",
+    "AuditSettings",
+    "ExecSettings",
+    "FsSettings",
+    "McpSettings",
+    "NetSettings",
+    "PolicySettings",
+    "RuntimeSettings",
+    "SecretsSettings",
+    "Settings",
+    "WorkflowSettings",
+    "load_settings",
+]
+
+CONFIG_FILE_NAME = "aifr.toml"
+_SECTION = ConfigDict(frozen=True, extra="forbid")
+
+
+class RuntimeSettings(BaseModel):
+    """Invocation limits and the capability modules a project registers."""
+
+    model_config = _SECTION
+
+    capability_modules: list[str] = Field(default_factory=list)
+    default_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    circuit_failure_threshold: Annotated[int, Field(ge=1)] = 5
+    circuit_cooldown_s: Annotated[float, Field(ge=0)] = 30.0
+    sync_execution: Literal["thread", "inline"] = "thread"
+    stdlib: bool = True
+
+
+class PolicySettings(BaseModel):
+    """Where policies live and whether the engine reloads them on change."""
+
+    model_config = _SECTION
+
+    directory: str = "policies"
+    hot_reload: bool = False
+
+
+class AuditSettings(BaseModel):
+    """Audit ledger durability and optional shipping to an external sink."""
+
+    model_config = _SECTION
+
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sink_url: str | None = None
+    signing_key_file: str = ".aifr/keys/audit-ed25519.pem"
+
+
+class ApprovalSettings(BaseModel):
+    """How long approvals live and where notifications go."""
+
+    model_config = _SECTION
+
+    expiry_s: Annotated[float, Field(gt=0)] = 3600.0
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    replay_window_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+SecretProviderName = Literal["env", "file", "keyring"]
+
+
+def _default_secret_providers() -> list[SecretProviderName]:
+    return ["env", "file"]
+
+
+class SecretsSettings(BaseModel):
+    """Where ``secret://NAME`` references are resolved, in provider order."""
+
+    model_config = _SECTION
+
+    providers: list[SecretProviderName] = Field(default_factory=_default_secret_providers)
+    env_prefix: str = ""
+    directory: str = ".aifr/secrets"
+    keyring_service: str = "aifr"
+
+
+class WorkflowSettings(BaseModel):
+    """Workflow definitions and the rule applied when a capability changed mid-run."""
+
+    model_config = _SECTION
+
+    directory: str = "workflows"
+    on_fingerprint_drift: Literal["needs_review", "continue", "fail"] = "needs_review"
+
+
+class FsSettings(BaseModel):
+    """Roots the ``io.fs.*`` capabilities are confined to (relative to the project)."""
+
+    model_config = _SECTION
+
+    roots: list[str] = Field(default_factory=lambda: ["."])
+    max_read_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+    max_write_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+
+
+class NetSettings(BaseModel):
+    """Hosts and schemes ``io.net.*`` may reach."""
+
+    model_config = _SECTION
+
+    allow_hosts: list[str] = Field(default_factory=list)
+    allow_schemes: list[str] = Field(default_factory=lambda: ["https"])
+    allow_private_addresses: bool = False
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_response_bytes: Annotated[int, Field(gt=0)] = 5 * 1024 * 1024
+
+
+class ExecSettings(BaseModel):
+    """Commands ``sys.exec`` may run and the limits applied to them."""
+
+    model_config = _SECTION
+
+    allow_commands: list[str] = Field(default_factory=list)
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    max_memory_mb: Annotated[int, Field(gt=0)] = 512
+    max_output_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+
+
+class McpSettings(BaseModel):
+    """The MCP server: identities on local transports, tokens, socket and HTTP address.
+
+    ``principal`` and ``roles`` are who a stdio or Unix-socket client acts as (a socket
+    peer's uid may map to another principal through ``uid_principals``); ``operator``
+    is the human behind the client whose answer to an approval prompt is recorded.
+    """
+
+    model_config = _SECTION
+
+    principal: str = "mcp-client"
+    roles: list[str] = Field(default_factory=list)
+    operator: str | None = None
+    uid_principals: dict[str, str] = Field(default_factory=dict)
+    tokens_file: str = ".aifr/tokens.json"
+    socket: str = ".aifr/mcp.sock"
+    socket_mode: Annotated[int, Field(ge=0, le=0o777)] = 0o600
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8765
+
+
+class Settings(BaseSettings):
+    """Everything configurable in an aifr project, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIFR_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    project_dir: Path = Path()
+    database_url: str = "sqlite:///.aifr/aifr.db"
+    state_dir: str = ".aifr"
+    principal: str = "local-user"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    runtime: RuntimeSettings = RuntimeSettings()
+    policy: PolicySettings = PolicySettings()
+    audit: AuditSettings = AuditSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    workflows: WorkflowSettings = WorkflowSettings()
+    fs: FsSettings = FsSettings()
+    net: NetSettings = NetSettings()
+    exec: ExecSettings = ExecSettings()
+    mcp: McpSettings = McpSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],  # noqa: ARG003  # pydantic-settings hook signature
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003  # pydantic-settings hook signature
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003  # pydantic-settings hook signature
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Constructor arguments, then environment, then ``aifr.toml``."""
+        return (init_settings, env_settings)
+
+    def path(self, relative: str) -> Path:
+        """Resolve a project-relative setting to an absolute path."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else (self.project_dir / candidate).resolve()
+
+    @property
+    def state_path(self) -> Path:
+        """The project's ``.aifr`` folder."""
+        return self.path(self.state_dir)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or ``None`` when the URL names another backend."""
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            return None
+        return self.path(self.database_url[len(prefix) :])
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}", file=str(path)) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}", file=str(path)) from exc
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return "AIFR_" + "__".join(str(part).upper() for part in loc)
+
+
+def load_settings(project_dir: Path | str, *, require_project: bool = False) -> Settings:
+    """Load the settings of the project in ``project_dir``.
+
+    Raises:
+        ConfigError: the file is not valid TOML, a value is invalid (the message names
+            the key and whether it came from the file or an ``AIFR_*`` variable), or
+            ``require_project`` is set and there is no ``aifr.toml``.
+    """
+    root = Path(project_dir).resolve()
+    config_file = root / CONFIG_FILE_NAME
+    if config_file.is_file():
+        file_values = _read_toml(config_file)
+    elif require_project:
+        raise ConfigError(
+            f"no {CONFIG_FILE_NAME} in {root}: run 'aifr init' there first",
+            code=ErrorCode.CONFIG_PROJECT_MISSING,
+            project_dir=str(root),
+        )
+    else:
+        file_values = {}
+    file_values.pop("project_dir", None)
+    try:
+        return _merged_settings(root, file_values)
+    except PydanticValidationError as exc:
+        problems: list[JsonValue] = []
+        for error in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in error["loc"])
+            env = _env_name(error["loc"][:1])
+            source = f"environment variable {env}" if env in os.environ else str(config_file)
+            problems.append(f"{key}: {error['msg']} (from {source})")
+        raise ConfigError(
+            "invalid settings: " + "; ".join(map(str, problems)),
+            file=str(config_file),
+            problems=problems,
+        ) from None
+
+
+def _merged_settings(root: Path, file_values: dict[str, Any]) -> Settings:
+    env_only = Settings(project_dir=root)
+    env_set = env_only.model_fields_set - {"project_dir"}
+    merged = {**file_values}
+    for key in env_set:
+        value = getattr(env_only, key)
+        if isinstance(value, BaseModel) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value.model_dump(exclude_unset=True)}
+        else:
+            merged[key] = value.model_dump() if isinstance(value, BaseModel) else value
+    return Settings(project_dir=root, **merged)

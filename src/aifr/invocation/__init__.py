@@ -1,0 +1,80 @@
+"""The governed invocation pipeline (DESIGN.md part C): runtime, context, hooks, secrets."""
+
+from aifr.invocation.approvals import ApprovalService, request_digest
+from aifr.invocation.circuit import CircuitBreakers, CircuitState
+from aifr.invocation.context import (
+    GlobalContext,
+    Phase,
+    RequestContext,
+    current_request,
+    new_id,
+)
+from aifr.invocation.events import EventBus, EventKind, LifecycleEvent, Observer
+from aifr.invocation.execution import SyncExecution
+from aifr.invocation.hooks import Hook, HookCall, HookRegistry, Hooks, HookScope, HookStage
+from aifr.invocation.ports import (
+    ApprovalRecord,
+    ApprovalStatus,
+    ApprovalStore,
+    ApprovalUpdate,
+    ApprovalVote,
+    CircuitRecord,
+    CircuitStore,
+    IdempotencyRecord,
+    IdempotencyStore,
+)
+from aifr.invocation.result import HookFailure, Result, Status, Timing
+from aifr.invocation.runtime import Runtime
+from aifr.invocation.secret_refs import (
+    SECRET_SCHEME,
+    EnvSecretProvider,
+    FileSecretProvider,
+    KeyringSecretProvider,
+    Redactor,
+    SecretProvider,
+    SecretResolver,
+)
+
+__all__ = [
+    "SECRET_SCHEME",
+    "ApprovalRecord",
+    "ApprovalService",
+    "ApprovalStatus",
+    "ApprovalStore",
+    "ApprovalUpdate",
+    "ApprovalVote",
+    "CircuitBreakers",
+    "CircuitRecord",
+    "CircuitState",
+    "CircuitStore",
+    "EnvSecretProvider",
+    "EventBus",
+    "EventKind",
+    "FileSecretProvider",
+    "GlobalContext",
+    "Hook",
+    "HookCall",
+    "HookFailure",
+    "HookRegistry",
+    "HookScope",
+    "HookStage",
+    "Hooks",
+    "IdempotencyRecord",
+    "IdempotencyStore",
+    "KeyringSecretProvider",
+    "LifecycleEvent",
+    "Observer",
+    "Phase",
+    "Redactor",
+    "RequestContext",
+    "Result",
+    "Runtime",
+    "SecretProvider",
+    "SecretResolver",
+    "Status",
+    "SyncExecution",
+    "Timing",
+    "current_request",
+    "new_id",
+    "request_digest",
+]

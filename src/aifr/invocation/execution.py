@@ -1,0 +1,293 @@
+"""Running handlers, hooks and blocking storage calls under timeouts, sync or async.
+
+The pipeline is one coroutine (``Runtime._pipeline``). It never awaits anything but
+an :class:`Executor` method, so ``invoke`` drives it with a plain ``send(None)`` through
+a :class:`BlockingExecutor` (whose methods block and never suspend) while ``ainvoke``
+awaits it on the caller's loop with an :class:`AsyncExecutor`. One core, two drivers.
+
+Where each piece runs:
+
+- sync handler, ``invoke``: in the runtime's handler pool (a hard timeout: the caller
+  stops waiting; Python cannot kill the thread, which is abandoned), or inline in the
+  calling thread when the runtime's ``sync_execution`` is ``"inline"`` (cheaper by one
+  thread hand-off; the timeout is then checked when the handler returns);
+- sync handler, ``ainvoke``: always in the handler pool, so the loop never blocks;
+- async handler, ``ainvoke``: on the caller's loop under ``asyncio.timeout``;
+- async handler, ``invoke``: on the runtime's background loop thread;
+- storage calls (ledger, approvals, idempotency), ``ainvoke``: in a separate I/O pool,
+  so handlers that hang can never starve audit writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal, Protocol, TypeVar, cast
+
+__all__ = [
+    "AsyncExecutor",
+    "BlockingExecutor",
+    "DeadlineExceeded",
+    "Executor",
+    "ExecutorPools",
+    "SyncExecution",
+    "drive",
+]
+
+T = TypeVar("T")
+_LOOP_GRACE_S = 1.0
+SyncExecution = Literal["thread", "inline"]
+
+
+class DeadlineExceeded(Exception):  # noqa: N818  # internal signal, never leaves the runtime
+    """A handler or hook ran past its timeout; translated by the caller into an AifrError."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"timed out after {timeout_s:g}s")
+        self.timeout_s = timeout_s
+
+
+class _LoopThread:
+    """A private event loop on a daemon thread, for async work started from sync code."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=serve, name="aifr-runtime-loop", daemon=True)
+                self._thread.start()
+                ready.wait(10)
+                self._loop = loop
+            return self._loop
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+
+class _Asyncness:
+    """Remembers whether each callable is a coroutine function (``inspect`` is slow)."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[Callable[..., Any], bool] = {}
+
+    def is_async(self, fn: Callable[..., Any]) -> bool:
+        known = self._known.get(fn)
+        if known is None:
+            known = self._known[fn] = inspect.iscoroutinefunction(fn)
+        return known
+
+
+class ExecutorPools:
+    """The thread pools and background loop one runtime owns; closed with the runtime."""
+
+    def __init__(self, *, handler_workers: int = 32, io_workers: int = 16) -> None:
+        self.handlers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=handler_workers, thread_name_prefix="aifr-handler"
+        )
+        self.io = concurrent.futures.ThreadPoolExecutor(
+            max_workers=io_workers, thread_name_prefix="aifr-io"
+        )
+        self.background = _LoopThread()
+
+    def close(self) -> None:
+        """Stop accepting work; running handlers are not waited for."""
+        self.handlers.shutdown(wait=False, cancel_futures=True)
+        self.io.shutdown(wait=True)
+        self.background.close()
+
+
+async def _bounded(awaitable: Awaitable[T], timeout_s: float) -> T:
+    try:
+        async with asyncio.timeout(timeout_s) as scope:
+            return await awaitable
+    except TimeoutError:
+        if scope.expired():
+            raise DeadlineExceeded(timeout_s) from None
+        raise
+
+
+class Executor(Protocol):
+    """How the pipeline runs code: the two drivers share this interface."""
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking storage call."""
+        ...
+
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        *,
+        timeout_s: float | None,
+        may_inline: bool = False,
+    ) -> Any:
+        """Run a handler or hook (sync or async) with ``kwargs`` under ``timeout_s``.
+
+        Raises:
+            DeadlineExceeded: it ran past ``timeout_s``.
+        """
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, blocking the thread (sync driver) or yielding to the loop (async driver)."""
+        ...
+
+
+class BlockingExecutor:
+    """Driver for ``invoke``: every method completes before returning, never suspends."""
+
+    def __init__(self, pools: ExecutorPools, sync_execution: SyncExecution = "thread") -> None:
+        self._pools = pools
+        self._inline = sync_execution == "inline"
+        self._asyncness = _Asyncness()
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn`` in this thread."""
+        return fn(*args)
+
+    async def sleep(self, seconds: float) -> None:
+        """Block this thread for ``seconds``."""
+        time.sleep(seconds)
+
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        *,
+        timeout_s: float | None,
+        may_inline: bool = False,
+    ) -> Any:
+        """Run ``fn`` to completion or until ``timeout_s``, blocking this thread.
+
+        ``may_inline`` lets a sync handler run in this thread when the runtime's
+        ``sync_execution`` is ``"inline"``; hooks never pass it, so a hanging hook is
+        always cut off at its timeout.
+        """
+        if self._asyncness.is_async(fn):
+            return self._run_on_background_loop(fn(**kwargs), timeout_s)
+        if timeout_s is None:
+            return fn(**kwargs)
+        if may_inline and self._inline:
+            started = time.perf_counter()
+            value = fn(**kwargs)
+            if time.perf_counter() - started > timeout_s:
+                raise DeadlineExceeded(timeout_s)
+            return value
+        call: Callable[[], Any] = functools.partial(contextvars.copy_context().run, fn, **kwargs)
+        future = self._pools.handlers.submit(call)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            if future.done():  # the handler itself raised TimeoutError
+                raise
+            future.cancel()
+            raise DeadlineExceeded(timeout_s) from None
+
+    def _run_on_background_loop(
+        self, coroutine: Coroutine[Any, Any, Any], timeout_s: float | None
+    ) -> Any:
+        """Run ``coroutine`` on the runtime's loop thread, in this thread's context."""
+        loop = self._pools.background.loop()
+        context = contextvars.copy_context()
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def start() -> None:
+            task = loop.create_task(_with_timeout(coroutine, timeout_s), context=context)
+            task.add_done_callback(lambda t: _settle(t, done))
+
+        loop.call_soon_threadsafe(start)
+        # The loop enforces the timeout; this bound only guards against a handler that
+        # blocks the loop thread itself (a sync sleep inside ``async def``).
+        try:
+            return done.result(None if timeout_s is None else timeout_s + _LOOP_GRACE_S)
+        except TimeoutError:
+            if done.done():
+                raise
+            raise DeadlineExceeded(timeout_s or 0.0) from None
+
+
+def _settle(task: asyncio.Task[Any], done: concurrent.futures.Future[Any]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif (error := task.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(task.result())
+
+
+async def _with_timeout(awaitable: Awaitable[T], timeout_s: float | None) -> T:
+    if timeout_s is None:
+        return await awaitable
+    return await _bounded(awaitable, timeout_s)
+
+
+class AsyncExecutor:
+    """Driver for ``ainvoke``: blocking work goes to pools, async work runs on this loop."""
+
+    def __init__(self, pools: ExecutorPools) -> None:
+        self._pools = pools
+        self._asyncness = _Asyncness()
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in the I/O pool and await it."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._pools.io, functools.partial(context.run, fn, *args))
+
+    async def sleep(self, seconds: float) -> None:
+        """Yield to the loop for ``seconds``."""
+        await asyncio.sleep(seconds)
+
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        *,
+        timeout_s: float | None,
+        may_inline: bool = False,  # noqa: ARG002  # the loop never runs sync code inline
+    ) -> Any:
+        """Await ``fn`` (async) or its run in the handler pool (sync) under ``timeout_s``."""
+        if self._asyncness.is_async(fn):
+            return await _with_timeout(fn(**kwargs), timeout_s)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        future = loop.run_in_executor(
+            self._pools.handlers, functools.partial(context.run, functools.partial(fn, **kwargs))
+        )
+        return await _with_timeout(future, timeout_s)
+
+
+def drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the pipeline under ``BlockingExecutor``)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+    coroutine.close()
+    raise RuntimeError("the pipeline suspended under the blocking driver")

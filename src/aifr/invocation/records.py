@@ -1,0 +1,237 @@
+"""Per-call state of the pipeline, how a call ended, and the audit event it appends.
+
+``Call`` is the mutable bag one invocation carries from stage to stage; ``Outcome`` is
+how it ended (before auditing); ``audit_event`` turns both into the one
+:class:`~aifr.audit.AuditEvent` the invocation appends. Inputs never enter the event:
+only their digest (``secret://`` references unresolved) and the redacted error do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import JsonValue, TypeAdapter
+
+from aifr.audit import AuditEvent, AuditRecord
+from aifr.capabilities import Capability, CapabilitySpec, digest
+from aifr.errors import AifrError, error_payload
+from aifr.invocation.circuit import CircuitState
+from aifr.invocation.context import RequestContext
+from aifr.invocation.hooks import Hooks
+from aifr.invocation.result import HookFailure, Result, Status, Timing
+from aifr.invocation.secret_refs import Redactor
+from aifr.policy import PolicyDecision
+
+__all__ = [
+    "NO_SECRETS",
+    "Roles",
+    "Call",
+    "Outcome",
+    "audit_event",
+    "build_result",
+    "inputs_digest",
+    "new_call",
+]
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_perf = time.perf_counter
+
+NO_SECRETS = Redactor()
+
+Roles = frozenset[str] | set[str] | tuple[str, ...]
+"""What callers may pass as a principal's roles (normalized to a frozenset)."""
+_EMPTY_DIGEST = digest({})
+
+
+def inputs_digest(inputs: Any) -> str:
+    """SHA-256 of the canonical inputs; non-JSON values are first reduced to JSON form."""
+    if not inputs and type(inputs) is dict:
+        return _EMPTY_DIGEST
+    try:
+        return digest(inputs)
+    except (TypeError, ValueError):
+        return digest(_ANY.dump_python(inputs, mode="json"))
+
+
+@dataclass(slots=True)
+class Call:
+    """Everything one invocation knows, filled in as the stages run."""
+
+    ref: str
+    inputs: dict[str, Any]
+    principal: str
+    context: RequestContext
+    roles: frozenset[str]
+    on_behalf_of: tuple[str, ...]
+    idempotency_key: str | None
+    approval_id: str | None
+    workflow_id: str | None
+    run_id: str | None
+    step_id: str | None
+    timeout_s: float | None
+    hooks: Hooks | None
+    started: float = field(default_factory=_perf)
+    mark: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    capability: Capability | None = None
+    decision: PolicyDecision | None = None
+    digest: str = ""
+    circuit: str = CircuitState.CLOSED
+    is_trial: bool = False
+    executed: bool = False
+    has_hooks: bool = False
+    claimed_key: bool = False
+    consumed_approval: str | None = None
+    redactor: Redactor = NO_SECRETS
+    hook_failures: tuple[HookFailure, ...] = ()
+
+    @property
+    def spec(self) -> CapabilitySpec | None:
+        """The resolved spec, once resolution succeeded."""
+        capability = self.capability
+        return capability.spec if capability is not None else None
+
+    @property
+    def capability_id(self) -> str:
+        """The resolved id, or the id part of the reference as given."""
+        capability = self.capability
+        if capability is not None:
+            return capability.spec.id
+        return self.ref.partition("@")[0].strip()
+
+    def lap(self, stage: str) -> None:
+        """Record the time since the previous lap under ``stage``."""
+        now = _perf()
+        self.stages[stage] = now - (self.mark or self.started)
+        self.mark = now
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a call ended, before its audit record and timing are attached."""
+
+    status: Status
+    output: JsonValue = None
+    error: AifrError | None = None
+    approval_id: str | None = None
+    audit: AuditRecord | None = None
+    replay: Result | None = None
+
+
+def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocation") -> AuditEvent:
+    """The audit event recording ``call`` and how it ended."""
+    spec = call.spec
+    decision = call.decision
+    error = outcome.error
+    details: dict[str, JsonValue] = {
+        "status": outcome.status,
+        "version": spec.version if spec is not None else None,
+        "error": error_payload(error)["error"] if error is not None else None,
+        "circuit": circuit,
+        "duration_s": round(_perf() - call.started, 6),
+    }
+    if decision is not None and decision.reason:
+        details["reason"] = decision.reason
+    if outcome.approval_id:
+        details["approval_id"] = outcome.approval_id
+    if call.idempotency_key:
+        details["idempotency_key"] = call.idempotency_key
+    if call.roles:
+        details["roles"] = list[JsonValue](sorted(call.roles))
+    if call.on_behalf_of:
+        details["on_behalf_of"] = list(call.on_behalf_of)
+    if call.workflow_id:
+        details["workflow_id"] = call.workflow_id
+    if call.step_id:
+        details["step_id"] = call.step_id
+    if call.hook_failures:
+        details["hook_failures"] = [f.to_dict() for f in call.hook_failures]
+    if outcome.replay is not None:
+        details["replayed_request_id"] = outcome.replay.request_id
+    return AuditEvent(
+        kind=kind,
+        principal=call.principal,
+        capability_id=call.capability_id,
+        capability_fingerprint=spec.fingerprint if spec is not None else None,
+        decision=decision.decision.value if decision is not None else None,
+        rule_id=decision.rule_id if decision is not None else None,
+        inputs_digest=call.digest or inputs_digest(call.inputs),
+        outcome="ok" if error is None else error.code.value,
+        trace_id=call.context.trace_id,
+        request_id=call.context.request_id,
+        run_id=call.run_id,
+        details=call.redactor.scrub(details) if call.redactor else details,
+    )
+
+
+def build_result(
+    call: Call,
+    outcome: Outcome,
+    circuit: str,
+    record: AuditRecord | None,
+    *,
+    timed: bool = False,
+) -> Result:
+    """The one :class:`Result` of a call (with timing once the call is over)."""
+    spec = call.spec
+    context = call.context
+    return Result(
+        status=outcome.status,
+        request_id=context.request_id,
+        capability_id=call.capability_id,
+        principal=call.principal,
+        output=outcome.output,
+        error=outcome.error,
+        decision=call.decision,
+        audit_id=record.id if record is not None else None,
+        audit_seq=record.seq if record is not None else None,
+        approval_id=outcome.approval_id,
+        capability_version=spec.version if spec is not None else None,
+        fingerprint=spec.fingerprint if spec is not None else None,
+        trace_id=context.trace_id,
+        circuit=circuit,
+        timing=Timing(context.created_at, _perf() - call.started, call.stages) if timed else None,
+        hook_failures=call.hook_failures,
+    )
+
+
+def new_call(
+    ref: str,
+    inputs: Mapping[str, Any] | None,
+    principal: str,
+    idempotency_key: str | None,
+    approval_id: str | None,
+    roles: Roles,
+    on_behalf_of: tuple[str, ...],
+    workflow_id: str | None,
+    run_id: str | None,
+    step_id: str | None,
+    timeout_s: float | None,
+    hooks: Hooks | None,
+    trace_id: str | None,
+) -> Call:
+    """A fresh call with its request context; ``inputs`` and ``roles`` are normalized."""
+    return Call(
+        ref=ref,
+        inputs=inputs if type(inputs) is dict else dict(inputs or {}),
+        principal=principal,
+        context=RequestContext(
+            principal=principal,
+            capability_ref=ref,
+            trace_id=trace_id,
+            run_id=run_id,
+            step_id=step_id,
+        ),
+        roles=roles if type(roles) is frozenset else frozenset(roles),
+        on_behalf_of=tuple(on_behalf_of),
+        idempotency_key=idempotency_key,
+        approval_id=approval_id,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        step_id=step_id,
+        timeout_s=timeout_s,
+        hooks=hooks,
+    )

@@ -1,0 +1,430 @@
+"""``Runtime``: the one governed path every action takes.
+
+resolve -> validate inputs -> policy -> circuit -> approval gate -> before hooks ->
+execute under a timeout -> validate output -> after hooks -> audit -> result.
+
+``invoke`` and ``ainvoke`` run the same pipeline coroutine through two executors (see
+:mod:`aifr.invocation.execution`). Every failure becomes a ``Result`` with a distinct
+error code; the audit record is appended (durably) before the result is returned, in
+the same transaction as the approval or idempotency state it goes with.
+
+The pipeline is the hot path of aifr: it builds one ``Result``, touches no enum
+``.value`` it can avoid, resolves references through a cache and skips hooks, events
+and secrets entirely when none are in play.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+from aifr.audit import AuditLedger, AuditRecord
+from aifr.capabilities import CallInfo, Capability, CapabilityRegistry
+from aifr.errors import AifrError, ErrorCode, ExecutionError, ExecutionTimeoutError
+from aifr.invocation.approval_gate import ApprovalGate, Stop
+from aifr.invocation.approvals import ApprovalService
+from aifr.invocation.circuit import CircuitBreakers, CircuitState
+from aifr.invocation.context import (
+    GlobalContext,
+    Phase,
+    bind_request,
+    unbind_request,
+)
+from aifr.invocation.events import EventBus, EventKind, LifecycleEvent
+from aifr.invocation.execution import (
+    AsyncExecutor,
+    BlockingExecutor,
+    DeadlineExceeded,
+    Executor,
+    ExecutorPools,
+    SyncExecution,
+    drive,
+)
+from aifr.invocation.hooks import HookCall, HookRegistry, Hooks, HookStage, run_hooks
+from aifr.invocation.idempotency import IdempotencyGuard
+from aifr.invocation.ports import CircuitStore, IdempotencyStore
+from aifr.invocation.records import (
+    Call,
+    Outcome,
+    Roles,
+    audit_event,
+    build_result,
+    inputs_digest,
+    new_call,
+)
+from aifr.invocation.result import Result, Status
+from aifr.invocation.secret_refs import SecretResolver, has_secret_refs
+from aifr.observability import bind_log_fields, unbind_log_fields
+from aifr.policy import Decision, PolicyEngine
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger(__name__)
+
+_perf = time.perf_counter
+
+# Failures that say something about a capability's health (and so count for its circuit).
+_HEALTH_CODES = frozenset(
+    {ErrorCode.EXECUTION_FAILED, ErrorCode.EXECUTION_TIMEOUT, ErrorCode.OUTPUT_INVALID}
+)
+
+
+class Runtime:
+    """Invokes capabilities through policy, approval, limits and audit. Thread-safe.
+
+    An explicit object (no globals): ``aifr.app`` builds one from settings. Close it
+    with :meth:`close` (or use it as a context manager) to stop its pools and run the
+    global context's shutdown hooks.
+    """
+
+    def __init__(
+        self,
+        registry: CapabilityRegistry,
+        policy: PolicyEngine,
+        ledger: AuditLedger,
+        *,
+        approvals: ApprovalService | None = None,
+        idempotency: IdempotencyStore | None = None,
+        circuit_store: CircuitStore | None = None,
+        secrets: SecretResolver | None = None,
+        hooks: HookRegistry | None = None,
+        global_context: GlobalContext | None = None,
+        default_timeout_s: float = 30.0,
+        circuit_failure_threshold: int = 5,
+        circuit_cooldown_s: float = 30.0,
+        sync_execution: SyncExecution = "thread",
+        handler_workers: int = 32,
+    ) -> None:
+        self.registry = registry
+        self.policy = policy
+        self.ledger = ledger
+        self.approvals = approvals
+        self.secrets = secrets or SecretResolver()
+        self.hooks = hooks or HookRegistry()
+        self.events = EventBus()
+        self.global_context = global_context or GlobalContext()
+        self.default_timeout_s = default_timeout_s
+        self.circuits = CircuitBreakers(
+            failure_threshold=circuit_failure_threshold,
+            cooldown_s=circuit_cooldown_s,
+            store=circuit_store,
+        )
+        self._gate = ApprovalGate(policy, approvals)
+        self._idempotency = IdempotencyGuard(idempotency) if idempotency is not None else None
+        self._pools = ExecutorPools(handler_workers=handler_workers)
+        self._blocking = BlockingExecutor(self._pools, sync_execution)
+        self._async = AsyncExecutor(self._pools)
+        self._resolved: dict[str, Capability] = {}
+        self._registry_size = -1
+        self.global_context.on_shutdown(self._pools.close, name="runtime.pools")
+
+    # -- public API --------------------------------------------------------------------
+
+    def invoke(
+        self,
+        ref: str,
+        inputs: Mapping[str, Any] | None,
+        principal: str,
+        *,
+        idempotency_key: str | None = None,
+        approval_id: str | None = None,
+        roles: Roles = frozenset(),
+        on_behalf_of: tuple[str, ...] = (),
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+        step_id: str | None = None,
+        timeout_s: float | None = None,
+        hooks: Hooks | None = None,
+        trace_id: str | None = None,
+    ) -> Result:
+        """Run one governed invocation of ``ref`` (``id`` or ``id@version``) and wait for it.
+
+        Never raises for a governed outcome: denial, pending approval and every
+        failure come back as a :class:`Result` carrying the error and its code.
+        """
+        call = new_call(
+            ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
+            workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
+        )  # fmt: skip
+        return drive(self._pipeline(call, self._blocking))
+
+    async def ainvoke(
+        self,
+        ref: str,
+        inputs: Mapping[str, Any] | None,
+        principal: str,
+        *,
+        idempotency_key: str | None = None,
+        approval_id: str | None = None,
+        roles: Roles = frozenset(),
+        on_behalf_of: tuple[str, ...] = (),
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+        step_id: str | None = None,
+        timeout_s: float | None = None,
+        hooks: Hooks | None = None,
+        trace_id: str | None = None,
+    ) -> Result:
+        """:meth:`invoke` for asyncio code: the loop never blocks on handlers or storage."""
+        call = new_call(
+            ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
+            workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
+        )  # fmt: skip
+        return await self._pipeline(call, self._async)
+
+    def close(self) -> None:
+        """Run shutdown hooks (newest first) and stop the runtime's pools."""
+        self.global_context.shutdown()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    async def _pipeline(self, call: Call, ex: Executor) -> Result:
+        context = call.context
+        token = bind_request(context)
+        fields = bind_log_fields(
+            request_id=context.request_id,
+            trace_id=context.trace_id,
+            principal=call.principal,
+            run_id=call.run_id,
+        )
+        try:
+            if self.events.has_observers:
+                self._emit("invocation.started", call)
+            try:
+                outcome = Outcome(Status.OK, output=await self._governed(call, ex))
+            except Stop as stop:
+                outcome = stop.outcome
+            except AifrError as exc:
+                outcome = Outcome(Status.FAILED, error=call.redactor.error(exc))
+            return await self._finish(call, ex, outcome)
+        finally:
+            unbind_log_fields(fields)
+            unbind_request(token)
+
+    async def _governed(self, call: Call, ex: Executor) -> Any:
+        context = call.context
+        capability = self._resolve(call.ref)
+        call.capability = capability
+        spec = capability.spec
+        context.capability_ref = spec.ref
+        context.enter(Phase.RESOLVED)
+        call.has_hooks = call.hooks is not None or not self.hooks.is_empty_for(spec.id)
+        call.digest = inputs_digest(call.inputs)
+        if call.idempotency_key and self._idempotency is not None:
+            replay = await self._idempotency.replay(call, ex, self._timeout_for(call))
+            if replay is not None:
+                raise Stop(Outcome(replay.status, replay=replay))
+        call.lap("resolve")
+        kwargs = capability.validate_inputs(call.inputs)
+        context.enter(Phase.VALIDATED)
+        call.lap("validate")
+        decision = call.decision = self._gate.decide(call)
+        context.enter(Phase.DECIDED)
+        call.lap("policy")
+        if decision.decision is Decision.DENY:
+            raise Stop(Outcome(Status.DENIED, error=self._gate.denial(call, decision)))
+        state = self.circuits.before_call(spec.id)
+        if state is not CircuitState.CLOSED:
+            call.circuit = state
+            call.is_trial = state is CircuitState.HALF_OPEN
+        if decision.decision is Decision.REQUIRE_APPROVAL:
+            await self._gate.require(call, ex)
+            if self.events.has_observers:
+                self._emit("approval.consumed", call, approval_id=call.consumed_approval)
+        context.enter(Phase.APPROVED)
+        if call.idempotency_key and self._idempotency is not None:
+            taken = await self._idempotency.claim(call, ex, self._timeout_for(call))
+            if taken is not None:
+                raise Stop(Outcome(taken.status, replay=taken))
+        if call.has_hooks:
+            await self._hooks(call, ex, HookStage.BEFORE)
+        context.enter(Phase.EXECUTING)
+        raw = await self._execute(call, ex, capability, kwargs)
+        context.enter(Phase.EXECUTED)
+        call.lap("execute")
+        output = capability.validate_output(raw)
+        if call.redactor:
+            output = call.redactor.scrub(output)
+        call.lap("output")
+        if call.has_hooks:
+            await self._hooks(call, ex, HookStage.AFTER, output=output)
+        return output
+
+    def _resolve(self, ref: str) -> Capability:
+        size = len(self.registry)
+        if size != self._registry_size:
+            self._resolved = {}
+            self._registry_size = size
+        found = self._resolved.get(ref)
+        if found is None:
+            found = self.registry.resolve(ref)
+            self._resolved[ref] = found
+        return found
+
+    async def _execute(
+        self, call: Call, ex: Executor, capability: Capability, kwargs: dict[str, Any]
+    ) -> Any:
+        spec = capability.spec
+        handler = capability.handler
+        if handler is None:
+            raise ExecutionError(f"capability {spec.id} has no handler", capability_id=spec.id)
+        if has_secret_refs(kwargs):
+            kwargs, call.redactor = self.secrets.resolve_all(kwargs)
+        if capability.call_info_param is not None:
+            kwargs[capability.call_info_param] = CallInfo(
+                request_id=call.context.request_id,
+                principal=call.principal,
+                idempotency_key=call.idempotency_key,
+                trace_id=call.context.trace_id,
+                run_id=call.run_id,
+                step_id=call.step_id,
+            )
+        timeout = self._timeout_for(call)
+        call.executed = True
+        try:
+            return await ex.run(handler, kwargs, timeout_s=timeout, may_inline=True)
+        except DeadlineExceeded:
+            raise ExecutionTimeoutError(
+                f"{spec.id} did not finish within its timeout of {timeout:g}s",
+                capability_id=spec.id,
+                timeout_s=timeout,
+            ) from None
+        except AifrError as exc:
+            raise call.redactor.error(exc) from None
+        except Exception as exc:  # noqa: BLE001  # foreign handler code: any exception is its failure
+            message = call.redactor.text(f"{type(exc).__name__}: {exc}")
+            logger.warning("capability %s raised %s", spec.id, message)
+            raise ExecutionError(
+                f"{spec.id} failed: {message}",
+                capability_id=spec.id,
+                exception_type=type(exc).__name__,
+            ) from (None if call.redactor else exc)
+
+    def _timeout_for(self, call: Call) -> float:
+        if call.timeout_s is not None:
+            return call.timeout_s
+        spec = call.spec
+        if spec is not None and "timeout_s" in spec.model_fields_set:
+            return spec.timeout_s
+        return self.default_timeout_s
+
+    async def _hooks(self, call: Call, ex: Executor, stage: HookStage, **facts: Any) -> None:
+        started = _perf()
+        hook_call = HookCall(
+            stage=stage,
+            context=call.context,
+            spec=call.spec,
+            capability_id=call.capability_id,
+            inputs=MappingProxyType(call.inputs),
+            **facts,
+        )
+        for failure in await run_hooks(self.hooks, hook_call, call.hooks, ex):
+            scrubbed = replace(failure, message=call.redactor.text(failure.message))
+            call.hook_failures += (scrubbed,)
+            if self.events.has_observers:
+                self._emit("hook.failed", call, **scrubbed.to_dict())
+        call.stages[f"hooks.{stage}"] = _perf() - started
+
+    # -- ending a call -------------------------------------------------------------------
+
+    async def _finish(self, call: Call, ex: Executor, outcome: Outcome) -> Result:
+        if outcome.replay is not None:
+            return await self._finish_replay(call, ex, outcome)
+        error = outcome.error
+        if call.has_hooks and error is not None and outcome.status is not Status.PENDING_APPROVAL:
+            await self._hooks(call, ex, HookStage.ERROR, error=error)
+        circuit = self._update_circuit(call, outcome)
+        record = outcome.audit
+        if record is None:
+            record, outcome = await self._audit(call, ex, outcome, circuit)
+        context = call.context
+        context.enter(Phase.DONE if outcome.status is Status.OK else Phase.FAILED)
+        if call.has_hooks:
+            interim = build_result(call, outcome, circuit, record)
+            await self._hooks(call, ex, HookStage.CLEANUP, error=outcome.error, result=interim)
+        result = build_result(call, outcome, circuit, record, timed=True)
+        if self.events.has_observers:
+            self._emit("invocation.finished", call, status=result.status, audit_id=result.audit_id)
+        return result
+
+    async def _finish_replay(self, call: Call, ex: Executor, outcome: Outcome) -> Result:
+        replay = outcome.replay
+        assert replay is not None  # noqa: S101  # only called for replays
+        record, audited = await self._audit(call, ex, outcome, replay.circuit, "invocation.replay")
+        if record is None:  # the replay could not be audited: report that, not the replay
+            return build_result(call, audited, replay.circuit, None, timed=True)
+        return replace(
+            replay,
+            audit_id=record.id if record is not None else None,
+            audit_seq=record.seq if record is not None else None,
+            replayed=True,
+        )
+
+    def _update_circuit(self, call: Call, outcome: Outcome) -> str:
+        capability_id = call.capability_id
+        if call.capability is None:
+            return CircuitState.CLOSED
+        if outcome.status is Status.OK:
+            if call.circuit is not CircuitState.CLOSED or self.circuits.failures(capability_id):
+                self.circuits.record_success(capability_id)
+                if self.events.has_observers and call.circuit is not CircuitState.CLOSED:
+                    self._emit("circuit.closed", call)
+            return CircuitState.CLOSED
+        error = outcome.error
+        if call.executed and error is not None and error.code in _HEALTH_CODES:
+            state = self.circuits.record_failure(capability_id)
+            if state is CircuitState.OPEN and self.events.has_observers:
+                self._emit("circuit.opened", call, failures=self.circuits.failures(capability_id))
+            return state
+        if call.is_trial:
+            self.circuits.release_trial(capability_id)
+        return self.circuits.state(capability_id)
+
+    async def _audit(
+        self, call: Call, ex: Executor, outcome: Outcome, circuit: str, kind: str = "invocation"
+    ) -> tuple[AuditRecord | None, Outcome]:
+        started = _perf()
+        event = audit_event(call, outcome, circuit, kind)
+        guard = self._idempotency
+        try:
+            if call.consumed_approval is not None and self.approvals is not None:
+                stored = build_result(call, outcome, circuit, None).to_dict()
+                record = await ex.blocking(
+                    self.approvals.finish, call.consumed_approval, stored, event
+                )
+            elif call.claimed_key and guard is not None and outcome.status is Status.OK:
+                stored = build_result(call, outcome, circuit, None).to_dict()
+                record = await ex.blocking(guard.complete, call, stored, event)
+            else:
+                record = await ex.blocking(self.ledger.append, event)
+        except AifrError as exc:
+            logger.error(
+                "audit append failed for request %s: %s", call.context.request_id, exc.code.value
+            )
+            record, outcome = None, Outcome(Status.FAILED, error=exc)
+        kept = record is not None and outcome.status is Status.OK and call.consumed_approval is None
+        if call.claimed_key and guard is not None and not kept:
+            await ex.blocking(guard.release, call)
+        call.context.enter(Phase.AUDITED)
+        call.stages["audit"] = _perf() - started
+        return record, outcome
+
+    def _emit(self, kind: EventKind, call: Call, **details: Any) -> None:
+        self.events.emit(
+            LifecycleEvent(
+                kind=kind,
+                request_id=call.context.request_id,
+                capability_id=call.capability_id,
+                details=call.redactor.scrub(details),
+            )
+        )

@@ -1,0 +1,81 @@
+"""``build_stdlib``: every standard capability, built from plain configuration values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aifr.capabilities import Capability
+from aifr.invocation.sandbox import Sandbox, SandboxLimits
+from aifr.stdlib.calls import CallRecords
+from aifr.stdlib.confine import Confinement
+from aifr.stdlib.data import build_data_capabilities
+from aifr.stdlib.fs import build_fs_capabilities
+from aifr.stdlib.journal import FsJournal
+from aifr.stdlib.net import build_net_capabilities
+from aifr.stdlib.system import build_system_capabilities
+
+__all__ = ["build_stdlib"]
+
+_MIB = 1024 * 1024
+
+
+def build_stdlib(
+    *,
+    project_dir: Path,
+    state_dir: Path,
+    fs_roots: Sequence[Path | str] = (".",),
+    max_read_bytes: int = 10 * _MIB,
+    max_write_bytes: int = 10 * _MIB,
+    net_allow_hosts: Sequence[str] = (),
+    net_allow_schemes: Sequence[str] = ("https",),
+    net_allow_private: bool = False,
+    net_timeout_s: float = 10.0,
+    net_max_response_bytes: int = 5 * _MIB,
+    exec_allow_commands: Sequence[str] = (),
+    exec_timeout_s: float = 30.0,
+    exec_max_memory_mb: int = 512,
+    exec_max_output_bytes: int = _MIB,
+    environ: Mapping[str, str] | None = None,
+) -> list[Capability]:
+    """The ``io.fs.*``, ``io.net.*``, ``data.*`` and ``sys.*`` capabilities.
+
+    Relative ``fs_roots`` are taken below ``project_dir``; ``state_dir`` (``.aifr``)
+    holds the file journal and is refused to ``io.fs.*`` even inside a root.
+    ``environ`` is what ``sys.env.read`` reads (the composition root passes
+    ``os.environ``); nothing here reads process state on its own.
+
+    Nothing touches the disk or network until a capability is called.
+    """
+    roots = [Path(r) if Path(r).is_absolute() else project_dir / r for r in fs_roots]
+    confinement = Confinement(roots, reserved=[state_dir])
+    journal = FsJournal(state_dir, confinement)
+    records = CallRecords(state_dir / "calls")
+    sandbox = Sandbox(
+        allow_commands=exec_allow_commands,
+        limits=SandboxLimits(
+            timeout_s=exec_timeout_s,
+            memory_bytes=exec_max_memory_mb * _MIB,
+            output_bytes=exec_max_output_bytes,
+        ),
+    )
+    return [
+        *build_fs_capabilities(
+            confinement=confinement,
+            journal=journal,
+            max_read_bytes=max_read_bytes,
+            max_write_bytes=max_write_bytes,
+        ),
+        *build_net_capabilities(
+            records=records,
+            allow_hosts=net_allow_hosts,
+            allow_schemes=net_allow_schemes,
+            allow_private=net_allow_private,
+            timeout_s=net_timeout_s,
+            max_response_bytes=net_max_response_bytes,
+        ),
+        *build_data_capabilities(max_input_bytes=max_read_bytes),
+        *build_system_capabilities(
+            confinement=confinement, sandbox=sandbox, records=records, environ=environ or {}
+        ),
+    ]

@@ -1,0 +1,1 @@
+"""Adapters implementing the ports declared by each part (SQLite default, PostgreSQL)."""

@@ -1,0 +1,162 @@
+"""The one SQLite state database: connections, pragmas and per-component migrations.
+
+Every store (audit, approvals, grants, runs, idempotency) shares one WAL database file
+so that a workflow step's result and its audit record can commit together. Each
+component owns a numbered list of migrations; ``schema_versions`` records how far each
+component got, so components evolve independently and never renumber.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from aifr.errors import ErrorCode, StorageError
+
+__all__ = ["Migration", "SqliteDatabase", "translate_sqlite_errors"]
+
+Synchronous = Literal["FULL", "NORMAL", "OFF"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step of a component: its number and the SQL script that applies it."""
+
+    version: int
+    script: str
+
+
+@contextmanager
+def translate_sqlite_errors(action: str) -> Iterator[None]:
+    """Turn sqlite3 and OS errors raised inside the block into ``StorageError`` naming ``action``."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"{action} failed: {exc}", action=action) from exc
+
+
+class SqliteDatabase:
+    """Opens connections to one SQLite file with aifr's pragmas and runs migrations.
+
+    Connections are per thread (sqlite3 objects must not cross threads); ``connect()``
+    returns this thread's connection. ``synchronous`` is FULL by default: a commit that
+    returns is on disk.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._migrate_lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+
+    def new_connection(self) -> sqlite3.Connection:
+        """A fresh connection with WAL, foreign keys, busy timeout and ``synchronous``.
+
+        Autocommit mode (``isolation_level=None``): callers open transactions explicitly
+        with ``BEGIN IMMEDIATE`` so writers never deadlock upgrading a read lock.
+
+        Raises:
+            StorageError: the file cannot be opened.
+        """
+        with translate_sqlite_errors(f"opening {self.path}"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout_ms / 1000,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        self._all.append(conn)
+        return conn
+
+    def connect(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.new_connection()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
+        conn = conn or self.connect()
+        with translate_sqlite_errors("beginning a transaction"):
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        with translate_sqlite_errors("committing"):
+            conn.execute("COMMIT")
+
+    def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
+        """Apply ``component``'s migrations newer than its recorded version, in order.
+
+        Returns the component's schema version afterwards.
+
+        Raises:
+            StorageError: a migration fails (nothing of it is kept), or the database
+                holds a newer schema than this code knows.
+        """
+        with self._migrate_lock, self.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions ("
+                "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            row = conn.execute(
+                "SELECT version FROM schema_versions WHERE component = ?", (component,)
+            ).fetchone()
+            current = int(row["version"]) if row else 0
+            latest = max((m.version for m in migrations), default=0)
+            if current > latest:
+                raise StorageError(
+                    f"{self.path}: schema of {component!r} is at version {current}, newer "
+                    f"than this aifr knows ({latest}); upgrade aifr",
+                    code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
+                    component=component,
+                )
+            for migration in sorted(migrations, key=lambda m: m.version):
+                if migration.version <= current:
+                    continue
+                with translate_sqlite_errors(f"migration {component} #{migration.version}"):
+                    for statement in _statements(migration.script):
+                        conn.execute(statement)
+                current = migration.version
+            conn.execute(
+                "INSERT INTO schema_versions(component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, current),
+            )
+        return current
+
+    def close(self) -> None:
+        """Close every connection this object opened."""
+        for conn in self._all:
+            conn.close()
+        self._all.clear()
+        self._local = threading.local()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script on ``;`` at line ends (scripts hold no string literals with ;)."""
+    return [s.strip() for s in script.split(";\n") if s.strip().rstrip(";").strip()]

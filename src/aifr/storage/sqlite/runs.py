@@ -1,0 +1,475 @@
+"""Workflow runs, steps, leases and the notification outbox in the SQLite state database.
+
+:class:`SqliteRunStore` implements the engine's ``RunStore`` and ``NotificationOutbox``
+ports; its writes go through one :class:`GroupCommit`, so concurrent runs share
+transactions. Step results are written by
+:class:`~aifr.storage.sqlite.step_results.StepResultStore` in the same tables.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from aifr.audit import AuditEvent, AuditLedger, AuditRecord
+from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
+from aifr.storage.sqlite.groupcommit import GroupCommit
+from aifr.workflows.ports import (
+    Notification,
+    OutboxItem,
+    RunRecord,
+    RunState,
+    StepRecord,
+    StepState,
+)
+
+__all__ = ["WORKFLOW_MIGRATIONS", "SqliteRunStore"]
+
+WORKFLOW_MIGRATIONS = [
+    Migration(
+        1,
+        """
+        CREATE TABLE wf_runs (
+            id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            workflow_version TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            state TEXT NOT NULL,
+            fingerprints TEXT NOT NULL,
+            error TEXT,
+            failed_step TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_expires_at REAL
+        );
+        CREATE INDEX wf_runs_state ON wf_runs (state, created_at);
+        CREATE TABLE wf_steps (
+            run_id TEXT NOT NULL REFERENCES wf_runs (id) ON DELETE CASCADE,
+            step_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            capability TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            fingerprint TEXT,
+            inputs TEXT,
+            output TEXT,
+            error TEXT,
+            approval_id TEXT,
+            audit_id TEXT,
+            request_digest TEXT,
+            result TEXT,
+            next_attempt_at REAL,
+            finished_at REAL,
+            undo_attempt INTEGER NOT NULL,
+            undo_capability TEXT,
+            undo_output TEXT,
+            undo_error TEXT,
+            undo_approval_id TEXT,
+            undo_digest TEXT,
+            undo_result TEXT,
+            PRIMARY KEY (run_id, step_id)
+        );
+        CREATE TABLE wf_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            url TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            delivered_at REAL,
+            last_error TEXT
+        );
+        CREATE INDEX wf_outbox_due ON wf_outbox (delivered_at, next_attempt_at)
+        """,
+    )
+]
+
+_RUN_COLUMNS = (
+    "id, workflow, workflow_version, definition, inputs, principal, roles, state, "
+    "fingerprints, error, failed_step, cancel_requested, created_at, updated_at, "
+    "lease_owner, lease_expires_at"
+)
+_STEP_COLUMNS = (
+    "run_id, step_id, idx, capability, state, attempt, fingerprint, inputs, output, error, "
+    "approval_id, audit_id, next_attempt_at, finished_at, undo_attempt, undo_capability, "
+    "undo_output, undo_error, undo_approval_id"
+)
+_INSERT_RUN = f"INSERT INTO wf_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
+_SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
+_STEP_UPSERT = (
+    f"INSERT INTO wf_steps ({_STEP_COLUMNS}) VALUES ({', '.join('?' * 19)}) "  # noqa: S608  # constant column list
+    "ON CONFLICT (run_id, step_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in _STEP_COLUMNS.split(", ") if c not in ("run_id", "step_id")
+    )
+)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        workflow=row["workflow"],
+        workflow_version=row["workflow_version"],
+        definition=json.loads(row["definition"]),
+        inputs=json.loads(row["inputs"]),
+        principal=row["principal"],
+        roles=tuple(json.loads(row["roles"])),
+        state=RunState(row["state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        fingerprints=json.loads(row["fingerprints"]),
+        error=_loads(row["error"]),
+        failed_step=row["failed_step"],
+        cancel_requested=bool(row["cancel_requested"]),
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+    )
+
+
+def _step(row: sqlite3.Row) -> StepRecord:
+    return StepRecord(
+        run_id=row["run_id"],
+        step_id=row["step_id"],
+        index=row["idx"],
+        capability=row["capability"],
+        state=StepState(row["state"]),
+        attempt=row["attempt"],
+        fingerprint=row["fingerprint"],
+        inputs=_loads(row["inputs"]),
+        output=_loads(row["output"]),
+        error=_loads(row["error"]),
+        approval_id=row["approval_id"],
+        audit_id=row["audit_id"],
+        next_attempt_at=row["next_attempt_at"],
+        finished_at=row["finished_at"],
+        undo_attempt=row["undo_attempt"],
+        undo_capability=row["undo_capability"],
+        undo_output=_loads(row["undo_output"]),
+        undo_error=_loads(row["undo_error"]),
+        undo_approval_id=row["undo_approval_id"],
+    )
+
+
+def _step_params(s: StepRecord) -> tuple[Any, ...]:
+    return (
+        s.run_id, s.step_id, s.index, s.capability, s.state.value, s.attempt, s.fingerprint,
+        _dumps(s.inputs), _dumps(s.output), _dumps(s.error), s.approval_id, s.audit_id,
+        s.next_attempt_at, s.finished_at, s.undo_attempt, s.undo_capability,
+        _dumps(s.undo_output), _dumps(s.undo_error), s.undo_approval_id,
+    )  # fmt: skip
+
+
+def _run_params(r: RunRecord) -> tuple[Any, ...]:
+    return (
+        r.id, r.workflow, r.workflow_version, _dumps(r.definition), _dumps(r.inputs),
+        r.principal, _dumps(list(r.roles)), r.state.value, _dumps(r.fingerprints),
+        _dumps(r.error), r.failed_step, int(r.cancel_requested), r.created_at, r.updated_at,
+        r.lease_owner, r.lease_expires_at,
+    )  # fmt: skip
+
+
+class SqliteRunStore:
+    """The ``RunStore`` and ``NotificationOutbox`` ports over the SQLite state database."""
+
+    def __init__(self, database: SqliteDatabase, ledger: AuditLedger) -> None:
+        self.database = database
+        self.ledger = ledger
+        self.group = GroupCommit(database)
+        self._completions: set[str] = set()
+        self._completions_lock = threading.Lock()
+        database.migrate("workflows", WORKFLOW_MIGRATIONS)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def create(self, run: RunRecord, steps: Sequence[StepRecord], audit: AuditEvent) -> AuditRecord:
+        """Insert the run and its steps and append ``audit`` in one transaction."""
+
+        def create_in(conn: sqlite3.Connection) -> AuditRecord:
+            with translate_sqlite_errors("creating a run"):
+                conn.execute(_INSERT_RUN, _run_params(run))
+                conn.executemany(_STEP_UPSERT, [_step_params(s) for s in steps])
+                return self.ledger.append_in(conn, audit)
+
+        return self.group.run(create_in)
+
+    def save(
+        self,
+        run: RunRecord,
+        steps: Sequence[StepRecord] = (),
+        audit: AuditEvent | None = None,
+        notification: Notification | None = None,
+        *,
+        owner: str | None = None,
+    ) -> AuditRecord | None:
+        """Write the run, the given steps, the audit record and the notification at once.
+
+        With ``owner`` set, the write only happens while ``owner`` holds the lease (or
+        nobody does); the run's own ``lease_owner`` is what the row keeps afterwards.
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost`` when another worker holds the lease.
+        """
+        return self.group.run(
+            lambda conn: self._save_in(conn, run, steps, audit, notification, owner)
+        )
+
+    def _save_in(
+        self,
+        conn: sqlite3.Connection,
+        run: RunRecord,
+        steps: Sequence[StepRecord],
+        audit: AuditEvent | None,
+        notification: Notification | None,
+        owner: str | None,
+    ) -> AuditRecord | None:
+        with translate_sqlite_errors("saving a run"):
+            updated = conn.execute(
+                "UPDATE wf_runs SET state = ?, fingerprints = ?, error = ?, failed_step = ?, "
+                "cancel_requested = ?, updated_at = ?, lease_owner = ?, lease_expires_at = ? "
+                "WHERE id = ? AND (? IS NULL OR lease_owner IS NULL OR lease_owner = ?)",
+                (
+                    run.state.value,
+                    _dumps(run.fingerprints),
+                    _dumps(run.error),
+                    run.failed_step,
+                    int(run.cancel_requested),
+                    run.updated_at,
+                    run.lease_owner,
+                    run.lease_expires_at,
+                    run.id,
+                    owner,
+                    owner,
+                ),
+            ).rowcount
+            if updated != 1:
+                raise WorkflowError(
+                    f"run {run.id}: the lease was taken over by another worker",
+                    code=ErrorCode.WORKFLOW_LEASE_LOST,
+                    run_id=run.id,
+                )
+            if steps:
+                conn.executemany(_STEP_UPSERT, [_step_params(s) for s in steps])
+            if notification is not None:
+                conn.execute(
+                    "INSERT INTO wf_outbox (kind, url, body, created_at, next_attempt_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        notification.kind,
+                        notification.url,
+                        _dumps(notification.body),
+                        run.updated_at,
+                        run.updated_at,
+                    ),
+                )
+            return self.ledger.append_in(conn, audit) if audit is not None else None
+
+    def note_completion(self, key: str) -> None:
+        """Remember that the step (or undo) with this key was recorded as completed."""
+        with self._completions_lock:
+            self._completions.add(key)
+
+    def consume_completion(self, key: str) -> bool:
+        """Whether the runtime already recorded this step key's success (asked once)."""
+        with self._completions_lock:
+            if key in self._completions:
+                self._completions.discard(key)
+                return True
+            return False
+
+    def is_cancel_requested(self, run_id: str) -> bool:
+        """Whether someone asked to cancel the run."""
+        with translate_sqlite_errors("reading a run"):
+            row = (
+                self.database.connect()
+                .execute("SELECT cancel_requested FROM wf_runs WHERE id = ?", (run_id,))
+                .fetchone()
+            )
+        return bool(row and row[0])
+
+    def request_cancel(self, run_id: str) -> None:
+        """Flag a run for cancellation; its lease holder stops at the next step."""
+        with self.database.transaction() as conn, translate_sqlite_errors("cancelling a run"):
+            conn.execute("UPDATE wf_runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+
+    def get(self, run_id: str) -> RunRecord | None:
+        """The run, or ``None``."""
+        with translate_sqlite_errors("reading a run"):
+            row = (
+                self.database.connect()
+                .execute(f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE id = ?", (run_id,))  # noqa: S608  # constant column list
+                .fetchone()
+            )
+        return _run(row) if row is not None else None
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's steps in definition order."""
+        with translate_sqlite_errors("reading steps"):
+            rows = (
+                self.database.connect()
+                .execute(
+                    f"SELECT {_STEP_COLUMNS} FROM wf_steps WHERE run_id = ? ORDER BY idx",  # noqa: S608  # constant column list
+                    (run_id,),
+                )
+                .fetchall()
+            )
+        return [_step(r) for r in rows]
+
+    def step(self, run_id: str, step_id: str) -> StepRecord | None:
+        """One step, or ``None``."""
+        with translate_sqlite_errors("reading a step"):
+            row = (
+                self.database.connect()
+                .execute(
+                    f"SELECT {_STEP_COLUMNS} FROM wf_steps WHERE run_id = ? AND step_id = ?",  # noqa: S608  # constant column list
+                    (run_id, step_id),
+                )
+                .fetchone()
+            )
+        return _step(row) if row is not None else None
+
+    def list(self, *, state: RunState | None = None, limit: int = 100) -> list[RunRecord]:
+        """Runs, newest first, optionally of one state."""
+        query = f"SELECT {_RUN_COLUMNS} FROM wf_runs"  # noqa: S608  # constant column list
+        params: tuple[Any, ...] = ()
+        if state is not None:
+            query += " WHERE state = ?"
+            params = (state.value,)
+        query += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        with translate_sqlite_errors("listing runs"):
+            rows = self.database.connect().execute(query, (*params, limit)).fetchall()
+        return [_run(r) for r in rows]
+
+    def unfinished(self, states: frozenset[RunState], limit: int = 100) -> builtins.list[RunRecord]:
+        """Runs in ``states``, oldest first."""
+        marks = ", ".join("?" * len(states))
+        with translate_sqlite_errors("listing unfinished runs"):
+            rows = (
+                self.database.connect()
+                .execute(
+                    f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
+                    "ORDER BY created_at, id LIMIT ?",
+                    (*sorted(s.value for s in states), limit),
+                )
+                .fetchall()
+            )
+        return [_run(r) for r in rows]
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire(self, run_id: str, owner: str, ttl_s: float, now: float) -> RunRecord | None:
+        """Take the lease if it is free, expired or already ``owner``'s."""
+        with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
+            taken = conn.execute(
+                "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ? WHERE id = ? AND "
+                "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
+                (owner, now + ttl_s, run_id, owner, now),
+            ).rowcount
+            if taken != 1:
+                return None
+            row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
+        return _run(row)
+
+    def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
+        """Take a lease from an owner known to be dead (its process is gone)."""
+        with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
+            return (
+                conn.execute(
+                    "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ? "
+                    "WHERE id = ? AND lease_owner = ?",
+                    (owner, now + ttl_s, run_id, dead_owner),
+                ).rowcount
+                == 1
+            )
+
+    def renew(self, run_ids: Sequence[str], owner: str, ttl_s: float, now: float) -> None:
+        """Extend ``owner``'s leases."""
+        if not run_ids:
+            return
+        with self.database.transaction() as conn, translate_sqlite_errors("renewing leases"):
+            conn.executemany(
+                "UPDATE wf_runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+                [(now + ttl_s, run_id, owner) for run_id in run_ids],
+            )
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give the lease back."""
+        with self.database.transaction() as conn, translate_sqlite_errors("releasing a lease"):
+            conn.execute(
+                "UPDATE wf_runs SET lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND lease_owner = ?",
+                (run_id, owner),
+            )
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    def due(self, now: float, limit: int = 50) -> builtins.list[OutboxItem]:
+        """Undelivered notifications whose next attempt is due, oldest first."""
+        with translate_sqlite_errors("reading the outbox"):
+            rows = (
+                self.database.connect()
+                .execute(
+                    "SELECT id, kind, url, body, created_at, attempts, next_attempt_at, "
+                    "delivered_at, last_error FROM wf_outbox WHERE delivered_at IS NULL "
+                    "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                    (now, limit),
+                )
+                .fetchall()
+            )
+        return [
+            OutboxItem(
+                id=r["id"],
+                notification=Notification(r["kind"], r["url"], json.loads(r["body"])),
+                created_at=r["created_at"],
+                attempts=r["attempts"],
+                next_attempt_at=r["next_attempt_at"],
+                delivered_at=r["delivered_at"],
+                last_error=r["last_error"],
+            )
+            for r in rows
+        ]
+
+    def delivered(self, item_id: int, now: float) -> None:
+        """Mark a notification delivered."""
+        with self.database.transaction() as conn, translate_sqlite_errors("updating the outbox"):
+            conn.execute(
+                "UPDATE wf_outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (now, item_id),
+            )
+
+    def retry_later(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        """Count a failed attempt and schedule the next."""
+        with self.database.transaction() as conn, translate_sqlite_errors("updating the outbox"):
+            conn.execute(
+                "UPDATE wf_outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+                "last_error = ? WHERE id = ?",
+                (next_attempt_at, error[:500], item_id),
+            )
+
+    def pending(self) -> int:
+        """Undelivered notifications."""
+        with translate_sqlite_errors("reading the outbox"):
+            row = (
+                self.database.connect()
+                .execute("SELECT COUNT(*) FROM wf_outbox WHERE delivered_at IS NULL")
+                .fetchone()
+            )
+        return int(row[0])

@@ -1,0 +1,154 @@
+"""Workflow step results recorded by the runtime, in the invocation's own transaction.
+
+:class:`StepResultStore` implements the runtime's ``IdempotencyStore`` port for
+workflow step keys (``wf:...``) and passes every other key to the ordinary store. When
+a step's invocation succeeds, the runtime hands it the result together with the
+invocation's audit event, and it marks the step completed (or compensated, for an undo)
+and appends the audit record in one transaction. A step therefore costs one commit (one
+fsync), and its result is durable before the next step starts.
+
+A step key's claim writes nothing: a run is driven by one lease holder at a time, so
+no second writer can race for the key, and a claim lost in a crash needs no cleanup.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+from pydantic import JsonValue
+
+from aifr.audit import AuditEvent, AuditRecord
+from aifr.invocation import IdempotencyRecord, IdempotencyStore
+from aifr.storage.sqlite.database import translate_sqlite_errors
+from aifr.storage.sqlite.runs import SqliteRunStore
+from aifr.workflows.ports import StepKey, StepState
+
+__all__ = ["StepResultStore"]
+
+_SELECT_STEP_RESULT = (
+    "SELECT attempt, request_digest AS digest, result, finished_at FROM wf_steps "
+    "WHERE run_id = ? AND step_id = ?"
+)
+_SELECT_UNDO_RESULT = (
+    "SELECT undo_attempt AS attempt, undo_digest AS digest, undo_result AS result, "
+    "finished_at FROM wf_steps WHERE run_id = ? AND step_id = ?"
+)
+
+
+def _dumps(value: object) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class StepResultStore:
+    """The runtime's ``IdempotencyStore`` port: step keys complete their step in one commit.
+
+    Keys that are not workflow step keys (:class:`~aifr.workflows.ports.StepKey`) go to
+    ``fallback`` unchanged.
+    """
+
+    def __init__(self, runs: SqliteRunStore, fallback: IdempotencyStore) -> None:
+        self._runs = runs
+        self._db = runs.database
+        self._ledger = runs.ledger
+        self._fallback = fallback
+        self._digests: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, principal: str, key: str) -> IdempotencyRecord | None:
+        """A completed step's stored result for this exact attempt, or ``None``."""
+        parsed = StepKey.parse(key)
+        if parsed is None:
+            return self._fallback.get(principal, key)
+        query = _SELECT_UNDO_RESULT if parsed.is_undo else _SELECT_STEP_RESULT
+        with translate_sqlite_errors("reading a step result"):
+            row = self._db.connect().execute(query, (parsed.run_id, parsed.step_id)).fetchone()
+        if row is None or row["result"] is None or row["attempt"] != parsed.attempt:
+            return None
+        return IdempotencyRecord(
+            principal=principal,
+            key=key,
+            request_digest=row["digest"],
+            created_at=row["finished_at"] or 0.0,
+            result=json.loads(row["result"]),
+            completed_at=row["finished_at"],
+        )
+
+    def claim(
+        self, principal: str, key: str, request_digest: str, now: float
+    ) -> IdempotencyRecord | None:
+        """Note the digest for :meth:`complete`; the lease makes the claim exclusive."""
+        if StepKey.parse(key) is None:
+            return self._fallback.claim(principal, key, request_digest, now)
+        # The runtime asked get() for this key a moment ago, and the lease means nobody
+        # else can have completed it since: no second read.
+        with self._lock:
+            self._digests[(principal, key)] = request_digest
+        return None
+
+    def complete(
+        self,
+        principal: str,
+        key: str,
+        result: dict[str, JsonValue],
+        now: float,
+        audit: AuditEvent,
+    ) -> AuditRecord:
+        """Mark the step (or its compensation) done and append the audit record, at once."""
+        parsed = StepKey.parse(key)
+        if parsed is None:
+            return self._fallback.complete(principal, key, result, now, audit)
+        with self._lock:
+            request_digest = self._digests.pop((principal, key), None)
+        output = _dumps(result.get("output"))
+
+        def complete_in(conn: sqlite3.Connection) -> AuditRecord:
+            with translate_sqlite_errors("completing a step"):
+                record = self._ledger.append_in(conn, audit)
+                if parsed.is_undo:
+                    conn.execute(
+                        "UPDATE wf_steps SET state = ?, undo_attempt = ?, undo_output = ?, "
+                        "undo_error = NULL, undo_digest = ?, undo_result = ?, finished_at = ? "
+                        "WHERE run_id = ? AND step_id = ?",
+                        (
+                            StepState.COMPENSATED.value,
+                            parsed.attempt,
+                            output,
+                            request_digest,
+                            _dumps(result),
+                            now,
+                            parsed.run_id,
+                            parsed.step_id,
+                        ),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE wf_steps SET state = ?, attempt = ?, output = ?, error = NULL, "
+                        "request_digest = ?, result = ?, audit_id = ?, finished_at = ?, "
+                        "next_attempt_at = NULL WHERE run_id = ? AND step_id = ?",
+                        (
+                            StepState.COMPLETED.value,
+                            parsed.attempt,
+                            output,
+                            request_digest,
+                            _dumps(result),
+                            record.id,
+                            now,
+                            parsed.run_id,
+                            parsed.step_id,
+                        ),
+                    )
+            return record
+
+        record = self._runs.group.run(complete_in)
+        self._runs.note_completion(key)
+        return record
+
+    def release(self, principal: str, key: str) -> None:
+        """Forget an unfinished claim."""
+        if StepKey.parse(key) is None:
+            self._fallback.release(principal, key)
+            return
+        with self._lock:
+            self._digests.pop((principal, key), None)

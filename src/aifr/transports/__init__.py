@@ -1,0 +1,1 @@
+"""Transports: how clients reach aifr (MCP today)."""

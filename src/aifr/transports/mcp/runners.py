@@ -1,0 +1,132 @@
+"""Run an :class:`AifrMcpServer` on stdio, streamable HTTP or a Unix socket.
+
+Each runner takes the identity rule of its transport: stdio serves one configured
+identity; the Unix socket maps each peer's uid (``SO_PEERCRED``) to a principal, by
+uid number or user name, falling back to the configured one; HTTP requires a bearer
+token from the token file on every request and answers 401 without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aifr.errors import TransportError
+from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity, TokenStore
+from aifr.transports.mcp.server import AifrMcpServer
+from aifr.transports.mcp.uds import DEFAULT_SOCKET_MODE, PeerCredentials, Streams, serve_unix
+
+__all__ = ["UidPrincipals", "serve_http", "serve_stdio", "serve_uds"]
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+
+
+async def serve_stdio(server: AifrMcpServer) -> None:
+    """Serve one client on this process's stdin/stdout until it disconnects."""
+    from mcp.server.stdio import stdio_server  # only the stdio transport needs it
+
+    async with stdio_server() as (read, write):
+        await server.server.run(read, write, server.server.create_initialization_options())
+
+
+@dataclass(frozen=True, slots=True)
+class UidPrincipals:
+    """Maps a Unix-socket peer's uid to an identity; unknown uids get ``fallback``.
+
+    Keys of ``mapping`` are uid numbers or user names (``{"1000": "alice"}`` or
+    ``{"alice": "alice@corp"}``).
+    """
+
+    fallback: McpIdentity
+    mapping: Mapping[str, str] = field(default_factory=dict)
+
+    def identity_for(self, uid: int) -> McpIdentity:
+        """The identity a connection from ``uid`` acts as."""
+        principal = self.mapping.get(str(uid))
+        if principal is None:
+            try:
+                principal = self.mapping.get(pwd.getpwuid(uid).pw_name)
+            except KeyError:
+                principal = None
+        if principal is None:
+            return self.fallback
+        return McpIdentity(principal, self.fallback.roles, self.fallback.operator)
+
+
+async def serve_uds(
+    server: AifrMcpServer,
+    path: Path,
+    identities: UidPrincipals,
+    *,
+    mode: int = DEFAULT_SOCKET_MODE,
+    on_ready: Callable[[Path], None] | None = None,
+) -> None:
+    """Serve every client that connects to the socket at ``path`` until cancelled.
+
+    Raises:
+        TransportError: the path is taken by a file or a live server.
+    """
+
+    async def handle(streams: Streams, peer: PeerCredentials) -> None:
+        identity = identities.identity_for(peer.uid)
+        logger.info("uds connection pid=%s uid=%s as %s", peer.pid, peer.uid, identity.principal)
+        read, write = streams
+        await server.serve_connection(read, write, identity)
+
+    await serve_unix(path, handle, mode=mode, on_ready=on_ready, stop_on_signals=True)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(
+            f"cannot listen on {host}:{port}: {exc.strerror}", host=host, port=port
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve_http(
+    server: AifrMcpServer,
+    tokens: TokenStore,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve streamable HTTP at ``http://host:port/mcp`` until cancelled.
+
+    ``port=0`` picks a free port; ``on_ready`` receives the URL once it listens.
+
+    Raises:
+        TransportError: the address cannot be bound.
+    """
+    import uvicorn  # only the HTTP transport needs it
+
+    app: Any = BearerAuthMiddleware(
+        server.server.streamable_http_app(streamable_http_path=MCP_PATH, host=host), tokens
+    )
+    sock = _listening_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    runner = uvicorn.Server(config)
+    if on_ready is not None:
+        on_ready(f"http://{shown}:{bound_port}{MCP_PATH}")
+    try:
+        await runner.serve(sockets=[sock])
+    finally:
+        sock.close()

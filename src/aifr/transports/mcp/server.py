@@ -1,0 +1,340 @@
+"""The governed MCP server: every capability and workflow as a tool, over three transports.
+
+Built on the SDK's low-level ``Server`` so tool listings come straight from the
+capability registry, and every ``tools/call`` goes through ``Runtime.ainvoke`` (or the
+workflow engine): the same validation, policy, approval, limits and audit as any other
+caller. Nothing here decides; it translates.
+
+The caller's identity comes from the transport: a configured identity on stdio, the
+peer uid on the Unix socket, the bearer token on HTTP (see :mod:`.auth`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+from pydantic import JsonValue
+
+from aifr import __version__
+from aifr.app import App
+from aifr.capabilities import CapabilityRegistry, CapabilitySpec
+from aifr.errors import (
+    AifrError,
+    CapabilityNotFoundError,
+    ErrorCode,
+    TransportError,
+    error_payload,
+)
+from aifr.invocation import ApprovalService, Result, Runtime, Status
+from aifr.transports.mcp.approvals import ApprovalBridge
+from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
+from aifr.transports.mcp.resources import ResourceCatalog
+from aifr.transports.mcp.results import APPROVAL_META_KEY, error_result, tool_result
+from aifr.transports.mcp.tools import (
+    APPROVAL_STATUS_TOOL,
+    approval_status_tool,
+    tool_for_spec,
+)
+from aifr.transports.mcp.workflow_tools import WorkflowTools
+from aifr.workflows import WorkflowSpec
+
+__all__ = [
+    "SERVER_NAME",
+    "AifrMcpServer",
+    "IdentityResolver",
+    "connection_identity",
+    "fixed_identity",
+    "http_identity",
+]
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "aifr"
+Ctx = ServerRequestContext[Any, Any]
+IdentityResolver = Callable[[Ctx], McpIdentity]
+
+_connection: contextvars.ContextVar[McpIdentity | None] = contextvars.ContextVar(
+    "aifr_mcp_connection_identity", default=None
+)
+
+
+def fixed_identity(identity: McpIdentity) -> IdentityResolver:
+    """Every request acts as ``identity`` (stdio: one client per process)."""
+    return lambda _ctx: identity
+
+
+def connection_identity(ctx: Ctx) -> McpIdentity:  # noqa: ARG001  # resolver signature
+    """The identity bound to the current Unix-socket connection.
+
+    Raises:
+        TransportError: no identity was bound (the request did not come through
+            :meth:`AifrMcpServer.serve_connection`).
+    """
+    identity = _connection.get()
+    if identity is None:
+        raise TransportError(
+            "no identity is bound to this connection", code=ErrorCode.TRANSPORT_UNAUTHENTICATED
+        )
+    return identity
+
+
+def http_identity(ctx: Ctx) -> McpIdentity:
+    """The identity the bearer-token middleware put on the HTTP request.
+
+    Raises:
+        TransportError: the request carries no authenticated identity.
+    """
+    scope = getattr(ctx.request, "scope", None)
+    identity = scope.get(IDENTITY_SCOPE_KEY) if isinstance(scope, dict) else None
+    if not isinstance(identity, McpIdentity):
+        raise TransportError(
+            "request is not authenticated", code=ErrorCode.TRANSPORT_UNAUTHENTICATED
+        )
+    return identity
+
+
+class _PendingCalls:
+    """Calls waiting for approval, so the same call again carries the approval id.
+
+    A call is the same when caller, tool and arguments are. Bounded: the oldest entries
+    are forgotten first, and a forgotten approval can still be passed as
+    ``_meta["aifr/approval_id"]``.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._items: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+
+    @staticmethod
+    def key(who: McpIdentity, tool: str, arguments: dict[str, JsonValue]) -> tuple[str, str, str]:
+        """The identity of a call: caller, tool and canonical arguments."""
+        return (who.principal, tool, json.dumps(arguments, sort_keys=True, default=str))
+
+    def remember(self, key: tuple[str, str, str], approval_id: str) -> None:
+        """Note that this call waits on ``approval_id``."""
+        self._items[key] = approval_id
+        self._items.move_to_end(key)
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def get(self, key: tuple[str, str, str]) -> str | None:
+        """The approval this call waits on, if remembered."""
+        return self._items.get(key)
+
+    def forget(self, key: tuple[str, str, str]) -> None:
+        """The call ran (or was refused); stop carrying its approval id."""
+        self._items.pop(key, None)
+
+
+class AifrMcpServer:
+    """Serves a project's registry through the governed runtime as MCP tools."""
+
+    def __init__(
+        self,
+        *,
+        registry: CapabilityRegistry,
+        runtime: Runtime,
+        approvals: ApprovalService,
+        resources: ResourceCatalog,
+        identity: IdentityResolver,
+        workflows: WorkflowTools | None = None,
+        version: str = "",
+    ) -> None:
+        self.registry = registry
+        self.workflows = workflows
+        self.runtime = runtime
+        self.approvals = approvals
+        self.resources = resources
+        self.identity = identity
+        self.bridge = ApprovalBridge(approvals)
+        self._waiting = _PendingCalls()
+        self.server: Server[Any] = Server(
+            SERVER_NAME,
+            version=version,
+            title="aifr, the AI-First Runtime",
+            instructions=(
+                "Every tool here is a governed capability: inputs are validated, a policy "
+                "decides, some calls need a human approval, and everything is audited. "
+                "A tool error explains a denial (rule and reason), a bad argument (field) "
+                "or a pending approval (approval id and how to approve)."
+            ),
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+        )
+        security = RequestStateSecurity(keys=[os.urandom(32)], bind_principal=self._bound_principal)
+        self.server.middleware.append(RequestStateBoundary(security, default_audience=SERVER_NAME))
+
+    @classmethod
+    def from_app(
+        cls,
+        app: App,
+        *,
+        identity: IdentityResolver,
+        workflows: Iterable[WorkflowSpec] = (),
+    ) -> AifrMcpServer:
+        """The server for a built project, with ``workflows`` offered as tools.
+
+        Uses the app's registry, runtime, approvals, ledger and workflow engine.
+        """
+        specs = list(workflows)
+        tools = WorkflowTools(app.workflows, specs, app.registry) if specs else None
+        return cls(
+            registry=app.registry,
+            runtime=app.runtime,
+            approvals=app.approvals,
+            resources=ResourceCatalog(
+                registry=app.registry, approvals=app.approvals, ledger=app.ledger, runs=tools
+            ),
+            identity=identity,
+            workflows=tools,
+            version=__version__,
+        )
+
+    def _bound_principal(self, ctx: Ctx) -> str | None:
+        try:
+            return self.identity(ctx).principal
+        except TransportError:
+            return None
+
+    async def serve_connection(self, read: Any, write: Any, identity: McpIdentity) -> None:
+        """Serve one stream connection (a Unix-socket client) as ``identity``."""
+        token = _connection.set(identity)
+        try:
+            await self.server.run(read, write, self.server.create_initialization_options())
+        finally:
+            _connection.reset(token)
+
+    # -- tools ------------------------------------------------------------------------
+
+    def tools(self) -> list[types.Tool]:
+        """Every tool: one per capability (latest version), workflows, approval status."""
+        listed = [tool_for_spec(spec) for spec in self.registry.list()]
+        if self.workflows is not None:
+            listed.extend(self.workflows.tools())
+        listed.append(approval_status_tool())
+        return listed
+
+    async def _list_tools(
+        self, _ctx: Ctx, _params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=self.tools())
+
+    async def _call_tool(
+        self, ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        name = params.name
+        try:
+            who = self.identity(ctx)
+            if name == APPROVAL_STATUS_TOOL:
+                return await self.resources.approval_status(params.arguments or {}, who)
+            if self.workflows is not None and self.workflows.owns(name):
+                return await self.workflows.call(ctx, name, params.arguments or {}, who)
+            return await self._invoke(ctx, params, who)
+        except AifrError as exc:
+            return error_result(exc)
+        except Exception:  # top-level handler: a bug must reach the client as a tool error
+            logger.exception("tool %s failed unexpectedly", name)
+            return error_result(AifrError(f"internal error while running tool {name}"))
+
+    def _spec(self, name: str) -> CapabilitySpec:
+        spec = self.registry.get(name)
+        if spec is None:
+            raise CapabilityNotFoundError(
+                f"unknown tool {name!r}: no capability or workflow has that name",
+                capability_id=name,
+            )
+        return spec
+
+    async def _invoke(
+        self, ctx: Ctx, params: types.CallToolRequestParams, who: McpIdentity
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        name = params.name
+        spec = self._spec(name)
+        arguments: dict[str, JsonValue] = params.arguments or {}
+        key = self._waiting.key(who, name, arguments)
+
+        async def run(approval_id: str | None) -> Result:
+            return await self.runtime.ainvoke(
+                name, arguments, who.principal, roles=who.roles, approval_id=approval_id
+            )
+
+        async def reinvoke(approval_id: str) -> types.CallToolResult:
+            self._waiting.forget(key)
+            return tool_result(spec, await run(approval_id), name)
+
+        approval_id = self._approval_hint(ctx, key)
+        answered = params.request_state is not None and params.input_responses is not None
+        if answered and params.request_state:
+            approval_id = params.request_state
+            decided = await self.bridge.on_answer(
+                params, approval_id=approval_id, who=who, reinvoke=reinvoke
+            )
+            if decided is not None:
+                return decided
+        result = await run(approval_id)
+        if result.status is not Status.PENDING_APPROVAL:
+            if approval_id is not None:
+                self._waiting.forget(key)
+            return tool_result(spec, result, name)
+        if result.approval_id is not None:
+            self._waiting.remember(key, result.approval_id)
+        if answered:
+            return tool_result(spec, result, name)
+        return await self.bridge.on_pending(
+            ctx, tool=name, arguments=arguments, result=result, who=who, reinvoke=reinvoke
+        )
+
+    def _approval_hint(self, ctx: Ctx, key: tuple[str, str, str]) -> str | None:
+        explicit = ctx.meta.get(APPROVAL_META_KEY) if ctx.meta is not None else None
+        if isinstance(explicit, str) and explicit:
+            return explicit
+        return self._waiting.get(key)
+
+    # -- resources ----------------------------------------------------------------------
+
+    async def _list_resources(
+        self, _ctx: Ctx, _params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=self.resources.resources())
+
+    async def _list_resource_templates(
+        self, _ctx: Ctx, _params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=self.resources.templates())
+
+    async def _read_resource(
+        self, ctx: Ctx, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        try:
+            body = await self.resources.read(params.uri, self.identity(ctx))
+        except AifrError as exc:
+            # Resource reads have no isError result: the protocol error carries the payload.
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"{exc.code.value}: {exc.message}",
+                data=error_payload(exc),
+            ) from exc
+        return types.ReadResourceResult(
+            contents=[
+                types.TextResourceContents(
+                    uri=params.uri,
+                    mime_type="application/json",
+                    text=json.dumps(body, indent=2, sort_keys=True, default=str),
+                )
+            ]
+        )

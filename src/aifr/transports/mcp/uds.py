@@ -1,0 +1,236 @@
+"""MCP over a Unix domain socket: newline-delimited JSON-RPC, as on stdio.
+
+The socket file is created with mode 0600 (the umask is tightened around ``bind``, so
+there is no moment when it is wider). Each connection's peer uid is read with
+``SO_PEERCRED`` and handed to the connection handler, which maps it to a principal.
+
+Start-up refuses a path that exists and is not a socket, or a socket some process
+still accepts connections on; a stale socket (nobody listening) is replaced.
+:func:`unix_client` is the client half, usable as a transport of the SDK's ``Client``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.message import SessionMessage
+
+from aifr.errors import TransportError
+
+__all__ = [
+    "DEFAULT_SOCKET_MODE",
+    "MAX_MESSAGE_BYTES",
+    "PeerCredentials",
+    "peer_credentials",
+    "prepare_socket_path",
+    "serve_unix",
+    "unix_client",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SOCKET_MODE = 0o600
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_UCRED = struct.Struct("3i")
+
+Streams = tuple[
+    MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]
+]
+ConnectionHandler = Callable[[Streams, "PeerCredentials"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCredentials:
+    """The process at the other end of a Unix socket connection."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> PeerCredentials:
+    """Read the connecting process's pid, uid and gid with ``SO_PEERCRED``.
+
+    Raises:
+        TransportError: the platform or socket cannot report peer credentials.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except (AttributeError, OSError) as exc:
+        raise TransportError(f"cannot read the peer's credentials (SO_PEERCRED): {exc}") from exc
+    pid, uid, gid = _UCRED.unpack(raw)
+    return PeerCredentials(pid=pid, uid=uid, gid=gid)
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Make ``path`` free for a new socket, removing only a stale socket.
+
+    Raises:
+        TransportError: the path is not a socket, or a live server listens on it.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise TransportError(
+            f"{path} exists and is not a socket; refusing to replace it", path=str(path)
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise TransportError(f"{path}: cannot probe the existing socket: {exc}") from exc
+        logger.info("removing stale socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise TransportError(
+        f"{path} is in use by a running server; stop it or choose another --socket",
+        path=str(path),
+    )
+
+
+def _bind(path: Path, mode: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, mode)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(f"cannot listen on {path}: {exc.strerror}", path=str(path)) from exc
+    finally:
+        os.umask(previous)
+    return sock
+
+
+@asynccontextmanager
+async def _framed(stream: anyio.abc.ByteStream) -> AsyncIterator[Streams]:
+    """Newline-delimited JSON-RPC over a byte stream, as SDK session streams."""
+    incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
+    buffered = BufferedByteReceiveStream(stream)
+
+    async def read_lines() -> None:
+        async with incoming_send:
+            while True:
+                try:
+                    line = await buffered.receive_until(b"\n", MAX_MESSAGE_BYTES)
+                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
+                    return
+                except anyio.DelimiterNotFound as exc:
+                    await incoming_send.send(exc)
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                except ValueError as exc:
+                    await incoming_send.send(exc)
+                    continue
+                await incoming_send.send(SessionMessage(message))
+
+    async def write_lines() -> None:
+        async with outgoing_receive:
+            async for item in outgoing_receive:
+                data = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+                try:
+                    await stream.send(data.encode("utf-8") + b"\n")
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(read_lines)
+        group.start_soon(write_lines)
+        try:
+            yield incoming, outgoing
+        finally:
+            await outgoing.aclose()
+            await incoming.aclose()
+            group.cancel_scope.cancel()
+
+
+async def serve_unix(
+    path: Path,
+    handler: ConnectionHandler,
+    *,
+    mode: int = DEFAULT_SOCKET_MODE,
+    on_ready: Callable[[Path], None] | None = None,
+    stop_on_signals: bool = False,
+) -> None:
+    """Accept connections on ``path`` until cancelled; the socket file is removed after.
+
+    With ``stop_on_signals`` (the CLI), SIGTERM and SIGINT stop the server the same way,
+    so a stopped server leaves no socket file behind.
+
+    Raises:
+        TransportError: the path is taken (see :func:`prepare_socket_path`) or
+            cannot be bound.
+    """
+    prepare_socket_path(path)
+    listener = await anyio.abc.SocketListener.from_socket(_bind(path, mode))
+    if on_ready is not None:
+        on_ready(path)
+
+    async def serve_one(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610  # anyio typed attribute, not Django
+            try:
+                peer = peer_credentials(raw)
+            except TransportError:
+                logger.exception("refusing a connection without peer credentials")
+                return
+            try:
+                async with _framed(stream) as streams:
+                    await handler(streams, peer)
+            except Exception:  # top-level per connection: one client's failure stays its own
+                logger.exception("uds connection from pid %s failed", peer.pid)
+
+    try:
+        async with listener, anyio.create_task_group() as group:
+            if stop_on_signals:
+                group.start_soon(_cancel_on_signals, group.cancel_scope)
+            await listener.serve(serve_one)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            logger.info("unix socket server stopping on signal %s", received)
+            scope.cancel()
+
+
+@asynccontextmanager
+async def unix_client(path: Path | str) -> AsyncIterator[Streams]:
+    """Connect to an aifr MCP Unix socket; yields SDK-compatible read/write streams.
+
+    Raises:
+        TransportError: nothing listens on ``path``.
+    """
+    try:
+        stream = await anyio.connect_unix(str(path))
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {path}: {exc.strerror}", path=str(path)) from exc
+    async with stream, _framed(stream) as streams:
+        yield streams

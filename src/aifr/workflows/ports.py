@@ -1,0 +1,303 @@
+"""What the workflow engine needs from storage: runs, steps, leases and an outbox.
+
+``aifr.storage.sqlite.runs.SqliteRunStore`` implements :class:`RunStore` on the state
+database. Every write that changes a run takes the audit event describing the change
+and appends it in the same transaction (``AuditLedger.append_in``), together with any
+notification to send, so a state change, its audit record and its webhook are never
+half-written.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import JsonValue
+
+from aifr.audit import AuditEvent, AuditRecord
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "Notification",
+    "NotificationOutbox",
+    "OutboxItem",
+    "RunRecord",
+    "RunState",
+    "RunStore",
+    "StepKey",
+    "StepRecord",
+    "StepState",
+]
+
+
+class RunState(StrEnum):
+    """Where a workflow run stands; every change is committed before the next step."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    COMPENSATION_FAILED = "compensation_failed"
+    NEEDS_REVIEW = "needs_review"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset(
+    {RunState.COMPENSATED, RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED}
+)
+"""States a run never leaves."""
+
+ACTIVE_STATES = frozenset({RunState.PENDING, RunState.RUNNING, RunState.COMPENSATING})
+"""States in which a worker drives the run forward without anyone's input."""
+
+
+class StepState(StrEnum):
+    """Where one step of a run stands, including its compensation."""
+
+    PENDING = "pending"
+    WAITING_APPROVAL = "waiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+    NOT_COMPENSATED = "not_compensated"
+
+
+@dataclass(frozen=True, slots=True)
+class StepKey:
+    """The idempotency key of one attempt of a step (or of its compensation).
+
+    ``wf:<run>:<step>:<attempt>`` or ``wf:<run>:<step>:undo:<attempt>``: derived only
+    from committed state, so the attempt interrupted by a crash is re-run with the same
+    key and a capability that honours keys does its effect once.
+    """
+
+    run_id: str
+    step_id: str
+    attempt: int
+    is_undo: bool = False
+
+    PREFIX = "wf:"
+
+    def __str__(self) -> str:
+        middle = "undo:" if self.is_undo else ""
+        return f"{self.PREFIX}{self.run_id}:{self.step_id}:{middle}{self.attempt}"
+
+    @classmethod
+    def parse(cls, key: str) -> StepKey | None:
+        """The key's parts, or ``None`` when ``key`` is not a workflow step key."""
+        if not key.startswith(cls.PREFIX):
+            return None
+        return _parse_step_key(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_step_key(key: str) -> StepKey | None:
+    """Parse a ``wf:`` key; cached, as each is parsed three times per step."""
+    parts = key[len(StepKey.PREFIX) :].split(":")
+    if len(parts) == 3 and parts[2].isdigit():
+        return StepKey(parts[0], parts[1], int(parts[2]))
+    if len(parts) == 4 and parts[2] == "undo" and parts[3].isdigit():
+        return StepKey(parts[0], parts[1], int(parts[3]), is_undo=True)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step of one run as stored.
+
+    ``attempt`` is the attempt the step is on; the idempotency key of that attempt is
+    derived from run id, step id and attempt, so re-running an interrupted attempt
+    after a crash reuses its key. ``undo_attempt`` does the same for compensation.
+    """
+
+    run_id: str
+    step_id: str
+    index: int
+    capability: str
+    state: StepState = StepState.PENDING
+    attempt: int = 1
+    fingerprint: str | None = None
+    inputs: dict[str, JsonValue] | None = None
+    output: JsonValue = None
+    error: dict[str, JsonValue] | None = None
+    approval_id: str | None = None
+    audit_id: str | None = None
+    next_attempt_at: float | None = None
+    finished_at: float | None = None
+    undo_attempt: int = 1
+    undo_capability: str | None = None
+    undo_output: JsonValue = None
+    undo_error: dict[str, JsonValue] | None = None
+    undo_approval_id: str | None = None
+
+    def evolve(self, **changes: object) -> StepRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass field kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One workflow run: its definition snapshot, inputs, principal, state and lease.
+
+    ``definition`` is the workflow as it was when the run started, so editing the YAML
+    never changes a run in flight. ``fingerprints`` maps step id to the capability
+    fingerprint the run started with (the drift check compares against it).
+    """
+
+    id: str
+    workflow: str
+    workflow_version: str
+    definition: dict[str, JsonValue]
+    inputs: dict[str, JsonValue]
+    principal: str
+    roles: tuple[str, ...]
+    state: RunState
+    created_at: float
+    updated_at: float
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    error: dict[str, JsonValue] | None = None
+    failed_step: str | None = None
+    cancel_requested: bool = False
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+
+    def evolve(self, **changes: object) -> RunRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass field kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message to deliver at least once: a signed webhook body and where it goes."""
+
+    kind: str
+    url: str
+    body: dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A queued notification with its delivery bookkeeping."""
+
+    id: int
+    notification: Notification
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+    delivered_at: float | None = None
+    last_error: str | None = None
+
+
+class RunStore(Protocol):
+    """Durable runs and steps with leases, the engine's only view of storage."""
+
+    def create(
+        self,
+        run: RunRecord,
+        steps: Sequence[StepRecord],
+        audit: AuditEvent,
+    ) -> AuditRecord:
+        """Insert a run (holding its lease) and its steps, and append ``audit``, at once."""
+        ...
+
+    def save(
+        self,
+        run: RunRecord,
+        steps: Sequence[StepRecord] = (),
+        audit: AuditEvent | None = None,
+        notification: Notification | None = None,
+        *,
+        owner: str | None = None,
+    ) -> AuditRecord | None:
+        """Write the run and the given steps, append ``audit`` and queue ``notification``.
+
+        With ``owner`` set the write happens only while ``owner`` (or nobody) holds the
+        run's lease; ``run.lease_owner`` is what the run keeps afterwards, so a final
+        write can release the lease in the same transaction.
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost`` when ``run.lease_owner`` no longer
+                holds the run's lease (another worker took it over).
+        """
+        ...
+
+    def get(self, run_id: str) -> RunRecord | None:
+        """The run, or ``None``."""
+        ...
+
+    def consume_completion(self, key: str) -> bool:
+        """Whether the step key's success was already recorded with its audit record.
+
+        The runtime's step-result store records a step's success in the invocation's own
+        transaction; this tells the engine so, once, sparing it a read and a commit.
+        """
+        ...
+
+    def is_cancel_requested(self, run_id: str) -> bool:
+        """Whether someone asked to cancel the run (checked before every step)."""
+        ...
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask the run's lease holder to stop and compensate at the next step."""
+        ...
+
+    def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
+        """Take a lease from ``dead_owner``, whose process is known to be gone."""
+        ...
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's steps in definition order."""
+        ...
+
+    def step(self, run_id: str, step_id: str) -> StepRecord | None:
+        """One step of a run, or ``None``."""
+        ...
+
+    def list(self, *, state: RunState | None = None, limit: int = 100) -> list[RunRecord]:
+        """Runs, newest first, optionally of one state."""
+        ...
+
+    def acquire(self, run_id: str, owner: str, ttl_s: float, now: float) -> RunRecord | None:
+        """Take the run's lease if free, expired or already ``owner``'s; else ``None``."""
+        ...
+
+    def renew(self, run_ids: Sequence[str], owner: str, ttl_s: float, now: float) -> None:
+        """Extend ``owner``'s leases on ``run_ids`` (the heartbeat)."""
+        ...
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give the lease back."""
+        ...
+
+    def unfinished(self, states: frozenset[RunState], limit: int = 100) -> builtins.list[RunRecord]:
+        """Runs in one of ``states``, oldest first (recovery and the worker's queue)."""
+        ...
+
+
+class NotificationOutbox(Protocol):
+    """Notifications queued by :meth:`RunStore.save`, delivered with retries."""
+
+    def due(self, now: float, limit: int = 50) -> builtins.list[OutboxItem]:
+        """Undelivered items whose next attempt is due, oldest first."""
+        ...
+
+    def delivered(self, item_id: int, now: float) -> None:
+        """Mark an item delivered."""
+        ...
+
+    def retry_later(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        """Count a failed attempt and schedule the next one."""
+        ...
+
+    def pending(self) -> int:
+        """How many items are still undelivered."""
+        ...

@@ -1,0 +1,198 @@
+"""Crash recovery and fingerprint drift: picking unfinished runs back up, safely.
+
+``Recovery.run_once`` finds every run a worker should drive (pending, running or
+compensating, plus waiting runs whose approval was decided or expired), takes its
+lease (free, expired, or held by a process on this host that died) and drives it on
+from its last committed step. Nothing about a run lives only in memory, so this is the
+same code path whether the previous worker finished cleanly or was killed mid-commit.
+
+Fingerprint drift (seed 002's "Timescape"): a run records each step's capability
+fingerprint when it starts. Before a step runs, the current fingerprint is compared
+with the recorded one; a difference is handled by the engine's documented rule
+(``needs_review`` by default, or ``continue`` / ``fail``) and always audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import JsonValue
+
+from aifr.capabilities import CapabilityRegistry
+from aifr.errors import AifrError, ApprovalError, ErrorCode, WorkflowError
+from aifr.invocation import ApprovalStatus
+from aifr.workflows.leases import is_owner_gone
+from aifr.workflows.ports import ACTIVE_STATES, RunRecord, RunState, StepRecord, StepState
+from aifr.workflows.state import RunContext, error_dict, released_lease
+
+if TYPE_CHECKING:
+    from aifr.workflows.engine import WorkflowEngine
+    from aifr.workflows.views import RunView
+
+__all__ = [
+    "Drift",
+    "DriftRule",
+    "Recovery",
+    "accept_drift",
+    "apply_drift_rule",
+    "drifted_steps",
+]
+
+logger = logging.getLogger(__name__)
+
+DriftRule = Literal["needs_review", "continue", "fail"]
+_RESUMABLE = ACTIVE_STATES | {RunState.WAITING_APPROVAL}
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A step whose capability's fingerprint differs from the one the run started with."""
+
+    step_id: str
+    recorded: str
+    current: str
+
+
+def drifted_steps(
+    context: RunContext, registry: CapabilityRegistry, records: Sequence[StepRecord]
+) -> list[Drift]:
+    """The steps among ``records`` whose capability changed since the run started."""
+    drift = []
+    for record in records:
+        recorded = context.run.fingerprints.get(record.step_id)
+        found = registry.get(record.capability)
+        if recorded and found is not None and found.fingerprint != recorded:
+            drift.append(Drift(record.step_id, recorded, found.fingerprint))
+    return drift
+
+
+def apply_drift_rule(
+    context: RunContext,
+    registry: CapabilityRegistry,
+    rule: DriftRule,
+    record: StepRecord,
+    fail: Callable[[RunContext, StepRecord, AifrError], bool],
+) -> bool:
+    """Apply ``rule`` if ``record``'s capability drifted; true when the step must not run.
+
+    Every drift is audited (``workflow.fingerprint_drift``). ``continue`` records the
+    new fingerprint and goes on; ``fail`` fails the step through ``fail`` (the run is
+    compensated); ``needs_review`` pauses the run for an operator.
+    """
+    drift = drifted_steps(context, registry, [record])
+    if not drift:
+        return False
+    facts: dict[str, JsonValue] = {
+        "rule": rule,
+        "drift": [
+            {"step_id": d.step_id, "recorded": d.recorded, "current": d.current} for d in drift
+        ],
+    }
+    if rule == "continue":
+        context.commit(
+            "fingerprint_drift",
+            outcome=ErrorCode.WORKFLOW_FINGERPRINT_DRIFT.value,
+            fingerprints={**context.run.fingerprints, **{d.step_id: d.current for d in drift}},
+            details=facts,
+        )
+        return False
+    error = WorkflowError(
+        f"step {record.step_id}: capability {record.capability} changed since the run "
+        f"started (fingerprint {drift[0].recorded[:12]} -> {drift[0].current[:12]})",
+        code=ErrorCode.WORKFLOW_FINGERPRINT_DRIFT,
+        step_id=record.step_id,
+    )
+    if rule == "fail":
+        context.commit("fingerprint_drift", outcome=error.code.value, details=facts)
+        fail(context, record, error)
+        return True
+    context.commit(
+        "fingerprint_drift",
+        state=RunState.NEEDS_REVIEW,
+        outcome=error.code.value,
+        error=error_dict(error),
+        failed_step=record.step_id,
+        details=facts,
+        **released_lease(),
+    )
+    return True
+
+
+def accept_drift(context: RunContext, registry: CapabilityRegistry, operator: str) -> None:
+    """An operator accepts the current fingerprints of a ``needs_review`` run (audited)."""
+    current = {
+        s.step_id: found.fingerprint
+        for s in context.ordered()
+        if (found := registry.get(s.capability)) is not None
+    }
+    context.commit(
+        "review_accepted",
+        state=RunState.RUNNING,
+        actor=operator,
+        fingerprints=current,
+        error=None,
+        failed_step=None,
+    )
+
+
+class Recovery:
+    """Finds unfinished runs and hands them, leased, to the engine."""
+
+    def __init__(self, engine: WorkflowEngine) -> None:
+        self._engine = engine
+
+    def take(self, run: RunRecord) -> RunRecord | None:
+        """Lease ``run`` for this engine: free, expired, ours, or its owner died."""
+        engine = self._engine
+        store = engine.store
+        now = engine.clock()
+        taken = store.acquire(run.id, engine.owner, engine.lease_ttl_s, now)
+        if taken is not None:
+            return taken
+        owner = run.lease_owner
+        if owner and is_owner_gone(owner):
+            logger.info("run %s: lease owner %s is gone; taking over", run.id, owner)
+            if store.take_over(run.id, owner, engine.owner, engine.lease_ttl_s, now):
+                return store.get(run.id)
+        return None
+
+    def is_ready(self, run: RunRecord) -> bool:
+        """Whether a worker should drive ``run`` now (a waiting one: its approval is decided)."""
+        if run.state is not RunState.WAITING_APPROVAL:
+            return True
+        approvals = self._engine.runtime.approvals
+        if approvals is None:
+            return False
+        for step in self._engine.store.steps(run.id):
+            if step.state is StepState.WAITING_APPROVAL and step.approval_id:
+                try:
+                    # get() marks an overdue request expired: the engine enforces expiry.
+                    return approvals.get(step.approval_id).status is not ApprovalStatus.PENDING
+                except ApprovalError:
+                    return True
+        return True
+
+    def run_once(self, limit: int = 100) -> list[RunView]:
+        """Drive every run that is ready and free; returns the runs it drove."""
+        engine = self._engine
+        held: set[str] = set(engine.held())
+        driven = []
+        for run in engine.store.unfinished(frozenset(_RESUMABLE), limit):
+            if run.id in held:
+                continue
+            try:
+                if not self.is_ready(run):
+                    continue
+                taken = self.take(run)
+                if taken is None or taken.state not in _RESUMABLE:
+                    if taken is not None:
+                        engine.store.release(run.id, engine.owner)
+                    continue
+                engine.drive(RunContext.load(taken, engine.store, engine.owner, engine.clock))
+                driven.append(engine.view(run.id))
+            except AifrError as exc:  # one broken run must not stop recovery of the others
+                logger.error("run %s: recovery failed: %s: %s", run.id, exc.code.value, exc.message)
+        return driven

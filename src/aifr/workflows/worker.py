@@ -1,0 +1,66 @@
+"""``aifr worker``: the loop that keeps runs moving and notifications flowing.
+
+Each turn the worker resumes every run that is ready (crash-interrupted, approved,
+rejected or expired approvals, retries due) through :meth:`WorkflowEngine.recover`
+and delivers due webhook notifications. It sleeps ``poll_s`` between turns, or less
+when :meth:`wake` is called (the approval callback does, so an approval made through
+a webhook resumes its run at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from aifr.errors import AifrError
+from aifr.workflows.engine import WorkflowEngine
+from aifr.workflows.notify import WebhookNotifier
+from aifr.workflows.views import RunView
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """Drives ready runs and delivers notifications until stopped."""
+
+    def __init__(
+        self,
+        engine: WorkflowEngine,
+        *,
+        notifier: WebhookNotifier | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.notifier = notifier
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def turn(self) -> list[RunView]:
+        """One pass: resume ready runs, deliver due notifications; returns the runs driven."""
+        driven = self.engine.recover()
+        if self.notifier is not None:
+            try:
+                self.notifier.deliver_due()
+            except AifrError as exc:  # the outbox keeps the items; try again next turn
+                logger.error("notification delivery failed: %s", exc.message)
+        return driven
+
+    def run(self) -> None:
+        """Turn until :meth:`stop` is called."""
+        while not self._stop.is_set():
+            self.turn()
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def wake(self, _reason: str = "") -> None:
+        """Start the next turn now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current turn and return from :meth:`run`."""
+        self._stop.set()
+        self.engine.stop()
+        self._wake.set()

@@ -1,0 +1,146 @@
+"""``aifr mcp config`` snippets and ``aifr mcp token`` management, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from mcp_harness import ServerProcess, make_project, run_aifr
+
+
+def test_claude_snippet_launches_aifr_over_stdio_for_this_project(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    result = run_aifr(
+        aifr_bin,
+        "mcp",
+        "config",
+        "--client",
+        "claude",
+        "-p",
+        str(project),
+        cwd=tmp_path,
+        env=clean_env,
+    )
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)["mcpServers"]["aifr"]
+    assert Path(entry["command"]).name == "aifr"
+    assert entry["args"] == ["mcp", "--transport", "stdio", "-p", str(project.resolve())]
+    assert "claude_desktop_config.json" in result.stderr
+
+
+def test_cursor_http_snippet_points_at_the_url_with_a_bearer_header(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    result = run_aifr(
+        aifr_bin,
+        "mcp",
+        "config",
+        "--client",
+        "cursor",
+        "--transport",
+        "http",
+        "-p",
+        str(project),
+        cwd=tmp_path,
+        env=clean_env,
+    )
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)["mcpServers"]["aifr"]
+    assert entry["url"] == "http://127.0.0.1:8765/mcp"
+    assert entry["headers"]["Authorization"].startswith("Bearer ")
+
+
+def test_config_outside_a_project_fails_with_the_project_error(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    result = run_aifr(aifr_bin, "mcp", "config", "-p", str(tmp_path), cwd=tmp_path, env=clean_env)
+    assert result.returncode == 2
+    assert "config.project_missing" in result.stderr
+
+
+def test_token_create_list_revoke(aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    created = run_aifr(
+        aifr_bin,
+        "mcp",
+        "token",
+        "create",
+        "--principal",
+        "bot",
+        "--role",
+        "agent",
+        "--operator",
+        "alice",
+        "-p",
+        str(project),
+        cwd=project,
+        env=clean_env,
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("aifr_")
+    tokens_file = project / ".aifr" / "tokens.json"
+    assert token not in tokens_file.read_text()
+    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
+    listed = run_aifr(
+        aifr_bin, "mcp", "token", "list", "-p", str(project), cwd=project, env=clean_env
+    )
+    assert "bot" in listed.stdout
+    assert "roles=agent" in listed.stdout
+    digest = listed.stdout.split()[0]
+    revoked = run_aifr(
+        aifr_bin, "mcp", "token", "revoke", digest, "-p", str(project), cwd=project, env=clean_env
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    listed = run_aifr(
+        aifr_bin, "mcp", "token", "list", "-p", str(project), cwd=project, env=clean_env
+    )
+    assert "no tokens" in listed.stdout
+
+
+def test_uds_refuses_to_replace_a_regular_file(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    precious = project / "not-a-socket"
+    precious.write_text("keep me")
+    result = run_aifr(
+        aifr_bin,
+        "mcp",
+        "--transport",
+        "uds",
+        "--socket",
+        str(precious),
+        "-p",
+        str(project),
+        cwd=project,
+        env=clean_env,
+    )
+    assert result.returncode == 1
+    assert "transport.failed" in result.stderr
+    assert "not a socket" in result.stderr
+    assert precious.read_text() == "keep me"
+
+
+def test_uds_server_creates_a_private_socket_and_removes_it_on_sigterm(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str], short_dir: Path
+) -> None:
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    socket_path = short_dir / "mcp.sock"
+    server = ServerProcess(
+        [aifr_bin, "mcp", "--transport", "uds", "--socket", str(socket_path), "-p", str(project)],
+        project,
+        clean_env,
+    )
+    try:
+        server.wait_for("serving on unix:")
+        assert stat.S_ISSOCK(socket_path.lstat().st_mode)
+        assert stat.S_IMODE(socket_path.lstat().st_mode) == 0o600
+    finally:
+        server.stop()
+    assert server.process.returncode == 0, server.stderr
+    assert not socket_path.exists()

@@ -1,0 +1,174 @@
+"""``aifr policy check|explain|test`` and ``aifr grants`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+TABLE_DIR = Path(__file__).parents[1] / "unit" / "policy" / "table"
+
+ROLES = """\
+version: 1
+roles:
+  approver: {principals: [erin]}
+  admin: {principals: [root], inherits: [approver]}
+approvals:
+  - {risk: HIGH, roles: [approver, admin]}
+"""
+
+
+def run(
+    aifr_bin: str, *args: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [aifr_bin, *args],
+        cwd=cwd,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def project(tmp_path: Path, aifr_bin: str, env: dict[str, str]) -> Path:
+    root = tmp_path / "proj"
+    assert run(aifr_bin, "init", str(root), cwd=tmp_path, env=env).returncode == 0
+    return root
+
+
+def test_the_policy_table_passes_through_the_cli(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    result = run(
+        aifr_bin, "policy", "test", str(TABLE_DIR / "cases.yaml"), cwd=tmp_path, env=clean_env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "0 failed" in result.stdout
+
+
+def test_a_wrong_expectation_fails_with_a_readable_diff(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    shutil.copytree(TABLE_DIR / "policies", tmp_path / "policies")
+    (tmp_path / "cases.yaml").write_text(
+        "policy: policies\n"
+        "capabilities:\n  - {id: io.fs.read_file, operation: READ, risk: LOW}\n"
+        "cases:\n"
+        "  - {name: reads are denied, principal: alice, capability: io.fs.read_file, expect: DENY}\n"
+        "  - {name: reads are allowed, principal: alice, capability: io.fs.read_file, expect: ALLOW}\n"
+    )
+    result = run(aifr_bin, "policy", "test", "cases.yaml", cwd=tmp_path, env=clean_env)
+    assert result.returncode == 1
+    assert "cases.yaml:5:5: reads are denied" in result.stderr
+    assert "- expected: DENY" in result.stderr
+    assert "+ actual:   ALLOW rule=allow-reads" in result.stderr
+    assert "1 passed, 1 failed" in result.stdout
+
+
+def test_check_passes_the_template_and_fails_a_broken_file_naming_its_line(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    ok = run(aifr_bin, "policy", "check", "--json", cwd=root, env=clean_env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == []
+    (root / "policies" / "zz.yaml").write_text(
+        "version: 1\nrules:\n  - id: x\n    decision: PERHAPS\n"
+    )
+    bad = run(aifr_bin, "policy", "check", cwd=root, env=clean_env)
+    assert bad.returncode == 1
+    assert "zz.yaml:4:5: error [schema]" in bad.stdout
+    assert "rules[0].decision" in bad.stdout
+
+
+def test_explain_names_the_matching_rule_and_why_earlier_rules_missed(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    result = run(
+        aifr_bin,
+        "policy",
+        "explain",
+        "--principal",
+        "alice",
+        "--capability",
+        "db.drop",
+        "--operation",
+        "DELETE",
+        "--risk",
+        "CRITICAL",
+        "--input",
+        "table=users",
+        "--json",
+        cwd=root,
+        env=clean_env,
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["decision"] == "REQUIRE_APPROVAL"
+    assert body["quorum"] == 2
+    rules = body["principals"][0]["rules"]
+    assert rules[0] == {
+        "rule_id": "allow-reads",
+        "decision": "ALLOW",
+        "matched": False,
+        "why_not": "operation DELETE is not READ",
+        "source": f"{root / 'policies' / 'default.yaml'}:10:5",
+    }
+    assert rules[1]["matched"] is True
+
+
+def test_grants_are_issued_listed_and_revoked_from_the_cli(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    (root / "policies" / "default.yaml").write_text(ROLES)
+    issued = run(
+        aifr_bin,
+        "grants",
+        "issue",
+        "--as",
+        "erin",
+        "--principal",
+        "alice",
+        "--capability",
+        "io.fs.*",
+        "--input",
+        "path=/srv/a",
+        "--ttl-s",
+        "600",
+        cwd=root,
+        env=clean_env,
+    )
+    assert issued.returncode == 0, issued.stderr
+    listed = json.loads(run(aifr_bin, "grants", "list", "--json", cwd=root, env=clean_env).stdout)
+    assert [(g["principal"], g["capability"], g["constraints"]) for g in listed] == [
+        ("alice", "io.fs.*", {"path": "/srv/a"})
+    ]
+    revoked = run(
+        aifr_bin, "grants", "revoke", listed[0]["id"], "--as", "root", cwd=root, env=clean_env
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert (
+        json.loads(run(aifr_bin, "grants", "list", "--json", cwd=root, env=clean_env).stdout) == []
+    )
+    self_grant = run(
+        aifr_bin,
+        "grants",
+        "issue",
+        "--as",
+        "erin",
+        "--principal",
+        "erin",
+        "--capability",
+        "*",
+        cwd=root,
+        env=clean_env,
+    )
+    assert self_grant.returncode != 0
+    assert "approval.self_approval" in self_grant.stderr
+    missing = run(aifr_bin, "grants", "revoke", "g-nope", "--as", "root", cwd=root, env=clean_env)
+    assert missing.returncode == 5
+    assert "policy.grant_not_found" in missing.stderr

@@ -1,0 +1,259 @@
+"""``aifr run``, ``aifr runs``, ``aifr worker`` and approvals, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+POLICY = """
+version: 1
+roles:
+  ops: {principals: [bob]}
+rules:
+  - id: config-needs-ops
+    when:
+      capability: io.fs.write_file
+      inputs: {path: {glob: "config/*"}}
+    decision: REQUIRE_APPROVAL
+    approvers: [ops]
+  - id: files
+    when: {capability: "io.fs.*"}
+    decision: ALLOW
+"""
+
+WORKFLOW = """
+name: rotate
+inputs:
+  path: {type: string}
+  content: {type: string}
+  copies: {type: integer, default: 1}
+steps:
+  - id: read
+    capability: io.fs.read_file
+    inputs: {path: "{{ inputs.path }}"}
+  - id: backup
+    capability: io.fs.write_file
+    inputs: {path: "backup.txt", content: "{{ steps.read.output.content }}"}
+  - id: write
+    capability: io.fs.write_file
+    inputs: {path: "{{ inputs.path }}", content: "{{ inputs.content }}"}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]) -> Path:
+    subprocess.run(
+        [aifr_bin, "init", str(tmp_path)], check=True, capture_output=True, env=clean_env
+    )
+    (tmp_path / "policies" / "default.yaml").write_text(POLICY)
+    (tmp_path / "workflows" / "rotate.yaml").write_text(WORKFLOW)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "app.conf").write_text("old\n")
+    return tmp_path
+
+
+def _aifr(
+    aifr_bin: str, project: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [aifr_bin, *args, "-p", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_a_run_pauses_for_approval_and_the_worker_finishes_it_once_approved(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    inputs = [
+        "rotate",
+        "--input",
+        "path=config/app.conf",
+        "--input",
+        "content=new\n",
+        "--as",
+        "agent",
+    ]
+    plan = _aifr(aifr_bin, project, clean_env, "run", *inputs, "--plan", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert [s["decision"] for s in json.loads(plan.stdout)] == [
+        "ALLOW",
+        "ALLOW",
+        "REQUIRE_APPROVAL",
+    ]
+
+    started = _aifr(aifr_bin, project, clean_env, "run", *inputs, "--json")
+    assert started.returncode == 4, started.stderr
+    run = json.loads(started.stdout)
+    assert run["state"] == "waiting_approval"
+    approval_id = run["steps"][2]["approval_id"]
+
+    idle = _aifr(aifr_bin, project, clean_env, "worker", "--once")
+    assert "resumed 0 run(s)" in idle.stdout
+    approved = _aifr(
+        aifr_bin, project, clean_env, "approvals", "approve", approval_id, "--as", "bob"
+    )
+    assert approved.returncode == 0, approved.stderr
+    resumed = _aifr(aifr_bin, project, clean_env, "worker", "--once")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{run['id']}: completed" in resumed.stdout
+
+    shown = json.loads(
+        _aifr(aifr_bin, project, clean_env, "runs", "show", run["id"], "--json").stdout
+    )
+    assert [s["state"] for s in shown["steps"]] == ["completed"] * 3
+    assert (project / "config" / "app.conf").read_text() == "new\n"
+    listed = json.loads(_aifr(aifr_bin, project, clean_env, "runs", "list", "--json").stdout)
+    assert [r["id"] for r in listed] == [run["id"]]
+    verified = _aifr(aifr_bin, project, clean_env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_cancelling_a_waiting_run_undoes_its_backup(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    started = _aifr(
+        aifr_bin, project, clean_env, "run", "rotate", "-i", "path=config/app.conf",
+        "-i", "content=x", "--as", "agent", "--json",
+    )  # fmt: skip
+    run_id = json.loads(started.stdout)["id"]
+    assert (project / "backup.txt").exists()
+
+    cancelled = _aifr(
+        aifr_bin, project, clean_env, "runs", "cancel", run_id, "--as", "alice", "--json"
+    )
+
+    assert json.loads(cancelled.stdout)["state"] == "cancelled"
+    assert not (project / "backup.txt").exists()
+    again = _aifr(aifr_bin, project, clean_env, "runs", "retry-compensation", run_id)
+    assert again.returncode != 0
+    assert "workflow.bad_state" in again.stderr
+
+
+def test_run_wait_stays_attached_until_another_principal_approves(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    waiting = subprocess.Popen(
+        [aifr_bin, "run", "rotate", "-i", "path=config/app.conf", "-i", "content=waited\n",
+         "--as", "agent", "--wait", "--json", "-p", str(project)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        pending: list[dict] = []
+        while not pending:
+            assert time.monotonic() < deadline, "no approval request appeared"
+            listed = _aifr(aifr_bin, project, clean_env, "approvals", "list", "--json")
+            pending = [a for a in json.loads(listed.stdout or "[]") if a["status"] == "pending"]
+            time.sleep(0.1)
+        _aifr(aifr_bin, project, clean_env, "approvals", "approve", pending[0]["id"], "--as", "bob")
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["state"] == "completed"
+    assert (project / "config" / "app.conf").read_text() == "waited\n"
+
+
+def test_an_unknown_workflow_and_bad_inputs_are_reported_by_code(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    missing = _aifr(aifr_bin, project, clean_env, "run", "nope")
+    bad = _aifr(aifr_bin, project, clean_env, "run", "rotate", "-i", "copies=many")
+
+    assert missing.returncode == 5
+    assert "workflow.not_found" in missing.stderr
+    assert bad.returncode == 2
+    assert "input.invalid" in bad.stderr
+
+
+def test_the_demo_shows_approval_compensation_and_a_verified_ledger_within_a_minute(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    started = time.monotonic()
+    demo = subprocess.run(
+        [aifr_bin, "demo", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean_env, "COLUMNS": "160"},
+        check=False,
+    )
+
+    assert demo.returncode == 0, demo.stderr
+    assert time.monotonic() - started < 60
+    out = demo.stdout
+    assert "io.fs.write_file" in out  # capabilities listed first
+    assert "REQUIRE_APPROVAL" in out  # the plan shows policy decisions
+    assert "approval.self_approval" in out
+    assert "byte-identical" in out
+    assert "aifr audit verify: ok" in out
+    assert (
+        tmp_path / "demo" / "config" / "app.conf"
+    ).read_text() == "replicas = 4\nlog_level = info\n"
+
+
+def test_the_worker_takes_a_signed_approval_callback_and_finishes_the_run(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    import socket
+
+    import httpx
+
+    from aifr.workflows.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**clean_env, "AIFR_APPROVALS__WEBHOOK_SECRET": "s3cret-for-tests"}
+    started = _aifr(
+        aifr_bin, project, env, "run", "rotate", "-i", "path=config/app.conf",
+        "-i", "content=via-callback\n", "--as", "agent", "--json",
+    )  # fmt: skip
+    run = json.loads(started.stdout)
+    approval_id = run["steps"][2]["approval_id"]
+    worker = subprocess.Popen(
+        [aifr_bin, "worker", "--poll", "0.2", "--callback-port", str(port), "-p", str(project)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        body = json.dumps({"decision": "approve", "approver": "bob"}).encode()
+        deadline = time.monotonic() + 30
+        response = None
+        while response is None:
+            assert time.monotonic() < deadline, "the callback never came up"
+            sent = int(time.time())
+            headers = {
+                TIMESTAMP_HEADER: str(sent),
+                SIGNATURE_HEADER: sign(b"s3cret-for-tests", sent, body),
+            }
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/approvals/{approval_id}/decision",
+                    content=body, headers=headers, timeout=5,
+                )  # fmt: skip
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert response.status_code == 200, response.text
+        state = None
+        while state != "completed":
+            assert time.monotonic() < deadline, f"run stuck in {state}"
+            shown = _aifr(aifr_bin, project, env, "runs", "show", run["id"], "--json")
+            state = json.loads(shown.stdout)["state"]
+            time.sleep(0.1)
+        text = _aifr(aifr_bin, project, env, "runs", "show", run["id"])
+        assert "completed" in text.stdout
+        assert "backup" in text.stdout
+        assert run["id"] in _aifr(aifr_bin, project, env, "runs", "list").stdout
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+    assert worker.returncode == 0
+    assert (project / "config" / "app.conf").read_text() == "via-callback\n"

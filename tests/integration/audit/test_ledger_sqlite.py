@@ -1,0 +1,264 @@
+"""The ledger on a real SQLite file: durability, group commit, concurrency, reads."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aifr.audit import AuditEvent, AuditLedger, AuditRecord, ChainBuilder
+from aifr.errors import ErrorCode, StorageError
+from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite.audit import SqliteAuditStore, open_sqlite_ledger
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[SqliteDatabase]:
+    db = SqliteDatabase(tmp_path / "aifr.db")
+    yield db
+    db.close()
+
+
+def _event(n: int, principal: str = "alice") -> AuditEvent:
+    return AuditEvent(
+        kind="execution",
+        principal=principal,
+        capability_id="io.fs.read_file",
+        capability_fingerprint="f" * 64,
+        decision="ALLOW",
+        rule_id="allow-reads",
+        inputs_digest="d" * 64,
+        outcome="ok",
+        trace_id=f"trace-{n}",
+        details={"n": n},
+    )
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.001)
+
+
+def test_an_appended_record_is_on_disk_for_a_fresh_connection_and_chains(
+    database: SqliteDatabase,
+) -> None:
+    ledger = open_sqlite_ledger(database)
+    first = ledger.append(_event(1))
+    second = ledger.append(_event(2, principal="bob"))
+    assert (first.seq, second.seq, second.prev_hash) == (1, 2, first.hash)
+    other = open_sqlite_ledger(SqliteDatabase(database.path))
+    assert [r.id for r in other.records()] == [first.id, second.id]
+    assert other.get(second.id) == second
+    assert other.verify().ok
+
+
+def test_secrets_in_details_are_redacted_before_they_are_hashed_and_stored(
+    database: SqliteDatabase,
+) -> None:
+    ledger = open_sqlite_ledger(database)
+    record = ledger.append(
+        AuditEvent(
+            kind="config.changed",
+            principal="ops",
+            details={"db_password": "pw1", "note": "Bearer abcdefghijklmnop1234"},
+        )
+    )
+    stored = database.new_connection().execute("SELECT details FROM audit_records").fetchone()[0]
+    assert "pw1" not in stored and "abcdefghijklmnop1234" not in stored
+    assert record.event.details["db_password"] == "[REDACTED]"
+    assert ledger.verify().ok
+
+
+def test_append_in_joins_the_callers_transaction_and_vanishes_on_rollback(
+    database: SqliteDatabase,
+) -> None:
+    ledger = open_sqlite_ledger(database)
+    ledger.append(_event(1))
+    with database.transaction() as conn:
+        conn.execute("CREATE TABLE side (v TEXT)")
+        conn.execute("INSERT INTO side VALUES ('x')")
+        kept = ledger.append_in(conn, _event(2))
+    with pytest.raises(RuntimeError), database.transaction() as conn:
+        ledger.append_in(conn, _event(3))
+        raise RuntimeError("caller fails after appending")
+    assert [r.seq for r in ledger.records()] == [1, 2]
+    assert kept.seq == 2
+    after = ledger.append(_event(4))
+    assert after.seq == 3 and after.prev_hash == kept.hash
+    assert ledger.verify().ok
+
+
+def test_append_in_outside_a_transaction_is_refused(database: SqliteDatabase) -> None:
+    ledger = open_sqlite_ledger(database)
+    with pytest.raises(Exception) as caught:
+        ledger.append_in(database.connect(), _event(1))
+    assert caught.value.code == ErrorCode.AUDIT_FAILED  # type: ignore[attr-defined]
+
+
+class _GatedStore(SqliteAuditStore):
+    """The real SQLite store whose first commit waits for a gate; counts transactions."""
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        super().__init__(database)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.transactions = 0
+
+    def append(self, build: ChainBuilder) -> list[AuditRecord]:
+        self.transactions += 1
+        if self.transactions == 1:
+            self.entered.set()
+            self.gate.wait(10)
+        return super().append(build)
+
+
+def test_appends_arriving_during_a_commit_share_the_next_transaction(
+    database: SqliteDatabase,
+) -> None:
+    store = _GatedStore(database)
+    ledger = AuditLedger(store)
+    results: list[AuditRecord] = []
+    threads = [
+        threading.Thread(target=lambda n=n: results.append(ledger.append(_event(n))))
+        for n in range(8)
+    ]
+    threads[0].start()
+    assert store.entered.wait(10)
+    for thread in threads[1:]:
+        thread.start()
+    _wait_until(lambda: ledger.pending() == 7)
+    assert not results  # nobody returns before their record is committed
+    store.gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert store.transactions == 2
+    assert (
+        ledger.stats.commits == 2 and ledger.stats.largest_batch == 7 and ledger.stats.appends == 8
+    )
+    assert sorted(r.seq for r in results) == list(range(1, 9))
+    assert ledger.verify().ok
+
+
+def test_many_threads_appending_at_once_keep_one_valid_chain_with_fewer_commits(
+    database: SqliteDatabase,
+) -> None:
+    ledger = open_sqlite_ledger(database)
+    per_thread: dict[int, list[int]] = {}
+
+    def work(worker: int) -> None:
+        per_thread[worker] = [
+            ledger.append(_event(n, principal=f"w{worker}")).seq for n in range(150)
+        ]
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(seqs == sorted(seqs) for seqs in per_thread.values())
+    assert sorted(s for seqs in per_thread.values() for s in seqs) == list(range(1, 1201))
+    report = ledger.verify()
+    assert report.ok and report.checked == 1200
+    assert ledger.stats.appends == 1200 and ledger.stats.commits <= 1200
+
+
+_CHILD = """
+import sys, threading
+from aifr.audit import AuditEvent
+from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite.audit import open_sqlite_ledger
+ledger = open_sqlite_ledger(SqliteDatabase(sys.argv[1]))
+def work(t):
+    for n in range(100):
+        ledger.append(AuditEvent(kind="execution", principal=sys.argv[2], details={"t": t, "n": n}))
+threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+
+
+def test_two_processes_and_this_one_appending_together_keep_one_valid_chain(
+    database: SqliteDatabase,
+) -> None:
+    ledger = open_sqlite_ledger(database)
+    children = [
+        subprocess.Popen([sys.executable, "-c", _CHILD, str(database.path), name])
+        for name in ("proc-a", "proc-b")
+    ]
+    for n in range(100):
+        ledger.append(_event(n, principal="parent"))
+    assert [child.wait(60) for child in children] == [0, 0]
+    report = ledger.verify()
+    assert report.ok and report.checked == 700
+    counts = {
+        p: sum(1 for _ in ledger.records(principal=p)) for p in ("proc-a", "proc-b", "parent")
+    }
+    assert counts == {"proc-a": 300, "proc-b": 300, "parent": 100}
+
+
+def test_records_filter_by_time_range_and_principal_and_read_newest_first(
+    database: SqliteDatabase,
+) -> None:
+    ledger = open_sqlite_ledger(database)
+    for n in range(30):
+        ledger.append(_event(n, principal="alice" if n % 2 else "bob"))
+    stamps = [r.ts for r in ledger.records()]
+    since, until = stamps[10], stamps[20]
+    window = list(ledger.records(since=since, until=until))
+    assert window and all(since <= r.ts < until for r in window)
+    assert {r.event.principal for r in ledger.records(principal="alice")} == {"alice"}
+    assert [r.seq for r in ledger.records(principal="bob", limit=3, newest_first=True)] == [
+        29,
+        27,
+        25,
+    ]
+    assert [r.seq for r in ledger.records(after_seq=27)] == [28, 29, 30]
+    assert list(ledger.records(since="2999-01-01")) == []
+
+
+def test_a_failed_commit_reaches_every_waiter_as_a_storage_error(tmp_path: Path) -> None:
+    database = SqliteDatabase(tmp_path / "aifr.db")
+    ledger = open_sqlite_ledger(database)
+    ledger.append(_event(0))
+    database.new_connection().execute("DROP TABLE audit_records")
+    with pytest.raises(StorageError) as caught:
+        ledger.append(_event(1))
+    assert caught.value.code == ErrorCode.STORAGE_FAILED
+    assert ledger.stats.commits == 2  # the failed transaction released leadership
+
+
+def test_a_waiting_appender_interrupted_by_ctrl_c_never_stalls_the_others(
+    database: SqliteDatabase,
+) -> None:
+    store = _GatedStore(database)
+    ledger = AuditLedger(store)
+    first = threading.Thread(target=lambda: ledger.append(_event(1)))
+    first.start()
+    assert store.entered.wait(10)
+
+    def interrupt_then_release() -> None:
+        _wait_until(lambda: ledger.pending() == 1)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        _wait_until(lambda: ledger.pending() == 1 and interrupted.is_set())
+        store.gate.set()
+
+    interrupted = threading.Event()
+    helper = threading.Thread(target=interrupt_then_release)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        ledger.append(_event(2))  # the main thread waits behind the gated commit
+    interrupted.set()
+    helper.join(10)
+    first.join(10)
+    after = ledger.append(_event(3))  # would hang forever if leadership were lost
+    assert after.seq == 3
+    assert ledger.verify().ok and ledger.pending() == 0

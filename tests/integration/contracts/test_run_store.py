@@ -1,0 +1,127 @@
+"""The workflow RunStore and NotificationOutbox contract, run against every adapter (SQLite).
+
+PostgreSQL scale-out of workflows is not built yet; when it is, its adapter joins the
+``params`` below and must pass the same tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aifr.audit import AuditEvent, AuditLedger
+from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite.audit import SqliteAuditStore
+from aifr.storage.sqlite.runs import SqliteRunStore
+from aifr.workflows import Notification, RunRecord, RunState, RunStore, StepRecord, StepState
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteRunStore]:
+    assert request.param == "sqlite"
+    database = SqliteDatabase(tmp_path / "aifr.db", synchronous="NORMAL")
+    yield SqliteRunStore(database, AuditLedger(SqliteAuditStore(database)))
+    database.close()
+
+
+def _run(run_id: str = "run-1", created_at: float = 100.0, **changes: object) -> RunRecord:
+    values: dict[str, object] = {
+        "id": run_id,
+        "workflow": "w",
+        "workflow_version": "1",
+        "definition": {"name": "w", "steps": [{"id": "a", "capability": "x.y"}]},
+        "inputs": {"path": "a.txt", "n": 2},
+        "principal": "agent",
+        "roles": ("dev",),
+        "state": RunState.PENDING,
+        "created_at": created_at,
+        "updated_at": created_at,
+        "fingerprints": {"a": "f" * 64},
+    }
+    values.update(changes)
+    return RunRecord(**values)  # type: ignore[arg-type]
+
+
+def _step(run_id: str = "run-1", step_id: str = "a", index: int = 0) -> StepRecord:
+    return StepRecord(run_id=run_id, step_id=step_id, index=index, capability="x.y")
+
+
+def _event(kind: str = "workflow.created") -> AuditEvent:
+    return AuditEvent(kind=kind, principal="agent", run_id="run-1")
+
+
+def test_a_created_run_and_its_steps_read_back_unchanged(store: RunStore) -> None:
+    store.create(_run(), [_step(), _step(step_id="b", index=1)], _event())
+
+    assert store.get("run-1") == _run()
+    assert [s.step_id for s in store.steps("run-1")] == ["a", "b"]
+    assert store.step("run-1", "b") == _step(step_id="b", index=1)
+    assert store.get("run-2") is None
+
+
+def test_saving_writes_the_run_and_steps_together(store: RunStore) -> None:
+    store.create(_run(), [_step()], _event())
+    done = _step().evolve(state=StepState.COMPLETED, output={"ok": True}, attempt=2)
+
+    record = store.save(
+        _run(state=RunState.COMPLETED, error=None, updated_at=101.0),
+        [done],
+        _event("workflow.completed"),
+    )
+
+    assert record is not None and record.event.kind == "workflow.completed"
+    assert store.get("run-1").state is RunState.COMPLETED
+    assert store.step("run-1", "a") == done
+
+
+def test_only_the_lease_holder_may_save_and_an_expired_lease_can_be_taken(store: RunStore) -> None:
+    store.create(_run(), [_step()], _event())
+    assert store.acquire("run-1", "w1", 10.0, now=100.0) is not None
+    assert store.acquire("run-1", "w2", 10.0, now=105.0) is None
+
+    with pytest.raises(WorkflowError) as lost:
+        store.save(_run(state=RunState.RUNNING), owner="w2")
+    assert lost.value.code is ErrorCode.WORKFLOW_LEASE_LOST
+
+    store.renew(["run-1"], "w1", 10.0, now=108.0)
+    assert store.acquire("run-1", "w2", 10.0, now=115.0) is None
+    taken = store.acquire("run-1", "w2", 10.0, now=119.0)
+    assert taken is not None and taken.lease_owner == "w2"
+    assert store.take_over("run-1", "w2", "w3", 10.0, now=120.0)
+    store.release("run-1", "w3")
+    assert store.get("run-1").lease_owner is None
+
+
+def test_unfinished_runs_list_oldest_first_and_cancel_is_flagged(store: RunStore) -> None:
+    store.create(_run("run-2", 200.0, state=RunState.RUNNING), [], _event())
+    store.create(_run("run-1", 100.0, state=RunState.WAITING_APPROVAL), [], _event())
+    store.create(_run("run-3", 300.0, state=RunState.COMPLETED), [], _event())
+
+    unfinished = store.unfinished(frozenset({RunState.RUNNING, RunState.WAITING_APPROVAL}))
+    assert [r.id for r in unfinished] == ["run-1", "run-2"]
+    assert [r.id for r in store.list()] == ["run-3", "run-2", "run-1"]
+    assert [r.id for r in store.list(state=RunState.COMPLETED)] == ["run-3"]
+    assert not store.is_cancel_requested("run-2")
+    store.request_cancel("run-2")
+    assert store.is_cancel_requested("run-2")
+
+
+def test_a_notification_saved_with_a_run_is_delivered_or_retried_later(
+    store: SqliteRunStore,
+) -> None:
+    store.create(_run(), [], _event())
+    note = Notification("approval.requested", "http://127.0.0.1:9/hook", {"approval_id": "ap-1"})
+    store.save(_run(state=RunState.WAITING_APPROVAL, updated_at=110.0), notification=note)
+
+    (item,) = store.due(now=110.0)
+    assert item.notification == note
+    store.retry_later(item.id, next_attempt_at=150.0, error="ConnectError")
+    assert store.due(now=149.0) == []
+    (again,) = store.due(now=150.0)
+    assert (again.attempts, again.last_error) == (1, "ConnectError")
+    store.delivered(again.id, now=151.0)
+    assert store.pending() == 0
+    assert store.due(now=1e12) == []

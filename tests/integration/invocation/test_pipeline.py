@@ -1,0 +1,216 @@
+"""Every stage of the governed pipeline, its success and its failure, with audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+from invocation_env import Env, build_env
+
+from aifr.errors import ErrorCode
+from aifr.invocation import HookCall, Hooks, Phase, Status, current_request
+from aifr.observability import ContextFilter
+from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
+
+
+def audited_outcomes(env: Env) -> list[str]:
+    return [row["outcome"] for row in env.audit_rows()]
+
+
+def test_an_allowed_call_returns_validated_output_decision_audit_id_and_timing(env: Env) -> None:
+    result = env.runtime.invoke("demo.echo@1", {"text": "hi", "times": 2}, "alice")
+    assert result.status is Status.OK and result.ok
+    assert result.output == {"text": "hihi"}
+    assert result.decision is not None and result.decision.rule_id == "allow-demo"
+    assert result.audit_id is not None
+    assert result.capability_version == "1"
+    assert result.timing is not None and result.timing.total_s > 0
+    assert {"resolve", "validate", "policy", "execute", "audit"} <= set(result.timing.stages)
+    assert audited_outcomes(env) == ["ok"]
+
+
+def test_a_version_pin_selects_that_version(env: Env) -> None:
+    assert env.runtime.invoke("demo.echo@1", {"text": "a"}, "alice").output == {"text": "a"}
+    latest = env.runtime.invoke("demo.echo", {"text": "a"}, "alice")
+    assert latest.capability_version == "2"
+    assert latest.output == {"text": "a", "version": "2"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "inputs", "code"),
+    [
+        ("demo.nope", {}, ErrorCode.CAPABILITY_NOT_FOUND),
+        ("demo.echo@7", {"text": "a"}, ErrorCode.CAPABILITY_VERSION_NOT_FOUND),
+        ("demo.echo@x.y", {"text": "a"}, ErrorCode.CAPABILITY_BAD_REFERENCE),
+        ("demo.echo@1", {"times": "many"}, ErrorCode.INPUT_INVALID),
+        ("demo.boom", {}, ErrorCode.EXECUTION_FAILED),
+        ("demo.slow", {}, ErrorCode.EXECUTION_TIMEOUT),
+        ("demo.aslow", {}, ErrorCode.EXECUTION_TIMEOUT),
+        ("demo.bad_output", {}, ErrorCode.OUTPUT_INVALID),
+    ],
+)
+def test_each_failing_stage_has_its_own_code_in_result_and_audit(
+    env: Env, ref: str, inputs: dict[str, object], code: ErrorCode
+) -> None:
+    result = env.runtime.invoke(ref, inputs, "alice")
+    assert result.status is Status.FAILED
+    assert result.error is not None and result.error.code is code
+    assert result.error_payload is not None
+    assert result.error_payload["error"]["code"] == code.value  # type: ignore[index]
+    rows = env.audit_rows()
+    assert [row["outcome"] for row in rows] == [code.value]
+    assert result.audit_id is not None
+
+
+def test_invalid_inputs_report_path_code_expected_and_received(env: Env) -> None:
+    result = env.runtime.invoke("demo.echo@1", {"times": "many"}, "alice")
+    assert result.error is not None
+    errors = result.error.details["errors"]
+    assert isinstance(errors, list)
+    by_path = {e["path"]: e for e in errors}  # type: ignore[index]
+    assert set(by_path) == {"text", "times"}
+    assert by_path["times"]["received"] == "many"
+    assert env.calls.counted == []
+
+
+def test_a_denied_call_never_executes_and_names_the_rule(env: Env) -> None:
+    result = env.runtime.invoke("demo.forbidden", {}, "alice")
+    assert result.status is Status.DENIED
+    assert result.error is not None and result.error.code is ErrorCode.POLICY_DENIED
+    assert result.error.details["rule_id"] == "forbid"
+    assert result.decision is not None and result.decision.reason == "nobody may do this"
+    assert audited_outcomes(env) == [ErrorCode.POLICY_DENIED.value]
+
+
+def test_a_handler_exception_is_wrapped_with_its_type_and_message(env: Env) -> None:
+    result = env.runtime.invoke("demo.boom", {"message": "disk on fire"}, "alice")
+    assert result.error is not None
+    assert "RuntimeError: disk on fire" in result.error.message
+    assert result.error.details["exception_type"] == "RuntimeError"
+
+
+def test_an_explicit_timeout_overrides_the_specs(env: Env) -> None:
+    result = env.runtime.invoke("demo.slow", {}, "alice", timeout_s=0.02)
+    assert result.error is not None and result.error.details["timeout_s"] == 0.02
+
+
+def test_ainvoke_runs_sync_and_async_handlers_on_the_loop(env: Env) -> None:
+    async def main() -> list[object]:
+        results = await asyncio.gather(
+            env.runtime.ainvoke("demo.aecho", {"text": "a"}, "alice"),
+            env.runtime.ainvoke("demo.echo@1", {"text": "b"}, "alice"),
+            env.runtime.ainvoke("demo.aslow", {}, "alice"),
+            env.runtime.ainvoke("demo.forbidden", {}, "alice"),
+        )
+        return [r.output if r.ok else r.error_code for r in results]
+
+    assert asyncio.run(main()) == [
+        {"text": "a"},
+        {"text": "b"},
+        ErrorCode.EXECUTION_TIMEOUT,
+        ErrorCode.POLICY_DENIED,
+    ]
+    assert len(env.audit_rows()) == 4
+
+
+def test_async_handlers_also_run_from_sync_invoke(env: Env) -> None:
+    assert env.runtime.invoke("demo.aecho", {"text": "z"}, "alice").output == {"text": "z"}
+
+
+def test_the_handler_sees_call_info_and_the_current_request_context(env: Env) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def capture(call: HookCall) -> None:
+        context = current_request()
+        assert context is call.context
+        seen.append((context.request_id, context.phase.value))
+
+    hooks = Hooks()
+    hooks.before(capture)
+    result = env.runtime.invoke("demo.count", {"label": "x"}, "alice", hooks=hooks)
+    assert result.output == {"label": "x", "request_id": result.request_id}
+    assert seen == [(result.request_id, Phase.APPROVED.value)]
+
+
+def test_the_audit_record_holds_the_inputs_digest_never_the_inputs(env: Env) -> None:
+    env.runtime.invoke("demo.echo@1", {"text": "very-private-words"}, "alice")
+    row = env.audit_rows()[0]
+    assert "very-private-words" not in json.dumps(dict(row), default=str)
+    assert row["principal"] == "alice"
+
+
+def test_handlers_see_their_request_context_sync_async_and_from_either_driver(env: Env) -> None:
+    for ref in ("demo.whoami", "demo.awhoami"):
+        assert env.runtime.invoke(ref, {}, "zoe").output == {"principal": "zoe"}
+        result = asyncio.run(env.runtime.ainvoke(ref, {}, "yan"))
+        assert result.output == {"principal": "yan"}
+
+
+def test_inline_execution_runs_in_the_calling_thread_and_still_reports_timeouts(
+    tmp_path: Path,
+) -> None:
+    inline = build_env(tmp_path, sync_execution="inline")
+    try:
+        caller = threading.get_ident()
+        seen: list[int] = []
+        hooks = Hooks()
+        hooks.before(lambda c: seen.append(threading.get_ident()), timeout_s=None)
+        assert inline.runtime.invoke("demo.whoami", {}, "zoe", hooks=hooks).ok
+        late = inline.runtime.invoke("demo.dawdle", {}, "zoe")
+        assert late.error_code is ErrorCode.EXECUTION_TIMEOUT
+        assert seen == [caller]
+        assert inline.calls.threads == [caller]
+        release = threading.Event()
+        hooks.after(lambda c: release.wait(10), name="hangs", timeout_s=0.05)
+        try:
+            result = inline.runtime.invoke("demo.whoami", {}, "zoe", hooks=hooks)
+        finally:
+            release.set()
+        assert result.ok and [f.hook for f in result.hook_failures] == ["hangs"]
+    finally:
+        inline.runtime.close()
+
+
+def test_a_rate_limited_call_is_denied_with_its_own_code(env: Env) -> None:
+    assert env.runtime.invoke("demo.limited", {}, "alice").ok
+    limited = env.runtime.invoke("demo.limited", {}, "alice")
+    assert limited.status is Status.DENIED
+    assert limited.error_code is ErrorCode.POLICY_RATE_LIMITED
+    assert env.audit_rows()[-1]["outcome"] == ErrorCode.POLICY_RATE_LIMITED.value
+
+
+def test_when_the_audit_append_fails_the_result_says_so_and_the_key_is_released(
+    env: Env,
+) -> None:
+    assert env.runtime.invoke("demo.echo@1", {"text": "a"}, "alice").ok
+    saboteur = env.database.new_connection()
+    saboteur.execute("ALTER TABLE audit_records RENAME TO audit_records_gone")
+    saboteur.close()
+    result = env.runtime.invoke("demo.count", {"label": "x"}, "alice", idempotency_key="k")
+    assert result.status is Status.FAILED
+    assert result.error_code is ErrorCode.STORAGE_FAILED
+    assert result.audit_id is None and result.output is None
+    assert env.calls.counted == ["x"]
+    assert SqliteIdempotencyStore(env.database, env.ledger).get("alice", "k") is None
+
+
+def test_log_records_of_a_call_carry_its_request_trace_and_principal(env: Env) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("aifr")
+    logger.addHandler(handler)
+    try:
+        result = env.runtime.invoke("demo.boom", {}, "alice", trace_id="trace-7")
+    finally:
+        logger.removeHandler(handler)
+    stamped = [r for r in records if "demo.boom" in r.getMessage()]
+    assert stamped, "the failing handler should have been logged"
+    assert {(r.request_id, r.trace_id, r.principal) for r in stamped} == {  # type: ignore[attr-defined]
+        (result.request_id, "trace-7", "alice")
+    }

@@ -1,0 +1,108 @@
+"""Settings: aifr.toml first, AIFR_* variables over it, clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aifr.config import init_project, load_settings
+from aifr.errors import ConfigError, ErrorCode
+
+
+def test_defaults_apply_without_a_project_file(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path)
+    assert settings.project_dir == tmp_path.resolve()
+    assert settings.sqlite_path == tmp_path.resolve() / ".aifr" / "aifr.db"
+    assert settings.fs.roots == ["."]
+
+
+def test_file_values_are_read(tmp_path: Path) -> None:
+    (tmp_path / "aifr.toml").write_text(
+        'principal = "bob"\n[fs]\nroots = ["data", "/abs"]\n[net]\nallow_hosts = ["example.com"]\n'
+    )
+    settings = load_settings(tmp_path)
+    assert settings.principal == "bob"
+    assert settings.fs.roots == ["data", "/abs"]
+    assert settings.path("data") == tmp_path.resolve() / "data"
+    assert settings.path("/abs") == Path("/abs")
+
+
+def test_environment_wins_over_the_file_and_keeps_other_file_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "aifr.toml").write_text('[fs]\nroots = ["data"]\nmax_read_bytes = 100\n')
+    monkeypatch.setenv("AIFR_FS__ROOTS", '["other"]')
+    monkeypatch.setenv("AIFR_PRINCIPAL", "carol")
+    settings = load_settings(tmp_path)
+    assert settings.fs.roots == ["other"]
+    assert settings.fs.max_read_bytes == 100
+    assert settings.principal == "carol"
+
+
+def test_bad_file_value_names_the_key_and_the_file(tmp_path: Path) -> None:
+    (tmp_path / "aifr.toml").write_text("[fs]\nmax_read_bytes = -5\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert "fs.max_read_bytes" in caught.value.message
+    assert "aifr.toml" in caught.value.message
+
+
+def test_bad_environment_value_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIFR_LOG_LEVEL", "LOUD")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert "AIFR_LOG_LEVEL" in caught.value.message
+
+
+def test_unknown_keys_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "aifr.toml").write_text("[fs]\nrootz = []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert "fs.rootz" in caught.value.message
+
+
+def test_malformed_toml_is_a_config_error_with_the_position(tmp_path: Path) -> None:
+    (tmp_path / "aifr.toml").write_text("principal = \n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert "line 1" in caught.value.message
+
+
+def test_requiring_a_project_without_one_says_to_run_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, require_project=True)
+    assert caught.value.code is ErrorCode.CONFIG_PROJECT_MISSING
+    assert "aifr init" in caught.value.message
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.principal = "mallory"  # type: ignore[misc]  # the mutation under test
+
+
+def test_init_creates_the_layout_and_never_overwrites(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    created = init_project(project)
+    assert {p.relative_to(project).as_posix() for p in created} >= {
+        "aifr.toml",
+        "policies",
+        "workflows",
+        ".aifr",
+        "policies/default.yaml",
+    }
+    assert (project / ".aifr").stat().st_mode & 0o777 == 0o700
+    (project / "aifr.toml").write_text('principal = "kept"\n')
+    assert init_project(project) == []
+    assert load_settings(project).principal == "kept"
+
+
+def test_init_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError):
+        init_project(blocker)

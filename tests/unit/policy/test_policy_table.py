@@ -1,0 +1,32 @@
+"""The policy test table (tests/unit/policy/table) runs case by case under pytest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aifr.policy.cases import CaseResult, load_case_table, run_case_table
+
+TABLE = Path(__file__).parent / "table" / "cases.yaml"
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, CaseResult]:
+    return {r.name: r for r in run_case_table(load_case_table(TABLE))}
+
+
+def _names() -> list[str]:
+    return [case.name for case, _ in load_case_table(TABLE).cases]
+
+
+def test_the_table_holds_at_least_sixty_distinct_cases() -> None:
+    names = _names()
+    assert len(names) >= 60
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("name", _names())
+def test_policy_table_case(results: dict[str, CaseResult], name: str) -> None:
+    result = results[name]
+    assert result.passed, f"{result.source}: {result.name}\n" + "\n".join(result.problems)

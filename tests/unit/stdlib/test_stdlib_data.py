@@ -1,0 +1,106 @@
+"""data.*: parsing, JMESPath queries and declarative transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aifr.errors import ErrorCode, InputValidationError, SandboxRefusalError
+from aifr.stdlib import build_data_capabilities
+
+CAPS = {c.id: c for c in build_data_capabilities(max_input_bytes=1000)}
+
+
+def call(capability_id: str, inputs: dict[str, Any]) -> Any:
+    cap = CAPS[capability_id]
+    assert cap.handler is not None
+    return cap.validate_output(cap.handler(**cap.validate_inputs(inputs)))
+
+
+def test_json_parse_returns_the_value() -> None:
+    assert call("data.json.parse", {"text": '{"a": [1, 2.5, null, true]}'}) == {
+        "value": {"a": [1, 2.5, None, True]}
+    }
+
+
+def test_invalid_json_names_line_and_column() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        call("data.json.parse", {"text": '{"a": }'})
+    assert caught.value.errors[0].path == "text"
+    assert "line 1 column 7" in caught.value.message
+
+
+def test_deeply_nested_json_is_rejected_not_crashing() -> None:
+    caps = {c.id: c for c in build_data_capabilities(max_input_bytes=10_000_000)}
+    cap = caps["data.json.parse"]
+    assert cap.handler is not None
+    with pytest.raises(InputValidationError) as caught:
+        cap.handler(text="[" * 200_000 + "]" * 200_000)
+    assert caught.value.errors[0].code == "depth"
+
+
+def test_inputs_over_the_cap_are_refused() -> None:
+    with pytest.raises(SandboxRefusalError) as caught:
+        call("data.json.parse", {"text": "[" + "1," * 600 + "1]"})
+    assert caught.value.rule == "input_too_large"
+
+
+def test_csv_with_a_header_gives_objects() -> None:
+    out = call("data.csv.parse", {"text": 'name,qty\nbolt,3\n"nut, hex",\n'})
+    assert out == {
+        "columns": ["name", "qty"],
+        "rows": [{"name": "bolt", "qty": "3"}, {"name": "nut, hex", "qty": ""}],
+        "truncated": False,
+    }
+
+
+def test_csv_without_a_header_gives_lists_and_respects_max_rows() -> None:
+    out = call(
+        "data.csv.parse", {"text": "a;b\nc;d\n", "delimiter": ";", "header": False, "max_rows": 1}
+    )
+    assert out == {"columns": [], "rows": [["a", "b"]], "truncated": True}
+
+
+def test_query_selects_with_jmespath() -> None:
+    data = {"items": [{"name": "a", "price": 5}, {"name": "b", "price": 20}]}
+    assert call("data.query", {"data": data, "expression": "items[?price > `10`].name"}) == {
+        "result": ["b"]
+    }
+
+
+def test_an_invalid_expression_is_an_input_error() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        call("data.query", {"data": {}, "expression": "items[?"})
+    assert caught.value.code is ErrorCode.INPUT_INVALID
+    assert caught.value.errors[0].path == "expression"
+
+
+def test_transform_maps_nests_and_inserts_literals() -> None:
+    data = {"user": {"first": "Ada", "last": "Lovelace", "tags": ["x", "y"]}}
+    mapping = {
+        "name": "user.first",
+        "meta": {"count": "length(user.tags)", "source": {"$literal": "crm"}},
+    }
+    assert call("data.transform", {"data": data, "mapping": mapping}) == {
+        "result": {"name": "Ada", "meta": {"count": 2, "source": "crm"}}
+    }
+
+
+def test_transform_for_each_applies_the_mapping_per_item() -> None:
+    data = {"rows": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]}
+    out = call("data.transform", {"data": data, "mapping": {"key": "id"}, "for_each": "rows"})
+    assert out == {"result": [{"key": 1}, {"key": 2}]}
+
+
+def test_transform_never_evaluates_python() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        call("data.transform", {"data": {}, "mapping": {"x": "__import__('os').system('id')"}})
+    assert caught.value.errors[0].path == "mapping.x"
+
+
+def test_transform_rejects_non_expression_leaves(tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError) as caught:
+        call("data.transform", {"data": {}, "mapping": {"x": 3}})
+    assert caught.value.errors[0].code == "type"

@@ -1,0 +1,76 @@
+"""Secret masking for sys.env.read and credential redaction for io.net echoes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from aifr.stdlib import NetGuard, is_secret_like, mask_value, redact_headers, redact_url
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GITHUB_TOKEN", "anything"),
+        ("DB_PASSWORD", "hunter2"),
+        ("AWS_SECRET_ACCESS_KEY", "x"),
+        ("STRIPE_KEY", "x"),
+        ("SOMETHING", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"),
+        ("SOMETHING", "AKIAABCDEFGHIJKLMNOP"),
+        ("SOMETHING", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+        ("SOMETHING", "sk-proj-abcdefghijklmnop"),
+        ("SOMETHING", "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8"),
+    ],
+)
+def test_secret_looking_variables_are_masked(name: str, value: str) -> None:
+    assert is_secret_like(name, value)
+    assert mask_value(name, value) == "****"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("HOME", "/root"), ("LANG", "C.UTF-8"), ("PATH", "/usr/bin:/bin"), ("MONKEY", "banana")],
+)
+def test_ordinary_variables_are_shown(name: str, value: str) -> None:
+    assert mask_value(name, value) == value
+
+
+def test_a_url_keeps_everything_but_its_password() -> None:
+    assert mask_value("REDIS_URL", "redis://:pw@cache:6379/0") == "redis://:****@cache:6379/0"
+
+
+def test_credential_headers_are_redacted() -> None:
+    shown = redact_headers(
+        {"Authorization": "Bearer x", "Cookie": "a=b", "X-Auth-Token": "t", "Accept": "*/*"}
+    )
+    assert shown == {
+        "authorization": "[REDACTED]",
+        "cookie": "[REDACTED]",
+        "x-auth-token": "[REDACTED]",
+        "accept": "*/*",
+    }
+
+
+def test_urls_lose_passwords_and_credential_query_values() -> None:
+    shown = redact_url(httpx.URL("https://u:p4ss@h.example/x?token=abc&page=2"))
+    assert "p4ss" not in shown
+    assert "abc" not in shown
+    assert "page=2" in shown
+
+
+def test_wildcards_match_subdomains_only() -> None:
+    guard = NetGuard(
+        allow_hosts=["*.example.com", "api.test"], allow_schemes=["https"], allow_private=False
+    )
+    assert guard.host_allowed("a.example.com")
+    assert guard.host_allowed("a.b.example.com")
+    assert not guard.host_allowed("example.com")
+    assert not guard.host_allowed("evilexample.com")
+    assert not guard.host_allowed("example.com.evil.net")
+    assert guard.host_allowed("api.test")
+    assert not guard.host_allowed("x.api.test")
+
+
+def test_only_http_and_https_can_be_allowed() -> None:
+    guard = NetGuard(allow_hosts=["h"], allow_schemes=["HTTPS", "file", "ftp"], allow_private=False)
+    assert guard.allow_schemes == ("https",)

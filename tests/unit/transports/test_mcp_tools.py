@@ -1,0 +1,146 @@
+"""Capability specs become MCP tools with the right schemas and annotations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from aifr.capabilities import Compensation, capability
+from aifr.transports.mcp.tools import (
+    annotations_for,
+    approval_status_tool,
+    output_schema_for,
+    structured_output,
+    tool_for_spec,
+)
+
+
+@capability("files.read", operation="READ", risk="LOW", idempotent=False)
+def read(path: Annotated[str, Field(min_length=1)]) -> dict[str, str]:
+    """Read a file.
+
+    Args:
+        path: Which file.
+    """
+    return {"path": path}
+
+
+@capability("files.count", operation="READ", risk="LOW")
+def count(path: str) -> int:
+    """Count lines."""
+    return len(path)
+
+
+@capability(
+    "files.delete",
+    operation="DELETE",
+    risk="HIGH",
+    compensation=Compensation(supported=True, strategy="trash"),
+)
+def delete(path: str) -> None:
+    """Delete a file."""
+
+
+@capability("files.append", operation="WRITE", risk="MEDIUM", idempotent=True)
+def append(path: str, text: str) -> None:
+    """Append text."""
+
+
+@capability("web.fetch", operation="NETWORK", risk="MEDIUM", side_effect_scope="external")
+def fetch(url: str) -> str:
+    """Fetch a URL."""
+    return url
+
+
+@capability(
+    "mail.send",
+    operation="EXECUTE",
+    reversible=False,
+    risk="CRITICAL",
+    side_effect_scope="external",
+    requires_approval=True,
+)
+def send(to: str) -> None:
+    """Send a mail."""
+
+
+def test_read_capability_is_read_only_idempotent_and_closed_world() -> None:
+    hints = annotations_for(read.spec)
+    assert hints.read_only_hint is True
+    assert hints.destructive_hint is False
+    assert hints.idempotent_hint is True
+    assert hints.open_world_hint is False
+
+
+def test_delete_capability_is_destructive() -> None:
+    hints = annotations_for(delete.spec)
+    assert (hints.read_only_hint, hints.destructive_hint, hints.idempotent_hint) == (
+        False,
+        True,
+        False,
+    )
+
+
+def test_reversible_idempotent_write_is_additive_and_idempotent() -> None:
+    hints = annotations_for(append.spec)
+    assert (hints.read_only_hint, hints.destructive_hint, hints.idempotent_hint) == (
+        False,
+        False,
+        True,
+    )
+
+
+def test_network_and_external_scope_make_a_tool_open_world() -> None:
+    assert annotations_for(fetch.spec).open_world_hint is True
+    hints = annotations_for(send.spec)
+    assert hints.open_world_hint is True
+    assert hints.destructive_hint is True
+
+
+def test_tool_carries_the_capability_input_schema_and_description() -> None:
+    tool = tool_for_spec(read.spec)
+    assert tool.name == "files.read"
+    assert tool.input_schema["type"] == "object"
+    assert tool.input_schema["properties"]["path"]["minLength"] == 1
+    assert tool.input_schema["required"] == ["path"]
+    assert tool.description is not None
+    assert tool.description.startswith("Read a file.")
+    assert "risk LOW" in tool.description
+    assert tool.meta is not None
+    assert tool.meta["aifr/fingerprint"] == read.spec.fingerprint
+
+
+def test_tool_description_says_when_every_call_needs_approval() -> None:
+    description = tool_for_spec(send.spec).description
+    assert description is not None
+    assert "needs human approval" in description
+
+
+def test_object_output_schema_is_advertised_as_is() -> None:
+    schema = output_schema_for(read.spec)
+    assert schema is not None
+    assert schema["type"] == "object"
+    assert structured_output(read.spec, {"path": "a"}) == {"path": "a"}
+
+
+def test_non_object_output_is_wrapped_under_result() -> None:
+    schema = output_schema_for(count.spec)
+    assert schema == {
+        "type": "object",
+        "properties": {"result": {"type": "integer"}},
+        "required": ["result"],
+    }
+    assert structured_output(count.spec, 3) == {"result": 3}
+
+
+def test_capability_without_output_has_no_output_schema() -> None:
+    assert tool_for_spec(delete.spec).output_schema is None
+    assert structured_output(delete.spec, None) is None
+
+
+def test_approval_status_tool_requires_an_approval_id() -> None:
+    tool = approval_status_tool()
+    assert tool.input_schema["required"] == ["approval_id"]
+    assert tool.annotations is not None
+    assert tool.annotations.read_only_hint is True
