@@ -330,19 +330,30 @@ class FsJournal:
             absent = f"{blob}.absent"
             if _lstat(store_fd, absent) is not None:
                 return  # the stash ran and found nothing: the prior state is "absent"
+            if to_store:
+                self._stash(action, store_fd, blob, absent)
+                return
             with self._at(action["root"], action["path"], make_parents=make_parents) as (fd, name):
-                if not to_store:
-                    _relocate(store_fd, blob, fd, name, to_store=False, raw=action["path"])
-                elif _lstat(store_fd, blob) is None and _lstat(fd, name) is None:
-                    os.close(
-                        os.open(
-                            absent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=store_fd
-                        )
-                    )
-                else:
-                    _relocate(fd, name, store_fd, blob, to_store=True, raw=action["path"])
+                _relocate(store_fd, blob, fd, name, to_store=False, raw=action["path"])
         finally:
             os.close(store_fd)
+
+    def _stash(self, action: Action, store_fd: int, blob: str, absent: str) -> None:
+        """Move the entry at the action's path into the store, or record it as absent.
+
+        A stash never creates folders: a missing parent folder means there is nothing
+        to keep, and making it would leave a stray folder where a symlink swap or a
+        removal had taken the old one away.
+        """
+        try:
+            with self._at(action["root"], action["path"]) as (fd, name):
+                if _lstat(store_fd, blob) is not None or _lstat(fd, name) is not None:
+                    _relocate(fd, name, store_fd, blob, to_store=True, raw=action["path"])
+                    return
+        except ExecutionError as exc:
+            if exc.details.get("errno") != "ENOENT" or _lstat(store_fd, blob) is not None:
+                raise
+        os.close(os.open(absent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=store_fd))
 
     def _rename(self, action: Action, *, make_parents: bool) -> None:
         with (

@@ -40,6 +40,19 @@ def test_a_plan_that_fails_half_way_is_rolled_back_and_forgotten(tmp_path: Path)
     assert list(journal.keys.iterdir()) == []
 
 
+def test_rolling_back_after_the_folder_vanished_does_not_make_it_again(tmp_path: Path) -> None:
+    # A write stashed "nothing" at d/f.txt, then d was swapped away before the place:
+    # the roll-back has nothing to put back and must not recreate d.
+    root = tmp_path / "p"
+    journal = _journal(root)
+    (root / "d").mkdir()
+    stash = {"op": "stash", "root": str(root), "path": "d/f.txt", "blob": "c" * 32}
+    journal.apply([stash])
+    (root / "d").rmdir()
+    journal.apply(inverse_of([stash]), make_parents=True)
+    assert not (root / "d").exists()
+
+
 def test_the_inverse_of_an_inverse_restores_the_forward_change(tmp_path: Path) -> None:
     root = tmp_path / "p"
     journal = _journal(root)
