@@ -45,6 +45,16 @@ steps:
     assert env.effects.log == [("write", str(config)), ("restore", str(config))]
     assert config.read_text() == "version=1\n"
     assert env.ledger.verify().ok
+    calls = [
+        (r.event.capability_id, r.event.decision, r.event.rule_id, r.event.outcome)
+        for r in env.ledger.records()
+        if r.event.run_id == view.run.id and r.event.kind == "invocation"
+    ]
+    assert calls == [
+        ("files.write", "ALLOW", "allow-rest", "ok"),
+        ("ops.wipe", "DENY", "no-high-risk", "policy.denied"),
+        ("files.restore", "ALLOW", "allow-rest", "ok"),
+    ]
 
 
 def test_an_approved_workflow_whose_later_step_fails_is_undone_in_reverse_byte_for_byte(
@@ -105,6 +115,9 @@ def test_an_approved_workflow_whose_later_step_fails_is_undone_in_reverse_byte_f
         StepState.NOT_COMPENSATED,
         StepState.COMPENSATED,
     ]
+    assert {finished.step(s).undo_capability for s in ("write_a", "write_b", "write_c")} == {
+        "files.restore"
+    }
     assert env.effects.log == [
         ("write", inputs["a"]),
         ("write", inputs["b"]),
@@ -124,7 +137,11 @@ def test_an_approved_workflow_whose_later_step_fails_is_undone_in_reverse_byte_f
     assert "workflow.waiting_approval" in story
     assert story.index("workflow.waiting_approval") < story.index("workflow.approved")
     assert story.count("workflow.step_retry") == 2
+    assert story.index("workflow.approved") < story.index("workflow.step_failed")
     assert story[-1] == "workflow.compensated"
+    failed = next(r.event for r in env.ledger.records() if r.event.kind == "workflow.step_failed")
+    assert failed.details["step_id"] == "verify"
+    assert failed.outcome == "execution.failed"
     approvals = [r.event for r in env.ledger.records() if r.event.kind == "approval.approved"]
     assert [e.principal for e in approvals] == ["bob"]
     compensations = [

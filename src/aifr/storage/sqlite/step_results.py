@@ -108,12 +108,13 @@ class StepResultStore:
                 record = self._ledger.append_in(conn, audit)
                 if parsed.is_undo:
                     conn.execute(
-                        "UPDATE wf_steps SET state = ?, undo_attempt = ?, undo_output = ?, "
-                        "undo_error = NULL, undo_digest = ?, undo_result = ?, finished_at = ? "
-                        "WHERE run_id = ? AND step_id = ?",
+                        "UPDATE wf_steps SET state = ?, undo_attempt = ?, undo_capability = ?, "
+                        "undo_output = ?, undo_error = NULL, undo_digest = ?, undo_result = ?, "
+                        "finished_at = ? WHERE run_id = ? AND step_id = ?",
                         (
                             StepState.COMPENSATED.value,
                             parsed.attempt,
+                            result.get("capability_id"),
                             output,
                             request_digest,
                             _dumps(result),
