@@ -22,8 +22,9 @@ from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.document import DecisionName, OperationName, RiskName
 from aifr.policy.engine import PolicyEngine
 from aifr.policy.grants import Grant, InMemoryGrantStore
+from aifr.policy.loader import compile_conditions
 from aifr.policy.positions import LocatedYaml, policy_error, schema_problems, single_error
-from aifr.policy.rules import SourceRef
+from aifr.policy.rules import SourceRef, glob_problem
 
 __all__ = [
     "TABLE_EPOCH",
@@ -165,6 +166,30 @@ class ManualClock:
         self.now += seconds
 
 
+def _grant_problems(
+    located: LocatedYaml, index: int, grant: GrantCaseDoc
+) -> list[tuple[SourceRef, str]]:
+    """A table grant's glob and constraints, checked as ``issue_grant`` checks them.
+
+    The engine ignores a stored grant it cannot compile, so an unchecked typo here
+    would only show as a case failing for no visible reason.
+    """
+    problems: list[tuple[SourceRef, str]] = []
+    problem = glob_problem(grant.capability)
+    if problem is not None:
+        problems.append(
+            (
+                located.source(("grants", index, "capability")),
+                f"invalid glob {grant.capability!r}: {problem}",
+            )
+        )
+    try:
+        compile_conditions(grant.constraints)
+    except PolicyError as exc:
+        problems.append((located.source(("grants", index, "constraints")), exc.message))
+    return problems
+
+
 def load_case_table(path: Path | str) -> CaseTable:
     """Read and validate a table file.
 
@@ -200,6 +225,8 @@ def load_case_table(path: Path | str) -> CaseTable:
         except (CapabilityError, PydanticValidationError) as exc:
             message = exc.message if isinstance(exc, AifrError) else str(exc).splitlines()[0]
             problems.append((located.source(("capabilities", index)), message))
+    for index, grant in enumerate(doc.grants):
+        problems.extend(_grant_problems(located, index, grant))
     cases = []
     for index, case in enumerate(doc.cases):
         source = located.source(("cases", index))

@@ -30,7 +30,7 @@ from aifr.policy.index import CompiledPolicy
 from aifr.policy.loader import Policy, compile_conditions, directory_signature, load_policy
 from aifr.policy.ports import GrantStore
 from aifr.policy.ratelimit import RateLimit, RateLimiter
-from aifr.policy.rules import GlobSet, InputCondition
+from aifr.policy.rules import GlobSet, InputCondition, glob_problem
 
 __all__ = ["MAX_GRANT_TTL_S", "PolicyEngine"]
 
@@ -343,7 +343,8 @@ class PolicyEngine:
         The approver must be allowed to approve ``risk`` requests of ``principal``.
 
         Raises:
-            PolicyError: no grant store, a bad TTL or invalid constraints.
+            PolicyError: no grant store, a bad TTL, an invalid capability glob or
+                invalid constraints.
             ApprovalError: the approver may not approve such requests.
         """
         if self.grants is None:
@@ -351,6 +352,13 @@ class PolicyEngine:
         if not 0 < ttl_s <= MAX_GRANT_TTL_S:
             raise PolicyError(
                 f"grant ttl_s must be in (0, {MAX_GRANT_TTL_S:.0f}], got {ttl_s}", ttl_s=ttl_s
+            )
+        problem = glob_problem(capability)
+        if problem is not None:
+            raise PolicyError(
+                f"grant capability: invalid glob {capability!r}: {problem}",
+                field="capability",
+                capability=capability,
             )
         compile_conditions(constraints or {})
         self.check_approver(

@@ -30,7 +30,7 @@ from aifr.policy.positions import (
     single_error,
 )
 from aifr.policy.ratelimit import RateLimit
-from aifr.policy.rules import GlobSet, InputCondition, Match, Rule, SourceRef
+from aifr.policy.rules import GlobSet, InputCondition, Match, Rule, SourceRef, glob_problem
 
 __all__ = [
     "BUILTIN_DEFAULTS",
@@ -160,7 +160,9 @@ def compile_conditions(
         raise PolicyError(
             f"{where}.{field_path(first['loc'][1:])}: {first['msg']}", field=where
         ) from exc
-    conditions, problems = _conditions(doc.inputs or {}, lambda p: SourceRef(where, 0, 0, p))
+    conditions, problems = _conditions(
+        doc.inputs or {}, lambda p: SourceRef(where, 0, 0, f"{where}.{p}")
+    )
     if problems:
         src, message = problems[0]
         raise PolicyError(f"{src.field}: {message}", field=src.field)
@@ -188,14 +190,36 @@ def _conditions(
         if not operators:
             problems.append((source_of(path), "a condition needs at least one operator"))
             continue
+        operand_problems = _operand_problems(operators)
+        if operand_problems:
+            problems.extend(
+                (source_of(f"{path}.{op}"), message) for op, message in operand_problems
+            )
+            continue
         if "regex" in operators:
-            try:
-                operators["regex"] = re.compile(operators["regex"])
-            except re.error as exc:
-                problems.append((source_of(f"{path}.regex"), f"invalid regex: {exc}"))
-                continue
+            operators["regex"] = re.compile(operators["regex"])
         conditions.append(InputCondition(path, operators))
     return tuple(conditions), problems
+
+
+def _operand_problems(operators: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(operator, message)`` for each operand that cannot be compiled."""
+    problems: list[tuple[str, str]] = []
+    if "regex" in operators:
+        try:
+            re.compile(operators["regex"])
+        except re.error as exc:
+            problems.append(("regex", f"invalid regex: {exc}"))
+    if "glob" in operators:
+        problem = glob_problem(operators["glob"])
+        if problem is not None:
+            problems.append(("glob", f"invalid glob {operators['glob']!r}: {problem}"))
+    problems.extend(
+        (op, "a root path cannot be empty")
+        for op in ("under", "not_under")
+        if op in operators and not operators[op]
+    )
+    return problems
 
 
 def _risks(when: WhenDoc) -> frozenset[RiskLevel] | None:
@@ -270,11 +294,13 @@ class _Compiler:
 
     def _groups_and_roles(self, located: LocatedYaml, doc: PolicyFile) -> None:
         for name, members in doc.groups.items():
+            self._check_globs(located, ("groups", name), members)
             if name in self.groups:
                 self.problem(located.source(("groups", name)), f"group {name!r} is defined twice")
             self.groups[name] = GlobSet(members)
         for name, role_doc in doc.roles.items():
             here = located.source(("roles", name))
+            self._check_globs(located, ("roles", name, "principals"), role_doc.principals)
             if name in self.roles:
                 self.problem(here, f"role {name!r} is already defined at {self.roles[name][1]}")
             role = RoleDef(
@@ -323,6 +349,22 @@ class _Compiler:
                 )
             )
 
+    def _check_globs(
+        self, located: LocatedYaml, path: tuple[str | int, ...], value: str | Sequence[str] | None
+    ) -> None:
+        """Report every pattern of a glob field that :func:`glob_problem` refuses."""
+        if value is None:
+            return
+        items = (
+            [(path, value)]
+            if isinstance(value, str)
+            else [((*path, k), pattern) for k, pattern in enumerate(value)]
+        )
+        for where, pattern in items:
+            problem = glob_problem(pattern)
+            if problem is not None:
+                self.problem(located.source(where), f"invalid glob {pattern!r}: {problem}")
+
     def _role_ref(self, role: str, source: SourceRef) -> None:
         self.role_refs.append(RoleReference(role, source))
 
@@ -350,6 +392,8 @@ class _Compiler:
         )
 
     def _match(self, located: LocatedYaml, base: tuple[str | int, ...], when: WhenDoc) -> Match:
+        for name in ("principal", "capability", "workflow", "on_behalf_of"):
+            self._check_globs(located, (*base, name), getattr(when, name))
         for role_index, role in enumerate(_as_list(when.roles) or ()):
             self._role_ref(role, located.source((*base, "roles", role_index)))
         capabilities = _as_list(when.capability)

@@ -25,6 +25,7 @@ __all__ = [
     "RequestView",
     "Rule",
     "SourceRef",
+    "glob_problem",
     "is_path_under",
     "lookup_input",
     "normalize_path",
@@ -111,6 +112,47 @@ class GlobSet:
 
 def _has_wildcard(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a usable glob, or ``None`` when it is.
+
+    ``fnmatch`` accepts every string: an unclosed ``[`` silently becomes a literal and a
+    reversed range (``[z-a]``) silently matches nothing. Both are mistakes in a policy,
+    and an empty pattern matches only the empty string, so all three are refused at load.
+    The class is read as ``fnmatch`` reads it (``!`` negates, a leading ``]`` is literal).
+    """
+    if not pattern:
+        return "a glob cannot be empty"
+    start, size = 0, len(pattern)
+    while start < size:
+        if pattern[start] != "[":
+            start += 1
+            continue
+        end = start + 1
+        if end < size and pattern[end] == "!":
+            end += 1
+        if end < size and pattern[end] == "]":
+            end += 1
+        while end < size and pattern[end] != "]":
+            end += 1
+        if end >= size:
+            return f"unclosed '[' at position {start} (write '[[]' to match a literal '[')"
+        body = pattern[start + 1 : end].removeprefix("!")
+        at = 0
+        while at < len(body):
+            if at + 2 < len(body) and body[at + 1] == "-":
+                low, high = body[at], body[at + 2]
+                if low > high:
+                    return (
+                        f"range '{low}-{high}' in {pattern[start : end + 1]!r} is reversed "
+                        "and matches nothing"
+                    )
+                at += 3
+            else:
+                at += 1
+        start = end + 1
+    return None
 
 
 def lookup_input(inputs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

@@ -165,6 +165,21 @@ def test_grants_with_invalid_constraints_or_ttl_are_refused() -> None:
         )
 
 
+@pytest.mark.parametrize("capability", ["", "io.[fs*", "db.[z-a]"])
+def test_a_grant_for_an_invalid_capability_glob_is_refused_and_not_stored(
+    capability: str,
+) -> None:
+    store = InMemoryGrantStore()
+    engine = engine_for(grants=store)
+    with pytest.raises(PolicyError) as info:
+        engine.issue_grant(
+            approver="erin", principal="alice", capability=capability, risk=RiskLevel.HIGH, ttl_s=10
+        )
+    assert info.value.code is ErrorCode.POLICY_INVALID
+    assert info.value.details["field"] == "capability"
+    assert store.list() == []
+
+
 def test_revoking_an_unknown_grant_names_it() -> None:
     engine = engine_for(grants=InMemoryGrantStore())
     with pytest.raises(PolicyError) as info:

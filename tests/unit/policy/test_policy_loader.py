@@ -126,6 +126,50 @@ def test_invalid_regex_is_reported_with_its_field() -> None:
     assert "invalid regex" in error.message
 
 
+@pytest.mark.parametrize(
+    ("when", "field", "problem"),
+    [
+        ("{capability: 'io.[fs*'}", "rules[0].when.capability", "unclosed '['"),
+        ("{capability: [io.fs.read, 'db.[z-a]*']}", "rules[0].when.capability[1]", "reversed"),
+        ("{principal: ''}", "rules[0].when.principal", "cannot be empty"),
+        ("{workflow: 'release-[9-0]'}", "rules[0].when.workflow", "reversed"),
+        ("{on_behalf_of: ['[!]']}", "rules[0].when.on_behalf_of[0]", "unclosed '['"),
+        ("{inputs: {path: {glob: '*.[tx'}}}", "rules[0].when.inputs.path.glob", "unclosed '['"),
+        ("{inputs: {path: {under: ''}}}", "rules[0].when.inputs.path.under", "cannot be empty"),
+    ],
+)
+def test_invalid_globs_in_a_when_are_rejected_at_their_field(
+    when: str, field: str, problem: str
+) -> None:
+    error = load_error(f"version: 1\nrules:\n  - id: a\n    decision: DENY\n    when: {when}\n")
+    assert error.details["field"] == field
+    assert error.details["line"] == 5
+    assert problem in error.message
+
+
+def test_invalid_globs_in_role_and_group_bindings_are_rejected() -> None:
+    text = (
+        "version: 1\ngroups:\n  ops: [carol, 'oncall-[5-1]']\n"
+        "roles:\n  admin: {principals: ['root', 'adm[in'], groups: [ops]}\n"
+        "rate_limits:\n  - {name: n, when: {capability: ''}, limit: 1, per_s: 1}\n"
+    )
+    error = load_error(text)
+    fields = [item["field"] for item in error.details["errors"]]  # type: ignore[union-attr,index]  # list of dicts
+    assert fields == [
+        "groups.ops[1]",
+        "roles.admin.principals[1]",
+        "rate_limits[0].when.capability",
+    ]
+
+
+def test_literal_brackets_and_ordinary_classes_still_load() -> None:
+    text = (
+        "version: 1\nrules:\n  - id: a\n    decision: DENY\n"
+        "    when: {capability: ['db.?rop', '[id]*', 'x.[!a-c]', 'x.[]-a]'], principal: 'u[[]1]'}\n"
+    )
+    assert len(load_policy_text([("p.yaml", text)]).rules) == 1
+
+
 def test_cyclic_role_inheritance_is_rejected() -> None:
     text = "version: 1\nroles:\n  a: {inherits: [b]}\n  b: {inherits: [c]}\n  c: {inherits: [a]}\n"
     error = load_error(text)

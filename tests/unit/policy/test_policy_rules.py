@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from aifr.errors import PolicyError
 from aifr.policy import GlobSet, InputCondition, is_path_under
 from aifr.policy.loader import compile_conditions
-from aifr.policy.rules import normalize_path
+from aifr.policy.rules import glob_problem, normalize_path
 
 
 @pytest.mark.parametrize(
@@ -102,3 +102,34 @@ def test_grant_constraints_compile_with_the_policy_language() -> None:
     assert [c.operators for c in shorthand] == [{"in": ["a", "b"]}, {"eq": 3}]
     with pytest.raises(PolicyError):
         compile_conditions({"path": {"within": "/srv"}})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("", "a glob cannot be empty"),
+        ("io.[fs", "unclosed '[' at position 3 (write '[[]' to match a literal '[')"),
+        ("[]", "unclosed '[' at position 0 (write '[[]' to match a literal '[')"),
+        ("[!]", "unclosed '[' at position 0 (write '[[]' to match a literal '[')"),
+        ("[z-a]", "range 'z-a' in '[z-a]' is reversed and matches nothing"),
+        ("x[!0-9a][9-0]", "range '9-0' in '[9-0]' is reversed and matches nothing"),
+    ],
+)
+def test_glob_problem_names_what_fnmatch_would_silently_accept(pattern: str, problem: str) -> None:
+    assert glob_problem(pattern) == problem
+
+
+@pytest.mark.parametrize(
+    "pattern", ["io.*", "db.?rop", "[id]*", "[[]x", "[]-a]", "[a-c-e]", "[-a]", "[a-]", "x[!a-c]"]
+)
+def test_glob_problem_accepts_every_pattern_fnmatch_reads_as_intended(pattern: str) -> None:
+    assert glob_problem(pattern) is None
+
+
+def test_grant_constraints_refuse_invalid_globs_and_empty_roots() -> None:
+    with pytest.raises(PolicyError) as info:
+        compile_conditions({"path": {"glob": "*.[tx"}})
+    assert info.value.details["field"] == "constraints.path.glob"
+    with pytest.raises(PolicyError) as info:
+        compile_conditions({"path": {"not_under": ""}})
+    assert info.value.details["field"] == "constraints.path.not_under"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from aifr.errors import PolicyError
 from aifr.policy.cases import CaseResult, load_case_table, run_case_table
 
 TABLE = Path(__file__).parent / "table" / "cases.yaml"
@@ -30,3 +31,26 @@ def test_the_table_holds_at_least_sixty_distinct_cases() -> None:
 def test_policy_table_case(results: dict[str, CaseResult], name: str) -> None:
     result = results[name]
     assert result.passed, f"{result.source}: {result.name}\n" + "\n".join(result.problems)
+
+
+def test_a_table_grant_with_an_invalid_glob_or_constraint_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    table = tmp_path / "cases.yaml"
+    table.write_text(
+        "policy: policies\n"
+        "grants:\n"
+        "  - {principal: gina, capability: 'io.[fs'}\n"
+        "  - {principal: gina, capability: 'io.*', constraints: {path: {regex: '('}}}\n"
+        "cases:\n  - {name: n, principal: gina, capability: io.fs.read, expect: ALLOW}\n"
+    )
+    with pytest.raises(PolicyError) as info:
+        load_case_table(table)
+    problems = info.value.details["errors"]
+    assert isinstance(problems, list)
+    assert [(p["line"], p["field"]) for p in problems] == [  # type: ignore[index,call-overload]  # dicts written by policy_error
+        (3, "grants[0].capability"),
+        (4, "grants[1].constraints"),
+    ]
+    assert "unclosed '['" in info.value.message
+    assert "invalid regex" in info.value.message
