@@ -6,6 +6,8 @@ itself with SIGKILL at the N-th event of that kind:
 
 - ``enter``: a step's handler was entered, before its effect (between steps);
 - ``effect``: a step's effect is in the effects log, its result not yet committed;
+- ``write``: an ``INSERT``/``UPDATE``/``DELETE`` is starting (inside a transaction,
+  with some of its writes done and others not);
 - ``commit``: a SQLite ``COMMIT`` is starting (inside a commit);
 - ``after``: the statement after a ``COMMIT`` is starting (just after a commit).
 
@@ -43,6 +45,8 @@ rules:
     decision: ALLOW
 """
 
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE"})
+
 
 class KillSwitch:
     """Counts events and SIGKILLs this process at the planned one."""
@@ -62,7 +66,10 @@ class KillSwitch:
         if self.after_commit:
             self.after_commit = False
             self.event("after")
-        if statement.strip().upper().startswith("COMMIT"):
+        verb = statement.lstrip()[:6].upper()
+        if verb in _WRITES:
+            self.event("write")
+        elif verb == "COMMIT":
             self.event("commit")
             self.after_commit = True
 
