@@ -468,3 +468,45 @@ def test_an_approval_consumed_by_a_crashed_process_without_a_result_needs_review
     cancelled = env.engine.cancel(paused.run.id, operator="alice")
     assert cancelled.state is RunState.CANCELLED
     assert not (env.root / "a.txt").exists()
+
+
+def test_a_step_past_its_timeout_is_retried_on_execution_timeout_then_compensated(
+    tmp_path: Path,
+) -> None:
+    effects = Effects()
+    never = threading.Event()
+    calls: list[int] = []
+
+    @capability("test.slow", operation="READ", risk="LOW")
+    def slow(n: int = 0) -> dict[str, int]:
+        """Take longer than the step allows, every time."""
+        calls.append(n)
+        never.wait(0.2)  # the slow work: always past the step's 0.05 s timeout
+        return {"n": n}
+
+    registry = CapabilityRegistry([*file_capabilities(effects), slow])
+    env = build_wf_env(tmp_path, registry=registry)
+    spec = (
+        WorkflowBuilder("timing-out")
+        .input("a", "string")
+        .step("write", "files.write", path="{{ inputs.a }}", content="x")
+        .step(
+            "slow",
+            "test.slow",
+            timeout_s=0.05,
+            retry={"count": 1, "backoff_s": 0, "retry_on": ["execution.timeout"]},
+        )
+        .build()
+    )
+    try:
+        view = env.engine.start(spec, {"a": _paths(env)["a"]}, "agent")
+
+        assert view.state is RunState.COMPENSATED
+        assert view.run.failed_step == "slow"
+        assert view.step("slow").attempt == 2
+        assert view.run.error["code"] == ErrorCode.EXECUTION_TIMEOUT.value
+        assert len(calls) == 2
+        assert not (env.root / "a.txt").exists()
+        assert env.kinds(view.run.id).count("workflow.step_retry") == 1
+    finally:
+        env.close()
