@@ -104,7 +104,10 @@ def tree(root: Path) -> dict[str, tuple[str, int, int] | None]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Routes: /ok, /echo, /count, /big, /chunked, /gzip-bomb, /loop, /redirect?to=URL&status=N."""
+    """Routes: /ok, /echo, /count, /big, /chunked, /gzip-bomb, /loop, /redirect?to=URL&status=N,
+    /bin, /stall (answers only once the server is released, at most 10 s), /stall-answers (how
+    many /stall requests were answered) and /drip (one byte per 0.1 s).
+    """
 
     def log_message(self, fmt: str, *args: Any) -> None:  # keep test output quiet
         return
@@ -119,10 +122,35 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _stall(self) -> None:
+        self.server.release.wait(timeout=10)  # type: ignore[attr-defined]
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.stall_answers += 1  # type: ignore[attr-defined]
+        self._send(200, b"late", {"Content-Type": "text/plain"})
+
+    def _stall_answers(self) -> None:
+        with self.server.lock:  # type: ignore[attr-defined]
+            answers = self.server.stall_answers  # type: ignore[attr-defined]
+        self._send(200, str(answers).encode(), {"Content-Type": "text/plain"})
+
+    def _drip(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        for _ in range(100):
+            self.wfile.write(b"z")
+            self.wfile.flush()
+            if self.server.release.wait(timeout=0.1):  # type: ignore[attr-defined]
+                return
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
-        if url.path == "/ok":
+        timed = {"/stall": self._stall, "/stall-answers": self._stall_answers, "/drip": self._drip}
+        if url.path in timed:
+            timed[url.path]()
+        elif url.path == "/ok":
             self._send(
                 200,
                 b"hello",
@@ -154,6 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.hits += 1  # type: ignore[attr-defined]
                 hits = self.server.hits  # type: ignore[attr-defined]
             self._send(200, str(hits).encode(), {"Content-Type": "text/plain"})
+        elif url.path == "/bin":
+            self._send(200, bytes(range(256)), {"Content-Type": "application/octet-stream"})
         elif url.path == "/loop":
             self._send(302, b"", {"Location": "/loop"})
         elif url.path == "/redirect":
@@ -172,12 +202,15 @@ def serve_http() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.hits = 0  # type: ignore[attr-defined]
+    server.stall_answers = 0  # type: ignore[attr-defined]
     server.lock = threading.Lock()  # type: ignore[attr-defined]
+    server.release = threading.Event()  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        server.release.set()  # type: ignore[attr-defined]
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)

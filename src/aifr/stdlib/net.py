@@ -26,13 +26,20 @@ from aifr.capabilities import CallInfo, Capability, Compensation, capability
 from aifr.errors import AifrError, ExecutionError, ExecutionTimeoutError, SandboxRefusalError
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.limits import Positive, Seconds
-from aifr.stdlib.net_guard import NetGuard, Vetted, redact_headers, redact_url, refuse_url
+from aifr.stdlib.net_guard import (
+    NetGuard,
+    Vetted,
+    is_credential_header,
+    redact_headers,
+    redact_unparsed_url,
+    redact_url,
+    refuse_url,
+)
 
 __all__ = ["HttpResponse", "build_net_capabilities"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "csv")
-_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _REFUSED_HEADERS = frozenset({"host", "transfer-encoding", "content-length", "connection"})
 
 
@@ -161,6 +168,7 @@ class _Fetcher:
                 direct,
                 headers=headers,
                 content=request.content,
+                timeout=_remaining(deadline, url),  # each wait is bounded by what is left
                 extensions=extensions,
             )
             try:
@@ -188,13 +196,23 @@ class _Fetcher:
                         f"body passed the cap of {cap} bytes",
                         limit=cap,
                     )
-                if time.monotonic() > deadline:
-                    raise ExecutionTimeoutError(
-                        f"request to {redact_url(url)} ran past its timeout", url=redact_url(url)
-                    )
+                _remaining(deadline, url)
         finally:
             response.close()
         return response, bytes(body)
+
+
+def _remaining(deadline: float, url: httpx.URL) -> float:
+    """Seconds left before ``deadline``, the whole-request limit.
+
+    Raises:
+        ExecutionTimeoutError: the deadline has passed.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        shown = redact_url(url)
+        raise ExecutionTimeoutError(f"request to {shown} ran past its timeout", url=shown)
+    return left
 
 
 def _next_hop(request: _Request, response: httpx.Response) -> _Request:
@@ -207,9 +225,13 @@ def _next_hop(request: _Request, response: httpx.Response) -> _Request:
     if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
         method, content = ("HEAD" if method == "HEAD" else "GET"), None
     headers = dict(request.headers)
-    if target.host != request.url.host or target.scheme != request.url.scheme:
-        headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+    if _origin(target) != _origin(request.url):  # credentials were meant for the first origin
+        headers = {k: v for k, v in headers.items() if not is_credential_header(k)}
     return _Request(method=method, url=target, headers=headers, content=content)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
 
 
 def _output(
@@ -240,11 +262,14 @@ def _prepare(
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise refuse_url("invalid_url", url, str(exc)) from None
+        raise refuse_url("invalid_url", redact_unparsed_url(url), str(exc)) from None
     for name in headers:
         if name.lower() in _REFUSED_HEADERS:
             raise refuse_url(
-                "header_not_allowed", url, f"header {name!r} is set by aifr", header=name
+                "header_not_allowed",
+                redact_url(parsed),
+                f"header {name!r} is set by aifr",
+                header=name,
             )
     clean = dict(headers)
     content: bytes | None = None

@@ -22,7 +22,16 @@ from pydantic import JsonValue
 
 from aifr.errors import ExecutionError, SandboxRefusalError
 
-__all__ = ["REDACTED", "NetGuard", "Vetted", "redact_headers", "redact_url", "refuse_url"]
+__all__ = [
+    "REDACTED",
+    "NetGuard",
+    "Vetted",
+    "is_credential_header",
+    "redact_headers",
+    "redact_unparsed_url",
+    "redact_url",
+    "refuse_url",
+]
 
 REDACTED = "[REDACTED]"
 _SENSITIVE = re.compile(
@@ -36,10 +45,15 @@ _METADATA = frozenset(
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def is_credential_header(name: str) -> bool:
+    """Whether a header (or query parameter) name suggests it carries a credential."""
+    return _SENSITIVE.search(name) is not None
+
+
 def redact_headers(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:
     """Headers with the value of every credential-looking header replaced."""
     return {
-        name.lower(): (REDACTED if _SENSITIVE.search(name) else value)
+        name.lower(): (REDACTED if is_credential_header(name) else value)
         for name, value in headers.items()
     }
 
@@ -49,9 +63,17 @@ def redact_url(url: httpx.URL) -> str:
     if url.password:
         url = url.copy_with(password=REDACTED)
     if url.query:
-        params = [(k, REDACTED if _SENSITIVE.search(k) else v) for k, v in url.params.multi_items()]
+        params = [
+            (k, REDACTED if is_credential_header(k) else v) for k, v in url.params.multi_items()
+        ]
         url = url.copy_with(params=params)
     return str(url)
+
+
+def redact_unparsed_url(raw: str) -> str:
+    """A URL that does not parse, shown without its user info, query and fragment."""
+    head = re.split(r"[?#]", raw, maxsplit=1)[0]
+    return re.sub(r"(?<=//)[^/]*@", "", head)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import ssl
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from aifr.errors import ExecutionError, SandboxRefusalError
+from aifr.errors import ErrorCode, ExecutionError, ExecutionTimeoutError, SandboxRefusalError
 from stdlib_kit import Lib, build_lib, serve_http
 
 
@@ -107,10 +108,100 @@ def test_redirects_are_not_followed_by_http_request_unless_asked(lib: Lib, base:
     assert out["status"] == 302
 
 
-def test_binary_bodies_come_back_as_base64(lib: Lib, base: str) -> None:
+def test_a_head_request_returns_the_status_without_a_body(lib: Lib, base: str) -> None:
     out = lib.call("io.net.http_get", {"url": f"{base}/nope", "method": "HEAD"})
     assert out["status"] == 404
     assert out["size"] == 0
+
+
+def test_binary_bodies_come_back_as_base64(lib: Lib, base: str) -> None:
+    out = lib.call("io.net.http_get", {"url": f"{base}/bin"})
+    assert out["body_encoding"] == "base64"
+    assert base64.b64decode(out["body"]) == bytes(range(256))
+
+
+def test_a_server_that_never_answers_times_out_at_the_configured_limit(
+    tmp_path: Path, base: str
+) -> None:
+    lib = build_lib(
+        tmp_path / "p",
+        net_allow_hosts=["127.0.0.1"],
+        net_allow_schemes=["http"],
+        net_allow_private=True,
+        net_timeout_s=0.5,
+    )
+    with pytest.raises(ExecutionTimeoutError) as caught:
+        lib.call("io.net.http_get", {"url": f"{base}/stall"})
+    assert caught.value.code is ErrorCode.EXECUTION_TIMEOUT
+    assert lib.call("io.net.http_get", {"url": f"{base}/stall-answers"})["body"] == "0"
+
+
+def test_a_shorter_per_call_timeout_bounds_the_wait_for_an_answer(
+    tmp_path: Path, base: str
+) -> None:
+    lib = build_lib(
+        tmp_path / "p",
+        net_allow_hosts=["127.0.0.1"],
+        net_allow_schemes=["http"],
+        net_allow_private=True,
+        net_timeout_s=30,  # longer than /stall holds its answer back
+    )
+    with pytest.raises(ExecutionTimeoutError):
+        lib.call("io.net.http_request", {"url": f"{base}/stall", "timeout_s": 0.5})
+    answered = lib.call("io.net.http_get", {"url": f"{base}/stall-answers"})
+    assert answered["body"] == "0"  # it gave up while the server was still holding back
+
+
+def test_a_body_that_trickles_in_past_the_timeout_is_cut_off(lib: Lib, base: str) -> None:
+    with pytest.raises(ExecutionTimeoutError):  # every byte is on time; the whole body is not
+        lib.call("io.net.http_get", {"url": f"{base}/drip", "timeout_s": 0.5})
+
+
+def test_credential_headers_are_not_carried_to_another_origin_on_redirect(
+    tmp_path: Path, base: str
+) -> None:
+    lib = build_lib(
+        tmp_path / "p",
+        net_allow_hosts=["127.0.0.1", "localhost"],
+        net_allow_schemes=["http"],
+        net_allow_private=True,
+    )
+    port = base.rsplit(":", 1)[1]
+    out = lib.call(
+        "io.net.http_get",
+        {
+            "url": f"{base}/redirect?to=http://localhost:{port}/echo",
+            "headers": {"Authorization": "Bearer s3cr3t", "X-Api-Key": "k-1", "Accept": "*/*"},
+        },
+    )
+    sent = {k.lower() for k in json.loads(out["body"])["headers"]}
+    assert "accept" in sent
+    assert not sent & {"authorization", "x-api-key"}
+
+
+def test_credential_headers_follow_a_redirect_on_the_same_origin(lib: Lib, base: str) -> None:
+    out = lib.call(
+        "io.net.http_get",
+        {"url": f"{base}/redirect?to=/echo", "headers": {"X-Api-Key": "k-1"}},
+    )
+    assert json.loads(out["body"])["headers"]["X-Api-Key"] == "k-1"
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "rule"),
+    [
+        ("http://127.0.0.1/x?token=s3cr3t", {"Host": "other"}, "header_not_allowed"),
+        ("http://u:s3cr3t@[::1/x?token=s3cr3t", {}, "invalid_url"),
+    ],
+)
+def test_a_refused_url_is_named_without_its_credentials(
+    lib: Lib, url: str, headers: dict[str, str], rule: str
+) -> None:
+    with pytest.raises(SandboxRefusalError) as caught:
+        lib.call("io.net.http_get", {"url": url, "headers": headers})
+    assert caught.value.rule == rule
+    assert "s3cr3t" not in caught.value.message
+    assert "s3cr3t" not in json.dumps(caught.value.details)
 
 
 def test_a_caller_may_not_set_the_host_header(lib: Lib, base: str) -> None:
