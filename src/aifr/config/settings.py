@@ -7,8 +7,11 @@ constructor arguments.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +21,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from aifr.errors import ConfigError, ErrorCode
@@ -235,11 +239,96 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
-    return "AIFR_" + "__".join(str(part).upper() for part in loc)
+    """The variable that sets the value at ``loc``: the longest prefix of it that is set.
+
+    ``AIFR_FS__ROOTS`` sets ``fs.roots`` and ``AIFR_FS`` (a JSON table) all of ``fs``;
+    pydantic-settings reads names case-insensitively, so the lookup does too.
+    """
+    names = {name.upper() for name in os.environ}
+    keys = [str(part).upper() for part in loc if isinstance(part, str)]
+    candidates = ["AIFR_" + "__".join(keys[:size]) for size in range(len(keys), 0, -1)]
+    return next((name for name in candidates if name in names), candidates[0])
+
+
+def _is_json_valued(name: str) -> bool:
+    """Whether the variable ``name`` sets a list, a mapping or a section (read as JSON)."""
+    model: type[BaseModel] = Settings
+    annotation: Any = None
+    for part in name.upper().removeprefix("AIFR_").split("__"):
+        fields = {key.upper(): info for key, info in model.model_fields.items()}
+        if part not in fields:
+            return False
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            break
+    origin = typing.get_origin(annotation) or annotation
+    return isinstance(origin, type) and issubclass(origin, list | dict | BaseModel)
+
+
+def _undecodable_variables(field: str) -> list[str]:
+    """The variables under ``AIFR_<FIELD>`` that are read as JSON but are not JSON."""
+    prefix = f"AIFR_{field.upper()}"
+    found = []
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if upper != prefix and not upper.startswith(prefix + "__"):
+            continue
+        if not _is_json_valued(upper):
+            continue
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            found.append(upper)
+    return sorted(found)
+
+
+def _env_settings(root: Path, config_file: Path) -> Settings:
+    """Settings from ``AIFR_*`` variables alone; a bad one is named in the error.
+
+    Raises:
+        ConfigError: a variable holds an invalid value, or a list or table variable is
+            not JSON.
+    """
+    try:
+        return Settings(project_dir=root)
+    except SettingsError as exc:
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = field.group(1) if field else "?"
+        variables = _undecodable_variables(name) or [f"AIFR_{name.upper()}"]
+        raise ConfigError(
+            f"invalid settings: {name}: environment variable {', '.join(variables)} is not "
+            "valid JSON (lists and tables are written as JSON, e.g. "
+            "AIFR_FS__ROOTS='[\"data\"]')",
+            file=str(config_file),
+            variables=list(variables),
+        ) from exc
+    except PydanticValidationError as exc:
+        raise _config_error(exc, config_file, from_env=True) from exc
+
+
+def _config_error(
+    exc: PydanticValidationError, config_file: Path, *, from_env: bool
+) -> ConfigError:
+    """One ``ConfigError`` naming every bad key and where its value came from."""
+    problems: list[JsonValue] = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in error["loc"])
+        source = f"environment variable {_env_name(error['loc'])}" if from_env else str(config_file)
+        problems.append(f"{key}: {error['msg']} (from {source})")
+    return ConfigError(
+        "invalid settings: " + "; ".join(map(str, problems)),
+        file=str(config_file),
+        problems=problems,
+    )
 
 
 def load_settings(project_dir: Path | str, *, require_project: bool = False) -> Settings:
     """Load the settings of the project in ``project_dir``.
+
+    ``AIFR_*`` variables are validated on their own first, so an error names the
+    variable at fault; whatever fails after that came from ``aifr.toml``.
 
     Raises:
         ConfigError: the file is not valid TOML, a value is invalid (the message names
@@ -259,24 +348,14 @@ def load_settings(project_dir: Path | str, *, require_project: bool = False) -> 
     else:
         file_values = {}
     file_values.pop("project_dir", None)
+    env_only = _env_settings(root, config_file)
     try:
-        return _merged_settings(root, file_values)
+        return _merged_settings(root, file_values, env_only)
     except PydanticValidationError as exc:
-        problems: list[JsonValue] = []
-        for error in exc.errors(include_url=False):
-            key = ".".join(str(p) for p in error["loc"])
-            env = _env_name(error["loc"][:1])
-            source = f"environment variable {env}" if env in os.environ else str(config_file)
-            problems.append(f"{key}: {error['msg']} (from {source})")
-        raise ConfigError(
-            "invalid settings: " + "; ".join(map(str, problems)),
-            file=str(config_file),
-            problems=problems,
-        ) from None
+        raise _config_error(exc, config_file, from_env=False) from exc
 
 
-def _merged_settings(root: Path, file_values: dict[str, Any]) -> Settings:
-    env_only = Settings(project_dir=root)
+def _merged_settings(root: Path, file_values: dict[str, Any], env_only: Settings) -> Settings:
     env_set = env_only.model_fields_set - {"project_dir"}
     merged = {**file_values}
     for key in env_set:

@@ -58,6 +58,52 @@ def test_bad_environment_value_names_the_variable(
     assert "AIFR_LOG_LEVEL" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("AIFR_RUNTIME__DEFAULT_TIMEOUT_S", "abc", "runtime.default_timeout_s"),
+        ("AIFR_MCP__PORT", "99999", "mcp.port"),
+        ("AIFR_RUNTIME__BOGUS", "1", "runtime.bogus"),
+        ("aifr_approvals__expiry_s", "-1", "approvals.expiry_s"),
+        ("AIFR_FS", '{"roots": 3}', "fs.roots"),
+    ],
+)
+def test_bad_nested_environment_value_names_the_variable_not_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str
+) -> None:
+    (tmp_path / "aifr.toml").write_text("[runtime]\nstdlib = true\n")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert f"{key}: " in caught.value.message
+    assert f"(from environment variable {variable.upper()})" in caught.value.message
+    assert "(from " + str(tmp_path) not in caught.value.message
+
+
+def test_a_bad_file_value_beside_a_good_variable_still_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "aifr.toml").write_text("[runtime]\ndefault_timeout_s = -1\n")
+    monkeypatch.setenv("AIFR_RUNTIME__STDLIB", "false")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert "runtime.default_timeout_s" in caught.value.message
+    assert f"(from {tmp_path.resolve() / 'aifr.toml'})" in caught.value.message
+
+
+def test_a_list_variable_that_is_not_json_is_a_config_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIFR_MCP__PRINCIPAL", "plain-text-is-fine-here")
+    monkeypatch.setenv("AIFR_MCP__ROLES", "[admin")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert caught.value.details["variables"] == ["AIFR_MCP__ROLES"]
+    assert "AIFR_MCP__ROLES is not valid JSON" in caught.value.message
+
+
 def test_unknown_keys_are_refused(tmp_path: Path) -> None:
     (tmp_path / "aifr.toml").write_text("[fs]\nrootz = []\n")
     with pytest.raises(ConfigError) as caught:
