@@ -42,6 +42,12 @@ def boom() -> dict[str, str]:
     raise RuntimeError("kaboom")
 
 
+@capability("lab.broken_output", operation="READ", risk="LOW")
+def broken_output() -> dict[str, int]:
+    """Returns text where its schema promises a number."""
+    return {"n": "many"}
+
+
 @capability("lab.launch", operation="EXECUTE", risk="HIGH")
 def launch(target: str) -> dict[str, str]:
     """Launch something."""
@@ -167,14 +173,19 @@ def test_allowed_denied_invalid_and_failing_calls(tmp_path: Path, mode: str) -> 
                 await client.call_tool("lab.echo", {"text": "far too long text"}),
                 await client.call_tool("lab.boom", {}),
                 await client.call_tool("lab.nothing", {}),
+                await client.call_tool("lab.broken_output", {}),
             ]
 
-    ok, denied, invalid, failed, unknown = anyio.run(main)
+    ok, denied, invalid, failed, unknown, bad_output = anyio.run(main)
     assert ok.structured_content == {"text": "hi"}
     assert error_of(denied)["rule_id"] == "no-wipe"
     assert error_of(invalid)["error"]["details"]["errors"][0]["path"] == "text"
     assert error_of(failed)["error"]["code"] == "execution.failed"
     assert error_of(unknown)["error"]["code"] == "capability.not_found"
+    assert error_of(bad_output)["error"]["details"]["errors"][0]["path"] == "n"
+    summary = bad_output.content[0]
+    assert isinstance(summary, types.TextContent)
+    assert summary.text.startswith("output.invalid: the tool's output does not match")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -25,6 +25,7 @@ from aifr.errors import (
     ApprovalError,
     ErrorCode,
     InputValidationError,
+    OutputValidationError,
     error_payload,
 )
 from aifr.invocation import Result, Status
@@ -53,7 +54,12 @@ def _summary(error: AifrError) -> str:
         fields = "; ".join(
             f"{e.path or '<arguments>'}: {e['message']} ({e.code})" for e in error.errors
         )
-        return f"{error.code.value}: invalid arguments: {fields}"
+        what = (
+            "the tool's output does not match its output schema"
+            if isinstance(error, OutputValidationError)
+            else "invalid arguments"
+        )
+        return f"{error.code.value}: {what}: {fields}"
     rule = error.details.get("rule_id")
     if error.code is ErrorCode.POLICY_DENIED and rule:
         reason = error.details.get("reason") or error.message
