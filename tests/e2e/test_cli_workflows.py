@@ -257,3 +257,57 @@ def test_the_worker_takes_a_signed_approval_callback_and_finishes_the_run(
         worker.communicate(timeout=30)
     assert worker.returncode == 0
     assert (project / "config" / "app.conf").read_text() == "via-callback\n"
+
+
+def test_runs_resume_drives_an_approved_run_under_the_live_table(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    started = _aifr(
+        aifr_bin, project, clean_env, "run", "rotate", "-i", "path=config/app.conf",
+        "-i", "content=resumed\n", "--as", "agent", "--json",
+    )  # fmt: skip
+    run = json.loads(started.stdout)
+    _aifr(aifr_bin, project, clean_env, "approvals", "approve", run["steps"][2]["approval_id"],
+          "--as", "bob")  # fmt: skip
+
+    resumed = _aifr(aifr_bin, project, clean_env, "runs", "resume", run["id"], "--as", "ops")
+
+    assert resumed.returncode == 0, resumed.stderr
+    table = resumed.stdout
+    assert run["id"] in table
+    assert all(step in table for step in ("read", "backup", "write"))
+    assert table.count("completed") >= 4  # the run and its three steps
+    assert (project / "config" / "app.conf").read_text() == "resumed\n"
+
+
+def test_runs_show_follow_stays_live_while_a_worker_drives_the_run(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    from aifr.app import build_app
+
+    (project / "notes.txt").write_text("draft\n")
+    app = build_app(project)
+    try:
+        pending = app.workflows.start(
+            app.workflow("rotate"), {"path": "notes.txt", "content": "final\n"}, "agent",
+            execute=False,
+        )  # fmt: skip
+    finally:
+        app.close()
+    run_id = pending.run.id
+    follow = subprocess.Popen(
+        [aifr_bin, "runs", "show", run_id, "--follow", "--poll", "0.1", "--json",
+         "-p", str(project)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env,
+    )  # fmt: skip
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            follow.wait(timeout=3)  # nobody drives the pending run: still following
+        worker = _aifr(aifr_bin, project, clean_env, "worker", "--once")
+        assert f"{run_id}: completed" in worker.stdout, worker.stderr
+        out, err = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0, err
+    assert json.loads(out)["state"] == "completed"
+    assert (project / "notes.txt").read_text() == "final\n"

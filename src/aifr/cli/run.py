@@ -29,7 +29,7 @@ from aifr.errors import AifrError, FieldError, InputValidationError
 from aifr.invocation import ApprovalStatus, new_id
 from aifr.workflows import PlannedStep, RunState, RunView, StepState, WorkflowSpec
 
-__all__ = ["parse_inputs", "render_plan", "render_run", "run", "run_exit_status"]
+__all__ = ["parse_inputs", "render_plan", "render_run", "run", "run_exit_status", "watch_run"]
 
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
 
@@ -169,6 +169,21 @@ def _watch(app: App, run_id: str, work: Callable[[], object], *, live: Live) -> 
     if failure:
         raise failure[0]
     live.update(render_run(app.workflows.view(run_id)), refresh=True)
+
+
+def watch_run(app: App, run_id: str, work: Callable[[], object], *, quiet: bool) -> RunView:
+    """Run ``work`` (which drives ``run_id``) under a live table of the run's steps.
+
+    With ``quiet`` the table goes to stderr and disappears at the end (``--json``).
+
+    Raises:
+        AifrError: whatever ``work`` raised.
+    """
+    with Live(
+        console=err_console if quiet else console, transient=quiet, auto_refresh=False
+    ) as live:
+        _watch(app, run_id, work, live=live)
+    return app.workflows.view(run_id)
 
 
 def _waiting_approval(view: RunView) -> str | None:

@@ -1,4 +1,9 @@
-"""``aifr runs list|show|cancel|resume|retry-compensation``: operate on workflow runs."""
+"""``aifr runs list|show|cancel|resume|retry-compensation``: operate on workflow runs.
+
+``cancel``, ``resume`` and ``retry-compensation`` drive the run here, under the same
+live table of step states as ``aifr run``; ``show --follow`` keeps that table live while
+another process (``aifr worker``, an ``aifr run`` elsewhere) drives the run.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.live import Live
 from rich.table import Table
 
 from aifr.app import App, build_app
 from aifr.cli.console import console, err_console, fail, print_json
-from aifr.cli.run import STATE_STYLE, render_run, run_exit_status
+from aifr.cli.run import STATE_STYLE, render_run, run_exit_status, watch_run
 from aifr.errors import AifrError
-from aifr.workflows import RunState, RunView
+from aifr.workflows import ACTIVE_STATES, RunState, RunView
 
 __all__ = ["app"]
 
@@ -36,11 +42,12 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _show(view: RunView, as_json: bool) -> None:
+def _show(view: RunView, as_json: bool, *, table: bool = True) -> None:
     if as_json:
         print_json(view.to_dict())
         return
-    console.print(render_run(view))
+    if table:
+        console.print(render_run(view))
     run = view.run
     console.print(f"principal: {run.principal}  started: {_when(run.created_at)}")
     if run.error:
@@ -52,16 +59,34 @@ def _show(view: RunView, as_json: bool) -> None:
         console.print(f"review the change, then: aifr runs resume {run.id} --as OPERATOR")
 
 
-def _act(project: Path, action: Callable[[App], RunView], as_json: bool) -> None:
+def _act(project: Path, run_id: str, action: Callable[[App], RunView], as_json: bool) -> None:
+    """Drive ``run_id`` with ``action`` under the live table (the table stays on screen)."""
     aifr_app = _open(project)
     try:
-        view = action(aifr_app)
+        aifr_app.workflows.view(run_id)  # an unknown run fails before the live view opens
+        view = watch_run(aifr_app, run_id, lambda: action(aifr_app), quiet=as_json)
     except AifrError as exc:
         fail(exc)
     finally:
         aifr_app.close()
-    _show(view, as_json)
+    _show(view, as_json, table=False)
     raise typer.Exit(run_exit_status(view))
+
+
+def _follow(aifr_app: App, run_id: str, poll_s: float, *, quiet: bool) -> RunView:
+    """Refresh the run's table until no worker is driving it any more."""
+    view = aifr_app.workflows.view(run_id)
+    with Live(
+        render_run(view),
+        console=err_console if quiet else console,
+        transient=quiet,
+        auto_refresh=False,
+    ) as live:
+        while view.state in ACTIVE_STATES:
+            time.sleep(poll_s)
+            view = aifr_app.workflows.view(run_id)
+            live.update(render_run(view), refresh=True)
+    return view
 
 
 @app.command("list")
@@ -109,16 +134,28 @@ def list_runs(
 
 
 @app.command("show")
-def show(run_id: RunArgument, as_json: JsonOption = False, project: ProjectOption = Path()) -> None:
+def show(
+    run_id: RunArgument,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep a live view until the run finishes or waits."),
+    ] = False,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between refreshes.")] = 0.25,
+    as_json: JsonOption = False,
+    project: ProjectOption = Path(),
+) -> None:
     """Show a run: each step's state, attempts, errors and compensation."""
     aifr_app = _open(project)
     try:
-        view = aifr_app.workflows.view(run_id)
+        if follow:
+            view = _follow(aifr_app, run_id, poll, quiet=as_json)
+        else:
+            view = aifr_app.workflows.view(run_id)
     except AifrError as exc:
         fail(exc)
     finally:
         aifr_app.close()
-    _show(view, as_json)
+    _show(view, as_json, table=not follow)
 
 
 OperatorOption = Annotated[str | None, typer.Option("--as", help="Who acts (the operator).")]
@@ -134,6 +171,7 @@ def cancel(
     """Cancel a run: completed steps are compensated, then it ends cancelled."""
     _act(
         project,
+        run_id,
         lambda a: a.workflows.cancel(run_id, operator=operator or a.settings.principal),
         as_json,
     )
@@ -147,7 +185,7 @@ def resume(
     project: ProjectOption = Path(),
 ) -> None:
     """Resume a run: after an approval decision, a crash, or a reviewed capability change."""
-    _act(project, lambda a: a.workflows.resume(run_id, operator=operator), as_json)
+    _act(project, run_id, lambda a: a.workflows.resume(run_id, operator=operator), as_json)
 
 
 @app.command("retry-compensation")
@@ -160,6 +198,7 @@ def retry_compensation(
     """Try a failed compensation again, from the step where it failed."""
     _act(
         project,
+        run_id,
         lambda a: a.workflows.retry_compensation(run_id, operator=operator or a.settings.principal),
         as_json,
     )
