@@ -214,6 +214,7 @@ def test_pending_approval_then_approve_by_another_then_execute_exactly_once(
         aifr(aifr_bin, project, clean_env, "approvals", "show", approval_id, "--json").stdout
     )
     assert shown["status"] == "consumed" and shown["result"]["status"] == "ok"
+    assert shown["result"]["audit_id"] == json.loads(executed.stdout)["audit_id"]
 
 
 def test_rejected_requests_never_run(

@@ -147,9 +147,9 @@ def show(
     console.print("inputs:")
     console.print_json(data=record.inputs)
     if record.result is not None:
-        console.print(
-            f"executed: {record.result.get('status')} (audit record {record.result.get('audit_id')})"
-        )
+        audit_id = record.result.get("audit_id")
+        where = f" (audit record {audit_id})" if audit_id is not None else ""
+        console.print(f"executed: {record.result.get('status')}{where}")
 
 
 @app.command("approve")

@@ -270,12 +270,24 @@ class ApprovalService:
     def finish(
         self, approval_id: str, result: dict[str, JsonValue], audit: AuditEvent
     ) -> AuditRecord | None:
-        """Store the consumed request's result with the invocation's audit record."""
+        """Store the consumed request's result with the invocation's audit record.
+
+        The record's id exists only once it is appended, so a second write links the
+        stored result to it; a crash in between leaves a result without the id, never
+        a result without its audit record.
+        """
 
         def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
             return current.evolve(result=result), audit
 
         _, audit_record = self.store.update(approval_id, change)
+        if audit_record is not None:
+            linked = {**result, "audit_id": audit_record.id, "audit_seq": audit_record.seq}
+
+            def link(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
+                return current.evolve(result=linked), None
+
+            self.store.update(approval_id, link)
         return audit_record
 
     # -- async twins -------------------------------------------------------------------

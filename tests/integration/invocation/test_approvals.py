@@ -51,6 +51,19 @@ def test_approved_request_executes_once_and_replay_is_refused(env: Env) -> None:
     assert record.result is not None and record.result["status"] == "ok"
 
 
+def test_the_stored_result_names_the_audit_record_of_its_execution(env: Env) -> None:
+    approval_id = ask(env).approval_id
+    assert approval_id is not None
+    env.approvals.approve(approval_id, "bob")
+    done = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    assert done.audit_id is not None
+    stored = env.approvals.get(approval_id).result
+    assert stored is not None
+    assert (stored["audit_id"], stored["audit_seq"]) == (done.audit_id, done.audit_seq)
+    assert env.ledger.get(str(done.audit_id)) is not None
+    assert env.ledger.verify().ok
+
+
 def test_executing_before_approval_stays_pending(env: Env) -> None:
     approval_id = ask(env).approval_id
     waiting = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
