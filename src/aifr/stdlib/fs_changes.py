@@ -126,10 +126,11 @@ def _write_capability(
             if info is not None and not overwrite:
                 raise refuse_path("file_exists", path, "the file exists and overwrite=false")
             mode = stat.S_IMODE(info.st_mode) if info is not None else _NEW_FILE_MODE
+            folders = _mkdirs(target, missing, create_dirs)  # may refuse: before staging
             staged = journal.stage(data, mode)
             return Plan(
                 actions=[
-                    *_mkdirs(target, missing, create_dirs),
+                    *folders,
                     _action("stash", target, blob=fresh_name()),
                     _action("place", target, blob=staged),
                 ],
@@ -139,12 +140,19 @@ def _write_capability(
                     "sha256": hashlib.sha256(data).hexdigest(),
                     "created": info is None,
                 },
+                staged=(staged,),
             )
 
         return journal.perform(
             capability_id="io.fs.write_file",
             scope=_scope(call),
-            inputs={"path": path, "content": content, "encoding": encoding},
+            inputs={
+                "path": path,
+                "content": content,
+                "encoding": encoding,
+                "overwrite": overwrite,
+                "create_dirs": create_dirs,
+            },
             plan=plan,
         )
 
@@ -214,7 +222,12 @@ def _move_capability(confinement: Confinement, journal: FsJournal) -> Capability
         return journal.perform(
             capability_id="io.fs.move",
             scope=_scope(call),
-            inputs={"source": source, "destination": destination, "overwrite": overwrite},
+            inputs={
+                "source": source,
+                "destination": destination,
+                "overwrite": overwrite,
+                "create_dirs": create_dirs,
+            },
             plan=plan,
         )
 

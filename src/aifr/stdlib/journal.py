@@ -64,10 +64,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What a change will do (``actions``) and the result it reports once done."""
+    """What a change will do (``actions``) and the result it reports once done.
+
+    ``staged`` names the blobs the plan wrote (new content from the caller): they are
+    removed if the change is rolled back, so a failed change leaves nothing behind.
+    """
 
     actions: list[Action]
     result: dict[str, JsonValue]
+    staged: tuple[str, ...] = ()
 
 
 def fresh_name() -> str:
@@ -249,30 +254,35 @@ class FsJournal:
                 self.entries / f"{token}.json",
                 *([self.keys / key_name] if key_name else []),
             ]
-            self._apply_or_roll_back(planned.actions, make_parents, journaled)
+            self._apply_or_roll_back(planned, make_parents, journaled)
             if key_name and record is not None:
                 write_json(self.keys, key_name, {**record, "state": "done"})
             return result
 
-    def _apply_or_roll_back(
-        self, actions: Sequence[Action], make_parents: bool, journaled: list[Path]
-    ) -> None:
-        """Apply ``actions``; if one fails, undo the ones before it and forget the change.
+    def _apply_or_roll_back(self, plan: Plan, make_parents: bool, journaled: list[Path]) -> None:
+        """Apply the plan's actions; if one fails, undo the ones before it and forget the change.
 
         A failure here means the tree changed under the plan (a symlink swapped in, a
-        folder removed), so the change is abandoned whole rather than left half done.
+        folder removed), so the change is abandoned whole rather than left half done:
+        its journal files, its staged blobs and the ``.absent`` markers of its stashes
+        go too. Stashed content is never removed (a roll-back may have kept something
+        that appeared meanwhile).
         """
+        actions = plan.actions
         done = 0
         try:
             for done, action in enumerate(actions):  # noqa: B007  # ``done`` is read below
                 self.apply([action], make_parents=make_parents)
         except AifrError as failure:
+            undo = inverse_of(actions[:done])
             try:
-                self.apply(inverse_of(actions[:done]), make_parents=True)
+                self.apply(undo, make_parents=True)
             except AifrError:
                 logger.exception("rolling back a failed io.fs change left it half done")
                 raise failure from None
-            for path in journaled:
+            stashes = [a["blob"] for a in (*actions[:done], *undo) if a["op"] == "stash"]
+            leftovers = [*plan.staged, *(f"{blob}.absent" for blob in stashes)]
+            for path in [*journaled, *(self.blobs / name for name in leftovers)]:
                 path.unlink(missing_ok=True)
             raise
 

@@ -173,6 +173,40 @@ def test_reusing_a_key_for_different_inputs_is_a_conflict(lib: Lib) -> None:
     assert (lib.root / "k.txt").read_text() == "v1"
 
 
+@pytest.mark.parametrize("changed", [{"overwrite": False}, {"create_dirs": False}])
+def test_reusing_a_write_key_with_other_options_is_a_conflict(
+    lib: Lib, changed: dict[str, bool]
+) -> None:
+    lib.call("io.fs.write_file", {"path": "k.txt", "content": "v1"}, key="k-1")
+    with pytest.raises(InputValidationError) as caught:
+        lib.call("io.fs.write_file", {"path": "k.txt", "content": "v1", **changed}, key="k-1")
+    assert caught.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+def test_reusing_a_move_key_with_other_options_is_a_conflict(lib: Lib) -> None:
+    (lib.root / "a.txt").write_text("a")
+    lib.call("io.fs.move", {"source": "a.txt", "destination": "b/a.txt"}, key="m-1")
+    with pytest.raises(InputValidationError) as caught:
+        lib.call(
+            "io.fs.move",
+            {"source": "a.txt", "destination": "b/a.txt", "create_dirs": False},
+            key="m-1",
+        )
+    assert caught.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+def test_a_write_that_fails_keeps_no_copy_of_its_content(lib: Lib) -> None:
+    with pytest.raises(ExecutionError) as caught:
+        lib.call(
+            "io.fs.write_file",
+            {"path": "missing/a.txt", "content": "secret draft", "create_dirs": False},
+        )
+    assert caught.value.details["errno"] == "ENOENT"
+    assert not (lib.root / "missing").exists()
+    stored = [p for p in (lib.state / "fs").rglob("*") if p.is_file() and p.name != "lock"]
+    assert stored == []
+
+
 def test_a_repeated_delete_with_the_same_key_keeps_the_first_trash_entry(lib: Lib) -> None:
     original = _aged(lib.root / "gone.txt", b"precious", 0o600)
     first = lib.call("io.fs.delete", {"path": "gone.txt"}, key="d-1")

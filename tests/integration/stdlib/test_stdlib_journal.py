@@ -27,17 +27,23 @@ def test_a_plan_that_fails_half_way_is_rolled_back_and_forgotten(tmp_path: Path)
     staged = journal.stage(b"new", 0o644)
     actions = [
         {"op": "stash", "root": str(root), "path": "a.txt", "blob": "b" * 32},
+        {"op": "stash", "root": str(root), "path": "absent.txt", "blob": "c" * 32},
         {"op": "place", "root": str(root), "path": "link/x.txt", "blob": staged},
     ]
     with pytest.raises(SandboxRefusalError) as caught:
         journal.perform(
-            capability_id="t.write", scope="k", inputs={}, plan=lambda: Plan(actions, {})
+            capability_id="t.write",
+            scope="k",
+            inputs={},
+            plan=lambda: Plan(actions, {}, staged=(staged,)),
         )
     assert caught.value.rule == "symlink_refused"
     assert snapshot(root / "a.txt") == before
+    assert not (root / "absent.txt").exists()
     assert list((tmp_path / "elsewhere").iterdir()) == []
     assert list(journal.entries.iterdir()) == []
     assert list(journal.keys.iterdir()) == []
+    assert list(journal.blobs.iterdir()) == []  # no staged content, no stray markers
 
 
 def test_rolling_back_after_the_folder_vanished_does_not_make_it_again(tmp_path: Path) -> None:
