@@ -51,10 +51,17 @@ def test_failing_and_hanging_hooks_never_fail_the_call(env: Env) -> None:
     env.runtime.hooks.global_hooks.after(lambda c: release.wait(10), name="hangs", timeout_s=0.05)
     try:
         result = env.runtime.invoke("demo.echo@1", {"text": "x"}, "alice")
+        later = env.runtime.invoke("demo.echo@1", {"text": "y"}, "alice")  # first hook still hangs
     finally:
         release.set()
-    assert result.status is Status.OK
+    assert result.status is Status.OK and later.status is Status.OK
     assert [(f.hook, f.stage, f.code) for f in result.hook_failures] == [
+        ("broken", "before", ErrorCode.HOOK_FAILED.value),
+        ("hangs", "after", ErrorCode.EXECUTION_TIMEOUT.value),
+    ]
+    row = env.audit_rows()[0]
+    assert row["outcome"] == "ok"
+    assert [(f["hook"], f["stage"], f["code"]) for f in row["details"]["hook_failures"]] == [
         ("broken", "before", ErrorCode.HOOK_FAILED.value),
         ("hangs", "after", ErrorCode.EXECUTION_TIMEOUT.value),
     ]
