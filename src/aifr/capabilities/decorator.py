@@ -51,9 +51,18 @@ def capability(
     undoes this one. ``risk=None`` leaves risk undeclared, which aifr treats as HIGH.
 
     Raises:
-        CapabilityError: the function cannot be described (``*args``, bad annotations).
+        CapabilityError: the function cannot be described (``*args``, bad annotations),
+            or ``requires_approval``/``justification`` are given without a ``risk``.
         RiskConsistencyError: the declared risk is too low for the declared effects.
     """
+    if risk is None and (requires_approval or justification):
+        # Both live on the declared Risk; dropping them silently would lose an approval.
+        given = "requires_approval=True" if requires_approval else "a justification"
+        raise CapabilityError(
+            f"capability {id}: {given} needs a declared risk level (risk=...); "
+            "without one the risk is undeclared and treated as HIGH",
+            capability_id=id,
+        )
 
     def wrap(func: Handler) -> Capability:
         return build_capability(

@@ -192,7 +192,9 @@ async def fetch(call: CallInfo, key: str) -> str:
 def test_async_handlers_are_supported_and_call_info_is_excluded_from_the_schema() -> None:
     assert fetch.is_async
     assert fetch.call_info_param == "call"
-    assert list(fetch.spec.input_schema["properties"]) == ["key"]  # type: ignore[call-overload]  # JSON object
+    properties = fetch.spec.input_schema["properties"]
+    assert isinstance(properties, dict)
+    assert list(properties) == ["key"]
     result = asyncio.run(fetch(CallInfo(request_id="r1", principal="alice"), key="k"))
     assert result == "alice:k"
     assert fetch.spec.output_schema == {"type": "string"}
@@ -205,6 +207,19 @@ def test_undeclared_risk_is_treated_as_high() -> None:
 
     assert unknown.spec.risk is None
     assert unknown.spec.effective_risk is RiskLevel.HIGH
+
+
+@pytest.mark.parametrize(
+    "extra", [{"requires_approval": True}, {"justification": "because"}], ids=["approval", "why"]
+)
+def test_risk_details_without_a_declared_risk_are_refused_not_dropped(
+    extra: dict[str, object],
+) -> None:
+    with pytest.raises(CapabilityError) as caught:
+        capability("demo.half_declared", operation="WRITE", **extra)  # type: ignore[arg-type]  # kwargs under test
+    assert caught.value.code is ErrorCode.CAPABILITY_INVALID
+    assert "needs a declared risk level" in caught.value.message
+    assert caught.value.details["capability_id"] == "demo.half_declared"
 
 
 def test_var_args_are_refused_with_a_capability_error() -> None:

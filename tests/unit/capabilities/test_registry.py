@@ -180,3 +180,28 @@ def test_specs_declared_as_data_validate_inputs_with_json_schema() -> None:
         ("code", "length"),
         ("", "unexpected"),
     }
+
+
+def test_a_hand_written_url_format_is_checked_like_uri() -> None:
+    spec = create_read_capability(
+        "data.fetch",
+        input_schema={
+            "type": "object",
+            "properties": {"site": {"type": "string", "format": "url"}},
+        },
+    )
+    capability = CapabilityRegistry([spec]).resolve("data.fetch")
+    assert capability.validate_inputs({"site": "https://example.com/a"}) == {
+        "site": "https://example.com/a"
+    }
+    from aifr.errors import InputValidationError
+
+    with pytest.raises(InputValidationError) as caught:
+        capability.validate_inputs({"site": "not a url"})
+    (error,) = caught.value.errors
+    assert (error.path, error.code, error["expected"], error["received"]) == (
+        "site",
+        "url",
+        "url",
+        "not a url",
+    )

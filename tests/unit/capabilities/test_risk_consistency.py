@@ -143,3 +143,39 @@ def test_a_spec_exists_exactly_when_all_three_rules_hold(
     else:
         assert not expected
         assert _rules_hold(spec)
+
+
+@given(
+    operation=st.sampled_from(OperationType),
+    level=st.one_of(st.none(), st.sampled_from(RiskLevel)),
+    reversible=st.booleans(),
+    compensated=st.booleans(),
+)
+def test_the_registry_accepts_a_spec_exactly_when_all_three_rules_hold(
+    operation: OperationType, level: RiskLevel | None, reversible: bool, compensated: bool
+) -> None:
+    # model_construct skips the model's own check, so only the registry's can refuse.
+    forged = CapabilitySpec.model_construct(
+        id="forged.cap",
+        version="1",
+        operation_type=operation,
+        side_effects=SideEffects(reversible=reversible),
+        compensation=Compensation(supported=compensated),
+        risk=None if level is None else Risk(level=level),
+        fingerprint="x",
+    )
+    registry = CapabilityRegistry()
+    try:
+        registry.register(forged)
+    except RiskConsistencyError as exc:
+        assert not _rules_hold(forged), "the registry refused a consistent spec"
+        assert exc.code is ErrorCode.CAPABILITY_RISK_INCONSISTENT
+        effective = (level or RiskLevel.HIGH).value
+        assert exc.violations
+        for message in exc.violations:
+            assert message.startswith("Risk Consistency Check Failed: ")
+            assert message.endswith(f"got {effective}")
+        assert registry.get("forged.cap") is None
+    else:
+        assert _rules_hold(forged), "the registry accepted an inconsistent spec"
+        assert registry.get("forged.cap") is forged
