@@ -7,7 +7,9 @@ before ``exec``: CPU seconds, address space, file size, core dumps and process c
 
 The process count is enforced by a ``pids`` cgroup when one is writable (it holds for
 root too and catches children that leave the session); otherwise by ``RLIMIT_NPROC``,
-which the kernel applies to unprivileged users only. When the command exits, times out
+which the kernel applies to unprivileged users only: for root (or a process holding
+``CAP_SYS_RESOURCE`` or ``CAP_SYS_ADMIN``) without a cgroup there is no process limit, and
+the result says so (``process_limit="none"``). When the command exits, times out
 or floods its output, every process left in its session, process group and cgroup is
 killed, so nothing it started outlives the call.
 """
@@ -88,7 +90,7 @@ class CommandResult:
     stdout: bytes
     stderr: bytes
     duration_s: float
-    process_limit: str
+    process_limit: str  # "cgroup", "rlimit", or "none" when neither can bind
 
     @property
     def signal_name(self) -> str | None:
@@ -245,7 +247,7 @@ class Sandbox:
             stdout=bytes(run.stdout),
             stderr=bytes(run.stderr),
             duration_s=time.monotonic() - started,
-            process_limit="cgroup" if cgroup is not None else "rlimit",
+            process_limit="cgroup" if cgroup is not None else _rlimit_nproc_mode(),
         )
 
     def _pump(self, run: _Run, stdin: bytes) -> None:
@@ -372,6 +374,26 @@ def _child_setup(limits: SandboxLimits, cwd_fd: int, cgroup: Path | None) -> Cal
         os.umask(0o022)
 
     return setup
+
+
+_CAP_SYS_ADMIN = 21
+_CAP_SYS_RESOURCE = 24
+
+
+def _rlimit_nproc_mode() -> str:
+    """``"rlimit"`` when the kernel will hold the child to ``RLIMIT_NPROC``, else ``"none"``.
+
+    The kernel exempts root and processes with ``CAP_SYS_RESOURCE`` or ``CAP_SYS_ADMIN``.
+    """
+    if os.geteuid() == 0:
+        return "none"
+    effective = 0
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("CapEff:"):
+                effective = int(line.split()[1], 16)
+    exempt = (1 << _CAP_SYS_ADMIN) | (1 << _CAP_SYS_RESOURCE)
+    return "none" if effective & exempt else "rlimit"
 
 
 def _session_members(session_id: int) -> list[int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aifr.errors import ErrorCode, ExecutionError, ExecutionTimeoutError, SandboxRefusalError
-from aifr.invocation.sandbox import Sandbox
+from aifr.invocation.sandbox import Sandbox, SandboxLimits
 from stdlib_kit import Lib, build_lib, run_in
 
 
@@ -137,7 +137,32 @@ def test_a_failed_run_releases_its_key(lib: Lib) -> None:
 def test_without_a_cgroup_the_process_count_falls_back_to_rlimit(tmp_path: Path) -> None:
     sandbox = Sandbox(allow_commands=["echo"], cgroups=False)
     done = run_in(sandbox, ["echo", "ok"], tmp_path)
-    assert (done.stdout, done.process_limit, done.returncode) == (b"ok\n", "rlimit", 0)
+    assert (done.stdout, done.returncode) == (b"ok\n", 0)
+    assert done.process_limit == ("none" if os.geteuid() == 0 else "rlimit")  # root is exempt
+
+
+_FORK_UNTIL_REFUSED = """
+import os
+count = 0
+while count < 64:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        os.pause()  # held until the sandbox kills the whole group
+    count += 1
+print(count)
+"""
+
+
+def test_a_command_cannot_start_more_processes_than_its_limit(tmp_path: Path) -> None:
+    sandbox = Sandbox(allow_commands=[sys.executable], limits=SandboxLimits(processes=8))
+    done = run_in(sandbox, [sys.executable, "-c", _FORK_UNTIL_REFUSED], tmp_path)
+    if done.process_limit == "none":
+        pytest.skip("root without a writable pids cgroup: no process limit can bind here")
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 8
 
 
 def test_a_writable_pids_cgroup_is_used_and_removed_afterwards(tmp_path: Path) -> None:
