@@ -311,3 +311,37 @@ def test_runs_show_follow_stays_live_while_a_worker_drives_the_run(
     assert follow.returncode == 0, err
     assert json.loads(out)["state"] == "completed"
     assert (project / "notes.txt").read_text() == "final\n"
+
+
+def test_workflows_check_names_each_bad_file_and_field_and_an_unknown_capability(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    good = _aifr(aifr_bin, project, clean_env, "workflows", "check")
+    assert good.returncode == 0, good.stderr
+    assert "rotate v1" in good.stdout
+    workflows = project / "workflows"
+    (workflows / "retry.yaml").write_text(
+        "name: retry\nsteps:\n  - id: a\n    capability: io.fs.stat\n"
+        "    inputs: {path: x}\n    retry: {count: -1}\n"
+    )
+    (workflows / "ghost.yaml").write_text(
+        "name: ghost\nsteps:\n  - id: a\n    capability: io.fs.read_file\n"
+        "    inputs: {path: x}\n  - id: b\n    capability: no.such.thing\n"
+    )
+
+    bad = _aifr(aifr_bin, project, clean_env, "workflows", "check")
+
+    assert bad.returncode == 1
+    problems = " ".join(bad.stderr.split())
+    assert "retry.yaml: invalid workflow: steps[0].retry.count" in problems
+    assert "ghost.yaml: steps[1].capability: no.such.thing is not registered" in problems
+    assert "rotate.yaml" not in problems
+    only_good = _aifr(
+        aifr_bin, project, clean_env, "workflows", "check", str(workflows / "rotate.yaml")
+    )
+    assert only_good.returncode == 0, only_good.stderr
+    schema = subprocess.run(
+        [aifr_bin, "workflows", "schema"], capture_output=True, text=True, env=clean_env,
+        timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(schema.stdout)["title"] == "aifr workflow"

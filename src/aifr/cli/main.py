@@ -17,6 +17,7 @@ from aifr.cli import (
     run,
     runs,
     worker,
+    workflows,
 )
 
 __all__ = ["app", "main"]
@@ -36,6 +37,7 @@ app.command("call")(call.call)
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(audit.app, name="audit")
 app.add_typer(mcp.app, name="mcp")
+app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)

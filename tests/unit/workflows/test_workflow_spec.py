@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jsonschema
@@ -20,6 +21,8 @@ from aifr.workflows import (
     workflow,
     workflow_json_schema,
 )
+
+SCHEMA_FILE = Path(__file__).parents[3] / "src" / "aifr" / "workflows" / "workflow.schema.json"
 
 ROTATE = """
 name: rotate-config
@@ -69,6 +72,13 @@ def test_the_builder_and_yaml_produce_the_same_definition() -> None:
 
 def test_every_valid_workflow_validates_against_the_published_json_schema() -> None:
     jsonschema.validate(yaml.safe_load(ROTATE), workflow_json_schema())
+
+
+def test_the_shipped_schema_file_is_generated_from_the_workflow_models() -> None:
+    shipped = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+    jsonschema.Draft202012Validator.check_schema(shipped)
+    assert shipped == workflow_json_schema()
 
 
 @pytest.mark.parametrize(
