@@ -14,6 +14,7 @@ from aifr.invocation import (
     ApprovalService,
     EnvSecretProvider,
     FileSecretProvider,
+    KeyringSecretProvider,
     Runtime,
     SecretResolver,
     SyncExecution,
@@ -219,6 +220,7 @@ def build_env(
     cooldown_s: float = 60.0,
     synchronous: Literal["FULL", "NORMAL", "OFF"] = "NORMAL",
     sync_execution: SyncExecution = "thread",
+    keyring_service: str | None = None,
 ) -> Env:
     """A runtime with every store on one SQLite file in ``tmp_path``."""
     calls = Calls()
@@ -239,7 +241,11 @@ def build_env(
         idempotency=SqliteIdempotencyStore(database, ledger),
         circuit_store=SqliteCircuitStore(database),
         secrets=SecretResolver(
-            [EnvSecretProvider(environ or {}), FileSecretProvider(tmp_path / "secrets")]
+            [
+                EnvSecretProvider(environ or {}),
+                FileSecretProvider(tmp_path / "secrets"),
+                *([KeyringSecretProvider(keyring_service)] if keyring_service else []),
+            ]
         ),
         circuit_failure_threshold=threshold,
         circuit_cooldown_s=cooldown_s,

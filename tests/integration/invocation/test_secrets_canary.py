@@ -14,16 +14,20 @@ from invocation_env import Env, build_env
 from aifr.errors import ErrorCode
 from aifr.invocation import HookCall, Hooks, LifecycleEvent, Result
 from aifr.observability.logs import JsonLogFormatter
+from keyring_kit import memory_keyring
 
 ENV_CANARY = "canary-env-7f3a9c0e41b2"
 FILE_CANARY = "canary-file-d81e55a0c93f"
+KEYRING_CANARY = "canary-keyring-2b94e6c1f07d"
+KEYRING_SERVICE = "aifr-canary"
 
 
 @pytest.fixture
 def canary_env(tmp_path: Path) -> Iterator[Env]:
-    built = build_env(tmp_path, environ={"API_TOKEN": ENV_CANARY})
+    built = build_env(tmp_path, environ={"API_TOKEN": ENV_CANARY}, keyring_service=KEYRING_SERVICE)
     (tmp_path / "secrets" / "FILE_TOKEN").write_text(FILE_CANARY + "\n")
-    yield built
+    with memory_keyring(KEYRING_SERVICE, {"OS_TOKEN": KEYRING_CANARY}):
+        yield built
     built.runtime.close()
     built.database.close()
 
@@ -44,7 +48,7 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
 
 
 def assert_no_canary(text: str, where: str) -> None:
-    for canary in (ENV_CANARY, FILE_CANARY):
+    for canary in (ENV_CANARY, FILE_CANARY, KEYRING_CANARY):
         assert canary not in text, f"secret leaked into {where}"
 
 
@@ -64,7 +68,7 @@ def test_canary_secrets_reach_the_handler_and_no_other_channel(
     hooks.after(nosy)
     hooks.cleanup(nosy)
     results: list[Result] = []
-    for ref in ("secret://API_TOKEN", "secret://FILE_TOKEN"):
+    for ref in ("secret://API_TOKEN", "secret://FILE_TOKEN", "secret://OS_TOKEN"):
         for mode in ("echo", "raise", "aifr"):
             results.append(
                 env.runtime.invoke(
@@ -76,6 +80,7 @@ def test_canary_secrets_reach_the_handler_and_no_other_channel(
     )
     assert env.calls.seen_tokens.count(ENV_CANARY) == 4
     assert env.calls.seen_tokens.count(FILE_CANARY) == 3
+    assert env.calls.seen_tokens.count(KEYRING_CANARY) == 3
     assert results[0].ok and results[0].output == {"echo": "used [secret:API_TOKEN]"}
     assert results[1].error_code is ErrorCode.EXECUTION_FAILED
     assert results[2].error_code is ErrorCode.EXECUTION_FAILED

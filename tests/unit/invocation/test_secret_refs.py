@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keyring
 import pytest
-from keyring.backend import KeyringBackend
 
 from aifr.errors import ConfigError, ErrorCode, ExecutionError
 from aifr.invocation import (
@@ -17,23 +15,7 @@ from aifr.invocation import (
     SecretResolver,
 )
 from aifr.invocation.secret_refs import has_secret_refs
-
-
-class MemoryKeyring(KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.values.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.values[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.values.pop((service, username), None)
+from keyring_kit import memory_keyring
 
 
 def test_env_provider_reads_the_prefixed_variable() -> None:
@@ -50,15 +32,9 @@ def test_file_provider_reads_one_file_per_secret_without_trailing_newline(tmp_pa
 
 
 def test_keyring_provider_reads_the_os_keyring_backend() -> None:
-    backend = MemoryKeyring()
-    backend.set_password("aifr-test", "API_KEY", "from-keyring")
-    previous = keyring.get_keyring()
-    keyring.set_keyring(backend)
-    try:
+    with memory_keyring("aifr-test", {"API_KEY": "from-keyring"}):
         assert KeyringSecretProvider("aifr-test").lookup("API_KEY") == "from-keyring"
         assert KeyringSecretProvider("aifr-test").lookup("NOPE") is None
-    finally:
-        keyring.set_keyring(previous)
 
 
 def test_providers_are_asked_in_order_and_the_first_hit_wins(tmp_path: Path) -> None:
