@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aifr.app import App, build_app
 from aifr.config.project import init_project
 from aifr.invocation import Status
-from stdlib_kit import snapshot
+from aifr.stdlib import build_stdlib
+from stdlib_kit import serve_http, snapshot
 
 
 @pytest.fixture
@@ -80,3 +82,76 @@ def test_reads_are_allowed_and_return_json(app: App) -> None:
     result = app.runtime.invoke("data.json.parse", {"text": json.dumps({"a": 1})}, "alice")
     assert result.status is Status.OK
     assert result.output == {"value": {"a": 1}}
+
+
+_ALLOW_CI = """  - id: ci-runs-the-stdlib
+    when: {principal: ci}
+    decision: ALLOW
+    reason: the test principal may run every standard capability
+"""
+
+
+@pytest.fixture
+def open_app(tmp_path: Path, clean_env: dict[str, str]) -> Iterator[tuple[App, str]]:
+    """An init project whose policy lets ``ci`` run anything, with a local HTTP server."""
+    project = tmp_path / "proj"
+    init_project(project)
+    policy = project / "policies" / "default.yaml"
+    policy.write_text(policy.read_text().replace("rules:\n", "rules:\n" + _ALLOW_CI, 1))
+    config = project / "aifr.toml"
+    config.write_text(
+        config.read_text()
+        .replace("allow_commands = []", 'allow_commands = ["echo"]')
+        .replace(
+            "allow_hosts = []",
+            'allow_hosts = ["127.0.0.1"]\nallow_schemes = ["http"]\nallow_private_addresses = true',
+        )
+    )
+    (project / "f.txt").write_text("one")
+    (project / "g.txt").write_text("two")
+    with serve_http() as base:
+        built = build_app(project, require_project=True)
+        yield built, base
+        built.close()
+
+
+def _restore_input(app: App, _: str) -> dict[str, Any]:
+    written = app.runtime.invoke("io.fs.write_file", {"path": "r.txt", "content": "r"}, "ci")
+    assert isinstance(written.output, dict)
+    return dict(written.output["undo"])
+
+
+CASES: dict[str, Callable[[App, str], dict[str, Any]]] = {
+    "io.fs.read_file": lambda app, base: {"path": "f.txt"},
+    "io.fs.list_dir": lambda app, base: {"path": "."},
+    "io.fs.stat": lambda app, base: {"path": "f.txt"},
+    "io.fs.write_file": lambda app, base: {"path": "notes/a.txt", "content": "hi"},
+    "io.fs.move": lambda app, base: {"source": "g.txt", "destination": "h.txt"},
+    "io.fs.delete": lambda app, base: {"path": "f.txt"},
+    "io.fs.restore": _restore_input,
+    "io.net.http_get": lambda app, base: {"url": f"{base}/ok"},
+    "io.net.http_request": lambda app, base: {"url": f"{base}/echo", "method": "POST"},
+    "data.json.parse": lambda app, base: {"text": "[1, 2]"},
+    "data.csv.parse": lambda app, base: {"text": "a,b\n1,2\n"},
+    "data.query": lambda app, base: {"data": {"a": [1, 2]}, "expression": "a[1]"},
+    "data.transform": lambda app, base: {"data": {"a": 1}, "mapping": {"b": "a"}},
+    "sys.exec": lambda app, base: {"argv": ["echo", "hi"]},
+    "sys.env.read": lambda app, base: {"prefix": "AIFR_"},
+}
+
+
+def test_the_cases_cover_every_standard_capability(tmp_path: Path) -> None:
+    built = build_stdlib(project_dir=tmp_path, state_dir=tmp_path / ".aifr")
+    assert set(CASES) == {item.id for item in built}
+
+
+@pytest.mark.parametrize("capability_id", sorted(CASES))
+def test_every_standard_capability_runs_through_runtime_invoke(
+    open_app: tuple[App, str], capability_id: str
+) -> None:
+    app, base = open_app
+    inputs = CASES[capability_id](app, base)
+    result = app.runtime.invoke(capability_id, inputs, "ci")
+    assert result.status is Status.OK, result.error
+    assert result.audit_id is not None
+    assert app.ledger.verify().ok
