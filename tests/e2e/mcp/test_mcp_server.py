@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,32 @@ def test_http_without_a_token_is_refused_with_401(
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["code"] == "transport.unauthenticated"
     assert forged.status_code == 401
+
+
+def test_a_socket_peer_acts_as_the_principal_its_uid_maps_to(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str], short_dir: Path
+) -> None:
+    built = build_target("uds", aifr_bin, tmp_path, clean_env, short_dir)
+    config = built.project / "aifr.toml"  # the [mcp] table is last: the key lands in it
+    config.write_text(
+        config.read_text() + f'uid_principals = {{ "{os.getuid()}" = "uds-owner" }}\n'
+    )
+    target = start(built)
+
+    async def main() -> tuple[types.CallToolResult, Any]:
+        with anyio.fail_after(60):
+            async with target.client() as client:
+                greeted = await client.call_tool("shop.greet", {"name": "Uid"})
+                return greeted, await client.read_resource("aifr://audit/recent")
+
+    try:
+        greeted, audit = anyio.run(main)
+    finally:
+        for server in target.servers:
+            server.stop()
+    assert greeted.is_error is False, _text(greeted)
+    document = json.loads(audit.contents[0].text)
+    assert document["principal"] == "uds-owner"
+    assert [(r["principal"], r["capability_id"]) for r in document["records"]] == [
+        ("uds-owner", "shop.greet")
+    ]
