@@ -77,6 +77,7 @@ class ExpectDoc(BaseModel):
     reason_contains: str | None = None
     approver_roles: list[str] | None = None
     quorum: int | None = None
+    approval_ttl_s: float | None = None
     grant: bool | None = None
 
 
@@ -247,6 +248,8 @@ def _describe(decision: PolicyDecision) -> str:
     text = f"{decision.decision.value} rule={decision.rule_id or '-'}"
     if decision.approver_roles:
         text += f" approvers={','.join(decision.approver_roles)} quorum={decision.quorum}"
+    if decision.approval_ttl_s is not None:
+        text += f" approval_ttl_s={decision.approval_ttl_s:g}"
     if decision.grant_id:
         text += f" grant={decision.grant_id}"
     return text + f" reason={decision.reason!r}"
@@ -277,6 +280,10 @@ def _compare(expect: ExpectDoc, decision: PolicyDecision) -> list[str]:
         )
     if expect.quorum is not None and expect.quorum != decision.quorum:
         problems.append(f"quorum: expected {expect.quorum}, got {decision.quorum}")
+    if "approval_ttl_s" in fields and expect.approval_ttl_s != decision.approval_ttl_s:
+        problems.append(
+            f"approval_ttl_s: expected {expect.approval_ttl_s!r}, got {decision.approval_ttl_s!r}"
+        )
     if expect.grant is not None and expect.grant != (decision.grant_id is not None):
         problems.append(f"grant: expected {expect.grant}, got {decision.grant_id!r}")
     return problems

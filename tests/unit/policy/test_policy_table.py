@@ -54,3 +54,18 @@ def test_a_table_grant_with_an_invalid_glob_or_constraint_is_refused_at_load(
     ]
     assert "unclosed '['" in info.value.message
     assert "invalid regex" in info.value.message
+
+
+def test_a_wrong_approval_expiry_is_a_mismatch_naming_both_values(tmp_path: Path) -> None:
+    table = tmp_path / "cases.yaml"
+    table.write_text(
+        f"policy: {TABLE.parent / 'policies'}\n"
+        "capabilities:\n  - {id: deploy.app, operation: EXECUTE, risk: HIGH}\n"
+        "cases:\n"
+        "  - {name: wrong expiry, principal: dave, capability: deploy.app, workflow: release-1,\n"
+        "     expect: {decision: REQUIRE_APPROVAL, approval_ttl_s: 60}}\n"
+    )
+    (result,) = run_case_table(load_case_table(table))
+    assert not result.passed
+    assert result.problems == ("approval_ttl_s: expected 60.0, got 1800.0",)
+    assert "approval_ttl_s=1800" in result.actual
