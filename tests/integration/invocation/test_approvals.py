@@ -6,10 +6,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from invocation_env import Env
+from invocation_env import Env, policy_engine
 
+from aifr.capabilities import CapabilityRegistry, capability
 from aifr.errors import ApprovalError, ErrorCode
-from aifr.invocation import ApprovalStatus, Result, Status
+from aifr.invocation import ApprovalStatus, Result, Runtime, Status
 
 TRANSFER = {"to": "mallory", "amount": 100}
 
@@ -83,6 +84,28 @@ def test_changed_inputs_or_principal_need_a_new_approval(env: Env) -> None:
     assert other.error is not None and other.error.code is ErrorCode.APPROVAL_DIGEST_MISMATCH
     assert env.calls.transfers == []
     assert env.approvals.get(approval_id).status is ApprovalStatus.APPROVED
+
+
+def test_a_capability_changed_since_the_approval_needs_a_new_one(env: Env) -> None:
+    approval_id = ask(env).approval_id
+    assert approval_id is not None
+    env.approvals.approve(approval_id, "bob")
+
+    @capability("demo.transfer", operation="WRITE", risk="MEDIUM")
+    def transfer(to: str, amount: int) -> dict[str, object]:
+        """Move money, and a little more (a new fingerprint)."""
+        raise AssertionError("an approval of the old capability must not run the new one")
+
+    redeployed = Runtime(
+        CapabilityRegistry([transfer]), policy_engine(), env.ledger, approvals=env.approvals
+    )
+    try:
+        result = redeployed.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    finally:
+        redeployed.close()
+    assert result.error is not None and result.error.code is ErrorCode.APPROVAL_DIGEST_MISMATCH
+    assert env.approvals.get(approval_id).status is ApprovalStatus.APPROVED
+    assert env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id).ok
 
 
 def test_nobody_approves_their_own_request_or_one_made_on_their_behalf(env: Env) -> None:
