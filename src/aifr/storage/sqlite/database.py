@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,13 +31,54 @@ class Migration:
     script: str
 
 
-@contextmanager
-def translate_sqlite_errors(action: str) -> Iterator[None]:
+def translate_sqlite_errors(action: str) -> AbstractContextManager[None]:
     """Turn sqlite3 and OS errors raised inside the block into ``StorageError`` naming ``action``."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise StorageError(f"{action} failed: {exc}", action=action) from exc
+    return _Translating(action)
+
+
+class _Translating:
+    """The context manager of :func:`translate_sqlite_errors`.
+
+    A plain class rather than ``@contextmanager``: every statement on a workflow step's
+    path runs inside one, and a generator costs about three times as much to enter.
+    """
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, (sqlite3.Error, OSError)):
+            raise StorageError(f"{self.action} failed: {exc}", action=self.action) from exc
+
+
+class _Transaction:
+    """The context manager of :meth:`SqliteDatabase.transaction` (a class, as above)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        with _Translating("beginning a transaction"):
+            self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is not None:
+            self.conn.execute("ROLLBACK")
+            return
+        with _Translating("committing"):
+            self.conn.execute("COMMIT")
 
 
 class SqliteDatabase:
@@ -95,19 +136,11 @@ class SqliteDatabase:
             self._local.conn = conn
         return conn
 
-    @contextmanager
-    def transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, conn: sqlite3.Connection | None = None
+    ) -> AbstractContextManager[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
-        conn = conn or self.connect()
-        with translate_sqlite_errors("beginning a transaction"):
-            conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        with translate_sqlite_errors("committing"):
-            conn.execute("COMMIT")
+        return _Transaction(conn or self.connect())
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Apply ``component``'s migrations newer than its recorded version, in order.

@@ -37,7 +37,7 @@ class _Job(Generic[T]):
         self.has_result = False
         self.error: AifrError | None = None
         self.is_leader = False
-        self.wake: threading.Event | None = None
+        self.wake = threading.Event()
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -68,19 +68,32 @@ class GroupCommit:
             AifrError: whatever ``work`` raised (its writes are rolled back), or a
                 ``StorageError`` when the shared commit failed.
         """
-        job: _Job[T] = _Job(work)
         with self._lock:
-            self._queue.append(job)  # type: ignore[arg-type]  # jobs differ only in T
             if self._is_leading:
-                job.wake = threading.Event()
+                job: _Job[T] | None = _Job(work)
+                self._queue.append(job)  # type: ignore[arg-type]  # jobs differ only in T
             else:
-                self._is_leading = job.is_leader = True
-        if job.wake is not None:
-            job.wake.wait()
-            if not job.is_leader:
-                return job.outcome()
+                self._is_leading = True
+                job = None
+        if job is None:
+            return self._alone(work)
+        job.wake.wait()
+        if not job.is_leader:
+            return job.outcome()
         self._lead()
         return job.outcome()
+
+    def _alone(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Nobody else is writing: the transaction itself is the job's savepoint.
+
+        No job object, queue or hand-off: a lone writer pays one transaction and nothing
+        more. An error rolls the transaction back and reaches the caller unchanged.
+        """
+        try:
+            with self._db.transaction() as conn:
+                return work(conn)
+        finally:
+            self._hand_on(1)
 
     def _lead(self) -> None:
         with self._lock:
@@ -88,25 +101,25 @@ class GroupCommit:
         try:
             self._commit(batch)
         finally:
-            with self._lock:
-                self.commits += 1
-                self.jobs += len(batch)
-                successor = self._queue[0] if self._queue else None
-                if successor is not None:
-                    successor.is_leader = True
-                else:
-                    self._is_leading = False
+            self._hand_on(len(batch))
             for job in batch:
-                if job.wake is not None:
-                    job.wake.set()
-            if successor is not None and successor.wake is not None:
-                successor.wake.set()
+                job.wake.set()
+
+    def _hand_on(self, jobs: int) -> None:
+        """Count a finished transaction and pass leadership to the next waiting writer."""
+        with self._lock:
+            self.commits += 1
+            self.jobs += jobs
+            successor = self._queue[0] if self._queue else None
+            if successor is not None:
+                successor.is_leader = True
+            else:
+                self._is_leading = False
+        if successor is not None:
+            successor.wake.set()
 
     def _commit(self, batch: list[_Job[object]]) -> None:
         try:
-            if len(batch) == 1:  # alone: the transaction itself is the job's savepoint
-                self._alone(batch[0])
-                return
             with self._db.transaction() as conn:
                 for job in batch:
                     self._one(conn, job)
@@ -119,15 +132,6 @@ class GroupCommit:
             for job in batch:
                 job.error = StorageError(f"grouped commit failed: {exc!r}")
             raise
-
-    def _alone(self, job: _Job[object]) -> None:
-        try:
-            with self._db.transaction() as conn:
-                job.result = job.work(conn)
-                job.has_result = True
-        except AifrError as exc:
-            job.error = exc
-            job.has_result = False
 
     @staticmethod
     def _one(conn: sqlite3.Connection, job: _Job[object]) -> None:
