@@ -47,7 +47,7 @@ from aifr.workflows.recovery import DriftRule, Recovery, accept_drift, apply_dri
 from aifr.workflows.saga import Saga
 from aifr.workflows.spec import StepSpec, WorkflowSpec
 from aifr.workflows.state import RunContext, error_dict, released_lease, workflow_event
-from aifr.workflows.templating import has_templates, render_inputs
+from aifr.workflows.templating import render_inputs
 from aifr.workflows.views import PlannedStep, RunView
 
 __all__ = ["WorkflowEngine"]
@@ -125,7 +125,7 @@ class WorkflowEngine:
             id=run_id,
             workflow=spec.name,
             workflow_version=spec.version,
-            definition=spec.model_dump(mode="json"),
+            definition=spec.definition,
             inputs=bound,
             principal=principal,
             roles=tuple(sorted(roles)),
@@ -367,7 +367,7 @@ class WorkflowEngine:
                 render_inputs(
                     spec.inputs, context.template_context(), where=f"steps.{spec.id}.inputs"
                 )
-                if has_templates(spec.inputs)
+                if spec.is_templated
                 else dict(spec.inputs)
             )
         except WorkflowError as exc:

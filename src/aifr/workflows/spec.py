@@ -11,6 +11,7 @@ YAML file (:func:`load_workflow_file`) or from Python (:mod:`aifr.workflows.buil
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from aifr.capabilities import digest
 from aifr.errors import ErrorCode, FieldError, InputValidationError, WorkflowError
-from aifr.workflows.templating import check_templates
+from aifr.workflows.templating import check_templates, has_templates
 
 __all__ = [
     "STEP_ID_PATTERN",
@@ -110,6 +111,15 @@ class StepSpec(BaseModel):
     compensation: CompensationOverride | None = None
     on_failure: Literal["compensate", "halt"] | None = None
 
+    @cached_property
+    def is_templated(self) -> bool:
+        """Whether any input is a template; else a run uses the inputs as written.
+
+        Asked before every execution of the step; the spec is frozen, so it is worked
+        out once.
+        """
+        return has_templates(self.inputs)
+
 
 class InputSpec(BaseModel):
     """A typed workflow input; without a default it is required."""
@@ -165,7 +175,16 @@ class WorkflowSpec(BaseModel):
     @property
     def fingerprint(self) -> str:
         """Digest of the whole definition."""
-        return digest(self.model_dump(mode="json"))
+        return digest(self.definition)
+
+    @cached_property
+    def definition(self) -> dict[str, JsonValue]:
+        """The JSON form of the spec that each run stores as its snapshot.
+
+        Dumped once per spec and shared by all its runs, which only read it (and the
+        run store encodes one shared definition once).
+        """
+        return self.model_dump(mode="json")
 
     def step(self, step_id: str) -> StepSpec:
         """The step with this id.

@@ -28,7 +28,7 @@ from aifr.workflows.ports import (
     StepState,
 )
 
-__all__ = ["WORKFLOW_MIGRATIONS", "SqliteRunStore"]
+__all__ = ["WORKFLOW_MIGRATIONS", "SqliteRunStore", "encode_column"]
 
 WORKFLOW_MIGRATIONS = [
     Migration(
@@ -116,8 +116,18 @@ _STEP_UPSERT = (
 )
 
 
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_DEFINITIONS_KEPT = 64
+"""How many workflow definitions :class:`SqliteRunStore` keeps encoded."""
+
+
+def encode_column(value: Any) -> str | None:
+    """A JSON column's text (sorted, compact), or SQL ``NULL`` for ``None``.
+
+    One encoder, built once: ``json.dumps`` with options builds a new one per call, and
+    a workflow step encodes several values.
+    """
+    return None if value is None else _ENCODE(value)
 
 
 def _loads(text: str | None) -> Any:
@@ -172,18 +182,19 @@ def _step(row: sqlite3.Row) -> StepRecord:
 def _step_params(s: StepRecord) -> tuple[Any, ...]:
     return (
         s.run_id, s.step_id, s.index, s.capability, s.state.value, s.attempt, s.fingerprint,
-        _dumps(s.inputs), _dumps(s.output), _dumps(s.error), s.approval_id, s.audit_id,
-        s.next_attempt_at, s.finished_at, s.undo_attempt, s.undo_capability,
-        _dumps(s.undo_output), _dumps(s.undo_error), s.undo_approval_id,
+        encode_column(s.inputs), encode_column(s.output), encode_column(s.error),
+        s.approval_id, s.audit_id, s.next_attempt_at, s.finished_at, s.undo_attempt,
+        s.undo_capability, encode_column(s.undo_output), encode_column(s.undo_error),
+        s.undo_approval_id,
     )  # fmt: skip
 
 
-def _run_params(r: RunRecord) -> tuple[Any, ...]:
+def _run_params(r: RunRecord, definition: str) -> tuple[Any, ...]:
     return (
-        r.id, r.workflow, r.workflow_version, _dumps(r.definition), _dumps(r.inputs),
-        r.principal, _dumps(list(r.roles)), r.state.value, _dumps(r.fingerprints),
-        _dumps(r.error), r.failed_step, int(r.cancel_requested), r.created_at, r.updated_at,
-        r.lease_owner, r.lease_expires_at,
+        r.id, r.workflow, r.workflow_version, definition, encode_column(r.inputs), r.principal,
+        encode_column(list(r.roles)), r.state.value, encode_column(r.fingerprints),
+        encode_column(r.error), r.failed_step, int(r.cancel_requested), r.created_at,
+        r.updated_at, r.lease_owner, r.lease_expires_at,
     )  # fmt: skip
 
 
@@ -196,6 +207,7 @@ class SqliteRunStore:
         self.group = GroupCommit(database)
         self._completions: set[str] = set()
         self._completions_lock = threading.Lock()
+        self._definitions: dict[int, tuple[dict[str, Any], str]] = {}
         database.migrate("workflows", WORKFLOW_MIGRATIONS)
 
     # -- runs -----------------------------------------------------------------------------
@@ -205,11 +217,29 @@ class SqliteRunStore:
 
         def create_in(conn: sqlite3.Connection) -> AuditRecord:
             with translate_sqlite_errors("creating a run"):
-                conn.execute(_INSERT_RUN, _run_params(run))
+                conn.execute(_INSERT_RUN, _run_params(run, self._definition_text(run)))
                 conn.executemany(_STEP_UPSERT, [_step_params(s) for s in steps])
                 return self.ledger.append_in(conn, audit)
 
         return self.group.run(create_in)
+
+    def _definition_text(self, run: RunRecord) -> str:
+        """The JSON of ``run.definition``, encoded once per definition object.
+
+        Encoding a definition costs more than the rest of starting a run, and the engine
+        hands every run of one workflow spec the same (never mutated) definition dict, so
+        the text is kept by that object's identity; the entry holds the object, so the
+        identity cannot be reused while it is kept.
+        """
+        definition = run.definition
+        cached = self._definitions.get(id(definition))
+        if cached is not None and cached[0] is definition:
+            return cached[1]
+        text = _ENCODE(definition)
+        if len(self._definitions) >= _DEFINITIONS_KEPT:
+            self._definitions.clear()
+        self._definitions[id(definition)] = (definition, text)
+        return text
 
     def save(
         self,
@@ -248,8 +278,8 @@ class SqliteRunStore:
                 "WHERE id = ? AND (? IS NULL OR lease_owner IS NULL OR lease_owner = ?)",
                 (
                     run.state.value,
-                    _dumps(run.fingerprints),
-                    _dumps(run.error),
+                    encode_column(run.fingerprints),
+                    encode_column(run.error),
                     run.failed_step,
                     int(run.cancel_requested),
                     run.updated_at,
@@ -275,7 +305,7 @@ class SqliteRunStore:
                     (
                         notification.kind,
                         notification.url,
-                        _dumps(notification.body),
+                        encode_column(notification.body),
                         run.updated_at,
                         run.updated_at,
                     ),

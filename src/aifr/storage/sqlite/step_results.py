@@ -9,6 +9,10 @@ fsync), and its result is durable before the next step starts.
 
 A step key's claim writes nothing: a run is driven by one lease holder at a time, so
 no second writer can race for the key, and a claim lost in a crash needs no cleanup.
+
+The stored result (replayed for a repeated key) leaves out the output, which the step
+row already holds in its own column: the output, often the largest value of a step,
+is encoded and written once.
 """
 
 from __future__ import annotations
@@ -22,23 +26,19 @@ from pydantic import JsonValue
 from aifr.audit import AuditEvent, AuditRecord
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
 from aifr.storage.sqlite.database import translate_sqlite_errors
-from aifr.storage.sqlite.runs import SqliteRunStore
+from aifr.storage.sqlite.runs import SqliteRunStore, encode_column
 from aifr.workflows.ports import StepKey, StepState
 
 __all__ = ["StepResultStore"]
 
 _SELECT_STEP_RESULT = (
-    "SELECT attempt, request_digest AS digest, result, finished_at FROM wf_steps "
+    "SELECT attempt, request_digest AS digest, result, output, finished_at FROM wf_steps "
     "WHERE run_id = ? AND step_id = ?"
 )
 _SELECT_UNDO_RESULT = (
     "SELECT undo_attempt AS attempt, undo_digest AS digest, undo_result AS result, "
-    "finished_at FROM wf_steps WHERE run_id = ? AND step_id = ?"
+    "undo_output AS output, finished_at FROM wf_steps WHERE run_id = ? AND step_id = ?"
 )
-
-
-def _dumps(value: object) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 class StepResultStore:
@@ -66,12 +66,15 @@ class StepResultStore:
             row = self._db.connect().execute(query, (parsed.run_id, parsed.step_id)).fetchone()
         if row is None or row["result"] is None or row["attempt"] != parsed.attempt:
             return None
+        result = json.loads(row["result"])
+        output = row["output"]
+        result["output"] = json.loads(output) if output is not None else None
         return IdempotencyRecord(
             principal=principal,
             key=key,
             request_digest=row["digest"],
             created_at=row["finished_at"] or 0.0,
-            result=json.loads(row["result"]),
+            result=result,
             completed_at=row["finished_at"],
         )
 
@@ -101,7 +104,8 @@ class StepResultStore:
             return self._fallback.complete(principal, key, result, now, audit)
         with self._lock:
             request_digest = self._digests.pop((principal, key), None)
-        output = _dumps(result.get("output"))
+        output = encode_column(result.get("output"))
+        stored = encode_column({k: v for k, v in result.items() if k != "output"})
 
         def complete_in(conn: sqlite3.Connection) -> AuditRecord:
             with translate_sqlite_errors("completing a step"):
@@ -117,7 +121,7 @@ class StepResultStore:
                             result.get("capability_id"),
                             output,
                             request_digest,
-                            _dumps(result),
+                            stored,
                             now,
                             parsed.run_id,
                             parsed.step_id,
@@ -133,7 +137,7 @@ class StepResultStore:
                             parsed.attempt,
                             output,
                             request_digest,
-                            _dumps(result),
+                            stored,
                             record.id,
                             now,
                             parsed.run_id,
