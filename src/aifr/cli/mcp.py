@@ -20,7 +20,7 @@ from aifr.errors import AifrError
 
 if TYPE_CHECKING:
     from aifr.config import Settings
-    from aifr.transports.mcp.auth import McpIdentity
+    from aifr.transports.mcp.auth import McpIdentity, TokenRecord
 
 __all__ = ["app"]
 
@@ -66,6 +66,37 @@ def _local_identity(settings: Settings) -> McpIdentity:
 
     mcp = settings.mcp
     return McpIdentity(mcp.principal, frozenset(mcp.roles), mcp.operator)
+
+
+def _audit_token_change(settings: Settings, action: str, record: TokenRecord) -> None:
+    """Append a ``config.changed`` record for a minted or revoked token (never the token).
+
+    Raises:
+        AifrError: the ledger could not be written.
+    """
+    from aifr.app import build_audit_ledger
+    from aifr.audit import AuditEvent
+
+    ledger = build_audit_ledger(settings)
+    try:
+        ledger.append(
+            AuditEvent(
+                kind="config.changed",
+                principal=settings.principal,
+                outcome="ok",
+                details={
+                    "key": "mcp.tokens",
+                    "action": action,
+                    "digest_prefix": record.digest[:12],
+                    "acts_as": record.principal,
+                    "roles": list(record.roles),
+                    "operator": record.operator,
+                    "label": record.label,
+                },
+            )
+        )
+    finally:
+        ledger.close()
 
 
 def _announce(message: str) -> None:
@@ -212,13 +243,17 @@ def token_create(
     label: Annotated[str, typer.Option(help="Free-text note.")] = "",
     project: ProjectOption = Path(),
 ) -> None:
-    """Mint a bearer token; it is printed once and stored only as a SHA-256 digest."""
+    """Mint a bearer token; it is printed once and stored only as a SHA-256 digest.
+
+    The change is audited as ``config.changed`` (digest prefix, never the token).
+    """
     from aifr.transports.mcp.auth import TokenStore
 
     try:
         settings = _settings(project)
         store = TokenStore(settings.path(settings.mcp.tokens_file))
         token, record = store.create(principal, roles=role or (), operator=operator, label=label)
+        _audit_token_change(settings, "created", record)
     except AifrError as exc:
         fail(exc)
     err_console.print(
@@ -252,12 +287,13 @@ def token_revoke(
     digest: Annotated[str, typer.Argument(help="Digest prefix shown by 'token list'.")],
     project: ProjectOption = Path(),
 ) -> None:
-    """Revoke a token by its digest prefix; it stops working on the next request."""
+    """Revoke a token by its digest prefix; it stops working on the next request (audited)."""
     from aifr.transports.mcp.auth import TokenStore
 
     try:
         settings = _settings(project)
         removed = TokenStore(settings.path(settings.mcp.tokens_file)).revoke(digest)
+        _audit_token_change(settings, "revoked", removed)
     except AifrError as exc:
         fail(exc)
     console.print(f"revoked {removed.digest[:12]} ({removed.principal})")

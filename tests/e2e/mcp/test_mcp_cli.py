@@ -100,6 +100,17 @@ def test_token_create_list_revoke(aifr_bin: str, tmp_path: Path, clean_env: dict
         aifr_bin, "mcp", "token", "list", "-p", str(project), cwd=project, env=clean_env
     )
     assert "no tokens" in listed.stdout
+    exported = run_aifr(aifr_bin, "audit", "export", "-p", str(project), cwd=project, env=clean_env)
+    assert exported.returncode == 0, exported.stderr
+    assert token not in exported.stdout
+    changes = [
+        (r["kind"], r["details"]["action"], r["details"]["digest_prefix"], r["details"]["acts_as"])
+        for r in map(json.loads, exported.stdout.splitlines())
+    ]
+    assert changes == [
+        ("config.changed", "created", digest, "bot"),
+        ("config.changed", "revoked", digest, "bot"),
+    ]
 
 
 def test_uds_refuses_to_replace_a_regular_file(
