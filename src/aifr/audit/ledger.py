@@ -10,7 +10,8 @@ during the commit. A lone caller therefore pays one transaction and no handoff, 
 concurrent callers pay about one fsync per batch instead of N.
 
 Redaction and JSON encoding happen in the caller's thread before queueing; the leader
-only assigns seq, id, time and hashes, which need the head read inside the transaction.
+only assigns seq, id, time and hashes, which need the head as it stands inside the
+transaction.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class AuditLedger:
     """Append, read, verify and checkpoint one hash chain held by an :class:`AuditStore`.
 
     Thread-safe; one instance per process and database. Several processes may append to
-    the same database: the store reads the head inside each write transaction.
+    the same database: the store extends the head as it stands inside each write
+    transaction.
     """
 
     def __init__(self, store: AuditStore) -> None:

@@ -1,9 +1,10 @@
 """What the audit ledger needs from storage and from an external sink.
 
 ``AuditStore`` is implemented per backend in ``aifr.storage`` (SQLite now, PostgreSQL
-later); the ledger never sees SQL. The store owns transactions: it reads the chain head
-*inside* the write transaction and hands it to a :data:`ChainBuilder`, so several
-processes sharing one database still extend one chain.
+later); the ledger never sees SQL. The store owns transactions: it hands the chain head
+as it stands *inside* the write transaction to a :data:`ChainBuilder` (read there, or
+remembered from its own last commit and checked by the insert), so several processes
+sharing one database still extend one chain.
 """
 
 from __future__ import annotations

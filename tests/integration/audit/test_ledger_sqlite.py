@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -262,3 +263,14 @@ def test_a_waiting_appender_interrupted_by_ctrl_c_never_stalls_the_others(
     after = ledger.append(_event(3))  # would hang forever if leadership were lost
     assert after.seq == 3
     assert ledger.verify().ok and ledger.pending() == 0
+
+
+def test_two_ledgers_taking_turns_on_one_file_chain_onto_each_others_records(
+    database: SqliteDatabase,
+) -> None:
+    first = open_sqlite_ledger(database)
+    second = open_sqlite_ledger(SqliteDatabase(database.path))
+    appended = [(first if n % 3 else second).append(_event(n)) for n in range(12)]
+    assert [r.seq for r in appended] == list(range(1, 13))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(appended))
+    assert first.verify().ok and first.verify().checked == 12

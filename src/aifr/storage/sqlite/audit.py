@@ -3,9 +3,16 @@
 Records live in ``audit_records`` keyed by ``seq`` (the rowid, so seq order is the
 physical order and ``MAX(seq)`` is one B-tree step). Group commit writes through one
 dedicated connection, used by one leader at a time; ``append_in`` writes through the
-caller's connection inside the caller's transaction. Both read the head after
+caller's connection inside the caller's transaction and reads the head after
 ``BEGIN IMMEDIATE`` holds the write lock, so every writer in every process extends the
 same chain.
+
+Group commit skips that head read while it was the last writer: it remembers the head of
+its own last commit and builds on it optimistically. ``seq`` is the primary key, so if
+anyone else appended meanwhile (``append_in``, another ledger, another process) the
+first insert collides on ``seq`` and the batch is rebuilt on the head read under the
+lock. Only committed records of its own are remembered, never ``append_in``'s, whose
+transaction the caller may still roll back.
 """
 
 from __future__ import annotations
@@ -95,10 +102,11 @@ class SqliteAuditStore:
         self._db = database
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
+        self._last_head: ChainHead | None = None  # head of this writer's last commit
         database.migrate("audit", AUDIT_MIGRATIONS)
 
     def append(self, build: ChainBuilder) -> list[AuditRecord]:
-        """Read the head, insert ``build(head)`` and commit, in one transaction.
+        """Insert ``build(head)`` on the current head and commit, in one transaction.
 
         Raises:
             StorageError: the database failed (nothing was written).
@@ -107,22 +115,45 @@ class SqliteAuditStore:
             conn = self._writer
             if conn is None:
                 conn = self._writer = self._db.new_connection()
-            # Plain statements rather than the database's context managers: this is the
-            # hot path, and two generator frames cost as much as the INSERT.
+            head, self._last_head = self._last_head, None  # forgotten unless this commits
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    records = build(_head(conn))
-                    _insert(conn, records)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                records = self._commit(conn, build, head) if head is not None else None
+                if records is None:  # no head remembered, or someone else appended since
+                    records = self._commit(conn, build, None)
             except sqlite3.Error as exc:
                 raise StorageError(
                     f"appending audit records failed: {exc}", action="appending audit records"
                 ) from exc
+            assert records is not None  # noqa: S101  # a commit on the read head never collides
+            self._last_head = ChainHead(records[-1].seq, records[-1].hash)
+        return records
+
+    @staticmethod
+    def _commit(
+        conn: sqlite3.Connection, build: ChainBuilder, head: ChainHead | None
+    ) -> list[AuditRecord] | None:
+        """One transaction on ``head`` (read under the lock when ``None``).
+
+        Returns ``None``, with nothing written, when a remembered ``head`` is no longer
+        the head: the first insert then collides on ``seq``.
+        """
+        # Plain statements rather than the database's context managers: this is the hot
+        # path, and two generator frames cost as much as the INSERT.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            records = build(head if head is not None else _head(conn))
+            try:
+                _insert(conn, records)
+            except sqlite3.IntegrityError:
+                if head is None:
+                    raise
+                conn.execute("ROLLBACK")
+                return None
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         return records
 
     def append_in(self, conn: object, build: ChainBuilder) -> list[AuditRecord]:
@@ -252,6 +283,7 @@ class SqliteAuditStore:
     def close(self) -> None:
         """Close the group-commit connection (others belong to the database)."""
         with self._writer_lock:
+            self._last_head = None
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
