@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from aifr.audit import REDACTED, redact_details, redact_text
+from aifr.audit.redact import _SECRET_VALUE
 
 
 def test_values_under_secret_looking_keys_are_redacted_at_any_depth() -> None:
@@ -40,3 +44,48 @@ def test_credential_looking_strings_are_redacted_wherever_they_appear() -> None:
 def test_clean_details_come_back_as_the_same_object() -> None:
     details = {"status": "ok", "count": 3, "ref": "secret://API_TOKEN"}
     assert redact_details(details) is details
+
+
+def test_credentials_are_redacted_whatever_the_letter_case_of_their_scheme() -> None:
+    for scheme in ("BEARER", "Bearer", "bEaReR", "Basic", "BASIC", "TOKEN", "Token", "tOkEn"):
+        text = f"header {scheme} abcdefgh12345678 sent"
+        assert redact_text(text) == f"header {REDACTED} sent", scheme
+    kelvin = "to\u212aen abcdefgh12345678"  # KELVIN SIGN matches "k" case-insensitively
+    assert redact_text(kelvin) == REDACTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "x",
+                " ",
+                "-",
+                "_",
+                ".",
+                "@",
+                ":",
+                "//",
+                "Bearer ",
+                "token\t",
+                "AKIA",
+                "gh",
+                "p_",
+                "xoxb-",
+                "sk-",
+                "rk_live_",
+                "AIza",
+                "eyJ",
+                "-----BEGIN RSA PRIVATE KEY-----",
+                "ABCDEFGHIJKLMNOP",
+                "abcdefgh0123",
+                "\u212a",
+                "\u00e9",
+            ]
+        ),
+        max_size=24,
+    ).map("".join)
+)
+def test_the_quick_screen_never_lets_through_what_the_full_scan_redacts(text: str) -> None:
+    assert redact_text(text) == _SECRET_VALUE.sub(REDACTED, text)
