@@ -54,6 +54,7 @@ class CapabilityRegistry:
 
     def __init__(self, capabilities: Iterable[Capability | CapabilitySpec] = ()) -> None:
         self._by_id: dict[str, dict[tuple[int, ...], Capability]] = {}
+        self._count = 0  # registrations are never removed, so this is the size
         self._lock = threading.Lock()
         for item in capabilities:
             self.register(item)
@@ -87,6 +88,7 @@ class CapabilityRegistry:
                     version=spec.version,
                 )
             versions[spec.version_key] = capability
+            self._count += 1
         return capability
 
     def get(self, ref: str) -> CapabilitySpec | None:
@@ -159,4 +161,4 @@ class CapabilityRegistry:
             yield from sorted(versions.values(), key=lambda c: c.spec.version_key)
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_id.values())
+        return self._count
