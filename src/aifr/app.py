@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
-from aifr.audit import AuditLedger
+from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import Settings, load_settings
 from aifr.errors import AifrError, ConfigError
@@ -30,7 +30,7 @@ from aifr.invocation import (
     SecretProvider,
     SecretResolver,
 )
-from aifr.policy import GrantStore, PolicyEngine
+from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import build_stdlib
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.sqlite import SqliteDatabase
@@ -142,6 +142,21 @@ class App:
             WorkflowError: ``workflow.not_found``, or the file is invalid.
         """
         return find_workflow(self.settings.path(self.settings.workflows.directory), name_or_path)
+
+    def audit_policy_change(self, change: PolicyChange) -> None:
+        """Record a policy reload or a grant issued or revoked as ``config.changed``.
+
+        Raises:
+            AifrError: the ledger could not be written.
+        """
+        self.ledger.append(
+            AuditEvent(
+                kind="config.changed",
+                principal=change.actor,
+                outcome="ok",
+                details={"key": change.key, "action": change.action, **change.details},
+            )
+        )
 
     def close(self) -> None:
         """Stop the runtime and close the state database, if they were started."""
@@ -293,4 +308,6 @@ def build_app(project_dir: Path | str = ".", *, require_project: bool = False) -
     """
     settings = load_settings(project_dir, require_project=require_project)
     registry = build_registry(settings)
-    return App(settings=settings, registry=registry, policy=build_policy(settings, registry))
+    app = App(settings=settings, registry=registry, policy=build_policy(settings, registry))
+    app.policy.on_change(app.audit_policy_change)
+    return app

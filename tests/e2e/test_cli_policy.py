@@ -172,3 +172,14 @@ def test_grants_are_issued_listed_and_revoked_from_the_cli(
     missing = run(aifr_bin, "grants", "revoke", "g-nope", "--as", "root", cwd=root, env=clean_env)
     assert missing.returncode == 5
     assert "policy.grant_not_found" in missing.stderr
+    exported = run(aifr_bin, "audit", "export", "--format", "jsonl", cwd=root, env=clean_env)
+    changes = [
+        (r["principal"], r["details"]["key"], r["details"]["action"], r["details"]["id"])
+        for r in map(json.loads, exported.stdout.splitlines())
+        if r["kind"] == "config.changed"
+    ]
+    assert changes == [
+        ("erin", "policy.grants", "issued", listed[0]["id"]),
+        ("root", "policy.grants", "revoked", listed[0]["id"]),
+    ]
+    assert run(aifr_bin, "audit", "verify", cwd=root, env=clean_env).returncode == 0

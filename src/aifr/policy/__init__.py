@@ -1,6 +1,7 @@
 """The policy engine: YAML rules, RBAC, approvals, rate limits, grants (DESIGN.md part B)."""
 
 from aifr.policy.approvers import ApprovalRule, ApprovalTable, Rbac
+from aifr.policy.changes import ChangeListener, PolicyChange
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.document import PolicyFile, policy_json_schema
 from aifr.policy.engine import MAX_GRANT_TTL_S, PolicyEngine
@@ -16,6 +17,7 @@ __all__ = [
     "MAX_GRANT_TTL_S",
     "ApprovalRule",
     "ApprovalTable",
+    "ChangeListener",
     "CompiledPolicy",
     "Decision",
     "GlobSet",
@@ -26,6 +28,7 @@ __all__ = [
     "Match",
     "Policy",
     "PolicyDecision",
+    "PolicyChange",
     "PolicyEngine",
     "PolicyFile",
     "PolicyRequest",

@@ -22,12 +22,19 @@ from pathlib import Path
 from pydantic import JsonValue
 
 from aifr.capabilities import RiskLevel
-from aifr.errors import PolicyError
+from aifr.errors import AifrError, PolicyError
 from aifr.policy.approvers import authorize_approver
+from aifr.policy.changes import ChangeListener, PolicyChange
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.grants import Grant, new_grant_id
 from aifr.policy.index import CompiledPolicy
-from aifr.policy.loader import Policy, compile_conditions, directory_signature, load_policy
+from aifr.policy.loader import (
+    Policy,
+    compile_conditions,
+    directory_digest,
+    directory_signature,
+    load_policy,
+)
 from aifr.policy.ports import GrantStore
 from aifr.policy.ratelimit import RateLimit, RateLimiter
 from aifr.policy.rules import GlobSet, InputCondition, glob_problem
@@ -82,6 +89,7 @@ class PolicyEngine:
         self._signature = directory_signature(self.directory) if self.directory else ()
         self._reload_lock = threading.Lock()
         self._stop_watching: threading.Event | None = None
+        self._listeners: list[ChangeListener] = []
         self.last_reload_error: PolicyError | None = None
 
     @classmethod
@@ -128,12 +136,25 @@ class PolicyEngine:
         """Put ``policy`` in force (rate-limit buckets carry over)."""
         self._compiled = CompiledPolicy(policy)
 
-    def reload(self) -> None:
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener`` after every change that takes effect: reload, grant, revoke.
+
+        Listeners run in the thread that made the change (the file watcher's for a hot
+        reload); ``aifr.app`` uses one to audit each change as ``config.changed``.
+        """
+        self._listeners.append(listener)
+
+    def _announce(self, change: PolicyChange) -> None:
+        for listener in self._listeners:
+            listener(change)
+
+    def reload(self, *, actor: str = "system") -> None:
         """Load the directory again and put it in force; on failure keep the current policy.
 
         Raises:
             PolicyError: the new files do not load (the engine keeps its last good
                 policy), or the engine was not built from a directory.
+            AifrError: a change listener failed (the new policy is in force).
         """
         if self.directory is None:
             raise PolicyError("this policy engine was not loaded from a directory")
@@ -149,6 +170,19 @@ class PolicyEngine:
             self._signature = signature
             self.last_reload_error = None
         logger.info("policy reloaded from %s (%d rules)", self.directory, len(policy.rules))
+        self._announce(
+            PolicyChange(
+                key="policy",
+                action="reloaded",
+                actor=actor,
+                details={
+                    "directory": str(self.directory),
+                    "files": [Path(name).name for name in policy.files],
+                    "rules": len(policy.rules),
+                    "digest": directory_digest(self.directory),
+                },
+            )
+        )
 
     def reload_if_changed(self) -> bool:
         """Reload when a policy file changed since the last load; True if a new policy is in force.
@@ -162,6 +196,8 @@ class PolicyEngine:
         except PolicyError as exc:
             logger.error("policy reload failed, keeping the last good policy: %s", exc.message)
             return False
+        except AifrError as exc:  # the policy is in force; only its announcement failed
+            logger.error("policy reloaded, but a change listener failed: %s", exc.message)
         return True
 
     def start_watching(self, interval_s: float = 1.0) -> None:
@@ -346,6 +382,7 @@ class PolicyEngine:
             PolicyError: no grant store, a bad TTL, an invalid capability glob or
                 invalid constraints.
             ApprovalError: the approver may not approve such requests.
+            AifrError: a change listener failed (the grant is stored).
         """
         if self.grants is None:
             raise PolicyError("no grant store is configured for this policy engine")
@@ -381,6 +418,7 @@ class PolicyEngine:
         )
         self.grants.add(grant)
         logger.info("grant %s issued by %s to %s for %s", grant.id, approver, principal, capability)
+        self._announce(PolicyChange("policy.grants", "issued", approver, grant.to_dict()))
         return grant
 
     def revoke_grant(self, grant_id: str, *, revoked_by: str) -> Grant:
@@ -388,7 +426,10 @@ class PolicyEngine:
 
         Raises:
             PolicyError: no grant store, or ``policy.grant_not_found``.
+            AifrError: a change listener failed (the grant is revoked).
         """
         if self.grants is None:
             raise PolicyError("no grant store is configured for this policy engine")
-        return self.grants.revoke(grant_id, revoked_by=revoked_by, at=self._wall_clock())
+        grant = self.grants.revoke(grant_id, revoked_by=revoked_by, at=self._wall_clock())
+        self._announce(PolicyChange("policy.grants", "revoked", revoked_by, grant.to_dict()))
+        return grant

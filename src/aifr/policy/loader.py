@@ -9,6 +9,7 @@ duplicate ids), points at ``file:line:column`` and a field path
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "Policy",
     "RoleReference",
     "compile_conditions",
+    "directory_digest",
     "directory_signature",
     "load_policy",
     "load_policy_text",
@@ -96,6 +98,18 @@ def directory_signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
             continue
         out.append((path.name, stat.st_size, stat.st_mtime_ns))
     return tuple(out)
+
+
+def directory_digest(directory: Path) -> str:
+    """SHA-256 over the policy files' names and bytes, in load order (what a reload put in force)."""
+    sha = hashlib.sha256()
+    for path in policy_files(directory):
+        try:
+            content = path.read_bytes()
+        except OSError:
+            continue
+        sha.update(path.name.encode() + b"\0" + str(len(content)).encode() + b"\0" + content)
+    return sha.hexdigest()
 
 
 def load_policy(directory: Path | str) -> Policy:

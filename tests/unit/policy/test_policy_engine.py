@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from aifr.capabilities import CapabilitySpec, OperationType, Risk, RiskLevel
-from aifr.errors import ApprovalError, ErrorCode, PolicyError
+from aifr.errors import ApprovalError, ErrorCode, PolicyError, StorageError
 from aifr.policy import (
     Decision,
     InMemoryGrantStore,
+    PolicyChange,
     PolicyDecision,
     PolicyEngine,
     PolicyRequest,
@@ -22,6 +23,7 @@ from aifr.policy import (
 from aifr.policy.cases import ManualClock
 from aifr.policy.explain import explain
 from aifr.policy.lint import lint_directory, lint_policy
+from aifr.policy.loader import directory_digest
 
 RBAC = """\
 version: 1
@@ -95,6 +97,51 @@ def test_the_watcher_thread_reloads_a_changed_policy(tmp_path: Path) -> None:
         assert wait_until(lambda: engine.decide(PolicyRequest("u", READ, {})).rule_id == "deny-all")
     finally:
         engine.stop_watching()
+
+
+def test_every_change_that_takes_effect_is_announced_and_a_failed_reload_is_not(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p.yaml").write_text(RBAC)
+    engine = PolicyEngine.from_directory(tmp_path, grants=InMemoryGrantStore())
+    changes: list[PolicyChange] = []
+    engine.on_change(changes.append)
+    (tmp_path / "p.yaml").write_text("version: 1\nrules:\n  - id: x\n    decision: MAYBE\n")
+    with pytest.raises(PolicyError):
+        engine.reload()
+    assert changes == []
+    (tmp_path / "p.yaml").write_text(RBAC)
+    engine.reload(actor="ops")
+    grant = engine.issue_grant(
+        approver="erin", principal="alice", capability="io.fs.*", risk=RiskLevel.HIGH, ttl_s=60
+    )
+    engine.revoke_grant(grant.id, revoked_by="root")
+    assert [(c.key, c.action, c.actor) for c in changes] == [
+        ("policy", "reloaded", "ops"),
+        ("policy.grants", "issued", "erin"),
+        ("policy.grants", "revoked", "root"),
+    ]
+    reloaded, issued, revoked = changes
+    assert reloaded.details["files"] == ["p.yaml"]
+    assert reloaded.details["rules"] == 2
+    assert reloaded.details["digest"] == directory_digest(tmp_path)
+    assert issued.details["id"] == revoked.details["id"] == grant.id
+    assert revoked.details["revoked_by"] == "root"
+
+
+def test_a_listener_failing_after_a_hot_reload_leaves_the_new_policy_in_force(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p.yaml").write_text(RBAC)
+    engine = PolicyEngine.from_directory(tmp_path)
+
+    def broken(change: PolicyChange) -> None:
+        raise StorageError("ledger is read-only")
+
+    engine.on_change(broken)
+    (tmp_path / "p.yaml").write_text("version: 1\nrules:\n  - id: deny-reads\n    decision: DENY\n")
+    assert engine.reload_if_changed() is True
+    assert engine.decide(PolicyRequest("u", READ, {})).rule_id == "deny-reads"
 
 
 def test_a_grant_turns_approval_into_allow_until_revoked() -> None:
