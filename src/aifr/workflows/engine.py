@@ -43,7 +43,13 @@ from aifr.workflows.ports import (
     StepRecord,
     StepState,
 )
-from aifr.workflows.recovery import DriftRule, Recovery, accept_drift, apply_drift_rule
+from aifr.workflows.recovery import (
+    CurrentFingerprints,
+    DriftRule,
+    Recovery,
+    accept_drift,
+    apply_drift_rule,
+)
 from aifr.workflows.saga import Saga
 from aifr.workflows.spec import StepSpec, WorkflowSpec
 from aifr.workflows.state import RunContext, error_dict, released_lease, workflow_event
@@ -83,6 +89,7 @@ class WorkflowEngine:
         self._stopping = threading.Event()
         self._heartbeat = Heartbeat(store, self.owner, lease_ttl_s, clock=clock)
         self._saga = Saga(runtime, clock)
+        self._fingerprints = CurrentFingerprints()
         self.recovery = Recovery(self)
 
     # -- starting ------------------------------------------------------------------------
@@ -109,16 +116,16 @@ class WorkflowEngine:
         fingerprints: dict[str, str] = {}
         steps = []
         for index, step in enumerate(spec.steps):
-            found = self.runtime.registry.get(step.capability)
-            if found is not None:
-                fingerprints[step.id] = found.fingerprint
+            fingerprint = self._fingerprints.get(self.runtime.registry, step.capability)
+            if fingerprint is not None:
+                fingerprints[step.id] = fingerprint
             steps.append(
                 StepRecord(
                     run_id=run_id,
                     step_id=step.id,
                     index=index,
                     capability=step.capability,
-                    fingerprint=found.fingerprint if found is not None else None,
+                    fingerprint=fingerprint,
                 )
             )
         run = RunRecord(
@@ -346,9 +353,11 @@ class WorkflowEngine:
 
     def _step(self, context: RunContext, record: StepRecord) -> bool:
         spec = context.step_spec(record.step_id)
-        if apply_drift_rule(
-            context, self.runtime.registry, self.on_fingerprint_drift, record, self._fail
-        ):
+        registry = self.runtime.registry
+        current = self._fingerprints.get(registry, record.capability)
+        if current != context.run.fingerprints.get(record.step_id) and apply_drift_rule(
+            context, registry, self.on_fingerprint_drift, record, self._fail
+        ):  # the same fingerprint as at the start cannot be drift: no second lookup
             return context.run.state is RunState.COMPENSATING
         approval_id = None
         if record.state is StepState.WAITING_APPROVAL:
@@ -373,19 +382,20 @@ class WorkflowEngine:
         except WorkflowError as exc:
             return self._fail(context, record, exc)
         run = context.run
+        key = str(StepKey(run.id, record.step_id, record.attempt))
         result = self.runtime.invoke(
             spec.capability,
             inputs,
             run.principal,
             roles=run.roles,
-            idempotency_key=str(StepKey(run.id, record.step_id, record.attempt)),
+            idempotency_key=key,
             approval_id=approval_id,
             workflow_id=run.workflow,
             run_id=run.id,
             step_id=record.step_id,
             timeout_s=spec.timeout_s,
         )
-        return self._outcome(context, record, spec, inputs, result)
+        return self._outcome(context, record, spec, inputs, result, key)
 
     def _outcome(
         self,
@@ -394,7 +404,9 @@ class WorkflowEngine:
         spec: StepSpec,
         inputs: dict[str, JsonValue],
         result: Result,
+        key: str,
     ) -> bool:
+        """Commit what a step's invocation (idempotency ``key``) came to; true to go on."""
         status = result.status
         if status is Status.OK:
             done = record.evolve(
@@ -407,7 +419,6 @@ class WorkflowEngine:
                 audit_id=str(result.audit_id) if result.audit_id is not None else None,
                 finished_at=self.clock(),
             )
-            key = str(StepKey(context.run.id, record.step_id, record.attempt))
             if self.store.consume_completion(key) or self._is_stored(
                 context, record.step_id, StepState.COMPLETED, result
             ):
@@ -454,7 +465,8 @@ class WorkflowEngine:
     def _settled(self, context: RunContext, record: StepRecord, result: Result) -> None:
         """A step whose approved execution already finished (found on its approval)."""
         spec = context.step_spec(record.step_id)
-        self._outcome(context, record, spec, record.inputs or {}, result)
+        key = str(StepKey(context.run.id, record.step_id, record.attempt))
+        self._outcome(context, record, spec, record.inputs or {}, result, key)
 
     def _is_stored(
         self, context: RunContext, step_id: str, state: StepState, result: Result

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from aifr.workflows.views import RunView
 
 __all__ = [
+    "CurrentFingerprints",
     "Drift",
     "DriftRule",
     "Recovery",
@@ -54,6 +55,34 @@ class Drift:
     step_id: str
     recorded: str
     current: str
+
+
+class CurrentFingerprints:
+    """Capability fingerprints as the registry resolves them now, looked up once per state.
+
+    The engine compares a step's fingerprint before every step. Registrations are never
+    removed, so the registry's size changes with each one and tells when an answer may
+    have changed (the runtime's own resolution cache relies on the same).
+    """
+
+    def __init__(self) -> None:
+        self._state: tuple[CapabilityRegistry | None, int, dict[str, str | None]] = (
+            None,
+            -1,
+            {},
+        )
+
+    def get(self, registry: CapabilityRegistry, ref: str) -> str | None:
+        """The fingerprint ``ref`` resolves to in ``registry``; ``None`` when unknown."""
+        known, size, found = self._state
+        current = len(registry)
+        if known is not registry or size != current:
+            found = {}
+            self._state = (registry, current, found)
+        if ref not in found:
+            spec = registry.get(ref)
+            found[ref] = spec.fingerprint if spec is not None else None
+        return found[ref]
 
 
 def drifted_steps(

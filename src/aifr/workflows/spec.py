@@ -192,10 +192,15 @@ class WorkflowSpec(BaseModel):
         Raises:
             WorkflowError: no such step.
         """
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise WorkflowError(f"workflow {self.name} has no step {step_id!r}", step_id=step_id)
+        found = self.steps_by_id.get(step_id)
+        if found is None:
+            raise WorkflowError(f"workflow {self.name} has no step {step_id!r}", step_id=step_id)
+        return found
+
+    @cached_property
+    def steps_by_id(self) -> dict[str, StepSpec]:
+        """The steps keyed by id (looked up before every step the engine runs)."""
+        return {step.id: step for step in self.steps}
 
     def failure_rule(self, step: StepSpec) -> Literal["compensate", "halt"]:
         """What a failure of ``step`` does: its own rule, else the workflow's."""
