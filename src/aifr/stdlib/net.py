@@ -307,6 +307,8 @@ def build_net_capabilities(
         operation="READ",
         risk="LOW",
         idempotent=True,
+        side_effect_scope="remote",
+        side_effect_description="reads from an allowlisted remote host; changes nothing there",
         tags=("stdlib", "net"),
         timeout_s=timeout_s + 5,
         justification="GET and HEAD are safe methods, to allowlisted public hosts only",

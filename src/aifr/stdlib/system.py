@@ -18,7 +18,7 @@ from pydantic import JsonValue
 from typing_extensions import TypedDict
 
 from aifr.audit import redact_text
-from aifr.capabilities import CallInfo, Capability, capability
+from aifr.capabilities import CallInfo, Capability, Compensation, capability
 from aifr.errors import AifrError, ErrorCode, ExecutionError
 from aifr.invocation.sandbox import Sandbox
 from aifr.stdlib.calls import CallRecords
@@ -98,6 +98,8 @@ def build_system_capabilities(
         "sys.exec",
         operation="EXECUTE",
         risk="HIGH",
+        reversible=False,
+        compensation=Compensation(supported=True, strategy="declared_by_caller"),
         side_effect_scope="process",
         side_effect_description=(
             "runs an allowlisted command (no shell) in a folder inside the roots, under "
@@ -105,7 +107,10 @@ def build_system_capabilities(
         ),
         tags=("stdlib", "sys"),
         timeout_s=sandbox.limits.timeout_s + 5,
-        justification="a command's own effects are unknown to aifr; HIGH sends it to policy",
+        justification=(
+            "a command's effects are unknown to aifr and cannot be undone by it; only a "
+            "compensation the caller (a workflow step) declares can; HIGH sends it to policy"
+        ),
     )
     def exec_command(
         argv: list[str],

@@ -57,7 +57,7 @@ def test_every_declared_compensation_capability_is_registered(registry: Capabili
             assert registry.get(target) is not None, spec.id
 
 
-def test_side_effects_other_than_exec_are_compensable_or_read_only(
+def test_every_side_effect_is_compensable_or_read_only(
     registry: CapabilityRegistry,
 ) -> None:
     for spec in registry.list():
@@ -65,8 +65,20 @@ def test_side_effects_other_than_exec_are_compensable_or_read_only(
             OperationType.WRITE,
             OperationType.DELETE,
             OperationType.NETWORK,
+            OperationType.EXECUTE,
         ):
             assert spec.compensation.supported, spec.id
+
+
+def test_effects_aifr_cannot_undo_are_declared_irreversible(
+    registry: CapabilityRegistry,
+) -> None:
+    irreversible = {spec.id for spec in registry.list() if not spec.side_effects.reversible}
+    assert irreversible == {"io.fs.delete", "io.net.http_request", "sys.exec"}
+    for capability_id in ("io.net.http_request", "sys.exec"):
+        spec = registry.get(capability_id)
+        assert spec is not None
+        assert spec.compensation.strategy == "declared_by_caller"
 
 
 def test_the_call_info_parameter_stays_out_of_the_input_schema(

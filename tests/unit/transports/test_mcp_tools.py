@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
 
 from aifr.capabilities import Compensation, capability
+from aifr.stdlib import build_stdlib
 from aifr.transports.mcp.tools import (
     annotations_for,
     approval_status_tool,
@@ -144,3 +146,27 @@ def test_approval_status_tool_requires_an_approval_id() -> None:
     assert tool.input_schema["required"] == ["approval_id"]
     assert tool.annotations is not None
     assert tool.annotations.read_only_hint is True
+
+
+def test_stdlib_tools_carry_the_hints_their_effects_imply(tmp_path: Path) -> None:
+    specs = {
+        item.spec.id: item.spec
+        for item in build_stdlib(project_dir=tmp_path, state_dir=tmp_path / ".aifr")
+    }
+    hints = {
+        capability_id: (
+            annotations.read_only_hint,
+            annotations.destructive_hint,
+            annotations.open_world_hint,
+        )
+        for capability_id, annotations in (
+            (capability_id, annotations_for(spec)) for capability_id, spec in specs.items()
+        )
+    }
+    # each tuple: read-only, destructive, open-world hints
+    assert hints["io.fs.read_file"] == (True, False, False)
+    assert hints["io.fs.write_file"] == (False, False, False)  # undone by io.fs.restore
+    assert hints["io.fs.delete"] == (False, True, False)
+    assert hints["io.net.http_get"] == (True, False, True)
+    assert hints["io.net.http_request"] == (False, True, True)
+    assert hints["sys.exec"] == (False, True, False)
