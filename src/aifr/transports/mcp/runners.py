@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from aifr.errors import TransportError
 from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity, TokenStore
 from aifr.transports.mcp.server import AifrMcpServer
@@ -124,9 +126,22 @@ async def serve_http(
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     runner = uvicorn.Server(config)
-    if on_ready is not None:
-        on_ready(f"http://{shown}:{bound_port}{MCP_PATH}")
     try:
-        await runner.serve(sockets=[sock])
+        finished = anyio.Event()
+
+        async def serve() -> None:
+            try:
+                await runner.serve(sockets=[sock])
+            finally:
+                finished.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(serve)
+            # Announce only once uvicorn has started, so its signal handlers are in place:
+            # a supervisor that sends SIGTERM right after the announcement gets a clean stop.
+            while not (runner.started or finished.is_set()):
+                await anyio.sleep(0.005)
+            if runner.started and on_ready is not None:
+                on_ready(f"http://{shown}:{bound_port}{MCP_PATH}")
     finally:
         sock.close()

@@ -188,8 +188,6 @@ async def serve_unix(
     """
     prepare_socket_path(path)
     listener = await anyio.abc.SocketListener.from_socket(_bind(path, mode))
-    if on_ready is not None:
-        on_ready(path)
 
     async def serve_one(stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -208,14 +206,21 @@ async def serve_unix(
     try:
         async with listener, anyio.create_task_group() as group:
             if stop_on_signals:
-                group.start_soon(_cancel_on_signals, group.cancel_scope)
+                # The handlers must be in place before "ready" is announced: a supervisor
+                # that sends SIGTERM right after the announcement must get a clean stop.
+                await group.start(_cancel_on_signals, group.cancel_scope)
+            if on_ready is not None:
+                on_ready(path)
             await listener.serve(serve_one)
     finally:
         path.unlink(missing_ok=True)
 
 
-async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
+async def _cancel_on_signals(
+    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for received in signals:
             logger.info("unix socket server stopping on signal %s", received)
             scope.cancel()
