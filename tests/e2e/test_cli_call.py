@@ -37,6 +37,14 @@ def secret_peek(token: str) -> dict[str, str]:
     return {"token": token}
 
 
+@capability("shop.rotate", operation="WRITE", risk="HIGH")
+def rotate(account: str, password: str) -> dict[str, int]:
+    """Set an account's password (the handler sees the real value)."""
+    with open("rotated.log", "a") as log:
+        log.write(f"{account}:{password}\\n")
+    return {"length": len(password)}
+
+
 @capability("shop.broken", operation="READ", risk="LOW")
 def broken() -> None:
     """Always fails."""
@@ -69,7 +77,7 @@ rules:
     decision: ALLOW
     reason: reading is low risk
   - id: refunds-need-approval
-    when: {capability: "shop.refund"}
+    when: {capability: ["shop.refund", "shop.rotate"]}
     decision: REQUIRE_APPROVAL
     reason: money leaves the shop
     approvers: [approver]
@@ -215,6 +223,30 @@ def test_pending_approval_then_approve_by_another_then_execute_exactly_once(
     )
     assert shown["status"] == "consumed" and shown["result"]["status"] == "ok"
     assert shown["result"]["audit_id"] == json.loads(executed.stdout)["audit_id"]
+
+
+def test_approval_listings_redact_credentials_yet_execute_runs_the_real_request(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    password = "hunter2-approval-canary"
+    pending = aifr(
+        aifr_bin, project, clean_env,
+        "call", "shop.rotate", "account=ops", f"password={password}", "--as", "alice",
+    )  # fmt: skip
+    assert pending.returncode == 4, pending.stderr
+    listed = aifr(aifr_bin, project, clean_env, "approvals", "list", "--json")
+    assert password not in listed.stdout
+    approval = json.loads(listed.stdout)[0]
+    assert approval["inputs"] == {"account": "ops", "password": "[REDACTED]"}
+    for args in (["--json"], []):
+        shown = aifr(aifr_bin, project, clean_env, "approvals", "show", approval["id"], *args)
+        assert shown.returncode == 0, shown.stderr
+        assert password not in shown.stdout and "[REDACTED]" in shown.stdout
+    aifr(aifr_bin, project, clean_env, "approvals", "approve", approval["id"], "--as", "bob")
+    executed = aifr(aifr_bin, project, clean_env, "approvals", "execute", approval["id"], "--json")
+    assert executed.returncode == 0, executed.stderr
+    assert json.loads(executed.stdout)["output"] == {"length": len(password)}
+    assert (project / "rotated.log").read_text() == f"ops:{password}\n"
 
 
 def test_rejected_requests_never_run(

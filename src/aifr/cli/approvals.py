@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aifr.app import App, build_app
+from aifr.audit import redact_details
 from aifr.cli.call import exit_status, print_result
 from aifr.cli.console import console, fail, print_json
 from aifr.errors import AifrError
@@ -51,7 +52,7 @@ def _as_dict(record: ApprovalRecord) -> dict[str, JsonValue]:
         "fingerprint": record.fingerprint,
         "principal": record.principal,
         "roles": list(record.roles),
-        "inputs": record.inputs,
+        "inputs": dict(redact_details(record.inputs)),
         "request_digest": record.request_digest,
         "risk": record.risk,
         "rule_id": record.rule_id,
@@ -145,7 +146,7 @@ def show(
         )
     console.print(f"created {_when(record.created_at)}, expires {_when(record.expires_at)}")
     console.print("inputs:")
-    console.print_json(data=record.inputs)
+    console.print_json(data=dict(redact_details(record.inputs)))
     if record.result is not None:
         audit_id = record.result.get("audit_id")
         where = f" (audit record {audit_id})" if audit_id is not None else ""
