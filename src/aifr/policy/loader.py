@@ -31,6 +31,7 @@ from aifr.policy.positions import (
     single_error,
 )
 from aifr.policy.ratelimit import RateLimit
+from aifr.policy.redos import backtracking_hazard
 from aifr.policy.rules import GlobSet, InputCondition, Match, Rule, SourceRef, glob_problem
 
 __all__ = [
@@ -224,6 +225,10 @@ def _operand_problems(operators: Mapping[str, Any]) -> list[tuple[str, str]]:
             re.compile(operators["regex"])
         except re.error as exc:
             problems.append(("regex", f"invalid regex: {exc}"))
+        else:
+            hazard = backtracking_hazard(operators["regex"])
+            if hazard is not None:
+                problems.append(("regex", f"unsafe regex {operators['regex']!r}: {hazard}"))
     if "glob" in operators:
         problem = glob_problem(operators["glob"])
         if problem is not None:
