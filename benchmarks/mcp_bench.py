@@ -17,7 +17,6 @@ Results go to ``docs/benchmarks.md`` under ``## MCP`` (other sections are left a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -102,6 +101,16 @@ rules:
     decision: ALLOW
     reason: benchmark no-op
 """
+
+
+# (audit.synchronous, runtime.sync_execution) of each aifr row; the first is the default.
+AIFR_ROWS = [
+    ("FULL", "thread"),
+    ("FULL", "inline"),
+    ("FULL", "loop"),
+    ("NORMAL", "inline"),
+    ("NORMAL", "loop"),
+]
 
 
 def make_project(base: Path, synchronous: str, sync_execution: str = "thread") -> Path:
@@ -243,29 +252,18 @@ def main() -> int:
                 args.calls,
                 args.starts,
             ),
-            measure(
-                "aifr governed (defaults: audit FULL, handler thread)",
-                aifr_params(make_project(base, "FULL")),
-                "bench.noop",
-                args.calls,
-                args.starts,
-            ),
-            measure(
-                "aifr governed, audit FULL, handler inline",
-                aifr_params(make_project(base, "FULL", "inline")),
-                "bench.noop",
-                args.calls,
-                args.starts,
-            ),
-            measure(
-                "aifr governed, audit NORMAL, handler inline",
-                aifr_params(make_project(base, "NORMAL", "inline")),
-                "bench.noop",
-                args.calls,
-                args.starts,
+            *(
+                measure(
+                    f"aifr governed, audit {synchronous}, handler {mode}"
+                    + (" (defaults)" if (synchronous, mode) == ("FULL", "thread") else ""),
+                    aifr_params(make_project(base, synchronous, mode)),
+                    "bench.noop",
+                    args.calls,
+                    args.starts,
+                )
+                for synchronous, mode in AIFR_ROWS
             ),
         ]
-    print(json.dumps(rows, indent=2))
     if not args.no_docs:
         write_docs(rows, args.calls, args.starts)
     return 0

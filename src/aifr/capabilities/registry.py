@@ -54,6 +54,7 @@ class CapabilityRegistry:
 
     def __init__(self, capabilities: Iterable[Capability | CapabilitySpec] = ()) -> None:
         self._by_id: dict[str, dict[tuple[int, ...], Capability]] = {}
+        self._latest: dict[str, Capability] = {}  # a bare id resolves in one lookup
         self._count = 0  # registrations are never removed, so this is the size
         self._lock = threading.Lock()
         for item in capabilities:
@@ -88,6 +89,9 @@ class CapabilityRegistry:
                     version=spec.version,
                 )
             versions[spec.version_key] = capability
+            latest = self._latest.get(spec.id)
+            if latest is None or latest.spec.version_key < spec.version_key:
+                self._latest[spec.id] = capability
             self._count += 1
         return capability
 
@@ -105,6 +109,9 @@ class CapabilityRegistry:
             CapabilityError: the reference is malformed.
             CapabilityNotFoundError: no such id, or no version matching the pin.
         """
+        latest = self._latest.get(ref)
+        if latest is not None:
+            return latest
         capability_id, version = split_ref(ref)
         versions = self._by_id.get(capability_id)
         if not versions:

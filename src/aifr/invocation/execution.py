@@ -11,7 +11,12 @@ Where each piece runs:
   stops waiting; Python cannot kill the thread, which is abandoned), or inline in the
   calling thread when the runtime's ``sync_execution`` is ``"inline"`` (cheaper by one
   thread hand-off; the timeout is then checked when the handler returns);
-- sync handler, ``ainvoke``: always in the handler pool, so the loop never blocks;
+- sync handler, ``ainvoke``: in the handler pool, so the loop never blocks. With
+  ``sync_execution = "inline"`` the whole pipeline (policy, handler, audit append) runs
+  there under the blocking driver: one thread hand-off per call instead of two. With
+  ``"loop"`` it runs on the caller's loop itself, no hand-off at all, and the loop
+  waits for the whole call, audit commit included (for one-client servers such as MCP
+  over stdio with fast, trusted handlers);
 - async handler, ``ainvoke``: on the caller's loop under ``asyncio.timeout``;
 - async handler, ``invoke``: on the runtime's background loop thread;
 - storage calls (ledger, approvals, idempotency), ``ainvoke``: in a separate I/O pool,
@@ -42,7 +47,8 @@ __all__ = [
 
 T = TypeVar("T")
 _LOOP_GRACE_S = 1.0
-SyncExecution = Literal["thread", "inline"]
+SyncExecution = Literal["thread", "inline", "loop"]
+"""Where sync handlers run: the handler pool, the calling thread, or (``ainvoke``) the loop."""
 
 
 class DeadlineExceeded(Exception):  # noqa: N818  # internal signal, never leaves the runtime
@@ -164,8 +170,12 @@ class BlockingExecutor:
 
     def __init__(self, pools: ExecutorPools, sync_execution: SyncExecution = "thread") -> None:
         self._pools = pools
-        self._inline = sync_execution == "inline"
+        self._inline = sync_execution != "thread"
         self._asyncness = _Asyncness()
+
+    def runs_inline(self, handler: Callable[..., Any] | None) -> bool:
+        """Whether ``handler`` would run in the calling thread (a sync handler, inline mode)."""
+        return self._inline and handler is not None and not self._asyncness.is_async(handler)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn`` in this thread."""
@@ -259,6 +269,19 @@ class AsyncExecutor:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._pools.io, functools.partial(context.run, fn, *args))
+
+    async def in_handler_thread(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Drive a never-suspending ``coroutine`` (see :func:`drive`) in the handler pool.
+
+        The work runs to its end even if the awaiting task is cancelled, so a call that
+        started is always audited.
+        """
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        future = loop.run_in_executor(
+            self._pools.handlers, functools.partial(context.run, drive, coroutine)
+        )
+        return await asyncio.shield(future)
 
     async def sleep(self, seconds: float) -> None:
         """Yield to the loop for ``seconds``."""

@@ -117,6 +117,7 @@ class Runtime:
         self._idempotency = IdempotencyGuard(idempotency) if idempotency is not None else None
         self._pools = ExecutorPools(handler_workers=handler_workers)
         self._blocking = BlockingExecutor(self._pools, sync_execution)
+        self._on_loop = sync_execution == "loop"
         self._async = AsyncExecutor(self._pools)
         self._resolved: dict[str, Capability] = {}
         self._registry_size = -1
@@ -169,11 +170,22 @@ class Runtime:
         hooks: Hooks | None = None,
         trace_id: str | None = None,
     ) -> Result:
-        """:meth:`invoke` for asyncio code: the loop never blocks on handlers or storage."""
+        """:meth:`invoke` for asyncio code: the loop never blocks on handlers or storage.
+
+        A sync handler under ``sync_execution = "inline"`` takes the whole call to one
+        handler-pool thread (policy, handler and audit append there, as :meth:`invoke`
+        runs them), so it costs one thread hand-off instead of two; under ``"loop"`` the
+        call runs on this loop with no hand-off, blocking it until the call is audited.
+        """
         call = new_call(
             ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
             workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
         )  # fmt: skip
+        if self._runs_sync(ref):
+            pipeline = self._pipeline(call, self._blocking)
+            if self._on_loop:
+                return drive(pipeline)
+            return await self._async.in_handler_thread(pipeline)
         return await self._pipeline(call, self._async)
 
     def close(self) -> None:
@@ -259,6 +271,13 @@ class Runtime:
         if call.has_hooks:
             await self._hooks(call, ex, HookStage.AFTER, output=output)
         return output
+
+    def _runs_sync(self, ref: str) -> bool:
+        try:
+            capability = self._resolve(ref)
+        except AifrError:
+            return False  # the pipeline reports it
+        return self._blocking.runs_inline(capability.handler)
 
     def _resolve(self, ref: str) -> Capability:
         size = len(self.registry)

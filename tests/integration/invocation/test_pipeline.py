@@ -13,6 +13,7 @@ from invocation_env import Env, build_env
 
 from aifr.errors import ErrorCode
 from aifr.invocation import HookCall, Hooks, Phase, Status, current_request
+from aifr.invocation.execution import SyncExecution
 from aifr.observability import ContextFilter
 from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
 
@@ -173,6 +174,66 @@ def test_inline_execution_runs_in_the_calling_thread_and_still_reports_timeouts(
         assert result.ok and [f.hook for f in result.hook_failures] == ["hangs"]
     finally:
         inline.runtime.close()
+
+
+@pytest.mark.parametrize("mode", ["thread", "inline", "loop"])
+def test_ainvoke_runs_sync_handlers_off_or_on_the_loop_as_configured(
+    tmp_path: Path, mode: SyncExecution
+) -> None:
+    env = build_env(tmp_path, sync_execution=mode)
+
+    async def call_all() -> tuple[int, list[object]]:
+        results = [
+            await env.runtime.ainvoke(ref, {}, "yan") for ref in ("demo.whoami", "demo.awhoami")
+        ]
+        failed = await env.runtime.ainvoke("demo.boom", {}, "yan")
+        late = await env.runtime.ainvoke("demo.dawdle", {}, "yan")
+        return threading.get_ident(), [
+            *(r.output for r in results),
+            failed.error_code,
+            late.error_code,
+        ]
+
+    try:
+        loop_thread, seen = asyncio.run(call_all())
+        assert seen == [
+            {"principal": "yan"},
+            {"principal": "yan"},
+            ErrorCode.EXECUTION_FAILED,
+            ErrorCode.EXECUTION_TIMEOUT,
+        ]
+        # "loop" runs the sync handler on the caller's loop; the others never block it.
+        assert (env.calls.threads == [loop_thread]) is (mode == "loop")
+        assert audited_outcomes(env) == ["ok", "ok", "execution.failed", "execution.timeout"]
+    finally:
+        env.runtime.close()
+
+
+def test_an_inline_ainvoke_cancelled_mid_call_still_finishes_and_audits(tmp_path: Path) -> None:
+    env = build_env(tmp_path, sync_execution="inline")
+    started, release = threading.Event(), threading.Event()
+    hooks = Hooks()
+    hooks.before(lambda c: (started.set(), release.wait(10)), timeout_s=None)
+
+    async def cancel_mid_call() -> None:
+        task = asyncio.ensure_future(env.runtime.ainvoke("demo.whoami", {}, "zoe", hooks=hooks))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(cancel_mid_call())
+        release.set()
+        for _ in range(200):
+            if env.audit_rows():
+                break
+            threading.Event().wait(0.01)
+        assert audited_outcomes(env) == ["ok"]
+        assert len(env.calls.threads) == 1
+    finally:
+        release.set()
+        env.runtime.close()
 
 
 def test_a_rate_limited_call_is_denied_with_its_own_code(env: Env) -> None:

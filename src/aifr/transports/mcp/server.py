@@ -122,20 +122,26 @@ class _PendingCalls:
         """The identity of a call: caller, tool and canonical arguments."""
         return (who.principal, tool, json.dumps(arguments, sort_keys=True, default=str))
 
-    def remember(self, key: tuple[str, str, str], approval_id: str) -> None:
+    def remember(
+        self, who: McpIdentity, tool: str, arguments: dict[str, JsonValue], approval_id: str
+    ) -> None:
         """Note that this call waits on ``approval_id``."""
+        key = self.key(who, tool, arguments)
         self._items[key] = approval_id
         self._items.move_to_end(key)
         while len(self._items) > self._limit:
             self._items.popitem(last=False)
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    def get(self, who: McpIdentity, tool: str, arguments: dict[str, JsonValue]) -> str | None:
         """The approval this call waits on, if remembered."""
-        return self._items.get(key)
+        if not self._items:  # the usual case: no canonical JSON per call
+            return None
+        return self._items.get(self.key(who, tool, arguments))
 
-    def forget(self, key: tuple[str, str, str]) -> None:
+    def forget(self, who: McpIdentity, tool: str, arguments: dict[str, JsonValue]) -> None:
         """The call ran (or was refused); stop carrying its approval id."""
-        self._items.pop(key, None)
+        if self._items:
+            self._items.pop(self.key(who, tool, arguments), None)
 
 
 class AifrMcpServer:
@@ -266,7 +272,6 @@ class AifrMcpServer:
         name = params.name
         spec = self._spec(name)
         arguments: dict[str, JsonValue] = params.arguments or {}
-        key = self._waiting.key(who, name, arguments)
 
         async def run(approval_id: str | None) -> Result:
             return await self.runtime.ainvoke(
@@ -274,10 +279,10 @@ class AifrMcpServer:
             )
 
         async def reinvoke(approval_id: str) -> types.CallToolResult:
-            self._waiting.forget(key)
+            self._waiting.forget(who, name, arguments)
             return tool_result(spec, await run(approval_id), name)
 
-        approval_id = self._approval_hint(ctx, key)
+        approval_id = self._approval_hint(ctx, who, name, arguments)
         answered = params.request_state is not None and params.input_responses is not None
         if answered and params.request_state:
             approval_id = params.request_state
@@ -289,21 +294,23 @@ class AifrMcpServer:
         result = await run(approval_id)
         if result.status is not Status.PENDING_APPROVAL:
             if approval_id is not None:
-                self._waiting.forget(key)
+                self._waiting.forget(who, name, arguments)
             return tool_result(spec, result, name)
         if result.approval_id is not None:
-            self._waiting.remember(key, result.approval_id)
+            self._waiting.remember(who, name, arguments, result.approval_id)
         if answered:
             return tool_result(spec, result, name)
         return await self.bridge.on_pending(
             ctx, tool=name, arguments=arguments, result=result, who=who, reinvoke=reinvoke
         )
 
-    def _approval_hint(self, ctx: Ctx, key: tuple[str, str, str]) -> str | None:
+    def _approval_hint(
+        self, ctx: Ctx, who: McpIdentity, tool: str, arguments: dict[str, JsonValue]
+    ) -> str | None:
         explicit = ctx.meta.get(APPROVAL_META_KEY) if ctx.meta is not None else None
         if isinstance(explicit, str) and explicit:
             return explicit
-        return self._waiting.get(key)
+        return self._waiting.get(who, tool, arguments)
 
     # -- resources ----------------------------------------------------------------------
 
