@@ -31,7 +31,7 @@ from aifr.audit.record import (
     AuditRecord,
     ChainHead,
     chain_hash,
-    encode_event,
+    encode_event_and_details,
     new_record_id,
     parse_timestamp,
     utc_timestamp,
@@ -45,7 +45,7 @@ __all__ = ["MAX_BATCH", "AuditLedger", "LedgerStats"]
 MAX_BATCH = 512
 """Most records one group-commit transaction carries (bounds a batch's latency)."""
 
-_Prepared = tuple[AuditEvent, str]
+_Prepared = tuple[AuditEvent, str, str]  # event, its canonical JSON, its details' JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +83,11 @@ def _builder(batch: Sequence[_Prepared]) -> ChainBuilder:
         ts = utc_timestamp()
         seq, prev = head.seq, head.hash
         records = []
-        for event, event_json in batch:
+        for event, event_json, details_json in batch:
             seq += 1
             record_id = new_record_id(seq)
             digest = chain_hash(event_json, seq=seq, record_id=record_id, ts=ts, prev_hash=prev)
-            records.append(AuditRecord(seq, record_id, ts, prev, digest, event))
+            records.append(AuditRecord(seq, record_id, ts, prev, digest, event, details_json))
             prev = digest
         return records
 
@@ -116,7 +116,7 @@ class AuditLedger:
         details = redact_details(event.details)
         if details is not event.details:
             event = dataclasses.replace(event, details=details)
-        return event, encode_event(event)
+        return (event, *encode_event_and_details(event))
 
     def append(self, event: AuditEvent) -> AuditRecord:
         """Append ``event``; returns its record once it is durable.

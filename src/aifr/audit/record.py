@@ -34,6 +34,7 @@ __all__ = [
     "chain_hash",
     "encode_details",
     "encode_event",
+    "encode_event_and_details",
     "event_document",
     "new_record_id",
     "parse_timestamp",
@@ -110,6 +111,9 @@ class AuditRecord:
     prev_hash: str
     hash: str
     event: AuditEvent
+    details_json: str | None = field(default=None, repr=False, compare=False)
+    """The canonical JSON of ``event.details`` when the ledger already encoded it (stores
+    write it as the details column instead of encoding the same dict a second time)."""
 
     def to_dict(self) -> dict[str, JsonValue]:
         """The flat JSON form used by export, tail and sinks (event fields at top level)."""
@@ -177,6 +181,15 @@ def encode_details(details: Mapping[str, JsonValue]) -> str:
 def encode_event(event: AuditEvent) -> str:
     """The canonical JSON of ``event``, the part of a record's hash input the caller owns.
 
+    Raises:
+        AuditError: see :func:`encode_event_and_details`.
+    """
+    return encode_event_and_details(event)[0]
+
+
+def encode_event_and_details(event: AuditEvent) -> tuple[str, str]:
+    """The canonical JSON of ``event`` and, within it, of its details (one encoding).
+
     Written field by field in sorted key order, which is exactly what
     ``canonical_json(event_document(event))`` produces (a property test pins it) at half
     the cost: this runs once per append.
@@ -194,11 +207,12 @@ def encode_event(event: AuditEvent) -> str:
         )
     details = event.details if isinstance(event.details, dict) else dict(event.details)
     try:
+        details_json = _CANONICAL.encode(details)
         encoded = (
             f'{{"capability_fingerprint":{_text(event.capability_fingerprint)}'
             f',"capability_id":{_text(event.capability_id)}'
             f',"decision":{_text(event.decision)}'
-            f',"details":{_CANONICAL.encode(details)}'
+            f',"details":{details_json}'
             f',"inputs_digest":{_text(event.inputs_digest)}'
             f',"kind":{_text(event.kind)}'
             f',"outcome":{_text(event.outcome)}'
@@ -214,7 +228,7 @@ def encode_event(event: AuditEvent) -> str:
             f"audit event {event.kind!r} has a field that is not JSON-safe text: {exc}",
             kind=event.kind,
         ) from exc
-    return encoded
+    return encoded, details_json
 
 
 def chain_hash(event_json: str, *, seq: int, record_id: str, ts: str, prev_hash: str) -> str:

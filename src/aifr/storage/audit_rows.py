@@ -52,7 +52,7 @@ def audit_row(record: AuditRecord) -> tuple[object, ...]:
         event.trace_id,
         event.request_id,
         event.run_id,
-        encode_details(event.details),
+        record.details_json or encode_details(event.details),
         record.prev_hash,
         record.hash,
     )
