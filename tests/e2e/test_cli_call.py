@@ -81,6 +81,9 @@ rules:
     decision: REQUIRE_APPROVAL
     reason: money leaves the shop
     approvers: [approver]
+secrets:
+  - names: [SHOP_TOKEN, LOUD]
+    when: {capability: shop.secret_peek}
 """
 
 CANARY = "canary-cli-5e1f0b7a9d"
@@ -326,6 +329,11 @@ def test_a_canary_secret_never_reaches_cli_output_or_the_database(
     assert failed.returncode == 1 and "execution.failed" in failed.stderr
     assert "cannot use [secret:LOUD]" in failed.stderr  # the error, scrubbed
     assert '"level": "WARNING"' in failed.stderr  # the JSON log line, scrubbed too
+    # The same secret steered into a capability no `secrets` grant names is refused.
+    outputs.append(aifr(aifr_bin, project, clean_env, "call", "shop.echo", f"text={reference}"))
+    steered = outputs[-1]
+    assert steered.returncode == 3 and "policy.denied" in steered.stderr
+    assert f"secret://{CANARY_VAR} is not granted" in steered.stderr
     for done in outputs:
         assert CANARY not in done.stdout + done.stderr
     for path in (project / ".aifr").glob("aifr.db*"):

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from aifr.app import build_grant_store, build_registry
 from aifr.capabilities import CapabilitySpec, OperationType, Risk, RiskLevel
+from aifr.capabilities.secret_syntax import secret_names
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.config import Settings, load_settings
 from aifr.errors import AifrError, CapabilityError
@@ -123,13 +124,15 @@ def explain_command(
         engine = PolicyEngine.from_directory(
             _policy_dir(settings, directory), grants=build_grant_store(settings)
         )
+        inputs = dict(parse_input(item) for item in input_ or ())
         request = PolicyRequest(
             principal=principal,
             capability=spec,
-            inputs=dict(parse_input(item) for item in input_ or ()),
+            inputs=inputs,
             roles=frozenset(role or ()),
             workflow_id=workflow,
             on_behalf_of=tuple(on_behalf_of or ()),
+            secrets=secret_names(inputs),
         )
         result = explain(engine, request)
     except AifrError as exc:

@@ -71,6 +71,13 @@ approvals:
   - risk: CRITICAL
     roles: [admin]
     quorum: 2
+# Inputs may name a secret as secret://NAME; a reference no entry below covers is denied,
+# so an agent cannot hand a secret to a capability of its choosing. For example:
+# secrets:
+#   - names: [GITHUB_TOKEN]
+#     when:
+#       capability: "io.net.*"
+#       roles: [admin]
 """
 
 _GITIGNORE = "# aifr state: database, index, keys\n*\n"

@@ -9,6 +9,7 @@ so the request runs once. A stage that ends the call raises :class:`Stop`.
 from __future__ import annotations
 
 from aifr.audit import AuditEvent
+from aifr.capabilities.secret_syntax import has_secret_refs, secret_names
 from aifr.errors import ApprovalError, ErrorCode, PolicyDeniedError
 from aifr.invocation.approvals import ApprovalService, request_digest
 from aifr.invocation.execution import Executor
@@ -19,6 +20,7 @@ from aifr.policy import PolicyDecision, PolicyEngine, PolicyRequest
 __all__ = ["ApprovalGate", "Stop"]
 
 _RATE_LIMIT_PREFIX = "rate_limit:"
+_NONE: frozenset[str] = frozenset()
 
 
 class Stop(Exception):  # noqa: N818  # internal control flow, never leaves the runtime
@@ -65,6 +67,7 @@ class ApprovalGate:
                 roles=call.roles,
                 workflow_id=call.workflow_id,
                 on_behalf_of=call.on_behalf_of,
+                secrets=secret_names(call.inputs) if has_secret_refs(call.inputs) else _NONE,
             )
         )
 

@@ -15,6 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from aifr.capabilities.secret_syntax import (
+    SECRET_SCHEME,
+    has_secret_refs,
+    is_secret_ref,
+    secret_names,
+)
 from aifr.errors import AifrError, ConfigError, ErrorCode
 
 __all__ = [
@@ -26,9 +32,9 @@ __all__ = [
     "SecretProvider",
     "SecretResolver",
     "has_secret_refs",
+    "secret_names",
 ]
 
-SECRET_SCHEME = "secret://"  # noqa: S105  # a URL scheme, not a secret
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -119,21 +125,6 @@ class KeyringSecretProvider:
                 secret=secret_name,
             ) from None
         return value
-
-
-def _is_ref(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(SECRET_SCHEME)
-
-
-def has_secret_refs(value: Any) -> bool:
-    """Whether ``value`` holds a ``secret://`` reference anywhere in dicts, lists or tuples."""
-    if isinstance(value, str):
-        return value.startswith(SECRET_SCHEME)
-    if isinstance(value, Mapping):
-        return any(has_secret_refs(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(has_secret_refs(v) for v in value)
-    return False
 
 
 class Redactor:
@@ -230,7 +221,7 @@ class SecretResolver:
         resolved: dict[str, str] = {}
 
         def walk(item: Any) -> Any:
-            if _is_ref(item):
+            if is_secret_ref(item):
                 secret = self.resolve(item)
                 resolved[item[len(SECRET_SCHEME) :]] = secret
                 return secret

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from aifr.capabilities import CapabilitySpec, OperationType, Risk, RiskLevel
+from aifr.capabilities.secret_syntax import secret_names
 from aifr.errors import AifrError, CapabilityError, PolicyError
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.document import DecisionName, OperationName, RiskName
@@ -382,6 +383,7 @@ def _run_request(
         roles=frozenset(case.roles),
         workflow_id=case.workflow,
         on_behalf_of=tuple(case.on_behalf_of),
+        secrets=secret_names(case.inputs),
     )
     actual: list[str] = []
     problems: list[str] = []

@@ -38,7 +38,8 @@ class PolicyRequest:
 
     ``on_behalf_of`` is the delegation chain, nearest delegator first and the original
     human last: an agent acting for a user through another agent sends
-    ``("agent-b", "alice")``.
+    ``("agent-b", "alice")``. ``secrets`` are denied unless a policy ``secrets`` entry
+    grants each one to the principal and to every link of the chain.
     """
 
     principal: str
@@ -47,6 +48,8 @@ class PolicyRequest:
     roles: frozenset[str] = frozenset()
     workflow_id: str | None = None
     on_behalf_of: tuple[str, ...] = ()
+    secrets: frozenset[str] = frozenset()
+    """Names of the ``secret://`` references the inputs carry (each needs a grant)."""
 
 
 def _sorted_roles(roles: Iterable[str]) -> tuple[str, ...]:

@@ -138,6 +138,20 @@ class RateLimitDoc(BaseModel):
     burst: Annotated[int, Field(ge=1)] | None = None
 
 
+class SecretGrantDoc(BaseModel):
+    """Which requests may carry ``secret://NAME`` references to the secrets ``names`` match.
+
+    A reference no grant covers is denied: an agent cannot hand a secret to a capability
+    (or as a principal) the policy did not name, so it cannot send it somewhere it chose.
+    """
+
+    model_config = _STRICT
+
+    names: Annotated[str | list[str], Field(min_length=1)]
+    when: WhenDoc = WhenDoc()
+    description: str = ""
+
+
 class PolicyFile(BaseModel):
     """One ``policies/*.yaml`` file; files load in name order and their rules concatenate."""
 
@@ -156,6 +170,7 @@ class PolicyFile(BaseModel):
     rules: list[RuleDoc] = []
     approvals: list[ApprovalDoc] = []
     rate_limits: list[RateLimitDoc] = []
+    secrets: list[SecretGrantDoc] = []
 
 
 def policy_json_schema() -> dict[str, JsonValue]:

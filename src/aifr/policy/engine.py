@@ -27,7 +27,7 @@ from aifr.policy.approvers import authorize_approver
 from aifr.policy.changes import ChangeListener, PolicyChange
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.grants import Grant, new_grant_id
-from aifr.policy.index import CompiledPolicy
+from aifr.policy.index import CompiledPolicy, view_of
 from aifr.policy.loader import (
     Policy,
     compile_conditions,
@@ -235,6 +235,10 @@ class PolicyEngine:
 
     def _decide(self, request: PolicyRequest, *, consume: bool) -> PolicyDecision:
         compiled = self._compiled
+        if request.secrets:
+            refused = self._ungranted_secret(compiled, request)
+            if refused is not None:
+                return refused
         plan = compiled.plan(
             request.capability, request.principal, request.roles, request.on_behalf_of
         )
@@ -251,6 +255,36 @@ class PolicyEngine:
         if rate_limits:
             return self._limited(request, decision, rate_limits, consume=consume)
         return decision
+
+    @staticmethod
+    def _ungranted_secret(
+        compiled: CompiledPolicy, request: PolicyRequest
+    ) -> PolicyDecision | None:
+        """A denial naming the first secret some principal of the request is not granted.
+
+        The caller and every link of its delegation chain need a grant of their own: a
+        secret never reaches a capability on behalf of someone who could not send it.
+        """
+        policy = compiled.policy
+        rbac = policy.rbac
+        held = rbac.roles_of(request.principal)
+        if request.roles:
+            held = held | rbac.expand_set(request.roles)
+        chain = request.on_behalf_of
+        subjects = [(request.principal, held)] + [(link, rbac.roles_of(link)) for link in chain]
+        for name in sorted(request.secrets):
+            for principal, roles in subjects:
+                view = view_of(
+                    request.capability, principal, roles, request.inputs, request.workflow_id, chain
+                )
+                if not any(grant.covers(name, view) for grant in policy.secret_grants):
+                    return PolicyDecision(
+                        Decision.DENY,
+                        f"secret:{name}",
+                        f"secret://{name} is not granted to {principal!r} for "
+                        f"{request.capability.id}: no policy `secrets` entry covers it",
+                    )
+        return None
 
     def _limited(
         self,

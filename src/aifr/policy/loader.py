@@ -22,7 +22,7 @@ from aifr.capabilities import OperationType, RiskLevel
 from aifr.errors import PolicyError
 from aifr.policy.approvers import ApprovalRule, ApprovalTable, Rbac, RoleDef
 from aifr.policy.decision import Decision
-from aifr.policy.document import ConditionDoc, PolicyFile, RuleDoc, WhenDoc
+from aifr.policy.document import ConditionDoc, PolicyFile, RuleDoc, SecretGrantDoc, WhenDoc
 from aifr.policy.positions import (
     LocatedYaml,
     field_path,
@@ -32,7 +32,15 @@ from aifr.policy.positions import (
 )
 from aifr.policy.ratelimit import RateLimit
 from aifr.policy.redos import backtracking_hazard
-from aifr.policy.rules import GlobSet, InputCondition, Match, Rule, SourceRef, glob_problem
+from aifr.policy.rules import (
+    GlobSet,
+    InputCondition,
+    Match,
+    Rule,
+    SecretGrant,
+    SourceRef,
+    glob_problem,
+)
 
 __all__ = [
     "BUILTIN_DEFAULTS",
@@ -71,6 +79,7 @@ class Policy:
     approvals: ApprovalTable = field(default_factory=lambda: ApprovalTable(()))
     defaults: Mapping[RiskLevel, Decision] = field(default_factory=lambda: dict(BUILTIN_DEFAULTS))
     rate_limits: tuple[RateLimit, ...] = ()
+    secret_grants: tuple[SecretGrant, ...] = ()
     files: tuple[str, ...] = ()
     role_references: tuple[RoleReference, ...] = ()
     capability_references: tuple[tuple[str, SourceRef], ...] = ()
@@ -266,6 +275,7 @@ class _Compiler:
         self.capability_refs: list[tuple[str, SourceRef]] = []
         self.rules: list[Rule] = []
         self.limits: list[RateLimit] = []
+        self.secret_grants: list[SecretGrant] = []
         self.approvals: dict[RiskLevel, ApprovalRule] = {}
         self.defaults: dict[RiskLevel, Decision] = dict(BUILTIN_DEFAULTS)
         self.default_from: SourceRef | None = None
@@ -285,6 +295,8 @@ class _Compiler:
                 self._add_rule(located, index, rule_doc)
             self._approvals(located, doc)
             self._rate_limits(located, doc)
+            for index, grant_doc in enumerate(doc.secrets):
+                self._secret_grant(located, index, grant_doc)
         rbac = self._rbac(self.roles, self.groups)
         if self.problems:
             raise policy_error(self.problems)
@@ -294,6 +306,7 @@ class _Compiler:
             approvals=ApprovalTable(self.approvals.values()),
             defaults=self.defaults,
             rate_limits=tuple(self.limits),
+            secret_grants=tuple(self.secret_grants),
             files=tuple(located.file for located, _ in self.documents),
             role_references=tuple(self.role_refs),
             capability_references=tuple(self.capability_refs),
@@ -367,6 +380,17 @@ class _Compiler:
                     burst=limit_doc.burst or limit_doc.limit,
                 )
             )
+
+    def _secret_grant(self, located: LocatedYaml, index: int, doc: SecretGrantDoc) -> None:
+        base = ("secrets", index)
+        self._check_globs(located, (*base, "names"), doc.names)
+        self.secret_grants.append(
+            SecretGrant(
+                names=GlobSet(_as_list(doc.names) or ()),
+                when=self._match(located, (*base, "when"), doc.when),
+                source=located.source(base),
+            )
+        )
 
     def _check_globs(
         self, located: LocatedYaml, path: tuple[str | int, ...], value: str | Sequence[str] | None

@@ -24,6 +24,7 @@ __all__ = [
     "Match",
     "RequestView",
     "Rule",
+    "SecretGrant",
     "SourceRef",
     "glob_problem",
     "is_path_under",
@@ -489,3 +490,16 @@ class Rule:
     quorum: int | None = None
     approval_ttl_s: float | None = None
     source: SourceRef | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretGrant:
+    """A compiled ``secrets`` entry: requests matching ``when`` may carry these secrets."""
+
+    names: GlobSet
+    when: Match
+    source: SourceRef | None = None
+
+    def covers(self, secret_name: str, view: RequestView) -> bool:
+        """Whether this grant lets ``view`` carry ``secret://secret_name``."""
+        return self.names.matches(secret_name) and self.when.matches(view)

@@ -58,6 +58,9 @@ rate_limits:
     when: {capability: "demo.limited"}
     limit: 1
     per_s: 3600
+secrets:
+  - names: ["*_TOKEN", MISSING]
+    when: {capability: [demo.use_token, demo.transfer], principal: alice}
 """
 
 

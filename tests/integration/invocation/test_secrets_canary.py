@@ -123,3 +123,39 @@ def test_an_unknown_secret_fails_before_the_handler_runs(canary_env: Env) -> Non
     assert result.error_code is ErrorCode.SECRET_NOT_FOUND
     assert "MISSING" in (result.error.message if result.error else "")
     assert canary_env.calls.seen_tokens == []
+
+
+@pytest.mark.parametrize(
+    ("ref", "inputs", "principal", "chain", "denied_for"),
+    [
+        # an agent steers a granted secret into a capability that echoes it back
+        ("demo.echo@1", {"text": "secret://API_TOKEN"}, "alice", (), "alice"),
+        # a principal the grant does not name asks for it where it is allowed
+        ("demo.use_token", {"token": "secret://API_TOKEN"}, "mallory", (), "mallory"),
+        # a granted caller acting for someone who is not granted
+        ("demo.use_token", {"token": "secret://API_TOKEN"}, "alice", ("mallory",), "mallory"),
+        # a secret no grant names
+        ("demo.use_token", {"token": "secret://DB_PASSWORD"}, "alice", (), "alice"),
+    ],
+)
+def test_a_secret_reference_no_policy_grant_covers_is_denied_before_resolution(
+    canary_env: Env,
+    ref: str,
+    inputs: dict[str, object],
+    principal: str,
+    chain: tuple[str, ...],
+    denied_for: str,
+) -> None:
+    env = canary_env
+    result = env.runtime.invoke(ref, inputs, principal, on_behalf_of=chain)
+    assert result.status.value == "denied"
+    assert result.error_code is ErrorCode.POLICY_DENIED
+    assert result.decision is not None and result.decision.rule_id is not None
+    assert result.decision.rule_id.startswith("secret:")
+    assert f"not granted to {denied_for!r}" in (result.error.message if result.error else "")
+    assert env.calls.seen_tokens == [], "the handler must not run"
+    assert_no_canary(json.dumps(result.to_dict(), default=str), "the result")
+    row = env.audit_rows()[-1]
+    assert row["outcome"] == ErrorCode.POLICY_DENIED.value
+    assert row["rule_id"] == result.decision.rule_id
+    assert_no_canary(json.dumps(dict(row), default=str), "the audit record")
