@@ -143,6 +143,13 @@ def explain(engine: PolicyEngine, request: PolicyRequest) -> Explanation:
         )
     if final.grant_id:
         notes.append(f"grant {final.grant_id} turned REQUIRE_APPROVAL into ALLOW")
+    if request.secrets:
+        ungranted = (final.rule_id or "").startswith("secret:")
+        notes.append(
+            f"secret references checked before the rules: {final.reason}"
+            if ungranted
+            else "secret references " + ", ".join(sorted(request.secrets)) + ": all granted"
+        )
     first = links[0]
     for limit in policy.rate_limits:
         view = view_of(

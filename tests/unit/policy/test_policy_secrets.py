@@ -8,6 +8,7 @@ from aifr.capabilities import CapabilitySpec, OperationType, Risk, RiskLevel
 from aifr.capabilities.secret_syntax import has_secret_refs, secret_names
 from aifr.errors import ErrorCode, PolicyError
 from aifr.policy import Decision, PolicyEngine, PolicyRequest, load_policy_text
+from aifr.policy.explain import explain
 
 POLICY = """\
 version: 1
@@ -127,3 +128,18 @@ def test_a_bad_secrets_entry_is_refused_at_its_field(entry: str, field: str, pro
     assert error.details["field"] == field
     assert error.details["line"] == 3
     assert problem in error.message
+
+
+def test_explain_says_whether_the_secret_references_are_granted() -> None:
+    engine = PolicyEngine(load_policy_text([("p.yaml", POLICY)]))
+
+    def notes(inputs: dict[str, object], principal: str) -> tuple[str, ...]:
+        request = PolicyRequest(principal, PUSH, inputs, secrets=secret_names(inputs))
+        return explain(engine, request).notes
+
+    assert "secret references GITHUB_TOKEN: all granted" in notes(
+        {"token": "secret://GITHUB_TOKEN"}, "ci-bot"
+    )
+    denied = notes({"token": "secret://GITHUB_TOKEN"}, "dev")
+    assert any("checked before the rules" in n and "'dev'" in n for n in denied)
+    assert not any("secret" in n for n in notes({"token": "plain"}, "dev"))
