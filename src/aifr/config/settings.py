@@ -7,6 +7,7 @@ constructor arguments.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -284,13 +285,41 @@ def _undecodable_variables(field: str) -> list[str]:
     return sorted(found)
 
 
+def _mistyped_variable(environ: typing.Mapping[str, str]) -> tuple[str, str] | None:
+    """An ``AIFR_*`` variable whose section is a near miss of a setting, and the fix.
+
+    Other tools' ``AIFR_*`` variables (``AIFR_TEST_PG_DSN``) are left alone; only a name
+    one or two letters away from a settings section (``AIFR_AUDT__SYNCHRONOUS``) is
+    taken for a typo, which would otherwise be ignored without a word.
+    """
+    sections = list(Settings.model_fields)
+    for name in sorted(environ):
+        if not name.upper().startswith("AIFR_"):
+            continue
+        head, separator, rest = name[len("AIFR_") :].partition("__")
+        if head.lower() in sections:
+            continue
+        close = difflib.get_close_matches(head.lower(), sections, n=1, cutoff=0.8)
+        if close:
+            return name, f"AIFR_{close[0].upper()}{separator}{rest.upper()}"
+    return None
+
+
 def _env_settings(root: Path, config_file: Path) -> Settings:
     """Settings from ``AIFR_*`` variables alone; a bad one is named in the error.
 
     Raises:
-        ConfigError: a variable holds an invalid value, or a list or table variable is
-            not JSON.
+        ConfigError: a variable holds an invalid value, a list or table variable is
+            not JSON, or a variable's name is a near miss of a setting.
     """
+    mistyped = _mistyped_variable(os.environ)
+    if mistyped is not None:
+        name, meant = mistyped
+        raise ConfigError(
+            f"environment variable {name} is not an aifr setting: did you mean {meant}?",
+            variable=name,
+            suggestion=meant,
+        )
     try:
         return Settings(project_dir=root)
     except SettingsError as exc:

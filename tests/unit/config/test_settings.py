@@ -152,3 +152,31 @@ def test_init_refuses_a_file_in_the_way(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError):
         init_project(blocker)
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("AIFR_AUDT__SYNCHRONOUS", "AIFR_AUDIT__SYNCHRONOUS"),
+        ("AIFR_POLCY__DIRECTORY", "AIFR_POLICY__DIRECTORY"),
+        ("AIFR_WORKFLOW", "AIFR_WORKFLOWS"),
+        ("aifr_secret__providers", "AIFR_SECRETS__PROVIDERS"),
+    ],
+)
+def test_a_mistyped_setting_variable_is_refused_with_the_name_it_meant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, meant: str
+) -> None:
+    monkeypatch.setenv(variable, "FULL")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert caught.value.code is ErrorCode.CONFIG_INVALID
+    assert variable in caught.value.message
+    assert f"did you mean {meant}?" in caught.value.message
+
+
+def test_other_tools_aifr_variables_are_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("AIFR_TEST_PG_DSN", "AIFR_MCP_TOKEN", "AIFR_BENCH_WF_RUNS"):
+        monkeypatch.setenv(variable, "x")
+    assert load_settings(tmp_path).audit.synchronous == "FULL"
