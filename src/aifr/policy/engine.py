@@ -266,12 +266,9 @@ class PolicyEngine:
         secret never reaches a capability on behalf of someone who could not send it.
         """
         policy = compiled.policy
-        rbac = policy.rbac
-        held = rbac.roles_of(request.principal)
-        if request.roles:
-            held = held | rbac.expand_set(request.roles)
         chain = request.on_behalf_of
-        subjects = [(request.principal, held)] + [(link, rbac.roles_of(link)) for link in chain]
+        subjects = [(request.principal, compiled.effective_roles(request.principal, request.roles))]
+        subjects += [(link, compiled.effective_roles(link, frozenset())) for link in chain]
         for name in sorted(request.secrets):
             for principal, roles in subjects:
                 view = view_of(
