@@ -36,6 +36,7 @@ from aifr.workflows.leases import Heartbeat, new_owner_id
 from aifr.workflows.planning import plan_workflow
 from aifr.workflows.ports import (
     TERMINAL_STATES,
+    RunFinish,
     RunRecord,
     RunState,
     RunStore,
@@ -383,19 +384,33 @@ class WorkflowEngine:
             return self._fail(context, record, exc)
         run = context.run
         key = str(StepKey(run.id, record.step_id, record.attempt))
-        result = self.runtime.invoke(
-            spec.capability,
-            inputs,
-            run.principal,
-            roles=run.roles,
-            idempotency_key=key,
-            approval_id=approval_id,
-            workflow_id=run.workflow,
-            run_id=run.id,
-            step_id=record.step_id,
-            timeout_s=spec.timeout_s,
+        self.store.begin_attempt(
+            key, unrecorded=context.lease_is_safe(), finish=self._finish_with(context, record)
         )
+        try:
+            result = self.runtime.invoke(
+                spec.capability,
+                inputs,
+                run.principal,
+                roles=run.roles,
+                idempotency_key=key,
+                approval_id=approval_id,
+                workflow_id=run.workflow,
+                run_id=run.id,
+                step_id=record.step_id,
+                timeout_s=spec.timeout_s,
+            )
+        except BaseException:
+            self.store.consume_completion(key)
+            raise
         return self._outcome(context, record, spec, inputs, result, key)
+
+    def _finish_with(self, context: RunContext, record: StepRecord) -> RunFinish | None:
+        """The run's end, for its last step's commit to carry (``None`` for other steps)."""
+        if record.step_id != next(reversed(context.steps)):
+            return None
+        ended = context.run.evolve(state=RunState.COMPLETED, **released_lease())
+        return RunFinish(ended, workflow_event("completed", ended), self.owner)
 
     def _outcome(
         self,
@@ -408,6 +423,7 @@ class WorkflowEngine:
     ) -> bool:
         """Commit what a step's invocation (idempotency ``key``) came to; true to go on."""
         status = result.status
+        completion = self.store.consume_completion(key)
         if status is Status.OK:
             done = record.evolve(
                 state=StepState.COMPLETED,
@@ -419,9 +435,11 @@ class WorkflowEngine:
                 audit_id=str(result.audit_id) if result.audit_id is not None else None,
                 finished_at=self.clock(),
             )
-            if self.store.consume_completion(key) or self._is_stored(
-                context, record.step_id, StepState.COMPLETED, result
-            ):
+            if completion is not None:
+                context.remember(done)
+                if completion.finished_run is not None:
+                    context.adopt(completion.finished_run, "completed")
+            elif self._is_stored(context, record.step_id, StepState.COMPLETED, result):
                 context.remember(done)
             else:
                 context.commit("step_completed", steps=[done])

@@ -23,9 +23,11 @@ from aifr.audit import AuditEvent, AuditRecord
 __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
+    "Completion",
     "Notification",
     "NotificationOutbox",
     "OutboxItem",
+    "RunFinish",
     "RunRecord",
     "RunState",
     "RunStore",
@@ -176,6 +178,30 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RunFinish:
+    """A run's final write, carried by the commit of its last step's success.
+
+    ``run`` is the run as it ends (completed, lease released) and ``audit`` the event
+    that tells it; ``owner`` must still hold the lease when the step commits.
+    """
+
+    run: RunRecord
+    audit: AuditEvent
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """How a step key's success was recorded by the runtime's step-result store.
+
+    ``finished_run`` is the run's final record when the same commit also finished the
+    run (see :meth:`RunStore.begin_attempt`).
+    """
+
+    finished_run: RunRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """A message to deliver at least once: a signed webhook body and where it goes."""
 
@@ -234,11 +260,22 @@ class RunStore(Protocol):
         """The run, or ``None``."""
         ...
 
-    def consume_completion(self, key: str) -> bool:
-        """Whether the step key's success was already recorded with its audit record.
+    def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
+        """Say what the lease holder knows of the step attempt ``key`` it is about to invoke.
+
+        ``unrecorded``: the attempt has no stored result (the holder's lease is valid and
+        its step record says so), so the runtime's read for one is skipped. ``finish``:
+        the step is the run's last, and its success commits the run's end with it (one
+        commit fewer per run). :meth:`consume_completion` forgets both.
+        """
+        ...
+
+    def consume_completion(self, key: str) -> Completion | None:
+        """How the step key's success was recorded with its audit record (asked once).
 
         The runtime's step-result store records a step's success in the invocation's own
-        transaction; this tells the engine so, once, sparing it a read and a commit.
+        transaction; this tells the engine so, sparing it a read and a commit. ``None``
+        when the store did not record it.
         """
         ...
 

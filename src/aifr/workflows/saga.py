@@ -122,17 +122,22 @@ class Saga:
         run = context.run
         assert plan.capability is not None  # noqa: S101  # callers check
         approval_id = self._decided_approval(record)
-        result = self._runtime.invoke(
-            plan.capability,
-            plan.inputs,
-            run.principal,
-            roles=run.roles,
-            idempotency_key=str(StepKey(run.id, record.step_id, record.undo_attempt, True)),
-            approval_id=approval_id,
-            workflow_id=run.workflow,
-            run_id=run.id,
-            step_id=record.step_id,
-        )
+        key = str(StepKey(run.id, record.step_id, record.undo_attempt, True))
+        context.store.begin_attempt(key, unrecorded=context.lease_is_safe(), finish=None)
+        try:
+            result = self._runtime.invoke(
+                plan.capability,
+                plan.inputs,
+                run.principal,
+                roles=run.roles,
+                idempotency_key=key,
+                approval_id=approval_id,
+                workflow_id=run.workflow,
+                run_id=run.id,
+                step_id=record.step_id,
+            )
+        finally:
+            completion = context.store.consume_completion(key)
         if result.status is Status.OK:
             done = record.evolve(
                 state=StepState.COMPENSATED,
@@ -140,8 +145,7 @@ class Saga:
                 undo_output=result.output,
                 undo_error=None,
             )
-            key = str(StepKey(run.id, record.step_id, record.undo_attempt, True))
-            if context.store.consume_completion(key) or _is_stored(context, record, result):
+            if completion is not None or _is_stored(context, record, result):
                 context.remember(done)
             else:
                 context.commit("step_compensated", steps=[done])

@@ -22,6 +22,9 @@ from aifr.workflows.spec import StepSpec, WorkflowSpec
 
 __all__ = ["RunContext", "error_dict", "released_lease", "workflow_event"]
 
+_LEASE_MARGIN_S = 1.0
+"""How long before its known expiry a lease stops counting as certainly held."""
+
 
 def error_dict(error: AifrError) -> dict[str, JsonValue]:
     """The JSON form of an error kept on a run or step: code, message, details."""
@@ -116,6 +119,26 @@ class RunContext:
             },
             **extra,
         }
+
+    def lease_is_safe(self) -> bool:
+        """Whether this worker's lease certainly still stands (nobody can have taken it).
+
+        The expiry known here is the one the lease was taken with: renewals only push
+        the stored one later, so before it (less a margin) no other worker can hold the
+        run, and nothing about it can have changed but through this context.
+        """
+        run = self.run
+        expires = run.lease_expires_at
+        return (
+            run.lease_owner == self.owner
+            and expires is not None
+            and self.clock() < expires - _LEASE_MARGIN_S
+        )
+
+    def adopt(self, run: RunRecord, kind: str) -> None:
+        """Take ``run`` as the run's state after the store already wrote it (event ``kind``)."""
+        self.run = run
+        self.events.append(kind)
 
     def remember(self, step: StepRecord) -> None:
         """Update the in-memory step after the store already holds it."""

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
-from wf_env import WfEnv
+from wf_env import WfEnv, build_wf_env
 
+from aifr.capabilities import CallInfo, CapabilityRegistry, capability
 from aifr.errors import ErrorCode, WorkflowError
 from aifr.workflows import (
     Heartbeat,
     RunState,
+    StepState,
     WorkflowBuilder,
     WorkflowSpec,
     is_owner_gone,
@@ -69,3 +72,68 @@ def test_a_worker_whose_lease_was_taken_over_stops_without_writing(env: WfEnv) -
 
     assert lost.value.code is ErrorCode.WORKFLOW_LEASE_LOST
     assert env.runs.get(created.run.id).state is RunState.PENDING
+
+
+def test_the_last_steps_commit_also_ends_the_run_and_releases_its_lease(env: WfEnv) -> None:
+    spec = WorkflowBuilder("two").step("a", "test.noop").step("b", "test.noop").build()
+    jobs = env.runs.group.jobs
+
+    view = env.engine.start(spec, {}, "agent")
+
+    assert view.state is RunState.COMPLETED
+    assert env.runs.group.jobs - jobs == 3  # create, step a, step b with the run's end
+    stored = env.runs.get(view.run.id)
+    assert stored.state is RunState.COMPLETED
+    assert (stored.lease_owner, stored.lease_expires_at) == (None, None)
+    assert env.kinds(view.run.id) == [
+        "workflow.started",
+        "invocation",
+        "invocation",
+        "workflow.completed",
+    ]
+    assert env.ledger.verify().ok
+
+
+def test_a_last_step_whose_lease_was_taken_meanwhile_is_recorded_but_does_not_end_the_run(
+    tmp_path: Path,
+) -> None:
+    stolen: list[str] = []
+
+    @capability("test.slow", operation="READ", risk="LOW")
+    def slow(info: CallInfo) -> dict[str, bool]:
+        """While this runs, another worker takes the run (our lease looked expired to it)."""
+        assert info.run_id is not None
+        taken = runs.acquire(info.run_id, "thief:1:x", 60, time.time() + 3600)
+        stolen.append(info.run_id if taken is not None else "")
+        return {"ok": True}
+
+    env = build_wf_env(tmp_path, registry=CapabilityRegistry([slow]))
+    runs = env.runs
+    try:
+        view = env.engine.start(WorkflowBuilder("one").step("s", "test.slow").build(), {}, "agent")
+
+        assert stolen == [view.run.id]
+        stored = env.runs.get(view.run.id)
+        assert stored.state is RunState.RUNNING
+        assert stored.lease_owner == "thief:1:x"
+        assert env.runs.step(view.run.id, "s").state is StepState.COMPLETED  # it ran: audited
+        assert env.kinds(view.run.id) == ["workflow.started", "invocation"]
+        assert env.ledger.verify().ok
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(("ttl_s", "reads"), [(30.0, 0), (0.5, 2)])
+def test_a_steps_stored_result_is_read_only_when_the_lease_is_not_certainly_held(
+    env: WfEnv, ttl_s: float, reads: int
+) -> None:
+    """A valid lease means nobody else can have recorded the step: the replay read is skipped."""
+    statements: list[str] = []
+    env.database.connect().set_trace_callback(statements.append)
+    spec = WorkflowBuilder("two").step("a", "test.noop").step("b", "test.noop").build()
+
+    view = env.new_engine(lease_ttl_s=ttl_s).start(spec, {}, "agent")
+
+    env.database.connect().set_trace_callback(None)
+    assert view.state is RunState.COMPLETED
+    assert sum("request_digest AS digest" in s for s in statements) == reads

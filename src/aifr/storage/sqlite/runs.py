@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
@@ -20,8 +21,10 @@ from aifr.errors import ErrorCode, WorkflowError
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 from aifr.storage.sqlite.groupcommit import GroupCommit
 from aifr.workflows.ports import (
+    Completion,
     Notification,
     OutboxItem,
+    RunFinish,
     RunRecord,
     RunState,
     StepRecord,
@@ -198,6 +201,14 @@ def _run_params(r: RunRecord, definition: str) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What the lease holder said of a step attempt it is about to invoke."""
+
+    unrecorded: bool
+    finish: RunFinish | None
+
+
 class SqliteRunStore:
     """The ``RunStore`` and ``NotificationOutbox`` ports over the SQLite state database."""
 
@@ -205,7 +216,8 @@ class SqliteRunStore:
         self.database = database
         self.ledger = ledger
         self.group = GroupCommit(database)
-        self._completions: set[str] = set()
+        self._completions: dict[str, Completion] = {}
+        self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
         self._definitions: dict[int, tuple[dict[str, Any], str]] = {}
         database.migrate("workflows", WORKFLOW_MIGRATIONS)
@@ -312,18 +324,48 @@ class SqliteRunStore:
                 )
             return self.ledger.append_in(conn, audit) if audit is not None else None
 
-    def note_completion(self, key: str) -> None:
+    def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
+        """Note what the lease holder knows of the attempt ``key`` (see ``RunStore``)."""
+        with self._completions_lock:
+            self._attempts[key] = _Attempt(unrecorded, finish)
+
+    def is_unrecorded(self, key: str) -> bool:
+        """Whether the lease holder vouched that attempt ``key`` has no stored result."""
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        return attempt is not None and attempt.unrecorded
+
+    def finish_in(self, conn: sqlite3.Connection, key: str, now: float) -> RunRecord | None:
+        """Inside the step's own transaction: write the run's end armed for ``key``, if any.
+
+        Returns the run as written, or ``None`` when nothing was armed or the lease was
+        lost meanwhile: the step's success is kept (it happened, and is audited), and the
+        engine's own end-of-run commit then finds the lease gone and stops.
+        """
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        finish = attempt.finish if attempt is not None else None
+        if finish is None:
+            return None
+        run = finish.run.evolve(updated_at=now)
+        try:
+            self._save_in(conn, run, (), finish.audit, None, finish.owner)
+        except WorkflowError as exc:  # raised before anything was written
+            if exc.code is not ErrorCode.WORKFLOW_LEASE_LOST:
+                raise
+            return None
+        return run
+
+    def note_completion(self, key: str, finished_run: RunRecord | None = None) -> None:
         """Remember that the step (or undo) with this key was recorded as completed."""
         with self._completions_lock:
-            self._completions.add(key)
+            self._completions[key] = Completion(finished_run)
 
-    def consume_completion(self, key: str) -> bool:
-        """Whether the runtime already recorded this step key's success (asked once)."""
+    def consume_completion(self, key: str) -> Completion | None:
+        """How the runtime recorded this step key's success, if it did (asked once)."""
         with self._completions_lock:
-            if key in self._completions:
-                self._completions.discard(key)
-                return True
-            return False
+            self._attempts.pop(key, None)
+            return self._completions.pop(key, None)
 
     def is_cancel_requested(self, run_id: str) -> bool:
         """Whether someone asked to cancel the run."""

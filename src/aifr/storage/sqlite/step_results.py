@@ -27,7 +27,7 @@ from aifr.audit import AuditEvent, AuditRecord
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
 from aifr.storage.sqlite.database import translate_sqlite_errors
 from aifr.storage.sqlite.runs import SqliteRunStore, encode_column
-from aifr.workflows.ports import StepKey, StepState
+from aifr.workflows.ports import RunRecord, StepKey, StepState
 
 __all__ = ["StepResultStore"]
 
@@ -61,6 +61,8 @@ class StepResultStore:
         parsed = StepKey.parse(key)
         if parsed is None:
             return self._fallback.get(principal, key)
+        if self._runs.is_unrecorded(key):  # the lease holder knows: no read needed
+            return None
         query = _SELECT_UNDO_RESULT if parsed.is_undo else _SELECT_STEP_RESULT
         with translate_sqlite_errors("reading a step result"):
             row = self._db.connect().execute(query, (parsed.run_id, parsed.step_id)).fetchone()
@@ -107,7 +109,7 @@ class StepResultStore:
         output = encode_column(result.get("output"))
         stored = encode_column({k: v for k, v in result.items() if k != "output"})
 
-        def complete_in(conn: sqlite3.Connection) -> AuditRecord:
+        def complete_in(conn: sqlite3.Connection) -> tuple[AuditRecord, RunRecord | None]:
             with translate_sqlite_errors("completing a step"):
                 record = self._ledger.append_in(conn, audit)
                 if parsed.is_undo:
@@ -144,10 +146,11 @@ class StepResultStore:
                             parsed.step_id,
                         ),
                     )
-            return record
+                    return record, self._runs.finish_in(conn, key, now)
+            return record, None
 
-        record = self._runs.group.run(complete_in)
-        self._runs.note_completion(key)
+        record, finished_run = self._runs.group.run(complete_in)
+        self._runs.note_completion(key, finished_run)
         return record
 
     def release(self, principal: str, key: str) -> None:
