@@ -15,11 +15,20 @@ from typing import Any
 __all__ = ["canonical_json", "digest", "handler_digest"]
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+"""Built once: ``json.dumps`` with options builds a new encoder on every call."""
+
+
 def canonical_json(value: Any) -> str:
-    """Encode ``value`` as sorted, compact, UTF-8 JSON; the input to every aifr hash."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    """Encode ``value`` as sorted, compact, UTF-8 JSON; the input to every aifr hash.
+
+    Raises:
+        TypeError: ``value`` holds something JSON cannot encode.
+        ValueError: ``value`` holds NaN or an infinity, or a container holds itself.
+    """
+    return _CANONICAL.encode(value)
 
 
 def digest(value: Any) -> str:
