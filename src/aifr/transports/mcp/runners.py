@@ -21,6 +21,7 @@ import anyio
 from aifr.errors import TransportError
 from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity, TokenStore
 from aifr.transports.mcp.server import AifrMcpServer
+from aifr.transports.mcp.stdio import stdio_streams
 from aifr.transports.mcp.uds import DEFAULT_SOCKET_MODE, PeerCredentials, Streams, serve_unix
 
 __all__ = ["UidPrincipals", "serve_http", "serve_stdio", "serve_uds"]
@@ -32,9 +33,7 @@ MCP_PATH = "/mcp"
 
 async def serve_stdio(server: AifrMcpServer) -> None:
     """Serve one client on this process's stdin/stdout until it disconnects."""
-    from mcp.server.stdio import stdio_server  # only the stdio transport needs it
-
-    async with stdio_server() as (read, write):
+    async with stdio_streams() as (read, write):
         await server.server.run(read, write, server.server.create_initialization_options())
 
 

@@ -1,0 +1,141 @@
+"""``aifr mcp --transport stdio`` as a client launches it: pipes, noisy handlers, big messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import anyio
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp_harness import run_aifr
+
+NOISY = '''
+import subprocess
+import sys
+
+from aifr import capability
+
+
+@capability("noisy.echo", operation="READ", risk="LOW")
+def echo(text: str) -> dict[str, object]:
+    """Echo, while printing to stdout, starting a child that prints, and reading stdin."""
+    print("stray print from a handler")
+    sys.stdout.flush()
+    subprocess.run(["echo", "stray output of a child"], check=True)
+    return {"text": text, "length": len(text), "stdin": sys.stdin.read()}
+'''
+
+POLICY = """\
+version: 1
+rules:
+  - id: allow-noisy
+    when: {capability: "noisy.*"}
+    decision: ALLOW
+"""
+
+
+def _project(aifr_bin: str, root: Path, env: dict[str, str]) -> Path:
+    project = root / "noisy"
+    assert run_aifr(aifr_bin, "init", str(project), cwd=root, env=env).returncode == 0
+    (project / "noisy_caps.py").write_text(NOISY)
+    (project / "policies" / "default.yaml").write_text(POLICY)
+    config = project / "aifr.toml"
+    config.write_text(
+        config.read_text().replace("capability_modules = []", 'capability_modules = ["noisy_caps"]')
+    )
+    return project
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AIFR_")}
+
+
+def test_handlers_that_print_start_children_or_read_stdin_cannot_touch_the_protocol_stream(
+    aifr_bin: str, tmp_path: Path
+) -> None:
+    env = _env()
+    project = _project(aifr_bin, tmp_path, env)
+    errors = tmp_path / "stderr.log"
+    params = StdioServerParameters(
+        command=aifr_bin, args=["mcp", "--transport", "stdio", "-p", str(project)], env=env
+    )
+
+    async def session() -> list[dict[str, object]]:
+        with errors.open("w") as sink:
+            async with Client(stdio_client(params, errlog=sink)) as client:
+                return [
+                    (await client.call_tool("noisy.echo", {"text": f"call {n}"})).structured_content
+                    or {}
+                    for n in range(5)
+                ]
+
+    outputs = anyio.run(session)
+
+    assert outputs == [{"text": f"call {n}", "length": 6, "stdin": ""} for n in range(5)]
+    log = errors.read_text()
+    assert log.count("stray print from a handler") == 5
+    assert log.count("stray output of a child") == 5
+
+
+def _frame(message: dict[str, object]) -> bytes:
+    return (json.dumps(message) + "\n").encode()
+
+
+def test_a_message_far_larger_than_a_pipe_buffer_goes_both_ways(
+    aifr_bin: str, tmp_path: Path
+) -> None:
+    """A 3 MB argument in one line, and the same back: no line limit, no torn frames."""
+    env = _env()
+    project = _project(aifr_bin, tmp_path, env)
+    big = "x" * 3_000_000
+    requests = b"".join(
+        _frame(m)
+        for m in (
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw-pipe-test", "version": "1"},
+                },
+            },
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "noisy.echo", "arguments": {"text": big}},
+            },
+        )
+    )
+    server = subprocess.Popen(
+        [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        server.stdin.write(requests)
+        server.stdin.flush()
+        responses = {}
+        while len(responses) < 2:
+            line = server.stdout.readline()
+            assert line, "the server closed stdout early"
+            message = json.loads(line)
+            responses[message.get("id")] = message
+    finally:
+        server.stdin.close()
+        assert server.wait(timeout=30) == 0
+        server.stdout.close()
+
+    result = responses[2]["result"]
+    assert result["isError"] is False
+    assert result["structuredContent"]["length"] == 3_000_000
+    assert result["structuredContent"]["text"] == big
