@@ -36,6 +36,7 @@ from aifr.workflows.leases import Heartbeat, new_owner_id
 from aifr.workflows.planning import plan_workflow
 from aifr.workflows.ports import (
     TERMINAL_STATES,
+    Completion,
     RunFinish,
     RunRecord,
     RunState,
@@ -382,28 +383,18 @@ class WorkflowEngine:
             )
         except WorkflowError as exc:
             return self._fail(context, record, exc)
-        run = context.run
-        key = str(StepKey(run.id, record.step_id, record.attempt))
-        self.store.begin_attempt(
-            key, unrecorded=context.lease_is_safe(), finish=self._finish_with(context, record)
+        key = str(StepKey(context.run.id, record.step_id, record.attempt))
+        result, completion = context.invoke(
+            self.runtime,
+            spec.capability,
+            inputs,
+            step_id=record.step_id,
+            key=key,
+            approval_id=approval_id,
+            timeout_s=spec.timeout_s,
+            finish=self._finish_with(context, record),
         )
-        try:
-            result = self.runtime.invoke(
-                spec.capability,
-                inputs,
-                run.principal,
-                roles=run.roles,
-                idempotency_key=key,
-                approval_id=approval_id,
-                workflow_id=run.workflow,
-                run_id=run.id,
-                step_id=record.step_id,
-                timeout_s=spec.timeout_s,
-            )
-        except BaseException:
-            self.store.consume_completion(key)
-            raise
-        return self._outcome(context, record, spec, inputs, result, key)
+        return self._outcome(context, record, spec, inputs, result, completion)
 
     def _finish_with(self, context: RunContext, record: StepRecord) -> RunFinish | None:
         """The run's end, for its last step's commit to carry (``None`` for other steps)."""
@@ -419,11 +410,10 @@ class WorkflowEngine:
         spec: StepSpec,
         inputs: dict[str, JsonValue],
         result: Result,
-        key: str,
+        completion: Completion | None,
     ) -> bool:
-        """Commit what a step's invocation (idempotency ``key``) came to; true to go on."""
+        """Commit what a step's invocation came to (``completion``: its own commit); true to go on."""
         status = result.status
-        completion = self.store.consume_completion(key)
         if status is Status.OK:
             done = record.evolve(
                 state=StepState.COMPLETED,
@@ -484,7 +474,8 @@ class WorkflowEngine:
         """A step whose approved execution already finished (found on its approval)."""
         spec = context.step_spec(record.step_id)
         key = str(StepKey(context.run.id, record.step_id, record.attempt))
-        self._outcome(context, record, spec, record.inputs or {}, result, key)
+        completion = self.store.consume_completion(key)
+        self._outcome(context, record, spec, record.inputs or {}, result, completion)
 
     def _is_stored(
         self, context: RunContext, step_id: str, state: StepState, result: Result

@@ -122,22 +122,14 @@ class Saga:
         run = context.run
         assert plan.capability is not None  # noqa: S101  # callers check
         approval_id = self._decided_approval(record)
-        key = str(StepKey(run.id, record.step_id, record.undo_attempt, True))
-        context.store.begin_attempt(key, unrecorded=context.lease_is_safe(), finish=None)
-        try:
-            result = self._runtime.invoke(
-                plan.capability,
-                plan.inputs,
-                run.principal,
-                roles=run.roles,
-                idempotency_key=key,
-                approval_id=approval_id,
-                workflow_id=run.workflow,
-                run_id=run.id,
-                step_id=record.step_id,
-            )
-        finally:
-            completion = context.store.consume_completion(key)
+        result, completion = context.invoke(
+            self._runtime,
+            plan.capability,
+            plan.inputs,
+            step_id=record.step_id,
+            key=str(StepKey(run.id, record.step_id, record.undo_attempt, True)),
+            approval_id=approval_id,
+        )
         if result.status is Status.OK:
             done = record.evolve(
                 state=StepState.COMPENSATED,

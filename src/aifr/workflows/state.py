@@ -17,7 +17,16 @@ from pydantic import JsonValue
 
 from aifr.audit import AuditEvent
 from aifr.errors import AifrError
-from aifr.workflows.ports import Notification, RunRecord, RunState, RunStore, StepRecord
+from aifr.invocation import Result, Runtime
+from aifr.workflows.ports import (
+    Completion,
+    Notification,
+    RunFinish,
+    RunRecord,
+    RunState,
+    RunStore,
+    StepRecord,
+)
 from aifr.workflows.spec import StepSpec, WorkflowSpec
 
 __all__ = ["RunContext", "error_dict", "released_lease", "workflow_event"]
@@ -134,6 +143,43 @@ class RunContext:
             and expires is not None
             and self.clock() < expires - _LEASE_MARGIN_S
         )
+
+    def invoke(
+        self,
+        runtime: Runtime,
+        capability: str,
+        inputs: dict[str, JsonValue],
+        *,
+        step_id: str,
+        key: str,
+        approval_id: str | None,
+        timeout_s: float | None = None,
+        finish: RunFinish | None = None,
+    ) -> tuple[Result, Completion | None]:
+        """Invoke one attempt of a step (or of its undo) as the run's principal.
+
+        Tells the store what this lease holder knows of the attempt first (see
+        ``RunStore.begin_attempt``); returns the result and how the store recorded its
+        success (``None`` when it did not).
+        """
+        run = self.run
+        self.store.begin_attempt(key, unrecorded=self.lease_is_safe(), finish=finish)
+        try:
+            result = runtime.invoke(
+                capability,
+                inputs,
+                run.principal,
+                roles=run.roles,
+                idempotency_key=key,
+                approval_id=approval_id,
+                workflow_id=run.workflow,
+                run_id=run.id,
+                step_id=step_id,
+                timeout_s=timeout_s,
+            )
+        finally:
+            completion = self.store.consume_completion(key)
+        return result, completion
 
     def adopt(self, run: RunRecord, kind: str) -> None:
         """Take ``run`` as the run's state after the store already wrote it (event ``kind``)."""
