@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -49,14 +48,10 @@ def _project(aifr_bin: str, root: Path, env: dict[str, str]) -> Path:
     return project
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AIFR_")}
-
-
 def test_handlers_that_print_start_children_or_read_stdin_cannot_touch_the_protocol_stream(
-    aifr_bin: str, tmp_path: Path
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
 ) -> None:
-    env = _env()
+    env = clean_env
     project = _project(aifr_bin, tmp_path, env)
     errors = tmp_path / "stderr.log"
     params = StdioServerParameters(
@@ -85,10 +80,10 @@ def _frame(message: dict[str, object]) -> bytes:
 
 
 def test_a_message_far_larger_than_a_pipe_buffer_goes_both_ways(
-    aifr_bin: str, tmp_path: Path
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
 ) -> None:
     """A 3 MB argument in one line, and the same back: no line limit, no torn frames."""
-    env = _env()
+    env = clean_env
     project = _project(aifr_bin, tmp_path, env)
     big = "x" * 3_000_000
     requests = b"".join(
