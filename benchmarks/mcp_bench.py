@@ -20,6 +20,7 @@ Results go to ``docs/benchmarks.md`` under ``## MCP`` (other sections are left a
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import os
 import platform
@@ -293,6 +294,10 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=5)
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["mcp"] else sys.argv[1:])
+    # aifr is installed editable here, the SDK from a wheel whose bytecode pip compiled;
+    # compile aifr's too, so a cold start is not also a compile (and stale bytecode after
+    # an edit, which an interpreter under PYTHONDONTWRITEBYTECODE never rewrites, is not).
+    compileall.compile_dir(ROOT / "src" / "aifr", quiet=1)
     with tempfile.TemporaryDirectory(prefix="aifr-mcp-bench-") as tmp:
         base = Path(tmp)
         script = base / "bare_server.py"

@@ -1,4 +1,10 @@
-"""The tamper-evident audit ledger (DESIGN.md part D): chain, verify, export, ship."""
+"""The tamper-evident audit ledger (DESIGN.md part D): chain, verify, export, ship.
+
+The sinks (``HttpSink``, ``NatsSink``, ``sink_from_url``) are loaded on first access:
+they bring httpx, which a process that never ships audit records does not need.
+"""
+
+from typing import TYPE_CHECKING
 
 from aifr.audit.checkpoint import (
     Checkpoint,
@@ -19,8 +25,21 @@ from aifr.audit.record import (
     record_hash,
 )
 from aifr.audit.redact import REDACTED, redact_details, redact_text
-from aifr.audit.sinks import HttpSink, NatsSink, sink_from_url
 from aifr.audit.verify import Problem, VerifyReport, verify_chain
+
+if TYPE_CHECKING:
+    from aifr.audit.sinks import HttpSink, NatsSink, sink_from_url
+
+_SINKS = frozenset({"HttpSink", "NatsSink", "sink_from_url"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _SINKS:
+        from aifr.audit import sinks
+
+        return getattr(sinks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EXPORT_FORMATS",

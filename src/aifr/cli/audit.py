@@ -24,7 +24,6 @@ from aifr.audit import (
     load_or_create_signing_key,
     public_key_hex,
     record_line,
-    sink_from_url,
     write_jsonl,
 )
 from aifr.cli.console import console, err_console, fail, print_json
@@ -216,6 +215,8 @@ def ship(
     ] = False,
 ) -> None:
     """Ship records the sink has not acknowledged yet, in order, from its stored cursor."""
+    from aifr.audit.sinks import sink_from_url  # httpx and nats load for this command only
+
     with _ledger(project) as (settings, ledger):
         url = sink or settings.audit.sink_url
         if url is None:

@@ -1,4 +1,8 @@
-"""``aifr worker``: resume unfinished runs, deliver webhooks, take signed approval callbacks."""
+"""``aifr worker``: resume unfinished runs, deliver webhooks, take signed approval callbacks.
+
+uvicorn, Starlette and httpx are imported by the command itself, not by this module:
+every ``aifr`` command loads this module, and only the worker needs them.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,17 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 
 from aifr.app import App, build_app
 from aifr.cli.console import console, fail
 from aifr.errors import AifrError, ConfigError
 from aifr.workflows import Worker
-from aifr.workflows.notify import WebhookNotifier, approval_callback_app
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["worker"]
 
@@ -26,6 +31,10 @@ def _secret(app: App) -> bytes | None:
 
 
 def _callback_server(app: App, worker: Worker, host: str, port: int) -> uvicorn.Server:
+    import uvicorn
+
+    from aifr.workflows.notify import approval_callback_app
+
     secret = _secret(app)
     if secret is None:
         raise ConfigError(
@@ -54,6 +63,8 @@ def worker(
     project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.")] = Path(),
 ) -> None:
     """Resume unfinished runs (crashes, decided approvals) and deliver notifications."""
+    from aifr.workflows.notify import WebhookNotifier
+
     try:
         app = build_app(project)
         secret = _secret(app)

@@ -2,45 +2,33 @@
 
 Each hop of a request is vetted before it is sent (``net_guard``: allowlists, one DNS
 lookup, public addresses only), and the request is sent to a vetted address itself with
-the original ``Host`` header and TLS server name, so a DNS answer that changes between the check and the connection (rebinding)
-cannot redirect it. Redirects are followed by hand and each hop is vetted again. The
-body is streamed against a size cap (after content decoding, so a compression bomb is
-caught), and credential headers are redacted in the echoed request and response.
+the original ``Host`` header and TLS server name, so a DNS answer that changes between
+the check and the connection (rebinding) cannot redirect it. Redirects are followed by
+hand and each hop is vetted again. The body is streamed against a size cap (after
+content decoding, so a compression bomb is caught), and credential headers are redacted
+in the echoed request and response. The sending lives in :mod:`aifr.stdlib.net_fetch`,
+loaded with httpx on a process's first request.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, cast
 
-import httpx
 from pydantic import JsonValue
 from typing_extensions import TypedDict
 
 from aifr.capabilities import CallInfo, Capability, Compensation, capability
-from aifr.errors import AifrError, ExecutionError, ExecutionTimeoutError, SandboxRefusalError
+from aifr.errors import AifrError
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.limits import Positive, Seconds
-from aifr.stdlib.net_guard import (
-    NetGuard,
-    Vetted,
-    is_credential_header,
-    redact_headers,
-    redact_unparsed_url,
-    redact_url,
-    refuse_url,
-)
+from aifr.stdlib.net_guard import NetGuard
 
-__all__ = ["HttpResponse", "build_net_capabilities"]
+if TYPE_CHECKING:
+    from aifr.stdlib.net_fetch import Fetcher
 
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "csv")
-_REFUSED_HEADERS = frozenset({"host", "transfer-encoding", "content-length", "connection"})
+__all__ = ["HttpEcho", "HttpResponse", "build_net_capabilities"]
 
 
 class HttpEcho(TypedDict):
@@ -64,224 +52,34 @@ class HttpResponse(TypedDict):
     request: HttpEcho
 
 
-@contextlib.contextmanager
-def _httpx_errors(url: str) -> Iterator[None]:
-    """Translate httpx failures into aifr errors naming the URL."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ExecutionTimeoutError(
-            f"request to {url} timed out: {type(exc).__name__}", url=url
-        ) from None
-    except httpx.HTTPError as exc:
-        raise ExecutionError(
-            f"request to {url} failed: {type(exc).__name__}: {exc}", url=url
-        ) from None
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-class _Client:
-    """One lazily built httpx client shared by the capabilities (it loads CA certificates)."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> httpx.Client:
-        """The client, built on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    trust_env=False, follow_redirects=False, timeout=httpx.Timeout(self.timeout_s)
-                )
-            return self._client
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    method: str
-    url: httpx.URL
-    headers: dict[str, str]
-    content: bytes | None
-
-
-class _Fetcher:
-    """Sends a request hop by hop, vetting each, and reads the body under the cap."""
+class _FetcherOnFirstUse:
+    """Builds the :class:`~aifr.stdlib.net_fetch.Fetcher` when the first request is sent."""
 
     def __init__(
         self, guard: NetGuard, *, timeout_s: float, max_bytes: int, max_redirects: int
     ) -> None:
-        self.guard = guard
-        self.timeout_s = timeout_s
-        self.max_bytes = max_bytes
-        self.max_redirects = max_redirects
-        self._client = _Client(timeout_s)
+        self._guard = guard
+        self._timeout_s = timeout_s
+        self._max_bytes = max_bytes
+        self._max_redirects = max_redirects
+        self._fetcher: Fetcher | None = None
+        self._lock = threading.Lock()
 
-    def fetch(
-        self, first: _Request, *, follow: bool, max_bytes: int | None, timeout_s: float | None
-    ) -> HttpResponse:
-        cap = min(max_bytes or self.max_bytes, self.max_bytes)
-        deadline = time.monotonic() + min(timeout_s or self.timeout_s, self.timeout_s)
-        request = first
-        redirects: list[str] = []
-        for _ in range(self.max_redirects + 1):
-            vetted = self._vet_hop(request.url, redirects)
-            with _httpx_errors(redact_url(request.url)):
-                response, body = self._send(vetted, request, cap, deadline)
-            if follow and response.status_code in _REDIRECTS and "location" in response.headers:
-                redirects.append(redact_url(request.url))
-                request = _next_hop(request, response)
-                continue
-            return _output(request, response, body, redirects)
-        raise refuse_url(
-            "redirect_refused", redact_url(request.url), f"more than {self.max_redirects} redirects"
-        )
+    def __call__(self) -> Fetcher:
+        with self._lock:
+            if self._fetcher is None:
+                from aifr.stdlib.net_fetch import Fetcher  # httpx loads here, once
 
-    def _vet_hop(self, url: httpx.URL, redirects: list[str]) -> Vetted:
-        if not redirects:
-            return self.guard.vet(url)
-        try:
-            return self.guard.vet(url)
-        except SandboxRefusalError as exc:
-            raise refuse_url(
-                "redirect_refused",
-                redact_url(url),
-                exc.message,
-                refused_by=exc.rule,
-                redirects=list(redirects),
-            ) from None
-
-    def _send(
-        self, vetted: Vetted, request: _Request, cap: int, deadline: float
-    ) -> tuple[httpx.Response, bytes]:
-        url = request.url
-        headers = {**request.headers, "host": url.netloc.decode("ascii").rsplit("@", 1)[-1]}
-        extensions = {"sni_hostname": vetted.host} if url.scheme == "https" else {}
-        if url.username:
-            pair = f"{url.username}:{url.password or ''}".encode()
-            headers.setdefault("authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
-        client = self._client.get()
-        for index, address in enumerate(vetted.addresses):  # each one vetted; no new lookup
-            direct = url.copy_with(host=address, username=None, password=None)
-            built = client.build_request(
-                request.method,
-                direct,
-                headers=headers,
-                content=request.content,
-                timeout=_remaining(deadline, url),  # each wait is bounded by what is left
-                extensions=extensions,
-            )
-            try:
-                response = client.send(built, stream=True)
-                break
-            except httpx.ConnectError:
-                if index == len(vetted.addresses) - 1:
-                    raise
-        try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cap:
-                raise refuse_url(
-                    "response_too_large",
-                    redact_url(url),
-                    f"declares {declared} bytes, cap {cap}",
-                    limit=cap,
+                self._fetcher = Fetcher(
+                    self._guard,
+                    timeout_s=self._timeout_s,
+                    max_bytes=self._max_bytes,
+                    max_redirects=self._max_redirects,
                 )
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body.extend(chunk)
-                if len(body) > cap:
-                    raise refuse_url(
-                        "response_too_large",
-                        redact_url(url),
-                        f"body passed the cap of {cap} bytes",
-                        limit=cap,
-                    )
-                _remaining(deadline, url)
-        finally:
-            response.close()
-        return response, bytes(body)
-
-
-def _remaining(deadline: float, url: httpx.URL) -> float:
-    """Seconds left before ``deadline``, the whole-request limit.
-
-    Raises:
-        ExecutionTimeoutError: the deadline has passed.
-    """
-    left = deadline - time.monotonic()
-    if left <= 0:
-        shown = redact_url(url)
-        raise ExecutionTimeoutError(f"request to {shown} ran past its timeout", url=shown)
-    return left
-
-
-def _next_hop(request: _Request, response: httpx.Response) -> _Request:
-    location = response.headers["location"]
-    try:
-        target = request.url.join(location)
-    except httpx.InvalidURL as exc:
-        raise refuse_url("redirect_refused", location, f"invalid Location: {exc}") from None
-    method, content = request.method, request.content
-    if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
-        method, content = ("HEAD" if method == "HEAD" else "GET"), None
-    headers = dict(request.headers)
-    if _origin(target) != _origin(request.url):  # credentials were meant for the first origin
-        headers = {k: v for k, v in headers.items() if not is_credential_header(k)}
-    return _Request(method=method, url=target, headers=headers, content=content)
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
-
-
-def _output(
-    request: _Request, response: httpx.Response, body: bytes, redirects: list[str]
-) -> HttpResponse:
-    content_type = response.headers.get("content-type", "").lower()
-    is_text = not body or any(marker in content_type for marker in _TEXT_TYPES)
-    text = body.decode(response.encoding or "utf-8", "replace") if is_text else ""
-    return HttpResponse(
-        status=response.status_code,
-        url=redact_url(request.url),
-        headers=redact_headers(response.headers),
-        body=text if is_text else base64.b64encode(body).decode("ascii"),
-        body_encoding="text" if is_text else "base64",
-        size=len(body),
-        redirects=redirects,
-        request=HttpEcho(
-            method=request.method,
-            url=redact_url(request.url),
-            headers=redact_headers(request.headers),
-        ),
-    )
-
-
-def _prepare(
-    method: str, url: str, headers: dict[str, str], body: str | None, json_body: JsonValue
-) -> _Request:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise refuse_url("invalid_url", redact_unparsed_url(url), str(exc)) from None
-    for name in headers:
-        if name.lower() in _REFUSED_HEADERS:
-            raise refuse_url(
-                "header_not_allowed",
-                redact_url(parsed),
-                f"header {name!r} is set by aifr",
-                header=name,
-            )
-    clean = dict(headers)
-    content: bytes | None = None
-    if json_body is not None:
-        content = httpx.Request("POST", "http://x", json=json_body).content
-        clean.setdefault("content-type", "application/json")
-    elif body is not None:
-        content = body.encode()
-    return _Request(method=method, url=parsed, headers=clean, content=content)
-
-
-Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+            return self._fetcher
 
 
 def build_net_capabilities(
@@ -298,7 +96,7 @@ def build_net_capabilities(
     guard = NetGuard(
         allow_hosts=allow_hosts, allow_schemes=allow_schemes, allow_private=allow_private
     )
-    fetcher = _Fetcher(
+    fetcher = _FetcherOnFirstUse(
         guard, timeout_s=timeout_s, max_bytes=max_response_bytes, max_redirects=max_redirects
     )
 
@@ -331,9 +129,13 @@ def build_net_capabilities(
             max_bytes: Refuse bodies larger than this (at most the configured cap).
             timeout_s: Seconds for the whole request (at most the configured timeout).
         """
-        request = _prepare(method, url, headers or {}, None, None)
-        return fetcher.fetch(
-            request, follow=follow_redirects, max_bytes=max_bytes, timeout_s=timeout_s
+        return fetcher().send(
+            method,
+            url,
+            headers=headers or {},
+            follow=follow_redirects,
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
         )
 
     @capability(
@@ -386,10 +188,16 @@ def build_net_capabilities(
         sent = dict(headers or {})
         if call.idempotency_key and not any(k.lower() == "idempotency-key" for k in sent):
             sent["Idempotency-Key"] = call.idempotency_key  # the server can drop a repeat
-        request = _prepare(method, url, sent, body, json_body)
         try:
-            response = fetcher.fetch(
-                request, follow=follow_redirects, max_bytes=max_bytes, timeout_s=timeout_s
+            response = fetcher().send(
+                method,
+                url,
+                headers=sent,
+                body=body,
+                json_body=json_body,
+                follow=follow_redirects,
+                max_bytes=max_bytes,
+                timeout_s=timeout_s,
             )
         except AifrError:
             records.forget("io.net.http_request", call)

@@ -16,11 +16,14 @@ import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
 from pydantic import JsonValue
 
 from aifr.errors import ExecutionError, SandboxRefusalError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "REDACTED",

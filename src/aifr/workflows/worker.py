@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from aifr.errors import AifrError
 from aifr.workflows.engine import WorkflowEngine
-from aifr.workflows.notify import WebhookNotifier
 from aifr.workflows.views import RunView
+
+if TYPE_CHECKING:
+    from aifr.workflows.notify import WebhookNotifier  # brings httpx and Starlette
 
 __all__ = ["Worker"]
 

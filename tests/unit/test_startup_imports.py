@@ -1,0 +1,67 @@
+"""Startup cost: what an ``aifr`` process imports before it does anything.
+
+Cold start to the first MCP call is a goal of issue 8, and imports are most of it. The
+heavy libraries only some commands need (httpx for ``io.net`` and audit shipping,
+Starlette and uvicorn for the worker's callback) load when first used.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROBE = """
+import json, sys
+from aifr.app import build_app
+from aifr.cli.main import app as cli
+from aifr.transports.mcp import AifrMcpServer, McpIdentity, fixed_identity
+
+app = build_app(sys.argv[1])
+AifrMcpServer.from_app(app, identity=fixed_identity(McpIdentity(principal="local")))
+print(json.dumps(sorted(m for m in ("httpx", "aifr.audit.sinks", "aifr.workflows.notify",
+                                    "aifr.stdlib.net_fetch") if m in sys.modules)))
+"""
+
+
+def _loaded_at_startup(project: Path) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(project)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_serving_and_the_cli_do_not_import_what_only_some_commands_need(tmp_path: Path) -> None:
+    from aifr.config import init_project
+
+    init_project(tmp_path)
+    assert _loaded_at_startup(tmp_path) == []
+
+
+def test_the_net_capabilities_load_httpx_on_their_first_request(tmp_path: Path) -> None:
+    script = """
+import sys
+from aifr.app import build_app
+app = build_app(sys.argv[1])
+assert "httpx" not in sys.modules
+result = app.runtime.invoke("io.net.http_get", {"url": "ftp://example.com/"}, "alice")
+print(result.status.value, "httpx" in sys.modules)
+"""
+    from aifr.config import init_project
+
+    init_project(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    status, loaded = out.stdout.split()
+    assert loaded == "True"
+    assert status in {"denied", "failed"}
