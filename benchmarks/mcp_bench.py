@@ -254,9 +254,9 @@ def write_docs(rows: list[dict[str, float | str]], calls: int, starts: int) -> N
         "appends a hash-chained audit record that is durable before the result returns "
         "(`audit.synchronous` FULL fsyncs each commit; NORMAL is WAL-durable across process "
         "crashes). `runtime.sync_execution` says where the sync handler and the rest of the "
-        "call run: `thread` hands the handler to the pool and the audit append to the I/O "
-        "pool (two thread hand-offs), `inline` runs the whole call in one pool thread (one "
-        "hand-off), `loop` runs it on the server's event loop (none; for stdio, one client).",
+        "call run: `thread` runs the whole call in one pool thread while the loop watches the "
+        "handler's deadline (one hand-off, hard timeout), `inline` the same without the watch, "
+        "`loop` runs it on the server's event loop (none; for stdio, one client).",
         "",
         "aifr serves stdio through the event loop's own pipe transports, where the SDK's "
         "`stdio_server` runs every read, write and flush in a worker thread (three thread "

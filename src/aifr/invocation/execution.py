@@ -11,12 +11,15 @@ Where each piece runs:
   stops waiting; Python cannot kill the thread, which is abandoned), or inline in the
   calling thread when the runtime's ``sync_execution`` is ``"inline"`` (cheaper by one
   thread hand-off; the timeout is then checked when the handler returns);
-- sync handler, ``ainvoke``: in the handler pool, so the loop never blocks. With
-  ``sync_execution = "inline"`` the whole pipeline (policy, handler, audit append) runs
-  there under the blocking driver: one thread hand-off per call instead of two. With
-  ``"loop"`` it runs on the caller's loop itself, no hand-off at all, and the loop
-  waits for the whole call, audit commit included (for one-client servers such as MCP
-  over stdio with fast, trusted handlers);
+- sync handler, ``ainvoke``: the whole pipeline (policy, handler, audit append) runs
+  in one handler-pool thread under the blocking driver, so the loop never blocks and a
+  call costs one thread hand-off. Under ``"thread"`` the loop keeps a
+  :class:`HandlerWatch` on that thread: if the handler is still running at its
+  deadline, the loop ends the call itself (a timeout, audited) and the thread drops it
+  when the handler finally returns. Under ``"inline"`` there is no watch (the timeout
+  is checked when the handler returns). Under ``"loop"`` the call runs on the caller's
+  loop itself, no hand-off at all, and the loop waits for the whole call, audit commit
+  included (for one-client servers such as MCP over stdio with fast, trusted handlers);
 - async handler, ``ainvoke``: on the caller's loop under ``asyncio.timeout``;
 - async handler, ``invoke``: on the runtime's background loop thread;
 - storage calls (ledger, approvals, idempotency), ``ainvoke``: in a separate I/O pool,
@@ -36,12 +39,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 __all__ = [
+    "Abandoned",
     "AsyncExecutor",
     "BlockingExecutor",
     "DeadlineExceeded",
     "Executor",
     "ExecutorPools",
+    "HandlerWatch",
     "SyncExecution",
+    "WatchedExecutor",
     "drive",
 ]
 
@@ -57,6 +63,39 @@ class DeadlineExceeded(Exception):  # noqa: N818  # internal signal, never leave
     def __init__(self, timeout_s: float) -> None:
         super().__init__(f"timed out after {timeout_s:g}s")
         self.timeout_s = timeout_s
+
+
+class Abandoned(BaseException):  # internal signal, never leaves the runtime
+    """The loop ended this call at its handler's deadline; the handler's thread drops it.
+
+    A ``BaseException``, so that no ``except Exception`` on the way out of the pipeline
+    turns it into a failure the thread would then audit a second time.
+    """
+
+
+class HandlerWatch:
+    """Decides who ends a call whose sync handler runs in a pool thread, exactly once.
+
+    The thread claims the call when the handler returns; the loop claims it when the
+    handler's deadline has passed and it is still running. Whoever claims first ends the
+    call (audits it); the other lets go. ``deadline`` is ``None`` until the handler
+    starts, so time spent before it (policy, approval, idempotency) is not counted.
+    """
+
+    __slots__ = ("_claim", "deadline")
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self._claim = threading.Lock()
+
+    def start(self, timeout_s: float) -> float:
+        """Mark the handler as started now; returns its deadline (``time.monotonic``)."""
+        deadline = self.deadline = time.monotonic() + timeout_s
+        return deadline
+
+    def claim(self) -> bool:
+        """Take the call; ``False`` if the other side already has."""
+        return self._claim.acquire(blocking=False)
 
 
 class _LoopThread:
@@ -173,9 +212,9 @@ class BlockingExecutor:
         self._inline = sync_execution != "thread"
         self._asyncness = _Asyncness()
 
-    def runs_inline(self, handler: Callable[..., Any] | None) -> bool:
-        """Whether ``handler`` would run in the calling thread (a sync handler, inline mode)."""
-        return self._inline and handler is not None and not self._asyncness.is_async(handler)
+    def is_sync(self, handler: Callable[..., Any] | None) -> bool:
+        """Whether ``handler`` is a plain (not ``async def``) function."""
+        return handler is not None and not self._asyncness.is_async(handler)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn`` in this thread."""
@@ -242,6 +281,59 @@ class BlockingExecutor:
             raise DeadlineExceeded(timeout_s or 0.0) from None
 
 
+class WatchedExecutor:
+    """The blocking driver for one ``ainvoke`` call run in a pool thread under a watch.
+
+    The sync handler runs in this thread; everything else is as in
+    :class:`BlockingExecutor` (hooks still go to the pool under a hard timeout).
+    """
+
+    __slots__ = ("_blocking", "watch")
+
+    def __init__(self, blocking: BlockingExecutor, watch: HandlerWatch) -> None:
+        self._blocking = blocking
+        self.watch = watch
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn`` in this thread."""
+        return fn(*args)
+
+    async def sleep(self, seconds: float) -> None:
+        """Block this thread for ``seconds``."""
+        time.sleep(seconds)
+
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        *,
+        timeout_s: float | None,
+        may_inline: bool = False,
+    ) -> Any:
+        """Run the handler here, then claim the call from the watching loop.
+
+        Raises:
+            DeadlineExceeded: the handler returned, but after its deadline.
+            Abandoned: the loop already ended the call as timed out.
+        """
+        if not may_inline or timeout_s is None or not self._blocking.is_sync(fn):
+            return await self._blocking.run(fn, kwargs, timeout_s=timeout_s)
+        deadline = self.watch.start(timeout_s)
+        try:
+            value = fn(**kwargs)
+        except BaseException:
+            self._claim(deadline, timeout_s)
+            raise
+        self._claim(deadline, timeout_s)
+        return value
+
+    def _claim(self, deadline: float, timeout_s: float) -> None:
+        if not self.watch.claim():
+            raise Abandoned
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded(timeout_s)
+
+
 def _settle(task: asyncio.Task[Any], done: concurrent.futures.Future[Any]) -> None:
     if task.cancelled():
         done.cancel()
@@ -263,6 +355,7 @@ class AsyncExecutor:
     def __init__(self, pools: ExecutorPools) -> None:
         self._pools = pools
         self._asyncness = _Asyncness()
+        self._watching: set[asyncio.Task[Any]] = set()
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` in the I/O pool and await it."""
@@ -282,6 +375,38 @@ class AsyncExecutor:
             self._pools.handlers, functools.partial(context.run, drive, coroutine)
         )
         return await asyncio.shield(future)
+
+    async def in_watched_thread(
+        self,
+        coroutine: Coroutine[Any, Any, T],
+        watch: HandlerWatch,
+        first_wait_s: float,
+        at_deadline: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Drive ``coroutine`` in the handler pool, ending it at its handler's deadline.
+
+        The loop sleeps until the earliest moment the deadline can have passed
+        (``first_wait_s``: the handler's timeout, as it has not started yet), then until
+        the deadline itself. If the handler is still running then and the loop claims
+        the call, ``at_deadline()`` ends it (on this loop) and the thread's late result
+        is dropped. A cancelled caller does not end the watch: it goes on in a task, so
+        a handler that hangs is still audited at its deadline.
+
+        Raises:
+            Abandoned: never to the caller; absorbed here.
+        """
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        future = loop.run_in_executor(
+            self._pools.handlers, functools.partial(context.run, drive, coroutine)
+        )
+        try:
+            return await _watch(future, watch, first_wait_s, at_deadline)
+        except asyncio.CancelledError:
+            task = loop.create_task(_watch(future, watch, first_wait_s, at_deadline))
+            self._watching.add(task)
+            task.add_done_callback(self._watching.discard)
+            raise
 
     async def sleep(self, seconds: float) -> None:
         """Yield to the loop for ``seconds``."""
@@ -304,6 +429,38 @@ class AsyncExecutor:
             self._pools.handlers, functools.partial(context.run, functools.partial(fn, **kwargs))
         )
         return await _with_timeout(future, timeout_s)
+
+
+async def _watch(
+    future: asyncio.Future[T],
+    watch: HandlerWatch,
+    first_wait_s: float,
+    at_deadline: Callable[[], Awaitable[T]],
+) -> T:
+    wait_s: float | None = first_wait_s
+    while True:
+        done, _ = await asyncio.wait((future,), timeout=wait_s)
+        if done:
+            return future.result()
+        deadline = watch.deadline
+        if deadline is None:  # the handler has not started: it has at least its timeout
+            wait_s = first_wait_s
+            continue
+        left = deadline - time.monotonic()
+        if left > 0:
+            wait_s = left
+            continue
+        if not watch.claim():  # the handler just returned: the thread ends the call
+            wait_s = None
+            continue
+        future.add_done_callback(_drop_abandoned)
+        return await at_deadline()
+
+
+def _drop_abandoned(future: asyncio.Future[Any]) -> None:
+    """Retrieve the abandoned thread's outcome, so asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def drive(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -41,7 +41,9 @@ from aifr.invocation.execution import (
     DeadlineExceeded,
     Executor,
     ExecutorPools,
+    HandlerWatch,
     SyncExecution,
+    WatchedExecutor,
     drive,
 )
 from aifr.invocation.hooks import HookCall, HookRegistry, Hooks, HookStage, run_hooks
@@ -71,6 +73,14 @@ _perf = time.perf_counter
 _HEALTH_CODES = frozenset(
     {ErrorCode.EXECUTION_FAILED, ErrorCode.EXECUTION_TIMEOUT, ErrorCode.OUTPUT_INVALID}
 )
+
+
+def _timed_out(capability_id: str, timeout_s: float) -> ExecutionTimeoutError:
+    return ExecutionTimeoutError(
+        f"{capability_id} did not finish within its timeout of {timeout_s:g}s",
+        capability_id=capability_id,
+        timeout_s=timeout_s,
+    )
 
 
 class Runtime:
@@ -117,7 +127,7 @@ class Runtime:
         self._idempotency = IdempotencyGuard(idempotency) if idempotency is not None else None
         self._pools = ExecutorPools(handler_workers=handler_workers)
         self._blocking = BlockingExecutor(self._pools, sync_execution)
-        self._on_loop = sync_execution == "loop"
+        self._sync_execution = sync_execution
         self._async = AsyncExecutor(self._pools)
         self._resolved: dict[str, Capability] = {}
         self._registry_size = -1
@@ -172,21 +182,32 @@ class Runtime:
     ) -> Result:
         """:meth:`invoke` for asyncio code: the loop never blocks on handlers or storage.
 
-        A sync handler under ``sync_execution = "inline"`` takes the whole call to one
-        handler-pool thread (policy, handler and audit append there, as :meth:`invoke`
-        runs them), so it costs one thread hand-off instead of two; under ``"loop"`` the
-        call runs on this loop with no hand-off, blocking it until the call is audited.
+        A sync handler takes the whole call to one handler-pool thread (policy, handler
+        and audit append there, as :meth:`invoke` runs them): one thread hand-off. Under
+        ``sync_execution = "thread"`` (the default) this loop watches the handler's
+        deadline and ends the call itself if the handler overruns it; under ``"loop"``
+        the call runs on this loop with no hand-off, blocking it until it is audited.
         """
         call = new_call(
             ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
             workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
         )  # fmt: skip
-        if self._runs_sync(ref):
-            pipeline = self._pipeline(call, self._blocking)
-            if self._on_loop:
-                return drive(pipeline)
-            return await self._async.in_handler_thread(pipeline)
-        return await self._pipeline(call, self._async)
+        capability = self._sync_capability(ref)
+        if capability is None:
+            return await self._pipeline(call, self._async)
+        mode = self._sync_execution
+        if mode == "loop":
+            return drive(self._pipeline(call, self._blocking))
+        if mode == "inline":
+            return await self._async.in_handler_thread(self._pipeline(call, self._blocking))
+        watch = HandlerWatch()
+        timeout = self._handler_timeout(call, capability)
+        return await self._async.in_watched_thread(
+            self._pipeline(call, WatchedExecutor(self._blocking, watch)),
+            watch,
+            timeout,
+            lambda: self._end_at_deadline(call, timeout),
+        )
 
     def close(self) -> None:
         """Run shutdown hooks (newest first) and stop the runtime's pools."""
@@ -272,12 +293,13 @@ class Runtime:
             await self._hooks(call, ex, HookStage.AFTER, output=output)
         return output
 
-    def _runs_sync(self, ref: str) -> bool:
+    def _sync_capability(self, ref: str) -> Capability | None:
+        """The capability ``ref`` names if its handler is sync, else ``None``."""
         try:
             capability = self._resolve(ref)
         except AifrError:
-            return False  # the pipeline reports it
-        return self._blocking.runs_inline(capability.handler)
+            return None  # the pipeline reports it
+        return capability if self._blocking.is_sync(capability.handler) else None
 
     def _resolve(self, ref: str) -> Capability:
         size = len(self.registry)
@@ -313,11 +335,7 @@ class Runtime:
         try:
             return await ex.run(handler, kwargs, timeout_s=timeout, may_inline=True)
         except DeadlineExceeded:
-            raise ExecutionTimeoutError(
-                f"{spec.id} did not finish within its timeout of {timeout:g}s",
-                capability_id=spec.id,
-                timeout_s=timeout,
-            ) from None
+            raise _timed_out(spec.id, timeout) from None
         except AifrError as exc:
             raise call.redactor.error(exc) from None
         except Exception as exc:  # noqa: BLE001  # foreign handler code: any exception is its failure
@@ -336,6 +354,30 @@ class Runtime:
         if spec is not None and "timeout_s" in spec.model_fields_set:
             return spec.timeout_s
         return self.default_timeout_s
+
+    def _handler_timeout(self, call: Call, capability: Capability) -> float:
+        """:meth:`_timeout_for` before the pipeline has resolved ``call``'s capability."""
+        if call.timeout_s is not None:
+            return call.timeout_s
+        spec = capability.spec
+        return spec.timeout_s if "timeout_s" in spec.model_fields_set else self.default_timeout_s
+
+    async def _end_at_deadline(self, call: Call, timeout_s: float) -> Result:
+        """End ``call`` on the loop: its handler is still running past its deadline."""
+        context = call.context
+        token = bind_request(context)
+        fields = bind_log_fields(
+            request_id=context.request_id,
+            trace_id=context.trace_id,
+            principal=call.principal,
+            run_id=call.run_id,
+        )
+        try:
+            error = call.redactor.error(_timed_out(call.capability_id, timeout_s))
+            return await self._finish(call, self._async, Outcome(Status.FAILED, error=error))
+        finally:
+            unbind_log_fields(fields)
+            unbind_request(token)
 
     async def _hooks(self, call: Call, ex: Executor, stage: HookStage, **facts: Any) -> None:
         started = _perf()

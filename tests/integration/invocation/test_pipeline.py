@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,71 @@ def test_an_inline_ainvoke_cancelled_mid_call_still_finishes_and_audits(tmp_path
         assert len(env.calls.threads) == 1
     finally:
         release.set()
+        env.runtime.close()
+
+
+def test_a_thread_mode_ainvoke_ends_a_hung_handler_at_its_deadline_and_audits_it_once(
+    tmp_path: Path,
+) -> None:
+    env = build_env(tmp_path, sync_execution="thread")
+
+    async def call() -> tuple[object, float]:
+        started = time.monotonic()
+        result = await env.runtime.ainvoke("demo.slow", {}, "yan")
+        return result, time.monotonic() - started
+
+    try:
+        result, took = asyncio.run(call())
+        assert getattr(result, "error_code", None) is ErrorCode.EXECUTION_TIMEOUT
+        assert took < 5  # at the 0.1 s deadline, not when the handler lets go (10 s)
+        assert audited_outcomes(env) == ["execution.timeout"]
+        env.calls.release.set()
+        env.runtime._pools.handlers.shutdown(wait=True)  # the abandoned thread has ended
+        assert audited_outcomes(env) == ["execution.timeout"]  # its late return dropped
+    finally:
+        env.calls.release.set()
+        env.runtime.close()
+
+
+def test_a_cancelled_thread_mode_ainvoke_still_audits_a_hung_handler_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    env = build_env(tmp_path, sync_execution="thread")
+    started = threading.Event()
+    hooks = Hooks()
+    hooks.before(lambda c: started.set(), timeout_s=None)
+
+    async def cancel_then_wait() -> None:
+        task = asyncio.ensure_future(env.runtime.ainvoke("demo.slow", {}, "zoe", hooks=hooks))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(500):  # the watch goes on in its own task on this loop
+            if env.audit_rows():
+                break
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(cancel_then_wait())
+        assert audited_outcomes(env) == ["execution.timeout"]
+    finally:
+        env.calls.release.set()
+        env.runtime.close()
+
+
+def test_time_before_the_handler_starts_does_not_count_against_its_timeout(
+    tmp_path: Path,
+) -> None:
+    env = build_env(tmp_path, sync_execution="thread")
+    hooks = Hooks()
+    hooks.before(lambda c: threading.Event().wait(0.25), timeout_s=None)  # the call has 0.1 s
+    try:
+        result = asyncio.run(
+            env.runtime.ainvoke("demo.whoami", {}, "zoe", hooks=hooks, timeout_s=0.1)
+        )
+        assert result.ok, result.error
+    finally:
         env.runtime.close()
 
 
