@@ -82,10 +82,11 @@ class HandlerWatch:
     starts, so time spent before it (policy, approval, idempotency) is not counted.
     """
 
-    __slots__ = ("_claim", "deadline")
+    __slots__ = ("_claim", "deadline", "ended_by_loop")
 
     def __init__(self) -> None:
         self.deadline: float | None = None
+        self.ended_by_loop = False
         self._claim = threading.Lock()
 
     def start(self, timeout_s: float) -> float:
@@ -94,8 +95,13 @@ class HandlerWatch:
         return deadline
 
     def claim(self) -> bool:
-        """Take the call; ``False`` if the other side already has."""
+        """Take the call for the handler's thread; ``False`` if the loop already has."""
         return self._claim.acquire(blocking=False)
+
+    def claim_for_loop(self) -> bool:
+        """Take the call for the loop; ``False`` if the handler's thread already has."""
+        taken = self.ended_by_loop = self._claim.acquire(blocking=False)
+        return taken
 
 
 class _LoopThread:
@@ -391,9 +397,6 @@ class AsyncExecutor:
         the call, ``at_deadline()`` ends it (on this loop) and the thread's late result
         is dropped. A cancelled caller does not end the watch: it goes on in a task, so
         a handler that hangs is still audited at its deadline.
-
-        Raises:
-            Abandoned: never to the caller; absorbed here.
         """
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
@@ -403,9 +406,10 @@ class AsyncExecutor:
         try:
             return await _watch(future, watch, first_wait_s, at_deadline)
         except asyncio.CancelledError:
-            task = loop.create_task(_watch(future, watch, first_wait_s, at_deadline))
-            self._watching.add(task)
-            task.add_done_callback(self._watching.discard)
+            if not watch.ended_by_loop:  # else the deadline's audit goes on, shielded
+                task = loop.create_task(_watch(future, watch, first_wait_s, at_deadline))
+                self._watching.add(task)
+                task.add_done_callback(self._watching.discard)
             raise
 
     async def sleep(self, seconds: float) -> None:
@@ -450,11 +454,11 @@ async def _watch(
         if left > 0:
             wait_s = left
             continue
-        if not watch.claim():  # the handler just returned: the thread ends the call
+        if not watch.claim_for_loop():  # the handler just returned: the thread ends the call
             wait_s = None
             continue
         future.add_done_callback(_drop_abandoned)
-        return await at_deadline()
+        return await asyncio.shield(at_deadline())
 
 
 def _drop_abandoned(future: asyncio.Future[Any]) -> None:

@@ -40,7 +40,7 @@ def test_a_handler_that_returns_in_time_is_claimed_by_its_thread(
     assert drive(executor.run(handler, {}, timeout_s=5, may_inline=True)) == "done"
     assert ran_in == [caller]
     assert watch.deadline is not None
-    assert not watch.claim()  # taken: the loop can no longer end this call
+    assert not watch.claim_for_loop()  # taken: the loop can no longer end this call
 
 
 def test_a_handler_that_returns_after_its_deadline_is_a_timeout(blocking: BlockingExecutor) -> None:
@@ -59,7 +59,7 @@ def test_once_the_loop_has_claimed_the_call_the_thread_drops_it(
     executor = WatchedExecutor(blocking, watch)
 
     def handler() -> str:
-        assert watch.claim()  # the loop, at the deadline, while the handler still runs
+        assert watch.claim_for_loop()  # the loop, at the deadline, while the handler still runs
         if raises:
             raise ConnectionError("late failure")
         return "late"
@@ -73,4 +73,4 @@ def test_hooks_and_untimed_calls_are_not_watched(blocking: BlockingExecutor) -> 
     executor = WatchedExecutor(blocking, watch)
     assert drive(executor.run(lambda: 1, {}, timeout_s=5)) == 1  # a hook: to the pool
     assert drive(executor.run(lambda: 2, {}, timeout_s=None, may_inline=True)) == 2
-    assert watch.deadline is None and watch.claim()
+    assert watch.deadline is None and watch.claim_for_loop()
