@@ -119,15 +119,16 @@ def build_capability(
     """Build a :class:`Capability` from a function and explicit spec parts."""
     doc = docstring_parser.parse(inspect.getdoc(func) or "")
     param_docs = {p.arg_name: (p.description or "") for p in doc.params}
-    input_model, call_info_param = _input_model(func, id, param_docs)
-    output_adapter, output_schema = _output(func, id)
+    hints = _type_hints(func, id)
+    input_model, input_schema, call_info_param = _input_model(func, id, hints, param_docs)
+    output_adapter, output_schema = _output(func, id, hints)
     summary = " ".join(filter(None, [doc.short_description, doc.long_description]))
     spec = CapabilitySpec(
         id=id,
         name=name,
         description=description if description is not None else summary,
         version=version,
-        input_schema=input_model.model_json_schema(),
+        input_schema=input_schema,
         output_schema=output_schema,
         operation_type=operation,
         side_effects=side_effects,
@@ -159,9 +160,9 @@ def _type_hints(func: Handler, capability_id: str) -> dict[str, Any]:
 
 
 def _input_model(
-    func: Handler, capability_id: str, param_docs: dict[str, str]
-) -> tuple[type[BaseModel], str | None]:
-    hints = _type_hints(func, capability_id)
+    func: Handler, capability_id: str, hints: dict[str, Any], param_docs: dict[str, str]
+) -> tuple[type[BaseModel], dict[str, Any], str | None]:
+    """The input model, its JSON Schema and the parameter that takes the ``CallInfo``."""
     fields: dict[str, Any] = {}
     call_info_param: str | None = None
     for param in inspect.signature(func).parameters.values():
@@ -191,20 +192,20 @@ def _input_model(
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
             **fields,
         )
-        model.model_json_schema()
+        schema = model.model_json_schema()
     except (PydanticUserError, TypeError) as exc:
         raise CapabilityError(
             f"capability {capability_id}: cannot build an input schema for "
             f"{func.__qualname__}: {exc}",
             capability_id=capability_id,
         ) from exc
-    return model, call_info_param
+    return model, schema, call_info_param
 
 
 def _output(
-    func: Handler, capability_id: str
+    func: Handler, capability_id: str, hints: dict[str, Any]
 ) -> tuple[TypeAdapter[Any] | None, dict[str, Any] | None]:
-    annotation = _type_hints(func, capability_id).get("return", inspect.Signature.empty)
+    annotation = hints.get("return", inspect.Signature.empty)
     if annotation in _NO_OUTPUT:
         return None, None
     if typing.get_origin(annotation) in (typing.Awaitable, typing.Coroutine):
