@@ -2,7 +2,8 @@
 
 Cold start to the first MCP call is a goal of issue 8, and imports are most of it. The
 heavy libraries only some commands need (httpx for ``io.net`` and audit shipping,
-Starlette and uvicorn for the worker's callback) load when first used.
+Starlette and uvicorn for the worker's callback, Jinja2 for workflow templates) load
+when first used.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from aifr.transports.mcp import AifrMcpServer, McpIdentity, fixed_identity
 
 app = build_app(sys.argv[1])
 AifrMcpServer.from_app(app, identity=fixed_identity(McpIdentity(principal="local")))
-print(json.dumps(sorted(m for m in ("httpx", "aifr.audit.sinks", "aifr.workflows.notify",
-                                    "aifr.stdlib.net_fetch") if m in sys.modules)))
+print(json.dumps(sorted(m for m in ("httpx", "jinja2", "aifr.audit.sinks",
+                                    "aifr.workflows.notify", "aifr.stdlib.net_fetch")
+                         if m in sys.modules)))
 """
 
 
@@ -65,3 +67,18 @@ print(result.status.value, "httpx" in sys.modules)
     status, loaded = out.stdout.split()
     assert loaded == "True"
     assert status in {"denied", "failed"}
+
+
+def test_jinja2_loads_with_the_first_template_checked(tmp_path: Path) -> None:
+    script = """
+import sys
+from aifr.workflows import WorkflowBuilder
+plain = WorkflowBuilder("plain").step("a", "x.y", n=1).build()
+before = "jinja2" in sys.modules
+templated = WorkflowBuilder("t").input("n", "integer").step("a", "x.y", n="{{ inputs.n }}").build()
+print(before, "jinja2" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["False", "True"]

@@ -10,7 +10,8 @@ the native type of the value (a number stays a number, a mapping stays a mapping
 other string containing ``{{`` or ``{%`` renders to text. The names a template sees are
 ``inputs`` (the run's inputs), ``steps`` (``steps.<id>.output`` of completed steps),
 ``run`` (``id``, ``workflow``, ``principal``) and, in a compensation override,
-``output`` (the compensated step's own output).
+``output`` (the compensated step's own output). Jinja2 itself is reached through
+:mod:`aifr.workflows.jinja_sandbox`, imported with the first template checked or rendered.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import JsonValue
 
 from aifr.errors import ErrorCode, WorkflowError
@@ -30,7 +29,6 @@ __all__ = ["TEMPLATE_NAMES", "check_templates", "has_templates", "render_inputs"
 
 TEMPLATE_NAMES = frozenset({"inputs", "steps", "run"})
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _ONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 
 
@@ -63,26 +61,6 @@ def _has_template(value: JsonValue) -> bool:
     return False
 
 
-def _attribute_refs(tree: nodes.Template, root: str) -> set[str]:
-    """Names used as ``root.NAME`` or ``root['NAME']`` anywhere in ``tree``."""
-    found: set[str] = set()
-    for node in tree.find_all(nodes.Getattr):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == root:
-            found.add(node.attr)
-    for item in tree.find_all(nodes.Getitem):
-        target = item.node
-        key = item.arg
-        if (
-            isinstance(target, nodes.Name)
-            and target.name == root
-            and isinstance(key, nodes.Const)
-            and isinstance(key.value, str)
-        ):
-            found.add(key.value)
-    return found
-
-
 def check_templates(
     values: Mapping[str, JsonValue],
     *,
@@ -100,19 +78,24 @@ def check_templates(
         ValueError: a template does not parse or names something unknown (pydantic turns
             it into the workflow's validation error, with ``where`` as the location).
     """
+    strings = _strings(dict(values), where)
+    if not strings:
+        return
+    from aifr.workflows.jinja_sandbox import JinjaTemplateError, names_used  # loads Jinja2
+
     allowed = TEMPLATE_NAMES | set(extra_names)
-    for path, text in _strings(dict(values), where):
+    for path, text in strings:
         try:
-            tree = _ENV.parse(text)
-        except TemplateError as exc:
+            names = names_used(text)
+        except JinjaTemplateError as exc:
             raise ValueError(f"{path}: template does not parse: {exc}") from None
-        unknown = meta.find_undeclared_variables(tree) - allowed
+        unknown = names.top_level - allowed
         if unknown:
             raise ValueError(f"{path}: unknown name(s) {sorted(unknown)} (use {sorted(allowed)})")
-        missing_inputs = _attribute_refs(tree, "inputs") - inputs
+        missing_inputs = names.inputs - inputs
         if missing_inputs:
             raise ValueError(f"{path}: no workflow input(s) {sorted(missing_inputs)}")
-        missing_steps = _attribute_refs(tree, "steps") - earlier_steps
+        missing_steps = names.steps - earlier_steps
         if missing_steps:
             raise ValueError(f"{path}: step(s) {sorted(missing_steps)} do not run before this one")
 
@@ -130,13 +113,14 @@ def _json_safe(value: Any, path: str) -> JsonValue:
 
 
 def _render(text: str, context: Mapping[str, Any], path: str) -> JsonValue:
+    from aifr.workflows.jinja_sandbox import JinjaTemplateError, evaluate, render  # loads Jinja2
+
     try:
         whole = _ONE_EXPRESSION.match(text)
         if whole is not None:
-            expression = _ENV.compile_expression(whole["expr"], undefined_to_none=False)
-            return _json_safe(expression(**context), path)
-        return _ENV.from_string(text).render(**context)
-    except TemplateError as exc:
+            return _json_safe(evaluate(whole["expr"], context), path)
+        return render(text, context)
+    except JinjaTemplateError as exc:
         raise WorkflowError(
             f"{path}: template {text!r} failed: {exc}",
             code=ErrorCode.WORKFLOW_TEMPLATE_FAILED,
