@@ -27,15 +27,19 @@ print(json.dumps(sorted(m for m in ("httpx", "jinja2", "aifr.audit.sinks",
 """
 
 
-def _loaded_at_startup(project: Path) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(project)],
+def _python(script: str, *args: str) -> str:
+    """What a fresh interpreter running ``script`` prints (its own imports, not ours)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    ).stdout
+
+
+def _loaded_at_startup(project: Path) -> list[str]:
+    return json.loads(_python(PROBE, str(project)).strip().splitlines()[-1])
 
 
 def test_serving_and_the_cli_do_not_import_what_only_some_commands_need(tmp_path: Path) -> None:
@@ -57,14 +61,7 @@ print(result.status.value, "httpx" in sys.modules)
     from aifr.config import init_project
 
     init_project(tmp_path)
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    status, loaded = out.stdout.split()
+    status, loaded = _python(script, str(tmp_path)).split()
     assert loaded == "True"
     assert status in {"denied", "failed"}
 
@@ -78,7 +75,4 @@ before = "jinja2" in sys.modules
 templated = WorkflowBuilder("t").input("n", "integer").step("a", "x.y", n="{{ inputs.n }}").build()
 print(before, "jinja2" in sys.modules)
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.split() == ["False", "True"]
+    assert _python(script).split() == ["False", "True"]

@@ -287,26 +287,18 @@ class BlockingExecutor:
             raise DeadlineExceeded(timeout_s or 0.0) from None
 
 
-class WatchedExecutor:
+class WatchedExecutor(BlockingExecutor):
     """The blocking driver for one ``ainvoke`` call run in a pool thread under a watch.
 
     The sync handler runs in this thread; everything else is as in
     :class:`BlockingExecutor` (hooks still go to the pool under a hard timeout).
     """
 
-    __slots__ = ("_blocking", "watch")
-
     def __init__(self, blocking: BlockingExecutor, watch: HandlerWatch) -> None:
-        self._blocking = blocking
+        self._pools = blocking._pools
+        self._inline = False
+        self._asyncness = blocking._asyncness
         self.watch = watch
-
-    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call ``fn`` in this thread."""
-        return fn(*args)
-
-    async def sleep(self, seconds: float) -> None:
-        """Block this thread for ``seconds``."""
-        time.sleep(seconds)
 
     async def run(
         self,
@@ -322,8 +314,8 @@ class WatchedExecutor:
             DeadlineExceeded: the handler returned, but after its deadline.
             Abandoned: the loop already ended the call as timed out.
         """
-        if not may_inline or timeout_s is None or not self._blocking.is_sync(fn):
-            return await self._blocking.run(fn, kwargs, timeout_s=timeout_s)
+        if not may_inline or timeout_s is None or not self.is_sync(fn):
+            return await super().run(fn, kwargs, timeout_s=timeout_s)
         deadline = self.watch.start(timeout_s)
         try:
             value = fn(**kwargs)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from contextvars import Token
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -31,6 +32,7 @@ from aifr.invocation.circuit import CircuitBreakers, CircuitState
 from aifr.invocation.context import (
     GlobalContext,
     Phase,
+    RequestContext,
     bind_request,
     unbind_request,
 )
@@ -73,6 +75,26 @@ _perf = time.perf_counter
 _HEALTH_CODES = frozenset(
     {ErrorCode.EXECUTION_FAILED, ErrorCode.EXECUTION_TIMEOUT, ErrorCode.OUTPUT_INVALID}
 )
+
+
+_Bound = tuple[Token[RequestContext | None], Token[Mapping[str, str] | None]]
+
+
+def _bind(call: Call) -> _Bound:
+    """Make ``call`` the current request, for handlers and for log records."""
+    context = call.context
+    return bind_request(context), bind_log_fields(
+        request_id=context.request_id,
+        trace_id=context.trace_id,
+        principal=call.principal,
+        run_id=call.run_id,
+    )
+
+
+def _unbind(bound: _Bound) -> None:
+    request, fields = bound
+    unbind_log_fields(fields)
+    unbind_request(request)
 
 
 def _timed_out(capability_id: str, timeout_s: float) -> ExecutionTimeoutError:
@@ -222,14 +244,7 @@ class Runtime:
     # -- the pipeline --------------------------------------------------------------------
 
     async def _pipeline(self, call: Call, ex: Executor) -> Result:
-        context = call.context
-        token = bind_request(context)
-        fields = bind_log_fields(
-            request_id=context.request_id,
-            trace_id=context.trace_id,
-            principal=call.principal,
-            run_id=call.run_id,
-        )
+        bound = _bind(call)
         try:
             if self.events.has_observers:
                 self._emit("invocation.started", call)
@@ -241,8 +256,7 @@ class Runtime:
                 outcome = Outcome(Status.FAILED, error=call.redactor.error(exc))
             return await self._finish(call, ex, outcome)
         finally:
-            unbind_log_fields(fields)
-            unbind_request(token)
+            _unbind(bound)
 
     async def _governed(self, call: Call, ex: Executor) -> Any:
         context = call.context
@@ -364,20 +378,12 @@ class Runtime:
 
     async def _end_at_deadline(self, call: Call, timeout_s: float) -> Result:
         """End ``call`` on the loop: its handler is still running past its deadline."""
-        context = call.context
-        token = bind_request(context)
-        fields = bind_log_fields(
-            request_id=context.request_id,
-            trace_id=context.trace_id,
-            principal=call.principal,
-            run_id=call.run_id,
-        )
+        bound = _bind(call)
         try:
             error = call.redactor.error(_timed_out(call.capability_id, timeout_s))
             return await self._finish(call, self._async, Outcome(Status.FAILED, error=error))
         finally:
-            unbind_log_fields(fields)
-            unbind_request(token)
+            _unbind(bound)
 
     async def _hooks(self, call: Call, ex: Executor, stage: HookStage, **facts: Any) -> None:
         started = _perf()
