@@ -223,7 +223,7 @@ class Runtime:
         if mode == "inline":
             return await self._async.in_handler_thread(self._pipeline(call, self._blocking))
         watch = HandlerWatch()
-        timeout = self._handler_timeout(call, capability)
+        timeout = self._timeout_for(call, capability)
         return await self._async.in_watched_thread(
             self._pipeline(call, WatchedExecutor(self._blocking, watch)),
             watch,
@@ -361,20 +361,17 @@ class Runtime:
                 exception_type=type(exc).__name__,
             ) from (None if call.redactor else exc)
 
-    def _timeout_for(self, call: Call) -> float:
+    def _timeout_for(self, call: Call, capability: Capability | None = None) -> float:
+        """The call's own timeout, else the spec's declared one, else the runtime default.
+
+        ``capability`` stands in for ``call.capability`` before the pipeline resolves it.
+        """
         if call.timeout_s is not None:
             return call.timeout_s
-        spec = call.spec
+        spec = capability.spec if capability is not None else call.spec
         if spec is not None and "timeout_s" in spec.model_fields_set:
             return spec.timeout_s
         return self.default_timeout_s
-
-    def _handler_timeout(self, call: Call, capability: Capability) -> float:
-        """:meth:`_timeout_for` before the pipeline has resolved ``call``'s capability."""
-        if call.timeout_s is not None:
-            return call.timeout_s
-        spec = capability.spec
-        return spec.timeout_s if "timeout_s" in spec.model_fields_set else self.default_timeout_s
 
     async def _end_at_deadline(self, call: Call, timeout_s: float) -> Result:
         """End ``call`` on the loop: its handler is still running past its deadline."""
