@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import anyio
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp_harness import run_aifr
@@ -134,3 +135,98 @@ def test_a_message_far_larger_than_a_pipe_buffer_goes_both_ways(
     assert result["isError"] is False
     assert result["structuredContent"]["length"] == 3_000_000
     assert result["structuredContent"]["text"] == big
+
+
+def _exchange(
+    aifr_bin: str, project: Path, env: dict[str, str], messages: list[dict[str, object]]
+) -> dict[object, dict[str, object]]:
+    """Send ``messages`` to a fresh stdio server and read every response, then close stdin.
+
+    Closing stdin is how a client shuts a stdio server down (calls still running are
+    then cancelled, as by the SDK), so it waits for the answers first.
+    """
+    expected = {m["id"] for m in messages if "id" in m}
+    server = subprocess.Popen(
+        [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    responses: dict[object, dict[str, object]] = {}
+    try:
+        server.stdin.write(b"".join(_frame(m) for m in messages))
+        server.stdin.flush()
+        while set(responses) != expected:
+            line = server.stdout.readline()
+            assert line, f"the server closed stdout before answering {expected - set(responses)}"
+            message = json.loads(line)
+            if "id" in message:
+                responses[message["id"]] = message
+    finally:
+        server.stdin.close()
+        assert server.wait(timeout=30) == 0
+        server.stdout.close()
+    return responses
+
+
+@pytest.mark.parametrize(
+    ("version", "structured", "annotated"),
+    [
+        ("2024-11-05", False, False),
+        ("2025-03-26", False, True),
+        ("2025-06-18", True, True),
+        ("2025-11-25", True, True),
+    ],
+)
+def test_a_client_gets_only_the_fields_its_protocol_version_defines(
+    aifr_bin: str,
+    tmp_path: Path,
+    clean_env: dict[str, str],
+    version: str,
+    structured: bool,
+    annotated: bool,
+) -> None:
+    """Output schemas and structured results only from 2025-06-18; the output is text too."""
+    project = _project(aifr_bin, tmp_path, clean_env)
+    responses = _exchange(
+        aifr_bin,
+        project,
+        clean_env,
+        [
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": version,
+                    "capabilities": {},
+                    "clientInfo": {"name": "old-client", "version": "1"},
+                },
+            },
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            {
+                "jsonrpc": "2.0",
+                "id": 3,
+                "method": "tools/call",
+                "params": {"name": "noisy.echo", "arguments": {"text": "hi"}},
+            },
+        ],
+    )
+
+    assert responses[1]["result"]["protocolVersion"] == version  # type: ignore[index]
+    tools = {t["name"]: t for t in responses[2]["result"]["tools"]}  # type: ignore[index]
+    echo = tools["noisy.echo"]
+    assert echo["inputSchema"]["required"] == ["text"]
+    assert ("outputSchema" in echo) is structured
+    assert ("title" in echo) is structured
+    assert ("_meta" in echo) is structured
+    assert ("annotations" in echo) is annotated
+    assert "risk LOW" in echo["description"]
+    result = responses[3]["result"]
+    assert result["isError"] is False  # type: ignore[index]
+    output = {"text": "hi", "length": 2, "stdin": ""}
+    assert json.loads(result["content"][0]["text"]) == output  # type: ignore[index]
+    assert result.get("structuredContent") == (output if structured else None)  # type: ignore[union-attr]

@@ -9,6 +9,14 @@ from pydantic import Field
 
 from aifr.capabilities import Compensation, capability
 from aifr.stdlib import build_stdlib
+from aifr.transports.mcp.protocol import (
+    ANNOTATIONS_SINCE,
+    STRUCTURED_OUTPUT_SINCE,
+    result_for_version,
+    supports,
+    tool_for_version,
+)
+from aifr.transports.mcp.results import ok_result
 from aifr.transports.mcp.tools import (
     annotations_for,
     approval_status_tool,
@@ -170,3 +178,36 @@ def test_stdlib_tools_carry_the_hints_their_effects_imply(tmp_path: Path) -> Non
     assert hints["io.net.http_get"] == (True, False, True)
     assert hints["io.net.http_request"] == (False, True, True)
     assert hints["sys.exec"] == (False, True, False)
+
+
+def test_dated_versions_compare_by_date_and_a_draft_counts_as_the_newest() -> None:
+    assert supports("2025-06-18", STRUCTURED_OUTPUT_SINCE)
+    assert supports("2025-11-25", STRUCTURED_OUTPUT_SINCE)
+    assert not supports("2025-03-26", STRUCTURED_OUTPUT_SINCE)
+    assert supports("2025-03-26", ANNOTATIONS_SINCE)
+    assert not supports("2024-11-05", ANNOTATIONS_SINCE)
+    assert supports("DRAFT-2026-v1", STRUCTURED_OUTPUT_SINCE)
+
+
+def test_a_tool_for_an_older_protocol_keeps_only_the_fields_that_version_defines() -> None:
+    tool = tool_for_spec(read.spec)
+
+    assert tool_for_version(tool, "2025-06-18") is tool
+    march = tool_for_version(tool, "2025-03-26")
+    assert march.output_schema is None and march.title is None and march.meta is None
+    assert march.annotations == tool.annotations
+    assert march.input_schema == tool.input_schema
+    november = tool_for_version(tool, "2024-11-05")
+    assert november.annotations is None
+    assert november.description == tool.description
+    assert tool.output_schema is not None  # the original is not changed
+
+
+def test_a_result_for_an_older_protocol_drops_structured_content_but_keeps_the_text() -> None:
+    result = ok_result(read.spec, {"path": "a.txt"})
+
+    assert result_for_version(result, "2025-06-18") is result
+    older = result_for_version(result, "2025-03-26")
+    assert older.structured_content is None
+    assert older.content == result.content
+    assert result.structured_content == {"path": "a.txt"}

@@ -40,6 +40,7 @@ from aifr.errors import (
 from aifr.invocation import ApprovalService, Result, Runtime, Status
 from aifr.transports.mcp.approvals import ApprovalBridge
 from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
+from aifr.transports.mcp.protocol import result_for_version, tool_for_version
 from aifr.transports.mcp.resources import ResourceCatalog
 from aifr.transports.mcp.results import APPROVAL_META_KEY, error_result, tool_result
 from aifr.transports.mcp.tools import (
@@ -236,11 +237,20 @@ class AifrMcpServer:
         return listed
 
     async def _list_tools(
-        self, _ctx: Ctx, _params: types.PaginatedRequestParams | None
+        self, ctx: Ctx, _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=self.tools())
+        version = ctx.protocol_version
+        return types.ListToolsResult(tools=[tool_for_version(t, version) for t in self.tools()])
 
     async def _call_tool(
+        self, ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        result = await self._answer_call(ctx, params)
+        if isinstance(result, types.CallToolResult):
+            return result_for_version(result, ctx.protocol_version)
+        return result
+
+    async def _answer_call(
         self, ctx: Ctx, params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
         name = params.name
