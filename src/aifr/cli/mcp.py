@@ -48,6 +48,13 @@ class ClientTransport(StrEnum):
     HTTP = "http"
 
 
+class ToolNameStyle(StrEnum):
+    """How ``aifr mcp`` lists tools (see ``aifr.transports.mcp.naming``)."""
+
+    IDS = "ids"
+    PORTABLE = "portable"
+
+
 class ClientKind(StrEnum):
     """MCP clients whose configuration snippet ``aifr mcp config`` prints."""
 
@@ -114,9 +121,19 @@ def serve(
     socket: Annotated[
         Path | None, typer.Option("--socket", help="Unix socket path (default mcp.socket).")
     ] = None,
+    tool_names: Annotated[
+        ToolNameStyle | None,
+        typer.Option(
+            help="List tools by capability id, or under names matching [A-Za-z0-9_-]{1,64} "
+            "(portable: what Claude Desktop and model APIs accept). Default mcp.tool_names."
+        ),
+    ] = None,
     project: ProjectOption = Path(),
 ) -> None:
-    """Serve the project's capabilities and workflows over MCP (stdio by default)."""
+    """Serve the project's capabilities and workflows over MCP (stdio by default).
+
+    Calls may name a tool by its listed name or by its capability id.
+    """
     if ctx.invoked_subcommand is not None:
         return
     import anyio
@@ -126,6 +143,7 @@ def serve(
     from aifr.transports.mcp import (
         AifrMcpServer,
         TokenStore,
+        ToolNaming,
         UidPrincipals,
         connection_identity,
         fixed_identity,
@@ -143,15 +161,18 @@ def serve(
     settings = aifr_app.settings
     configure_logging(settings.log_level)
     local = _local_identity(settings)
+    naming = ToolNaming(tool_names or settings.mcp.tool_names)
     try:
         workflows = list_workflows(settings.path(settings.workflows.directory))
         if transport is Transport.STDIO:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=fixed_identity(local), workflows=workflows
+                aifr_app, identity=fixed_identity(local), workflows=workflows, tool_naming=naming
             )
             anyio.run(serve_stdio, server)
         elif transport is Transport.HTTP:
-            server = AifrMcpServer.from_app(aifr_app, identity=http_identity, workflows=workflows)
+            server = AifrMcpServer.from_app(
+                aifr_app, identity=http_identity, workflows=workflows, tool_naming=naming
+            )
             tokens = TokenStore(settings.path(settings.mcp.tokens_file))
             if not tokens.records():
                 _announce(
@@ -169,7 +190,7 @@ def serve(
             )
         else:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=connection_identity, workflows=workflows
+                aifr_app, identity=connection_identity, workflows=workflows, tool_naming=naming
             )
             path = socket or settings.path(settings.mcp.socket)
             identities = UidPrincipals(local, dict(settings.mcp.uid_principals))
@@ -207,7 +228,12 @@ def config(
     name: Annotated[str, typer.Option(help="Server name in the client.")] = "aifr",
     project: ProjectOption = Path(),
 ) -> None:
-    """Print the MCP client configuration snippet for this project."""
+    """Print the MCP client configuration snippet for this project.
+
+    Claude and Cursor accept only tool names matching ``[A-Za-z0-9_-]{1,64}`` (Claude
+    Desktop refuses the whole tool list otherwise), so the server they launch lists
+    portable names; an HTTP server is started by you, with ``--tool-names portable``.
+    """
     try:
         settings = _settings(project)
     except AifrError as exc:
@@ -220,9 +246,17 @@ def config(
         entry = {"url": url, "headers": {"Authorization": f"Bearer {token_ref}"}}
         if client is ClientKind.CLAUDE:
             entry = {"type": "http", **entry}
+        if settings.mcp.tool_names != ToolNameStyle.PORTABLE.value:
+            err_console.print(
+                "# start the server with: aifr mcp --transport http --tool-names portable "
+                f'-p {root}  (or set tool_names = "portable" under [mcp] in aifr.toml)',
+                markup=False,
+                soft_wrap=True,
+            )
     else:
         command, *prefix = _aifr_command()
-        entry = {"command": command, "args": [*prefix, "mcp", "--transport", "stdio", "-p", root]}
+        serve_args = ["mcp", "--transport", "stdio", "--tool-names", ToolNameStyle.PORTABLE.value]
+        entry = {"command": command, "args": [*prefix, *serve_args, "-p", root]}
         if client is ClientKind.CURSOR:
             entry = {"type": "stdio", **entry}
     where = {

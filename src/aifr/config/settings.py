@@ -156,11 +156,14 @@ class McpSettings(BaseModel):
     ``principal`` and ``roles`` are who a stdio or Unix-socket client acts as (a socket
     peer's uid may map to another principal through ``uid_principals``); ``operator``
     is the human behind the client whose answer to an approval prompt is recorded.
+    ``tool_names`` lists tools by capability id (``ids``) or under names matching
+    ``^[a-zA-Z0-9_-]{1,64}$`` (``portable``), which Claude Desktop and model APIs require.
     """
 
     model_config = _SECTION
 
     principal: str = "mcp-client"
+    tool_names: Literal["ids", "portable"] = "ids"
     roles: list[str] = Field(default_factory=list)
     operator: str | None = None
     uid_principals: dict[str, str] = Field(default_factory=dict)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
+import anyio
+from mcp import Client, StdioServerParameters
 from mcp_harness import ServerProcess, make_project, run_aifr
 
 
@@ -27,8 +30,28 @@ def test_claude_snippet_launches_aifr_over_stdio_for_this_project(
     assert result.returncode == 0, result.stderr
     entry = json.loads(result.stdout)["mcpServers"]["aifr"]
     assert Path(entry["command"]).name == "aifr"
-    assert entry["args"] == ["mcp", "--transport", "stdio", "-p", str(project.resolve())]
+    assert entry["args"] == [
+        "mcp",
+        "--transport",
+        "stdio",
+        "--tool-names",
+        "portable",
+        "-p",
+        str(project.resolve()),
+    ]
     assert "claude_desktop_config.json" in result.stderr
+
+    async def listed() -> list[str]:
+        # Launched exactly as the snippet says, from another folder, as Claude Desktop does.
+        params = StdioServerParameters(command=entry["command"], args=entry["args"], env=clean_env)
+        with anyio.fail_after(60):
+            async with Client(params) as client:
+                return [tool.name for tool in (await client.list_tools()).tools]
+
+    names = anyio.run(listed)
+    assert "shop_greet" in names and "workflow_welcome" in names
+    # Claude Desktop refuses the whole list when one name fails this rule.
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name) for name in names), names
 
 
 def test_cursor_http_snippet_points_at_the_url_with_a_bearer_header(
@@ -52,6 +75,7 @@ def test_cursor_http_snippet_points_at_the_url_with_a_bearer_header(
     entry = json.loads(result.stdout)["mcpServers"]["aifr"]
     assert entry["url"] == "http://127.0.0.1:8765/mcp"
     assert entry["headers"]["Authorization"].startswith("Bearer ")
+    assert "aifr mcp --transport http --tool-names portable" in result.stderr
 
 
 def test_config_outside_a_project_fails_with_the_project_error(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,53 @@ def test_a_socket_peer_acts_as_the_principal_its_uid_maps_to(
     assert [(r["principal"], r["capability_id"]) for r in document["records"]] == [
         ("uds-owner", "shop.greet")
     ]
+
+
+CLAUDE_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # Claude Desktop refuses a list otherwise
+
+
+def test_portable_tool_names_satisfy_claude_and_calls_by_listed_name_or_id_both_work(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str], short_dir: Path
+) -> None:
+    """``[mcp] tool_names = "portable"``: every name passes Claude's rule; ids still work."""
+    target = build_target("stdio", aifr_bin, tmp_path, clean_env, short_dir)
+    config = target.project / "aifr.toml"  # the [mcp] table is last: the key lands in it
+    config.write_text(config.read_text() + 'tool_names = "portable"\n')
+
+    async def main() -> tuple[list[types.Tool], list[types.CallToolResult]]:
+        with anyio.fail_after(60):
+            async with target.client() as client:
+                tools = (await client.list_tools()).tools
+                pending = await client.call_tool("shop_refund", {"order_id": 31, "amount": 1.0})
+                approval_id = error_of(pending)["approval_id"]
+                return tools, [
+                    await client.call_tool("shop_greet", {"name": "Ada"}),
+                    await client.call_tool("shop.greet", {"name": "Bo"}),
+                    pending,
+                    await client.call_tool("aifr_approvals_status", {"approval_id": approval_id}),
+                    await client.call_tool("workflow_welcome", {"name": "Cy"}),
+                    await client.call_tool("shop_greet", {"name": ""}),
+                ]
+
+    tools, (by_name, by_id, pending, status, workflow, invalid) = anyio.run(main)
+    names = [tool.name for tool in tools]
+    assert all(CLAUDE_TOOL_NAME.fullmatch(name) for name in names), names
+    assert {"shop_greet", "shop_refund", "workflow_welcome", "aifr_approvals_status"} <= set(names)
+    greet = next(tool for tool in tools if tool.name == "shop_greet")
+    assert greet.meta is not None and greet.meta["aifr/capability"] == "shop.greet"
+    assert by_name.structured_content == {"greeting": "Hello, Ada!"}
+    assert by_id.structured_content == {"greeting": "Hello, Bo!"}
+    how = error_of(pending)["how_to_approve"]
+    assert "call shop_refund again" in how
+    assert "aifr_approvals_status tool" in how
+    assert status.structured_content is not None
+    assert status.structured_content["status"] == "pending"
+    assert workflow.is_error is False, _text(workflow)
+    assert error_of(invalid)["error"]["details"]["errors"][0]["path"] == "name"
+    records = run_aifr(
+        aifr_bin, "audit", "export", "-p", str(target.project), cwd=target.project, env=clean_env
+    )
+    audited = [json.loads(line) for line in records.stdout.splitlines()]
+    calls = [r["capability_id"] for r in audited if r["kind"] == "invocation" and not r["run_id"]]
+    # audited (and decided by policy) under the capability id, whatever the tool name
+    assert sorted(calls) == ["shop.greet"] * 3 + ["shop.refund"]

@@ -9,6 +9,8 @@ from aifr.transports.mcp.auth import (
     TokenStore,
     token_digest,
 )
+from aifr.transports.mcp.naming import PORTABLE_NAME, ToolNames, ToolNaming, portable_name
+from aifr.transports.mcp.protocol import result_for_version, supports, tool_for_version
 from aifr.transports.mcp.resources import (
     APPROVAL_URI_PREFIX,
     AUDIT_URI,
@@ -58,6 +60,7 @@ __all__ = [
     "AUDIT_URI",
     "IDENTITY_SCOPE_KEY",
     "MANIFEST_URI",
+    "PORTABLE_NAME",
     "RUN_URI_PREFIX",
     "SERVER_NAME",
     "WORKFLOW_TOOL_PREFIX",
@@ -71,6 +74,8 @@ __all__ = [
     "RunReader",
     "TokenRecord",
     "TokenStore",
+    "ToolNames",
+    "ToolNaming",
     "UidPrincipals",
     "WorkflowTools",
     "annotations_for",
@@ -83,15 +88,19 @@ __all__ = [
     "output_schema_for",
     "peer_credentials",
     "pending_result",
+    "portable_name",
     "prepare_socket_path",
+    "result_for_version",
     "serve_http",
     "serve_stdio",
     "serve_uds",
     "serve_unix",
     "structured_output",
+    "supports",
     "supports_form_elicitation",
     "token_digest",
     "tool_for_spec",
+    "tool_for_version",
     "tool_result",
     "unix_client",
 ]

@@ -32,6 +32,7 @@ from aifr.errors import AifrError, ApprovalError, ErrorCode
 from aifr.invocation import ApprovalService, Result
 from aifr.transports.mcp.auth import McpIdentity
 from aifr.transports.mcp.results import error_result, pending_result
+from aifr.transports.mcp.tools import APPROVAL_STATUS_TOOL
 
 __all__ = [
     "APPROVAL_INPUT_KEY",
@@ -119,11 +120,12 @@ class ApprovalBridge:
         result: Result,
         who: McpIdentity,
         reinvoke: Reinvoke,
+        status_tool: str = APPROVAL_STATUS_TOOL,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """Ask the human when the client can show a form; otherwise report pending."""
         approval_id = result.approval_id
         if approval_id is None or not supports_form_elicitation(ctx):
-            return pending_result(result, tool)
+            return pending_result(result, tool, status_tool=status_tool)
         message = self.message(tool, arguments, result, who)
         if not ctx.session.can_send_request:
             return types.InputRequiredResult(
@@ -145,7 +147,10 @@ class ApprovalBridge:
         if decided is not None:
             return decided
         return pending_result(
-            result, tool, note=f"The approval form was answered with {answer.action!r}."
+            result,
+            tool,
+            note=f"The approval form was answered with {answer.action!r}.",
+            status_tool=status_tool,
         )
 
     async def on_answer(

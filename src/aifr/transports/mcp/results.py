@@ -92,8 +92,13 @@ def ok_result(
     )
 
 
-def pending_result(result: Result, tool: str, *, note: str = "") -> types.CallToolResult:
-    """The structured "waiting for a human" result of a call that needs approval."""
+def pending_result(
+    result: Result, tool: str, *, note: str = "", status_tool: str = APPROVAL_STATUS_TOOL
+) -> types.CallToolResult:
+    """The structured "waiting for a human" result of a call that needs approval.
+
+    ``tool`` and ``status_tool`` are the names the client lists those tools under.
+    """
     approval_id = result.approval_id or ""
     decision = result.decision
     roles: list[JsonValue] = [*sorted(decision.approver_roles)] if decision else []
@@ -101,7 +106,7 @@ def pending_result(result: Result, tool: str, *, note: str = "") -> types.CallTo
         f"a person with one of the roles {roles} "
         f"runs 'aifr approvals approve {approval_id} --as THEIR_NAME'; then call {tool} again "
         f"with the same arguments (or pass _meta {{{APPROVAL_META_KEY!r}: {approval_id!r}}}). "
-        f"Check progress with the {APPROVAL_STATUS_TOOL} tool."
+        f"Check progress with the {status_tool} tool."
     )
     error = ApprovalError(
         f"{tool} needs a human approval (approval id {approval_id})",
@@ -131,8 +136,14 @@ def _audit_id(result: Result) -> JsonValue:
     return audit_id if audit_id is None or isinstance(audit_id, int | str) else str(audit_id)
 
 
-def tool_result(spec: CapabilitySpec | None, result: Result, tool: str) -> types.CallToolResult:
-    """Turn a finished (not pending) invocation result into a tool result."""
+def tool_result(
+    spec: CapabilitySpec | None,
+    result: Result,
+    tool: str,
+    *,
+    status_tool: str = APPROVAL_STATUS_TOOL,
+) -> types.CallToolResult:
+    """Turn an invocation result into a tool result (``tool``: the name the client lists)."""
     decision = result.decision
     if result.status is Status.OK:
         return ok_result(
@@ -143,7 +154,7 @@ def tool_result(spec: CapabilitySpec | None, result: Result, tool: str) -> types
             rule_id=decision.rule_id if decision else None,
         )
     if result.status is Status.PENDING_APPROVAL:
-        return pending_result(result, tool)
+        return pending_result(result, tool, status_tool=status_tool)
     error = result.error
     if error is None:
         error = AifrError(f"{tool} ended with status {result.status} and no error")

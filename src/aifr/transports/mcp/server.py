@@ -40,6 +40,7 @@ from aifr.errors import (
 from aifr.invocation import ApprovalService, Result, Runtime, Status
 from aifr.transports.mcp.approvals import ApprovalBridge
 from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
+from aifr.transports.mcp.naming import ToolNames, ToolNaming
 from aifr.transports.mcp.protocol import result_for_version, tool_for_version
 from aifr.transports.mcp.resources import ResourceCatalog
 from aifr.transports.mcp.results import APPROVAL_META_KEY, error_result, tool_result
@@ -158,8 +159,11 @@ class AifrMcpServer:
         identity: IdentityResolver,
         workflows: WorkflowTools | None = None,
         version: str = "",
+        tool_naming: ToolNaming = ToolNaming.IDS,
     ) -> None:
         self.registry = registry
+        self.tool_naming = tool_naming
+        self._names = ToolNames((), tool_naming)
         self.workflows = workflows
         self.runtime = runtime
         self.approvals = approvals
@@ -193,10 +197,12 @@ class AifrMcpServer:
         *,
         identity: IdentityResolver,
         workflows: Iterable[WorkflowSpec] = (),
+        tool_naming: ToolNaming = ToolNaming.IDS,
     ) -> AifrMcpServer:
         """The server for a built project, with ``workflows`` offered as tools.
 
         Uses the app's registry, runtime, approvals, ledger and workflow engine.
+        ``tool_naming`` lists tools by id or under portable names (see :mod:`.naming`).
         """
         specs = list(workflows)
         tools = WorkflowTools(app.workflows, specs, app.registry) if specs else None
@@ -210,6 +216,7 @@ class AifrMcpServer:
             identity=identity,
             workflows=tools,
             version=__version__,
+            tool_naming=tool_naming,
         )
 
     def _bound_principal(self, ctx: Ctx) -> str | None:
@@ -229,12 +236,31 @@ class AifrMcpServer:
     # -- tools ------------------------------------------------------------------------
 
     def tools(self) -> list[types.Tool]:
-        """Every tool: one per capability (latest version), workflows, approval status."""
-        listed = [tool_for_spec(spec) for spec in self.registry.list()]
+        """Every tool under its listed name: capabilities (latest version), workflows, status."""
+        tools = [tool_for_spec(spec) for spec in self.registry.list()]
         if self.workflows is not None:
-            listed.extend(self.workflows.tools())
-        listed.append(approval_status_tool())
-        return listed
+            tools.extend(self.workflows.tools())
+        tools.append(approval_status_tool())
+        names = self.tool_names(tools)
+        return [
+            tool
+            if names.listed(tool.name) == tool.name
+            else tool.model_copy(update={"name": names.listed(tool.name)})
+            for tool in tools
+        ]
+
+    def tool_names(self, tools: Iterable[types.Tool] | None = None) -> ToolNames:
+        """The listed name of each tool id (``tools``: the tools by id, when at hand)."""
+        if tools is None:
+            ids = [spec.id for spec in self.registry.list()]
+            if self.workflows is not None:
+                ids.extend(self.workflows.specs)
+            ids.append(APPROVAL_STATUS_TOOL)
+        else:
+            ids = [tool.name for tool in tools]
+        if ids != self._names.ids:  # registries are fixed once built: computed once
+            self._names = ToolNames(ids, self.tool_naming)
+        return self._names
 
     async def _list_tools(
         self, ctx: Ctx, _params: types.PaginatedRequestParams | None
@@ -255,12 +281,14 @@ class AifrMcpServer:
     ) -> types.CallToolResult | types.InputRequiredResult:
         name = params.name
         try:
+            names = self.tool_names()
+            tool_id = names.resolve(name)
             who = self.identity(ctx)
-            if name == APPROVAL_STATUS_TOOL:
+            if tool_id == APPROVAL_STATUS_TOOL:
                 return await self.resources.approval_status(params.arguments or {}, who)
-            if self.workflows is not None and self.workflows.owns(name):
-                return await self.workflows.call(ctx, name, params.arguments or {}, who)
-            return await self._invoke(ctx, params, who)
+            if self.workflows is not None and self.workflows.owns(tool_id):
+                return await self.workflows.call(ctx, tool_id, params.arguments or {}, who)
+            return await self._invoke(ctx, tool_id, params, who, names)
         except AifrError as exc:
             return error_result(exc)
         except Exception:  # top-level handler: a bug must reach the client as a tool error
@@ -277,20 +305,30 @@ class AifrMcpServer:
         return spec
 
     async def _invoke(
-        self, ctx: Ctx, params: types.CallToolRequestParams, who: McpIdentity
+        self,
+        ctx: Ctx,
+        name: str,
+        params: types.CallToolRequestParams,
+        who: McpIdentity,
+        names: ToolNames,
     ) -> types.CallToolResult | types.InputRequiredResult:
-        name = params.name
+        """Run capability ``name`` (an id) for the call ``params``; messages use listed names."""
         spec = self._spec(name)
         arguments: dict[str, JsonValue] = params.arguments or {}
+        shown = names.listed(spec.id)
+        status_tool = names.listed(APPROVAL_STATUS_TOOL)
 
         async def run(approval_id: str | None) -> Result:
             return await self.runtime.ainvoke(
                 name, arguments, who.principal, roles=who.roles, approval_id=approval_id
             )
 
+        def answer(result: Result) -> types.CallToolResult:
+            return tool_result(spec, result, shown, status_tool=status_tool)
+
         async def reinvoke(approval_id: str) -> types.CallToolResult:
             self._waiting.forget(who, name, arguments)
-            return tool_result(spec, await run(approval_id), name)
+            return answer(await run(approval_id))
 
         approval_id = self._approval_hint(ctx, who, name, arguments)
         answered = params.request_state is not None and params.input_responses is not None
@@ -305,13 +343,19 @@ class AifrMcpServer:
         if result.status is not Status.PENDING_APPROVAL:
             if approval_id is not None:
                 self._waiting.forget(who, name, arguments)
-            return tool_result(spec, result, name)
+            return answer(result)
         if result.approval_id is not None:
             self._waiting.remember(who, name, arguments, result.approval_id)
         if answered:
-            return tool_result(spec, result, name)
+            return answer(result)
         return await self.bridge.on_pending(
-            ctx, tool=name, arguments=arguments, result=result, who=who, reinvoke=reinvoke
+            ctx,
+            tool=shown,
+            arguments=arguments,
+            result=result,
+            who=who,
+            reinvoke=reinvoke,
+            status_tool=status_tool,
         )
 
     def _approval_hint(

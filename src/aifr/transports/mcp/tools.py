@@ -112,6 +112,7 @@ def tool_for_spec(spec: CapabilitySpec) -> types.Tool:
         output_schema=output_schema_for(spec),
         annotations=annotations_for(spec),
         _meta={
+            "aifr/capability": spec.id,
             "aifr/version": spec.version,
             "aifr/fingerprint": spec.fingerprint,
             "aifr/risk": spec.effective_risk.value,
