@@ -164,6 +164,7 @@ class AifrMcpServer:
         self.registry = registry
         self.tool_naming = tool_naming
         self._names = ToolNames((), tool_naming)
+        self._names_for = -1  # the registry size the names were built for
         self.workflows = workflows
         self.runtime = runtime
         self.approvals = approvals
@@ -241,7 +242,7 @@ class AifrMcpServer:
         if self.workflows is not None:
             tools.extend(self.workflows.tools())
         tools.append(approval_status_tool())
-        names = self.tool_names(tools)
+        names = self.tool_names()
         return [
             tool
             if names.listed(tool.name) == tool.name
@@ -249,17 +250,15 @@ class AifrMcpServer:
             for tool in tools
         ]
 
-    def tool_names(self, tools: Iterable[types.Tool] | None = None) -> ToolNames:
-        """The listed name of each tool id (``tools``: the tools by id, when at hand)."""
-        if tools is None:
+    def tool_names(self) -> ToolNames:
+        """The listed name of each tool id, rebuilt only when a capability was registered."""
+        registered = len(self.registry)  # registrations are never removed: a change counter
+        if registered != self._names_for:
             ids = [spec.id for spec in self.registry.list()]
             if self.workflows is not None:
                 ids.extend(self.workflows.specs)
             ids.append(APPROVAL_STATUS_TOOL)
-        else:
-            ids = [tool.name for tool in tools]
-        if ids != self._names.ids:  # registries are fixed once built: computed once
-            self._names = ToolNames(ids, self.tool_naming)
+            self._names, self._names_for = ToolNames(ids, self.tool_naming), registered
         return self._names
 
     async def _list_tools(
