@@ -314,7 +314,7 @@ class AifrMcpServer:
         """Run capability ``name`` (an id) for the call ``params``; messages use listed names."""
         spec = self._spec(name)
         arguments: dict[str, JsonValue] = params.arguments or {}
-        shown = names.listed(spec.id)
+        shown = names.listed(name)  # a pinned call (id@version) is shown as called
         status_tool = names.listed(APPROVAL_STATUS_TOOL)
 
         async def run(approval_id: str | None) -> Result:
