@@ -42,6 +42,11 @@ allow_hosts = []
 
 [exec]
 allow_commands = []
+
+# MCP server ('aifr mcp'); uncomment to list tools as io_fs_read_file instead of
+# io.fs.read_file, the only form Claude Desktop and model APIs accept:
+# [mcp]
+# tool_names = "portable"
 """
 
 DEFAULT_POLICY = """\
