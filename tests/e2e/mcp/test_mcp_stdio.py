@@ -80,61 +80,21 @@ def _frame(message: dict[str, object]) -> bytes:
     return (json.dumps(message) + "\n").encode()
 
 
-def test_a_message_far_larger_than_a_pipe_buffer_goes_both_ways(
-    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
-) -> None:
-    """A 3 MB argument in one line, and the same back: no line limit, no torn frames."""
-    env = clean_env
-    project = _project(aifr_bin, tmp_path, env)
-    big = "x" * 3_000_000
-    requests = b"".join(
-        _frame(m)
-        for m in (
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw-pipe-test", "version": "1"},
-                },
+def _opening(version: str, client: str) -> list[dict[str, object]]:
+    """The handshake a client sends first: ``initialize`` (id 1), then ``initialized``."""
+    return [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": version,
+                "capabilities": {},
+                "clientInfo": {"name": client, "version": "1"},
             },
-            {"jsonrpc": "2.0", "method": "notifications/initialized"},
-            {
-                "jsonrpc": "2.0",
-                "id": 2,
-                "method": "tools/call",
-                "params": {"name": "noisy.echo", "arguments": {"text": big}},
-            },
-        )
-    )
-    server = subprocess.Popen(
-        [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    assert server.stdin is not None and server.stdout is not None
-    try:
-        server.stdin.write(requests)
-        server.stdin.flush()
-        responses = {}
-        while len(responses) < 2:
-            line = server.stdout.readline()
-            assert line, "the server closed stdout early"
-            message = json.loads(line)
-            responses[message.get("id")] = message
-    finally:
-        server.stdin.close()
-        assert server.wait(timeout=30) == 0
-        server.stdout.close()
-
-    result = responses[2]["result"]
-    assert result["isError"] is False
-    assert result["structuredContent"]["length"] == 3_000_000
-    assert result["structuredContent"]["text"] == big
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
 
 
 def _exchange(
@@ -171,6 +131,33 @@ def _exchange(
     return responses
 
 
+def test_a_message_far_larger_than_a_pipe_buffer_goes_both_ways(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """A 3 MB argument in one line, and the same back: no line limit, no torn frames."""
+    project = _project(aifr_bin, tmp_path, clean_env)
+    big = "x" * 3_000_000
+    responses = _exchange(
+        aifr_bin,
+        project,
+        clean_env,
+        [
+            *_opening("2025-06-18", "raw-pipe-test"),
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "noisy.echo", "arguments": {"text": big}},
+            },
+        ],
+    )
+
+    result = responses[2]["result"]
+    assert result["isError"] is False  # type: ignore[index]
+    assert result["structuredContent"]["length"] == 3_000_000  # type: ignore[index]
+    assert result["structuredContent"]["text"] == big  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     ("version", "structured", "annotated"),
     [
@@ -195,17 +182,7 @@ def test_a_client_gets_only_the_fields_its_protocol_version_defines(
         project,
         clean_env,
         [
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": version,
-                    "capabilities": {},
-                    "clientInfo": {"name": "old-client", "version": "1"},
-                },
-            },
-            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            *_opening(version, "old-client"),
             {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
             {
                 "jsonrpc": "2.0",

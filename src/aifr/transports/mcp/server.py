@@ -243,12 +243,9 @@ class AifrMcpServer:
             tools.extend(self.workflows.tools())
         tools.append(approval_status_tool())
         names = self.tool_names()
-        return [
-            tool
-            if names.listed(tool.name) == tool.name
-            else tool.model_copy(update={"name": names.listed(tool.name)})
-            for tool in tools
-        ]
+        if names.naming is ToolNaming.IDS:
+            return tools
+        return [tool.model_copy(update={"name": names.listed(tool.name)}) for tool in tools]
 
     def tool_names(self) -> ToolNames:
         """The listed name of each tool id, rebuilt only when a capability was registered."""
