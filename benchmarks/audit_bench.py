@@ -10,12 +10,12 @@ level; at least 5,000 durable appends/s from 8 threads thanks to group commit.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
 import sqlite3
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -272,8 +272,16 @@ def write_section(section: str, path: Path = DOCS) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Measure, print the section, and write it to the docs unless ``--no-docs``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-docs", action="store_true", help="print, do not write the docs")
+    args = parser.parse_args()
     result = run()
-    if "--no-write" not in sys.argv:
+    if not args.no_docs:
         write_section(result)
     print(result)
+
+
+if __name__ == "__main__":
+    main()

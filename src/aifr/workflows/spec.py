@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from aifr.capabilities import digest
@@ -53,6 +61,40 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "array": (list,),
 }
 DEFAULT_RETRY_ON = ("execution.failed", "execution.timeout")
+_VERSION_PATTERN = r"^\d+(\.\d+){0,2}$"
+
+
+def _version_text(value: object) -> object:
+    """Take ``version: 2`` as ``"2"``: YAML reads an unquoted whole number as an int.
+
+    A decimal is refused rather than converted: YAML has already turned ``1.10`` into
+    ``1.1``, so the digits the author wrote are gone.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError(
+            f'write the version in quotes (version: "{value}"): YAML read it as the '
+            f"number {value!r}, which drops digits such as the 0 of 1.10"
+        )
+    return value
+
+
+WorkflowVersion = Annotated[
+    str,
+    BeforeValidator(_version_text),
+    Field(pattern=_VERSION_PATTERN),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _VERSION_PATTERN},
+                {"type": "integer", "minimum": 0},
+            ],
+            "default": "1",
+            "title": "Version",
+        }
+    ),
+]
 
 
 class RetryPolicy(BaseModel):
@@ -143,7 +185,7 @@ class WorkflowSpec(BaseModel):
     model_config = _MODEL
 
     name: Annotated[str, Field(pattern=WORKFLOW_NAME_PATTERN, max_length=128)]
-    version: Annotated[str, Field(pattern=r"^\d+(\.\d+){0,2}$")] = "1"
+    version: WorkflowVersion = "1"
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     steps: Annotated[list[StepSpec], Field(min_length=1)]

@@ -121,6 +121,25 @@ def test_an_invalid_definition_is_refused_naming_the_field(mutation: dict, field
     assert "workflows/w.yaml" in refused.value.message
 
 
+def test_an_unquoted_whole_number_version_means_the_same_as_the_quoted_one() -> None:
+    steps = "steps: [{id: a, capability: x.y}]\n"
+
+    unquoted = load_workflow_text(f"name: w\nversion: 2\n{steps}")
+
+    assert unquoted.version == "2"
+    assert unquoted == load_workflow_text(f'name: w\nversion: "2"\n{steps}')
+    jsonschema.validate(yaml.safe_load(f"name: w\nversion: 2\n{steps}"), workflow_json_schema())
+
+
+def test_an_unquoted_decimal_version_is_refused_asking_for_quotes() -> None:
+    # YAML turned 1.10 into the float 1.1: converting it back would change the version.
+    with pytest.raises(WorkflowError) as refused:
+        load_workflow_text("name: w\nversion: 1.10\nsteps: [{id: a, capability: x.y}]\n")
+
+    assert 'version: "1.1"' in refused.value.message
+    assert "quotes" in refused.value.message
+
+
 def test_malformed_yaml_is_refused_with_the_file_name() -> None:
     with pytest.raises(WorkflowError) as refused:
         load_workflow_text("name: [unclosed", "w.yaml")
