@@ -5,13 +5,14 @@ which run every ``readline``, ``write`` and ``flush`` in a worker thread: three 
 hand-offs per request, each 50 to 70 µs of wake-up on a small VM, which is most of a
 round trip. When fd 0 and fd 1 are pipes or sockets (how every MCP client launches a
 server), :func:`stdio_streams` serves them through the event loop's own pipe
-transports, with no thread, and hands them to the SDK's ``stdio_server`` as its
-explicit streams, so framing and JSON-RPC parsing stay the SDK's.
+transports, with no thread, and frames them with :mod:`.framing`, as the Unix socket
+does, so every line a client sends is answered (the SDK's reader drops a line it
+cannot parse without a word).
 
 As the SDK does, fd 0 and fd 1 point at the null device and at stderr while serving:
 a capability that prints, or a child process it starts, cannot corrupt the protocol
 stream or swallow its input. Anything else on fd 0 or fd 1 (a terminal, a regular
-file) is left to the SDK's own wrappers.
+file, as when a person types at it) is left to the SDK's ``stdio_server``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import stat
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
+
+from aifr.errors import TransportError
+from aifr.transports.mcp.framing import line_streams
 
 __all__ = ["stdio_streams"]
 
@@ -35,36 +39,6 @@ def _is_pipe_or_socket(fd: int) -> bool:
     except OSError:
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
-class _LineReader:
-    """stdin as the async iterator of text lines the SDK's reader expects."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
-
-    def __aiter__(self) -> _LineReader:
-        return self
-
-    async def __anext__(self) -> str:
-        line = await self._reader.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line.decode("utf-8", errors="replace")
-
-
-class _LineWriter:
-    """stdout as the async text file the SDK's writer expects (``write`` then ``flush``)."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-
-    async def write(self, text: str) -> int:
-        self._writer.write(text.encode("utf-8"))
-        return len(text)
-
-    async def flush(self) -> None:
-        await self._writer.drain()
 
 
 class _Diverted:
@@ -122,7 +96,18 @@ async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
         )
         stack.callback(write_transport.close)
         writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
-        stdin: Any = _LineReader(reader)
-        stdout: Any = _LineWriter(writer)
-        async with stdio_server(stdin=stdin, stdout=stdout) as streams:
+
+        async def receive_line() -> bytes:
+            try:
+                return await reader.readline()  # at EOF, a last line without "\n" as it is
+            except ValueError as exc:  # over the limit: the rest of the line is unframed
+                raise TransportError(
+                    f"message longer than {_MAX_MESSAGE_BYTES} bytes; the connection is closed"
+                ) from exc
+
+        async def send_line(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        async with line_streams(receive_line, send_line) as streams:
             yield streams

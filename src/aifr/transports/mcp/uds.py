@@ -25,17 +25,16 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import mcp_types as types
 from anyio.streams.buffered import BufferedByteReceiveStream
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp.shared.message import SessionMessage
 
 from aifr.errors import TransportError
+from aifr.transports.mcp.framing import Streams, line_streams
 
 __all__ = [
     "DEFAULT_SOCKET_MODE",
     "MAX_MESSAGE_BYTES",
     "PeerCredentials",
+    "Streams",
     "peer_credentials",
     "prepare_socket_path",
     "serve_unix",
@@ -48,9 +47,6 @@ DEFAULT_SOCKET_MODE = 0o600
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _UCRED = struct.Struct("3i")
 
-Streams = tuple[
-    MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]
-]
 ConnectionHandler = Callable[[Streams, "PeerCredentials"], Awaitable[None]]
 
 
@@ -126,47 +122,20 @@ def _bind(path: Path, mode: int) -> socket.socket:
 @asynccontextmanager
 async def _framed(stream: anyio.abc.ByteStream) -> AsyncIterator[Streams]:
     """Newline-delimited JSON-RPC over a byte stream, as SDK session streams."""
-    incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-    outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
     buffered = BufferedByteReceiveStream(stream)
 
-    async def read_lines() -> None:
-        async with incoming_send:
-            while True:
-                try:
-                    line = await buffered.receive_until(b"\n", MAX_MESSAGE_BYTES)
-                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
-                    return
-                except anyio.DelimiterNotFound as exc:
-                    await incoming_send.send(exc)
-                    return
-                if not line.strip():
-                    continue
-                try:
-                    message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-                except ValueError as exc:
-                    await incoming_send.send(exc)
-                    continue
-                await incoming_send.send(SessionMessage(message))
-
-    async def write_lines() -> None:
-        async with outgoing_receive:
-            async for item in outgoing_receive:
-                data = item.message.model_dump_json(by_alias=True, exclude_unset=True)
-                try:
-                    await stream.send(data.encode("utf-8") + b"\n")
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(read_lines)
-        group.start_soon(write_lines)
+    async def receive_line() -> bytes:
         try:
-            yield incoming, outgoing
-        finally:
-            await outgoing.aclose()
-            await incoming.aclose()
-            group.cancel_scope.cancel()
+            return await buffered.receive_until(b"\n", MAX_MESSAGE_BYTES)
+        except anyio.DelimiterNotFound as exc:
+            raise TransportError(
+                f"message longer than {MAX_MESSAGE_BYTES} bytes; the connection is closed"
+            ) from exc
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
+            return b""  # the peer left (mid-line, an unfinished message is dropped)
+
+    async with line_streams(receive_line, stream.send) as streams:
+        yield streams
 
 
 async def serve_unix(

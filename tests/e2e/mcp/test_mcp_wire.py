@@ -1,0 +1,144 @@
+"""Raw JSON-RPC as MCP clients nobody here wrote send it, over every transport.
+
+The SDK's own client never sends a malformed line, a batch or a call without
+``arguments``; other clients do, and each must get an answer the spec defines.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mcp_types as types
+import pytest
+from mcp_harness import McpTarget
+from mcp_wire import LineWire, Message, frame, line_wire, wire
+
+LINE_TRANSPORTS = pytest.mark.parametrize("target", ["stdio", "uds"], indirect=True)
+PING = {"jsonrpc": "2.0", "id": 99, "method": "ping"}
+
+
+def _still_serving(line: LineWire) -> None:
+    answer, _ = line.request(PING)
+    assert answer == {"jsonrpc": "2.0", "id": 99, "result": {}}
+
+
+@LINE_TRANSPORTS
+def test_a_line_that_is_not_json_gets_a_parse_error_and_the_server_keeps_serving(
+    target: McpTarget,
+) -> None:
+    with line_wire(target) as line:
+        line.handshake()
+        line.send(b"this is not json\n")
+        garbled = line.receive()
+        line.send(b'{"jsonrpc": "2.0", "id": 2, "meth\r\n')
+        torn = line.receive()
+        _still_serving(line)
+
+    for error in (garbled, torn):
+        assert error["id"] is None
+        assert error["error"]["code"] == types.PARSE_ERROR
+
+
+@LINE_TRANSPORTS
+def test_json_that_is_not_a_request_is_invalid_and_answered_with_its_id_when_it_has_one(
+    target: McpTarget,
+) -> None:
+    with line_wire(target) as line:
+        line.handshake()
+        answers = []
+        for text in (
+            '{"jsonrpc": "2.0", "id": 7, "method": 42}',
+            '{"jsonrpc": "1.0", "id": "old", "method": "ping"}',
+            "42",
+            '{"jsonrpc": "2.0", "id": 8}',
+        ):
+            line.send(text.encode() + b"\n")
+            answers.append(line.receive())
+        _still_serving(line)
+
+    assert [a["error"]["code"] for a in answers] == [types.INVALID_REQUEST] * 4
+    # A would-be request's id is echoed so its sender can match the error; without a
+    # method it may be a malformed response, whose id is the server's own: never echoed.
+    assert [a["id"] for a in answers] == [7, "old", None, None]
+
+
+@LINE_TRANSPORTS
+def test_a_batch_is_served_member_by_member_and_an_empty_batch_is_invalid(
+    target: McpTarget,
+) -> None:
+    """MCP 2025-03-26 required servers to accept JSON-RPC batches (2025-06-18 removed them)."""
+    batch: list[Message] = [
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1}},
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "shop.count", "arguments": {"text": "abc"}},
+        },
+        {"jsonrpc": "2.0", "id": 4, "method": 4},
+    ]
+    with line_wire(target) as line:
+        line.handshake("2025-03-26")
+        line.send(frame(batch))
+        answers = {json.dumps(m["id"]): m for m in (line.receive() for _ in range(3))}
+        line.send(b"[]\n")
+        empty = line.receive()
+        _still_serving(line)
+
+    assert answers["2"]["result"] == {}
+    assert json.loads(answers["3"]["result"]["content"][0]["text"]) == 3
+    assert answers["4"]["error"]["code"] == types.INVALID_REQUEST
+    assert empty["id"] is None
+    assert empty["error"]["code"] == types.INVALID_REQUEST
+
+
+def _call(request_id: int, params: Message) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def test_calls_and_reads_other_clients_send_get_the_answers_the_spec_defines(
+    target: McpTarget,
+) -> None:
+    with wire(target) as peer:
+        peer.handshake()
+        omitted, _ = peer.request(_call(2, {"name": "shop.greet"}))
+        null, _ = peer.request(_call(3, {"name": "shop.greet", "arguments": None}))
+        unknown, _ = peer.request(_call(4, {"name": "no.such.tool", "arguments": {}}))
+        progress = {"progressToken": 7}
+        call = {"name": "workflow.welcome", "arguments": {"name": "Ada"}, "_meta": progress}
+        workflow, notes = peer.request(_call(5, call))
+        listed, _ = peer.request(
+            {"jsonrpc": "2.0", "id": 6, "method": "tools/list", "params": {"cursor": "bogus"}}
+        )
+        missing, _ = peer.request(
+            {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "resources/read",
+                "params": {"uri": "aifr://no/such"},
+            }
+        )
+        templates, _ = peer.request(
+            {"jsonrpc": "2.0", "id": 8, "method": "resources/templates/list"}
+        )
+        unknown_method, _ = peer.request({"jsonrpc": "2.0", "id": 9, "method": "no/such"})
+
+    for answer in (omitted, null):  # no arguments are {}: the capability names what is missing
+        assert answer["result"]["isError"] is True
+        error = answer["result"]["_meta"]["aifr/error"]["error"]
+        assert error["code"] == "input.invalid"
+        assert error["details"]["errors"][0]["path"] == "name"
+    assert unknown["result"]["isError"] is True
+    assert "'no.such.tool'" in unknown["result"]["content"][0]["text"]
+    assert workflow["result"]["isError"] is False
+    tokens = {
+        n["params"]["progressToken"] for n in notes if n["method"] == "notifications/progress"
+    }
+    assert tokens == {7}  # a number stays a number
+    assert "shop.greet" in {tool["name"] for tool in listed["result"]["tools"]}
+    assert missing["error"]["code"] == types.INVALID_PARAMS
+    assert "aifr://no/such" in missing["error"]["message"]
+    uri_templates = {t["uriTemplate"] for t in templates["result"]["resourceTemplates"]}
+    assert uri_templates == {"aifr://runs/{run_id}", "aifr://approvals/{approval_id}"}
+    assert unknown_method["error"]["code"] == types.METHOD_NOT_FOUND
