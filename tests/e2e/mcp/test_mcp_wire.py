@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import mcp_types as types
 import pytest
 from mcp_harness import McpTarget
-from mcp_wire import LineWire, Message, frame, line_wire, wire
+from mcp_wire import LineWire, Message, frame, initialize, line_wire, wire
 
 LINE_TRANSPORTS = pytest.mark.parametrize("target", ["stdio", "uds"], indirect=True)
 PING = {"jsonrpc": "2.0", "id": 99, "method": "ping"}
@@ -142,3 +143,32 @@ def test_calls_and_reads_other_clients_send_get_the_answers_the_spec_defines(
     uri_templates = {t["uriTemplate"] for t in templates["result"]["resourceTemplates"]}
     assert uri_templates == {"aifr://runs/{run_id}", "aifr://approvals/{approval_id}"}
     assert unknown_method["error"]["code"] == types.METHOD_NOT_FOUND
+
+
+@pytest.mark.parametrize("target", ["http"], indirect=True)
+def test_http_refuses_pages_from_other_sites_and_serves_local_ones(target: McpTarget) -> None:
+    """DNS rebinding: a foreign Origin gets 403, a foreign Host 421; localhost origins pass."""
+    assert target.url is not None and target.token is not None
+    url, token = target.url, target.token
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+
+    def opening(**extra: str) -> httpx.Response:
+        return httpx.post(url, json=initialize(), headers={**headers, **extra}, timeout=30)
+
+    foreign = opening(Origin="http://rebound.example:8080")
+    lookalike = opening(Origin="http://localhost.rebound.example")
+    opaque = opening(Origin="null")
+    rehosted = opening(Host="rebound.example")
+    anonymous = httpx.post(url, json=initialize(), headers={"Origin": "http://a.example"})
+    local = [
+        opening(Origin=o) for o in ("http://localhost:6274", "http://127.0.0.1", "https://[::1]")
+    ]
+    without = opening()
+
+    for refused in (foreign, lookalike, opaque, anonymous):
+        assert refused.status_code == 403
+        assert refused.json()["id"] is None
+        assert refused.json()["error"]["code"] == types.INVALID_REQUEST
+    assert rehosted.status_code == 421
+    assert token not in foreign.text
+    assert [r.status_code for r in (*local, without)] == [200] * 4

@@ -3,7 +3,8 @@
 Each runner takes the identity rule of its transport: stdio serves one configured
 identity; the Unix socket maps each peer's uid (``SO_PEERCRED``) to a principal, by
 uid number or user name, falling back to the configured one; HTTP requires a bearer
-token from the token file on every request and answers 401 without one.
+token from the token file on every request and answers 401 without one, after
+:class:`~aifr.transports.mcp.origin.OriginGuard` has refused pages from other sites.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp.server.transport_security import TransportSecuritySettings
 
 from aifr.errors import TransportError
 from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity, TokenStore
+from aifr.transports.mcp.origin import OriginGuard, is_loopback
 from aifr.transports.mcp.server import AifrMcpServer
 from aifr.transports.mcp.stdio import stdio_streams
 from aifr.transports.mcp.uds import DEFAULT_SOCKET_MODE, PeerCredentials, Streams, serve_unix
@@ -117,8 +120,13 @@ async def serve_http(
     """
     import uvicorn  # only the HTTP transport needs it
 
-    app: Any = BearerAuthMiddleware(
-        server.server.streamable_http_app(streamable_http_path=MCP_PATH, host=host), tokens
+    # The SDK's own Host/Origin check is off: OriginGuard does it for every bind address.
+    sdk_app = server.server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    app: Any = OriginGuard(
+        BearerAuthMiddleware(sdk_app, tokens), bound_to_loopback=is_loopback(host)
     )
     sock = _listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]

@@ -1,0 +1,101 @@
+"""The ``Origin`` and ``Host`` checks that keep web pages away from the HTTP transport.
+
+MCP (2025-06-18 on) says a streamable HTTP server MUST validate the ``Origin`` header
+of every request, and answer 403 to one it does not accept, so that a page on another
+site cannot reach a local server through the browser (DNS rebinding). The SDK checks
+only when bound to ``127.0.0.1``, ``localhost`` or ``::1``, and then accepts only
+``http://`` origins that name a port: ``http://localhost`` and ``https://127.0.0.1:5173``
+were refused, and on any other address (``0.0.0.0``, a LAN address) nothing was checked.
+
+One rule holds here for every bind address. A request without ``Origin`` (what
+non-browser clients send) passes; an origin passes when its host is this machine's
+loopback (``localhost``, 127.0.0.0/8, ``::1``), whatever its scheme and port. Any other
+origin is a page elsewhere and gets 403 with a JSON-RPC error without an id. Nothing is
+lost: the server answers no CORS pre-flight, so such a page could never read a response.
+
+Bound to a loopback address, the server also requires ``Host`` to name loopback (else
+421, as the SDK answers): a rebound page talks to the server under its own host name,
+and a same-origin ``GET`` need not carry ``Origin`` at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from urllib.parse import urlsplit
+
+import mcp_types as types
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["OriginGuard", "is_loopback"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address, IPv6 with or without brackets) is this machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin_allowed(origin: str) -> bool:
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+
+
+def _host_allowed(host: str) -> bool:
+    return is_loopback(urlsplit(f"//{host}").hostname or "")
+
+
+class OriginGuard:
+    """ASGI middleware: 403 for a browser origin off this machine, 421 for a foreign host.
+
+    The host check applies only when the server is bound to a loopback address.
+    """
+
+    def __init__(self, app: ASGIApp, *, bound_to_loopback: bool) -> None:
+        self.app = app
+        self.bound_to_loopback = bound_to_loopback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check HTTP requests before anything else sees them; pass other scopes through."""
+        if scope["type"] == "http":
+            refusal = self._refusal(scope.get("headers", []))
+            if refusal is not None:
+                status, message = refusal
+                logger.warning("refused an HTTP request: %s", message)
+                await _refuse(send, status, message)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        hosts = [v.decode("latin-1") for k, v in headers if k == b"host"]
+        if self.bound_to_loopback and not (hosts and all(map(_host_allowed, hosts))):
+            shown = hosts[0][:200] if hosts else ""
+            return 421, f"Misdirected Request: host {shown!r} is not this server"
+        for name, value in headers:
+            origin = value.decode("latin-1")
+            if name == b"origin" and not _origin_allowed(origin):
+                return 403, (
+                    f"Forbidden: origin {origin[:200]!r} may not call this server; "
+                    "only pages on this machine (localhost) may"
+                )
+        return None
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    error = types.JSONRPCError(
+        jsonrpc="2.0", id=None, error=types.ErrorData(code=types.INVALID_REQUEST, message=message)
+    )
+    body = error.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
