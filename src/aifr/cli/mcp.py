@@ -186,6 +186,8 @@ def serve(
                     host=host or settings.mcp.host,
                     port=settings.mcp.port if port is None else port,
                     on_ready=lambda url: _announce(f"serving on {url}"),
+                    allowed_origins=settings.mcp.allowed_origins,
+                    allowed_hosts=settings.mcp.allowed_hosts,
                 )
             )
         else:

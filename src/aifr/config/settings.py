@@ -158,6 +158,9 @@ class McpSettings(BaseModel):
     is the human behind the client whose answer to an approval prompt is recorded.
     ``tool_names`` lists tools by capability id (``ids``) or under names matching
     ``^[a-zA-Z0-9_-]{1,64}$`` (``portable``), which Claude Desktop and model APIs require.
+    Over HTTP only pages on this machine may call the server; ``allowed_origins``
+    (``https://console.example.com``) and ``allowed_hosts`` (a reverse proxy's
+    ``mcp.example.com``) name the others.
     """
 
     model_config = _SECTION
@@ -172,6 +175,12 @@ class McpSettings(BaseModel):
     socket_mode: Annotated[int, Field(ge=0, le=0o777)] = 0o600
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    allowed_origins: list[Annotated[str, Field(pattern=r"(?i)^https?://[^/\s?#]+/?$")]] = Field(
+        default_factory=list
+    )
+    allowed_hosts: list[Annotated[str, Field(pattern=r"^[^/\s?#@]+$")]] = Field(
+        default_factory=list
+    )
 
 
 class Settings(BaseSettings):

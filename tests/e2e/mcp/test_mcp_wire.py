@@ -7,11 +7,12 @@ The SDK's own client never sends a malformed line, a batch or a call without
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import mcp_types as types
 import pytest
-from mcp_harness import McpTarget
+from mcp_harness import McpTarget, build_target, start
 from mcp_wire import LineWire, Message, frame, initialize, line_wire, wire
 
 LINE_TRANSPORTS = pytest.mark.parametrize("target", ["stdio", "uds"], indirect=True)
@@ -172,3 +173,38 @@ def test_http_refuses_pages_from_other_sites_and_serves_local_ones(target: McpTa
     assert rehosted.status_code == 421
     assert token not in foreign.text
     assert [r.status_code for r in (*local, without)] == [200] * 4
+
+
+def test_configured_origins_and_proxy_hosts_are_served_and_nothing_else_is(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str], short_dir: Path
+) -> None:
+    """``[mcp] allowed_origins`` and ``allowed_hosts`` widen the rule by exactly what they name."""
+    target = build_target("http", aifr_bin, tmp_path, clean_env, short_dir)
+    config = target.project / "aifr.toml"  # its last table is [mcp]
+    config.write_text(
+        config.read_text()
+        + 'allowed_origins = ["HTTPS://Console.Example.com:443/"]\n'
+        + 'allowed_hosts = ["mcp.example.com"]\n'
+    )
+    start(target)
+    try:
+        assert target.url is not None and target.token is not None
+        headers = {
+            "Authorization": f"Bearer {target.token}",
+            "Accept": "application/json, text/event-stream",
+        }
+
+        def status(**extra: str) -> int:
+            answer = httpx.post(target.url, json=initialize(), headers={**headers, **extra})
+            return answer.status_code
+
+        assert status(Origin="https://console.example.com") == 200
+        assert status(Origin="http://console.example.com") == 403  # another scheme
+        assert status(Origin="https://console.example.com:8443") == 403  # another port
+        assert status(Origin="https://evil.example.com") == 403
+        assert status(Host="mcp.example.com") == 200  # behind a reverse proxy
+        assert status(Host="mcp.example.com:443", Origin="https://console.example.com") == 200
+        assert status(Host="rebound.example") == 421
+    finally:
+        for server in target.servers:
+            server.stop()

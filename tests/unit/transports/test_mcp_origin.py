@@ -7,7 +7,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from aifr.transports.mcp.origin import OriginGuard, is_loopback
+from aifr.transports.mcp.origin import OriginGuard, is_loopback, normalize_origin
 
 
 async def _served(scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,3 +58,34 @@ def test_bound_to_loopback_a_foreign_host_is_misdirected() -> None:
     assert _status(guard, {}) == 421
     assert _status(guard, {"Host": "localhost:8765"}) == 200
     assert _status(guard, {"Host": "[::1]:8765", "Origin": "http://[::1]:3000"}) == 200
+
+
+@pytest.mark.parametrize(
+    ("written", "normal"),
+    [
+        ("https://console.example.com", "https://console.example.com"),
+        ("HTTPS://Console.Example.com:443/", "https://console.example.com"),
+        ("http://console.example.com:80", "http://console.example.com"),
+        ("http://console.example.com:8080", "http://console.example.com:8080"),
+        ("https://[2001:DB8::1]:8443", "https://[2001:db8::1]:8443"),
+    ],
+)
+def test_an_origin_is_compared_in_its_normal_form(written: str, normal: str) -> None:
+    assert normalize_origin(written) == normal
+
+
+def test_configured_origins_and_hosts_are_served_and_nothing_near_them_is() -> None:
+    guard = OriginGuard(
+        _served,
+        bound_to_loopback=True,
+        allowed_origins=["https://console.example.com"],
+        allowed_hosts=["mcp.example.com"],
+    )
+    local = {"Host": "localhost:8765"}
+    assert _status(guard, {**local, "Origin": "https://console.example.com"}) == 200
+    assert _status(guard, {**local, "Origin": "https://console.example.com:443"}) == 200
+    assert _status(guard, {**local, "Origin": "http://console.example.com"}) == 403
+    assert _status(guard, {**local, "Origin": "https://console.example.com.evil"}) == 403
+    assert _status(guard, {"Host": "mcp.example.com"}) == 200
+    assert _status(guard, {"Host": "MCP.example.com:8443"}) == 200
+    assert _status(guard, {"Host": "mcp.example.com.evil"}) == 421

@@ -16,18 +16,24 @@ lost: the server answers no CORS pre-flight, so such a page could never read a r
 Bound to a loopback address, the server also requires ``Host`` to name loopback (else
 421, as the SDK answers): a rebound page talks to the server under its own host name,
 and a same-origin ``GET`` need not carry ``Origin`` at all.
+
+A deployment that serves browser clients from elsewhere, or sits behind a reverse proxy
+on the same machine, names them: ``[mcp] allowed_origins`` (exact origins such as
+``https://console.example.com``) and ``allowed_hosts`` (``mcp.example.com``, with or
+without a port). Nothing else widens the rule.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import mcp_types as types
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["OriginGuard", "is_loopback"]
+__all__ = ["OriginGuard", "is_loopback", "normalize_origin"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +49,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _origin_allowed(origin: str) -> bool:
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+def normalize_origin(origin: str) -> str:
+    """``scheme://host[:port]`` in lower case, without a default port or trailing slash.
+
+    Browsers send ``https://console.example.com``; a configured
+    ``HTTPS://Console.example.com:443/`` names the same origin and must match it.
+    """
+    parts = urlsplit(origin.strip())
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: compare the text as written
+        return origin.strip().lower()
+    host = (parts.hostname or "").lower()
+    shown = f"[{host}]" if ":" in host else host
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{parts.scheme.lower()}://{shown}{suffix}"
 
 
-def _host_allowed(host: str) -> bool:
-    return is_loopback(urlsplit(f"//{host}").hostname or "")
+def _host_name(host: str) -> str:
+    return (urlsplit(f"//{host}").hostname or "").lower()
 
 
 class OriginGuard:
@@ -58,9 +77,28 @@ class OriginGuard:
     The host check applies only when the server is bound to a loopback address.
     """
 
-    def __init__(self, app: ASGIApp, *, bound_to_loopback: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        bound_to_loopback: bool,
+        allowed_origins: Iterable[str] = (),
+        allowed_hosts: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.bound_to_loopback = bound_to_loopback
+        self.allowed_origins = frozenset(normalize_origin(o) for o in allowed_origins)
+        self.allowed_hosts = frozenset(_host_name(h) for h in allowed_hosts) - {""}
+
+    def _origin_allowed(self, origin: str) -> bool:
+        parts = urlsplit(origin)
+        if parts.scheme in ("http", "https") and is_loopback(parts.hostname or ""):
+            return True
+        return normalize_origin(origin) in self.allowed_origins
+
+    def _host_allowed(self, host: str) -> bool:
+        name = _host_name(host)
+        return is_loopback(name) or name in self.allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check HTTP requests before anything else sees them; pass other scopes through."""
@@ -75,15 +113,15 @@ class OriginGuard:
 
     def _refusal(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
         hosts = [v.decode("latin-1") for k, v in headers if k == b"host"]
-        if self.bound_to_loopback and not (hosts and all(map(_host_allowed, hosts))):
+        if self.bound_to_loopback and not (hosts and all(map(self._host_allowed, hosts))):
             shown = hosts[0][:200] if hosts else ""
             return 421, f"Misdirected Request: host {shown!r} is not this server"
         for name, value in headers:
             origin = value.decode("latin-1")
-            if name == b"origin" and not _origin_allowed(origin):
+            if name == b"origin" and not self._origin_allowed(origin):
                 return 403, (
                     f"Forbidden: origin {origin[:200]!r} may not call this server; "
-                    "only pages on this machine (localhost) may"
+                    "only pages on this machine (localhost) or in [mcp] allowed_origins may"
                 )
         return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import pwd
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,10 +110,14 @@ async def serve_http(
     host: str = "127.0.0.1",
     port: int = 0,
     on_ready: Callable[[str], None] | None = None,
+    allowed_origins: Iterable[str] = (),
+    allowed_hosts: Iterable[str] = (),
 ) -> None:
     """Serve streamable HTTP at ``http://host:port/mcp`` until cancelled.
 
     ``port=0`` picks a free port; ``on_ready`` receives the URL once it listens.
+    ``allowed_origins`` and ``allowed_hosts`` widen :class:`OriginGuard`'s
+    this-machine-only rule for browser clients elsewhere and for a reverse proxy.
 
     Raises:
         TransportError: the address cannot be bound.
@@ -126,7 +130,10 @@ async def serve_http(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     app: Any = OriginGuard(
-        BearerAuthMiddleware(sdk_app, tokens), bound_to_loopback=is_loopback(host)
+        BearerAuthMiddleware(sdk_app, tokens),
+        bound_to_loopback=is_loopback(host),
+        allowed_origins=allowed_origins,
+        allowed_hosts=allowed_hosts,
     )
     sock = _listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
