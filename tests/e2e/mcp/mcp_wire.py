@@ -28,7 +28,7 @@ def frame(message: Message | list[Message]) -> bytes:
     return (json.dumps(message) + "\n").encode()
 
 
-def initialize(version: str = "2025-06-18") -> Message:
+def initialize(version: str = "2025-06-18", client: str = "raw-wire") -> Message:
     return {
         "jsonrpc": "2.0",
         "id": 1,
@@ -36,7 +36,7 @@ def initialize(version: str = "2025-06-18") -> Message:
         "params": {
             "protocolVersion": version,
             "capabilities": {},
-            "clientInfo": {"name": "raw-wire", "version": "1"},
+            "clientInfo": {"name": client, "version": "1"},
         },
     }
 

@@ -11,6 +11,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp_harness import run_aifr
+from mcp_wire import INITIALIZED, Message, frame, initialize
 
 NOISY = '''
 import subprocess
@@ -76,29 +77,13 @@ def test_handlers_that_print_start_children_or_read_stdin_cannot_touch_the_proto
     assert log.count("stray output of a child") == 5
 
 
-def _frame(message: dict[str, object]) -> bytes:
-    return (json.dumps(message) + "\n").encode()
-
-
-def _opening(version: str, client: str) -> list[dict[str, object]]:
+def _opening(version: str, client: str) -> list[Message]:
     """The handshake a client sends first: ``initialize`` (id 1), then ``initialized``."""
-    return [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": version,
-                "capabilities": {},
-                "clientInfo": {"name": client, "version": "1"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-    ]
+    return [initialize(version, client), INITIALIZED]
 
 
 def _exchange(
-    aifr_bin: str, project: Path, env: dict[str, str], messages: list[dict[str, object]]
+    aifr_bin: str, project: Path, env: dict[str, str], messages: list[Message]
 ) -> dict[object, dict[str, object]]:
     """Send ``messages`` to a fresh stdio server and read every response, then close stdin.
 
@@ -116,7 +101,7 @@ def _exchange(
     assert server.stdin is not None and server.stdout is not None
     responses: dict[object, dict[str, object]] = {}
     try:
-        server.stdin.write(b"".join(_frame(m) for m in messages))
+        server.stdin.write(b"".join(frame(m) for m in messages))
         server.stdin.flush()
         while set(responses) != expected:
             line = server.stdout.readline()
