@@ -127,6 +127,7 @@ class ErrorCode(StrEnum):
     INGEST_FAILED = "ingest.failed"
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
+    TRANSPORT_NOT_FOUND = "transport.not_found"
 
 
 class FieldError(dict[str, JsonValue]):
@@ -356,6 +357,7 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.APPROVAL_SELF_APPROVAL: (403, 3),
     ErrorCode.APPROVAL_NOT_AUTHORIZED: (403, 3),
     ErrorCode.TRANSPORT_UNAUTHENTICATED: (401, 3),
+    ErrorCode.TRANSPORT_NOT_FOUND: (404, 2),
 }
 
 

@@ -80,11 +80,11 @@ async def _whoami(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
     await response(scope, receive, send)
 
 
-def _call(app: BearerAuthMiddleware, headers: dict[str, str]) -> httpx.Response:
+def _call(app: BearerAuthMiddleware, headers: dict[str, str], path: str = "/mcp") -> httpx.Response:
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return await client.get("/mcp", headers=headers)
+            return await client.get(path, headers=headers)
 
     return anyio.run(go)
 
@@ -97,9 +97,34 @@ def test_request_without_token_gets_401_with_the_error_payload(tmp_path: Path) -
     assert response.json()["error"]["code"] == "transport.unauthenticated"
 
 
-def test_request_with_unknown_token_gets_401(tmp_path: Path) -> None:
+def test_request_with_unknown_token_gets_401_saying_the_token_is_invalid(tmp_path: Path) -> None:
     app = BearerAuthMiddleware(_whoami, TokenStore(tmp_path / "tokens.json"))
-    assert _call(app, {"Authorization": "Bearer nope"}).status_code == 401
+    response = _call(app, {"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="aifr", error="invalid_token"'
+    assert "nope" not in response.text
+    # Without a token there was nothing to find invalid (RFC 6750, section 3.1).
+    assert _call(app, {}).headers["www-authenticate"] == 'Bearer realm="aifr"'
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ],
+)
+def test_oauth_discovery_finds_no_metadata_rather_than_a_401_loop(
+    tmp_path: Path, path: str
+) -> None:
+    app = BearerAuthMiddleware(_whoami, TokenStore(tmp_path / "tokens.json"))
+    response = _call(app, {}, path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "transport.not_found"
+    assert "aifr mcp token create" in response.json()["error"]["message"]
+    assert _call(app, {}, "/.well-knownish").status_code == 401  # only the folder itself
 
 
 def test_request_with_a_valid_token_reaches_the_app_as_its_principal(tmp_path: Path) -> None:

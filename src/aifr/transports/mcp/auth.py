@@ -250,6 +250,12 @@ class BearerAuthMiddleware:
 
     The resolved :class:`McpIdentity` is put in ``scope[IDENTITY_SCOPE_KEY]``, where
     the MCP handlers read it through the request they are given.
+
+    Paths under ``/.well-known/`` get 404 without a token: an MCP client that was not
+    given a token looks there for OAuth metadata (RFC 9728, RFC 8414), and a 401 would
+    send it round again, where a 404 tells it this server has none. A rejected token
+    gets ``error="invalid_token"`` in its challenge (RFC 6750), so the client knows to
+    replace it rather than to add one.
     """
 
     def __init__(self, app: ASGIApp, store: TokenStore) -> None:
@@ -260,6 +266,9 @@ class BearerAuthMiddleware:
         """Authenticate HTTP requests; pass lifespan and other scopes through."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if str(scope.get("path", "")).startswith(WELL_KNOWN):
+            await _json_response(send, 404, _NO_OAUTH)
             return
         token = _bearer(scope)
         try:
@@ -275,18 +284,29 @@ class BearerAuthMiddleware:
                 "(mint one with 'aifr mcp token create --principal NAME')",
                 code=ErrorCode.TRANSPORT_UNAUTHENTICATED,
             )
-            await _json_response(send, 401, error)
+            await _json_response(send, 401, error, token_given=token is not None)
             return
         await self.app({**scope, IDENTITY_SCOPE_KEY: identity}, receive, send)
 
 
-async def _json_response(send: Send, status: int, error: AifrError) -> None:
+WELL_KNOWN = "/.well-known/"
+_NO_OAUTH = TransportError(
+    "this server has no OAuth metadata: it takes bearer tokens minted with "
+    "'aifr mcp token create --principal NAME', sent as 'Authorization: Bearer <token>'",
+    code=ErrorCode.TRANSPORT_NOT_FOUND,
+)
+
+
+async def _json_response(
+    send: Send, status: int, error: AifrError, *, token_given: bool = False
+) -> None:
     body = json.dumps(error_payload(error)).encode("utf-8")
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode("ascii")),
     ]
     if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="aifr"'))
+        challenge = b'Bearer realm="aifr"' + (b', error="invalid_token"' if token_given else b"")
+        headers.append((b"www-authenticate", challenge))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
