@@ -27,6 +27,9 @@ app = typer.Typer(
     help="aifr, the AI-First Runtime: governed, audited, durable actions for AI agents.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Help is written as plain prose with ``code``: markdown reflows it and shows
+    # brackets as written, where Rich markup took "[/STREAM]" for a tag and crashed.
+    rich_markup_mode="markdown",
 )
 app.command("init")(project.init)
 app.command("demo")(demo.demo)
