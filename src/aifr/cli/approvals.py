@@ -9,8 +9,8 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import JsonValue
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from aifr.app import App, build_app
 from aifr.audit import redact_details
@@ -105,11 +105,11 @@ def list_approvals(
         style = _STATUS_STYLE[r.status.value]
         table.add_row(
             r.id,
-            f"[{style}]{r.status.value}[/]",
+            Text(r.status.value, style=style),
             f"{r.capability_id}@{r.capability_version}",
-            escape(r.principal),
+            r.principal,
             r.risk,
-            escape(r.rule_id or "-"),
+            r.rule_id or "-",
             f"{len(r.votes)}/{r.quorum}",
             _when(r.expires_at),
         )
@@ -126,24 +126,20 @@ def show(
         print_json(_as_dict(record))
         return
     style = _STATUS_STYLE[record.status.value]
-    console.print(f"[bold]{record.id}[/]  [{style}]{record.status.value}[/]")
+    console.print(Text.assemble((record.id, "bold"), "  ", (record.status.value, style)))
     console.print(
-        f"{escape(record.principal)} asks to run {record.capability_id}@{record.capability_version} "
+        f"{record.principal} asks to run {record.capability_id}@{record.capability_version} "
         f"(risk {record.risk})"
     )
-    console.print(f"rule: {escape(record.rule_id or '-')}  reason: {escape(record.reason or '-')}")
+    console.print(f"rule: {record.rule_id or '-'}  reason: {record.reason or '-'}")
     console.print(
         f"approvers: roles {', '.join(record.approver_roles) or 'any allowed by policy'}, "
         f"quorum {record.quorum}"
     )
     for vote in record.votes:
-        console.print(
-            f"  approved by {escape(vote.approver)} at {_when(vote.at)} {escape(vote.comment)}"
-        )
+        console.print(f"  approved by {vote.approver} at {_when(vote.at)} {vote.comment}")
     if record.decided_by and record.status is ApprovalStatus.REJECTED:
-        console.print(
-            f"rejected by {escape(record.decided_by)}: {escape(record.decision_comment or '-')}"
-        )
+        console.print(f"rejected by {record.decided_by}: {record.decision_comment or '-'}")
     console.print(f"created {_when(record.created_at)}, expires {_when(record.expires_at)}")
     console.print("inputs:")
     console.print_json(data=dict(redact_details(record.inputs)))
@@ -166,7 +162,10 @@ def approve(
     )
     if record.status is ApprovalStatus.APPROVED:
         console.print(
-            f"[green]approved[/] {record.id}; run it once with 'aifr approvals execute {record.id}'"
+            Text.assemble(
+                ("approved", "green"),
+                f" {record.id}; run it once with 'aifr approvals execute {record.id}'",
+            )
         )
     else:
         console.print(
@@ -183,7 +182,7 @@ def reject(
 ) -> None:
     """Reject a pending request."""
     record = _with_app(project, lambda a: a.approvals.reject(approval_id, approver, reason=reason))
-    console.print(f"[red]rejected[/] {record.id}")
+    console.print(Text.assemble(("rejected", "red"), f" {record.id}"))
 
 
 @app.command("execute")

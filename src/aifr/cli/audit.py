@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from aifr.app import build_audit_ledger
 from aifr.audit import (
@@ -73,20 +74,26 @@ def _read_checkpoint(path: Path) -> Checkpoint:
         raise AuditError(f"{path}: checkpoint is not JSON: {exc}") from exc
 
 
-def _line(record: AuditRecord) -> str:
+def _line(record: AuditRecord) -> Text:
     event = record.event
-    parts = [
-        f"[bold]{record.seq:>6}[/]",
-        f"[dim]{record.ts}[/]",
-        f"[cyan]{event.kind}[/]",
+    parts: list[str | tuple[str, str]] = [
+        (f"{record.seq:>6}", "bold"),
+        (record.ts, "dim"),
+        (event.kind, "cyan"),
         event.principal,
         event.capability_id or "-",
         event.decision or "-",
-        f"[green]{event.outcome}[/]"
-        if event.outcome == "ok"
-        else f"[red]{event.outcome or '-'}[/]",
+        (event.outcome or "-", "green" if event.outcome == "ok" else "red"),
     ]
-    return "  ".join(parts)
+    line = Text()
+    for index, part in enumerate(parts):
+        if index:
+            line.append("  ")
+        if isinstance(part, tuple):
+            line.append(part[0], style=part[1])
+        else:
+            line.append(part)
+    return line
 
 
 def _show(record: AuditRecord, *, as_json: bool) -> None:
@@ -120,11 +127,17 @@ def verify(
     if as_json:
         print_json(report.to_dict())
     elif report.ok:
-        console.print(f"[green]ok[/] {report.message} (head {report.head_hash[:16]}…)")
+        console.print(
+            Text.assemble(("ok", "green"), f" {report.message} (head {report.head_hash[:16]}…)")
+        )
     else:
         err_console.print(
-            f"[bold red]audit chain broken[/] at record {report.first_bad_seq} "
-            f"[dim]{report.problem}[/]: {report.message}"
+            Text.assemble(
+                ("audit chain broken", "bold red"),
+                f" at record {report.first_bad_seq} ",
+                (str(report.problem), "dim"),
+                f": {report.message}",
+            )
         )
     if not report.ok:
         raise typer.Exit(1)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import JsonValue
-from rich.markup import escape
+from rich.text import Text
 
 from aifr.app import App, build_app
 from aifr.capabilities import CapabilitySpec
@@ -133,28 +133,32 @@ def print_result(result: Result, *, as_json: bool) -> None:
         print_json(result.to_dict())
         return
     style = _STATUS_STYLE[result.status]
-    replay = " [dim](replayed: idempotency key seen before)[/]" if result.replayed else ""
+    version = f"@{result.capability_version}" if result.capability_version else ""
+    replay = " (replayed: idempotency key seen before)" if result.replayed else ""
     console.print(
-        f"[{style}]{result.status.value}[/] {result.capability_id}"
-        f"{'@' + result.capability_version if result.capability_version else ''}{replay}"
+        Text.assemble(
+            (result.status.value, style), f" {result.capability_id}{version}", (replay, "dim")
+        )
     )
     if result.ok:
         console.print_json(data=result.output)
     if result.error is not None:
         target = console if result.status is Status.PENDING_APPROVAL else err_console
-        target.print(f"[dim]{result.error.code.value}[/]: {escape(result.error.message)}")
+        target.print(Text.assemble((result.error.code.value, "dim"), f": {result.error.message}"))
     decision = result.decision
     if decision is not None:
         console.print(
-            f"decision: {decision.decision.value}  rule: {escape(decision.rule_id or '-')}"
-            + (f"  reason: {escape(decision.reason)}" if decision.reason else "")
+            f"decision: {decision.decision.value}  rule: {decision.rule_id or '-'}"
+            + (f"  reason: {decision.reason}" if decision.reason else "")
         )
     if result.approval_id:
         console.print(f"approval: {result.approval_id}")
     for failure in result.hook_failures:
         err_console.print(
-            f"[yellow]hook failed[/] {escape(failure.hook)} ({failure.stage}, {failure.code}): "
-            f"{escape(failure.message)}"
+            Text.assemble(
+                ("hook failed", "yellow"),
+                f" {failure.hook} ({failure.stage}, {failure.code}): {failure.message}",
+            )
         )
     console.print(f"audit record: {result.audit_id if result.audit_id is not None else '-'}")
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aifr.app import App, build_app
 from aifr.capabilities import CapabilitySpec, OperationType, RiskLevel, build_manifest
@@ -27,10 +28,10 @@ def _compensation(spec: CapabilitySpec) -> str:
     return comp.capability_id or comp.strategy or "supported"
 
 
-def _risk(spec: CapabilitySpec) -> str:
+def _risk(spec: CapabilitySpec) -> Text:
     level = spec.effective_risk.value
     suffix = "" if spec.risk is not None else " (undeclared)"
-    return f"[{_RISK_STYLE[level]}]{level}[/]{suffix}"
+    return Text.assemble((level, _RISK_STYLE[level]), suffix)
 
 
 @app.command("list")
@@ -73,9 +74,11 @@ def show_capability(
     if as_json:
         print_json(spec.model_dump(mode="json"))
         return
-    console.print(f"[bold]{spec.id}[/] @ {spec.version}  [dim]{spec.fingerprint}[/]")
-    console.print(spec.description or "[dim](no description)[/]")
-    console.print(f"operation: {spec.operation_type.value}   risk: {_risk(spec)}")
+    console.print(
+        Text.assemble((spec.id, "bold"), f" @ {spec.version}  ", (spec.fingerprint, "dim"))
+    )
+    console.print(spec.description or Text("(no description)", style="dim"))
+    console.print(Text.assemble(f"operation: {spec.operation_type.value}   risk: ", _risk(spec)))
     if spec.risk and spec.risk.justification:
         console.print(f"justification: {spec.risk.justification}")
     console.print(

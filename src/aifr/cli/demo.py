@@ -24,6 +24,7 @@ from typing import Annotated, ClassVar
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aifr.app import App, build_app
 from aifr.cli.capabilities import list_capabilities
@@ -103,13 +104,17 @@ def _health_endpoint() -> Iterator[str]:
 def _approve(app: App, view: RunView) -> None:
     approval_id = view.step("write").approval_id
     assert approval_id is not None  # noqa: S101  # the run is waiting on this step
-    console.print(f"[yellow]paused[/]: step 'write' waits for approval {approval_id}")
+    console.print(
+        Text.assemble(("paused", "yellow"), f": step 'write' waits for approval {approval_id}")
+    )
     try:
         app.approvals.approve(approval_id, _AGENT)
     except AifrError as exc:
-        console.print(f"  {_AGENT} tries to approve its own request: [red]{exc.code.value}[/]")
+        console.print(
+            Text.assemble(f"  {_AGENT} tries to approve its own request: ", (exc.code.value, "red"))
+        )
     app.approvals.approve(approval_id, _APPROVER, comment="looks right")
-    console.print(f"  {_APPROVER} (ops) approves it: [green]approved[/]")
+    console.print(Text.assemble(f"  {_APPROVER} (ops) approves it: ", ("approved", "green")))
 
 
 def _rotate(app: App, content: str, health_url: str) -> RunView:
@@ -126,6 +131,10 @@ def _rotate(app: App, content: str, health_url: str) -> RunView:
 
 
 _SHORT = {"ALLOW": "allow", "DENY": "deny", "REQUIRE_APPROVAL": "approval"}
+
+
+def _heading(title: str) -> Text:
+    return Text(title, style="bold")
 
 
 def _story(app: App, run_id: str) -> Table:
@@ -151,7 +160,7 @@ def _story(app: App, run_id: str) -> Table:
             event.principal,
             str(details.get("step_id") or "-"),
             policy if kind.startswith("call") else "-",
-            f"[green]{outcome}[/]" if outcome in ("ok", "approved") else f"[red]{outcome}[/]",
+            Text(outcome, style="green" if outcome in ("ok", "approved") else "red"),
         )
     return table
 
@@ -163,33 +172,40 @@ def _approvals(app: App, run_id: str) -> set[str]:
 def _scenario(app: App, directory: Path) -> None:
     config = directory / _CONFIG
     with _health_endpoint() as health_url:
-        console.rule("[bold]2. The plan: each step's risk and policy decision, nothing runs")
+        console.rule(_heading("2. The plan: each step's risk and policy decision, nothing runs"))
         spec = app.workflow("rotate-config")
         planned = app.workflows.plan(
             spec, {"path": _CONFIG, "content": _NEW, "health_url": health_url}, _AGENT
         )
         console.print(render_plan(spec, planned, _AGENT))
 
-        console.rule("[bold]3. Rotate the config: an approval pause, then completion")
+        console.rule(_heading("3. Rotate the config: an approval pause, then completion"))
         _rotate(app, _NEW, health_url)
         console.print(f"{_CONFIG} now holds: {config.read_text()!r}")
 
-        console.rule("[bold]4. Rotate again; the service fails its health check")
+        console.rule(_heading("4. Rotate again; the service fails its health check"))
         _Health.healthy[0] = False
         failed = _rotate(app, _NEWER, health_url)
     restored = config.read_text()
     backups = sorted(p.name for p in (directory / "backups").glob("*.bak"))
     console.print(
-        f"run ended [magenta]{failed.state.value}[/] (failed step: {failed.run.failed_step}); "
-        f"{_CONFIG} restored to {restored!r}: "
-        + ("[green]byte-identical[/]" if restored == _NEW else "[red]NOT restored[/]")
+        Text.assemble(
+            "run ended ",
+            (failed.state.value, "magenta"),
+            f" (failed step: {failed.run.failed_step}); {_CONFIG} restored to {restored!r}: ",
+            ("byte-identical", "green") if restored == _NEW else ("NOT restored", "red"),
+        )
     )
     console.print(f"backups left: {len(backups)} (the failed run's backup was removed)")
 
-    console.rule("[bold]5. The audit ledger: verified, and the whole story")
+    console.rule(_heading("5. The audit ledger: verified, and the whole story"))
     report = app.ledger.verify()
-    status = "[green]ok[/]" if report.ok else "[red]BROKEN[/]"
-    console.print(f"aifr audit verify: {status}, {app.ledger.head().seq} records in the chain")
+    status = ("ok", "green") if report.ok else ("BROKEN", "red")
+    console.print(
+        Text.assemble(
+            "aifr audit verify: ", status, f", {app.ledger.head().seq} records in the chain"
+        )
+    )
     console.print(_story(app, failed.run.id))
 
 
@@ -206,7 +222,7 @@ def demo(
         app = build_app(directory, require_project=True)
     except AifrError as exc:
         fail(exc)
-    console.rule("[bold]1. Capabilities registered (stdlib and the project's typed functions)")
+    console.rule(_heading("1. Capabilities registered (stdlib and the project's typed functions)"))
     list_capabilities(project=directory)
     try:
         _scenario(app, directory)

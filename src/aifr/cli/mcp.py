@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.errors import AifrError
@@ -252,7 +253,6 @@ def config(
             err_console.print(
                 "# start the server with: aifr mcp --transport http --tool-names portable "
                 f'-p {root}  (or set tool_names = "portable" under [mcp] in aifr.toml)',
-                markup=False,
                 soft_wrap=True,
             )
     else:
@@ -293,8 +293,11 @@ def token_create(
     except AifrError as exc:
         fail(exc)
     err_console.print(
-        f"token for [bold]{record.principal}[/] (digest {record.digest[:12]}); "
-        "shown once, store it now:"
+        Text.assemble(
+            "token for ",
+            (record.principal, "bold"),
+            f" (digest {record.digest[:12]}); shown once, store it now:",
+        )
     )
     sys.stdout.write(token + "\n")
 

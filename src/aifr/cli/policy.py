@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aifr.app import build_grant_store, build_registry
 from aifr.capabilities import CapabilitySpec, OperationType, Risk, RiskLevel
@@ -65,7 +66,7 @@ def check(
     else:
         for finding in findings:
             style = "red" if finding.severity == "error" else "yellow"
-            console.print(str(finding), style=style, markup=False, soft_wrap=True)
+            console.print(str(finding), style=style, soft_wrap=True)
         warnings = len(findings) - len(errors)
         console.print(f"{folder}: {len(errors)} errors, {warnings} warnings")
     if errors or (strict and findings):
@@ -141,11 +142,15 @@ def explain_command(
         print_json(result.to_dict())
         return
     console.print(
-        f"[bold]{principal}[/] -> [bold]{spec.id}[/] ({spec.operation_type.value}, "
-        f"{spec.effective_risk.value} risk)"
+        Text.assemble(
+            (principal, "bold"),
+            " -> ",
+            (spec.id, "bold"),
+            f" ({spec.operation_type.value}, {spec.effective_risk.value} risk)",
+        )
     )
     for line in result.lines():
-        console.print(line, markup=False, soft_wrap=True)
+        console.print(line, soft_wrap=True)
 
 
 @app.command("test")
@@ -185,15 +190,17 @@ def test_command(
         for column in ("line", "case", "expected", "result"):
             table_view.add_column(column)
         for r in results:
-            status = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+            status = Text("pass", style="green") if r.passed else Text("FAIL", style="red")
             table_view.add_row(str(r.source.line), r.name, r.expected, status)
         console.print(table_view)
         for r in bad:
-            err_console.print(f"[bold red]FAIL[/] {r.source}: {r.name}", soft_wrap=True)
-            err_console.print(f"[red]- expected: {r.expected}[/]", markup=True, soft_wrap=True)
-            err_console.print(f"[green]+ actual:   {r.actual}[/]", soft_wrap=True)
+            err_console.print(
+                Text.assemble(("FAIL", "bold red"), f" {r.source}: {r.name}"), soft_wrap=True
+            )
+            err_console.print(f"- expected: {r.expected}", style="red", soft_wrap=True)
+            err_console.print(f"+ actual:   {r.actual}", style="green", soft_wrap=True)
             for problem in r.problems:
-                err_console.print(f"    {problem}", markup=False, soft_wrap=True)
+                err_console.print(f"    {problem}", soft_wrap=True)
         console.print(f"{len(results) - len(bad)} passed, {len(bad)} failed")
     if bad:
         raise typer.Exit(1)

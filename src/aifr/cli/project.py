@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from aifr.cli.console import console, fail
 from aifr.config import init_project
@@ -26,5 +27,5 @@ def init(
         console.print(f"{directory} is already an aifr project; nothing changed")
         return
     for path in created:
-        console.print(f"[green]created[/] {path}")
+        console.print(Text.assemble(("created", "green"), f" {path}"))
     console.print(f"Next: cd {directory} && aifr capabilities list")

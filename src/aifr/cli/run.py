@@ -22,9 +22,10 @@ import typer
 from pydantic import JsonValue
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from aifr.app import App, build_app
-from aifr.cli.console import console, err_console, fail, print_json
+from aifr.cli.console import console, err_console, error_line, fail, print_json
 from aifr.errors import AifrError, FieldError, InputValidationError
 from aifr.invocation import ApprovalStatus, new_id
 from aifr.workflows import PlannedStep, RunState, RunView, StepState, WorkflowSpec
@@ -85,15 +86,17 @@ def parse_inputs(pairs: list[str], spec: WorkflowSpec) -> dict[str, JsonValue]:
     return values
 
 
-def _styled(state: str) -> str:
-    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+def _styled(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, "white"))
 
 
 def render_run(view: RunView) -> Table:
     """The run as a table: one row per step with its state and what happened."""
     run = view.run
     table = Table(
-        title=f"{run.workflow} v{run.workflow_version}  {run.id}  {_styled(run.state.value)}",
+        title=Text.assemble(
+            f"{run.workflow} v{run.workflow_version}  {run.id}  ", _styled(run.state.value)
+        ),
         title_justify="left",
     )
     for column in ("#", "step", "capability", "state", "try", "note"):
@@ -134,7 +137,7 @@ def render_plan(spec: WorkflowSpec, planned: list[PlannedStep], principal: str) 
             step.capability + (f" (v{step.version})" if step.version else ""),
             step.operation or "-",
             step.risk or "-",
-            f"[{_DECISION_STYLE.get(decision, 'white')}]{decision}[/]",
+            Text(decision, style=_DECISION_STYLE.get(decision, "white")),
             f"{step.rule_id or '-'}" + (f": {step.reason}" if step.reason else ""),
             step.compensation or "-",
         )
@@ -198,8 +201,10 @@ def _wait_for_decision(app: App, view: RunView, timeout_s: float, *, quiet: bool
     if approval_id is None:
         return False
     (err_console if quiet else console).print(
-        f"[yellow]waiting for approval {approval_id}[/] (aifr approvals approve "
-        f"{approval_id} --as APPROVER)"
+        Text.assemble(
+            (f"waiting for approval {approval_id}", "yellow"),
+            f" (aifr approvals approve {approval_id} --as APPROVER)",
+        )
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -263,7 +268,7 @@ def run(
             "(or let aifr worker resume it)"
         )
     elif view.run.error:
-        err_console.print(f"[dim]{view.run.error.get('code')}[/]: {view.run.error.get('message')}")
+        err_console.print(error_line(view.run.error))
     raise typer.Exit(run_exit_status(view))
 
 

@@ -15,9 +15,10 @@ from typing import Annotated
 import typer
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from aifr.app import App, build_app
-from aifr.cli.console import console, err_console, fail, print_json
+from aifr.cli.console import console, err_console, error_line, fail, print_json
 from aifr.cli.run import STATE_STYLE, render_run, run_exit_status, watch_run
 from aifr.errors import AifrError
 from aifr.workflows import ACTIVE_STATES, RunState, RunView
@@ -52,7 +53,7 @@ def _show(view: RunView, as_json: bool, *, table: bool = True) -> None:
     console.print(f"principal: {run.principal}  started: {_when(run.created_at)}")
     if run.error:
         where = f" at step {run.failed_step}" if run.failed_step else ""
-        err_console.print(f"[dim]{run.error.get('code')}[/]{where}: {run.error.get('message')}")
+        err_console.print(error_line(run.error, where))
     if run.state is RunState.COMPENSATION_FAILED:
         console.print(f"fix the cause, then: aifr runs retry-compensation {run.id} --as OPERATOR")
     elif run.state is RunState.NEEDS_REVIEW:
@@ -127,7 +128,7 @@ def list_runs(
     for r in runs:
         style = STATE_STYLE.get(r.state.value, "white")
         table.add_row(
-            r.id, f"{r.workflow} v{r.workflow_version}", f"[{style}]{r.state.value}[/]",
+            r.id, f"{r.workflow} v{r.workflow_version}", Text(r.state.value, style=style),
             r.principal, r.failed_step or "-", _when(r.updated_at),
         )  # fmt: skip
     console.print(table)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from aifr.app import build_app
 from aifr.capabilities import CapabilityRegistry
@@ -83,15 +83,15 @@ def check(
     for item in checked:
         spec = item.spec
         table.add_row(
-            escape(str(item.path)),
+            str(item.path),
             f"{spec.name} v{spec.version}" if spec is not None else "-",
             str(len(spec.steps)) if spec is not None else "-",
-            "[red]invalid[/]" if item.problems else "[green]ok[/]",
+            Text("invalid", style="red") if item.problems else Text("ok", style="green"),
         )
     console.print(table)
     problems = [problem for item in checked for problem in item.problems]
     for problem in problems:
-        err_console.print(escape(problem), soft_wrap=True)
+        err_console.print(problem, soft_wrap=True)
     if problems:
         raise typer.Exit(exit_code_for(ErrorCode.WORKFLOW_INVALID))
 
