@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cli_kit import run_cli as _aifr
 
 WORKFLOW = """\
 name: copy
@@ -32,19 +33,6 @@ def project(aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]) -> Path:
     assert created.returncode == 0, created.stderr
     (tmp_path / "p" / "workflows" / "copy.yaml").write_text(WORKFLOW)
     return tmp_path / "p"
-
-
-def _aifr(
-    aifr_bin: str, project: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [aifr_bin, *args, "-p", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "COLUMNS": "200"},
-        cwd=project,
-    )
 
 
 def test_brackets_in_a_reference_or_an_error_message_are_printed_not_parsed(

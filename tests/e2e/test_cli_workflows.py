@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_kit import run_cli as _aifr
 
 POLICY = """
 version: 1
@@ -54,19 +55,6 @@ def project(tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]) -> Path:
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "app.conf").write_text("old\n")
     return tmp_path
-
-
-def _aifr(
-    aifr_bin: str, project: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [aifr_bin, *args, "-p", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 def test_a_run_pauses_for_approval_and_the_worker_finishes_it_once_approved(

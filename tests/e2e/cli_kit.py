@@ -1,0 +1,20 @@
+"""Running the installed ``aifr`` command on a project, as a user's shell does."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def run_cli(
+    aifr_bin: str, project: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``aifr ARGS -p PROJECT``; a wide terminal, so tables are not cut where tests read."""
+    return subprocess.run(
+        [aifr_bin, *args, "-p", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "COLUMNS": "200"},
+        check=False,
+    )
