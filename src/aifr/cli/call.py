@@ -88,13 +88,19 @@ def parse_assignments(pairs: list[str], spec: CapabilitySpec | None) -> dict[str
     """Turn ``key=value`` pairs into inputs, typed by ``spec``'s input schema.
 
     Raises:
-        InputValidationError: a pair has no ``=`` or a value does not parse as its type.
+        InputValidationError: a pair has no ``=``, names an input twice, or a value does
+            not parse as its type.
     """
     inputs: dict[str, JsonValue] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise _bad(pair, "expected key=value", "key=value", pair)
+        if key in inputs:  # the last one winning would run what the caller may not have meant
+            raise InputValidationError(
+                f"argument {key}={raw!r}: {key} is given twice; give each input once",
+                errors=[FieldError(path=key, code="duplicate", message=f"{key} is given twice")],
+            )
         inputs[key] = _parse_value(key, raw, _schema_type(spec, key))
     return inputs
 

@@ -54,7 +54,8 @@ def parse_inputs(pairs: list[str], spec: WorkflowSpec) -> dict[str, JsonValue]:
     """Turn ``key=value`` pairs into run inputs typed by the workflow's declaration.
 
     Raises:
-        InputValidationError: a pair has no ``=`` or a value does not parse as its type.
+        InputValidationError: a pair has no ``=``, names an input twice, or a value does
+            not parse as its type.
     """
     values: dict[str, JsonValue] = {}
     for pair in pairs:
@@ -63,6 +64,12 @@ def parse_inputs(pairs: list[str], spec: WorkflowSpec) -> dict[str, JsonValue]:
             raise InputValidationError(
                 f"--input {pair!r}: expected key=value",
                 errors=[FieldError(path=pair, code="format", message="expected key=value")],
+            )
+        if key in values:  # the last one winning would run what the caller may not have meant
+            message = f"{key} is given twice; give each input once"
+            raise InputValidationError(
+                f"--input {key}={raw!r}: {message}",
+                errors=[FieldError(path=key, code="duplicate", message=message)],
             )
         declared = spec.inputs.get(key)
         if declared is None or declared.type == "string":

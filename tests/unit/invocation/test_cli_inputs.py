@@ -1,4 +1,4 @@
-"""``aifr call`` key=value parsing, typed by the capability's input schema."""
+"""``aifr call`` and ``aifr run`` key=value parsing, typed by the input declarations."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 
 from aifr.capabilities import capability
 from aifr.cli.call import exit_status, parse_assignments
+from aifr.cli.run import parse_inputs
 from aifr.errors import ErrorCode, InputValidationError
 from aifr.invocation import Result, Status
+from aifr.workflows import load_workflow_text
 
 
 @capability("demo.typed", operation="READ", risk="LOW")
@@ -47,6 +49,26 @@ def test_without_a_schema_json_values_parse_and_other_text_stays_text() -> None:
         "d": None,
         "e": "quoted",
     }
+
+
+def test_an_input_given_twice_is_refused_rather_than_the_last_one_winning() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        parse_assignments(["name=a.txt", "count=2", "name=b.txt"], SPEC)
+    assert caught.value.errors[0].path == "name"
+    assert caught.value.errors[0].code == "duplicate"
+    assert "given twice" in caught.value.message
+
+
+def test_a_workflow_input_given_twice_is_refused_too() -> None:
+    spec = load_workflow_text(
+        "name: w\ninputs: {path: {type: string}, n: {type: integer}}\n"
+        "steps: [{id: a, capability: x.y}]\n"
+    )
+    assert parse_inputs(["path=a", "n=2"], spec) == {"path": "a", "n": 2}
+    with pytest.raises(InputValidationError) as caught:
+        parse_inputs(["path=a", "path=b"], spec)
+    assert caught.value.errors[0].path == "path"
+    assert "given twice" in caught.value.message
 
 
 def test_an_equals_sign_inside_the_value_is_kept() -> None:
