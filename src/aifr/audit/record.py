@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from aifr.capabilities import canonical_json
-from aifr.errors import AuditError
+from aifr.errors import AuditError, ErrorCode
 
 __all__ = [
     "EVENT_FIELDS",
@@ -299,12 +299,17 @@ def parse_timestamp(text: str) -> str:
     """Normalize a user-given ISO date or date-time (naive means UTC) to the stored form.
 
     Raises:
-        AuditError: ``text`` is not an ISO 8601 date or date-time.
+        AuditError: ``text`` is not an ISO 8601 date or date-time (code
+            ``input.invalid``: the caller's input is wrong, not the ledger).
     """
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise AuditError(f"not an ISO 8601 time: {text!r}", value=text) from exc
+        raise AuditError(
+            f"not an ISO 8601 time: {text!r} (write e.g. 2026-11-23 or 2026-11-23T08:00:00Z)",
+            code=ErrorCode.INPUT_INVALID,
+            value=text,
+        ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return utc_timestamp(moment)
