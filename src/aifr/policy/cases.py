@@ -208,7 +208,7 @@ def load_case_table(path: Path | str) -> CaseTable:
     try:
         doc = CaseFileDoc.model_validate(located.data)
     except PydanticValidationError as exc:
-        raise policy_error(list(schema_problems(located, exc))) from exc
+        raise policy_error(list(schema_problems(located, exc, CaseFileDoc))) from exc
     problems: list[tuple[SourceRef, str]] = []
     capabilities: dict[str, CapabilitySpec] = {}
     for index, item in enumerate(doc.capabilities):

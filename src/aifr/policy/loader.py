@@ -154,7 +154,7 @@ def load_policy_text(sources: Sequence[tuple[str, str]]) -> Policy:
         try:
             documents.append((located, PolicyFile.model_validate(located.data)))
         except PydanticValidationError as exc:
-            problems.extend(schema_problems(located, exc))
+            problems.extend(schema_problems(located, exc, PolicyFile))
     if problems:
         raise policy_error(problems)
     return _Compiler(documents).compile()

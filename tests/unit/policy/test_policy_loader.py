@@ -99,6 +99,24 @@ def test_unknown_field_names_file_line_and_field_path() -> None:
     assert error.details["field"] == "rules[0].when.principle"
 
 
+@pytest.mark.parametrize(
+    ("when", "field", "meant"),
+    [
+        ("{capabilty: 'io.*'}", "when.capabilty", "capability"),
+        ("{inputs: {path: {undr: /srv}}}", "when.inputs.path.undr", "under"),
+        ("{inputs: {n: {inn: [1, 2]}}}", "when.inputs.n.inn", "in"),
+    ],
+)
+def test_a_misspelt_field_names_the_field_allowed_there(when: str, field: str, meant: str) -> None:
+    error = load_error(f"version: 1\nrules:\n  - id: a\n    decision: ALLOW\n    when: {when}\n")
+    assert f"rules[0].{field}: unknown field (did you mean {meant!r}?)" in error.message
+
+
+def test_an_unknown_field_with_nothing_close_gets_no_guess() -> None:
+    error = load_error("version: 1\nrules:\n  - id: a\n    decision: ALLOW\n    xyzzy: 1\n")
+    assert error.message.endswith("rules[0].xyzzy: unknown field")
+
+
 def test_unknown_decision_value_names_the_field_and_value() -> None:
     error = load_error("version: 1\nrules:\n  - id: a\n    decision: ALOW\n")
     assert error.details["line"] == 4
