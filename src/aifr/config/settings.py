@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from aifr.errors import ConfigError, ErrorCode
+from aifr.suggestions import did_you_mean
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -357,7 +358,10 @@ def _config_error(
     for error in exc.errors(include_url=False):
         key = ".".join(str(p) for p in error["loc"])
         source = f"environment variable {_env_name(error['loc'])}" if from_env else str(config_file)
-        problems.append(f"{key}: {error['msg']} (from {source})")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting" + did_you_mean(Settings, error["loc"])
+        problems.append(f"{key}: {message} (from {source})")
     return ConfigError(
         "invalid settings: " + "; ".join(map(str, problems)),
         file=str(config_file),

@@ -7,9 +7,6 @@ field path such as ``rules[3].when.inputs.path.regex``.
 
 from __future__ import annotations
 
-import difflib
-import types
-import typing
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -19,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from aifr.errors import ErrorCode, PolicyError
 from aifr.policy.rules import SourceRef
+from aifr.suggestions import did_you_mean
 
 __all__ = ["LocatedYaml", "field_path", "policy_error", "schema_problems", "single_error"]
 
@@ -150,68 +148,7 @@ def schema_problems(
         seen.add(source)
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown field" + _did_you_mean(model, item["loc"])
+            message = "unknown field" + (did_you_mean(model, item["loc"]) if model else "")
         elif "input" in item and not isinstance(item["input"], dict | list):
             message += f" (got {item['input']!r})"
         yield source, message
-
-
-def _did_you_mean(model: type[BaseModel] | None, loc: Sequence[str | int]) -> str:
-    if model is None or not loc or not isinstance(loc[-1], str):
-        return ""
-    close = difflib.get_close_matches(loc[-1], _fields_at(model, loc[:-1]), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """The field names (as written in YAML) allowed at ``loc``; empty when unclear."""
-    candidates: list[Any] = [model]
-    for part in loc:
-        candidates = [inner for c in candidates for inner in _step(c, part)]
-    return sorted(
-        {
-            field.alias or name
-            for c in candidates
-            for m in _members(c)
-            if isinstance(m, type) and issubclass(m, BaseModel)
-            for name, field in m.model_fields.items()
-        }
-    )
-
-
-def _members(annotation: Any) -> list[Any]:
-    """``annotation`` with ``Annotated``, ``Optional`` and unions taken apart."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _members(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
-    return [annotation]
-
-
-def _step(annotation: Any, part: str | int) -> list[Any]:
-    """What a value of ``annotation`` holds under key or index ``part`` (unresolved types)."""
-    found: list[Any] = []
-    for member in _members(annotation):
-        origin, args = typing.get_origin(member), typing.get_args(member)
-        if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
-            for name, field in member.model_fields.items():
-                if part in (name, field.alias):
-                    found.append(field.annotation)
-        elif origin in (list, tuple, Sequence) and isinstance(part, int) and args:
-            found.append(args[0])
-        elif origin is dict and isinstance(part, str) and len(args) == 2:
-            found.append(args[1])
-    return found or _tagged(annotation, part)
-
-
-def _tagged(annotation: Any, tag: str | int) -> list[Any]:
-    """The members of a discriminated union whose ``Tag`` is ``tag`` (pydantic puts it in loc)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Annotated:
-        if any(getattr(meta, "tag", None) == tag for meta in annotation.__metadata__):
-            return [args[0]]
-        return _tagged(args[0], tag)
-    if origin in (typing.Union, types.UnionType):
-        return [m for arg in args for m in _tagged(arg, tag)]
-    return []

@@ -29,6 +29,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from aifr.capabilities import digest
 from aifr.errors import ErrorCode, FieldError, InputValidationError, WorkflowError
+from aifr.suggestions import did_you_mean
 from aifr.workflows.templating import check_templates, has_templates
 
 __all__ = [
@@ -320,6 +321,12 @@ def _location(error: Mapping[str, Any]) -> str:
     return ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in error["loc"])
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field" + did_you_mean(WorkflowSpec, error["loc"])
+    return str(error["msg"])
+
+
 def _parse(data: Any, source: str) -> WorkflowSpec:
     if not isinstance(data, dict):
         raise WorkflowError(
@@ -330,7 +337,8 @@ def _parse(data: Any, source: str) -> WorkflowSpec:
         return WorkflowSpec.model_validate(data)
     except PydanticValidationError as exc:
         problems = [
-            f"{_location(e).replace('.[', '[')}: {e['msg']}" for e in exc.errors(include_url=False)
+            f"{_location(e).replace('.[', '[')}: {_message(e)}"
+            for e in exc.errors(include_url=False)
         ]
         raise WorkflowError(
             f"{source}: invalid workflow: " + "; ".join(problems),

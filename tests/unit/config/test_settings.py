@@ -104,11 +104,12 @@ def test_a_list_variable_that_is_not_json_is_a_config_error_naming_it(
     assert "AIFR_MCP__ROLES is not valid JSON" in caught.value.message
 
 
-def test_unknown_keys_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "aifr.toml").write_text("[fs]\nrootz = []\n")
+def test_unknown_keys_are_refused_naming_the_key_meant(tmp_path: Path) -> None:
+    (tmp_path / "aifr.toml").write_text("[fs]\nrootz = []\n[runtme]\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(tmp_path)
-    assert "fs.rootz" in caught.value.message
+    assert "fs.rootz: unknown setting (did you mean 'roots'?)" in caught.value.message
+    assert "runtme: unknown setting (did you mean 'runtime'?)" in caught.value.message
 
 
 def test_malformed_toml_is_a_config_error_with_the_position(tmp_path: Path) -> None:

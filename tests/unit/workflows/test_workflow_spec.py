@@ -140,6 +140,16 @@ def test_an_unquoted_decimal_version_is_refused_asking_for_quotes() -> None:
     assert "quotes" in refused.value.message
 
 
+def test_a_misspelt_field_names_the_field_allowed_there() -> None:
+    text = "name: w\nsteps:\n  - {id: a, capability: x.y, inptus: {}, retry: {cuont: 2}}\n"
+
+    with pytest.raises(WorkflowError) as refused:
+        load_workflow_text(text)
+
+    assert "steps[0].inptus: unknown field (did you mean 'inputs'?)" in refused.value.message
+    assert "steps[0].retry.cuont: unknown field (did you mean 'count'?)" in refused.value.message
+
+
 def test_malformed_yaml_is_refused_with_the_file_name() -> None:
     with pytest.raises(WorkflowError) as refused:
         load_workflow_text("name: [unclosed", "w.yaml")
