@@ -117,7 +117,8 @@ def serve(
     transport: Annotated[Transport, typer.Option(help="stdio, http or uds.")] = Transport.STDIO,
     host: Annotated[str | None, typer.Option(help="HTTP address (default mcp.host).")] = None,
     port: Annotated[
-        int | None, typer.Option(help="HTTP port; 0 picks a free one (default mcp.port).")
+        int | None,
+        typer.Option(min=0, max=65535, help="HTTP port; 0 picks a free one (default mcp.port)."),
     ] = None,
     socket: Annotated[
         Path | None, typer.Option("--socket", help="Unix socket path (default mcp.socket).")

@@ -54,10 +54,15 @@ def _callback_server(app: App, worker: Worker, host: str, port: int) -> uvicorn.
 
 def worker(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
-    poll: Annotated[float, typer.Option("--poll", help="Seconds between passes.")] = 0.5,
+    poll: Annotated[float, typer.Option("--poll", min=0.01, help="Seconds between passes.")] = 0.5,
     callback_port: Annotated[
         int | None,
-        typer.Option("--callback-port", help="Serve the signed approval callback on this port."),
+        typer.Option(
+            "--callback-port",
+            min=0,
+            max=65535,
+            help="Serve the signed approval callback on this port.",
+        ),
     ] = None,
     callback_host: Annotated[str, typer.Option("--callback-host")] = "127.0.0.1",
     project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.")] = Path(),

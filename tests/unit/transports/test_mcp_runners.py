@@ -7,7 +7,11 @@ import pwd
 import subprocess
 import sys
 
+import pytest
+
+from aifr.errors import ErrorCode, TransportError
 from aifr.transports.mcp import McpIdentity, UidPrincipals
+from aifr.transports.mcp.runners import _listening_socket
 
 FALLBACK = McpIdentity("mcp-client", frozenset({"agent"}), operator="alice")
 
@@ -37,3 +41,10 @@ def test_the_cli_does_not_import_the_mcp_sdk_until_aifr_mcp_serves() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_port_out_of_range_is_a_transport_error_not_an_overflow() -> None:
+    with pytest.raises(TransportError) as refused:
+        _listening_socket("127.0.0.1", 99999)
+    assert refused.value.code is ErrorCode.TRANSPORT_FAILED
+    assert "0 (any free one) to 65535" in refused.value.message

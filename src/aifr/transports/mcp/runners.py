@@ -88,6 +88,12 @@ async def serve_uds(
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise TransportError(
+            f"cannot listen on {host}:{port}: a port is 0 (any free one) to 65535",
+            host=host,
+            port=port,
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
