@@ -246,7 +246,9 @@ def test_export_writes_json_lines_filtered_by_principal_and_time(project: Path) 
     assert window.exit_code == 0, window.stderr
     picked = [json.loads(line) for line in (project / "out.jsonl").read_text().splitlines()]
     assert picked and all(since <= line["ts"] < until for line in picked)
-    assert _aifr(project, "audit", "export", "--since", "someday").exit_code == 1
+    bad_time = _aifr(project, "audit", "export", "--since", "someday")
+    assert bad_time.exit_code == 2  # bad input, not an audit failure
+    assert "input.invalid" in bad_time.stderr
 
 
 def test_export_refuses_an_unknown_format(project: Path) -> None:
