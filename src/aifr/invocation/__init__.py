@@ -12,6 +12,7 @@ from aifr.invocation.context import (
 from aifr.invocation.events import EventBus, EventKind, LifecycleEvent, Observer
 from aifr.invocation.execution import SyncExecution
 from aifr.invocation.hooks import Hook, HookCall, HookRegistry, Hooks, HookScope, HookStage
+from aifr.invocation.identity import check_principal
 from aifr.invocation.ports import (
     ApprovalRecord,
     ApprovalStatus,
@@ -74,6 +75,7 @@ __all__ = [
     "Status",
     "SyncExecution",
     "Timing",
+    "check_principal",
     "current_request",
     "new_id",
     "request_digest",

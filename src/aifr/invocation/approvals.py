@@ -26,6 +26,7 @@ from aifr.audit import AuditEvent, AuditRecord
 from aifr.capabilities import CapabilitySpec, RiskLevel, digest
 from aifr.errors import ApprovalError, ErrorCode
 from aifr.invocation.context import new_id
+from aifr.invocation.identity import check_principal
 from aifr.invocation.ports import (
     ApprovalRecord,
     ApprovalStatus,
@@ -172,9 +173,11 @@ class ApprovalService:
         """Record ``approver``'s yes; the request is approved once the quorum is reached.
 
         Raises:
+            InputValidationError: ``approver`` is not a valid principal name.
             ApprovalError: not found, expired, already decided, self-approval, not
                 authorized by policy, or a second vote by the same approver.
         """
+        check_principal(approver, field="approver")
         record = self.get(approval_id)
         self._check_approver(record, approver)
 
@@ -214,9 +217,11 @@ class ApprovalService:
         """End a pending request with a no.
 
         Raises:
+            InputValidationError: ``approver`` is not a valid principal name.
             ApprovalError: not found, expired, already decided, self-approval, or not
                 authorized by policy.
         """
+        check_principal(approver, field="approver")
         record = self.get(approval_id)
         self._check_approver(record, approver)
 

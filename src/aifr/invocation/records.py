@@ -21,6 +21,7 @@ from aifr.errors import AifrError, error_payload
 from aifr.invocation.circuit import CircuitState
 from aifr.invocation.context import RequestContext
 from aifr.invocation.hooks import Hooks
+from aifr.invocation.identity import INVALID_PRINCIPAL, principal_problem
 from aifr.invocation.result import HookFailure, Result, Status, Timing
 from aifr.invocation.secret_refs import Redactor
 from aifr.policy import PolicyDecision
@@ -151,9 +152,13 @@ def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocat
         details["hook_failures"] = [f.to_dict() for f in call.hook_failures]
     if outcome.replay is not None:
         details["replayed_request_id"] = outcome.replay.request_id
+    principal = call.principal
+    if principal_problem(principal) is not None:  # refused before anything ran
+        details["principal_given"] = repr(principal)[:80]
+        principal = INVALID_PRINCIPAL
     return AuditEvent(
         kind=kind,
-        principal=call.principal,
+        principal=principal,
         capability_id=call.capability_id,
         capability_fingerprint=spec.fingerprint if spec is not None else None,
         decision=decision.decision.value if decision is not None else None,

@@ -50,6 +50,7 @@ from aifr.invocation.execution import (
 )
 from aifr.invocation.hooks import HookCall, HookRegistry, Hooks, HookStage, run_hooks
 from aifr.invocation.idempotency import IdempotencyGuard
+from aifr.invocation.identity import check_principal
 from aifr.invocation.ports import CircuitStore, IdempotencyStore
 from aifr.invocation.records import (
     Call,
@@ -260,6 +261,7 @@ class Runtime:
 
     async def _governed(self, call: Call, ex: Executor) -> Any:
         context = call.context
+        check_principal(call.principal)
         capability = self._resolve(call.ref)
         call.capability = capability
         spec = capability.spec

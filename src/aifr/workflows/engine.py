@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from aifr.errors import AifrError, ErrorCode, WorkflowError
-from aifr.invocation import Result, Runtime, Status, new_id
+from aifr.invocation import Result, Runtime, Status, check_principal, new_id
 from aifr.workflows.approvals import approval_notice, settle_approval
 from aifr.workflows.leases import Heartbeat, new_owner_id
 from aifr.workflows.planning import plan_workflow
@@ -109,9 +109,11 @@ class WorkflowEngine:
         """Create a run and, with ``execute``, drive it until it finishes or pauses.
 
         Raises:
-            InputValidationError: the inputs do not match the workflow's declaration.
+            InputValidationError: the inputs do not match the workflow's declaration,
+                or ``principal`` is not a valid principal name.
             StorageError: the run cannot be stored.
         """
+        check_principal(principal)
         bound = spec.bind_inputs(inputs)
         now = self.clock()
         run_id = run_id or f"run-{new_id()[:20]}"

@@ -9,7 +9,7 @@ import pytest
 from invocation_env import Env, policy_engine
 
 from aifr.capabilities import CapabilityRegistry, capability
-from aifr.errors import ApprovalError, ErrorCode
+from aifr.errors import ApprovalError, ErrorCode, InputValidationError
 from aifr.invocation import ApprovalStatus, Result, Runtime, Status
 
 TRANSFER = {"to": "mallory", "amount": 100}
@@ -29,6 +29,22 @@ def test_require_approval_stores_a_pending_request_and_does_not_execute(env: Env
     assert record.principal == "alice" and record.inputs == TRANSFER
     assert record.rule_id == "transfers-need-approval"
     assert env.calls.transfers == []
+
+
+@pytest.mark.parametrize("approver", ["", " bob", "bob\n"])
+def test_an_approver_that_is_no_name_is_refused_and_nothing_is_recorded(
+    env: Env, approver: str
+) -> None:
+    approval_id = ask(env).approval_id
+    assert approval_id is not None
+
+    for decide in (env.approvals.approve, env.approvals.reject):
+        with pytest.raises(InputValidationError) as refused:
+            decide(approval_id, approver)
+        assert refused.value.errors[0].path == "approver"
+
+    assert env.approvals.get(approval_id).status is ApprovalStatus.PENDING
+    assert env.approvals.get(approval_id).votes == ()
 
 
 def test_asking_again_while_pending_returns_the_same_request(env: Env) -> None:

@@ -88,6 +88,22 @@ def test_a_denied_call_never_executes_and_names_the_rule(env: Env) -> None:
     assert audited_outcomes(env) == [ErrorCode.POLICY_DENIED.value]
 
 
+@pytest.mark.parametrize(
+    "who", ["", "   ", " alice", "alice\nDENY bob", "zero\u200bwidth", "x" * 300]
+)
+def test_a_principal_that_is_no_name_is_refused_before_anything_runs(env: Env, who: str) -> None:
+    result = env.runtime.invoke("demo.transfer", {"to": "mallory", "amount": 5}, who)
+
+    assert result.status is Status.FAILED
+    assert result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
+    assert result.error.details["errors"][0]["path"] == "principal"
+    assert env.calls.transfers == []  # nothing ran, so nothing ran unaudited
+    (row,) = env.audit_rows()
+    assert row["principal"] == "(invalid principal)"
+    assert row["details"]["principal_given"] == repr(who)[:80]
+    assert row["outcome"] == ErrorCode.INPUT_INVALID.value
+
+
 def test_a_handler_exception_is_wrapped_with_its_type_and_message(env: Env) -> None:
     result = env.runtime.invoke("demo.boom", {"message": "disk on fire"}, "alice")
     assert result.error is not None

@@ -9,7 +9,7 @@ import pytest
 from wf_env import Effects, WfEnv, build_wf_env, file_capabilities
 
 from aifr.capabilities import CapabilityRegistry, capability
-from aifr.errors import ErrorCode, WorkflowError
+from aifr.errors import ErrorCode, InputValidationError, WorkflowError
 from aifr.workflows import RunState, StepKey, StepState, WorkflowBuilder, WorkflowSpec
 
 
@@ -47,6 +47,18 @@ def test_a_workflow_whose_steps_all_succeed_completes_with_one_commit_per_step(e
         "invocation",
         "workflow.completed",
     ]
+
+
+@pytest.mark.parametrize("who", ["", "  ", "agent\n"])
+def test_a_run_for_a_principal_that_is_no_name_is_refused_before_it_exists(
+    env: WfEnv, who: str
+) -> None:
+    with pytest.raises(InputValidationError) as refused:
+        env.engine.start(_two_writes(), _paths(env), who)
+
+    assert refused.value.errors[0].path == "principal"
+    assert env.runs.list() == []
+    assert not (env.root / "a.txt").exists()
 
 
 def test_a_step_retried_until_it_succeeds_keeps_the_run_going(env: WfEnv) -> None:
