@@ -69,9 +69,18 @@ def test_malformed_token_file_is_a_config_error(tmp_path: Path) -> None:
     assert "principal" in caught.value.message
 
 
-def test_token_needs_a_principal(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError):
-        TokenStore(tmp_path / "tokens.json").create("  ")
+@pytest.mark.parametrize(
+    ("principal", "operator", "field"),
+    [("  ", None, "principal"), (" bob", None, "principal"), ("bob", "ali\nce", "operator")],
+)
+def test_a_token_needs_names_for_its_principal_and_operator(
+    tmp_path: Path, principal: str, operator: str | None, field: str
+) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    with pytest.raises(ConfigError) as refused:
+        store.create(principal, operator=operator)
+    assert refused.value.details["field"] == field
+    assert store.records() == []
 
 
 async def _whoami(scope, receive, send) -> None:  # type: ignore[no-untyped-def]

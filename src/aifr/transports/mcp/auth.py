@@ -26,6 +26,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aifr.errors import AifrError, ConfigError, ErrorCode, TransportError, error_payload
+from aifr.invocation.identity import principal_problem
 
 __all__ = [
     "IDENTITY_SCOPE_KEY",
@@ -180,10 +181,14 @@ class TokenStore:
         """Mint a token for ``principal``; returns the token (shown once) and its record.
 
         Raises:
-            ConfigError: the principal is empty or the token file cannot be written.
+            ConfigError: the principal or operator is no name (see
+                :func:`~aifr.invocation.identity.principal_problem`), or the token file
+                cannot be written.
         """
-        if not principal.strip():
-            raise ConfigError("a token needs a non-empty principal", field="principal")
+        for what, name in (("principal", principal), ("operator", operator)):
+            problem = principal_problem(name) if what == "principal" or name else None
+            if problem is not None:
+                raise ConfigError(f"a token's {what} {name!r} {problem}", field=what)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         record = TokenRecord(
             digest=token_digest(token),
