@@ -21,7 +21,12 @@ from aifr.app import build_app
 from aifr.capabilities import CapabilityRegistry
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.errors import AifrError, ErrorCode, exit_code_for
-from aifr.workflows import WorkflowSpec, load_workflow_file, workflow_json_schema
+from aifr.workflows import (
+    WorkflowSpec,
+    load_workflow_file,
+    unregistered_capabilities,
+    workflow_json_schema,
+)
 
 __all__ = ["app"]
 
@@ -44,11 +49,7 @@ def _check_file(path: Path, registry: CapabilityRegistry) -> _Checked:
         spec = load_workflow_file(path)
     except AifrError as exc:
         return _Checked(path, None, [f"{exc.code.value}: {exc.message}"])
-    unknown = [
-        f"{path}: steps[{index}].capability: {step.capability} is not registered"
-        for index, step in enumerate(spec.steps)
-        if registry.get(step.capability) is None
-    ]
+    unknown = [f"{path}: {problem}" for problem in unregistered_capabilities(registry, spec)]
     return _Checked(path, spec, unknown)
 
 

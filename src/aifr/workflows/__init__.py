@@ -3,7 +3,7 @@
 from aifr.workflows.builder import WorkflowBuilder, workflow
 from aifr.workflows.engine import WorkflowEngine
 from aifr.workflows.leases import Heartbeat, is_owner_gone, new_owner_id
-from aifr.workflows.planning import plan_workflow
+from aifr.workflows.planning import plan_workflow, unregistered_capabilities
 from aifr.workflows.ports import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -87,4 +87,5 @@ __all__ = [
     "render_inputs",
     "workflow",
     "workflow_json_schema",
+    "unregistered_capabilities",
 ]

@@ -33,7 +33,7 @@ from aifr.errors import AifrError, ErrorCode, WorkflowError
 from aifr.invocation import Result, Runtime, Status, check_principal, new_id
 from aifr.workflows.approvals import approval_notice, settle_approval
 from aifr.workflows.leases import Heartbeat, new_owner_id
-from aifr.workflows.planning import plan_workflow
+from aifr.workflows.planning import plan_workflow, unregistered_capabilities
 from aifr.workflows.ports import (
     TERMINAL_STATES,
     Completion,
@@ -111,9 +111,19 @@ class WorkflowEngine:
         Raises:
             InputValidationError: the inputs do not match the workflow's declaration,
                 or ``principal`` is not a valid principal name.
+            WorkflowError: a step (or its compensation) names a capability that is not
+                registered (``workflow.invalid``); no run is created.
             StorageError: the run cannot be stored.
         """
         check_principal(principal)
+        unregistered = unregistered_capabilities(self.runtime.registry, spec)
+        if unregistered:
+            raise WorkflowError(
+                f"workflow {spec.name} cannot run: " + "; ".join(unregistered),
+                code=ErrorCode.WORKFLOW_INVALID,
+                workflow=spec.name,
+                problems=list[JsonValue](unregistered),
+            )
         bound = spec.bind_inputs(inputs)
         now = self.clock()
         run_id = run_id or f"run-{new_id()[:20]}"

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from aifr.capabilities import CapabilityRegistry
 from aifr.errors import WorkflowError
 from aifr.invocation import Runtime
 from aifr.policy import Decision, PolicyRequest
@@ -14,7 +15,23 @@ from aifr.workflows.spec import StepSpec, WorkflowSpec
 from aifr.workflows.templating import render_inputs
 from aifr.workflows.views import PlannedStep
 
-__all__ = ["plan_workflow"]
+__all__ = ["plan_workflow", "unregistered_capabilities"]
+
+
+def unregistered_capabilities(registry: CapabilityRegistry, spec: WorkflowSpec) -> list[str]:
+    """One problem per step (or compensation override) naming a capability not registered.
+
+    A run of such a workflow could only fail at that step after the earlier ones had
+    acted (and then be undone), so a run is refused before it starts instead.
+    """
+    problems = []
+    for index, step in enumerate(spec.steps):
+        if registry.get(step.capability) is None:
+            problems.append(f"steps[{index}].capability: {step.capability} is not registered")
+        override = step.compensation.capability if step.compensation is not None else None
+        if override is not None and registry.get(override) is None:
+            problems.append(f"steps[{index}].compensation.capability: {override} is not registered")
+    return problems
 
 
 def plan_workflow(

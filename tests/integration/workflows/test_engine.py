@@ -61,6 +61,29 @@ def test_a_run_for_a_principal_that_is_no_name_is_refused_before_it_exists(
     assert not (env.root / "a.txt").exists()
 
 
+def test_a_workflow_naming_an_unregistered_capability_is_refused_before_it_runs(
+    env: WfEnv,
+) -> None:
+    builder = WorkflowBuilder("ghost").input("a", "string").input("b", "string")
+    builder.step("write", "files.write", path="{{ inputs.a }}", content="one")
+    builder.step("haunt", "no.such.thing")
+    builder.step(
+        "again", "files.write", path="{{ inputs.b }}", content="two",
+        compensation={"capability": "no.such.undo", "inputs": {}},
+    )  # fmt: skip
+
+    with pytest.raises(WorkflowError) as refused:
+        env.engine.start(builder.build(), _paths(env), "agent")
+
+    assert refused.value.code is ErrorCode.WORKFLOW_INVALID
+    assert refused.value.details["problems"] == [
+        "steps[1].capability: no.such.thing is not registered",
+        "steps[2].compensation.capability: no.such.undo is not registered",
+    ]
+    assert env.runs.list() == []
+    assert not (env.root / "a.txt").exists()  # the first step never ran
+
+
 def test_a_step_retried_until_it_succeeds_keeps_the_run_going(env: WfEnv) -> None:
     env.effects.fail_times["web"] = 2
     spec = (
