@@ -15,6 +15,8 @@ from aifr.cli.main import app
         (["mcp", "--transport", "http", "--port", "-1"], "--port"),
         (["worker", "--callback-port", "70000"], "--callback-port"),
         (["worker", "--poll", "-1"], "--poll"),
+        (["runs", "list", "--limit", "-1"], "--limit"),
+        (["approvals", "list", "--limit", "0"], "--limit"),
     ],
 )
 def test_an_out_of_range_option_is_refused_naming_it(args: list[str], option: str) -> None:

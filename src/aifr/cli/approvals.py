@@ -89,7 +89,7 @@ def list_approvals(
     status: Annotated[
         ApprovalStatus | None, typer.Option(help="Only requests in this state.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     as_json: JsonOption = False,
     project: ProjectOption = Path(),
 ) -> None:

@@ -93,7 +93,7 @@ def _follow(aifr_app: App, run_id: str, poll_s: float, *, quiet: bool) -> RunVie
 @app.command("list")
 def list_runs(
     state: Annotated[RunState | None, typer.Option(help="Only runs in this state.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
     as_json: JsonOption = False,
     project: ProjectOption = Path(),
 ) -> None:
