@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, SecretStr
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from aifr.errors import ConfigError, ErrorCode
+from aifr.invocation.identity import principal_problem
 from aifr.suggestions import did_you_mean
 
 __all__ = [
@@ -151,6 +152,19 @@ class ExecSettings(BaseModel):
     max_output_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
 
 
+def _principal_name(name: str) -> str:
+    problem = principal_problem(name)
+    if problem is not None:
+        raise ValueError(
+            f"{name!r} {problem}: a principal is a printable name without spaces around it"
+        )
+    return name
+
+
+PrincipalName = Annotated[str, AfterValidator(_principal_name)]
+"""A principal's name, held to the runtime's rule, so a bad one stops start-up, not every call."""
+
+
 class McpSettings(BaseModel):
     """The MCP server: identities on local transports, tokens, socket and HTTP address.
 
@@ -166,11 +180,11 @@ class McpSettings(BaseModel):
 
     model_config = _SECTION
 
-    principal: str = "mcp-client"
+    principal: PrincipalName = "mcp-client"
     tool_names: Literal["ids", "portable"] = "ids"
     roles: list[str] = Field(default_factory=list)
-    operator: str | None = None
-    uid_principals: dict[str, str] = Field(default_factory=dict)
+    operator: PrincipalName | None = None
+    uid_principals: dict[str, PrincipalName] = Field(default_factory=dict)
     tokens_file: str = ".aifr/tokens.json"
     socket: str = ".aifr/mcp.sock"
     socket_mode: Annotated[int, Field(ge=0, le=0o777)] = 0o600
@@ -198,7 +212,7 @@ class Settings(BaseSettings):
     project_dir: Path = Path()
     database_url: str = "sqlite:///.aifr/aifr.db"
     state_dir: str = ".aifr"
-    principal: str = "local-user"
+    principal: PrincipalName = "local-user"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     runtime: RuntimeSettings = RuntimeSettings()
     policy: PolicySettings = PolicySettings()

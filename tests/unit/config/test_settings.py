@@ -112,6 +112,25 @@ def test_unknown_keys_are_refused_naming_the_key_meant(tmp_path: Path) -> None:
     assert "runtme: unknown setting (did you mean 'runtime'?)" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('principal = " local-user"\n', "principal"),
+        ('[mcp]\nprincipal = ""\n', "mcp.principal"),
+        ('[mcp]\noperator = "ali\\nce"\n', "mcp.operator"),
+        ('[mcp.uid_principals]\n1000 = "\\tbob"\n', "mcp.uid_principals.1000"),
+    ],
+)
+def test_a_configured_principal_that_is_no_name_stops_start_up(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    (tmp_path / "aifr.toml").write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert f"{key}: " in caught.value.message
+    assert "a principal is a printable name" in caught.value.message
+
+
 def test_malformed_toml_is_a_config_error_with_the_position(tmp_path: Path) -> None:
     (tmp_path / "aifr.toml").write_text("principal = \n")
     with pytest.raises(ConfigError) as caught:
