@@ -24,7 +24,7 @@ from aifr.errors import AifrError, FieldError, InputValidationError, exit_code_f
 from aifr.invocation import Result, Status
 from aifr.observability.logs import configure_logging
 
-__all__ = ["call", "exit_status", "parse_assignments", "print_result"]
+__all__ = ["call", "exit_status", "parse_assignments", "print_result", "repeated_input"]
 
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
 
@@ -65,6 +65,18 @@ def _bad(key: str, message: str, expected: str, received: str) -> InputValidatio
     )
 
 
+def repeated_input(shown: str, key: str, raw: str) -> InputValidationError:
+    """The refusal of an input given twice: the last one winning may not be what was meant.
+
+    ``shown`` is how the pair was passed (``argument`` or ``--input``).
+    """
+    message = f"{key} is given twice; give each input once"
+    return InputValidationError(
+        f"{shown} {key}={raw!r}: {message}",
+        errors=[FieldError(path=key, code="duplicate", message=message)],
+    )
+
+
 def _parse_value(key: str, raw: str, kind: str | None) -> JsonValue:
     if kind == "string":
         return raw
@@ -96,11 +108,8 @@ def parse_assignments(pairs: list[str], spec: CapabilitySpec | None) -> dict[str
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise _bad(pair, "expected key=value", "key=value", pair)
-        if key in inputs:  # the last one winning would run what the caller may not have meant
-            raise InputValidationError(
-                f"argument {key}={raw!r}: {key} is given twice; give each input once",
-                errors=[FieldError(path=key, code="duplicate", message=f"{key} is given twice")],
-            )
+        if key in inputs:
+            raise repeated_input("argument", key, raw)
         inputs[key] = _parse_value(key, raw, _schema_type(spec, key))
     return inputs
 

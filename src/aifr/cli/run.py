@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aifr.app import App, build_app
+from aifr.cli.call import repeated_input
 from aifr.cli.console import console, err_console, error_line, fail, print_json
 from aifr.errors import AifrError, FieldError, InputValidationError
 from aifr.invocation import ApprovalStatus, new_id
@@ -65,12 +66,8 @@ def parse_inputs(pairs: list[str], spec: WorkflowSpec) -> dict[str, JsonValue]:
                 f"--input {pair!r}: expected key=value",
                 errors=[FieldError(path=pair, code="format", message="expected key=value")],
             )
-        if key in values:  # the last one winning would run what the caller may not have meant
-            message = f"{key} is given twice; give each input once"
-            raise InputValidationError(
-                f"--input {key}={raw!r}: {message}",
-                errors=[FieldError(path=key, code="duplicate", message=message)],
-            )
+        if key in values:
+            raise repeated_input("--input", key, raw)
         declared = spec.inputs.get(key)
         if declared is None or declared.type == "string":
             values[key] = raw

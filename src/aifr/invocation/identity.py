@@ -21,9 +21,9 @@ in its details): the refusal is recorded, and no record is keyed on a name that 
 
 def principal_problem(name: object) -> str | None:
     """Why ``name`` cannot be a principal, or ``None`` when it can."""
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not (stripped := name.strip()):
         return "is empty"
-    if name != name.strip():
+    if len(stripped) != len(name):
         return "has leading or trailing whitespace"
     if not name.isprintable():
         return "holds a control or invisible character"

@@ -21,7 +21,7 @@ from aifr.errors import AifrError, error_payload
 from aifr.invocation.circuit import CircuitState
 from aifr.invocation.context import RequestContext
 from aifr.invocation.hooks import Hooks
-from aifr.invocation.identity import INVALID_PRINCIPAL, principal_problem
+from aifr.invocation.identity import INVALID_PRINCIPAL
 from aifr.invocation.result import HookFailure, Result, Status, Timing
 from aifr.invocation.secret_refs import Redactor
 from aifr.policy import PolicyDecision
@@ -88,6 +88,7 @@ class Call:
     consumed_approval: str | None = None
     redactor: Redactor = NO_SECRETS
     hook_failures: tuple[HookFailure, ...] = ()
+    principal_refused: bool = False
 
     @property
     def spec(self) -> CapabilitySpec | None:
@@ -153,7 +154,7 @@ def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocat
     if outcome.replay is not None:
         details["replayed_request_id"] = outcome.replay.request_id
     principal = call.principal
-    if principal_problem(principal) is not None:  # refused before anything ran
+    if call.principal_refused:  # no name to key the record on: nothing ran
         details["principal_given"] = repr(principal)[:80]
         principal = INVALID_PRINCIPAL
     return AuditEvent(

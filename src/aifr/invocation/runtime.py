@@ -261,7 +261,7 @@ class Runtime:
 
     async def _governed(self, call: Call, ex: Executor) -> Any:
         context = call.context
-        check_principal(call.principal)
+        _check_principal(call)
         capability = self._resolve(call.ref)
         call.capability = capability
         spec = capability.spec
@@ -494,3 +494,17 @@ class Runtime:
                 details=call.redactor.scrub(details),
             )
         )
+
+
+def _check_principal(call: Call) -> None:
+    """Refuse a call whose principal is no name, before anything runs.
+
+    Raises:
+        InputValidationError: the principal is no name; the call is marked, so its
+            audit record is not keyed on it.
+    """
+    try:
+        check_principal(call.principal)
+    except AifrError:
+        call.principal_refused = True
+        raise

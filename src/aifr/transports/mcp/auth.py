@@ -185,9 +185,9 @@ class TokenStore:
                 :func:`~aifr.invocation.identity.principal_problem`), or the token file
                 cannot be written.
         """
-        for what, name in (("principal", principal), ("operator", operator)):
-            problem = principal_problem(name) if what == "principal" or name else None
-            if problem is not None:
+        names = {"principal": principal} | ({"operator": operator} if operator else {})
+        for what, name in names.items():
+            if (problem := principal_problem(name)) is not None:
                 raise ConfigError(f"a token's {what} {name!r} {problem}", field=what)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         record = TokenRecord(
