@@ -28,9 +28,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script too: ``benchmarks.floor`` must import
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Invocation"
 
@@ -89,21 +92,43 @@ def timed(fn: object, calls: int) -> list[float]:
     return samples
 
 
-def raw_commits(path: Path, synchronous: str, calls: int) -> list[float]:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id INTEGER PRIMARY KEY, body TEXT)")
-    body = "x" * 400  # about the size of an audit record
+class RawCommit:
+    """The disk's floor: one ``BEGIN IMMEDIATE; INSERT; COMMIT`` into the same file."""
 
-    def commit() -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO bench_floor (body) VALUES (?)", (body,))
-        conn.execute("COMMIT")
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id INTEGER PRIMARY KEY, body TEXT)"
+        )
+        self.body = "x" * 400  # about the size of an audit record
 
-    timed(commit, 50)
-    samples = timed(commit, calls)
-    conn.close()
+    def commit(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("INSERT INTO bench_floor (body) VALUES (?)", (self.body,))
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+ROUNDS = 20
+
+
+def interleaved(fns: dict[str, Callable[[], object]], calls: int) -> dict[str, list[float]]:
+    """``calls`` samples of each function, taken in ``ROUNDS`` alternating rounds.
+
+    fsync latency on a shared host drifts from one second to the next; alternating the
+    rows keeps that drift out of the ratios between them.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        timed(fn, 100)
+    per_round = max(1, calls // ROUNDS)
+    for _ in range(ROUNDS):
+        for name, fn in fns.items():
+            samples[name] += timed(fn, per_round)
     return samples
 
 
@@ -134,17 +159,34 @@ def threaded(runtime: object, threads: int, per_thread: int) -> float:
     return threads * per_thread / (time.perf_counter() - started)
 
 
-def governed(project: Path, calls: int, threads: int, per_thread: int) -> dict[str, float]:
+def governed(
+    project: Path, synchronous: str, calls: int, threads: int, per_thread: int
+) -> dict[str, Any]:
+    """Governed calls, interleaved with the raw commit and the CPython floor, then threads."""
     from aifr.app import build_app
     from aifr.invocation import Runtime
+    from benchmarks.floor import LeanFloor
 
     app = build_app(project, require_project=True)
     runtime = app.runtime
     check = runtime.invoke("bench.noop", {}, "bench")
     if not check.ok:
         raise SystemExit(f"bench.noop did not succeed: {check.error!r}")
-    timed(lambda: runtime.invoke("bench.noop", {}, "bench"), 100)
-    single = timed(lambda: runtime.invoke("bench.noop", {}, "bench"), calls)
+    db_path = app.settings.sqlite_path
+    assert db_path is not None
+    raw = RawCommit(db_path, synchronous)
+    lean = LeanFloor(db_path.with_name("floor.db"), synchronous)  # same disk, own file
+    sequential = interleaved(
+        {
+            "governed": lambda: runtime.invoke("bench.noop", {}, "bench"),
+            "commit": raw.commit,
+            "lean": lean.call,
+        },
+        calls,
+    )
+    raw.close()
+    lean.close()
+    single = sequential["governed"]
     record = app.ledger.get(str(check.audit_id))
     assert record is not None
     appends = timed(lambda: app.ledger.append(record.event), calls)
@@ -161,6 +203,8 @@ def governed(project: Path, calls: int, threads: int, per_thread: int) -> dict[s
     bare.close()
     app.close()
     return {
+        "commit": sequential["commit"],
+        "lean": sequential["lean"],
         "append_median": statistics.median(appends),
         "unaudited_median": statistics.median(unaudited),
         "unaudited_cps": unaudited_cps,
@@ -172,7 +216,6 @@ def governed(project: Path, calls: int, threads: int, per_thread: int) -> dict[s
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, float | str]]:
-    from aifr.app import build_app
 
     def noop() -> dict[str, bool]:
         return {"ok": True}
@@ -184,11 +227,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, float | str]]:
         for synchronous in ("FULL", "NORMAL"):
             for mode in ("thread", "inline"):
                 project = make_project(base, synchronous, mode)
-                app = build_app(project, require_project=True)
-                db_path = app.settings.sqlite_path
-                assert db_path is not None
-                floor = raw_commits(db_path, synchronous, args.calls)
-                result = governed(project, args.calls, args.threads, args.per_thread)
+                result = governed(project, synchronous, args.calls, args.threads, args.per_thread)
+                floor, lean = result.pop("commit"), statistics.median(result.pop("lean"))
                 floor_median = statistics.median(floor)
                 rows.append(
                     {
@@ -199,6 +239,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, float | str]]:
                         "commit_median": floor_median,
                         "commit_p99": percentile(floor, 0.99),
                         "overhead": result["median"] - floor_median,
+                        "lean_median": lean,
+                        "lean_ratio": lean / floor_median,
+                        "vs_lean": result["median"] / lean,
                         "ratio": result["median"] / floor_median,
                         **result,
                     }
@@ -208,6 +251,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, float | str]]:
                     f"p99 {result['p99'] * 1e6:8.1f} us  commit {floor_median * 1e6:7.1f} us  "
                     f"overhead {(result['median'] - floor_median) * 1e6:7.1f} us  "
                     f"append {result['append_median'] * 1e6:7.1f} us  "
+                    f"CPython floor {lean * 1e6:7.1f} us ({lean / floor_median:.2f}x commit)  "
                     f"{args.threads} threads {result['threaded_cps']:8.0f}/s",
                     flush=True,
                 )
@@ -226,11 +270,15 @@ def verdicts(rows: list[dict[str, float | str]], threads: int) -> list[str]:
     for r in rows:
         overhead, pipeline = float(r["overhead"]) * 1e6, float(r["unaudited_median"]) * 1e6
         ratio, cps = float(r["ratio"]), float(r["threaded_cps"])
+        lean = float(r["lean_median"]) * 1e6
+        lean_overhead = lean - float(r["commit_median"]) * 1e6
         lines.append(
             f"- {r['synchronous']}, {r['handlers']}: overhead excl. commit {overhead:,.0f} us "
             f"({met(overhead <= 30)}; the pipeline without audit {pipeline:,.0f} us), "
             f"{ratio:.2f}x one raw commit ({met(ratio <= 1.3)}), {cps:,.0f} durable calls/s at "
-            f"{threads} threads ({met(cps >= 5000)})."
+            f"{threads} threads ({met(cps >= 5000)}). The CPython floor: {lean:,.0f} us, "
+            f"overhead {lean_overhead:,.0f} us, {float(r['lean_ratio']):.2f}x one raw commit; "
+            f"aifr is {float(r['vs_lean']):.2f}x the floor."
         )
     return lines
 
@@ -246,9 +294,10 @@ def write_docs(rows: list[dict[str, float | str]], args: argparse.Namespace) -> 
         "",
         "| synchronous | sync handlers | plain call | raw commit (p99) | ledger append | "
         "governed (p99) | overhead excl. commit | pipeline without audit | governed / commit | "
+        "CPython floor (vs commit) | governed / floor | "
         f"calls/s 1 thread | calls/s {args.threads} threads | without audit, "
         f"{args.threads} threads |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -256,6 +305,8 @@ def write_docs(rows: list[dict[str, float | str]], args: argparse.Namespace) -> 
             f"{us(r['commit_median'])} ({us(r['commit_p99'])}) | {us(r['append_median'])} | "
             f"{us(r['median'])} ({us(r['p99'])}) | {us(r['overhead'])} | "
             f"{us(r['unaudited_median'])} | {float(r['ratio']):.2f}x | "
+            f"{us(r['lean_median'])} ({float(r['lean_ratio']):.2f}x) | "
+            f"{float(r['vs_lean']):.2f}x | "
             f"{float(r['single_cps']):,.0f} | {float(r['threaded_cps']):,.0f} | "
             f"{float(r['unaudited_cps']):,.0f} |"
         )
@@ -266,7 +317,14 @@ def write_docs(rows: list[dict[str, float | str]], args: argparse.Namespace) -> 
         "invocation record alone (head read, redaction, canonical JSON, SHA-256 chain, a row "
         "with two indexes); `overhead excl. commit` is governed minus raw commit; `pipeline "
         "without audit` is the same runtime with the ledger replaced by a no-op (resolve, "
-        "validation, policy, circuit, execution, output validation, result, audit event).",
+        "validation, policy, circuit, execution, output validation, result, audit event). "
+        "`CPython floor` is `benchmarks/floor.py`: the least a durable, hash-chained, audited "
+        "call can cost in CPython, written as tightly as Python allows and timed on the same "
+        "disk in the same minute (input and output validation, a looked-up decision, the same "
+        "17-column record and SHA-256 chain, one transaction; no hooks, context, redaction, "
+        "idempotency or circuit). It shows what any CPython implementation would pay here: "
+        "after an fsync'd commit even this minimum runs two to three times slower than "
+        "between NORMAL commits, because the kernel's flush has evicted the core's caches.",
         "",
         "Goals (issue 5): overhead excluding the commit <= 30 us median; a single governed call "
         "within 1.3x of one raw commit at the same synchronous level; >= 5,000 durable governed "

@@ -1,0 +1,135 @@
+"""The CPython floor: the least a durable, audited call or workflow step can cost here.
+
+The raw commit floor (``BEGIN IMMEDIATE; INSERT; COMMIT`` of one row) says what the
+disk costs. It does not say what Python costs: a governed call must also validate its
+inputs and output, look up a decision, build a hash-chained record and write a row of
+seventeen columns, and after an fsync'd commit that work runs on a core whose caches
+the kernel's flush has just evicted. This module does the minimum of that work, as
+tightly as Python allows, so the benchmarks can report how far aifr is from what any
+CPython implementation could reach on the same host, in the same run.
+
+It is a measuring stick, never used by aifr: no hooks, no request context, no
+redaction, no idempotency, no circuit breaker, no policy engine (a dict lookup stands
+in for a memoized decision), no error paths. Each governed call or step still does what
+durability and tamper evidence require: the same record columns as aifr's ledger, the
+same SHA-256 chain over canonical JSON, one transaction per call or step, durable at
+the given ``synchronous`` level before it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+__all__ = ["LeanFloor"]
+
+_COLUMNS = (
+    "seq, id, ts, kind, principal, capability_id, capability_fingerprint, decision, rule_id, "
+    "inputs_digest, outcome, trace_id, request_id, run_id, details, prev_hash, hash"
+)
+_INSERT_RECORD = f"INSERT INTO floor_audit ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_FINISH_STEP = (
+    "UPDATE floor_steps SET state = 'completed', output = ?, finished_at = ? "
+    "WHERE run_id = ? AND step_id = ?"
+)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_EMPTY_DIGEST = hashlib.sha256(b"{}").hexdigest()
+
+
+class _NoInputs(BaseModel):
+    pass
+
+
+class LeanFloor:
+    """A minimal governed call and workflow step on their own SQLite file."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        text = ", ".join(f"{name} TEXT" for name in _COLUMNS.split(", ")[1:])
+        self.conn.execute(f"CREATE TABLE floor_audit (seq INTEGER PRIMARY KEY, {text})")
+        self.conn.execute("CREATE TABLE floor_runs (run_id TEXT PRIMARY KEY, state TEXT NOT NULL)")
+        self.conn.execute(
+            "CREATE TABLE floor_steps (run_id TEXT, step_id TEXT, state TEXT NOT NULL, "
+            "output TEXT, finished_at TEXT, PRIMARY KEY (run_id, step_id))"
+        )
+        self._inputs = TypeAdapter(_NoInputs)
+        self._step_inputs = TypeAdapter(dict[str, int])
+        self._output = TypeAdapter(dict[str, Any])
+        self._decisions = {("bench.noop", "bench"): ("ALLOW", "allow-bench")}
+        self._seq, self._head = 0, "0" * 64
+
+    def call(self) -> dict[str, Any]:
+        """One governed no-op call: validated, decided, executed, audited, committed."""
+        started = time.perf_counter()
+        self._inputs.validate_python({})
+        return self._governed(started, _EMPTY_DIGEST, None, None)
+
+    def run(self, steps: int) -> None:
+        """A workflow run of ``steps`` no-op steps: one commit to start, one per step."""
+        run_id = os.urandom(16).hex()
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("INSERT INTO floor_runs VALUES (?, 'running')", (run_id,))
+        self.conn.executemany(
+            "INSERT INTO floor_steps (run_id, step_id, state) VALUES (?, ?, 'pending')",
+            [(run_id, f"s{n}") for n in range(steps)],
+        )
+        self.conn.execute("COMMIT")
+        for n in range(steps):
+            started = time.perf_counter()
+            inputs = self._step_inputs.validate_python({"n": n})
+            digest = hashlib.sha256(_CANONICAL.encode(inputs).encode()).hexdigest()
+            self._governed(started, digest, run_id, f"s{n}", last=n == steps - 1)
+
+    def _governed(
+        self, started: float, digest: str, run_id: str | None, step_id: str | None, *,
+        last: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        request_id = os.urandom(16).hex()
+        decision, rule = self._decisions[("bench.noop", "bench")]
+        output = self._output.validate_python({"ok": True})
+        details = _CANONICAL.encode(
+            {"status": "ok", "step_id": step_id, "duration_s": time.perf_counter() - started}
+        )
+        event = (
+            '{"capability_fingerprint":"fp","capability_id":"bench.noop",'
+            f'"decision":"{decision}","details":{details},"inputs_digest":"{digest}",'
+            '"kind":"invocation","outcome":"ok","principal":"bench",'
+            f'"request_id":"{request_id}","rule_id":"{rule}",'
+            f'"run_id":{json.dumps(run_id)},"trace_id":"{request_id}"}}'
+        )
+        now = time.time()
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        seq, prev = self._seq + 1, self._head
+        record_id = f"au-{seq}-{os.urandom(8).hex()}"
+        document = (
+            f'{{"event":{event},"id":"{record_id}","prev_hash":"{prev}","seq":{seq},"ts":"{ts}"}}'
+        )
+        digest_hash = hashlib.sha256(document.encode()).hexdigest()
+        conn.execute(
+            _INSERT_RECORD,
+            (seq, record_id, ts, "invocation", "bench", "bench.noop", "fp", decision, rule,
+             digest, "ok", request_id, request_id, run_id, details, prev, digest_hash),
+        )  # fmt: skip
+        if step_id is not None:
+            conn.execute(_FINISH_STEP, (_CANONICAL.encode(output), ts, run_id, step_id))
+            if last:
+                conn.execute(
+                    "UPDATE floor_runs SET state = 'completed' WHERE run_id = ?", (run_id,)
+                )
+        conn.execute("COMMIT")
+        self._seq, self._head = seq, digest_hash
+        return output
+
+    def close(self) -> None:
+        self.conn.close()
