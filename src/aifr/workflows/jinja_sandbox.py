@@ -19,7 +19,22 @@ _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False
 
 
 class JinjaTemplateError(Exception):
-    """A template did not parse or render; the message is Jinja2's."""
+    """A template did not parse or render; the message is Jinja2's or the failure's."""
+
+
+def _failure(exc: Exception) -> JinjaTemplateError:
+    """The error for a template that failed, whatever raised it.
+
+    Jinja2 raises its own ``TemplateError``s, but a filter or operator applied to a
+    value of the wrong kind raises what Python raises (``xmlattr`` on a string:
+    ``AttributeError``; ``1/0``: ``ZeroDivisionError``; ``sum`` over strings:
+    ``TypeError``). Templates and the values they see come from workflow files and run
+    inputs, so every such failure is the template's, and must fail its step rather than
+    escape the engine and leave the run stuck ``running``.
+    """
+    if isinstance(exc, TemplateError):
+        return JinjaTemplateError(str(exc))
+    return JinjaTemplateError(f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +54,8 @@ def names_used(text: str) -> TemplateNames:
     """
     try:
         tree = _ENV.parse(text)
-    except TemplateError as exc:
-        raise JinjaTemplateError(str(exc)) from None
+    except (TemplateError, RecursionError) as exc:  # RecursionError: nesting too deep
+        raise _failure(exc) from None
     return TemplateNames(
         top_level=frozenset(meta.find_undeclared_variables(tree)),
         inputs=frozenset(_attribute_refs(tree, "inputs")),
@@ -76,8 +91,8 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """
     try:
         return _ENV.compile_expression(expression, undefined_to_none=False)(**context)
-    except TemplateError as exc:
-        raise JinjaTemplateError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any failure of user text is the template's (see _failure)
+        raise _failure(exc) from None
 
 
 def render(text: str, context: Mapping[str, Any]) -> str:
@@ -88,5 +103,5 @@ def render(text: str, context: Mapping[str, Any]) -> str:
     """
     try:
         return _ENV.from_string(text).render(**context)
-    except TemplateError as exc:
-        raise JinjaTemplateError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any failure of user text is the template's (see _failure)
+        raise _failure(exc) from None

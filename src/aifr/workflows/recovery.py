@@ -224,4 +224,7 @@ class Recovery:
                 driven.append(engine.view(run.id))
             except AifrError as exc:  # one broken run must not stop recovery of the others
                 logger.error("run %s: recovery failed: %s: %s", run.id, exc.code.value, exc.message)
+            except Exception:  # top-level handler per run: a bug in one run must not stop
+                # recovery of the others, nor every later 'aifr run' (which recovers first)
+                logger.exception("run %s: recovery failed unexpectedly", run.id)
         return driven
