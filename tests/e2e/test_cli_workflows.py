@@ -212,7 +212,8 @@ def test_the_worker_takes_a_signed_approval_callback_and_finishes_the_run(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        body = json.dumps({"decision": "approve", "approver": "bob"}).encode()
+        decision = {"approval_id": approval_id, "decision": "approve", "approver": "bob"}
+        body = json.dumps(decision).encode()
         deadline = time.monotonic() + 30
         response = None
         while response is None:

@@ -13,8 +13,9 @@ callback remembers signatures it accepted within the window, so a captured reque
 cannot be replayed.
 
 :func:`approval_callback_app` is the endpoint an approver's tool calls back:
-``POST /approvals/{id}/decision`` with ``{"decision": "approve"|"reject", "approver",
-"comment"}``. The approver's rights are checked by the policy, exactly as for
+``POST /approvals/{id}/decision`` with ``{"approval_id", "decision": "approve"|"reject",
+"approver", "comment"}``; the body names the approval because the signature covers the
+body, not the URL. The approver's rights are checked by the policy, exactly as for
 ``aifr approvals approve``.
 """
 
@@ -198,7 +199,7 @@ def approval_callback_app(
             )
             if not seen.first_use(request.headers[SIGNATURE_HEADER], clock()):
                 raise _bad_signature("this signed request was already used (replay)")
-            payload = _decision_payload(body)
+            payload = _decision_payload(body, approval_id)
             approver = str(payload["approver"])
             comment = str(payload.get("comment") or "")
             if payload["decision"] == "approve":
@@ -222,20 +223,36 @@ def approval_callback_app(
     )
 
 
-def _decision_payload(body: bytes) -> dict[str, JsonValue]:
+def _decision_payload(body: bytes, approval_id: str) -> dict[str, JsonValue]:
+    """The decision a verified body carries, for the approval the URL names.
+
+    The signature covers the body, not the URL, so the body must name the approval it
+    decides: otherwise a decision signed for one approval could be posted to another's
+    URL (to a second worker, or to this one after a restart, whose replay memory is
+    gone) and approve a request its signer never saw.
+
+    Raises:
+        ApprovalError: ``approval.invalid`` for a malformed body, or
+            ``approval.bad_signature`` when it was signed for another approval.
+    """
     try:
         payload = json.loads(body)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         payload = None
     if (
         not isinstance(payload, dict)
         or payload.get("decision") not in ("approve", "reject")
         or not isinstance(payload.get("approver"), str)
         or not payload["approver"]
+        or not isinstance(payload.get("approval_id"), str)
     ):
         raise ApprovalError(
-            'the body must be JSON {"decision": "approve"|"reject", "approver": "...", '
-            '"comment": "..."}',
+            'the body must be JSON {"approval_id": "<the id in the URL>", '
+            '"decision": "approve"|"reject", "approver": "...", "comment": "..."}',
             code=ErrorCode.APPROVAL_INVALID,
+        )
+    if payload["approval_id"] != approval_id:
+        raise _bad_signature(
+            f"the request was signed for approval {payload['approval_id']!r}, not {approval_id!r}"
         )
     return payload

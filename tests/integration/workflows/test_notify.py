@@ -130,13 +130,15 @@ def test_a_signed_approval_callback_resumes_the_run_and_bad_ones_are_refused(
     paused = env.engine.start(_deploy_spec(), {}, "agent")
     approval_id = paused.step("deploy").approval_id
     url = f"{base}/approvals/{approval_id}/decision"
-    yes = {"decision": "approve", "approver": "bob", "comment": "ok"}
+    yes = {"approval_id": approval_id, "decision": "approve", "approver": "bob", "comment": "ok"}
 
     forged = _post(url, yes, secret=b"wrong")
     stale = _post(url, yes, ts=int(time.time()) - 3600)
-    own = _post(url, {"decision": "approve", "approver": "agent"})
-    stranger = _post(url, {"decision": "approve", "approver": "mallory"})
-    garbled = _post(url, {"decision": "maybe", "approver": "bob"})
+    own = _post(url, {"approval_id": approval_id, "decision": "approve", "approver": "agent"})
+    stranger = _post(
+        url, {"approval_id": approval_id, "decision": "approve", "approver": "mallory"}
+    )
+    garbled = _post(url, {"approval_id": approval_id, "decision": "maybe", "approver": "bob"})
 
     assert [r.status_code for r in (forged, stale)] == [401, 401]
     assert forged.json()["error"]["code"] == ErrorCode.APPROVAL_BAD_SIGNATURE.value
@@ -158,3 +160,48 @@ def test_a_signed_approval_callback_resumes_the_run_and_bad_ones_are_refused(
     (view,) = env.engine.recover()
     assert view.state is RunState.COMPLETED
     assert env.effects.log == [("deploy", "web")]
+
+
+def test_a_decision_signed_for_one_approval_cannot_decide_another(
+    env: WfEnv, callback: tuple[str, list[str]]
+) -> None:
+    """The signature covers the body, so the body must name the approval it decides.
+
+    Otherwise bob's signed approval of one request, captured on the way, could be posted
+    to another request's URL: at a second worker, or at this one after a restart, whose
+    memory of used signatures is gone.
+    """
+    base, decided = callback
+
+    def deploy(service: str) -> str | None:
+        spec = WorkflowBuilder("deploy").step("deploy", "ops.deploy", service=service).build()
+        return env.engine.start(spec, {}, "agent").step("deploy").approval_id
+
+    first, second = deploy("web"), deploy("db")
+    assert first is not None and second is not None and first != second
+    body = json.dumps({"approval_id": first, "decision": "approve", "approver": "bob"}).encode()
+    sent = int(time.time())
+    headers = {TIMESTAMP_HEADER: str(sent), SIGNATURE_HEADER: sign(SECRET, sent, body)}
+
+    retargeted = httpx.post(
+        f"{base}/approvals/{second}/decision", content=body, headers=headers, timeout=10
+    )
+    unnamed = _post(
+        f"{base}/approvals/{second}/decision", {"decision": "approve", "approver": "bob"}
+    )
+
+    assert retargeted.status_code == 401
+    assert retargeted.json()["error"]["code"] == ErrorCode.APPROVAL_BAD_SIGNATURE.value
+    assert "signed for approval" in retargeted.json()["error"]["message"]
+    assert unnamed.json()["error"]["code"] == ErrorCode.APPROVAL_INVALID.value
+    assert "approval_id" in unnamed.json()["error"]["message"]
+    assert decided == []
+    assert env.approvals.get(second).status.value == "pending"
+
+    accepted = _post(
+        f"{base}/approvals/{first}/decision",
+        {"approval_id": first, "decision": "approve", "approver": "bob", "comment": "mine"},
+    )
+    assert accepted.status_code == 200
+    assert decided == [first]
+    assert env.approvals.get(second).status.value == "pending"
