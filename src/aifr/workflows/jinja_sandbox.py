@@ -10,12 +10,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
+
+from aifr.workflows.template_limits import MAX_LENGTH, BoundedSandbox
 
 __all__ = ["JinjaTemplateError", "TemplateNames", "evaluate", "names_used", "render"]
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+class _JsonSandbox(BoundedSandbox):
+    """The sandbox for JSON data: ``a.b`` on a mapping means its key ``b`` when there is one.
+
+    Jinja2 tries a Python attribute before a key, so ``steps.q.output.items`` would be
+    the ``dict.items`` method, not the ``items`` field of the output (likewise ``keys``,
+    ``values``, ``get``, ``copy``...). Workflow data is JSON: a key always wins, and a
+    method is reached only when no key has its name.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj[attribute]`` for a mapping holding that key, else Jinja2's rule."""
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _JsonSandbox(undefined=StrictUndefined, autoescape=False)
 
 
 class JinjaTemplateError(Exception):
@@ -90,7 +108,10 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
         JinjaTemplateError: it does not parse, names something undefined or is refused.
     """
     try:
-        return _ENV.compile_expression(expression, undefined_to_none=False)(**context)
+        value = _ENV.compile_expression(expression, undefined_to_none=False)(**context)
+        if isinstance(value, Undefined):  # inputs.items[10], or a filter that gave up
+            value._fail_with_undefined_error()
+        return value
     except Exception as exc:  # noqa: BLE001 - any failure of user text is the template's (see _failure)
         raise _failure(exc) from None
 
@@ -102,6 +123,15 @@ def render(text: str, context: Mapping[str, Any]) -> str:
         JinjaTemplateError: it does not parse, names something undefined or is refused.
     """
     try:
-        return _ENV.from_string(text).render(**context)
+        parts: list[str] = []
+        size = 0
+        for part in _ENV.from_string(text).generate(**context):
+            size += len(part)
+            if size > MAX_LENGTH:  # a loop that writes without end: stop as it grows
+                raise JinjaTemplateError(f"the text would be over {MAX_LENGTH} characters")
+            parts.append(part)
+        return "".join(parts)
+    except JinjaTemplateError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure of user text is the template's (see _failure)
         raise _failure(exc) from None
