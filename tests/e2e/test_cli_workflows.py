@@ -162,6 +162,18 @@ def test_an_unknown_workflow_and_bad_inputs_are_reported_by_code(
     assert "input.invalid" in bad.stderr
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_input_that_is_no_json_number_is_refused_before_any_run_exists(
+    project: Path, aifr_bin: str, clean_env: dict[str, str], value: str
+) -> None:
+    refused = _aifr(aifr_bin, project, clean_env, "run", "rotate", "-i", f"copies={value}")
+    runs = _aifr(aifr_bin, project, clean_env, "runs", "list", "--json")
+
+    assert refused.returncode == 2
+    assert "input.invalid" in refused.stderr
+    assert json.loads(runs.stdout) == []
+
+
 def test_the_demo_shows_approval_compensation_and_a_verified_ledger_within_a_minute(
     tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
 ) -> None:

@@ -73,8 +73,8 @@ def parse_inputs(pairs: list[str], spec: WorkflowSpec) -> dict[str, JsonValue]:
             values[key] = raw
             continue
         try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
+            values[key] = json.loads(raw, parse_constant=_not_json)
+        except ValueError:  # not JSON, or NaN / Infinity, which Python's json accepts
             raise InputValidationError(
                 f"--input {key}={raw!r}: expected a JSON {declared.type}",
                 errors=[
@@ -88,6 +88,10 @@ def parse_inputs(pairs: list[str], spec: WorkflowSpec) -> dict[str, JsonValue]:
                 ],
             ) from None
     return values
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _styled(state: str) -> Text:

@@ -10,12 +10,12 @@ YAML file (:func:`load_workflow_file`) or from Python (:mod:`aifr.workflows.buil
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -31,6 +31,7 @@ from aifr.capabilities import digest
 from aifr.errors import ErrorCode, FieldError, InputValidationError, WorkflowError
 from aifr.suggestions import did_you_mean
 from aifr.workflows.templating import check_templates, has_templates
+from aifr.workflows.yaml_reader import read_yaml
 
 __all__ = [
     "STEP_ID_PATTERN",
@@ -174,6 +175,12 @@ class InputSpec(BaseModel):
     default: JsonValue = None
     required: bool | None = None
 
+    @model_validator(mode="after")
+    def _default_has_the_type(self) -> Self:
+        if self.default is not None and not _has_type(self.default, self.type):
+            raise ValueError(f"default {self.default!r} is not {_article(self.type)} {self.type}")
+        return self
+
     @property
     def is_required(self) -> bool:
         """Whether a run must supply this input."""
@@ -286,7 +293,7 @@ class WorkflowSpec(BaseModel):
                     FieldError(
                         path=key,
                         code="type",
-                        message=f"input {key!r} must be a {declared.type}",
+                        message=f"input {key!r} must be {_article(declared.type)} {declared.type}",
                         expected=declared.type,
                         received=type(value).__name__,
                     )
@@ -304,9 +311,26 @@ class WorkflowSpec(BaseModel):
 
 
 def _has_type(value: Any, kind: str) -> bool:
+    """Whether ``value`` is a JSON value of ``kind``.
+
+    NaN and infinity are no JSON values (``--input x=NaN`` parses as one in Python): a
+    run holding one could not be written out as JSON, nor read back by other tools.
+    """
     if kind in ("integer", "number") and isinstance(value, bool):
         return False
-    return isinstance(value, _PY_TYPES[kind])
+    if not isinstance(value, _PY_TYPES[kind]):
+        return False
+    if isinstance(value, str | bool | int):
+        return True
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):  # NaN, infinity, or something JSON cannot hold
+        return False
+    return True
+
+
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
 
 
 def workflow_json_schema() -> dict[str, Any]:
@@ -324,7 +348,14 @@ def _location(error: Mapping[str, Any]) -> str:
 def _message(error: Mapping[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown field" + did_you_mean(WorkflowSpec, error["loc"])
+    if error["type"] == "value_error":  # our validators' own text, which names the field
+        return str(error["ctx"]["error"])
     return str(error["msg"])
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    where = _location(error).replace(".[", "[")
+    return f"{where}: {_message(error)}" if where else _message(error)
 
 
 def _parse(data: Any, source: str) -> WorkflowSpec:
@@ -336,10 +367,7 @@ def _parse(data: Any, source: str) -> WorkflowSpec:
     try:
         return WorkflowSpec.model_validate(data)
     except PydanticValidationError as exc:
-        problems = [
-            f"{_location(e).replace('.[', '[')}: {_message(e)}"
-            for e in exc.errors(include_url=False)
-        ]
+        problems = [_problem(e) for e in exc.errors(include_url=False)]
         raise WorkflowError(
             f"{source}: invalid workflow: " + "; ".join(problems),
             file=source,
@@ -351,14 +379,11 @@ def load_workflow_text(text: str, source: str = "<workflow>") -> WorkflowSpec:
     """Parse one workflow from YAML text.
 
     Raises:
-        WorkflowError: the YAML is malformed or the definition is invalid (the message
-            names the source and the field).
+        WorkflowError: the YAML is malformed (or repeats a key, or its aliases expand
+            without bound) or the definition is invalid (the message names the source
+            and the field).
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise WorkflowError(f"{source}: invalid YAML: {exc}", file=source) from None
-    return _parse(data, source)
+    return _parse(read_yaml(text, source), source)
 
 
 def load_workflow_file(path: Path | str) -> WorkflowSpec:
