@@ -89,6 +89,8 @@ def test_a_run_pauses_for_approval_and_the_worker_finishes_it_once_approved(
         aifr_bin, project, clean_env, "approvals", "approve", approval_id, "--as", "bob"
     )
     assert approved.returncode == 0, approved.stderr
+    assert "approvals execute" not in approved.stdout  # the run executes it, not the approver
+    assert "aifr worker" in approved.stdout
     resumed = _aifr(aifr_bin, project, clean_env, "worker", "--once")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{run['id']}: completed" in resumed.stdout

@@ -160,7 +160,15 @@ def approve(
     record = _with_app(
         project, lambda a: a.approvals.approve(approval_id, approver, comment=comment)
     )
-    if record.status is ApprovalStatus.APPROVED:
+    if record.status is ApprovalStatus.APPROVED and record.workflow_id is not None:
+        console.print(  # the run executes it: 'approvals execute' is not the next step
+            Text.assemble(
+                ("approved", "green"),
+                f" {record.id}; the run of workflow {record.workflow_id} waiting on it "
+                "resumes with 'aifr worker' or 'aifr runs resume RUN'",
+            )
+        )
+    elif record.status is ApprovalStatus.APPROVED:
         console.print(
             Text.assemble(
                 ("approved", "green"),

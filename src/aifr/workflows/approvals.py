@@ -33,7 +33,8 @@ def settle_approval(
 
     Pending: the run keeps waiting. Approved: the resume is committed (audited as
     ``workflow.approved`` by the approver) and the id returned. Consumed with a stored
-    result (the process died after executing): ``settled`` records that result.
+    result (the process died after executing, or someone ran ``aifr approvals
+    execute``): ``settled`` records that result, the run leaving its pause first.
     Rejected or expired: the step fails through ``fail`` and the run is compensated.
     Consumed without a result: the run needs review, since the effect may have happened.
     """
@@ -59,6 +60,16 @@ def settle_approval(
         )
         return approval_id
     if status is ApprovalStatus.CONSUMED and approval.result is not None:
+        if context.run.state is RunState.WAITING_APPROVAL:
+            # Executed outside the run ('aifr approvals execute'): the run is still
+            # paused, and must leave the pause as an approval run here would.
+            context.commit(
+                "approved",
+                state=RunState.RUNNING,
+                steps=[record],
+                actor=approval.decided_by,
+                details={"approval_id": approval_id, "executed_outside_run": True},
+            )
         settled(context, record, Result.from_dict(approval.result))
         return None
     code = {

@@ -53,3 +53,32 @@ def test_one_run_that_cannot_be_loaded_does_not_stop_recovery_of_the_others(env:
     assert env.engine.view(healthy).state is RunState.COMPLETED
     assert env.engine.view(healthy).step("only").state is StepState.COMPLETED
     assert env.engine.view(broken).state is RunState.PENDING
+
+
+def test_a_step_approval_executed_outside_the_run_completes_the_run_on_one_resume(
+    env: WfEnv,
+) -> None:
+    spec = (
+        WorkflowBuilder("deploy-then-check")
+        .step("deploy", "ops.deploy", service="web")
+        .step("check", "ops.check", service="web")
+        .build()
+    )
+    paused = env.engine.start(spec, {}, "agent")
+    approval = env.approvals.approve(paused.step("deploy").approval_id, "bob")
+    executed = env.runtime.invoke(  # what 'aifr approvals execute ID' does
+        f"{approval.capability_id}@{approval.capability_version}",
+        approval.inputs,
+        approval.principal,
+        roles=frozenset(approval.roles),
+        workflow_id=approval.workflow_id,
+        approval_id=approval.id,
+    )
+
+    view = env.engine.resume(paused.run.id)
+
+    assert executed.output == {"deployed": "web"}
+    assert view.state is RunState.COMPLETED
+    assert [s.state for s in view.steps] == [StepState.COMPLETED, StepState.COMPLETED]
+    assert env.effects.log == [("deploy", "web"), ("check", "web")]
+    assert "workflow.approved" in env.kinds(paused.run.id)
