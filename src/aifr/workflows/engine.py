@@ -51,6 +51,7 @@ from aifr.workflows.recovery import (
     Recovery,
     accept_drift,
     apply_drift_rule,
+    check_reviewer,
 )
 from aifr.workflows.saga import Saga
 from aifr.workflows.spec import StepSpec, WorkflowSpec
@@ -200,9 +201,12 @@ class WorkflowEngine:
         """Drive a run on: an approval decided, drift reviewed, or a crash recovered.
 
         A ``needs_review`` run resumes with its capabilities' current fingerprints
-        accepted by ``operator`` (recorded in the audit ledger).
+        accepted by ``operator`` (recorded in the audit ledger), who must be named and
+        must not be the run's own principal.
 
         Raises:
+            InputValidationError: a ``needs_review`` run and no ``operator``.
+            ApprovalError: ``approval.self_approval``: the operator is the run's principal.
             WorkflowError: ``workflow.run_not_found``; ``workflow.bad_state`` for a
                 finished or ``compensation_failed`` run (see :meth:`retry_compensation`)
                 or one another worker holds.
@@ -210,11 +214,14 @@ class WorkflowEngine:
         run = self._existing(run_id)
         if run.state not in _RESUMABLE:
             raise _bad_state(run, "resume")
+        reviewer = check_reviewer(run, operator) if run.state is RunState.NEEDS_REVIEW else None
         context = self._lease(run_id)
         if context is None:
             return self.view(run_id)
         if context.run.state is RunState.NEEDS_REVIEW:
-            accept_drift(context, self.runtime.registry, operator or context.run.principal)
+            accept_drift(
+                context, self.runtime.registry, reviewer or check_reviewer(context.run, operator)
+            )
         self._drive(context)
         return self.view(run_id)
 

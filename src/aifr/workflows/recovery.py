@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import JsonValue
 
 from aifr.capabilities import CapabilityRegistry
-from aifr.errors import AifrError, ApprovalError, ErrorCode, WorkflowError
+from aifr.errors import (
+    AifrError,
+    ApprovalError,
+    ErrorCode,
+    FieldError,
+    InputValidationError,
+    WorkflowError,
+)
 from aifr.invocation import ApprovalStatus
 from aifr.workflows.leases import is_owner_gone
 from aifr.workflows.ports import ACTIVE_STATES, RunRecord, RunState, StepRecord, StepState
@@ -39,6 +46,7 @@ __all__ = [
     "Recovery",
     "accept_drift",
     "apply_drift_rule",
+    "check_reviewer",
     "drifted_steps",
 ]
 
@@ -148,6 +156,35 @@ def apply_drift_rule(
         **released_lease(),
     )
     return True
+
+
+def check_reviewer(run: RunRecord, operator: str | None) -> str:
+    """The operator who may accept the drift of ``run``: named, and not its own principal.
+
+    The review is the human check on a capability that changed under a run; accepted by
+    nobody in particular, or by the principal (an agent) whose run it is, it checks
+    nothing. The same rule keeps a requester from approving their own request.
+
+    Raises:
+        InputValidationError: no operator was named.
+        ApprovalError: ``approval.self_approval``: the operator is the run's principal.
+    """
+    if operator is None:
+        raise InputValidationError(
+            f"run {run.id} needs review: name the operator accepting the changed "
+            f"capabilities (aifr runs resume {run.id} --as OPERATOR)",
+            errors=[
+                FieldError(path="operator", code="required", message="an operator is required")
+            ],
+        )
+    if operator == run.principal:
+        raise ApprovalError(
+            f"{operator} cannot accept the review of run {run.id}: nobody reviews their own run",
+            code=ErrorCode.APPROVAL_SELF_APPROVAL,
+            run_id=run.id,
+            approver=operator,
+        )
+    return operator
 
 
 def accept_drift(context: RunContext, registry: CapabilityRegistry, operator: str) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
-from wf_env import WfEnv
+from wf_env import WfEnv, build_wf_env, file_capabilities
 
-from aifr.errors import ErrorCode
+from aifr.capabilities import CapabilityRegistry, capability
+from aifr.errors import ApprovalError, ErrorCode, InputValidationError
 from aifr.workflows import RunState, StepState, WorkflowBuilder
 
 
@@ -82,3 +84,43 @@ def test_a_step_approval_executed_outside_the_run_completes_the_run_on_one_resum
     assert [s.state for s in view.steps] == [StepState.COMPLETED, StepState.COMPLETED]
     assert env.effects.log == [("deploy", "web"), ("check", "web")]
     assert "workflow.approved" in env.kinds(paused.run.id)
+
+
+def _drifted_run(tmp_path: Path) -> tuple[WfEnv, str]:
+    """A run paused in ``needs_review``: ``ops.check`` changed after the run was created."""
+    first = build_wf_env(tmp_path)
+    spec = WorkflowBuilder("drifting").step("check", "ops.check", service="web").build()
+    run_id = first.engine.start(spec, {}, "agent", execute=False).run.id
+    first.close()
+
+    @capability("ops.check", operation="READ", risk="LOW")
+    def check(service: str) -> dict[str, str]:
+        """A changed health check (new handler source, new fingerprint)."""
+        return {"checked": service}
+
+    kept = [c for c in file_capabilities(first.effects) if c.spec.id != "ops.check"]
+    later = build_wf_env(tmp_path, registry=CapabilityRegistry([*kept, check]))
+    later.engine.recover()
+    assert later.engine.view(run_id).state is RunState.NEEDS_REVIEW
+    return later, run_id
+
+
+def test_a_drift_review_is_accepted_only_by_a_named_operator_other_than_the_run_s_principal(
+    tmp_path: Path,
+) -> None:
+    env, run_id = _drifted_run(tmp_path)
+    try:
+        with pytest.raises(InputValidationError) as unnamed:
+            env.engine.resume(run_id)
+        with pytest.raises(ApprovalError) as own:
+            env.engine.resume(run_id, operator="agent")
+        still = env.engine.view(run_id)
+        accepted = env.engine.resume(run_id, operator="reviewer")
+    finally:
+        env.close()
+
+    assert unnamed.value.errors[0].path == "operator"
+    assert own.value.code is ErrorCode.APPROVAL_SELF_APPROVAL
+    assert still.state is RunState.NEEDS_REVIEW
+    assert still.run.lease_owner is None  # the refusals took no lease
+    assert accepted.state is RunState.COMPLETED
