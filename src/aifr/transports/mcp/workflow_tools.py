@@ -165,7 +165,7 @@ class WorkflowTools:
             )
         )
         run_id = started.run.id
-        progress = _RunProgress(ctx, total=len(spec.steps))
+        progress = _RunProgress(ctx, steps=len(spec.steps))
         await progress.report(f"run {run_id} started")
         token = _current_run.set(progress)
         try:
@@ -174,7 +174,7 @@ class WorkflowTools:
             view = await anyio.to_thread.run_sync(lambda: self.engine.resume(run_id))
         finally:
             _current_run.reset(token)
-        await progress.report(f"run {run_id} {view.state.value}")
+        await progress.advance(f"run {run_id} {view.state.value}")
         return _run_result(tool, view)
 
     def _observe(self, event: LifecycleEvent) -> None:
@@ -184,23 +184,34 @@ class WorkflowTools:
 
 
 class _RunProgress:
-    """Progress notifications of one workflow call: one per finished step invocation."""
+    """Progress notifications of one workflow call: the start, each step invocation, the end.
 
-    def __init__(self, ctx: ServerRequestContext[Any, Any], total: int) -> None:
+    MCP requires each notification's progress to be greater than the last, so the
+    run's end is a unit of its own: a run of N steps goes 0/N+1 at the start, one more
+    per finished step invocation, and one more when the run stops (N+1/N+1 when it
+    completed). Compensation invocations count too; past the total, none is given.
+    """
+
+    def __init__(self, ctx: ServerRequestContext[Any, Any], steps: int) -> None:
         self._ctx = ctx
-        self._total = total
+        self._total = steps + 1
         self.finished = 0
 
     async def report(self, message: str) -> None:
+        """Send the progress so far (no progress token: the session sends nothing)."""
         total = self._total if self.finished <= self._total else None
         await self._ctx.session.report_progress(self.finished, total, message)
 
+    async def advance(self, message: str) -> None:
+        """One more unit done, reported."""
+        self.finished += 1
+        await self.report(message)
+
     def step_finished(self, event: LifecycleEvent) -> None:
         """Called in the thread driving the run, after each step's invocation."""
-        self.finished += 1
         status = event.details.get("status")
         try:
-            anyio.from_thread.run(self.report, f"{event.capability_id} {status}")
+            anyio.from_thread.run(self.advance, f"{event.capability_id} {status}")
         except Exception:  # a gone client must not break the run; the run is durable
             logger.debug("progress notification not delivered", exc_info=True)
 
