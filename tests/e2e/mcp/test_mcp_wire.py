@@ -95,6 +95,44 @@ def test_a_batch_is_served_member_by_member_and_an_empty_batch_is_invalid(
     assert empty["error"]["code"] == types.INVALID_REQUEST
 
 
+@LINE_TRANSPORTS
+def test_a_request_before_initialize_is_an_invalid_request_and_ping_is_answered(
+    target: McpTarget,
+) -> None:
+    with line_wire(target) as line:
+        early, _ = line.request({"jsonrpc": "2.0", "id": "early", "method": "tools/list"})
+        pinged, _ = line.request(PING)
+        line.handshake()
+        listed, _ = line.request({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+
+    assert early["error"]["code"] == types.INVALID_REQUEST  # the SDK said -32602, bad params
+    assert "initialize" in early["error"]["message"]
+    assert pinged == {"jsonrpc": "2.0", "id": 99, "result": {}}
+    assert listed["result"]["tools"]
+
+
+def test_params_of_the_wrong_type_are_invalid_params_naming_the_field(target: McpTarget) -> None:
+    calls: list[tuple[object, object]] = [
+        ("shop.greet", ["Ada"]),
+        ("shop.greet", "Ada"),
+        ("shop.greet", 5),
+        (5, {}),
+    ]
+    with wire(target) as peer:
+        peer.handshake()
+        answers = [
+            peer.request(_call(n, {"name": name, "arguments": arguments}))[0]
+            for n, (name, arguments) in enumerate(calls, start=2)
+        ]
+        fine, _ = peer.request(_call(9, {"name": "shop.greet", "arguments": {"name": "Ada"}}))
+
+    assert [a["error"]["code"] for a in answers] == [types.INVALID_PARAMS] * 4
+    fields = ["arguments", "arguments", "arguments", "name"]
+    for answer, field in zip(answers, fields, strict=True):
+        assert f"params.{field}:" in answer["error"]["message"]  # the SDK named no field
+    assert fine["result"]["isError"] is False
+
+
 def _call(request_id: int, params: Message) -> Message:
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 

@@ -44,6 +44,7 @@ from aifr.transports.mcp.naming import ToolNames, ToolNaming
 from aifr.transports.mcp.protocol import result_for_version, tool_for_version
 from aifr.transports.mcp.resources import ResourceCatalog
 from aifr.transports.mcp.results import APPROVAL_META_KEY, error_result, tool_result
+from aifr.transports.mcp.rpc_errors import RpcErrorMiddleware
 from aifr.transports.mcp.tools import (
     APPROVAL_STATUS_TOOL,
     approval_status_tool,
@@ -189,6 +190,7 @@ class AifrMcpServer:
             on_read_resource=self._read_resource,
         )
         security = RequestStateSecurity(keys=[os.urandom(32)], bind_principal=self._bound_principal)
+        self.server.middleware.append(RpcErrorMiddleware())  # outermost: sees every refusal
         self.server.middleware.append(RequestStateBoundary(security, default_audience=SERVER_NAME))
 
     @classmethod
