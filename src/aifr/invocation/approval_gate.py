@@ -145,6 +145,7 @@ class ApprovalGate:
             audit_for=audit_for,
             workflow_id=call.workflow_id,
             on_behalf_of=call.on_behalf_of,
+            idempotency_key=call.idempotency_key,
         )
         outcome = pending(call, record.id)
         outcome.audit = audit_record

@@ -104,15 +104,20 @@ class ApprovalService:
         audit_for: Callable[[str], AuditEvent],
         workflow_id: str | None = None,
         on_behalf_of: tuple[str, ...] = (),
+        idempotency_key: str | None = None,
     ) -> tuple[ApprovalRecord, AuditRecord | None]:
         """A pending request for this exact invocation: an open one is reused.
+
+        Reused only by a call with the same ``idempotency_key``: the same request made
+        by two workflow runs is two executions, and one approval runs once, so a run
+        sharing another's approval would take the other's result as its own.
 
         ``audit_for(approval_id)`` builds the invocation's own ``pending_approval``
         audit event, appended in the transaction that creates the request; for a reused
         request nothing is appended here (the caller appends its own record).
         """
         now = self._clock()
-        existing = self.store.find_open(digest_value, now)
+        existing = self.store.find_open(digest_value, now, idempotency_key)
         if existing is not None:
             return existing, None
         ttl = decision.approval_ttl_s or self.default_ttl_s
@@ -135,6 +140,7 @@ class ApprovalService:
             request_id=request_id,
             workflow_id=workflow_id,
             on_behalf_of=tuple(on_behalf_of),
+            idempotency_key=idempotency_key,
         )
         audit_record = self.store.create(record, audit_for(record.id))
         return record, audit_record

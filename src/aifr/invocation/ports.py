@@ -85,6 +85,10 @@ class ApprovalRecord:
     request_id: str | None = None
     workflow_id: str | None = None
     on_behalf_of: tuple[str, ...] = field(default_factory=tuple)
+    idempotency_key: str | None = None
+    """The idempotency key of the call that asked (a workflow step's run, step and
+    attempt): an open request is reused only by a call with the same key, so two runs
+    asking for the same step each get, and need, their own approval."""
 
     def is_expired(self, now: float) -> bool:
         """Whether a still-pending or approved request is past its expiry."""
@@ -111,8 +115,10 @@ class ApprovalStore(Protocol):
         """The request with that id, or ``None``."""
         ...
 
-    def find_open(self, request_digest: str, now: float) -> ApprovalRecord | None:
-        """A pending, unexpired request for exactly this request digest, if any."""
+    def find_open(
+        self, request_digest: str, now: float, idempotency_key: str | None = None
+    ) -> ApprovalRecord | None:
+        """A pending, unexpired request for exactly this digest and idempotency key."""
         ...
 
     def list(

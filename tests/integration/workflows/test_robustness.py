@@ -124,3 +124,44 @@ def test_a_drift_review_is_accepted_only_by_a_named_operator_other_than_the_run_
     assert still.state is RunState.NEEDS_REVIEW
     assert still.run.lease_owner is None  # the refusals took no lease
     assert accepted.state is RunState.COMPLETED
+
+
+def test_two_runs_asking_for_the_same_step_each_need_their_own_approval(env: WfEnv) -> None:
+    """One approval runs once: a second run reusing it took the first run's result as its
+    own and ended completed, though its step never ran and nobody approved it."""
+    spec = WorkflowBuilder("deploy").step("deploy", "ops.deploy", service="web").build()
+    first = env.engine.start(spec, {}, "agent")
+    second = env.engine.start(spec, {}, "agent")
+    first_approval = first.step("deploy").approval_id
+    second_approval = second.step("deploy").approval_id
+    assert first_approval is not None and second_approval is not None
+    assert first_approval != second_approval
+
+    env.approvals.approve(first_approval, "bob")
+    done = env.engine.resume(first.run.id)
+    still_waiting = env.engine.resume(second.run.id)
+
+    assert done.state is RunState.COMPLETED
+    assert still_waiting.state is RunState.WAITING_APPROVAL
+    assert env.effects.log == [("deploy", "web")]
+
+    env.approvals.approve(second_approval, "bob")
+    assert env.engine.resume(second.run.id).state is RunState.COMPLETED
+    assert env.effects.log == [("deploy", "web"), ("deploy", "web")]
+    assert env.ledger.verify().ok
+
+
+def test_the_same_call_without_an_idempotency_key_still_reuses_its_open_approval(
+    env: WfEnv,
+) -> None:
+    asked = [env.runtime.invoke("ops.deploy", {"service": "web"}, "agent") for _ in range(2)]
+    keyed = env.runtime.invoke(
+        "ops.deploy", {"service": "web"}, "agent", idempotency_key="deploy-web-1"
+    )
+    keyed_again = env.runtime.invoke(
+        "ops.deploy", {"service": "web"}, "agent", idempotency_key="deploy-web-1"
+    )
+
+    assert asked[0].approval_id == asked[1].approval_id
+    assert keyed.approval_id not in (None, asked[0].approval_id)
+    assert keyed_again.approval_id == keyed.approval_id

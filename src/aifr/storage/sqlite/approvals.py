@@ -70,6 +70,7 @@ def _body(record: ApprovalRecord) -> str:
             "request_id": record.request_id,
             "workflow_id": record.workflow_id,
             "on_behalf_of": list(record.on_behalf_of),
+            "idempotency_key": record.idempotency_key,
         },
         sort_keys=True,
     )
@@ -104,6 +105,7 @@ def _record(row: sqlite3.Row) -> ApprovalRecord:
         request_id=body["request_id"],
         workflow_id=body["workflow_id"],
         on_behalf_of=tuple(body["on_behalf_of"]),
+        idempotency_key=body.get("idempotency_key"),  # absent from requests made before it
     )
 
 
@@ -148,15 +150,18 @@ class SqliteApprovalStore:
             )
         return _record(row) if row is not None else None
 
-    def find_open(self, request_digest: str, now: float) -> ApprovalRecord | None:
-        """The newest pending, unexpired request for this digest."""
+    def find_open(
+        self, request_digest: str, now: float, idempotency_key: str | None = None
+    ) -> ApprovalRecord | None:
+        """The newest pending, unexpired request for this digest and idempotency key."""
         with translate_sqlite_errors("reading approvals"):
             row = (
                 self._db.connect()
                 .execute(
                     f"SELECT {_COLUMNS} FROM approvals WHERE request_digest = ? AND status = ? "  # noqa: S608  # fixed column list
-                    "AND expires_at > ? ORDER BY created_at DESC LIMIT 1",
-                    (request_digest, ApprovalStatus.PENDING.value, now),
+                    "AND expires_at > ? AND json_extract(body, '$.idempotency_key') IS ? "
+                    "ORDER BY created_at DESC LIMIT 1",
+                    (request_digest, ApprovalStatus.PENDING.value, now, idempotency_key),
                 )
                 .fetchone()
             )
