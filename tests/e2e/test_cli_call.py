@@ -57,6 +57,12 @@ def sleepy() -> None:
     time.sleep(3)
 
 
+@capability("shop.stuck", operation="READ", risk="LOW", timeout_s=0.3)
+def stuck() -> None:
+    """Hangs, as a network read with no timeout does."""
+    time.sleep(600)
+
+
 @capability("shop.purge", operation="READ", risk="LOW", tags=["forbidden"])
 def purge() -> None:
     """Never allowed."""
@@ -355,3 +361,16 @@ def test_the_circuit_opens_across_cli_calls_and_capabilities_show_reports_it(
     assert "circuit: open (2 consecutive failures)" in shown.stdout
     healthy = aifr(aifr_bin, project, env, "capabilities", "show", "shop.echo")
     assert "circuit: closed" in healthy.stdout
+
+
+def test_a_handler_that_never_returns_does_not_keep_the_command_alive(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    """The handler is abandoned at its deadline; its thread must not hold up exit."""
+    done = aifr(aifr_bin, project, clean_env, "call", "shop.stuck", "--as", "alice", "--json")
+
+    assert done.returncode != 0
+    assert json.loads(done.stdout)["error"]["code"] == "execution.timeout"
+    tail = aifr(aifr_bin, project, clean_env, "audit", "export", "--format", "jsonl")
+    outcomes = [json.loads(line)["outcome"] for line in tail.stdout.splitlines()]
+    assert outcomes[-1] == "execution.timeout"

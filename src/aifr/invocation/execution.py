@@ -38,6 +38,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, Protocol, TypeVar, cast
 
+from aifr.invocation.handler_pool import HandlerPool
+
 __all__ = [
     "Abandoned",
     "AsyncExecutor",
@@ -158,17 +160,19 @@ class ExecutorPools:
     """The thread pools and background loop one runtime owns; closed with the runtime."""
 
     def __init__(self, *, handler_workers: int = 32, io_workers: int = 16) -> None:
-        self.handlers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=handler_workers, thread_name_prefix="aifr-handler"
-        )
+        self.handlers = HandlerPool(max_workers=handler_workers, thread_name_prefix="aifr-handler")
         self.io = concurrent.futures.ThreadPoolExecutor(
             max_workers=io_workers, thread_name_prefix="aifr-io"
         )
         self.background = _LoopThread()
 
     def close(self) -> None:
-        """Stop accepting work; running handlers are not waited for."""
-        self.handlers.shutdown(wait=False, cancel_futures=True)
+        """Stop accepting work; wait for calls still inside their deadlines.
+
+        Handlers abandoned at their deadlines are not waited for (see
+        :mod:`aifr.invocation.handler_pool`).
+        """
+        self.handlers.shutdown(wait=True, cancel_futures=True)
         self.io.shutdown(wait=True)
         self.background.close()
 
@@ -261,7 +265,8 @@ class BlockingExecutor:
         except TimeoutError:
             if future.done():  # the handler itself raised TimeoutError
                 raise
-            future.cancel()
+            if not future.cancel():
+                self._pools.handlers.abandon(future)
             raise DeadlineExceeded(timeout_s) from None
 
     def _run_on_background_loop(
@@ -392,14 +397,18 @@ class AsyncExecutor:
         """
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        future = loop.run_in_executor(
-            self._pools.handlers, functools.partial(context.run, drive, coroutine)
-        )
+        handlers = self._pools.handlers
+        work = handlers.submit(functools.partial(context.run, drive, coroutine))
+        future = asyncio.wrap_future(work)
+
+        def abandon() -> None:
+            handlers.abandon(work)
+
         try:
-            return await _watch(future, watch, first_wait_s, at_deadline)
+            return await _watch(future, watch, first_wait_s, at_deadline, abandon)
         except asyncio.CancelledError:
             if not watch.ended_by_loop:  # else the deadline's audit goes on, shielded
-                task = loop.create_task(_watch(future, watch, first_wait_s, at_deadline))
+                task = loop.create_task(_watch(future, watch, first_wait_s, at_deadline, abandon))
                 self._watching.add(task)
                 task.add_done_callback(self._watching.discard)
             raise
@@ -419,12 +428,13 @@ class AsyncExecutor:
         """Await ``fn`` (async) or its run in the handler pool (sync) under ``timeout_s``."""
         if self._asyncness.is_async(fn):
             return await _with_timeout(fn(**kwargs), timeout_s)
-        loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        future = loop.run_in_executor(
-            self._pools.handlers, functools.partial(context.run, functools.partial(fn, **kwargs))
-        )
-        return await _with_timeout(future, timeout_s)
+        work = self._pools.handlers.submit(context.run, functools.partial(fn, **kwargs))
+        try:
+            return await _with_timeout(asyncio.wrap_future(work), timeout_s)
+        except DeadlineExceeded:
+            self._pools.handlers.abandon(work)
+            raise
 
 
 async def _watch(
@@ -432,6 +442,7 @@ async def _watch(
     watch: HandlerWatch,
     first_wait_s: float,
     at_deadline: Callable[[], Awaitable[T]],
+    abandon: Callable[[], None],
 ) -> T:
     wait_s: float | None = first_wait_s
     while True:
@@ -449,6 +460,7 @@ async def _watch(
         if not watch.claim_for_loop():  # the handler just returned: the thread ends the call
             wait_s = None
             continue
+        abandon()
         future.add_done_callback(_drop_abandoned)
         return await asyncio.shield(at_deadline())
 
