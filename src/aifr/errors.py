@@ -95,6 +95,7 @@ class ErrorCode(StrEnum):
     APPROVAL_ALREADY_DECIDED = "approval.already_decided"
     APPROVAL_CONSUMED = "approval.consumed"
     APPROVAL_REJECTED = "approval.rejected"
+    APPROVAL_WITHDRAWN = "approval.withdrawn"
     APPROVAL_DIGEST_MISMATCH = "approval.digest_mismatch"
     APPROVAL_BAD_SIGNATURE = "approval.bad_signature"
     EXECUTION_FAILED = "execution.failed"

@@ -36,6 +36,7 @@ _STATUS_STYLE = {
     "rejected": "red",
     "expired": "dim",
     "consumed": "cyan",
+    "withdrawn": "dim",
 }
 
 
@@ -138,8 +139,10 @@ def show(
     )
     for vote in record.votes:
         console.print(f"  approved by {vote.approver} at {_when(vote.at)} {vote.comment}")
-    if record.decided_by and record.status is ApprovalStatus.REJECTED:
-        console.print(f"rejected by {record.decided_by}: {record.decision_comment or '-'}")
+    if record.decided_by and record.status in (ApprovalStatus.REJECTED, ApprovalStatus.WITHDRAWN):
+        console.print(
+            f"{record.status.value} by {record.decided_by}: {record.decision_comment or '-'}"
+        )
     console.print(f"created {_when(record.created_at)}, expires {_when(record.expires_at)}")
     console.print("inputs:")
     console.print_json(data=dict(redact_details(record.inputs)))

@@ -247,6 +247,31 @@ class ApprovalService:
         updated, _ = self.store.update(approval_id, change)
         return updated
 
+    def withdraw(self, approval_id: str, actor: str, *, reason: str) -> ApprovalRecord:
+        """Take back a request that no longer stands, pending or approved but unused.
+
+        A workflow run cancelled while it waits calls this, so that nobody approves the
+        step afterwards or runs it with ``aifr approvals execute``. It is no approver's
+        decision, so no approver rights are checked; ``actor`` is who cancelled.
+
+        Raises:
+            ApprovalError: not found, or already rejected, expired, used or withdrawn.
+        """
+
+        def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
+            if current.status is not ApprovalStatus.APPROVED:
+                self._require_status(current, ApprovalStatus.PENDING)
+            updated = current.evolve(
+                status=ApprovalStatus.WITHDRAWN,
+                decided_by=actor,
+                decided_at=self._clock(),
+                decision_comment=reason,
+            )
+            return updated, _event(current, "approval.withdrawn", actor, "withdrawn", reason=reason)
+
+        updated, _ = self.store.update(approval_id, change)
+        return updated
+
     # -- consuming (runtime) -----------------------------------------------------------
 
     def consume(self, approval_id: str, *, digest_value: str, request_id: str) -> ApprovalRecord:
@@ -362,6 +387,7 @@ class ApprovalService:
             ApprovalStatus.EXPIRED: ErrorCode.APPROVAL_EXPIRED,
             ApprovalStatus.CONSUMED: ErrorCode.APPROVAL_CONSUMED,
             ApprovalStatus.APPROVED: ErrorCode.APPROVAL_ALREADY_DECIDED,
+            ApprovalStatus.WITHDRAWN: ErrorCode.APPROVAL_WITHDRAWN,
         }[record.status]
         raise ApprovalError(
             f"approval {record.id} is {_describe(record)}",
@@ -386,6 +412,10 @@ def _describe(record: ApprovalRecord) -> str:
         )
     if record.status is ApprovalStatus.APPROVED:
         return f"already approved by {record.decided_by}"
+    if record.status is ApprovalStatus.WITHDRAWN:
+        return f"withdrawn by {record.decided_by}" + (
+            f": {record.decision_comment}" if record.decision_comment else ""
+        )
     if record.status is ApprovalStatus.PENDING:
         return f"still pending ({len(record.votes)}/{record.quorum} approvals)"
     return record.status.value

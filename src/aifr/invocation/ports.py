@@ -38,6 +38,9 @@ class ApprovalStatus(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     CONSUMED = "consumed"
+    WITHDRAWN = "withdrawn"
+    """The request no longer stands (its workflow run was cancelled): nobody may decide
+    or execute it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from aifr.invocation import ApprovalService, ApprovalStatus, Result
 from aifr.workflows.ports import Notification, RunState, StepRecord
 from aifr.workflows.state import RunContext, error_dict, released_lease
 
-__all__ = ["Fail", "Settled", "approval_notice", "settle_approval"]
+__all__ = ["Fail", "Settled", "approval_notice", "settle_approval", "withdraw_waiting"]
 
 Fail = Callable[[RunContext, StepRecord, AifrError], bool]
 """Fails a step (and starts compensation or halts, by the workflow's rule)."""
@@ -75,6 +75,7 @@ def settle_approval(
     code = {
         ApprovalStatus.REJECTED: ErrorCode.APPROVAL_REJECTED,
         ApprovalStatus.EXPIRED: ErrorCode.APPROVAL_EXPIRED,
+        ApprovalStatus.WITHDRAWN: ErrorCode.APPROVAL_WITHDRAWN,
     }.get(status)
     if code is None:  # consumed without a result: the process died mid-execution
         context.commit(
@@ -131,3 +132,28 @@ def approval_notice(
             "approver_roles": list(decision.approver_roles) if decision is not None else [],
         },
     )
+
+
+def withdraw_waiting(
+    context: RunContext, approvals: ApprovalService | None, operator: str
+) -> list[str]:
+    """Withdraw the approvals a cancelled run's steps wait on; returns their ids.
+
+    Left pending, a cancelled run's request could still be approved and then run with
+    ``aifr approvals execute``: an effect of a run its operator stopped. A request that
+    was already decided, used or expired is left as it is.
+    """
+    if approvals is None:
+        return []
+    withdrawn = []
+    reason = f"workflow run {context.run.id} was cancelled"
+    for step in context.steps.values():
+        for approval_id in (step.approval_id, step.undo_approval_id):
+            if approval_id is None:
+                continue
+            try:
+                approvals.withdraw(approval_id, operator, reason=reason)
+            except ApprovalError:
+                continue
+            withdrawn.append(approval_id)
+    return withdrawn

@@ -31,7 +31,7 @@ from pydantic import JsonValue
 
 from aifr.errors import AifrError, ErrorCode, WorkflowError
 from aifr.invocation import Result, Runtime, Status, check_principal, new_id
-from aifr.workflows.approvals import approval_notice, settle_approval
+from aifr.workflows.approvals import approval_notice, settle_approval, withdraw_waiting
 from aifr.workflows.leases import Heartbeat, new_owner_id
 from aifr.workflows.planning import plan_workflow, unregistered_capabilities
 from aifr.workflows.ports import (
@@ -247,6 +247,7 @@ class WorkflowEngine:
             actor=operator,
             cancel_requested=True,
         )
+        withdraw_waiting(context, self.runtime.approvals, operator)
         self._drive(context)
         return self.view(run_id)
 

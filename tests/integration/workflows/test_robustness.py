@@ -165,3 +165,37 @@ def test_the_same_call_without_an_idempotency_key_still_reuses_its_open_approval
     assert asked[0].approval_id == asked[1].approval_id
     assert keyed.approval_id not in (None, asked[0].approval_id)
     assert keyed_again.approval_id == keyed.approval_id
+
+
+def test_cancelling_a_waiting_run_withdraws_its_approval(env: WfEnv) -> None:
+    """Left pending, it could be approved and run with 'aifr approvals execute' later."""
+    spec = WorkflowBuilder("deploy").step("deploy", "ops.deploy", service="web").build()
+    paused = env.engine.start(spec, {}, "agent")
+    approval_id = paused.step("deploy").approval_id
+    assert approval_id is not None
+
+    cancelled = env.engine.cancel(paused.run.id, operator="carol")
+    with pytest.raises(ApprovalError) as refused:
+        env.approvals.approve(approval_id, "bob")
+    record = env.approvals.get(approval_id)
+    executed = env.runtime.invoke(  # what 'aifr approvals execute ID' does
+        f"{record.capability_id}@{record.capability_version}",
+        record.inputs,
+        record.principal,
+        roles=frozenset(record.roles),
+        workflow_id=record.workflow_id,
+        approval_id=record.id,
+    )
+
+    assert cancelled.state is RunState.CANCELLED
+    assert record.status.value == "withdrawn"
+    assert record.decided_by == "carol"
+    assert refused.value.code is ErrorCode.APPROVAL_WITHDRAWN
+    assert executed.error is not None
+    assert executed.error.code is ErrorCode.APPROVAL_WITHDRAWN
+    assert env.effects.log == []
+    withdrawn = [r for r in env.ledger.records() if r.event.kind == "approval.withdrawn"]
+    assert [(r.event.principal, r.event.details["approval_id"]) for r in withdrawn] == [
+        ("carol", approval_id)
+    ]
+    assert env.ledger.verify().ok
