@@ -28,14 +28,16 @@ def frame(message: Message | list[Message]) -> bytes:
     return (json.dumps(message) + "\n").encode()
 
 
-def initialize(version: str = "2025-06-18", client: str = "raw-wire") -> Message:
+def initialize(
+    version: str = "2025-06-18", client: str = "raw-wire", capabilities: Message | None = None
+) -> Message:
     return {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "initialize",
         "params": {
             "protocolVersion": version,
-            "capabilities": {},
+            "capabilities": capabilities or {},
             "clientInfo": {"name": client, "version": "1"},
         },
     }
@@ -131,13 +133,22 @@ class HttpWire:
     def post(self, message: Message, **headers: str) -> httpx.Response:
         return self.client.post(self.url, json=message, headers={**self.headers, **headers})
 
-    def handshake(self, version: str = "2025-06-18") -> Message:
-        opened = self.post(initialize(version))
+    def handshake(
+        self, version: str = "2025-06-18", capabilities: Message | None = None
+    ) -> Message:
+        opened = self.post(initialize(version, capabilities=capabilities))
         assert opened.status_code == 200, opened.text
         self.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
         self.headers["MCP-Protocol-Version"] = version
         assert self.post(INITIALIZED).status_code == 202
         return self.messages(opened)[0]
+
+    @staticmethod
+    def events(response: httpx.Response) -> Iterator[Message]:
+        """The messages of a streamed SSE answer, as they arrive."""
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                yield json.loads(line[5:])
 
     @staticmethod
     def messages(response: httpx.Response) -> list[Message]:

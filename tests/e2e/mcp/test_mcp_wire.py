@@ -7,13 +7,24 @@ The SDK's own client never sends a malformed line, a batch or a call without
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import mcp_types as types
 import pytest
 from mcp_harness import McpTarget, build_target, start
-from mcp_wire import LineWire, Message, frame, initialize, line_wire, wire
+from mcp_wire import (
+    HttpWire,
+    LineWire,
+    Message,
+    frame,
+    initialize,
+    is_answer_to,
+    line_wire,
+    wire,
+)
 
 LINE_TRANSPORTS = pytest.mark.parametrize("target", ["stdio", "uds"], indirect=True)
 PING = {"jsonrpc": "2.0", "id": 99, "method": "ping"}
@@ -246,3 +257,110 @@ def test_configured_origins_and_proxy_hosts_are_served_and_nothing_else_is(
     finally:
         for server in target.servers:
             server.stop()
+
+
+HTTP_ONLY = pytest.mark.parametrize("target", ["http"], indirect=True)
+
+
+async def _sse_messages(response: httpx.Response) -> AsyncIterator[Message]:
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            yield json.loads(line[5:])
+
+
+@HTTP_ONLY
+def test_http_a_request_whose_id_is_in_flight_waits_for_it_and_each_gets_its_own_answer(
+    target: McpTarget,
+) -> None:
+    """The SDK keys answers by the id's text: a second ``1`` (or ``"1"``) used to hang."""
+    http = HttpWire(target)
+    http.handshake(capabilities={"elicitation": {}})
+    http.close()
+    refund = _call(1, {"name": "shop.refund", "arguments": {"order_id": 61, "amount": 1}})
+    greet = {"name": "shop.greet", "arguments": {"name": "Ada"}}
+    later: dict[str, Message] = {}
+
+    async def answer_of(client: httpx.AsyncClient, message: Message) -> Message:
+        response = await client.post(http.url, json=message, headers=http.headers)
+        return next(m for m in HttpWire.messages(response) if is_answer_to(m, message["id"]))
+
+    async def keep(client: httpx.AsyncClient, message: Message) -> None:
+        later[json.dumps(message["id"])] = await answer_of(client, message)
+
+    async def main() -> tuple[Message, Message, int, Message]:
+        with anyio.fail_after(60):
+            async with (
+                httpx.AsyncClient(timeout=30) as client,
+                client.stream("POST", http.url, json=refund, headers=http.headers) as first,
+            ):
+                events = _sse_messages(first)
+                asked = await anext(events)  # the approval prompt: request 1 waits for it
+                async with anyio.create_task_group() as group:
+                    group.start_soon(keep, client, _call(1, greet))
+                    group.start_soon(keep, client, {**_call(1, greet), "id": "1"})
+                    reply = {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "decline"}}
+                    declined = await client.post(http.url, json=reply, headers=http.headers)
+                    answer = await anext(m async for m in events if is_answer_to(m, 1))
+                again = await answer_of(client, _call(1, greet))  # an answered id is free
+        return asked, answer, declined.status_code, again
+
+    asked, answer, declined, again = anyio.run(main)
+    assert asked["method"] == "elicitation/create"
+    assert declined == 202
+    assert answer["result"]["_meta"]["aifr/error"]["status"] == "pending_approval"
+    assert {k: m["id"] for k, m in later.items()} == {"1": 1, '"1"': "1"}
+    for message in (*later.values(), again):
+        assert message["result"]["structuredContent"] == {"greeting": "Hello, Ada!"}
+
+
+@HTTP_ONLY
+def test_http_bodies_that_are_not_one_message_are_invalid_requests_in_one_line(
+    target: McpTarget,
+) -> None:
+    with wire(target) as peer:
+        assert isinstance(peer, HttpWire)
+        peer.handshake("2025-03-26")
+        batch = peer.post([PING])  # type: ignore[arg-type]  # a batch on purpose
+        empty = peer.post([])  # type: ignore[arg-type]  # an empty batch on purpose
+        shapeless = peer.post({"hello": 1})
+        old = peer.post({"jsonrpc": "1.0", "id": "old", "method": "ping"})
+        texts = peer.client.post(
+            peer.url,
+            content=json.dumps(PING),
+            headers={**peer.headers, "Content-Type": "text/plain"},
+        )
+        served, _ = peer.request(PING)
+
+    for refused in (batch, empty, shapeless, old):
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == types.INVALID_REQUEST  # the SDK said -32602
+        assert "\n" not in refused.json()["error"]["message"]  # not pages of pydantic text
+    assert [r.json()["id"] for r in (batch, empty, shapeless, old)] == [None, None, None, "old"]
+    assert texts.status_code == 415
+    assert texts.json()["error"]["code"] == types.INVALID_REQUEST
+    assert served == {"jsonrpc": "2.0", "id": 99, "result": {}}
+
+
+@HTTP_ONLY
+def test_http_an_unknown_protocol_version_header_is_refused_naming_the_supported_ones(
+    target: McpTarget,
+) -> None:
+    with wire(target) as peer:
+        assert isinstance(peer, HttpWire)
+        peer.handshake()
+        future = peer.post(PING, **{"MCP-Protocol-Version": "2099-01-01"})
+        older = peer.post(PING, **{"MCP-Protocol-Version": "2025-03-26"})
+        listening = peer.client.get(
+            peer.url, headers={**peer.headers, "MCP-Protocol-Version": "garbage"}
+        )
+
+    assert future.status_code == 400
+    error = future.json()["error"]
+    assert future.json()["id"] == 99
+    assert error["code"] == types.UNSUPPORTED_PROTOCOL_VERSION
+    assert error["data"]["requested"] == "2099-01-01"
+    assert "2025-06-18" in error["data"]["supported"]
+    assert "2025-11-25" in error["message"]  # the SDK spoke of missing _meta envelope keys
+    assert older.status_code == 200  # any version this server speaks is accepted
+    assert listening.status_code == 400
+    assert listening.json()["id"] is None

@@ -33,7 +33,15 @@ from pydantic import ValidationError
 
 from aifr.errors import TransportError
 
-__all__ = ["LineSink", "LineSource", "Streams", "decode_line", "line_streams"]
+__all__ = [
+    "LineSink",
+    "LineSource",
+    "Streams",
+    "decode_line",
+    "invalid_request",
+    "line_streams",
+    "request_id_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +64,7 @@ def _error(code: int, message: str, request_id: Any = None) -> SessionMessage:
     )
 
 
-def _request_id(value: Any) -> str | int | None:
+def request_id_of(value: Any) -> str | int | None:
     """The id to answer an invalid message with: only a would-be request's own id.
 
     A malformed response (no ``method``) also carries an id, but that id is one of the
@@ -72,12 +80,20 @@ def _request_id(value: Any) -> str | int | None:
     return None
 
 
-def _invalid(value: Any) -> SessionMessage:
-    return _error(
-        types.INVALID_REQUEST,
-        "Invalid Request: not a JSON-RPC 2.0 request, notification or response",
-        _request_id(value),
+def invalid_request(value: Any) -> types.JSONRPCError:
+    """The -32600 answer to ``value``, decoded JSON that is not one JSON-RPC message."""
+    return types.JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id_of(value),
+        error=types.ErrorData(
+            code=types.INVALID_REQUEST,
+            message="Invalid Request: not a JSON-RPC 2.0 request, notification or response",
+        ),
     )
+
+
+def _invalid(value: Any) -> SessionMessage:
+    return SessionMessage(invalid_request(value))
 
 
 def decode_line(line: bytes | str) -> tuple[list[SessionMessage], list[SessionMessage]]:

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 import mcp_types as types
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aifr.transports.mcp.http_guard import send_error
+
 __all__ = ["OriginGuard", "is_loopback", "normalize_origin"]
 
 logger = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class OriginGuard:
             if refusal is not None:
                 status, message = refusal
                 logger.warning("refused an HTTP request: %s", message)
-                await _refuse(send, status, message)
+                await send_error(send, status, types.INVALID_REQUEST, message)
                 return
         await self.app(scope, receive, send)
 
@@ -124,16 +126,3 @@ class OriginGuard:
                     "only pages on this machine (localhost) or in [mcp] allowed_origins may"
                 )
         return None
-
-
-async def _refuse(send: Send, status: int, message: str) -> None:
-    error = types.JSONRPCError(
-        jsonrpc="2.0", id=None, error=types.ErrorData(code=types.INVALID_REQUEST, message=message)
-    )
-    body = error.model_dump_json(by_alias=True, exclude_unset=True).encode("utf-8")
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    TransportSecuritySettings,
+)
 
 from aifr.errors import TransportError
 from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity, TokenStore
+from aifr.transports.mcp.http_guard import HttpMessageGuard
 from aifr.transports.mcp.origin import OriginGuard, is_loopback
 from aifr.transports.mcp.server import AifrMcpServer
 from aifr.transports.mcp.stdio import stdio_streams
@@ -32,6 +36,8 @@ __all__ = ["UidPrincipals", "serve_http", "serve_stdio", "serve_uds"]
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+MAX_BODY_BYTES = DEFAULT_MAX_REQUEST_BODY_SIZE
+"""Largest POST body served; the guard and the SDK must agree, or a 413 would be skipped."""
 
 
 async def serve_stdio(server: AifrMcpServer) -> None:
@@ -133,10 +139,11 @@ async def serve_http(
     # The SDK's own Host/Origin check is off: OriginGuard does it for every bind address.
     sdk_app = server.server.streamable_http_app(
         streamable_http_path=MCP_PATH,
+        max_request_body_size=MAX_BODY_BYTES,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     app: Any = OriginGuard(
-        BearerAuthMiddleware(sdk_app, tokens),
+        BearerAuthMiddleware(HttpMessageGuard(sdk_app, max_body_bytes=MAX_BODY_BYTES), tokens),
         bound_to_loopback=is_loopback(host),
         allowed_origins=allowed_origins,
         allowed_hosts=allowed_hosts,
