@@ -335,7 +335,8 @@ def test_workflow_tool_runs_with_progress_and_its_run_is_a_resource(
         {"text": "hi"},
         {"text": "hi!"},
     ]
-    assert progress == [(0, 2), (1, 2), (2, 2), (2, 2)]
+    # strictly increasing, as MCP requires: the run's end is a unit of its own
+    assert progress == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert json.loads(run.contents[0].text)["state"] == "completed"
     payload = error_of(failed)
     assert payload["error"]["code"] == "workflow.step_failed"
