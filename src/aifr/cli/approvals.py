@@ -17,7 +17,7 @@ from aifr.audit import redact_details
 from aifr.cli.call import exit_status, print_result
 from aifr.cli.console import console, fail, print_json
 from aifr.errors import AifrError
-from aifr.invocation import ApprovalRecord, ApprovalStatus, Result
+from aifr.invocation import ApprovalRecord, ApprovalStatus
 
 __all__ = ["app"]
 
@@ -201,19 +201,6 @@ def execute(
     approval_id: IdArgument, as_json: JsonOption = False, project: ProjectOption = Path()
 ) -> None:
     """Run an approved request, exactly once, as the principal who asked for it."""
-
-    def run(aifr_app: App) -> Result:
-        record = aifr_app.approvals.get(approval_id)
-        return aifr_app.runtime.invoke(
-            f"{record.capability_id}@{record.capability_version}",
-            record.inputs,
-            record.principal,
-            roles=frozenset(record.roles),
-            on_behalf_of=record.on_behalf_of,
-            workflow_id=record.workflow_id,
-            approval_id=record.id,
-        )
-
-    result = _with_app(project, run)
+    result = _with_app(project, lambda a: a.runtime.execute_approved(approval_id))
     print_result(result, as_json=as_json)
     raise typer.Exit(exit_status(result))

@@ -25,7 +25,13 @@ from typing import Any
 
 from aifr.audit import AuditLedger, AuditRecord
 from aifr.capabilities import CallInfo, Capability, CapabilityRegistry
-from aifr.errors import AifrError, ErrorCode, ExecutionError, ExecutionTimeoutError
+from aifr.errors import (
+    AifrError,
+    ApprovalError,
+    ErrorCode,
+    ExecutionError,
+    ExecutionTimeoutError,
+)
 from aifr.invocation.approval_gate import ApprovalGate, Stop
 from aifr.invocation.approvals import ApprovalService
 from aifr.invocation.circuit import CircuitBreakers, CircuitState
@@ -230,6 +236,29 @@ class Runtime:
             watch,
             timeout,
             lambda: self._end_at_deadline(call, timeout),
+        )
+
+    def execute_approved(self, approval_id: str) -> Result:
+        """Run an approved request exactly once, as the principal who asked for it.
+
+        The request is rebuilt from the approval (capability and version, inputs as
+        given, principal, roles), so it matches the digest the approval is bound to;
+        the approval gate then consumes it, and a second execution is refused.
+
+        Raises:
+            ApprovalError: this runtime has no approval store, or no such request.
+        """
+        if self.approvals is None:
+            raise ApprovalError("this runtime has no approval store", approval_id=approval_id)
+        record = self.approvals.get(approval_id)
+        return self.invoke(
+            f"{record.capability_id}@{record.capability_version}",
+            record.inputs,
+            record.principal,
+            roles=frozenset(record.roles),
+            on_behalf_of=record.on_behalf_of,
+            workflow_id=record.workflow_id,
+            approval_id=record.id,
         )
 
     def close(self) -> None:

@@ -68,14 +68,7 @@ def test_a_step_approval_executed_outside_the_run_completes_the_run_on_one_resum
     )
     paused = env.engine.start(spec, {}, "agent")
     approval = env.approvals.approve(paused.step("deploy").approval_id, "bob")
-    executed = env.runtime.invoke(  # what 'aifr approvals execute ID' does
-        f"{approval.capability_id}@{approval.capability_version}",
-        approval.inputs,
-        approval.principal,
-        roles=frozenset(approval.roles),
-        workflow_id=approval.workflow_id,
-        approval_id=approval.id,
-    )
+    executed = env.runtime.execute_approved(approval.id)  # aifr approvals execute ID
 
     view = env.engine.resume(paused.run.id)
 
@@ -178,14 +171,7 @@ def test_cancelling_a_waiting_run_withdraws_its_approval(env: WfEnv) -> None:
     with pytest.raises(ApprovalError) as refused:
         env.approvals.approve(approval_id, "bob")
     record = env.approvals.get(approval_id)
-    executed = env.runtime.invoke(  # what 'aifr approvals execute ID' does
-        f"{record.capability_id}@{record.capability_version}",
-        record.inputs,
-        record.principal,
-        roles=frozenset(record.roles),
-        workflow_id=record.workflow_id,
-        approval_id=record.id,
-    )
+    executed = env.runtime.execute_approved(record.id)  # aifr approvals execute ID
 
     assert cancelled.state is RunState.CANCELLED
     assert record.status.value == "withdrawn"
