@@ -192,3 +192,30 @@ def test_a_client_gets_only_the_fields_its_protocol_version_defines(
     output = {"text": "hi", "length": 2, "stdin": ""}
     assert json.loads(result["content"][0]["text"]) == output  # type: ignore[index]
     assert result.get("structuredContent") == (output if structured else None)  # type: ignore[union-attr]
+
+
+def test_requests_from_a_regular_file_are_all_answered_a_malformed_line_included(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """``aifr mcp < requests.jsonl > answers.jsonl``: no pipe, so the loop cannot watch it."""
+    project = _project(aifr_bin, tmp_path, clean_env)
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(
+        b"".join(frame(m) for m in _opening("2025-06-18", "a-file")) + b"not json\n"
+    )
+    answers = tmp_path / "answers.jsonl"
+    with requests.open("rb") as stdin, answers.open("wb") as stdout:
+        code = subprocess.run(
+            [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+            env=clean_env,
+            timeout=60,
+        ).returncode
+
+    assert code == 0
+    opened, garbled = (json.loads(line) for line in answers.read_text().splitlines())
+    assert opened["result"]["serverInfo"]["name"] == "aifr"
+    assert garbled["id"] is None
+    assert garbled["error"]["code"] == -32700  # the SDK's reader left the line unanswered

@@ -11,8 +11,10 @@ cannot parse without a word).
 
 As the SDK does, fd 0 and fd 1 point at the null device and at stderr while serving:
 a capability that prints, or a child process it starts, cannot corrupt the protocol
-stream or swallow its input. Anything else on fd 0 or fd 1 (a terminal, a regular
-file, as when a person types at it) is left to the SDK's ``stdio_server``.
+stream or swallow its input. Anything else on fd 0 or fd 1 (a terminal a person types
+at, a regular file of requests) cannot be watched by the loop and is read and written
+in worker threads, as the SDK does, but framed the same way: the SDK's reader left a
+malformed line there unanswered too.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
+import anyio
+import anyio.to_thread
+
 from aifr.errors import TransportError
-from aifr.transports.mcp.framing import line_streams
+from aifr.transports.mcp.framing import LineSink, LineSource, line_streams
 
 __all__ = ["stdio_streams"]
 
@@ -70,13 +75,7 @@ class _Diverted:
 @asynccontextmanager
 async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
     """The (read, write) message streams of an MCP session on this process's stdio."""
-    from mcp.server.stdio import stdio_server  # only the stdio transport needs it
-
-    if not (_is_pipe_or_socket(0) and _is_pipe_or_socket(1)):
-        async with stdio_server() as streams:
-            yield streams
-        return
-    loop = asyncio.get_running_loop()
+    on_loop = _is_pipe_or_socket(0) and _is_pipe_or_socket(1)
     diverted = _Diverted()
     async with AsyncExitStack() as stack:
         stack.callback(diverted.restore)
@@ -86,28 +85,73 @@ async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
             wire_out = diverted.take(1, 2)
         finally:
             os.close(null)
-        reader = asyncio.StreamReader(limit=_MAX_MESSAGE_BYTES)
-        read_transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(wire_in, "rb", buffering=0)
-        )
-        stack.callback(read_transport.close)
-        write_transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, os.fdopen(wire_out, "wb", buffering=0)
-        )
-        stack.callback(write_transport.close)
-        writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
-
-        async def receive_line() -> bytes:
-            try:
-                return await reader.readline()  # at EOF, a last line without "\n" as it is
-            except ValueError as exc:  # over the limit: the rest of the line is unframed
-                raise TransportError(
-                    f"message longer than {_MAX_MESSAGE_BYTES} bytes; the connection is closed"
-                ) from exc
-
-        async def send_line(data: bytes) -> None:
-            writer.write(data)
-            await writer.drain()
-
+        if on_loop:
+            receive_line, send_line = await _loop_wire(stack, wire_in, wire_out)
+        else:
+            receive_line, send_line = await _threaded_wire(stack, wire_in, wire_out)
         async with line_streams(receive_line, send_line) as streams:
             yield streams
+
+
+def _too_long() -> TransportError:
+    return TransportError(
+        f"message longer than {_MAX_MESSAGE_BYTES} bytes; the connection is closed"
+    )
+
+
+async def _loop_wire(
+    stack: AsyncExitStack, wire_in: int, wire_out: int
+) -> tuple[LineSource, LineSink]:
+    """Pipes or sockets, read and written by the event loop's own transports."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_MAX_MESSAGE_BYTES)
+    read_transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(wire_in, "rb", buffering=0)
+    )
+    stack.callback(read_transport.close)
+    write_transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(wire_out, "wb", buffering=0)
+    )
+    stack.callback(write_transport.close)
+    writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
+
+    async def receive_line() -> bytes:
+        try:
+            return await reader.readline()  # at EOF, a last line without "\n" as it is
+        except ValueError as exc:  # over the limit: the rest of the line is unframed
+            raise _too_long() from exc
+
+    async def send_line(data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    return receive_line, send_line
+
+
+async def _threaded_wire(
+    stack: AsyncExitStack, wire_in: int, wire_out: int
+) -> tuple[LineSource, LineSink]:
+    """A terminal or a regular file, which the loop cannot watch: read in a worker thread.
+
+    Framed like the pipes, so a person typing at the server (or a file of requests
+    redirected into it) gets an answer to every line, a malformed one included.
+    """
+    reader = os.fdopen(wire_in, "rb")
+    stack.callback(reader.close)
+    writer = os.fdopen(wire_out, "wb")
+    stack.callback(writer.close)
+
+    async def receive_line() -> bytes:
+        line = await anyio.to_thread.run_sync(reader.readline, _MAX_MESSAGE_BYTES + 1)
+        if len(line) > _MAX_MESSAGE_BYTES:
+            raise _too_long()
+        return line
+
+    def write_line(data: bytes) -> None:
+        writer.write(data)
+        writer.flush()
+
+    async def send_line(data: bytes) -> None:
+        await anyio.to_thread.run_sync(write_line, data)
+
+    return receive_line, send_line
