@@ -322,6 +322,7 @@ class WatchedExecutor(BlockingExecutor):
         if not may_inline or timeout_s is None or not self.is_sync(fn):
             return await super().run(fn, kwargs, timeout_s=timeout_s)
         deadline = self.watch.start(timeout_s)
+        self._pools.handlers.expire_current_at(deadline)  # if the watching loop is gone
         try:
             value = fn(**kwargs)
         except BaseException:
@@ -430,6 +431,8 @@ class AsyncExecutor:
             return await _with_timeout(fn(**kwargs), timeout_s)
         context = contextvars.copy_context()
         work = self._pools.handlers.submit(context.run, functools.partial(fn, **kwargs))
+        if timeout_s is not None:  # the loop's timeout may never fire if the loop ends
+            self._pools.handlers.expire_at(work, time.monotonic() + timeout_s)
         try:
             return await _with_timeout(asyncio.wrap_future(work), timeout_s)
         except DeadlineExceeded:

@@ -7,9 +7,11 @@ so one handler that never returns (a network read with no timeout) would keep
 ``aifr call``, ``aifr run`` or an MCP server whose client has gone alive forever.
 
 :class:`HandlerPool` runs work on daemon threads instead, and :meth:`HandlerPool.shutdown`
-waits only for work that somebody still waits for: an abandoned handler is left to die
-with the process, while a call still inside its deadline (whose audit record is still
-to be written) is waited for.
+waits only for work that somebody still waits for: an abandoned handler, or one past the
+deadline it was given, is left to die with the process, while a call still inside its
+deadline (whose audit record is still to be written) is waited for. The deadline matters
+when the one who would abandon the handler is gone: an MCP client closed the session and
+its event loop ended while the handler hung.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import concurrent.futures
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +46,8 @@ class HandlerPool(concurrent.futures.Executor):
         self._threads: list[threading.Thread] = []
         self._running: set[concurrent.futures.Future[Any]] = set()
         self._abandoned: set[concurrent.futures.Future[Any]] = set()
+        self._deadlines: dict[concurrent.futures.Future[Any], float] = {}
+        self._current = threading.local()
         self._is_shut_down = False
 
     def submit(
@@ -72,6 +77,18 @@ class HandlerPool(concurrent.futures.Executor):
             if future in self._running:
                 self._abandoned.add(future)
 
+    def expire_at(self, future: concurrent.futures.Future[Any], deadline: float) -> None:
+        """After ``deadline`` (``time.monotonic``) shutdown need not wait for ``future``."""
+        with self._lock:
+            if not future.done():
+                self._deadlines[future] = deadline
+
+    def expire_current_at(self, deadline: float) -> None:
+        """:meth:`expire_at` for the work the calling pool thread is running."""
+        future = getattr(self._current, "future", None)
+        if future is not None:
+            self.expire_at(future, deadline)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no more work; with ``wait``, wait for running work that is not abandoned.
 
@@ -91,8 +108,13 @@ class HandlerPool(concurrent.futures.Executor):
             for _ in self._threads:
                 self._queue.put(None)
         while wait:
+            now = time.monotonic()
             with self._lock:
-                awaited = self._running - self._abandoned
+                awaited = {
+                    future
+                    for future in self._running - self._abandoned
+                    if self._deadlines.get(future, now + 1) > now
+                }
             if not awaited:
                 return
             concurrent.futures.wait(awaited, timeout=_POLL_S)
@@ -104,6 +126,7 @@ class HandlerPool(concurrent.futures.Executor):
             if future.set_running_or_notify_cancel():
                 with self._lock:
                     self._running.add(future)
+                self._current.future = future
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:  # noqa: BLE001  # handed to the waiting caller
@@ -111,8 +134,11 @@ class HandlerPool(concurrent.futures.Executor):
                 else:
                     future.set_result(result)
                 finally:
+                    self._current.future = None
                     with self._lock:
                         self._running.discard(future)
                         self._abandoned.discard(future)
+            with self._lock:
+                self._deadlines.pop(future, None)
             del future, fn, args, kwargs
             self._idle.release()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import anyio
@@ -27,6 +28,14 @@ def echo(text: str) -> dict[str, object]:
     sys.stdout.flush()
     subprocess.run(["echo", "stray output of a child"], check=True)
     return {"text": text, "length": len(text), "stdin": sys.stdin.read()}
+
+
+@capability("noisy.stuck", operation="READ", risk="LOW", timeout_s=1)
+def stuck() -> None:
+    """Hangs, as a network read with no timeout does."""
+    import time
+
+    time.sleep(600)
 '''
 
 POLICY = """\
@@ -219,3 +228,38 @@ def test_requests_from_a_regular_file_are_all_answered_a_malformed_line_included
     assert opened["result"]["serverInfo"]["name"] == "aifr"
     assert garbled["id"] is None
     assert garbled["error"]["code"] == -32700  # the SDK's reader left the line unanswered
+
+
+def test_the_server_exits_when_its_client_leaves_during_a_call_that_hangs(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """Closing stdin ends the session; the hung handler must not keep the process alive.
+
+    The loop that would have ended the call at its deadline is gone with the session, so
+    the runtime waits for the call only until its handler's deadline (1 s here).
+    """
+    project = _project(aifr_bin, tmp_path, clean_env)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "noisy.stuck", "arguments": {}}}  # fmt: skip
+    server = subprocess.Popen(
+        [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=clean_env,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write(b"".join(frame(m) for m in [*_opening("2025-06-18", "leaver"), call]))
+    server.stdin.flush()
+    assert json.loads(server.stdout.readline())["id"] == 1  # initialized; the call is running
+    time.sleep(0.3)
+    left = time.monotonic()
+    server.stdin.close()
+    try:
+        code = server.wait(timeout=30)
+    finally:
+        server.kill()
+        server.stdout.close()
+
+    assert code == 0
+    assert time.monotonic() - left < 20

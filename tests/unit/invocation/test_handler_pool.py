@@ -89,3 +89,26 @@ def test_a_stuck_handler_does_not_keep_the_interpreter_alive() -> None:
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         HandlerPool(max_workers=0)
+
+
+def test_shutdown_stops_waiting_at_a_deadline_the_work_was_given() -> None:
+    """The one who would have abandoned it may be gone (an event loop that ended)."""
+    pool = HandlerPool(max_workers=2)
+    release = threading.Event()
+
+    def hang_with_deadline() -> None:
+        pool.expire_current_at(time.monotonic() + 0.3)
+        release.wait(60)
+
+    from_inside = pool.submit(hang_with_deadline)
+    from_outside = pool.submit(release.wait, 60)
+    pool.expire_at(from_outside, time.monotonic() + 0.3)
+    time.sleep(0.05)
+
+    started = time.monotonic()
+    pool.shutdown(wait=True)
+    waited = time.monotonic() - started
+
+    assert not from_inside.done() and not from_outside.done()
+    assert 0.15 < waited < 5
+    release.set()
