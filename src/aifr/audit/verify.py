@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import JsonValue
 
 from aifr.audit.checkpoint import Checkpoint
-from aifr.audit.record import GENESIS_HASH, AuditRecord, record_hash
+from aifr.audit.record import GENESIS_HASH, AuditRecord, encode_details, record_hash
 
 __all__ = ["Problem", "VerifyReport", "verify_chain"]
 
@@ -76,6 +76,24 @@ class _Finding:
     message: str
 
 
+def _is_stored_as_hashed(record: AuditRecord) -> bool:
+    """Whether the record's stored details text is the canonical JSON its hash covers.
+
+    The hash covers the details' canonical encoding, which is also what stores write; a
+    column rewritten to an equal value in another spelling (whitespace, key order,
+    escapes) still parses to the same details and so would pass the hash. Any change to
+    a stored row is tampering, so the text itself must be the one that was hashed.
+    Records not read from a store carry no stored text and pass.
+    """
+    stored = record.details_json
+    if stored is None:
+        return True
+    try:
+        return stored == encode_details(record.event.details)
+    except (TypeError, ValueError):  # NaN or another value canonical JSON refuses
+        return False
+
+
 def _link_problem(
     previous: AuditRecord | None,
     current: AuditRecord,
@@ -85,7 +103,7 @@ def _link_problem(
     """Explain a record whose link or content is wrong (``None`` when both hold)."""
     expected_prev = previous.hash if previous is not None else GENESIS_HASH
     is_linked = current.prev_hash == expected_prev
-    is_intact = record_hash(current) == current.hash
+    is_intact = record_hash(current) == current.hash and _is_stored_as_hashed(current)
     if is_linked and is_intact:
         return None
     seq = current.seq

@@ -22,6 +22,7 @@ from aifr.audit import (
     AuditRecord,
     Checkpoint,
     Outbox,
+    VerifyReport,
     load_or_create_signing_key,
     public_key_hex,
     record_line,
@@ -104,6 +105,30 @@ def _show(record: AuditRecord, *, as_json: bool) -> None:
         console.print(_line(record), soft_wrap=True)
 
 
+def _verify(settings: Settings, ledger: AuditLedger, given: list[Checkpoint]) -> VerifyReport:
+    """Verify the chain against the project's checkpoints and those the operator gave.
+
+    Checkpoints kept in the database and the state folder count only when the project's
+    key signed them: whoever writes those can add their own. A file given with
+    ``--checkpoint`` was kept where the database's writers cannot reach, so it holds
+    under the key that signed it, even when the project's key is another one since: an
+    attacker who truncates the ledger and replaces the signing key must not thereby make
+    the operator's own copy of an older checkpoint count for nothing.
+    """
+    kept = _checkpoint_file(settings)
+    stored = [_read_checkpoint(kept)] if kept.exists() else []
+    key_path = _key_path(settings)
+    trusted = public_key_hex(load_or_create_signing_key(key_path)) if key_path.exists() else None
+    own = [c for c in given if trusted is None or c.public_key == trusted]
+    report = ledger.verify(trusted_key=trusted, checkpoints=[*stored, *own])
+    for signer in sorted({c.public_key for c in given} - {c.public_key for c in own}):
+        if not report.ok:
+            break
+        signed = [c for c in given if c.public_key == signer]
+        report = ledger.verify(trusted_key=signer, checkpoints=signed)
+    return report
+
+
 @app.command("verify")
 def verify(
     project: ProjectOption = Path(),
@@ -115,15 +140,8 @@ def verify(
 ) -> None:
     """Walk the chain; exit 1 naming the first modified, removed, inserted or moved record."""
     with _ledger(project) as (settings, ledger):
-        extra = [_read_checkpoint(path) for path in checkpoint or []]
-        kept = _checkpoint_file(settings)
-        if kept.exists():
-            extra.append(_read_checkpoint(kept))
-        key_path = _key_path(settings)
-        trusted = (
-            public_key_hex(load_or_create_signing_key(key_path)) if key_path.exists() else None
-        )
-        report = ledger.verify(trusted_key=trusted, checkpoints=extra)
+        given = [_read_checkpoint(path) for path in checkpoint or []]
+        report = _verify(settings, ledger, given)
     if as_json:
         print_json(report.to_dict())
     elif report.ok:

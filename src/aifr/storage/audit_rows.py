@@ -72,7 +72,13 @@ def record_from_row(row: Sequence[Any]) -> AuditRecord:
     optional = dict(zip(_OPTIONAL, row[5:14], strict=True))
     event = AuditEvent(row[3], row[4], **optional, details=_details(row[14]))
     return AuditRecord(
-        seq=row[0], id=row[1], ts=row[2], prev_hash=row[15], hash=row[16], event=event
+        seq=row[0],
+        id=row[1],
+        ts=row[2],
+        prev_hash=row[15],
+        hash=row[16],
+        event=event,
+        details_json=str(row[14]),  # as stored, so verify sees a respelled column
     )
 
 

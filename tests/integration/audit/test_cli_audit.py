@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from aifr.app import build_audit_ledger
 from aifr.audit import GENESIS_HASH, AuditEvent
-from aifr.audit.record import chain_hash, encode_event
+from aifr.audit.record import chain_hash, encode_details, encode_event
 from aifr.cli.main import app
 from aifr.config import init_project, load_settings
 
@@ -166,6 +166,40 @@ def test_a_ledger_rewritten_from_scratch_contradicts_a_kept_checkpoint(project: 
     assert json.loads(result.stdout)["problem"] == "checkpoint_mismatch"
 
 
+def test_a_details_column_respelled_to_an_equal_value_is_reported_modified(
+    project: Path,
+) -> None:
+    with _db(project) as conn:
+        conn.execute("UPDATE audit_records SET details = ' ' || details WHERE seq = 4")
+        conn.execute("UPDATE audit_records SET details = '{\"n\": 9}' WHERE seq = 9")
+    report = _verify(project)
+    assert (report["first_bad_seq"], report["problem"]) == (4, "hash_mismatch")
+    with _db(project) as conn:
+        conn.execute("UPDATE audit_records SET details = '{\"n\":4}' WHERE seq = 4")
+    report = _verify(project)
+    assert (report["first_bad_seq"], report["problem"]) == (9, "hash_mismatch")
+
+
+def test_a_checkpoint_kept_elsewhere_holds_after_the_signing_key_is_replaced(
+    project: Path,
+) -> None:
+    assert _aifr(project, "audit", "checkpoint").exit_code == 0
+    state = project / ".aifr"
+    saved = project / "elsewhere.json"
+    saved.write_text((state / "audit-checkpoint.json").read_text())
+    with _db(project) as conn:  # truncate, then cover the tracks with a key of one's own
+        conn.execute("DELETE FROM audit_records WHERE seq >= 10")
+        conn.execute("DELETE FROM audit_checkpoints")
+    (state / "audit-checkpoint.json").unlink()
+    (state / "keys" / "audit-ed25519.pem").unlink()
+    assert _aifr(project, "audit", "checkpoint").exit_code == 0
+    assert _verify(project)["ok"]  # the project's own checkpoints are the attacker's now
+    result = _aifr(project, "audit", "verify", "--checkpoint", str(saved), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert (report["first_bad_seq"], report["problem"]) == (10, "truncated")
+
+
 def _rewrite_chain(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM audit_checkpoints")
     conn.execute("DELETE FROM audit_records")
@@ -175,7 +209,7 @@ def _rewrite_chain(conn: sqlite3.Connection) -> None:
         digest = chain_hash(
             encode_event(event), seq=seq, record_id=f"au-{seq}", ts="t", prev_hash=prev
         )
-        row = (seq, f"au-{seq}", "t", "execution", "alice", None, None, json.dumps({"n": seq}))
+        row = (seq, f"au-{seq}", "t", "execution", "alice", None, None, encode_details({"n": seq}))
         conn.execute(_INSERT, (*row, prev, digest))
         prev = digest
 
