@@ -189,7 +189,11 @@ def _input_model(
     try:
         model = create_model(
             model_name,
-            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            # NaN and infinity are no JSON: refused here, they would reach the handler,
+            # and the audit digest would take them for null.
+            __config__=ConfigDict(
+                extra="forbid", arbitrary_types_allowed=False, allow_inf_nan=False
+            ),
             **fields,
         )
         schema = model.model_json_schema()

@@ -9,6 +9,7 @@ data) report problems as :class:`~aifr.errors.FieldError` with the same short co
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -81,19 +82,41 @@ _JSONSCHEMA_CODES = {
 }
 _FORMAT_CODES = {"email": "email", "uri": "url", "url": "url", "uuid": "uuid"}
 _MAX_RECEIVED_CHARS = 200
+_MAX_RECEIVED_DEPTH = 8
+_MAX_RECEIVED_INT_BITS = 4096  # str() of an int refuses over 4300 digits (about 14,000 bits)
 
 
 def json_safe(value: Any) -> JsonValue:
-    """A JSON-safe, size-bounded echo of a received value for error reports."""
-    if value is None or isinstance(value, bool | int | float):
+    """A JSON-safe, size-bounded echo of a received value for error reports.
+
+    The echo lands in the audit record of the refused call, whose canonical JSON admits
+    no NaN or infinity and whose encoder recurses: a received NaN is echoed as text and
+    nesting is cut at a few levels, so a hostile value is refused and audited like any
+    other instead of failing the audit (or the process) while being reported.
+    """
+    return _echo(value, _MAX_RECEIVED_DEPTH)
+
+
+def _echo(value: Any, depth: int) -> JsonValue:
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= _MAX_RECEIVED_INT_BITS else "<large integer>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
-        return value if len(value) <= _MAX_RECEIVED_CHARS else value[:_MAX_RECEIVED_CHARS] + "..."
+        return _clip(value)
+    if isinstance(value, Mapping | list | tuple) and depth <= 0:
+        return "..."
     if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in list(value.items())[:20]}
+        return {_clip(str(k)): _echo(v, depth - 1) for k, v in list(value.items())[:20]}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in list(value)[:20]]
-    return json_safe(repr(value))
+        return [_echo(v, depth - 1) for v in list(value)[:20]]
+    return _clip(repr(value))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_RECEIVED_CHARS else text[:_MAX_RECEIVED_CHARS] + "..."
 
 
 def _dotted(loc: Iterable[Any]) -> str:

@@ -79,6 +79,31 @@ def test_invalid_inputs_report_path_code_expected_and_received(env: Env) -> None
     assert env.calls.counted == []
 
 
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"to": "bob", "amount": float("nan")},
+        {"to": "bob", "amount": float("inf")},
+        {"to": _nested(600), "amount": 1},
+    ],
+)
+def test_a_value_json_cannot_hold_is_refused_as_invalid_input_and_audited(
+    env: Env, inputs: dict[str, object]
+) -> None:
+    result = env.runtime.invoke("demo.transfer", inputs, "alice")
+
+    assert result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
+    assert audited_outcomes(env) == [ErrorCode.INPUT_INVALID.value]  # not audit.failed
+    assert env.calls.transfers == []
+
+
 def test_a_denied_call_never_executes_and_names_the_rule(env: Env) -> None:
     result = env.runtime.invoke("demo.forbidden", {}, "alice")
     assert result.status is Status.DENIED

@@ -97,6 +97,38 @@ def test_validated_inputs_become_handler_arguments() -> None:
     assert save_profile.validate_output(save_profile.handler(**kwargs)) == {"saved": "Ada"}
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinity_are_refused_for_a_number_input(value: float) -> None:
+    @capability("demo.scale", operation="READ", risk="LOW")
+    def scale(factor: float, factors: list[float] | None = None) -> float:
+        return factor
+
+    for inputs in ({"factor": value}, {"factor": 1.0, "factors": [2.0, value]}):
+        with pytest.raises(InputValidationError) as caught:
+            scale.validate_inputs(inputs)
+        (error,) = caught.value.errors
+        assert error.path in ("factor", "factors.1")
+        assert error["received"] == repr(value)  # echoed as text: JSON has no NaN
+
+
+def test_a_deeply_nested_received_value_is_echoed_cut_short() -> None:
+    @capability("demo.tag", operation="READ", risk="LOW")
+    def tag(tags: list[str]) -> None:
+        return None
+
+    deep: list[object] = []
+    for _ in range(800):
+        deep = [deep]
+    with pytest.raises(InputValidationError) as caught:
+        tag.validate_inputs({"tags": deep, "x": 10**5000})
+    received = {e.path: e["received"] for e in caught.value.errors}
+    depth, value = 0, received["tags.0"]
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0]
+    assert depth < 10 and value == "..."
+    assert received["x"] == "<large integer>"
+
+
 def test_nested_validation_errors_carry_dotted_paths() -> None:
     with pytest.raises(InputValidationError) as caught:
         save_profile.validate_inputs(
