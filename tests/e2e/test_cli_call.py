@@ -156,6 +156,34 @@ def test_input_file_and_pairs_combine_with_pairs_winning(
 
 
 @pytest.mark.parametrize(
+    "content",
+    [
+        b"\xff\xfe{}",
+        b'{"text": "a", "text": "b"}',
+        b'{"text": "a", "times": NaN}',
+        b'{"text": "a", "tags": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
+def test_an_input_file_that_is_no_strict_json_is_bad_input_not_a_traceback(
+    aifr_bin: str, project: Path, clean_env: dict[str, str], tmp_path: Path, content: bytes
+) -> None:
+    inputs = tmp_path / "in.json"
+    inputs.write_bytes(content)
+    done = aifr(aifr_bin, project, clean_env, "call", "shop.echo", "--input-file", str(inputs))
+    assert done.returncode == 2, done.stderr
+    assert "input.invalid" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_empty_principal_is_refused_not_replaced_by_the_default(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    done = aifr(aifr_bin, project, clean_env, "call", "shop.echo", "text=a", "--as", "", "--json")
+    assert done.returncode == 2, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["error"]["code"] == "input.invalid" and result["principal"] != "local-user"
+
+
+@pytest.mark.parametrize(
     ("args", "exit_code", "code"),
     [
         (["shop.purge"], 3, "policy.denied"),

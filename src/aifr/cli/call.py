@@ -8,7 +8,6 @@ the error code's status otherwise (1 failed, 2 bad input, 5 not found, 6 timeout
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ from rich.text import Text
 from aifr.app import App, build_app
 from aifr.capabilities import CapabilitySpec
 from aifr.cli.console import console, err_console, fail, print_json
+from aifr.cli.json_input import JsonInputError, loads_strict
 from aifr.errors import AifrError, FieldError, InputValidationError, exit_code_for
 from aifr.invocation import Result, Status
 from aifr.observability.logs import configure_logging
@@ -36,24 +36,28 @@ _STATUS_STYLE = {
 }
 
 
-def _schema_type(spec: CapabilitySpec | None, key: str) -> str | None:
+def _schema_type(spec: CapabilitySpec | None, key: str) -> tuple[str | None, bool]:
+    """The JSON type the schema gives input ``key``, and whether it also admits ``null``.
+
+    The type is ``None`` when the schema names several or none.
+    """
     if spec is None:
-        return None
+        return None, False
     properties = spec.input_schema.get("properties")
     if not isinstance(properties, Mapping):
-        return None
+        return None, False
     prop = properties.get(key)
     if not isinstance(prop, Mapping):
-        return None
+        return None, False
     kind = prop.get("type")
     if isinstance(kind, str):
-        return kind
+        return kind, False
     options = prop.get("anyOf")
     if isinstance(options, list):  # Optional[X] is anyOf [X, null]
         kinds = [o.get("type") for o in options if isinstance(o, Mapping)]
         named = [k for k in kinds if isinstance(k, str) and k != "null"]
-        return named[0] if len(named) == 1 else None
-    return None
+        return (named[0] if len(named) == 1 else None), "null" in kinds
+    return None, False
 
 
 def _bad(key: str, message: str, expected: str, received: str) -> InputValidationError:
@@ -77,7 +81,7 @@ def repeated_input(shown: str, key: str, raw: str) -> InputValidationError:
     )
 
 
-def _parse_value(key: str, raw: str, kind: str | None) -> JsonValue:
+def _parse_value(key: str, raw: str, kind: str | None, *, is_nullable: bool) -> JsonValue:
     if kind == "string":
         return raw
     if kind == "boolean":
@@ -86,14 +90,15 @@ def _parse_value(key: str, raw: str, kind: str | None) -> JsonValue:
             return True
         if lowered in ("false", "no", "0"):
             return False
+        if is_nullable and lowered == "null":
+            return None
         raise _bad(key, "expected a boolean (true/false)", "boolean", raw)
     try:
-        value: JsonValue = json.loads(raw)
-    except json.JSONDecodeError:
+        return loads_strict(raw)
+    except JsonInputError as exc:
         if kind in ("integer", "number", "array", "object"):
-            raise _bad(key, f"expected a JSON {kind}", kind, raw) from None
-        return raw
-    return value
+            raise _bad(key, f"expected a JSON {kind}: {exc}", kind, raw[:200]) from None
+        return raw  # text, for a schema that admits text among other types
 
 
 def parse_assignments(pairs: list[str], spec: CapabilitySpec | None) -> dict[str, JsonValue]:
@@ -110,21 +115,22 @@ def parse_assignments(pairs: list[str], spec: CapabilitySpec | None) -> dict[str
             raise _bad(pair, "expected key=value", "key=value", pair)
         if key in inputs:
             raise repeated_input("argument", key, raw)
-        inputs[key] = _parse_value(key, raw, _schema_type(spec, key))
+        kind, is_nullable = _schema_type(spec, key)
+        inputs[key] = _parse_value(key, raw, kind, is_nullable=is_nullable)
     return inputs
 
 
 def _read_input_file(path: Path) -> dict[str, JsonValue]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_strict(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise _bad(
             "--input-file", f"cannot read {path}: {exc.strerror}", "file", str(path)
         ) from None
-    except json.JSONDecodeError as exc:
-        raise _bad(
-            "--input-file", f"{path} is not JSON: {exc.msg}", "JSON object", str(path)
-        ) from None
+    except UnicodeDecodeError:
+        raise _bad("--input-file", f"{path} is not UTF-8 text", "JSON object", str(path)) from None
+    except JsonInputError as exc:
+        raise _bad("--input-file", f"{path} is not JSON: {exc}", "JSON object", str(path)) from None
     if not isinstance(data, dict):
         raise _bad("--input-file", f"{path} must hold a JSON object", "object", type(data).__name__)
     return data
@@ -238,7 +244,7 @@ def _invoke(
     return app.runtime.invoke(
         ref,
         inputs,
-        principal or app.settings.principal,
+        app.settings.principal if principal is None else principal,  # --as "" is refused
         roles=frozenset(roles),
         idempotency_key=idempotency_key,
         approval_id=approval,
