@@ -214,8 +214,15 @@ def export(
         if output is None:
             write_jsonl(records, sys.stdout)
             return
-        with output.open("w", encoding="utf-8") as handle:
-            count = write_jsonl(records, handle)
+        try:
+            with output.open("w", encoding="utf-8") as handle:
+                count = write_jsonl(records, handle)
+        except OSError as exc:
+            raise AuditError(
+                f"--output {output}: cannot write the export: {exc.strerror}",
+                code=ErrorCode.CONFIG_INVALID,
+                path=str(output),
+            ) from exc
         err_console.print(f"exported {count} records to {output}")
 
 

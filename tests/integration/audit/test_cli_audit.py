@@ -289,3 +289,11 @@ def test_export_refuses_an_unknown_format(project: Path) -> None:
     result = _aifr(project, "audit", "export", "--format", "xml")
     assert result.exit_code == 2
     assert "jsonl" in result.stderr
+
+
+def test_export_to_a_path_that_cannot_be_written_is_an_error_not_a_traceback(
+    project: Path,
+) -> None:
+    result = _aifr(project, "audit", "export", "-o", str(project / "no" / "such" / "x.jsonl"))
+    assert result.exit_code == 2, result.output
+    assert "config.invalid" in result.stderr and "x.jsonl" in result.stderr
