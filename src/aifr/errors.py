@@ -322,13 +322,15 @@ class TransportError(AifrError):
 
 
 # One table: code family -> (HTTP status, CLI exit code). Exit codes: 1 generic failure,
-# 2 bad usage/input, 3 denied, 4 pending approval, 5 not found, 6 timeout.
+# 2 bad usage/input, 3 denied, 4 pending approval, 5 not found, 6 timeout. Only
+# approval.required is "pending": an expired, rejected, consumed or already decided
+# approval is a failure, so a script never reads "still waiting" into it.
 _FAMILY_STATUS: dict[str, tuple[int, int]] = {
     "capability": (422, 2),
     "input": (422, 2),
     "output": (502, 1),
     "policy": (403, 3),
-    "approval": (409, 4),
+    "approval": (409, 1),
     "execution": (500, 1),
     "workflow": (409, 1),
     "storage": (500, 1),

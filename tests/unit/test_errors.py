@@ -69,6 +69,9 @@ def test_refusals_name_their_rule() -> None:
         (ErrorCode.INPUT_INVALID, 422, 2),
         (ErrorCode.EXECUTION_TIMEOUT, 504, 6),
         (ErrorCode.APPROVAL_REQUIRED, 202, 4),
+        (ErrorCode.APPROVAL_EXPIRED, 409, 1),
+        (ErrorCode.APPROVAL_ALREADY_DECIDED, 409, 1),
+        (ErrorCode.APPROVAL_REJECTED, 409, 1),
         (ErrorCode.INTERNAL, 500, 1),
     ],
 )
