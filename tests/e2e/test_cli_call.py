@@ -174,6 +174,16 @@ def test_an_input_file_that_is_no_strict_json_is_bad_input_not_a_traceback(
     assert "input.invalid" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_an_empty_idempotency_key_is_refused_rather_than_ignored(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    done = aifr(
+        aifr_bin, project, clean_env, "call", "shop.echo", "text=a", "--idempotency-key", ""
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "input.invalid" in done.stderr and "--idempotency-key" in done.stderr
+
+
 def test_an_empty_principal_is_refused_not_replaced_by_the_default(
     aifr_bin: str, project: Path, clean_env: dict[str, str]
 ) -> None:

@@ -238,6 +238,10 @@ def _invoke(
     approval: str | None,
     timeout: float | None,
 ) -> Result:
+    if idempotency_key is not None and not idempotency_key.strip():
+        # The runtime takes an empty key for none: the retry it was meant to make safe
+        # (often `--idempotency-key "$KEY"` with KEY unset) would run a second time.
+        raise _bad("--idempotency-key", "is empty", "a non-empty key", idempotency_key)
     spec = app.registry.get(ref)
     inputs: dict[str, Any] = _read_input_file(input_file) if input_file is not None else {}
     inputs.update(parse_assignments(assignments, spec))
