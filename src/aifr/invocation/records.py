@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import JsonValue, TypeAdapter
+from pydantic import ConfigDict, JsonValue, TypeAdapter
 
 from aifr.audit import AuditEvent, AuditRecord
 from aifr.capabilities import Capability, CapabilitySpec, digest
-from aifr.errors import AifrError, error_payload
+from aifr.errors import AifrError, FieldError, InputValidationError, error_payload
 from aifr.invocation.circuit import CircuitState
 from aifr.invocation.context import RequestContext
 from aifr.invocation.hooks import Hooks
@@ -37,7 +37,8 @@ __all__ = [
     "new_call",
 ]
 
-_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+# NaN and infinities stay floats (and are then refused), instead of becoming null.
+_ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
 _perf = time.perf_counter
 
 NO_SECRETS = Redactor()
@@ -48,13 +49,46 @@ _EMPTY_DIGEST = digest({})
 
 
 def inputs_digest(inputs: Any) -> str:
-    """SHA-256 of the canonical inputs; non-JSON values are first reduced to JSON form."""
+    """SHA-256 of the canonical inputs; non-JSON values are first reduced to JSON form.
+
+    Approvals and idempotency keys are bound to this digest, so it must never give two
+    different requests one value: inputs JSON cannot hold exactly are refused.
+
+    Raises:
+        InputValidationError: the inputs hold NaN or an infinity, an integer past
+            Python's digit limit, nesting too deep to encode, a container holding
+            itself, or a value of a type with no JSON form.
+    """
     if not inputs and type(inputs) is dict:
         return _EMPTY_DIGEST
     try:
-        return digest(inputs)
-    except (TypeError, ValueError):
-        return digest(_ANY.dump_python(inputs, mode="json"))
+        try:
+            return digest(inputs)
+        except TypeError:  # dates, sets, models...: digest their JSON form
+            return digest(_ANY.dump_python(inputs, mode="json"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InputValidationError(
+            "inputs hold a value JSON cannot encode exactly",
+            errors=[
+                FieldError(
+                    path="",
+                    code="invalid",
+                    message=f"inputs hold a value JSON cannot encode exactly ({type(exc).__name__})",
+                    expected="JSON values (finite numbers, at most 4,300 digits, bounded nesting)",
+                    received=type(inputs).__name__,
+                )
+            ],
+        ) from None
+
+
+def _recorded_digest(call: Call) -> str | None:
+    """The digest an audit record carries; ``None`` for inputs refused as unencodable."""
+    if call.digest:
+        return call.digest
+    try:
+        return inputs_digest(call.inputs)
+    except InputValidationError:
+        return None
 
 
 @dataclass(slots=True)
@@ -164,7 +198,7 @@ def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocat
         capability_fingerprint=spec.fingerprint if spec is not None else None,
         decision=decision.decision.value if decision is not None else None,
         rule_id=decision.rule_id if decision is not None else None,
-        inputs_digest=call.digest or inputs_digest(call.inputs),
+        inputs_digest=_recorded_digest(call),
         outcome="ok" if error is None else error.code.value,
         trace_id=call.context.trace_id,
         request_id=call.context.request_id,

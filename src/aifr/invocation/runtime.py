@@ -31,6 +31,8 @@ from aifr.errors import (
     ErrorCode,
     ExecutionError,
     ExecutionTimeoutError,
+    FieldError,
+    InputValidationError,
 )
 from aifr.invocation.approval_gate import ApprovalGate, Stop
 from aifr.invocation.approvals import ApprovalService
@@ -291,6 +293,7 @@ class Runtime:
     async def _governed(self, call: Call, ex: Executor) -> Any:
         context = call.context
         _check_principal(call)
+        _check_idempotency_key(call)
         capability = self._resolve(call.ref)
         call.capability = capability
         spec = capability.spec
@@ -537,3 +540,28 @@ def _check_principal(call: Call) -> None:
     except AifrError:
         call.principal_refused = True
         raise
+
+
+def _check_idempotency_key(call: Call) -> None:
+    """Refuse an empty idempotency key rather than take it for no key.
+
+    A caller that passes one means to be idempotent (a retry with an unset variable);
+    running the action again would be the one outcome the key exists to prevent.
+
+    Raises:
+        InputValidationError: the key is ``""``.
+    """
+    if call.idempotency_key != "":
+        return
+    raise InputValidationError(
+        "the idempotency key is empty; pass a non-empty key, or none",
+        errors=[
+            FieldError(
+                path="idempotency_key",
+                code="min_length",
+                message="the idempotency key is empty",
+                expected="a non-empty string, or no key",
+                received="",
+            )
+        ],
+    )

@@ -86,12 +86,20 @@ def _nested(depth: int) -> list[object]:
     return value
 
 
+def _holding_itself() -> dict[str, object]:
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    return loop
+
+
 @pytest.mark.parametrize(
     "inputs",
     [
         {"to": "bob", "amount": float("nan")},
         {"to": "bob", "amount": float("inf")},
         {"to": _nested(600), "amount": 1},
+        {"to": "bob", "amount": 10**5000},  # past the int-to-text digit limit
+        {"to": _holding_itself(), "amount": 1},
     ],
 )
 def test_a_value_json_cannot_hold_is_refused_as_invalid_input_and_audited(
@@ -382,3 +390,29 @@ def test_log_records_of_a_call_carry_its_request_trace_and_principal(env: Env) -
     assert {(r.request_id, r.trace_id, r.principal) for r in stamped} == {  # type: ignore[attr-defined]
         (result.request_id, "trace-7", "alice")
     }
+
+
+def test_nan_and_null_inputs_never_share_a_digest() -> None:
+    """Approvals and idempotency keys are bound to the digest: lossy encoding would let
+    one approved request stand for another."""
+    from datetime import date
+
+    from aifr.errors import InputValidationError
+    from aifr.invocation.records import inputs_digest
+
+    assert inputs_digest({"when": date(2026, 1, 1), "x": None})
+    for unencodable in (float("nan"), float("-inf")):
+        with pytest.raises(InputValidationError):
+            inputs_digest({"x": unencodable})
+        with pytest.raises(InputValidationError):
+            inputs_digest({"when": date(2026, 1, 1), "x": unencodable})
+
+
+def test_an_empty_idempotency_key_is_refused_not_taken_for_no_key(env: Env) -> None:
+    """A retry with an unset $KEY would otherwise run the action twice."""
+    result = env.runtime.invoke("demo.count", {"label": "x"}, "alice", idempotency_key="")
+
+    assert result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
+    assert result.error.errors[0].path == "idempotency_key"
+    assert audited_outcomes(env) == [ErrorCode.INPUT_INVALID.value]
+    assert env.calls.counted == []
