@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 CAPS = '''
+import logging
 import time
 
 from aifr import capability
@@ -32,6 +33,7 @@ def refund(order: int, amount: float) -> dict[str, float]:
 @capability("shop.secret_peek", operation="READ", risk="LOW")
 def secret_peek(token: str) -> dict[str, str]:
     """Echo a token back, and fail loudly when asked."""
+    logging.getLogger("shop_caps").warning("using token %s", token)  # its own log line
     if token.endswith("!"):
         raise RuntimeError(f"cannot use {token}")
     return {"token": token}

@@ -6,7 +6,13 @@ import io
 import json
 import logging
 
-from aifr.observability import JsonLogFormatter, configure_logging
+from aifr.observability import (
+    ContextFilter,
+    JsonLogFormatter,
+    bind_log_scrubber,
+    configure_logging,
+    unbind_log_scrubber,
+)
 
 
 def test_records_render_as_json_lines_with_extra_fields() -> None:
@@ -33,12 +39,45 @@ def test_records_render_as_json_lines_with_extra_fields() -> None:
     assert "ValueError: boom" in second["exc"]
 
 
-def test_configure_logging_installs_one_handler_on_the_aifr_logger() -> None:
-    configure_logging("INFO")
-    configure_logging("INFO")
-    logger = logging.getLogger("aifr")
-    assert len(logger.handlers) == 1
-    assert isinstance(logger.handlers[0].formatter, JsonLogFormatter)
-    assert logger.level == logging.INFO
-    logger.handlers.clear()
-    logger.setLevel(logging.NOTSET)
+def test_configure_logging_installs_one_handler_for_every_logger() -> None:
+    """On the root logger, so a capability module's own records are stamped and scrubbed."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        configure_logging("INFO")
+        configure_logging("INFO")
+        ours = [h for h in root.handlers if h not in before]
+        assert len(ours) == 1
+        assert isinstance(ours[0].formatter, JsonLogFormatter)
+        assert logging.getLogger("aifr").level == logging.INFO
+    finally:
+        root.handlers[:] = before
+        logging.getLogger("aifr").setLevel(logging.NOTSET)
+
+
+def test_records_logged_under_a_bound_scrubber_lose_its_secrets() -> None:
+    """A handler was given the secret's value; its own log line must not print it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("shop_caps")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = bind_log_scrubber(lambda text: text.replace("hunter2", "[secret:PW]"))
+    try:
+        logger.warning("logging in with %s", "hunter2")
+        try:
+            raise RuntimeError("login with hunter2 refused")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        unbind_log_scrubber(token)
+        logger.warning("after the call: %s", "hunter2")
+        logger.removeHandler(handler)
+        logger.propagate = True
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    assert lines[0]["message"] == "logging in with [secret:PW]"
+    assert "hunter2" not in lines[1]["exc"] and "[secret:PW]" in lines[1]["exc"]
+    assert lines[2]["message"] == "after the call: hunter2"  # nothing bound: untouched

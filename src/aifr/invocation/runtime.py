@@ -71,7 +71,12 @@ from aifr.invocation.records import (
 )
 from aifr.invocation.result import Result, Status
 from aifr.invocation.secret_refs import SecretResolver, has_secret_refs
-from aifr.observability import bind_log_fields, unbind_log_fields
+from aifr.observability import (
+    bind_log_fields,
+    bind_log_scrubber,
+    unbind_log_fields,
+    unbind_log_scrubber,
+)
 from aifr.policy import Decision, PolicyEngine
 
 __all__ = ["Runtime"]
@@ -380,6 +385,8 @@ class Runtime:
             )
         timeout = self._timeout_for(call)
         call.executed = True
+        # The handler holds resolved secrets: what it logs is scrubbed of them.
+        scrubbing = bind_log_scrubber(call.redactor.text) if call.redactor else None
         try:
             return await ex.run(handler, kwargs, timeout_s=timeout, may_inline=True)
         except DeadlineExceeded:
@@ -394,6 +401,9 @@ class Runtime:
                 capability_id=spec.id,
                 exception_type=type(exc).__name__,
             ) from (None if call.redactor else exc)
+        finally:
+            if scrubbing is not None:
+                unbind_log_scrubber(scrubbing)
 
     def _timeout_for(self, call: Call, capability: Capability | None = None) -> float:
         """The call's own timeout, else the spec's declared one, else the runtime default.

@@ -1,4 +1,9 @@
-"""Structured JSON logs; only the CLI and servers install the handler."""
+"""Structured JSON logs; only the CLI and servers install the handler.
+
+Records are stamped with the current call's fields (request id, trace id, principal) and
+scrubbed of the secrets the current call resolved: a handler is given a secret's value,
+and a log line of its own (``log.warning("using %s", token)``) must not print it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,17 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 
 __all__ = [
     "ContextFilter",
     "JsonLogFormatter",
     "bind_log_fields",
+    "bind_log_scrubber",
     "configure_logging",
     "unbind_log_fields",
+    "unbind_log_scrubber",
 ]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -33,7 +40,9 @@ class JsonLogFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
+        if record.exc_text:  # already rendered (and scrubbed) by ContextFilter
+            payload["exc"] = record.exc_text
+        elif record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
 
@@ -55,24 +64,71 @@ def unbind_log_fields(token: Token[Mapping[str, str] | None]) -> None:
     _log_fields.reset(token)
 
 
+Scrubber = Callable[[str], str]
+_log_scrubber: ContextVar[Scrubber | None] = ContextVar("aifr_log_scrubber", default=None)
+
+
+def bind_log_scrubber(scrub: Scrubber) -> Token[Scrubber | None]:
+    """Scrub records logged from here (a call's handler) with ``scrub`` until unbound."""
+    return _log_scrubber.set(scrub)
+
+
+def unbind_log_scrubber(token: Token[Scrubber | None]) -> None:
+    """Restore the scrubber bound before the matching :func:`bind_log_scrubber`."""
+    _log_scrubber.reset(token)
+
+
 class ContextFilter(logging.Filter):
-    """Adds the fields bound by :func:`bind_log_fields` to each record (never overrides)."""
+    """Stamps and scrubs each record.
+
+    Adds the fields bound by :func:`bind_log_fields` (never overriding the record's
+    own), and scrubs the message and traceback with the scrubber bound by
+    :func:`bind_log_scrubber`.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Stamp the record; always keeps it."""
+        """Stamp and scrub the record; always keeps it."""
         fields = _log_fields.get()
         if fields:
             for key, value in fields.items():
                 if not hasattr(record, key):
                     setattr(record, key, value)
+        scrub = _log_scrubber.get()
+        if scrub is not None:
+            _scrub(record, scrub)
         return True
 
 
+def _scrub(record: logging.LogRecord, scrub: Scrubber) -> None:
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):  # arguments that do not fit: logging reports it
+        return
+    cleaned = scrub(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = scrub(record.exc_text)
+
+
+_HANDLER_MARK = "_aifr_json_handler"
+
+
 def configure_logging(level: str = "WARNING") -> None:
-    """Send the ``aifr`` logger's records to stderr as JSON lines, stamped with context."""
-    logger = logging.getLogger("aifr")
+    """Send log records to stderr as JSON lines, stamped with context and scrubbed.
+
+    The ``aifr`` logger logs at ``level``. Every other logger (a capability module's
+    own, libraries') keeps the root logger's level and goes through the same handler,
+    so what a handler logs carries its request id and never a secret it was given.
+    Calling it again replaces the handler rather than adding a second one.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     handler.addFilter(ContextFilter())
-    logger.handlers[:] = [handler]
-    logger.setLevel(level)
+    setattr(handler, _HANDLER_MARK, True)
+    logging.getLogger("aifr").setLevel(level)
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, _HANDLER_MARK, False)]
+    root.addHandler(handler)
