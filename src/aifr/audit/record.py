@@ -112,8 +112,9 @@ class AuditRecord:
     hash: str
     event: AuditEvent
     details_json: str | None = field(default=None, repr=False, compare=False)
-    """The canonical JSON of ``event.details`` when the ledger already encoded it (stores
-    write it as the details column instead of encoding the same dict a second time)."""
+    """The details column's text: as the ledger encoded it on append (stores write it
+    instead of encoding the same dict again), or as a store read it back, which
+    ``verify`` holds to the canonical encoding of ``event.details``."""
 
     def to_dict(self) -> dict[str, JsonValue]:
         """The flat JSON form used by export, tail and sinks (event fields at top level)."""
