@@ -91,6 +91,17 @@ def _opening(version: str, client: str) -> list[Message]:
     return [initialize(version, client), INITIALIZED]
 
 
+def _stdio_server(aifr_bin: str, project: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``aifr mcp --transport stdio`` on pipes, as a client launches it (stderr dropped)."""
+    return subprocess.Popen(
+        [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
 def _exchange(
     aifr_bin: str, project: Path, env: dict[str, str], messages: list[Message]
 ) -> dict[object, dict[str, object]]:
@@ -100,13 +111,7 @@ def _exchange(
     then cancelled, as by the SDK), so it waits for the answers first.
     """
     expected = {m["id"] for m in messages if "id" in m}
-    server = subprocess.Popen(
-        [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    server = _stdio_server(aifr_bin, project, env)
     assert server.stdin is not None and server.stdout is not None
     responses: dict[object, dict[str, object]] = {}
     try:
@@ -241,13 +246,7 @@ def test_the_server_exits_when_its_client_leaves_during_a_call_that_hangs(
     project = _project(aifr_bin, tmp_path, clean_env)
     call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
             "params": {"name": "noisy.stuck", "arguments": {}}}  # fmt: skip
-    server = subprocess.Popen(
-        [aifr_bin, "mcp", "--transport", "stdio", "-p", str(project)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=clean_env,
-    )
+    server = _stdio_server(aifr_bin, project, clean_env)
     assert server.stdin is not None and server.stdout is not None
     server.stdin.write(b"".join(frame(m) for m in [*_opening("2025-06-18", "leaver"), call]))
     server.stdin.flush()
