@@ -180,7 +180,8 @@ def sink_from_url(url: str) -> Sink:
     """The sink a URL names: ``nats://host:port[/STREAM]`` or ``http(s)://...``.
 
     Raises:
-        AuditError: the scheme is neither NATS nor HTTP.
+        AuditError: ``config.invalid`` (bad input, exit 2): the scheme is neither NATS
+            nor HTTP.
     """
     if url.startswith("nats://"):
         address, _, stream = url.removeprefix("nats://").partition("/")
@@ -189,5 +190,6 @@ def sink_from_url(url: str) -> Sink:
         return HttpSink(url)
     raise AuditError(
         f"audit.sink_url {url!r}: use nats://host:port[/STREAM] or an http(s):// URL",
+        code=ErrorCode.CONFIG_INVALID,
         url=url,
     )

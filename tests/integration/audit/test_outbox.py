@@ -162,7 +162,7 @@ def test_sink_urls_pick_nats_or_http_and_anything_else_is_refused() -> None:
     assert isinstance(sink_from_url("https://collector.example/audit"), HttpSink)
     with pytest.raises(AifrError) as caught:
         sink_from_url("ftp://x")
-    assert caught.value.code == ErrorCode.AUDIT_FAILED
+    assert caught.value.code == ErrorCode.CONFIG_INVALID  # the user's setting: bad input
 
 
 def _nats_reachable() -> bool:
