@@ -367,18 +367,20 @@ class AsyncExecutor:
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._pools.io, functools.partial(context.run, fn, *args))
 
-    async def in_handler_thread(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    async def in_handler_thread(
+        self, coroutine: Coroutine[Any, Any, T], *, timeout_s: float | None = None
+    ) -> T:
         """Drive a never-suspending ``coroutine`` (see :func:`drive`) in the handler pool.
 
         The work runs to its end even if the awaiting task is cancelled, so a call that
-        started is always audited.
+        started is always audited. Nothing cuts it off at ``timeout_s`` (the handler's
+        timeout is checked when it returns), but shutdown stops waiting for it then.
         """
-        loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        future = loop.run_in_executor(
-            self._pools.handlers, functools.partial(context.run, drive, coroutine)
-        )
-        return await asyncio.shield(future)
+        work = self._pools.handlers.submit(functools.partial(context.run, drive, coroutine))
+        if timeout_s is not None:
+            self._pools.handlers.expire_at(work, time.monotonic() + timeout_s)
+        return await asyncio.shield(asyncio.wrap_future(work))
 
     async def in_watched_thread(
         self,

@@ -29,6 +29,9 @@ __all__ = ["HandlerPool"]
 T = TypeVar("T")
 _Work = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 _POLL_S = 0.05
+_GRACE_S = 1.0
+"""How long past its deadline work is still waited for: a handler that returns just in
+time still has its audit record to write."""
 
 
 class HandlerPool(concurrent.futures.Executor):
@@ -113,7 +116,7 @@ class HandlerPool(concurrent.futures.Executor):
                 awaited = {
                     future
                     for future in self._running - self._abandoned
-                    if self._deadlines.get(future, now + 1) > now
+                    if self._deadlines.get(future, now) + _GRACE_S > now
                 }
             if not awaited:
                 return

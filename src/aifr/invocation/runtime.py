@@ -235,7 +235,9 @@ class Runtime:
         if mode == "loop":
             return drive(self._pipeline(call, self._blocking))
         if mode == "inline":
-            return await self._async.in_handler_thread(self._pipeline(call, self._blocking))
+            return await self._async.in_handler_thread(
+                self._pipeline(call, self._blocking), timeout_s=self._timeout_for(call, capability)
+            )
         watch = HandlerWatch()
         timeout = self._timeout_for(call, capability)
         return await self._async.in_watched_thread(

@@ -416,3 +416,25 @@ def test_an_empty_idempotency_key_is_refused_not_taken_for_no_key(env: Env) -> N
     assert result.error.errors[0].path == "idempotency_key"
     assert audited_outcomes(env) == [ErrorCode.INPUT_INVALID.value]
     assert env.calls.counted == []
+
+
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_closing_the_runtime_waits_for_a_left_call_no_longer_than_its_timeout(
+    tmp_path: Path, mode: SyncExecution
+) -> None:
+    """An MCP client left mid-call and its loop ended: the hung handler (released after
+    10 s) must not hold up shutdown much past its 0.1 s timeout."""
+    env = build_env(tmp_path, sync_execution=mode)
+
+    async def leave_mid_call() -> None:
+        task = asyncio.create_task(env.runtime.ainvoke("demo.slow", {}, "alice"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(leave_mid_call())
+    started = time.monotonic()
+    env.runtime.close()
+    waited = time.monotonic() - started
+    env.calls.release.set()
+
+    assert waited < 5
