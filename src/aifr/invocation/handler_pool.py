@@ -47,7 +47,7 @@ class HandlerPool(concurrent.futures.Executor):
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._running: set[concurrent.futures.Future[Any]] = set()
+        self._unfinished: set[concurrent.futures.Future[Any]] = set()  # queued or running
         self._abandoned: set[concurrent.futures.Future[Any]] = set()
         self._deadlines: dict[concurrent.futures.Future[Any], float] = {}
         self._current = threading.local()
@@ -66,6 +66,7 @@ class HandlerPool(concurrent.futures.Executor):
             if self._is_shut_down:
                 raise RuntimeError("cannot schedule new work after shutdown")
             self._queue.put((future, fn, args, kwargs))
+            self._unfinished.add(future)
             if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._prefix}_{next(self._names)}", daemon=True
@@ -77,7 +78,7 @@ class HandlerPool(concurrent.futures.Executor):
     def abandon(self, future: concurrent.futures.Future[Any]) -> None:
         """Its caller stopped waiting (a deadline passed): shutdown need not wait for it."""
         with self._lock:
-            if future in self._running:
+            if future in self._unfinished:
                 self._abandoned.add(future)
 
     def expire_at(self, future: concurrent.futures.Future[Any], deadline: float) -> None:
@@ -93,7 +94,7 @@ class HandlerPool(concurrent.futures.Executor):
             self.expire_at(future, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Accept no more work; with ``wait``, wait for running work that is not abandoned.
+        """Accept no more work; with ``wait``, wait for work that is not abandoned.
 
         Threads still running abandoned handlers are left behind; being daemons, they end
         with the process.
@@ -106,8 +107,8 @@ class HandlerPool(concurrent.futures.Executor):
                         work = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if work is not None:
-                        work[0].cancel()
+                    if work is not None and work[0].cancel():
+                        self._unfinished.discard(work[0])
             for _ in self._threads:
                 self._queue.put(None)
         while wait:
@@ -115,8 +116,8 @@ class HandlerPool(concurrent.futures.Executor):
             with self._lock:
                 awaited = {
                     future
-                    for future in self._running - self._abandoned
-                    if self._deadlines.get(future, now) + _GRACE_S > now
+                    for future in self._unfinished - self._abandoned
+                    if not future.done() and self._deadlines.get(future, now) + _GRACE_S > now
                 }
             if not awaited:
                 return
@@ -126,22 +127,25 @@ class HandlerPool(concurrent.futures.Executor):
         while (work := self._queue.get()) is not None:
             future, fn, args, kwargs = work
             del work
+            outcome: tuple[bool, Any] | None = None
             if future.set_running_or_notify_cancel():
-                with self._lock:
-                    self._running.add(future)
                 self._current.future = future
                 try:
-                    result = fn(*args, **kwargs)
+                    outcome = (True, fn(*args, **kwargs))
                 except BaseException as exc:  # noqa: BLE001  # handed to the waiting caller
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
+                    outcome = (False, exc)
                 finally:
                     self._current.future = None
-                    with self._lock:
-                        self._running.discard(future)
-                        self._abandoned.discard(future)
-            with self._lock:
-                self._deadlines.pop(future, None)
-            del future, fn, args, kwargs
+            # Idle before the caller wakes: its next call reuses this thread.
             self._idle.release()
+            if outcome is not None:
+                is_ok, value = outcome
+                if is_ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            with self._lock:
+                self._unfinished.discard(future)
+                self._abandoned.discard(future)
+                self._deadlines.pop(future, None)
+            del future, fn, args, kwargs, outcome

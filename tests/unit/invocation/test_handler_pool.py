@@ -112,3 +112,17 @@ def test_shutdown_stops_waiting_at_a_deadline_the_work_was_given() -> None:
     assert not from_inside.done() and not from_outside.done()
     assert 0.15 < waited < 5
     release.set()
+
+
+def test_shutdown_waits_for_queued_work_too_unless_it_is_cancelled() -> None:
+    pool = HandlerPool(max_workers=1)
+    order: list[str] = []
+    first = pool.submit(lambda: (time.sleep(0.2), order.append("first")))
+    queued = pool.submit(order.append, "queued")
+    cancelled = pool.submit(order.append, "cancelled")
+    assert cancelled.cancel()  # its caller gave up before it started
+
+    pool.shutdown(wait=True)
+
+    assert first.done() and queued.done()
+    assert order == ["first", "queued"]
