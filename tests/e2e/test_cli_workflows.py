@@ -164,7 +164,7 @@ def test_an_unknown_workflow_and_bad_inputs_are_reported_by_code(
     assert "input.invalid" in bad.stderr
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "9" * 5000])
 def test_a_number_input_that_is_no_json_number_is_refused_before_any_run_exists(
     project: Path, aifr_bin: str, clean_env: dict[str, str], value: str
 ) -> None:

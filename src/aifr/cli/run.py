@@ -10,7 +10,6 @@ approval, 1 otherwise (compensated, failed, needs review, compensation failed).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from rich.text import Text
 from aifr.app import App, build_app
 from aifr.cli.call import repeated_input
 from aifr.cli.console import console, err_console, error_line, fail, print_json
+from aifr.cli.json_input import JsonInputError, loads_strict
 from aifr.errors import AifrError, FieldError, InputValidationError
 from aifr.invocation import ApprovalStatus, new_id
 from aifr.workflows import PlannedStep, RunState, RunView, StepState, WorkflowSpec
@@ -73,25 +73,21 @@ def parse_inputs(pairs: list[str], spec: WorkflowSpec) -> dict[str, JsonValue]:
             values[key] = raw
             continue
         try:
-            values[key] = json.loads(raw, parse_constant=_not_json)
-        except ValueError:  # not JSON, or NaN / Infinity, which Python's json accepts
+            values[key] = loads_strict(raw)
+        except JsonInputError as exc:  # the same strict JSON as aifr call's values
             raise InputValidationError(
-                f"--input {key}={raw!r}: expected a JSON {declared.type}",
+                f"--input {key}={raw!r}: expected a JSON {declared.type}: {exc}",
                 errors=[
                     FieldError(
                         path=key,
                         code="type",
-                        message="not JSON",
+                        message=f"not strict JSON: {exc}",
                         expected=declared.type,
-                        received=raw,
+                        received=raw[:200],
                     )
                 ],
             ) from None
     return values
-
-
-def _not_json(constant: str) -> None:
-    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _styled(state: str) -> Text:
