@@ -125,6 +125,11 @@ def test_cancelling_a_waiting_run_undoes_its_backup(
     again = _aifr(aifr_bin, project, clean_env, "runs", "retry-compensation", run_id)
     assert again.returncode != 0
     assert "workflow.bad_state" in again.stderr
+    assert again.stdout == ""  # a refused action draws no run table before its error
+    twice = _aifr(aifr_bin, project, clean_env, "runs", "cancel", run_id, "--as", "alice")
+    assert twice.returncode != 0
+    assert "workflow.bad_state" in twice.stderr
+    assert twice.stdout == ""
 
 
 def test_run_wait_stays_attached_until_another_principal_approves(

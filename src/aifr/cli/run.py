@@ -171,6 +171,8 @@ def _watch(app: App, run_id: str, work: Callable[[], object], *, live: Live) -> 
     thread.start()
     while thread.is_alive():
         thread.join(0.1)
+        if failure:  # refused at once (a finished run): no table before the error
+            break
         if app.runs.get(run_id) is not None:
             live.update(render_run(app.workflows.view(run_id)), refresh=True)
     if failure:
