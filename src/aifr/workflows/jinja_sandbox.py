@@ -12,7 +12,12 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 
-from aifr.workflows.template_limits import MAX_LENGTH, BoundedSandbox
+from aifr.workflows.template_limits import (
+    MAX_LENGTH,
+    BoundedSandbox,
+    refuse_unbounded_loops,
+    render_deadline,
+)
 
 __all__ = ["JinjaTemplateError", "TemplateNames", "evaluate", "names_used", "render"]
 
@@ -72,6 +77,7 @@ def names_used(text: str) -> TemplateNames:
     """
     try:
         tree = _ENV.parse(text)
+        refuse_unbounded_loops(tree)
     except (TemplateError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise _failure(exc) from None
     return TemplateNames(
@@ -108,7 +114,8 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
         JinjaTemplateError: it does not parse, names something undefined or is refused.
     """
     try:
-        value = _ENV.compile_expression(expression, undefined_to_none=False)(**context)
+        with render_deadline():
+            value = _ENV.compile_expression(expression, undefined_to_none=False)(**context)
         if isinstance(value, Undefined):  # inputs.items[10], or a filter that gave up
             value._fail_with_undefined_error()
         return value
@@ -120,16 +127,18 @@ def render(text: str, context: Mapping[str, Any]) -> str:
     """``text`` rendered as a template.
 
     Raises:
-        JinjaTemplateError: it does not parse, names something undefined or is refused.
+        JinjaTemplateError: it does not parse, names something undefined, is refused, or
+            runs past :data:`~aifr.workflows.template_limits.MAX_RENDER_S`.
     """
     try:
         parts: list[str] = []
         size = 0
-        for part in _ENV.from_string(text).generate(**context):
-            size += len(part)
-            if size > MAX_LENGTH:  # a loop that writes without end: stop as it grows
-                raise JinjaTemplateError(f"the text would be over {MAX_LENGTH} characters")
-            parts.append(part)
+        with render_deadline():
+            for part in _ENV.from_string(text).generate(**context):
+                size += len(part)
+                if size > MAX_LENGTH:  # a loop that writes without end: stop as it grows
+                    raise JinjaTemplateError(f"the text would be over {MAX_LENGTH} characters")
+                parts.append(part)
         return "".join(parts)
     except JinjaTemplateError:
         raise

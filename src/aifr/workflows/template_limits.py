@@ -7,21 +7,37 @@ agent, ``{{ 9 ** 9 ** 9 }}``, ``{{ '%999999999d' % 1 }}``, ``{{ x | center(10**9
 ``SecurityError``, which fails the step with ``workflow.template_failed``), and rendered
 text longer than :data:`MAX_LENGTH` is cut off as it is produced. Values passed through
 as they are (``{{ steps.read.output.content }}``) are never limited: they exist already.
+
+Nor may a template run for long: loops nested over an agent's list, or a macro that calls
+itself twice, build nothing large yet can spin a worker for hours. Inside
+:func:`render_deadline`, every loop iteration and every call a template makes checks the
+clock, and past :data:`MAX_RENDER_S` the render fails. A ``recursive`` loop is refused:
+its inner calls iterate where no check can reach.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from string import Formatter
 from typing import Any
 
-from jinja2 import filters
+from jinja2 import filters, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["MAX_INT_BITS", "MAX_LENGTH", "BoundedSandbox"]
+__all__ = [
+    "MAX_INT_BITS",
+    "MAX_LENGTH",
+    "MAX_RENDER_S",
+    "BoundedSandbox",
+    "refuse_unbounded_loops",
+    "render_deadline",
+]
 
 MAX_LENGTH = 16 * 1024 * 1024
 """The most characters (or items) a template may build by repeating or padding."""
@@ -29,6 +45,13 @@ MAX_LENGTH = 16 * 1024 * 1024
 MAX_INT_BITS = 14_000
 """The largest integer, in bits, a template may compute (about 4,200 digits: Python
 writes no longer integer as text, so JSON could not carry a larger one anyway)."""
+
+MAX_RENDER_S = 5.0
+"""The longest one template (or expression) may take to render, in seconds."""
+
+_deadline: ContextVar[tuple[float, float] | None] = ContextVar(
+    "aifr_template_deadline", default=None
+)
 
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -88,6 +111,48 @@ def _check_width(width: object) -> None:
         raise _too_long("the padding", size)
 
 
+@contextmanager
+def render_deadline(seconds: float | None = None) -> Iterator[None]:
+    """Templates rendered inside this block fail once they have run ``seconds``.
+
+    ``None`` means :data:`MAX_RENDER_S` (read at entry, so tests may lower it).
+    """
+    limit = MAX_RENDER_S if seconds is None else seconds
+    token = _deadline.set((time.monotonic() + limit, limit))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _check_deadline() -> None:
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline[0]:
+        raise SecurityError(
+            f"the template ran for over {deadline[1]:g} s (loops nested over large values?); "
+            f"templates may take at most {deadline[1]:g} s"
+        )
+
+
+def _timed(iterable: Iterable[Any]) -> Iterator[Any]:
+    for item in iterable:
+        _check_deadline()
+        yield item
+
+
+def refuse_unbounded_loops(tree: nodes.Template) -> None:
+    """Refuse a ``recursive`` loop: its inner iterations escape the deadline checks.
+
+    Raises:
+        SecurityError: ``tree`` has one.
+    """
+    for loop in tree.find_all(nodes.For):
+        if loop.recursive:
+            raise SecurityError(
+                f"line {loop.lineno}: recursive loops are not allowed in workflow templates"
+            )
+
+
 def _bounded_center(value: str, width: int = 80) -> str:
     _check_width(width)
     return filters.do_center(value, width)
@@ -125,8 +190,36 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             check_percent_format(left)
         return super().call_binop(context, operator, left, right)
 
+    def timed_iteration(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """What every ``{% for %}`` iterates: ``iterable``, checking the deadline per item."""
+        return _timed(iterable)
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        """Compile ``source`` with each loop's iterable passed through :meth:`timed_iteration`."""
+        refuse_unbounded_loops(source)
+        for loop in source.find_all(nodes.For):
+            loop.iter = nodes.Call(
+                nodes.EnvironmentAttribute("timed_iteration"),
+                [loop.iter],
+                [],
+                None,
+                None,
+                lineno=loop.iter.lineno,
+            )
+        return super()._generate(source, name, filename, defer_init=defer_init)
+
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja2's own signature, double underscores avoid clashes with kwargs
-        """Call ``__obj`` from a template, refusing padding methods asked for too much."""
+        """Call ``__obj`` from a template, refusing padding methods asked for too much.
+
+        Every call checks the deadline, so a macro that calls itself is bounded too.
+        """
+        _check_deadline()
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str) and getattr(__obj, "__name__", "") in _PADDING_METHODS:
             for value in (*args, *kwargs.values()):
