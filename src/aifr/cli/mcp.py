@@ -111,6 +111,27 @@ def _announce(message: str) -> None:
     err_console.print(f"aifr mcp: {message}")
 
 
+def _refuse_foreign_options(
+    transport: Transport, *, host: str | None, port: int | None, socket: Path | None
+) -> None:
+    """Refuse an option of another transport, which would otherwise be ignored.
+
+    ``aifr mcp --port 8765`` without ``--transport http`` served stdio and sat waiting
+    on a terminal, with no word that the port was never opened.
+
+    Raises:
+        typer.BadParameter: ``--host``/``--port`` without http, ``--socket`` without uds.
+    """
+    given = (("--host", host, Transport.HTTP), ("--port", port, Transport.HTTP))
+    for option, value, owner in (*given, ("--socket", socket, Transport.UDS)):
+        if value is not None and transport is not owner:
+            raise typer.BadParameter(
+                f"{option} is for --transport {owner.value}, and this server uses "
+                f"--transport {transport.value}; add --transport {owner.value} or drop {option}",
+                param_hint=f"'{option}'",
+            )
+
+
 @app.callback(invoke_without_command=True)
 def serve(
     ctx: typer.Context,
@@ -138,6 +159,7 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
+    _refuse_foreign_options(transport, host=host, port=port, socket=socket)
     import anyio
 
     from aifr.app import build_app

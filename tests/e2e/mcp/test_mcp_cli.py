@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
 from pathlib import Path
 
 import anyio
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp_harness import ServerProcess, make_project, run_aifr
 
@@ -179,3 +181,31 @@ def test_uds_server_creates_a_private_socket_and_removes_it_on_sigterm(
         server.stop()
     assert server.process.returncode == 0, server.stderr
     assert not socket_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--port", "8765"], "--port"),
+        (["--transport", "uds", "--host", "127.0.0.1"], "--host"),
+        (["--transport", "http", "--port", "0", "--socket", "mcp.sock"], "--socket"),
+    ],
+)
+def test_an_option_of_another_transport_is_refused_not_ignored(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str], options: list[str], named: str
+) -> None:
+    # `aifr mcp --port 8765` served stdio and sat on the terminal; the port never opened.
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    result = subprocess.run(
+        [aifr_bin, "mcp", *options, "-p", str(project)],
+        cwd=project,
+        env=clean_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+
