@@ -209,3 +209,26 @@ def test_an_option_of_another_transport_is_refused_not_ignored(
     assert named in result.stderr
     assert "Traceback" not in result.stderr
 
+
+def test_uds_socket_path_too_long_names_the_limit(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str], short_dir: Path
+) -> None:
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    too_long = short_dir / ("s" * 120 + ".sock")
+    result = run_aifr(
+        aifr_bin,
+        "mcp",
+        "--transport",
+        "uds",
+        "--socket",
+        str(too_long),
+        "-p",
+        str(project),
+        cwd=project,
+        env=clean_env,
+    )
+    assert result.returncode == 1
+    assert "transport.failed" in result.stderr
+    # Python's OSError has no strerror here; the message ended in ": None".
+    assert "bytes" in result.stderr and "None" not in result.stderr
+

@@ -156,3 +156,14 @@ def test_a_failing_connection_does_not_stop_the_listener(tmp_path: Path) -> None
         return [t.name for t in tools.tools]
 
     assert anyio.run(main) == ["whoami"]
+
+
+def test_connecting_to_a_path_too_long_for_a_socket_names_the_limit(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with unix_client(tmp_path / ("s" * 200 + ".sock")):
+            pass
+
+    with pytest.raises(TransportError) as caught:
+        anyio.run(main)
+    # Python's OSError has no strerror here; the message ended in ": None".
+    assert caught.value.message.endswith("choose a shorter one")

@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import struct
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_SOCKET_MODE = 0o600
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _UCRED = struct.Struct("3i")
+_MAX_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
+"""Longest socket path ``bind``/``connect`` take: ``sun_path`` less its NUL (104 on BSDs)."""
 
 ConnectionHandler = Callable[[Streams, "PeerCredentials"], Awaitable[None]]
 
@@ -104,6 +107,23 @@ def prepare_socket_path(path: Path) -> None:
     )
 
 
+def _os_reason(path: Path | str, exc: OSError) -> str:
+    """Why a socket call on ``path`` failed, for a message.
+
+    Python refuses a path too long for ``sun_path`` with an ``OSError`` whose
+    ``strerror`` is ``None``; the message then said "cannot listen on PATH: None".
+    """
+    if exc.strerror:
+        return exc.strerror
+    size = len(os.fsencode(path))
+    if size > _MAX_PATH_BYTES:
+        return (
+            f"the path is {size} bytes, and a Unix socket path may have at most "
+            f"{_MAX_PATH_BYTES}; choose a shorter one"
+        )
+    return str(exc)
+
+
 def _bind(path: Path, mode: int) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous = os.umask(0o777 & ~mode)
@@ -113,7 +133,9 @@ def _bind(path: Path, mode: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise TransportError(f"cannot listen on {path}: {exc.strerror}", path=str(path)) from exc
+        raise TransportError(
+            f"cannot listen on {path}: {_os_reason(path, exc)}", path=str(path)
+        ) from exc
     finally:
         os.umask(previous)
     return sock
@@ -205,6 +227,8 @@ async def unix_client(path: Path | str) -> AsyncIterator[Streams]:
     try:
         stream = await anyio.connect_unix(str(path))
     except OSError as exc:
-        raise TransportError(f"cannot connect to {path}: {exc.strerror}", path=str(path)) from exc
+        raise TransportError(
+            f"cannot connect to {path}: {_os_reason(path, exc)}", path=str(path)
+        ) from exc
     async with stream, _framed(stream) as streams:
         yield streams
