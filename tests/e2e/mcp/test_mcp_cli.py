@@ -232,3 +232,28 @@ def test_uds_socket_path_too_long_names_the_limit(
     # Python's OSError has no strerror here; the message ended in ": None".
     assert "bytes" in result.stderr and "None" not in result.stderr
 
+
+def test_token_revoke_of_an_unknown_prefix_points_at_token_list(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
+    token = run_aifr(
+        aifr_bin,
+        "mcp",
+        "token",
+        "create",
+        "--principal",
+        "bot",
+        "-p",
+        str(project),
+        cwd=project,
+        env=clean_env,
+    ).stdout.strip()
+    # A user passing the token itself was told to "give a longer digest prefix".
+    result = run_aifr(
+        aifr_bin, "mcp", "token", "revoke", token, "-p", str(project), cwd=project, env=clean_env
+    )
+    assert result.returncode == 2
+    assert "config.invalid" in result.stderr
+    assert "longer" not in result.stderr
+    assert "token list" in " ".join(result.stderr.split())

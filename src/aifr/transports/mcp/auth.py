@@ -210,9 +210,15 @@ class TokenStore:
         """
         records = self._load()
         matches = [d for d in records if d.startswith(digest_prefix)] if digest_prefix else []
-        if len(matches) != 1:
+        if len(matches) > 1:
             raise ConfigError(
                 f"{len(matches)} tokens match {digest_prefix!r}; give a longer digest prefix",
+                field="digest",
+            )
+        if not matches:  # a longer prefix cannot help here: say where the prefixes are
+            raise ConfigError(
+                f"no token's digest starts with {digest_prefix!r}; revoke takes the digest "
+                "prefix that 'aifr mcp token list' shows, not the token",
                 field="digest",
             )
         removed = records[matches[0]]
