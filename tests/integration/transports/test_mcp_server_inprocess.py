@@ -284,6 +284,30 @@ def test_approval_status_tool_reports_bad_and_unknown_ids(tmp_path: Path) -> Non
     assert error_of(missing)["error"]["code"] == "approval.not_found"
 
 
+def test_approval_status_tool_codes_each_bad_argument_as_its_schema_says(tmp_path: Path) -> None:
+    # A number was reported as a missing approval_id, and an unknown key passed unseen,
+    # though the tool's schema asks for a string and forbids other keys.
+    calls: list[dict[str, Any]] = [
+        {"approval_id": 7},
+        {"approval_id": "ap-x", "bogus": 1},
+        {},
+    ]
+
+    async def main() -> list[types.CallToolResult]:
+        async with _client(tmp_path, AGENT) as (client, _):
+            return [await client.call_tool("aifr.approvals.status", c) for c in calls]
+
+    found = [
+        [(e["path"], e["code"]) for e in error_of(result)["error"]["details"]["errors"]]
+        for result in anyio.run(main)
+    ]
+    assert found == [
+        [("approval_id", "type")],
+        [("bogus", "unexpected")],
+        [("approval_id", "required")],
+    ]
+
+
 def test_resources_list_read_and_unknown(tmp_path: Path) -> None:
     async def main() -> tuple[Any, Any, Any]:
         async with _client(tmp_path, AGENT) as (client, _):

@@ -60,6 +60,42 @@ class RunReader(Protocol):
         ...
 
 
+def _status_argument_errors(arguments: dict[str, Any]) -> list[FieldError]:
+    """What is wrong with ``aifr.approvals.status`` arguments, coded as capability inputs are.
+
+    The tool's schema forbids other keys and asks for a non-empty string; an unknown
+    key used to pass unseen, and a number was reported as a missing ``approval_id``.
+    """
+    errors = [
+        FieldError(
+            path=key,
+            code="unexpected",
+            message="Extra inputs are not permitted",
+            received=_plain(value),
+        )
+        for key, value in arguments.items()
+        if key != "approval_id"
+    ]
+    approval_id = arguments.get("approval_id")
+    if "approval_id" not in arguments:
+        problem = ("required", "Field required")
+    elif not isinstance(approval_id, str):
+        problem = ("type", "Input should be a valid string")
+    elif not approval_id:
+        problem = ("length", "String should have at least 1 character")
+    else:
+        return errors
+    code, message = problem
+    field = FieldError(
+        path="approval_id",
+        code=code,
+        message=message,
+        expected="string",
+        received=_plain(approval_id),
+    )
+    return [field, *errors]
+
+
 def _plain(value: Any) -> JsonValue:
     result: JsonValue = json.loads(json.dumps(value, default=_default))
     return result
@@ -196,19 +232,12 @@ class ResourceCatalog:
     ) -> types.CallToolResult:
         """The ``aifr.approvals.status`` tool: an approval's state, or a tool error."""
         approval_id = arguments.get("approval_id")
-        if not isinstance(approval_id, str) or not approval_id:
+        errors = _status_argument_errors(arguments)
+        if errors or not isinstance(approval_id, str):
+            where = ", ".join(f"{e.path} ({e.code})" for e in errors)
             return error_result(
                 InputValidationError(
-                    "invalid arguments for aifr.approvals.status: approval_id (required)",
-                    errors=[
-                        FieldError(
-                            path="approval_id",
-                            code="required",
-                            message="approval_id must be a non-empty string",
-                            expected="string",
-                            received=_plain(approval_id),
-                        )
-                    ],
+                    f"invalid arguments for aifr.approvals.status: {where}", errors=errors
                 )
             )
         try:
