@@ -271,6 +271,43 @@ def test_pending_call_runs_after_approval_with_the_meta_approval_id(tmp_path: Pa
     assert ran.structured_content == {"launched": "venus"}
 
 
+def test_an_approval_form_answered_with_neither_choice_records_nothing_and_says_so(
+    tmp_path: Path,
+) -> None:
+    async def main() -> tuple[types.CallToolResult, str]:
+        async with _client(
+            tmp_path, AGENT, mode="legacy", elicitation_callback=_answer({"decision": "maybe"})
+        ) as (client, server):
+            result = await client.call_tool("lab.launch", {"target": "mars"})
+            approval_id = error_of(result)["approval_id"]
+            return result, server.approvals.get(approval_id).status.value
+
+    result, status = anyio.run(main)
+    assert error_of(result)["status"] == "pending_approval"
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    assert "decision was 'maybe', neither 'approve' nor 'reject'; nothing was recorded" in (
+        block.text
+    )
+    assert status == "pending"
+
+
+@pytest.mark.parametrize("bad", [7, "", ["ap-1"]])
+def test_a_meta_approval_id_that_is_no_id_is_refused_naming_it(tmp_path: Path, bad: Any) -> None:
+    async def main() -> tuple[types.CallToolResult, int]:
+        async with _client(tmp_path, AGENT, mode="legacy") as (client, server):
+            result = await client.call_tool(
+                "lab.launch", {"target": "venus"}, meta={"aifr/approval_id": bad}
+            )
+            return result, len(server.approvals.list())
+
+    result, approvals = anyio.run(main)
+    error = error_of(result)["error"]
+    assert error["code"] == "input.invalid"
+    assert error["details"]["errors"][0]["path"] == "_meta['aifr/approval_id']"
+    assert approvals == 0  # refused before a second approval could be opened
+
+
 def test_approval_status_tool_reports_bad_and_unknown_ids(tmp_path: Path) -> None:
     async def main() -> tuple[types.CallToolResult, types.CallToolResult]:
         async with _client(tmp_path, AGENT) as (client, _):

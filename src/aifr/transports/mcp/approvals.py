@@ -138,20 +138,14 @@ class ApprovalBridge:
                 },
                 request_state=approval_id,
             )
-        answer = await ctx.session.elicit_form(
+        answered = await ctx.session.elicit_form(
             message, dict(APPROVAL_SCHEMA), related_request_id=ctx.request_id
         )
-        decided = await self.decide(
-            approval_id, _answer(answer), tool=tool, who=who, reinvoke=reinvoke
-        )
+        answer = _answer(answered)
+        decided = await self.decide(approval_id, answer, tool=tool, who=who, reinvoke=reinvoke)
         if decided is not None:
             return decided
-        return pending_result(
-            result,
-            tool,
-            note=f"The approval form was answered with {answer.action!r}.",
-            status_tool=status_tool,
-        )
+        return pending_result(result, tool, note=_unrecorded(answer), status_tool=status_tool)
 
     async def on_answer(
         self,
@@ -205,6 +199,18 @@ class ApprovalBridge:
             logger.info("approval %s refused for %s: %s", approval_id, who.approver, exc.code)
             return _refusal(exc, approval_id=approval_id, approver=who.approver)
         return await reinvoke(approval_id)
+
+
+def _unrecorded(answer: _Answer) -> str:
+    """Why an answered approval form recorded nothing, for the pending result's text."""
+    if answer.action != "accept":
+        return f"The approval form was answered with {answer.action!r}; nothing was recorded."
+    if answer.decision is None:
+        return "The approval form came back without a decision; nothing was recorded."
+    return (
+        f"The approval form's decision was {answer.decision!r}, neither 'approve' nor "
+        "'reject'; nothing was recorded."
+    )
 
 
 def _refusal(error: AifrError, *, approval_id: str, approver: str) -> types.CallToolResult:

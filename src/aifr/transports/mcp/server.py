@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import mcp_types as types
@@ -34,6 +34,8 @@ from aifr.errors import (
     AifrError,
     CapabilityNotFoundError,
     ErrorCode,
+    FieldError,
+    InputValidationError,
     TransportError,
     error_payload,
 )
@@ -359,10 +361,25 @@ class AifrMcpServer:
     def _approval_hint(
         self, ctx: Ctx, who: McpIdentity, tool: str, arguments: dict[str, JsonValue]
     ) -> str | None:
-        explicit = ctx.meta.get(APPROVAL_META_KEY) if ctx.meta is not None else None
-        if isinstance(explicit, str) and explicit:
-            return explicit
-        return self._waiting.get(who, tool, arguments)
+        meta: Mapping[str, object] | None = ctx.meta  # free-form beyond progressToken
+        if meta is None or APPROVAL_META_KEY not in meta:
+            return self._waiting.get(who, tool, arguments)
+        explicit = meta[APPROVAL_META_KEY]
+        if not isinstance(explicit, str) or not explicit:
+            # Ignoring it would open a second approval for a call the human already decided.
+            path = f"_meta[{APPROVAL_META_KEY!r}]"
+            raise InputValidationError(
+                f"{path} must be an approval id (a non-empty string), got {explicit!r}",
+                errors=[
+                    FieldError(
+                        path=path,
+                        code="type" if not isinstance(explicit, str) else "length",
+                        message="an approval id is a non-empty string",
+                        received=explicit if isinstance(explicit, str | int | float) else None,
+                    )
+                ],
+            )
+        return explicit
 
     # -- resources ----------------------------------------------------------------------
 
