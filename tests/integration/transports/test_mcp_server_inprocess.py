@@ -361,7 +361,8 @@ def test_resources_list_read_and_unknown(tmp_path: Path) -> None:
     ]
     records = json.loads(audit.contents[0].text)["records"]
     assert records and all(r["principal"] == "agent" for r in records)
-    assert "transport.failed" in error.message
+    assert "transport.not_found" in error.message
+    assert error.data["error"]["details"]["uri"] == "aifr://nope"
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -214,7 +214,12 @@ class ResourceCatalog:
             return _approval_view(record)
         if uri.startswith(RUN_URI_PREFIX) and self.runs is not None:
             return await self.runs.run_status(uri.removeprefix(RUN_URI_PREFIX), who.principal)
-        raise TransportError(f"unknown resource {uri!r}", code=ErrorCode.TRANSPORT_FAILED, uri=uri)
+        raise TransportError(
+            f"unknown resource {uri!r}: resources/list and resources/templates/list name "
+            "the ones served",
+            code=ErrorCode.TRANSPORT_NOT_FOUND,
+            uri=uri,
+        )
 
     async def _own_approval(self, approval_id: str, who: McpIdentity) -> ApprovalRecord:
         """The approval, if ``who`` asked for it; anyone else's reads as not found."""
