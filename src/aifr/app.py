@@ -18,7 +18,7 @@ from types import ModuleType
 
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
-from aifr.config import Settings, load_settings
+from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
 from aifr.errors import AifrError, ConfigError
 from aifr.invocation import (
     ApprovalService,
@@ -231,6 +231,10 @@ def stdlib_capabilities(settings: Settings) -> list[Capability]:
         exec_max_memory_mb=run.max_memory_mb,
         exec_max_output_bytes=run.max_output_bytes,
         environ=os.environ,
+        reserved=[
+            settings.project_dir.resolve() / CONFIG_FILE_NAME,
+            settings.path(settings.policy.directory),
+        ],
     )
 
 

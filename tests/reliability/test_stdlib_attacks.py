@@ -246,6 +246,22 @@ def test_the_state_folder_is_off_limits(world: tuple[Lib, Path], raw: str) -> No
         assert caught.value.rule == "path_reserved"
 
 
+def test_a_folder_holding_the_state_folder_cannot_be_moved_or_deleted(tmp_path: Path) -> None:
+    lib = build_lib(tmp_path, state_dir=tmp_path / "proj" / ".aifr")
+    (tmp_path / "proj" / ".aifr").mkdir(parents=True)
+    (tmp_path / "proj" / "notes.txt").write_text("kept")
+    for capability_id, inputs in [
+        ("io.fs.move", {"source": "proj", "destination": "elsewhere"}),
+        ("io.fs.delete", {"path": "proj", "recursive": True}),
+    ]:
+        with pytest.raises(SandboxRefusalError) as caught:
+            lib.call(capability_id, inputs)
+        assert caught.value.rule == "path_reserved"
+    assert (tmp_path / "proj" / ".aifr").is_dir()
+    assert lib.call("io.fs.read_file", {"path": "proj/notes.txt"})["content"] == "kept"
+    assert lib.call("io.fs.list_dir", {"path": "proj"})["entries"]
+
+
 def test_a_root_itself_cannot_be_deleted_or_replaced(world: tuple[Lib, Path]) -> None:
     lib, _ = world
     for capability_id, inputs in [

@@ -91,8 +91,10 @@ def _variants(raw: str) -> list[str]:
 class Confinement:
     """The roots paths must stay under, and the reserved folders inside them.
 
-    Relative paths are taken below the first root. ``reserved`` folders (the state
-    folder ``.aifr/``) are refused even when a root contains them.
+    Relative paths are taken below the first root. ``reserved`` paths (the state
+    folder ``.aifr/``, the project's ``aifr.toml`` and policy folder) are refused even
+    when a root contains them, so an agent cannot rewrite the rules that govern it; a
+    change to a folder holding one (a move or delete of its parent) is refused too.
     """
 
     def __init__(self, roots: Sequence[Path], *, reserved: Sequence[Path] = ()) -> None:
@@ -102,8 +104,11 @@ class Confinement:
         self._given = tuple(Path(os.path.abspath(r)) for r in roots)
         self.reserved = tuple(Path(os.path.realpath(r)) for r in reserved)
 
-    def locate(self, raw: str) -> ConfinedPath:
+    def locate(self, raw: str, *, change: bool = False) -> ConfinedPath:
         """Check ``raw`` as text and split it into a root and components.
+
+        With ``change`` (the path is to be written, moved or deleted) a folder holding a
+        reserved path is refused as well.
 
         Raises:
             SandboxRefusalError: ``invalid_path``, ``path_outside_root`` or ``path_reserved``.
@@ -119,7 +124,13 @@ class Confinement:
         located = self._split(raw)
         for reserved in self.reserved:
             if located.absolute == reserved or reserved in located.absolute.parents:
-                raise refuse_path("path_reserved", raw, "the aifr state folder is off limits")
+                raise refuse_path(
+                    "path_reserved", raw, "aifr's state, configuration and policies are off limits"
+                )
+            if change and located.parts and located.absolute in reserved.parents:
+                raise refuse_path(
+                    "path_reserved", raw, f"it holds {str(reserved)!r}, which aifr reserves"
+                )
         return located
 
     def _split(self, raw: str) -> ConfinedPath:

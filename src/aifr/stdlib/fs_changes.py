@@ -116,7 +116,7 @@ def _write_capability(
         data = _encode(content, encoding)
         if len(data) > max_write_bytes:
             raise too_large("content_too_large", path, len(data), max_write_bytes)
-        target = confinement.locate(path)
+        target = confinement.locate(path, change=True)
 
         def plan() -> Plan:
             missing, info = confinement.probe(target)
@@ -186,8 +186,8 @@ def _move_capability(confinement: Confinement, journal: FsJournal) -> Capability
             create_dirs: Create missing parent folders of the destination.
             call: Filled by the runtime; its idempotency key makes a repeat a no-op.
         """
-        src = confinement.locate(source)
-        dst = confinement.locate(destination)
+        src = confinement.locate(source, change=True)
+        dst = confinement.locate(destination, change=True)
 
         def plan() -> Plan:
             _, src_info = confinement.probe(src)
@@ -256,7 +256,7 @@ def _delete_capability(confinement: Confinement, journal: FsJournal) -> Capabili
             recursive: Allow deleting a folder that is not empty.
             call: Filled by the runtime; its idempotency key makes a repeat a no-op.
         """
-        target = confinement.locate(path)
+        target = confinement.locate(path, change=True)
 
         def plan() -> Plan:
             _, info = confinement.probe(target)

@@ -37,18 +37,21 @@ def build_stdlib(
     exec_max_memory_mb: int = 512,
     exec_max_output_bytes: int = _MIB,
     environ: Mapping[str, str] | None = None,
+    reserved: Sequence[Path] = (),
 ) -> list[Capability]:
     """The ``io.fs.*``, ``io.net.*``, ``data.*`` and ``sys.*`` capabilities.
 
     Relative ``fs_roots`` are taken below ``project_dir``; ``state_dir`` (``.aifr``)
-    holds the file journal and is refused to ``io.fs.*`` even inside a root.
+    holds the file journal and is refused to ``io.fs.*`` even inside a root, as are
+    the ``reserved`` paths (the composition root passes the project's configuration
+    file and policy folder, so an agent cannot rewrite what governs it).
     ``environ`` is what ``sys.env.read`` reads (the composition root passes
     ``os.environ``); nothing here reads process state on its own.
 
     Nothing touches the disk or network until a capability is called.
     """
     roots = [Path(r) if Path(r).is_absolute() else project_dir / r for r in fs_roots]
-    confinement = Confinement(roots, reserved=[state_dir])
+    confinement = Confinement(roots, reserved=[state_dir, *reserved])
     journal = FsJournal(state_dir, confinement)
     records = CallRecords(state_dir / "calls")
     sandbox = Sandbox(

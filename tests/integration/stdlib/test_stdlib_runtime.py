@@ -72,6 +72,23 @@ def test_a_refusal_is_a_failed_result_naming_the_rule(app: App) -> None:
     assert result.error.details["rule"] == "path_outside_root"
 
 
+@pytest.mark.parametrize("path", ["aifr.toml", "policies/default.yaml", "policies/allow-all.yaml"])
+def test_an_agent_cannot_rewrite_the_config_or_policies_that_govern_it(app: App, path: str) -> None:
+    root = app.settings.project_dir
+    before = {p: snapshot(root / p) for p in ("aifr.toml", "policies/default.yaml")}
+    for capability_id, inputs in [
+        ("io.fs.write_file", {"path": path, "content": "rules: []"}),
+        ("io.fs.read_file", {"path": path}),
+        ("io.fs.move", {"source": "policies", "destination": "old-policies"}),
+        ("io.fs.move", {"source": "aifr.toml", "destination": "old.toml"}),
+    ]:
+        result = app.runtime.invoke(capability_id, inputs, "alice")
+        assert result.status is Status.FAILED, (capability_id, inputs)
+        assert result.error is not None and result.error.details["rule"] == "path_reserved"
+    assert {p: snapshot(root / p) for p in before} == before
+    assert not (root / "policies" / "allow-all.yaml").exists()
+
+
 def test_high_risk_exec_waits_for_an_approval_under_the_default_policy(app: App) -> None:
     result = app.runtime.invoke("sys.exec", {"argv": ["echo", "hi"]}, "alice")
     assert result.status is Status.PENDING_APPROVAL
