@@ -3,6 +3,14 @@
 All four are pure READ capabilities (LOW). ``data.transform`` never evaluates code: a
 mapping's string leaves are JMESPath expressions, nested objects nest the output, and
 ``{"$literal": value}`` inserts a constant.
+
+JMESPath has no loops, but a short expression can still double a value at every step
+(``[@, @] | [@, @] | ...`` shares, ``[@, @][]`` and ``join`` copy), so a few dozen
+characters would ask for 2**40 elements. Every value an expression builds is measured
+(as the JSON tree it stands for, shared parts counted each time they appear) and the
+query is refused once one passes the cap, before anything larger is built from it.
+The number of expression nodes evaluated is capped too (twice the same cap), so
+projecting over a large value again and again cannot run on for hours either.
 """
 
 from __future__ import annotations
@@ -10,16 +18,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jmespath
 from jmespath.exceptions import JMESPathError
+from jmespath.visitor import TreeInterpreter
 from pydantic import JsonValue
 from typing_extensions import TypedDict
 
 from aifr.capabilities import Capability, capability
-from aifr.errors import ExecutionError, FieldError, InputValidationError
+from aifr.errors import ExecutionError, FieldError, InputValidationError, SandboxRefusalError
 from aifr.stdlib.limits import Positive, too_large
+
+if TYPE_CHECKING:
+    from jmespath.visitor import _TreeNode
 
 __all__ = ["build_data_capabilities"]
 
@@ -65,26 +77,120 @@ def _compile(expression: str, path: str) -> Any:
         return jmespath.compile(expression)
     except JMESPathError as exc:
         raise _bad(path, "expression", f"invalid JMESPath expression: {exc}", expression) from None
+    except RecursionError:
+        raise _bad(path, "depth", "the expression nests too deeply", expression[:80]) from None
 
 
-def _search(compiled: Any, data: JsonValue, path: str) -> JsonValue:
-    try:
-        result: JsonValue = compiled.search(data)
-    except JMESPathError as exc:  # unknown function, wrong arity or argument types
-        raise _bad(path, "expression", f"query failed: {exc}", str(compiled.expression)) from None
-    return result
+class _QueryTooLarge(Exception):  # noqa: N818  # internal signal, translated in _Budget.search
+    """A value an expression built passed the budget's cap."""
 
 
-def _apply_mapping(mapping: JsonValue, item: JsonValue, path: str, depth: int) -> JsonValue:
+class _Budget:
+    """The cap on what the expressions of one call may build, shared by all of them.
+
+    ``size`` counts a value as the JSON tree it stands for: one per node plus the length
+    of each string and key, with a list that appears twice counted twice. Sizes of
+    lists and objects are remembered by identity (the objects are kept alive for it),
+    so measuring a value built from shared parts costs only its new nodes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+        self.steps = 0
+        self._sizes: dict[int, tuple[object, int]] = {}
+
+    def size(self, value: object) -> int:
+        if isinstance(value, str):
+            return 1 + len(value)
+        if not isinstance(value, list | dict):
+            return 1
+        known = self._sizes.get(id(value))
+        if known is not None:
+            return known[1]
+        if isinstance(value, list):
+            total = 1 + sum(self.size(item) for item in value)
+        else:
+            total = 1 + sum(1 + len(k) + self.size(v) for k, v in value.items())
+        self._sizes[id(value)] = (value, total)
+        return total
+
+    def check(self, value: object) -> int:
+        """The size of ``value``, which must be within the cap."""
+        size = self.size(value)
+        if size > self.limit:
+            raise _QueryTooLarge
+        return size
+
+    def search(self, compiled: Any, data: JsonValue, path: str, *, output: bool) -> JsonValue:
+        """Run ``compiled`` over ``data``, refusing it once a value it builds passes the cap.
+
+        With ``output`` the result is part of the call's output, and all of those
+        together must stay within the cap too.
+
+        Raises:
+            InputValidationError: the expression fails (arity, types) or nests too deeply.
+            SandboxRefusalError: ``query_too_large``.
+        """
+        interpreter = _BoundedInterpreter(self)
+        try:
+            result: JsonValue = interpreter.visit(compiled.parsed, data)
+            if output:
+                self.spent += self.check(result)
+                if self.spent > self.limit:
+                    raise _QueryTooLarge
+        except JMESPathError as exc:  # unknown function, wrong arity or argument types
+            raise _bad(path, "expression", f"query failed: {exc}", compiled.expression) from None
+        except RecursionError:
+            raise _bad(path, "depth", "the query nests too deeply", compiled.expression) from None
+        except _QueryTooLarge:
+            raise SandboxRefusalError(
+                f"{path}: the expression builds a value larger than the cap of {self.limit} "
+                f"(JSON nodes plus string characters) or takes more than {2 * self.limit} "
+                "steps; it is not run further",
+                rule="query_too_large",
+                path=path,
+                expression=compiled.expression,
+                limit=self.limit,
+            ) from None
+        return result
+
+
+class _BoundedInterpreter(TreeInterpreter):
+    """jmespath's interpreter, measuring each value a node returns against a budget."""
+
+    def __init__(self, budget: _Budget) -> None:
+        super().__init__()
+        self._budget = budget
+
+    def visit(self, node: _TreeNode, *args: Any, **kwargs: Any) -> Any:
+        budget = self._budget
+        budget.steps += 1
+        if budget.steps > 2 * budget.limit:
+            raise _QueryTooLarge
+        result = super().visit(node, *args, **kwargs)
+        budget.check(result)
+        return result
+
+
+def _search(
+    compiled: Any, data: JsonValue, path: str, budget: _Budget, *, output: bool = True
+) -> JsonValue:
+    return budget.search(compiled, data, path, output=output)
+
+
+def _apply_mapping(
+    mapping: JsonValue, item: JsonValue, path: str, depth: int, budget: _Budget
+) -> JsonValue:
     if depth > _MAX_MAPPING_DEPTH:
         raise _bad(path, "depth", f"mapping nests deeper than {_MAX_MAPPING_DEPTH}", None)
     if isinstance(mapping, str):
-        return _search(_compile(mapping, path), item, path)
+        return _search(_compile(mapping, path), item, path, budget)
     if isinstance(mapping, dict):
         if set(mapping) == {_LITERAL}:
             return mapping[_LITERAL]
         return {
-            key: _apply_mapping(value, item, f"{path}.{key}", depth + 1)
+            key: _apply_mapping(value, item, f"{path}.{key}", depth + 1, budget)
             for key, value in mapping.items()
         }
     raise _bad(
@@ -97,7 +203,7 @@ def _apply_mapping(mapping: JsonValue, item: JsonValue, path: str, depth: int) -
 
 def build_data_capabilities(*, max_input_bytes: int) -> list[Capability]:
     """The ``data.*`` capabilities; text inputs larger than ``max_input_bytes`` are refused."""
-    return [*_parsers(max_input_bytes), *_queries()]
+    return [*_parsers(max_input_bytes), *_queries(max_input_bytes)]
 
 
 def _parsers(max_input_bytes: int) -> list[Capability]:
@@ -172,7 +278,17 @@ def _parsers(max_input_bytes: int) -> list[Capability]:
     return [parse_json, parse_csv]
 
 
-def _queries() -> list[Capability]:
+def _budget_for(data: JsonValue, max_input_bytes: int) -> _Budget:
+    """A budget of ``max_input_bytes``, or of the data's own size when that is larger."""
+    budget = _Budget(1 << 62)
+    try:
+        budget.limit = max(max_input_bytes, budget.size(data))
+    except RecursionError:
+        raise _bad("data", "depth", "the value nests too deeply", None) from None
+    return budget
+
+
+def _queries(max_input_bytes: int) -> list[Capability]:
 
     @capability(
         "data.query",
@@ -189,7 +305,9 @@ def _queries() -> list[Capability]:
             data: The value to query.
             expression: A JMESPath expression such as ``items[?price > `10`].name``.
         """
-        return Queried(result=_search(_compile(expression, "expression"), data, "expression"))
+        budget = _budget_for(data, max_input_bytes)
+        compiled = _compile(expression, "expression")
+        return Queried(result=_search(compiled, data, "expression", budget))
 
     @capability(
         "data.transform",
@@ -209,13 +327,16 @@ def _queries() -> list[Capability]:
             mapping: Output keys to JMESPath strings, nested objects, or ``{"$literal": v}``.
             for_each: A JMESPath expression selecting a list; the mapping applies to each item.
         """
+        budget = _budget_for(data, max_input_bytes)
         if for_each is None:
-            return Queried(result=_apply_mapping(mapping, data, "mapping", 0))
-        items = _search(_compile(for_each, "for_each"), data, "for_each")
+            return Queried(result=_apply_mapping(mapping, data, "mapping", 0, budget))
+        items = _search(_compile(for_each, "for_each"), data, "for_each", budget, output=False)
         if not isinstance(items, list):
             raise ExecutionError(
                 f"for_each selected a {type(items).__name__}, not a list", path="for_each"
             )
-        return Queried(result=[_apply_mapping(mapping, item, "mapping", 0) for item in items])
+        return Queried(
+            result=[_apply_mapping(mapping, item, "mapping", 0, budget) for item in items]
+        )
 
     return [query, transform]

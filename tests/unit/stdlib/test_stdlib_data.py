@@ -104,3 +104,50 @@ def test_transform_rejects_non_expression_leaves(tmp_path: Path) -> None:
     with pytest.raises(InputValidationError) as caught:
         call("data.transform", {"data": {}, "mapping": {"x": 3}})
     assert caught.value.errors[0].code == "type"
+
+
+BIG_CAPS = {c.id: c for c in build_data_capabilities(max_input_bytes=100_000)}
+DOUBLINGS = {
+    "shared": ("|".join(["[@, @]"] * 60), 1),
+    "flattened": ("|".join(["[@, @][]"] * 60), [1]),
+    "joined": ("|".join(["join('', [@, @])"] * 60), "ab"),
+    "stringified": ("to_string(" + "|".join(["[@, @]"] * 60) + ")", 1),
+    "reprojected": ("|".join(["[@, @][]"] * 14 + ["[*]"] * 200), [1]),
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", sorted(DOUBLINGS))
+def test_an_expression_that_doubles_its_value_is_refused_at_the_cap(name: str) -> None:
+    expression, data = DOUBLINGS[name]
+    cap = BIG_CAPS["data.query"]
+    assert cap.handler is not None
+    with pytest.raises(SandboxRefusalError) as caught:
+        cap.handler(**cap.validate_inputs({"data": data, "expression": expression}))
+    assert caught.value.rule == "query_too_large"
+    assert caught.value.code is ErrorCode.EXECUTION_REFUSED
+
+
+@pytest.mark.timeout(20)
+def test_transform_leaves_share_one_cap() -> None:
+    cap = BIG_CAPS["data.transform"]
+    assert cap.handler is not None
+    leaf = "|".join(["[@, @]"] * 15)  # 32k leaves: under the cap alone, not a hundred times
+    mapping = {f"k{i}": leaf for i in range(100)}
+    with pytest.raises(SandboxRefusalError) as caught:
+        cap.handler(**cap.validate_inputs({"data": 1, "mapping": mapping}))
+    assert caught.value.rule == "query_too_large"
+
+
+def test_queries_over_data_larger_than_the_cap_still_run() -> None:
+    data = {"items": [{"name": f"n{i}", "tags": ["x"] * 5} for i in range(200)]}
+    assert call("data.query", {"data": data, "expression": "length(items[].name)"}) == {
+        "result": 200
+    }
+    assert call("data.transform", {"data": data, "mapping": {"all": "@"}})["result"]["all"] == data
+
+
+def test_an_expression_nested_too_deeply_is_an_input_error() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        call("data.query", {"data": 1, "expression": "(" * 3000 + "@" + ")" * 3000})
+    assert caught.value.errors[0].code == "depth"
