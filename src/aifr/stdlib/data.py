@@ -265,8 +265,19 @@ def _parsers(max_input_bytes: int) -> list[Capability]:
         except csv.Error as exc:
             raise _bad("text", "csv", f"not CSV: {exc}", text[:80]) from None
         columns = lines.pop(0) if header and lines else []
+        kept = lines[: max(0, max_rows)]
+        cells = len(kept) * len(columns) if header else sum(len(line) for line in kept)
+        if cells > max_input_bytes:  # short rows padded to a wide header: many cells per byte
+            raise SandboxRefusalError(
+                f"text: the table would hold {cells} cells ({len(kept)} rows of "
+                f"{len(columns)} columns), more than the cap of {max_input_bytes}",
+                rule="table_too_large",
+                path="text",
+                size=cells,
+                limit=max_input_bytes,
+            )
         rows: list[JsonValue] = []
-        for line in lines[: max(0, max_rows)]:
+        for line in kept:
             if header:
                 rows.append(
                     {name: (line[i] if i < len(line) else None) for i, name in enumerate(columns)}

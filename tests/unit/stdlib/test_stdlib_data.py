@@ -151,3 +151,20 @@ def test_an_expression_nested_too_deeply_is_an_input_error() -> None:
     with pytest.raises(InputValidationError) as caught:
         call("data.query", {"data": 1, "expression": "(" * 3000 + "@" + ")" * 3000})
     assert caught.value.errors[0].code == "depth"
+
+
+@pytest.mark.timeout(20)
+def test_a_wide_header_over_many_empty_rows_is_refused_not_padded_into_billions_of_cells() -> None:
+    text = ",".join(f"c{i}" for i in range(10_000)) + "\n" * 9_000  # 9e7 cells from 68 kB
+    cap = BIG_CAPS["data.csv.parse"]
+    assert cap.handler is not None
+    with pytest.raises(SandboxRefusalError) as caught:
+        cap.handler(**cap.validate_inputs({"text": text}))
+    assert caught.value.rule == "table_too_large"
+    assert caught.value.details["size"] == 8_999 * 10_000  # the first newline ends the header
+
+
+def test_short_rows_under_a_header_are_still_padded_with_null() -> None:
+    assert call("data.csv.parse", {"text": "a,b,c\n1\n"})["rows"] == [
+        {"a": "1", "b": None, "c": None}
+    ]
