@@ -72,6 +72,21 @@ def _check_size(text: str, limit: int) -> None:
         raise too_large("input_too_large", "text", size, limit)
 
 
+class _NotJson(Exception):  # noqa: N818  # internal signal, translated in parse_json
+    """A token Python's parser accepts that JSON does not (NaN, Infinity, 1e999)."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise _NotJson(f"{text[:40]} does not fit a double")
+    return number
+
+
 def _compile(expression: str, path: str) -> Any:
     try:
         return jmespath.compile(expression)
@@ -224,7 +239,11 @@ def _parsers(max_input_bytes: int) -> list[Capability]:
         """
         _check_size(text, max_input_bytes)
         try:
-            value: JsonValue = json.loads(text)
+            value: JsonValue = json.loads(
+                text, parse_constant=_refuse_constant, parse_float=_finite_float
+            )
+        except _NotJson as exc:
+            raise _bad("text", "json", f"not JSON: {exc}", text[:80]) from None
         except json.JSONDecodeError as exc:
             raise _bad(
                 "text",
@@ -232,6 +251,8 @@ def _parsers(max_input_bytes: int) -> list[Capability]:
                 f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                 text[:80],
             ) from None
+        except ValueError as exc:  # an integer past Python's digit limit (4300 by default)
+            raise _bad("text", "json", f"not usable JSON: {exc}", text[:80]) from None
         except RecursionError:
             raise _bad("text", "depth", "the JSON nests too deeply", text[:80]) from None
         return Parsed(value=value)

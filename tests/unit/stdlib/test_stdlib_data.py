@@ -168,3 +168,15 @@ def test_short_rows_under_a_header_are_still_padded_with_null() -> None:
     assert call("data.csv.parse", {"text": "a,b,c\n1\n"})["rows"] == [
         {"a": "1", "b": None, "c": None}
     ]
+
+
+@pytest.mark.parametrize(
+    "text", ["NaN", "[Infinity]", '{"a": -Infinity}', "[1e999]", "-1e400", "1" * 5000]
+)
+def test_json_that_python_would_stretch_is_an_input_error(text: str) -> None:
+    cap = BIG_CAPS["data.json.parse"]
+    assert cap.handler is not None
+    with pytest.raises(InputValidationError) as caught:
+        cap.handler(**cap.validate_inputs({"text": text}))
+    assert caught.value.errors[0].path == "text"
+    assert caught.value.errors[0].code == "json"
