@@ -9,6 +9,7 @@ memory and CPU hogs, file-size bombs, output floods, processes that escape the s
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -260,6 +261,33 @@ def test_a_folder_holding_the_state_folder_cannot_be_moved_or_deleted(tmp_path: 
     assert (tmp_path / "proj" / ".aifr").is_dir()
     assert lib.call("io.fs.read_file", {"path": "proj/notes.txt"})["content"] == "kept"
     assert lib.call("io.fs.list_dir", {"path": "proj"})["entries"]
+
+
+def test_a_unix_socket_is_refused_as_not_a_file(tmp_path: Path) -> None:
+    lib = build_lib(tmp_path / "r")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(lib.root / "sock"))
+        with pytest.raises(SandboxRefusalError) as caught:
+            lib.call("io.fs.read_file", {"path": "sock"})
+    assert caught.value.rule == "not_a_file"
+
+
+@pytest.mark.parametrize(
+    ("capability_id", "inputs"),
+    [
+        ("io.fs.write_file", {"path": "x" * 300, "content": "y"}),
+        ("io.fs.stat", {"path": "x" * 300}),
+        ("io.fs.delete", {"path": "x" * 300}),
+        ("io.fs.move", {"source": "x" * 300, "destination": "y"}),
+    ],
+)
+def test_a_name_too_long_is_an_execution_error_naming_it(
+    tmp_path: Path, capability_id: str, inputs: dict[str, object]
+) -> None:
+    lib = build_lib(tmp_path / "r")
+    with pytest.raises(ExecutionError) as caught:
+        lib.call(capability_id, inputs)
+    assert caught.value.details["errno"] == "ENAMETOOLONG"
 
 
 def test_a_root_itself_cannot_be_deleted_or_replaced(world: tuple[Lib, Path]) -> None:

@@ -201,6 +201,8 @@ class Confinement:
                 return [], os.stat(target.name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 return [], None
+            except OSError as exc:  # a name too long, a permission refused
+                raise fs_error(exc, target.raw) from None
         finally:
             os.close(fd)
 

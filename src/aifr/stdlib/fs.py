@@ -80,6 +80,18 @@ def _decode(data: bytes, encoding: Encoding, raw: str) -> str:
         ) from None
 
 
+def _open_for_read(parent_fd: int, name: str, raw: str) -> int:
+    """Open ``name`` in ``parent_fd`` for reading without following or blocking on it."""
+    try:
+        return os.open(name, _READ_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise refuse_path("symlink_refused", raw, "the entry is a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a socket (or a device with no driver)
+            raise refuse_path("not_a_file", raw, "the entry is a socket") from None
+        raise fs_error(exc, raw) from None
+
+
 def build_fs_capabilities(
     *, confinement: Confinement, journal: FsJournal, max_read_bytes: int, max_write_bytes: int
 ) -> list[Capability]:
@@ -114,14 +126,7 @@ def _readers(confinement: Confinement, max_read_bytes: int) -> list[Capability]:
         limit = min(max_bytes or max_read_bytes, max_read_bytes)
         target = confinement.locate(path)
         with confinement.parent(target) as parent_fd:
-            try:
-                fd = os.open(target.name, _READ_FLAGS, dir_fd=parent_fd)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise refuse_path(
-                        "symlink_refused", path, "the entry is a symbolic link"
-                    ) from None
-                raise fs_error(exc, path) from None
+            fd = _open_for_read(parent_fd, target.name, path)
         try:
             info = os.fstat(fd)
             check_entry(target, info, must_exist=True)
