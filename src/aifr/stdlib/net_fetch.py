@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ __all__ = ["Fetcher"]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "csv")
 _REFUSED_HEADERS = frozenset({"host", "transfer-encoding", "content-length", "connection"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # no CR, LF, NUL or non-ASCII
 
 
 @contextlib.contextmanager
@@ -262,13 +265,22 @@ def _prepare(
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise refuse_url("invalid_url", redact_unparsed_url(url), str(exc)) from None
-    for name in headers:
+    for name, value in headers.items():
         if name.lower() in _REFUSED_HEADERS:
             raise refuse_url(
                 "header_not_allowed",
                 redact_url(parsed),
                 f"header {name!r} is set by aifr",
                 header=name,
+            )
+        if not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+            shown = name if _HEADER_NAME.fullmatch(name) else repr(name)[:40]
+            raise refuse_url(
+                "header_not_allowed",
+                redact_url(parsed),
+                f"header {shown} has a name or value HTTP cannot carry "
+                "(a control character such as CR or LF, or text outside ASCII)",
+                header=shown,
             )
     clean = dict(headers)
     content: bytes | None = None

@@ -210,6 +210,26 @@ def test_a_caller_may_not_set_the_host_header(lib: Lib, base: str) -> None:
     assert caught.value.rule == "header_not_allowed"
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Note": "caf\u00e9"},
+        {"X-Note": "a\r\nHost: metadata.internal"},
+        {"X-Note": "a\nb"},
+        {"X-Note\r\nHost": "a"},
+        {"Bad Name": "a"},
+        {"X-Token": "s3cr3t\r\n"},
+    ],
+)
+def test_header_names_and_values_http_cannot_carry_are_refused(
+    lib: Lib, base: str, headers: dict[str, str]
+) -> None:
+    with pytest.raises(SandboxRefusalError) as caught:
+        lib.call("io.net.http_get", {"url": f"{base}/echo", "headers": headers})
+    assert caught.value.rule == "header_not_allowed"
+    assert "s3cr3t" not in caught.value.message
+
+
 def test_a_smaller_per_call_cap_applies(lib: Lib, base: str) -> None:
     with pytest.raises(SandboxRefusalError) as caught:
         lib.call("io.net.http_get", {"url": f"{base}/big?n=5000", "max_bytes": 1000})
