@@ -106,7 +106,7 @@ def tree(root: Path) -> dict[str, tuple[str, int, int] | None]:
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes: /ok, /echo, /count, /big, /chunked, /gzip-bomb, /loop, /redirect?to=URL&status=N,
-    /bin, /stall (answers only once the server is released, at most 10 s), /stall-answers (how
+    /bin, /charset?c=NAME (text declared in that charset), /stall (answers only once the server is released, at most 10 s), /stall-answers (how
     many /stall requests were answered) and /drip (one byte per 0.1 s).
     """
 
@@ -145,10 +145,19 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.release.wait(timeout=0.1):  # type: ignore[attr-defined]
                 return
 
+    def _charset(self) -> None:
+        charset = dict(parse_qsl(urlsplit(self.path).query))["c"]
+        self._send(200, b"hello", {"Content-Type": f"text/plain; charset={charset}"})
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
-        timed = {"/stall": self._stall, "/stall-answers": self._stall_answers, "/drip": self._drip}
+        timed = {
+            "/stall": self._stall,
+            "/stall-answers": self._stall_answers,
+            "/drip": self._drip,
+            "/charset": self._charset,
+        }
         if url.path in timed:
             timed[url.path]()
         elif url.path == "/ok":

@@ -241,7 +241,7 @@ def _output(
 ) -> HttpResponse:
     content_type = response.headers.get("content-type", "").lower()
     is_text = not body or any(marker in content_type for marker in _TEXT_TYPES)
-    text = body.decode(response.encoding or "utf-8", "replace") if is_text else ""
+    text = _decode_text(body, response.encoding) if is_text else ""
     return HttpResponse(
         status=response.status_code,
         url=redact_url(request.url),
@@ -256,6 +256,18 @@ def _output(
             headers=redact_headers(request.headers),
         ),
     )
+
+
+def _decode_text(body: bytes, encoding: str | None) -> str:
+    """``body`` as text in the declared charset, or UTF-8 when that names no text codec.
+
+    A server may declare any codec name Python knows, ``rot13`` or ``hex`` included,
+    which are not text encodings and cannot decode bytes.
+    """
+    try:
+        return body.decode(encoding or "utf-8", "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")
 
 
 def _prepare(

@@ -230,6 +230,14 @@ def test_header_names_and_values_http_cannot_carry_are_refused(
     assert "s3cr3t" not in caught.value.message
 
 
+@pytest.mark.parametrize("charset", ["rot13", "hex", "no-such-codec"])
+def test_a_charset_that_is_no_text_encoding_falls_back_to_utf8(
+    lib: Lib, base: str, charset: str
+) -> None:
+    out = lib.call("io.net.http_get", {"url": f"{base}/charset?c={charset}"})
+    assert out["body"] == "hello"
+
+
 def test_a_smaller_per_call_cap_applies(lib: Lib, base: str) -> None:
     with pytest.raises(SandboxRefusalError) as caught:
         lib.call("io.net.http_get", {"url": f"{base}/big?n=5000", "max_bytes": 1000})
