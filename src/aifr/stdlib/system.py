@@ -19,7 +19,7 @@ from typing_extensions import TypedDict
 
 from aifr.audit import redact_text
 from aifr.capabilities import CallInfo, Capability, Compensation, capability
-from aifr.errors import AifrError, ErrorCode, ExecutionError
+from aifr.errors import AifrError, ErrorCode, ExecutionError, SandboxRefusalError
 from aifr.invocation.sandbox import Sandbox
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
@@ -156,6 +156,13 @@ def build_system_capabilities(
         argv: list[str], cwd: str, stdin: str | None, env: dict[str, str], timeout_s: float | None
     ) -> ExecOutput:
         sandbox.resolve(argv[0] if argv else "")
+        for index, argument in enumerate(argv):
+            if "\0" in argument:  # exec cannot pass it; Popen would fail with a bare ValueError
+                raise SandboxRefusalError(
+                    f"argv[{index}] holds a NUL byte, which no command can receive",
+                    rule="invalid_argument",
+                    index=index,
+                )
         target = confinement.locate(cwd)
         with confinement.directory(target.root, target.parts, raw=cwd) as fd:
             done = sandbox.run(

@@ -185,3 +185,10 @@ def test_a_command_that_cannot_start_is_an_execution_error(tmp_path: Path) -> No
     with pytest.raises(ExecutionError) as caught:
         run_in(sandbox, [str(script)], tmp_path)
     assert caught.value.code is ErrorCode.EXECUTION_FAILED
+
+
+def test_an_argument_holding_nul_is_refused_before_anything_starts(lib: Lib) -> None:
+    with pytest.raises(SandboxRefusalError) as caught:
+        lib.call("sys.exec", {"argv": ["echo", "a\u0000b"]})
+    assert caught.value.rule == "invalid_argument"
+    assert caught.value.details["index"] == 1
