@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import BaseModel, Field
 
 from aifr.capabilities import Compensation, capability
 from aifr.stdlib import build_stdlib
@@ -73,6 +75,57 @@ def fetch(url: str) -> str:
 )
 def send(to: str) -> None:
     """Send a mail."""
+
+
+class Stamp(BaseModel):
+    """Times with and without a UTC offset."""
+
+    naive: dt.datetime
+    aware: dt.datetime
+    clock: dt.time
+    day: dt.date
+    format: str
+
+
+@capability("clock.stamp", operation="READ", risk="LOW")
+def stamp(offset: bool) -> Stamp:
+    """Stamp a time."""
+    zone = dt.UTC if offset else None
+    return Stamp(
+        naive=dt.datetime(2024, 5, 1, 12, 30, 0, 250000),
+        aware=dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        clock=dt.time(12, 30, tzinfo=zone),
+        day=dt.date(2024, 5, 1),
+        format="x",
+    )
+
+
+@capability("clock.now", operation="READ", risk="LOW")
+def now() -> list[dt.datetime]:
+    """The time, as a list."""
+    return [dt.datetime(2024, 5, 1, 12, 30)]
+
+
+def test_structured_times_without_an_offset_satisfy_the_output_schema_with_formats_checked() -> (
+    None
+):
+    # ajv-formats in the TypeScript SDK checks date-time and time as RFC 3339 (offset
+    # required), as jsonschema's FormatChecker does; a naive value must not fail there.
+    for spec, inputs in ((stamp.spec, {"offset": False}), (stamp.spec, {"offset": True})):
+        schema = output_schema_for(spec)
+        assert schema is not None
+        output = stamp.validate_output(stamp.handler(**inputs))
+        validator = Draft202012Validator(schema, format_checker=FormatChecker())
+        assert list(validator.iter_errors(structured_output(spec, output))) == []
+    wrapped = output_schema_for(now.spec)
+    assert wrapped is not None
+    validator = Draft202012Validator(wrapped, format_checker=FormatChecker())
+    assert list(validator.iter_errors({"result": ["2024-05-01T12:30:00"]})) == []
+    assert list(validator.iter_errors({"result": ["2024-05-01"]})) != []
+    # Other formats stay, and a property named "format" is a property, not a keyword.
+    properties = output_schema_for(stamp.spec)["properties"]  # type: ignore[index]
+    assert properties["day"]["format"] == "date"
+    assert properties["format"] == {"title": "Format", "type": "string"}
 
 
 def test_read_capability_is_read_only_idempotent_and_closed_world() -> None:

@@ -9,6 +9,14 @@ side-effect scope.
 MCP clients up to protocol 2025-11-25 accept only object output schemas, so a
 capability whose output is not an object is advertised with its output wrapped as
 ``{"result": value}``; :func:`structured_output` applies the same wrapping to results.
+
+Clients validate ``structuredContent`` against the output schema with formats checked
+(the TypeScript SDK uses ajv with ajv-formats), and JSON Schema's ``date-time`` and
+``time`` formats are RFC 3339's, which require a UTC offset. A Python ``datetime`` or
+``time`` without one serializes as ``2024-05-01T12:30:00``, so the output schema names
+those two formats as a pattern that accepts the offset or its absence instead; a client
+that checked the format would refuse a naive value as a protocol error and lose the
+whole result.
 """
 
 from __future__ import annotations
@@ -34,6 +42,13 @@ __all__ = [
 APPROVAL_STATUS_TOOL = "aifr.approvals.status"
 OPEN_WORLD_SCOPES = frozenset({"network", "external", "internet", "remote"})
 _WRAP_KEY = "result"
+_OFFSET = r"(Z|z|[+-]\d{2}:\d{2})?"
+_CLOCK = r"\d{2}:\d{2}:\d{2}(\.\d+)?"
+_OFFSET_OPTIONAL = {
+    "date-time": rf"^\d{{4}}-\d{{2}}-\d{{2}}[Tt]{_CLOCK}{_OFFSET}$",
+    "time": rf"^{_CLOCK}{_OFFSET}$",
+}
+_LITERAL_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
 
 
 def annotations_for(spec: CapabilitySpec) -> types.ToolAnnotations:
@@ -59,11 +74,29 @@ def _is_object_schema(schema: Mapping[str, JsonValue]) -> bool:
     return schema.get("type") == "object"
 
 
+def _offset_optional(node: Any) -> Any:
+    """``node`` with each ``date-time`` and ``time`` format made a pattern, offset optional."""
+    if isinstance(node, list):
+        return [_offset_optional(item) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    out = {
+        key: value if key in _LITERAL_KEYWORDS else _offset_optional(value)
+        for key, value in node.items()
+    }
+    fmt = out.get("format")
+    if isinstance(fmt, str) and fmt in _OFFSET_OPTIONAL:
+        del out["format"]
+        out.setdefault("pattern", _OFFSET_OPTIONAL[fmt])
+    return out
+
+
 def output_schema_for(spec: CapabilitySpec) -> dict[str, Any] | None:
     """The tool's output schema: the spec's own when it is an object, else wrapped."""
     schema = spec.output_schema
     if schema is None:
         return None
+    schema = _offset_optional(schema)
     if _is_object_schema(schema):
         return dict(schema)
     definitions = {k: v for k, v in schema.items() if k in ("$defs", "definitions")}
