@@ -166,6 +166,26 @@ class ApprovalBridge:
             approval_id, _answer(response), tool=params.name, who=who, reinvoke=reinvoke
         )
 
+    def unrecorded(
+        self,
+        params: types.CallToolRequestParams,
+        result: Result,
+        tool: str,
+        *,
+        status_tool: str = APPROVAL_STATUS_TOOL,
+    ) -> types.CallToolResult:
+        """The pending result of a retried call whose answer recorded nothing (2026-07-28).
+
+        It says why, as the same answer during the call does up to 2025-11-25.
+        """
+        response = (params.input_responses or {}).get(APPROVAL_INPUT_KEY)
+        note = (
+            _unrecorded(_answer(response))
+            if isinstance(response, types.ElicitResult)
+            else "The call came back without an answer to the approval form; nothing was recorded."
+        )
+        return pending_result(result, tool, note=note, status_tool=status_tool)
+
     async def decide(
         self,
         approval_id: str,

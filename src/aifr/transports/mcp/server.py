@@ -347,7 +347,7 @@ class AifrMcpServer:
         if result.approval_id is not None:
             self._waiting.remember(who, name, arguments, result.approval_id)
         if answered:
-            return answer(result)
+            return self.bridge.unrecorded(params, result, shown, status_tool=status_tool)
         return await self.bridge.on_pending(
             ctx,
             tool=shown,
