@@ -281,7 +281,6 @@ def _check_progress(run: dict[str, Any], last: str) -> None:
         {k: n["progress"].get(k) for k in ("progress", "total", "message")}
         for n in notes[: len(delivered)]
     ]
-    assert delivered, run
     late = len(notes) - len(delivered)
     assert len(run["errors"]) == late, run["errors"]
     assert all("progress notification for an unknown token" in e for e in run["errors"])
