@@ -52,6 +52,7 @@ __all__ = [
     "build_registry",
     "build_secrets",
     "capabilities_in_module",
+    "reserved_paths",
     "stdlib_capabilities",
 ]
 
@@ -185,7 +186,9 @@ def _project_on_path(project_dir: Path) -> Iterator[None]:
     entry = str(project_dir)
     added = entry not in sys.path
     if added:
-        sys.path.insert(0, entry)
+        # Last, not first: a file an agent wrote into the project (``requests.py``) must
+        # not shadow a package a capability module imports.
+        sys.path.append(entry)
     try:
         yield
     finally:
@@ -231,11 +234,32 @@ def stdlib_capabilities(settings: Settings) -> list[Capability]:
         exec_max_memory_mb=run.max_memory_mb,
         exec_max_output_bytes=run.max_output_bytes,
         environ=os.environ,
-        reserved=[
-            settings.project_dir.resolve() / CONFIG_FILE_NAME,
-            settings.path(settings.policy.directory),
-        ],
+        reserved=reserved_paths(settings),
     )
+
+
+def reserved_paths(settings: Settings) -> list[Path]:
+    """What an agent's ``io.fs`` / ``sys.exec`` calls may never touch, even inside a root.
+
+    Everything that governs or becomes the runtime: the configuration, policies,
+    workflow definitions, secrets and the audit signing key (``.aifr/`` is reserved by
+    the stdlib itself), and the code it imports at the next start: each capability
+    module's top-level module or package in the project folder, and that folder's
+    bytecode cache (a forged ``.pyc`` would run instead of its source).
+    """
+    project = settings.project_dir.resolve()
+    paths = [
+        project / CONFIG_FILE_NAME,
+        settings.path(settings.policy.directory),
+        settings.path(settings.workflows.directory),
+        settings.path(settings.secrets.directory),
+        settings.path(settings.audit.signing_key_file),
+        project / "__pycache__",
+    ]
+    for name in settings.runtime.capability_modules:
+        top = name.split(".", 1)[0]
+        paths += [project / f"{top}.py", project / top]
+    return paths
 
 
 def build_registry(settings: Settings) -> CapabilityRegistry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,83 @@ def test_an_agent_cannot_rewrite_the_config_or_policies_that_govern_it(app: App,
         assert result.error is not None and result.error.details["rule"] == "path_reserved"
     assert {p: snapshot(root / p) for p in before} == before
     assert not (root / "policies" / "allow-all.yaml").exists()
+
+
+CODE_CAPABILITIES = """
+import wave  # imported while the project folder is on sys.path
+
+from aifr import capability
+
+
+@capability("lab.hue", operation="READ", risk="LOW")
+def hue() -> str:
+    return wave.__name__
+"""
+
+
+@pytest.fixture
+def code_project(tmp_path: Path) -> Path:
+    project = tmp_path / "coded"
+    init_project(project)
+    (project / "lab_caps.py").write_text(CODE_CAPABILITIES)
+    (project / "labpkg").mkdir()
+    (project / "labpkg" / "__init__.py").write_text("")
+    (project / "labpkg" / "more.py").write_text("")
+    config = project / "aifr.toml"
+    config.write_text(
+        config.read_text().replace(
+            "capability_modules = []", 'capability_modules = ["lab_caps", "labpkg.more"]'
+        )
+    )
+    return project
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "lab_caps.py",
+        "labpkg/__init__.py",
+        "labpkg/more.py",
+        "__pycache__/lab_caps.cpython-311.pyc",
+        "workflows/evil.yaml",
+        ".aifr/secrets/API_TOKEN",
+        ".aifr/keys/audit-ed25519.pem",
+    ],
+)
+def test_an_agent_cannot_rewrite_the_code_workflows_or_secrets_aifr_loads(
+    code_project: Path, path: str
+) -> None:
+    app = build_app(code_project, require_project=True)
+    try:
+        result = app.runtime.invoke("io.fs.write_file", {"path": path, "content": "x"}, "alice")
+    finally:
+        app.close()
+
+    assert result.status is Status.FAILED
+    assert result.error is not None and result.error.details["rule"] == "path_reserved"
+    assert (code_project / "lab_caps.py").read_text() == CODE_CAPABILITIES
+
+
+def test_a_module_an_agent_writes_into_the_project_does_not_shadow_an_installed_one(
+    code_project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    app = build_app(code_project, require_project=True)
+    try:
+        planted = "open('PWNED', 'w').close()\nraise SystemExit('shadowed')\n"
+        written = app.runtime.invoke(
+            "io.fs.write_file", {"path": "wave.py", "content": planted}, "alice"
+        )
+    finally:
+        app.close()
+    assert written.status is Status.OK, written.error
+
+    listed = subprocess.run(
+        [aifr_bin, "call", "lab.hue", "-p", str(code_project)],
+        capture_output=True, text=True, env=clean_env, cwd=code_project, check=False,
+    )  # fmt: skip
+
+    assert listed.returncode == 0, listed.stderr
+    assert not (code_project / "PWNED").exists()
 
 
 def test_high_risk_exec_waits_for_an_approval_under_the_default_policy(app: App) -> None:
