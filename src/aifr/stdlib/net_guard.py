@@ -38,7 +38,8 @@ __all__ = [
 
 REDACTED = "[REDACTED]"
 _SENSITIVE = re.compile(
-    r"authorization|cookie|token|secret|passw|api[-_]?key|access[-_]?key|auth|session|signature",
+    r"authorization|cookie|token|secret|passw|api[-_]?key|access[-_]?key|auth|session|signature"
+    r"|credential|^(sig|key|pass|pwd|code)$",
     re.IGNORECASE,
 )
 _METADATA = frozenset(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import JsonValue
 from typing_extensions import TypedDict
@@ -24,13 +24,15 @@ from aifr.invocation.sandbox import Sandbox
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
 from aifr.stdlib.limits import Seconds
+from aifr.stdlib.net_guard import is_credential_header
 
 __all__ = ["MASK", "build_system_capabilities", "is_secret_like", "mask_value"]
 
 MASK = "****"
 _SECRET_NAME = re.compile(
     r"TOKEN|SECRET|PASSW|PASSPHRASE|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH|SESSION"
-    r"|COOKIE|SIGNATURE|SALT|(^|_)KEY($|_)|DSN|CONNECTION_STRING",
+    r"|COOKIE|SIGNATURE|SALT|(^|_)KEY($|_)|DSN|CONNECTION_STRING|WEBHOOK"
+    r"|(^|_)PASS($|_)|_PWD($|_)",  # DB_PASS, MYSQL_PWD (not the shell's PWD or OLDPWD)
     re.IGNORECASE,
 )
 _OPAQUE = re.compile(r"^[A-Za-z0-9+/=_\-]{32,}$")
@@ -74,15 +76,40 @@ def is_secret_like(name: str, value: str) -> bool:
 
 
 def mask_value(name: str, value: str) -> str:
-    """``value`` with secrets hidden: a URL keeps all but its password, others become ``****``."""
-    if "://" in value and "@" in value:
-        parts = urlsplit(value)
-        if parts.password is not None:
-            host = parts.hostname or ""
-            port = f":{parts.port}" if parts.port else ""
-            netloc = f"{parts.username or ''}:{MASK}@{host}{port}"
-            return urlunsplit(parts._replace(netloc=netloc))
+    """``value`` with secrets hidden; a URL keeps what is not a credential.
+
+    A URL loses its password and credential query values (``?token=``, ``&sig=``);
+    other secret-looking values become ``****``. A URL whose variable name itself says secret (``SLACK_WEBHOOK_URL``) is hidden whole:
+    the address is the credential.
+    """
+    if "://" in value and not _SECRET_NAME.search(name):
+        masked = _mask_url(value)
+        if masked is not None:
+            return masked
     return MASK if is_secret_like(name, value) else value
+
+
+def _mask_url(value: str) -> str | None:
+    """The URL without its password and credential query values; ``None`` if it has none.
+
+    A URL that does not parse (a port over 65535) is hidden whole.
+    """
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return MASK
+    changed = parts
+    if parts.password is not None:
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        shown_port = f":{port}" if port else ""
+        changed = changed._replace(netloc=f"{parts.username or ''}:{MASK}@{host}{shown_port}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(is_credential_header(key) for key, _ in query):
+        shown = [(key, MASK if is_credential_header(key) else item) for key, item in query]
+        changed = changed._replace(query=urlencode(shown, safe="*"))
+    return urlunsplit(changed) if changed is not parts else None
 
 
 def build_system_capabilities(

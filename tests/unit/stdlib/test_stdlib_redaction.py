@@ -39,6 +39,33 @@ def test_a_url_keeps_everything_but_its_password() -> None:
     assert mask_value("REDIS_URL", "redis://:pw@cache:6379/0") == "redis://:****@cache:6379/0"
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_PASS", "hunter2"),
+        ("MYSQL_PWD", "hunter2"),
+        ("RABBITMQ_DEFAULT_PASS", "hunter2"),
+        ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/XXXXXXXX"),
+        ("DATABASE_URL", "postgres://u:p4ss@db:99999/app"),  # a port that does not parse
+    ],
+)
+def test_passwords_webhooks_and_unparsable_urls_are_masked_whole(name: str, value: str) -> None:
+    assert mask_value(name, value) == "****"
+
+
+@pytest.mark.parametrize(("name", "value"), [("PWD", "/srv/app"), ("OLDPWD", "/root")])
+def test_the_shells_working_directories_are_no_passwords(name: str, value: str) -> None:
+    assert mask_value(name, value) == value
+
+
+def test_a_url_loses_its_credential_query_values_and_keeps_the_rest() -> None:
+    shown = mask_value(
+        "STORAGE_URL", "https://acct.blob.example/c/f?sv=2024&sig=s3cr3t&page=2&api_key=k"
+    )
+    assert "s3cr3t" not in shown and "=k" not in shown
+    assert shown == "https://acct.blob.example/c/f?sv=2024&sig=****&page=2&api_key=****"
+
+
 def test_credential_headers_are_redacted() -> None:
     shown = redact_headers(
         {"Authorization": "Bearer x", "Cookie": "a=b", "X-Auth-Token": "t", "Accept": "*/*"}
