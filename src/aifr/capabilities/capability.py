@@ -130,14 +130,40 @@ class Capability:
                 checked = self.output_adapter.validate_python(value)
             except PydanticValidationError as exc:
                 raise self._output_error(field_errors_from_pydantic(exc)) from None
-            result: JsonValue = self.output_adapter.dump_python(checked, mode="json")
-            return result
-        plain = _jsonable(value)
+            return self._as_json(self.output_adapter, checked)
+        plain = self._as_json(_ANY_ADAPTER, value)
         if self.spec.output_schema is not None:
             problems = validate_against_schema(plain, self.spec.output_schema)
             if problems:
                 raise self._output_error(problems)
         return plain
+
+    def _as_json(self, adapter: TypeAdapter[Any], value: Any) -> JsonValue:
+        """``value`` as JSON data, or an output error saying what JSON cannot carry.
+
+        Bytes that are not UTF-8 and objects of no JSON shape fail here, not as a bare
+        ``UnicodeDecodeError`` or serialization error escaping the pipeline.
+        """
+        try:
+            result: JsonValue = adapter.dump_python(value, mode="json")
+        except ValueError as exc:  # PydanticSerializationError, UnicodeDecodeError
+            reason = (
+                "bytes that are not UTF-8 text (return text, or base64 of the bytes)"
+                if isinstance(exc, UnicodeDecodeError) or "utf-8" in str(exc).lower()
+                else str(exc)
+            )
+            raise self._output_error(
+                [
+                    FieldError(
+                        path="",
+                        code="type",
+                        message=f"the result cannot be sent as JSON: {reason}",
+                        expected="JSON data",
+                        received=type(value).__name__,
+                    )
+                ]
+            ) from None
+        return result
 
     def _input_error(self, problems: list[dict[str, JsonValue]]) -> InputValidationError:
         fields = ", ".join(f"{p['path'] or '<root>'} ({p['code']})" for p in problems)
@@ -157,8 +183,3 @@ class Capability:
 
 
 _ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
-
-
-def _jsonable(value: Any) -> JsonValue:
-    result: JsonValue = _ANY_ADAPTER.dump_python(value, mode="json")
-    return result

@@ -210,6 +210,35 @@ def test_output_not_matching_the_return_annotation_is_an_output_error() -> None:
     assert caught.value.code is ErrorCode.OUTPUT_INVALID
 
 
+@capability("demo.blob", operation="READ", risk="LOW")
+def blob() -> bytes:
+    return b"\xff\xfe"
+
+
+@capability("demo.loose", operation="READ", risk="LOW")
+def loose():  # type: ignore[no-untyped-def]  # no annotation: any JSON
+    return {"ok": True}
+
+
+@pytest.mark.parametrize(
+    ("cap", "value", "reason"),
+    [
+        (blob, b"\xff\xfe", "bytes that are not UTF-8"),
+        (loose, b"\xff\xfe", "bytes that are not UTF-8"),
+        (loose, {"x": object()}, "cannot be sent as JSON"),
+    ],
+)
+def test_a_result_json_cannot_carry_is_an_output_error_naming_why(
+    cap: Capability, value: object, reason: str
+) -> None:
+    with pytest.raises(OutputValidationError) as caught:
+        cap.validate_output(value)
+
+    assert caught.value.code is ErrorCode.OUTPUT_INVALID
+    assert reason in caught.value.errors[0]["message"]
+    assert blob.validate_output(b"text") == "text"
+
+
 @capability("demo.async", operation="READ", risk="LOW")
 async def fetch(call: CallInfo, key: str) -> str:
     """Fetch a value asynchronously.
