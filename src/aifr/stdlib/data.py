@@ -54,7 +54,7 @@ class Table(TypedDict):
 
 
 class Queried(TypedDict):
-    """What ``data.query`` returns."""
+    """What ``data.query`` and ``data.transform`` return."""
 
     result: JsonValue
 
