@@ -47,12 +47,22 @@ logger = logging.getLogger(__name__)
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables that make an allowlisted program load or run something else.
-_ENV_REFUSED_PREFIXES = ("LD_", "DYLD_")
+# Variables that make a program load or run other code, or read its configuration
+# (which can name commands) from a place the caller chooses: an agent could write that
+# place inside a root first. Interpreters' whole families are refused by prefix.
+_ENV_REFUSED_PREFIXES = (
+    "LD_", "DYLD_", "PYTHON", "PERL", "RUBY", "NODE_", "NPM_CONFIG_", "PIP_", "JAVA_",
+    "_JAVA_", "JDK_JAVA_", "LUA_", "BASH_FUNC_", "GIT_CONFIG",
+)  # fmt: skip
 _ENV_REFUSED = frozenset(
     {
-        "PATH", "IFS", "BASH_ENV", "ENV", "SHELLOPTS", "PS4", "PYTHONPATH", "PYTHONHOME",
-        "PYTHONSTARTUP", "PYTHONINSPECT", "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB",
-        "NODE_OPTIONS", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG_GLOBAL",
+        "PATH", "IFS", "BASH_ENV", "ENV", "SHELLOPTS", "PS4", "PROMPT_COMMAND", "HOME",
+        "XDG_CONFIG_HOME", "GCONV_PATH", "GLIBC_TUNABLES", "CLASSPATH",
+        "OPENSSL_CONF", "OPENSSL_ENGINES", "CURL_HOME", "WGETRC", "TCLLIBPATH",
+        "EDITOR", "VISUAL", "PAGER", "MANPAGER", "LESSOPEN", "LESSCLOSE", "BROWSER",
+        "SSH_ASKPASS", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_DIR",
+        "GIT_TEMPLATE_DIR", "GIT_ASKPASS", "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_PAGER",
+        "GIT_EXTERNAL_DIFF", "GIT_PROXY_COMMAND",
     }
 )  # fmt: skip
 _CGROUP_BASES = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))

@@ -46,11 +46,24 @@ def test_the_environment_is_scrubbed_to_a_safe_base(
     assert "must-not-leak" not in out["stdout"]
 
 
-def test_loader_variables_are_refused(lib: Lib) -> None:
-    for name in ("LD_PRELOAD", "PYTHONPATH", "BASH_ENV", "PATH"):
-        with pytest.raises(SandboxRefusalError) as caught:
-            lib.call("sys.exec", {"argv": ["env"], "env": {name: "/tmp/evil.so"}})
-        assert caught.value.rule == "env_not_allowed"
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LD_PRELOAD", "PYTHONPATH", "BASH_ENV", "PATH", "PYTHONWARNINGS", "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_KEY_0", "GCONV_PATH", "JAVA_TOOL_OPTIONS", "HOME", "XDG_CONFIG_HOME",
+        "GLIBC_TUNABLES", "GIT_DIR", "PERL5DB", "NPM_CONFIG_PREFIX", "git_pager",
+    ],
+)  # fmt: skip
+def test_loader_variables_are_refused(lib: Lib, name: str) -> None:
+    with pytest.raises(SandboxRefusalError) as caught:
+        lib.call("sys.exec", {"argv": ["env"], "env": {name: "/tmp/evil.so"}})
+    assert caught.value.rule == "env_not_allowed"
+
+
+def test_ordinary_variables_still_pass(lib: Lib) -> None:
+    env = {"GIT_AUTHOR_NAME": "agent", "TZ": "UTC", "NO_COLOR": "1"}
+    out = lib.call("sys.exec", {"argv": ["env"], "env": env})
+    assert {"GIT_AUTHOR_NAME=agent", "TZ=UTC", "NO_COLOR=1"} <= set(out["stdout"].splitlines())
 
 
 def test_the_working_folder_is_inside_the_roots(lib: Lib) -> None:
