@@ -106,14 +106,14 @@ def hue() -> str:
 def code_project(tmp_path: Path) -> Path:
     project = tmp_path / "coded"
     init_project(project)
-    (project / "lab_caps.py").write_text(CODE_CAPABILITIES)
-    (project / "labpkg").mkdir()
-    (project / "labpkg" / "__init__.py").write_text("")
-    (project / "labpkg" / "more.py").write_text("")
+    (project / "hue_caps.py").write_text(CODE_CAPABILITIES)
+    (project / "huepkg").mkdir()
+    (project / "huepkg" / "__init__.py").write_text("")
+    (project / "huepkg" / "more.py").write_text("")
     config = project / "aifr.toml"
     config.write_text(
         config.read_text().replace(
-            "capability_modules = []", 'capability_modules = ["lab_caps", "labpkg.more"]'
+            "capability_modules = []", 'capability_modules = ["hue_caps", "huepkg.more"]'
         )
     )
     return project
@@ -122,10 +122,10 @@ def code_project(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "path",
     [
-        "lab_caps.py",
-        "labpkg/__init__.py",
-        "labpkg/more.py",
-        "__pycache__/lab_caps.cpython-311.pyc",
+        "hue_caps.py",
+        "huepkg/__init__.py",
+        "huepkg/more.py",
+        "__pycache__/hue_caps.cpython-311.pyc",
         "workflows/evil.yaml",
         ".aifr/secrets/API_TOKEN",
         ".aifr/keys/audit-ed25519.pem",
@@ -142,7 +142,7 @@ def test_an_agent_cannot_rewrite_the_code_workflows_or_secrets_aifr_loads(
 
     assert result.status is Status.FAILED
     assert result.error is not None and result.error.details["rule"] == "path_reserved"
-    assert (code_project / "lab_caps.py").read_text() == CODE_CAPABILITIES
+    assert (code_project / "hue_caps.py").read_text() == CODE_CAPABILITIES
 
 
 def test_a_module_an_agent_writes_into_the_project_does_not_shadow_an_installed_one(
