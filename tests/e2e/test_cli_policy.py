@@ -183,3 +183,21 @@ def test_grants_are_issued_listed_and_revoked_from_the_cli(
         ("root", "policy.grants", "revoked", listed[0]["id"]),
     ]
     assert run(aifr_bin, "audit", "verify", cwd=root, env=clean_env).returncode == 0
+
+
+def test_a_path_with_a_doubled_leading_slash_is_still_under_a_denied_root(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    (root / "policies" / "05-deny.yaml").write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - {id: deny-etc, when: {inputs: {path: {under: /etc}}}, decision: DENY}\n"
+    )
+    for path in ("/etc/hostname", "//etc/hostname"):
+        result = run(
+            aifr_bin, "call", "io.fs.read_file", f"path={path}", "--json", cwd=root, env=clean_env
+        )
+        body = json.loads(result.stdout)
+        assert body["decision"]["rule_id"] == "deny-etc", path
+        assert body["error"]["code"] == "policy.denied"

@@ -186,9 +186,12 @@ def normalize_path(path: str) -> str:
 
     Only ``//``, a ``.`` or ``..`` segment, or a trailing ``/`` make normpath change a
     non-empty path; a path with none of them (the usual input) is returned at once.
+    normpath keeps exactly two leading slashes (POSIX leaves ``//x`` to the system), but
+    every system aifr runs on reads ``//etc`` as ``/etc``, so they become one.
     """
     if not path or "//" in path or "/." in path or path[0] == "." or path[-1] == "/":
-        return posixpath.normpath(path)
+        norm = posixpath.normpath(path)
+        return "/" + norm.lstrip("/") if norm.startswith("//") else norm
     return path
 
 

@@ -30,6 +30,9 @@ from aifr.policy.rules import glob_problem, normalize_path
         ("../outside", ".", False),
         ("a/../../outside", ".", False),
         ("/srv/data/\x00a", "/srv/data", False),
+        ("//etc/shadow", "/etc", True),
+        ("//srv/data/a", "//srv/data", True),
+        ("/etc/shadow", "//etc", True),
     ],
 )
 def test_path_under_root_is_lexical_and_refuses_escapes(
@@ -39,8 +42,11 @@ def test_path_under_root_is_lexical_and_refuses_escapes(
 
 
 @given(st.text(alphabet="a./", max_size=12))
-def test_path_normalization_skips_only_paths_normpath_leaves_alone(path: str) -> None:
-    assert normalize_path(path) == posixpath.normpath(path)
+def test_path_normalization_is_normpath_with_one_leading_slash(path: str) -> None:
+    expected = posixpath.normpath(path)
+    if expected.startswith("//"):
+        expected = "/" + expected.lstrip("/")
+    assert normalize_path(path) == expected
 
 
 @pytest.mark.parametrize(
