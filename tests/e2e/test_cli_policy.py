@@ -201,3 +201,32 @@ def test_a_path_with_a_doubled_leading_slash_is_still_under_a_denied_root(
         body = json.loads(result.stdout)
         assert body["decision"]["rule_id"] == "deny-etc", path
         assert body["error"]["code"] == "policy.denied"
+
+
+def test_a_grant_does_not_stand_in_for_approvers_its_issuer_is_not(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    (root / "policies" / "default.yaml").write_text(
+        ROLES + "rules:\n"
+        "  - {id: exec-two-admins, when: {capability: sys.exec}, decision: REQUIRE_APPROVAL,\n"
+        "     approvers: [admin], quorum: 2}\n"
+        "  - {id: fs-any-approver, when: {capability: io.fs.delete}, decision: REQUIRE_APPROVAL}\n"
+    )
+    issued = run(
+        aifr_bin, "grants", "issue", "--as", "erin", "--principal", "alice", "--capability", "*",
+        cwd=root, env=clean_env,
+    )  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+
+    def decision(capability: str) -> dict[str, object]:
+        result = run(
+            aifr_bin, "policy", "explain", "--principal", "alice", "--capability", capability,
+            "--json", cwd=root, env=clean_env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        body: dict[str, object] = json.loads(result.stdout)
+        return body
+
+    assert decision("sys.exec")["decision"] == "REQUIRE_APPROVAL"
+    assert decision("io.fs.delete")["decision"] == "ALLOW"

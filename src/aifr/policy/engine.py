@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import JsonValue
 
 from aifr.capabilities import RiskLevel
-from aifr.errors import AifrError, PolicyError
+from aifr.errors import AifrError, ApprovalError, PolicyError
 from aifr.policy.approvers import authorize_approver
 from aifr.policy.changes import ChangeListener, PolicyChange
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
@@ -349,6 +349,8 @@ class PolicyEngine:
             matcher = self._grant_matcher(grant)
             if matcher is None or not matcher[0].matches(request.capability.id):
                 continue
+            if not self._issuer_may_approve(grant, request, decision):
+                continue
             if all(condition.matches(request.inputs) for condition in matcher[1]):
                 return PolicyDecision(
                     Decision.ALLOW,
@@ -358,6 +360,24 @@ class PolicyEngine:
                     grant_id=grant.id,
                 )
         return decision
+
+    def _issuer_may_approve(
+        self, grant: Grant, request: PolicyRequest, decision: PolicyDecision
+    ) -> bool:
+        # A grant stands in for its issuer's approval, so it covers only the requests the
+        # issuer could approve alone: a quorum of one and one of the decision's roles.
+        if decision.quorum > 1:
+            return False
+        try:
+            self.check_approver(
+                approver=grant.issued_by,
+                requester=request.principal,
+                risk=request.capability.effective_risk,
+                decision=decision,
+            )
+        except ApprovalError:
+            return False
+        return True
 
     def rate_limit_tokens(self, limit: RateLimit, principal: str, capability_id: str) -> float:
         """Tokens ``principal`` has left under ``limit`` for ``capability_id``."""
