@@ -85,3 +85,39 @@ def test_an_unopenable_path_is_a_storage_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StorageError):
         SqliteDatabase(blocker / "aifr.db").connect()
+
+
+def test_a_corrupted_file_is_a_storage_error_naming_it_not_a_raw_sqlite_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "aifr.db"
+    db = SqliteDatabase(path)
+    db.migrate("notes", [NOTES_V1])
+    db.connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    with path.open("r+b") as handle:  # the page after the schema: schema_versions' rows
+        handle.seek(4096)
+        handle.write(b"\xff" * 4096)
+    reopened = SqliteDatabase(path)
+    with pytest.raises(StorageError) as caught:
+        reopened.migrate("notes", [NOTES_V1])
+    assert caught.value.code is ErrorCode.STORAGE_FAILED
+    assert str(path) in caught.value.message
+    reopened.close()
+
+
+def test_an_up_to_date_file_opens_while_another_connection_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "aifr.db"
+    SqliteDatabase(path).migrate("notes", [NOTES_V1])
+    writer = SqliteDatabase(path).new_connection()
+    writer.execute("BEGIN IMMEDIATE")
+    reader = SqliteDatabase(path, busy_timeout_ms=50)
+    try:
+        assert reader.migrate("notes", [NOTES_V1]) == 1
+        assert reader.connect().execute("SELECT count(*) FROM notes").fetchone()[0] == 0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        reader.close()

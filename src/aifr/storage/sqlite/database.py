@@ -145,40 +145,66 @@ class SqliteDatabase:
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Apply ``component``'s migrations newer than its recorded version, in order.
 
-        Returns the component's schema version afterwards.
+        Returns the component's schema version afterwards. A schema already up to date
+        is only read, so a read-only file, or one another process holds a write
+        transaction on, still opens for reading (``aifr audit verify`` on a copy).
 
         Raises:
-            StorageError: a migration fails (nothing of it is kept), or the database
-                holds a newer schema than this code knows.
+            StorageError: the file is corrupted, locked or read-only where a migration
+                must write (the message names the file), a migration fails (nothing of
+                it is kept), or the database holds a newer schema than this code knows.
         """
-        with self._migrate_lock, self.transaction() as conn:
+        latest = max((m.version for m in migrations), default=0)
+        with self._migrate_lock, translate_sqlite_errors(f"opening {self.path}"):
+            conn = self.connect()
+            current = self._check_version(conn, component, latest)
+            if current == latest:
+                return current
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_versions ("
+                    "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+                )
+                current = self._check_version(conn, component, latest)  # under the lock now
+                for migration in sorted(migrations, key=lambda m: m.version):
+                    if migration.version <= current:
+                        continue
+                    with translate_sqlite_errors(f"migration {component} #{migration.version}"):
+                        for statement in _statements(migration.script):
+                            conn.execute(statement)
+                    current = migration.version
+                conn.execute(
+                    "INSERT INTO schema_versions(component, version) VALUES (?, ?) "
+                    "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                    (component, current),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return current
+
+    def _check_version(self, conn: sqlite3.Connection, component: str, latest: int) -> int:
+        """``component``'s recorded schema version (0 when none), refusing a newer one."""
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_versions'"
+        ).fetchone()
+        row = (
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_versions ("
-                "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            row = conn.execute(
                 "SELECT version FROM schema_versions WHERE component = ?", (component,)
             ).fetchone()
-            current = int(row["version"]) if row else 0
-            latest = max((m.version for m in migrations), default=0)
-            if current > latest:
-                raise StorageError(
-                    f"{self.path}: schema of {component!r} is at version {current}, newer "
-                    f"than this aifr knows ({latest}); upgrade aifr",
-                    code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
-                    component=component,
-                )
-            for migration in sorted(migrations, key=lambda m: m.version):
-                if migration.version <= current:
-                    continue
-                with translate_sqlite_errors(f"migration {component} #{migration.version}"):
-                    for statement in _statements(migration.script):
-                        conn.execute(statement)
-                current = migration.version
-            conn.execute(
-                "INSERT INTO schema_versions(component, version) VALUES (?, ?) "
-                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-                (component, current),
+            if has_table
+            else None
+        )
+        current = int(row["version"]) if row else 0
+        if current > latest:
+            raise StorageError(
+                f"{self.path}: schema of {component!r} is at version {current}, newer "
+                f"than this aifr knows ({latest}); upgrade aifr",
+                code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
+                component=component,
             )
         return current
 
