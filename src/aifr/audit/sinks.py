@@ -15,12 +15,14 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 from aifr.audit.export import record_line
 from aifr.audit.ports import Sink
 from aifr.audit.record import AuditRecord
+from aifr.audit.redact import REDACTED, is_secret_key
 from aifr.errors import AuditError, ErrorCode
 
 if TYPE_CHECKING:
@@ -37,6 +39,28 @@ _SUBJECT_TOKEN = re.compile(r"[^A-Za-z0-9_.-]")
 async def _log_nats_error(error: Exception) -> None:
     """nats-py reports connection errors here; the send that failed raises its own."""
     logger.debug("nats: %s: %s", type(error).__name__, error)
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as a sink's name shows it: no user info, secret-named query values redacted.
+
+    The name keys the sink's shipping cursor and appears in logs, errors and the CLI's
+    output, so a password in ``nats://user:pass@host`` or a ``?token=`` must not reach
+    any of them; leaving the user info out also keeps the cursor when a password
+    rotates. A URL with no credentials is shown as given.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable (a bad IPv6 host): show no user info, query or fragment
+        return re.sub(r"(?<=//)[^/]*@", "", re.split(r"[?#]", url, maxsplit=1)[0])
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(is_secret_key(key) for key, _ in pairs):
+        query = urlencode([(k, REDACTED if is_secret_key(k) else v) for k, v in pairs])
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _unavailable(sink: str, problem: str) -> AuditError:
@@ -59,7 +83,7 @@ class HttpSink:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url
-        self.name = name or f"http:{url}"
+        self.name = name or f"http:{_shown_url(url)}"
         self._headers = dict(headers or {})
         self._client = httpx.AsyncClient(timeout=timeout_s)
 
@@ -108,7 +132,7 @@ class NatsSink:
         self.url = url
         self.stream = stream
         self.subject_prefix = subject_prefix
-        self.name = name or f"nats:{url}/{stream}"
+        self.name = name or f"nats:{_shown_url(url)}/{stream}"
         self.timeout_s = timeout_s
         self._client: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -189,7 +213,7 @@ def sink_from_url(url: str) -> Sink:
     if url.startswith(("http://", "https://")):
         return HttpSink(url)
     raise AuditError(
-        f"audit.sink_url {url!r}: use nats://host:port[/STREAM] or an http(s):// URL",
+        f"audit.sink_url {_shown_url(url)!r}: use nats://host:port[/STREAM] or an http(s):// URL",
         code=ErrorCode.CONFIG_INVALID,
-        url=url,
+        url=_shown_url(url),
     )

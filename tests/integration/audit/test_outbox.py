@@ -246,3 +246,44 @@ def test_aifr_audit_ship_delivers_pending_records_and_needs_a_sink(
     finally:
         collector.stop()
     assert [line["seq"] for line in collector.lines] == [1, 2, 3, 4]
+
+
+def test_credentials_in_a_sink_url_reach_no_output_error_or_cursor_key(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    init_project(tmp_path)
+    ledger = build_audit_ledger(load_settings(tmp_path))
+    _fill(ledger, 3)
+    runner = CliRunner()
+    port = _free_port()
+    collector = _Collector(port)
+    try:
+        url = f"http://alice:s3cr3t-pw@127.0.0.1:{port}/audit?token=t0k3n-val&tenant=ops"
+        shipped = runner.invoke(app, ["audit", "ship", "--sink", url, "--project", str(tmp_path)])
+        assert shipped.exit_code == 0, shipped.output
+        assert f"127.0.0.1:{port}/audit" in shipped.stdout
+    finally:
+        collector.stop()
+    down = runner.invoke(
+        app,
+        [
+            "audit",
+            "ship",
+            "--sink",
+            f"nats://alice:s3cr3t-pw@127.0.0.1:{_free_port()}",
+            "--project",
+            str(tmp_path),
+        ],
+    )
+    assert down.exit_code != 0
+    cursor_keys = [
+        row[0]
+        for row in SqliteDatabase(tmp_path / ".aifr" / "aifr.db")
+        .connect()
+        .execute("SELECT sink FROM audit_outbox_cursors")
+    ]
+    ledger.close()
+    assert [line["seq"] for line in collector.lines] == [1, 2, 3]
+    for text in (shipped.output, down.output, *cursor_keys):
+        assert "s3cr3t-pw" not in text
+        assert "t0k3n-val" not in text
