@@ -63,6 +63,32 @@ def _shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _check_http_url(url: str) -> None:
+    """Refuse a URL no request can be sent to, before the first send fails with a traceback.
+
+    Raises:
+        AuditError: ``config.invalid``: the URL does not parse, has no host or a port
+            outside 1..65535.
+    """
+    try:
+        parsed = httpx.URL(url)
+        problem = (
+            "it has no host"
+            if not parsed.host
+            else "its port is outside 1..65535"
+            if parsed.port is not None and not 0 < parsed.port < 65536
+            else None
+        )
+    except httpx.InvalidURL as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise AuditError(
+            f"audit sink URL {_shown_url(url)!r} is not usable: {problem}",
+            code=ErrorCode.CONFIG_INVALID,
+            url=_shown_url(url),
+        )
+
+
 def _unavailable(sink: str, problem: str) -> AuditError:
     return AuditError(
         f"audit sink {sink} is unavailable: {problem}",
@@ -82,6 +108,7 @@ class HttpSink:
         timeout_s: float = 10.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        _check_http_url(url)
         self.url = url
         self.name = name or f"http:{_shown_url(url)}"
         self._headers = dict(headers or {})

@@ -165,6 +165,16 @@ def test_sink_urls_pick_nats_or_http_and_anything_else_is_refused() -> None:
     assert caught.value.code == ErrorCode.CONFIG_INVALID  # the user's setting: bad input
 
 
+@pytest.mark.parametrize(
+    "url", ["http://alice:pw@[::1", "http://127.0.0.1:99999/audit", "https:///audit"]
+)
+def test_an_http_sink_url_no_request_can_use_is_refused_as_bad_input(url: str) -> None:
+    with pytest.raises(AifrError) as caught:
+        sink_from_url(url)
+    assert caught.value.code == ErrorCode.CONFIG_INVALID
+    assert "pw" not in caught.value.message
+
+
 def _nats_reachable() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 4222), timeout=1):
