@@ -230,3 +230,50 @@ def test_a_grant_does_not_stand_in_for_approvers_its_issuer_is_not(
 
     assert decision("sys.exec")["decision"] == "REQUIRE_APPROVAL"
     assert decision("io.fs.delete")["decision"] == "ALLOW"
+
+
+def test_rules_judge_inputs_as_validated_so_a_number_sent_as_a_string_is_still_denied(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    (root / "till_caps.py").write_text(
+        "from aifr import capability\n\n\n"
+        '@capability("till.pay", operation="WRITE", risk="MEDIUM")\n'
+        "def pay(amount: float, urgent: bool = False) -> dict[str, float]:\n"
+        '    """Pay out."""\n'
+        '    return {"paid": amount}\n'
+    )
+    config = root / "aifr.toml"
+    config.write_text(
+        config.read_text().replace("capability_modules = []", 'capability_modules = ["till_caps"]')
+    )
+    (root / "policies" / "05-till.yaml").write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - {id: big, when: {capability: till.pay, inputs: {amount: {gt: 1000}}}, decision: DENY}\n"
+        "  - {id: urgent, when: {capability: till.pay, inputs: {urgent: true}}, decision: DENY}\n"
+    )
+    for inputs, rule in (
+        ({"amount": "5000"}, "big"),
+        ({"amount": 5, "urgent": "true"}, "urgent"),
+        ({"amount": 5, "urgent": 1}, "urgent"),
+    ):
+        (root / "in.json").write_text(json.dumps(inputs))
+        result = run(
+            aifr_bin,
+            "call",
+            "till.pay",
+            "--input-file",
+            "in.json",
+            "--json",
+            cwd=root,
+            env=clean_env,
+        )
+        body = json.loads(result.stdout)
+        assert body["decision"]["rule_id"] == rule, inputs
+        assert body["error"]["code"] == "policy.denied"
+    (root / "in.json").write_text(json.dumps({"amount": "12"}))
+    allowed = run(
+        aifr_bin, "call", "till.pay", "--input-file", "in.json", "--json", cwd=root, env=clean_env
+    )
+    assert json.loads(allowed.stdout)["output"] == {"paid": 12.0}

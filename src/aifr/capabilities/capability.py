@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, JsonValue, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticSerializationError
 
 from aifr.capabilities.schema import (
     field_errors_from_pydantic,
@@ -118,6 +119,27 @@ class Capability:
         if problems:
             raise self._input_error(problems)
         return dict(inputs)
+
+    def as_validated(self, inputs: dict[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """``inputs`` with each value given replaced by what the handler receives, as JSON.
+
+        Validation coerces (``"5000"`` becomes ``5000.0``, ``"true"`` becomes ``True``), so
+        the policy must judge the validated values, or a rule such as ``amount: {gt: 1000}``
+        would miss a string the handler then receives as a number. Inputs left out stay
+        out, so ``exists: false`` still means "not given".
+        """
+        if self.input_model is None:
+            return inputs  # checked against the schema, not coerced
+        view = inputs
+        for name, value in kwargs.items():
+            if name in inputs and value is not inputs[name]:
+                if view is inputs:
+                    view = dict(inputs)
+                try:
+                    view[name] = _ANY_ADAPTER.dump_python(value, mode="json")
+                except (PydanticSerializationError, UnicodeDecodeError):
+                    continue  # no JSON form: the policy sees the value as given
+        return view
 
     def validate_output(self, value: Any) -> JsonValue:
         """Check a handler's result and return its JSON form.

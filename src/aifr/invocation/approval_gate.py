@@ -63,7 +63,7 @@ class ApprovalGate:
             PolicyRequest(
                 principal=call.principal,
                 capability=spec,
-                inputs=call.inputs,
+                inputs=call.inputs if call.validated_inputs is None else call.validated_inputs,
                 roles=call.roles,
                 workflow_id=call.workflow_id,
                 on_behalf_of=call.on_behalf_of,

@@ -113,6 +113,7 @@ class Call:
     stages: dict[str, float] = field(default_factory=dict)
     capability: Capability | None = None
     decision: PolicyDecision | None = None
+    validated_inputs: dict[str, Any] | None = None
     digest: str = ""
     circuit: str = CircuitState.CLOSED
     is_trial: bool = False

@@ -314,6 +314,7 @@ class Runtime:
                 raise Stop(Outcome(replay.status, replay=replay))
         call.lap("resolve")
         kwargs = capability.validate_inputs(call.inputs)
+        call.validated_inputs = capability.as_validated(call.inputs, kwargs)
         context.enter(Phase.VALIDATED)
         call.lap("validate")
         decision = call.decision = self._gate.decide(call)
