@@ -277,3 +277,17 @@ def test_rules_judge_inputs_as_validated_so_a_number_sent_as_a_string_is_still_d
         aifr_bin, "call", "till.pay", "--input-file", "in.json", "--json", cwd=root, env=clean_env
     )
     assert json.loads(allowed.stdout)["output"] == {"paid": 12.0}
+
+
+def test_explain_refuses_to_redescribe_a_registered_capability(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    for extra in (["--operation", "DELETE", "--risk", "CRITICAL"], ["--risk", "CRITICAL"]):
+        result = run(
+            aifr_bin, "policy", "explain", "--principal", "alice",
+            "--capability", "io.fs.read_file", *extra, cwd=root, env=clean_env,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stdout
+        assert "capability.invalid" in result.stderr
+        assert "is registered (READ, LOW risk)" in " ".join(result.stderr.split())

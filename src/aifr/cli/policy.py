@@ -80,15 +80,22 @@ def _spec(
     risk: RiskLevel | None,
     tags: list[str],
 ) -> CapabilitySpec:
-    if operation is None:
-        found = build_registry(settings).get(capability)
-        if found is None:
-            raise CapabilityError(
-                f"capability {capability!r} is not registered; describe it with "
-                "--operation (and --risk, --tag) to explain a hypothetical one",
-                capability_id=capability,
-            )
+    found = build_registry(settings).get(capability)
+    if found is not None and (operation is not None or risk is not None or tags):
+        raise CapabilityError(
+            f"capability {capability!r} is registered ({found.operation_type.value}, "
+            f"{found.effective_risk.value} risk); --operation, --risk and --tag describe "
+            "only a capability that is not",
+            capability_id=capability,
+        )
+    if found is not None:
         return found
+    if operation is None:
+        raise CapabilityError(
+            f"capability {capability!r} is not registered; describe it with "
+            "--operation (and --risk, --tag) to explain a hypothetical one",
+            capability_id=capability,
+        )
     return CapabilitySpec(
         id=capability,
         operation_type=operation,
