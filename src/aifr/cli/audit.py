@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import os
 import signal
 import sys
 import time
@@ -212,7 +214,7 @@ def export(
     with _ledger(project) as (_, ledger):
         records = ledger.records(since=since, until=until, principal=principal)
         if output is None:
-            write_jsonl(records, sys.stdout)
+            _export_to_stdout(records)
             return
         try:
             with output.open("w", encoding="utf-8") as handle:
@@ -224,6 +226,25 @@ def export(
                 path=str(output),
             ) from exc
         err_console.print(f"exported {count} records to {output}")
+
+
+def _export_to_stdout(records: Iterator[AuditRecord]) -> None:
+    """Write the export to stdout; a write that fails (a full disk) is reported.
+
+    A partial export must never pass for a whole one, nor end in a traceback. stdout is
+    then pointed at ``/dev/null`` so the interpreter's last flush cannot fail again. A
+    reader that stops early (``| head``) is left to Click, which ends quietly (exit 1).
+    """
+    try:
+        write_jsonl(records, sys.stdout)
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise AuditError(
+            f"standard output: cannot write the export: {exc.strerror}", path="-"
+        ) from exc
 
 
 @app.command("checkpoint")

@@ -297,3 +297,21 @@ def test_export_to_a_path_that_cannot_be_written_is_an_error_not_a_traceback(
     result = _aifr(project, "audit", "export", "-o", str(project / "no" / "such" / "x.jsonl"))
     assert result.exit_code == 2, result.output
     assert "config.invalid" in result.stderr and "x.jsonl" in result.stderr
+
+
+def test_export_to_a_full_disk_on_stdout_is_an_error_not_a_traceback(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    with Path("/dev/full").open("w") as full:
+        result = subprocess.run(
+            [aifr_bin, "audit", "export", "--project", str(project)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode != 0
+    assert "audit.failed" in result.stderr and "No space left" in result.stderr
+    assert "Traceback" not in result.stderr
