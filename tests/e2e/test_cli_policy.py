@@ -291,3 +291,20 @@ def test_explain_refuses_to_redescribe_a_registered_capability(
         assert result.returncode == 2, result.stdout
         assert "capability.invalid" in result.stderr
         assert "is registered (READ, LOW risk)" in " ".join(result.stderr.split())
+
+
+def test_a_nan_operand_is_refused_at_load_since_no_input_could_ever_match_it(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    (root / "policies" / "zz.yaml").write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - {id: big, when: {inputs: {amount: {gt: .nan}}}, decision: DENY}\n"
+        "  - {id: odd, when: {inputs: {amount: [1, .NaN]}}, decision: DENY}\n"
+    )
+    result = run(aifr_bin, "policy", "check", cwd=root, env=clean_env)
+    assert result.returncode == 1
+    assert "zz.yaml:3:" in result.stdout
+    assert "rules[0].when.inputs.amount.gt: NaN is not a value" in result.stdout
+    assert "rules[1].when.inputs.amount.in: NaN is not a value" in result.stdout

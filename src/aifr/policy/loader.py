@@ -10,6 +10,7 @@ duplicate ids), points at ``file:line:column`` and a field path
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,7 +229,11 @@ def _conditions(
 
 def _operand_problems(operators: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(operator, message)`` for each operand that cannot be compiled."""
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = [
+        (op, "NaN is not a value to compare with: no input equals it or is ordered against it")
+        for op, operand in operators.items()
+        if _holds_nan(operand)
+    ]
     if "regex" in operators:
         try:
             re.compile(operators["regex"])
@@ -248,6 +253,16 @@ def _operand_problems(operators: Mapping[str, Any]) -> list[tuple[str, str]]:
         if op in operators and not operators[op]
     )
     return problems
+
+
+def _holds_nan(operand: Any) -> bool:
+    if isinstance(operand, float):
+        return math.isnan(operand)
+    if isinstance(operand, list | tuple):
+        return any(_holds_nan(item) for item in operand)
+    if isinstance(operand, dict):
+        return any(_holds_nan(item) for item in operand.values())
+    return False
 
 
 def _risks(when: WhenDoc) -> frozenset[RiskLevel] | None:
