@@ -308,3 +308,30 @@ def test_a_nan_operand_is_refused_at_load_since_no_input_could_ever_match_it(
     assert "zz.yaml:3:" in result.stdout
     assert "rules[0].when.inputs.amount.gt: NaN is not a value" in result.stdout
     assert "rules[1].when.inputs.amount.in: NaN is not a value" in result.stdout
+
+
+def test_an_empty_list_in_a_rule_is_refused_at_load_since_it_would_never_match(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    root = project(tmp_path, aifr_bin, clean_env)
+    (root / "policies" / "zz.yaml").write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - {id: a, when: {capability: []}, decision: DENY}\n"
+        "  - {id: b, when: {roles: []}, decision: DENY}\n"
+        "  - {id: c, when: {inputs: {path: []}}, decision: DENY}\n"
+        "  - {id: d, when: {inputs: {path: {in: []}}}, decision: DENY}\n"
+    )
+    result = run(aifr_bin, "policy", "check", cwd=root, env=clean_env)
+    assert result.returncode == 1
+    refused = "an empty list matches nothing"
+    for line, field in [
+        (3, "rules[0].when.capability"),
+        (4, "rules[1].when.roles"),
+        (5, "rules[2].when.inputs.path"),
+        (6, "rules[3].when.inputs.path.in"),
+    ]:
+        assert any(
+            f"zz.yaml:{line}:" in out and f"{field}: " in out and refused in out
+            for out in result.stdout.splitlines()
+        ), (field, result.stdout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag
 
 __all__ = [
     "ApprovalDoc",
@@ -30,7 +30,20 @@ RiskName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 OperationName = Literal["READ", "WRITE", "DELETE", "EXECUTE", "NETWORK"]
 DecisionName = Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$", max_length=200)]
-Globs = str | list[str]
+
+
+def _not_empty(value: Any) -> Any:
+    """Refuse an empty list, which matches nothing.
+
+    A rule written with one (``capability: []``) would load and silently never apply.
+    """
+    if isinstance(value, list) and not value:
+        raise ValueError("an empty list matches nothing: list at least one value or leave it out")
+    return value
+
+
+NonEmpty = AfterValidator(_not_empty)
+Globs = Annotated[str | list[str], NonEmpty]
 Scalar = str | int | float | bool | None
 
 
@@ -41,7 +54,7 @@ class ConditionDoc(BaseModel):
 
     eq: Any = None
     ne: Any = None
-    in_: list[Any] | None = Field(default=None, alias="in")
+    in_: Annotated[list[Any], NonEmpty] | None = Field(default=None, alias="in")
     not_in: list[Any] | None = None
     lt: float | str | None = None
     le: float | str | None = None
@@ -64,7 +77,7 @@ def _condition_kind(value: Any) -> str:
 
 InputConditionDoc = Annotated[
     Annotated[Scalar, Tag("equals")]
-    | Annotated[list[Scalar], Tag("one_of")]
+    | Annotated[list[Scalar], NonEmpty, Tag("one_of")]
     | Annotated[ConditionDoc, Tag("operators")],
     Discriminator(_condition_kind),
 ]
@@ -76,13 +89,13 @@ class WhenDoc(BaseModel):
     model_config = _STRICT
 
     principal: Globs | None = None
-    roles: str | list[str] | None = None
+    roles: Annotated[str | list[str], NonEmpty] | None = None
     capability: Globs | None = None
-    operation: OperationName | list[OperationName] | None = None
-    risk: RiskName | list[RiskName] | None = None
+    operation: Annotated[OperationName | list[OperationName], NonEmpty] | None = None
+    risk: Annotated[RiskName | list[RiskName], NonEmpty] | None = None
     risk_at_least: RiskName | None = None
     risk_at_most: RiskName | None = None
-    tags: str | list[str] | None = None
+    tags: Annotated[str | list[str], NonEmpty] | None = None
     workflow: Globs | None = None
     on_behalf_of: Globs | None = None
     delegated: bool | None = None
