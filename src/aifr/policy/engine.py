@@ -31,7 +31,6 @@ from aifr.policy.index import CompiledPolicy, view_of
 from aifr.policy.loader import (
     Policy,
     compile_conditions,
-    directory_digest,
     directory_signature,
     load_policy,
 )
@@ -179,7 +178,7 @@ class PolicyEngine:
                     "directory": str(self.directory),
                     "files": [Path(name).name for name in policy.files],
                     "rules": len(policy.rules),
-                    "digest": directory_digest(self.directory),
+                    "digest": policy.digest,
                 },
             )
         )

@@ -9,6 +9,7 @@ duplicate ids), points at ``file:line:column`` and a field path
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -84,6 +85,8 @@ class Policy:
     files: tuple[str, ...] = ()
     role_references: tuple[RoleReference, ...] = ()
     capability_references: tuple[tuple[str, SourceRef], ...] = ()
+    digest: str = ""
+    """SHA-256 of the files' names and bytes as loaded (:func:`load_policy` sets it)."""
 
 
 # -- files ---------------------------------------------------------------------------
@@ -111,16 +114,22 @@ def directory_signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def directory_digest(directory: Path) -> str:
-    """SHA-256 over the policy files' names and bytes, in load order (what a reload put in force)."""
+def _digest(files: Sequence[tuple[Path, bytes]]) -> str:
     sha = hashlib.sha256()
-    for path in policy_files(directory):
-        try:
-            content = path.read_bytes()
-        except OSError:
-            continue
+    for path, content in files:
         sha.update(path.name.encode() + b"\0" + str(len(content)).encode() + b"\0" + content)
     return sha.hexdigest()
+
+
+def directory_digest(directory: Path) -> str:
+    """SHA-256 over the policy files' names and bytes, in load order, as they are now."""
+    files: list[tuple[Path, bytes]] = []
+    for path in policy_files(directory):
+        try:
+            files.append((path, path.read_bytes()))
+        except OSError:
+            continue
+    return _digest(files)
 
 
 def load_policy(directory: Path | str) -> Policy:
@@ -131,13 +140,18 @@ def load_policy(directory: Path | str) -> Policy:
             compile; the message names file, line and field of each problem.
     """
     root = Path(directory)
+    read: list[tuple[Path, bytes]] = []
     sources: list[tuple[str, str]] = []
     for path in policy_files(root):
         try:
-            sources.append((str(path), path.read_text(encoding="utf-8")))
+            content = path.read_bytes()
+            sources.append((str(path), content.decode("utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             raise single_error(SourceRef(str(path), 1, 1, ""), f"cannot read: {exc}") from exc
-    return load_policy_text(sources)
+        read.append((path, content))
+    # The digest of the very bytes compiled: a file rewritten after this read must not
+    # be recorded as the policy put in force.
+    return dataclasses.replace(load_policy_text(sources), digest=_digest(read))
 
 
 def load_policy_text(sources: Sequence[tuple[str, str]]) -> Policy:

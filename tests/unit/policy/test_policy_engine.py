@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from aifr.policy import (
     PolicyEngine,
     PolicyRequest,
     load_policy_text,
+    loader,
 )
 from aifr.policy.cases import ManualClock
 from aifr.policy.explain import explain
@@ -392,3 +394,25 @@ def test_lint_turns_load_errors_into_located_findings(tmp_path: Path) -> None:
     assert finding.code == "schema"
     assert finding.source is not None and finding.source.line == 4
     assert finding.to_dict()["field"] == "rules[0].decision"
+
+
+def test_a_reload_records_the_digest_of_the_bytes_it_compiled_not_of_a_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "p.yaml").write_text(RBAC)
+    engine = PolicyEngine.from_directory(tmp_path, grants=InMemoryGrantStore())
+    compiled = directory_digest(tmp_path)
+    changes: list[PolicyChange] = []
+    engine.on_change(changes.append)
+    real = loader.load_policy_text
+
+    def then_rewritten(sources: Any) -> Any:  # a writer replaces the file mid-reload
+        policy = real(sources)
+        (tmp_path / "p.yaml").write_text(RBAC + "\n# edited after the read\n")
+        return policy
+
+    monkeypatch.setattr(loader, "load_policy_text", then_rewritten)
+    engine.reload()
+
+    assert changes[0].details["digest"] == compiled
+    assert directory_digest(tmp_path) != compiled
