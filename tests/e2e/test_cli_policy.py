@@ -293,17 +293,24 @@ def test_explain_refuses_to_redescribe_a_registered_capability(
         assert "is registered (READ, LOW risk)" in " ".join(result.stderr.split())
 
 
+def _check_rules(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str], *rules: str
+) -> subprocess.CompletedProcess[str]:
+    """``aifr policy check`` of a project whose ``zz.yaml`` holds ``rules`` (flow style, lines 3+)."""
+    root = project(tmp_path, aifr_bin, clean_env)
+    body = "".join(f"  - {rule}\n" for rule in rules)
+    (root / "policies" / "zz.yaml").write_text(f"version: 1\nrules:\n{body}")
+    return run(aifr_bin, "policy", "check", cwd=root, env=clean_env)
+
+
 def test_a_nan_operand_is_refused_at_load_since_no_input_could_ever_match_it(
     tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
 ) -> None:
-    root = project(tmp_path, aifr_bin, clean_env)
-    (root / "policies" / "zz.yaml").write_text(
-        "version: 1\n"
-        "rules:\n"
-        "  - {id: big, when: {inputs: {amount: {gt: .nan}}}, decision: DENY}\n"
-        "  - {id: odd, when: {inputs: {amount: [1, .NaN]}}, decision: DENY}\n"
-    )
-    result = run(aifr_bin, "policy", "check", cwd=root, env=clean_env)
+    result = _check_rules(
+        tmp_path, aifr_bin, clean_env,
+        "{id: big, when: {inputs: {amount: {gt: .nan}}}, decision: DENY}",
+        "{id: odd, when: {inputs: {amount: [1, .NaN]}}, decision: DENY}",
+    )  # fmt: skip
     assert result.returncode == 1
     assert "zz.yaml:3:" in result.stdout
     assert "rules[0].when.inputs.amount.gt: NaN is not a value" in result.stdout
@@ -313,16 +320,13 @@ def test_a_nan_operand_is_refused_at_load_since_no_input_could_ever_match_it(
 def test_an_empty_list_in_a_rule_is_refused_at_load_since_it_would_never_match(
     tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
 ) -> None:
-    root = project(tmp_path, aifr_bin, clean_env)
-    (root / "policies" / "zz.yaml").write_text(
-        "version: 1\n"
-        "rules:\n"
-        "  - {id: a, when: {capability: []}, decision: DENY}\n"
-        "  - {id: b, when: {roles: []}, decision: DENY}\n"
-        "  - {id: c, when: {inputs: {path: []}}, decision: DENY}\n"
-        "  - {id: d, when: {inputs: {path: {in: []}}}, decision: DENY}\n"
-    )
-    result = run(aifr_bin, "policy", "check", cwd=root, env=clean_env)
+    result = _check_rules(
+        tmp_path, aifr_bin, clean_env,
+        "{id: a, when: {capability: []}, decision: DENY}",
+        "{id: b, when: {roles: []}, decision: DENY}",
+        "{id: c, when: {inputs: {path: []}}, decision: DENY}",
+        "{id: d, when: {inputs: {path: {in: []}}}, decision: DENY}",
+    )  # fmt: skip
     assert result.returncode == 1
     refused = "an empty list matches nothing"
     for line, field in [
