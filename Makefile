@@ -32,14 +32,14 @@ demo: $(STAMP)
 	$(BIN)/aifr demo
 
 check: $(DEVSTAMP)
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks plugins
+	$(BIN)/ruff check src tests benchmarks plugins
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(DEVSTAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks plugins
+	$(BIN)/ruff check --fix src tests benchmarks plugins
 
 # The MCP Inspector CLI (a client nobody here wrote) for tests/e2e/mcp; installed once.
 INSPECTOR := .tools/node_modules/.bin/mcp-inspector

@@ -11,11 +11,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
+from aifr import __version__
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
@@ -30,8 +31,9 @@ from aifr.invocation import (
     SecretProvider,
     SecretResolver,
 )
+from aifr.plugins import PluginSet, discover, load_plugins
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
-from aifr.stdlib import build_stdlib
+from aifr.stdlib import PermissionTable, build_stdlib
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import SqliteApprovalStore
@@ -48,8 +50,10 @@ __all__ = [
     "build_app",
     "build_audit_ledger",
     "build_grant_store",
+    "build_plugins",
     "build_policy",
     "build_registry",
+    "build_registry_and_plugins",
     "build_secrets",
     "capabilities_in_module",
     "reserved_paths",
@@ -68,6 +72,7 @@ class App:
     settings: Settings
     registry: CapabilityRegistry
     policy: PolicyEngine
+    plugins: PluginSet = field(default_factory=PluginSet)
 
     @cached_property
     def database(self) -> SqliteDatabase:
@@ -103,7 +108,7 @@ class App:
     def runtime(self) -> Runtime:
         """The governed runtime: registry, policy, approvals, audit, limits, secrets."""
         limits = self.settings.runtime
-        return Runtime(
+        runtime = Runtime(
             self.registry,
             self.policy,
             self.ledger,
@@ -119,6 +124,8 @@ class App:
             circuit_cooldown_s=limits.circuit_cooldown_s,
             sync_execution=limits.sync_execution,
         )
+        self.plugins.attach(runtime)  # a plugin's calls go through this runtime
+        return runtime
 
     @cached_property
     def runs(self) -> SqliteRunStore:
@@ -215,8 +222,13 @@ def _import_project_module(name: str, project_dir: Path) -> ModuleType:
             ) from exc
 
 
-def stdlib_capabilities(settings: Settings) -> list[Capability]:
-    """The standard library (``io.fs``, ``io.net``, ``data``, ``sys``) configured by ``settings``."""
+def stdlib_capabilities(
+    settings: Settings, permissions: PermissionTable | None = None
+) -> list[Capability]:
+    """The standard library (``io.fs``, ``io.net``, ``data``, ``sys``) configured by ``settings``.
+
+    ``permissions`` narrows plugins' principals to what their manifests asked for.
+    """
     fs, net, run = settings.fs, settings.net, settings.exec
     return build_stdlib(
         project_dir=settings.project_dir.resolve(),
@@ -235,6 +247,7 @@ def stdlib_capabilities(settings: Settings) -> list[Capability]:
         exec_max_output_bytes=run.max_output_bytes,
         environ=os.environ,
         reserved=reserved_paths(settings),
+        permissions=permissions,
     )
 
 
@@ -263,20 +276,61 @@ def reserved_paths(settings: Settings) -> list[Path]:
 
 
 def build_registry(settings: Settings) -> CapabilityRegistry:
-    """A registry holding the project's capability modules.
+    """A registry holding the stdlib, the project's capability modules and enabled plugins.
+
+    Raises:
+        ConfigError: a configured module cannot be imported.
+        CapabilityError: a capability is invalid or registered twice.
+    """
+    return build_registry_and_plugins(settings)[0]
+
+
+def build_registry_and_plugins(
+    settings: Settings, *, report_all_plugins: bool = False
+) -> tuple[CapabilityRegistry, PluginSet]:
+    """:func:`build_registry`, and what became of each plugin.
 
     Raises:
         ConfigError: a configured module cannot be imported.
         CapabilityError: a capability is invalid or registered twice.
     """
     registry = CapabilityRegistry()
+    permissions = PermissionTable()
     if settings.runtime.stdlib:
-        for item in stdlib_capabilities(settings):
+        for item in stdlib_capabilities(settings, permissions):
             registry.register(item)
     for name in settings.runtime.capability_modules:
         for item in capabilities_in_module(_import_project_module(name, settings.project_dir)):
             registry.register(item)
-    return registry
+    plugins = build_plugins(settings, registry, permissions, report_all=report_all_plugins)
+    return registry, plugins
+
+
+def build_plugins(
+    settings: Settings,
+    registry: CapabilityRegistry,
+    permissions: PermissionTable,
+    *,
+    report_all: bool = False,
+) -> PluginSet:
+    """Load the plugins ``[plugins]`` enables into ``registry``, after everything else.
+
+    Installed plugins are not even looked up when none is enabled (an entry point scan
+    reads every installed distribution's metadata), unless ``report_all`` asks for the
+    installed ones to be listed. A broken plugin is reported in the set, never raised.
+    """
+    chosen = settings.plugins
+    if not chosen.enabled and not report_all:
+        return PluginSet()
+    return load_plugins(
+        discover(),
+        registry=registry,
+        permissions=permissions,
+        enabled=chosen.enabled,
+        disabled=chosen.disabled,
+        project_dir=settings.project_dir.resolve(),
+        aifr_version=__version__,
+    )
 
 
 def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = None) -> AuditLedger:
@@ -327,15 +381,27 @@ def build_policy(
     return engine
 
 
-def build_app(project_dir: Path | str = ".", *, require_project: bool = False) -> App:
+def build_app(
+    project_dir: Path | str = ".",
+    *,
+    require_project: bool = False,
+    report_all_plugins: bool = False,
+) -> App:
     """Load settings for ``project_dir`` and build the objects every command shares.
+
+    ``report_all_plugins`` lists installed plugins that are not enabled as well.
 
     Raises:
         ConfigError: settings are invalid or the project is missing.
         PolicyError: a policy file does not load.
     """
     settings = load_settings(project_dir, require_project=require_project)
-    registry = build_registry(settings)
-    app = App(settings=settings, registry=registry, policy=build_policy(settings, registry))
+    registry, plugins = build_registry_and_plugins(settings, report_all_plugins=report_all_plugins)
+    app = App(
+        settings=settings,
+        registry=registry,
+        policy=build_policy(settings, registry),
+        plugins=plugins,
+    )
     app.policy.on_change(app.audit_policy_change)
     return app

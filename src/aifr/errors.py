@@ -24,6 +24,7 @@ AifrError
 ├── AuditError                      the audit ledger cannot append, verify or export
 ├── ConfigError                     a setting or the project layout is invalid
 ├── PluginError                     a plugin cannot be found, validated or loaded
+│   └── PluginPermissionError       a plugin's call needs a permission its manifest did not ask for
 ├── FindingsError                   scanner output or a finding is invalid
 ├── IngestError                     a workspace or archive cannot be ingested
 └── TransportError                  a transport (MCP, HTTP) cannot serve a request
@@ -55,6 +56,7 @@ __all__ = [
     "InputValidationError",
     "OutputValidationError",
     "PluginError",
+    "PluginPermissionError",
     "PolicyDeniedError",
     "PolicyError",
     "RiskConsistencyError",
@@ -124,6 +126,11 @@ class ErrorCode(StrEnum):
     CONFIG_MISSING_EXTRA = "config.missing_extra"
     SECRET_NOT_FOUND = "config.secret_not_found"  # noqa: S105  # an error code, not a secret
     PLUGIN_INVALID = "plugin.invalid"
+    PLUGIN_NOT_FOUND = "plugin.not_found"
+    PLUGIN_IMPORT_FAILED = "plugin.import_failed"
+    PLUGIN_VERSION_UNSUPPORTED = "plugin.version_unsupported"
+    PLUGIN_CONFLICT = "plugin.conflict"
+    PLUGIN_PERMISSION_DENIED = "plugin.permission_denied"
     FINDINGS_INVALID = "findings.invalid"
     INGEST_FAILED = "ingest.failed"
     TRANSPORT_FAILED = "transport.failed"
@@ -303,6 +310,17 @@ class PluginError(AifrError):
     code = ErrorCode.PLUGIN_INVALID
 
 
+class PluginPermissionError(PluginError):
+    """A plugin's call reaches a path, host or command its manifest did not ask for."""
+
+    code = ErrorCode.PLUGIN_PERMISSION_DENIED
+
+    def __init__(self, message: str, *, plugin: str, permission: str, **details: Any) -> None:
+        super().__init__(message, plugin=plugin, permission=permission, **details)
+        self.plugin = plugin
+        self.permission = permission
+
+
 class FindingsError(AifrError):
     """Scanner output or a finding is invalid."""
 
@@ -361,6 +379,8 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.APPROVAL_NOT_AUTHORIZED: (403, 3),
     ErrorCode.TRANSPORT_UNAUTHENTICATED: (401, 3),
     ErrorCode.TRANSPORT_NOT_FOUND: (404, 2),
+    ErrorCode.PLUGIN_NOT_FOUND: (404, 5),
+    ErrorCode.PLUGIN_PERMISSION_DENIED: (403, 3),
 }
 
 

@@ -12,6 +12,7 @@ from aifr.cli import (
     demo,
     grants,
     mcp,
+    plugins,
     policy,
     project,
     run,
@@ -44,6 +45,7 @@ app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
+app.add_typer(plugins.app, name="plugins")
 
 
 def main() -> None:

@@ -43,6 +43,11 @@ allow_hosts = []
 [exec]
 allow_commands = []
 
+[plugins]
+# Installed plugins (entry point group aifr.plugins) load only when named here, or all
+# with "*"; 'aifr plugins list' shows what is installed. disabled = [...] always wins.
+enabled = []
+
 # MCP server ('aifr mcp'); uncomment to list tools as io_fs_read_file instead of
 # io.fs.read_file, the only form Claude Desktop and model APIs accept:
 # [mcp]

@@ -37,6 +37,7 @@ __all__ = [
     "FsSettings",
     "McpSettings",
     "NetSettings",
+    "PluginSettings",
     "PolicySettings",
     "RuntimeSettings",
     "SecretsSettings",
@@ -152,6 +153,20 @@ class ExecSettings(BaseModel):
     max_output_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
 
 
+class PluginSettings(BaseModel):
+    """Which installed plugins load: none unless named (``"*"`` for all), ``disabled`` wins.
+
+    Plugin code runs inside the runtime's process, so loading one is a decision about
+    what code runs next to the audit key and the secrets: aifr makes it explicit rather
+    than running whatever a dependency happened to install.
+    """
+
+    model_config = _SECTION
+
+    enabled: list[str] = Field(default_factory=list)
+    disabled: list[str] = Field(default_factory=list)
+
+
 def _principal_name(name: str) -> str:
     problem = principal_problem(name)
     if problem is not None:
@@ -224,6 +239,7 @@ class Settings(BaseSettings):
     net: NetSettings = NetSettings()
     exec: ExecSettings = ExecSettings()
     mcp: McpSettings = McpSettings()
+    plugins: PluginSettings = PluginSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 from aifr.errors import ConfigError, ExecutionError, SandboxRefusalError
+from aifr.stdlib.permissions import PermissionTable
 
 __all__ = [
     "ConfinedPath",
@@ -97,12 +98,28 @@ class Confinement:
     change to a folder holding one (a move or delete of its parent) is refused too.
     """
 
-    def __init__(self, roots: Sequence[Path], *, reserved: Sequence[Path] = ()) -> None:
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        *,
+        reserved: Sequence[Path] = (),
+        permissions: PermissionTable | None = None,
+    ) -> None:
         if not roots:
             raise ConfigError("fs.roots is empty: configure at least one root", key="fs.roots")
         self.roots = tuple(Path(os.path.realpath(r)) for r in roots)
         self._given = tuple(Path(os.path.abspath(r)) for r in roots)
         self.reserved = tuple(Path(os.path.realpath(r)) for r in reserved)
+        self.permissions = permissions
+
+    def check_caller(self, absolute: Path, raw: str) -> None:
+        """Refuse ``absolute`` when the current principal (a plugin) did not ask for it.
+
+        Raises:
+            PluginPermissionError: the path is outside the plugin's fs roots.
+        """
+        if self.permissions is not None:
+            self.permissions.check_path(absolute, raw)
 
     def locate(self, raw: str, *, change: bool = False) -> ConfinedPath:
         """Check ``raw`` as text and split it into a root and components.
@@ -112,6 +129,8 @@ class Confinement:
 
         Raises:
             SandboxRefusalError: ``invalid_path``, ``path_outside_root`` or ``path_reserved``.
+            PluginPermissionError: the current principal is a plugin that did not ask
+                for an fs root holding the path.
         """
         if not raw or "\0" in raw:
             raise refuse_path("invalid_path", raw, "empty or holds a NUL byte")
@@ -131,6 +150,7 @@ class Confinement:
                 raise refuse_path(
                     "path_reserved", raw, f"it holds {str(reserved)!r}, which aifr reserves"
                 )
+        self.check_caller(located.absolute, raw)
         return located
 
     def _split(self, raw: str) -> ConfinedPath:

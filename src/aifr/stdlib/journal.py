@@ -329,6 +329,7 @@ class FsJournal:
         if root_path not in self.confinement.roots:
             raise refuse_path("path_outside_root", path, "the journal names an unknown root")
         parts = path.split("/")
+        self.confinement.check_caller(root_path.joinpath(*parts), path)
         created: list[str] | None = [] if make_parents else None
         with self.confinement.directory(root_path, parts[:-1], raw=path, created=created) as fd:
             yield fd, parts[-1]

@@ -13,6 +13,7 @@ from aifr.stdlib.data import build_data_capabilities
 from aifr.stdlib.fs import build_fs_capabilities
 from aifr.stdlib.journal import FsJournal
 from aifr.stdlib.net import build_net_capabilities
+from aifr.stdlib.permissions import PermissionTable
 from aifr.stdlib.system import build_system_capabilities
 
 __all__ = ["build_stdlib"]
@@ -38,6 +39,7 @@ def build_stdlib(
     exec_max_output_bytes: int = _MIB,
     environ: Mapping[str, str] | None = None,
     reserved: Sequence[Path] = (),
+    permissions: PermissionTable | None = None,
 ) -> list[Capability]:
     """The ``io.fs.*``, ``io.net.*``, ``data.*`` and ``sys.*`` capabilities.
 
@@ -45,13 +47,15 @@ def build_stdlib(
     holds the file journal and is refused to ``io.fs.*`` even inside a root, as are
     the ``reserved`` paths (the composition root passes the project's configuration
     file and policy folder, so an agent cannot rewrite what governs it).
+    ``permissions`` narrows some principals (plugins) further: every path, host and
+    command is checked against it as well.
     ``environ`` is what ``sys.env.read`` reads (the composition root passes
     ``os.environ``); nothing here reads process state on its own.
 
     Nothing touches the disk or network until a capability is called.
     """
     roots = [Path(r) if Path(r).is_absolute() else project_dir / r for r in fs_roots]
-    confinement = Confinement(roots, reserved=[state_dir, *reserved])
+    confinement = Confinement(roots, reserved=[state_dir, *reserved], permissions=permissions)
     journal = FsJournal(state_dir, confinement)
     records = CallRecords(state_dir / "calls")
     sandbox = Sandbox(
@@ -76,6 +80,7 @@ def build_stdlib(
             allow_private=net_allow_private,
             timeout_s=net_timeout_s,
             max_response_bytes=net_max_response_bytes,
+            permissions=permissions,
         ),
         *build_data_capabilities(max_input_bytes=max_read_bytes),
         *build_system_capabilities(

@@ -24,6 +24,7 @@ from aifr.errors import AifrError
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.limits import Positive, Seconds
 from aifr.stdlib.net_guard import NetGuard
+from aifr.stdlib.permissions import PermissionTable
 
 if TYPE_CHECKING:
     from aifr.stdlib.net_fetch import Fetcher
@@ -91,10 +92,14 @@ def build_net_capabilities(
     timeout_s: float,
     max_response_bytes: int,
     max_redirects: int = 5,
+    permissions: PermissionTable | None = None,
 ) -> list[Capability]:
     """``io.net.http_get`` and ``io.net.http_request`` under one guard."""
     guard = NetGuard(
-        allow_hosts=allow_hosts, allow_schemes=allow_schemes, allow_private=allow_private
+        allow_hosts=allow_hosts,
+        allow_schemes=allow_schemes,
+        allow_private=allow_private,
+        permissions=permissions,
     )
     fetcher = _FetcherOnFirstUse(
         guard, timeout_s=timeout_s, max_bytes=max_response_bytes, max_redirects=max_redirects

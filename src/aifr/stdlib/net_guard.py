@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import JsonValue
 
 from aifr.errors import ExecutionError, SandboxRefusalError
+from aifr.stdlib.permissions import PermissionTable
 
 if TYPE_CHECKING:
     import httpx
@@ -126,7 +127,9 @@ class NetGuard:
         allow_hosts: Sequence[str],
         allow_schemes: Sequence[str],
         allow_private: bool,
+        permissions: PermissionTable | None = None,
     ) -> None:
+        self.permissions = permissions
         self.allow_hosts = tuple(h.lower().rstrip(".") for h in allow_hosts)
         self.allow_schemes = tuple(
             s.lower() for s in allow_schemes if s.lower() in ("http", "https")
@@ -148,6 +151,8 @@ class NetGuard:
         Raises:
             SandboxRefusalError: ``scheme_not_allowed``, ``host_not_allowed`` or
                 ``private_address_refused``.
+            PluginPermissionError: the current principal is a plugin that did not ask
+                for the host.
             ExecutionError: the host does not resolve.
         """
         shown = redact_url(url)
@@ -160,6 +165,8 @@ class NetGuard:
             raise refuse_url(
                 "host_not_allowed", shown, f"host {host!r} is not allowlisted", host=host
             )
+        if self.permissions is not None:
+            self.permissions.check_host(host)
         port = url.port or (443 if url.scheme == "https" else 80)
         addresses = self._resolve(host, port, shown)
         for address in {a for found in addresses for a in (found, _embedded(found))}:

@@ -183,6 +183,8 @@ def build_system_capabilities(
         argv: list[str], cwd: str, stdin: str | None, env: dict[str, str], timeout_s: float | None
     ) -> ExecOutput:
         sandbox.resolve(argv[0] if argv else "")
+        if confinement.permissions is not None:  # a plugin runs only the commands it asked for
+            confinement.permissions.check_command(argv[0])
         for index, argument in enumerate(argv):
             if "\0" in argument:  # exec cannot pass it; Popen would fail with a bare ValueError
                 raise SandboxRefusalError(
