@@ -11,7 +11,6 @@ Whatever goes wrong is reported with its reason and skipped: the runtime always 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,37 +63,14 @@ def load_plugins(
     Never raises for a plugin's fault: each failure becomes a broken report.
     """
     reports: list[PluginReport] = []
-    counts = Counter(c.name for c in candidates)
     checked: list[_Checked] = []
     for candidate in candidates:
-        report = _report(candidate)
-        name = candidate.name
-        if not is_selected(name, enabled, disabled):
-            reports.append(_disabled(report, name, disabled))
-        elif counts[name] > 1:
-            others = ", ".join(c.target for c in candidates if c.name == name)
-            clash = _fail(name, f"several entry points carry this name ({others})", _CONFLICT)
-            reports.append(_broken(report, clash))
+        outcome = _select(candidate, candidates, enabled, disabled, aifr_version)
+        if isinstance(outcome, _Checked):
+            checked.append(outcome)
         else:
-            try:
-                checked.append(_Checked(candidate, _manifest(candidate, aifr_version)))
-            except AifrError as exc:
-                reports.append(_broken(report, exc))
-    found = {c.name for c in candidates}
-    reports += [
-        PluginReport(
-            name,
-            PluginState.BROKEN,
-            error=_fail(
-                name,
-                "enabled in aifr.toml, but no installed distribution has an entry point of "
-                "this name in the group aifr.plugins",
-                ErrorCode.PLUGIN_NOT_FOUND,
-            ),
-        )
-        for name in enabled
-        if name != ALL and name not in found and name not in disabled
-    ]
+            reports.append(outcome)
+    reports += _not_installed(candidates, enabled, disabled)
     hosts: list[PluginHost] = []
     conflicts = _conflicts(checked, registry)
     for item in checked:
@@ -114,6 +90,60 @@ def load_plugins(
         else:
             reports.append(_with_state(report, PluginState.LOADED))
     return PluginSet(reports, hosts)
+
+
+def _select(
+    candidate: Candidate,
+    candidates: Sequence[Candidate],
+    enabled: Sequence[str],
+    disabled: Sequence[str],
+    aifr_version: str,
+) -> _Checked | PluginReport:
+    """The candidate ready to import, or its report (disabled, or broken by its manifest).
+
+    The manifest is read even for a disabled plugin (no code runs), so the listing
+    shows what it would register.
+    """
+    name = candidate.name
+    try:
+        manifest = read_manifest(candidate.manifest_path())
+    except AifrError as exc:
+        manifest, unreadable = None, exc
+    report = _report(candidate, manifest)
+    if not is_selected(name, enabled, disabled):
+        return _disabled(report, name, disabled)
+    others = [c.target for c in candidates if c.name == name]
+    if len(others) > 1:
+        clash = f"several entry points carry this name ({', '.join(others)})"
+        return _broken(report, _fail(name, clash, _CONFLICT))
+    if manifest is None:
+        return _broken(report, unreadable)
+    try:
+        _check_manifest(name, manifest, aifr_version)
+    except AifrError as exc:
+        return _broken(report, exc)
+    return _Checked(candidate, manifest)
+
+
+def _not_installed(
+    candidates: Sequence[Candidate], enabled: Sequence[str], disabled: Sequence[str]
+) -> list[PluginReport]:
+    """A broken report for each name ``enabled`` lists that nothing installed provides."""
+    found = {c.name for c in candidates}
+    return [
+        PluginReport(
+            name,
+            PluginState.BROKEN,
+            error=_fail(
+                name,
+                "enabled in aifr.toml, but no installed distribution has an entry point of "
+                "this name in the group aifr.plugins",
+                ErrorCode.PLUGIN_NOT_FOUND,
+            ),
+        )
+        for name in enabled
+        if name != ALL and name not in found and name not in disabled
+    ]
 
 
 _CONFLICT = ErrorCode.PLUGIN_CONFLICT
@@ -157,9 +187,7 @@ def _disabled(report: PluginReport, name: str, disabled: Sequence[str]) -> Plugi
     return _with_state(report, PluginState.DISABLED, PluginError(why, plugin=name))
 
 
-def _manifest(candidate: Candidate, aifr_version: str) -> PluginManifest:
-    name = candidate.name
-    manifest = read_manifest(candidate.manifest_path())
+def _check_manifest(name: str, manifest: PluginManifest, aifr_version: str) -> None:
     if manifest.name != name:
         raise _fail(
             name,
@@ -172,7 +200,6 @@ def _manifest(candidate: Candidate, aifr_version: str) -> PluginManifest:
             f"supports aifr {manifest.aifr}, and this is aifr {aifr_version}",
             ErrorCode.PLUGIN_VERSION_UNSUPPORTED,
         )
-    return manifest
 
 
 def _conflicts(checked: Sequence[_Checked], registry: CapabilityRegistry) -> dict[str, AifrError]:
