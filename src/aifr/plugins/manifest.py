@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from jsonschema import Draft202012Validator
+from jsonschema import ValidationError as SchemaProblem
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import JsonValue
@@ -85,6 +86,14 @@ def _invalid(source: str, message: str, **details: JsonValue) -> PluginError:
     )
 
 
+def _location(problem: SchemaProblem) -> str:
+    """Where a schema problem is; for a missing field, the field itself."""
+    path = [str(part) for part in problem.absolute_path]
+    if problem.validator == "required" and isinstance(problem.instance, dict):
+        path += [k for k in problem.validator_value if k not in problem.instance][:1]
+    return ".".join(path) or "<root>"
+
+
 def parse_manifest(data: object, source: str) -> PluginManifest:
     """Check a manifest already read as JSON; ``source`` names it in errors.
 
@@ -93,10 +102,7 @@ def parse_manifest(data: object, source: str) -> PluginManifest:
     """
     problems = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
     if problems:
-        shown = [
-            f"{'.'.join(str(p) for p in problem.absolute_path) or '<root>'}: {problem.message}"
-            for problem in problems
-        ]
+        shown = [f"{_location(problem)}: {problem.message}" for problem in problems]
         raise _invalid(source, "; ".join(shown), problems=cast(JsonValue, shown))
     body = cast(dict[str, Any], data)
     try:
