@@ -85,9 +85,9 @@ def _print_report(report: PluginReport) -> None:
             (report.state.value, _STATE_STYLE[report.state]),
         )
     )
-    if report.error is not None:
-        console.print(Text.assemble(("reason ", "dim"), (report.error.code.value, "dim"), ": "))
-        console.print(report.error.message)
+    if report.reason is not None:
+        code = f" {report.error.code.value}" if report.error is not None else ""
+        console.print(Text.assemble(("reason", "dim"), (code, "dim"), ": ", report.reason))
     rows = [
         ("entry point", report.target or "-"),
         ("distribution", report.distribution or "-"),

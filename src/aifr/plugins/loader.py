@@ -161,7 +161,10 @@ def _report(candidate: Candidate, manifest: PluginManifest | None = None) -> Plu
 
 
 def _with_state(
-    report: PluginReport, state: PluginState, error: AifrError | None = None
+    report: PluginReport,
+    state: PluginState,
+    error: AifrError | None = None,
+    note: str | None = None,
 ) -> PluginReport:
     return PluginReport(
         report.name,
@@ -171,6 +174,7 @@ def _with_state(
         distribution_version=report.distribution_version,
         manifest=report.manifest,
         error=error,
+        note=note,
     )
 
 
@@ -184,7 +188,7 @@ def _disabled(report: PluginReport, name: str, disabled: Sequence[str]) -> Plugi
         if name in disabled
         else "not enabled: add it to [plugins] enabled in aifr.toml to load it"
     )
-    return _with_state(report, PluginState.DISABLED, PluginError(why, plugin=name))
+    return _with_state(report, PluginState.DISABLED, note=why)
 
 
 def _check_manifest(name: str, manifest: PluginManifest, aifr_version: str) -> None:

@@ -26,7 +26,7 @@ class PluginState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PluginReport:
-    """One plugin's outcome; ``error`` says why it is broken or disabled."""
+    """One plugin's outcome; ``error`` says why it is broken, ``note`` why it is disabled."""
 
     name: str
     state: PluginState
@@ -35,6 +35,7 @@ class PluginReport:
     distribution_version: str | None = None
     manifest: PluginManifest | None = None
     error: AifrError | None = None
+    note: str | None = None
 
     @property
     def version(self) -> str | None:
@@ -49,7 +50,7 @@ class PluginReport:
     @property
     def reason(self) -> str | None:
         """Why the plugin is not loaded, or ``None``."""
-        return None if self.error is None else self.error.message
+        return self.note if self.error is None else self.error.message
 
     def to_dict(self) -> dict[str, JsonValue]:
         """The JSON shape ``aifr plugins list --json`` and ``show --json`` print."""

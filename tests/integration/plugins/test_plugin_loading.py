@@ -167,6 +167,8 @@ def test_a_disabled_plugin_is_listed_and_never_imported(world: World) -> None:
     entry = world.plugins["switched-off"]
     assert entry["state"] == "disabled"
     assert "disabled" in entry["reason"]
+    assert entry["code"] is None
+    assert entry["capabilities"] == ["off.answer"]  # read from its manifest, no code run
     assert not (world.marks / "switched-off").exists()
 
 
