@@ -41,6 +41,19 @@ def register_capabilities(host):
     return [relay]
 '''
 
+ASYNC_CALLING_PLUGIN = '''
+from aifr.capabilities import capability
+
+
+def register_capabilities(host):
+    @capability("{cap}", operation="READ", risk="LOW", justification="calls aifr as the plugin")
+    async def relay(ref: str, inputs: dict) -> dict:
+        """Call another capability through the plugin host, from async code."""
+        return {{"output": await host.acall(ref, inputs)}}
+
+    return [relay]
+'''
+
 
 def manifest(name: str, capabilities: list[str], **permissions: list[str]) -> dict[str, Any]:
     """A valid manifest for ``name`` declaring ``capabilities`` and ``permissions``."""

@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from plugin_kit import CALLING_PLUGIN, aifr, call_json, listing, make_project, manifest
+from plugin_kit import (
+    ASYNC_CALLING_PLUGIN,
+    CALLING_PLUGIN,
+    aifr,
+    call_json,
+    listing,
+    make_project,
+    manifest,
+)
 from plugin_kit import write_plugin as install
 from stdlib_kit import serve_http
 
@@ -141,6 +149,7 @@ RELAYS: dict[str, dict[str, list[str]]] = {
     "execless": {"fs_roots": ["."]},
     "execpicky": {"commands": ["echo"], "fs_roots": ["."]},
     "fsless": {"hosts": ["127.0.0.1"]},
+    "asyncfs": {"fs_roots": ["notes"]},
 }
 
 POLICY = """\
@@ -167,7 +176,9 @@ def relays(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         install(
             site,
             name,
-            code=CALLING_PLUGIN.format(cap=f"{name}.relay"),
+            code=(ASYNC_CALLING_PLUGIN if name.startswith("async") else CALLING_PLUGIN).format(
+                cap=f"{name}.relay"
+            ),
             plugin_manifest=manifest(name, [f"{name}.relay"], **permissions),
         )
     project = make_project(root / "p", enabled=["*"])
@@ -177,6 +188,9 @@ def relays(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     toml = toml.replace("[exec]\nallow_commands = []", '[exec]\nallow_commands = ["echo", "true"]')
     (project / "aifr.toml").write_text(toml)
     (project / "policies" / "default.yaml").write_text(POLICY)
+    (project / "notes").mkdir()
+    (project / "notes" / "n.txt").write_text("note\n")
+    (project / "top.txt").write_text("top\n")
     return site, project
 
 
@@ -237,9 +251,21 @@ def test_a_plugin_runs_only_the_commands_it_asked_for(
 def test_a_plugin_without_fs_roots_cannot_use_io_fs_nor_other_capabilities(
     aifr_bin: str, relays: tuple[Path, Path]
 ) -> None:
-    status, result = _relay(aifr_bin, relays, "fsless", "io.fs.read_file", {"path": "aifr.toml"})
+    status, result = _relay(aifr_bin, relays, "fsless", "io.fs.read_file", {"path": "top.txt"})
     assert status == 1 and result["error"]["details"]["permission"] == "fs_roots"
     status, result = _relay(aifr_bin, relays, "fsless", "sys.env.read", {})
     assert status == 1 and result["error"]["details"]["permission"] == "capabilities"
     status, result = _relay(aifr_bin, relays, "fsless", "netok.relay", {"ref": "x", "inputs": {}})
     assert status == 1 and result["error"]["details"]["permission"] == "capabilities"
+
+
+def test_an_async_plugin_handler_is_narrowed_the_same_way(
+    aifr_bin: str, relays: tuple[Path, Path]
+) -> None:
+    status, result = _relay(aifr_bin, relays, "asyncfs", "io.fs.read_file", {"path": "notes/n.txt"})
+    assert status == 0, result
+    assert result["output"]["output"]["content"] == "note\n"
+    status, result = _relay(aifr_bin, relays, "asyncfs", "io.fs.read_file", {"path": "top.txt"})
+    assert status == 1
+    assert result["error"]["code"] == "plugin.permission_denied"
+    assert result["error"]["details"]["path"] == "top.txt"
