@@ -58,13 +58,7 @@ class PluginHost:
     async def acall(
         self, ref: str, inputs: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> JsonValue:
-        """:meth:`call` for ``async def`` handlers.
-
-        Raises:
-            PluginPermissionError: the manifest does not ask for what ``ref`` needs.
-            PluginError: the plugin is not attached to a runtime.
-            AifrError: the call was denied, awaits approval or failed (its own error).
-        """
+        """:meth:`call` for ``async def`` handlers (same checks, same errors)."""
         runtime = self._runtime_for(ref)
         result = await runtime.ainvoke(ref, inputs, self.principal, **self._facts(idempotency_key))
         return _output(result)

@@ -299,18 +299,10 @@ def _checked_capabilities(
         scratch.register(item)
     registered = {item.id for item in items}
     declared = set(manifest.capabilities)
-    if registered - declared:
-        undeclared = ", ".join(sorted(registered - declared))
-        raise _fail(
-            name,
-            f"registers capabilities its manifest does not declare: {undeclared}",
-            ErrorCode.PLUGIN_INVALID,
-        )
-    if declared - registered:
-        missing = ", ".join(sorted(declared - registered))
-        raise _fail(
-            name,
-            f"declares capabilities it does not register: {missing}",
-            ErrorCode.PLUGIN_INVALID,
-        )
+    for extra, problem in (
+        (registered - declared, "registers capabilities its manifest does not declare"),
+        (declared - registered, "declares capabilities it does not register"),
+    ):
+        if extra:
+            raise _fail(name, f"{problem}: {', '.join(sorted(extra))}", ErrorCode.PLUGIN_INVALID)
     return list(items)

@@ -64,14 +64,7 @@ class Permissions:
         for root in self._real_roots:
             if absolute == root or root in absolute.parents:
                 return
-        asked = ", ".join(str(r) for r in self.fs_roots) or "none"
-        raise PluginPermissionError(
-            f"plugin {self.owner!r} may not use path {raw!r}: it is outside the fs roots "
-            f"its manifest asked for ({asked})",
-            plugin=self.owner,
-            permission="fs_roots",
-            path=raw,
-        )
+        raise self._refusal(f"use path {raw!r}", "fs_roots", self.fs_roots, path=raw)
 
     def check_host(self, host: str) -> None:
         """Refuse ``host`` unless the manifest asked for it (exactly or ``*.domain``).
@@ -82,14 +75,7 @@ class Permissions:
         host = host.lower().rstrip(".")
         if any(_host_matches(pattern, host) for pattern in self.hosts):
             return
-        asked = ", ".join(self.hosts) or "none"
-        raise PluginPermissionError(
-            f"plugin {self.owner!r} may not reach host {host!r}: its manifest asked for "
-            f"hosts: {asked}",
-            plugin=self.owner,
-            permission="hosts",
-            host=host,
-        )
+        raise self._refusal(f"reach host {host!r}", "hosts", self.hosts, host=host)
 
     def check_command(self, command: str) -> None:
         """Refuse ``command`` (a name or an allowlisted absolute path) unless asked for.
@@ -99,13 +85,17 @@ class Permissions:
         """
         if command in self.commands or Path(command).name in self.commands:
             return
-        asked = ", ".join(self.commands) or "none"
-        raise PluginPermissionError(
-            f"plugin {self.owner!r} may not run command {command!r}: its manifest asked "
-            f"for commands: {asked}",
+        raise self._refusal(f"run command {command!r}", "commands", self.commands, command=command)
+
+    def _refusal(
+        self, action: str, permission: str, asked: Sequence[object], **details: str
+    ) -> PluginPermissionError:
+        shown = ", ".join(map(str, asked)) or "none"
+        return PluginPermissionError(
+            f"plugin {self.owner!r} may not {action}: its manifest's {permission} are: {shown}",
             plugin=self.owner,
-            permission="commands",
-            command=command,
+            permission=permission,
+            **details,
         )
 
 
