@@ -97,10 +97,5 @@ class PluginSet:
             plugin=name,
         )
 
-    @property
-    def broken(self) -> tuple[PluginReport, ...]:
-        """The reports of plugins that failed to load."""
-        return tuple(r for r in self.reports if r.state is PluginState.BROKEN)
-
     def __len__(self) -> int:
         return len(self.reports)
