@@ -29,6 +29,7 @@ __all__ = ["is_selected", "load_plugins"]
 logger = logging.getLogger(__name__)
 
 ALL = "*"
+_CONFLICT = ErrorCode.PLUGIN_CONFLICT
 
 
 def is_selected(name: str, enabled: Sequence[str], disabled: Sequence[str]) -> bool:
@@ -144,9 +145,6 @@ def _not_installed(
         for name in enabled
         if name != ALL and name not in found and name not in disabled
     ]
-
-
-_CONFLICT = ErrorCode.PLUGIN_CONFLICT
 
 
 def _report(candidate: Candidate, manifest: PluginManifest | None = None) -> PluginReport:
