@@ -137,3 +137,19 @@ def test_the_deep_tier_is_not_loaded_by_the_quick_one() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("url", "shown"), URLS[:8])
+def test_every_place_that_shows_a_url_shows_it_by_the_same_rule(url: str, shown: str) -> None:
+    import asyncio
+
+    from aifr.audit import HttpSink, redact_details
+    from aifr.stdlib import mask_value
+    from aifr.stdlib import redact_url as net_redact_url
+
+    assert net_redact_url(url) == shown  # io.net errors, echoes and redirects
+    assert mask_value("SERVICE_URL", url) == shown  # sys.env.read
+    assert redact_details({"url": url}) == {"url": shown}  # audit details
+    sink = HttpSink(url)
+    assert sink.name == f"http:{shown}"  # audit sinks' names, cursors and errors
+    asyncio.run(sink.aclose())
