@@ -116,7 +116,7 @@ def aifr(
     return subprocess.run(
         [aifr_bin, *args],
         cwd=project,
-        env={**env, "COLUMNS": "200", CANARY_VAR: CANARY},
+        env={**env, "COLUMNS": "40", CANARY_VAR: CANARY},
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,9 +15,17 @@ __all__ = ["MAY_HOLD_SECRET", "QUICK_RULES", "SHORTEST_SECRET", "is_secret_key"]
 
 _SECRET_KEY = re.compile(
     r"pass(?:word|wd|phrase)?|(?:^|[_-])pwd(?:$|[_-])|secret|token|api[_-]?key"
-    r"|auth(?!or(?:s|ed|ing)?(?:$|[_-]))|credential|private|cookie|session[_-]?(?:id|key|token)|^session$"
-    r"|access[_-]?key|signing[_-]?key|signature|^sig$|salt|(?:^|[_-])key(?:$|[_-])"
-    r"|dsn|connection[_-]?string|webhook",
+    r"|auth(?!or(?:s|ed|ing)?(?:$|[_-]))|credential|private[_-]?key|cookie"
+    r"|session[_-]?(?:id|key|token)|^session$|access[_-]?key|signing[_-]?key|signature"
+    r"|^sig$|salt|dsn|connection[_-]?string|webhook",
+    re.IGNORECASE,
+)
+# A compound name ending in "key" (STRIPE_KEY, encryption_key) is a key, unless it is one
+# of the keys that name or index things (idempotency_key, public_key, sort_key).
+_KEY_SUFFIX = re.compile(r"[_-]key$", re.IGNORECASE)
+_NAMING_KEY = re.compile(
+    r"(?:^|[_-])(?:idempotency|public|primary|foreign|sort|cache|partition|lookup|dedup"
+    r"|group|routing|object|row|hash|config|map)[_-]key$",
     re.IGNORECASE,
 )
 # The shell's working directories, not passwords despite the letters.
@@ -31,9 +39,13 @@ def is_secret_key(name: str) -> bool:
     One rule for audit details (``password``, ``client_secret``), HTTP headers
     (``Authorization``, ``X-Api-Key``), query parameters (``?token=``, ``&sig=``) and
     environment variables (``DB_PASS``, ``STRIPE_KEY``); ``PWD`` and ``OLDPWD`` are the
-    shell's directories.
+    shell's directories, and ``key``, ``idempotency_key`` or ``public_key`` name things.
     """
-    return name not in _NOT_SECRET_KEYS and _SECRET_KEY.search(name) is not None
+    if name in _NOT_SECRET_KEYS:
+        return False
+    if _SECRET_KEY.search(name) is not None:
+        return True
+    return _KEY_SUFFIX.search(name) is not None and _NAMING_KEY.search(name) is None
 
 
 # One named group per secret type; the group name is the type findings report.

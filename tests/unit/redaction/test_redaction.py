@@ -111,6 +111,8 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
         "SLACK_WEBHOOK_URL",
         "session_id",
         "pwd",
+        "ENCRYPTION_KEY",
+        "private_key",
     ],
 )
 def test_names_that_mark_a_secret(name: str) -> None:
@@ -118,7 +120,22 @@ def test_names_that_mark_a_secret(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["PWD", "OLDPWD", "HOME", "author", "MONKEY", "page", "status", "code", "keyboard"]
+    "name",
+    [
+        "PWD",
+        "OLDPWD",
+        "HOME",
+        "author",
+        "MONKEY",
+        "page",
+        "status",
+        "code",
+        "keyboard",
+        "key",
+        "idempotency_key",
+        "public_key",
+        "allow_private_addresses",
+    ],
 )
 def test_names_that_do_not_mark_a_secret(name: str) -> None:
     assert not is_secret_key(name)
