@@ -55,9 +55,8 @@ def _quick_spans(text: str) -> Iterable[tuple[str, int, int]]:
     if "://" in text:
         for url in URL_IN_TEXT.finditer(text):
             yield from url_secret_spans(url.group(0), url.start())
-    for match in QUICK_RULES.finditer(text):
-        kind = match.lastgroup
-        if kind is not None:
+    for kind, rule in QUICK_RULES:
+        for match in rule.finditer(text):
             yield kind, match.start(), match.end()
 
 
@@ -70,10 +69,15 @@ def _resolve(spans: Iterable[tuple[str, int, int]]) -> list[SecretMatch]:
     return sorted(taken, key=lambda m: m.start)
 
 
-def detect(text: str) -> list[SecretMatch]:
-    """Every secret in ``text``, both tiers, in text order and never overlapping."""
+def detect(text: str, *, filename: str = "") -> list[SecretMatch]:
+    """Every secret in ``text``, both tiers, in text order and never overlapping.
+
+    ``filename`` (a path or name, optional) tells the keyword rules what kind of text
+    this is: in code only quoted values count (``password = "x"``, not
+    ``password = request.password``), in config files and unknown text any value does.
+    """
     quick = list(_quick_spans(text))
-    return _resolve([*quick, *deep_spans(text)])
+    return _resolve([*quick, *deep_spans(text, filename)])
 
 
 def _replace(text: str, matches: list[SecretMatch]) -> RedactedText:
@@ -89,9 +93,9 @@ def _replace(text: str, matches: list[SecretMatch]) -> RedactedText:
     return RedactedText("".join(pieces), dict(Counter(m.type for m in matches)))
 
 
-def redact_text(text: str) -> RedactedText:
+def redact_text(text: str, *, filename: str = "") -> RedactedText:
     """``text`` with every secret either tier finds replaced by its typed placeholder."""
-    return _replace(text, detect(text))
+    return _replace(text, detect(text, filename=filename))
 
 
 def scrub(text: str) -> str:

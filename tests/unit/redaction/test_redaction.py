@@ -170,3 +170,27 @@ def test_every_place_that_shows_a_url_shows_it_by_the_same_rule(url: str, shown:
     sink = HttpSink(url)
     assert sink.name == f"http:{shown}"  # audit sinks' names, cursors and errors
     asyncio.run(sink.aclose())
+
+
+def test_in_code_only_quoted_values_count_as_secret_assignments() -> None:
+    code = 'PASSWORD = "hunter2xyz"\nuser, password = request.user, request.password\n'
+    redacted = redact_text(code, filename="settings.py")
+    assert redacted.text.splitlines() == [
+        'PASSWORD = "[REDACTED:secret_assignment]"',
+        "user, password = request.user, request.password",
+    ]
+    config = "db:\n  password: hunter2\n"
+    assert redact_text(config, filename="config.yaml").text == (
+        "db:\n  password: [REDACTED:secret_assignment]\n"
+    )
+
+
+def test_a_long_text_is_scanned_with_offsets_that_point_at_each_secret() -> None:
+    lines = [f"line {n}: nothing here" for n in range(500)]
+    lines[123] = "token = 'AKIAIOSFODNN7EXAMPLE'"
+    lines[456] = "url: https://svc:s3cr3t@db.internal/x"
+    text = "\n".join(lines)
+    found = {(m.type, text[m.start : m.end]) for m in detect(text)}
+    assert ("aws_access_key", "AKIAIOSFODNN7EXAMPLE") in found
+    assert ("url_password", "s3cr3t") in found
+    assert all("nothing" not in text[m.start : m.end] for m in detect(text))
