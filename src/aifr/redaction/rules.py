@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["MAY_HOLD_SECRET", "QUICK_RULES", "SHORTEST_SECRET", "is_secret_key"]
+__all__ = ["MAY_HOLD_TOKEN", "QUICK_RULES", "SHORTEST_SECRET", "is_secret_key"]
 
 _SECRET_KEY = re.compile(
     r"pass(?:word|wd|phrase)?|(?:^|[_-])pwd(?:$|[_-])|secret|token|api[_-]?key"
@@ -70,13 +70,14 @@ QUICK_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 
 # The shortest credential a quick rule matches is 14 characters ("Bearer " and 8);
 # passwords in URLs need "://". Shorter text without it is skipped without a regex.
+# Text with "://" gets the URL rule; the QUICK_RULES run only where MAY_HOLD_TOKEN says.
 SHORTEST_SECRET = 14
 
 # What every quick finding contains, one branch per rule, each starting with a literal
 # so the regex engine skips ahead by first character: on ASCII text it rules out a
 # secret in a seventh of the time the full scan takes. Non-ASCII text always gets the
 # full scan, whose case-insensitive part also matches letters such as the Kelvin sign.
-MAY_HOLD_SECRET = re.compile(
-    r"://|-----BEGIN |AKIA|ASIA|gh|github_pat_|xox|sk-|k_live_|AIza|eyJ"
+MAY_HOLD_TOKEN = re.compile(
+    r"-----BEGIN |AKIA|ASIA|gh|github_pat_|xox|sk-|k_live_|AIza|eyJ"
     r"|B(?i:earer)|b(?i:earer)|B(?i:asic)|b(?i:asic)|T(?i:oken)|t(?i:oken)"
 )
