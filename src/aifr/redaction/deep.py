@@ -157,14 +157,22 @@ def _keyword_spans(line: str, offset: int, filename: str) -> Iterator[tuple[str,
             yield "secret_assignment", offset + match.start(group), offset + match.end(group)
 
 
-def _entropy(data: str, charset: str) -> float:
+@functools.cache
+def _entropy_measures() -> dict[str, Callable[[str], float]]:
+    """detect-secrets' Shannon entropy over the base64 and the hex alphabets."""
     from detect_secrets.plugins.high_entropy_strings import (
         Base64HighEntropyString,
         HexHighEntropyString,
     )
 
-    plugin = HexHighEntropyString() if charset == "hex" else Base64HighEntropyString()
-    return float(plugin.calculate_shannon_entropy(data))
+    return {
+        "base64": Base64HighEntropyString().calculate_shannon_entropy,
+        "hex": HexHighEntropyString().calculate_shannon_entropy,
+    }
+
+
+def _entropy(data: str, charset: str) -> float:
+    return float(_entropy_measures()[charset](data))
 
 
 def _entropy_spans(text: str) -> Iterator[tuple[str, int, int]]:
