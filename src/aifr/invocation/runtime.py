@@ -56,14 +56,14 @@ from aifr.invocation.execution import (
     WatchedExecutor,
     drive,
 )
-from aifr.invocation.hooks import HookCall, HookRegistry, Hooks, HookStage, run_hooks
+from aifr.invocation.hooks import HookCall, HookRegistry, HookStage, run_hooks
 from aifr.invocation.idempotency import IdempotencyGuard
 from aifr.invocation.identity import check_principal
+from aifr.invocation.options import NO_OPTIONS, CallOptions
 from aifr.invocation.ports import CircuitStore, IdempotencyStore
 from aifr.invocation.records import (
     Call,
     Outcome,
-    Roles,
     audit_event,
     build_result,
     inputs_digest,
@@ -176,27 +176,14 @@ class Runtime:
         ref: str,
         inputs: Mapping[str, Any] | None,
         principal: str,
-        *,
-        idempotency_key: str | None = None,
-        approval_id: str | None = None,
-        roles: Roles = frozenset(),
-        on_behalf_of: tuple[str, ...] = (),
-        workflow_id: str | None = None,
-        run_id: str | None = None,
-        step_id: str | None = None,
-        timeout_s: float | None = None,
-        hooks: Hooks | None = None,
-        trace_id: str | None = None,
+        options: CallOptions = NO_OPTIONS,
     ) -> Result:
         """Run one governed invocation of ``ref`` (``id`` or ``id@version``) and wait for it.
 
         Never raises for a governed outcome: denial, pending approval and every
         failure come back as a :class:`Result` carrying the error and its code.
         """
-        call = new_call(
-            ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
-            workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
-        )  # fmt: skip
+        call = new_call(ref, inputs, principal, options)
         return drive(self._pipeline(call, self._blocking))
 
     async def ainvoke(
@@ -204,17 +191,7 @@ class Runtime:
         ref: str,
         inputs: Mapping[str, Any] | None,
         principal: str,
-        *,
-        idempotency_key: str | None = None,
-        approval_id: str | None = None,
-        roles: Roles = frozenset(),
-        on_behalf_of: tuple[str, ...] = (),
-        workflow_id: str | None = None,
-        run_id: str | None = None,
-        step_id: str | None = None,
-        timeout_s: float | None = None,
-        hooks: Hooks | None = None,
-        trace_id: str | None = None,
+        options: CallOptions = NO_OPTIONS,
     ) -> Result:
         """:meth:`invoke` for asyncio code: the loop never blocks on handlers or storage.
 
@@ -224,10 +201,7 @@ class Runtime:
         deadline and ends the call itself if the handler overruns it; under ``"loop"``
         the call runs on this loop with no hand-off, blocking it until it is audited.
         """
-        call = new_call(
-            ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
-            workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
-        )  # fmt: skip
+        call = new_call(ref, inputs, principal, options)
         capability = self._sync_capability(ref)
         if capability is None:
             return await self._pipeline(call, self._async)
@@ -264,10 +238,12 @@ class Runtime:
             f"{record.capability_id}@{record.capability_version}",
             record.inputs,
             record.principal,
-            roles=frozenset(record.roles),
-            on_behalf_of=record.on_behalf_of,
-            workflow_id=record.workflow_id,
-            approval_id=record.id,
+            CallOptions(
+                roles=frozenset(record.roles),
+                on_behalf_of=record.on_behalf_of,
+                workflow_id=record.workflow_id,
+                approval_id=record.id,
+            ),
         )
 
     def close(self) -> None:
