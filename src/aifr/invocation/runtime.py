@@ -142,7 +142,7 @@ class Runtime:
         default_timeout_s: float = 30.0,
         circuit_failure_threshold: int = 5,
         circuit_cooldown_s: float = 30.0,
-        sync_execution: SyncExecution = "thread",
+        sync_execution: SyncExecution = "auto",
         handler_workers: int = 32,
     ) -> None:
         self.registry = registry
@@ -163,6 +163,8 @@ class Runtime:
         self._idempotency = IdempotencyGuard(idempotency) if idempotency is not None else None
         self._pools = ExecutorPools(handler_workers=handler_workers)
         self._blocking = BlockingExecutor(self._pools, sync_execution)
+        # Under "auto", a call that asks for a hard timeout runs as under "thread".
+        self._hard = BlockingExecutor(self._pools, "thread")
         self._sync_execution = sync_execution
         self._async = AsyncExecutor(self._pools)
         self._resolved: dict[str, Capability] = {}
@@ -184,7 +186,10 @@ class Runtime:
         failure come back as a :class:`Result` carrying the error and its code.
         """
         call = new_call(ref, inputs, principal, options)
-        return drive(self._pipeline(call, self._blocking))
+        ex = self._blocking
+        if self._sync_execution == "auto" and self._wants_hard_timeout(call):
+            ex = self._hard
+        return drive(self._pipeline(call, ex))
 
     async def ainvoke(
         self,
@@ -206,6 +211,8 @@ class Runtime:
         if capability is None:
             return await self._pipeline(call, self._async)
         mode = self._sync_execution
+        if mode == "auto":
+            mode = "thread" if self._wants_hard_timeout(call, capability) else "inline"
         if mode == "loop":
             return drive(self._pipeline(call, self._blocking))
         if mode == "inline":
@@ -324,6 +331,22 @@ class Runtime:
         if call.has_hooks:
             await self._hooks(call, ex, HookStage.AFTER, output=output)
         return output
+
+    def _wants_hard_timeout(self, call: Call, capability: Capability | None = None) -> bool:
+        """Whether ``call`` asks for a hard timeout: its own, or one its capability declares.
+
+        Under ``sync_execution = "auto"`` such a call runs its sync handler in the
+        handler pool (cut off at the deadline); any other runs it inline, where the
+        deadline is checked when the handler returns.
+        """
+        if call.timeout_s is not None:
+            return True
+        if capability is None:
+            try:
+                capability = self._resolve(call.ref)
+            except AifrError:
+                return False  # the pipeline reports it
+        return "timeout_s" in capability.spec.model_fields_set
 
     def _sync_capability(self, ref: str) -> Capability | None:
         """The capability ``ref`` names if its handler is sync, else ``None``."""

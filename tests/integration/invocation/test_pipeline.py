@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from invocation_env import Env, build_env
 
+from aifr.capabilities import capability
 from aifr.errors import ErrorCode
 from aifr.invocation import CallOptions, HookCall, Hooks, Phase, Status, current_request
 from aifr.invocation.execution import SyncExecution
@@ -226,7 +227,7 @@ def test_inline_execution_runs_in_the_calling_thread_and_still_reports_timeouts(
         inline.runtime.close()
 
 
-@pytest.mark.parametrize("mode", ["thread", "inline", "loop"])
+@pytest.mark.parametrize("mode", ["auto", "thread", "inline", "loop"])
 def test_ainvoke_runs_sync_handlers_off_or_on_the_loop_as_configured(
     tmp_path: Path, mode: SyncExecution
 ) -> None:
@@ -426,7 +427,7 @@ def test_an_empty_idempotency_key_is_refused_not_taken_for_no_key(env: Env) -> N
     assert env.calls.counted == []
 
 
-@pytest.mark.parametrize("mode", ["thread", "inline"])
+@pytest.mark.parametrize("mode", ["auto", "thread", "inline"])
 def test_closing_the_runtime_waits_for_a_left_call_no_longer_than_its_timeout(
     tmp_path: Path, mode: SyncExecution
 ) -> None:
@@ -469,3 +470,60 @@ def test_one_options_value_carries_the_same_call_through_invoke_and_ainvoke(env:
         assert details["roles"] == ["ops"] and details["on_behalf_of"] == ["bob"]
         assert (details["workflow_id"], details["step_id"]) == ("wf", "s1")
     assert len(env.audit_rows()) == 2
+
+
+def test_auto_runs_a_handler_inline_unless_its_call_asks_for_a_hard_timeout(
+    tmp_path: Path,
+) -> None:
+    env = build_env(tmp_path, sync_execution="auto")
+    caller = threading.get_ident()
+    try:
+        assert env.runtime.invoke("demo.whoami", {}, "zoe").ok  # declares no timeout
+        assert env.calls.threads == [caller]
+        assert env.runtime.invoke("demo.whoami", {}, "zoe", CallOptions(timeout_s=2)).ok
+        assert env.calls.threads[1] != caller  # the call's own timeout is a hard one
+        started = time.monotonic()
+        hung = env.runtime.invoke("demo.slow", {}, "zoe")  # declares 0.1 s, hangs 10 s
+        took = time.monotonic() - started
+        assert hung.error_code is ErrorCode.EXECUTION_TIMEOUT
+        assert took < 5  # cut off at its declared deadline, not when the handler lets go
+        late = env.runtime.invoke("demo.dawdle", {}, "zoe")  # declared 0.05 s, returns at 0.2
+        assert late.error_code is ErrorCode.EXECUTION_TIMEOUT
+        assert audited_outcomes(env) == ["ok", "ok", "execution.timeout", "execution.timeout"]
+    finally:
+        env.calls.release.set()
+        env.runtime.close()
+
+
+def test_auto_ends_a_hung_handler_with_a_declared_timeout_at_its_deadline_under_ainvoke(
+    tmp_path: Path,
+) -> None:
+    env = build_env(tmp_path, sync_execution="auto")
+
+    async def call() -> tuple[object, float]:
+        started = time.monotonic()
+        result = await env.runtime.ainvoke("demo.slow", {}, "yan")
+        return result, time.monotonic() - started
+
+    try:
+        result, took = asyncio.run(call())
+        assert getattr(result, "error_code", None) is ErrorCode.EXECUTION_TIMEOUT
+        assert took < 5
+        assert audited_outcomes(env) == ["execution.timeout"]
+    finally:
+        env.calls.release.set()
+        env.runtime.close()
+
+
+def test_a_capability_without_a_declared_timeout_gets_the_runtimes_default() -> None:
+    @capability("demo.plain", operation="READ", risk="LOW")
+    def plain() -> None:
+        """Declares nothing."""
+
+    @capability("demo.bounded", operation="READ", risk="LOW", timeout_s=3)
+    def bounded() -> None:
+        """Declares its timeout."""
+
+    assert "timeout_s" not in plain.spec.model_fields_set
+    assert plain.spec.timeout_s == 30.0  # what is shown; the runtime applies its default
+    assert "timeout_s" in bounded.spec.model_fields_set and bounded.spec.timeout_s == 3
