@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Goal", "Verdict", "print_verdicts", "verdict_table"]
+__all__ = [
+    "Goal",
+    "Verdict",
+    "print_summary",
+    "print_verdicts",
+    "print_verdicts_only",
+    "verdict_table",
+]
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,26 @@ def verdict_table(verdicts: list[Verdict]) -> list[str]:
     return lines
 
 
+_REPORTED: list[Verdict] = []
+
+
 def print_verdicts(verdicts: list[Verdict]) -> None:
-    """The same table on stdout, aligned for a terminal."""
+    """The same table on stdout, aligned for a terminal (and kept for the summary)."""
+    _REPORTED.extend(verdicts)
+    print_verdicts_only(verdicts)
+
+
+def print_summary() -> None:
+    """Every verdict this run printed, once more at its end (``python -m benchmarks``)."""
+    if not _REPORTED:
+        return
+    met = sum(1 for v in _REPORTED if v.word == "met")
+    print(f"== issue 21 goals: {met} of {len(_REPORTED)} met in this run", flush=True)
+    print_verdicts_only(_REPORTED)
+
+
+def print_verdicts_only(verdicts: list[Verdict]) -> None:
+    """Print ``verdicts`` without keeping them."""
     for v in verdicts:
         print(
             f"  {v.goal.text:<58} {v.what:<34} {v.ratio:6.2f}x  goal {v.goal.shown:<8} {v.word}",

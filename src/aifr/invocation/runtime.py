@@ -184,6 +184,8 @@ class Runtime:
 
         Never raises for a governed outcome: denial, pending approval and every
         failure come back as a :class:`Result` carrying the error and its code.
+        ``options`` carries everything else about the call (roles, keys, approval,
+        workflow ids, timeout, hooks, trace); ``ainvoke`` takes the same value.
         """
         call = new_call(ref, inputs, principal, options)
         ex = self._blocking
@@ -202,9 +204,10 @@ class Runtime:
 
         A sync handler takes the whole call to one handler-pool thread (policy, handler
         and audit append there, as :meth:`invoke` runs them): one thread hand-off. Under
-        ``sync_execution = "thread"`` (the default) this loop watches the handler's
-        deadline and ends the call itself if the handler overruns it; under ``"loop"``
-        the call runs on this loop with no hand-off, blocking it until it is audited.
+        ``sync_execution = "thread"``, and under the default ``"auto"`` for a call that
+        asks for a hard timeout, this loop watches the handler's deadline and ends the
+        call itself if the handler overruns it; under ``"loop"`` the call runs on this
+        loop with no hand-off, blocking it until it is audited.
         """
         call = new_call(ref, inputs, principal, options)
         capability = self._sync_capability(ref)
