@@ -6,6 +6,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from benchmarks import goals
+
 
 def main() -> int:
     here = Path(__file__).parent
@@ -32,6 +34,7 @@ def main() -> int:
                 failed.append(f"{script.stem} (exit {done.code})")
         finally:
             sys.argv = saved
+    goals.print_summary()
     if failed:
         print("failed: " + ", ".join(failed), file=sys.stderr, flush=True)
     return 1 if failed else 0

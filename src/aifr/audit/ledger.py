@@ -4,7 +4,7 @@
 database's ``synchronous`` level). Durability costs one fsync per transaction, so
 concurrent appenders share transactions: the first thread to arrive becomes the leader
 and commits every record queued so far in one transaction; threads arriving meanwhile
-queue and sleep on an ``Event``. When the leader's commit returns it wakes its batch and
+queue and sleep on a held lock. When the leader's commit returns it wakes its batch and
 hands leadership to the oldest waiting thread, whose batch is everything that queued
 during the commit. A lone caller therefore pays one transaction and no handoff, while N
 concurrent callers pay about one fsync per batch instead of N.
@@ -68,7 +68,18 @@ class _Waiter:
         self.error: AifrError | None = None
         self.is_leader = False
         self.is_abandoned = False
-        self.wake: threading.Event | None = None
+        self.wake: threading.Lock | None = None  # held until the waiter may go on
+
+    def sleep(self) -> None:
+        """Block until :meth:`rouse` (a held lock, cheaper than an ``Event``)."""
+        assert self.wake is not None  # noqa: S101  # only queued followers sleep
+        self.wake.acquire()
+
+    def rouse(self) -> None:
+        """Let the sleeping waiter go on; a second call does nothing."""
+        wake = self.wake
+        if wake is not None and wake.locked():
+            wake.release()
 
     def outcome(self) -> AuditRecord:
         if self.error is not None:
@@ -125,16 +136,24 @@ class AuditLedger:
             AuditError: the event is not JSON-safe, or the append failed.
             StorageError: the database failed.
         """
-        waiter = _Waiter(self._prepare(event))
+        prepared = self._prepare(event)
         with self._lock:
-            self._queue.append(waiter)
-            if self._is_leading:
-                waiter.wake = threading.Event()
-            else:
-                self._is_leading = waiter.is_leader = True
+            if not self._is_leading and not self._queue:
+                self._is_leading = True
+                waiter = None
+            else:  # behind a commit, or after records abandoned in the queue
+                waiter = _Waiter(prepared)
+                self._queue.append(waiter)
+                if self._is_leading:
+                    waiter.wake = threading.Lock()
+                    waiter.wake.acquire()
+                else:
+                    self._is_leading = waiter.is_leader = True
+        if waiter is None:
+            return self._alone(prepared)
         if waiter.wake is not None:
             try:
-                waiter.wake.wait()
+                waiter.sleep()
             except BaseException:
                 self._abandon(waiter)
                 raise
@@ -147,6 +166,17 @@ class AuditLedger:
         while waiter.record is None and waiter.error is None:
             self._lead()  # only when more than MAX_BATCH abandoned records queued ahead
         return waiter.outcome()
+
+    def _alone(self, prepared: _Prepared) -> AuditRecord:
+        """Nobody else is appending: commit this one record, then hand leadership on.
+
+        No waiter, queue or hand-off: a lone caller pays its transaction and nothing
+        more. Records queued meanwhile go to the next leader's batch.
+        """
+        try:
+            return self.store.append(_builder((prepared,)))[0]
+        finally:
+            self._hand_on(1)
 
     def _abandon(self, waiter: _Waiter) -> None:
         """A waiting thread was interrupted (Ctrl-C): never leave leadership unclaimed.
@@ -177,20 +207,27 @@ class AuditLedger:
                 waiter.error = AuditError(f"audit append failed: {exc!r}")
             raise
         finally:
-            with self._lock:
-                self._commits += 1
-                self._appends += len(batch)
-                self._largest_batch = max(self._largest_batch, len(batch))
-                successor = next((w for w in self._queue if not w.is_abandoned), None)
-                if successor is not None:
-                    successor.is_leader = True
-                else:
-                    self._is_leading = False
             for waiter in batch:
-                if waiter.wake is not None:
-                    waiter.wake.set()
-            if successor is not None and successor.wake is not None:
-                successor.wake.set()
+                waiter.rouse()
+            self._hand_on(len(batch))
+
+    def _hand_on(self, appended: int) -> None:
+        """Count a finished transaction and promote the oldest waiter still waiting."""
+        with self._lock:
+            self._commits += 1
+            self._appends += appended
+            self._largest_batch = max(self._largest_batch, appended)
+            successor = None
+            for waiting in self._queue:
+                if not waiting.is_abandoned:
+                    successor = waiting
+                    break
+            if successor is not None:
+                successor.is_leader = True
+            else:
+                self._is_leading = False
+        if successor is not None:
+            successor.rouse()
 
     def append_in(self, conn: object, event: AuditEvent) -> AuditRecord:
         """Append ``event`` inside the caller's open write transaction ``conn``.

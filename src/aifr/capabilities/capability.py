@@ -111,10 +111,14 @@ class Capability:
             )
         if self.input_model is not None:
             try:
-                model = self.input_model.model_validate(dict(inputs))
+                model = self.input_model.__pydantic_validator__.validate_python(
+                    inputs if type(inputs) is dict else dict(inputs)
+                )
             except PydanticValidationError as exc:
                 raise self._input_error(field_errors_from_pydantic(exc)) from None
-            return {name: getattr(model, name) for name in type(model).model_fields}
+            # The instance's __dict__ holds exactly its declared fields (extras live
+            # apart, in __pydantic_extra__): a copy, so the handler may change it.
+            return dict(model.__dict__)
         problems = validate_against_schema(dict(inputs), self.spec.input_schema)
         if problems:
             raise self._input_error(problems)

@@ -43,12 +43,16 @@ def capability(
     requires_approval: bool = False,
     idempotent: bool = False,
     tags: Iterable[str] = (),
-    timeout_s: float = 30.0,
+    timeout_s: float | None = None,
 ) -> Callable[[Handler], Capability]:
     """Decorate a function as a capability.
 
     ``compensation`` may be a :class:`Compensation` or the id of the capability that
     undoes this one. ``risk=None`` leaves risk undeclared, which aifr treats as HIGH.
+    ``timeout_s`` declares the handler's timeout and asks for a hard one (the handler
+    runs in the handler pool and is cut off at it, under the default
+    ``runtime.sync_execution = "auto"``); without it the runtime's default timeout
+    applies and is checked when the handler returns.
 
     Raises:
         CapabilityError: the function cannot be described (``*args``, bad annotations),
@@ -114,7 +118,7 @@ def build_capability(
     compensation: Compensation,
     idempotent: bool,
     tags: tuple[str, ...],
-    timeout_s: float,
+    timeout_s: float | None,
 ) -> Capability:
     """Build a :class:`Capability` from a function and explicit spec parts."""
     doc = docstring_parser.parse(inspect.getdoc(func) or "")
@@ -136,8 +140,9 @@ def build_capability(
         risk=risk,
         idempotent=idempotent,
         tags=tags,
-        timeout_s=timeout_s,
         handler_digest=handler_digest(func),
+        # Only a declared timeout is set: the runtime tells it from its default.
+        **({} if timeout_s is None else {"timeout_s": timeout_s}),
     )
     return Capability(
         spec=spec,

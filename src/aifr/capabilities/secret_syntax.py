@@ -12,6 +12,7 @@ from typing import Any
 __all__ = ["SECRET_SCHEME", "has_secret_refs", "is_secret_ref", "secret_names"]
 
 SECRET_SCHEME = "secret://"  # noqa: S105  # a URL scheme, not a secret
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def is_secret_ref(value: object) -> bool:
@@ -20,13 +21,33 @@ def is_secret_ref(value: object) -> bool:
 
 
 def has_secret_refs(value: Any) -> bool:
-    """Whether ``value`` holds a ``secret://`` reference anywhere in dicts, lists or tuples."""
-    if isinstance(value, str):
+    """Whether ``value`` holds a ``secret://`` reference anywhere in dicts, lists or tuples.
+
+    Every governed call asks this of its inputs, so the common shapes (a plain dict of
+    scalars) are walked with a loop and exact type checks rather than generators.
+    """
+    kind = type(value)
+    if kind is str:
+        return value.startswith(SECRET_SCHEME)  # type: ignore[no-any-return]
+    if kind is dict:
+        items = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind in _SCALARS:
+        return False
+    elif isinstance(value, str):
         return value.startswith(SECRET_SCHEME)
-    if isinstance(value, Mapping):
-        return any(has_secret_refs(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(has_secret_refs(v) for v in value)
+    elif isinstance(value, Mapping):
+        items = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return False
+    for item in items:
+        if type(item) in _SCALARS:
+            continue
+        if has_secret_refs(item):
+            return True
     return False
 
 

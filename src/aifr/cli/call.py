@@ -21,7 +21,7 @@ from aifr.capabilities import CapabilitySpec
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.cli.json_input import JsonInputError, loads_strict
 from aifr.errors import AifrError, FieldError, InputValidationError, exit_code_for
-from aifr.invocation import Result, Status
+from aifr.invocation import CallOptions, Result, Status
 from aifr.observability.logs import configure_logging
 
 __all__ = ["call", "exit_status", "parse_assignments", "print_result", "repeated_input"]
@@ -249,8 +249,10 @@ def _invoke(
         ref,
         inputs,
         app.settings.principal if principal is None else principal,  # --as "" is refused
-        roles=frozenset(roles),
-        idempotency_key=idempotency_key,
-        approval_id=approval,
-        timeout_s=timeout,
+        CallOptions(
+            roles=frozenset(roles),
+            idempotency_key=idempotency_key,
+            approval_id=approval,
+            timeout_s=timeout,
+        ),
     )

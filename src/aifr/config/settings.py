@@ -59,7 +59,7 @@ class RuntimeSettings(BaseModel):
     default_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     circuit_failure_threshold: Annotated[int, Field(ge=1)] = 5
     circuit_cooldown_s: Annotated[float, Field(ge=0)] = 30.0
-    sync_execution: Literal["thread", "inline", "loop"] = "thread"
+    sync_execution: Literal["auto", "thread", "inline", "loop"] = "auto"
     stdlib: bool = True
 
 

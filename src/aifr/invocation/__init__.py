@@ -13,6 +13,7 @@ from aifr.invocation.events import EventBus, EventKind, LifecycleEvent, Observer
 from aifr.invocation.execution import SyncExecution
 from aifr.invocation.hooks import Hook, HookCall, HookRegistry, Hooks, HookScope, HookStage
 from aifr.invocation.identity import check_principal
+from aifr.invocation.options import CallOptions, Roles
 from aifr.invocation.ports import (
     ApprovalRecord,
     ApprovalStatus,
@@ -44,6 +45,7 @@ __all__ = [
     "ApprovalStore",
     "ApprovalUpdate",
     "ApprovalVote",
+    "CallOptions",
     "CircuitBreakers",
     "CircuitRecord",
     "CircuitState",
@@ -69,6 +71,7 @@ __all__ = [
     "Redactor",
     "RequestContext",
     "Result",
+    "Roles",
     "Runtime",
     "SecretProvider",
     "SecretResolver",

@@ -7,6 +7,10 @@ awaits it on the caller's loop with an :class:`AsyncExecutor`. One core, two dri
 
 Where each piece runs:
 
+- ``sync_execution = "auto"`` (the default) picks, per call, ``"thread"`` when the call
+  asks for a hard timeout (its capability declares ``timeout_s``, or the call passes
+  one) and ``"inline"`` otherwise: a handler that may hang says so by declaring its
+  timeout, and every other call saves the thread hand-off;
 - sync handler, ``invoke``: in the runtime's handler pool (a hard timeout: the caller
   stops waiting; Python cannot kill the thread, which is abandoned), or inline in the
   calling thread when the runtime's ``sync_execution`` is ``"inline"`` (cheaper by one
@@ -55,8 +59,12 @@ __all__ = [
 
 T = TypeVar("T")
 _LOOP_GRACE_S = 1.0
-SyncExecution = Literal["thread", "inline", "loop"]
-"""Where sync handlers run: the handler pool, the calling thread, or (``ainvoke``) the loop."""
+SyncExecution = Literal["auto", "thread", "inline", "loop"]
+"""Where sync handlers run: the handler pool, the calling thread, or (``ainvoke``) the loop.
+
+``auto`` (the default) is ``thread`` for a call that asks for a hard timeout (its
+capability declares ``timeout_s``, or the call passes one) and ``inline`` otherwise.
+"""
 
 
 class DeadlineExceeded(Exception):  # noqa: N818  # internal signal, never leaves the runtime

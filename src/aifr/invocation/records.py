@@ -22,13 +22,13 @@ from aifr.invocation.circuit import CircuitState
 from aifr.invocation.context import RequestContext
 from aifr.invocation.hooks import Hooks
 from aifr.invocation.identity import INVALID_PRINCIPAL
+from aifr.invocation.options import CallOptions
 from aifr.invocation.result import HookFailure, Result, Status, Timing
 from aifr.invocation.secret_refs import Redactor
 from aifr.policy import PolicyDecision
 
 __all__ = [
     "NO_SECRETS",
-    "Roles",
     "Call",
     "Outcome",
     "audit_event",
@@ -43,8 +43,6 @@ _perf = time.perf_counter
 
 NO_SECRETS = Redactor()
 
-Roles = frozenset[str] | set[str] | tuple[str, ...]
-"""What callers may pass as a principal's roles (normalized to a frozenset)."""
 _EMPTY_DIGEST = digest({})
 
 
@@ -240,21 +238,11 @@ def build_result(
 
 
 def new_call(
-    ref: str,
-    inputs: Mapping[str, Any] | None,
-    principal: str,
-    idempotency_key: str | None,
-    approval_id: str | None,
-    roles: Roles,
-    on_behalf_of: tuple[str, ...],
-    workflow_id: str | None,
-    run_id: str | None,
-    step_id: str | None,
-    timeout_s: float | None,
-    hooks: Hooks | None,
-    trace_id: str | None,
+    ref: str, inputs: Mapping[str, Any] | None, principal: str, options: CallOptions
 ) -> Call:
     """A fresh call with its request context; ``inputs`` and ``roles`` are normalized."""
+    roles = options.roles
+    run_id, step_id = options.run_id, options.step_id
     return Call(
         ref=ref,
         inputs=inputs if type(inputs) is dict else dict(inputs or {}),
@@ -262,17 +250,17 @@ def new_call(
         context=RequestContext(
             principal=principal,
             capability_ref=ref,
-            trace_id=trace_id,
+            trace_id=options.trace_id,
             run_id=run_id,
             step_id=step_id,
         ),
         roles=roles if type(roles) is frozenset else frozenset(roles),
-        on_behalf_of=tuple(on_behalf_of),
-        idempotency_key=idempotency_key,
-        approval_id=approval_id,
-        workflow_id=workflow_id,
+        on_behalf_of=tuple(options.on_behalf_of),
+        idempotency_key=options.idempotency_key,
+        approval_id=options.approval_id,
+        workflow_id=options.workflow_id,
         run_id=run_id,
         step_id=step_id,
-        timeout_s=timeout_s,
-        hooks=hooks,
+        timeout_s=options.timeout_s,
+        hooks=options.hooks,
     )

@@ -56,14 +56,14 @@ from aifr.invocation.execution import (
     WatchedExecutor,
     drive,
 )
-from aifr.invocation.hooks import HookCall, HookRegistry, Hooks, HookStage, run_hooks
+from aifr.invocation.hooks import HookCall, HookRegistry, HookStage, run_hooks
 from aifr.invocation.idempotency import IdempotencyGuard
 from aifr.invocation.identity import check_principal
+from aifr.invocation.options import NO_OPTIONS, CallOptions
 from aifr.invocation.ports import CircuitStore, IdempotencyStore
 from aifr.invocation.records import (
     Call,
     Outcome,
-    Roles,
     audit_event,
     build_result,
     inputs_digest,
@@ -142,7 +142,7 @@ class Runtime:
         default_timeout_s: float = 30.0,
         circuit_failure_threshold: int = 5,
         circuit_cooldown_s: float = 30.0,
-        sync_execution: SyncExecution = "thread",
+        sync_execution: SyncExecution = "auto",
         handler_workers: int = 32,
     ) -> None:
         self.registry = registry
@@ -163,6 +163,8 @@ class Runtime:
         self._idempotency = IdempotencyGuard(idempotency) if idempotency is not None else None
         self._pools = ExecutorPools(handler_workers=handler_workers)
         self._blocking = BlockingExecutor(self._pools, sync_execution)
+        # Under "auto", a call that asks for a hard timeout runs as under "thread".
+        self._hard = BlockingExecutor(self._pools, "thread")
         self._sync_execution = sync_execution
         self._async = AsyncExecutor(self._pools)
         self._resolved: dict[str, Capability] = {}
@@ -176,62 +178,44 @@ class Runtime:
         ref: str,
         inputs: Mapping[str, Any] | None,
         principal: str,
-        *,
-        idempotency_key: str | None = None,
-        approval_id: str | None = None,
-        roles: Roles = frozenset(),
-        on_behalf_of: tuple[str, ...] = (),
-        workflow_id: str | None = None,
-        run_id: str | None = None,
-        step_id: str | None = None,
-        timeout_s: float | None = None,
-        hooks: Hooks | None = None,
-        trace_id: str | None = None,
+        options: CallOptions = NO_OPTIONS,
     ) -> Result:
         """Run one governed invocation of ``ref`` (``id`` or ``id@version``) and wait for it.
 
         Never raises for a governed outcome: denial, pending approval and every
         failure come back as a :class:`Result` carrying the error and its code.
+        ``options`` carries everything else about the call (roles, keys, approval,
+        workflow ids, timeout, hooks, trace); ``ainvoke`` takes the same value.
         """
-        call = new_call(
-            ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
-            workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
-        )  # fmt: skip
-        return drive(self._pipeline(call, self._blocking))
+        call = new_call(ref, inputs, principal, options)
+        ex = self._blocking
+        if self._sync_execution == "auto" and self._wants_hard_timeout(call):
+            ex = self._hard
+        return drive(self._pipeline(call, ex))
 
     async def ainvoke(
         self,
         ref: str,
         inputs: Mapping[str, Any] | None,
         principal: str,
-        *,
-        idempotency_key: str | None = None,
-        approval_id: str | None = None,
-        roles: Roles = frozenset(),
-        on_behalf_of: tuple[str, ...] = (),
-        workflow_id: str | None = None,
-        run_id: str | None = None,
-        step_id: str | None = None,
-        timeout_s: float | None = None,
-        hooks: Hooks | None = None,
-        trace_id: str | None = None,
+        options: CallOptions = NO_OPTIONS,
     ) -> Result:
         """:meth:`invoke` for asyncio code: the loop never blocks on handlers or storage.
 
         A sync handler takes the whole call to one handler-pool thread (policy, handler
         and audit append there, as :meth:`invoke` runs them): one thread hand-off. Under
-        ``sync_execution = "thread"`` (the default) this loop watches the handler's
-        deadline and ends the call itself if the handler overruns it; under ``"loop"``
-        the call runs on this loop with no hand-off, blocking it until it is audited.
+        ``sync_execution = "thread"``, and under the default ``"auto"`` for a call that
+        asks for a hard timeout, this loop watches the handler's deadline and ends the
+        call itself if the handler overruns it; under ``"loop"`` the call runs on this
+        loop with no hand-off, blocking it until it is audited.
         """
-        call = new_call(
-            ref, inputs, principal, idempotency_key, approval_id, roles, on_behalf_of,
-            workflow_id, run_id, step_id, timeout_s, hooks, trace_id,
-        )  # fmt: skip
+        call = new_call(ref, inputs, principal, options)
         capability = self._sync_capability(ref)
         if capability is None:
             return await self._pipeline(call, self._async)
         mode = self._sync_execution
+        if mode == "auto":
+            mode = "thread" if self._wants_hard_timeout(call, capability) else "inline"
         if mode == "loop":
             return drive(self._pipeline(call, self._blocking))
         if mode == "inline":
@@ -264,10 +248,12 @@ class Runtime:
             f"{record.capability_id}@{record.capability_version}",
             record.inputs,
             record.principal,
-            roles=frozenset(record.roles),
-            on_behalf_of=record.on_behalf_of,
-            workflow_id=record.workflow_id,
-            approval_id=record.id,
+            CallOptions(
+                roles=frozenset(record.roles),
+                on_behalf_of=record.on_behalf_of,
+                workflow_id=record.workflow_id,
+                approval_id=record.id,
+            ),
         )
 
     def close(self) -> None:
@@ -348,6 +334,22 @@ class Runtime:
         if call.has_hooks:
             await self._hooks(call, ex, HookStage.AFTER, output=output)
         return output
+
+    def _wants_hard_timeout(self, call: Call, capability: Capability | None = None) -> bool:
+        """Whether ``call`` asks for a hard timeout: its own, or one its capability declares.
+
+        Under ``sync_execution = "auto"`` such a call runs its sync handler in the
+        handler pool (cut off at the deadline); any other runs it inline, where the
+        deadline is checked when the handler returns.
+        """
+        if call.timeout_s is not None:
+            return True
+        if capability is None:
+            try:
+                capability = self._resolve(call.ref)
+            except AifrError:
+                return False  # the pipeline reports it
+        return "timeout_s" in capability.spec.model_fields_set
 
     def _sync_capability(self, ref: str) -> Capability | None:
         """The capability ``ref`` names if its handler is sync, else ``None``."""

@@ -17,7 +17,7 @@ from pydantic import JsonValue
 
 from aifr.audit import AuditEvent
 from aifr.errors import AifrError
-from aifr.invocation import Result, Runtime
+from aifr.invocation import CallOptions, Result, Runtime
 from aifr.workflows.ports import (
     Completion,
     Notification,
@@ -169,13 +169,15 @@ class RunContext:
                 capability,
                 inputs,
                 run.principal,
-                roles=run.roles,
-                idempotency_key=key,
-                approval_id=approval_id,
-                workflow_id=run.workflow,
-                run_id=run.id,
-                step_id=step_id,
-                timeout_s=timeout_s,
+                CallOptions(
+                    roles=run.roles,
+                    idempotency_key=key,
+                    approval_id=approval_id,
+                    workflow_id=run.workflow,
+                    run_id=run.id,
+                    step_id=step_id,
+                    timeout_s=timeout_s,
+                ),
             )
         finally:
             completion = self.store.consume_completion(key)

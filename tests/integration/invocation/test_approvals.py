@@ -10,7 +10,7 @@ from invocation_env import Env, policy_engine
 
 from aifr.capabilities import CapabilityRegistry, capability
 from aifr.errors import ApprovalError, ErrorCode, InputValidationError
-from aifr.invocation import ApprovalStatus, Result, Runtime, Status
+from aifr.invocation import ApprovalStatus, CallOptions, Result, Runtime, Status
 
 TRANSFER = {"to": "mallory", "amount": 100}
 
@@ -58,9 +58,13 @@ def test_approved_request_executes_once_and_replay_is_refused(env: Env) -> None:
     approval_id = ask(env).approval_id
     assert approval_id is not None
     assert env.approvals.approve(approval_id, "bob").status is ApprovalStatus.APPROVED
-    done = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    done = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+    )
     assert done.status is Status.OK and done.output == {"sent": 100, "to": "mallory"}
-    again = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    again = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+    )
     assert again.error is not None and again.error.code is ErrorCode.APPROVAL_CONSUMED
     assert env.calls.transfers == [TRANSFER]
     record = env.approvals.get(approval_id)
@@ -72,7 +76,9 @@ def test_the_stored_result_names_the_audit_record_of_its_execution(env: Env) -> 
     approval_id = ask(env).approval_id
     assert approval_id is not None
     env.approvals.approve(approval_id, "bob")
-    done = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    done = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+    )
     assert done.audit_id is not None
     stored = env.approvals.get(approval_id).result
     assert stored is not None
@@ -83,7 +89,9 @@ def test_the_stored_result_names_the_audit_record_of_its_execution(env: Env) -> 
 
 def test_executing_before_approval_stays_pending(env: Env) -> None:
     approval_id = ask(env).approval_id
-    waiting = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    waiting = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+    )
     assert waiting.status is Status.PENDING_APPROVAL and waiting.approval_id == approval_id
     assert env.calls.transfers == []
 
@@ -93,10 +101,15 @@ def test_changed_inputs_or_principal_need_a_new_approval(env: Env) -> None:
     assert approval_id is not None
     env.approvals.approve(approval_id, "bob")
     changed = env.runtime.invoke(
-        "demo.transfer", {"to": "mallory", "amount": 9999}, "alice", approval_id=approval_id
+        "demo.transfer",
+        {"to": "mallory", "amount": 9999},
+        "alice",
+        CallOptions(approval_id=approval_id),
     )
     assert changed.error is not None and changed.error.code is ErrorCode.APPROVAL_DIGEST_MISMATCH
-    other = env.runtime.invoke("demo.transfer", TRANSFER, "eve", approval_id=approval_id)
+    other = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "eve", CallOptions(approval_id=approval_id)
+    )
     assert other.error is not None and other.error.code is ErrorCode.APPROVAL_DIGEST_MISMATCH
     assert env.calls.transfers == []
     assert env.approvals.get(approval_id).status is ApprovalStatus.APPROVED
@@ -116,12 +129,16 @@ def test_a_capability_changed_since_the_approval_needs_a_new_one(env: Env) -> No
         CapabilityRegistry([transfer]), policy_engine(), env.ledger, approvals=env.approvals
     )
     try:
-        result = redeployed.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+        result = redeployed.invoke(
+            "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+        )
     finally:
         redeployed.close()
     assert result.error is not None and result.error.code is ErrorCode.APPROVAL_DIGEST_MISMATCH
     assert env.approvals.get(approval_id).status is ApprovalStatus.APPROVED
-    assert env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id).ok
+    assert env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+    ).ok
 
 
 def test_nobody_approves_their_own_request_or_one_made_on_their_behalf(env: Env) -> None:
@@ -130,7 +147,9 @@ def test_nobody_approves_their_own_request_or_one_made_on_their_behalf(env: Env)
     with pytest.raises(ApprovalError) as caught:
         env.approvals.approve(approval_id, "bob")
     assert caught.value.code is ErrorCode.APPROVAL_SELF_APPROVAL
-    proxied = env.runtime.invoke("demo.transfer", TRANSFER, "agent-7", on_behalf_of=("carol",))
+    proxied = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "agent-7", CallOptions(on_behalf_of=("carol",))
+    )
     assert proxied.approval_id is not None
     with pytest.raises(ApprovalError) as caught:
         env.approvals.approve(proxied.approval_id, "carol")
@@ -150,7 +169,9 @@ def test_a_rejected_request_cannot_run(env: Env) -> None:
     approval_id = ask(env).approval_id
     assert approval_id is not None
     env.approvals.reject(approval_id, "carol", reason="not today")
-    result = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    result = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+    )
     assert result.error is not None and result.error.code is ErrorCode.APPROVAL_REJECTED
     with pytest.raises(ApprovalError) as caught:
         env.approvals.approve(approval_id, "bob")
@@ -173,7 +194,9 @@ def test_an_approved_but_expired_request_cannot_run(env: Env) -> None:
     assert approval_id is not None
     env.approvals.approve(approval_id, "bob")
     env.clock[0] += 601
-    result = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    result = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id)
+    )
     assert result.error is not None and result.error.code is ErrorCode.APPROVAL_EXPIRED
     assert env.calls.transfers == []
 
@@ -187,7 +210,9 @@ def test_a_quorum_needs_that_many_different_approvers(env: Env) -> None:
         env.approvals.approve(approval_id, "bob")
     assert caught.value.code is ErrorCode.APPROVAL_ALREADY_DECIDED
     assert env.approvals.approve(approval_id, "carol").status is ApprovalStatus.APPROVED
-    done = env.runtime.invoke("demo.wire", {"amount": 5}, "alice", approval_id=approval_id)
+    done = env.runtime.invoke(
+        "demo.wire", {"amount": 5}, "alice", CallOptions(approval_id=approval_id)
+    )
     assert done.output == {"wired": 5}
 
 
@@ -195,7 +220,9 @@ def test_unknown_approval_ids_are_not_found(env: Env) -> None:
     with pytest.raises(ApprovalError) as caught:
         env.approvals.approve("ap-nope", "bob")
     assert caught.value.code is ErrorCode.APPROVAL_NOT_FOUND
-    result = env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id="ap-nope")
+    result = env.runtime.invoke(
+        "demo.transfer", TRANSFER, "alice", CallOptions(approval_id="ap-nope")
+    )
     assert result.error is not None and result.error.code is ErrorCode.APPROVAL_NOT_FOUND
 
 
@@ -220,7 +247,9 @@ def race_once(env: Env, amount: int) -> None:
     def execute() -> str:
         barrier.wait(5)
         return outcome(
-            env.runtime.invoke("demo.transfer", inputs, "alice", approval_id=approval_id)
+            env.runtime.invoke(
+                "demo.transfer", inputs, "alice", CallOptions(approval_id=approval_id)
+            )
         )
 
     with ThreadPoolExecutor(4) as pool:
@@ -232,7 +261,11 @@ def race_once(env: Env, amount: int) -> None:
     assert decided[0] in ("approval.already_decided", "approval.consumed")
     if "ok" not in outcomes:  # both executions came before the approval landed
         outcomes.append(
-            outcome(env.runtime.invoke("demo.transfer", inputs, "alice", approval_id=approval_id))
+            outcome(
+                env.runtime.invoke(
+                    "demo.transfer", inputs, "alice", CallOptions(approval_id=approval_id)
+                )
+            )
         )
     assert outcomes.count("ok") == 1
     assert set(outcomes) - {"ok"} <= {"approval.consumed", "approval.required"}
@@ -248,7 +281,7 @@ def test_every_approval_decision_is_audited(env: Env) -> None:
     approval_id = ask(env).approval_id
     assert approval_id is not None
     env.approvals.approve(approval_id, "bob")
-    env.runtime.invoke("demo.transfer", TRANSFER, "alice", approval_id=approval_id)
+    env.runtime.invoke("demo.transfer", TRANSFER, "alice", CallOptions(approval_id=approval_id))
     kinds = [(row["kind"], row["outcome"]) for row in env.audit_rows()]
     assert kinds == [
         ("invocation", "approval.required"),

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from invocation_env import Env
 
-from aifr.invocation import Status
+from aifr.invocation import CallOptions, Status
 
 
 def test_threads_invoking_at_once_all_succeed_with_distinct_audit_records(env: Env) -> None:
@@ -53,7 +53,9 @@ def test_asyncio_tasks_and_threads_share_one_runtime(env: Env) -> None:
 def test_the_event_loop_keeps_running_while_a_sync_handler_blocks(env: Env) -> None:
     async def main() -> int:
         ticks = 0
-        call = asyncio.ensure_future(env.runtime.ainvoke("demo.slow", {}, "alice", timeout_s=0.2))
+        call = asyncio.ensure_future(
+            env.runtime.ainvoke("demo.slow", {}, "alice", CallOptions(timeout_s=0.2))
+        )
         while not call.done():
             ticks += 1
             await asyncio.sleep(0.01)

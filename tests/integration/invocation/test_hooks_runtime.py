@@ -7,7 +7,7 @@ import threading
 from invocation_env import Env
 
 from aifr.errors import ErrorCode
-from aifr.invocation import HookCall, Hooks, LifecycleEvent, Status
+from aifr.invocation import CallOptions, HookCall, Hooks, LifecycleEvent, Status
 
 
 def test_stages_run_in_order_for_a_successful_call(env: Env) -> None:
@@ -19,7 +19,7 @@ def test_stages_run_in_order_for_a_successful_call(env: Env) -> None:
     local = Hooks()
     local.before(lambda c: ran.append("local.before"))
     local.cleanup(lambda c: ran.append(f"cleanup:{c.result.status if c.result else None}"))
-    result = env.runtime.invoke("demo.echo@1", {"text": "x"}, "alice", hooks=local)
+    result = env.runtime.invoke("demo.echo@1", {"text": "x"}, "alice", CallOptions(hooks=local))
     assert result.ok
     assert ran == [
         "global.before",

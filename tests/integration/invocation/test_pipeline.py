@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from invocation_env import Env, build_env
 
+from aifr.capabilities import capability
 from aifr.errors import ErrorCode
-from aifr.invocation import HookCall, Hooks, Phase, Status, current_request
+from aifr.invocation import CallOptions, HookCall, Hooks, Phase, Status, current_request
 from aifr.invocation.execution import SyncExecution
 from aifr.observability import ContextFilter
 from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
@@ -145,7 +146,7 @@ def test_a_handler_exception_is_wrapped_with_its_type_and_message(env: Env) -> N
 
 
 def test_an_explicit_timeout_overrides_the_specs(env: Env) -> None:
-    result = env.runtime.invoke("demo.slow", {}, "alice", timeout_s=0.02)
+    result = env.runtime.invoke("demo.slow", {}, "alice", CallOptions(timeout_s=0.02))
     assert result.error is not None and result.error.details["timeout_s"] == 0.02
 
 
@@ -182,7 +183,7 @@ def test_the_handler_sees_call_info_and_the_current_request_context(env: Env) ->
 
     hooks = Hooks()
     hooks.before(capture)
-    result = env.runtime.invoke("demo.count", {"label": "x"}, "alice", hooks=hooks)
+    result = env.runtime.invoke("demo.count", {"label": "x"}, "alice", CallOptions(hooks=hooks))
     assert result.output == {"label": "x", "request_id": result.request_id}
     assert seen == [(result.request_id, Phase.APPROVED.value)]
 
@@ -210,7 +211,7 @@ def test_inline_execution_runs_in_the_calling_thread_and_still_reports_timeouts(
         seen: list[int] = []
         hooks = Hooks()
         hooks.before(lambda c: seen.append(threading.get_ident()), timeout_s=None)
-        assert inline.runtime.invoke("demo.whoami", {}, "zoe", hooks=hooks).ok
+        assert inline.runtime.invoke("demo.whoami", {}, "zoe", CallOptions(hooks=hooks)).ok
         late = inline.runtime.invoke("demo.dawdle", {}, "zoe")
         assert late.error_code is ErrorCode.EXECUTION_TIMEOUT
         assert seen == [caller]
@@ -218,7 +219,7 @@ def test_inline_execution_runs_in_the_calling_thread_and_still_reports_timeouts(
         release = threading.Event()
         hooks.after(lambda c: release.wait(10), name="hangs", timeout_s=0.05)
         try:
-            result = inline.runtime.invoke("demo.whoami", {}, "zoe", hooks=hooks)
+            result = inline.runtime.invoke("demo.whoami", {}, "zoe", CallOptions(hooks=hooks))
         finally:
             release.set()
         assert result.ok and [f.hook for f in result.hook_failures] == ["hangs"]
@@ -226,7 +227,7 @@ def test_inline_execution_runs_in_the_calling_thread_and_still_reports_timeouts(
         inline.runtime.close()
 
 
-@pytest.mark.parametrize("mode", ["thread", "inline", "loop"])
+@pytest.mark.parametrize("mode", ["auto", "thread", "inline", "loop"])
 def test_ainvoke_runs_sync_handlers_off_or_on_the_loop_as_configured(
     tmp_path: Path, mode: SyncExecution
 ) -> None:
@@ -266,7 +267,9 @@ def test_an_inline_ainvoke_cancelled_mid_call_still_finishes_and_audits(tmp_path
     hooks.before(lambda c: (started.set(), release.wait(10)), timeout_s=None)
 
     async def cancel_mid_call() -> None:
-        task = asyncio.ensure_future(env.runtime.ainvoke("demo.whoami", {}, "zoe", hooks=hooks))
+        task = asyncio.ensure_future(
+            env.runtime.ainvoke("demo.whoami", {}, "zoe", CallOptions(hooks=hooks))
+        )
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -318,7 +321,9 @@ def test_a_cancelled_thread_mode_ainvoke_still_audits_a_hung_handler_at_its_dead
     hooks.before(lambda c: started.set(), timeout_s=None)
 
     async def cancel_then_wait() -> None:
-        task = asyncio.ensure_future(env.runtime.ainvoke("demo.slow", {}, "zoe", hooks=hooks))
+        task = asyncio.ensure_future(
+            env.runtime.ainvoke("demo.slow", {}, "zoe", CallOptions(hooks=hooks))
+        )
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -344,7 +349,7 @@ def test_time_before_the_handler_starts_does_not_count_against_its_timeout(
     hooks.before(lambda c: threading.Event().wait(0.25), timeout_s=None)  # the call has 0.1 s
     try:
         result = asyncio.run(
-            env.runtime.ainvoke("demo.whoami", {}, "zoe", hooks=hooks, timeout_s=0.1)
+            env.runtime.ainvoke("demo.whoami", {}, "zoe", CallOptions(hooks=hooks, timeout_s=0.1))
         )
         assert result.ok, result.error
     finally:
@@ -366,7 +371,9 @@ def test_when_the_audit_append_fails_the_result_says_so_and_the_key_is_released(
     saboteur = env.database.new_connection()
     saboteur.execute("ALTER TABLE audit_records RENAME TO audit_records_gone")
     saboteur.close()
-    result = env.runtime.invoke("demo.count", {"label": "x"}, "alice", idempotency_key="k")
+    result = env.runtime.invoke(
+        "demo.count", {"label": "x"}, "alice", CallOptions(idempotency_key="k")
+    )
     assert result.status is Status.FAILED
     assert result.error_code is ErrorCode.STORAGE_FAILED
     assert result.audit_id is None and result.output is None
@@ -382,7 +389,7 @@ def test_log_records_of_a_call_carry_its_request_trace_and_principal(env: Env) -
     logger = logging.getLogger("aifr")
     logger.addHandler(handler)
     try:
-        result = env.runtime.invoke("demo.boom", {}, "alice", trace_id="trace-7")
+        result = env.runtime.invoke("demo.boom", {}, "alice", CallOptions(trace_id="trace-7"))
     finally:
         logger.removeHandler(handler)
     stamped = [r for r in records if "demo.boom" in r.getMessage()]
@@ -410,7 +417,9 @@ def test_nan_and_null_inputs_never_share_a_digest() -> None:
 
 def test_an_empty_idempotency_key_is_refused_not_taken_for_no_key(env: Env) -> None:
     """A retry with an unset $KEY would otherwise run the action twice."""
-    result = env.runtime.invoke("demo.count", {"label": "x"}, "alice", idempotency_key="")
+    result = env.runtime.invoke(
+        "demo.count", {"label": "x"}, "alice", CallOptions(idempotency_key="")
+    )
 
     assert result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
     assert result.error.errors[0].path == "idempotency_key"
@@ -418,7 +427,7 @@ def test_an_empty_idempotency_key_is_refused_not_taken_for_no_key(env: Env) -> N
     assert env.calls.counted == []
 
 
-@pytest.mark.parametrize("mode", ["thread", "inline"])
+@pytest.mark.parametrize("mode", ["auto", "thread", "inline"])
 def test_closing_the_runtime_waits_for_a_left_call_no_longer_than_its_timeout(
     tmp_path: Path, mode: SyncExecution
 ) -> None:
@@ -438,3 +447,83 @@ def test_closing_the_runtime_waits_for_a_left_call_no_longer_than_its_timeout(
     env.calls.release.set()
 
     assert waited < 5
+
+
+def test_one_options_value_carries_the_same_call_through_invoke_and_ainvoke(env: Env) -> None:
+    options = CallOptions(
+        roles=("ops",),
+        on_behalf_of=("bob",),
+        workflow_id="wf",
+        run_id="run-1",
+        step_id="s1",
+        trace_id="trace-1",
+    )
+    done = [
+        env.runtime.invoke("demo.whoami", {}, "alice", options),
+        asyncio.run(env.runtime.ainvoke("demo.whoami", {}, "alice", options)),
+    ]
+
+    assert [r.trace_id for r in done] == ["trace-1", "trace-1"]
+    for row in env.audit_rows():
+        details = row["details"]
+        assert (row["trace_id"], row["run_id"]) == ("trace-1", "run-1")
+        assert details["roles"] == ["ops"] and details["on_behalf_of"] == ["bob"]
+        assert (details["workflow_id"], details["step_id"]) == ("wf", "s1")
+    assert len(env.audit_rows()) == 2
+
+
+def test_auto_runs_a_handler_inline_unless_its_call_asks_for_a_hard_timeout(
+    tmp_path: Path,
+) -> None:
+    env = build_env(tmp_path, sync_execution="auto")
+    caller = threading.get_ident()
+    try:
+        assert env.runtime.invoke("demo.whoami", {}, "zoe").ok  # declares no timeout
+        assert env.calls.threads == [caller]
+        assert env.runtime.invoke("demo.whoami", {}, "zoe", CallOptions(timeout_s=2)).ok
+        assert env.calls.threads[1] != caller  # the call's own timeout is a hard one
+        started = time.monotonic()
+        hung = env.runtime.invoke("demo.slow", {}, "zoe")  # declares 0.1 s, hangs 10 s
+        took = time.monotonic() - started
+        assert hung.error_code is ErrorCode.EXECUTION_TIMEOUT
+        assert took < 5  # cut off at its declared deadline, not when the handler lets go
+        late = env.runtime.invoke("demo.dawdle", {}, "zoe")  # declared 0.05 s, returns at 0.2
+        assert late.error_code is ErrorCode.EXECUTION_TIMEOUT
+        assert audited_outcomes(env) == ["ok", "ok", "execution.timeout", "execution.timeout"]
+    finally:
+        env.calls.release.set()
+        env.runtime.close()
+
+
+def test_auto_ends_a_hung_handler_with_a_declared_timeout_at_its_deadline_under_ainvoke(
+    tmp_path: Path,
+) -> None:
+    env = build_env(tmp_path, sync_execution="auto")
+
+    async def call() -> tuple[object, float]:
+        started = time.monotonic()
+        result = await env.runtime.ainvoke("demo.slow", {}, "yan")
+        return result, time.monotonic() - started
+
+    try:
+        result, took = asyncio.run(call())
+        assert getattr(result, "error_code", None) is ErrorCode.EXECUTION_TIMEOUT
+        assert took < 5
+        assert audited_outcomes(env) == ["execution.timeout"]
+    finally:
+        env.calls.release.set()
+        env.runtime.close()
+
+
+def test_a_capability_without_a_declared_timeout_gets_the_runtimes_default() -> None:
+    @capability("demo.plain", operation="READ", risk="LOW")
+    def plain() -> None:
+        """Declares nothing."""
+
+    @capability("demo.bounded", operation="READ", risk="LOW", timeout_s=3)
+    def bounded() -> None:
+        """Declares its timeout."""
+
+    assert "timeout_s" not in plain.spec.model_fields_set
+    assert plain.spec.timeout_s == 30.0  # what is shown; the runtime applies its default
+    assert "timeout_s" in bounded.spec.model_fields_set and bounded.spec.timeout_s == 3

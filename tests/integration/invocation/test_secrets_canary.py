@@ -12,7 +12,7 @@ import pytest
 from invocation_env import Env, build_env
 
 from aifr.errors import ErrorCode
-from aifr.invocation import HookCall, Hooks, LifecycleEvent, Result
+from aifr.invocation import CallOptions, HookCall, Hooks, LifecycleEvent, Result
 from aifr.observability.logs import JsonLogFormatter
 from keyring_kit import memory_keyring
 
@@ -72,7 +72,10 @@ def test_canary_secrets_reach_the_handler_and_no_other_channel(
         for mode in ("echo", "raise", "aifr"):
             results.append(
                 env.runtime.invoke(
-                    "demo.use_token", {"token": ref, "mode": mode}, "alice", hooks=hooks
+                    "demo.use_token",
+                    {"token": ref, "mode": mode},
+                    "alice",
+                    CallOptions(hooks=hooks),
                 )
             )
     results.append(
@@ -112,7 +115,7 @@ def test_references_are_what_approval_requests_store(canary_env: Env) -> None:
     assert record.inputs["to"] == "secret://API_TOKEN"
     env.approvals.approve(pending.approval_id, "bob")
     done = env.runtime.invoke(
-        "demo.transfer", record.inputs, "alice", approval_id=pending.approval_id
+        "demo.transfer", record.inputs, "alice", CallOptions(approval_id=pending.approval_id)
     )
     assert done.ok and done.output == {"sent": 1, "to": "[secret:API_TOKEN]"}
     assert env.calls.transfers == [{"to": ENV_CANARY, "amount": 1}]
@@ -147,7 +150,7 @@ def test_a_secret_reference_no_policy_grant_covers_is_denied_before_resolution(
     denied_for: str,
 ) -> None:
     env = canary_env
-    result = env.runtime.invoke(ref, inputs, principal, on_behalf_of=chain)
+    result = env.runtime.invoke(ref, inputs, principal, CallOptions(on_behalf_of=chain))
     assert result.status.value == "denied"
     assert result.error_code is ErrorCode.POLICY_DENIED
     assert result.decision is not None and result.decision.rule_id is not None

@@ -13,7 +13,7 @@ import pytest
 
 from aifr.app import App, build_app
 from aifr.config.project import init_project
-from aifr.invocation import Status
+from aifr.invocation import CallOptions, Status
 from aifr.stdlib import build_stdlib
 from stdlib_kit import serve_http, snapshot
 
@@ -54,10 +54,16 @@ def test_a_repeated_key_through_the_runtime_writes_once(app: App) -> None:
     (root / "f.txt").write_text("original")
     original = snapshot(root / "f.txt")
     first = app.runtime.invoke(
-        "io.fs.write_file", {"path": "f.txt", "content": "v1"}, "alice", idempotency_key="k1"
+        "io.fs.write_file",
+        {"path": "f.txt", "content": "v1"},
+        "alice",
+        CallOptions(idempotency_key="k1"),
     )
     second = app.runtime.invoke(
-        "io.fs.write_file", {"path": "f.txt", "content": "v1"}, "alice", idempotency_key="k1"
+        "io.fs.write_file",
+        {"path": "f.txt", "content": "v1"},
+        "alice",
+        CallOptions(idempotency_key="k1"),
     )
     assert first.output == second.output
     assert second.replayed

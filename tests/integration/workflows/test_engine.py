@@ -10,6 +10,7 @@ from wf_env import Effects, WfEnv, build_wf_env, file_capabilities
 
 from aifr.capabilities import CapabilityRegistry, capability
 from aifr.errors import ErrorCode, InputValidationError, WorkflowError
+from aifr.invocation import CallOptions
 from aifr.workflows import RunState, StepKey, StepState, WorkflowBuilder, WorkflowSpec
 
 
@@ -293,7 +294,7 @@ def test_an_interrupted_step_replays_its_stored_result_instead_of_running_again(
         "files.write",
         {"path": _paths(env)["a"], "content": "one"},
         "agent",
-        idempotency_key=key,
+        CallOptions(idempotency_key=key),
     )
 
     assert replay.replayed

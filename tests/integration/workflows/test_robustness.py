@@ -10,6 +10,7 @@ from wf_env import WfEnv, build_wf_env, file_capabilities
 
 from aifr.capabilities import CapabilityRegistry, capability
 from aifr.errors import ApprovalError, ErrorCode, InputValidationError
+from aifr.invocation import CallOptions
 from aifr.workflows import RunState, StepState, WorkflowBuilder
 
 
@@ -149,10 +150,10 @@ def test_the_same_call_without_an_idempotency_key_still_reuses_its_open_approval
 ) -> None:
     asked = [env.runtime.invoke("ops.deploy", {"service": "web"}, "agent") for _ in range(2)]
     keyed = env.runtime.invoke(
-        "ops.deploy", {"service": "web"}, "agent", idempotency_key="deploy-web-1"
+        "ops.deploy", {"service": "web"}, "agent", CallOptions(idempotency_key="deploy-web-1")
     )
     keyed_again = env.runtime.invoke(
-        "ops.deploy", {"service": "web"}, "agent", idempotency_key="deploy-web-1"
+        "ops.deploy", {"service": "web"}, "agent", CallOptions(idempotency_key="deploy-web-1")
     )
 
     assert asked[0].approval_id == asked[1].approval_id

@@ -39,7 +39,7 @@ from aifr.errors import (
     TransportError,
     error_payload,
 )
-from aifr.invocation import ApprovalService, Result, Runtime, Status
+from aifr.invocation import ApprovalService, CallOptions, Result, Runtime, Status
 from aifr.transports.mcp.approvals import ApprovalBridge
 from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
 from aifr.transports.mcp.naming import ToolNames, ToolNaming
@@ -320,7 +320,10 @@ class AifrMcpServer:
 
         async def run(approval_id: str | None) -> Result:
             return await self.runtime.ainvoke(
-                name, arguments, who.principal, roles=who.roles, approval_id=approval_id
+                name,
+                arguments,
+                who.principal,
+                CallOptions(roles=who.roles, approval_id=approval_id),
             )
 
         def answer(result: Result) -> types.CallToolResult:
