@@ -18,7 +18,7 @@ from pydantic import JsonValue
 
 from aifr.capabilities import split_ref
 from aifr.errors import PluginError, PluginPermissionError
-from aifr.invocation import Result, Runtime, current_request
+from aifr.invocation import CallOptions, Result, Runtime, current_request
 from aifr.plugins.manifest import PluginManifest
 from aifr.stdlib import PLUGIN_PRINCIPAL_PREFIX
 
@@ -53,25 +53,25 @@ class PluginHost:
             AifrError: the call was denied, awaits approval or failed (its own error).
         """
         runtime = self._runtime_for(ref)
-        return _output(runtime.invoke(ref, inputs, self.principal, **self._facts(idempotency_key)))
+        return _output(runtime.invoke(ref, inputs, self.principal, self._options(idempotency_key)))
 
     async def acall(
         self, ref: str, inputs: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> JsonValue:
         """:meth:`call` for ``async def`` handlers (same checks, same errors)."""
         runtime = self._runtime_for(ref)
-        result = await runtime.ainvoke(ref, inputs, self.principal, **self._facts(idempotency_key))
+        result = await runtime.ainvoke(ref, inputs, self.principal, self._options(idempotency_key))
         return _output(result)
 
-    def _facts(self, idempotency_key: str | None) -> dict[str, Any]:
+    def _options(self, idempotency_key: str | None) -> CallOptions:
         outer = current_request()
         if outer is None:
-            return {"idempotency_key": idempotency_key}
-        return {
-            "idempotency_key": idempotency_key,
-            "on_behalf_of": (outer.principal,),
-            "trace_id": outer.trace_id,
-        }
+            return CallOptions(idempotency_key=idempotency_key)
+        return CallOptions(
+            idempotency_key=idempotency_key,
+            on_behalf_of=(outer.principal,),
+            trace_id=outer.trace_id,
+        )
 
     def _runtime_for(self, ref: str) -> Runtime:
         self.check(ref)
