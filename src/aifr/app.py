@@ -233,6 +233,9 @@ def stdlib_capabilities(settings: Settings) -> list[Capability]:
         exec_timeout_s=run.timeout_s,
         exec_max_memory_mb=run.max_memory_mb,
         exec_max_output_bytes=run.max_output_bytes,
+        exec_sandbox=run.sandbox,
+        exec_read_paths=[Path(p) for p in run.read_paths],
+        home=Path(os.environ["HOME"]) if os.environ.get("HOME") else None,
         environ=os.environ,
         reserved=reserved_paths(settings),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -48,6 +49,16 @@ class ExecOutput(TypedDict):
     stderr: str
     duration_ms: float
     process_limit: str
+    sandbox: str
+    refused: Refused
+    connections: list[dict[str, JsonValue]]
+
+
+class Refused(TypedDict):
+    """What the sandbox kept from a command, as far as aifr can tell (see ``sys.exec``)."""
+
+    paths: list[str]
+    hosts: list[str]
 
 
 class Environment(TypedDict):
@@ -146,6 +157,9 @@ def build_system_capabilities(
         stdin: str | None = None,
         env: dict[str, str] | None = None,
         timeout_s: Seconds | None = None,
+        read_paths: list[str] | None = None,
+        write_paths: list[str] | None = None,
+        network: bool = False,
     ) -> ExecOutput:
         """Run an allowlisted command with an argv list (never a shell) inside the sandbox.
 
@@ -155,10 +169,15 @@ def build_system_capabilities(
             stdin: Text fed to the command's standard input.
             env: Extra environment variables (loader and interpreter variables are refused).
             timeout_s: Seconds before the command is killed (at most the configured limit).
+            read_paths: Only these paths (inside the roots) are readable, not whole roots.
+            write_paths: Only these paths (inside the roots) are writable.
+            network: Egress through aifr's proxy to the ``net.allow_hosts`` (else none).
             call: Filled by the runtime; a repeated idempotency key returns the first result.
         """
         inputs: dict[str, JsonValue] = {
             "argv": list(argv), "cwd": cwd, "stdin": stdin, "env": dict(env or {}), "timeout_s": timeout_s,
+            "read_paths": cast(JsonValue, read_paths), "write_paths": cast(JsonValue, write_paths),
+            "network": network,
         }  # fmt: skip
         earlier = records.begin("sys.exec", call, inputs)
         if earlier is not None:
@@ -172,15 +191,25 @@ def build_system_capabilities(
                 idempotency_key=call.idempotency_key,
             )
         try:
-            output = _run(argv, cwd, stdin, env or {}, timeout_s)
+            narrow = (_confined(read_paths), _confined(write_paths))
+            output = _run(argv, cwd, stdin, env or {}, timeout_s, narrow, network)
         except AifrError:
             records.forget("sys.exec", call)
             raise
         records.finish("sys.exec", call, cast(dict[str, JsonValue], output))
         return output
 
+    def _confined(paths: list[str] | None) -> list[Path] | None:
+        return None if paths is None else [confinement.locate(p).absolute for p in paths]
+
     def _run(
-        argv: list[str], cwd: str, stdin: str | None, env: dict[str, str], timeout_s: float | None
+        argv: list[str],
+        cwd: str,
+        stdin: str | None,
+        env: dict[str, str],
+        timeout_s: float | None,
+        narrow: tuple[list[Path] | None, list[Path] | None],
+        network: bool,
     ) -> ExecOutput:
         sandbox.resolve(argv[0] if argv else "")
         for index, argument in enumerate(argv):
@@ -198,6 +227,9 @@ def build_system_capabilities(
                 stdin=stdin.encode() if stdin is not None else None,
                 env=env,
                 timeout_s=timeout_s,
+                read_paths=narrow[0],
+                write_paths=narrow[1],
+                network=network,
             )
         return ExecOutput(
             argv=list(done.argv),
@@ -207,6 +239,9 @@ def build_system_capabilities(
             stderr=done.stderr.decode("utf-8", "replace"),
             duration_ms=round(done.duration_s * 1000, 3),
             process_limit=done.process_limit,
+            sandbox=done.sandbox,
+            refused=Refused(paths=list(done.refused_paths), hosts=list(done.refused_hosts)),
+            connections=list(done.connections),
         )
 
     @capability(
