@@ -18,9 +18,51 @@ from pathlib import Path
 
 from aifr.invocation.sandbox_rules import SandboxRules, grants, listed_folders
 
-__all__ = ["bwrap_path", "command_prefix", "probe"]
+__all__ = ["BRIDGE_DIR", "bridge_command", "bwrap_path", "command_prefix", "probe"]
 
 _PROBE_TIMEOUT_S = 10.0
+BRIDGE_DIR = "/run/aifr-egress"
+# Run inside the sandbox's network namespace when the command was given network: it
+# listens on 127.0.0.1:PORT there, starts the command, and relays each connection to the
+# egress proxy's Unix socket (bound in read-only); it exits as the command did.
+_BRIDGE = """
+import os, signal, socket, sys, threading
+path, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+server = socket.socket()
+server.bind(("127.0.0.1", port))
+server.listen(16)
+pid = os.fork()
+if pid == 0:
+    server.close()
+    os.execv(argv[0], argv)
+def pump(a, b):
+    try:
+        while chunk := a.recv(65536):
+            b.sendall(chunk)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def serve():
+    while True:
+        client, _ = server.accept()
+        upstream = socket.socket(socket.AF_UNIX)
+        try:
+            upstream.connect(path)
+        except OSError:
+            client.close()
+            continue
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pump, args=(a, b), daemon=True).start()
+threading.Thread(target=serve, daemon=True).start()
+_, status = os.waitpid(pid, 0)
+if os.WIFSIGNALED(status):
+    os._exit(128 + os.WTERMSIG(status))
+os._exit(os.WEXITSTATUS(status))
+"""
 
 
 def bwrap_path() -> str | None:
@@ -86,3 +128,15 @@ def command_prefix(executable: str, rules: SandboxRules) -> tuple[list[str], tup
     for path in sorted(rules.hidden, key=lambda p: len(p.parts)):
         _hide(args, path, mounted)
     return args, listed_folders(found)
+
+
+def bridge_command(python: str, python_prefix: str, socket_dir: str, port: int) -> list[str]:
+    """The mounts and the launcher that give a namespaced command the egress proxy.
+
+    ``python`` (an interpreter under ``python_prefix``, mounted read-only) runs the
+    bridge; ``socket_dir`` holds the proxy's socket and is mounted at :data:`BRIDGE_DIR`.
+    The command's argv follows.
+    """
+    mounts = ["--ro-bind", python_prefix, python_prefix, "--ro-bind", socket_dir, BRIDGE_DIR]
+    launcher = [python, "-I", "-S", "-c", _BRIDGE, f"{BRIDGE_DIR}/proxy.sock", str(port)]
+    return [*mounts, "--", *launcher]

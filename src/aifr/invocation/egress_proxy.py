@@ -57,9 +57,16 @@ class Connection:
 
 @dataclass
 class EgressProxy:
-    """A proxy for one command; a context manager that serves until it exits."""
+    """A proxy for one command; a context manager that serves until it exits.
+
+    It listens on ``127.0.0.1`` (an ephemeral port), or on the Unix socket ``unix_path``
+    when the command runs in a network namespace of its own and reaches the proxy
+    through a bridge (``bubblewrap``); ``port`` is then the bridge's port inside.
+    """
 
     check: HostCheck
+    unix_path: str | None = None
+    bridge_port: int = 3128
     connections: list[Connection] = field(default_factory=list)
     _server: socket.socket | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -70,6 +77,8 @@ class EgressProxy:
     def port(self) -> int:
         """The port the proxy listens on."""
         assert self._server is not None  # noqa: S101  # only read inside the context
+        if self.unix_path is not None:
+            return self.bridge_port
         return int(self._server.getsockname()[1])
 
     def environment(self) -> dict[str, str]:
@@ -79,8 +88,12 @@ class EgressProxy:
         return {**dict.fromkeys(names, url), "NO_PROXY": "", "no_proxy": ""}
 
     def __enter__(self) -> EgressProxy:
-        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        server.bind(("127.0.0.1", 0))
+        if self.unix_path is not None:
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(self.unix_path)
+        else:
+            server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            server.bind(("127.0.0.1", 0))
         server.listen(16)
         self._server = server
         thread = threading.Thread(target=self._accept, name="aifr-egress-proxy", daemon=True)

@@ -20,6 +20,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -243,8 +244,7 @@ class Sandbox:
         Raises:
             SandboxRefusalError: the command or a variable is refused, stdin is too large,
                 the output passed its cap (``output_too_large``; the command is killed),
-                or the sandbox cannot confine it (``sandbox_unavailable``,
-                ``network_unavailable``).
+                or the configured sandbox is missing (``sandbox_unavailable``).
             ExecutionTimeoutError: the command ran past its timeout (it is killed).
             ExecutionError: the command could not be started.
         """
@@ -264,12 +264,19 @@ class Sandbox:
         rules = self.rules.narrowed(read_paths, write_paths)
         timeout = min(timeout_s, limits.timeout_s) if timeout_s is not None else limits.timeout_s
         with contextlib.ExitStack() as stack:
-            proxy = None
+            proxy, socket_dir = None, None
             if network:
-                proxy = stack.enter_context(EgressProxy(self._egress or _no_egress))
+                if backend == "bubblewrap":  # the proxy is reached through a Unix socket
+                    socket_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="aifr-"))
+                unix_path = f"{socket_dir}/proxy.sock" if socket_dir else None
+                proxy = EgressProxy(self._egress or _no_egress, unix_path=unix_path)
+                stack.enter_context(proxy)
                 child_env.update(proxy.environment())
             launch = self._planner.launch(
-                [executable, *argv[1:]], rules, proxy_port=proxy.port if proxy else None
+                [executable, *argv[1:]],
+                rules,
+                proxy_port=proxy.port if proxy else None,
+                proxy_socket_dir=socket_dir,
             )
             stack.callback(launch.close)
             returncode, run, duration, cgroup = self._start(

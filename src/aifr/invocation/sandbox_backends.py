@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -132,12 +133,23 @@ class LaunchPlanner:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[object, ...], _Cached] = OrderedDict()
 
-    def launch(self, argv: list[str], rules: SandboxRules, *, proxy_port: int | None) -> Launch:
-        """The launch of ``argv`` under ``rules``; network only through ``proxy_port``.
+    def launch(
+        self,
+        argv: list[str],
+        rules: SandboxRules,
+        *,
+        proxy_port: int | None,
+        proxy_socket_dir: str | None = None,
+    ) -> Launch:
+        """The launch of ``argv`` under ``rules``; network only through the proxy.
+
+        Landlock lets the command connect to ``proxy_port`` only; bubblewrap keeps it in
+        an empty network namespace where a bridge on ``proxy_port`` relays to the proxy's
+        socket in ``proxy_socket_dir``.
 
         Raises:
             SandboxRefusalError: ``sandbox_unavailable`` (the configured backend is
-                missing) or ``network_unavailable`` (bubblewrap cannot give egress).
+                missing).
         """
         status = self.status
         if status.refusal is not None:
@@ -150,13 +162,6 @@ class LaunchPlanner:
             hook = landlock.child_restrictor(cached.value, bpf)
             return Launch(list(argv), (), hook, [lambda: self._release(cached)])
         if status.backend == "bubblewrap":
-            if proxy_port is not None:
-                raise SandboxRefusalError(
-                    "the bubblewrap backend runs commands in an empty network namespace and "
-                    'cannot reach the egress proxy; use [exec] sandbox = "landlock" for '
-                    "commands that need network",
-                    rule="network_unavailable",
-                )
             bwrap = status.bwrap
             assert bwrap is not None  # noqa: S101  # detect() chose it with a path
             cached = self._cached(("bwrap", rules), lambda: _mounts(bwrap, rules))
@@ -170,6 +175,12 @@ class LaunchPlanner:
                 os.lseek(seccomp_fd, 0, os.SEEK_SET)
                 launch.pass_fds = (seccomp_fd,)
                 tail = ["--seccomp", str(seccomp_fd), "--"]
+            if proxy_port is not None and proxy_socket_dir is not None:
+                python = os.path.realpath(sys.executable)
+                bridge = bubblewrap.bridge_command(
+                    python, sys.base_prefix, proxy_socket_dir, proxy_port
+                )
+                tail = [*tail[:-1], *bridge]
             launch.argv = [*prefix, *tail, *argv]
             return launch
         return Launch(list(argv))
