@@ -16,6 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
+from pydantic import JsonValue
+
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
@@ -30,6 +32,8 @@ from aifr.invocation import (
     SecretProvider,
     SecretResolver,
 )
+from aifr.invocation.sandbox import SandboxRules
+from aifr.invocation.sandbox_backends import detect
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import build_stdlib
 from aifr.storage.postgres.audit import open_postgres_ledger
@@ -53,6 +57,7 @@ __all__ = [
     "build_secrets",
     "capabilities_in_module",
     "reserved_paths",
+    "sandbox_report",
     "stdlib_capabilities",
 ]
 
@@ -239,6 +244,22 @@ def stdlib_capabilities(settings: Settings) -> list[Capability]:
         environ=os.environ,
         reserved=reserved_paths(settings),
     )
+
+
+def sandbox_report(settings: Settings) -> dict[str, JsonValue]:
+    """What ``aifr sandbox status`` shows: the backend ``[exec] sandbox`` gets here, and its rules."""
+    rules = SandboxRules.build(
+        [settings.path(root) for root in settings.fs.roots],
+        reserved=[settings.state_path, *reserved_paths(settings)],
+        home=Path(os.environ["HOME"]) if os.environ.get("HOME") else None,
+        extra_read=[Path(p) for p in settings.exec.read_paths],
+    )
+    return {
+        **detect(settings.exec.sandbox).as_json(),
+        "write_roots": [str(p) for p in rules.write_roots],
+        "read_only": [str(p) for p in rules.system_read],
+        "hidden": [str(p) for p in rules.hidden],
+    }
 
 
 def reserved_paths(settings: Settings) -> list[Path]:

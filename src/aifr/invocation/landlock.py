@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,11 +76,16 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_prctl = _libc.prctl
-_prctl.restype = ctypes.c_int
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    libc.prctl.restype = ctypes.c_int
+    return libc
+
+
+def _syscall(*args: object) -> int:
+    return int(_libc().syscall(*args))
 
 
 def abi_version() -> int:
@@ -176,17 +182,19 @@ def child_restrictor(ruleset: LandlockRuleset, bpf: bytes | None) -> Callable[[]
 
     Everything is prepared here, in the parent; the child only makes system calls.
     """
+    libc = _libc()
+    syscall, prctl = libc.syscall, libc.prctl  # bound now: the child only calls them
     program = ctypes.create_string_buffer(bpf or b"", len(bpf or b""))
     fprog = _SockFprog(len(bpf or b"") // 8, ctypes.cast(program, ctypes.c_void_p))
     fprog_ref = ctypes.byref(fprog)
     ruleset_fd = ruleset.fd
 
     def restrict() -> None:
-        if _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-        if _syscall(_SYS_RESTRICT_SELF, ruleset_fd, 0) != 0:
+        if syscall(_SYS_RESTRICT_SELF, ruleset_fd, 0) != 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
-        if bpf and _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog_ref, 0, 0) != 0:
+        if bpf and prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog_ref, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "seccomp filter refused")
 
     restrict.keep_alive = (program, fprog)  # type: ignore[attr-defined]  # buffers outlive the fork

@@ -61,6 +61,7 @@ class BackendStatus:
             "bwrap": self.bwrap,
             "unavailable": dict(self.unavailable),
             "warning": self.warning,
+            "commands_refused": self.refusal is not None,
         }
 
 

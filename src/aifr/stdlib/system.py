@@ -21,6 +21,7 @@ from typing_extensions import TypedDict
 from aifr.audit import redact_text
 from aifr.capabilities import CallInfo, Capability, Compensation, capability
 from aifr.errors import AifrError, ErrorCode, ExecutionError, SandboxRefusalError
+from aifr.invocation.context import SANDBOX_AUDIT_KEY, current_request
 from aifr.invocation.sandbox import Sandbox
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
@@ -197,6 +198,10 @@ def build_system_capabilities(
             records.forget("sys.exec", call)
             raise
         records.finish("sys.exec", call, cast(dict[str, JsonValue], output))
+        context = current_request()
+        if context is not None:  # the sandbox's report joins the call's audit record
+            report = {k: output[k] for k in ("sandbox", "refused", "connections")}
+            context.set(SANDBOX_AUDIT_KEY, cast(JsonValue, report))
         return output
 
     def _confined(paths: list[str] | None) -> list[Path] | None:
