@@ -133,13 +133,25 @@ class SandboxRules:
         return not (holds_hidden and not os.path.lexists(path))
 
     def trees(self) -> list[tuple[Path, Access]]:
-        """Every granted tree with its access, writes first so a tree is granted once."""
+        """Every granted tree with its access, outer trees first, none granted twice.
+
+        A tree inside another with as much access is left out; a write root inside a
+        read-only tree stays, after it (bubblewrap mounts in this order).
+        """
         found: dict[Path, Access] = {}
         for root in self.write_roots:
             found.setdefault(root, "write")
         for root in (*self.read_roots, *self.system_read):
             found.setdefault(root, "read")
-        return list(found.items())
+        kept = [
+            (tree, access)
+            for tree, access in found.items()
+            if not any(
+                other in tree.parents and (found[other] == "write" or access == "read")
+                for other in found
+            )
+        ]
+        return sorted(kept, key=lambda item: len(item[0].parts))
 
 
 def _under(path: Path, top: Path) -> bool:
