@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from aifr.app import build_app
+from aifr.config.project import init_project
 from aifr.errors import ErrorCode, ExecutionTimeoutError, SandboxRefusalError
 from aifr.invocation.sandbox_backends import BackendStatus, LaunchPlanner, detect
 from aifr.invocation.sandbox_rules import SandboxRules
@@ -296,3 +298,31 @@ def test_a_configured_backend_that_is_missing_refuses_commands() -> None:
         LaunchPlanner(missing).launch(["/bin/true"], SandboxRules((), (), ()), proxy_port=None)
     assert caught.value.code is ErrorCode.EXECUTION_REFUSED
     assert caught.value.rule == "sandbox_unavailable"
+
+
+def test_the_sandbox_report_joins_the_calls_audit_record(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    if detect("auto").backend == "none":
+        pytest.skip("neither Landlock nor bubblewrap is available here")
+    project = tmp_path / "proj"
+    init_project(project)
+    policy = project / "policies" / "default.yaml"
+    allow = "  - id: allow-exec\n    when: {capability: sys.exec}\n    decision: ALLOW\n"
+    policy.write_text(policy.read_text().replace("rules:\n", "rules:\n" + allow, 1))
+    config = project / "aifr.toml"
+    config.write_text(config.read_text().replace("allow_commands = []", 'allow_commands = ["cat"]'))
+    app = build_app(project, require_project=True)
+    try:
+        result = app.runtime.invoke("sys.exec", {"argv": ["cat", "aifr.toml"]}, "ci")
+        assert result.audit_id is not None
+        record = app.ledger.get(result.audit_id)
+        assert record is not None
+        report = record.event.details["sandbox"]
+        assert report == {
+            "sandbox": detect("auto").backend,
+            "refused": {"paths": [str(config.resolve())], "hosts": []},
+            "connections": [],
+        }
+    finally:
+        app.close()
