@@ -28,6 +28,7 @@ __all__ = ["BACKENDS", "BackendStatus", "Launch", "LaunchPlanner", "SandboxMode"
 SandboxMode = Literal["auto", "landlock", "bubblewrap", "none"]
 BACKENDS = ("landlock", "bubblewrap")
 _CACHE_SIZE = 8
+_LANDLOCK_NET_ABI = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +151,20 @@ class LaunchPlanner:
 
         Raises:
             SandboxRefusalError: ``sandbox_unavailable`` (the configured backend is
-                missing).
+                missing) or ``network_unavailable`` (network asked of a Landlock without
+                TCP rules).
         """
         status = self.status
         if status.refusal is not None:
             raise SandboxRefusalError(status.refusal, rule="sandbox_unavailable", mode=status.mode)
         bpf = seccomp.filter_program(network=proxy_port is not None)
         if status.backend == "landlock":
+            if proxy_port is not None and status.landlock_abi < _LANDLOCK_NET_ABI:
+                raise SandboxRefusalError(
+                    f"Landlock ABI {status.landlock_abi} cannot limit TCP connections to the "
+                    "egress proxy (ABI 4, Linux 6.7, can); the command would reach any host",
+                    rule="network_unavailable",
+                )
             ports = (proxy_port,) if proxy_port is not None else ()
             cached = self._cached(("landlock", rules, ports), lambda: _ruleset(rules, ports))
             assert isinstance(cached.value, landlock.LandlockRuleset)  # noqa: S101  # built so
