@@ -30,6 +30,7 @@ def echo_port() -> Iterator[int]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield server.getsockname()[1]
+    server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
     server.close()
     thread.join(timeout=5)
 
