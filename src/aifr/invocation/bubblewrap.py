@@ -6,7 +6,10 @@ writable. A hidden path inside a mounted tree is covered: a folder by an empty r
 ``tmpfs``, a file by ``/dev/null`` read-only. It runs in new PID, IPC, UTS, cgroup and
 network namespaces (the network namespace holds only a loopback device, so nothing
 outside is reachable), with every capability dropped and the seccomp filter loaded from
-a descriptor (``--seccomp FD``) just before the command starts.
+a descriptor (``--seccomp FD``) just before the command starts. A folder that holds a
+hidden path is mounted read-only with its other entries bound over it, as Landlock's
+allow-list grants it. A command given network reaches the egress proxy through a bridge
+that runs in its namespace and relays to the proxy's Unix socket.
 """
 
 from __future__ import annotations

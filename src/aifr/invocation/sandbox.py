@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -24,13 +23,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from pydantic import JsonValue
 
-from aifr.errors import ExecutionError, ExecutionTimeoutError, SandboxRefusalError
+from aifr.errors import ExecutionError, SandboxRefusalError
+from aifr.invocation.command_io import RunningCommand, pump
 from aifr.invocation.egress_proxy import EgressProxy, HostCheck
 from aifr.invocation.process_limits import (
     SandboxLimits,
@@ -81,9 +80,6 @@ _ENV_REFUSED = frozenset(
         "GIT_EXTERNAL_DIFF", "GIT_PROXY_COMMAND",
     }
 )  # fmt: skip
-_READ_CHUNK = 65536
-_POLL_S = 0.05
-_DRAIN_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +112,6 @@ class CommandResult:
             return signal.Signals(-self.returncode).name
         except ValueError:
             return f"signal {-self.returncode}"
-
-
-@dataclass
-class _Run:
-    """The live state of one command: the process, its cgroup and what it wrote."""
-
-    proc: subprocess.Popen[bytes]
-    cgroup: Path | None
-    deadline: float
-    timeout_s: float
-    output_cap: int
-    stdout: bytearray = field(default_factory=bytearray)
-    stderr: bytearray = field(default_factory=bytearray)
 
 
 class Sandbox:
@@ -311,7 +294,7 @@ class Sandbox:
         stdin: bytes | None,
         timeout: float,
         shown: str,
-    ) -> tuple[int, _Run, float, Path | None]:
+    ) -> tuple[int, RunningCommand, float, Path | None]:
         limits = self.limits
         cgroup = make_cgroup(limits.processes, required=self._cgroups)
         started = time.monotonic()
@@ -334,62 +317,13 @@ class Sandbox:
             remove_cgroup(cgroup)
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise ExecutionError(f"cannot start {shown!r}: {why}", command=shown) from exc
-        run = _Run(proc, cgroup, started + timeout, timeout, limits.output_bytes)
+        run = RunningCommand(proc, cgroup, started + timeout, timeout, limits.output_bytes)
         try:
-            self._pump(run, stdin or b"")
+            pump(run, stdin or b"")
         finally:
             kill_all(proc, cgroup)
             remove_cgroup(cgroup)
         return proc.returncode, run, time.monotonic() - started, cgroup
-
-    def _pump(self, run: _Run, stdin: bytes) -> None:
-        proc = run.proc
-        assert proc.stdout is not None and proc.stderr is not None  # noqa: S101  # PIPE above
-        pending = memoryview(stdin)
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ, run.stdout)
-            sel.register(proc.stderr, selectors.EVENT_READ, run.stderr)
-            if proc.stdin is not None:
-                os.set_blocking(proc.stdin.fileno(), False)
-                sel.register(proc.stdin, selectors.EVENT_WRITE, None)
-            drain_until: float | None = None
-            while sel.get_map():
-                now = time.monotonic()
-                if now >= run.deadline:
-                    self._timed_out(run)
-                if drain_until is None and proc.poll() is not None:
-                    drain_until = now + _DRAIN_S  # exited; a leftover child may hold the pipes
-                if drain_until is not None and now >= drain_until:
-                    break
-                for key, _ in sel.select(timeout=min(run.deadline - now, _POLL_S)):
-                    if key.data is None:
-                        pending = _feed(sel, proc.stdin, pending)
-                        continue
-                    chunk = os.read(key.fd, _READ_CHUNK)
-                    if not chunk:
-                        sel.unregister(key.fileobj)
-                        continue
-                    key.data.extend(chunk)
-                    if len(key.data) > run.output_cap:
-                        kill_all(run.proc, run.cgroup)
-                        raise SandboxRefusalError(
-                            f"the command wrote more than {run.output_cap} bytes and was killed",
-                            rule="output_too_large",
-                            limit=run.output_cap,
-                        )
-        try:
-            proc.wait(timeout=max(0.0, run.deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self._timed_out(run)
-
-    def _timed_out(self, run: _Run) -> None:
-        kill_all(run.proc, run.cgroup)
-        raise ExecutionTimeoutError(
-            f"the command ran past its timeout of {run.timeout_s:g}s and was killed",
-            timeout_s=run.timeout_s,
-            command=run.proc.args[0] if isinstance(run.proc.args, list) else "",
-            stderr_tail=bytes(run.stderr[-2000:]).decode("utf-8", "replace"),
-        )
 
 
 _SIGNAL_BASE = 128
@@ -412,17 +346,3 @@ def _fd_path(fd: int) -> str:
 
 def _refuse(rule: str, why: str, command: str) -> SandboxRefusalError:
     return SandboxRefusalError(f"command {command!r} refused: {why}", rule=rule, command=command)
-
-
-def _feed(sel: selectors.BaseSelector, pipe: IO[bytes] | None, pending: memoryview) -> memoryview:
-    assert pipe is not None  # noqa: S101  # registered only when stdin is a pipe
-    fileno = pipe.fileno()
-    try:
-        written = os.write(fileno, pending[:_READ_CHUNK]) if pending else 0
-    except BrokenPipeError:
-        written = len(pending)
-    pending = pending[written:]
-    if not pending:
-        sel.unregister(pipe)
-        pipe.close()
-    return pending

@@ -100,12 +100,14 @@ class SandboxRules:
     ) -> SandboxRules:
         """These rules for one call: reads only ``read_paths``, writes only ``write_paths``.
 
-        Without ``write_paths`` a call that names ``read_paths`` writes only there; paths
-        the caller names must already lie inside the roots (the caller checks them).
+        Without ``write_paths`` a call that names ``read_paths`` writes only there. A
+        path that resolves outside the rules' own roots (a symlink inside a root) is
+        dropped: narrowing never widens.
         """
         if read_paths is None and write_paths is None:
             return self
         reads = _real(read_paths) if read_paths is not None else self.read_roots
+        reads = tuple(r for r in reads if any(_under(r, t) for t in self.read_roots))
         writes = _real(write_paths) if write_paths is not None else reads
         writes = tuple(w for w in writes if self.is_writable(w))
         return replace(self, read_roots=tuple(dict.fromkeys([*reads, *writes])), write_roots=writes)

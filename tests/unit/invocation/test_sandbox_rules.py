@@ -107,3 +107,13 @@ def test_the_seccomp_program_is_whole_instructions_with_forward_jumps() -> None:
                 assert index + 1 + max(jt, jf) < count
         assert instructions[-1][0] == 0x06  # the program ends in a return
         assert instructions[-4] == (0x06, 0, 0, 0x7FFF0000)  # ALLOW is reachable
+
+
+def test_narrowing_through_a_symlink_never_widens(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (project / "src" / "away").symlink_to(outside)
+    narrowed = _rules(project).narrowed([project / "src" / "away"], [project / "src" / "away"])
+    assert narrowed.read_roots == ()
+    assert narrowed.write_roots == ()
+    assert not narrowed.is_readable(outside)
