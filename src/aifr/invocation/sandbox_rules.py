@@ -173,13 +173,35 @@ def grants(rules: SandboxRules, *, roots_only: bool = False) -> list[Grant]:
     for tree, access in trees:
         if rules.is_hidden(tree) or not os.path.lexists(tree):
             continue
+        if str(tree) == "/proc":
+            _grant_proc(found)
+            continue
         _grant(str(tree), access, hidden, found)
     return found
 
 
+def _grant_proc(out: list[Grant]) -> None:
+    """``/proc`` without any process's own folder (``/proc/PID``, ``self``).
+
+    An allow-list cannot follow the command's future process ids, and with ``/proc``
+    granted whole a command could read other processes' ``environ`` and ``maps``
+    (aifr's own included): the kernel's ptrace check does not stop it for a process
+    of the same user. The system-wide files (``cpuinfo``, ``meminfo``, ``sys``...) stay.
+    """
+    out.append(Grant(Path("/proc"), "list", True))
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.isdigit() or entry.is_symlink():
+                continue
+            out.append(Grant(Path(entry.path), "read", entry.is_dir(follow_symlinks=False)))
+
+
 def listed_folders(found: Sequence[Grant]) -> tuple[str, ...]:
-    """The folders granted for listing only: the ones whose entries shape the grants."""
-    return tuple(str(g.path) for g in found if g.access == "list")
+    """The folders granted for listing only: the ones whose entries shape the grants.
+
+    ``/proc`` is left out: its entries other than process folders do not change.
+    """
+    return tuple(str(g.path) for g in found if g.access == "list" and str(g.path) != "/proc")
 
 
 def _grant(path: str, access: Access, hidden: frozenset[str], out: list[Grant]) -> None:

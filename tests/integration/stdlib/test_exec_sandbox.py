@@ -7,6 +7,7 @@ with ``sandbox = "none"`` to show that it does escape there, so each test tests 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -326,3 +327,19 @@ def test_the_sandbox_report_joins_the_calls_audit_record(
         }
     finally:
         app.close()
+
+
+def test_a_command_cannot_read_another_processs_environment(
+    world: dict[str, Path], backend: str
+) -> None:
+    # a process of the same user holding a secret in its environment, as aifr may
+    holder = subprocess.Popen(["/bin/sleep", "30"], env={"AIFR_CANARY": "canary-in-environ"})
+    try:
+        environ = f"/proc/{holder.pid}/environ"
+        confined = _lib(world, backend).call("sys.exec", {"argv": ["cat", environ]})
+        assert "canary-in-environ" not in confined["stdout"]
+        unconfined = _lib(world, "none").call("sys.exec", {"argv": ["cat", environ]})
+        assert "canary-in-environ" in unconfined["stdout"]
+    finally:
+        holder.kill()
+        holder.wait()
