@@ -157,7 +157,9 @@ class LaunchPlanner:
         status = self.status
         if status.refusal is not None:
             raise SandboxRefusalError(status.refusal, rule="sandbox_unavailable", mode=status.mode)
-        bpf = seccomp.filter_program(network=proxy_port is not None)
+        bpf = seccomp.filter_program(
+            network=proxy_port is not None, unix_sockets=status.backend != "landlock"
+        )
         if status.backend == "landlock":
             if proxy_port is not None and status.landlock_abi < _LANDLOCK_NET_ABI:
                 raise SandboxRefusalError(

@@ -5,8 +5,9 @@ making: ``ptrace`` and cross-process memory access, mounting and namespace chang
 kernel keyrings, module loading, ``bpf``, ``perf_event_open``, ``userfaultfd`` and
 ``io_uring`` (whose operations would bypass the socket rule). ``clone`` with a namespace
 flag is refused; ``clone3`` answers ``ENOSYS`` so the C library falls back to ``clone``,
-whose flags the filter can see. Sockets: packet sockets always, and IP sockets unless
-the call has network, in which case only IP stream sockets (TCP) are allowed. A system
+whose flags the filter can see. Sockets: packet sockets always, Unix sockets where the
+backend asks (Landlock), and IP sockets unless the call has network, in which case only
+IP stream sockets (TCP) are allowed. A system
 call from another architecture's table (x32, i386 through ``int 0x80``) kills the
 process. Only x86-64 has a table here; elsewhere :func:`filter_program` returns ``None``.
 """
@@ -48,7 +49,7 @@ _X86_64_DENIED = {
 _CLONE, _CLONE3, _SOCKET = 56, 435, 41
 # CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
 _NAMESPACE_FLAGS = 0x80 | 0x20000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x70000000
-_AF_INET, _AF_INET6, _AF_PACKET = 2, 10, 17
+_AF_UNIX, _AF_INET, _AF_INET6, _AF_PACKET = 1, 2, 10, 17
 _SOCK_TYPE_MASK, _SOCK_STREAM = 0xF, 1
 
 
@@ -66,8 +67,14 @@ def is_supported() -> bool:
     return platform.machine() in ("x86_64", "AMD64")
 
 
-def filter_program(*, network: bool) -> bytes | None:
-    """The filter as ``struct sock_filter`` records, or ``None`` on an unsupported arch."""
+def filter_program(*, network: bool, unix_sockets: bool = True) -> bytes | None:
+    """The filter as ``struct sock_filter`` records, or ``None`` on an unsupported arch.
+
+    Without ``unix_sockets`` a command cannot create a Unix socket (``socketpair``
+    stays): Landlock does not govern connecting to a socket by its path, so a command
+    could otherwise reach a socket inside a hidden folder (aifr's own MCP socket in
+    ``.aifr/``). Bubblewrap hides those by its mounts and keeps them.
+    """
     if not is_supported():
         return None
     ops = [
@@ -83,6 +90,7 @@ def filter_program(*, network: bool) -> bytes | None:
         _Op(_JSET_K, _NAMESPACE_FLAGS, jt="eperm", jf="allow"),
         _Op(_LD_W_ABS, _OFF_ARG0, label="socket"),
         _Op(_JEQ_K, _AF_PACKET, jt="eperm"),
+        _Op(_JEQ_K, _AF_UNIX, jt="allow" if unix_sockets else "eperm"),
         _Op(_JEQ_K, _AF_INET, jt="inet"),
         _Op(_JEQ_K, _AF_INET6, jt="inet", jf="allow"),
     ]

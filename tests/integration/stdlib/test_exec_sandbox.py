@@ -6,9 +6,12 @@ with ``sandbox = "none"`` to show that it does escape there, so each test tests 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -343,3 +346,33 @@ def test_a_command_cannot_read_another_processs_environment(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_command_cannot_reach_a_unix_socket_inside_a_hidden_folder(
+    world: dict[str, Path], backend: str
+) -> None:
+    # aifr's MCP server listens on .aifr/mcp.sock: a command must not talk to it
+    path = world["project"] / ".aifr" / "mcp.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(4)
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(b"hello-from-aifr")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    code = f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({str(path)!r})\nprint(s.recv(64))"
+    try:
+        confined = _lib(world, backend).call("sys.exec", {"argv": [PY, "-I", "-S", "-c", code]})
+        assert "hello-from-aifr" not in confined["stdout"]
+        unconfined = _lib(world, "none").call("sys.exec", {"argv": [PY, "-I", "-S", "-c", code]})
+        assert "hello-from-aifr" in unconfined["stdout"]
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(timeout=5)
