@@ -3,7 +3,8 @@
 ``sys.exec`` is EXECUTE and HIGH: the command's own effects are not known to aifr, so
 every call goes through the policy's HIGH-risk rules (approval by default). What aifr
 does guarantee is the container around it: argv only, allowlist, confined working
-directory, scrubbed environment and resource limits (see ``aifr.invocation.sandbox``).
+directory, scrubbed environment, resource limits and the process sandbox (files, network
+and system calls; see ``aifr.invocation.sandbox`` and docs/sandbox.md).
 ``sys.env.read`` reads the runtime's environment with secret-looking values masked.
 """
 
