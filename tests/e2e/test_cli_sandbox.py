@@ -17,7 +17,7 @@ def _project(aifr_bin: str, tmp_path: Path, env: dict[str, str], sandbox: str) -
     subprocess.run([aifr_bin, "init", str(project)], check=True, capture_output=True, env=env)
     config = project / "aifr.toml"
     text = config.read_text().replace("allow_commands = []", 'allow_commands = ["cat"]')
-    config.write_text(text.replace("[exec]\n", f'[exec]\nsandbox = "{sandbox}"\n', 1))
+    config.write_text(text.replace('sandbox = "auto"', f'sandbox = "{sandbox}"', 1))
     return project
 
 

@@ -42,6 +42,9 @@ allow_hosts = []
 
 [exec]
 allow_commands = []
+# commands run in a process sandbox: "auto" (Landlock, else bubblewrap, else none with a
+# warning), "landlock", "bubblewrap" or "none"; `aifr sandbox status` shows the choice
+sandbox = "auto"
 
 # MCP server ('aifr mcp'); uncomment to list tools as io_fs_read_file instead of
 # io.fs.read_file, the only form Claude Desktop and model APIs accept:
