@@ -255,7 +255,7 @@ def sandbox_report(settings: Settings) -> dict[str, JsonValue]:
         extra_read=[Path(p) for p in settings.exec.read_paths],
     )
     return {
-        **detect(settings.exec.sandbox).as_json(),
+        **detect(settings.exec.sandbox, probe_all=True).as_json(),
         "write_roots": [str(p) for p in rules.write_roots],
         "read_only": [str(p) for p in rules.system_read],
         "hidden": [str(p) for p in rules.hidden],

@@ -66,8 +66,12 @@ class BackendStatus:
         }
 
 
-def detect(mode: SandboxMode) -> BackendStatus:
-    """Probe the backends and pick one for ``mode`` (runs ``bwrap`` once when needed)."""
+def detect(mode: SandboxMode, *, probe_all: bool = False) -> BackendStatus:
+    """Probe the backends and pick one for ``mode``.
+
+    ``bwrap`` is run once when the choice depends on it, or when every backend is to
+    be reported (``probe_all``, as ``aifr sandbox status`` does).
+    """
     unavailable: dict[str, str] = {}
     abi = landlock.abi_version()
     if abi < 1:
@@ -75,7 +79,8 @@ def detect(mode: SandboxMode) -> BackendStatus:
             "the kernel has no Landlock (Linux 5.13+, enabled in the LSM list)"
         )
     bwrap = bubblewrap.bwrap_path()
-    if mode in ("auto", "bubblewrap") and not (mode == "auto" and abi >= 1):
+    needed = mode == "bubblewrap" or (mode == "auto" and abi < 1)
+    if needed or probe_all:
         if bwrap is None:
             unavailable["bubblewrap"] = "bwrap is not installed (apt-get install bubblewrap)"
         else:
