@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -64,6 +65,8 @@ def build_lib(root: Path, **overrides: Any) -> Lib:
         "state_dir": root / ".aifr",
         "fs_roots": [root],
         "environ": {},
+        # the interpreter tests run as commands lives outside /usr (pyenv): readable
+        "exec_read_paths": [Path(sys.base_prefix), Path(sys.prefix)],
     }
     settings.update(overrides)
     lib = Lib(root=root)

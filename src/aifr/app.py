@@ -16,6 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
+from pydantic import JsonValue
+
 from aifr import __version__
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
@@ -31,6 +33,8 @@ from aifr.invocation import (
     SecretProvider,
     SecretResolver,
 )
+from aifr.invocation.sandbox import SandboxRules
+from aifr.invocation.sandbox_backends import detect
 from aifr.plugins import PluginSet, discover, load_plugins
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import PermissionTable, build_stdlib
@@ -57,6 +61,7 @@ __all__ = [
     "build_secrets",
     "capabilities_in_module",
     "reserved_paths",
+    "sandbox_report",
     "stdlib_capabilities",
 ]
 
@@ -245,10 +250,29 @@ def stdlib_capabilities(
         exec_timeout_s=run.timeout_s,
         exec_max_memory_mb=run.max_memory_mb,
         exec_max_output_bytes=run.max_output_bytes,
+        exec_sandbox=run.sandbox,
+        exec_read_paths=[Path(p) for p in run.read_paths],
+        home=Path(os.environ["HOME"]) if os.environ.get("HOME") else None,
         environ=os.environ,
         reserved=reserved_paths(settings),
         permissions=permissions,
     )
+
+
+def sandbox_report(settings: Settings) -> dict[str, JsonValue]:
+    """What ``aifr sandbox status`` shows: the backend ``[exec] sandbox`` gets here, and its rules."""
+    rules = SandboxRules.build(
+        [settings.path(root) for root in settings.fs.roots],
+        reserved=[settings.state_path, *reserved_paths(settings)],
+        home=Path(os.environ["HOME"]) if os.environ.get("HOME") else None,
+        extra_read=[Path(p) for p in settings.exec.read_paths],
+    )
+    return {
+        **detect(settings.exec.sandbox, probe_all=True).as_json(),
+        "write_roots": [str(p) for p in rules.write_roots],
+        "read_only": [str(p) for p in rules.system_read],
+        "hidden": [str(p) for p in rules.hidden],
+    }
 
 
 def reserved_paths(settings: Settings) -> list[Path]:

@@ -20,6 +20,7 @@ from aifr.cli import (
     project,
     run,
     runs,
+    sandbox,
     worker,
     workflows,
 )
@@ -61,6 +62,7 @@ app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
 app.add_typer(plugins.app, name="plugins")
+app.add_typer(sandbox.app, name="sandbox")
 
 
 def main() -> None:

@@ -42,6 +42,9 @@ allow_hosts = []
 
 [exec]
 allow_commands = []
+# commands run in a process sandbox: "auto" (Landlock, else bubblewrap, else none with a
+# warning), "landlock", "bubblewrap" or "none"; `aifr sandbox status` shows the choice
+sandbox = "auto"
 
 [plugins]
 # Installed plugins (entry point group aifr.plugins) load only when named here, or all

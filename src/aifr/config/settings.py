@@ -151,6 +151,8 @@ class ExecSettings(BaseModel):
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     max_memory_mb: Annotated[int, Field(gt=0)] = 512
     max_output_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+    sandbox: Literal["auto", "landlock", "bubblewrap", "none"] = "auto"
+    read_paths: list[Annotated[str, Field(pattern=r"^/")]] = Field(default_factory=list)
 
 
 class PluginSettings(BaseModel):

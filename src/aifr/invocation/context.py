@@ -26,6 +26,7 @@ from pydantic import JsonValue
 from aifr.errors import ConfigError, FieldError, InputValidationError
 
 __all__ = [
+    "SANDBOX_AUDIT_KEY",
     "GlobalContext",
     "Phase",
     "RequestContext",
@@ -225,6 +226,9 @@ class RequestContext:
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("aifr_request_context", default=None)
+
+SANDBOX_AUDIT_KEY = "aifr.sandbox"
+"""The context key under which a sandboxed command's report joins its audit record."""
 
 
 def current_request() -> RequestContext | None:

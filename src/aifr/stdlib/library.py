@@ -6,13 +6,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aifr.capabilities import Capability
-from aifr.invocation.sandbox import Sandbox, SandboxLimits
+from aifr.invocation.sandbox import Sandbox, SandboxLimits, SandboxRules
+from aifr.invocation.sandbox_backends import SandboxMode
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
 from aifr.stdlib.data import build_data_capabilities
 from aifr.stdlib.fs import build_fs_capabilities
 from aifr.stdlib.journal import FsJournal
 from aifr.stdlib.net import build_net_capabilities
+from aifr.stdlib.net_guard import NetGuard
 from aifr.stdlib.permissions import PermissionTable
 from aifr.stdlib.system import build_system_capabilities
 
@@ -37,6 +39,9 @@ def build_stdlib(
     exec_timeout_s: float = 30.0,
     exec_max_memory_mb: int = 512,
     exec_max_output_bytes: int = _MIB,
+    exec_sandbox: SandboxMode = "auto",
+    exec_read_paths: Sequence[Path] = (),
+    home: Path | None = None,
     environ: Mapping[str, str] | None = None,
     reserved: Sequence[Path] = (),
     permissions: PermissionTable | None = None,
@@ -50,7 +55,9 @@ def build_stdlib(
     ``permissions`` narrows some principals (plugins) further: every path, host and
     command is checked against it as well.
     ``environ`` is what ``sys.env.read`` reads (the composition root passes
-    ``os.environ``); nothing here reads process state on its own.
+    ``os.environ``); nothing here reads process state on its own. ``exec_sandbox``
+    picks the process sandbox for ``sys.exec``; it confines commands to the roots
+    (reserved paths and ``home``'s credential folders hidden) plus ``exec_read_paths``.
 
     Nothing touches the disk or network until a capability is called.
     """
@@ -58,6 +65,12 @@ def build_stdlib(
     confinement = Confinement(roots, reserved=[state_dir, *reserved], permissions=permissions)
     journal = FsJournal(state_dir, confinement)
     records = CallRecords(state_dir / "calls")
+    guard = NetGuard(
+        allow_hosts=net_allow_hosts,
+        allow_schemes=net_allow_schemes,
+        allow_private=net_allow_private,
+        permissions=permissions,
+    )
     sandbox = Sandbox(
         allow_commands=exec_allow_commands,
         limits=SandboxLimits(
@@ -65,6 +78,11 @@ def build_stdlib(
             memory_bytes=exec_max_memory_mb * _MIB,
             output_bytes=exec_max_output_bytes,
         ),
+        mode=exec_sandbox,
+        rules=SandboxRules.build(
+            roots, reserved=[state_dir, *reserved], home=home, extra_read=exec_read_paths
+        ),
+        egress=guard.vet_host,
     )
     return [
         *build_fs_capabilities(

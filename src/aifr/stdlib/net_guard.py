@@ -165,6 +165,18 @@ class NetGuard:
                 )
         return Vetted(url=url, host=host, addresses=tuple(dict.fromkeys(str(a) for a in addresses)))
 
+    def vet_host(self, scheme: str, host: str, port: int) -> tuple[str, ...]:
+        """The vetted addresses for ``host:port`` over ``scheme`` (the egress proxy's check).
+
+        Raises:
+            SandboxRefusalError: as :meth:`vet`.
+            ExecutionError: the host does not resolve.
+        """
+        import httpx  # heavy; loaded on the first proxied connection
+
+        shown = f"[{host}]" if ":" in host else host
+        return self.vet(httpx.URL(f"{scheme}://{shown}:{port}/")).addresses
+
     @staticmethod
     def _resolve(host: str, port: int, shown: str) -> list[IPAddress]:
         with contextlib.suppress(ValueError):

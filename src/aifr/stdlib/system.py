@@ -3,7 +3,8 @@
 ``sys.exec`` is EXECUTE and HIGH: the command's own effects are not known to aifr, so
 every call goes through the policy's HIGH-risk rules (approval by default). What aifr
 does guarantee is the container around it: argv only, allowlist, confined working
-directory, scrubbed environment and resource limits (see ``aifr.invocation.sandbox``).
+directory, scrubbed environment, resource limits and the process sandbox (files, network
+and system calls; see ``aifr.invocation.sandbox`` and docs/sandbox.md).
 ``sys.env.read`` reads the runtime's environment with secret-looking values masked.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import cast
 
 from pydantic import JsonValue
@@ -18,6 +20,7 @@ from typing_extensions import TypedDict
 
 from aifr.capabilities import CallInfo, Capability, Compensation, capability
 from aifr.errors import AifrError, ErrorCode, ExecutionError, SandboxRefusalError
+from aifr.invocation.context import SANDBOX_AUDIT_KEY, current_request
 from aifr.invocation.sandbox import Sandbox
 from aifr.redaction import detect, is_secret_key, redact_url
 from aifr.stdlib.calls import CallRecords
@@ -40,6 +43,16 @@ class ExecOutput(TypedDict):
     stderr: str
     duration_ms: float
     process_limit: str
+    sandbox: str
+    refused: Refused
+    connections: list[dict[str, JsonValue]]
+
+
+class Refused(TypedDict):
+    """What the sandbox kept from a command, as far as aifr can tell (see ``sys.exec``)."""
+
+    paths: list[str]
+    hosts: list[str]
 
 
 class Environment(TypedDict):
@@ -118,6 +131,9 @@ def build_system_capabilities(
         stdin: str | None = None,
         env: dict[str, str] | None = None,
         timeout_s: Seconds | None = None,
+        read_paths: list[str] | None = None,
+        write_paths: list[str] | None = None,
+        network: bool = False,
     ) -> ExecOutput:
         """Run an allowlisted command with an argv list (never a shell) inside the sandbox.
 
@@ -127,10 +143,15 @@ def build_system_capabilities(
             stdin: Text fed to the command's standard input.
             env: Extra environment variables (loader and interpreter variables are refused).
             timeout_s: Seconds before the command is killed (at most the configured limit).
+            read_paths: Only these paths (inside the roots) are readable, not whole roots.
+            write_paths: Only these paths (inside the roots) are writable.
+            network: Egress through aifr's proxy to the ``net.allow_hosts`` (else none).
             call: Filled by the runtime; a repeated idempotency key returns the first result.
         """
         inputs: dict[str, JsonValue] = {
             "argv": list(argv), "cwd": cwd, "stdin": stdin, "env": dict(env or {}), "timeout_s": timeout_s,
+            "read_paths": cast(JsonValue, read_paths), "write_paths": cast(JsonValue, write_paths),
+            "network": network,
         }  # fmt: skip
         earlier = records.begin("sys.exec", call, inputs)
         if earlier is not None:
@@ -144,15 +165,29 @@ def build_system_capabilities(
                 idempotency_key=call.idempotency_key,
             )
         try:
-            output = _run(argv, cwd, stdin, env or {}, timeout_s)
+            narrow = (_confined(read_paths), _confined(write_paths))
+            output = _run(argv, cwd, stdin, env or {}, timeout_s, narrow, network)
         except AifrError:
             records.forget("sys.exec", call)
             raise
         records.finish("sys.exec", call, cast(dict[str, JsonValue], output))
+        context = current_request()
+        if context is not None:  # the sandbox's report joins the call's audit record
+            report = {k: output[k] for k in ("sandbox", "refused", "connections")}
+            context.set(SANDBOX_AUDIT_KEY, cast(JsonValue, report))
         return output
 
+    def _confined(paths: list[str] | None) -> list[Path] | None:
+        return None if paths is None else [confinement.locate(p).absolute for p in paths]
+
     def _run(
-        argv: list[str], cwd: str, stdin: str | None, env: dict[str, str], timeout_s: float | None
+        argv: list[str],
+        cwd: str,
+        stdin: str | None,
+        env: dict[str, str],
+        timeout_s: float | None,
+        narrow: tuple[list[Path] | None, list[Path] | None],
+        network: bool,
     ) -> ExecOutput:
         sandbox.resolve(argv[0] if argv else "")
         if confinement.permissions is not None:  # a plugin runs only the commands it asked for
@@ -172,6 +207,9 @@ def build_system_capabilities(
                 stdin=stdin.encode() if stdin is not None else None,
                 env=env,
                 timeout_s=timeout_s,
+                read_paths=narrow[0],
+                write_paths=narrow[1],
+                network=network,
             )
         return ExecOutput(
             argv=list(done.argv),
@@ -181,6 +219,9 @@ def build_system_capabilities(
             stderr=done.stderr.decode("utf-8", "replace"),
             duration_ms=round(done.duration_s * 1000, 3),
             process_limit=done.process_limit,
+            sandbox=done.sandbox,
+            refused=Refused(paths=list(done.refused_paths), hosts=list(done.refused_hosts)),
+            connections=list(done.connections),
         )
 
     @capability(

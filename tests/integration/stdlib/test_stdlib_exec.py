@@ -117,6 +117,9 @@ def test_env_read_selects_by_name_and_prefix(lib: Lib) -> None:
 
 
 def _append_line(lib: Lib, key: str | None) -> dict[str, object]:
+    # the project folder holds .aifr/, so a sandboxed command may write its existing
+    # files but not create new ones directly in it (docs/sandbox.md)
+    (lib.root / "log.txt").touch()
     script = "open('log.txt', 'a').write('ran\\n')"
     return lib.call("sys.exec", {"argv": [sys.executable, "-c", script]}, key=key)
 
