@@ -125,6 +125,8 @@ class ErrorCode(StrEnum):
     SECRET_NOT_FOUND = "config.secret_not_found"  # noqa: S105  # an error code, not a secret
     PLUGIN_INVALID = "plugin.invalid"
     FINDINGS_INVALID = "findings.invalid"
+    FINDINGS_PARSE_FAILED = "findings.parse_failed"
+    FINDINGS_UNKNOWN_FORMAT = "findings.unknown_format"
     INGEST_FAILED = "ingest.failed"
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
