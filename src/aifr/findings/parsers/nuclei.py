@@ -147,9 +147,10 @@ def parse_nuclei(record: dict[str, object], line: int) -> ParsedFinding | ParseP
         extra_info = {k: v for k, v in info.items() if k not in _INFO_KEYS}
         if extra_info:
             raw["info"] = extra_info
+    get = record.get
     for key in _STRING_KEYS:
-        value = record.get(key)
-        if value is not None and not isinstance(value, str):
+        value = get(key)
+        if value is not None and value.__class__ is not str:
             raw[key] = value
     return _build(record, info, generation, names, rule_id, line, raw)  # type: ignore[arg-type]  # JSON values
 
@@ -204,8 +205,8 @@ def _build(
         status_code=_status(record.get("response")),
         evidence=evidence,
         references=_references(info.get("reference")),
-        cwe=tuple(_upper_ids(cls.get("cwe-id"))),
-        cve=tuple(_upper_ids(cls.get("cve-id"))),
+        cwe=_upper_ids(cls.get("cwe-id")),
+        cve=_upper_ids(cls.get("cve-id")),
         tags=as_str_tuple(info.get("tags"), comma_separated=True),
         remediation=as_str(info.get("remediation")),
         rule_url=as_str(record.get("template-url")),
@@ -258,8 +259,10 @@ def _score(value: object) -> float | None:
     return score if score is not None and 0.0 <= score <= 10.0 else None
 
 
-def _upper_ids(value: object) -> list[str]:
-    return [item.upper() for item in as_str_tuple(value, comma_separated=True)]
+def _upper_ids(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return tuple([item.upper() for item in as_str_tuple(value, comma_separated=True)])
 
 
 def _references(value: object) -> tuple[str, ...]:
