@@ -17,7 +17,7 @@ from typing import IO, Final, Literal, get_args
 from aifr.errors import ErrorCode, FindingsError
 from aifr.findings.parsers.feroxbuster import FeroxbusterParser, feroxbuster_generation
 from aifr.findings.parsers.katana import katana_generation, parse_katana
-from aifr.findings.parsers.nuclei import nuclei_generation, parse_nuclei
+from aifr.findings.parsers.nuclei import NucleiParser, nuclei_generation
 from aifr.findings.parsers.reader import Container, read_records
 from aifr.findings.records import ParseEvent, ParseProblem
 
@@ -144,7 +144,7 @@ def _events(stream: IO[bytes] | IO[str], scanner: str) -> Iterator[ParseEvent]:
 
 def _parser_for(scanner: str) -> _Parse:
     if scanner == "nuclei":
-        return parse_nuclei
+        return NucleiParser().parse
     if scanner == "feroxbuster":
         return FeroxbusterParser().parse
     return parse_katana
