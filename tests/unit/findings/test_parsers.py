@@ -252,3 +252,30 @@ def test_parsing_holds_constant_memory_whatever_the_input_size(chunks: object) -
         tracemalloc.stop()
     assert seen == count
     assert peak < 3 * 1024 * 1024  # well under the input size (10 MB and more)
+
+
+def test_results_of_one_template_with_changed_info_never_reuse_stale_fields() -> None:
+    first = dict(V3[1])  # CVE-2021-41773, high, classified
+    changed_info = dict(
+        first["info"],
+        severity="low",
+        tags=["other"],
+        reference=["https://example.test/advisory"],
+        classification={"cve-id": ["cve-2099-0001"], "cwe-id": None, "cvss-score": 3.1},
+        author="someone",
+        extra="kept",
+    )
+    second = dict(first, info=changed_info)
+    third = dict(first, info=dict(first["info"], severity="critical"))
+    lines = "\n".join(json.dumps(r) for r in (first, second, third, first))
+    a, b, c, d = _findings(lines)
+    assert (a.severity, b.severity, c.severity, d.severity) == ("high", "low", "critical", "high")
+    assert b.tags == ("other",)
+    assert b.references == ("https://example.test/advisory",)
+    assert (b.cve, b.cwe, b.cvss_score) == (("CVE-2099-0001",), (), 3.1)
+    assert b.rule_metadata["author"] == ["someone"]
+    assert b.raw["info"] == {"extra": "kept"}
+    assert "info" not in c.raw
+    assert c.tags == a.tags
+    assert c.cve == a.cve == ("CVE-2021-41773",)
+    assert d.to_json() == {**a.to_json(), "line": 4}

@@ -35,6 +35,7 @@ INFO_KEYS: Final = frozenset(
     }
 )
 _CLASSIFICATION_KEYS: Final = frozenset({"cve-id", "cwe-id", "cvss-metrics", "cvss-score"})
+_NOTHING: Final[Mapping[str, object]] = {}
 _CACHE_LIMIT: Final = 1024  # templates remembered per stream (cleared when full)
 
 
@@ -56,26 +57,71 @@ class RuleFacts:
         "tags",
         "title",
     )
+    title: str
+    severity: Severity
+    scanner_severity: str | None
+    description: str | None
+    remediation: str | None
+    cvss_score: float | None
+    cvss_vector: str | None
+    cwe: tuple[str, ...]
+    cve: tuple[str, ...]
+    references: tuple[str, ...]
+    tags: tuple[str, ...]
+    metadata: dict[str, JsonValue]
+    extra_info: dict[str, JsonValue] | None
 
-    def __init__(self, info: Mapping[str, object], rule_id: str) -> None:
-        found = info.get("classification")
-        cls: Mapping[str, object] = found if isinstance(found, dict) else {}
-        severity_value = info.get("severity")
-        name = info.get("name")
-        self.title: str = name if isinstance(name, str) and name else rule_id
-        self.severity: Severity = normalize_severity(severity_value)
+    def __init__(
+        self,
+        info: Mapping[str, object],
+        rule_id: str,
+        previous: tuple[Mapping[str, object], RuleFacts] | None = None,
+    ) -> None:
+        """Derive the facts of ``info``; parts whose source equals ``previous``'s are reused.
+
+        Results of one template sometimes differ in one info key only (a rating changed
+        between template versions); the other parts are not derived again.
+        """
+        old_info, old = previous if previous is not None else (_NOTHING, None)
+        get, old_get = info.get, old_info.get
+        severity_value = get("severity")
+        name = get("name")
+        self.title = name if isinstance(name, str) and name else rule_id
+        self.severity = normalize_severity(severity_value)
         self.scanner_severity = _spelling(severity_value)
-        self.description = as_str(info.get("description"))
-        self.remediation = as_str(info.get("remediation"))
-        self.cvss_score = _score(cls.get("cvss-score"))
-        self.cvss_vector = as_str(cls.get("cvss-metrics"))
-        self.cwe = _upper_ids(cls.get("cwe-id"))
-        self.cve = _upper_ids(cls.get("cve-id"))
-        self.references = _references(info.get("reference"))
-        self.tags = as_str_tuple(info.get("tags"), comma_separated=True)
-        self.metadata = _info_metadata(info, cls)
-        extra = {k: v for k, v in info.items() if k not in INFO_KEYS}
-        self.extra_info: dict[str, JsonValue] | None = extra or None  # type: ignore[assignment]  # JSON values
+        self.description = as_str(get("description"))
+        self.remediation = as_str(get("remediation"))
+        found = get("classification")
+        same_class = old is not None and found == old_get("classification")
+        if old is not None and same_class:
+            self.cvss_score, self.cvss_vector = old.cvss_score, old.cvss_vector
+            self.cwe, self.cve = old.cwe, old.cve
+        else:
+            cls: Mapping[str, object] = found if isinstance(found, dict) else _NOTHING
+            self.cvss_score = _score(cls.get("cvss-score"))
+            self.cvss_vector = as_str(cls.get("cvss-metrics"))
+            self.cwe = _upper_ids(cls.get("cwe-id"))
+            self.cve = _upper_ids(cls.get("cve-id"))
+        reference, tags = get("reference"), get("tags")
+        same_refs = old is not None and reference == old_get("reference")
+        self.references = old.references if old and same_refs else _references(reference)
+        same_tags = old is not None and tags == old_get("tags")
+        self.tags = old.tags if old and same_tags else as_str_tuple(tags, comma_separated=True)
+        if (
+            old is not None
+            and same_class
+            and get("author") == old_get("author")
+            and get("metadata") == old_get("metadata")
+            and get("impact") == old_get("impact")
+        ):
+            self.metadata = old.metadata
+        else:
+            self.metadata = _info_metadata(info, found if isinstance(found, dict) else _NOTHING)
+        if old is not None and info.keys() == old_info.keys():
+            extra = {k: info[k] for k in old.extra_info} if old.extra_info else None
+        else:
+            extra = {k: v for k, v in info.items() if k not in INFO_KEYS} or None
+        self.extra_info = extra  # type: ignore[assignment]  # JSON values
 
 
 class RuleFactsCache:
@@ -91,7 +137,7 @@ class RuleFactsCache:
         known = self._known.get(rule_id)
         if known is not None and known[0] == info:
             return known[1]
-        facts = RuleFacts(info, rule_id)
+        facts = RuleFacts(info, rule_id, known)
         if len(self._known) >= _CACHE_LIMIT:
             self._known.clear()
         self._known[rule_id] = (info, facts)
