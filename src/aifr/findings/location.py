@@ -1,9 +1,10 @@
 """Where a finding is: a URL or ``host[:port]`` split into parts, and its normalized key.
 
 Parsers call :func:`target_of` once per record, so it has a fast path for the common
-``scheme://host[:port]/path?query`` shape (plain string operations, no
+``scheme://host[:port]/path?query`` shape (one regular expression, no
 ``urllib.parse``) and falls back to ``urlsplit`` for anything unusual (user info, IPv6
-literals, blanks, odd ports). Both paths give the same result; a test holds them equal.
+literals, blanks, percent signs, odd ports). Both paths give the same result; a property
+test holds them equal.
 
 The normalized ``location`` is what fingerprints compare (:mod:`aifr.findings.fingerprint`):
 scheme and host lower-cased, a trailing dot on the host dropped, the scheme's default
