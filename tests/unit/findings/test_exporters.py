@@ -184,7 +184,7 @@ _urls = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     title=st.text(min_size=1, max_size=30),
     rule_id=st.text(min_size=1, max_size=20),
