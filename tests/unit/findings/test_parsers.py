@@ -6,6 +6,7 @@ import io
 import json
 import tracemalloc
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -326,3 +327,19 @@ def test_recovery_after_a_malformed_record_finds_the_next_one_beyond_the_read_wi
     events = list(parse_findings(io.BytesIO(text.encode())))
     assert [type(e) for e in events] == [ParsedFinding, ParseProblem, ParsedFinding]
     assert events[2].rule_id == "tech-detect"  # type: ignore[union-attr]
+
+
+def test_lone_surrogate_escapes_become_text_so_the_finding_validates_and_exports() -> None:
+    record = dict(V3[0], info=dict(V3[0]["info"], name="Git \ud800 config"))
+    record["matched-at"] = "https://shop.example.test/\udcff"
+    record["response"] = "body \ud83d\ude00 and \udc00"
+    line = json.dumps(record)  # ensure_ascii: every surrogate is written as a \\u escape
+    for data in (line, json.dumps([record], indent=2)):
+        found = _findings(data.encode())
+        assert len(found) == 1
+        parsed = found[0]
+        assert parsed.title == "Git \\ud800 config"
+        assert parsed.evidence["response"] == "body \U0001f600 and \\udc00"
+        finding = parsed.to_finding(project_id="acme", run_id="r1", seen_at=datetime.now(UTC))
+        finding.model_dump_json()
+        assert finding.matched_at == "https://shop.example.test/\\udcff"

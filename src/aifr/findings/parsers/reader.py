@@ -38,6 +38,8 @@ _HEAD = 64 * 1024
 DEFAULT_MAX_RECORD = 64 * 1024 * 1024
 _BOM = "\ufeff"
 _NEWLINES = ("\n", b"\n")
+# A \\uD800-\\uDFFF escape: half of a surrogate pair, or a lone surrogate (see _scrub).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _DECODER = json.JSONDecoder()
 
 
@@ -126,12 +128,36 @@ def _read_lines(
                 yield ParseProblem(number, f"record larger than {max_record} bytes, skipped")
                 continue
             try:
-                yield number, decode(line.decode() if isinstance(line, bytes) else line)
+                text = line.decode() if isinstance(line, bytes) else line
+                value = decode(text)
+                if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+                    value = _scrub(value)
+                yield number, value
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                 if line.strip():
                     yield ParseProblem(number, _describe_line_error(line, exc))
             except RecursionError:
                 yield ParseProblem(number, "malformed JSON: nested too deeply")
+
+
+def _scrub(value: object) -> object:
+    r"""The value with every lone UTF-16 surrogate written as its ``\udXXX`` escape text.
+
+    JSON may spell a lone surrogate (``"\ud800"``) and the json module decodes it into a
+    string that cannot be encoded as UTF-8, so a database, a JSON export or the model would
+    fail on it later. Written out as text, the value stays readable and nothing is lost.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    if isinstance(value, dict):
+        return {_scrub(key): _scrub(item) for key, item in value.items()}
+    return value
 
 
 def _describe_line_error(line: str | bytes, exc: ValueError) -> str:
@@ -245,6 +271,8 @@ class _ValueReader:
                 )
             except RecursionError:
                 return ParseProblem(start_line, "malformed JSON: nested too deeply")
+            if _SURROGATE_ESCAPE.search(self._buf, self._pos, end):
+                value = _scrub(value)
             self._advance(end)
             return start_line, value
 
