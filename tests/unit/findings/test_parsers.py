@@ -343,3 +343,10 @@ def test_lone_surrogate_escapes_become_text_so_the_finding_validates_and_exports
         finding = parsed.to_finding(project_id="acme", run_id="r1", seen_at=datetime.now(UTC))
         finding.model_dump_json()
         assert finding.matched_at == "https://shop.example.test/\\udcff"
+
+
+def test_a_nul_in_scanner_text_is_kept_as_escape_text_every_store_accepts() -> None:
+    record = dict(V3[0], info=dict(V3[0]["info"], name="Git\u0000config"))
+    found = _findings(json.dumps(record).encode())
+    assert found[0].title == "Git\\u0000config"
+    assert not any("\x00" in str(v) for v in found[0].to_json().values())

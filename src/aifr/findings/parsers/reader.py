@@ -38,8 +38,9 @@ _HEAD = 64 * 1024
 DEFAULT_MAX_RECORD = 64 * 1024 * 1024
 _BOM = "\ufeff"
 _NEWLINES = ("\n", b"\n")
-# A \\uD800-\\uDFFF escape: half of a surrogate pair, or a lone surrogate (see _scrub).
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# A \\uD800-\\uDFFF escape (half of a surrogate pair, or a lone surrogate) or a
+# \\u0000 escape: the values _scrub must look at.
+_SURROGATE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 _DECODER = json.JSONDecoder()
 
 
@@ -141,13 +142,17 @@ def _read_lines(
 
 
 def _scrub(value: object) -> object:
-    r"""The value with every lone UTF-16 surrogate written as its ``\udXXX`` escape text.
+    r"""The value with every lone UTF-16 surrogate and NUL written as its escape text.
 
     JSON may spell a lone surrogate (``"\ud800"``) and the json module decodes it into a
     string that cannot be encoded as UTF-8, so a database, a JSON export or the model would
-    fail on it later. Written out as text, the value stays readable and nothing is lost.
+    fail on it later; PostgreSQL refuses a NUL (``"\u0000"``) in any text. Written out as
+    text (``\ud800``, ``\u0000``), the value stays readable in every store and nothing is
+    lost.
     """
     if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\\u0000")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
