@@ -350,3 +350,11 @@ def test_a_nul_in_scanner_text_is_kept_as_escape_text_every_store_accepts() -> N
     found = _findings(json.dumps(record).encode())
     assert found[0].title == "Git\\u0000config"
     assert not any("\x00" in str(v) for v in found[0].to_json().values())
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n  \r\n", b"\xef\xbb\xbf", b"[]", b"[\n]\n"])
+def test_an_empty_output_parses_to_nothing_and_is_not_detected(data: bytes) -> None:
+    assert list(parse_findings(io.BytesIO(data))) == []
+    with pytest.raises(FindingsError) as caught:
+        detect_scanner(io.BytesIO(data))
+    assert caught.value.code is ErrorCode.FINDINGS_UNKNOWN_FORMAT
