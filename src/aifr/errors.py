@@ -132,6 +132,8 @@ class ErrorCode(StrEnum):
     PLUGIN_CONFLICT = "plugin.conflict"
     PLUGIN_PERMISSION_DENIED = "plugin.permission_denied"
     FINDINGS_INVALID = "findings.invalid"
+    FINDINGS_PARSE_FAILED = "findings.parse_failed"
+    FINDINGS_UNKNOWN_FORMAT = "findings.unknown_format"
     INGEST_FAILED = "ingest.failed"
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
