@@ -125,6 +125,9 @@ class ErrorCode(StrEnum):
     SECRET_NOT_FOUND = "config.secret_not_found"  # noqa: S105  # an error code, not a secret
     PLUGIN_INVALID = "plugin.invalid"
     FINDINGS_INVALID = "findings.invalid"
+    FINDINGS_NOT_FOUND = "findings.not_found"
+    FINDINGS_SCANNER_MISSING = "findings.scanner_missing"
+    FINDINGS_TARGET_NOT_REGISTERED = "findings.target_not_registered"
     INGEST_FAILED = "ingest.failed"
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
@@ -361,6 +364,9 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.APPROVAL_NOT_AUTHORIZED: (403, 3),
     ErrorCode.TRANSPORT_UNAUTHENTICATED: (401, 3),
     ErrorCode.TRANSPORT_NOT_FOUND: (404, 2),
+    ErrorCode.FINDINGS_NOT_FOUND: (404, 5),
+    ErrorCode.FINDINGS_SCANNER_MISSING: (424, 1),
+    ErrorCode.FINDINGS_TARGET_NOT_REGISTERED: (403, 3),
 }
 
 
