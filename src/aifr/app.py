@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,11 +33,14 @@ from aifr.invocation import (
 )
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import build_stdlib
+from aifr.stdlib.findings import FindingsStores
 from aifr.storage.postgres.audit import open_postgres_ledger
+from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import SqliteApprovalStore
 from aifr.storage.sqlite.audit import open_sqlite_ledger
 from aifr.storage.sqlite.circuits import SqliteCircuitStore
+from aifr.storage.sqlite.findings import SqliteFindingStore, SqliteResourceRegistry
 from aifr.storage.sqlite.grants import SqliteGrantStore
 from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
 from aifr.storage.sqlite.runs import SqliteRunStore
@@ -52,6 +56,7 @@ __all__ = [
     "build_registry",
     "build_secrets",
     "capabilities_in_module",
+    "open_findings_stores",
     "reserved_paths",
     "stdlib_capabilities",
 ]
@@ -136,6 +141,17 @@ class App:
             webhook_url=approvals.webhook_url,
         )
 
+    @cached_property
+    def findings(self) -> FindingsStores:
+        """The findings store and resource registry (the state database, or PostgreSQL).
+
+        Raises:
+            StorageError: ``storage.schema_mismatch`` for a store from an older or newer
+                aifr (the message says what to run).
+        """
+        sqlite = self.settings.sqlite_path is not None
+        return open_findings_stores(self.settings, self.database if sqlite else None)
+
     def workflow(self, name_or_path: str) -> WorkflowSpec:
         """A workflow by file path, or by name from ``workflows.directory``.
 
@@ -215,6 +231,48 @@ def _import_project_module(name: str, project_dir: Path) -> ModuleType:
             ) from exc
 
 
+def open_findings_stores(
+    settings: Settings, database: SqliteDatabase | None = None, *, migrate: bool = False
+) -> FindingsStores:
+    """The findings store and resource registry ``database_url`` names.
+
+    ``migrate`` upgrades a store an older aifr wrote (``aifr findings migrate``).
+
+    Raises:
+        ConfigError: the URL names an unknown backend, or psycopg is missing.
+        StorageError: the store cannot be opened, or its schema is older or newer.
+    """
+    url = settings.database_url
+    if url.startswith(("postgresql://", "postgres://")):
+        remote = PostgresFindingStore(url, migrate=migrate)
+        return remote, PostgresResourceRegistry(remote)
+    if database is None:
+        path = settings.sqlite_path
+        if path is None:
+            raise ConfigError(
+                f"database_url {url!r}: use sqlite:///PATH or postgresql://...",
+                key="database_url",
+            )
+        database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
+    local = SqliteFindingStore(database, migrate=migrate)
+    return local, SqliteResourceRegistry(local)
+
+
+class _FindingsOnFirstUse:
+    """Opens the findings stores when a ``findings.*`` or ``scan.*`` capability first runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._stores: FindingsStores | None = None
+
+    def __call__(self) -> FindingsStores:
+        with self._lock:
+            if self._stores is None:
+                self._stores = open_findings_stores(self._settings)
+            return self._stores
+
+
 def stdlib_capabilities(settings: Settings) -> list[Capability]:
     """The standard library (``io.fs``, ``io.net``, ``data``, ``sys``) configured by ``settings``."""
     fs, net, run = settings.fs, settings.net, settings.exec
@@ -235,6 +293,7 @@ def stdlib_capabilities(settings: Settings) -> list[Capability]:
         exec_max_output_bytes=run.max_output_bytes,
         environ=os.environ,
         reserved=reserved_paths(settings),
+        findings_stores=_FindingsOnFirstUse(settings),
     )
 
 

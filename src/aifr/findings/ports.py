@@ -114,7 +114,7 @@ class StoragePort(Protocol):
         ...
 
     def save_run(self, run: Run) -> None:
-        """Store ``run`` (a later save of the same id updates ``finished_at``).
+        """Store ``run`` (a later save of the same id updates ``finished_at`` and ``scanner``).
 
         Raises:
             FindingsError: ``findings.not_found`` when its project does not exist.

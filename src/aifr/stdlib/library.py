@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from aifr.capabilities import Capability
@@ -10,6 +10,7 @@ from aifr.invocation.sandbox import Sandbox, SandboxLimits
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
 from aifr.stdlib.data import build_data_capabilities
+from aifr.stdlib.findings import FindingsStores, build_findings_capabilities
 from aifr.stdlib.fs import build_fs_capabilities
 from aifr.stdlib.journal import FsJournal
 from aifr.stdlib.net import build_net_capabilities
@@ -38,6 +39,7 @@ def build_stdlib(
     exec_max_output_bytes: int = _MIB,
     environ: Mapping[str, str] | None = None,
     reserved: Sequence[Path] = (),
+    findings_stores: Callable[[], FindingsStores] | None = None,
 ) -> list[Capability]:
     """The ``io.fs.*``, ``io.net.*``, ``data.*`` and ``sys.*`` capabilities.
 
@@ -47,6 +49,9 @@ def build_stdlib(
     file and policy folder, so an agent cannot rewrite what governs it).
     ``environ`` is what ``sys.env.read`` reads (the composition root passes
     ``os.environ``); nothing here reads process state on its own.
+
+    ``findings_stores`` opens the findings store and resource registry on first call;
+    without it the ``findings.*`` capabilities are left out.
 
     Nothing touches the disk or network until a capability is called.
     """
@@ -62,7 +67,9 @@ def build_stdlib(
             output_bytes=exec_max_output_bytes,
         ),
     )
+    findings = build_findings_capabilities(findings_stores) if findings_stores else []
     return [
+        *findings,
         *build_fs_capabilities(
             confinement=confinement,
             journal=journal,

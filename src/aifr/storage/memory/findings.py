@@ -92,7 +92,14 @@ class InMemoryFindingStore:
             key = (run.project_id, run.id)
             earlier = self._runs.get(key)
             self._runs[key] = (
-                earlier.model_copy(update={"finished_at": run.finished_at}) if earlier else run
+                earlier.model_copy(
+                    update={
+                        "finished_at": run.finished_at,
+                        "scanner": run.scanner or earlier.scanner,
+                    }
+                )
+                if earlier
+                else run
             )
 
     def list_runs(self, project_id: str) -> list[Run]:

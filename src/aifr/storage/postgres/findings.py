@@ -250,7 +250,8 @@ class PostgresFindingStore:
             conn.execute(
                 f"INSERT INTO findings_runs ({_RUN_COLUMNS}) "  # noqa: S608  # constant column list
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (project_id, id) DO UPDATE SET finished_at = excluded.finished_at",
+                "ON CONFLICT (project_id, id) DO UPDATE SET finished_at = excluded.finished_at, "
+                "scanner = COALESCE(excluded.scanner, findings_runs.scanner)",
                 (
                     run.project_id,
                     run.id,

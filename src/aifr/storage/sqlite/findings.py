@@ -246,7 +246,8 @@ class SqliteFindingStore:
                 raise unknown_project(run.project_id)
             conn.execute(
                 f"INSERT INTO findings_runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "  # noqa: S608  # constant column list
-                "ON CONFLICT(project_id, id) DO UPDATE SET finished_at = excluded.finished_at",
+                "ON CONFLICT(project_id, id) DO UPDATE SET finished_at = excluded.finished_at, "
+                "scanner = COALESCE(excluded.scanner, findings_runs.scanner)",
                 (
                     run.project_id,
                     run.id,
