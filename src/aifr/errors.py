@@ -125,6 +125,8 @@ class ErrorCode(StrEnum):
     SECRET_NOT_FOUND = "config.secret_not_found"  # noqa: S105  # an error code, not a secret
     PLUGIN_INVALID = "plugin.invalid"
     FINDINGS_INVALID = "findings.invalid"
+    FINDINGS_PARSE_FAILED = "findings.parse_failed"
+    FINDINGS_UNKNOWN_FORMAT = "findings.unknown_format"
     FINDINGS_NOT_FOUND = "findings.not_found"
     FINDINGS_SCANNER_MISSING = "findings.scanner_missing"
     FINDINGS_TARGET_NOT_REGISTERED = "findings.target_not_registered"

@@ -1,0 +1,241 @@
+"""Read JSON records from scanner output in constant memory, whatever its layout.
+
+Three layouts reach us: one object per line (``-jsonl``, feroxbuster, katana), one JSON
+array of indented objects (nuclei's ``-je``), and indented objects one after another. The
+first non-blank line tells them apart (``[`` opens an array, a line holding only ``{``
+opens an indented object, anything else is a line of JSON Lines). Lines go through
+``json.loads`` one at a time; the two whole-file layouts go through
+``JSONDecoder.raw_decode`` over a sliding buffer, so a multi-gigabyte export never has to
+fit in memory: only the largest single record does.
+
+A record that cannot be decoded becomes a :class:`ParseProblem` with the line it starts
+on, and reading goes on with the next line (JSON Lines) or the next object that starts
+at the indentation of the first one (arrays and indented objects).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Literal, cast
+
+from aifr.findings.records import ParseProblem
+
+__all__ = ["Container", "RawRecord", "read_records"]
+
+Container = Literal["jsonl", "array", "objects"]
+# A decoded JSON value (None where the record was a problem) and the line it starts on.
+RawRecord = tuple[int, object]
+
+_CHUNK = 1 << 20
+_HEAD = 64 * 1024
+_MAX_RECORD = 256 * 1024 * 1024  # one record larger than this is refused, not buffered
+_BOM = "\ufeff"
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(slots=True)
+class _Opened:
+    container: Container
+    head: str | bytes
+
+
+def _first_line(head: str | bytes) -> str:
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip().lstrip(_BOM).strip()
+    return ""
+
+
+def _open(stream: IO[bytes] | IO[str]) -> _Opened:
+    head = stream.read(_HEAD)
+    first = _first_line(head)
+    if first.startswith("["):
+        return _Opened("array", head)
+    if first == "{":
+        return _Opened("objects", head)
+    return _Opened("jsonl", head)
+
+
+def read_records(
+    stream: IO[bytes] | IO[str],
+) -> tuple[Container, Iterator[RawRecord | ParseProblem]]:
+    """The layout of ``stream`` and an iterator over its records (or their problems)."""
+    opened = _open(stream)
+    if opened.container == "jsonl":
+        return opened.container, _read_lines(opened.head, stream)
+    return opened.container, _ValueReader(opened, stream).records()
+
+
+def _head_lines(head: str | bytes, stream: IO[bytes] | IO[str]) -> list[str] | list[bytes]:
+    """The head's lines, the last one completed from the stream (split on newlines only)."""
+    if isinstance(head, bytes):
+        data = head if not head or head.endswith(b"\n") else head + cast(bytes, stream.readline())
+        parts = data.split(b"\n")
+        return [part + b"\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    text = head if not head or head.endswith("\n") else head + cast(str, stream.readline())
+    pieces = text.split("\n")
+    return [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+
+
+def _read_lines(
+    head: str | bytes, stream: IO[bytes] | IO[str]
+) -> Iterator[RawRecord | ParseProblem]:
+    number = 0
+    loads = json.loads
+    for source in (_head_lines(head, stream), stream):
+        for line in source:
+            number += 1
+            if not line.strip():
+                continue
+            if number == 1:  # the byte-order mark belongs to the file, not the record
+                line = _strip_bom(line)
+            try:
+                yield number, loads(line)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                yield ParseProblem(number, _describe_line_error(line, exc))
+            except RecursionError:
+                yield ParseProblem(number, "malformed JSON: nested too deeply")
+
+
+def _strip_bom(line: str | bytes) -> str | bytes:
+    if isinstance(line, bytes):
+        return line.removeprefix(b"\xef\xbb\xbf")
+    return line.removeprefix(_BOM)
+
+
+def _describe_line_error(line: str | bytes, exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        stripped = line.rstrip()
+        if exc.pos >= len(stripped) - 1 or exc.msg.startswith("Unterminated string"):
+            return f"truncated JSON (column {exc.colno}): {exc.msg}"
+        return f"malformed JSON (column {exc.colno}): {exc.msg}"
+    return f"not UTF-8 text: {exc}"
+
+
+class _ValueReader:
+    """Whole-file JSON (an array, or objects one after another) read value by value."""
+
+    def __init__(self, opened: _Opened, stream: IO[bytes] | IO[str]) -> None:
+        self._stream = stream
+        self._is_array = opened.container == "array"
+        self._decode = codecs.getincrementaldecoder("utf-8")("replace")
+        self._buf = ""
+        self._pos = 0
+        self._line = 1
+        self._eof = False
+        self._indent: str | None = None
+        self._add(opened.head)
+        self._buf = self._buf.lstrip(_BOM)
+
+    def _add(self, data: str | bytes) -> None:
+        text = self._decode.decode(data, final=not data) if isinstance(data, bytes) else data
+        if not data:
+            self._eof = True
+        self._buf = self._buf[self._pos :] + text
+        self._pos = 0
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        self._add(self._stream.read(_CHUNK))
+        return True
+
+    def _advance(self, to: int) -> None:
+        self._line += self._buf.count("\n", self._pos, to)
+        self._pos = to
+
+    def _skip_blank(self) -> bool:
+        """Move past whitespace; False at the end of the input."""
+        while True:
+            buf, pos = self._buf, self._pos
+            end = len(buf)
+            while pos < end and buf[pos] in " \t\r\n":
+                pos += 1
+            self._advance(pos)
+            if pos < end:
+                return True
+            if not self._fill():
+                return False
+
+    def records(self) -> Iterator[RawRecord | ParseProblem]:
+        """Every value of the file, with the line it starts on, or a problem in its place."""
+        opened = not self._is_array
+        closed = False
+        clean = True  # False after a resync skipped text: the closing bracket may be gone
+        while self._skip_blank():
+            char = self._buf[self._pos]
+            if not opened:
+                if char == "[":
+                    opened, closed = True, False
+                    self._advance(self._pos + 1)
+                    continue
+                yield ParseProblem(self._line, f"unexpected {char!r} outside the JSON array")
+                clean = self._resync()
+                continue
+            if self._is_array and char == "]":
+                opened, closed = False, True
+                self._advance(self._pos + 1)
+                continue
+            if self._is_array and char == ",":
+                self._advance(self._pos + 1)
+                continue
+            if self._indent is None:
+                start = self._buf.rfind("\n", 0, self._pos) + 1
+                self._indent = self._buf[start : self._pos]
+            result = self._decode_one()
+            if isinstance(result, ParseProblem):
+                yield result
+                clean = self._resync()
+            else:
+                yield result
+                clean = True
+        if self._is_array and opened and not closed and clean:
+            yield ParseProblem(self._line, "truncated JSON: the array is not closed")
+
+    def _decode_one(self) -> RawRecord | ParseProblem:
+        start_line = self._line
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError as exc:
+                near_end = len(self._buf) - exc.pos < 64
+                if (near_end or exc.msg.startswith("Unterminated string")) and not self._eof:
+                    if len(self._buf) - self._pos > _MAX_RECORD:
+                        return ParseProblem(
+                            start_line, f"record larger than {_MAX_RECORD} characters"
+                        )
+                    self._fill()
+                    continue
+                line = self._line + self._buf.count("\n", self._pos, exc.pos)
+                kind = "truncated" if near_end and self._eof else "malformed"
+                return ParseProblem(
+                    start_line, f"{kind} JSON at line {line} (column {exc.colno}): {exc.msg}"
+                )
+            except RecursionError:
+                return ParseProblem(start_line, "malformed JSON: nested too deeply")
+            self._advance(end)
+            return start_line, value
+
+    def _resync(self) -> bool:
+        """Skip to the next line that opens a record at the first record's indentation.
+
+        Returns False when the input ended first (text was skipped up to the end).
+        """
+        pattern = re.compile("\n" + re.escape(self._indent or "") + "{")
+        search_from = self._pos + 1
+        while True:
+            found = pattern.search(self._buf, search_from)
+            if found is not None:
+                self._advance(found.start() + 1)
+                return True
+            keep = max(self._pos, len(self._buf) - len(self._indent or "") - 2)
+            self._advance(keep)
+            search_from = self._pos
+            if not self._fill():
+                self._advance(len(self._buf))
+                return False
