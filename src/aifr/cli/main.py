@@ -10,10 +10,12 @@ from aifr.cli import (
     call,
     capabilities,
     demo,
+    findings,
     grants,
     mcp,
     policy,
     project,
+    resources,
     run,
     runs,
     worker,
@@ -44,6 +46,8 @@ app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
+app.add_typer(findings.app, name="findings")
+app.add_typer(resources.app, name="resources")
 
 
 def main() -> None:
