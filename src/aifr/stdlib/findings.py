@@ -158,6 +158,7 @@ def build_findings_capabilities(open_stores: Callable[[], FindingsStores]) -> li
             finding_id: The finding id (as listed).
             state: The new triage state.
             reason: Why, kept in the finding's triage history.
+            call: Filled by the runtime; its principal is recorded as the author.
         """
         store, _ = open_stores()
         change = store.triage_finding(
