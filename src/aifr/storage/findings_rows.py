@@ -66,6 +66,13 @@ _TRACKED: Final = (
 )  # fmt: skip
 
 
+# Kept in columns, so left out of ``doc`` (and put back from the columns on read).
+_IN_COLUMNS: Final = frozenset(
+    {"id", "project_id", "fingerprint", "scanner", "severity", "rule_id", "title", "host", "url"}
+)
+_EXCLUDED: Final = set(_TRACKED) | set(_IN_COLUMNS)
+
+
 def stamp(moment: datetime) -> str:
     """A UTC timestamp of fixed width, so text order is time order in every backend."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -90,12 +97,14 @@ def finding_row(finding: Finding) -> tuple[object, ...]:
         stamp(finding.first_seen),
         stamp(finding.last_seen),
         finding.occurrences,
-        finding.model_dump_json(exclude=set(_TRACKED)),
+        finding.model_dump_json(exclude=_EXCLUDED),
     )
 
 
 _PARSED_FIELDS: Final = tuple(
-    f.name for f in fields(ParsedFinding) if f.name not in {"line", "observed_at"}
+    f.name
+    for f in fields(ParsedFinding)
+    if f.name not in {"line", "observed_at"} and f.name not in _IN_COLUMNS
 )
 
 
@@ -105,12 +114,15 @@ def parsed_row(
     """The column values of a parser record placed in a project, without building a model.
 
     The import hot path: the parser has checked every value, and the document holds
-    what :meth:`ParsedFinding.to_finding` would (``finding_from_row`` validates it on read).
+    what :meth:`ParsedFinding.to_finding` would, less empty values (the model's defaults;
+    ``finding_from_row`` validates it on read).
     """
-    doc = {name: getattr(parsed, name) for name in _PARSED_FIELDS}
+    doc = {
+        name: value
+        for name in _PARSED_FIELDS
+        if (value := getattr(parsed, name)) is not None and value != () and value != {}
+    }
     identifier = finding_id(project_id, parsed.fingerprint)
-    doc["id"] = identifier
-    doc["project_id"] = project_id
     if parsed.observed_at is not None:
         doc["observed_at"] = parsed.observed_at.isoformat()
     return (
@@ -138,6 +150,15 @@ def finding_from_row(row: Any) -> Finding:
     """A finding from a row selected as :data:`FINDING_COLUMNS` (tuple or mapping by position)."""
     doc: dict[str, Any] = json.loads(row[16])
     doc.update(
+        id=row[0],
+        project_id=row[1],
+        fingerprint=row[2],
+        scanner=row[5],
+        severity=row[6],
+        rule_id=row[7],
+        title=row[8],
+        host=row[9],
+        url=row[10],
         run_id=row[3],
         last_run_id=row[4],
         resource_id=row[11],
@@ -259,8 +280,11 @@ def filter_query(
     clauses = ["project_id = {p}", "seq > {p}"]
     params: list[object] = [where.project_id, after_seq]
     if where.run_id is not None:
-        clauses.append("id IN (SELECT finding_id FROM findings_run_links WHERE run_id = {p})")
-        params.append(where.run_id)
+        clauses.append(
+            "(run_id = {p} OR last_run_id = {p} OR id IN "
+            "(SELECT finding_id FROM findings_run_links WHERE run_id = {p}))"
+        )
+        params.extend([where.run_id] * 3)
     if where.severities:
         marks = ", ".join("{p}" for _ in where.severities)
         clauses.append(f"severity IN ({marks})")
