@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Final
 
+from pydantic import JsonValue
+
 from aifr.findings.models import Project, Resource, Run
 from aifr.findings.parsers import parse_findings
 from aifr.findings.ports import ResourceRegistry, StoragePort
@@ -51,7 +53,7 @@ class ImportSummary:
     skipped_count: int = 0
     skipped: list[SkippedLine] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, JsonValue]:
         """The summary as a JSON object (the CLI's ``--json`` and the scanners' output)."""
         return {
             "project": self.project_id,

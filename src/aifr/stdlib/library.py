@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from aifr.capabilities import Capability
-from aifr.invocation.sandbox import Sandbox, SandboxLimits
+from aifr.invocation.sandbox import SAFE_PATH, Sandbox, SandboxLimits
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
 from aifr.stdlib.data import build_data_capabilities
@@ -14,6 +14,7 @@ from aifr.stdlib.findings import FindingsStores, build_findings_capabilities
 from aifr.stdlib.fs import build_fs_capabilities
 from aifr.stdlib.journal import FsJournal
 from aifr.stdlib.net import build_net_capabilities
+from aifr.stdlib.scanners import build_scanner_capabilities
 from aifr.stdlib.system import build_system_capabilities
 
 __all__ = ["build_stdlib"]
@@ -51,7 +52,8 @@ def build_stdlib(
     ``os.environ``); nothing here reads process state on its own.
 
     ``findings_stores`` opens the findings store and resource registry on first call;
-    without it the ``findings.*`` capabilities are left out.
+    without it the ``findings.*`` and ``scan.*`` capabilities are left out. Scanner
+    binaries are looked up on ``environ``'s ``PATH`` and write under ``state_dir/scans``.
 
     Nothing touches the disk or network until a capability is called.
     """
@@ -67,7 +69,18 @@ def build_stdlib(
             output_bytes=exec_max_output_bytes,
         ),
     )
-    findings = build_findings_capabilities(findings_stores) if findings_stores else []
+    findings = (
+        [
+            *build_findings_capabilities(findings_stores),
+            *build_scanner_capabilities(
+                open_stores=findings_stores,
+                search_path=(environ or {}).get("PATH", SAFE_PATH),
+                scans_dir=state_dir / "scans",
+            ),
+        ]
+        if findings_stores
+        else []
+    )
     return [
         *findings,
         *build_fs_capabilities(
