@@ -127,11 +127,11 @@ def _url_target(
 def _plain(text: str) -> Target:
     name, sep, port_text = text.rpartition(":")
     if sep and port_text.isdigit() and port_text.isascii() and name and not name.endswith(":"):
-        host = name.strip("[]").rstrip(".")
+        host = name.strip("[]").rstrip(".").lower()
         number = int(port_text)
         location = f"{name.rstrip('.').lower()}:{port_text}"
         return Target(location=location, host=host, port=number if number <= 65535 else None)
     location = text.rstrip(".").lower()
     if not text or "/" in text or " " in text:
         return Target(location=location)
-    return Target(location=location, host=text.rstrip("."))
+    return Target(location=location, host=location)

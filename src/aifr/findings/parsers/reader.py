@@ -30,7 +30,7 @@ Container = Literal["jsonl", "array", "objects"]
 # A decoded JSON value (None where the record was a problem) and the line it starts on.
 RawRecord = tuple[int, object]
 
-_CHUNK = 1 << 20
+_CHUNK = 256 * 1024
 _HEAD = 64 * 1024
 _MAX_RECORD = 256 * 1024 * 1024  # one record larger than this is refused, not buffered
 _BOM = "\ufeff"
