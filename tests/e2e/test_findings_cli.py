@@ -344,3 +344,51 @@ def test_a_large_import_piped_shows_no_progress_bar(
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert "imported 1 new findings" in flat(done.stdout)
+
+
+def test_exports_write_sarif_atomically_and_csv_to_stdout_with_filters(
+    aifr_bin: str, project: Path, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    run(
+        aifr_bin,
+        "findings",
+        "import",
+        str(NUCLEI_V3),
+        "--project",
+        "acme",
+        cwd=project,
+        env=clean_env,
+    )
+    listed = as_json(
+        run(aifr_bin, "findings", "list", "--project", "acme", "--json", cwd=project, env=clean_env)
+    )
+    findings = listed["findings"]
+    assert isinstance(findings, list)
+    target = tmp_path / "out.sarif"
+    done = run(aifr_bin, "findings", "export", "--project", "acme", "--format", "sarif", "-o", str(target),
+               cwd=project, env=clean_env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sarif = json.loads(target.read_text())
+    assert sarif["version"] == "2.1.0"
+    assert len(sarif["runs"][0]["results"]) == len(findings)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.sarif")] == []
+    high = [f for f in findings if f["severity"] == "high"]
+    csv_out = run(aifr_bin, "findings", "export", "--project", "acme", "--format", "csv", "--severity", "high",
+                  cwd=project, env=clean_env)  # fmt: skip
+    assert csv_out.returncode == 0, csv_out.stderr
+    rows = csv_out.stdout.splitlines()
+    assert rows[0].startswith("id,") and len(
+        [r for r in rows[1:] if r.split(",")[0] in {f["id"] for f in high}]
+    ) == len(high)
+    bad = run(
+        aifr_bin,
+        "findings",
+        "export",
+        "--project",
+        "acme",
+        "--format",
+        "xml",
+        cwd=project,
+        env=clean_env,
+    )
+    assert bad.returncode == 2 and "findings.unknown_format" in bad.stderr

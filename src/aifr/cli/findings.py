@@ -9,8 +9,12 @@ audited with the principal who made the change.
 from __future__ import annotations
 
 import io
+import queue
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO, cast
 
 import typer
 from rich.progress import (
@@ -28,9 +32,10 @@ from aifr.app import App, build_app, open_findings_stores
 from aifr.cli.call import exit_status, print_result
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.errors import AifrError, ErrorCode, FindingsError
-from aifr.findings import Severity, TriageState
+from aifr.findings import Finding, Severity, TriageState
+from aifr.findings.exporters import EXPORT_FORMATS, export_findings
 from aifr.findings.importer import ImportSummary, import_findings
-from aifr.findings.ports import FindingFilter
+from aifr.findings.ports import FindingFilter, StoragePort
 from aifr.stdlib.findings import finding_json
 
 __all__ = ["app"]
@@ -314,3 +319,93 @@ def migrate(project: FolderOption = Path()) -> None:
     except AifrError as exc:
         fail(exc)
     console.print(f"findings store at schema version {version}")
+
+
+def _all_findings(store: StoragePort, where: FindingFilter) -> Iterator[Finding]:
+    cursor: str | None = None
+    while True:
+        page = store.list_findings(where, limit=1000, cursor=cursor)
+        yield from page.findings
+        cursor = page.next_cursor
+        if cursor is None:
+            return
+
+
+class _QueueText(io.TextIOBase):
+    """A text stream whose writes become byte chunks on a bounded queue."""
+
+    def __init__(self, chunks: queue.Queue[bytes | BaseException | None]) -> None:
+        self._chunks = chunks
+
+    def write(self, text: str) -> int:
+        self._chunks.put(text.encode("utf-8"))
+        return len(text)
+
+
+def _export_chunks(export_format: str, findings: Iterator[Finding]) -> Iterator[bytes]:
+    """The exporter's output as byte chunks, produced in a thread (memory stays bounded)."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=256)
+
+    def produce() -> None:
+        try:
+            export_findings(export_format, findings, cast(TextIO, _QueueText(chunks)))
+            chunks.put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it  # noqa: BLE001
+            chunks.put(exc)
+
+    threading.Thread(target=produce, name="aifr-export", daemon=True).start()
+    while (item := chunks.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+@app.command("export")
+def export(
+    project_id: ProjectIdOption,
+    export_format: Annotated[
+        str, typer.Option("--format", help=f"One of {', '.join(EXPORT_FORMATS)}.")
+    ] = "json",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write (atomically); default stdout."),
+    ] = None,
+    severity: Annotated[
+        list[Severity] | None, typer.Option(help="Only this severity (repeatable).")
+    ] = None,
+    scanner: Annotated[str | None, typer.Option(help="Only this scanner's.")] = None,
+    state: Annotated[TriageState | None, typer.Option(help="Only this triage state.")] = None,
+    run: Annotated[str | None, typer.Option(help="Only findings this run reported.")] = None,
+    project: FolderOption = Path(),
+) -> None:
+    """Export a project's findings as JSON, JSON Lines, CSV or SARIF 2.1.0."""
+    built = None
+    try:
+        if export_format not in EXPORT_FORMATS:
+            raise FindingsError(
+                f"unknown export format {export_format!r}: choose {', '.join(EXPORT_FORMATS)}",
+                code=ErrorCode.FINDINGS_UNKNOWN_FORMAT,
+            )
+        built = build_app(project)
+        store, _ = built.findings
+        where = _filter(project_id, run, severity, scanner, state, None)
+        if store.get_project(project_id) is None:
+            raise FindingsError(
+                f"project {project_id!r} has no findings (no import made it)",
+                code=ErrorCode.FINDINGS_NOT_FOUND,
+                project_id=project_id,
+            )
+        chunks = _export_chunks(export_format, _all_findings(store, where))
+        if output is None:
+            for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        else:
+            written = store.atomic_write(output, chunks)
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        if built is not None:
+            built.close()
+    if output is not None:
+        err_console.print(f"wrote {written} bytes to {output}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,6 +36,11 @@ def write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
         raise StorageError(f"cannot write {target}: {exc}", path=str(target)) from exc
     written = 0
     try:
+        try:  # a replaced file keeps its mode; a new one is readable like any export
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = 0o644
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
