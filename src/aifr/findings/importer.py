@@ -27,7 +27,7 @@ from aifr.findings.resources import Target, match_resource
 __all__ = ["MAX_SKIPPED_SHOWN", "ImportSummary", "SkippedLine", "import_findings", "new_run_id"]
 
 MAX_SKIPPED_SHOWN: Final = 1000
-DEFAULT_BATCH: Final = 20_000
+DEFAULT_BATCH: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
