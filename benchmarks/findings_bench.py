@@ -197,8 +197,31 @@ def run(sizes: list[int], rounds: int) -> str:
             "| parsers alone records/s (/ floor) | floor peak RSS MB | aifr peak RSS MB |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
+            "",
+            *_verdicts(results),
         ]
     )
+
+
+def _verdicts(results: list[dict[str, float]]) -> list[str]:
+    """One line per goal, met or not, from the largest file measured."""
+    last = results[-1]
+    rss = max(r["aifr_rss"] for r in results)
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "not met"
+
+    return [
+        f"- Throughput {last['aifr_rps']:,.0f} records/s at {last['lines']:,.0f} lines: "
+        f"{met(last['aifr_rps'] >= 50_000)} (goal 50,000).",
+        f"- {last['ratio']:.2f}x the floor: {met(last['ratio'] <= 2.0)} (goal 2x). The "
+        f"parsers alone take {last['parse_ratio']:.2f}x the floor; the rest is building the "
+        "rows (document JSON, ids) and the dedupe upsert on a random-key index.",
+        f"- Peak RSS at most {rss:.0f} MB across sizes: {met(rss < 200)} (goal 200 MB; flat "
+        "with size, as parsing streams and imports save 10,000 findings per transaction).",
+        "- The host is shared (several engineers' jobs on 2 CPUs): the floor itself varies "
+        "by 3x between sizes, so read the ratios of one row, not rows against each other.",
+    ]
 
 
 def write_section(section: str, path: Path = DOCS) -> None:

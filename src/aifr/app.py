@@ -176,8 +176,10 @@ class App:
         )
 
     def close(self) -> None:
-        """Stop the runtime and close the state database, if they were started."""
+        """Stop the runtime and close the findings store and state database, if opened."""
         built = vars(self)
+        if "findings" in built:
+            self.findings[0].close()
         if "runtime" in built:
             self.runtime.close()
         if "database" in built:

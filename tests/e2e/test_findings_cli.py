@@ -392,3 +392,48 @@ def test_exports_write_sarif_atomically_and_csv_to_stdout_with_filters(
         env=clean_env,
     )
     assert bad.returncode == 2 and "findings.unknown_format" in bad.stderr
+
+
+def test_the_undo_a_triage_returns_sets_the_previous_state_back(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    run(
+        aifr_bin,
+        "findings",
+        "import",
+        str(NUCLEI_V3),
+        "--project",
+        "acme",
+        cwd=project,
+        env=clean_env,
+    )
+    listed = as_json(
+        run(aifr_bin, "findings", "list", "--project", "acme", "--json", cwd=project, env=clean_env)
+    )
+    finding_id = listed["findings"][0]["id"]  # type: ignore[index]
+    done = as_json(
+        run(aifr_bin, "call", "findings.triage", "project=acme", f"finding_id={finding_id}", "state=fixed",
+            "--as", "erin", "--json", cwd=project, env=clean_env)
+    )  # fmt: skip
+    undo = done["output"]["undo"]  # type: ignore[index]
+    assert undo["state"] == "open"
+    pairs = [f"{key}={value}" for key, value in undo.items()]
+    undone = run(
+        aifr_bin, "call", "findings.triage", *pairs, "--as", "erin", cwd=project, env=clean_env
+    )
+    assert undone.returncode == 0, undone.stderr
+    shown = as_json(
+        run(
+            aifr_bin,
+            "findings",
+            "show",
+            finding_id,
+            "--project",
+            "acme",
+            "--json",
+            cwd=project,
+            env=clean_env,
+        )
+    )
+    assert shown["triage_state"] == "open"
+    assert [h["to_state"] for h in shown["triage_history"]] == ["fixed", "open"]  # type: ignore[union-attr,index]

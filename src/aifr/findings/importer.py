@@ -112,6 +112,7 @@ def import_findings(
             does not fit the id pattern.
         StorageError: the store failed (the batches saved before stay saved).
     """
+    events = parse_findings(stream, scanner)  # an unknown scanner name fails before any write
     started = datetime.now(UTC)
     store.save_project(Project(id=project_id, name=project_id, created_at=started))
     run = Run(
@@ -134,7 +135,7 @@ def import_findings(
         if on_batch is not None:
             on_batch(summary)
 
-    for event in parse_findings(stream, scanner):
+    for event in events:
         if isinstance(event, ParsedFinding):
             summary.findings += 1
             summary.scanner = summary.scanner or event.scanner

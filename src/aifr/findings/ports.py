@@ -198,6 +198,10 @@ class StoragePort(Protocol):
         """Delete a project with its runs, resources, findings and history; ``False`` if absent."""
         ...
 
+    def close(self) -> None:
+        """Release what the store opened (connections); the store is not used afterwards."""
+        ...
+
 
 class ResourceRegistry(Protocol):
     """The registered targets of each project's scans (FEAT-004)."""
