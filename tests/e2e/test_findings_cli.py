@@ -437,3 +437,26 @@ def test_the_undo_a_triage_returns_sets_the_previous_state_back(
     )
     assert shown["triage_state"] == "open"
     assert [h["to_state"] for h in shown["triage_history"]] == ["fixed", "open"]  # type: ignore[union-attr,index]
+
+
+def test_a_lone_surrogate_in_scanner_output_is_imported_listed_and_exported(
+    aifr_bin: str, project: Path, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(
+        '{"template-id":"x1","info":{"name":"bad \\ud800 name","severity":"high"},"type":"http",'
+        '"host":"a.test","matched-at":"https://a.test/\\udc00","timestamp":"2026-10-02T09:14:03Z",'
+        '"matcher-status":true}\n'
+    )
+    done = run(
+        aifr_bin, "findings", "import", str(odd), "--project", "acme", cwd=project, env=clean_env
+    )
+    assert done.returncode == 0, done.stderr
+    for command in (
+        ["findings", "list", "--json"],
+        ["findings", "export", "--format", "csv"],
+        ["findings", "export"],
+    ):
+        shown = run(aifr_bin, *command, "--project", "acme", cwd=project, env=clean_env)
+        assert shown.returncode == 0, shown.stderr
+        assert "a.test" in shown.stdout

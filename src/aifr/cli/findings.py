@@ -338,7 +338,7 @@ class _QueueText(io.TextIOBase):
         self._chunks = chunks
 
     def write(self, text: str) -> int:
-        self._chunks.put(text.encode("utf-8"))
+        self._chunks.put(text.encode("utf-8", "replace"))  # a lone surrogate becomes "?"
         return len(text)
 
 

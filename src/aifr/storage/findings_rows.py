@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -73,6 +74,36 @@ _IN_COLUMNS: Final = frozenset(
 _EXCLUDED: Final = set(_TRACKED) | set(_IN_COLUMNS)
 
 
+# Parser output comes from json.loads, so it holds no cycles to check for; ASCII escapes
+# keep a lone surrogate (valid in JSON text) storable as UTF-8.
+_encode: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+# A lone surrogate escape (one half of a pair without the other) in ASCII-escaped JSON.
+_LONE_SURROGATE: Final = re.compile(
+    r"\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
+
+
+def _document(doc: dict[str, Any]) -> str:
+    """``doc`` as JSON text whose strings all encode as UTF-8 (lone surrogates become U+FFFD).
+
+    JSON text may escape half of a surrogate pair; Python reads it into a str
+    that neither SQLite, PostgreSQL nor the Finding model accepts.
+    """
+    text = _encode(doc)
+    if "\\ud" in text:
+        text = _LONE_SURROGATE.sub(r"\\ufffd", text)
+    return text
+
+
+def _text(value: str | None) -> str | None:
+    """``value`` storable as UTF-8: a lone surrogate (valid in JSON text) becomes U+FFFD."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def stamp(moment: datetime) -> str:
     """A UTC timestamp of fixed width, so text order is time order in every backend."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -88,10 +119,10 @@ def finding_row(finding: Finding) -> tuple[object, ...]:
         finding.last_run_id,
         finding.scanner,
         finding.severity.value,
-        finding.rule_id,
-        finding.title,
-        finding.host,
-        finding.url,
+        _text(finding.rule_id),
+        _text(finding.title),
+        _text(finding.host),
+        _text(finding.url),
         finding.resource_id,
         finding.triage_state.value,
         stamp(finding.first_seen),
@@ -133,16 +164,16 @@ def parsed_row(
         run_id,
         parsed.scanner,
         parsed.severity.value,
-        parsed.rule_id,
-        parsed.title,
-        parsed.host,
-        parsed.url,
+        _text(parsed.rule_id),
+        _text(parsed.title),
+        _text(parsed.host),
+        _text(parsed.url),
         resource_id,
         TriageState.OPEN.value,
         seen,
         seen,
         1,
-        json.dumps(doc, separators=(",", ":")),
+        _document(doc),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import uuid
@@ -349,3 +350,15 @@ def test_a_sqlite_store_missing_a_table_says_which(tmp_path: Path) -> None:
     store = SqliteFindingStore(database)
     database.connect().execute("DROP TABLE findings_triage")
     assert store.validate_store_layout() == ["table findings_triage is missing"]
+
+
+def test_a_lone_surrogate_from_scanner_json_is_stored_not_crashed_on(stores: Stores) -> None:
+    store = stores.findings
+    project_with_run(store)
+    odd = dataclasses.replace(
+        parsed(1), title="bad \ud800 name", matched_at="https://a.test/\udc00"
+    )
+    counts = store.save_parsed([(odd, None)], project_id="acme", run_id="r1", seen_at=T0)
+    assert counts.new == 1
+    kept = store.get_finding("acme", finding(1).id)
+    assert kept is not None and kept.title.startswith("bad ") and kept.matched_at is not None

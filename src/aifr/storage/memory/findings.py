@@ -28,6 +28,9 @@ from aifr.storage.atomic import write_atomically
 from aifr.storage.findings_rows import (
     decode_cursor,
     encode_cursor,
+    finding_from_row,
+    parsed_row,
+    stamp,
     unknown_finding,
     unknown_project,
 )
@@ -165,9 +168,9 @@ class InMemoryFindingStore:
         seen_at: datetime,
     ) -> SaveCounts:
         """Store parser records as findings first seen in ``run_id``."""
+        seen = stamp(seen_at)  # the SQL stores' row, so every adapter keeps the same values
         return self.save_findings(
-            p.to_finding(project_id=project_id, run_id=run_id, seen_at=seen_at, resource_id=r)
-            for p, r in records
+            finding_from_row(parsed_row(p, r, project_id, run_id, seen)) for p, r in records
         )
 
     def get_finding(self, project_id: str, finding_id: str) -> Finding | None:
