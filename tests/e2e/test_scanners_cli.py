@@ -161,3 +161,25 @@ def test_a_scan_without_an_explicit_allow_waits_for_approval(
     assert done.returncode == 4
     assert json.loads(done.stdout)["status"] == "pending_approval"
     assert not (project / ".aifr" / "scans" / "argv.txt").exists()
+
+
+def test_a_run_id_that_would_move_the_output_file_out_of_the_scans_folder_is_refused(
+    aifr_bin: str, project: Path, fake_path: dict[str, str]
+) -> None:
+    run(
+        aifr_bin,
+        "resources",
+        "add",
+        "shop.example.test",
+        "--project",
+        "acme",
+        cwd=project,
+        env=fake_path,
+    )
+    done = run(
+        aifr_bin, "call", "scan.nuclei", "project=acme", 'targets=["shop.example.test"]', "run=../../escape",
+        "--as", "alice", "--json", cwd=project, env=fake_path,
+    )  # fmt: skip
+    assert json.loads(done.stdout)["error"]["code"] == "input.invalid"
+    assert not (project / ".aifr" / "scans" / "argv.txt").exists()
+    assert not list(project.parent.glob("*escape*"))

@@ -22,7 +22,7 @@ from aifr.findings.models import Project, Resource, Run
 from aifr.findings.parsers import parse_findings
 from aifr.findings.ports import ResourceRegistry, StoragePort
 from aifr.findings.records import ParsedFinding, ParseProblem
-from aifr.findings.resources import Target, match_resource
+from aifr.findings.resources import Target, check_ident, match_resource
 
 __all__ = ["MAX_SKIPPED_SHOWN", "ImportSummary", "SkippedLine", "import_findings", "new_run_id"]
 
@@ -108,10 +108,13 @@ def import_findings(
     position then).
 
     Raises:
-        FindingsError: an unknown scanner name, unreadable input, or a run id that
-            does not fit the id pattern.
+        FindingsError: an unknown scanner name, unreadable input, or a project or run
+            id that does not fit the id pattern (nothing is written then).
         StorageError: the store failed (the batches saved before stay saved).
     """
+    check_ident("project", project_id)
+    if run_id is not None:
+        check_ident("run", run_id)
     events = parse_findings(stream, scanner)  # an unknown scanner name fails before any write
     started = datetime.now(UTC)
     store.save_project(Project(id=project_id, name=project_id, created_at=started))

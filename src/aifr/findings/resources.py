@@ -25,9 +25,10 @@ from urllib.parse import urlsplit
 from aifr.errors import FindingsError
 from aifr.findings.models import Resource, ResourceKind
 
-__all__ = ["Target", "match_resource", "new_resource", "target_of_url"]
+__all__ = ["Target", "check_ident", "match_resource", "new_resource", "target_of_url"]
 
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*$")
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # the models' Ident pattern
 _SPECIFICITY = {
     ResourceKind.URL: 0,
     ResourceKind.REPOSITORY: 1,
@@ -43,6 +44,21 @@ class Target:
     url: str | None = None
     host: str | None = None
     ip: str | None = None
+
+
+def check_ident(what: str, value: str) -> str:
+    """``value`` if it is a valid project, run or resource id (what a user types).
+
+    Raises:
+        FindingsError: ``findings.invalid`` naming ``what`` and the rule.
+    """
+    if not _IDENT.match(value):
+        raise FindingsError(
+            f"{what} {value!r} is not a valid id: letters, digits and . _ : - only, "
+            "starting with a letter or digit, at most 128 characters",
+            field=what,
+        )
+    return value
 
 
 def _bare_host(value: str) -> str:
@@ -140,6 +156,7 @@ def new_resource(
     Raises:
         FindingsError: ``findings.invalid`` naming the value that is not of its kind.
     """
+    check_ident("project", project_id)
     text = value.strip()
     if not text:
         raise FindingsError("a resource needs a value (host, URL, CIDR or repository)")

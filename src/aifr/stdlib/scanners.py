@@ -34,6 +34,9 @@ __all__ = ["ScannerLimits", "build_scanner_capabilities"]
 Targets = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=2048)]], Field(min_length=1, max_length=256)
 ]
+# A run id names the output file under .aifr/scans: no "/" and no leading ".", so an
+# agent cannot point the scanner's -o outside that folder (the Ident pattern of the models).
+RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 _MIB = 1024 * 1024
 
 
@@ -129,7 +132,7 @@ def _scanner(
         ),
     )
     def scan(
-        project: str, targets: Targets, run: str | None = None, timeout_s: Seconds | None = None
+        project: str, targets: Targets, run: RunId | None = None, timeout_s: Seconds | None = None
     ) -> dict[str, JsonValue]:
         """Run the scanner on registered targets of a project and import what it finds.
 

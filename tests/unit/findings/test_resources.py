@@ -6,7 +6,13 @@ import pytest
 
 from aifr.errors import ErrorCode, FindingsError
 from aifr.findings import ResourceKind
-from aifr.findings.resources import Target, match_resource, new_resource, target_of_url
+from aifr.findings.resources import (
+    Target,
+    check_ident,
+    match_resource,
+    new_resource,
+    target_of_url,
+)
 
 
 def test_the_kind_is_guessed_from_the_value_and_normalized() -> None:
@@ -63,3 +69,13 @@ def test_a_scan_target_is_read_as_a_url_or_a_host() -> None:
     assert target_of_url("https://a.test/x") == Target(url="https://a.test/x", host="a.test")
     assert target_of_url("a.test:8443") == Target(host="a.test")
     assert target_of_url("A.Test") == Target(host="a.test")
+
+
+@pytest.mark.parametrize("bad", ["bad id", "../x", "a/b", "", "-x", "x" * 129])
+def test_an_id_a_user_types_is_checked_before_anything_is_written(bad: str) -> None:
+    with pytest.raises(FindingsError) as info:
+        check_ident("run", bad)
+    assert info.value.code is ErrorCode.FINDINGS_INVALID
+    assert info.value.details["field"] == "run"
+    with pytest.raises(FindingsError):
+        new_resource(bad, "a.test")
