@@ -11,12 +11,14 @@ from aifr.findings.models import (
     check_run_of_project,
     finding_id,
 )
+from aifr.findings.parsers import Detection, detect_scanner, parse_findings
 from aifr.findings.records import ParsedFinding, ParseEvent, ParseProblem, SkippedRecord
 from aifr.findings.severity import SEVERITY_ORDER, Severity, normalize_severity, severity_from_cvss
 
 __all__ = [
     "FINDING_SCHEMA_VERSION",
     "SEVERITY_ORDER",
+    "Detection",
     "Finding",
     "ParseEvent",
     "ParseProblem",
@@ -29,7 +31,9 @@ __all__ = [
     "SkippedRecord",
     "TriageState",
     "check_run_of_project",
+    "detect_scanner",
     "finding_id",
     "normalize_severity",
+    "parse_findings",
     "severity_from_cvss",
 ]

@@ -1,9 +1,10 @@
 """Where a finding is: a URL or ``host[:port]`` split into parts, and its normalized key.
 
 Parsers call :func:`target_of` once per record, so it has a fast path for the common
-``scheme://host[:port]/path?query`` shape (plain string operations, no
+``scheme://host[:port]/path?query`` shape (one regular expression, no
 ``urllib.parse``) and falls back to ``urlsplit`` for anything unusual (user info, IPv6
-literals, blanks, odd ports). Both paths give the same result; a test holds them equal.
+literals, blanks, percent signs, odd ports). Both paths give the same result; a property
+test holds them equal.
 
 The normalized ``location`` is what fingerprints compare (:mod:`aifr.findings.fingerprint`):
 scheme and host lower-cased, a trailing dot on the host dropped, the scheme's default
@@ -14,18 +15,27 @@ as written, since servers may treat them case-sensitively. A value that is not a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 __all__ = ["Target", "normalize_location", "target_of"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
-_ODD_NETLOC = frozenset("@[]\\ \t\r\n%")
+# scheme://host[:port]/path?query#fragment with a plain host: no user info, IPv6
+# literal, percent sign, backslash or blank, which go to urllib's slower, fuller split.
+_PLAIN_URL = re.compile(
+    r"([A-Za-z]+)://([^/?#@\[\]\\%:\s]+)(?::([0-9]+))?((?:/[^?#]*)?)(?:\?([^#]*))?(?:#.*)?",
+    re.DOTALL | re.ASCII,
+)
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """The parts of a location; ``location`` is its normalized key (``""`` when empty)."""
+class Target(NamedTuple):
+    """The parts of a location; ``location`` is its normalized key (``""`` when empty).
+
+    A named tuple, not a frozen dataclass: it is built once per parsed record, and a
+    frozen dataclass pays one ``object.__setattr__`` per field.
+    """
 
     location: str = ""
     url: str | None = None
@@ -45,7 +55,7 @@ def target_of(value: str | None) -> Target:
     text = value.strip()
     cut = text.find("://")
     if cut > 0:
-        return _fast_url(value, text, cut) or _slow_url(value, text) or _plain(text)
+        return _fast_url(value, text) or _slow_url(value, text) or _plain(text)
     return _plain(text)
 
 
@@ -54,27 +64,14 @@ def normalize_location(value: str) -> str:
     return target_of(value).location
 
 
-def _fast_url(value: str, text: str, cut: int) -> Target | None:
-    scheme = text[:cut]
-    if not scheme.isascii() or not scheme.isalpha():
+def _fast_url(value: str, text: str) -> Target | None:
+    found = _PLAIN_URL.fullmatch(text)
+    if found is None:
         return None
-    start = cut + 3
-    end = len(text)
-    for mark in "/?#":
-        found = text.find(mark, start, end)
-        if found != -1:
-            end = found
-    netloc = text[start:end]
-    if not netloc or not _ODD_NETLOC.isdisjoint(netloc):
-        return None
-    name, sep, port_text = netloc.rpartition(":")
-    if not sep:
-        name, port_text = netloc, ""
-    elif not port_text.isdigit() or not port_text.isascii() or not name:
-        return None
-    rest = text[end:]
-    path, mark, query = rest.partition("#")[0].partition("?")
-    return _url_target(value, scheme.lower(), name, port_text, path, query, bool(mark))
+    scheme, name, port_text, path, query = found.groups()
+    return _url_target(
+        value, scheme.lower(), name, port_text or "", path, query or "", query is not None
+    )
 
 
 def _slow_url(value: str, text: str) -> Target | None:

@@ -216,23 +216,29 @@ class _Generated(io.RawIOBase):
         return size
 
 
+def _record(i: int) -> dict[str, object]:
+    # A distinct location and a 2 KB response per record, as real nuclei output has.
+    body = f"HTTP/1.1 200 OK\r\n\r\n{i:08d}" + "x" * 2048
+    return dict(V3[i % len(V3)], **{"matched-at": f"https://h.example.test/{i}", "response": body})
+
+
 def _array_chunks(count: int) -> Iterator[bytes]:
     yield b"[\n"
     for i in range(count):
-        record = dict(V3[i % len(V3)], **{"matched-at": f"https://h.example.test/{i}"})
+        record = _record(i)
         yield json.dumps(record, indent=2).encode() + (b",\n" if i < count - 1 else b"\n")
     yield b"]\n"
 
 
 def _line_chunks(count: int) -> Iterator[bytes]:
     for i in range(count):
-        record = dict(V3[i % len(V3)], **{"matched-at": f"https://h.example.test/{i}"})
+        record = _record(i)
         yield json.dumps(record).encode() + b"\n"
 
 
 @pytest.mark.parametrize("chunks", [_array_chunks, _line_chunks], ids=["array", "jsonl"])
 def test_parsing_holds_constant_memory_whatever_the_input_size(chunks: object) -> None:
-    count = 4_000  # about 5 MB of input; the parser holds one 256 KiB window or one line
+    count = 3_000  # about 10 MB of input; the parser holds a 256 KiB window and bounded caches
     make = chunks  # type: ignore[assignment]
     stream = io.BufferedReader(_Generated(make(count)))  # type: ignore[operator]
     tracemalloc.start()
@@ -245,4 +251,31 @@ def test_parsing_holds_constant_memory_whatever_the_input_size(chunks: object) -
     finally:
         tracemalloc.stop()
     assert seen == count
-    assert peak < 2 * 1024 * 1024  # well under the input size (5 MB and more)
+    assert peak < 3 * 1024 * 1024  # well under the input size (10 MB and more)
+
+
+def test_results_of_one_template_with_changed_info_never_reuse_stale_fields() -> None:
+    first = dict(V3[1])  # CVE-2021-41773, high, classified
+    changed_info = dict(
+        first["info"],
+        severity="low",
+        tags=["other"],
+        reference=["https://example.test/advisory"],
+        classification={"cve-id": ["cve-2099-0001"], "cwe-id": None, "cvss-score": 3.1},
+        author="someone",
+        extra="kept",
+    )
+    second = dict(first, info=changed_info)
+    third = dict(first, info=dict(first["info"], severity="critical"))
+    lines = "\n".join(json.dumps(r) for r in (first, second, third, first))
+    a, b, c, d = _findings(lines)
+    assert (a.severity, b.severity, c.severity, d.severity) == ("high", "low", "critical", "high")
+    assert b.tags == ("other",)
+    assert b.references == ("https://example.test/advisory",)
+    assert (b.cve, b.cwe, b.cvss_score) == (("CVE-2099-0001",), (), 3.1)
+    assert b.rule_metadata["author"] == ["someone"]
+    assert b.raw["info"] == {"extra": "kept"}
+    assert "info" not in c.raw
+    assert c.tags == a.tags
+    assert c.cve == a.cve == ("CVE-2021-41773",)
+    assert d.to_json() == {**a.to_json(), "line": 4}

@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from typing import IO, Final, Literal, get_args
 
 from aifr.errors import ErrorCode, FindingsError
-from aifr.findings.parsers.feroxbuster import FeroxbusterParser, feroxbuster_generation
+from aifr.findings.parsers.feroxbuster import (
+    FeroxbusterParser,
+    feroxbuster_generation,
+    is_state_file,
+)
 from aifr.findings.parsers.katana import katana_generation, parse_katana
-from aifr.findings.parsers.nuclei import nuclei_generation, parse_nuclei
+from aifr.findings.parsers.nuclei import NucleiParser, nuclei_generation
 from aifr.findings.parsers.reader import Container, read_records
 from aifr.findings.records import ParseEvent, ParseProblem
 
@@ -115,7 +119,8 @@ def parse_findings(stream: IO[bytes] | IO[str], scanner: str = "auto") -> Iterat
 
 def _events(stream: IO[bytes] | IO[str], scanner: str) -> Iterator[ParseEvent]:
     fixed: str | None = None if scanner == "auto" else scanner
-    parse: _Parse | None = None if fixed is None else _parser_for(fixed)
+    ferox = FeroxbusterParser()
+    parse: _Parse | None = None if fixed is None else _parser_for(fixed, ferox)
     _, records = _open(stream)
     for item in _guarded(records):
         if isinstance(item, ParseProblem):
@@ -133,7 +138,10 @@ def _events(stream: IO[bytes] | IO[str], scanner: str) -> Iterator[ParseEvent]:
                 )
                 continue
             fixed = found[0]
-            parse = _parser_for(fixed)
+            parse = _parser_for(fixed, ferox)
+        if fixed == "feroxbuster" and is_state_file(record):
+            yield from ferox.parse_state(record, line)
+            continue
         event = parse(record, line)
         if isinstance(event, ParseProblem):
             other = detect_record(record)
@@ -142,11 +150,11 @@ def _events(stream: IO[bytes] | IO[str], scanner: str) -> Iterator[ParseEvent]:
         yield event
 
 
-def _parser_for(scanner: str) -> _Parse:
+def _parser_for(scanner: str, ferox: FeroxbusterParser) -> _Parse:
     if scanner == "nuclei":
-        return parse_nuclei
+        return NucleiParser().parse
     if scanner == "feroxbuster":
-        return FeroxbusterParser().parse
+        return ferox.parse
     return parse_katana
 
 

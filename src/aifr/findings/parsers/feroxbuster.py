@@ -3,24 +3,26 @@
 Only ``response`` records with ``wildcard: false`` are discoveries; ``statistics``,
 ``configuration`` and ``log`` records describe the run and come back as skipped records
 (the configuration line also tells the scanner version, kept for the findings after it).
+A ``ferox-*.state`` file, written on Ctrl+C, is one JSON object holding the responses of
+the interrupted scan; they are read as if they had been ``response`` lines.
 The generation names the first release whose record shape this is, read from the keys
 that release added (``v1.7``, ``v2.5``, ``v2.6``, ``v2.10.3``, ``v2.12``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Iterator, Mapping
+from typing import Final, cast
 
 from pydantic import JsonValue
 
 from aifr.findings.fingerprint import compute_fingerprint
 from aifr.findings.location import target_of
 from aifr.findings.parsers.values import as_int, as_str, parse_timestamp
-from aifr.findings.records import ParsedFinding, ParseProblem, SkippedRecord
+from aifr.findings.records import ParsedFinding, ParseEvent, ParseProblem, SkippedRecord
 from aifr.findings.severity import Severity
 
-__all__ = ["RULE_ID", "FeroxbusterParser", "feroxbuster_generation"]
+__all__ = ["RULE_ID", "FeroxbusterParser", "feroxbuster_generation", "is_state_file"]
 
 SCANNER: Final = "feroxbuster"
 RULE_ID: Final = "content-discovery"
@@ -43,21 +45,25 @@ _RUN_KINDS = {
 }
 
 
+def is_state_file(record: Mapping[str, object]) -> bool:
+    """Whether a record is a whole ``ferox-*.state`` file (written on Ctrl+C), not a line."""
+    return (
+        "type" not in record
+        and isinstance(record.get("responses"), list)
+        and ("scans" in record or "config" in record or "statistics" in record)
+    )
+
+
 def feroxbuster_generation(record: Mapping[str, object]) -> str | None:
-    """The generation of a feroxbuster record (``v1.7`` ... ``v2.12``), None if it is not one."""
+    """The generation of a feroxbuster record (``v1.7`` ... ``v2.12``), None if it is not one.
+
+    A whole state file is generation ``state``; its responses carry their own.
+    """
+    if is_state_file(record):
+        return "state"
     kind = record.get("type")
     if kind == "response":
-        if "url" not in record or ("status" not in record and "wildcard" not in record):
-            return None
-        if "truncated" in record:
-            return "v2.12"
-        if "timestamp" in record:
-            return "v2.10.3"
-        if "extension" in record:
-            return "v2.6"
-        if "original_url" in record or "method" in record:
-            return "v2.5"
-        return "v1.7"
+        return _response_generation(record)
     if kind == "statistics" and ("requests" in record or "total_scans" in record):
         if "certificate_errors" in record:
             return "v2.12"
@@ -71,11 +77,47 @@ def feroxbuster_generation(record: Mapping[str, object]) -> str | None:
     return None
 
 
+def _response_generation(record: Mapping[str, object]) -> str | None:
+    if "url" not in record or ("status" not in record and "wildcard" not in record):
+        return None
+    if "truncated" in record:
+        return "v2.12"
+    if "timestamp" in record:
+        return "v2.10.3"
+    if "extension" in record:
+        return "v2.6"
+    if "original_url" in record or "method" in record:
+        return "v2.5"
+    return "v1.7"
+
+
 class FeroxbusterParser:
     """Parses the records of one feroxbuster output, remembering its configuration line."""
 
     def __init__(self) -> None:
         self.version: str | None = None
+
+    def parse_state(self, record: dict[str, object], line: int) -> Iterator[ParseEvent]:
+        """The responses kept in a ``ferox-*.state`` file, each as a ``response`` line would be.
+
+        The state file is one JSON object (``scans``, ``config``, ``responses``,
+        ``statistics``); its ``config`` tells the version like a configuration line does.
+        """
+        config = record.get("config")
+        if isinstance(config, dict):
+            self.parse({**config, "type": "configuration"}, line)
+        responses = cast(list[object], record.get("responses"))
+        yield SkippedRecord(
+            line,
+            SCANNER,
+            "state",
+            f"feroxbuster state file: {len(responses)} responses read, scans and statistics skipped",
+        )
+        for response in responses:
+            if isinstance(response, dict):
+                yield self.parse({"type": "response", **response}, line)
+            else:
+                yield ParseProblem(line, "a state file response that is not a JSON object")
 
     def parse(
         self, record: dict[str, object], line: int
@@ -83,7 +125,7 @@ class FeroxbusterParser:
         """One record as a finding, a skipped run record, or the problem that keeps it out."""
         generation = feroxbuster_generation(record)
         kind = record.get("type")
-        if generation is None:
+        if generation is None or generation == "state":
             return ParseProblem(line, f"not a feroxbuster record (type {kind!r})")
         if kind != "response":
             if kind == "configuration":

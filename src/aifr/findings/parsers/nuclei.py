@@ -4,30 +4,37 @@ The generation is read from each record's keys: ``template-id`` is C (v2.5.3 and
 ``templateID`` is B (v2.3 to v2.5.2), and a ``template`` with the info keys at the top
 level and no ``info`` object is A (v2.0 to v2.2). The three spell the same facts
 differently; the mapping below gives one finding shape (and one fingerprint) for all.
+
+A :class:`NucleiParser` lives for one stream and remembers two things to stay fast on
+files of millions of results: the facts derived from each template's ``info``
+(:mod:`~aifr.findings.parsers.nuclei_rule`) and the split of recently seen locations
+(one URL is usually reported by many templates). Both are bounded and neither changes
+what a record parses to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, cast
 
 from pydantic import JsonValue
 
 from aifr.findings.fingerprint import compute_fingerprint
-from aifr.findings.location import target_of
-from aifr.findings.parsers.values import as_float, as_int, as_str, as_str_tuple, parse_timestamp
+from aifr.findings.location import Target, target_of
+from aifr.findings.parsers.nuclei_rule import INFO_KEYS, RuleFacts, RuleFactsCache
+from aifr.findings.parsers.values import as_int, parse_timestamp
 from aifr.findings.records import ParsedFinding, ParseProblem
-from aifr.findings.severity import normalize_severity
 
-__all__ = ["nuclei_generation", "parse_nuclei"]
+__all__ = ["NucleiParser", "nuclei_generation"]
 
 SCANNER: Final = "nuclei"
+_TARGET_LIMIT: Final = 4096  # locations remembered per stream (cleared when full)
 
 
 class _Names:
     """The key each generation uses for one meaning."""
 
-    __slots__ = ("extracted", "extractor", "matched", "matcher", "rule")
+    __slots__ = ("extracted", "extractor", "matched", "matcher", "rule", "texts")
 
     def __init__(self, rule: str, matched: str, matcher: str, extractor: str, extracted: str):
         self.rule = rule
@@ -35,6 +42,8 @@ class _Names:
         self.matcher = matcher
         self.extractor = extractor
         self.extracted = extracted
+        # The string fields read per record, in the order NucleiParser unpacks them.
+        self.texts = (matched, "host", "url", matcher, extractor, "ip", "template-url")
 
 
 _GEN_A = _Names("template", "matched", "matcher_name", "extractor_name", "extracted_results")
@@ -56,22 +65,6 @@ _EVIDENCE = (
     "interaction",
     "matcher-status",
 )
-# Info keys mapped to finding fields or to rule_metadata; other info keys go to raw.
-_INFO_KEYS = frozenset(
-    {
-        "name",
-        "author",
-        "tags",
-        "description",
-        "impact",
-        "reference",
-        "severity",
-        "metadata",
-        "classification",
-        "remediation",
-    }
-)
-_CLASSIFICATION_KEYS = frozenset({"cve-id", "cwe-id", "cvss-metrics", "cvss-score"})
 _TOP_KEYS = frozenset(
     {
         *_EVIDENCE,
@@ -93,21 +86,7 @@ _TOP_KEYS = frozenset(
         "extracted_results",
     }
 )
-_GEN_A_KEYS = _TOP_KEYS | _INFO_KEYS
-# Keys whose value must be a string to be mapped; another type is kept in raw instead.
-_STRING_KEYS = (
-    "host",
-    "url",
-    "ip",
-    "template-url",
-    "timestamp",
-    "matched-at",
-    "matched",
-    "matcher-name",
-    "matcher_name",
-    "extractor-name",
-    "extractor_name",
-)
+_GEN_A_KEYS = _TOP_KEYS | INFO_KEYS
 
 
 def nuclei_generation(record: Mapping[str, object]) -> str | None:
@@ -125,154 +104,151 @@ def nuclei_generation(record: Mapping[str, object]) -> str | None:
     return None
 
 
-def parse_nuclei(record: dict[str, object], line: int) -> ParsedFinding | ParseProblem:
-    """One nuclei result as a parsed finding, or the problem that keeps it out."""
-    generation = nuclei_generation(record)
-    if generation is None:
-        return ParseProblem(line, "not a nuclei result: no template-id, templateID or template")
-    names = _GEN_C if generation == "C" else _GEN_B if generation == "B" else _GEN_A
-    rule_id = record.get(names.rule)
-    if not isinstance(rule_id, str) or not rule_id.strip():
-        return ParseProblem(line, f"nuclei result without a template id ({names.rule!r})")
-    rule_id = rule_id.strip()
-    if generation == "A":
-        info: Mapping[str, object] = record
-        raw = {k: v for k, v in record.items() if k not in _GEN_A_KEYS}
-    else:
-        found = record.get("info")
-        info = found if isinstance(found, dict) else {}
-        raw = {k: v for k, v in record.items() if k not in _TOP_KEYS}
-        if found is not None and not isinstance(found, dict):
-            raw["info"] = found
-        extra_info = {k: v for k, v in info.items() if k not in _INFO_KEYS}
-        if extra_info:
-            raw["info"] = extra_info
-    for key in _STRING_KEYS:
-        value = record.get(key)
-        if value is not None and not isinstance(value, str):
-            raw[key] = value
-    return _build(record, info, generation, names, rule_id, line, raw)  # type: ignore[arg-type]  # JSON values
+class NucleiParser:
+    """Parses the results of one nuclei output stream (any generation, mixed)."""
+
+    __slots__ = ("_rules", "_targets")
+
+    def __init__(self) -> None:
+        self._rules = RuleFactsCache()
+        self._targets: dict[str, Target] = {}
+
+    def parse(self, record: dict[str, object], line: int) -> ParsedFinding | ParseProblem:
+        """One nuclei result as a parsed finding, or the problem that keeps it out."""
+        generation = nuclei_generation(record)
+        if generation is None:
+            return ParseProblem(line, "not a nuclei result: no template-id, templateID or template")
+        names = _GEN_C if generation == "C" else _GEN_B if generation == "B" else _GEN_A
+        rule_id = record.get(names.rule)
+        if rule_id.__class__ is not str or not rule_id.strip():
+            return ParseProblem(line, f"nuclei result without a template id ({names.rule!r})")
+        rule_id = rule_id.strip()
+        raw: dict[str, JsonValue]
+        if generation == "A":
+            facts = RuleFacts(record, rule_id)
+            raw = {k: v for k, v in record.items() if k not in _GEN_A_KEYS}  # type: ignore[misc]  # JSON values
+        else:
+            found = record.get("info")
+            info: Mapping[str, object] = found if found.__class__ is dict else {}
+            facts = self._rules.facts(info, rule_id)
+            raw = {k: v for k, v in record.items() if k not in _TOP_KEYS}  # type: ignore[misc]  # JSON values
+            if found is not None and found.__class__ is not dict:
+                raw["info"] = found  # type: ignore[assignment]  # a JSON value
+            elif facts.extra_info is not None:
+                raw["info"] = dict(facts.extra_info)
+        return self._build(record, facts, generation, names, rule_id, line, raw)
+
+    def _target(self, value: str | None) -> Target:
+        if value is None:
+            return target_of(None)
+        found = self._targets.get(value)
+        if found is None:
+            found = target_of(value)
+            if len(self._targets) >= _TARGET_LIMIT:
+                self._targets.clear()
+            self._targets[value] = found
+        return found
+
+    def _build(
+        self,
+        record: dict[str, object],
+        facts: RuleFacts,
+        generation: str,
+        names: _Names,
+        rule_id: str,
+        line: int,
+        raw: dict[str, JsonValue],
+    ) -> ParsedFinding:
+        get = record.get
+        m, h, u = get(names.matched), get("host"), get("url")
+        mn, en, ip_, tu = get(names.matcher), get(names.extractor), get("ip"), get("template-url")
+        if (
+            (m is None or m.__class__ is str)
+            and (h is None or h.__class__ is str)
+            and (u is None or u.__class__ is str)
+            and (mn is None or mn.__class__ is str)
+            and (en is None or en.__class__ is str)
+            and (ip_ is None or ip_.__class__ is str)
+            and (tu is None or tu.__class__ is str)
+        ):
+            texts = cast("tuple[str | None, ...]", (m, h, u, mn, en, ip_, tu))
+        else:  # rare: a value of another type is kept in raw and not mapped
+            texts = tuple(_text(record, key, raw) for key in names.texts)
+        matched_at, host_field, url_field, matcher, extractor, ip, rule_url = texts
+        matched_at = matched_at or None
+        host_field = host_field or None
+        matcher = matcher or None
+        extractor = extractor or None
+        target = self._target(matched_at or url_field or host_field)
+        host = target.host or target_of(host_field).host
+        port = target.port if target.port is not None else as_int(get("port"))
+        extracted = _strings(get(names.extracted))
+        stamp = get("timestamp")
+        observed = parse_timestamp(stamp)
+        if observed is None and stamp is not None:
+            raw["timestamp"] = stamp  # type: ignore[assignment]  # a JSON value
+        qualifiers = (
+            (matcher or "", extractor or "", *sorted(extracted))
+            if extracted
+            else (matcher or "", extractor or "")
+        )
+        metadata: dict[str, JsonValue] = {}
+        if generation != "A" and "template" in record:
+            metadata["template"] = record["template"]  # type: ignore[assignment]  # a JSON value
+        if "template-path" in record:
+            metadata["template-path"] = record["template-path"]  # type: ignore[assignment]  # a JSON value
+        metadata.update(facts.metadata)
+        return ParsedFinding(
+            line=line,
+            scanner=SCANNER,
+            scanner_generation=generation,
+            rule_id=rule_id,
+            title=facts.title,
+            severity=facts.severity,
+            fingerprint=compute_fingerprint(SCANNER, rule_id, target.location, qualifiers),
+            description=facts.description,
+            scanner_severity=facts.scanner_severity,
+            cvss_score=facts.cvss_score,
+            cvss_vector=facts.cvss_vector,
+            url=target.url,
+            host=host,
+            port=port if port is None or 0 <= port <= 65535 else None,
+            scheme=target.scheme,
+            path=target.path,
+            method=_method(get("request")),
+            matched_at=matched_at,
+            ip=ip.rstrip(".") if ip else None,
+            matcher_name=matcher,
+            extractor_name=extractor,
+            extracted_results=extracted,
+            status_code=_status(get("response")),
+            evidence={k: record[k] for k in _EVIDENCE if k in record},  # type: ignore[misc]  # JSON values
+            references=facts.references,
+            cwe=facts.cwe,
+            cve=facts.cve,
+            tags=facts.tags,
+            remediation=facts.remediation,
+            rule_url=rule_url or None,
+            rule_metadata=metadata,
+            observed_at=observed,
+            raw=raw,
+        )
 
 
-def _build(
-    record: dict[str, object],
-    info: Mapping[str, object],
-    generation: str,
-    names: _Names,
-    rule_id: str,
-    line: int,
-    raw: dict[str, JsonValue],
-) -> ParsedFinding:
-    matched_at = as_str(record.get(names.matched))
-    url_field = as_str(record.get("url"))
-    host_field = as_str(record.get("host"))
-    target = target_of(matched_at or url_field or host_field)
-    host = target.host or target_of(host_field).host
-    port = target.port if target.port is not None else as_int(record.get("port"))
-    matcher = as_str(record.get(names.matcher))
-    extractor = as_str(record.get(names.extractor))
-    extracted = _strings(record.get(names.extracted))
-    classification = info.get("classification")
-    cls: Mapping[str, object] = classification if isinstance(classification, dict) else {}
-    severity_value = info.get("severity")
-    evidence: dict[str, JsonValue] = {k: record[k] for k in _EVIDENCE if k in record}  # type: ignore[misc]  # JSON values
-    return ParsedFinding(
-        line=line,
-        scanner=SCANNER,
-        scanner_generation=generation,
-        rule_id=rule_id,
-        title=as_str(info.get("name")) or rule_id,
-        severity=normalize_severity(severity_value),
-        fingerprint=compute_fingerprint(
-            SCANNER, rule_id, target.location, (matcher or "", extractor or "", *sorted(extracted))
-        ),
-        description=as_str(info.get("description")),
-        scanner_severity=_spelling(severity_value),
-        cvss_score=_score(cls.get("cvss-score")),
-        cvss_vector=as_str(cls.get("cvss-metrics")),
-        url=target.url,
-        host=host,
-        port=port if port is None or 0 <= port <= 65535 else None,
-        scheme=target.scheme,
-        path=target.path,
-        method=_method(record.get("request")),
-        matched_at=matched_at,
-        ip=_ip(record.get("ip")),
-        matcher_name=matcher,
-        extractor_name=extractor,
-        extracted_results=extracted,
-        status_code=_status(record.get("response")),
-        evidence=evidence,
-        references=_references(info.get("reference")),
-        cwe=tuple(_upper_ids(cls.get("cwe-id"))),
-        cve=tuple(_upper_ids(cls.get("cve-id"))),
-        tags=as_str_tuple(info.get("tags"), comma_separated=True),
-        remediation=as_str(info.get("remediation")),
-        rule_url=as_str(record.get("template-url")),
-        rule_metadata=_rule_metadata(record, info, cls, generation),
-        observed_at=parse_timestamp(record.get("timestamp")),
-        raw=raw,
-    )
-
-
-def _rule_metadata(
-    record: Mapping[str, object],
-    info: Mapping[str, object],
-    cls: Mapping[str, object],
-    generation: str,
-) -> dict[str, JsonValue]:
-    meta: dict[str, JsonValue] = {}
-    authors = as_str_tuple(info.get("author"), comma_separated=True)
-    if authors:
-        meta["author"] = list(authors)
-    if generation != "A" and "template" in record:
-        meta["template"] = record["template"]  # type: ignore[assignment]  # a JSON value
-    for key in ("template-path",):
-        if key in record:
-            meta[key] = record[key]  # type: ignore[assignment]  # a JSON value
-    for key in ("metadata", "impact"):
-        if key in info:
-            meta[key] = info[key]  # type: ignore[assignment]  # a JSON value
-    rest = {k: v for k, v in cls.items() if k not in _CLASSIFICATION_KEYS}
-    if rest:
-        meta["classification"] = rest  # type: ignore[assignment]  # JSON values
-    return meta
-
-
-def _strings(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        return ()
-    return tuple(item if isinstance(item, str) else str(item) for item in value)
-
-
-def _spelling(value: object) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
+def _text(record: Mapping[str, object], key: str, raw: dict[str, JsonValue]) -> str | None:
+    """A non-empty string field; a value of another type is kept in ``raw`` instead."""
+    value = record.get(key)
+    if value.__class__ is str:
+        return value or None
+    if value is not None:
+        raw[key] = value  # type: ignore[assignment]  # a JSON value
     return None
 
 
-def _score(value: object) -> float | None:
-    score = as_float(value)
-    return score if score is not None and 0.0 <= score <= 10.0 else None
-
-
-def _upper_ids(value: object) -> list[str]:
-    return [item.upper() for item in as_str_tuple(value, comma_separated=True)]
-
-
-def _references(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        # v2.3 to v2.4 flattened a YAML list into one string: "- url\n- url\n".
-        lines = (part.strip() for part in value.splitlines())
-        return tuple(part[2:].strip() if part.startswith("- ") else part for part in lines if part)
-    return as_str_tuple(value)
-
-
-def _ip(value: object) -> str | None:
-    text = as_str(value)
-    return text.rstrip(".") if text else None
+def _strings(value: object) -> tuple[str, ...]:
+    if value.__class__ is not list:
+        return ()
+    return tuple([item if item.__class__ is str else str(item) for item in value])
 
 
 def _method(request: object) -> str | None:

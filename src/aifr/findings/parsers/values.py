@@ -21,7 +21,7 @@ __all__ = [
 
 def as_str(value: object) -> str | None:
     """A non-empty string, else None."""
-    return value if isinstance(value, str) and value else None
+    return value if value.__class__ is str and value else None
 
 
 def as_int(value: object) -> int | None:
