@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
+from pydantic import JsonValue
+
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
@@ -159,6 +161,21 @@ class App:
             WorkflowError: ``workflow.not_found``, or the file is invalid.
         """
         return find_workflow(self.settings.path(self.settings.workflows.directory), name_or_path)
+
+    def audit_findings_change(
+        self, kind: str, principal: str, details: dict[str, JsonValue]
+    ) -> None:
+        """Record a findings import or a resource registered or removed from the CLI.
+
+        These run outside ``Runtime.invoke`` (an import streams a file with a progress
+        bar), so the ledger gets the record here: who, what and the counts.
+
+        Raises:
+            AifrError: the ledger could not be written.
+        """
+        self.ledger.append(
+            AuditEvent(kind=kind, principal=principal, outcome="ok", details=details)
+        )
 
     def audit_policy_change(self, change: PolicyChange) -> None:
         """Record a policy reload or a grant issued or revoked as ``config.changed``.

@@ -460,3 +460,51 @@ def test_a_lone_surrogate_in_scanner_output_is_imported_listed_and_exported(
         shown = run(aifr_bin, *command, "--project", "acme", cwd=project, env=clean_env)
         assert shown.returncode == 0, shown.stderr
         assert "a.test" in shown.stdout
+
+
+def test_imports_and_resource_changes_from_the_cli_are_in_the_audit_ledger(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    added = as_json(
+        run(
+            aifr_bin,
+            "resources",
+            "add",
+            "shop.example.test",
+            "--project",
+            "acme",
+            "--json",
+            cwd=project,
+            env=clean_env,
+        )
+    )
+    run(
+        aifr_bin,
+        "findings",
+        "import",
+        str(NUCLEI_V3),
+        "--project",
+        "acme",
+        cwd=project,
+        env=clean_env,
+    )
+    run(
+        aifr_bin,
+        "resources",
+        "remove",
+        str(added["id"]),
+        "--project",
+        "acme",
+        cwd=project,
+        env=clean_env,
+    )
+    tail = run(aifr_bin, "audit", "tail", "--json", cwd=project, env=clean_env)
+    records = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert [r["kind"] for r in records] == [
+        "resources.added",
+        "findings.imported",
+        "resources.removed",
+    ]
+    assert records[1]["details"]["project"] == "acme" and records[1]["details"]["imported"] > 0
+    verified = run(aifr_bin, "audit", "verify", cwd=project, env=clean_env)
+    assert verified.returncode == 0, verified.stderr

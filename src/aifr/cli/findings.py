@@ -129,6 +129,11 @@ def import_file(
                 on_batch=lambda _: progress.update(task, completed=raw.bytes_read),
             )
             progress.update(task, completed=size)
+        built.audit_findings_change(
+            "findings.imported",
+            built.settings.principal,
+            {**summary.to_json(), "skipped_lines": [], "file": str(file)},
+        )
     except AifrError as exc:
         fail(exc)
     finally:

@@ -44,6 +44,16 @@ def add(
         store, registry = built.findings
         store.save_project(Project(id=project_id, name=project_id, created_at=datetime.now(UTC)))
         stored = registry.add_resource(resource)
+        built.audit_findings_change(
+            "resources.added",
+            built.settings.principal,
+            {
+                "project": project_id,
+                "resource_id": stored.id,
+                "kind": stored.kind.value,
+                "value": stored.value,
+            },
+        )
     except AifrError as exc:
         fail(exc)
     finally:
@@ -99,6 +109,11 @@ def remove(
                 code=ErrorCode.FINDINGS_NOT_FOUND,
                 resource_id=resource_id,
             )
+        built.audit_findings_change(
+            "resources.removed",
+            built.settings.principal,
+            {"project": project_id, "resource_id": resource_id},
+        )
     except AifrError as exc:
         fail(exc)
     finally:
