@@ -12,6 +12,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aifr.errors import ErrorCode, FindingsError
 from aifr.findings import Finding, ParsedFinding, Severity, TriageState
@@ -168,3 +170,67 @@ def test_an_unknown_export_format_is_refused_with_its_code() -> None:
     assert caught.value.code is ErrorCode.FINDINGS_UNKNOWN_FORMAT
     out = io.StringIO()
     assert export_findings("sarif", iter(_all_findings()[:2]), out) == 2
+
+
+_texts = st.text(max_size=30)
+_urls = st.one_of(
+    st.none(),
+    _texts,
+    st.builds(
+        lambda host, path: f"https://{host}/{path}",
+        st.text(min_size=1, max_size=12),
+        st.text(max_size=20),
+    ),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    title=st.text(min_size=1, max_size=30),
+    rule_id=st.text(min_size=1, max_size=20),
+    url=_urls,
+    matched_at=_urls,
+    host=st.one_of(st.none(), _texts),
+    tags=st.lists(_texts, max_size=4),
+    rule_url=_urls,
+    severity=st.sampled_from(list(Severity)),
+    cvss=st.one_of(st.none(), st.floats(min_value=0, max_value=10)),
+)
+def test_sarif_of_findings_with_arbitrary_text_still_validates(
+    title: str,
+    rule_id: str,
+    url: str | None,
+    matched_at: str | None,
+    host: str | None,
+    tags: list[str],
+    rule_url: str | None,
+    severity: Severity,
+    cvss: float | None,
+) -> None:
+    finding = _with(
+        _all_findings()[0],
+        title=title,
+        rule_id=rule_id,
+        url=url,
+        matched_at=matched_at,
+        host=host,
+        tags=tuple(tags),
+        rule_url=rule_url,
+        severity=severity,
+        cvss_score=cvss,
+    )
+    log = _sarif((finding, finding))
+    validator = jsonschema.Draft4Validator(
+        _sarif_schema(), format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
+    )
+    errors = list(validator.iter_errors(log))
+    assert errors == [], errors[0].message if errors else ""
+    out = io.StringIO()
+    write_csv(iter((finding,)), out)
+    assert len(list(csv.reader(io.StringIO(out.getvalue(), newline="")))) == 2
+
+
+@functools.cache
+def _sarif_schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SARIF_SCHEMA.read_text(encoding="utf-8"))
+    return loaded

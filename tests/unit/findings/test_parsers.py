@@ -6,6 +6,7 @@ import io
 import json
 import tracemalloc
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -279,3 +280,81 @@ def test_results_of_one_template_with_changed_info_never_reuse_stale_fields() ->
     assert c.tags == a.tags
     assert c.cve == a.cve == ("CVE-2021-41773",)
     assert d.to_json() == {**a.to_json(), "line": 4}
+
+
+def test_a_line_longer_than_the_record_limit_is_skipped_without_losing_line_numbers() -> None:
+    good = json.dumps(V3[0])
+    huge = json.dumps(dict(V3[1], response="x" * 5000))
+    data = "\n".join([good, huge, good.replace("git-config", "after")]).encode()
+    events = list(parse_findings(io.BytesIO(data), max_record_bytes=len(good) + 10))
+    assert [type(e) for e in events] == [ParsedFinding, ParseProblem, ParsedFinding]
+    problem, after = events[1], events[2]
+    assert isinstance(problem, ParseProblem) and isinstance(after, ParsedFinding)
+    assert (problem.line, after.line) == (2, 3)
+    assert "larger than" in problem.reason
+    assert after.rule_id == "after"
+
+
+def test_a_record_that_fits_the_limit_with_its_line_end_is_read_and_one_byte_more_is_not() -> None:
+    good = json.dumps(V3[0])
+    longer = good.replace('"git-config"', '"git-configs"', 1)
+    data = "\n".join([good, longer, good, ""]).encode()
+    events = list(parse_findings(io.BytesIO(data), max_record_bytes=len(good) + 1))
+    assert [(type(e), e.line) for e in events] == [
+        (ParsedFinding, 1),
+        (ParseProblem, 2),
+        (ParsedFinding, 3),
+    ]
+
+
+def test_a_whole_file_value_larger_than_the_limit_is_skipped_and_the_next_one_read() -> None:
+    records = [V3[0], dict(V3[1], response="y" * 600_000), V3[2]]
+    data = json.dumps(records, indent=2).encode()
+    events = list(parse_findings(io.BytesIO(data), max_record_bytes=300_000))
+    kinds = [type(e) for e in events]
+    assert kinds == [ParsedFinding, ParseProblem, ParsedFinding]
+    assert "larger than" in events[1].reason  # type: ignore[union-attr]
+
+
+def test_recovery_after_a_malformed_record_finds_the_next_one_beyond_the_read_window() -> None:
+    big = json.dumps(dict(V3[1], response="z" * 700_000), indent=2)
+    broken = big.replace('"template-id": "CVE-2021-41773",', '"template-id": "CVE-2021-41773"', 1)
+    text = (
+        "[\n"
+        + ",\n".join([json.dumps(V3[0], indent=2), broken, json.dumps(V3[2], indent=2)])
+        + "\n]\n"
+    )
+    events = list(parse_findings(io.BytesIO(text.encode())))
+    assert [type(e) for e in events] == [ParsedFinding, ParseProblem, ParsedFinding]
+    assert events[2].rule_id == "tech-detect"  # type: ignore[union-attr]
+
+
+def test_lone_surrogate_escapes_become_text_so_the_finding_validates_and_exports() -> None:
+    record = dict(V3[0], info=dict(V3[0]["info"], name="Git \ud800 config"))
+    record["matched-at"] = "https://shop.example.test/\udcff"
+    record["response"] = "body \ud83d\ude00 and \udc00"
+    line = json.dumps(record)  # ensure_ascii: every surrogate is written as a \\u escape
+    for data in (line, json.dumps([record], indent=2)):
+        found = _findings(data.encode())
+        assert len(found) == 1
+        parsed = found[0]
+        assert parsed.title == "Git \\ud800 config"
+        assert parsed.evidence["response"] == "body \U0001f600 and \\udc00"
+        finding = parsed.to_finding(project_id="acme", run_id="r1", seen_at=datetime.now(UTC))
+        finding.model_dump_json()
+        assert finding.matched_at == "https://shop.example.test/\\udcff"
+
+
+def test_a_nul_in_scanner_text_is_kept_as_escape_text_every_store_accepts() -> None:
+    record = dict(V3[0], info=dict(V3[0]["info"], name="Git\u0000config"))
+    found = _findings(json.dumps(record).encode())
+    assert found[0].title == "Git\\u0000config"
+    assert not any("\x00" in str(v) for v in found[0].to_json().values())
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n  \r\n", b"\xef\xbb\xbf", b"[]", b"[\n]\n"])
+def test_an_empty_output_parses_to_nothing_and_is_not_detected(data: bytes) -> None:
+    assert list(parse_findings(io.BytesIO(data))) == []
+    with pytest.raises(FindingsError) as caught:
+        detect_scanner(io.BytesIO(data))
+    assert caught.value.code is ErrorCode.FINDINGS_UNKNOWN_FORMAT

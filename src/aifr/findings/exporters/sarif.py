@@ -26,6 +26,7 @@ finding triaged ``accepted`` or ``false_positive`` carries an external suppressi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any, TextIO
 from urllib.parse import quote, urlsplit
@@ -53,7 +54,11 @@ _SCORES = {
     Severity.MEDIUM: 5.5,
     Severity.LOW: 2.0,
 }
-_URI_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
+_PATH_SAFE = "/:@!$&'()*+,;=%~-._"  # RFC 3986 pchar and "/"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_HOST_SAFE = "!$&'()*+,;=%~-._"  # RFC 3986 reg-name
+_USERINFO_SAFE = _HOST_SAFE + ":"
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def sarif_level(severity: Severity) -> str:
@@ -216,5 +221,32 @@ def _is_absolute_url(value: str) -> bool:
 
 
 def _uri(value: str) -> str:
-    """Percent-encode what an RFC 3986 URI may not hold (spaces, non-ASCII), keep the rest."""
-    return quote(value, safe=_URI_SAFE)
+    """The URL as an RFC 3986 URI: each part percent-encodes what it may not hold.
+
+    Scanner output carries raw spaces, non-ASCII, brackets in paths and stray ``%``; an
+    existing escape (``%2e``) is kept, a ``%`` that starts none is itself escaped.
+    """
+    parts = urlsplit(_STRAY_PERCENT.sub("%25", value))
+    uri = f"{parts.scheme}://{_authority(parts.netloc)}{quote(parts.path, safe=_PATH_SAFE)}"
+    if parts.query:
+        uri += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    if parts.fragment:
+        uri += "#" + quote(parts.fragment, safe=_QUERY_SAFE)
+    return uri
+
+
+def _authority(netloc: str) -> str:
+    """``[userinfo@]host[:port]`` with each part encoded; a ``:`` that starts no port is escaped."""
+    userinfo, at, hostport = netloc.rpartition("@")
+    head = quote(userinfo, safe=_USERINFO_SAFE) + "@" if at else ""
+    if hostport.startswith("[") and "]" in hostport:
+        literal, _, rest = hostport[1:].partition("]")
+        host = "[" + quote(literal, safe=":.") + "]"
+        port = rest[1:] if rest.startswith(":") else None if rest else ""
+    else:
+        name, sep, port_text = hostport.rpartition(":")
+        host, port = (name, port_text) if sep else (hostport, "")
+        host = quote(host, safe=_HOST_SAFE)
+    if port is None or not ((port.isascii() and port.isdigit()) or port == ""):
+        return head + quote(hostport, safe=_HOST_SAFE)  # no valid port: every ":" escaped
+    return head + host + (f":{port}" if port else "")

@@ -22,7 +22,7 @@ from aifr.findings.parsers.feroxbuster import (
 )
 from aifr.findings.parsers.katana import katana_generation, parse_katana
 from aifr.findings.parsers.nuclei import NucleiParser, nuclei_generation
-from aifr.findings.parsers.reader import Container, read_records
+from aifr.findings.parsers.reader import DEFAULT_MAX_RECORD, Container, read_records
 from aifr.findings.records import ParseEvent, ParseProblem
 
 __all__ = [
@@ -66,7 +66,9 @@ def detect_record(record: Mapping[str, object]) -> tuple[str, str] | None:
     return None
 
 
-def detect_scanner(stream: IO[bytes] | IO[str]) -> Detection:
+def detect_scanner(
+    stream: IO[bytes] | IO[str], *, max_record_bytes: int = DEFAULT_MAX_RECORD
+) -> Detection:
     """The scanner and generation of an output stream, read from its first records.
 
     A seekable stream is put back where it was, so the same stream can then be parsed.
@@ -77,7 +79,7 @@ def detect_scanner(stream: IO[bytes] | IO[str]) -> Detection:
     """
     start = stream.tell() if stream.seekable() else None
     try:
-        container, records = _open(stream)
+        container, records = _open(stream, max_record_bytes)
         for count, item in enumerate(_guarded(records)):
             if count >= _DETECT_LIMIT:
                 break
@@ -97,10 +99,16 @@ def detect_scanner(stream: IO[bytes] | IO[str]) -> Detection:
     )
 
 
-def parse_findings(stream: IO[bytes] | IO[str], scanner: str = "auto") -> Iterator[ParseEvent]:
+def parse_findings(
+    stream: IO[bytes] | IO[str],
+    scanner: str = "auto",
+    *,
+    max_record_bytes: int = DEFAULT_MAX_RECORD,
+) -> Iterator[ParseEvent]:
     """Every finding, skipped record and problem of a scanner output stream, in order.
 
-    Streams in constant memory (only the largest record is held). Problems are values,
+    Streams in constant memory: one record at a time, and a record larger than
+    ``max_record_bytes`` (64 MiB by default) is skipped as a problem. Problems are values,
     not exceptions: a malformed or truncated record is yielded as a
     :class:`~aifr.findings.records.ParseProblem` with its line and the rest is parsed.
 
@@ -114,14 +122,14 @@ def parse_findings(stream: IO[bytes] | IO[str], scanner: str = "auto") -> Iterat
             code=ErrorCode.FINDINGS_UNKNOWN_FORMAT,
             scanner=scanner,
         )
-    return _events(stream, scanner)
+    return _events(stream, scanner, max_record_bytes)
 
 
-def _events(stream: IO[bytes] | IO[str], scanner: str) -> Iterator[ParseEvent]:
+def _events(stream: IO[bytes] | IO[str], scanner: str, max_record: int) -> Iterator[ParseEvent]:
     fixed: str | None = None if scanner == "auto" else scanner
     ferox = FeroxbusterParser()
     parse: _Parse | None = None if fixed is None else _parser_for(fixed, ferox)
-    _, records = _open(stream)
+    _, records = _open(stream, max_record)
     for item in _guarded(records):
         if isinstance(item, ParseProblem):
             yield item
@@ -159,10 +167,10 @@ def _parser_for(scanner: str, ferox: FeroxbusterParser) -> _Parse:
 
 
 def _open(
-    stream: IO[bytes] | IO[str],
+    stream: IO[bytes] | IO[str], max_record: int
 ) -> tuple[Container, Iterator[tuple[int, object] | ParseProblem]]:
     try:
-        return read_records(stream)
+        return read_records(stream, max_record)
     except OSError as exc:
         raise _read_failed(exc) from exc
 

@@ -24,7 +24,7 @@ from typing import IO, Literal, cast
 
 from aifr.findings.records import ParseProblem
 
-__all__ = ["Container", "RawRecord", "read_records"]
+__all__ = ["DEFAULT_MAX_RECORD", "Container", "RawRecord", "read_records"]
 
 Container = Literal["jsonl", "array", "objects"]
 # A decoded JSON value (None where the record was a problem) and the line it starts on.
@@ -32,8 +32,15 @@ RawRecord = tuple[int, object]
 
 _CHUNK = 256 * 1024
 _HEAD = 64 * 1024
-_MAX_RECORD = 256 * 1024 * 1024  # one record larger than this is refused, not buffered
+# One record (a line, or one value of whole-file JSON) larger than this is refused and
+# skipped, never buffered whole: nuclei caps a stored response at 10 MB by default, so
+# real records stay far below it, and a hostile file cannot exhaust memory with one line.
+DEFAULT_MAX_RECORD = 64 * 1024 * 1024
 _BOM = "\ufeff"
+_NEWLINES = ("\n", b"\n")
+# A \\uD800-\\uDFFF escape (half of a surrogate pair, or a lone surrogate) or a
+# \\u0000 escape: the values _scrub must look at.
+_SURROGATE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 _DECODER = json.JSONDecoder()
 
 
@@ -62,49 +69,100 @@ def _open(stream: IO[bytes] | IO[str]) -> _Opened:
 
 
 def read_records(
-    stream: IO[bytes] | IO[str],
+    stream: IO[bytes] | IO[str], max_record: int = DEFAULT_MAX_RECORD
 ) -> tuple[Container, Iterator[RawRecord | ParseProblem]]:
-    """The layout of ``stream`` and an iterator over its records (or their problems)."""
+    """The layout of ``stream`` and an iterator over its records (or their problems).
+
+    ``max_record`` bounds one record in bytes (characters for a text stream).
+    """
     opened = _open(stream)
     if opened.container == "jsonl":
-        return opened.container, _read_lines(opened.head, stream)
-    return opened.container, _ValueReader(opened, stream).records()
+        return opened.container, _read_lines(opened.head, stream, max_record)
+    return opened.container, _ValueReader(opened, stream, max_record).records()
 
 
-def _head_lines(head: str | bytes, stream: IO[bytes] | IO[str]) -> list[str] | list[bytes]:
+def _head_lines(
+    head: str | bytes, stream: IO[bytes] | IO[str], max_record: int
+) -> list[str] | list[bytes]:
     """The head's lines, the last one completed from the stream (split on newlines only).
 
     The byte-order mark belongs to the file, not to the first record: it goes here, so
     the per-line loop never has to look for it.
     """
     if isinstance(head, bytes):
-        data = head if not head or head.endswith(b"\n") else head + cast(bytes, stream.readline())
+        rest = b"" if not head or head.endswith(b"\n") else cast(bytes, stream.readline(max_record))
+        data = head + rest
         parts = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
         return [part + b"\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    text = head if not head or head.endswith("\n") else head + cast(str, stream.readline())
+    tail = "" if not head or head.endswith("\n") else cast(str, stream.readline(max_record))
+    text = head + tail
     pieces = text.removeprefix(_BOM).split("\n")
     return [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
 
 
+def _bounded_lines(stream: IO[bytes] | IO[str], max_record: int) -> Iterator[str | bytes]:
+    """The stream's lines, a line longer than ``max_record`` cut into pieces of that size."""
+    readline = stream.readline
+    while line := readline(max_record):
+        yield line
+
+
 def _read_lines(
-    head: str | bytes, stream: IO[bytes] | IO[str]
+    head: str | bytes, stream: IO[bytes] | IO[str], max_record: int
 ) -> Iterator[RawRecord | ParseProblem]:
     # The hot loop of every import: bytes are decoded as UTF-8 in C and handed to the
     # decoder directly (json.loads would sniff the encoding of every line first), and a
-    # blank line is only looked for once decoding has failed.
+    # blank line or an overlong one is only looked for once decoding has failed.
     decode = _DECODER.decode
     number = 0
-    for source in (_head_lines(head, stream), stream):
+    in_long_line = False
+    for source in (_head_lines(head, stream, max_record), _bounded_lines(stream, max_record)):
         for line in source:
+            if in_long_line:  # the rest of a line cut at max_record
+                in_long_line = line[-1:] not in _NEWLINES
+                continue
             number += 1
+            if len(line) >= max_record and (len(line) > max_record or line[-1:] not in _NEWLINES):
+                # A line must fit in max_record with its line end; the rest of a cut line
+                # still belongs to this line number.
+                in_long_line = line[-1:] not in _NEWLINES
+                yield ParseProblem(number, f"record larger than {max_record} bytes, skipped")
+                continue
             try:
-                yield number, decode(line.decode() if isinstance(line, bytes) else line)
+                text = line.decode() if isinstance(line, bytes) else line
+                value = decode(text)
+                if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+                    value = _scrub(value)
+                yield number, value
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                if not line.strip():
-                    continue
-                yield ParseProblem(number, _describe_line_error(line, exc))
+                if line.strip():
+                    yield ParseProblem(number, _describe_line_error(line, exc))
             except RecursionError:
                 yield ParseProblem(number, "malformed JSON: nested too deeply")
+
+
+def _scrub(value: object) -> object:
+    r"""The value with every lone UTF-16 surrogate and NUL written as its escape text.
+
+    JSON may spell a lone surrogate (``"\ud800"``) and the json module decodes it into a
+    string that cannot be encoded as UTF-8, so a database, a JSON export or the model would
+    fail on it later; PostgreSQL refuses a NUL (``"\u0000"``) in any text. Written out as
+    text (``\ud800``, ``\u0000``), the value stays readable in every store and nothing is
+    lost.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\\u0000")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    if isinstance(value, dict):
+        return {_scrub(key): _scrub(item) for key, item in value.items()}
+    return value
 
 
 def _describe_line_error(line: str | bytes, exc: ValueError) -> str:
@@ -119,8 +177,9 @@ def _describe_line_error(line: str | bytes, exc: ValueError) -> str:
 class _ValueReader:
     """Whole-file JSON (an array, or objects one after another) read value by value."""
 
-    def __init__(self, opened: _Opened, stream: IO[bytes] | IO[str]) -> None:
+    def __init__(self, opened: _Opened, stream: IO[bytes] | IO[str], max_record: int) -> None:
         self._stream = stream
+        self._max_record = max_record
         self._is_array = opened.container == "array"
         self._decode = codecs.getincrementaldecoder("utf-8")("replace")
         self._buf = ""
@@ -204,9 +263,9 @@ class _ValueReader:
             except json.JSONDecodeError as exc:
                 near_end = len(self._buf) - exc.pos < 64
                 if (near_end or exc.msg.startswith("Unterminated string")) and not self._eof:
-                    if len(self._buf) - self._pos > _MAX_RECORD:
+                    if len(self._buf) - self._pos > self._max_record:
                         return ParseProblem(
-                            start_line, f"record larger than {_MAX_RECORD} characters"
+                            start_line, f"record larger than {self._max_record} characters"
                         )
                     self._fill()
                     continue
@@ -217,6 +276,8 @@ class _ValueReader:
                 )
             except RecursionError:
                 return ParseProblem(start_line, "malformed JSON: nested too deeply")
+            if _SURROGATE_ESCAPE.search(self._buf, self._pos, end):
+                value = _scrub(value)
             self._advance(end)
             return start_line, value
 
@@ -234,7 +295,7 @@ class _ValueReader:
                 return True
             keep = max(self._pos, len(self._buf) - len(self._indent or "") - 2)
             self._advance(keep)
-            search_from = self._pos
             if not self._fill():
                 self._advance(len(self._buf))
                 return False
+            search_from = self._pos  # _fill moved the kept tail to the buffer's start
