@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,11 +39,14 @@ from aifr.invocation.sandbox_backends import detect
 from aifr.plugins import PluginSet, discover, load_plugins
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import PermissionTable, build_stdlib
+from aifr.stdlib.findings import FindingsStores
 from aifr.storage.postgres.audit import open_postgres_ledger
+from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import SqliteApprovalStore
 from aifr.storage.sqlite.audit import open_sqlite_ledger
 from aifr.storage.sqlite.circuits import SqliteCircuitStore
+from aifr.storage.sqlite.findings import SqliteFindingStore, SqliteResourceRegistry
 from aifr.storage.sqlite.grants import SqliteGrantStore
 from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
 from aifr.storage.sqlite.runs import SqliteRunStore
@@ -60,6 +64,7 @@ __all__ = [
     "build_registry_and_plugins",
     "build_secrets",
     "capabilities_in_module",
+    "open_findings_stores",
     "reserved_paths",
     "sandbox_report",
     "stdlib_capabilities",
@@ -148,6 +153,17 @@ class App:
             webhook_url=approvals.webhook_url,
         )
 
+    @cached_property
+    def findings(self) -> FindingsStores:
+        """The findings store and resource registry (the state database, or PostgreSQL).
+
+        Raises:
+            StorageError: ``storage.schema_mismatch`` for a store from an older or newer
+                aifr (the message says what to run).
+        """
+        sqlite = self.settings.sqlite_path is not None
+        return open_findings_stores(self.settings, self.database if sqlite else None)
+
     def workflow(self, name_or_path: str) -> WorkflowSpec:
         """A workflow by file path, or by name from ``workflows.directory``.
 
@@ -155,6 +171,21 @@ class App:
             WorkflowError: ``workflow.not_found``, or the file is invalid.
         """
         return find_workflow(self.settings.path(self.settings.workflows.directory), name_or_path)
+
+    def audit_findings_change(
+        self, kind: str, principal: str, details: dict[str, JsonValue]
+    ) -> None:
+        """Record a findings import or a resource registered or removed from the CLI.
+
+        These run outside ``Runtime.invoke`` (an import streams a file with a progress
+        bar), so the ledger gets the record here: who, what and the counts.
+
+        Raises:
+            AifrError: the ledger could not be written.
+        """
+        self.ledger.append(
+            AuditEvent(kind=kind, principal=principal, outcome="ok", details=details)
+        )
 
     def audit_policy_change(self, change: PolicyChange) -> None:
         """Record a policy reload or a grant issued or revoked as ``config.changed``.
@@ -172,8 +203,10 @@ class App:
         )
 
     def close(self) -> None:
-        """Stop the runtime and close the state database, if they were started."""
+        """Stop the runtime and close the findings store and state database, if opened."""
         built = vars(self)
+        if "findings" in built:
+            self.findings[0].close()
         if "runtime" in built:
             self.runtime.close()
         if "database" in built:
@@ -227,6 +260,48 @@ def _import_project_module(name: str, project_dir: Path) -> ModuleType:
             ) from exc
 
 
+def open_findings_stores(
+    settings: Settings, database: SqliteDatabase | None = None, *, migrate: bool = False
+) -> FindingsStores:
+    """The findings store and resource registry ``database_url`` names.
+
+    ``migrate`` upgrades a store an older aifr wrote (``aifr findings migrate``).
+
+    Raises:
+        ConfigError: the URL names an unknown backend, or psycopg is missing.
+        StorageError: the store cannot be opened, or its schema is older or newer.
+    """
+    url = settings.database_url
+    if url.startswith(("postgresql://", "postgres://")):
+        remote = PostgresFindingStore(url, migrate=migrate)
+        return remote, PostgresResourceRegistry(remote)
+    if database is None:
+        path = settings.sqlite_path
+        if path is None:
+            raise ConfigError(
+                f"database_url {url!r}: use sqlite:///PATH or postgresql://...",
+                key="database_url",
+            )
+        database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
+    local = SqliteFindingStore(database, migrate=migrate)
+    return local, SqliteResourceRegistry(local)
+
+
+class _FindingsOnFirstUse:
+    """Opens the findings stores when a ``findings.*`` or ``scan.*`` capability first runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._stores: FindingsStores | None = None
+
+    def __call__(self) -> FindingsStores:
+        with self._lock:
+            if self._stores is None:
+                self._stores = open_findings_stores(self._settings)
+            return self._stores
+
+
 def stdlib_capabilities(
     settings: Settings, permissions: PermissionTable | None = None
 ) -> list[Capability]:
@@ -256,6 +331,7 @@ def stdlib_capabilities(
         environ=os.environ,
         reserved=reserved_paths(settings),
         permissions=permissions,
+        findings_stores=_FindingsOnFirstUse(settings),
     )
 
 

@@ -134,6 +134,9 @@ class ErrorCode(StrEnum):
     FINDINGS_INVALID = "findings.invalid"
     FINDINGS_PARSE_FAILED = "findings.parse_failed"
     FINDINGS_UNKNOWN_FORMAT = "findings.unknown_format"
+    FINDINGS_NOT_FOUND = "findings.not_found"
+    FINDINGS_SCANNER_MISSING = "findings.scanner_missing"
+    FINDINGS_TARGET_NOT_REGISTERED = "findings.target_not_registered"
     INGEST_FAILED = "ingest.failed"
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
@@ -383,6 +386,9 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.TRANSPORT_NOT_FOUND: (404, 2),
     ErrorCode.PLUGIN_NOT_FOUND: (404, 5),
     ErrorCode.PLUGIN_PERMISSION_DENIED: (403, 3),
+    ErrorCode.FINDINGS_NOT_FOUND: (404, 5),
+    ErrorCode.FINDINGS_SCANNER_MISSING: (424, 1),
+    ErrorCode.FINDINGS_TARGET_NOT_REGISTERED: (403, 3),
 }
 
 

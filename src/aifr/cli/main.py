@@ -13,11 +13,13 @@ from aifr.cli import (
     call,
     capabilities,
     demo,
+    findings,
     grants,
     mcp,
     plugins,
     policy,
     project,
+    resources,
     run,
     runs,
     sandbox,
@@ -63,6 +65,8 @@ app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(findings.app, name="findings")
+app.add_typer(resources.app, name="resources")
 
 
 def main() -> None:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from aifr.capabilities import Capability
-from aifr.invocation.sandbox import Sandbox, SandboxLimits, SandboxRules
+from aifr.invocation.sandbox import SAFE_PATH, Sandbox, SandboxLimits, SandboxRules
 from aifr.invocation.sandbox_backends import SandboxMode
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
 from aifr.stdlib.data import build_data_capabilities
+from aifr.stdlib.findings import FindingsStores, build_findings_capabilities
 from aifr.stdlib.fs import build_fs_capabilities
 from aifr.stdlib.journal import FsJournal
 from aifr.stdlib.net import build_net_capabilities
 from aifr.stdlib.net_guard import NetGuard
 from aifr.stdlib.permissions import PermissionTable
+from aifr.stdlib.scanners import build_scanner_capabilities
 from aifr.stdlib.system import build_system_capabilities
 
 __all__ = ["build_stdlib"]
@@ -45,6 +47,7 @@ def build_stdlib(
     environ: Mapping[str, str] | None = None,
     reserved: Sequence[Path] = (),
     permissions: PermissionTable | None = None,
+    findings_stores: Callable[[], FindingsStores] | None = None,
 ) -> list[Capability]:
     """The ``io.fs.*``, ``io.net.*``, ``data.*`` and ``sys.*`` capabilities.
 
@@ -58,6 +61,10 @@ def build_stdlib(
     ``os.environ``); nothing here reads process state on its own. ``exec_sandbox``
     picks the process sandbox for ``sys.exec``; it confines commands to the roots
     (reserved paths and ``home``'s credential folders hidden) plus ``exec_read_paths``.
+
+    ``findings_stores`` opens the findings store and resource registry on first call;
+    without it the ``findings.*`` and ``scan.*`` capabilities are left out. Scanner
+    binaries are looked up on ``environ``'s ``PATH`` and write under ``state_dir/scans``.
 
     Nothing touches the disk or network until a capability is called.
     """
@@ -84,7 +91,20 @@ def build_stdlib(
         ),
         egress=guard.vet_host,
     )
+    findings = (
+        [
+            *build_findings_capabilities(findings_stores),
+            *build_scanner_capabilities(
+                open_stores=findings_stores,
+                search_path=(environ or {}).get("PATH", SAFE_PATH),
+                scans_dir=state_dir / "scans",
+            ),
+        ]
+        if findings_stores
+        else []
+    )
     return [
+        *findings,
         *build_fs_capabilities(
             confinement=confinement,
             journal=journal,

@@ -4,16 +4,20 @@
 ``aifr://audit/recent``           the last audit records whose principal is the caller
 ``aifr://runs/{run_id}``          a workflow run's state and steps
 ``aifr://approvals/{approval_id}`` an approval's state (also the ``aifr.approvals.status`` tool)
+``aifr://findings/{project}``     a page of a findings project's findings (query: ``run``,
+                                  ``severity``, ``scanner``, ``triage_state``, ``cursor``)
 
 A caller sees only their own audit records (the ledger is queried with the caller's
 principal as a filter), their own runs and their own approval requests; someone
-else's run or approval reads as not found, so ids reveal nothing.
+else's run or approval reads as not found, so ids reveal nothing. Findings are read by
+invoking ``findings.list`` as the caller, so the policy decides and the read is audited.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import anyio.to_thread
 import mcp_types as types
@@ -28,13 +32,14 @@ from aifr.errors import (
     InputValidationError,
     TransportError,
 )
-from aifr.invocation import ApprovalRecord, ApprovalService
+from aifr.invocation import ApprovalRecord, ApprovalService, CallOptions, Runtime
 from aifr.transports.mcp.auth import McpIdentity
 from aifr.transports.mcp.results import error_result
 
 __all__ = [
     "APPROVAL_URI_PREFIX",
     "AUDIT_URI",
+    "FINDINGS_URI_PREFIX",
     "MANIFEST_URI",
     "RUN_URI_PREFIX",
     "ResourceCatalog",
@@ -45,6 +50,8 @@ MANIFEST_URI = "aifr://capabilities/manifest"
 AUDIT_URI = "aifr://audit/recent"
 RUN_URI_PREFIX = "aifr://runs/"
 APPROVAL_URI_PREFIX = "aifr://approvals/"
+FINDINGS_URI_PREFIX = "aifr://findings/"
+_FINDINGS_FILTERS = ("run", "scanner", "triage_state", "resource_id", "cursor")
 _AUDIT_LIMIT = 50
 
 
@@ -143,12 +150,14 @@ class ResourceCatalog:
         approvals: ApprovalService,
         ledger: AuditLedger,
         runs: RunReader | None = None,
+        runtime: Runtime | None = None,
         audit_limit: int = _AUDIT_LIMIT,
     ) -> None:
         self.registry = registry
         self.approvals = approvals
         self.ledger = ledger
         self.runs = runs
+        self.runtime = runtime
         self.audit_limit = audit_limit
 
     def resources(self) -> list[types.Resource]:
@@ -180,6 +189,19 @@ class ResourceCatalog:
                 mime_type="application/json",
             )
         ]
+        if self._serves_findings():
+            templates.append(
+                types.ResourceTemplate(
+                    uri_template=FINDINGS_URI_PREFIX + "{project}",
+                    name="findings",
+                    title="Findings of a project",
+                    description=(
+                        "A page of findings (findings.list, as the caller); query "
+                        "?severity=high&run=R&scanner=S&triage_state=open&cursor=C"
+                    ),
+                    mime_type="application/json",
+                )
+            )
         if self.runs is not None:
             templates.append(
                 types.ResourceTemplate(
@@ -212,6 +234,8 @@ class ResourceCatalog:
         if uri.startswith(APPROVAL_URI_PREFIX):
             record = await self._own_approval(uri.removeprefix(APPROVAL_URI_PREFIX), who)
             return _approval_view(record)
+        if uri.startswith(FINDINGS_URI_PREFIX) and self._serves_findings():
+            return await self._findings(uri, who)
         if uri.startswith(RUN_URI_PREFIX) and self.runs is not None:
             return await self.runs.run_status(uri.removeprefix(RUN_URI_PREFIX), who.principal)
         raise TransportError(
@@ -220,6 +244,27 @@ class ResourceCatalog:
             code=ErrorCode.TRANSPORT_NOT_FOUND,
             uri=uri,
         )
+
+    def _serves_findings(self) -> bool:
+        return self.runtime is not None and self.registry.get("findings.list") is not None
+
+    async def _findings(self, uri: str, who: McpIdentity) -> JsonValue:
+        """``findings.list`` invoked as ``who`` for the project and filters the URI names."""
+        assert self.runtime is not None  # noqa: S101  # _serves_findings checked it
+        parts = urlsplit(uri)
+        query = parse_qs(parts.query)
+        inputs: dict[str, JsonValue] = {"project": parts.path.lstrip("/")}  # host: "findings"
+        for key in _FINDINGS_FILTERS:
+            if key in query:
+                inputs[key] = query[key][-1]
+        if "severity" in query:
+            inputs["severity"] = [s for item in query["severity"] for s in item.split(",")]
+        result = await self.runtime.ainvoke(
+            "findings.list", inputs, who.principal, CallOptions(roles=who.roles)
+        )
+        if result.error is not None:
+            raise result.error
+        return result.output
 
     async def _own_approval(self, approval_id: str, who: McpIdentity) -> ApprovalRecord:
         """The approval, if ``who`` asked for it; anyone else's reads as not found."""

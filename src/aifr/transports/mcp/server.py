@@ -216,7 +216,11 @@ class AifrMcpServer:
             runtime=app.runtime,
             approvals=app.approvals,
             resources=ResourceCatalog(
-                registry=app.registry, approvals=app.approvals, ledger=app.ledger, runs=tools
+                registry=app.registry,
+                approvals=app.approvals,
+                ledger=app.ledger,
+                runs=tools,
+                runtime=app.runtime,
             ),
             identity=identity,
             workflows=tools,

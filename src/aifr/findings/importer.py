@@ -1,0 +1,160 @@
+"""Importing scanner output into a store: parse as a stream, link to resources, save in batches.
+
+Memory stays flat whatever the file size: records are parsed one at a time, saved
+``batch_size`` at a time (one transaction each, one ``executemany`` in the SQL stores),
+and only the first :data:`MAX_SKIPPED_SHOWN` skipped lines are kept for the summary
+(all are counted). The run is saved before the first batch and marked finished after
+the last, so an interrupted import leaves a run without ``finished_at`` and every batch
+saved so far; importing the same file again only adds occurrences.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Final
+
+from pydantic import JsonValue
+
+from aifr.findings.models import Project, Resource, Run
+from aifr.findings.parsers import parse_findings
+from aifr.findings.ports import ResourceRegistry, StoragePort
+from aifr.findings.records import ParsedFinding, ParseProblem
+from aifr.findings.resources import Target, check_ident, match_resource
+
+__all__ = ["MAX_SKIPPED_SHOWN", "ImportSummary", "SkippedLine", "import_findings", "new_run_id"]
+
+MAX_SKIPPED_SHOWN: Final = 1000
+DEFAULT_BATCH: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedLine:
+    """A line that became no finding: why, and whether it was malformed or just not a finding."""
+
+    line: int
+    reason: str
+    malformed: bool
+
+
+@dataclass(slots=True)
+class ImportSummary:
+    """What an import did: findings new and repeated, and the lines skipped with reasons."""
+
+    project_id: str
+    run_id: str
+    scanner: str | None = None
+    findings: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    linked: int = 0
+    skipped_count: int = 0
+    skipped: list[SkippedLine] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The summary as a JSON object (the CLI's ``--json`` and the scanners' output)."""
+        return {
+            "project": self.project_id,
+            "run": self.run_id,
+            "scanner": self.scanner,
+            "findings": self.findings,
+            "imported": self.imported,
+            "duplicates": self.duplicates,
+            "linked_to_resources": self.linked,
+            "skipped": self.skipped_count,
+            "skipped_lines": [
+                {"line": s.line, "reason": s.reason, "malformed": s.malformed} for s in self.skipped
+            ],
+        }
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A fresh run id that sorts by time: ``run-20260102T030405-1a2b3c``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"run-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+class _Linker:
+    """Finds each record's resource; nothing to do when the project registered none."""
+
+    def __init__(self, resources: list[Resource]) -> None:
+        self._resources = resources
+
+    def __call__(self, parsed: ParsedFinding) -> str | None:
+        if not self._resources:
+            return None
+        found = match_resource(self._resources, Target(parsed.url, parsed.host, parsed.ip))
+        return found.id if found is not None else None
+
+
+def import_findings(
+    store: StoragePort,
+    registry: ResourceRegistry,
+    stream: IO[bytes],
+    *,
+    project_id: str,
+    run_id: str | None = None,
+    scanner: str = "auto",
+    source: str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    on_batch: Callable[[ImportSummary], None] | None = None,
+) -> ImportSummary:
+    """Parse ``stream`` and save its findings into ``project_id`` as run ``run_id``.
+
+    The project is created when missing; a new run id is made when none is given.
+    ``on_batch`` is called after each saved batch (a progress bar reads the stream's
+    position then).
+
+    Raises:
+        FindingsError: an unknown scanner name, unreadable input, or a project or run
+            id that does not fit the id pattern (nothing is written then).
+        StorageError: the store failed (the batches saved before stay saved).
+    """
+    check_ident("project", project_id)
+    if run_id is not None:
+        check_ident("run", run_id)
+    events = parse_findings(stream, scanner)  # an unknown scanner name fails before any write
+    started = datetime.now(UTC)
+    store.save_project(Project(id=project_id, name=project_id, created_at=started))
+    run = Run(
+        id=run_id or new_run_id(started),
+        project_id=project_id,
+        scanner=None if scanner == "auto" else scanner,
+        source=source,
+        started_at=started,
+    )
+    store.save_run(run)
+    summary = ImportSummary(project_id=project_id, run_id=run.id)
+    link = _Linker(list(registry.list_resources(project_id)))
+    batch: list[tuple[ParsedFinding, str | None]] = []
+
+    def flush() -> None:
+        counts = store.save_parsed(batch, project_id=project_id, run_id=run.id, seen_at=started)
+        summary.imported += counts.new
+        summary.duplicates += counts.duplicates
+        batch.clear()
+        if on_batch is not None:
+            on_batch(summary)
+
+    for event in events:
+        if isinstance(event, ParsedFinding):
+            summary.findings += 1
+            summary.scanner = summary.scanner or event.scanner
+            resource_id = link(event)
+            summary.linked += resource_id is not None
+            batch.append((event, resource_id))
+            if len(batch) >= batch_size:
+                flush()
+            continue
+        summary.skipped_count += 1
+        if len(summary.skipped) < MAX_SKIPPED_SHOWN:
+            malformed = isinstance(event, ParseProblem)
+            summary.skipped.append(SkippedLine(event.line, event.reason, malformed))
+    if batch:
+        flush()
+    store.save_run(
+        run.model_copy(update={"scanner": summary.scanner, "finished_at": datetime.now(UTC)})
+    )
+    return summary

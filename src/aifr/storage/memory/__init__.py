@@ -1,0 +1,1 @@
+"""In-memory adapters, for tests and one-shot work that needs no project."""
