@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,7 +19,16 @@ from types import ModuleType
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
-from aifr.errors import AifrError, ConfigError
+from aifr.errors import AifrError, ConfigError, ErrorCode, IngestError
+from aifr.ingest import (
+    ChunkIndex,
+    Embedder,
+    KeyFileProvider,
+    MiniLmEmbedder,
+    create_key_file,
+    resolve_index_key,
+    write_escrow,
+)
 from aifr.invocation import (
     ApprovalService,
     EnvSecretProvider,
@@ -32,6 +41,7 @@ from aifr.invocation import (
 )
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import build_stdlib
+from aifr.stdlib.knowledge import build_knowledge_capabilities
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import SqliteApprovalStore
@@ -52,6 +62,7 @@ __all__ = [
     "build_registry",
     "build_secrets",
     "capabilities_in_module",
+    "open_knowledge_index",
     "reserved_paths",
     "stdlib_capabilities",
 ]
@@ -262,8 +273,86 @@ def reserved_paths(settings: Settings) -> list[Path]:
     return paths
 
 
-def build_registry(settings: Settings) -> CapabilityRegistry:
-    """A registry holding the project's capability modules.
+def index_key_providers(settings: Settings) -> list[SecretProvider]:
+    """Where the index key is looked up, in ``index.key_sources`` order."""
+    providers: list[SecretProvider] = []
+    for name in settings.index.key_sources:
+        if name == "env":
+            providers.append(EnvSecretProvider(os.environ))
+        elif name == "file":
+            providers.append(KeyFileProvider(settings.path(settings.index.key_file)))
+        else:
+            providers.append(KeyringSecretProvider(settings.index.keyring_service))
+    return providers
+
+
+def open_knowledge_index(
+    settings: Settings, *, create: bool = False
+) -> tuple[ChunkIndex, Embedder]:
+    """The project's encrypted index and the embedder that fills and queries it.
+
+    With ``create``, a project without an index gets one, and without a key gets a fresh
+    key in ``index.key_file`` (and, when ``index.escrow_public_key`` is set, a wrapped
+    copy of it beside the index for recovery).
+
+    Raises:
+        ConfigError: the ``embed`` extra is not installed.
+        IngestError: no key (``ingest.key_missing``), a wrong key (``ingest.key_invalid``),
+            or no index yet and ``create`` is false.
+    """
+    index_dir = settings.path(settings.index.directory)
+    database = index_dir / "index.db"
+    if not create and not database.exists():
+        raise IngestError(
+            f"no index at {database}: run `aifr ingest PATH --repo NAME` first",
+            code=ErrorCode.INGEST_REPO_NOT_FOUND,
+        )
+    providers = index_key_providers(settings)
+    try:
+        key = resolve_index_key(providers)
+    except IngestError as exc:
+        if not (
+            create
+            and exc.code is ErrorCode.INGEST_KEY_MISSING
+            and "file" in settings.index.key_sources
+        ):
+            raise
+        create_key_file(settings.path(settings.index.key_file))
+        key = resolve_index_key(providers)
+    escrow = index_dir / "key.escrow"
+    if settings.index.escrow_public_key and not escrow.exists():
+        write_escrow(key.export(), settings.path(settings.index.escrow_public_key), escrow)
+    # The model is read from the package's own folder; never let a library reach the hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    embedder = MiniLmEmbedder(batch_size=settings.index.batch_size)
+    try:
+        from aifr.ingest.search import Weights  # the embed extra: numpy, usearch, bm25s
+        from aifr.storage.sqlite.chunk_index import SqliteChunkIndex  # same extra
+    except ImportError as exc:
+        raise ConfigError(
+            f"the search index needs the embed extra: pip install 'aifr[embed]' ({exc.name} is missing)",
+            code=ErrorCode.CONFIG_MISSING_EXTRA,
+            extra="embed",
+        ) from exc
+    weights = Weights(
+        rrf_k=settings.index.rrf_k,
+        vector_weight=settings.index.vector_weight,
+        keyword_weight=settings.index.keyword_weight,
+    )
+    index = SqliteChunkIndex(
+        database, key, model_id=embedder.model_id, dimension=embedder.dimension, weights=weights
+    )
+    return index, embedder
+
+
+def build_registry(
+    settings: Settings, *, policy: Callable[[], PolicyEngine] | None = None
+) -> CapabilityRegistry:
+    """A registry holding the standard library and the project's capability modules.
+
+    ``policy`` is the engine ``knowledge.search`` asks per repository (called on its
+    first search); without one, a fresh engine is loaded from the policy folder then.
 
     Raises:
         ConfigError: a configured module cannot be imported.
@@ -272,6 +361,12 @@ def build_registry(settings: Settings) -> CapabilityRegistry:
     registry = CapabilityRegistry()
     if settings.runtime.stdlib:
         for item in stdlib_capabilities(settings):
+            registry.register(item)
+        for item in build_knowledge_capabilities(
+            open_index=lambda: open_knowledge_index(settings),
+            policy=policy
+            or (lambda: PolicyEngine.from_directory(settings.path(settings.policy.directory))),
+        ):
             registry.register(item)
     for name in settings.runtime.capability_modules:
         for item in capabilities_in_module(_import_project_module(name, settings.project_dir)):
@@ -335,7 +430,8 @@ def build_app(project_dir: Path | str = ".", *, require_project: bool = False) -
         PolicyError: a policy file does not load.
     """
     settings = load_settings(project_dir, require_project=require_project)
-    registry = build_registry(settings)
+    # knowledge.search decides per repository with this app's engine, built just below.
+    registry = build_registry(settings, policy=lambda: app.policy)
     app = App(settings=settings, registry=registry, policy=build_policy(settings, registry))
     app.policy.on_change(app.audit_policy_change)
     return app

@@ -126,6 +126,10 @@ class ErrorCode(StrEnum):
     PLUGIN_INVALID = "plugin.invalid"
     FINDINGS_INVALID = "findings.invalid"
     INGEST_FAILED = "ingest.failed"
+    INGEST_KEY_MISSING = "ingest.key_missing"
+    INGEST_KEY_INVALID = "ingest.key_invalid"
+    INGEST_INDEX_TAMPERED = "ingest.index_tampered"
+    INGEST_REPO_NOT_FOUND = "ingest.repo_not_found"
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
     TRANSPORT_NOT_FOUND = "transport.not_found"
@@ -361,6 +365,9 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.APPROVAL_NOT_AUTHORIZED: (403, 3),
     ErrorCode.TRANSPORT_UNAUTHENTICATED: (401, 3),
     ErrorCode.TRANSPORT_NOT_FOUND: (404, 2),
+    ErrorCode.INGEST_KEY_MISSING: (400, 2),
+    ErrorCode.INGEST_KEY_INVALID: (400, 2),
+    ErrorCode.INGEST_REPO_NOT_FOUND: (404, 5),
 }
 
 

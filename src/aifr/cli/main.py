@@ -16,6 +16,7 @@ from aifr.cli import (
     project,
     run,
     runs,
+    search,
     worker,
     workflows,
 )
@@ -44,6 +45,7 @@ app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
+app.command("search")(search.search)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "AuditSettings",
     "ExecSettings",
     "FsSettings",
+    "IndexSettings",
     "McpSettings",
     "NetSettings",
     "PolicySettings",
@@ -152,6 +153,34 @@ class ExecSettings(BaseModel):
     max_output_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
 
 
+IndexKeySource = Literal["env", "file", "keyring"]
+
+
+def _default_key_sources() -> list[IndexKeySource]:
+    return ["env", "file"]
+
+
+class IndexSettings(BaseModel):
+    """The encrypted search index: where it lives, its key, recovery escrow and fusion.
+
+    The key is looked up as ``AIFR_INDEX_KEY`` in ``key_sources`` order (the environment,
+    ``key_file``, the OS keyring under ``keyring_service``). ``escrow_public_key`` (an
+    RSA public key, PEM) turns recovery escrow on; it is off by default.
+    """
+
+    model_config = _SECTION
+
+    directory: str = ".aifr/index"
+    key_sources: list[IndexKeySource] = Field(default_factory=_default_key_sources)
+    key_file: str = ".aifr/keys/index.key"
+    keyring_service: str = "aifr"
+    escrow_public_key: str | None = None
+    batch_size: Annotated[int, Field(gt=0, le=1024)] = 32
+    rrf_k: Annotated[float, Field(gt=0)] = 60.0
+    vector_weight: Annotated[float, Field(ge=0)] = 1.0
+    keyword_weight: Annotated[float, Field(ge=0)] = 1.0
+
+
 def _principal_name(name: str) -> str:
     problem = principal_problem(name)
     if problem is not None:
@@ -224,6 +253,7 @@ class Settings(BaseSettings):
     net: NetSettings = NetSettings()
     exec: ExecSettings = ExecSettings()
     mcp: McpSettings = McpSettings()
+    index: IndexSettings = IndexSettings()
 
     @classmethod
     def settings_customise_sources(

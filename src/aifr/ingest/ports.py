@@ -73,6 +73,10 @@ class Embedder(Protocol):
 class ChunkIndex(Protocol):
     """Stores chunks with their vectors, per repository, and searches them."""
 
+    def repos(self) -> list[str]:
+        """The names of the repositories that hold at least one file, sorted."""
+        ...
+
     def files(self, repo: str) -> dict[str, FileEntry]:
         """The manifest of ``repo``: every indexed file by path."""
         ...
