@@ -10,14 +10,16 @@ from pathlib import Path
 GOOD = "def useful():\n    return 'kept'\n"
 
 
-def zip_with(path: Path, members: dict[str, bytes], *, symlinks: dict[str, str] | None = None) -> Path:
+def zip_with(
+    path: Path, members: dict[str, bytes], *, symlinks: dict[str, str] | None = None
+) -> Path:
     """A deflated zip holding ``members`` (name → bytes) and symlink entries."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
     return path
 

@@ -62,7 +62,9 @@ class MemoryChunkIndex:
         for entry in entries:
             key = (entry.repo, entry.path)
             if key in self.entries:
-                self.entries[key] = replace(self.entries[key], size=entry.size, mtime_ns=entry.mtime_ns)
+                self.entries[key] = replace(
+                    self.entries[key], size=entry.size, mtime_ns=entry.mtime_ns
+                )
                 self.touched.append(entry.path)
 
     def remove_files(self, repo: str, paths: Iterable[str]) -> None:
@@ -83,7 +85,10 @@ class MemoryChunkIndex:
         ]
         scored = [item for item in scored if item[0] > 0]
         scored.sort(key=lambda item: -item[0])
-        return [SearchHit(chunk, float(score), None, rank) for rank, (score, chunk) in enumerate(scored[:k], 1)]
+        return [
+            SearchHit(chunk, float(score), None, rank)
+            for rank, (score, chunk) in enumerate(scored[:k], 1)
+        ]
 
     def all_text(self) -> str:
         return "\n".join(c.text for chunks in self.chunks.values() for c in chunks)

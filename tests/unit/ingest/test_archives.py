@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from aifr.ingest.archives import ArchiveQuotas, extract_archive, is_archive
 from archive_kit import GOOD, nested_zip, tar_with, zip_with
 
-from aifr.ingest.archives import ArchiveQuotas, extract_archive, is_archive
 
-
-def _extract(archive: Path, tmp_path: Path, **quotas: float) -> tuple[Path, list[str], dict[str, str]]:
+def _extract(
+    archive: Path, tmp_path: Path, **quotas: float
+) -> tuple[Path, list[str], dict[str, str]]:
     dest = tmp_path / "out"
     dest.mkdir()
     report = extract_archive(archive, dest, ArchiveQuotas(**quotas))  # type: ignore[arg-type]
@@ -22,7 +23,9 @@ def _tree(dest: Path) -> list[str]:
 
 
 def test_zip_bomb_by_ratio_is_refused_and_the_good_member_kept(tmp_path: Path) -> None:
-    archive = zip_with(tmp_path / "bomb.zip", {"ok.py": GOOD.encode(), "zeros.bin": b"\0" * 20_000_000})
+    archive = zip_with(
+        tmp_path / "bomb.zip", {"ok.py": GOOD.encode(), "zeros.bin": b"\0" * 20_000_000}
+    )
     dest, extracted, refused = _extract(archive, tmp_path)
     assert refused == {"zeros.bin": "archive_ratio"}
     assert extracted == ["ok.py"]
@@ -35,20 +38,29 @@ def test_zip_slip_member_is_refused_and_nothing_lands_outside(tmp_path: Path) ->
         {"../evil.py": b"owned", "a/../../evil2.py": b"owned", "ok.py": GOOD.encode()},
     )
     dest, extracted, refused = _extract(archive, tmp_path)
-    assert refused == {"../evil.py": "archive_unsafe_path", "a/../../evil2.py": "archive_unsafe_path"}
+    assert refused == {
+        "../evil.py": "archive_unsafe_path",
+        "a/../../evil2.py": "archive_unsafe_path",
+    }
     assert extracted == ["ok.py"]
     assert not (tmp_path / "evil.py").exists() and not (tmp_path / "evil2.py").exists()
+    assert _tree(dest) == ["ok.py"]
 
 
 def test_absolute_member_names_are_refused(tmp_path: Path) -> None:
-    archive = tar_with(tmp_path / "abs.tar.gz", {"/etc/x": b"owned", "C:/win.ini": b"owned", "ok.py": GOOD.encode()})
+    archive = tar_with(
+        tmp_path / "abs.tar.gz",
+        {"/etc/x": b"owned", "C:/win.ini": b"owned", "ok.py": GOOD.encode()},
+    )
     _, extracted, refused = _extract(archive, tmp_path)
     assert refused == {"/etc/x": "archive_unsafe_path", "C:/win.ini": "archive_unsafe_path"}
     assert extracted == ["ok.py"]
 
 
 def test_symlink_entries_in_zip_and_tar_are_refused(tmp_path: Path) -> None:
-    zipped = zip_with(tmp_path / "l.zip", {"ok.py": GOOD.encode()}, symlinks={"passwd": "/etc/passwd"})
+    zipped = zip_with(
+        tmp_path / "l.zip", {"ok.py": GOOD.encode()}, symlinks={"passwd": "/etc/passwd"}
+    )
     _, extracted, refused = _extract(zipped, tmp_path)
     assert (extracted, refused) == (["ok.py"], {"passwd": "archive_link"})
     tarred = tar_with(
@@ -61,7 +73,10 @@ def test_symlink_entries_in_zip_and_tar_are_refused(tmp_path: Path) -> None:
     dest = tmp_path / "tar-out"
     dest.mkdir()
     report = extract_archive(tarred, dest, ArchiveQuotas())
-    assert {r.path: r.reason for r in report.refused} == {"up": "archive_link", "hard": "archive_link"}
+    assert {r.path: r.reason for r in report.refused} == {
+        "up": "archive_link",
+        "hard": "archive_link",
+    }
     assert not any(p.is_symlink() for p in dest.rglob("*"))
 
 
@@ -97,7 +112,9 @@ def test_total_size_quota_is_counted_while_inflating(tmp_path: Path) -> None:
 
 
 def test_tar_gz_bomb_is_refused_by_the_ratio_of_the_whole_stream(tmp_path: Path) -> None:
-    archive = tar_with(tmp_path / "bomb.tgz", {"ok.py": GOOD.encode(), "zeros.txt": b"0" * 30_000_000})
+    archive = tar_with(
+        tmp_path / "bomb.tgz", {"ok.py": GOOD.encode(), "zeros.txt": b"0" * 30_000_000}
+    )
     _, extracted, refused = _extract(archive, tmp_path)
     assert extracted == ["ok.py"]
     assert refused == {"zeros.txt": "archive_ratio"}

@@ -21,7 +21,13 @@ def _starts(chunks: list, text: str) -> list[str]:  # type: ignore[type-arg]
 
 
 def test_python_is_cut_at_function_and_class_boundaries() -> None:
-    text = "import os\n\n\n" + _function("alpha", 5) + "\n\n" + _function("beta", 5) + "\n\nclass Gamma:\n    pass\n"
+    text = (
+        "import os\n\n\n"
+        + _function("alpha", 5)
+        + "\n\n"
+        + _function("beta", 5)
+        + "\n\nclass Gamma:\n    pass\n"
+    )
     chunks = ChunkPlanner(SMALL).plan("r", "m.py", text)
     starts = _starts(chunks, text)
     assert "def alpha():" in starts and "def beta():" in starts
@@ -38,7 +44,9 @@ def test_a_comment_and_decorator_above_a_function_stay_with_it() -> None:
 
 
 def test_big_python_class_is_split_at_its_methods() -> None:
-    methods = "".join(f"    def m{i}(self):\n" + "".join(f"        v = {j}\n" for j in range(6)) for i in range(6))
+    methods = "".join(
+        f"    def m{i}(self):\n" + "".join(f"        v = {j}\n" for j in range(6)) for i in range(6)
+    )
     text = "class Big:\n" + methods
     chunks = ChunkPlanner(SMALL).plan("r", "big.py", text)
     assert len(chunks) > 1
@@ -57,7 +65,13 @@ def test_huge_function_is_split_into_bounded_windows() -> None:
 
 
 def test_brace_languages_are_cut_at_top_level_declarations() -> None:
-    go = "package main\n\nfunc A() {\n" + "\tx := \"}\"\n" * 6 + "}\nfunc B() {\n\ty := '{'\n" + "\tz()\n" * 6 + "}\n"
+    go = (
+        "package main\n\nfunc A() {\n"
+        + '\tx := "}"\n' * 6
+        + "}\nfunc B() {\n\ty := '{'\n"
+        + "\tz()\n" * 6
+        + "}\n"
+    )
     chunks = ChunkPlanner(SMALL).plan("r", "main.go", go)
     starts = _starts(chunks, go)
     assert "func B() {" in starts
@@ -66,7 +80,7 @@ def test_brace_languages_are_cut_at_top_level_declarations() -> None:
 
 def test_rust_lifetimes_and_raw_strings_do_not_confuse_the_brace_scanner() -> None:
     rust = (
-        "fn first<'a>(s: &'a str) -> &'a str {\n" + "    let r = r#\"{{{\"#;\n" * 6 + "    s\n}\n"
+        "fn first<'a>(s: &'a str) -> &'a str {\n" + '    let r = r#"{{{"#;\n' * 6 + "    s\n}\n"
         "\nfn second() {\n" + "    let c = '}';\n" * 6 + "}\n"
     )
     chunks = ChunkPlanner(SMALL).plan("r", "lib.rs", rust)
@@ -75,7 +89,9 @@ def test_rust_lifetimes_and_raw_strings_do_not_confuse_the_brace_scanner() -> No
 
 def test_java_class_too_big_is_split_at_its_methods() -> None:
     methods = "".join(
-        f"    /** doc {i} */\n    public int m{i}() {{\n" + "        int a = 1; // }\n" * 5 + "        return a;\n    }\n\n"
+        f"    /** doc {i} */\n    public int m{i}() {{\n"
+        + "        int a = 1; // }\n" * 5
+        + "        return a;\n    }\n\n"
         for i in range(5)
     )
     java = "public class Big {\n" + methods + "}\n"
@@ -86,16 +102,26 @@ def test_java_class_too_big_is_split_at_its_methods() -> None:
 
 
 def test_typescript_template_literals_with_braces_are_skipped() -> None:
-    ts = "export function a(): string {\n  return `${x} {{{`;\n}\n" + "\n".join(
-        f"export const v{i} = {{ k: {i} }};" for i in range(14)
-    ) + "\n"
+    ts = (
+        "export function a(): string {\n  return `${x} {{{`;\n}\n"
+        + "\n".join(f"export const v{i} = {{ k: {i} }};" for i in range(14))
+        + "\n"
+    )
     chunks = ChunkPlanner(SMALL).plan("r", "a.ts", ts)
-    assert _starts(chunks, ts)[:2] == ["export function a(): string {", "export const v0 = { k: 0 };"]
+    assert _starts(chunks, ts)[:2] == [
+        "export function a(): string {",
+        "export const v0 = { k: 0 };",
+    ]
     assert chunks[0].language == "typescript"
 
 
 def test_markdown_is_cut_at_headings_outside_code_fences() -> None:
-    md = "# Title\nintro\n\n## Install\n" + "step\n" * 5 + "```sh\n# not a heading\n```\n\n## Use\n" + "text\n" * 5
+    md = (
+        "# Title\nintro\n\n## Install\n"
+        + "step\n" * 5
+        + "```sh\n# not a heading\n```\n\n## Use\n"
+        + "text\n" * 5
+    )
     chunks = ChunkPlanner(ChunkLimits(target_lines=6, max_lines=12)).plan("r", "README.md", md)
     starts = _starts(chunks, md)
     assert "## Use" in starts and "# not a heading" not in starts
@@ -119,7 +145,12 @@ def test_character_cap_holds_and_a_giant_line_is_cut_into_pieces() -> None:
 def test_chunks_record_path_lines_language_and_content_hash() -> None:
     text = _function("one", 2)
     (chunk,) = ChunkPlanner().plan("repo", "pkg/mod.py", text)
-    assert (chunk.repo, chunk.path, chunk.start_line, chunk.end_line) == ("repo", "pkg/mod.py", 1, 4)
+    assert (chunk.repo, chunk.path, chunk.start_line, chunk.end_line) == (
+        "repo",
+        "pkg/mod.py",
+        1,
+        4,
+    )
     assert chunk.content_hash == hashlib.sha256(chunk.text.encode()).hexdigest()
 
 
