@@ -10,7 +10,7 @@ from aifr.ingest.isolation import InProcessWorker, IsolationLimits, SandboxedWor
 from aifr.ingest.pipeline import IngestPipeline
 from archive_kit import GOOD, nested_zip, tar_with, zip_with
 from canary_kit import leaked, plant
-from ingest_kit import CountingEmbedder, MemoryChunkIndex
+from pipeline_kit import CountingEmbedder, MemoryChunkIndex
 
 
 def _hostile_workspace(root: Path) -> Path:

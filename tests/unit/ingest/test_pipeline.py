@@ -12,7 +12,7 @@ from aifr.ingest.manifest import IngestCounts
 from aifr.ingest.pipeline import IngestPipeline
 from archive_kit import GOOD, zip_with
 from canary_kit import leaked, plant
-from ingest_kit import CountingEmbedder, MemoryChunkIndex
+from pipeline_kit import CountingEmbedder, MemoryChunkIndex
 
 
 def _pipeline(
