@@ -21,14 +21,18 @@ from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
 from aifr.errors import AifrError, ConfigError, ErrorCode, IngestError
 from aifr.ingest import (
-    ChunkIndex,
-    Embedder,
     KeyFileProvider,
     MiniLmEmbedder,
     create_key_file,
     resolve_index_key,
     write_escrow,
 )
+from aifr.ingest.archives import ArchiveQuotas
+from aifr.ingest.chunk import ChunkLimits
+from aifr.ingest.enumerate import WorkspaceEnumerator
+from aifr.ingest.isolation import FileWorker, InProcessWorker, IsolationLimits, SandboxedWorker
+from aifr.ingest.pipeline import IngestPipeline
+from aifr.ingest.ports import ChunkIndex, Embedder
 from aifr.invocation import (
     ApprovalService,
     EnvSecretProvider,
@@ -58,6 +62,7 @@ __all__ = [
     "build_app",
     "build_audit_ledger",
     "build_grant_store",
+    "build_ingest_pipeline",
     "build_policy",
     "build_registry",
     "build_secrets",
@@ -420,6 +425,47 @@ def build_policy(
     if settings.policy.hot_reload:
         engine.start_watching()
     return engine
+
+
+def build_ingest_pipeline(
+    settings: Settings, *, index: ChunkIndex, embedder: Embedder
+) -> IngestPipeline:
+    """The ingestion pipeline with the ``[ingest]`` settings, filling ``index`` via ``embedder``."""
+    conf = settings.ingest
+    quotas = ArchiveQuotas(
+        max_total_bytes=conf.archive_max_total_bytes,
+        max_files=conf.archive_max_files,
+        max_ratio=conf.archive_max_ratio,
+        max_depth=conf.archive_max_depth,
+    )
+    limits = ChunkLimits(
+        target_lines=min(conf.chunk_target_lines, conf.chunk_max_lines),
+        max_lines=conf.chunk_max_lines,
+        max_chars=conf.chunk_max_chars,
+    )
+    worker: FileWorker
+    if conf.sandbox:
+        worker = SandboxedWorker(
+            max_file_bytes=conf.max_file_bytes,
+            quotas=quotas,
+            limits=limits,
+            isolation=IsolationLimits(
+                timeout_s=conf.sandbox_timeout_s,
+                cpu_s=conf.sandbox_cpu_s,
+                memory_bytes=conf.sandbox_memory_mb * 1024 * 1024,
+            ),
+        )
+    else:
+        worker = InProcessWorker(max_file_bytes=conf.max_file_bytes, quotas=quotas, limits=limits)
+    return IngestPipeline(
+        embedder=embedder,
+        index=index,
+        enumerator=WorkspaceEnumerator(
+            include=conf.include, exclude=conf.exclude, max_file_bytes=conf.max_file_bytes
+        ),
+        worker=worker,
+        scratch_dir=settings.state_path / "tmp",
+    )
 
 
 def build_app(project_dir: Path | str = ".", *, require_project: bool = False) -> App:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aifr.errors import ErrorCode, IngestError, StorageError
-from aifr.ingest import IndexKey
+from aifr.ingest import FileEntry, IndexKey
 from aifr.storage.sqlite.chunk_index import SqliteChunkIndex
 from ingest_kit import HashingEmbedder, chunk, entry
 
@@ -141,3 +141,16 @@ def test_an_unreadable_index_file_is_a_storage_error(tmp_path: Path, key: IndexK
     (tmp_path / "index.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError):
         _open(tmp_path / "index.db", key)
+
+
+def test_touching_a_file_records_its_new_stat_and_keeps_its_chunks(
+    tmp_path: Path, key: IndexKey
+) -> None:
+    with _open(tmp_path / "index.db", key) as index:
+        _put(index, "app", "a.py", "alpha beta")
+        old = index.files("app")["a.py"]
+        index.touch_files([FileEntry("app", "a.py", old.content_hash, size=10, mtime_ns=123)])
+        index.touch_files([FileEntry("app", "never-indexed.py", "0" * 64, size=1, mtime_ns=1)])
+    with _open(tmp_path / "index.db", key) as index:
+        assert index.files("app") == {"a.py": FileEntry("app", "a.py", old.content_hash, 10, 123)}
+        assert _search(index, "alpha beta", ["app"]) == ["app:a.py:1"]

@@ -204,7 +204,12 @@ class SqliteChunkIndex:
                 json.loads(self._cipher.open("files", bytes(r["file_id"]), r["sealed"]))
                 for r in rows
             ]
-        return {e["path"]: FileEntry(repo, e["path"], e["content_hash"]) for e in entries}
+        return {
+            e["path"]: FileEntry(
+                repo, e["path"], e["content_hash"], e.get("size", 0), e.get("mtime_ns", 0)
+            )
+            for e in entries
+        }
 
     def replace_file(
         self, entry: FileEntry, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]
@@ -240,6 +245,16 @@ class SqliteChunkIndex:
             searcher.remove(entry.repo, old)
             searcher.add(entry.repo, new, [c.text for c in chunks], matrix)
             self._dirty.add(entry.repo)
+
+    def touch_files(self, entries: Sequence[FileEntry]) -> None:
+        """Record the new ``size``/``mtime_ns`` of indexed files; chunks stay as they are."""
+        with self._lock, self._db.transaction() as tx:
+            for entry in entries:
+                _, file_id = self._ids(entry.repo, entry.path)
+                tx.execute(
+                    "UPDATE index_files SET sealed = ? WHERE file_id = ?",
+                    (self._cipher.seal("files", file_id, _file_record(entry)), file_id),
+                )
 
     def remove_files(self, repo: str, paths: Iterable[str]) -> None:
         """Drop the files at ``paths`` and all their chunks from ``repo``."""
@@ -383,5 +398,11 @@ class SqliteChunkIndex:
 
 def _file_record(entry: FileEntry) -> bytes:
     return json.dumps(
-        {"repo": entry.repo, "path": entry.path, "content_hash": entry.content_hash}
+        {
+            "repo": entry.repo,
+            "path": entry.path,
+            "content_hash": entry.content_hash,
+            "size": entry.size,
+            "mtime_ns": entry.mtime_ns,
+        }
     ).encode()

@@ -1,0 +1,243 @@
+"""The IngestPipeline: enumerate, open archives, sanitize, plan, embed in batches, store.
+
+Order matters for safety and for crashes. Text is sanitized inside the worker, before
+a chunk exists, so no secret reaches the embedder, the index, a log line or the report.
+A file's chunks replace its old ones in one :meth:`ChunkIndex.replace_file` call after
+its vectors exist, and an archive's own entry is written after its members, so an ingest
+stopped half way is finished by the next one rather than left looking complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aifr.errors import IngestError
+from aifr.ingest.archives import ARCHIVE_SEPARATOR
+from aifr.ingest.enumerate import Skipped, WorkspaceEnumerator, WorkspaceFile
+from aifr.ingest.isolation import FileWorker
+from aifr.ingest.manifest import IngestCounts, ManifestEmitter, file_digest
+from aifr.ingest.parsing import ParsedFile
+from aifr.ingest.ports import ChunkIndex, Embedder, FileEntry
+
+__all__ = ["IngestPipeline", "IngestReport", "ProgressCallback"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (files done, files to read) as changed files are stored."""
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What one ingest did: file counts, chunks embedded, skips and secrets redacted."""
+
+    repo: str
+    counts: IngestCounts = field(default_factory=IngestCounts)
+    chunks_embedded: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    redactions: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+class IngestPipeline:
+    """Ingests a workspace into a :class:`ChunkIndex` through an :class:`Embedder`."""
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        index: ChunkIndex,
+        enumerator: WorkspaceEnumerator,
+        worker: FileWorker,
+        batch_size: int = 64,
+        scratch_dir: Path | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.enumerator = enumerator
+        self.worker = worker
+        self.batch_size = max(1, batch_size)
+        self.scratch_dir = scratch_dir
+
+    def ingest(
+        self, root: Path, repo: str, progress: ProgressCallback | None = None
+    ) -> IngestReport:
+        """Bring ``repo`` in the index up to date with the workspace at ``root``.
+
+        Raises:
+            IngestError: ``root`` cannot be read, or the embedder answered a wrong number
+                of vectors.
+        """
+        started = time.perf_counter()
+        if not repo or ARCHIVE_SEPARATOR in repo:
+            raise IngestError(f"repository name {repo!r} is empty or malformed", repo=repo)
+        report = IngestReport(repo)
+        manifest = ManifestEmitter(repo)
+        previous = self.index.files(repo)
+        found = self.enumerator.enumerate(root)
+        report.skipped.extend(found.skipped)
+        plan = manifest.plan(previous, found.files)
+        seen = set(plan.unchanged)
+        report.counts.unchanged = len(plan.unchanged)
+        candidates = list(plan.candidates)
+        if self.scratch_dir is not None:
+            self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="aifr-ingest-", dir=self.scratch_dir) as tmp:
+            archives = self._open_archives(plan.archives, Path(tmp), candidates, report)
+            touched, to_read = self._sort_out(manifest, previous, candidates, report)
+            seen.update(entry.path for entry in touched)
+            self._read_and_store(manifest, previous, to_read, report, seen, progress)
+        vanished = manifest.vanished(previous, seen | {a.path for a in archives})
+        if vanished:
+            self.index.remove_files(repo, vanished)
+        if touched:
+            self.index.touch_files(touched)
+        for entry in archives:
+            self.index.replace_file(entry, [], [])
+            report.counts.added += manifest.is_new(previous, entry.path)
+            report.counts.changed += not manifest.is_new(previous, entry.path)
+        report.counts.removed = len(vanished)
+        report.duration_s = time.perf_counter() - started
+        logger.info(
+            "ingested %s: %d added, %d changed, %d removed, %d unchanged, %d skipped",
+            repo, report.counts.added, report.counts.changed, report.counts.removed,
+            report.counts.unchanged, len(report.skipped),
+        )  # fmt: skip
+        return report
+
+    def _open_archives(
+        self,
+        archives: Sequence[WorkspaceFile],
+        scratch: Path,
+        candidates: list[WorkspaceFile],
+        report: IngestReport,
+    ) -> list[FileEntry]:
+        """Extract changed archives; their members join the candidates."""
+        entries: list[FileEntry] = []
+        limit = self.enumerator.max_file_bytes
+        for number, archive in enumerate(archives):
+            dest = scratch / f"archive-{number}"
+            dest.mkdir()
+            extraction = self.worker.extract(archive.absolute, dest)
+            whole_failed = False
+            for refusal in extraction.refused:
+                where = (
+                    f"{archive.path}{ARCHIVE_SEPARATOR}{refusal.path}"
+                    if refusal.path
+                    else archive.path
+                )
+                report.skipped.append(Skipped(where, refusal.reason, refusal.detail))
+                whole_failed = whole_failed or not refusal.path
+            if whole_failed:
+                continue
+            for member in extraction.extracted:
+                on_disk = dest / member
+                size = on_disk.stat().st_size
+                path = f"{archive.path}{ARCHIVE_SEPARATOR}{member}"
+                if size > limit:
+                    report.skipped.append(Skipped(path, "too_large", f"{size} bytes > {limit}"))
+                    continue
+                candidates.append(WorkspaceFile(path, on_disk, size, archive.mtime_ns))
+            entries.append(
+                FileEntry(
+                    report.repo,
+                    archive.path,
+                    file_digest(archive.absolute),
+                    archive.size,
+                    archive.mtime_ns,
+                )
+            )
+        return entries
+
+    @staticmethod
+    def _sort_out(
+        manifest: ManifestEmitter,
+        previous: Mapping[str, FileEntry],
+        candidates: Sequence[WorkspaceFile],
+        report: IngestReport,
+    ) -> tuple[list[FileEntry], list[WorkspaceFile]]:
+        """Hash files whose ``stat`` moved: same hash means unchanged (only touched)."""
+        touched: list[FileEntry] = []
+        to_read: list[WorkspaceFile] = []
+        for item in candidates:
+            known = previous.get(item.path)
+            if known is None:
+                to_read.append(item)
+                continue
+            try:
+                digest = file_digest(item.absolute)
+            except OSError:
+                to_read.append(item)  # the worker reports why it cannot be read
+                continue
+            if digest == known.content_hash:
+                touched.append(manifest.entry(item, digest))
+                report.counts.unchanged += 1
+            else:
+                to_read.append(item)
+        return touched, to_read
+
+    def _read_and_store(
+        self,
+        manifest: ManifestEmitter,
+        previous: Mapping[str, FileEntry],
+        files: Sequence[WorkspaceFile],
+        report: IngestReport,
+        seen: set[str],
+        progress: ProgressCallback | None,
+    ) -> None:
+        redactions: Counter[str] = Counter()
+        pending: list[tuple[WorkspaceFile, ParsedFile]] = []
+        if progress is not None:
+            progress(0, len(files))
+        step = max(self.batch_size, 16)
+        for start in range(0, len(files), step):
+            group = files[start : start + step]
+            for item, result in zip(group, self.worker.parse(report.repo, group), strict=True):
+                if isinstance(result, Skipped):
+                    report.skipped.append(result)
+                    continue
+                redactions.update(result.redactions)
+                pending.append((item, result))
+            if sum(len(p.chunks) for _, p in pending) >= self.batch_size or start + step >= len(
+                files
+            ):
+                self._store(manifest, previous, pending, report)
+                seen.update(item.path for item, _ in pending)
+                pending = []
+            if progress is not None:
+                progress(min(start + step, len(files)), len(files))
+        report.redactions = dict(sorted(redactions.items()))
+
+    def _store(
+        self,
+        manifest: ManifestEmitter,
+        previous: Mapping[str, FileEntry],
+        pending: Sequence[tuple[WorkspaceFile, ParsedFile]],
+        report: IngestReport,
+    ) -> None:
+        """Embed the chunks of ``pending`` files (each distinct text once) and store them."""
+        unique = sorted({c.text for _, parsed in pending for c in parsed.chunks})
+        vectors: dict[str, list[float]] = {}
+        for start in range(0, len(unique), self.batch_size):
+            texts = unique[start : start + self.batch_size]
+            answer = self.embedder.embed(texts)
+            if len(answer) != len(texts):
+                raise IngestError(
+                    f"the embedder {self.embedder.model_id!r} answered {len(answer)} vectors for {len(texts)} texts",
+                    model=self.embedder.model_id,
+                )
+            vectors.update(zip(texts, answer, strict=True))
+        for item, parsed in pending:
+            entry = manifest.entry(item, parsed.content_hash)
+            self.index.replace_file(entry, parsed.chunks, [vectors[c.text] for c in parsed.chunks])
+            report.chunks_embedded += len(parsed.chunks)
+            if manifest.is_new(previous, item.path):
+                report.counts.added += 1
+            else:
+                report.counts.changed += 1
