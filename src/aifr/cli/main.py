@@ -11,6 +11,7 @@ from aifr.cli import (
     capabilities,
     demo,
     grants,
+    ingest,
     mcp,
     policy,
     project,
@@ -46,6 +47,7 @@ app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
 app.command("search")(search.search)
+app.command("ingest")(ingest.ingest)
 
 
 def main() -> None:
