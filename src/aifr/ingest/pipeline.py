@@ -20,7 +20,7 @@ from pathlib import Path
 from aifr.errors import IngestError
 from aifr.ingest.archives import ARCHIVE_SEPARATOR
 from aifr.ingest.enumerate import Skipped, WorkspaceEnumerator, WorkspaceFile
-from aifr.ingest.isolation import FileWorker
+from aifr.ingest.isolation import FileWorker, batches
 from aifr.ingest.manifest import IngestCounts, ManifestEmitter, file_digest
 from aifr.ingest.parsing import ParsedFile
 from aifr.ingest.ports import ChunkIndex, Embedder, FileEntry
@@ -191,27 +191,28 @@ class IngestPipeline:
         seen: set[str],
         progress: ProgressCallback | None,
     ) -> None:
+        """Parse in large groups (a sandboxed child each), embed and store in small batches."""
         redactions: Counter[str] = Counter()
-        pending: list[tuple[WorkspaceFile, ParsedFile]] = []
+        done = 0
         if progress is not None:
             progress(0, len(files))
-        step = max(self.batch_size, 16)
-        for start in range(0, len(files), step):
-            group = files[start : start + step]
+        for group in batches(files):
+            pending: list[tuple[WorkspaceFile, ParsedFile]] = []
             for item, result in zip(group, self.worker.parse(report.repo, group), strict=True):
                 if isinstance(result, Skipped):
                     report.skipped.append(result)
+                    done += 1
                     continue
                 redactions.update(result.redactions)
                 pending.append((item, result))
-            if sum(len(p.chunks) for _, p in pending) >= self.batch_size or start + step >= len(
-                files
-            ):
-                self._store(manifest, previous, pending, report)
-                seen.update(item.path for item, _ in pending)
-                pending = []
+                if sum(len(p.chunks) for _, p in pending) >= self.batch_size:
+                    done += self._store(manifest, previous, pending, report, seen)
+                    pending = []
+                    if progress is not None:
+                        progress(done, len(files))
+            done += self._store(manifest, previous, pending, report, seen)
             if progress is not None:
-                progress(min(start + step, len(files)), len(files))
+                progress(done, len(files))
         report.redactions = dict(sorted(redactions.items()))
 
     def _store(
@@ -220,7 +221,8 @@ class IngestPipeline:
         previous: Mapping[str, FileEntry],
         pending: Sequence[tuple[WorkspaceFile, ParsedFile]],
         report: IngestReport,
-    ) -> None:
+        seen: set[str],
+    ) -> int:
         """Embed the chunks of ``pending`` files (each distinct text once) and store them."""
         unique = sorted({c.text for _, parsed in pending for c in parsed.chunks})
         vectors: dict[str, list[float]] = {}
@@ -237,7 +239,9 @@ class IngestPipeline:
             entry = manifest.entry(item, parsed.content_hash)
             self.index.replace_file(entry, parsed.chunks, [vectors[c.text] for c in parsed.chunks])
             report.chunks_embedded += len(parsed.chunks)
+            seen.add(item.path)
             if manifest.is_new(previous, item.path):
                 report.counts.added += 1
             else:
                 report.counts.changed += 1
+        return len(pending)
