@@ -158,17 +158,22 @@ def _watch(app: App, pipeline: IngestPipeline, root: Path, repo: str, *, as_json
     def on_term(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
+    def again(_paths: list[str]) -> None:
+        try:
+            _run_once(app, pipeline, root, repo, as_json=as_json, one_line=True)
+        except AifrError as exc:  # one failed pass (the folder gone a moment) ends nothing
+            err_console.print(
+                Text.assemble(
+                    ("error", "bold red"), " ", (exc.code.value, "dim"), ": ", exc.message
+                )
+            )
+
     previous = signal.signal(signal.SIGTERM, on_term)
     if not as_json:
         err_console.print(f"watching {root} (Ctrl-C to stop)")
     try:
         WorkspaceWatcher(
-            root,
-            debounce_ms=app.settings.ingest.debounce_ms,
-            on_change=lambda _paths: _run_once(
-                app, pipeline, root, repo, as_json=as_json, one_line=True
-            ),
-            stop_event=stop,
+            root, debounce_ms=app.settings.ingest.debounce_ms, on_change=again, stop_event=stop
         ).run()
     finally:
         signal.signal(signal.SIGTERM, previous)

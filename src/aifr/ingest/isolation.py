@@ -117,7 +117,8 @@ class SandboxedWorker:
         self.chunk_limits = limits or ChunkLimits()
         self.isolation = isolation or IsolationLimits()
 
-    def _sandbox(self, output_bytes: int) -> Sandbox:
+    def sandbox(self, output_bytes: int) -> Sandbox:
+        """The process sandbox a child runs in: these limits, one process, no shell."""
         iso = self.isolation
         return Sandbox(
             allow_commands=[sys.executable],
@@ -137,7 +138,7 @@ class SandboxedWorker:
     ) -> dict[str, object]:
         fd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            result = self._sandbox(output_bytes).run(
+            result = self.sandbox(output_bytes).run(
                 [sys.executable, "-I", "-B", "-m", "aifr.ingest.worker"],
                 cwd_fd=fd,
                 stdin=json.dumps(request).encode(),
