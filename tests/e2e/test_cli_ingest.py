@@ -1,7 +1,7 @@
 """``aifr ingest`` end to end: the real model, the encrypted index, the CLI a user runs.
 
-The canary test plants a secret of every type in a workspace, ingests it, searches it,
-and then reads the raw bytes of everything the project holds (index, state database,
+The canary test plants a secret of every type in a workspace, ingests it, searches it
+(``aifr search`` and ``knowledge.search`` over MCP with the official client), and reads the raw bytes of everything the project holds (index, state database,
 keys), the logs at DEBUG and every command's output: no canary may appear anywhere.
 """
 
@@ -14,7 +14,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from archive_kit import GOOD, zip_with
 from canary_kit import leaked, plant
@@ -40,6 +43,30 @@ def project(tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]) -> Path:
     return tmp_path / "proj"
 
 
+def _mcp_search(
+    aifr_bin: str, env: dict[str, str], project: Path, queries: list[str], errors: Path
+) -> list[str]:
+    """``knowledge.search`` through ``aifr mcp`` with the official client: every reply, and the server's log."""
+    params = StdioServerParameters(
+        command=aifr_bin, args=["mcp", "--transport", "stdio", "-p", str(project)], env=env
+    )
+
+    async def session() -> list[str]:
+        with anyio.fail_after(_TIMEOUT_S), errors.open("w") as sink:
+            async with Client(stdio_client(params, errlog=sink)) as client:
+                replies = []
+                for query in queries:
+                    result = await client.call_tool("knowledge.search", {"query": query})
+                    assert not result.is_error, result
+                    replies.append(json.dumps(result.structured_content))
+                    replies.extend(getattr(part, "text", "") for part in result.content)
+                return replies
+
+    replies = anyio.run(session)
+    assert any("[REDACTED:" in reply for reply in replies)
+    return [*replies, errors.read_text()]
+
+
 def test_canary_secrets_reach_no_index_database_log_search_result_or_output(
     project: Path, tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
 ) -> None:
@@ -61,7 +88,7 @@ def test_canary_secrets_reach_no_index_database_log_search_result_or_output(
         "auth sample session",
         "cache blob",
     ]
-    for query in queries:
+    for query in queries[::4]:  # each command loads the model: two here, all over MCP below
         found = _aifr(aifr_bin, env, "search", query, "--json", "-p", str(project))
         assert found.returncode == 0, found.stderr
         outputs += [found.stdout, found.stderr]
