@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aifr.errors import IngestError
 from aifr.ingest.archives import ARCHIVE_SEPARATOR
+from aifr.ingest.embedding import EmbeddingGenerator
 from aifr.ingest.enumerate import Skipped, WorkspaceEnumerator, WorkspaceFile
 from aifr.ingest.isolation import FileWorker, batches
 from aifr.ingest.manifest import IngestCounts, ManifestEmitter, file_digest
@@ -59,6 +60,7 @@ class IngestPipeline:
         scratch_dir: Path | None = None,
     ) -> None:
         self.embedder = embedder
+        self.generator = EmbeddingGenerator(embedder, batch_size=batch_size)
         self.index = index
         self.enumerator = enumerator
         self.worker = worker
@@ -224,20 +226,11 @@ class IngestPipeline:
         seen: set[str],
     ) -> int:
         """Embed the chunks of ``pending`` files (each distinct text once) and store them."""
-        unique = sorted({c.text for _, parsed in pending for c in parsed.chunks})
-        vectors: dict[str, list[float]] = {}
-        for start in range(0, len(unique), self.batch_size):
-            texts = unique[start : start + self.batch_size]
-            answer = self.embedder.embed(texts)
-            if len(answer) != len(texts):
-                raise IngestError(
-                    f"the embedder {self.embedder.model_id!r} answered {len(answer)} vectors for {len(texts)} texts",
-                    model=self.embedder.model_id,
-                )
-            vectors.update(zip(texts, answer, strict=True))
+        every = [chunk for _, parsed in pending for chunk in parsed.chunks]
+        vectors = iter(self.generator.vectors(every))
         for item, parsed in pending:
             entry = manifest.entry(item, parsed.content_hash)
-            self.index.replace_file(entry, parsed.chunks, [vectors[c.text] for c in parsed.chunks])
+            self.index.replace_file(entry, parsed.chunks, [next(vectors) for _ in parsed.chunks])
             report.chunks_embedded += len(parsed.chunks)
             seen.add(item.path)
             if manifest.is_new(previous, item.path):
