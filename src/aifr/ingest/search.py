@@ -128,7 +128,8 @@ class VectorIndex:
         """Up to ``n`` (row id, cosine similarity) pairs, best first."""
         if len(self._index) == 0:
             return []
-        matches = self._index.search(vector, min(n, len(self._index)))
+        # One query needs one thread; a pool's spinning workers would slow what runs next.
+        matches = self._index.search(vector, min(n, len(self._index)), threads=1)
         return [
             (int(key), 1.0 - float(distance))
             for key, distance in zip(matches.keys, matches.distances, strict=True)
