@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 from cli_kit import run_cli
+from mcp import Client, StdioServerParameters
 
 from aifr.app import open_knowledge_index
 from aifr.config import init_project, load_settings
@@ -119,3 +121,34 @@ def test_asking_for_a_repository_that_is_not_indexed_says_which_are(
     assert done.returncode == 5
     assert "ingest.repo_not_found" in done.stderr
     assert "handbook" in done.stderr
+
+
+def test_an_mcp_client_searches_through_the_same_governed_capability(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    params = StdioServerParameters(
+        command=aifr_bin,
+        args=["mcp", "--transport", "stdio", "-p", str(project)],
+        env=clean_env,
+        cwd=project,
+    )
+
+    async def main() -> dict[str, object]:
+        with anyio.fail_after(120):
+            async with Client(params) as client:
+                tools = {tool.name for tool in (await client.list_tools()).tools}
+                assert "knowledge.search" in tools
+                result = await client.call_tool(
+                    "knowledge.search", {"query": "exponential backoff delays", "k": 3}
+                )
+                assert not result.is_error, result
+                assert result.structured_content is not None
+                return result.structured_content
+
+    output = anyio.run(main)
+    hits = output["hits"]
+    assert isinstance(hits, list)
+    assert hits[0]["path"] == "retry.py"
+    assert "Salary" not in json.dumps(output)
+    repos = {r["repo"]: r for r in output["repos"]}  # type: ignore[attr-defined]
+    assert repos["hr-records"]["searched"] is False
