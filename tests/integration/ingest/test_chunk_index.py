@@ -154,3 +154,13 @@ def test_touching_a_file_records_its_new_stat_and_keeps_its_chunks(
     with _open(tmp_path / "index.db", key) as index:
         assert index.files("app") == {"a.py": FileEntry("app", "a.py", old.content_hash, 10, 123)}
         assert _search(index, "alpha beta", ["app"]) == ["app:a.py:1"]
+
+
+def test_a_long_lived_reader_sees_what_another_writer_added(tmp_path: Path, key: IndexKey) -> None:
+    with _open(tmp_path / "index.db", key) as reader, _open(tmp_path / "index.db", key) as writer:
+        _put(writer, "app", "a.py", "alpha beta")
+        assert _search(reader, "alpha beta", ["app"]) == ["app:a.py:1"]
+        _put(writer, "app", "b.py", "gamma delta")
+        writer.remove_files("app", ["a.py"])
+        assert _search(reader, "gamma delta", ["app"]) == ["app:b.py:1"]
+        assert "app:a.py:1" not in _search(reader, "alpha beta", ["app"])

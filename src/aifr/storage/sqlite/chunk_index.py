@@ -95,6 +95,7 @@ class SqliteChunkIndex:
         self._lock = threading.RLock()
         self._weights = weights
         self._searcher: HybridSearcher | None = None
+        self._loaded_at: list[tuple[bytes, int]] = []
         self._dirty: set[str] = set()
         self._check(key)
 
@@ -129,10 +130,24 @@ class SqliteChunkIndex:
                 model_id=meta.get("model_id"),
             )
 
+    def _generations(self) -> list[tuple[bytes, int]]:
+        with translate_sqlite_errors(f"reading {self.path}"):
+            rows = self._db.connect().execute(
+                "SELECT repo_id, generation FROM index_repos ORDER BY repo_id"
+            )
+            return [(bytes(r["repo_id"]), int(r["generation"])) for r in rows]
+
     def _load(self) -> HybridSearcher:
-        """Decrypt every row into memory (once); the caller holds the lock."""
-        if self._searcher is not None:
+        """Decrypt every row into memory, again when another process changed the index.
+
+        The caller holds the lock. A long-lived reader (``aifr mcp``) thus sees what a
+        concurrent ``aifr ingest`` wrote at its next search.
+        """
+        generations = self._generations()
+        if self._searcher is not None and generations == self._loaded_at:
             return self._searcher
+        self._dirty.clear()
+        self._loaded_at = generations
         searcher = HybridSearcher(self.dimension, self._weights)
         conn = self._db.connect()
         with translate_sqlite_errors(f"reading {self.path}"):
@@ -245,6 +260,7 @@ class SqliteChunkIndex:
             searcher.remove(entry.repo, old)
             searcher.add(entry.repo, new, [c.text for c in chunks], matrix)
             self._dirty.add(entry.repo)
+            self._loaded_at = self._generations()
 
     def touch_files(self, entries: Sequence[FileEntry]) -> None:
         """Record the new ``size``/``mtime_ns`` of indexed files; chunks stay as they are."""
@@ -268,6 +284,7 @@ class SqliteChunkIndex:
                 self._bump(tx, self._cipher.name("repo", repo))
             searcher.remove(repo, removed)
             self._dirty.add(repo)
+            self._loaded_at = self._generations()
 
     def search(
         self, query: str, query_vector: Sequence[float], *, repos: Sequence[str], k: int
