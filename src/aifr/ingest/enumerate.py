@@ -19,6 +19,7 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 
 from aifr.errors import IngestError
+from aifr.redaction import scrub
 
 __all__ = [
     "NEVER_ENTERED",
@@ -129,6 +130,10 @@ class WorkspaceEnumerator:
                 ignores = [*ignores, (rel_dir, spec)]
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if scrub(entry.name) != entry.name:  # paths are stored and shown: no secret in them
+                shown = f"{scrub(rel_dir)}/{scrub(entry.name)}" if rel_dir else scrub(entry.name)
+                result.skipped.append(Skipped(shown, "secret_in_path", "the name holds a secret"))
+                continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
