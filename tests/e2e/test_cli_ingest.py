@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import threading
@@ -120,6 +121,7 @@ def test_reingest_reports_changes_and_removals_in_text_and_json(
     assert first.returncode == 0, first.stderr
     assert "added 5, changed 0, removed 0" in " ".join(first.stdout.split())
     assert "vendor.zip!/../slip.py" in first.stdout and "archive_unsafe_path" in first.stdout
+    assert "ingesting" not in first.stderr and "━" not in first.stderr  # no bar when piped
     (workspace / "m0.py").write_text("def f0():\n    return 'new'\n")
     (workspace / "m1.py").unlink()
     second = _aifr(
@@ -202,3 +204,45 @@ def test_watch_ingests_again_after_a_change_and_stops_on_sigterm(
         proc.stdout.close()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_a_progress_bar_shows_on_a_terminal(
+    project: Path, tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    for i in range(20):
+        (workspace / f"m{i}.py").write_text(f"def f{i}():\n    return {i}\n")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [aifr_bin, "ingest", str(workspace), "--repo", "app", "-p", str(project)],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**clean_env, "COLUMNS": "80", "TERM": "xterm"},
+    )
+    os.close(follower)
+    seen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                block = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not block:
+                return
+            seen.extend(block)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        out, _ = proc.communicate(timeout=_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+        os.close(leader)
+    assert proc.returncode == 0
+    assert b"ingesting" in seen and b"20/20" in seen
+    assert b"added 20" in out and b"ingesting" not in out
