@@ -461,7 +461,10 @@ def build_ingest_pipeline(
         embedder=embedder,
         index=index,
         enumerator=WorkspaceEnumerator(
-            include=conf.include, exclude=conf.exclude, max_file_bytes=conf.max_file_bytes
+            include=conf.include,
+            exclude=conf.exclude,
+            max_file_bytes=conf.max_file_bytes,
+            max_archive_bytes=conf.archive_max_total_bytes,
         ),
         worker=worker,
         scratch_dir=settings.state_path / "tmp",

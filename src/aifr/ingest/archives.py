@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from aifr.ingest.enumerate import Skipped
+from aifr.ingest.enumerate import Skipped, is_archive
 
 __all__ = [
     "ARCHIVE_SEPARATOR",
@@ -35,7 +35,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ARCHIVE_SEPARATOR = "!/"  # lib.zip!/src/a.py names a member, as in jar: URLs
-_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 _READ = 65536
 _RATIO_FLOOR = 64 * 1024  # a small file may compress well without being a bomb
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -71,11 +70,6 @@ class _Budget:
     quotas: ArchiveQuotas
     total_bytes: int = 0
     files: int = 0
-
-
-def is_archive(name: str) -> bool:
-    """Whether ``name`` has an archive suffix this module extracts."""
-    return name.lower().endswith(_SUFFIXES)
 
 
 def extract_archive(archive: Path, dest: Path, quotas: ArchiveQuotas) -> ExtractionReport:

@@ -138,3 +138,15 @@ def test_a_folder_whose_name_holds_a_secret_is_not_entered(tmp_path: Path) -> No
     assert [(s.path, s.reason) for s in result.skipped] == [
         ("[REDACTED:github_token]", "secret_in_path")
     ]
+
+
+def test_an_archive_may_exceed_the_file_cap_up_to_its_own(tmp_path: Path) -> None:
+    (tmp_path / "vendor.zip").write_bytes(b"PK" + b"z" * 3000)
+    (tmp_path / "huge.tar.gz").write_bytes(b"z" * 9000)
+    (tmp_path / "big.py").write_text("x" * 3000)
+    result = WorkspaceEnumerator(max_file_bytes=1000, max_archive_bytes=5000).enumerate(tmp_path)
+    assert [f.path for f in result.files] == ["vendor.zip"]
+    assert [(s.path, s.reason) for s in result.skipped] == [
+        ("big.py", "too_large"),
+        ("huge.tar.gz", "too_large"),
+    ]
