@@ -173,3 +173,11 @@ def test_blank_file_has_no_chunks() -> None:
 def test_language_comes_from_the_suffix_of_an_archive_member_too() -> None:
     assert language_for("vendor/lib.zip!/src/app.tsx") == "typescript"
     assert language_for("Makefile") == "text"
+
+
+def test_pathologically_deep_nesting_is_cut_into_windows_without_recursing_forever() -> None:
+    depth = 3000
+    text = "if (x) {\n" * depth + "}\n" * depth
+    chunks = ChunkPlanner(SMALL).plan("r", "deep.js", text)
+    assert chunks[0].start_line == 1 and chunks[-1].end_line == 2 * depth
+    assert all(c.end_line - c.start_line + 1 <= SMALL.max_lines for c in chunks)
