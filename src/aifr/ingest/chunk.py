@@ -48,7 +48,8 @@ class ChunkPlanner:
 
     def plan(self, repo: str, path: str, text: str) -> list[Chunk]:
         """The chunks of ``text`` (already sanitized), in file order; none for blank text."""
-        lines = text.splitlines(keepends=True)
+        lines = text.split("\n")  # only \n ends a line, as for editors, git and ast
+        lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
         language = language_for(path)
         spans = self._pack(units_for(language, lines), lines)
         chunks: list[Chunk] = []
