@@ -25,7 +25,7 @@ from aifr.app import App, build_app, build_ingest_pipeline, open_knowledge_index
 from aifr.audit import AuditEvent
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.errors import AifrError
-from aifr.ingest.pipeline import IngestPipeline, IngestReport
+from aifr.ingest import IngestPipeline, IngestReport
 from aifr.ingest.watch import WorkspaceWatcher
 from aifr.observability.logs import configure_logging
 from aifr.redaction import scrub
