@@ -99,9 +99,15 @@ def test_canary_secrets_reach_no_index_database_log_search_result_or_output(
     )
     outputs += [again.stdout, again.stderr]
     assert json.loads(again.stdout)["unchanged"] == 7
-    assert leaked("\n".join(outputs)) == []
+    exported = _aifr(aifr_bin, env, "audit", "export", "-p", str(project))
+    outputs += [exported.stdout, exported.stderr]
+    records = [json.loads(line) for line in exported.stdout.splitlines() if line.strip()]
+    first_ingest = next(r for r in records if r["kind"] == "ingest.completed")
+    assert {"type": "private_key", "count": 1} in first_ingest["details"]["redactions"]
+    assert first_ingest["details"]["added"] == 7
     stored = [p for p in (project / ".aifr").rglob("*") if p.is_file()]
     assert any(p.name == "index.db" for p in stored) and any(p.name == "aifr.db" for p in stored)
+    assert leaked("\n".join(outputs)) == []
     for path in stored:
         assert leaked(path.read_bytes()) == [], path
     assert "[REDACTED:private_key]" in "\n".join(outputs)  # the placeholder, not the key

@@ -106,11 +106,13 @@ def _run_once(
             kind="ingest.completed",
             principal=app.settings.principal,
             outcome="ok",
-            details={
-                k: data[k]
-                for k in ("repo", "added", "changed", "removed", "unchanged", "redactions")
-            }
-            | {"skipped": len(report.skipped)},
+            details={k: data[k] for k in ("repo", "added", "changed", "removed", "unchanged")}
+            | {
+                "skipped": len(report.skipped),
+                # a list, not a mapping: the ledger would take "private_key" for a secret's
+                # name and hide its count
+                "redactions": [{"type": t, "count": n} for t, n in report.redactions.items()],
+            },
         )
     )
     if as_json and one_line:  # --watch --json: one report per line, as it happens
