@@ -127,7 +127,7 @@ class IngestPipeline:
             dest = scratch / f"archive-{number}"
             dest.mkdir()
             extraction = self.worker.extract(archive.absolute, dest)
-            whole_failed = False
+            retry = False
             for refusal in extraction.refused:
                 where = (
                     f"{archive.path}{ARCHIVE_SEPARATOR}{refusal.path}"
@@ -135,8 +135,11 @@ class IngestPipeline:
                     else archive.path
                 )
                 report.skipped.append(Skipped(where, refusal.reason, refusal.detail))
-                whole_failed = whole_failed or not refusal.path
-            if whole_failed:
+                # A child that died may do better next time: leave the archive unrecorded.
+                # A corrupt archive is recorded (with no members) and not reopened until
+                # it changes.
+                retry = retry or refusal.reason == "sandbox_failed"
+            if retry:
                 continue
             for member in extraction.extracted:
                 on_disk = dest / member
