@@ -274,6 +274,13 @@ def reserved_paths(settings: Settings) -> list[Path]:
         settings.path(settings.workflows.directory),
         settings.path(settings.secrets.directory),
         settings.path(settings.audit.signing_key_file),
+        settings.path(settings.index.key_file),
+        settings.path(settings.index.directory),
+        *(
+            [settings.path(settings.index.escrow_public_key)]
+            if settings.index.escrow_public_key
+            else []
+        ),
         project / "__pycache__",
     ]
     for name in settings.runtime.capability_modules:
@@ -328,9 +335,6 @@ def open_knowledge_index(
             raise
         create_key_file(settings.path(settings.index.key_file))
         key = resolve_index_key(providers)
-    escrow = index_dir / "key.escrow"
-    if settings.index.escrow_public_key and not escrow.exists():
-        write_escrow(key.export(), settings.path(settings.index.escrow_public_key), escrow)
     # The model is read from the package's own folder; never let a library reach the hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -352,6 +356,9 @@ def open_knowledge_index(
     index = SqliteChunkIndex(
         database, key, model_id=embedder.model_id, dimension=embedder.dimension, weights=weights
     )
+    escrow = index_dir / "key.escrow"  # written only once the key has opened the index
+    if settings.index.escrow_public_key and not escrow.exists():
+        write_escrow(key.export(), settings.path(settings.index.escrow_public_key), escrow)
     return index, embedder
 
 

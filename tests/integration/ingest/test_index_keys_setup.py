@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aifr.app import open_knowledge_index
+from aifr.app import build_app, open_knowledge_index
 from aifr.config import init_project, load_settings
 from aifr.errors import ErrorCode, IngestError
 from aifr.ingest import INDEX_KEY_NAME, generate_index_key, resolve_index_key, unwrap_escrow
@@ -78,3 +79,18 @@ def test_without_the_file_source_a_missing_key_is_never_created(project: Path) -
         open_knowledge_index(load_settings(project), create=True)
     assert caught.value.code is ErrorCode.INGEST_KEY_MISSING
     assert not (project / ".aifr" / "keys" / "index.key").exists()
+
+
+def test_agents_cannot_read_a_key_file_kept_outside_the_state_folder(project: Path) -> None:
+    _configure(project, 'key_file = "keys/index.key"\n')
+    index, _ = open_knowledge_index(load_settings(project), create=True)
+    index.close()
+    key_text = (project / "keys" / "index.key").read_text().strip()
+    app = build_app(project)
+    try:
+        result = app.runtime.invoke("io.fs.read_file", {"path": "keys/index.key"}, "agent")
+    finally:
+        app.close()
+    assert result.error is not None
+    assert result.error.code is ErrorCode.EXECUTION_REFUSED
+    assert key_text not in json.dumps(result.to_dict())
