@@ -103,7 +103,7 @@ class WorkspaceEnumerator:
         self.use_gitignore = use_gitignore
 
     def enumerate(self, root: Path) -> EnumerationResult:
-        """Every ingestible file under ``root``, sorted by path, and what was skipped.
+        """Every ingestible file under ``root`` (names sorted at each level), and the skips.
 
         Raises:
             IngestError: ``root`` is not a readable directory.
@@ -117,13 +117,12 @@ class WorkspaceEnumerator:
         if not real_root.is_dir():
             raise IngestError(f"workspace {str(root)!r} is not a directory", path=str(root))
         result = EnumerationResult()
-        for entry in self._walk(real_root, real_root, "", [], result):
+        for entry in self._walk(real_root, "", [], result):
             self._consider(real_root, entry, result)
         return result
 
     def _walk(
         self,
-        real_root: Path,
         directory: Path,
         rel_dir: str,
         ignores: list[tuple[str, GitIgnoreSpec]],
@@ -153,7 +152,7 @@ class WorkspaceEnumerator:
                     continue
                 if self._exclude.match_file(rel + "/"):
                     continue
-                yield from self._walk(real_root, Path(entry.path), rel, ignores, result)
+                yield from self._walk(Path(entry.path), rel, ignores, result)
                 continue
             if self._ignored(rel, ignores) or self._exclude.match_file(rel):
                 continue

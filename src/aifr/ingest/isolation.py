@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 # A child costs about 0.5 s to start (Python and aifr's imports), so it gets many files;
 # a batch that fails is halved until the file at fault is alone.
 _BATCH_FILES = 512
+# -I drops PYTHONPATH (which the sandbox refuses anyway), so the child is told where this
+# aifr lives: it then runs the same code whether aifr is installed or run from a checkout.
+_PACKAGE_HOME = Path(__file__).resolve().parents[2]
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from aifr.ingest.worker import main; main()"
 _BATCH_BYTES = 8 * 1024 * 1024
 
 
@@ -139,7 +143,7 @@ class SandboxedWorker:
         fd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY)
         try:
             result = self.sandbox(output_bytes).run(
-                [sys.executable, "-I", "-B", "-m", "aifr.ingest.worker"],
+                [sys.executable, "-I", "-B", "-c", _BOOT, str(_PACKAGE_HOME)],
                 cwd_fd=fd,
                 stdin=json.dumps(request).encode(),
             )
