@@ -1,4 +1,4 @@
-"""The sandboxed child: ``python -I -m aifr.ingest.worker`` parses files or extracts an archive.
+"""The sandboxed child: ``aifr.ingest.worker`` (under ``python -I -B``) parses files or extracts archives.
 
 It reads one JSON request on stdin and writes one JSON answer on stdout, and does
 nothing else: the parent (:mod:`aifr.ingest.isolation`) starts it through the process
