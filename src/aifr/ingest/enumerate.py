@@ -23,6 +23,7 @@ from aifr.redaction import scrub
 
 __all__ = [
     "NEVER_ENTERED",
+    "SNIFF_BYTES",
     "EnumerationResult",
     "Skipped",
     "WorkspaceEnumerator",
@@ -34,7 +35,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 NEVER_ENTERED = frozenset({".git", ".aifr"})
-_SNIFF_BYTES = 8192
+SNIFF_BYTES = 8192
 _IGNORE_FILE = ".gitignore"
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
@@ -73,7 +74,7 @@ def is_archive(name: str) -> bool:
 
 def is_binary(head: bytes) -> bool:
     """Whether the first bytes of a file mark it as binary (a NUL byte, as git decides)."""
-    return b"\0" in head[:_SNIFF_BYTES]
+    return b"\0" in head[:SNIFF_BYTES]
 
 
 class WorkspaceEnumerator:

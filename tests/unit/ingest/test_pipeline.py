@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from aifr.ingest.archives import ArchiveQuotas
-from aifr.ingest.enumerate import WorkspaceEnumerator
+from aifr.ingest.enumerate import Skipped, WorkspaceEnumerator, WorkspaceFile
 from aifr.ingest.isolation import InProcessWorker
 from aifr.ingest.manifest import IngestCounts
+from aifr.ingest.parsing import ParsedFile
 from aifr.ingest.pipeline import IngestPipeline
 from archive_kit import GOOD, zip_with
 from canary_kit import leaked, plant
@@ -190,3 +192,31 @@ def test_code_reading_a_password_variable_is_kept_while_a_config_password_is_red
     assert "password = request.password" in index.chunks[("app", "login.py")][0].text
     assert "hunter2" not in index.chunks[("app", "app.ini")][0].text
     assert report.redactions == {"secret_assignment": 1}
+
+
+class _CountingWorker(InProcessWorker):
+    def __init__(self) -> None:
+        super().__init__(max_file_bytes=100_000, quotas=ArchiveQuotas())
+        self.parsed: list[str] = []
+
+    def parse(self, repo: str, files: Sequence[WorkspaceFile]) -> list[ParsedFile | Skipped]:
+        self.parsed.extend(f.path for f in files)
+        return super().parse(repo, files)
+
+
+def test_a_binary_file_is_sniffed_without_the_worker_on_every_run(tmp_path: Path) -> None:
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)) * 40)
+    (tmp_path / "a.py").write_text("a = 1\n")
+    worker = _CountingWorker()
+    pipeline = IngestPipeline(
+        embedder=CountingEmbedder(),
+        index=MemoryChunkIndex(),
+        enumerator=WorkspaceEnumerator(),
+        worker=worker,
+    )
+    first = pipeline.ingest(tmp_path, "app")
+    again = pipeline.ingest(tmp_path, "app")
+    assert worker.parsed == ["a.py"]
+    assert [(s.path, s.reason) for s in first.skipped] == [("logo.png", "binary")]
+    assert [(s.path, s.reason) for s in again.skipped] == [("logo.png", "binary")]
+    assert again.counts == IngestCounts(unchanged=1)
