@@ -21,18 +21,22 @@ from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
 from aifr.errors import AifrError, ConfigError, ErrorCode, IngestError
 from aifr.ingest import (
+    ArchiveQuotas,
+    ChunkIndex,
+    ChunkLimits,
+    Embedder,
+    FileWorker,
+    IngestPipeline,
+    InProcessWorker,
+    IsolationLimits,
     KeyFileProvider,
     MiniLmEmbedder,
+    SandboxedWorker,
+    WorkspaceEnumerator,
     create_key_file,
     resolve_index_key,
     write_escrow,
 )
-from aifr.ingest.archives import ArchiveQuotas
-from aifr.ingest.chunk import ChunkLimits
-from aifr.ingest.enumerate import WorkspaceEnumerator
-from aifr.ingest.isolation import FileWorker, InProcessWorker, IsolationLimits, SandboxedWorker
-from aifr.ingest.pipeline import IngestPipeline
-from aifr.ingest.ports import ChunkIndex, Embedder
 from aifr.invocation import (
     ApprovalService,
     EnvSecretProvider,
@@ -468,7 +472,10 @@ def build_ingest_pipeline(
         embedder=embedder,
         index=index,
         enumerator=WorkspaceEnumerator(
-            include=conf.include, exclude=conf.exclude, max_file_bytes=conf.max_file_bytes
+            include=conf.include,
+            exclude=conf.exclude,
+            max_file_bytes=conf.max_file_bytes,
+            max_archive_bytes=conf.archive_max_total_bytes,
         ),
         worker=worker,
         scratch_dir=settings.state_path / "tmp",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+import typer.core
 
 from aifr.cli import (
     approvals,
@@ -11,6 +14,7 @@ from aifr.cli import (
     capabilities,
     demo,
     grants,
+    ingest,
     mcp,
     policy,
     project,
@@ -22,6 +26,18 @@ from aifr.cli import (
 )
 
 __all__ = ["app", "main"]
+
+_option_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:  # Typer's own click
+    """No value type for a plain flag: Typer's help showed ``--help <bool>``, a flag takes none."""
+    if self.is_flag and not self.count:
+        return None
+    return _option_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]  # Typer's help
 
 app = typer.Typer(
     name="aifr",
@@ -46,6 +62,7 @@ app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
 app.command("search")(search.search)
+app.command("ingest")(ingest.ingest)
 
 
 def main() -> None:

@@ -16,13 +16,14 @@ import os
 import re
 import tarfile
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from aifr.ingest.enumerate import Skipped
+from aifr.ingest.enumerate import Skipped, is_archive
 
 __all__ = [
     "ARCHIVE_SEPARATOR",
@@ -35,7 +36,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ARCHIVE_SEPARATOR = "!/"  # lib.zip!/src/a.py names a member, as in jar: URLs
-_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 _READ = 65536
 _RATIO_FLOOR = 64 * 1024  # a small file may compress well without being a bomb
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -73,11 +73,6 @@ class _Budget:
     files: int = 0
 
 
-def is_archive(name: str) -> bool:
-    """Whether ``name`` has an archive suffix this module extracts."""
-    return name.lower().endswith(_SUFFIXES)
-
-
 def extract_archive(archive: Path, dest: Path, quotas: ArchiveQuotas) -> ExtractionReport:
     """Extract ``archive`` into the empty directory ``dest`` under ``quotas``.
 
@@ -95,74 +90,96 @@ def _extract(
 ) -> None:
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest, prefix, depth, budget, report)
+            with zipfile.ZipFile(archive) as zf:
+                entries = _zip_entries(zf, budget.quotas)
+                _extract_entries(entries, dest, prefix, depth, budget, report)
         else:
-            _extract_tar(archive, dest, prefix, depth, budget, report)
+            packed = max(archive.stat().st_size, 1)
+            with tarfile.open(archive, "r:*") as tf:
+                entries = _tar_entries(tf, packed, budget)
+                _extract_entries(entries, dest, prefix, depth, budget, report)
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError) as exc:
         report.refused.append(Skipped(prefix, "archive_corrupt", str(exc)[:200]))
 
 
-def _extract_zip(
-    archive: Path, dest: Path, prefix: str, depth: int, budget: _Budget, report: ExtractionReport
-) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            label = prefix + info.filename
-            try:
-                if info.is_dir():
-                    _safe_parts(info.filename)
-                    continue
-                mode = info.external_attr >> 16
-                if mode and (mode & 0o170000) not in (0, 0o100000):
-                    kind = "symlink" if (mode & 0o170000) == 0o120000 else "special file"
-                    raise _Refused("archive_link" if kind == "symlink" else "archive_special", kind)
-                if info.file_size > _RATIO_FLOOR and (
-                    info.file_size / max(info.compress_size, 1) > budget.quotas.max_ratio
-                ):
-                    raise _Refused("archive_ratio", _ratio_text(info.file_size, info.compress_size))
-                parts = _safe_parts(info.filename)
-                with zf.open(info) as source:
-                    ratio_base = max(info.compress_size, 1)
-                    _write_member(source, dest, parts, budget, ratio_base, label)
-            except _Refused as refusal:
-                report.refused.append(Skipped(label, refusal.reason, refusal.detail))
-                if refusal.reason in ("archive_total_size", "archive_file_count"):
-                    return
-                continue
-            _after_member(dest, parts, prefix, depth, budget, report)
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """A regular entry cleared to be written: where, its bytes, and what its ratio is of."""
+
+    parts: list[str]
+    source: IO[bytes]
+    ratio_base: int
+    inflated: int = 0  # bytes this compressed stream already gave (tar.gz: one stream)
 
 
-def _extract_tar(
-    archive: Path, dest: Path, prefix: str, depth: int, budget: _Budget, report: ExtractionReport
-) -> None:
-    packed = max(archive.stat().st_size, 1)
+_Entry = tuple[str, Callable[[], _Member | None]]  # name, then the checks (None: a folder)
+
+
+def _zip_entries(zf: zipfile.ZipFile, quotas: ArchiveQuotas) -> Iterator[_Entry]:
+    for info in zf.infolist():
+
+        def prepare(info: zipfile.ZipInfo = info) -> _Member | None:
+            if info.is_dir():
+                _safe_parts(info.filename)
+                return None
+            kind = (info.external_attr >> 16) & 0o170000
+            if kind == 0o120000:
+                raise _Refused("archive_link", "symlink")
+            if kind not in (0, 0o100000):
+                raise _Refused("archive_special", "device, FIFO or other special entry")
+            packed = max(info.compress_size, 1)
+            if info.file_size > _RATIO_FLOOR and info.file_size / packed > quotas.max_ratio:
+                raise _Refused("archive_ratio", _ratio_text(info.file_size, packed))
+            parts = _safe_parts(info.filename)
+            return _Member(parts, zf.open(info), packed)
+
+        yield info.filename, prepare
+
+
+def _tar_entries(tf: tarfile.TarFile, packed: int, budget: _Budget) -> Iterator[_Entry]:
     start = budget.total_bytes
-    with tarfile.open(archive, "r:*") as tf:
-        for member in tf:
-            label = prefix + member.name
-            try:
-                if member.isdir():
-                    _safe_parts(member.name)
-                    continue
-                if member.issym() or member.islnk():
-                    raise _Refused("archive_link", f"link to {member.linkname!r}")
-                if not member.isreg():
-                    raise _Refused("archive_special", "device, FIFO or other special entry")
-                parts = _safe_parts(member.name)
-                source = tf.extractfile(member)
-                if source is None:
-                    raise _Refused("archive_corrupt", "entry has no data")
-                with source:
-                    before = (
-                        budget.total_bytes - start
-                    )  # one gzip stream: the ratio is of all of it
-                    _write_member(source, dest, parts, budget, packed, label, inflated=before)
-            except _Refused as refusal:
-                report.refused.append(Skipped(label, refusal.reason, refusal.detail))
-                if refusal.reason in ("archive_total_size", "archive_file_count"):
-                    return
+    for member in tf:
+
+        def prepare(member: tarfile.TarInfo = member) -> _Member | None:
+            if member.isdir():
+                _safe_parts(member.name)
+                return None
+            if member.issym() or member.islnk():
+                raise _Refused("archive_link", f"link to {member.linkname!r}")
+            if not member.isreg():
+                raise _Refused("archive_special", "device, FIFO or other special entry")
+            parts = _safe_parts(member.name)
+            source = tf.extractfile(member)
+            if source is None:
+                raise _Refused("archive_corrupt", "entry has no data")
+            return _Member(parts, source, packed, inflated=budget.total_bytes - start)
+
+        yield member.name, prepare
+
+
+def _extract_entries(
+    entries: Iterator[_Entry],
+    dest: Path,
+    prefix: str,
+    depth: int,
+    budget: _Budget,
+    report: ExtractionReport,
+) -> None:
+    """Write each entry that passes its checks; record each refusal and go on."""
+    for name, prepare in entries:
+        label = prefix + name
+        try:
+            member = prepare()
+            if member is None:
                 continue
-            _after_member(dest, parts, prefix, depth, budget, report)
+            with member.source as source:
+                _write_member(source, dest, member, budget, label)
+        except _Refused as refusal:
+            report.refused.append(Skipped(label, refusal.reason, refusal.detail))
+            if refusal.reason in ("archive_total_size", "archive_file_count"):
+                return
+            continue
+        _after_member(dest, member.parts, prefix, depth, budget, report)
 
 
 def _after_member(
@@ -225,28 +242,21 @@ def _safe_parts(name: str) -> list[str]:
 
 
 def _write_member(
-    source: IO[bytes],
-    dest: Path,
-    parts: list[str],
-    budget: _Budget,
-    ratio_base: int,
-    label: str,
-    *,
-    inflated: int = 0,
+    source: IO[bytes], dest: Path, member: _Member, budget: _Budget, label: str
 ) -> None:
     quotas = budget.quotas
     if budget.files + 1 > quotas.max_files:
         raise _Refused("archive_file_count", f"more than {quotas.max_files} files")
-    parent = _make_dirs(dest, parts[:-1])
-    target = parent / parts[-1]
+    parent = _make_dirs(dest, member.parts[:-1])
+    target = parent / member.parts[-1]
     written = 0
     with _create(target) as out:
-        while block := source.read(_READ):
+        while block := _read(source, out, target):
             written += len(block)
-            grown = inflated + written
-            if grown > _RATIO_FLOOR and grown / ratio_base > quotas.max_ratio:
+            grown = member.inflated + written
+            if grown > _RATIO_FLOOR and grown / member.ratio_base > quotas.max_ratio:
                 _discard(out, target)
-                raise _Refused("archive_ratio", _ratio_text(grown, ratio_base))
+                raise _Refused("archive_ratio", _ratio_text(grown, member.ratio_base))
             if budget.total_bytes + written > quotas.max_total_bytes:
                 _discard(out, target)
                 raise _Refused("archive_total_size", f"more than {quotas.max_total_bytes} bytes")
@@ -266,6 +276,15 @@ def _create(target: Path) -> Iterator[IO[bytes]]:
         raise _Refused("archive_unsafe_path", f"cannot create: {exc.strerror}") from exc
     with os.fdopen(fd, "wb") as out:
         yield out
+
+
+def _read(source: IO[bytes], out: IO[bytes], target: Path) -> bytes:
+    """The next block of a member; a damaged one (bad CRC, truncated) is refused alone."""
+    try:
+        return source.read(_READ)
+    except (zipfile.BadZipFile, zlib.error, EOFError, tarfile.TarError, OSError) as exc:
+        _discard(out, target)
+        raise _Refused("archive_corrupt", str(exc)[:200]) from exc
 
 
 def _discard(out: IO[bytes], target: Path) -> None:

@@ -20,6 +20,10 @@ from aifr.ingest.structure import Unit, language_for, units_for
 
 __all__ = ["ChunkLimits", "ChunkPlanner", "content_hash"]
 
+# Units are opened at most this deep; below, windows. A hostile file nested thousands of
+# braces deep must not exhaust the recursion limit (and end the whole ingest).
+_MAX_DEPTH = 16
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkLimits:
@@ -44,7 +48,8 @@ class ChunkPlanner:
 
     def plan(self, repo: str, path: str, text: str) -> list[Chunk]:
         """The chunks of ``text`` (already sanitized), in file order; none for blank text."""
-        lines = text.splitlines(keepends=True)
+        lines = text.split("\n")  # only \n ends a line, as for editors, git and ast
+        lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
         language = language_for(path)
         spans = self._pack(units_for(language, lines), lines)
         chunks: list[Chunk] = []
@@ -59,7 +64,9 @@ class ChunkPlanner:
             return False
         return sum(len(line) for line in lines[start:end]) <= self.limits.max_chars
 
-    def _pack(self, units: list[Unit], lines: list[str]) -> list[tuple[int, int, str]]:
+    def _pack(
+        self, units: list[Unit], lines: list[str], depth: int = 0
+    ) -> list[tuple[int, int, str]]:
         limits = self.limits
         out: list[tuple[int, int, str]] = []
         current: tuple[int, int] | None = None
@@ -68,7 +75,7 @@ class ChunkPlanner:
                 if current is not None:
                     out.append(_span(lines, *current))
                     current = None
-                out.extend(self._split(unit, lines))
+                out.extend(self._split(unit, lines, depth))
                 continue
             if current is not None and self._fits(lines, current[0], unit.end, limits.target_lines):
                 current = (current[0], unit.end)
@@ -80,13 +87,13 @@ class ChunkPlanner:
             out.append(_span(lines, *current))
         return out
 
-    def _split(self, unit: Unit, lines: list[str]) -> list[tuple[int, int, str]]:
-        if unit.inner is not None:
+    def _split(self, unit: Unit, lines: list[str], depth: int) -> list[tuple[int, int, str]]:
+        if unit.inner is not None and depth < _MAX_DEPTH:
             inner = unit.inner()
             if len(inner) > 1 or (
                 inner and (inner[0].start, inner[0].end) != (unit.start, unit.end)
             ):
-                return self._pack(inner, lines)
+                return self._pack(inner, lines, depth + 1)
         return self._windows(unit.start, unit.end, lines)
 
     def _windows(self, start: int, end: int, lines: list[str]) -> list[tuple[int, int, str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 
 from aifr.errors import IngestError
+from aifr.redaction import scrub
 
 __all__ = [
     "NEVER_ENTERED",
@@ -26,6 +27,7 @@ __all__ = [
     "Skipped",
     "WorkspaceEnumerator",
     "WorkspaceFile",
+    "is_archive",
     "is_binary",
 ]
 
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 NEVER_ENTERED = frozenset({".git", ".aifr"})
 _SNIFF_BYTES = 8192
 _IGNORE_FILE = ".gitignore"
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,11 @@ class EnumerationResult:
     skipped: list[Skipped] = field(default_factory=list)
 
 
+def is_archive(name: str) -> bool:
+    """Whether ``name`` has the suffix of an archive ingestion opens (zip, tar, tar.gz)."""
+    return name.lower().endswith(_ARCHIVE_SUFFIXES)
+
+
 def is_binary(head: bytes) -> bool:
     """Whether the first bytes of a file mark it as binary (a NUL byte, as git decides)."""
     return b"\0" in head[:_SNIFF_BYTES]
@@ -73,7 +81,8 @@ class WorkspaceEnumerator:
 
     ``include`` and ``exclude`` are gitwildmatch globs relative to the root (``src/**``,
     ``*.min.js``); an empty ``include`` means every file. Files over ``max_file_bytes``
-    are skipped with the reason ``too_large``; symlinks whose target leaves the root are
+    are skipped with the reason ``too_large`` (archives, whose members are held to
+    ``max_file_bytes`` each, may be up to ``max_archive_bytes``); symlinks whose target leaves the root are
     refused (``symlink_escape``); symlinked directories are never followed, so a loop
     cannot trap the walk.
     """
@@ -84,11 +93,13 @@ class WorkspaceEnumerator:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         max_file_bytes: int = 1024 * 1024,
+        max_archive_bytes: int = 256 * 1024 * 1024,
         use_gitignore: bool = True,
     ) -> None:
         self._include = GitIgnoreSpec.from_lines(include) if include else None
         self._exclude = GitIgnoreSpec.from_lines(exclude)
         self.max_file_bytes = max_file_bytes
+        self.max_archive_bytes = max_archive_bytes
         self.use_gitignore = use_gitignore
 
     def enumerate(self, root: Path) -> EnumerationResult:
@@ -129,6 +140,10 @@ class WorkspaceEnumerator:
                 ignores = [*ignores, (rel_dir, spec)]
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if scrub(entry.name) != entry.name:  # paths are stored and shown: no secret in them
+                shown = f"{scrub(rel_dir)}/{scrub(entry.name)}" if rel_dir else scrub(entry.name)
+                result.skipped.append(Skipped(shown, "secret_in_path", "the name holds a secret"))
+                continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
@@ -183,10 +198,9 @@ class WorkspaceEnumerator:
         if not stat.S_ISREG(info.st_mode):
             result.skipped.append(Skipped(rel, "not_regular", "device, socket or FIFO"))
             return
-        if info.st_size > self.max_file_bytes:
-            result.skipped.append(
-                Skipped(rel, "too_large", f"{info.st_size} bytes > {self.max_file_bytes}")
-            )
+        cap = self.max_archive_bytes if is_archive(rel) else self.max_file_bytes
+        if info.st_size > cap:
+            result.skipped.append(Skipped(rel, "too_large", f"{info.st_size} bytes > {cap}"))
             return
         result.files.append(WorkspaceFile(rel, Path(entry.path), info.st_size, info.st_mtime_ns))
 

@@ -3,8 +3,9 @@
 :class:`SandboxedWorker` (the default) runs :mod:`aifr.ingest.worker` through the one
 process sandbox (:class:`aifr.invocation.sandbox.Sandbox`, the one ``sys.exec`` uses)
 with CPU-time, memory, file-size and process limits (one process: the child cannot
-start another). A batch that fails (a limit hit, a crash) is retried file by file, so
-one hostile file is reported as ``sandbox_failed`` and the others are still ingested.
+start another). A batch that fails (a limit hit, a crash) is halved and retried until
+the file at fault is alone, so one hostile file is reported as ``sandbox_failed`` and the
+others are still ingested.
 :class:`InProcessWorker` does the same work in this process, for trusted workspaces
 (``ingest.sandbox = false``).
 """
@@ -35,11 +36,13 @@ from aifr.ingest.parsing import (
 from aifr.ingest.sanitize import Sanitizer
 from aifr.invocation.sandbox import Sandbox, SandboxLimits
 
-__all__ = ["FileWorker", "InProcessWorker", "IsolationLimits", "SandboxedWorker"]
+__all__ = ["FileWorker", "InProcessWorker", "IsolationLimits", "SandboxedWorker", "batches"]
 
 logger = logging.getLogger(__name__)
 
-_BATCH_FILES = 64
+# A child costs about 0.5 s to start (Python and aifr's imports), so it gets many files;
+# a batch that fails is halved until the file at fault is alone.
+_BATCH_FILES = 512
 _BATCH_BYTES = 8 * 1024 * 1024
 
 
@@ -114,7 +117,8 @@ class SandboxedWorker:
         self.chunk_limits = limits or ChunkLimits()
         self.isolation = isolation or IsolationLimits()
 
-    def _sandbox(self, output_bytes: int) -> Sandbox:
+    def sandbox(self, output_bytes: int) -> Sandbox:
+        """The process sandbox a child runs in: these limits, one process, no shell."""
         iso = self.isolation
         return Sandbox(
             allow_commands=[sys.executable],
@@ -134,7 +138,7 @@ class SandboxedWorker:
     ) -> dict[str, object]:
         fd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            result = self._sandbox(output_bytes).run(
+            result = self.sandbox(output_bytes).run(
                 [sys.executable, "-I", "-B", "-m", "aifr.ingest.worker"],
                 cwd_fd=fd,
                 stdin=json.dumps(request).encode(),
@@ -154,9 +158,9 @@ class SandboxedWorker:
         return answer
 
     def parse(self, repo: str, files: Sequence[WorkspaceFile]) -> list[ParsedFile | Skipped]:
-        """One result per file, in order; a batch that fails is retried file by file."""
+        """One result per file, in order; a batch that fails is halved and retried."""
         results: list[ParsedFile | Skipped] = []
-        for batch in _batches(files):
+        for batch in batches(files):
             results.extend(self._parse_batch(repo, batch))
         return results
 
@@ -177,7 +181,8 @@ class SandboxedWorker:
             return [parsed_from_json(repo, row) for row in rows]
         except (AifrError, _ChildFailedError, KeyError, TypeError, ValueError) as exc:
             if len(batch) > 1:
-                return [item for f in batch for item in self._parse_batch(repo, [f])]
+                half = len(batch) // 2
+                return self._parse_batch(repo, batch[:half]) + self._parse_batch(repo, batch[half:])
             logger.warning("sandboxed parse of %s failed: %s", batch[0].path, _why(exc))
             return [Skipped(batch[0].path, "sandbox_failed", _why(exc))]
 
@@ -216,7 +221,8 @@ def _why(exc: Exception) -> str:
     return exc.message if isinstance(exc, AifrError) else str(exc)
 
 
-def _batches(files: Sequence[WorkspaceFile]) -> list[list[WorkspaceFile]]:
+def batches(files: Sequence[WorkspaceFile]) -> list[list[WorkspaceFile]]:
+    """``files`` in order, cut into groups one sandboxed child parses (by count and bytes)."""
     batches: list[list[WorkspaceFile]] = []
     current: list[WorkspaceFile] = []
     size = 0

@@ -61,7 +61,7 @@ def parse_file(
         return Skipped(path, "binary", "holds a NUL byte")
     digest = hashlib.sha256(data).hexdigest()
     text = data.decode("utf-8", errors="replace")
-    clean = sanitizer.sanitize(text)
+    clean = sanitizer.sanitize(text, filename=path.rsplit("!/", 1)[-1])
     chunks = planner.plan(repo, path, clean.text)
     return ParsedFile(path, digest, chunks, clean.counts)
 

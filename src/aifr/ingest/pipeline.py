@@ -19,8 +19,9 @@ from pathlib import Path
 
 from aifr.errors import IngestError
 from aifr.ingest.archives import ARCHIVE_SEPARATOR
+from aifr.ingest.embedding import EmbeddingGenerator
 from aifr.ingest.enumerate import Skipped, WorkspaceEnumerator, WorkspaceFile
-from aifr.ingest.isolation import FileWorker
+from aifr.ingest.isolation import FileWorker, batches
 from aifr.ingest.manifest import IngestCounts, ManifestEmitter, file_digest
 from aifr.ingest.parsing import ParsedFile
 from aifr.ingest.ports import ChunkIndex, Embedder, FileEntry
@@ -59,6 +60,7 @@ class IngestPipeline:
         scratch_dir: Path | None = None,
     ) -> None:
         self.embedder = embedder
+        self.generator = EmbeddingGenerator(embedder, batch_size=batch_size)
         self.index = index
         self.enumerator = enumerator
         self.worker = worker
@@ -125,7 +127,7 @@ class IngestPipeline:
             dest = scratch / f"archive-{number}"
             dest.mkdir()
             extraction = self.worker.extract(archive.absolute, dest)
-            whole_failed = False
+            retry = False
             for refusal in extraction.refused:
                 where = (
                     f"{archive.path}{ARCHIVE_SEPARATOR}{refusal.path}"
@@ -133,8 +135,11 @@ class IngestPipeline:
                     else archive.path
                 )
                 report.skipped.append(Skipped(where, refusal.reason, refusal.detail))
-                whole_failed = whole_failed or not refusal.path
-            if whole_failed:
+                # A child that died may do better next time: leave the archive unrecorded.
+                # A corrupt archive is recorded (with no members) and not reopened until
+                # it changes.
+                retry = retry or refusal.reason == "sandbox_failed"
+            if retry:
                 continue
             for member in extraction.extracted:
                 on_disk = dest / member
@@ -191,27 +196,28 @@ class IngestPipeline:
         seen: set[str],
         progress: ProgressCallback | None,
     ) -> None:
+        """Parse in large groups (a sandboxed child each), embed and store in small batches."""
         redactions: Counter[str] = Counter()
-        pending: list[tuple[WorkspaceFile, ParsedFile]] = []
+        done = 0
         if progress is not None:
             progress(0, len(files))
-        step = max(self.batch_size, 16)
-        for start in range(0, len(files), step):
-            group = files[start : start + step]
+        for group in batches(files):
+            pending: list[tuple[WorkspaceFile, ParsedFile]] = []
             for item, result in zip(group, self.worker.parse(report.repo, group), strict=True):
                 if isinstance(result, Skipped):
                     report.skipped.append(result)
+                    done += 1
                     continue
                 redactions.update(result.redactions)
                 pending.append((item, result))
-            if sum(len(p.chunks) for _, p in pending) >= self.batch_size or start + step >= len(
-                files
-            ):
-                self._store(manifest, previous, pending, report)
-                seen.update(item.path for item, _ in pending)
-                pending = []
+                if sum(len(p.chunks) for _, p in pending) >= self.batch_size:
+                    done += self._store(manifest, previous, pending, report, seen)
+                    pending = []
+                    if progress is not None:
+                        progress(done, len(files))
+            done += self._store(manifest, previous, pending, report, seen)
             if progress is not None:
-                progress(min(start + step, len(files)), len(files))
+                progress(done, len(files))
         report.redactions = dict(sorted(redactions.items()))
 
     def _store(
@@ -220,24 +226,18 @@ class IngestPipeline:
         previous: Mapping[str, FileEntry],
         pending: Sequence[tuple[WorkspaceFile, ParsedFile]],
         report: IngestReport,
-    ) -> None:
+        seen: set[str],
+    ) -> int:
         """Embed the chunks of ``pending`` files (each distinct text once) and store them."""
-        unique = sorted({c.text for _, parsed in pending for c in parsed.chunks})
-        vectors: dict[str, list[float]] = {}
-        for start in range(0, len(unique), self.batch_size):
-            texts = unique[start : start + self.batch_size]
-            answer = self.embedder.embed(texts)
-            if len(answer) != len(texts):
-                raise IngestError(
-                    f"the embedder {self.embedder.model_id!r} answered {len(answer)} vectors for {len(texts)} texts",
-                    model=self.embedder.model_id,
-                )
-            vectors.update(zip(texts, answer, strict=True))
+        every = [chunk for _, parsed in pending for chunk in parsed.chunks]
+        vectors = iter(self.generator.vectors(every))
         for item, parsed in pending:
             entry = manifest.entry(item, parsed.content_hash)
-            self.index.replace_file(entry, parsed.chunks, [vectors[c.text] for c in parsed.chunks])
+            self.index.replace_file(entry, parsed.chunks, [next(vectors) for _ in parsed.chunks])
             report.chunks_embedded += len(parsed.chunks)
+            seen.add(item.path)
             if manifest.is_new(previous, item.path):
                 report.counts.added += 1
             else:
                 report.counts.changed += 1
+        return len(pending)

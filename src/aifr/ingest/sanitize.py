@@ -28,9 +28,13 @@ class SanitizedText:
 class Sanitizer:
     """Redacts secrets with typed placeholders (``[REDACTED:aws_access_key]``), line-safe."""
 
-    def sanitize(self, text: str) -> SanitizedText:
-        """``text`` with each secret replaced; the line count never changes."""
-        matches = detect(text)
+    def sanitize(self, text: str, *, filename: str = "") -> SanitizedText:
+        """``text`` with each secret replaced; the line count never changes.
+
+        ``filename`` tells the detector's keyword rules what kind of text this is (in
+        code only quoted values count; in config files any value does).
+        """
+        matches = detect(text, filename=filename)
         if not matches:
             return SanitizedText(text)
         pieces: list[str] = []

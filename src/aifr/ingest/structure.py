@@ -52,7 +52,7 @@ def language_for(path: str) -> str:
 def units_for(language: str, lines: list[str]) -> list[Unit]:
     """The top-level units of a file's lines; one unit for the whole file if none apply."""
     if language == "python":
-        units = _python_units("".join(lines), len(lines))
+        units = _python_units(lines)
         if units is not None:
             return units
     elif language in _BRACES:
@@ -79,13 +79,12 @@ def _cover(
 # Python -------------------------------------------------------------------------------
 
 
-def _python_units(source: str, line_count: int) -> list[Unit] | None:
+def _python_units(lines: list[str]) -> list[Unit] | None:
     try:
-        tree = ast.parse(source)
+        tree = ast.parse("".join(lines))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    lines = source.splitlines()
-    return _python_cover(tree.body, lines, 0, line_count)
+    return _python_cover(tree.body, lines, 0, len(lines))
 
 
 def _python_cover(body: list[ast.stmt], lines: list[str], start: int, end: int) -> list[Unit]:

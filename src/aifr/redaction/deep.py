@@ -94,23 +94,39 @@ def _patterns() -> tuple[_Pattern, ...]:
 
 
 @functools.cache
-def _keyword_regexes() -> tuple[tuple[re.Pattern[str], int], ...]:
-    """detect-secrets' keyword regexes for config lines and for code (quotes required)."""
+def _keyword_regexes(filename: str) -> tuple[tuple[re.Pattern[str], int], ...]:
+    """detect-secrets' keyword regexes for the file's type (quotes required in code).
+
+    A text of unknown type gets the config-file set, which also takes unquoted values
+    (``password = x``): hiding a harmless value loses a detail, missing a secret leaks it.
+    """
+    from detect_secrets.plugins import keyword
+    from detect_secrets.util.filetype import FileType, determine_file_type
+
+    file_type = determine_file_type(filename) if filename else FileType.OTHER
+    if file_type == FileType.OTHER:
+        return tuple(keyword.CONFIG_DENYLIST_REGEX_TO_GROUP.items())
+    chosen = keyword.REGEX_BY_FILETYPE.get(
+        file_type, keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
+    )
+    return tuple(chosen.items())
+
+
+@functools.cache
+def _keyword_screen() -> re.Pattern[str]:
+    """The words a keyword line holds; lines without one skip the keyword regexes."""
     from detect_secrets.plugins import keyword
 
-    merged = {
-        **keyword.CONFIG_DENYLIST_REGEX_TO_GROUP,
-        **keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP,
-    }
-    return tuple(merged.items())
+    return re.compile(keyword.DENYLIST_REGEX, re.IGNORECASE)
 
 
-def _format_spans(line: str, offset: int) -> Iterator[tuple[str, int, int]]:
+def _format_spans(text: str) -> Iterator[tuple[str, int, int]]:
+    """Known key formats, each regex run once over the whole text (they match within a line)."""
     for pattern in _patterns():
-        for match in pattern.regex.finditer(line):
+        for match in pattern.regex.finditer(text):
             index = _secret_group(match)
             if pattern.is_valid is None or pattern.is_valid(match.group(index)):
-                yield pattern.type, offset + match.start(index), offset + match.end(index)
+                yield pattern.type, match.start(index), match.end(index)
 
 
 def _secret_group(match: re.Match[str]) -> int:
@@ -126,12 +142,12 @@ def _secret_group(match: re.Match[str]) -> int:
     return longest if len(match.group(longest)) >= _SHORTEST_CAPTURE else 0
 
 
-def _keyword_spans(line: str, offset: int) -> Iterator[tuple[str, int, int]]:
+def _keyword_spans(line: str, offset: int, filename: str) -> Iterator[tuple[str, int, int]]:
     from detect_secrets.filters import heuristic
 
     if heuristic.is_indirect_reference(line):
         return
-    for regex, group in _keyword_regexes():
+    for regex, group in _keyword_regexes(filename):
         for match in regex.finditer(line):
             value = match.group(group)
             if not value or heuristic.is_templated_secret(value):
@@ -141,20 +157,28 @@ def _keyword_spans(line: str, offset: int) -> Iterator[tuple[str, int, int]]:
             yield "secret_assignment", offset + match.start(group), offset + match.end(group)
 
 
-def _entropy(data: str, charset: str) -> float:
+@functools.cache
+def _entropy_measures() -> dict[str, Callable[[str], float]]:
+    """detect-secrets' Shannon entropy over the base64 and the hex alphabets."""
     from detect_secrets.plugins.high_entropy_strings import (
         Base64HighEntropyString,
         HexHighEntropyString,
     )
 
-    plugin = HexHighEntropyString() if charset == "hex" else Base64HighEntropyString()
-    return float(plugin.calculate_shannon_entropy(data))
+    return {
+        "base64": Base64HighEntropyString().calculate_shannon_entropy,
+        "hex": HexHighEntropyString().calculate_shannon_entropy,
+    }
 
 
-def _entropy_spans(line: str, offset: int) -> Iterator[tuple[str, int, int]]:
+def _entropy(data: str, charset: str) -> float:
+    return float(_entropy_measures()[charset](data))
+
+
+def _entropy_spans(text: str) -> Iterator[tuple[str, int, int]]:
     from detect_secrets.filters import heuristic
 
-    for match in _ENTROPY_CANDIDATE.finditer(line):
+    for match in _ENTROPY_CANDIDATE.finditer(text):
         token = match.group(0)
         has_both = any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
         if (
@@ -163,19 +187,27 @@ def _entropy_spans(line: str, offset: int) -> Iterator[tuple[str, int, int]]:
             and not heuristic.is_sequential_string(token)
             and not heuristic.is_potential_uuid(token)
         ):
-            yield "high_entropy_string", offset + match.start(), offset + match.end()
-    for match in _QUOTED_HEX.finditer(line):
+            yield "high_entropy_string", match.start(), match.end()
+    for match in _QUOTED_HEX.finditer(text):
         token = match.group(2)
         if _entropy(token, "hex") > _HEX_LIMIT and not heuristic.is_sequential_string(token):
-            yield "high_entropy_hex", offset + match.start(2), offset + match.end(2)
+            yield "high_entropy_hex", match.start(2), match.end(2)
 
 
-def deep_spans(text: str) -> Iterator[tuple[str, int, int]]:
-    """``(type, start, end)`` of each secret the deep tier finds, line by line."""
-    offset = 0
-    for line in text.splitlines(keepends=True):
-        if line.strip():
-            yield from _format_spans(line, offset)
-            yield from _keyword_spans(line, offset)
-            yield from _entropy_spans(line, offset)
-        offset += len(line)
+def deep_spans(text: str, filename: str = "") -> Iterator[tuple[str, int, int]]:
+    """``(type, start, end)`` of each secret the deep tier finds.
+
+    ``filename`` (optional) picks the keyword rules for its type, as detect-secrets does:
+    in code a value must be quoted (``password = "x"``), in config files it need not be.
+    """
+    yield from _format_spans(text)
+    seen = -1
+    for hit in _keyword_screen().finditer(text):  # most lines name no secret: skip them
+        start = text.rfind("\n", 0, hit.start()) + 1
+        if start <= seen:
+            continue
+        end = text.find("\n", hit.start())
+        end = len(text) if end == -1 else end
+        seen = start
+        yield from _keyword_spans(text[start:end].rstrip("\r"), start, filename)
+    yield from _entropy_spans(text)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aifr.redaction.deep import deep_spans
-from aifr.redaction.rules import MAY_HOLD_SECRET, QUICK_RULES, SHORTEST_SECRET
+from aifr.redaction.rules import MAY_HOLD_TOKEN, QUICK_RULES, SHORTEST_SECRET
 from aifr.redaction.urls import URL_IN_TEXT, URL_MARK, url_secret_spans
 
 __all__ = ["RedactedText", "SecretMatch", "detect", "placeholder", "redact_text", "scrub"]
@@ -50,15 +50,19 @@ def placeholder(secret_type: str) -> str:
     return URL_MARK if secret_type in _URL_TYPES else f"[REDACTED:{secret_type}]"
 
 
-def _quick_spans(text: str) -> Iterable[tuple[str, int, int]]:
-    """The quick tier's spans, URL parts first so that a URL keeps its readable marker."""
+def _quick_spans(text: str, *, tokens: bool = True) -> Iterable[tuple[str, int, int]]:
+    """The quick tier's spans, URL parts first so that a URL keeps its readable marker.
+
+    ``tokens=False`` skips the credential-format rules (the screen found none of their
+    literals), leaving only the URL rule.
+    """
     if "://" in text:
         for url in URL_IN_TEXT.finditer(text):
             yield from url_secret_spans(url.group(0), url.start())
-    for match in QUICK_RULES.finditer(text):
-        kind = match.lastgroup
-        if kind is not None:
-            yield kind, match.start(), match.end()
+    if tokens:
+        for kind, rule in QUICK_RULES:
+            for match in rule.finditer(text):
+                yield kind, match.start(), match.end()
 
 
 def _resolve(spans: Iterable[tuple[str, int, int]]) -> list[SecretMatch]:
@@ -70,10 +74,15 @@ def _resolve(spans: Iterable[tuple[str, int, int]]) -> list[SecretMatch]:
     return sorted(taken, key=lambda m: m.start)
 
 
-def detect(text: str) -> list[SecretMatch]:
-    """Every secret in ``text``, both tiers, in text order and never overlapping."""
+def detect(text: str, *, filename: str = "") -> list[SecretMatch]:
+    """Every secret in ``text``, both tiers, in text order and never overlapping.
+
+    ``filename`` (a path or name, optional) tells the keyword rules what kind of text
+    this is: in code only quoted values count (``password = "x"``, not
+    ``password = request.password``), in config files and unknown text any value does.
+    """
     quick = list(_quick_spans(text))
-    return _resolve([*quick, *deep_spans(text)])
+    return _resolve([*quick, *deep_spans(text, filename)])
 
 
 def _replace(text: str, matches: list[SecretMatch]) -> RedactedText:
@@ -89,9 +98,9 @@ def _replace(text: str, matches: list[SecretMatch]) -> RedactedText:
     return RedactedText("".join(pieces), dict(Counter(m.type for m in matches)))
 
 
-def redact_text(text: str) -> RedactedText:
+def redact_text(text: str, *, filename: str = "") -> RedactedText:
     """``text`` with every secret either tier finds replaced by its typed placeholder."""
-    return _replace(text, detect(text))
+    return _replace(text, detect(text, filename=filename))
 
 
 def scrub(text: str) -> str:
@@ -100,9 +109,13 @@ def scrub(text: str) -> str:
     For hot paths (audit details, log lines, error messages): most strings are ruled out
     by length or by the screen without running the rules.
     """
-    if len(text) < SHORTEST_SECRET and "://" not in text:
+    has_url = "://" in text
+    if len(text) < SHORTEST_SECRET and not has_url:
         return text
-    if text.isascii() and MAY_HOLD_SECRET.search(text) is None:
+    # Non-ASCII text always gets every rule: its case-insensitive part also matches
+    # letters such as the Kelvin sign, which the screen's literals do not.
+    tokens = not text.isascii() or MAY_HOLD_TOKEN.search(text) is not None
+    if not tokens and not has_url:
         return text
-    matches = _resolve(_quick_spans(text))
+    matches = _resolve(_quick_spans(text, tokens=tokens))
     return _replace(text, matches).text if matches else text

@@ -37,7 +37,7 @@ def url_secret_spans(url: str, offset: int = 0) -> Iterator[tuple[str, int, int]
         colon = url.find(":", start, at)
         if colon != -1 and colon + 1 < at:
             yield "url_password", offset + colon + 1, offset + at
-        elif colon == -1 and QUICK_RULES.fullmatch(url, start, at):
+        elif colon == -1 and any(rule.fullmatch(url, start, at) for _, rule in QUICK_RULES):
             yield "url_password", offset + start, offset + at  # a token as user name
     query = url.find("?", authority_end)
     fragment = url.find("#", authority_end)

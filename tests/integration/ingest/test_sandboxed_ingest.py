@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+import pytest
 
 from aifr.ingest.archives import ArchiveQuotas
 from aifr.ingest.enumerate import WorkspaceEnumerator
@@ -110,3 +114,21 @@ def test_an_archive_whose_child_fails_is_refused_whole(tmp_path: Path) -> None:
     dest.mkdir()
     report = starved.extract(root / "lib.zip", dest)
     assert report.extracted == [] and [r.reason for r in report.refused] == ["sandbox_failed"]
+
+
+def test_the_ingest_child_cannot_start_another_process(tmp_path: Path) -> None:
+    worker = SandboxedWorker(max_file_bytes=1 << 20, quotas=ArchiveQuotas())
+    box = worker.sandbox(1 << 20)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        done = box.run(
+            [sys.executable, "-I", "-c", "import os; os.fork(); print('forked')"], cwd_fd=fd
+        )
+    finally:
+        os.close(fd)
+    if done.process_limit == "none":
+        pytest.skip(
+            "running as root without a writable pids cgroup: no process limit can bind here"
+        )
+    assert done.returncode != 0 and b"forked" not in done.stdout
+    assert b"BlockingIOError" in done.stderr or b"Resource temporarily unavailable" in done.stderr

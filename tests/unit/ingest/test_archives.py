@@ -137,3 +137,15 @@ def test_extracted_files_are_private_to_the_user(tmp_path: Path) -> None:
     archive = zip_with(tmp_path / "m.zip", {"ok.py": GOOD.encode()})
     dest, _, _ = _extract(archive, tmp_path)
     assert os.stat(dest / "ok.py").st_mode & 0o077 == 0
+
+
+def test_a_damaged_member_is_refused_alone_and_the_others_are_kept(tmp_path: Path) -> None:
+    archive = zip_with(tmp_path / "d.zip", {"bad.py": b"a = 1\n" * 50, "ok.py": GOOD.encode()})
+    data = bytearray(archive.read_bytes())
+    at = data.index(b"bad.py") + len("bad.py") + 10  # inside bad.py's deflated bytes
+    data[at] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    dest, extracted, refused = _extract(archive, tmp_path)
+    assert refused == {"bad.py": "archive_corrupt"}
+    assert extracted == ["ok.py"]
+    assert _tree(dest) == ["ok.py"]

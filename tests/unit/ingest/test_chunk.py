@@ -173,3 +173,20 @@ def test_blank_file_has_no_chunks() -> None:
 def test_language_comes_from_the_suffix_of_an_archive_member_too() -> None:
     assert language_for("vendor/lib.zip!/src/app.tsx") == "typescript"
     assert language_for("Makefile") == "text"
+
+
+def test_pathologically_deep_nesting_is_cut_into_windows_without_recursing_forever() -> None:
+    depth = 3000
+    text = "if (x) {\n" * depth + "}\n" * depth
+    chunks = ChunkPlanner(SMALL).plan("r", "deep.js", text)
+    assert chunks[0].start_line == 1 and chunks[-1].end_line == 2 * depth
+    assert all(c.end_line - c.start_line + 1 <= SMALL.max_lines for c in chunks)
+
+
+def test_line_numbers_count_newlines_only_as_editors_do() -> None:
+    text = "# page one\x0c\n\n\ndef after_form_feed():\n    return '\u2028'\n"
+    (chunk,) = ChunkPlanner().plan("r", "ff.py", text)
+    assert (chunk.start_line, chunk.end_line) == (1, 5)
+    crlf = "a = 1\r\nb = 2\r\n"
+    (chunk,) = ChunkPlanner().plan("r", "w.py", crlf)
+    assert (chunk.start_line, chunk.end_line, chunk.text) == (1, 2, crlf)

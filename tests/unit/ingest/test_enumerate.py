@@ -119,3 +119,34 @@ def test_missing_workspace_is_an_ingest_error(tmp_path: Path) -> None:
 def test_nul_byte_marks_a_file_binary() -> None:
     assert is_binary(b"\x89PNG\r\n\x1a\n\0\0")
     assert not is_binary("naïve text\n".encode())
+
+
+def test_a_file_whose_name_holds_a_secret_is_skipped_and_reported_redacted(tmp_path: Path) -> None:
+    _write(tmp_path, "keys/AKIAQ3EGRWKZ5XVN7TUP.txt")
+    _write(tmp_path, "ok.py")
+    result = WorkspaceEnumerator().enumerate(tmp_path)
+    assert [f.path for f in result.files] == ["ok.py"]
+    assert [(s.path, s.reason) for s in result.skipped] == [
+        ("keys/[REDACTED:aws_access_key].txt", "secret_in_path")
+    ]
+
+
+def test_a_folder_whose_name_holds_a_secret_is_not_entered(tmp_path: Path) -> None:
+    _write(tmp_path, "ghp_R8fK2mLq9ZxV4tN7bC1wY6pH3sJ5dG0aE2iU/inside.py")
+    result = WorkspaceEnumerator().enumerate(tmp_path)
+    assert result.files == []
+    assert [(s.path, s.reason) for s in result.skipped] == [
+        ("[REDACTED:github_token]", "secret_in_path")
+    ]
+
+
+def test_an_archive_may_exceed_the_file_cap_up_to_its_own(tmp_path: Path) -> None:
+    (tmp_path / "vendor.zip").write_bytes(b"PK" + b"z" * 3000)
+    (tmp_path / "huge.tar.gz").write_bytes(b"z" * 9000)
+    (tmp_path / "big.py").write_text("x" * 3000)
+    result = WorkspaceEnumerator(max_file_bytes=1000, max_archive_bytes=5000).enumerate(tmp_path)
+    assert [f.path for f in result.files] == ["vendor.zip"]
+    assert [(s.path, s.reason) for s in result.skipped] == [
+        ("big.py", "too_large"),
+        ("huge.tar.gz", "too_large"),
+    ]

@@ -164,3 +164,29 @@ def test_progress_is_reported_up_to_the_number_of_files_read(tmp_path: Path) -> 
         _workspace(tmp_path), "app", lambda done, total: seen.append((done, total))
     )
     assert seen[0] == (0, 5) and seen[-1] == (5, 5)
+
+
+def test_a_corrupt_archive_is_reported_once_and_not_reopened_until_it_changes(
+    tmp_path: Path,
+) -> None:
+    index, embedder = MemoryChunkIndex(), CountingEmbedder()
+    pipeline = _pipeline(index, embedder)
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not a zip at all")
+    first = pipeline.ingest(tmp_path, "app")
+    assert [(s.path, s.reason) for s in first.skipped] == [("broken.zip", "archive_corrupt")]
+    again = pipeline.ingest(tmp_path, "app")
+    assert again.counts == IngestCounts(unchanged=1) and again.skipped == []
+
+
+def test_code_reading_a_password_variable_is_kept_while_a_config_password_is_redacted(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "login.py").write_text(
+        "def login(request):\n    password = request.password\n    return password\n"
+    )
+    (tmp_path / "app.ini").write_text("[db]\npassword = hunter2-Correct-Horse-Battery\n")
+    index, embedder = MemoryChunkIndex(), CountingEmbedder()
+    report = _pipeline(index, embedder).ingest(tmp_path, "app")
+    assert "password = request.password" in index.chunks[("app", "login.py")][0].text
+    assert "hunter2" not in index.chunks[("app", "app.ini")][0].text
+    assert report.redactions == {"secret_assignment": 1}

@@ -47,3 +47,12 @@ def test_clean_text_is_returned_unchanged_with_no_counts() -> None:
     text = "def add(a, b):\n    return a + b\n"
     clean = Sanitizer().sanitize(text)
     assert clean.text == text and dict(clean.counts) == {}
+
+
+def test_in_code_only_quoted_values_count_while_in_config_any_value_does() -> None:
+    code = "password = request.password\n"
+    assert dict(Sanitizer().sanitize(code, filename="src/login.py").counts) == {}
+    config = "password = hunter2-Correct-Horse-Battery\n"
+    assert dict(Sanitizer().sanitize(config, filename="deploy/app.ini").counts) == {
+        "secret_assignment": 1
+    }

@@ -111,6 +111,8 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
         "SLACK_WEBHOOK_URL",
         "session_id",
         "pwd",
+        "ENCRYPTION_KEY",
+        "private_key",
     ],
 )
 def test_names_that_mark_a_secret(name: str) -> None:
@@ -118,7 +120,22 @@ def test_names_that_mark_a_secret(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["PWD", "OLDPWD", "HOME", "author", "MONKEY", "page", "status", "code", "keyboard"]
+    "name",
+    [
+        "PWD",
+        "OLDPWD",
+        "HOME",
+        "author",
+        "MONKEY",
+        "page",
+        "status",
+        "code",
+        "keyboard",
+        "key",
+        "idempotency_key",
+        "public_key",
+        "allow_private_addresses",
+    ],
 )
 def test_names_that_do_not_mark_a_secret(name: str) -> None:
     assert not is_secret_key(name)
@@ -137,3 +154,43 @@ def test_the_deep_tier_is_not_loaded_by_the_quick_one() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("url", "shown"), URLS[:8])
+def test_every_place_that_shows_a_url_shows_it_by_the_same_rule(url: str, shown: str) -> None:
+    import asyncio
+
+    from aifr.audit import HttpSink, redact_details
+    from aifr.stdlib import mask_value
+    from aifr.stdlib import redact_url as net_redact_url
+
+    assert net_redact_url(url) == shown  # io.net errors, echoes and redirects
+    assert mask_value("SERVICE_URL", url) == shown  # sys.env.read
+    assert redact_details({"url": url}) == {"url": shown}  # audit details
+    sink = HttpSink(url)
+    assert sink.name == f"http:{shown}"  # audit sinks' names, cursors and errors
+    asyncio.run(sink.aclose())
+
+
+def test_in_code_only_quoted_values_count_as_secret_assignments() -> None:
+    code = 'PASSWORD = "hunter2xyz"\nuser, password = request.user, request.password\n'
+    redacted = redact_text(code, filename="settings.py")
+    assert redacted.text.splitlines() == [
+        'PASSWORD = "[REDACTED:secret_assignment]"',
+        "user, password = request.user, request.password",
+    ]
+    config = "db:\n  password: hunter2\n"
+    assert redact_text(config, filename="config.yaml").text == (
+        "db:\n  password: [REDACTED:secret_assignment]\n"
+    )
+
+
+def test_a_long_text_is_scanned_with_offsets_that_point_at_each_secret() -> None:
+    lines = [f"line {n}: nothing here" for n in range(500)]
+    lines[123] = "token = 'AKIAIOSFODNN7EXAMPLE'"
+    lines[456] = "url: https://svc:s3cr3t@db.internal/x"
+    text = "\n".join(lines)
+    found = {(m.type, text[m.start : m.end]) for m in detect(text)}
+    assert ("aws_access_key", "AKIAIOSFODNN7EXAMPLE") in found
+    assert ("url_password", "s3cr3t") in found
+    assert all("nothing" not in text[m.start : m.end] for m in detect(text))
