@@ -62,6 +62,23 @@ class ConstantEmbedder:
         return [[1.0] + [0.0] * (DIM - 1) for _ in texts]
 
 
+class TimedEmbedder:
+    """The real embedder, with the time spent inside it added up."""
+
+    def __init__(self, inner: MiniLmEmbedder) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.spent = 0.0
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        started = time.perf_counter()
+        try:
+            return self.inner.embed(texts)
+        finally:
+            self.spent += time.perf_counter() - started
+
+
 def _project(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     init_project(path)
@@ -83,7 +100,7 @@ def _workspace(target: Path, chunk_budget: int) -> None:
 
 
 def _ingest_once(
-    workspace: Path, project: Path, embedder: MiniLmEmbedder
+    workspace: Path, project: Path, embedder: TimedEmbedder
 ) -> tuple[float, int, list[str]]:
     settings = load_settings(project)
     key = IndexKey(os.urandom(32), source="bench")
@@ -103,23 +120,28 @@ def _ingest_once(
 
 
 def ingest_rounds(rounds: int, chunk_budget: int) -> dict[str, float]:
-    embedder = MiniLmEmbedder()
-    model = embedder.load()
+    embedder = TimedEmbedder(MiniLmEmbedder())
+    model = embedder.inner.load()
     with tempfile.TemporaryDirectory() as tmp:
         workspace, project = Path(tmp) / "httpx", _project(Path(tmp) / "project")
         _workspace(workspace, chunk_budget)
         _, chunks, texts = _ingest_once(workspace, project, embedder)  # warm-up, and the texts
         floor: list[float] = []
         ours: list[float] = []
+        outside = []  # the share of each timed ingest spent outside the embedder
         for _ in range(rounds):
             started = time.perf_counter()
             model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
             floor.append(time.perf_counter() - started)
-            ours.append(_ingest_once(workspace, project, embedder)[0])
+            embedder.spent = 0.0
+            elapsed = _ingest_once(workspace, project, embedder)[0]
+            ours.append(elapsed)
+            outside.append(1.0 - embedder.spent / elapsed)
     return {
         "chunks": chunks,
         "floor_rate": chunks / min(floor),
         "aifr_rate": chunks / min(ours),
+        "outside_share": statistics.median(outside),
     }
 
 
@@ -250,6 +272,9 @@ def render(ingest: dict[str, float], again: dict[str, float], scale: dict[str, f
             "`encode` of the same chunks | "
             f"{ingest['aifr_rate']:.1f} chunks/s | {ingest['floor_rate']:.1f} chunks/s | "
             f"{ratio:.2f}x |",
+            "| share of that ingest spent outside the model (enumerate, sandboxed parse, "
+            f"sanitize, plan, seal, store), median of rounds | {ingest['outside_share']:.0%} "
+            "| | |",
             f"| no-change re-ingest, {again['files']:.0f} files | {again['reingest_s']:.2f} s "
             "| goal < 2 s | |",
             f"| hybrid search p50 at {scale['chunks']:.0f} chunks (HNSW + BM25 + RRF + "
@@ -260,6 +285,19 @@ def render(ingest: dict[str, float], again: dict[str, float], scale: dict[str, f
             f"graph, build BM25, first search) | {scale['open_s']:.1f} s | | |",
             f"| write {scale['chunks']:.0f} chunks (seal rows, add to HNSW, save graph) | "
             f"{scale['write_s']:.1f} s | | |",
+            "",
+            "How to read it. Ingestion is the best of alternating rounds on each side; on a",
+            "busy 2-CPU host the two sides' best rounds can land on quieter or busier",
+            "moments, so the ratio swings (0.69x and 1.67x in two runs an hour apart). The",
+            "share outside the model is measured inside each aifr round and does not depend",
+            "on that luck: with the embedder as fast as raw `encode`, aifr runs at about",
+            "(1 - share) of the floor's rate. The search floor is exact numpy",
+            "top-10 over the same 100k x 384 float32 matrix, one BLAS thread; it is bound by",
+            "memory bandwidth, which this shared host gives out unevenly (about 7 ms on a",
+            "quiet day). The synthetic vectors come in topics and subtopics with their own",
+            "noise; a query vector is a chunk's moved 0.3 away, a query text four of its",
+            "Zipf-distributed words. Opening decrypts every row (AES-GCM), restores the sealed HNSW graph",
+            "and builds BM25 over the decrypted text; nothing plaintext is written.",
             "",
         ]
     )
@@ -279,7 +317,7 @@ def write_docs(section: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ingest-chunks", type=int, default=80)
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--no-docs", action="store_true", help="print, do not write the docs")
