@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,7 +23,24 @@ from aifr import __version__
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.capabilities import Capability, CapabilityRegistry
 from aifr.config import CONFIG_FILE_NAME, Settings, load_settings
-from aifr.errors import AifrError, ConfigError
+from aifr.errors import AifrError, ConfigError, ErrorCode, IngestError
+from aifr.ingest import (
+    ArchiveQuotas,
+    ChunkIndex,
+    ChunkLimits,
+    Embedder,
+    FileWorker,
+    IngestPipeline,
+    InProcessWorker,
+    IsolationLimits,
+    KeyFileProvider,
+    MiniLmEmbedder,
+    SandboxedWorker,
+    WorkspaceEnumerator,
+    create_key_file,
+    resolve_index_key,
+    write_escrow,
+)
 from aifr.invocation import (
     ApprovalService,
     EnvSecretProvider,
@@ -40,6 +57,7 @@ from aifr.plugins import PluginSet, discover, load_plugins
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import PermissionTable, build_stdlib
 from aifr.stdlib.findings import FindingsStores
+from aifr.stdlib.knowledge import build_knowledge_capabilities
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
 from aifr.storage.sqlite import SqliteDatabase
@@ -59,12 +77,14 @@ __all__ = [
     "build_audit_ledger",
     "build_grant_store",
     "build_plugins",
+    "build_ingest_pipeline",
     "build_policy",
     "build_registry",
     "build_registry_and_plugins",
     "build_secrets",
     "capabilities_in_module",
     "open_findings_stores",
+    "open_knowledge_index",
     "reserved_paths",
     "sandbox_report",
     "stdlib_capabilities",
@@ -367,6 +387,13 @@ def reserved_paths(settings: Settings) -> list[Path]:
         settings.path(settings.workflows.directory),
         settings.path(settings.secrets.directory),
         settings.path(settings.audit.signing_key_file),
+        settings.path(settings.index.key_file),
+        settings.path(settings.index.directory),
+        *(
+            [settings.path(settings.index.escrow_public_key)]
+            if settings.index.escrow_public_key
+            else []
+        ),
         project / "__pycache__",
     ]
     for name in settings.runtime.capability_modules:
@@ -375,18 +402,99 @@ def reserved_paths(settings: Settings) -> list[Path]:
     return paths
 
 
-def build_registry(settings: Settings) -> CapabilityRegistry:
+def index_key_providers(settings: Settings) -> list[SecretProvider]:
+    """Where the index key is looked up, in ``index.key_sources`` order."""
+    providers: list[SecretProvider] = []
+    for name in settings.index.key_sources:
+        if name == "env":
+            providers.append(EnvSecretProvider(os.environ))
+        elif name == "file":
+            providers.append(KeyFileProvider(settings.path(settings.index.key_file)))
+        else:
+            providers.append(KeyringSecretProvider(settings.index.keyring_service))
+    return providers
+
+
+def open_knowledge_index(
+    settings: Settings, *, create: bool = False
+) -> tuple[ChunkIndex, Embedder]:
+    """The project's encrypted index and the embedder that fills and queries it.
+
+    With ``create``, a project without an index gets one, and without a key gets a fresh
+    key in ``index.key_file`` (and, when ``index.escrow_public_key`` is set, a wrapped
+    copy of it beside the index for recovery).
+
+    Raises:
+        ConfigError: the ``embed`` extra is not installed.
+        IngestError: no key (``ingest.key_missing``), a wrong key (``ingest.key_invalid``),
+            or no index yet and ``create`` is false.
+    """
+    index_dir = settings.path(settings.index.directory)
+    database = index_dir / "index.db"
+    if not create and not database.exists():
+        raise IngestError(
+            f"no index at {database}: run `aifr ingest PATH --repo NAME` first",
+            code=ErrorCode.INGEST_REPO_NOT_FOUND,
+        )
+    providers = index_key_providers(settings)
+    try:
+        key = resolve_index_key(providers)
+    except IngestError as exc:
+        if not (
+            create
+            and exc.code is ErrorCode.INGEST_KEY_MISSING
+            and "file" in settings.index.key_sources
+        ):
+            raise
+        create_key_file(settings.path(settings.index.key_file))
+        key = resolve_index_key(providers)
+    # The model is read from the package's own folder; never let a library reach the hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    embedder = MiniLmEmbedder(batch_size=settings.index.batch_size)
+    try:
+        from aifr.ingest.search import Weights  # the embed extra: numpy, usearch, bm25s
+        from aifr.storage.sqlite.chunk_index import SqliteChunkIndex  # same extra
+    except ImportError as exc:
+        raise ConfigError(
+            f"the search index needs the embed extra: pip install 'aifr[embed]' ({exc.name} is missing)",
+            code=ErrorCode.CONFIG_MISSING_EXTRA,
+            extra="embed",
+        ) from exc
+    weights = Weights(
+        rrf_k=settings.index.rrf_k,
+        vector_weight=settings.index.vector_weight,
+        keyword_weight=settings.index.keyword_weight,
+    )
+    index = SqliteChunkIndex(
+        database, key, model_id=embedder.model_id, dimension=embedder.dimension, weights=weights
+    )
+    escrow = index_dir / "key.escrow"  # written only once the key has opened the index
+    if settings.index.escrow_public_key and not escrow.exists():
+        write_escrow(key.export(), settings.path(settings.index.escrow_public_key), escrow)
+    return index, embedder
+
+
+def build_registry(
+    settings: Settings, *, policy: Callable[[], PolicyEngine] | None = None
+) -> CapabilityRegistry:
     """A registry holding the stdlib, the project's capability modules and enabled plugins.
+
+    ``policy`` is the engine ``knowledge.search`` asks per repository (called on its
+    first search); without one, a fresh engine is loaded from the policy folder then.
 
     Raises:
         ConfigError: a configured module cannot be imported.
         CapabilityError: a capability is invalid or registered twice.
     """
-    return build_registry_and_plugins(settings)[0]
+    return build_registry_and_plugins(settings, policy=policy)[0]
 
 
 def build_registry_and_plugins(
-    settings: Settings, *, report_all_plugins: bool = False
+    settings: Settings,
+    *,
+    policy: Callable[[], PolicyEngine] | None = None,
+    report_all_plugins: bool = False,
 ) -> tuple[CapabilityRegistry, PluginSet]:
     """:func:`build_registry`, and what became of each plugin.
 
@@ -398,6 +506,12 @@ def build_registry_and_plugins(
     permissions = PermissionTable()
     if settings.runtime.stdlib:
         for item in stdlib_capabilities(settings, permissions):
+            registry.register(item)
+        for item in build_knowledge_capabilities(
+            open_index=lambda: open_knowledge_index(settings),
+            policy=policy
+            or (lambda: PolicyEngine.from_directory(settings.path(settings.policy.directory))),
+        ):
             registry.register(item)
     for name in settings.runtime.capability_modules:
         for item in capabilities_in_module(_import_project_module(name, settings.project_dir)):
@@ -481,6 +595,50 @@ def build_policy(
     return engine
 
 
+def build_ingest_pipeline(
+    settings: Settings, *, index: ChunkIndex, embedder: Embedder
+) -> IngestPipeline:
+    """The ingestion pipeline with the ``[ingest]`` settings, filling ``index`` via ``embedder``."""
+    conf = settings.ingest
+    quotas = ArchiveQuotas(
+        max_total_bytes=conf.archive_max_total_bytes,
+        max_files=conf.archive_max_files,
+        max_ratio=conf.archive_max_ratio,
+        max_depth=conf.archive_max_depth,
+    )
+    limits = ChunkLimits(
+        target_lines=min(conf.chunk_target_lines, conf.chunk_max_lines),
+        max_lines=conf.chunk_max_lines,
+        max_chars=conf.chunk_max_chars,
+    )
+    worker: FileWorker
+    if conf.sandbox:
+        worker = SandboxedWorker(
+            max_file_bytes=conf.max_file_bytes,
+            quotas=quotas,
+            limits=limits,
+            isolation=IsolationLimits(
+                timeout_s=conf.sandbox_timeout_s,
+                cpu_s=conf.sandbox_cpu_s,
+                memory_bytes=conf.sandbox_memory_mb * 1024 * 1024,
+            ),
+        )
+    else:
+        worker = InProcessWorker(max_file_bytes=conf.max_file_bytes, quotas=quotas, limits=limits)
+    return IngestPipeline(
+        embedder=embedder,
+        index=index,
+        enumerator=WorkspaceEnumerator(
+            include=conf.include,
+            exclude=conf.exclude,
+            max_file_bytes=conf.max_file_bytes,
+            max_archive_bytes=conf.archive_max_total_bytes,
+        ),
+        worker=worker,
+        scratch_dir=settings.state_path / "tmp",
+    )
+
+
 def build_app(
     project_dir: Path | str = ".",
     *,
@@ -496,7 +654,10 @@ def build_app(
         PolicyError: a policy file does not load.
     """
     settings = load_settings(project_dir, require_project=require_project)
-    registry, plugins = build_registry_and_plugins(settings, report_all_plugins=report_all_plugins)
+    # knowledge.search decides per repository with this app's engine, built just below.
+    registry, plugins = build_registry_and_plugins(
+        settings, policy=lambda: app.policy, report_all_plugins=report_all_plugins
+    )
     app = App(
         settings=settings,
         registry=registry,

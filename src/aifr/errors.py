@@ -138,6 +138,10 @@ class ErrorCode(StrEnum):
     FINDINGS_SCANNER_MISSING = "findings.scanner_missing"
     FINDINGS_TARGET_NOT_REGISTERED = "findings.target_not_registered"
     INGEST_FAILED = "ingest.failed"
+    INGEST_KEY_MISSING = "ingest.key_missing"
+    INGEST_KEY_INVALID = "ingest.key_invalid"
+    INGEST_INDEX_TAMPERED = "ingest.index_tampered"
+    INGEST_REPO_NOT_FOUND = "ingest.repo_not_found"
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
     TRANSPORT_NOT_FOUND = "transport.not_found"
@@ -389,6 +393,9 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.FINDINGS_NOT_FOUND: (404, 5),
     ErrorCode.FINDINGS_SCANNER_MISSING: (424, 1),
     ErrorCode.FINDINGS_TARGET_NOT_REGISTERED: (403, 3),
+    ErrorCode.INGEST_KEY_MISSING: (400, 2),
+    ErrorCode.INGEST_KEY_INVALID: (400, 2),
+    ErrorCode.INGEST_REPO_NOT_FOUND: (404, 5),
 }
 
 

@@ -22,7 +22,9 @@ from aifr.transports.mcp import AifrMcpServer, McpIdentity, fixed_identity
 app = build_app(sys.argv[1])
 AifrMcpServer.from_app(app, identity=fixed_identity(McpIdentity(principal="local")))
 print(json.dumps(sorted(m for m in ("httpx", "jinja2", "aifr.audit.sinks",
-                                    "aifr.workflows.notify", "aifr.stdlib.net_fetch")
+                                    "aifr.workflows.notify", "aifr.stdlib.net_fetch",
+                                    "torch", "sentence_transformers", "numpy", "usearch",
+                                    "bm25s", "aifr.ingest.search")
                          if m in sys.modules)))
 """
 

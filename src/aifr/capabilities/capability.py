@@ -43,6 +43,10 @@ class CallInfo:
     run_id: str | None = None
     step_id: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    roles: frozenset[str] = frozenset()
+    """The roles the caller presented (policy bindings add more; see ``PolicyEngine``)."""
+    on_behalf_of: tuple[str, ...] = ()
+    """The delegation chain, nearest delegator first, as the policy saw it."""
 
 
 def _to_field_errors(items: list[dict[str, JsonValue]]) -> list[FieldError]:

@@ -15,6 +15,7 @@ from aifr.cli import (
     demo,
     findings,
     grants,
+    ingest,
     mcp,
     plugins,
     policy,
@@ -23,6 +24,7 @@ from aifr.cli import (
     run,
     runs,
     sandbox,
+    search,
     worker,
     workflows,
 )
@@ -67,6 +69,8 @@ app.add_typer(plugins.app, name="plugins")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(findings.app, name="findings")
 app.add_typer(resources.app, name="resources")
+app.command("search")(search.search)
+app.command("ingest")(ingest.ingest)
 
 
 def main() -> None:

@@ -35,6 +35,8 @@ __all__ = [
     "AuditSettings",
     "ExecSettings",
     "FsSettings",
+    "IndexSettings",
+    "IngestSettings",
     "McpSettings",
     "NetSettings",
     "PluginSettings",
@@ -169,6 +171,34 @@ class PluginSettings(BaseModel):
     disabled: list[str] = Field(default_factory=list)
 
 
+IndexKeySource = Literal["env", "file", "keyring"]
+
+
+def _default_key_sources() -> list[IndexKeySource]:
+    return ["env", "file"]
+
+
+class IndexSettings(BaseModel):
+    """The encrypted search index: where it lives, its key, recovery escrow and fusion.
+
+    The key is looked up as ``AIFR_INDEX_KEY`` in ``key_sources`` order (the environment,
+    ``key_file``, the OS keyring under ``keyring_service``). ``escrow_public_key`` (an
+    RSA public key, PEM) turns recovery escrow on; it is off by default.
+    """
+
+    model_config = _SECTION
+
+    directory: str = ".aifr/index"
+    key_sources: list[IndexKeySource] = Field(default_factory=_default_key_sources)
+    key_file: str = ".aifr/keys/index.key"
+    keyring_service: str = "aifr"
+    escrow_public_key: str | None = None
+    batch_size: Annotated[int, Field(gt=0, le=1024)] = 32
+    rrf_k: Annotated[float, Field(gt=0)] = 20.0
+    vector_weight: Annotated[float, Field(ge=0)] = 1.0
+    keyword_weight: Annotated[float, Field(ge=0)] = 1.0
+
+
 def _principal_name(name: str) -> str:
     problem = principal_problem(name)
     if problem is not None:
@@ -215,6 +245,34 @@ class McpSettings(BaseModel):
     )
 
 
+class IngestSettings(BaseModel):
+    """What ``aifr ingest`` reads from a workspace, and the limits it reads it under.
+
+    ``include`` and ``exclude`` are gitignore-style globs relative to the workspace (an
+    empty ``include`` means every file). Archive quotas hold for one archive and all it
+    nests. ``sandbox`` parses files and extracts archives in a limited child process;
+    turn it off only for workspaces you trust.
+    """
+
+    model_config = _SECTION
+
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    max_file_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+    archive_max_total_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
+    archive_max_files: Annotated[int, Field(gt=0)] = 10_000
+    archive_max_ratio: Annotated[float, Field(gt=1)] = 100.0
+    archive_max_depth: Annotated[int, Field(ge=1, le=8)] = 2
+    sandbox: bool = True
+    sandbox_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    sandbox_cpu_s: Annotated[int, Field(gt=0)] = 60
+    sandbox_memory_mb: Annotated[int, Field(ge=64)] = 1024
+    debounce_ms: Annotated[int, Field(gt=0, le=60_000)] = 500
+    chunk_target_lines: Annotated[int, Field(gt=0)] = 40
+    chunk_max_lines: Annotated[int, Field(gt=0)] = 60
+    chunk_max_chars: Annotated[int, Field(ge=200)] = 2000
+
+
 class Settings(BaseSettings):
     """Everything configurable in an aifr project, validated once at start-up."""
 
@@ -242,6 +300,8 @@ class Settings(BaseSettings):
     exec: ExecSettings = ExecSettings()
     mcp: McpSettings = McpSettings()
     plugins: PluginSettings = PluginSettings()
+    index: IndexSettings = IndexSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def settings_customise_sources(

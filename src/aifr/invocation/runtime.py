@@ -387,6 +387,8 @@ class Runtime:
                 trace_id=call.context.trace_id,
                 run_id=call.run_id,
                 step_id=call.step_id,
+                roles=call.roles,
+                on_behalf_of=call.on_behalf_of,
             )
         timeout = self._timeout_for(call)
         call.executed = True

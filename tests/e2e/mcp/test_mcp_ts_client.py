@@ -158,6 +158,7 @@ def _check_tools(tools: list[dict[str, Any]]) -> None:
         "io.fs.write_file",
         "io.net.http_get",
         "io.net.http_request",
+        "knowledge.search",
         "sys.env.read",
         "sys.exec",
     }
