@@ -76,6 +76,7 @@ def test_search_prints_path_lines_and_a_snippet_and_names_the_repository_kept_ou
     assert "hr-records: not searched: DENY by rule hr-closed" in done.stdout
     assert "Salary" not in done.stdout
     assert "Loading weights" not in done.stderr
+    assert "bm25s" not in done.stderr
 
 
 def test_search_json_lists_hits_and_the_role_opens_the_hr_repository(

@@ -13,8 +13,8 @@ not take one rate-limit token per repository.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from aifr.capabilities import CapabilitySpec
 from aifr.errors import ErrorCode, IngestError
@@ -46,9 +46,15 @@ class RepoAccess(Protocol):
     """Says whether a principal may read a repository."""
 
     def verdict(
-        self, repo: str, *, principal: str, roles: frozenset[str], on_behalf_of: tuple[str, ...]
+        self,
+        repo: str,
+        *,
+        principal: str,
+        roles: frozenset[str],
+        on_behalf_of: tuple[str, ...],
+        inputs: Mapping[str, Any],
     ) -> RepoVerdict:
-        """The decision for ``principal`` reading ``repo``."""
+        """The decision for ``principal`` reading ``repo`` in a call with ``inputs``."""
         ...
 
 
@@ -60,14 +66,20 @@ class PolicyRepoAccess:
         self._spec = spec
 
     def verdict(
-        self, repo: str, *, principal: str, roles: frozenset[str], on_behalf_of: tuple[str, ...]
+        self,
+        repo: str,
+        *,
+        principal: str,
+        roles: frozenset[str],
+        on_behalf_of: tuple[str, ...],
+        inputs: Mapping[str, Any],
     ) -> RepoVerdict:
         """ALLOW searches ``repo``; DENY and REQUIRE_APPROVAL keep it out."""
         decision = self._policy.peek(
             PolicyRequest(
                 principal=principal,
                 capability=self._spec,
-                inputs={"repo": repo},
+                inputs={**inputs, "repo": repo},
                 roles=roles,
                 on_behalf_of=on_behalf_of,
             )
@@ -109,6 +121,11 @@ class RepositoryRouter:
     ) -> Routed:
         """The best ``k`` hits over the repositories ``principal`` may read.
 
+        Each repository is decided as the call itself would be had it named that
+        repository (``query``, ``k`` and ``repo`` as inputs). A call that names one
+        repository was decided on exactly that request before it ran, so there a
+        REQUIRE_APPROVAL means the approval was given: the repository is searched.
+
         Raises:
             IngestError: ``ingest.repo_not_found`` when a named repository is not indexed.
         """
@@ -122,10 +139,15 @@ class RepositoryRouter:
                 code=ErrorCode.INGEST_REPO_NOT_FOUND,
                 repos=list(missing),
             )
+        inputs = {"query": query, "k": k}
         verdicts = [
-            self.access.verdict(name, principal=principal, roles=roles, on_behalf_of=on_behalf_of)
+            self.access.verdict(
+                name, principal=principal, roles=roles, on_behalf_of=on_behalf_of, inputs=inputs
+            )
             for name in wanted
         ]
+        if repos and len(wanted) == 1 and verdicts[0].decision == Decision.REQUIRE_APPROVAL:
+            verdicts[0] = replace(verdicts[0], searched=True, reason="approved for this call")
         readable = [v.repo for v in verdicts if v.searched]
         if not readable:
             return Routed([], verdicts)

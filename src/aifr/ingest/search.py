@@ -13,6 +13,7 @@ wins a place only because its own list was short.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,8 @@ class KeywordIndex:
 
     def __init__(self, ids: Sequence[int], texts: Sequence[str]) -> None:
         self._ids = np.asarray(ids, dtype=np.int64)
+        # bm25s sets its logger to DEBUG when imported, which bypasses the CLI's log level.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self._model = bm25s.BM25()
         if ids:
             self._model.index([tokenize(text) for text in texts], show_progress=False)

@@ -14,10 +14,11 @@ from aifr.audit import AuditLedger
 from aifr.capabilities import CapabilityRegistry
 from aifr.errors import ErrorCode
 from aifr.ingest import IndexKey
-from aifr.invocation import Runtime, Status
+from aifr.invocation import ApprovalService, Runtime, Status
 from aifr.policy import PolicyEngine, load_policy_text
 from aifr.stdlib.knowledge import build_knowledge_capabilities
 from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite.approvals import SqliteApprovalStore
 from aifr.storage.sqlite.audit import SqliteAuditStore
 from aifr.storage.sqlite.chunk_index import SqliteChunkIndex
 from ingest_kit import HashingEmbedder, chunk, entry
@@ -25,6 +26,10 @@ from ingest_kit import HashingEmbedder, chunk, entry
 POLICY = """
 version: 1
 rules:
+  - id: docs-no-salary
+    when: {capability: knowledge.search, inputs: {repo: docs, query: {regex: ".*salary.*"}}}
+    decision: DENY
+    reason: salary questions are not for the docs
   - id: hr-for-hr
     when: {capability: knowledge.search, roles: [hr], inputs: {repo: {glob: "hr-*"}}}
     decision: ALLOW
@@ -45,6 +50,7 @@ class Env:
     runtime: Runtime
     ledger: AuditLedger
     index: SqliteChunkIndex
+    approvals: ApprovalService
 
 
 @pytest.fixture
@@ -70,8 +76,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
     )
     database = SqliteDatabase(tmp_path / "state.db", synchronous="NORMAL")
     ledger = AuditLedger(SqliteAuditStore(database))
-    runtime = Runtime(registry, policy, ledger, default_timeout_s=30)
-    yield Env(runtime, ledger, index)
+    approvals = ApprovalService(SqliteApprovalStore(database, ledger), policy, default_ttl_s=600)
+    runtime = Runtime(registry, policy, ledger, approvals=approvals, default_timeout_s=30)
+    yield Env(runtime, ledger, index, approvals)
     runtime.close()
     index.close()
     database.close()
@@ -82,7 +89,7 @@ def _repos(output: dict[str, object]) -> dict[str, dict[str, object]]:
 
 
 def test_a_denied_repository_is_never_searched_and_explain_names_the_rule(env: Env) -> None:
-    result = env.runtime.invoke("knowledge.search", {"query": "payroll salary"}, "agent-1")
+    result = env.runtime.invoke("knowledge.search", {"query": "payroll export"}, "agent-1")
     assert result.status is Status.OK
     output = result.output
     assert {h["repo"] for h in output["hits"]} == {"docs"}
@@ -138,3 +145,26 @@ def test_a_query_over_the_size_cap_is_refused_by_the_schema(env: Env) -> None:
     result = env.runtime.invoke("knowledge.search", {"query": "x" * 5000}, "agent-1")
     assert result.error is not None
     assert result.error.code is ErrorCode.INPUT_INVALID
+
+
+def test_a_repository_that_needs_approval_is_searched_once_a_human_approved_the_call(
+    env: Env,
+) -> None:
+    inputs = {"query": "payroll clauses", "repo": "legal"}
+    asked = env.runtime.invoke("knowledge.search", inputs, "agent-1")
+    assert asked.status is Status.PENDING_APPROVAL
+    assert asked.approval_id is not None
+    env.approvals.approve(asked.approval_id, "bob")
+    done = env.runtime.invoke("knowledge.search", inputs, "agent-1", approval_id=asked.approval_id)
+    assert done.status is Status.OK, done.error
+    assert [h["path"] for h in done.output["hits"]] == ["contracts/payroll.md"]
+    assert _repos(done.output)["legal"]["explain"] == "searched"
+
+
+def test_each_repository_is_decided_with_the_calls_own_query(env: Env) -> None:
+    asked = env.runtime.invoke("knowledge.search", {"query": "salary of the payroll"}, "agent-1")
+    assert asked.status is Status.OK
+    docs = _repos(asked.output)["docs"]
+    assert (docs["searched"], docs["rule"]) == (False, "docs-no-salary")
+    other = env.runtime.invoke("knowledge.search", {"query": "payroll export job"}, "agent-1")
+    assert _repos(other.output)["docs"]["searched"] is True
