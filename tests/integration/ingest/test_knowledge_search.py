@@ -14,7 +14,7 @@ from aifr.audit import AuditLedger
 from aifr.capabilities import CapabilityRegistry
 from aifr.errors import ErrorCode
 from aifr.ingest import IndexKey
-from aifr.invocation import ApprovalService, Runtime, Status
+from aifr.invocation import ApprovalService, CallOptions, Runtime, Status
 from aifr.policy import PolicyEngine, load_policy_text
 from aifr.stdlib.knowledge import build_knowledge_capabilities
 from aifr.storage.sqlite import SqliteDatabase
@@ -105,7 +105,7 @@ def test_a_denied_repository_is_never_searched_and_explain_names_the_rule(env: E
 
 def test_the_callers_roles_open_the_repositories_their_rule_allows(env: Env) -> None:
     result = env.runtime.invoke(
-        "knowledge.search", {"query": "salary bands"}, "carol", roles=frozenset({"hr"})
+        "knowledge.search", {"query": "salary bands"}, "carol", CallOptions(roles=frozenset({"hr"}))
     )
     assert result.status is Status.OK
     assert result.output["hits"][0]["repo"] == "hr-private"
@@ -155,7 +155,9 @@ def test_a_repository_that_needs_approval_is_searched_once_a_human_approved_the_
     assert asked.status is Status.PENDING_APPROVAL
     assert asked.approval_id is not None
     env.approvals.approve(asked.approval_id, "bob")
-    done = env.runtime.invoke("knowledge.search", inputs, "agent-1", approval_id=asked.approval_id)
+    done = env.runtime.invoke(
+        "knowledge.search", inputs, "agent-1", CallOptions(approval_id=asked.approval_id)
+    )
     assert done.status is Status.OK, done.error
     assert [h["path"] for h in done.output["hits"]] == ["contracts/payroll.md"]
     assert _repos(done.output)["legal"]["explain"] == "searched"
