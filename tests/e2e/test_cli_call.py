@@ -116,7 +116,7 @@ def aifr(
     return subprocess.run(
         [aifr_bin, *args],
         cwd=project,
-        env={**env, "COLUMNS": "200", CANARY_VAR: CANARY},
+        env={**env, "COLUMNS": "40", CANARY_VAR: CANARY},
         capture_output=True,
         text=True,
         timeout=60,
@@ -414,3 +414,39 @@ def test_a_handler_that_never_returns_does_not_keep_the_command_alive(
     tail = aifr(aifr_bin, project, clean_env, "audit", "export", "--format", "jsonl")
     outcomes = [json.loads(line)["outcome"] for line in tail.stdout.splitlines()]
     assert outcomes[-1] == "execution.timeout"
+
+
+def test_eight_concurrent_executions_of_one_approval_run_the_command_once(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    pending = aifr(
+        aifr_bin, project, clean_env, "call", "shop.refund", "order=8", "amount=1", "--as", "alice"
+    )
+    assert pending.returncode == 4, pending.stderr
+    listed = json.loads(aifr(aifr_bin, project, clean_env, "approvals", "list", "--json").stdout)
+    approval_id = listed[0]["id"]
+    approved = aifr(
+        aifr_bin, project, clean_env, "approvals", "approve", approval_id, "--as", "bob"
+    )
+    assert approved.returncode == 0, approved.stderr
+    racers = [
+        subprocess.Popen(  # all eight started before any is waited on
+            [aifr_bin, "approvals", "execute", approval_id, "--json"],
+            cwd=project,
+            env={**clean_env, "COLUMNS": "40"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    outcomes = [racer.communicate(timeout=120) for racer in racers]
+    codes = [racer.returncode for racer in racers]
+    assert (project / "refunds.log").read_text() == "8\n"  # the command ran exactly once
+    assert 0 in codes, outcomes
+    for code, (out, err) in zip(codes, outcomes, strict=True):
+        assert code == 0 or "approval.consumed" in out + err, (code, out, err)
+    shown = json.loads(
+        aifr(aifr_bin, project, clean_env, "approvals", "show", approval_id, "--json").stdout
+    )
+    assert shown["status"] == "consumed"

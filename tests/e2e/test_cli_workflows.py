@@ -190,7 +190,7 @@ def test_the_demo_shows_approval_compensation_and_a_verified_ledger_within_a_min
         capture_output=True,
         text=True,
         timeout=120,
-        env={**clean_env, "COLUMNS": "160"},
+        env={**clean_env, "COLUMNS": "40"},
         check=False,
     )
 

@@ -13,7 +13,7 @@ def run(
     return subprocess.run(
         [aifr_bin, *args],
         cwd=cwd,
-        env={**env, "COLUMNS": "200"},
+        env={**env, "COLUMNS": "40"},
         capture_output=True,
         text=True,
         timeout=60,

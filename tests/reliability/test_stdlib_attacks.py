@@ -569,3 +569,18 @@ def test_exec_refuses_a_working_folder_outside_the_root_or_through_a_symlink(
         with pytest.raises(SandboxRefusalError) as caught:
             lib.call("sys.exec", {"argv": ["pwd"], "cwd": cwd})
         assert caught.value.rule == rule
+
+
+NUMERIC_LOOPBACKS = ["2130706433", "0x7f000001", "0177.0.0.1", "127.1", "0x7f.0.0.1"]
+
+
+@pytest.mark.parametrize("host", NUMERIC_LOOPBACKS)
+def test_loopback_spelt_in_decimal_hex_or_octal_is_refused_even_when_allowlisted(
+    tmp_path: Path, host: str
+) -> None:
+    """An allowlist entry is a name, not a licence: the address it resolves to is judged."""
+    lib = build_lib(tmp_path / "p", net_allow_hosts=[host], net_allow_schemes=["http", "https"])
+    with pytest.raises(SandboxRefusalError) as caught:
+        lib.call("io.net.http_get", {"url": f"http://{host}/"})
+    # httpx itself refuses octal with a leading zero as not an IPv4 address
+    assert caught.value.rule in ("private_address_refused", "invalid_url"), caught.value

@@ -20,7 +20,7 @@ from aifr.cli.main import app
     ],
 )
 def test_an_out_of_range_option_is_refused_naming_it(args: list[str], option: str) -> None:
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "40"})
 
     assert result.exit_code == 2, result.output
     assert option in result.output

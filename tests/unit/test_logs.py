@@ -81,3 +81,23 @@ def test_records_logged_under_a_bound_scrubber_lose_its_secrets() -> None:
     assert lines[0]["message"] == "logging in with [secret:PW]"
     assert "hunter2" not in lines[1]["exc"] and "[secret:PW]" in lines[1]["exc"]
     assert lines[2]["message"] == "after the call: hunter2"  # nothing bound: untouched
+
+
+def test_urls_and_credentials_in_any_record_are_logged_redacted() -> None:
+    """Logs show a URL as errors and audit details do: the user name kept, ``***`` for the rest."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("aifr.test.log_urls")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("fetching %s", "https://user:pw@host/?api_key=K")
+        logger.warning("header %s", "Bearer abcdefghijklmnopqrstuvwxyz")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["message"] == "fetching https://user:***@host/?api_key=***"
+    assert lines[1]["message"] == "header [REDACTED:authorization]"

@@ -15,15 +15,14 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 from aifr.audit.export import record_line
 from aifr.audit.ports import Sink
 from aifr.audit.record import AuditRecord
-from aifr.audit.redact import REDACTED, is_secret_key
 from aifr.errors import AuditError, ErrorCode
+from aifr.redaction import redact_url
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -42,25 +41,14 @@ async def _log_nats_error(error: Exception) -> None:
 
 
 def _shown_url(url: str) -> str:
-    """``url`` as a sink's name shows it: no user info, secret-named query values redacted.
+    """``url`` as a sink's name shows it: ``user:***@``, ``?token=***`` (``aifr.redaction``).
 
     The name keys the sink's shipping cursor and appears in logs, errors and the CLI's
     output, so a password in ``nats://user:pass@host`` or a ``?token=`` must not reach
-    any of them; leaving the user info out also keeps the cursor when a password
+    any of them; the marker in their place also keeps the cursor when a password
     rotates. A URL with no credentials is shown as given.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # unparsable (a bad IPv6 host): show no user info, query or fragment
-        return re.sub(r"(?<=//)[^/]*@", "", re.split(r"[?#]", url, maxsplit=1)[0])
-    netloc = parts.netloc.rpartition("@")[2]
-    query = parts.query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(is_secret_key(key) for key, _ in pairs):
-        query = urlencode([(k, REDACTED if is_secret_key(k) else v) for k, v in pairs])
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    return redact_url(url)
 
 
 def _check_http_url(url: str) -> None:

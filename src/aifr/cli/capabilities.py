@@ -41,13 +41,30 @@ def list_capabilities(
     risk: Annotated[RiskLevel | None, typer.Option(help="Only this risk level.")] = None,
     operation: Annotated[OperationType | None, typer.Option(help="Only this operation.")] = None,
     all_versions: Annotated[bool, typer.Option("--all-versions", help="Every version.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List registered capabilities as a table."""
+    """List registered capabilities as a table (``--json``: a list of objects)."""
     try:
         registry = build_app(project).registry
     except AifrError as exc:
         fail(exc)
     specs = registry.list(tag=tag, risk=risk, operation=operation, all_versions=all_versions)
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": spec.id,
+                    "version": spec.version,
+                    "operation": spec.operation_type.value,
+                    "risk": spec.effective_risk.value,
+                    "risk_declared": spec.risk is not None,
+                    "compensation": _compensation(spec),
+                    "fingerprint": spec.fingerprint,
+                }
+                for spec in specs
+            ]
+        )
+        return
     table = Table(title=f"{len(specs)} capabilities", title_justify="left")
     for column in ("id", "version", "operation", "risk", "compensation"):
         table.add_column(column)

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from aifr.app import App, build_app
 from aifr.cli.capabilities import list_capabilities
-from aifr.cli.console import console, fail
+from aifr.cli.console import console, fail, heading
 from aifr.cli.run import render_plan, render_run
 from aifr.config import init_project
 from aifr.errors import AifrError
@@ -133,10 +133,6 @@ def _rotate(app: App, content: str, health_url: str) -> RunView:
 _SHORT = {"ALLOW": "allow", "DENY": "deny", "REQUIRE_APPROVAL": "approval"}
 
 
-def _heading(title: str) -> Text:
-    return Text(title, style="bold")
-
-
 def _story(app: App, run_id: str) -> Table:
     table = Table(title=f"audit trail of {run_id}", title_justify="left")
     for column in ("seq", "event", "by", "step", "policy", "outcome"):
@@ -172,18 +168,18 @@ def _approvals(app: App, run_id: str) -> set[str]:
 def _scenario(app: App, directory: Path) -> None:
     config = directory / _CONFIG
     with _health_endpoint() as health_url:
-        console.rule(_heading("2. The plan: each step's risk and policy decision, nothing runs"))
+        heading("2. The plan: each step's risk and policy decision, nothing runs")
         spec = app.workflow("rotate-config")
         planned = app.workflows.plan(
             spec, {"path": _CONFIG, "content": _NEW, "health_url": health_url}, _AGENT
         )
         console.print(render_plan(spec, planned, _AGENT))
 
-        console.rule(_heading("3. Rotate the config: an approval pause, then completion"))
+        heading("3. Rotate the config: an approval pause, then completion")
         _rotate(app, _NEW, health_url)
         console.print(f"{_CONFIG} now holds: {config.read_text()!r}")
 
-        console.rule(_heading("4. Rotate again; the service fails its health check"))
+        heading("4. Rotate again; the service fails its health check")
         _Health.healthy[0] = False
         failed = _rotate(app, _NEWER, health_url)
     restored = config.read_text()
@@ -198,7 +194,7 @@ def _scenario(app: App, directory: Path) -> None:
     )
     console.print(f"backups left: {len(backups)} (the failed run's backup was removed)")
 
-    console.rule(_heading("5. The audit ledger: verified, and the whole story"))
+    heading("5. The audit ledger: verified, and the whole story")
     report = app.ledger.verify()
     status = ("ok", "green") if report.ok else ("BROKEN", "red")
     console.print(
@@ -222,7 +218,7 @@ def demo(
         app = build_app(directory, require_project=True)
     except AifrError as exc:
         fail(exc)
-    console.rule(_heading("1. Capabilities registered (stdlib and the project's typed functions)"))
+    heading("1. Capabilities registered (stdlib and the project's typed functions)")
     list_capabilities(project=directory)
     try:
         _scenario(app, directory)

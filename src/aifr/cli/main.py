@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+import typer.core
 
 from aifr.cli import (
     approvals,
@@ -21,6 +24,18 @@ from aifr.cli import (
 )
 
 __all__ = ["app", "main"]
+
+_option_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:  # Typer's own click
+    """No value type for a plain flag: Typer's help showed ``--help <bool>``, a flag takes none."""
+    if self.is_flag and not self.count:
+        return None
+    return _option_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]  # Typer's help
 
 app = typer.Typer(
     name="aifr",

@@ -326,7 +326,10 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(project: ProjectOption = Path()) -> None:
+def token_list(
+    project: ProjectOption = Path(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """List tokens (digest prefix, principal, roles, operator, label)."""
     from aifr.transports.mcp.auth import TokenStore
 
@@ -335,6 +338,20 @@ def token_list(project: ProjectOption = Path()) -> None:
         records = TokenStore(settings.path(settings.mcp.tokens_file)).records()
     except AifrError as exc:
         fail(exc)
+    if as_json:
+        print_json(
+            [
+                {
+                    "digest": record.digest[:12],
+                    "principal": record.principal,
+                    "roles": list(record.roles),
+                    "operator": record.operator,
+                    "label": record.label,
+                }
+                for record in records
+            ]
+        )
+        return
     for record in records:
         console.print(
             f"{record.digest[:12]}  {record.principal}  roles={','.join(record.roles) or '-'}  "

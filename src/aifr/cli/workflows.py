@@ -65,6 +65,7 @@ def check(
         list[Path] | None, typer.Argument(help="Workflow files (default: every file).")
     ] = None,
     project: ProjectOption = Path(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Validate workflow files: schema, templates, and that every capability exists."""
     try:
@@ -78,6 +79,24 @@ def check(
         fail(exc)
     finally:
         aifr_app.close()
+    problems = [problem for item in checked for problem in item.problems]
+    if as_json:
+        print_json(
+            [
+                {
+                    "file": str(item.path),
+                    "workflow": item.spec.name if item.spec is not None else None,
+                    "version": item.spec.version if item.spec is not None else None,
+                    "steps": len(item.spec.steps) if item.spec is not None else None,
+                    "valid": not item.problems,
+                    "problems": item.problems,
+                }
+                for item in checked
+            ]
+        )
+        if problems:
+            raise typer.Exit(exit_code_for(ErrorCode.WORKFLOW_INVALID))
+        return
     table = Table(title=f"{len(checked)} workflow files", title_justify="left")
     for column in ("file", "workflow", "steps", "status"):
         table.add_column(column)
@@ -90,7 +109,6 @@ def check(
             Text("invalid", style="red") if item.problems else Text("ok", style="green"),
         )
     console.print(table)
-    problems = [problem for item in checked for problem in item.problems]
     for problem in problems:
         err_console.print(problem, soft_wrap=True)
     if problems:

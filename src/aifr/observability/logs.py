@@ -2,7 +2,9 @@
 
 Records are stamped with the current call's fields (request id, trace id, principal) and
 scrubbed of the secrets the current call resolved: a handler is given a secret's value,
-and a log line of its own (``log.warning("using %s", token)``) must not print it.
+and a log line of its own (``log.warning("using %s", token)``) must not print it. Every
+record also goes through the quick tier of the project's secret detector, so a URL is
+logged as ``user:***@host/?token=***``, the same as in errors and audit details.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
+
+from aifr.redaction import scrub as scrub_secrets
 
 __all__ = [
     "ContextFilter",
@@ -82,8 +86,8 @@ class ContextFilter(logging.Filter):
     """Stamps and scrubs each record.
 
     Adds the fields bound by :func:`bind_log_fields` (never overriding the record's
-    own), and scrubs the message and traceback with the scrubber bound by
-    :func:`bind_log_scrubber`.
+    own), and scrubs the message and traceback of credential-looking text
+    (``aifr.redaction.scrub``) and with the scrubber bound by :func:`bind_log_scrubber`.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -93,9 +97,8 @@ class ContextFilter(logging.Filter):
             for key, value in fields.items():
                 if not hasattr(record, key):
                     setattr(record, key, value)
-        scrub = _log_scrubber.get()
-        if scrub is not None:
-            _scrub(record, scrub)
+        bound = _log_scrubber.get()
+        _scrub(record, scrub_secrets if bound is None else lambda text: bound(scrub_secrets(text)))
         return True
 
 

@@ -131,7 +131,53 @@ class Confinement:
                 raise refuse_path(
                     "path_reserved", raw, f"it holds {str(reserved)!r}, which aifr reserves"
                 )
+        self._refuse_reserved_by_identity(located, change=change)
         return located
+
+    def _refuse_reserved_by_identity(self, located: ConfinedPath, *, change: bool) -> None:
+        """Refuse a path that is, or is inside, a reserved folder by another spelling.
+
+        On a case-insensitive filesystem (macOS and Windows by default) ``POLICIES/x``
+        and ``.AIFR/aifr.db`` reach the reserved folders although no text comparison
+        says so; a bind mount or a second hard-linked name does the same anywhere. So the
+        target's existing components are compared by file identity (device and inode)
+        with the reserved paths, and, for a change, with the folders holding them.
+
+        Raises:
+            SandboxRefusalError: ``path_reserved``.
+        """
+        if not self.reserved or not located.parts:
+            return
+        reserved_ids = {_identity(r): r for r in self.reserved}
+        reserved_ids.pop(None, None)
+        if not reserved_ids:
+            return
+        for end in range(len(located.parts), 0, -1):
+            identity = _identity(located.root.joinpath(*located.parts[:end]))
+            if identity is None:
+                continue  # not there yet: its nearest existing folder decides
+            reserved = reserved_ids.get(identity)
+            if reserved is not None:
+                raise refuse_path(
+                    "path_reserved",
+                    located.raw,
+                    f"it is {str(reserved)!r} by another spelling; aifr's state, "
+                    "configuration and policies are off limits",
+                )
+            if change and end == len(located.parts):
+                holders = {
+                    _identity(parent): r
+                    for r in self.reserved
+                    for parent in r.parents
+                    if located.root in (parent, *parent.parents) and parent != located.root
+                }
+                holder = holders.get(identity)
+                if holder is not None:
+                    raise refuse_path(
+                        "path_reserved",
+                        located.raw,
+                        f"it holds {str(holder)!r}, which aifr reserves",
+                    )
 
     def _split(self, raw: str) -> ConfinedPath:
         parts = tuple(p for p in raw.split("/") if p not in ("", "."))
@@ -226,6 +272,15 @@ class Confinement:
                 ) from None
             raise fs_error(exc, raw) from None
         return child
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path`` itself (a symlink is not followed); ``None`` if absent."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:  # missing, or not reachable: nothing to compare
+        return None
+    return info.st_dev, info.st_ino
 
 
 def entry_kind(info: os.stat_result) -> str:

@@ -25,7 +25,6 @@ from aifr.stdlib.net_guard import (
     Vetted,
     is_credential_header,
     redact_headers,
-    redact_unparsed_url,
     redact_url,
     refuse_url,
 )
@@ -276,7 +275,7 @@ def _prepare(
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise refuse_url("invalid_url", redact_unparsed_url(url), str(exc)) from None
+        raise refuse_url("invalid_url", redact_url(url), str(exc)) from None
     for name, value in headers.items():
         if name.lower() in _REFUSED_HEADERS:
             raise refuse_url(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING
 from pydantic import JsonValue
 
 from aifr.errors import ExecutionError, SandboxRefusalError
+from aifr.redaction import is_secret_key
+from aifr.redaction import redact_url as shown_url
 
 if TYPE_CHECKING:
     import httpx
@@ -31,17 +32,11 @@ __all__ = [
     "Vetted",
     "is_credential_header",
     "redact_headers",
-    "redact_unparsed_url",
     "redact_url",
     "refuse_url",
 ]
 
 REDACTED = "[REDACTED]"
-_SENSITIVE = re.compile(
-    r"authorization|cookie|token|secret|passw|api[-_]?key|access[-_]?key|auth|session|signature"
-    r"|credential|^(sig|key|pass|pwd|code)$",
-    re.IGNORECASE,
-)
 _METADATA = frozenset(
     ipaddress.ip_address(a)
     for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
@@ -50,34 +45,24 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def is_credential_header(name: str) -> bool:
-    """Whether a header (or query parameter) name suggests it carries a credential."""
-    return _SENSITIVE.search(name) is not None
+    """Whether a header (or query parameter) name says it carries a credential."""
+    return is_secret_key(name)
 
 
 def redact_headers(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:
     """Headers with the value of every credential-looking header replaced."""
     return {
-        name.lower(): (REDACTED if is_credential_header(name) else value)
+        name.lower(): (REDACTED if is_secret_key(name) else value)
         for name, value in headers.items()
     }
 
 
-def redact_url(url: httpx.URL) -> str:
-    """``url`` without its password and with credential-looking query values redacted."""
-    if url.password:
-        url = url.copy_with(password=REDACTED)
-    if url.query:
-        params = [
-            (k, REDACTED if is_credential_header(k) else v) for k, v in url.params.multi_items()
-        ]
-        url = url.copy_with(params=params)
-    return str(url)
+def redact_url(url: httpx.URL | str) -> str:
+    """``url`` as errors and echoes show it: ``user:***@``, ``?token=***`` (``aifr.redaction``).
 
-
-def redact_unparsed_url(raw: str) -> str:
-    """A URL that does not parse, shown without its user info, query and fragment."""
-    head = re.split(r"[?#]", raw, maxsplit=1)[0]
-    return re.sub(r"(?<=//)[^/]*@", "", head)
+    A URL that did not parse goes through the same rule as written.
+    """
+    return shown_url(str(url))
 
 
 @dataclass(frozen=True, slots=True)

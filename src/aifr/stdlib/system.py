@@ -12,29 +12,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import JsonValue
 from typing_extensions import TypedDict
 
-from aifr.audit import redact_text
 from aifr.capabilities import CallInfo, Capability, Compensation, capability
 from aifr.errors import AifrError, ErrorCode, ExecutionError, SandboxRefusalError
 from aifr.invocation.sandbox import Sandbox
+from aifr.redaction import detect, is_secret_key, redact_url
 from aifr.stdlib.calls import CallRecords
 from aifr.stdlib.confine import Confinement
 from aifr.stdlib.limits import Seconds
-from aifr.stdlib.net_guard import is_credential_header
 
 __all__ = ["MASK", "build_system_capabilities", "is_secret_like", "mask_value"]
 
 MASK = "****"
-_SECRET_NAME = re.compile(
-    r"TOKEN|SECRET|PASSW|PASSPHRASE|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH|SESSION"
-    r"|COOKIE|SIGNATURE|SALT|(^|_)KEY($|_)|DSN|CONNECTION_STRING|WEBHOOK"
-    r"|(^|_)PASS($|_)|_PWD($|_)",  # DB_PASS, MYSQL_PWD (not the shell's PWD or OLDPWD)
-    re.IGNORECASE,
-)
 _OPAQUE = re.compile(r"^[A-Za-z0-9+/=_\-]{32,}$")
 
 
@@ -69,47 +61,27 @@ def _looks_random(value: str) -> bool:
 def is_secret_like(name: str, value: str) -> bool:
     """Whether a variable looks like it holds a credential, by name or by value.
 
-    Values are judged by the audit ledger's credential patterns (JWTs, PEM keys, cloud
-    and SaaS tokens) plus long random-looking strings.
+    Names are judged by the project's one secret-name rule, values by its detector
+    (JWTs, PEM keys, cloud and SaaS tokens, high-entropy strings) plus long opaque
+    strings mixing letters and digits, which in an environment variable are keys more
+    often than not.
     """
-    return bool(_SECRET_NAME.search(name) or redact_text(value) != value or _looks_random(value))
+    return bool(is_secret_key(name) or detect(value) or _looks_random(value))
 
 
 def mask_value(name: str, value: str) -> str:
     """``value`` with secrets hidden; a URL keeps what is not a credential.
 
-    A URL loses its password and credential query values (``?token=``, ``&sig=``);
-    other secret-looking values become ``****``. A URL whose variable name itself says secret (``SLACK_WEBHOOK_URL``) is hidden whole:
-    the address is the credential.
+    A URL loses its password and credential query values by the project's one URL rule
+    (``postgres://app:***@db/x``, ``?sig=***``); other secret-looking values become
+    ``****``. A URL whose variable name itself says secret (``SLACK_WEBHOOK_URL``) is
+    hidden whole: the address is the credential.
     """
-    if "://" in value and not _SECRET_NAME.search(name):
-        masked = _mask_url(value)
-        if masked is not None:
-            return masked
+    if "://" in value and not is_secret_key(name):
+        shown = redact_url(value)
+        if shown != value:
+            return shown
     return MASK if is_secret_like(name, value) else value
-
-
-def _mask_url(value: str) -> str | None:
-    """The URL without its password and credential query values; ``None`` if it has none.
-
-    A URL that does not parse (a port over 65535) is hidden whole.
-    """
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        return MASK
-    changed = parts
-    if parts.password is not None:
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        shown_port = f":{port}" if port else ""
-        changed = changed._replace(netloc=f"{parts.username or ''}:{MASK}@{host}{shown_port}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(is_credential_header(key) for key, _ in query):
-        shown = [(key, MASK if is_credential_header(key) else item) for key, item in query]
-        changed = changed._replace(query=urlencode(shown, safe="*"))
-    return urlunsplit(changed) if changed is not parts else None
 
 
 def build_system_capabilities(

@@ -105,7 +105,7 @@ def test_env_read_masks_secret_looking_values(lib: Lib) -> None:
     out = lib.call("sys.env.read", {})
     assert out["variables"]["HOME"] == "/root"
     assert out["variables"]["API_TOKEN"] == "****"
-    assert out["variables"]["DATABASE_URL"] == "postgres://app:****@db:5432/x"
+    assert out["variables"]["DATABASE_URL"] == "postgres://app:***@db:5432/x"
     assert sorted(out["masked"]) == ["API_TOKEN", "DATABASE_URL"]
 
 

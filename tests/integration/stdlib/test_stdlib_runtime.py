@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,71 @@ def test_every_standard_capability_runs_through_runtime_invoke(
     assert result.status is Status.OK, result.error
     assert result.audit_id is not None
     assert app.ledger.verify().ok
+
+
+ALIAS_PROBE = """
+import json, sys
+from aifr.app import build_app
+
+app = build_app(sys.argv[1], require_project=True)
+out = {}
+for path in sys.argv[2:]:
+    result = app.runtime.invoke("io.fs.write_file", {"path": path, "content": "rules: []"}, "alice")
+    out[path] = result.error.details.get("rule") if result.error else "written"
+app.close()
+print(json.dumps(out))
+"""
+
+
+def test_reserved_folders_are_refused_under_another_spelling_of_the_same_folder(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """``POLICIES/`` and ``.AIFR/`` reach the reserved folders on a case-insensitive disk.
+
+    The host's filesystem may be case-sensitive, so the test builds the same situation
+    anywhere: in a private mount namespace, ``POLICIES`` and ``.AIFR`` are bind mounts of
+    ``policies`` and ``.aifr``, two spellings of one folder, as macOS and Windows give.
+    """
+    project = tmp_path / "proj"
+    init_project(project)
+    build_app(project, require_project=True).close()  # creates .aifr/
+    for alias in ("POLICIES", ".AIFR"):
+        (project / alias).mkdir()
+    mounts = (
+        'mount --bind "$1/policies" "$1/POLICIES" && mount --bind "$1/.aifr" "$1/.AIFR" '
+        '|| exit 97; shift; exec "$@"'
+    )
+    probe = subprocess.run(  # a private namespace: the mounts vanish with the process
+        [
+            "unshare",
+            "-Urm",
+            "sh",
+            "-c",
+            mounts,
+            "sh",
+            str(project),
+            sys.executable,
+            "-c",
+            ALIAS_PROBE,
+            str(project),
+            "POLICIES/x.yaml",
+            ".AIFR/aifr.db",
+            "POLICIES/default.yaml",
+            "notes/fine.txt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if probe.returncode == 97 or ("unshare" in probe.stderr and probe.returncode != 0):
+        pytest.skip(f"bind mounts in a private namespace are not permitted here: {probe.stderr}")
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout) == {
+        "POLICIES/x.yaml": "path_reserved",
+        ".AIFR/aifr.db": "path_reserved",
+        "POLICIES/default.yaml": "path_reserved",
+        "notes/fine.txt": "written",
+    }
+    assert not (project / "policies" / "x.yaml").exists()
+    assert (project / "policies" / "default.yaml").read_text() != "rules: []"

@@ -436,3 +436,35 @@ def test_another_caller_cannot_read_my_approval_or_run(tmp_path: Path) -> None:
     assert error_of(own)["error"]["code"] == "approval.not_found"
     assert "approval.not_found" in approval_read.message
     assert "workflow.run_not_found" in run_read.message
+
+
+def test_the_caller_cannot_set_its_principal_or_operator_through_meta(tmp_path: Path) -> None:
+    """Identity comes from the transport (the token), never from what the request says."""
+    project = _project(tmp_path)
+    app = build_app(project, require_project=True)
+    server = AifrMcpServer.from_app(app, identity=fixed_identity(AGENT))
+    forged = {
+        "aifr/principal": "root",
+        "aifr/operator": "root",
+        "aifr/roles": ["approver"],
+        "aifr/on_behalf_of": "root",
+        "principal": "root",
+        "operator": "root",
+    }
+
+    async def main() -> tuple[types.CallToolResult, types.CallToolResult]:
+        async with Client(server.server, mode="legacy") as client:
+            echoed = await client.call_tool("lab.echo", {"text": "hi"}, meta=forged)
+            launch = await client.call_tool("lab.launch", {"target": "mars"}, meta=forged)
+        return echoed, launch
+
+    echoed, launch = anyio.run(main)
+    assert echoed.structured_content == {"text": "hi"}
+    assert error_of(launch)["status"] == "pending_approval"  # "approver" was not granted
+    records = list(app.ledger.records())
+    principals = {record.event.principal for record in records}
+    shown = json.dumps([dict(record.event.details) for record in records])
+    app.close()
+    assert "root" not in principals
+    assert "agent" in principals
+    assert '"root"' not in shown  # no operator, role or on-behalf-of taken from _meta
