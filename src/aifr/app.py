@@ -34,12 +34,12 @@ from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import build_stdlib
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.sqlite import SqliteDatabase
-from aifr.storage.sqlite.approvals import SqliteApprovalStore
-from aifr.storage.sqlite.audit import open_sqlite_ledger
-from aifr.storage.sqlite.circuits import SqliteCircuitStore
-from aifr.storage.sqlite.grants import SqliteGrantStore
-from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
-from aifr.storage.sqlite.runs import SqliteRunStore
+from aifr.storage.sqlite.approvals import APPROVAL_MIGRATIONS, SqliteApprovalStore
+from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS, open_sqlite_ledger
+from aifr.storage.sqlite.circuits import CIRCUIT_MIGRATIONS, SqliteCircuitStore
+from aifr.storage.sqlite.grants import GRANT_MIGRATIONS, SqliteGrantStore
+from aifr.storage.sqlite.idempotency import IDEMPOTENCY_MIGRATIONS, SqliteIdempotencyStore
+from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS, SqliteRunStore
 from aifr.storage.sqlite.step_results import StepResultStore
 from aifr.workflows import WorkflowEngine, WorkflowSpec, find_workflow
 
@@ -52,6 +52,7 @@ __all__ = [
     "build_registry",
     "build_secrets",
     "capabilities_in_module",
+    "code_schema_versions",
     "reserved_paths",
     "stdlib_capabilities",
 ]
@@ -339,3 +340,16 @@ def build_app(project_dir: Path | str = ".", *, require_project: bool = False) -
     app = App(settings=settings, registry=registry, policy=build_policy(settings, registry))
     app.policy.on_change(app.audit_policy_change)
     return app
+
+
+def code_schema_versions() -> dict[str, int]:
+    """The schema version this code migrates each component of the state database to."""
+    components = {
+        "approvals": APPROVAL_MIGRATIONS,
+        "audit": AUDIT_MIGRATIONS,
+        "circuits": CIRCUIT_MIGRATIONS,
+        "grants": GRANT_MIGRATIONS,
+        "idempotency": IDEMPOTENCY_MIGRATIONS,
+        "workflows": WORKFLOW_MIGRATIONS,
+    }
+    return {name: max(m.version for m in steps) for name, steps in components.items()}

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.js import JetStreamContext
 
-__all__ = ["HttpSink", "NatsSink", "sink_from_url"]
+__all__ = ["HttpSink", "NatsSink", "sink_from_url", "sink_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,25 @@ def sink_from_url(url: str) -> Sink:
         return NatsSink(f"nats://{address}", stream=stream or "AIFR_AUDIT")
     if url.startswith(("http://", "https://")):
         return HttpSink(url)
-    raise AuditError(
+    raise _unknown_scheme(url)
+
+
+def sink_name(url: str) -> str:
+    """The name (and shipping-cursor key) of the sink a URL names, without opening it.
+
+    Raises:
+        AuditError: ``config.invalid``: the scheme is neither NATS nor HTTP.
+    """
+    if url.startswith("nats://"):
+        address, _, stream = url.removeprefix("nats://").partition("/")
+        return f"nats:{_shown_url(f'nats://{address}')}/{stream or 'AIFR_AUDIT'}"
+    if url.startswith(("http://", "https://")):
+        return f"http:{_shown_url(url)}"
+    raise _unknown_scheme(url)
+
+
+def _unknown_scheme(url: str) -> AuditError:
+    return AuditError(
         f"audit.sink_url {_shown_url(url)!r}: use nats://host:port[/STREAM] or an http(s):// URL",
         code=ErrorCode.CONFIG_INVALID,
         url=_shown_url(url),

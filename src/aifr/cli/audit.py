@@ -34,12 +34,15 @@ from aifr.cli.console import console, err_console, fail, print_json
 from aifr.config import Settings, load_settings
 from aifr.errors import AifrError, AuditError, ErrorCode
 
-__all__ = ["CHECKPOINT_FILE", "app"]
+__all__ = ["CHECKPOINT_FILE", "VERIFY_FILE", "app", "note_verify", "verify_project"]
 
 app = typer.Typer(help="Verify, read, export and ship the audit ledger.", no_args_is_help=True)
 
 CHECKPOINT_FILE = "audit-checkpoint.json"
 """Latest signed checkpoint, kept in the state folder as well as in the database."""
+
+VERIFY_FILE = "audit-verify.json"
+"""The outcome of the last ``aifr audit verify`` (or ``aifr doctor``), for ``aifr status``."""
 
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -107,7 +110,9 @@ def _show(record: AuditRecord, *, as_json: bool) -> None:
         console.print(_line(record), soft_wrap=True)
 
 
-def _verify(settings: Settings, ledger: AuditLedger, given: list[Checkpoint]) -> VerifyReport:
+def verify_project(
+    settings: Settings, ledger: AuditLedger, given: list[Checkpoint]
+) -> VerifyReport:
     """Verify the chain against the project's checkpoints and those the operator gave.
 
     Checkpoints kept in the database and the state folder count only when the project's
@@ -131,6 +136,22 @@ def _verify(settings: Settings, ledger: AuditLedger, given: list[Checkpoint]) ->
     return report
 
 
+def note_verify(settings: Settings, report: VerifyReport) -> None:
+    """Keep when the chain was last verified and how it went, for ``aifr status``.
+
+    Best effort: a state folder that cannot be written must not turn a verify that
+    passed into a failure.
+    """
+    note = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ok": report.ok,
+        "head_seq": report.head_seq,
+        "message": report.message,
+    }
+    with contextlib.suppress(OSError):
+        (settings.state_path / VERIFY_FILE).write_text(json.dumps(note) + "\n", encoding="utf-8")
+
+
 @app.command("verify")
 def verify(
     project: ProjectOption = Path(),
@@ -143,7 +164,8 @@ def verify(
     """Walk the chain; exit 1 naming the first modified, removed, inserted or moved record."""
     with _ledger(project) as (settings, ledger):
         given = [_read_checkpoint(path) for path in checkpoint or []]
-        report = _verify(settings, ledger, given)
+        report = verify_project(settings, ledger, given)
+        note_verify(settings, report)
     if as_json:
         print_json(report.to_dict())
     elif report.ok:

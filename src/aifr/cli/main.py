@@ -13,12 +13,14 @@ from aifr.cli import (
     call,
     capabilities,
     demo,
+    doctor,
     grants,
     mcp,
     policy,
     project,
     run,
     runs,
+    status,
     worker,
     workflows,
 )
@@ -59,6 +61,8 @@ app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
+app.command("doctor")(doctor.doctor)
+app.command("status")(status.status)
 
 
 def main() -> None:
