@@ -17,6 +17,7 @@ import typer
 from aifr.app import App, build_app
 from aifr.cli.console import console, fail
 from aifr.errors import AifrError, ConfigError
+from aifr.observability import configure_logging
 from aifr.workflows import Worker
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def worker(
 
     try:
         app = build_app(project)
+        configure_logging(app.settings.log_level)
         secret = _secret(app)
         if app.settings.approvals.webhook_url and secret is None:
             raise ConfigError(
