@@ -45,6 +45,7 @@ from aifr.workflows import WorkflowEngine, WorkflowSpec, find_workflow
 
 __all__ = [
     "App",
+    "attach_tracing",
     "build_app",
     "build_audit_ledger",
     "build_grant_store",
@@ -104,7 +105,7 @@ class App:
     def runtime(self) -> Runtime:
         """The governed runtime: registry, policy, approvals, audit, limits, secrets."""
         limits = self.settings.runtime
-        return Runtime(
+        runtime = Runtime(
             self.registry,
             self.policy,
             self.ledger,
@@ -120,6 +121,10 @@ class App:
             circuit_cooldown_s=limits.circuit_cooldown_s,
             sync_execution=limits.sync_execution,
         )
+        exporter = os.environ.get("OTEL_TRACES_EXPORTER", "none")
+        if exporter != "none":
+            attach_tracing(runtime, exporter)
+        return runtime
 
     @cached_property
     def runs(self) -> SqliteRunStore:
@@ -353,3 +358,40 @@ def code_schema_versions() -> dict[str, int]:
         "workflows": WORKFLOW_MIGRATIONS,
     }
     return {name: max(m.version for m in steps) for name, steps in components.items()}
+
+
+def attach_tracing(runtime: Runtime, exporter_name: str) -> None:
+    """Trace ``runtime``'s invocations to the exporter ``OTEL_TRACES_EXPORTER`` names.
+
+    The runtime's shutdown flushes and stops the exporter.
+
+    Raises:
+        ConfigError: OpenTelemetry (the ``otel`` extra, or ``otlp`` for OTLP) is not
+            installed, or the exporter name is unknown.
+    """
+    try:
+        from aifr.observability.tracing import (  # the otel extra, loaded only when asked
+            InvocationTracer,
+            build_tracer_provider,
+            exporter_for,
+        )
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "OTEL_TRACES_EXPORTER is set but OpenTelemetry is not installed: "
+            "pip install 'aifr[otel]'",
+            key="OTEL_TRACES_EXPORTER",
+        ) from exc
+    try:
+        exporter = exporter_for(exporter_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "OTEL_TRACES_EXPORTER=otlp needs the OTLP exporter: pip install 'aifr[otlp]'",
+            key="OTEL_TRACES_EXPORTER",
+        ) from exc
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="OTEL_TRACES_EXPORTER") from exc
+    if exporter is None:
+        return
+    provider = build_tracer_provider(exporter, batch=exporter_name != "console")
+    runtime.events.subscribe(InvocationTracer(provider))
+    runtime.global_context.on_shutdown(provider.shutdown, name="tracing")

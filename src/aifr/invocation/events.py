@@ -24,6 +24,8 @@ EventKind = Literal[
     "invocation.started",
     "invocation.phase",
     "invocation.finished",
+    "policy.decided",
+    "approval.waited",
     "hook.failed",
     "circuit.opened",
     "circuit.closed",

@@ -318,12 +318,19 @@ class AifrMcpServer:
         shown = names.listed(name)  # a pinned call (id@version) is shown as called
         status_tool = names.listed(APPROVAL_STATUS_TOOL)
 
+        meta: Mapping[str, object] = ctx.meta or {}  # free-form beyond progressToken
+        traceparent = meta.get("traceparent")
+
         async def run(approval_id: str | None) -> Result:
             return await self.runtime.ainvoke(
                 name,
                 arguments,
                 who.principal,
-                CallOptions(roles=who.roles, approval_id=approval_id),
+                CallOptions(
+                    roles=who.roles,
+                    approval_id=approval_id,
+                    traceparent=traceparent if isinstance(traceparent, str) else None,
+                ),
             )
 
         def answer(result: Result) -> types.CallToolResult:

@@ -1,0 +1,200 @@
+"""OpenTelemetry traces of governed invocations, built from the runtime's lifecycle events.
+
+The tracer is an observer of the runtime's event bus, so a runtime without it pays one
+attribute check per event and imports nothing of OpenTelemetry (the ``otel`` extra).
+Each invocation becomes a span ``aifr.invoke``, with a child span per policy decision
+(``aifr.policy.decide``) and per approval wait (``aifr.approval.wait``). Attributes
+name the capability and its version, the principal, the decision, the rule, the risk
+and the outcome; never inputs, outputs or secrets.
+
+The span's trace id is the invocation's trace id, the one its audit record carries, so
+a trace and the ledger can be joined. A call that brought a W3C ``traceparent``
+continues that trace under the caller's span.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Protocol
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import Span, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+from pydantic import JsonValue
+
+__all__ = ["InvocationTracer", "build_tracer_provider", "exporter_for"]
+
+_pinned_trace: ContextVar[int | None] = ContextVar("aifr_pinned_trace", default=None)
+
+
+class _Event(Protocol):
+    """What the tracer reads of a runtime lifecycle event."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def capability_id(self) -> str: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def details(self) -> Mapping[str, JsonValue]: ...
+
+
+class _InvocationTraceIds(RandomIdGenerator):
+    """Random ids, except that a new trace takes the invocation's own trace id."""
+
+    def generate_trace_id(self) -> int:
+        """The pinned trace id while a span for an invocation starts, else a random one."""
+        pinned = _pinned_trace.get()
+        return pinned if pinned is not None else super().generate_trace_id()
+
+
+def exporter_for(name: str) -> SpanExporter | None:
+    """The exporter ``OTEL_TRACES_EXPORTER`` names: ``console``, ``otlp`` or ``none``.
+
+    ``otlp`` needs ``opentelemetry-exporter-otlp`` and reads the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables itself.
+
+    Raises:
+        ModuleNotFoundError: ``otlp`` without the OTLP exporter package.
+        ValueError: another name.
+    """
+    if name == "none":
+        return None
+    if name == "console":
+        return ConsoleSpanExporter()
+    if name == "otlp":
+        otlp = importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        exporter: SpanExporter = otlp.OTLPSpanExporter()
+        return exporter
+    raise ValueError(f"OTEL_TRACES_EXPORTER {name!r}: use console, otlp or none")
+
+
+def build_tracer_provider(exporter: SpanExporter, *, batch: bool = True) -> TracerProvider:
+    """A provider exporting to ``exporter`` whose new traces keep the invocation's trace id.
+
+    The sampler and the resource come from the standard ``OTEL_*`` variables (the SDK
+    reads them). ``batch=False`` exports each span as it ends (tests, the console).
+    """
+    provider = TracerProvider(id_generator=_InvocationTraceIds())
+    processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    return provider
+
+
+def _attributes(**values: JsonValue) -> dict[str, AttributeValue]:
+    return {
+        f"aifr.{key}": value
+        for key, value in values.items()
+        if isinstance(value, str | bool | int | float)
+    }
+
+
+def _ns(seconds: JsonValue) -> int | None:
+    return int(seconds * 1e9) if isinstance(seconds, int | float) else None
+
+
+class InvocationTracer:
+    """Turns lifecycle events into spans; subscribe it with ``runtime.events.subscribe``."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self._tracer = provider.get_tracer("aifr")
+        self._open: dict[str, Span] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: _Event) -> None:
+        """Start, annotate or end the span of the event's invocation."""
+        if event.kind == "invocation.started":
+            self._start(event)
+        elif event.kind in ("policy.decided", "approval.waited"):
+            self._child(event)
+        elif event.kind == "invocation.finished":
+            self._finish(event)
+
+    def _start(self, event: _Event) -> None:
+        details = event.details
+        trace_id = details.get("trace_id")
+        parent_span = details.get("parent_span_id")
+        pinned = int(trace_id, 16) if isinstance(trace_id, str) and _is_hex(trace_id, 32) else None
+        parent = None
+        if pinned is not None and isinstance(parent_span, str) and _is_hex(parent_span, 16):
+            remote = SpanContext(
+                pinned, int(parent_span, 16), is_remote=True, trace_flags=TraceFlags(1)
+            )
+            parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        token = _pinned_trace.set(pinned)
+        try:
+            span = self._tracer.start_span(
+                "aifr.invoke",
+                context=parent,
+                kind=trace.SpanKind.INTERNAL,
+                start_time=_ns(event.at),
+                attributes=_attributes(
+                    capability_id=event.capability_id,
+                    request_id=event.request_id,
+                    principal=details.get("principal"),
+                ),
+            )
+        finally:
+            _pinned_trace.reset(token)
+        if isinstance(span, Span):
+            with self._lock:
+                self._open[event.request_id] = span
+
+    def _child(self, event: _Event) -> None:
+        with self._lock:
+            parent = self._open.get(event.request_id)
+        if parent is None:
+            return
+        details = dict(event.details)
+        started_at = _ns(details.pop("started_at", None))
+        name = "aifr.policy.decide" if event.kind == "policy.decided" else "aifr.approval.wait"
+        child = self._tracer.start_span(
+            name,
+            context=trace.set_span_in_context(parent),
+            start_time=started_at,
+            attributes=_attributes(capability_id=event.capability_id, **details),
+        )
+        child.end(end_time=_ns(event.at))
+        if event.kind == "policy.decided":
+            parent.set_attributes(
+                _attributes(**{k: v for k, v in details.items() if k != "started_at"})
+            )
+
+    def _finish(self, event: _Event) -> None:
+        with self._lock:
+            span = self._open.pop(event.request_id, None)
+        if span is None:
+            return
+        details = event.details
+        span.set_attributes(
+            _attributes(
+                capability_version=details.get("capability_version"),
+                decision=details.get("decision"),
+                rule_id=details.get("rule_id"),
+                risk=details.get("risk"),
+                outcome=details.get("status"),
+                error_code=details.get("error_code"),
+                audit_id=details.get("audit_id"),
+            )
+        )
+        if details.get("status") == "failed":
+            span.set_status(StatusCode.ERROR, str(details.get("error_code") or "failed"))
+        span.end(end_time=_ns(event.at))
+
+
+def _is_hex(value: str, length: int) -> bool:
+    return len(value) == length and all(c in "0123456789abcdef" for c in value)
