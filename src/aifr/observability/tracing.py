@@ -15,13 +15,14 @@ continues that trace under the caller's span.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Protocol
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import Span, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -74,13 +75,18 @@ def exporter_for(name: str) -> SpanExporter | None:
     """
     if name == "none":
         return None
-    if name == "console":
-        return ConsoleSpanExporter()
+    if name == "console":  # stderr, one line per span: stdout is the command's output
+        return ConsoleSpanExporter(out=sys.stderr, formatter=_json_line)
     if name == "otlp":
         otlp = importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
         exporter: SpanExporter = otlp.OTLPSpanExporter()
         return exporter
     raise ValueError(f"OTEL_TRACES_EXPORTER {name!r}: use console, otlp or none")
+
+
+def _json_line(span: ReadableSpan) -> str:
+    line: str = span.to_json(indent=None)
+    return line + "\n"
 
 
 def build_tracer_provider(exporter: SpanExporter, *, batch: bool = True) -> TracerProvider:
