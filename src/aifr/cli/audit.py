@@ -25,6 +25,7 @@ from aifr.audit import (
     Checkpoint,
     Outbox,
     VerifyReport,
+    Witness,
     load_or_create_signing_key,
     public_key_hex,
     record_line,
@@ -304,7 +305,12 @@ def ship(
             raise AuditError(
                 "no sink: pass --sink or set audit.sink_url", code=ErrorCode.CONFIG_INVALID
             )
-        outbox = Outbox(ledger, sink_from_url(url))
+        witness = Witness(
+            load_or_create_signing_key(_key_path(settings)),
+            every_records=settings.audit.checkpoint_every_records,
+            every_s=settings.audit.checkpoint_every_s,
+        )
+        outbox = Outbox(ledger, sink_from_url(url), witness=witness)
         shipped = asyncio.run(_ship(outbox, follow=follow))
     console.print(f"shipped {shipped} records to {outbox.sink.name}")
 
@@ -312,7 +318,9 @@ def ship(
 async def _ship(outbox: Outbox, *, follow: bool) -> int:
     try:
         if not follow:
-            return await outbox.ship_once()
+            shipped = await outbox.ship_once()
+            await outbox.checkpoint_shipped()
+            return shipped
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):
