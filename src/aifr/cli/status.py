@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,11 +17,15 @@ from rich.table import Table
 from aifr.app import App, build_app
 from aifr.cli.audit import VERIFY_FILE
 from aifr.cli.console import console, fail, heading, print_json
-from aifr.errors import AifrError
+from aifr.errors import AifrError, ConfigError
 from aifr.invocation import ApprovalStatus
 from aifr.redaction import redact_url
+from aifr.workflows import ACTIVE_STATES
 
-__all__ = ["collect_status", "status"]
+if TYPE_CHECKING:
+    from aifr.observability.metrics import RuntimeMetrics
+
+__all__ = ["attach_metrics", "collect_status", "queue_depth", "status"]
 
 _PENDING_LIMIT = 100_000
 
@@ -63,6 +67,39 @@ def collect_status(app: App) -> dict[str, Any]:
         },
         "notifications_pending": app.runs.pending(),
     }
+
+
+def queue_depth(runs_by_state: dict[str, int]) -> int:
+    """Runs a worker drives without anyone's input."""
+    return sum(runs_by_state.get(state.value, 0) for state in ACTIVE_STATES)
+
+
+def attach_metrics(app: App) -> RuntimeMetrics:
+    """Count ``app``'s invocations and read its levels (what ``aifr status`` shows) per scrape.
+
+    Raises:
+        ConfigError: prometheus-client (the ``metrics`` extra) is not installed.
+    """
+    try:
+        from aifr.observability.metrics import Levels, RuntimeMetrics
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "metrics need prometheus-client: pip install 'aifr[metrics]'", key="metrics"
+        ) from exc
+    metrics = RuntimeMetrics()
+    app.runtime.events.subscribe(metrics)
+
+    def read() -> Levels:
+        state = collect_status(app)
+        return Levels(
+            runs_by_state=state["runs"],
+            queue_depth=queue_depth(state["runs"]),
+            audit_outbox_backlog=state["audit"]["outbox_backlog"],
+            notifications_pending=state["notifications_pending"],
+        )
+
+    metrics.watch_levels(read)
+    return metrics
 
 
 def _render(state: dict[str, Any]) -> None:

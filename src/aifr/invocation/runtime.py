@@ -580,6 +580,7 @@ class Runtime:
             rule_id=result.decision.rule_id if result.decision is not None else None,
             risk=spec.effective_risk.value if spec is not None else None,
             error_code=result.error.code.value if result.error is not None else None,
+            audit_s=call.stages.get("audit"),
         )
 
     def _emit(self, kind: EventKind, call: Call, **details: Any) -> None:
