@@ -37,6 +37,7 @@ from pydantic import JsonValue
 __all__ = ["InvocationTracer", "build_tracer_provider", "exporter_for"]
 
 _pinned_trace: ContextVar[int | None] = ContextVar("aifr_pinned_trace", default=None)
+_pinned_span: ContextVar[int | None] = ContextVar("aifr_pinned_span", default=None)
 
 
 class _Event(Protocol):
@@ -61,6 +62,11 @@ class _InvocationTraceIds(RandomIdGenerator):
         """The pinned trace id while a span for an invocation starts, else a random one."""
         pinned = _pinned_trace.get()
         return pinned if pinned is not None else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        """The pinned span id while a workflow span starts, else a random one."""
+        pinned = _pinned_span.get()
+        return pinned if pinned is not None else super().generate_span_id()
 
 
 def exporter_for(name: str) -> SpanExporter | None:
@@ -129,6 +135,53 @@ class InvocationTracer:
             self._child(event)
         elif event.kind == "invocation.finished":
             self._finish(event)
+        elif event.kind in ("workflow.run.started", "workflow.step.started"):
+            self._start_workflow(event)
+        elif event.kind in ("workflow.run.finished", "workflow.step.finished"):
+            self._finish_workflow(event)
+
+    def _start_workflow(self, event: _Event) -> None:
+        """A span for one drive of a run, or one attempt of a step, under the run's trace.
+
+        The workflow engine chose the span ids (a step's invocation names its step's span
+        as parent before the span exists here), so the id generator is pinned to them.
+        """
+        details = event.details
+        trace_id, span_id = details.get("trace_id"), details.get("span_id")
+        if not (isinstance(trace_id, str) and _is_hex(trace_id, 32)):
+            return
+        if not (isinstance(span_id, str) and _is_hex(span_id, 16)):
+            return
+        with self._lock:
+            parent_span = self._open.get(f"span:{details.get('parent_span_id')}")
+        parent = trace.set_span_in_context(parent_span) if parent_span is not None else None
+        is_run = event.kind == "workflow.run.started"
+        trace_token = _pinned_trace.set(int(trace_id, 16))
+        span_token = _pinned_span.set(int(span_id, 16))
+        try:
+            span = self._tracer.start_span(
+                "aifr.workflow.run" if is_run else "aifr.workflow.step",
+                context=parent,
+                start_time=_ns(event.at),
+                attributes=_attributes(
+                    **{k: v for k, v in details.items() if k not in ("trace_id", "span_id")},
+                    **({} if is_run else {"capability_id": event.capability_id}),
+                ),
+            )
+        finally:
+            _pinned_span.reset(span_token)
+            _pinned_trace.reset(trace_token)
+        if isinstance(span, Span):
+            with self._lock:
+                self._open[f"span:{span_id}"] = span
+
+    def _finish_workflow(self, event: _Event) -> None:
+        with self._lock:
+            span = self._open.pop(f"span:{event.details.get('span_id')}", None)
+        if span is None:
+            return
+        span.set_attributes(_attributes(state=event.details.get("state")))
+        span.end(end_time=_ns(event.at))
 
     def _start(self, event: _Event) -> None:
         details = event.details
