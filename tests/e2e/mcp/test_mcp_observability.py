@@ -1,5 +1,6 @@
 """``aifr mcp --transport http --metrics``: /metrics of a running server, and a caller's
-W3C ``traceparent`` in ``_meta`` continued by the invocation's span and audit record."""
+W3C ``traceparent`` (in ``_meta`` or the HTTP header) continued by the invocation's span
+and audit record."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from pathlib import Path
 
 import anyio
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp_harness import McpTarget, ServerProcess, build_target, mint_token, run_aifr
 
 TRACE_ID, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+HEADER_TRACE, HEADER_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
 @pytest.fixture
@@ -35,7 +40,7 @@ def _samples(text: str) -> dict[str, float]:
     return {name: float(value) for name, _, value in pairs if name}
 
 
-def test_metrics_count_mcp_calls_behind_the_token_and_traceparent_is_continued(
+def test_metrics_count_mcp_calls_behind_the_token_and_traceparents_are_continued(
     served: McpTarget,
 ) -> None:
     async def main() -> None:
@@ -46,6 +51,14 @@ def test_metrics_count_mcp_calls_behind_the_token_and_traceparent_is_continued(
                 meta={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN}-01"},  # type: ignore[typeddict-unknown-key]
             )
             await client.call_tool("shop.greet", {"name": "Ada", "times": 9})
+        headers = {
+            "Authorization": f"Bearer {served.token}",
+            "traceparent": f"00-{HEADER_TRACE}-{HEADER_SPAN}-01",
+        }
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            assert served.url is not None
+            async with Client(streamable_http_client(served.url, http_client=http)) as client:
+                await client.call_tool("shop.greet", {"name": "Bo"})
 
     anyio.run(main)
     assert served.url is not None
@@ -57,7 +70,7 @@ def test_metrics_count_mcp_calls_behind_the_token_and_traceparent_is_continued(
     assert scraped.status_code == 200
     samples = _samples(scraped.text)
     ok = 'aifr_invocations_total{capability="shop.greet",decision="ALLOW",outcome="ok"}'
-    assert samples[ok] == 1
+    assert samples[ok] == 2
     assert "aifr_workflow_runs" in scraped.text
     assert "agent" not in scraped.text  # principals are never labels
     tail = run_aifr(
@@ -71,6 +84,7 @@ def test_metrics_count_mcp_calls_behind_the_token_and_traceparent_is_continued(
         for line in served.servers[0].stderr.splitlines()
         if line.startswith('{"name": "aifr.invoke"')
     ]
-    continued = [s for s in spans if s["context"]["trace_id"] == f"0x{TRACE_ID}"]
-    assert len(continued) == 1
-    assert continued[0]["parent_id"] == f"0x{CALLER_SPAN}"
+    for trace_id, caller in ((TRACE_ID, CALLER_SPAN), (HEADER_TRACE, HEADER_SPAN)):
+        continued = [s for s in spans if s["context"]["trace_id"] == f"0x{trace_id}"]
+        assert len(continued) == 1
+        assert continued[0]["parent_id"] == f"0x{caller}"
