@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -99,3 +101,29 @@ def test_an_empty_redactor_changes_nothing() -> None:
     assert not redactor
     value = {"a": "b"}
     assert redactor.scrub(value) is value
+
+
+class _Text(str):
+    """A str subclass: the scan's exact-type fast path must not skip it."""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({}, False),
+        ({"n": 1, "f": 2.5, "b": True, "none": None}, False),
+        ({"x": "secret://A"}, True),
+        ({"deep": [{"deeper": ("plain", "secret://B")}]}, True),
+        ({"deep": [{"deeper": ("plain", "secret:/B")}]}, False),
+        (MappingProxyType({"x": "secret://A"}), True),
+        (OrderedDict(x=[1, 2, "secret://C"]), True),
+        ({"x": _Text("secret://D")}, True),
+        ([1, 2, 3, "x"], False),
+        ("secret://E", True),
+        ({"x": b"secret://F"}, False),  # bytes are no reference
+    ],
+)
+def test_the_secret_reference_scan_finds_a_reference_in_every_container_shape(
+    value: object, expected: bool
+) -> None:
+    assert has_secret_refs(value) is expected
