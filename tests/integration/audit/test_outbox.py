@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from aifr.app import build_audit_ledger
@@ -421,3 +422,35 @@ def test_the_nats_stream_keeps_the_witness_checkpoint_verify_holds_a_cut_ledger_
     report = json.loads(held.stdout)
     assert (report["first_bad_seq"], report["problem"]) == (5, "truncated")
     assert "records 5..7 were removed" in report["message"]
+
+
+def test_a_quiet_ledger_still_gets_its_checkpoint_once_the_interval_passes(
+    ledger: AuditLedger,
+) -> None:
+    port = _free_port()
+    collector = _Collector(port)
+    now = [1000.0]
+    witness = Witness(
+        Ed25519PrivateKey.generate(), every_records=100, every_s=60, clock=lambda: now[0]
+    )
+    _fill(ledger, 3)
+
+    async def ship() -> int:
+        outbox = Outbox(ledger, HttpSink(f"http://127.0.0.1:{port}/audit"), witness=witness)
+        try:
+            return await outbox.ship_once()
+        finally:
+            await outbox.sink.aclose()
+
+    try:
+        assert asyncio.run(ship()) == 3
+        assert collector.checkpoints == []  # 3 of 100 records, and no time has passed
+        now[0] += 61
+        assert asyncio.run(ship()) == 0  # nothing new to ship, but the interval passed
+        assert [c["seq"] for c in collector.checkpoints] == [3]
+        now[0] += 61
+        asyncio.run(ship())
+        assert len(collector.checkpoints) == 1  # nothing shipped since: no new checkpoint
+    finally:
+        collector.stop()
+    assert [c.seq for c in ledger.checkpoints()] == [3]
