@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,41 @@ def test_an_unknown_trace_exporter_fails_doctor_with_the_values_it_takes(
     assert "console, otlp or none" in str(tracing["fix"])
     console = run_cli(aifr_bin, project, {**clean_env, "OTEL_TRACES_EXPORTER": "console"}, "doctor")
     assert console.returncode == 0, console.stdout
+
+
+def test_an_unreachable_postgresql_database_fails_doctor_without_showing_its_password(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://aifr:pg-s3cret@127.0.0.1:{port}/aifr"
+    done = run_cli(aifr_bin, project, {**clean_env, "AIFR_DATABASE_URL": url}, "doctor", "--json")
+    assert done.returncode == 1
+    database = _checks(done)["state database"]
+    assert database["ok"] is False
+    assert "pg extra" in str(database["fix"])
+    assert "pg-s3cret" not in done.stdout
+
+
+def test_a_reachable_postgresql_database_passes_doctor(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    dsn = os.environ.get("AIFR_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("AIFR_TEST_PG_DSN is not set: this check needs a PostgreSQL server")
+    import psycopg
+
+    schema = f"aifr_doctor_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        url = f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
+        env = {**clean_env, "AIFR_DATABASE_URL": url}
+        done = run_cli(aifr_bin, project, env, "doctor", "--json")
+        checks = _checks(done)
+        assert checks["state database"]["ok"] is True, checks["state database"]
+        assert checks["audit chain"]["ok"] is True, checks["audit chain"]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
