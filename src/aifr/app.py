@@ -61,18 +61,23 @@ from aifr.stdlib.knowledge import build_knowledge_capabilities
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
 from aifr.storage.sqlite import SqliteDatabase
-from aifr.storage.sqlite.approvals import SqliteApprovalStore
-from aifr.storage.sqlite.audit import open_sqlite_ledger
-from aifr.storage.sqlite.circuits import SqliteCircuitStore
-from aifr.storage.sqlite.findings import SqliteFindingStore, SqliteResourceRegistry
-from aifr.storage.sqlite.grants import SqliteGrantStore
-from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
-from aifr.storage.sqlite.runs import SqliteRunStore
+from aifr.storage.sqlite.approvals import APPROVAL_MIGRATIONS, SqliteApprovalStore
+from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS, open_sqlite_ledger
+from aifr.storage.sqlite.circuits import CIRCUIT_MIGRATIONS, SqliteCircuitStore
+from aifr.storage.sqlite.findings import (
+    FINDING_MIGRATIONS,
+    SqliteFindingStore,
+    SqliteResourceRegistry,
+)
+from aifr.storage.sqlite.grants import GRANT_MIGRATIONS, SqliteGrantStore
+from aifr.storage.sqlite.idempotency import IDEMPOTENCY_MIGRATIONS, SqliteIdempotencyStore
+from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS, SqliteRunStore
 from aifr.storage.sqlite.step_results import StepResultStore
 from aifr.workflows import WorkflowEngine, WorkflowSpec, find_workflow
 
 __all__ = [
     "App",
+    "attach_tracing",
     "build_app",
     "build_audit_ledger",
     "build_grant_store",
@@ -85,6 +90,7 @@ __all__ = [
     "capabilities_in_module",
     "open_findings_stores",
     "open_knowledge_index",
+    "code_schema_versions",
     "reserved_paths",
     "sandbox_report",
     "stdlib_capabilities",
@@ -155,6 +161,9 @@ class App:
             sync_execution=limits.sync_execution,
         )
         self.plugins.attach(runtime)  # a plugin's calls go through this runtime
+        exporter = os.environ.get("OTEL_TRACES_EXPORTER", "none")
+        if exporter != "none":
+            attach_tracing(runtime, exporter)
         return runtime
 
     @cached_property
@@ -666,3 +675,54 @@ def build_app(
     )
     app.policy.on_change(app.audit_policy_change)
     return app
+
+
+def code_schema_versions() -> dict[str, int]:
+    """The schema version this code migrates each component of the state database to."""
+    components = {
+        "approvals": APPROVAL_MIGRATIONS,
+        "audit": AUDIT_MIGRATIONS,
+        "circuits": CIRCUIT_MIGRATIONS,
+        "findings": FINDING_MIGRATIONS,
+        "grants": GRANT_MIGRATIONS,
+        "idempotency": IDEMPOTENCY_MIGRATIONS,
+        "workflows": WORKFLOW_MIGRATIONS,
+    }
+    return {name: max(m.version for m in steps) for name, steps in components.items()}
+
+
+def attach_tracing(runtime: Runtime, exporter_name: str) -> None:
+    """Trace ``runtime``'s invocations to the exporter ``OTEL_TRACES_EXPORTER`` names.
+
+    The runtime's shutdown flushes and stops the exporter.
+
+    Raises:
+        ConfigError: OpenTelemetry (the ``otel`` extra, or ``otlp`` for OTLP) is not
+            installed, or the exporter name is unknown.
+    """
+    try:
+        from aifr.observability.tracing import (  # the otel extra, loaded only when asked
+            InvocationTracer,
+            build_tracer_provider,
+            exporter_for,
+        )
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "OTEL_TRACES_EXPORTER is set but OpenTelemetry is not installed: "
+            "pip install 'aifr[otel]'",
+            key="OTEL_TRACES_EXPORTER",
+        ) from exc
+    try:
+        exporter = exporter_for(exporter_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "OTEL_TRACES_EXPORTER=otlp needs the OTLP exporter: pip install 'aifr[otlp]'",
+            key="OTEL_TRACES_EXPORTER",
+        ) from exc
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="OTEL_TRACES_EXPORTER") from exc
+    if exporter is None:
+        return
+    provider = build_tracer_provider(exporter, batch=exporter_name != "console")
+    runtime.events.subscribe(InvocationTracer(provider))
+    runtime.global_context.on_shutdown(provider.shutdown, name="tracing")

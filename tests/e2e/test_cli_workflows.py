@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -353,3 +354,67 @@ def test_workflows_check_names_each_bad_file_and_field_and_an_unknown_capability
         timeout=60, check=True,
     )  # fmt: skip
     assert json.loads(schema.stdout)["title"] == "aifr workflow"
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_the_worker_serves_prometheus_metrics_of_runs_and_the_invocations_it_drives(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = _aifr(
+        aifr_bin, project, clean_env, "run", "rotate", "-i", "path=config/app.conf",
+        "-i", "content=metered\n", "--as", "agent", "--json",
+    )  # fmt: skip
+    run = json.loads(started.stdout)
+    approval_id = run["steps"][2]["approval_id"]
+    worker = subprocess.Popen(
+        [aifr_bin, "worker", "--poll", "0.2", "--metrics-port", str(port), "-p", str(project)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        samples = None
+        while samples is None:
+            assert time.monotonic() < deadline, "the metrics endpoint never came up"
+            try:
+                samples = _scrape(port)
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert samples['aifr_workflow_runs{state="waiting_approval"}'] == 1
+        assert samples["aifr_workflow_queue_depth"] == 0
+        assert samples["aifr_notifications_pending"] == 0
+        approved = _aifr(
+            aifr_bin, project, clean_env, "approvals", "approve", approval_id, "--as", "bob"
+        )
+        assert approved.returncode == 0, approved.stderr
+        while samples.get('aifr_workflow_runs{state="completed"}') != 1:
+            assert time.monotonic() < deadline, "the worker never finished the run"
+            time.sleep(0.1)
+            samples = _scrape(port)
+        counted = {
+            name: value for name, value in samples.items() if name.startswith("aifr_invocations")
+        }
+        assert any('decision="REQUIRE_APPROVAL"' in n and 'outcome="ok"' in n for n in counted)
+        assert samples['aifr_approval_wait_seconds_count{capability="io.fs.write_file"}'] == 1
+        assert samples["aifr_audit_append_seconds_count"] >= 1
+        assert any(n.startswith("aifr_invocation_duration_seconds_bucket") for n in samples)
+        assert "agent" not in " ".join(samples)  # principals are never labels
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+    assert worker.returncode == 0

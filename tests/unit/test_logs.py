@@ -9,8 +9,10 @@ import logging
 from aifr.observability import (
     ContextFilter,
     JsonLogFormatter,
+    bind_log_fields,
     bind_log_scrubber,
     configure_logging,
+    unbind_log_fields,
     unbind_log_scrubber,
 )
 
@@ -101,3 +103,49 @@ def test_urls_and_credentials_in_any_record_are_logged_redacted() -> None:
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines[0]["message"] == "fetching https://user:***@host/?api_key=***"
     assert lines[1]["message"] == "header [REDACTED:authorization]"
+
+
+AWS_KEY = "AKIAZ7Q2XK4M9P3RT5VW"
+GITHUB_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+PASSWORD = "correct-horse-battery"  # no shape a detector knows: only its key names it
+
+
+def test_secrets_planted_anywhere_in_a_log_call_never_reach_the_output() -> None:
+    """The secrets canary extends to logs: message, extra fields, nested values, tracebacks."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    handler.addFilter(ContextFilter())
+    logger = logging.getLogger("aifr.test.log_canary")
+    logger.addHandler(handler)
+    logger.propagate = False
+    fields = bind_log_fields(trace_id="4bf92f3577b34da6a3ce929d0e0e4736", request_id="req-1")
+    try:
+        logger.warning(
+            "calling with %s and %r",
+            AWS_KEY,
+            {"token": GITHUB_TOKEN},
+            extra={
+                "password": PASSWORD,
+                "target": f"https://deploy:{PASSWORD}@example.com/?access_token={PASSWORD}",
+                "request": {"headers": {"Authorization": PASSWORD}, "tags": [GITHUB_TOKEN]},
+            },
+        )
+        try:
+            raise RuntimeError(f"upstream refused {AWS_KEY}")
+        except RuntimeError:
+            logger.exception("failed with %s", GITHUB_TOKEN)
+    finally:
+        unbind_log_fields(fields)
+        logger.removeHandler(handler)
+        logger.propagate = True
+    output = stream.getvalue()
+    for secret in (AWS_KEY, GITHUB_TOKEN, PASSWORD):
+        assert secret not in output
+    first, second = (json.loads(line) for line in output.splitlines())
+    assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert first["request_id"] == "req-1"
+    assert first["password"] == "***"
+    assert first["request"]["headers"]["Authorization"] == "***"
+    assert first["target"].startswith("https://deploy:***@example.com/")
+    assert "[REDACTED:aws_access_key]" in second["exc"]

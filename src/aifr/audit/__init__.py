@@ -26,6 +26,7 @@ from aifr.audit.record import (
 )
 from aifr.audit.redact import REDACTED, redact_details, redact_text
 from aifr.audit.verify import Problem, VerifyReport, verify_chain
+from aifr.audit.witness import Witness
 
 if TYPE_CHECKING:
     from aifr.audit.sinks import HttpSink, NatsSink, sink_from_url
@@ -60,6 +61,7 @@ __all__ = [
     "Problem",
     "Sink",
     "VerifyReport",
+    "Witness",
     "load_or_create_signing_key",
     "parse_timestamp",
     "public_key_hex",

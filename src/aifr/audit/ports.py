@@ -92,6 +92,10 @@ class Sink(Protocol):
         """Deliver ``records`` in order, or raise."""
         ...
 
+    async def send_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Deliver a signed checkpoint of records already delivered, or raise."""
+        ...
+
     async def aclose(self) -> None:
         """Close connections."""
         ...

@@ -11,6 +11,7 @@ record ids in the body.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from aifr.audit.checkpoint import Checkpoint
 from aifr.audit.export import record_line
 from aifr.audit.ports import Sink
 from aifr.audit.record import AuditRecord
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.js import JetStreamContext
 
-__all__ = ["HttpSink", "NatsSink", "sink_from_url"]
+__all__ = ["HttpSink", "NatsSink", "sink_from_url", "sink_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,25 @@ class HttpSink:
         if not response.is_success:
             raise _unavailable(self.name, f"HTTP {response.status_code}")
 
+    async def send_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """POST a signed checkpoint as one JSON object ``{"checkpoint": {...}}``.
+
+        Raises:
+            AuditError: ``audit.sink_unavailable`` when the request fails or is not 2xx.
+        """
+        headers = {
+            **self._headers,
+            "Content-Type": "application/json",
+            "Idempotency-Key": f"checkpoint-{checkpoint.seq}-{checkpoint.hash[:16]}",
+        }
+        body = json.dumps({"checkpoint": checkpoint.to_dict()}).encode("utf-8")
+        try:
+            response = await self._client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        if not response.is_success:
+            raise _unavailable(self.name, f"HTTP {response.status_code}")
+
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
@@ -205,6 +226,55 @@ class NatsSink:
             await self.aclose()
             raise _unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
 
+    @property
+    def checkpoint_subject(self) -> str:
+        """The subject signed checkpoints are published on (no record kind starts with _)."""
+        return f"{self.subject_prefix}._checkpoint"
+
+    async def send_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Publish a signed checkpoint on :attr:`checkpoint_subject`, acknowledged.
+
+        Raises:
+            AuditError: ``audit.sink_unavailable`` when NATS is unreachable or refuses.
+        """
+        from nats.errors import Error as NatsError
+
+        try:
+            js = await self._jetstream()
+            await js.publish(
+                self.checkpoint_subject,
+                json.dumps(checkpoint.to_dict()).encode("utf-8"),
+                headers={"Nats-Msg-Id": f"checkpoint-{checkpoint.seq}-{checkpoint.hash[:16]}"},
+            )
+        except (TimeoutError, NatsError, OSError) as exc:
+            await self.aclose()
+            raise _unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint the stream holds (the witness's copy), if any.
+
+        Raises:
+            AuditError: ``audit.sink_unavailable`` when NATS is unreachable, or the
+                message is not a checkpoint.
+        """
+        from nats.errors import Error as NatsError
+        from nats.js.errors import NotFoundError
+
+        try:
+            js = await self._jetstream()
+            message = await js.get_last_msg(self.stream, self.checkpoint_subject)
+        except NotFoundError:
+            return None
+        except (TimeoutError, NatsError, OSError) as exc:
+            await self.aclose()
+            raise _unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return Checkpoint.from_dict(json.loads(message.data or b""))
+        except ValueError as exc:
+            raise AuditError(
+                f"{self.name}: the newest message on {self.checkpoint_subject} is not JSON"
+            ) from exc
+
     async def aclose(self) -> None:
         """Close the NATS connection, if any."""
         client, self._client, self._js = self._client, None, None
@@ -227,7 +297,25 @@ def sink_from_url(url: str) -> Sink:
         return NatsSink(f"nats://{address}", stream=stream or "AIFR_AUDIT")
     if url.startswith(("http://", "https://")):
         return HttpSink(url)
-    raise AuditError(
+    raise _unknown_scheme(url)
+
+
+def sink_name(url: str) -> str:
+    """The name (and shipping-cursor key) of the sink a URL names, without opening it.
+
+    Raises:
+        AuditError: ``config.invalid``: the scheme is neither NATS nor HTTP.
+    """
+    if url.startswith("nats://"):
+        address, _, stream = url.removeprefix("nats://").partition("/")
+        return f"nats:{_shown_url(f'nats://{address}')}/{stream or 'AIFR_AUDIT'}"
+    if url.startswith(("http://", "https://")):
+        return f"http:{_shown_url(url)}"
+    raise _unknown_scheme(url)
+
+
+def _unknown_scheme(url: str) -> AuditError:
+    return AuditError(
         f"audit.sink_url {_shown_url(url)!r}: use nats://host:port[/STREAM] or an http(s):// URL",
         code=ErrorCode.CONFIG_INVALID,
         url=_shown_url(url),

@@ -25,6 +25,7 @@ from aifr.audit import (
     Checkpoint,
     Outbox,
     VerifyReport,
+    Witness,
     load_or_create_signing_key,
     public_key_hex,
     record_line,
@@ -34,12 +35,15 @@ from aifr.cli.console import console, err_console, fail, print_json
 from aifr.config import Settings, load_settings
 from aifr.errors import AifrError, AuditError, ErrorCode
 
-__all__ = ["CHECKPOINT_FILE", "app"]
+__all__ = ["CHECKPOINT_FILE", "VERIFY_FILE", "app", "note_verify", "verify_project"]
 
 app = typer.Typer(help="Verify, read, export and ship the audit ledger.", no_args_is_help=True)
 
 CHECKPOINT_FILE = "audit-checkpoint.json"
 """Latest signed checkpoint, kept in the state folder as well as in the database."""
+
+VERIFY_FILE = "audit-verify.json"
+"""The outcome of the last ``aifr audit verify`` (or ``aifr doctor``), for ``aifr status``."""
 
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -107,7 +111,9 @@ def _show(record: AuditRecord, *, as_json: bool) -> None:
         console.print(_line(record), soft_wrap=True)
 
 
-def _verify(settings: Settings, ledger: AuditLedger, given: list[Checkpoint]) -> VerifyReport:
+def verify_project(
+    settings: Settings, ledger: AuditLedger, given: list[Checkpoint]
+) -> VerifyReport:
     """Verify the chain against the project's checkpoints and those the operator gave.
 
     Checkpoints kept in the database and the state folder count only when the project's
@@ -131,6 +137,22 @@ def _verify(settings: Settings, ledger: AuditLedger, given: list[Checkpoint]) ->
     return report
 
 
+def note_verify(settings: Settings, report: VerifyReport) -> None:
+    """Keep when the chain was last verified and how it went, for ``aifr status``.
+
+    Best effort: a state folder that cannot be written must not turn a verify that
+    passed into a failure.
+    """
+    note = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ok": report.ok,
+        "head_seq": report.head_seq,
+        "message": report.message,
+    }
+    with contextlib.suppress(OSError):
+        (settings.state_path / VERIFY_FILE).write_text(json.dumps(note) + "\n", encoding="utf-8")
+
+
 @app.command("verify")
 def verify(
     project: ProjectOption = Path(),
@@ -143,7 +165,8 @@ def verify(
     """Walk the chain; exit 1 naming the first modified, removed, inserted or moved record."""
     with _ledger(project) as (settings, ledger):
         given = [_read_checkpoint(path) for path in checkpoint or []]
-        report = _verify(settings, ledger, given)
+        report = verify_project(settings, ledger, given)
+        note_verify(settings, report)
     if as_json:
         print_json(report.to_dict())
     elif report.ok:
@@ -282,7 +305,12 @@ def ship(
             raise AuditError(
                 "no sink: pass --sink or set audit.sink_url", code=ErrorCode.CONFIG_INVALID
             )
-        outbox = Outbox(ledger, sink_from_url(url))
+        witness = Witness(
+            load_or_create_signing_key(_key_path(settings)),
+            every_records=settings.audit.checkpoint_every_records,
+            every_s=settings.audit.checkpoint_every_s,
+        )
+        outbox = Outbox(ledger, sink_from_url(url), witness=witness)
         shipped = asyncio.run(_ship(outbox, follow=follow))
     console.print(f"shipped {shipped} records to {outbox.sink.name}")
 
@@ -290,7 +318,9 @@ def ship(
 async def _ship(outbox: Outbox, *, follow: bool) -> int:
     try:
         if not follow:
-            return await outbox.ship_once()
+            shipped = await outbox.ship_once()
+            await outbox.checkpoint_shipped()
+            return shipped
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):

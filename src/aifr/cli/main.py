@@ -13,6 +13,7 @@ from aifr.cli import (
     call,
     capabilities,
     demo,
+    doctor,
     findings,
     grants,
     ingest,
@@ -25,6 +26,7 @@ from aifr.cli import (
     runs,
     sandbox,
     search,
+    status,
     worker,
     workflows,
 )
@@ -71,6 +73,8 @@ app.add_typer(findings.app, name="findings")
 app.add_typer(resources.app, name="resources")
 app.command("search")(search.search)
 app.command("ingest")(ingest.ingest)
+app.command("doctor")(doctor.doctor)
+app.command("status")(status.status)
 
 
 def main() -> None:

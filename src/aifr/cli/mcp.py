@@ -20,6 +20,7 @@ from aifr.cli.console import console, err_console, fail, print_json
 from aifr.errors import AifrError
 
 if TYPE_CHECKING:
+    from aifr.app import App
     from aifr.config import Settings
     from aifr.transports.mcp.auth import McpIdentity, TokenRecord
 
@@ -112,7 +113,12 @@ def _announce(message: str) -> None:
 
 
 def _refuse_foreign_options(
-    transport: Transport, *, host: str | None, port: int | None, socket: Path | None
+    transport: Transport,
+    *,
+    host: str | None,
+    port: int | None,
+    socket: Path | None,
+    metrics: bool = False,
 ) -> None:
     """Refuse an option of another transport, which would otherwise be ignored.
 
@@ -122,7 +128,11 @@ def _refuse_foreign_options(
     Raises:
         typer.BadParameter: ``--host``/``--port`` without http, ``--socket`` without uds.
     """
-    given = (("--host", host, Transport.HTTP), ("--port", port, Transport.HTTP))
+    given = (
+        ("--host", host, Transport.HTTP),
+        ("--port", port, Transport.HTTP),
+        ("--metrics", True if metrics else None, Transport.HTTP),
+    )
     for option, value, owner in (*given, ("--socket", socket, Transport.UDS)):
         if value is not None and transport is not owner:
             raise typer.BadParameter(
@@ -151,6 +161,14 @@ def serve(
             "(portable: what Claude Desktop and model APIs accept). Default mcp.tool_names."
         ),
     ] = None,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="With --transport http, serve Prometheus metrics at /metrics (bearer "
+            "token required; the metrics extra).",
+        ),
+    ] = False,
     project: ProjectOption = Path(),
 ) -> None:
     """Serve the project's capabilities and workflows over MCP (stdio by default).
@@ -159,7 +177,7 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    _refuse_foreign_options(transport, host=host, port=port, socket=socket)
+    _refuse_foreign_options(transport, host=host, port=port, socket=socket, metrics=metrics)
     import anyio
 
     from aifr.app import build_app
@@ -197,6 +215,7 @@ def serve(
             server = AifrMcpServer.from_app(
                 aifr_app, identity=http_identity, workflows=workflows, tool_naming=naming
             )
+            metrics_app = _metrics_app(aifr_app) if metrics else None
             tokens = TokenStore(settings.path(settings.mcp.tokens_file))
             if not tokens.records():
                 _announce(
@@ -212,6 +231,7 @@ def serve(
                     on_ready=lambda url: _announce(f"serving on {url}"),
                     allowed_origins=settings.mcp.allowed_origins,
                     allowed_hosts=settings.mcp.allowed_hosts,
+                    metrics=metrics_app,
                 )
             )
         else:
@@ -235,6 +255,14 @@ def serve(
         _announce("stopped")
     finally:
         aifr_app.close()
+
+
+def _metrics_app(aifr_app: App) -> object:
+    from prometheus_client import make_asgi_app
+
+    from aifr.cli.status import attach_metrics
+
+    return make_asgi_app(registry=attach_metrics(aifr_app).registry)
 
 
 def _aifr_command() -> list[str]:

@@ -16,10 +16,14 @@ import typer
 
 from aifr.app import App, build_app
 from aifr.cli.console import console, fail
+from aifr.cli.status import attach_metrics
 from aifr.errors import AifrError, ConfigError
+from aifr.observability import configure_logging
 from aifr.workflows import Worker
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     import uvicorn
 
 __all__ = ["worker"]
@@ -52,6 +56,21 @@ def _callback_server(app: App, worker: Worker, host: str, port: int) -> uvicorn.
     return server
 
 
+def _metrics_server(app: App, host: str, port: int) -> WSGIServer:
+    from prometheus_client import start_http_server
+
+    metrics = attach_metrics(app)
+    try:
+        exporter, _ = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"--metrics-port {port}: cannot listen on {host}:{port}: {exc.strerror}",
+            key="metrics_port",
+        ) from exc
+    console.print(f"metrics on http://{host}:{exporter.server_port}/metrics")
+    return exporter
+
+
 def worker(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.01, help="Seconds between passes.")] = 0.5,
@@ -65,6 +84,16 @@ def worker(
         ),
     ] = None,
     callback_host: Annotated[str, typer.Option("--callback-host")] = "127.0.0.1",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at /metrics on this port (the metrics extra).",
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option("--metrics-host")] = "127.0.0.1",
     project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.")] = Path(),
 ) -> None:
     """Resume unfinished runs (crashes, decided approvals) and deliver notifications."""
@@ -72,6 +101,7 @@ def worker(
 
     try:
         app = build_app(project)
+        configure_logging(app.settings.log_level)
         secret = _secret(app)
         if app.settings.approvals.webhook_url and secret is None:
             raise ConfigError(
@@ -85,6 +115,9 @@ def worker(
             _callback_server(app, loop, callback_host, callback_port)
             if callback_port is not None
             else None
+        )
+        exporter = (
+            _metrics_server(app, metrics_host, metrics_port) if metrics_port is not None else None
         )
     except AifrError as exc:
         fail(exc)
@@ -108,6 +141,8 @@ def worker(
     finally:
         if server is not None:
             server.should_exit = True
+        if exporter is not None:
+            exporter.shutdown()
         if notifier is not None:
             notifier.close()
         app.close()

@@ -82,6 +82,8 @@ class AuditSettings(BaseModel):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sink_url: str | None = None
     signing_key_file: str = ".aifr/keys/audit-ed25519.pem"
+    checkpoint_every_records: Annotated[int, Field(ge=1)] = 1000
+    checkpoint_every_s: Annotated[float, Field(gt=0)] = 300.0
 
 
 class ApprovalSettings(BaseModel):

@@ -35,6 +35,9 @@ class CallOptions:
             timeout (see ``runtime.sync_execution``).
         hooks: call-scoped hooks, run after the global and capability ones.
         trace_id: the trace this call joins; a new one is made if ``None``.
+        traceparent: a W3C ``traceparent`` the caller sent (MCP ``_meta``, an HTTP
+            header); the call joins its trace (unless ``trace_id`` is given) and its span
+            is the parent of the call's span. A malformed value is ignored.
     """
 
     roles: Roles = frozenset()
@@ -47,6 +50,7 @@ class CallOptions:
     timeout_s: float | None = None
     hooks: Hooks | None = None
     trace_id: str | None = None
+    traceparent: str | None = None
 
 
 NO_OPTIONS = CallOptions()

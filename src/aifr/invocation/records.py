@@ -25,6 +25,7 @@ from aifr.invocation.identity import INVALID_PRINCIPAL
 from aifr.invocation.options import CallOptions
 from aifr.invocation.result import HookFailure, Result, Status, Timing
 from aifr.invocation.secret_refs import Redactor
+from aifr.observability.traceparent import parse_traceparent
 from aifr.policy import PolicyDecision
 
 __all__ = [
@@ -122,6 +123,7 @@ class Call:
     redactor: Redactor = NO_SECRETS
     hook_failures: tuple[HookFailure, ...] = ()
     principal_refused: bool = False
+    parent_span_id: str | None = None
 
     @property
     def spec(self) -> CapabilitySpec | None:
@@ -246,6 +248,12 @@ def new_call(
     """A fresh call with its request context; ``inputs`` and ``roles`` are normalized."""
     roles = options.roles
     run_id, step_id = options.run_id, options.step_id
+    trace_id, parent_span_id = options.trace_id, None
+    if options.traceparent is not None:
+        parent = parse_traceparent(options.traceparent)
+        if parent is not None:
+            trace_id = trace_id or parent.trace_id
+            parent_span_id = parent.span_id
     return Call(
         ref=ref,
         inputs=inputs if type(inputs) is dict else dict(inputs or {}),
@@ -253,7 +261,7 @@ def new_call(
         context=RequestContext(
             principal=principal,
             capability_ref=ref,
-            trace_id=options.trace_id,
+            trace_id=trace_id,
             run_id=run_id,
             step_id=step_id,
         ),
@@ -266,4 +274,5 @@ def new_call(
         step_id=step_id,
         timeout_s=options.timeout_s,
         hooks=options.hooks,
+        parent_span_id=parent_span_id,
     )

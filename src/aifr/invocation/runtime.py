@@ -272,7 +272,13 @@ class Runtime:
         bound = _bind(call)
         try:
             if self.events.has_observers:
-                self._emit("invocation.started", call)
+                self._emit(
+                    "invocation.started",
+                    call,
+                    trace_id=call.context.trace_id,
+                    parent_span_id=call.parent_span_id,
+                    principal=call.principal,
+                )
             try:
                 outcome = Outcome(Status.OK, output=await self._governed(call, ex))
             except Stop as stop:
@@ -303,9 +309,13 @@ class Runtime:
         call.validated_inputs = capability.as_validated(call.inputs, kwargs)
         context.enter(Phase.VALIDATED)
         call.lap("validate")
+        observed = self.events.has_observers
+        deciding_from = time.time() if observed else 0.0
         decision = call.decision = self._gate.decide(call)
         context.enter(Phase.DECIDED)
         call.lap("policy")
+        if observed:
+            self._emit_decision(call, deciding_from)
         if decision.decision is Decision.DENY:
             raise Stop(Outcome(Status.DENIED, error=self._gate.denial(call, decision)))
         state = self.circuits.before_call(spec.id)
@@ -313,9 +323,7 @@ class Runtime:
             call.circuit = state
             call.is_trial = state is CircuitState.HALF_OPEN
         if decision.decision is Decision.REQUIRE_APPROVAL:
-            await self._gate.require(call, ex)
-            if self.events.has_observers:
-                self._emit("approval.consumed", call, approval_id=call.consumed_approval)
+            await self._await_approval(call, ex, observed=observed)
         context.enter(Phase.APPROVED)
         if call.idempotency_key and self._idempotency is not None:
             taken = await self._idempotency.claim(call, ex, self._timeout_for(call))
@@ -334,6 +342,22 @@ class Runtime:
         if call.has_hooks:
             await self._hooks(call, ex, HookStage.AFTER, output=output)
         return output
+
+    async def _await_approval(self, call: Call, ex: Executor, *, observed: bool) -> None:
+        """Hold the call to its approval; observers see the wait and the consumption."""
+        waiting_from = time.time() if observed else 0.0
+        try:
+            await self._gate.require(call, ex)
+        finally:
+            if observed:
+                self._emit(
+                    "approval.waited",
+                    call,
+                    started_at=waiting_from,
+                    approved=call.consumed_approval is not None,
+                )
+        if observed:
+            self._emit("approval.consumed", call, approval_id=call.consumed_approval)
 
     def _wants_hard_timeout(self, call: Call, capability: Capability | None = None) -> bool:
         """Whether ``call`` asks for a hard timeout: its own, or one its capability declares.
@@ -469,7 +493,7 @@ class Runtime:
             await self._hooks(call, ex, HookStage.CLEANUP, error=outcome.error, result=interim)
         result = build_result(call, outcome, circuit, record, timed=True)
         if self.events.has_observers:
-            self._emit("invocation.finished", call, status=result.status, audit_id=result.audit_id)
+            self._emit_finished(call, result)
         return result
 
     async def _finish_replay(self, call: Call, ex: Executor, outcome: Outcome) -> Result:
@@ -533,6 +557,33 @@ class Runtime:
         call.context.enter(Phase.AUDITED)
         call.stages["audit"] = _perf() - started
         return record, outcome
+
+    def _emit_decision(self, call: Call, started_at: float) -> None:
+        decision, capability = call.decision, call.capability
+        assert decision is not None and capability is not None  # noqa: S101  # just decided
+        self._emit(
+            "policy.decided",
+            call,
+            started_at=started_at,
+            decision=decision.decision.value,
+            rule_id=decision.rule_id,
+            risk=capability.spec.effective_risk.value,
+        )
+
+    def _emit_finished(self, call: Call, result: Result) -> None:
+        spec = call.capability.spec if call.capability is not None else None
+        self._emit(
+            "invocation.finished",
+            call,
+            status=result.status,
+            audit_id=result.audit_id,
+            capability_version=result.capability_version,
+            decision=result.decision.decision.value if result.decision is not None else None,
+            rule_id=result.decision.rule_id if result.decision is not None else None,
+            risk=spec.effective_risk.value if spec is not None else None,
+            error_code=result.error.code.value if result.error is not None else None,
+            audit_s=call.stages.get("audit"),
+        )
 
     def _emit(self, kind: EventKind, call: Call, **details: Any) -> None:
         self.events.emit(

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 
+from aifr.redaction import is_secret_key
 from aifr.redaction import scrub as scrub_secrets
 
 __all__ = [
@@ -86,8 +87,10 @@ class ContextFilter(logging.Filter):
     """Stamps and scrubs each record.
 
     Adds the fields bound by :func:`bind_log_fields` (never overriding the record's
-    own), and scrubs the message and traceback of credential-looking text
-    (``aifr.redaction.scrub``) and with the scrubber bound by :func:`bind_log_scrubber`.
+    own), and scrubs the message, the traceback and every ``extra=`` field of
+    credential-looking text (``aifr.redaction.scrub``) and with the scrubber bound by
+    :func:`bind_log_scrubber`. An ``extra=`` field whose name marks a secret
+    (``password``, ``api_key``, ``authorization``) is logged as ``***`` whatever it holds.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -114,6 +117,29 @@ def _scrub(record: logging.LogRecord, scrub: Scrubber) -> None:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
         record.exc_text = scrub(record.exc_text)
+    for key in [k for k in vars(record) if k not in _STANDARD]:
+        value = getattr(record, key)
+        setattr(record, key, SECRET_MARK if is_secret_key(key) else _clean(value, scrub))
+
+
+SECRET_MARK = "***"  # noqa: S105  # the mask shown in place of a secret, not one
+"""What an ``extra=`` field named like a secret (``password=``) is logged as."""
+
+
+def _clean(value: object, scrub: Scrubber) -> object:
+    """``value`` with its strings scrubbed, and secret-named keys masked, at any depth."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, Mapping):
+        return {
+            k: SECRET_MARK if isinstance(k, str) and is_secret_key(k) else _clean(v, scrub)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clean(item, scrub) for item in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return scrub(str(value))
 
 
 _HANDLER_MARK = "_aifr_json_handler"

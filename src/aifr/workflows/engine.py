@@ -54,6 +54,7 @@ from aifr.workflows.recovery import (
     check_reviewer,
 )
 from aifr.workflows.saga import Saga
+from aifr.workflows.spans import drive_span, run_trace_id, step_span
 from aifr.workflows.spec import StepSpec, WorkflowSpec
 from aifr.workflows.state import RunContext, error_dict, released_lease, workflow_event
 from aifr.workflows.templating import render_inputs
@@ -330,7 +331,7 @@ class WorkflowEngine:
 
     def _drive(self, context: RunContext) -> None:
         run_id = context.run.id
-        with self._heartbeat.holding(run_id):
+        with self._heartbeat.holding(run_id), drive_span(self.runtime, context):
             try:
                 while self._advance(context):
                     pass
@@ -404,17 +405,20 @@ class WorkflowEngine:
         except WorkflowError as exc:
             return self._fail(context, record, exc)
         key = str(StepKey(context.run.id, record.step_id, record.attempt))
-        result, completion = context.invoke(
-            self.runtime,
-            spec.capability,
-            inputs,
-            step_id=record.step_id,
-            key=key,
-            approval_id=approval_id,
-            timeout_s=spec.timeout_s,
-            finish=self._finish_with(context, record),
-        )
-        return self._outcome(context, record, spec, inputs, result, completion)
+        with step_span(self.runtime, context, record) as span_id:
+            result, completion = context.invoke(
+                self.runtime,
+                spec.capability,
+                inputs,
+                step_id=record.step_id,
+                key=key,
+                approval_id=approval_id,
+                timeout_s=spec.timeout_s,
+                finish=self._finish_with(context, record),
+                trace_id=run_trace_id(context.run.id),
+                parent_span_id=span_id,
+            )
+            return self._outcome(context, record, spec, inputs, result, completion)
 
     def _finish_with(self, context: RunContext, record: StepRecord) -> RunFinish | None:
         """The run's end, for its last step's commit to carry (``None`` for other steps)."""

@@ -18,6 +18,7 @@ from pydantic import JsonValue
 from aifr.audit import AuditEvent
 from aifr.errors import AifrError
 from aifr.invocation import CallOptions, Result, Runtime
+from aifr.observability.traceparent import format_traceparent
 from aifr.workflows.ports import (
     Completion,
     Notification,
@@ -88,6 +89,7 @@ class RunContext:
     cancelled: bool = False
     cancel_checked_at: float = 0.0
     events: list[str] = field(default_factory=list)
+    span_id: str | None = None
 
     @classmethod
     def load(
@@ -155,12 +157,15 @@ class RunContext:
         approval_id: str | None,
         timeout_s: float | None = None,
         finish: RunFinish | None = None,
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
     ) -> tuple[Result, Completion | None]:
         """Invoke one attempt of a step (or of its undo) as the run's principal.
 
         Tells the store what this lease holder knows of the attempt first (see
         ``RunStore.begin_attempt``); returns the result and how the store recorded its
-        success (``None`` when it did not).
+        success (``None`` when it did not). The call joins the run's trace
+        (``trace_id``), under the step's span when it is traced (``parent_span_id``).
         """
         run = self.run
         self.store.begin_attempt(key, unrecorded=self.lease_is_safe(), finish=finish)
@@ -177,6 +182,12 @@ class RunContext:
                     run_id=run.id,
                     step_id=step_id,
                     timeout_s=timeout_s,
+                    trace_id=trace_id,
+                    traceparent=(
+                        format_traceparent(trace_id, parent_span_id)
+                        if trace_id is not None and parent_span_id is not None
+                        else None
+                    ),
                 ),
             )
         finally:

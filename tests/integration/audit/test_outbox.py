@@ -12,10 +12,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from aifr.app import build_audit_ledger
-from aifr.audit import AuditEvent, AuditLedger, HttpSink, NatsSink, Outbox, sink_from_url
+from aifr.audit import (
+    AuditEvent,
+    AuditLedger,
+    HttpSink,
+    NatsSink,
+    Outbox,
+    Witness,
+    load_or_create_signing_key,
+    sink_from_url,
+)
 from aifr.cli.main import app
 from aifr.config import init_project, load_settings
 from aifr.errors import AifrError, ErrorCode
@@ -30,13 +40,18 @@ class _Collector:
 
     def __init__(self, port: int, status: int = 200) -> None:
         self.lines: list[dict] = []  # type: ignore[type-arg]
+        self.checkpoints: list[dict] = []  # type: ignore[type-arg]
         self.status = status
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if collector.status == 200:
+                if collector.status != 200:
+                    pass
+                elif self.headers["Content-Type"] == "application/json":
+                    collector.checkpoints.append(json.loads(body)["checkpoint"])
+                else:
                     collector.lines.extend(json.loads(line) for line in body.decode().splitlines())
                 self.send_response(collector.status)
                 self.send_header("Content-Length", "0")
@@ -297,3 +312,145 @@ def test_credentials_in_a_sink_url_reach_no_output_error_or_cursor_key(
     for text in (shipped.output, down.output, *cursor_keys):
         assert "s3cr3t-pw" not in text
         assert "t0k3n-val" not in text
+
+
+# -- the witness: checkpoints shipped with the records -------------------------------------
+
+
+def _cut_and_rewrite(project: Path, keep: int, forged: int) -> None:
+    """What an attacker with the database does: cut the tail, drop the local checkpoints,
+    and append new records so the ledger again looks whole and current."""
+    database = SqliteDatabase(project / ".aifr" / "aifr.db")
+    with database.transaction() as conn:
+        conn.execute("DELETE FROM audit_records WHERE seq > ?", (keep,))
+        conn.execute("DELETE FROM audit_checkpoints")
+    database.close()
+    (project / ".aifr" / "audit-checkpoint.json").unlink(missing_ok=True)
+    ledger = build_audit_ledger(load_settings(project))
+    for n in range(forged):
+        ledger.append(AuditEvent(kind="execution", principal="mallory", details={"forged": n}))
+    ledger.close()
+
+
+def _witness_project(tmp_path: Path, records: int) -> Path:
+    init_project(tmp_path)
+    with (tmp_path / "aifr.toml").open("a", encoding="utf-8") as config:
+        config.write("\n[audit]\ncheckpoint_every_records = 5\n")
+    ledger = build_audit_ledger(load_settings(tmp_path))
+    _fill(ledger, records)
+    ledger.close()
+    return tmp_path
+
+
+def test_shipping_to_http_signs_checkpoints_that_catch_a_cut_and_rewritten_ledger(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    project = _witness_project(tmp_path, 12)
+    port = _free_port()
+    collector = _Collector(port)
+    runner = CliRunner()
+    try:
+        url = f"http://127.0.0.1:{port}/audit"
+        shipped = runner.invoke(app, ["audit", "ship", "--sink", url, "--project", str(project)])
+        assert shipped.exit_code == 0, shipped.output
+    finally:
+        collector.stop()
+    assert [line["seq"] for line in collector.lines] == list(range(1, 13))
+    assert [c["seq"] for c in collector.checkpoints] == [5, 10, 12]  # every 5, and the end
+    assert collector.checkpoints[-1]["hash"] == collector.lines[-1]["hash"]
+    _cut_and_rewrite(project, keep=8, forged=6)
+    local = runner.invoke(app, ["audit", "verify", "--json", "--project", str(project)])
+    assert local.exit_code == 0  # the ledger alone no longer shows it
+    witness_copy = tmp_path / "sink-checkpoint.json"
+    witness_copy.write_text(json.dumps(collector.checkpoints[-1]), encoding="utf-8")
+    held = runner.invoke(
+        app,
+        ["audit", "verify", "--json", "--checkpoint", str(witness_copy), "--project", str(project)],
+    )
+    assert held.exit_code == 1
+    report = json.loads(held.stdout)
+    assert report["ok"] is False
+    assert (report["first_bad_seq"], report["problem"]) == (12, "checkpoint_mismatch")
+    assert report["checkpoint_seq"] == 12
+    cut = runner.invoke(app, ["audit", "verify", "--json", "--project", str(project)])
+    assert cut.exit_code == 0
+    _cut_and_rewrite(project, keep=8, forged=0)
+    truncated = runner.invoke(
+        app,
+        ["audit", "verify", "--json", "--checkpoint", str(witness_copy), "--project", str(project)],
+    )
+    report = json.loads(truncated.stdout)
+    assert (report["first_bad_seq"], report["problem"]) == (9, "truncated")
+    assert "records 9..12 were removed" in report["message"]
+
+
+@pytest.mark.skipif(not _nats_reachable(), reason="no NATS server with JetStream at 127.0.0.1:4222")
+def test_the_nats_stream_keeps_the_witness_checkpoint_verify_holds_a_cut_ledger_to(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    project = _witness_project(tmp_path, 7)
+    settings = load_settings(project)
+    tag = uuid.uuid4().hex[:10]
+    stream, prefix = f"AIFR_TEST_{tag}", f"aifrtest.{tag}"
+
+    async def ship() -> dict:  # type: ignore[type-arg]
+        ledger = build_audit_ledger(settings)
+        sink = NatsSink(NATS_URL, stream=stream, subject_prefix=prefix)
+        key = load_or_create_signing_key(settings.path(settings.audit.signing_key_file))
+        outbox = Outbox(ledger, sink, witness=Witness(key, every_records=5))
+        try:
+            assert await outbox.ship_once() == 7
+            await outbox.checkpoint_shipped()
+            latest = await sink.latest_checkpoint()
+            assert latest is not None
+            js = await sink._jetstream()
+            await js.delete_stream(stream)
+        finally:
+            await sink.aclose()
+            ledger.close()
+        return latest.to_dict()
+
+    kept = asyncio.run(ship())
+    assert kept["seq"] == 7
+    _cut_and_rewrite(project, keep=4, forged=0)
+    copy = tmp_path / "nats-checkpoint.json"
+    copy.write_text(json.dumps(kept), encoding="utf-8")
+    held = CliRunner().invoke(
+        app, ["audit", "verify", "--json", "--checkpoint", str(copy), "--project", str(project)]
+    )
+    assert held.exit_code == 1
+    report = json.loads(held.stdout)
+    assert (report["first_bad_seq"], report["problem"]) == (5, "truncated")
+    assert "records 5..7 were removed" in report["message"]
+
+
+def test_a_quiet_ledger_still_gets_its_checkpoint_once_the_interval_passes(
+    ledger: AuditLedger,
+) -> None:
+    port = _free_port()
+    collector = _Collector(port)
+    now = [1000.0]
+    witness = Witness(
+        Ed25519PrivateKey.generate(), every_records=100, every_s=60, clock=lambda: now[0]
+    )
+    _fill(ledger, 3)
+
+    async def ship() -> int:
+        outbox = Outbox(ledger, HttpSink(f"http://127.0.0.1:{port}/audit"), witness=witness)
+        try:
+            return await outbox.ship_once()
+        finally:
+            await outbox.sink.aclose()
+
+    try:
+        assert asyncio.run(ship()) == 3
+        assert collector.checkpoints == []  # 3 of 100 records, and no time has passed
+        now[0] += 61
+        assert asyncio.run(ship()) == 0  # nothing new to ship, but the interval passed
+        assert [c["seq"] for c in collector.checkpoints] == [3]
+        now[0] += 61
+        asyncio.run(ship())
+        assert len(collector.checkpoints) == 1  # nothing shipped since: no new checkpoint
+    finally:
+        collector.stop()
+    assert [c.seq for c in ledger.checkpoints()] == [3]

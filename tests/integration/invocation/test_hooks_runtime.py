@@ -77,7 +77,12 @@ def test_lifecycle_events_trace_an_invocation(env: Env) -> None:
     env.runtime.hooks.global_hooks.cleanup(broken)
     result = env.runtime.invoke("demo.echo@1", {"text": "x"}, "alice")
     kinds = [e.kind for e in events]
-    assert kinds == ["invocation.started", "hook.failed", "invocation.finished"]
+    assert kinds == [
+        "invocation.started",
+        "policy.decided",
+        "hook.failed",
+        "invocation.finished",
+    ]
     assert {e.request_id for e in events} == {result.request_id}
     assert events[-1].details["status"] == "ok"
 

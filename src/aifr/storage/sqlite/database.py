@@ -208,6 +208,21 @@ class SqliteDatabase:
             )
         return current
 
+    def schema_versions(self) -> dict[str, int]:
+        """Each component's recorded schema version (empty for a database never migrated).
+
+        Raises:
+            StorageError: the file cannot be opened or read.
+        """
+        conn = self.connect()
+        with translate_sqlite_errors(f"reading the schema versions of {self.path}"):
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_versions'"
+            ).fetchone():
+                return {}
+            rows = conn.execute("SELECT component, version FROM schema_versions").fetchall()
+        return {str(row[0]): int(row[1]) for row in rows}
+
     def close(self) -> None:
         """Close every connection this object opened."""
         for conn in self._all:

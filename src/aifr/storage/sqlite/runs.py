@@ -430,6 +430,16 @@ class SqliteRunStore:
             rows = self.database.connect().execute(query, (*params, limit)).fetchall()
         return [_run(r) for r in rows]
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many runs are in each state (states with none are left out)."""
+        with translate_sqlite_errors("counting runs"):
+            rows = (
+                self.database.connect()
+                .execute("SELECT state, COUNT(*) FROM wf_runs GROUP BY state ORDER BY state")
+                .fetchall()
+            )
+        return {str(row[0]): int(row[1]) for row in rows}
+
     def unfinished(self, states: frozenset[RunState], limit: int = 100) -> builtins.list[RunRecord]:
         """Runs in ``states``, oldest first."""
         marks = ", ".join("?" * len(states))

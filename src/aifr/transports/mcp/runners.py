@@ -36,6 +36,7 @@ __all__ = ["UidPrincipals", "serve_http", "serve_stdio", "serve_uds"]
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+METRICS_PATH = "/metrics"
 MAX_BODY_BYTES = DEFAULT_MAX_REQUEST_BODY_SIZE
 """Largest POST body served; the guard and the SDK must agree, or a 413 would be skipped."""
 
@@ -124,8 +125,12 @@ async def serve_http(
     on_ready: Callable[[str], None] | None = None,
     allowed_origins: Iterable[str] = (),
     allowed_hosts: Iterable[str] = (),
+    metrics: Any = None,
 ) -> None:
     """Serve streamable HTTP at ``http://host:port/mcp`` until cancelled.
+
+    ``metrics``, an ASGI app (prometheus-client's), is served at ``/metrics`` behind
+    the same bearer tokens as the MCP endpoint: its labels name the capabilities.
 
     ``port=0`` picks a free port; ``on_ready`` receives the URL once it listens.
     ``allowed_origins`` and ``allowed_hosts`` widen :class:`OriginGuard`'s
@@ -142,8 +147,11 @@ async def serve_http(
         max_request_body_size=MAX_BODY_BYTES,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
+    inner: Any = HttpMessageGuard(sdk_app, max_body_bytes=MAX_BODY_BYTES)
+    if metrics is not None:
+        inner = _MetricsRoute(metrics, inner)
     app: Any = OriginGuard(
-        BearerAuthMiddleware(HttpMessageGuard(sdk_app, max_body_bytes=MAX_BODY_BYTES), tokens),
+        BearerAuthMiddleware(inner, tokens),
         bound_to_loopback=is_loopback(host),
         allowed_origins=allowed_origins,
         allowed_hosts=allowed_hosts,
@@ -172,3 +180,18 @@ async def serve_http(
                 on_ready(f"http://{shown}:{bound_port}{MCP_PATH}")
     finally:
         sock.close()
+
+
+class _MetricsRoute:
+    """ASGI: ``GET /metrics`` goes to the metrics app, everything else to the MCP app."""
+
+    def __init__(self, metrics: Any, app: Any) -> None:
+        self.metrics = metrics
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Route by path."""
+        if scope["type"] == "http" and scope.get("path") == METRICS_PATH:
+            await self.metrics(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -110,6 +110,20 @@ def http_identity(ctx: Ctx) -> McpIdentity:
     return identity
 
 
+def _traceparent(ctx: Ctx) -> str | None:
+    """The caller's W3C ``traceparent``: from ``_meta``, else the HTTP request's header."""
+    meta: Mapping[str, object] = ctx.meta or {}  # free-form beyond progressToken
+    given = meta.get("traceparent")
+    if isinstance(given, str):
+        return given
+    scope = getattr(ctx.request, "scope", None)
+    headers = scope.get("headers", ()) if isinstance(scope, dict) else ()
+    for name, value in headers:
+        if name == b"traceparent":
+            return bytes(value).decode("latin-1")
+    return None
+
+
 class _PendingCalls:
     """Calls waiting for approval, so the same call again carries the approval id.
 
@@ -322,12 +336,18 @@ class AifrMcpServer:
         shown = names.listed(name)  # a pinned call (id@version) is shown as called
         status_tool = names.listed(APPROVAL_STATUS_TOOL)
 
+        traceparent = _traceparent(ctx)
+
         async def run(approval_id: str | None) -> Result:
             return await self.runtime.ainvoke(
                 name,
                 arguments,
                 who.principal,
-                CallOptions(roles=who.roles, approval_id=approval_id),
+                CallOptions(
+                    roles=who.roles,
+                    approval_id=approval_id,
+                    traceparent=traceparent,
+                ),
             )
 
         def answer(result: Result) -> types.CallToolResult:

@@ -1,0 +1,293 @@
+"""OpenTelemetry traces of governed invocations, built from the runtime's lifecycle events.
+
+The tracer is an observer of the runtime's event bus, so a runtime without it pays one
+attribute check per event and imports nothing of OpenTelemetry (the ``otel`` extra).
+Each invocation becomes a span ``aifr.invoke``, with a child span per policy decision
+(``aifr.policy.decide``) and per approval wait (``aifr.approval.wait``). Attributes
+name the capability and its version, the principal, the decision, the rule, the risk
+and the outcome; never inputs, outputs or secrets.
+
+The span's trace id is the invocation's trace id, the one its audit record carries, so
+a trace and the ledger can be joined. A call that brought a W3C ``traceparent``
+continues that trace under the caller's span.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+from pydantic import JsonValue
+
+__all__ = ["InvocationTracer", "build_tracer_provider", "exporter_for"]
+
+_pinned_trace: ContextVar[int | None] = ContextVar("aifr_pinned_trace", default=None)
+_pinned_span: ContextVar[int | None] = ContextVar("aifr_pinned_span", default=None)
+
+
+class _Event(Protocol):
+    """What the tracer reads of a runtime lifecycle event."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def capability_id(self) -> str: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def details(self) -> Mapping[str, JsonValue]: ...
+
+
+class _InvocationTraceIds(RandomIdGenerator):
+    """Random ids, except that a new trace takes the invocation's own trace id."""
+
+    def generate_trace_id(self) -> int:
+        """The pinned trace id while a span for an invocation starts, else a random one."""
+        pinned = _pinned_trace.get()
+        return pinned if pinned is not None else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        """The pinned span id while a workflow span starts, else a random one."""
+        pinned = _pinned_span.get()
+        return pinned if pinned is not None else super().generate_span_id()
+
+
+def exporter_for(name: str) -> SpanExporter | None:
+    """The exporter ``OTEL_TRACES_EXPORTER`` names: ``console``, ``otlp`` or ``none``.
+
+    ``otlp`` needs ``opentelemetry-exporter-otlp`` and reads the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables itself.
+
+    Raises:
+        ModuleNotFoundError: ``otlp`` without the OTLP exporter package.
+        ValueError: another name.
+    """
+    if name == "none":
+        return None
+    if name == "console":  # stderr, one line per span: stdout is the command's output
+        return ConsoleSpanExporter(out=sys.stderr, formatter=_json_line)
+    if name == "otlp":
+        otlp = importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        exporter: SpanExporter = otlp.OTLPSpanExporter()
+        return exporter
+    raise ValueError(f"OTEL_TRACES_EXPORTER {name!r}: use console, otlp or none")
+
+
+def _json_line(span: ReadableSpan) -> str:
+    line: str = span.to_json(indent=None)
+    return line + "\n"
+
+
+def build_tracer_provider(exporter: SpanExporter, *, batch: bool = True) -> TracerProvider:
+    """A provider exporting to ``exporter`` whose new traces keep the invocation's trace id.
+
+    The sampler and the resource come from the standard ``OTEL_*`` variables (the SDK
+    reads them). ``batch=False`` exports each span as it ends (tests, the console).
+    """
+    provider = TracerProvider(id_generator=_InvocationTraceIds())
+    processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    return provider
+
+
+def _attributes(**values: JsonValue) -> dict[str, AttributeValue]:
+    return {
+        f"aifr.{key}": value
+        for key, value in values.items()
+        if isinstance(value, str | bool | int | float)
+    }
+
+
+def _ns(seconds: JsonValue) -> int | None:
+    return int(seconds * 1e9) if isinstance(seconds, int | float) else None
+
+
+class InvocationTracer:
+    """Turns lifecycle events into spans; subscribe it with ``runtime.events.subscribe``."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self._tracer = provider.get_tracer("aifr")
+        self._open: dict[str, Span] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: _Event) -> None:
+        """Start, annotate or end the span of the event's invocation."""
+        if event.kind == "invocation.started":
+            self._start(event)
+        elif event.kind in ("policy.decided", "approval.waited"):
+            self._child(event)
+        elif event.kind == "invocation.finished":
+            self._finish(event)
+        elif event.kind in ("workflow.run.started", "workflow.step.started"):
+            self._start_workflow(event)
+        elif event.kind in ("workflow.run.finished", "workflow.step.finished"):
+            self._finish_workflow(event)
+
+    def _start_workflow(self, event: _Event) -> None:
+        """A span for one drive of a run, or one attempt of a step, under the run's trace.
+
+        The workflow engine chose the span ids (a step's invocation names its step's span
+        as parent before the span exists here), so the id generator is pinned to them.
+        """
+        details = event.details
+        trace_id, span_id = details.get("trace_id"), details.get("span_id")
+        if not (isinstance(trace_id, str) and _is_hex(trace_id, 32)):
+            return
+        if not (isinstance(span_id, str) and _is_hex(span_id, 16)):
+            return
+        with self._lock:
+            parent_span = self._open.get(f"span:{details.get('parent_span_id')}")
+        parent = trace.set_span_in_context(parent_span) if parent_span is not None else None
+        is_run = event.kind == "workflow.run.started"
+        trace_token = _pinned_trace.set(int(trace_id, 16))
+        span_token = _pinned_span.set(int(span_id, 16))
+        try:
+            span = self._tracer.start_span(
+                "aifr.workflow.run" if is_run else "aifr.workflow.step",
+                context=parent,
+                start_time=_ns(event.at),
+                attributes=_attributes(
+                    **{k: v for k, v in details.items() if k not in ("trace_id", "span_id")},
+                    **({} if is_run else {"capability_id": event.capability_id}),
+                ),
+            )
+        finally:
+            _pinned_span.reset(span_token)
+            _pinned_trace.reset(trace_token)
+        if isinstance(span, Span):
+            with self._lock:
+                self._open[f"span:{span_id}"] = span
+
+    def _finish_workflow(self, event: _Event) -> None:
+        with self._lock:
+            span = self._open.pop(f"span:{event.details.get('span_id')}", None)
+        if span is None:
+            return
+        span.set_attributes(_attributes(state=event.details.get("state")))
+        span.end(end_time=_ns(event.at))
+
+    def _start(self, event: _Event) -> None:
+        """Note the invocation's start; its span is made whole when it finishes.
+
+        Making the span (and its children) at the end, with their recorded start times,
+        sets every attribute once: the SDK cleans attributes on each call, so spans built
+        in one go cost about 15% less than spans annotated as the call goes.
+        """
+        details = event.details
+        trace_id = details.get("trace_id")
+        parent_span = details.get("parent_span_id")
+        pinned = int(trace_id, 16) if isinstance(trace_id, str) and _is_hex(trace_id, 32) else None
+        parent = None
+        if pinned is not None and isinstance(parent_span, str) and _is_hex(parent_span, 16):
+            remote = SpanContext(
+                pinned, int(parent_span, 16), is_remote=True, trace_flags=TraceFlags(1)
+            )
+            parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        pending = _Pending(
+            start_ns=_ns(event.at),
+            trace_id=pinned,
+            parent=parent,
+            attributes=_attributes(
+                capability_id=event.capability_id,
+                request_id=event.request_id,
+                principal=details.get("principal"),
+            ),
+        )
+        with self._lock:
+            self._pending[event.request_id] = pending
+
+    def _child(self, event: _Event) -> None:
+        with self._lock:
+            pending = self._pending.get(event.request_id)
+        if pending is None:
+            return
+        details = dict(event.details)
+        started_at = _ns(details.pop("started_at", None))
+        attributes = _attributes(**details)
+        if event.kind == "policy.decided":
+            pending.attributes.update(attributes)
+            name = "aifr.policy.decide"
+        else:
+            name = "aifr.approval.wait"
+        attributes["aifr.capability_id"] = event.capability_id
+        pending.children.append((name, started_at, _ns(event.at), attributes))
+
+    def _finish(self, event: _Event) -> None:
+        with self._lock:
+            pending = self._pending.pop(event.request_id, None)
+        if pending is None:
+            return
+        details = event.details
+        attributes = pending.attributes
+        attributes.update(
+            _attributes(
+                capability_version=details.get("capability_version"),
+                decision=details.get("decision"),
+                rule_id=details.get("rule_id"),
+                risk=details.get("risk"),
+                outcome=details.get("status"),
+                error_code=details.get("error_code"),
+                audit_id=details.get("audit_id"),
+            )
+        )
+        token = _pinned_trace.set(pending.trace_id)
+        try:
+            span = self._tracer.start_span(
+                "aifr.invoke",
+                context=pending.parent,
+                start_time=pending.start_ns,
+                attributes=attributes,
+            )
+        finally:
+            _pinned_trace.reset(token)
+        if details.get("status") == "failed":
+            span.set_status(StatusCode.ERROR, str(details.get("error_code") or "failed"))
+        if pending.children:
+            inside = trace.set_span_in_context(span)
+            for name, start_ns, end_ns, child_attributes in pending.children:
+                child = self._tracer.start_span(
+                    name, context=inside, start_time=start_ns, attributes=child_attributes
+                )
+                child.end(end_time=end_ns)
+        span.end(end_time=_ns(event.at))
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An invocation between its start and its end: what its spans will be made of."""
+
+    start_ns: int | None
+    trace_id: int | None
+    parent: Context | None
+    attributes: dict[str, AttributeValue]
+    children: list[tuple[str, int | None, int | None, dict[str, AttributeValue]]] = field(
+        default_factory=list
+    )
+
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def _is_hex(value: str, length: int) -> bool:
+    return len(value) == length and _HEX.fullmatch(value) is not None
