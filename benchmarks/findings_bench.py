@@ -118,11 +118,17 @@ def aifr_import(source: str, db_path: str) -> tuple[float, int, float]:
 
 
 def parse_only(source: str, db_path: str) -> tuple[float, int, float]:
-    """The parsers alone, in a child: every record read and mapped, nothing stored."""
+    """The parsers alone, in a child: every record read and mapped, nothing stored.
+
+    The cyclic collector is paused, as ``import_findings`` pauses it.
+    """
+    import gc
+
     from aifr.findings import ParsedFinding
     from aifr.findings.parsers import parse_findings
 
     del db_path
+    gc.disable()
     start = time.perf_counter()
     with open(source, "rb") as stream:
         count = sum(isinstance(e, ParsedFinding) for e in parse_findings(stream))

@@ -51,7 +51,11 @@ def project(tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]) -> Path:
 
 @pytest.fixture
 def fake_path(tmp_path: Path, clean_env: dict[str, str]) -> dict[str, str]:
-    """PATH with a fake ``nuclei`` that records its argv and writes the sample to its ``-o`` file."""
+    """PATH with a fake ``nuclei`` that records its argv and writes the sample to its ``-o`` file.
+
+    The sample is in the script itself: a scanner reads only its scans folder, the system
+    folders and its own binary.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "nuclei"
@@ -60,7 +64,9 @@ def fake_path(tmp_path: Path, clean_env: dict[str, str]) -> dict[str, str]:
         'echo "$@" > argv.txt\n'
         'out=""\n'
         'while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done\n'
-        f'cat "{SAMPLE.resolve()}" > "$out"\n'
+        "cat > \"$out\" <<'AIFR_SAMPLE'\n"
+        f"{SAMPLE.read_text(encoding='utf-8').rstrip()}\n"
+        "AIFR_SAMPLE\n"
     )
     script.chmod(0o755)
     return {**clean_env, "PATH": f"{bin_dir}{os.pathsep}{clean_env.get('PATH', '')}"}

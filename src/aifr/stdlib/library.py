@@ -17,7 +17,7 @@ from aifr.stdlib.journal import FsJournal
 from aifr.stdlib.net import build_net_capabilities
 from aifr.stdlib.net_guard import NetGuard
 from aifr.stdlib.permissions import PermissionTable
-from aifr.stdlib.scanners import build_scanner_capabilities
+from aifr.stdlib.scanners import ScannerConfinement, build_scanner_capabilities
 from aifr.stdlib.system import build_system_capabilities
 
 __all__ = ["build_stdlib"]
@@ -64,7 +64,8 @@ def build_stdlib(
 
     ``findings_stores`` opens the findings store and resource registry on first call;
     without it the ``findings.*`` and ``scan.*`` capabilities are left out. Scanner
-    binaries are looked up on ``environ``'s ``PATH`` and write under ``state_dir/scans``.
+    binaries are looked up on ``environ``'s ``PATH``, run under ``exec_sandbox`` and write
+    only under ``state_dir/scans``.
 
     Nothing touches the disk or network until a capability is called.
     """
@@ -98,6 +99,9 @@ def build_stdlib(
                 open_stores=findings_stores,
                 search_path=(environ or {}).get("PATH", SAFE_PATH),
                 scans_dir=state_dir / "scans",
+                confinement=ScannerConfinement(
+                    mode=exec_sandbox, reserved=reserved, home=home, extra_read=exec_read_paths
+                ),
             ),
         ]
         if findings_stores

@@ -1,9 +1,12 @@
 """``scan.nuclei``, ``scan.feroxbuster``, ``scan.katana``: run a scanner on registered targets.
 
 Each runs the tool's binary, found on the runtime's ``PATH``, through the one process
-sandbox (argv only, scrubbed environment, limits, every child killed at the end), with
-its JSON output written to a file under ``.aifr/scans/``, then imports that file into the
-project like ``aifr findings import``. They are EXECUTE, HIGH and irreversible (a probe
+sandbox (argv only, scrubbed environment, limits, every child killed at the end) under
+the configured backend (``[exec] sandbox``): it writes only under ``.aifr/scans/``
+(its JSON output and its ``HOME``), reads only that folder, the system folders and its
+own binary, and reaches the network only through the egress proxy, which lets it
+connect to the hosts (and ports) of the call's targets and nothing else. Then the output
+file is imported into the project like ``aifr findings import``. They are EXECUTE, HIGH and irreversible (a probe
 sent cannot be taken back), so the policy must allow them explicitly; and every target
 must fall under a resource registered for the project (``aifr resources add``), so an
 agent cannot point a scanner at a host nobody chose. Without the binary they fail with
@@ -14,22 +17,26 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, JsonValue
 
 from aifr.capabilities import Capability, Compensation, capability
-from aifr.errors import ErrorCode, ExecutionError, FindingsError
+from aifr.errors import ErrorCode, ExecutionError, FindingsError, SandboxRefusalError
 from aifr.findings.importer import import_findings, new_run_id
 from aifr.findings.resources import match_resource, target_of_url
-from aifr.invocation.sandbox import Sandbox, SandboxLimits
+from aifr.invocation.egress_proxy import HostCheck
+from aifr.invocation.sandbox import Sandbox, SandboxLimits, SandboxRules
+from aifr.invocation.sandbox_backends import SandboxMode
 from aifr.stdlib.findings import FindingsStores
 from aifr.stdlib.limits import Seconds
+from aifr.stdlib.net_guard import NetGuard
 
-__all__ = ["ScannerLimits", "build_scanner_capabilities"]
+__all__ = ["ScannerConfinement", "ScannerLimits", "build_scanner_capabilities"]
 
 Targets = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=2048)]], Field(min_length=1, max_length=256)
@@ -49,6 +56,20 @@ class ScannerLimits:
     output_file_bytes: int = 1024 * _MIB
     stdout_bytes: int = 64 * _MIB
     processes: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerConfinement:
+    """How scanners are confined: the backend and what stays hidden even from reads.
+
+    ``reserved`` (the project's configuration and policies) and ``home``'s credential
+    folders are hidden; ``extra_read`` adds read-only folders (``[exec] read_paths``).
+    """
+
+    mode: SandboxMode = "none"
+    reserved: Sequence[Path] = ()
+    home: Path | None = None
+    extra_read: Sequence[Path] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +101,67 @@ def build_scanner_capabilities(
     search_path: str,
     scans_dir: Path,
     limits: ScannerLimits | None = None,
+    confinement: ScannerConfinement | None = None,
 ) -> list[Capability]:
     """One capability per scanner; binaries are looked up on ``search_path`` at call time."""
     chosen = limits or ScannerLimits()
-    return [_scanner(tool, open_stores, search_path, scans_dir, chosen) for tool in _TOOLS]
+    confine = confinement or ScannerConfinement()
+    return [_scanner(tool, open_stores, search_path, scans_dir, chosen, confine) for tool in _TOOLS]
+
+
+def _endpoint(target: str) -> tuple[str, int | None] | None:
+    """The host and port a target names; the port is ``None`` for a bare host (any port)."""
+    text = target.strip()
+    try:
+        if "://" in text:
+            parts = urlsplit(text)
+            default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+            port = parts.port if parts.port is not None else default
+        else:
+            parts = urlsplit(f"//{text}")
+            port = parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    host = (parts.hostname or "").rstrip(".")
+    return (host, port) if host else None
+
+
+def _egress(targets: list[str]) -> HostCheck:
+    """The egress check of one scan: only the targets' hosts (and ports), never metadata.
+
+    Private addresses are allowed (scanning an internal host is the point, and every
+    target is a registered resource); the addresses a host resolves to are vetted by the
+    same guard as ``io.net``, which refuses cloud metadata endpoints.
+    """
+    endpoints = {e for e in map(_endpoint, targets) if e is not None}
+    guard = NetGuard(
+        allow_hosts=sorted({host for host, _ in endpoints}),
+        allow_schemes=("http", "https"),
+        allow_private=True,
+    )
+
+    def check(scheme: str, host: str, port: int) -> tuple[str, ...]:
+        name = host.lower().rstrip(".")
+        if (name, port) not in endpoints and (name, None) not in endpoints:
+            raise SandboxRefusalError(
+                f"host {name}:{port} refused: not one of this scan's targets",
+                rule="host_not_allowed",
+                host=name,
+                port=port,
+            )
+        return guard.vet_host(scheme, name, port)
+
+    return check
+
+
+def _rules(scans_dir: Path, binary: str, confine: ScannerConfinement) -> SandboxRules:
+    """Reads and writes under ``scans_dir`` only, reads of the system folders and the binary."""
+    return SandboxRules.build(
+        [scans_dir],
+        reserved=confine.reserved,
+        home=confine.home,
+        extra_read=[*confine.extra_read, Path(binary)],
+    )
 
 
 def _check_targets(stores: FindingsStores, project: str, targets: list[str]) -> None:
@@ -112,6 +190,7 @@ def _scanner(
     search_path: str,
     scans_dir: Path,
     limits: ScannerLimits,
+    confine: ScannerConfinement,
 ) -> Capability:
     @capability(
         f"scan.{tool.name}",
@@ -167,6 +246,9 @@ def _scanner(
                 processes=limits.processes,
             ),
             base_env={"HOME": str(scans_dir / "home")},
+            mode=confine.mode,
+            rules=_rules(scans_dir, binary, confine),
+            egress=_egress(targets),
         )
         folder = os.open(scans_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -175,6 +257,7 @@ def _scanner(
                 cwd_fd=folder,
                 stdin="\n".join(targets).encode() + b"\n" if tool.targets_on_stdin else None,
                 timeout_s=timeout_s,
+                network=True,
             )
         finally:
             os.close(folder)
@@ -204,6 +287,8 @@ def _scanner(
             "output_file": str(written),
             "exit_code": done.returncode,
             "duration_s": round(done.duration_s, 3),
+            "sandbox": done.sandbox,
+            "connections": list(done.connections),
         }
         return result
 

@@ -36,7 +36,8 @@ INFO_KEYS: Final = frozenset(
 )
 _CLASSIFICATION_KEYS: Final = frozenset({"cve-id", "cwe-id", "cvss-metrics", "cvss-score"})
 _NOTHING: Final[Mapping[str, object]] = {}
-_CACHE_LIMIT: Final = 1024  # templates remembered per stream (cleared when full)
+_CACHE_LIMIT: Final = 4096  # info variants remembered per stream (cleared when full)
+_VARIANTS: Final = 8  # info variants remembered per template
 
 
 class RuleFacts:
@@ -125,22 +126,37 @@ class RuleFacts:
 
 
 class RuleFactsCache:
-    """Per-stream memory of the facts derived from each template's ``info``."""
+    """Per-stream memory of the facts derived from each template's ``info``.
 
-    __slots__ = ("_known",)
+    A few ``info`` variants are kept per template (results of one template may carry
+    another rating or reference list when template versions mix, or when a file joins
+    several scans): a variant seen before is reused instead of derived again.
+    """
+
+    __slots__ = ("_known", "_size")
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[Mapping[str, object], RuleFacts]] = {}
+        self._known: dict[str, list[tuple[Mapping[str, object], RuleFacts]]] = {}
+        self._size = 0
 
     def facts(self, info: Mapping[str, object], rule_id: str) -> RuleFacts:
-        """The facts of ``info``, reused when the template's last ``info`` was equal."""
-        known = self._known.get(rule_id)
-        if known is not None and known[0] == info:
-            return known[1]
-        facts = RuleFacts(info, rule_id, known)
-        if len(self._known) >= _CACHE_LIMIT:
-            self._known.clear()
-        self._known[rule_id] = (info, facts)
+        """The facts of ``info``, reused when one of the template's recent ``info`` was equal."""
+        variants = self._known.get(rule_id)
+        if variants is None:
+            if self._size >= _CACHE_LIMIT:
+                self._known.clear()
+                self._size = 0
+            variants = self._known[rule_id] = []
+        else:
+            for known in reversed(variants):
+                if known[0] == info:
+                    return known[1]
+        facts = RuleFacts(info, rule_id, variants[-1] if variants else None)
+        if len(variants) >= _VARIANTS:
+            del variants[0]
+            self._size -= 1
+        variants.append((info, facts))
+        self._size += 1
         return facts
 
 

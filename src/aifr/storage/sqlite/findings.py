@@ -6,8 +6,10 @@ that already existed is updated in place and takes no new ``seq``), so counting 
 no extra lookup per finding. The runs a finding was seen in are its first run, its last
 run and the ones in ``findings_run_links``, which a trigger fills only when a later run
 moves ``last_run_id`` on (so a new finding costs one row, not two). Runs are checked
-once per batch instead of by a foreign key on every row. The schema is component ``findings`` of the state
-database; an older one is refused until ``aifr findings migrate`` upgrades it.
+once per batch instead of by a foreign key on every row. Import batches commit without an
+fsync each (``save_parsed``); the run's closing save does one for all of them. The schema is
+component ``findings`` of the state database; an older one is refused until
+``aifr findings migrate`` upgrades it.
 """
 
 from __future__ import annotations
@@ -281,9 +283,23 @@ class SqliteFindingStore:
             )
         return [run_from_row(r) for r in rows]
 
-    def _write(self, rows: Sequence[tuple[object, ...]]) -> SaveCounts:
+    def _write(
+        self, rows: Sequence[tuple[object, ...]], *, wait_for_disk: bool = True
+    ) -> SaveCounts:
         if not rows:
             return SaveCounts(0, 0)
+        if wait_for_disk:
+            return self._write_rows(rows)
+        conn = self._db.connect()
+        with translate_sqlite_errors("saving findings"):
+            conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            return self._write_rows(rows)
+        finally:
+            with translate_sqlite_errors("saving findings"):
+                conn.execute(f"PRAGMA synchronous = {self._db.synchronous}")
+
+    def _write_rows(self, rows: Sequence[tuple[object, ...]]) -> SaveCounts:
         with translate_sqlite_errors("saving findings"), self._db.transaction() as conn:
             conn.execute(f"PRAGMA cache_size = {_IMPORT_CACHE_KIB}")
             runs = {(r[1], r[4]) for r in rows}
@@ -319,9 +335,17 @@ class SqliteFindingStore:
         run_id: str,
         seen_at: datetime,
     ) -> SaveCounts:
-        """Store parser records (each with its resource id) as findings first seen in ``run_id``."""
+        """Store parser records (each with its resource id) as findings first seen in ``run_id``.
+
+        The import path commits without waiting for the disk (``synchronous = NORMAL``
+        in WAL mode): the batch is still atomic and a crash of aifr loses none of it; a
+        power cut may lose the last batches, never leave a half one. The import's closing
+        ``save_run`` commits with the database's own setting (FULL), which puts every
+        batch before it on disk too.
+        """
         seen = stamp(seen_at)
-        return self._write([parsed_row(p, r, project_id, run_id, seen) for p, r in records])
+        rows = [parsed_row(p, r, project_id, run_id, seen) for p, r in records]
+        return self._write(rows, wait_for_disk=False)
 
     def get_finding(self, project_id: str, finding_id: str) -> Finding | None:
         """One finding of a project by id, or ``None``."""
