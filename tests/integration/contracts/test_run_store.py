@@ -1,8 +1,4 @@
-"""The workflow RunStore and NotificationOutbox contract, run against every adapter (SQLite).
-
-PostgreSQL scale-out of workflows is not built yet; when it is, its adapter joins the
-``params`` below and must pass the same tests.
-"""
+"""The workflow RunStore and NotificationOutbox contract, run against every adapter."""
 
 from __future__ import annotations
 
@@ -13,15 +9,19 @@ import pytest
 
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.audit import SqliteAuditStore
 from aifr.storage.sqlite.runs import SqliteRunStore
 from aifr.workflows import Notification, RunRecord, RunState, RunStore, StepRecord, StepState
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteRunStore]:
-    assert request.param == "sqlite"
+    if request.param == "postgres":
+        database, ledger = request.getfixturevalue("pg_state")
+        yield PostgresRunStore(database, ledger)  # type: ignore[misc]  # same ports
+        return
     database = SqliteDatabase(tmp_path / "aifr.db", synchronous="NORMAL")
     yield SqliteRunStore(database, AuditLedger(SqliteAuditStore(database)))
     database.close()

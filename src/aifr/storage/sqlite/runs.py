@@ -18,6 +18,16 @@ from typing import Any
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.run_rows import (
+    ENCODE,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    encode_column,
+    run_from_row,
+    run_params,
+    step_from_row,
+    step_params,
+)
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 from aifr.storage.sqlite.groupcommit import GroupCommit
 from aifr.workflows.ports import (
@@ -28,7 +38,6 @@ from aifr.workflows.ports import (
     RunRecord,
     RunState,
     StepRecord,
-    StepState,
 )
 
 __all__ = ["WORKFLOW_MIGRATIONS", "SqliteRunStore", "encode_column"]
@@ -98,107 +107,19 @@ WORKFLOW_MIGRATIONS = [
     )
 ]
 
-_RUN_COLUMNS = (
-    "id, workflow, workflow_version, definition, inputs, principal, roles, state, "
-    "fingerprints, error, failed_step, cancel_requested, created_at, updated_at, "
-    "lease_owner, lease_expires_at"
-)
-_STEP_COLUMNS = (
-    "run_id, step_id, idx, capability, state, attempt, fingerprint, inputs, output, error, "
-    "approval_id, audit_id, next_attempt_at, finished_at, undo_attempt, undo_capability, "
-    "undo_output, undo_error, undo_approval_id"
-)
-_INSERT_RUN = f"INSERT INTO wf_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
-_SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
+_INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
+_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
 _STEP_UPSERT = (
-    f"INSERT INTO wf_steps ({_STEP_COLUMNS}) VALUES ({', '.join('?' * 19)}) "  # noqa: S608  # constant column list
+    f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 19)}) "  # noqa: S608  # constant column list
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
     + ", ".join(
-        f"{c} = excluded.{c}" for c in _STEP_COLUMNS.split(", ") if c not in ("run_id", "step_id")
+        f"{c} = excluded.{c}" for c in STEP_COLUMNS.split(", ") if c not in ("run_id", "step_id")
     )
 )
 
 
-_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _DEFINITIONS_KEPT = 64
 """How many workflow definitions :class:`SqliteRunStore` keeps encoded."""
-
-
-def encode_column(value: Any) -> str | None:
-    """A JSON column's text (sorted, compact), or SQL ``NULL`` for ``None``.
-
-    One encoder, built once: ``json.dumps`` with options builds a new one per call, and
-    a workflow step encodes several values.
-    """
-    return None if value is None else _ENCODE(value)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _run(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        workflow=row["workflow"],
-        workflow_version=row["workflow_version"],
-        definition=json.loads(row["definition"]),
-        inputs=json.loads(row["inputs"]),
-        principal=row["principal"],
-        roles=tuple(json.loads(row["roles"])),
-        state=RunState(row["state"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        fingerprints=json.loads(row["fingerprints"]),
-        error=_loads(row["error"]),
-        failed_step=row["failed_step"],
-        cancel_requested=bool(row["cancel_requested"]),
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-    )
-
-
-def _step(row: sqlite3.Row) -> StepRecord:
-    return StepRecord(
-        run_id=row["run_id"],
-        step_id=row["step_id"],
-        index=row["idx"],
-        capability=row["capability"],
-        state=StepState(row["state"]),
-        attempt=row["attempt"],
-        fingerprint=row["fingerprint"],
-        inputs=_loads(row["inputs"]),
-        output=_loads(row["output"]),
-        error=_loads(row["error"]),
-        approval_id=row["approval_id"],
-        audit_id=row["audit_id"],
-        next_attempt_at=row["next_attempt_at"],
-        finished_at=row["finished_at"],
-        undo_attempt=row["undo_attempt"],
-        undo_capability=row["undo_capability"],
-        undo_output=_loads(row["undo_output"]),
-        undo_error=_loads(row["undo_error"]),
-        undo_approval_id=row["undo_approval_id"],
-    )
-
-
-def _step_params(s: StepRecord) -> tuple[Any, ...]:
-    return (
-        s.run_id, s.step_id, s.index, s.capability, s.state.value, s.attempt, s.fingerprint,
-        encode_column(s.inputs), encode_column(s.output), encode_column(s.error),
-        s.approval_id, s.audit_id, s.next_attempt_at, s.finished_at, s.undo_attempt,
-        s.undo_capability, encode_column(s.undo_output), encode_column(s.undo_error),
-        s.undo_approval_id,
-    )  # fmt: skip
-
-
-def _run_params(r: RunRecord, definition: str) -> tuple[Any, ...]:
-    return (
-        r.id, r.workflow, r.workflow_version, definition, encode_column(r.inputs), r.principal,
-        encode_column(list(r.roles)), r.state.value, encode_column(r.fingerprints),
-        encode_column(r.error), r.failed_step, int(r.cancel_requested), r.created_at,
-        r.updated_at, r.lease_owner, r.lease_expires_at,
-    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +150,8 @@ class SqliteRunStore:
 
         def create_in(conn: sqlite3.Connection) -> AuditRecord:
             with translate_sqlite_errors("creating a run"):
-                conn.execute(_INSERT_RUN, _run_params(run, self._definition_text(run)))
-                conn.executemany(_STEP_UPSERT, [_step_params(s) for s in steps])
+                conn.execute(_INSERT_RUN, run_params(run, self._definition_text(run)))
+                conn.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
                 return self.ledger.append_in(conn, audit)
 
         return self.group.run(create_in)
@@ -247,7 +168,7 @@ class SqliteRunStore:
         cached = self._definitions.get(id(definition))
         if cached is not None and cached[0] is definition:
             return cached[1]
-        text = _ENCODE(definition)
+        text = ENCODE(definition)
         if len(self._definitions) >= _DEFINITIONS_KEPT:
             self._definitions.clear()
         self._definitions[id(definition)] = (definition, text)
@@ -309,7 +230,7 @@ class SqliteRunStore:
                     run_id=run.id,
                 )
             if steps:
-                conn.executemany(_STEP_UPSERT, [_step_params(s) for s in steps])
+                conn.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
             if notification is not None:
                 conn.execute(
                     "INSERT INTO wf_outbox (kind, url, body, created_at, next_attempt_at) "
@@ -387,10 +308,10 @@ class SqliteRunStore:
         with translate_sqlite_errors("reading a run"):
             row = (
                 self.database.connect()
-                .execute(f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE id = ?", (run_id,))  # noqa: S608  # constant column list
+                .execute(f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE id = ?", (run_id,))  # noqa: S608  # constant column list
                 .fetchone()
             )
-        return _run(row) if row is not None else None
+        return run_from_row(row) if row is not None else None
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """The run's steps in definition order."""
@@ -398,12 +319,12 @@ class SqliteRunStore:
             rows = (
                 self.database.connect()
                 .execute(
-                    f"SELECT {_STEP_COLUMNS} FROM wf_steps WHERE run_id = ? ORDER BY idx",  # noqa: S608  # constant column list
+                    f"SELECT {STEP_COLUMNS} FROM wf_steps WHERE run_id = ? ORDER BY idx",  # noqa: S608  # constant column list
                     (run_id,),
                 )
                 .fetchall()
             )
-        return [_step(r) for r in rows]
+        return [step_from_row(r) for r in rows]
 
     def step(self, run_id: str, step_id: str) -> StepRecord | None:
         """One step, or ``None``."""
@@ -411,16 +332,16 @@ class SqliteRunStore:
             row = (
                 self.database.connect()
                 .execute(
-                    f"SELECT {_STEP_COLUMNS} FROM wf_steps WHERE run_id = ? AND step_id = ?",  # noqa: S608  # constant column list
+                    f"SELECT {STEP_COLUMNS} FROM wf_steps WHERE run_id = ? AND step_id = ?",  # noqa: S608  # constant column list
                     (run_id, step_id),
                 )
                 .fetchone()
             )
-        return _step(row) if row is not None else None
+        return step_from_row(row) if row is not None else None
 
     def list(self, *, state: RunState | None = None, limit: int = 100) -> list[RunRecord]:
         """Runs, newest first, optionally of one state."""
-        query = f"SELECT {_RUN_COLUMNS} FROM wf_runs"  # noqa: S608  # constant column list
+        query = f"SELECT {RUN_COLUMNS} FROM wf_runs"  # noqa: S608  # constant column list
         params: tuple[Any, ...] = ()
         if state is not None:
             query += " WHERE state = ?"
@@ -428,7 +349,7 @@ class SqliteRunStore:
         query += " ORDER BY created_at DESC, id DESC LIMIT ?"
         with translate_sqlite_errors("listing runs"):
             rows = self.database.connect().execute(query, (*params, limit)).fetchall()
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def unfinished(self, states: frozenset[RunState], limit: int = 100) -> builtins.list[RunRecord]:
         """Runs in ``states``, oldest first."""
@@ -437,13 +358,13 @@ class SqliteRunStore:
             rows = (
                 self.database.connect()
                 .execute(
-                    f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
+                    f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
                     "ORDER BY created_at, id LIMIT ?",
                     (*sorted(s.value for s in states), limit),
                 )
                 .fetchall()
             )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -458,7 +379,7 @@ class SqliteRunStore:
             if taken != 1:
                 return None
             row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
-        return _run(row)
+        return run_from_row(row)
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
