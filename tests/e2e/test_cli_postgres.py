@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from cli_kit import run_cli
-from psycopg import sql
 
 from aifr.errors import ConfigError, ErrorCode
+from conftest import pg_rows
 
 pytestmark = pytest.mark.pg
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A ``postgresql://...?schema=...`` URL of a fresh schema, dropped after the test."""
-    dsn = os.environ.get("AIFR_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
-    schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
-    yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def _rows(url: str, query: str) -> list[tuple[object, ...]]:
-    dsn, schema = url.rsplit("schema=", 1)
-    with psycopg.connect(dsn.rstrip("?&"), autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        return conn.execute(query).fetchall()
 
 
 def test_the_demo_runs_on_postgresql_and_keeps_its_runs_and_ledger_there(
@@ -56,9 +33,9 @@ def test_the_demo_runs_on_postgresql_and_keeps_its_runs_and_ledger_there(
     assert "byte-identical" in demo.stdout
     assert "aifr audit verify: ok" in demo.stdout
     assert not (tmp_path / "demo" / ".aifr" / "aifr.db").exists()
-    states = {row[0] for row in _rows(pg_url, "SELECT state FROM wf_runs")}
+    states = {row[0] for row in pg_rows(pg_url, "SELECT state FROM wf_runs")}
     assert states == {"completed", "compensated"}
-    assert _rows(pg_url, "SELECT count(*) FROM aifr_audit_records")[0][0] >= 20
+    assert pg_rows(pg_url, "SELECT count(*) FROM aifr_audit_records")[0][0] >= 20
 
     runs = run_cli(aifr_bin, tmp_path / "demo", env, "runs", "list", "--json")
     verify = run_cli(aifr_bin, tmp_path / "demo", env, "audit", "verify")

@@ -12,6 +12,7 @@ from aifr.cli import (
     audit,
     call,
     capabilities,
+    db,
     demo,
     grants,
     mcp,
@@ -61,6 +62,7 @@ app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
 app.add_typer(plugins.app, name="plugins")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

@@ -108,7 +108,10 @@ PG_WORKFLOW_MIGRATIONS = [
         );
         CREATE INDEX wf_outbox_due ON wf_outbox (delivered_at, next_attempt_at)
         """,
-    )
+    ),
+    # The lease's epoch: bumped each time a worker takes the run, so a worker whose
+    # lease expired is refused by the database however late its write arrives.
+    Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
 ]
 
 _RUN_NAMES = RUN_COLUMNS.split(", ")

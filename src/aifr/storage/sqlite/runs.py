@@ -104,7 +104,10 @@ WORKFLOW_MIGRATIONS = [
         );
         CREATE INDEX wf_outbox_due ON wf_outbox (delivered_at, next_attempt_at)
         """,
-    )
+    ),
+    # The lease's epoch: bumped each time a worker takes the run, so a worker whose
+    # lease expired is refused by the database however late its write arrives.
+    Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
 ]
 
 _INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
