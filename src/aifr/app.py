@@ -168,12 +168,20 @@ class App:
     @cached_property
     def workflows(self) -> WorkflowEngine:
         """The durable workflow engine on the governed runtime (nothing runs until asked)."""
+        return self.new_engine()
+
+    def new_engine(self) -> WorkflowEngine:
+        """Another engine, with its own lease owner id, on the same runtime and stores.
+
+        ``aifr worker --concurrency N`` drives N runs at once with N of them.
+        """
         approvals = self.settings.approvals
         return WorkflowEngine(
             self.runtime,
             self.runs,
             on_fingerprint_drift=self.settings.workflows.on_fingerprint_drift,
             webhook_url=approvals.webhook_url,
+            lease_ttl_s=self.settings.workflows.lease_ttl_s,
         )
 
     def workflow(self, name_or_path: str) -> WorkflowSpec:

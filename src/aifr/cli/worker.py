@@ -65,6 +65,9 @@ def worker(
         ),
     ] = None,
     callback_host: Annotated[str, typer.Option("--callback-host")] = "127.0.0.1",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Runs driven at once (threads).")
+    ] = 1,
     project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.")] = Path(),
 ) -> None:
     """Resume unfinished runs (crashes, decided approvals) and deliver notifications."""
@@ -80,7 +83,8 @@ def worker(
                 key="approvals.webhook_secret",
             )
         notifier = WebhookNotifier(app.runs, secret) if secret is not None else None
-        loop = Worker(app.workflows, notifier=notifier, poll_s=poll)
+        helpers = [app.new_engine() for _ in range(concurrency - 1)]
+        loop = Worker(app.workflows, notifier=notifier, poll_s=poll, helpers=helpers)
         server = (
             _callback_server(app, loop, callback_host, callback_port)
             if callback_port is not None
@@ -101,7 +105,10 @@ def worker(
             return
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        console.print(f"aifr worker {app.workflows.owner} polling every {poll:g}s")
+        console.print(
+            f"aifr worker {app.workflows.owner} polling every {poll:g}s, "
+            f"{concurrency} run(s) at once"
+        )
         loop.run()
     except AifrError as exc:
         fail(exc)

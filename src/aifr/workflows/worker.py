@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aifr.errors import AifrError
@@ -34,8 +35,10 @@ class Worker:
         *,
         notifier: WebhookNotifier | None = None,
         poll_s: float = 0.5,
+        helpers: Sequence[WorkflowEngine] = (),
     ) -> None:
         self.engine = engine
+        self.helpers = tuple(helpers)
         self.notifier = notifier
         self.poll_s = poll_s
         self._wake = threading.Event()
@@ -52,11 +55,33 @@ class Worker:
         return driven
 
     def run(self) -> None:
-        """Turn until :meth:`stop` is called."""
+        """Turn until :meth:`stop` is called; each helper engine drives runs in its own thread.
+
+        Helpers only take queued runs (:meth:`WorkflowEngine.recover`); notifications
+        are delivered by the main loop alone.
+        """
+        threads = [
+            threading.Thread(target=self._help, args=(helper,), name=f"aifr-worker-{n}")
+            for n, helper in enumerate(self.helpers, start=1)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while not self._stop.is_set():
+                self.turn()
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+        finally:
+            for thread in threads:
+                thread.join()
+
+    def _help(self, engine: WorkflowEngine) -> None:
         while not self._stop.is_set():
-            self.turn()
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+            try:
+                engine.recover()
+            except AifrError as exc:  # the database is away: try again next turn
+                logger.error("worker turn failed: %s", exc.message)
+            self._stop.wait(self.poll_s)
 
     def wake(self, _reason: str = "") -> None:
         """Start the next turn now."""
@@ -66,4 +91,6 @@ class Worker:
         """Finish the current turn and return from :meth:`run`."""
         self._stop.set()
         self.engine.stop()
+        for helper in self.helpers:
+            helper.stop()
         self._wake.set()

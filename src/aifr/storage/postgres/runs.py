@@ -36,6 +36,7 @@ from aifr.workflows.ports import (
     RunFinish,
     RunRecord,
     RunState,
+    StepKey,
     StepRecord,
 )
 
@@ -119,8 +120,16 @@ _STEP_NAMES = STEP_COLUMNS.split(", ")
 _INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})"  # noqa: S608  # constant column list
 _SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE id = %s"  # noqa: S608  # constant column list
 _ACQUIRE = (
-    "UPDATE wf_runs SET lease_owner = %s, lease_expires_at = %s WHERE id = %s AND "  # noqa: S608  # constant column list
-    f"(lease_owner IS NULL OR lease_owner = %s OR lease_expires_at < %s) RETURNING {RUN_COLUMNS}"
+    "UPDATE wf_runs SET lease_epoch = lease_epoch + "  # noqa: S608  # constant column list
+    "(CASE WHEN lease_owner = %s THEN 0 ELSE 1 END), lease_owner = %s, lease_expires_at = %s "
+    "WHERE id = %s AND (lease_owner IS NULL OR lease_owner = %s OR lease_expires_at < %s) "
+    f"RETURNING {RUN_COLUMNS}, lease_epoch"
+)
+_CLAIM = (
+    "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "  # noqa: S608  # constant column list
+    "lease_expires_at = %s WHERE id = (SELECT id FROM wf_runs WHERE state = ANY(%s) "
+    "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
+    f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}, lease_epoch"
 )
 _STEP_UPSERT = (
     f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join(['%s'] * 19)}) "  # noqa: S608  # constant column list
@@ -148,6 +157,7 @@ class _Attempt:
 
     unrecorded: bool
     finish: RunFinish | None
+    fence: int | None
 
 
 class PostgresRunStore:
@@ -159,6 +169,7 @@ class PostgresRunStore:
         self._completions: dict[str, Completion] = {}
         self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
+        self._epochs: dict[str, int] = {}
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
 
     def transact(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
@@ -185,6 +196,8 @@ class PostgresRunStore:
 
         def create_in(conn: psycopg.Connection[tuple[Any, ...]]) -> AuditRecord:
             conn.execute(_INSERT_RUN, run_params(run, encode_column(run.definition) or "null"))
+            if run.lease_owner is not None:
+                self._held(run.id, 0)
             if steps:
                 with conn.cursor() as cursor:
                     cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
@@ -220,10 +233,12 @@ class PostgresRunStore:
         owner: str | None,
     ) -> AuditRecord | None:
         """:meth:`save` inside the caller's transaction (which holds the chain's lock)."""
+        fence = self._fence_of(run.id) if owner is not None else None
         updated = conn.execute(
             "UPDATE wf_runs SET state = %s, fingerprints = %s, error = %s, failed_step = %s, "
             "cancel_requested = %s, updated_at = %s, lease_owner = %s, lease_expires_at = %s "
-            "WHERE id = %s AND (%s::text IS NULL OR lease_owner IS NULL OR lease_owner = %s)",
+            "WHERE id = %s AND (%s::text IS NULL OR lease_owner IS NULL OR lease_owner = %s) "
+            "AND (%s::integer IS NULL OR lease_epoch = %s)",
             (
                 run.state.value,
                 encode_column(run.fingerprints),
@@ -236,6 +251,8 @@ class PostgresRunStore:
                 run.id,
                 owner,
                 owner,
+                fence,
+                fence,
             ),
         ).rowcount
         if updated != 1:
@@ -264,7 +281,29 @@ class PostgresRunStore:
     def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
         """Note what the lease holder knows of the attempt ``key`` (see ``RunStore``)."""
         with self._completions_lock:
-            self._attempts[key] = _Attempt(unrecorded, finish)
+            self._attempts[key] = _Attempt(unrecorded, finish, self._epochs.get(_run_of(key)))
+
+    def fence(self, key: str) -> int | None:
+        """The lease epoch this process held when it began attempt ``key`` (``None``: unknown).
+
+        A step's success is written only while the run's ``lease_epoch`` is still this
+        one: a worker whose lease expired and was taken meanwhile is refused by the
+        database, however late its write arrives (fencing).
+        """
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        return attempt.fence if attempt is not None else None
+
+    def _fence_of(self, run_id: str) -> int | None:
+        with self._completions_lock:
+            return self._epochs.get(run_id)
+
+    def _held(self, run_id: str, epoch: int | None) -> None:
+        with self._completions_lock:
+            if epoch is None:
+                self._epochs.pop(run_id, None)
+            else:
+                self._epochs[run_id] = epoch
 
     def is_unrecorded(self, key: str) -> bool:
         """Whether the lease holder vouched that attempt ``key`` has no stored result."""
@@ -373,19 +412,35 @@ class PostgresRunStore:
         row = self._one(
             "leasing a run",
             _ACQUIRE,
-            (owner, now + ttl_s, run_id, owner, now),
+            (owner, owner, now + ttl_s, run_id, owner, now),
         )
-        return _run(row) if row is not None else None
+        if row is None:
+            return None
+        self._held(run_id, row[-1])
+        return _run(row[:-1])
+
+    def claim(
+        self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
+    ) -> RunRecord | None:
+        """Lease the oldest free or expired run in ``states`` (``FOR UPDATE SKIP LOCKED``)."""
+        row = self._one("claiming a run", _CLAIM, (owner, now + ttl_s, sorted(states), now))
+        if row is None:
+            return None
+        self._held(row[0], row[-1])
+        return _run(row[:-1])
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
-        taken = self._one_write(
+        row = self._one(
             "leasing a run",
-            "UPDATE wf_runs SET lease_owner = %s, lease_expires_at = %s "
-            "WHERE id = %s AND lease_owner = %s",
+            "UPDATE wf_runs SET lease_owner = %s, lease_expires_at = %s, "
+            "lease_epoch = lease_epoch + 1 WHERE id = %s AND lease_owner = %s "
+            "RETURNING lease_epoch",
             (owner, now + ttl_s, run_id, dead_owner),
         )
-        return taken == 1
+        if row is not None:
+            self._held(run_id, row[0])
+        return row is not None
 
     def renew(self, run_ids: Sequence[str], owner: str, ttl_s: float, now: float) -> None:
         """Extend ``owner``'s leases (one statement for all of them)."""
@@ -452,3 +507,9 @@ class PostgresRunStore:
             "reading the outbox", "SELECT COUNT(*) FROM wf_outbox WHERE delivered_at IS NULL", ()
         )
         return int(row[0]) if row is not None else 0
+
+
+def _run_of(key: str) -> str:
+    """The run id of a step key (``wf:<run>:...``), or ``""``."""
+    parsed = StepKey.parse(key)
+    return parsed.run_id if parsed is not None else ""

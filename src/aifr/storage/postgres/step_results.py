@@ -18,6 +18,7 @@ from aifr.invocation import IdempotencyRecord, IdempotencyStore
 from aifr.storage.postgres.database import translate_pg_errors
 from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.run_rows import encode_column
+from aifr.storage.sqlite.step_results import refuse_late_step
 from aifr.workflows.ports import RunRecord, StepKey, StepState
 
 if TYPE_CHECKING:
@@ -25,6 +26,22 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresStepResultStore"]
 
+_FENCED = (
+    " AND (%s::integer IS NULL OR EXISTS "
+    "(SELECT 1 FROM wf_runs WHERE id = %s AND lease_epoch = %s))"
+)
+"""Write a step's result only while the run's lease epoch is the one the attempt began with."""
+
+_COMPLETE_UNDO = (
+    "UPDATE wf_steps SET state = %s, undo_attempt = %s, undo_capability = %s, "  # noqa: S608  # constant clauses
+    "undo_output = %s, undo_error = NULL, undo_digest = %s, undo_result = %s, "
+    "finished_at = %s WHERE run_id = %s AND step_id = %s" + _FENCED
+)
+_COMPLETE_STEP = (
+    "UPDATE wf_steps SET state = %s, attempt = %s, output = %s, error = NULL, "  # noqa: S608  # constant clauses
+    "request_digest = %s, result = %s, audit_id = %s, finished_at = %s, "
+    "next_attempt_at = NULL WHERE run_id = %s AND step_id = %s" + _FENCED
+)
 _SELECT_STEP_RESULT = (
     "SELECT attempt, request_digest, result, output, finished_at FROM wf_steps "
     "WHERE run_id = %s AND step_id = %s"
@@ -91,6 +108,7 @@ class PostgresStepResultStore:
             return self._fallback.complete(principal, key, result, now, audit)
         with self._lock:
             request_digest = self._digests.pop((principal, key), None)
+        fence = self._runs.fence(key)
         output = encode_column(result.get("output"))
         stored = encode_column({k: v for k, v in result.items() if k != "output"})
 
@@ -99,10 +117,8 @@ class PostgresStepResultStore:
         ) -> tuple[AuditRecord, RunRecord | None]:
             record = self._runs.ledger.append_in(conn, audit)
             if parsed.is_undo:
-                conn.execute(
-                    "UPDATE wf_steps SET state = %s, undo_attempt = %s, undo_capability = %s, "
-                    "undo_output = %s, undo_error = NULL, undo_digest = %s, undo_result = %s, "
-                    "finished_at = %s WHERE run_id = %s AND step_id = %s",
+                written = conn.execute(
+                    _COMPLETE_UNDO,
                     (
                         StepState.COMPENSATED.value,
                         parsed.attempt,
@@ -113,13 +129,15 @@ class PostgresStepResultStore:
                         now,
                         parsed.run_id,
                         parsed.step_id,
+                        fence,
+                        parsed.run_id,
+                        fence,
                     ),
-                )
+                ).rowcount
+                refuse_late_step(written, parsed)
                 return record, None
-            conn.execute(
-                "UPDATE wf_steps SET state = %s, attempt = %s, output = %s, error = NULL, "
-                "request_digest = %s, result = %s, audit_id = %s, finished_at = %s, "
-                "next_attempt_at = NULL WHERE run_id = %s AND step_id = %s",
+            written = conn.execute(
+                _COMPLETE_STEP,
                 (
                     StepState.COMPLETED.value,
                     parsed.attempt,
@@ -130,8 +148,12 @@ class PostgresStepResultStore:
                     now,
                     parsed.run_id,
                     parsed.step_id,
+                    fence,
+                    parsed.run_id,
+                    fence,
                 ),
-            )
+            ).rowcount
+            refuse_late_step(written, parsed)
             return record, self._runs.finish_in(conn, key, now)
 
         record, finished_run = self._runs.transact("completing a step", complete_in)

@@ -37,6 +37,7 @@ from aifr.workflows.ports import (
     RunFinish,
     RunRecord,
     RunState,
+    StepKey,
     StepRecord,
 )
 
@@ -111,7 +112,7 @@ WORKFLOW_MIGRATIONS = [
 ]
 
 _INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
-_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
+_SELECT_RUN_EPOCH = f"SELECT {RUN_COLUMNS}, lease_epoch FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
 _STEP_UPSERT = (
     f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 19)}) "  # noqa: S608  # constant column list
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
@@ -131,6 +132,7 @@ class _Attempt:
 
     unrecorded: bool
     finish: RunFinish | None
+    fence: int | None
 
 
 class SqliteRunStore:
@@ -143,6 +145,7 @@ class SqliteRunStore:
         self._completions: dict[str, Completion] = {}
         self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
+        self._epochs: dict[str, int] = {}
         self._definitions: dict[int, tuple[dict[str, Any], str]] = {}
         database.migrate("workflows", WORKFLOW_MIGRATIONS)
 
@@ -154,6 +157,8 @@ class SqliteRunStore:
         def create_in(conn: sqlite3.Connection) -> AuditRecord:
             with translate_sqlite_errors("creating a run"):
                 conn.execute(_INSERT_RUN, run_params(run, self._definition_text(run)))
+                if run.lease_owner is not None:
+                    self._held(run.id, 0)
                 conn.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
                 return self.ledger.append_in(conn, audit)
 
@@ -207,11 +212,13 @@ class SqliteRunStore:
         notification: Notification | None,
         owner: str | None,
     ) -> AuditRecord | None:
+        fence = self._fence_of(run.id) if owner is not None else None
         with translate_sqlite_errors("saving a run"):
             updated = conn.execute(
                 "UPDATE wf_runs SET state = ?, fingerprints = ?, error = ?, failed_step = ?, "
                 "cancel_requested = ?, updated_at = ?, lease_owner = ?, lease_expires_at = ? "
-                "WHERE id = ? AND (? IS NULL OR lease_owner IS NULL OR lease_owner = ?)",
+                "WHERE id = ? AND (? IS NULL OR lease_owner IS NULL OR lease_owner = ?) "
+                "AND (? IS NULL OR lease_epoch = ?)",
                 (
                     run.state.value,
                     encode_column(run.fingerprints),
@@ -224,6 +231,8 @@ class SqliteRunStore:
                     run.id,
                     owner,
                     owner,
+                    fence,
+                    fence,
                 ),
             ).rowcount
             if updated != 1:
@@ -251,7 +260,29 @@ class SqliteRunStore:
     def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
         """Note what the lease holder knows of the attempt ``key`` (see ``RunStore``)."""
         with self._completions_lock:
-            self._attempts[key] = _Attempt(unrecorded, finish)
+            self._attempts[key] = _Attempt(unrecorded, finish, self._epochs.get(_run_of(key)))
+
+    def fence(self, key: str) -> int | None:
+        """The lease epoch this process held when it began attempt ``key`` (``None``: unknown).
+
+        A step's success is written only while the run's ``lease_epoch`` is still this
+        one: a worker whose lease expired and was taken meanwhile is refused by the
+        database, however late its write arrives (fencing).
+        """
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        return attempt.fence if attempt is not None else None
+
+    def _fence_of(self, run_id: str) -> int | None:
+        with self._completions_lock:
+            return self._epochs.get(run_id)
+
+    def _held(self, run_id: str, epoch: int | None) -> None:
+        with self._completions_lock:
+            if epoch is None:
+                self._epochs.pop(run_id, None)
+            else:
+                self._epochs[run_id] = epoch
 
     def is_unrecorded(self, key: str) -> bool:
         """Whether the lease holder vouched that attempt ``key`` has no stored result."""
@@ -375,26 +406,52 @@ class SqliteRunStore:
         """Take the lease if it is free, expired or already ``owner``'s."""
         with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
             taken = conn.execute(
-                "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ? WHERE id = ? AND "
+                "UPDATE wf_runs SET lease_epoch = lease_epoch + "
+                "(CASE WHEN lease_owner = ? THEN 0 ELSE 1 END), lease_owner = ?, "
+                "lease_expires_at = ? WHERE id = ? AND "
                 "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
-                (owner, now + ttl_s, run_id, owner, now),
+                (owner, owner, now + ttl_s, run_id, owner, now),
             ).rowcount
             if taken != 1:
                 return None
-            row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
+            row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone()
+        self._held(run_id, row["lease_epoch"])
         return run_from_row(row)
+
+    def claim(
+        self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
+    ) -> RunRecord | None:
+        """Lease the oldest free or expired run in ``states`` (``BEGIN IMMEDIATE`` serializes)."""
+        marks = ", ".join("?" * len(states))
+        with self.database.transaction() as conn, translate_sqlite_errors("claiming a run"):
+            row = conn.execute(
+                f"SELECT id FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
+                "AND (lease_owner IS NULL OR lease_expires_at < ?) ORDER BY created_at, id LIMIT 1",
+                (*sorted(s.value for s in states), now),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = ?, "
+                "lease_expires_at = ? WHERE id = ?",
+                (owner, now + ttl_s, row["id"]),
+            )
+            taken = conn.execute(_SELECT_RUN_EPOCH, (row["id"],)).fetchone()
+        self._held(taken["id"], taken["lease_epoch"])
+        return run_from_row(taken)
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
         with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
-            return (
-                conn.execute(
-                    "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ? "
-                    "WHERE id = ? AND lease_owner = ?",
-                    (owner, now + ttl_s, run_id, dead_owner),
-                ).rowcount
-                == 1
-            )
+            taken = conn.execute(
+                "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ?, "
+                "lease_epoch = lease_epoch + 1 WHERE id = ? AND lease_owner = ?",
+                (owner, now + ttl_s, run_id, dead_owner),
+            ).rowcount
+            row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone() if taken == 1 else None
+        if row is not None:
+            self._held(run_id, row["lease_epoch"])
+        return row is not None
 
     def renew(self, run_ids: Sequence[str], owner: str, ttl_s: float, now: float) -> None:
         """Extend ``owner``'s leases."""
@@ -469,3 +526,9 @@ class SqliteRunStore:
                 .fetchone()
             )
         return int(row[0])
+
+
+def _run_of(key: str) -> str:
+    """The run id of a step key (``wf:<run>:...``), or ``""``."""
+    parsed = StepKey.parse(key)
+    return parsed.run_id if parsed is not None else ""
