@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -183,6 +184,18 @@ class App:
             webhook_url=approvals.webhook_url,
             lease_ttl_s=self.settings.workflows.lease_ttl_s,
         )
+
+    def watch_runs(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` whenever a run is queued (PostgreSQL ``LISTEN``); returns a stopper.
+
+        ``None`` on SQLite, where workers on one machine poll the file.
+        """
+        runs = self.runs
+        if not isinstance(runs, PostgresRunStore):
+            return None
+        stop = threading.Event()
+        runs.listen(wake, stop)
+        return stop.set
 
     def workflow(self, name_or_path: str) -> WorkflowSpec:
         """A workflow by file path, or by name from ``workflows.directory``.

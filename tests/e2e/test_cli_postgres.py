@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from cli_kit import run_cli
 
+from aifr.app import build_app
 from aifr.errors import ConfigError, ErrorCode
 from conftest import pg_rows
 
@@ -57,3 +60,51 @@ def test_a_postgresql_url_without_the_pg_extra_names_the_extra(
 
     assert missing.value.code is ErrorCode.CONFIG_MISSING_EXTRA
     assert "aifr[pg]" in str(missing.value)
+
+
+def test_an_idle_worker_is_woken_by_notify_for_a_newly_queued_run(
+    tmp_path: Path,
+    aifr_bin: str,
+    clean_env: dict[str, str],
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    subprocess.run(
+        [aifr_bin, "init", str(tmp_path)], check=True, capture_output=True, env=clean_env
+    )
+    (tmp_path / "policies" / "default.yaml").write_text(
+        "version: 1\nrules:\n  - id: data\n    when: {capability: 'data.*'}\n    decision: ALLOW\n"
+    )
+    (tmp_path / "workflows" / "one.yaml").write_text(
+        "name: one\nsteps:\n  - id: parse\n    capability: data.json.parse\n"
+        "    inputs: {text: '[1]'}\n"
+    )
+    env = {**clean_env, "AIFR_DATABASE_URL": pg_url}
+    monkeypatch.setenv("AIFR_DATABASE_URL", pg_url)
+    app = build_app(tmp_path)
+    spec = app.workflow("one")
+    worker = subprocess.Popen(
+        [aifr_bin, "worker", "--poll", "120", "-p", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def state(run_id: str) -> str:
+            rows = pg_rows(pg_url, "SELECT id, state FROM wf_runs")
+            return next(str(row[1]) for row in rows if row[0] == run_id)
+
+        def wait_completed(run_id: str) -> None:
+            deadline = time.monotonic() + 30
+            while state(run_id) != "completed":
+                assert time.monotonic() < deadline, f"{run_id} was not picked up: no wake-up"
+                time.sleep(0.1)
+
+        wait_completed(app.workflows.start(spec, {}, "agent", execute=False).run.id)
+        # The worker is now idle for 120 s of polling: only NOTIFY can wake it in time.
+        wait_completed(app.workflows.start(spec, {}, "agent", execute=False).run.id)
+    finally:
+        app.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)

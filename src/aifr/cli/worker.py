@@ -105,11 +105,16 @@ def worker(
             return
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        unwatch = app.watch_runs(loop.wake)
         console.print(
-            f"aifr worker {app.workflows.owner} polling every {poll:g}s, "
-            f"{concurrency} run(s) at once"
+            f"aifr worker {app.workflows.owner} polling every {poll:g}s"
+            f"{' (and woken by NOTIFY)' if unwatch else ''}, {concurrency} run(s) at once"
         )
-        loop.run()
+        try:
+            loop.run()
+        finally:
+            if unwatch is not None:
+                unwatch()
     except AifrError as exc:
         fail(exc)
     finally:

@@ -39,6 +39,7 @@ class Worker:
     ) -> None:
         self.engine = engine
         self.helpers = tuple(helpers)
+        self._helper_wakes = [threading.Event() for _ in self.helpers]
         self.notifier = notifier
         self.poll_s = poll_s
         self._wake = threading.Event()
@@ -61,8 +62,10 @@ class Worker:
         are delivered by the main loop alone.
         """
         threads = [
-            threading.Thread(target=self._help, args=(helper,), name=f"aifr-worker-{n}")
-            for n, helper in enumerate(self.helpers, start=1)
+            threading.Thread(target=self._help, args=(helper, woken), name=f"aifr-worker-{n}")
+            for n, (helper, woken) in enumerate(
+                zip(self.helpers, self._helper_wakes, strict=True), start=1
+            )
         ]
         for thread in threads:
             thread.start()
@@ -75,17 +78,20 @@ class Worker:
             for thread in threads:
                 thread.join()
 
-    def _help(self, engine: WorkflowEngine) -> None:
+    def _help(self, engine: WorkflowEngine, woken: threading.Event) -> None:
         while not self._stop.is_set():
             try:
                 engine.recover()
             except AifrError as exc:  # the database is away: try again next turn
                 logger.error("worker turn failed: %s", exc.message)
-            self._stop.wait(self.poll_s)
+            woken.wait(self.poll_s)
+            woken.clear()
 
     def wake(self, _reason: str = "") -> None:
-        """Start the next turn now."""
+        """Start the next turn now (every helper's too)."""
         self._wake.set()
+        for woken in self._helper_wakes:
+            woken.set()
 
     def stop(self) -> None:
         """Finish the current turn and return from :meth:`run`."""
@@ -93,4 +99,4 @@ class Worker:
         self.engine.stop()
         for helper in self.helpers:
             helper.stop()
-        self._wake.set()
+        self.wake()

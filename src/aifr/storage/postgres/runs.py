@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.errors import ErrorCode, WorkflowError
-from aifr.storage.postgres.database import PostgresDatabase, translate_pg_errors
+from aifr.storage.postgres.database import (
+    PostgresDatabase,
+    import_psycopg,
+    translate_pg_errors,
+)
 from aifr.storage.run_rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -43,7 +47,10 @@ from aifr.workflows.ports import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PG_WORKFLOW_MIGRATIONS", "PostgresRunStore", "lock_audit_chain"]
+__all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore", "lock_audit_chain"]
+
+WAKE_CHANNEL = "aifr_runs"
+"""The ``LISTEN``/``NOTIFY`` channel on which a run that a worker could take is announced."""
 
 T = TypeVar("T")
 
@@ -115,6 +122,9 @@ PG_WORKFLOW_MIGRATIONS = [
     Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
 ]
 
+_QUEUED = frozenset(
+    {RunState.PENDING, RunState.RUNNING, RunState.COMPENSATING, RunState.WAITING_APPROVAL}
+)
 _RUN_NAMES = RUN_COLUMNS.split(", ")
 _STEP_NAMES = STEP_COLUMNS.split(", ")
 _INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})"  # noqa: S608  # constant column list
@@ -198,6 +208,8 @@ class PostgresRunStore:
             conn.execute(_INSERT_RUN, run_params(run, encode_column(run.definition) or "null"))
             if run.lease_owner is not None:
                 self._held(run.id, 0)
+            else:
+                conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, run.id))
             if steps:
                 with conn.cursor() as cursor:
                     cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
@@ -264,6 +276,8 @@ class PostgresRunStore:
         if steps:
             with conn.cursor() as cursor:
                 cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
+        if run.lease_owner is None and run.state in _QUEUED:
+            conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, run.id))  # sent on commit
         if notification is not None:
             conn.execute(
                 "INSERT INTO wf_outbox (kind, url, body, created_at, next_attempt_at) "
@@ -459,6 +473,33 @@ class PostgresRunStore:
             "WHERE id = %s AND lease_owner = %s",
             (run_id, owner),
         )
+
+    def listen(self, wake: Callable[[], None], stop: threading.Event) -> threading.Thread:
+        """Call ``wake`` whenever a run is queued or released, until ``stop`` is set.
+
+        One dedicated connection ``LISTEN``s on :data:`WAKE_CHANNEL` in a daemon thread;
+        when the connection drops it reconnects (and wakes once, as notifications may
+        have been missed meanwhile). Polling stays the fallback.
+        """
+        thread = threading.Thread(
+            target=self._listen, args=(wake, stop), name="aifr-listen", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _listen(self, wake: Callable[[], None], stop: threading.Event) -> None:
+        psycopg = import_psycopg()
+        listen = psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(WAKE_CHANNEL))
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.database.dsn, autocommit=True) as conn:
+                    conn.execute(listen)
+                    wake()
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            wake()
+            except psycopg.Error:
+                stop.wait(1.0)
 
     # -- outbox ---------------------------------------------------------------------------
 
