@@ -44,6 +44,7 @@ def test_the_demo_runs_on_postgresql_and_keeps_its_runs_and_ledger_there(
     verify = run_cli(aifr_bin, tmp_path / "demo", env, "audit", "verify")
     assert runs.returncode == 0, runs.stderr
     assert {r["state"] for r in json.loads(runs.stdout)} == {"completed", "compensated"}
+    assert {r["lease_owner"] for r in json.loads(runs.stdout)} == {None}  # all released
     assert verify.returncode == 0, verify.stderr
 
 

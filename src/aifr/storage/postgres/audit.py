@@ -24,6 +24,7 @@ from aifr.storage.audit_rows import (
     record_from_row,
     scan_query,
 )
+from aifr.storage.postgres.database import create_schema
 
 if TYPE_CHECKING:
     import psycopg
@@ -132,7 +133,7 @@ class PostgresAuditStore:
             conn = psycopg.connect(self._dsn, autocommit=True)
             if self._schema is not None:
                 identifier = psycopg.sql.Identifier(self._schema)
-                conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+                create_schema(conn, self._schema)
                 conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
         self._local.conn = conn
         with self._all_lock:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-__all__ = ["PostgresDatabase", "import_psycopg", "translate_pg_errors"]
+__all__ = ["PostgresDatabase", "create_schema", "import_psycopg", "translate_pg_errors"]
 
 T = TypeVar("T")
 
@@ -55,6 +55,23 @@ def translate_pg_errors(action: str) -> Iterator[None]:
         raise StorageError(f"{action} failed: {exc}", action=action) from exc
 
 
+def create_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """``CREATE SCHEMA IF NOT EXISTS`` that tolerates another process creating it at once.
+
+    Two workers starting together on a fresh schema both pass the ``IF NOT EXISTS``
+    check and one fails on the catalog's unique index; for that one the schema exists,
+    which is all it wanted. ``conn`` is in autocommit mode, so the failure costs nothing.
+    """
+    psycopg = import_psycopg()
+    statement = psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+        psycopg.sql.Identifier(schema)
+    )
+    try:
+        conn.execute(statement)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+        return
+
+
 class PostgresDatabase:
     """A pool of connections to one PostgreSQL database (one schema of it). Thread-safe.
 
@@ -74,7 +91,7 @@ class PostgresDatabase:
             return
         psycopg = import_psycopg()
         name = psycopg.sql.Identifier(self.schema)
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        create_schema(conn, self.schema)
         conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(name))
 
     def pool(self) -> psycopg_pool.ConnectionPool[Any]:
