@@ -1,4 +1,4 @@
-"""Fixtures for the contract suites: a fresh PostgreSQL schema per test, dropped after."""
+"""Fixtures for integration tests: a fresh PostgreSQL schema per test, dropped after."""
 
 from __future__ import annotations
 
