@@ -21,12 +21,3 @@ def pg_url() -> Iterator[str]:
     yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def pg_rows(url: str, query: str) -> list[tuple[object, ...]]:
-    """Run ``query`` in the schema a :func:`pg_url` URL names."""
-    dsn, schema = url.rsplit("schema=", 1)
-    with psycopg.connect(dsn.rstrip("?&"), autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        cursor = conn.execute(query)
-        return cursor.fetchall() if cursor.description is not None else []

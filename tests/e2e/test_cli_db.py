@@ -8,12 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_kit import run_cli
+from cli_kit import pg_rows, run_cli
 
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS
 from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS
-from conftest import pg_rows
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_kit import run_cli
+from cli_kit import pg_rows, run_cli
 
 from aifr.app import build_app
 from aifr.errors import ConfigError, ErrorCode
-from conftest import pg_rows
 
 pytestmark = pytest.mark.pg
 

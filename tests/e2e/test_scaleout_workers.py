@@ -18,10 +18,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from cli_kit import run_cli
+from cli_kit import pg_rows, run_cli
 
 from aifr.app import build_app
-from conftest import pg_rows
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow, pytest.mark.timeout(600)]
 
