@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import JsonValue
 
@@ -43,9 +44,11 @@ from aifr.ingest import (
 )
 from aifr.invocation import (
     ApprovalService,
+    CircuitStore,
     EnvSecretProvider,
     FileSecretProvider,
     GlobalContext,
+    IdempotencyStore,
     KeyringSecretProvider,
     Runtime,
     SecretProvider,
@@ -58,8 +61,15 @@ from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import PermissionTable, build_stdlib
 from aifr.stdlib.findings import FindingsStores
 from aifr.stdlib.knowledge import build_knowledge_capabilities
+from aifr.storage.postgres.approvals import PostgresApprovalStore
 from aifr.storage.postgres.audit import open_postgres_ledger
+from aifr.storage.postgres.circuits import PostgresCircuitStore
+from aifr.storage.postgres.database import PostgresDatabase
 from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
+from aifr.storage.postgres.grants import PostgresGrantStore
+from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
+from aifr.storage.postgres.runs import PostgresRunStore
+from aifr.storage.postgres.step_results import PostgresStepResultStore
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import APPROVAL_MIGRATIONS, SqliteApprovalStore
 from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS, open_sqlite_ledger
@@ -91,6 +101,7 @@ __all__ = [
     "open_findings_stores",
     "open_knowledge_index",
     "code_schema_versions",
+    "postgres_target",
     "reserved_paths",
     "sandbox_report",
     "stdlib_capabilities",
@@ -111,17 +122,20 @@ class App:
     plugins: PluginSet = field(default_factory=PluginSet)
 
     @cached_property
-    def database(self) -> SqliteDatabase:
-        """The project's state database (``database_url`` must be ``sqlite:///PATH``).
+    def database(self) -> SqliteDatabase | PostgresDatabase:
+        """The project's state database: ``sqlite:///PATH`` or ``postgresql://...``.
 
         Raises:
             ConfigError: the URL names another backend.
         """
+        target = postgres_target(self.settings.database_url)
+        if target is not None:
+            return PostgresDatabase(target[0], schema=target[1])
         path = self.settings.sqlite_path
         if path is None:
             raise ConfigError(
-                f"database_url {self.settings.database_url!r}: the state database has only "
-                "a SQLite adapter so far; use sqlite:///PATH",
+                f"database_url {self.settings.database_url!r}: use sqlite:///PATH or "
+                "postgresql://...",
                 key="database_url",
             )
         return SqliteDatabase(path, synchronous=self.settings.audit.synchronous)
@@ -129,30 +143,46 @@ class App:
     @cached_property
     def ledger(self) -> AuditLedger:
         """The audit ledger in the state database."""
-        return open_sqlite_ledger(self.database)
+        database = self.database
+        if isinstance(database, PostgresDatabase):
+            return open_postgres_ledger(database.dsn, schema=database.schema)
+        return open_sqlite_ledger(database)
 
     @cached_property
     def approvals(self) -> ApprovalService:
         """Durable approval requests, decided under the policy's approver rules."""
-        return ApprovalService(
-            SqliteApprovalStore(self.database, self.ledger),
-            self.policy,
-            default_ttl_s=self.settings.approvals.expiry_s,
+        database = self.database
+        store = (
+            PostgresApprovalStore(database, self.ledger)
+            if isinstance(database, PostgresDatabase)
+            else SqliteApprovalStore(database, self.ledger)
         )
+        return ApprovalService(store, self.policy, default_ttl_s=self.settings.approvals.expiry_s)
 
     @cached_property
     def runtime(self) -> Runtime:
         """The governed runtime: registry, policy, approvals, audit, limits, secrets."""
         limits = self.settings.runtime
+        database, runs = self.database, self.runs
+        idempotency: IdempotencyStore
+        circuits: CircuitStore
+        if isinstance(database, PostgresDatabase):
+            assert isinstance(runs, PostgresRunStore)  # built from the same database  # noqa: S101
+            idempotency = PostgresStepResultStore(
+                runs, PostgresIdempotencyStore(database, self.ledger)
+            )
+            circuits = PostgresCircuitStore(database)
+        else:
+            assert isinstance(runs, SqliteRunStore)  # built from the same database  # noqa: S101
+            idempotency = StepResultStore(runs, SqliteIdempotencyStore(database, self.ledger))
+            circuits = SqliteCircuitStore(database)
         runtime = Runtime(
             self.registry,
             self.policy,
             self.ledger,
             approvals=self.approvals,
-            idempotency=StepResultStore(
-                self.runs, SqliteIdempotencyStore(self.database, self.ledger)
-            ),
-            circuit_store=SqliteCircuitStore(self.database),
+            idempotency=idempotency,
+            circuit_store=circuits,
             secrets=build_secrets(self.settings),
             global_context=GlobalContext(config=self.settings.model_dump(mode="json")),
             default_timeout_s=limits.default_timeout_s,
@@ -167,19 +197,30 @@ class App:
         return runtime
 
     @cached_property
-    def runs(self) -> SqliteRunStore:
+    def runs(self) -> SqliteRunStore | PostgresRunStore:
         """Workflow runs, steps, leases and the notification outbox."""
-        return SqliteRunStore(self.database, self.ledger)
+        database = self.database
+        if isinstance(database, PostgresDatabase):
+            return PostgresRunStore(database, self.ledger)
+        return SqliteRunStore(database, self.ledger)
 
     @cached_property
     def workflows(self) -> WorkflowEngine:
         """The durable workflow engine on the governed runtime (nothing runs until asked)."""
+        return self.new_engine()
+
+    def new_engine(self) -> WorkflowEngine:
+        """Another engine, with its own lease owner id, on the same runtime and stores.
+
+        ``aifr worker --concurrency N`` drives N runs at once with N of them.
+        """
         approvals = self.settings.approvals
         return WorkflowEngine(
             self.runtime,
             self.runs,
             on_fingerprint_drift=self.settings.workflows.on_fingerprint_drift,
             webhook_url=approvals.webhook_url,
+            lease_ttl_s=self.settings.workflows.lease_ttl_s,
         )
 
     @cached_property
@@ -190,8 +231,22 @@ class App:
             StorageError: ``storage.schema_mismatch`` for a store from an older or newer
                 aifr (the message says what to run).
         """
-        sqlite = self.settings.sqlite_path is not None
-        return open_findings_stores(self.settings, self.database if sqlite else None)
+        database = self.database
+        return open_findings_stores(
+            self.settings, database if isinstance(database, SqliteDatabase) else None
+        )
+
+    def watch_runs(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` whenever a run is queued (PostgreSQL ``LISTEN``); returns a stopper.
+
+        ``None`` on SQLite, where workers on one machine poll the file.
+        """
+        runs = self.runs
+        if not isinstance(runs, PostgresRunStore):
+            return None
+        stop = threading.Event()
+        runs.listen(wake, stop)
+        return stop.set
 
     def workflow(self, name_or_path: str) -> WorkflowSpec:
         """A workflow by file path, or by name from ``workflows.directory``.
@@ -238,6 +293,8 @@ class App:
             self.findings[0].close()
         if "runtime" in built:
             self.runtime.close()
+        if "ledger" in built and isinstance(self.database, PostgresDatabase):
+            self.ledger.close()
         if "database" in built:
             self.database.close()
 
@@ -301,8 +358,9 @@ def open_findings_stores(
         StorageError: the store cannot be opened, or its schema is older or newer.
     """
     url = settings.database_url
-    if url.startswith(("postgresql://", "postgres://")):
-        remote = PostgresFindingStore(url, migrate=migrate)
+    target = postgres_target(url)
+    if target is not None:
+        remote = PostgresFindingStore(target[0], schema=target[1], migrate=migrate)
         return remote, PostgresResourceRegistry(remote)
     if database is None:
         path = settings.sqlite_path
@@ -556,6 +614,21 @@ def build_plugins(
     )
 
 
+def postgres_target(url: str) -> tuple[str, str | None] | None:
+    """``(dsn, schema)`` for a ``postgresql://`` URL, else ``None``.
+
+    A ``schema=NAME`` query parameter (aifr's, not libpq's) puts aifr's tables in that
+    schema, so several projects can share one database; it is removed from the DSN.
+    """
+    if not url.startswith(("postgresql://", "postgres://")):
+        return None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for key, value in query if key == "schema"), None)
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema or None
+
+
 def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = None) -> AuditLedger:
     """The audit ledger on the project's state database (``database`` if already open).
 
@@ -567,8 +640,9 @@ def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = Non
         StorageError: the database cannot be opened or migrated.
     """
     url = settings.database_url
-    if database is None and url.startswith(("postgresql://", "postgres://")):
-        return open_postgres_ledger(url)
+    target = postgres_target(url)
+    if database is None and target is not None:
+        return open_postgres_ledger(target[0], schema=target[1])
     if database is None:
         path = settings.sqlite_path
         if path is None:
@@ -581,7 +655,10 @@ def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = Non
 
 
 def build_grant_store(settings: Settings) -> GrantStore | None:
-    """The grant store on the project's SQLite database (``None`` for other backends)."""
+    """The grant store on the project's state database (``None`` for an unknown backend)."""
+    target = postgres_target(settings.database_url)
+    if target is not None:
+        return PostgresGrantStore(PostgresDatabase(target[0], schema=target[1], max_size=2))
     path = settings.sqlite_path
     return SqliteGrantStore(SqliteDatabase(path)) if path is not None else None
 

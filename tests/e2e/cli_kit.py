@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 
 def run_cli(
     aifr_bin: str, project: Path, env: dict[str, str], *args: str
@@ -18,3 +21,12 @@ def run_cli(
         env={**env, "COLUMNS": "40"},
         check=False,
     )
+
+
+def pg_rows(url: str, query: str) -> list[tuple[object, ...]]:
+    """Run ``query`` in the schema a :func:`pg_url` URL names."""
+    dsn, schema = url.rsplit("schema=", 1)
+    with psycopg.connect(dsn.rstrip("?&"), autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        cursor = conn.execute(query)
+        return cursor.fetchall() if cursor.description is not None else []

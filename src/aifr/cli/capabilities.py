@@ -113,7 +113,7 @@ def show_capability(
 def _circuit(aifr_app: App, capability_id: str) -> str:
     """The capability's recorded circuit state (closed when nothing was recorded yet)."""
     database = aifr_app.settings.sqlite_path
-    if database is None or not database.exists():
+    if database is not None and not database.exists():
         return "closed"
     try:
         breakers = aifr_app.runtime.circuits

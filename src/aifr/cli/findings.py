@@ -37,6 +37,7 @@ from aifr.findings.exporters import EXPORT_FORMATS, export_findings
 from aifr.findings.importer import ImportSummary, import_findings
 from aifr.findings.ports import FindingFilter, StoragePort
 from aifr.stdlib.findings import finding_json
+from aifr.storage.sqlite import SqliteDatabase
 
 __all__ = ["app"]
 
@@ -314,9 +315,11 @@ def migrate(project: FolderOption = Path()) -> None:
     try:
         built = build_app(project)
         try:
-            sqlite = built.settings.sqlite_path is not None
+            database = built.database
             store, _ = open_findings_stores(
-                built.settings, built.database if sqlite else None, migrate=True
+                built.settings,
+                database if isinstance(database, SqliteDatabase) else None,
+                migrate=True,
             )
             version = store.get_schema_version()
         finally:

@@ -12,6 +12,7 @@ from aifr.cli import (
     audit,
     call,
     capabilities,
+    db,
     demo,
     doctor,
     findings,
@@ -75,6 +76,7 @@ app.command("search")(search.search)
 app.command("ingest")(ingest.ingest)
 app.command("doctor")(doctor.doctor)
 app.command("status")(status.status)
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

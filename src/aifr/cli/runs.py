@@ -21,7 +21,7 @@ from aifr.app import App, build_app
 from aifr.cli.console import console, err_console, error_line, fail, print_json
 from aifr.cli.run import STATE_STYLE, render_run, run_exit_status, watch_run
 from aifr.errors import AifrError
-from aifr.workflows import ACTIVE_STATES, RunState, RunView
+from aifr.workflows import ACTIVE_STATES, RunRecord, RunState, RunView
 
 __all__ = ["app"]
 
@@ -90,6 +90,14 @@ def _follow(aifr_app: App, run_id: str, poll_s: float, *, quiet: bool) -> RunVie
     return view
 
 
+def _holder(run: RunRecord) -> str:
+    """The worker holding the run's lease (``-`` when none; ``(expired)`` once it lapsed)."""
+    if run.lease_owner is None:
+        return "-"
+    expired = run.lease_expires_at is not None and run.lease_expires_at < time.time()
+    return f"{run.lease_owner} (expired)" if expired else run.lease_owner
+
+
 @app.command("list")
 def list_runs(
     state: Annotated[RunState | None, typer.Option(help="Only runs in this state.")] = None,
@@ -116,6 +124,8 @@ def list_runs(
                     "failed_step": r.failed_step,
                     "created_at": r.created_at,
                     "updated_at": r.updated_at,
+                    "lease_owner": r.lease_owner,
+                    "lease_expires_at": r.lease_expires_at,
                 }
                 for r in runs
             ]
@@ -123,13 +133,13 @@ def list_runs(
         return
     table = Table(title=f"{len(runs)} workflow runs", title_justify="left")
     table.add_column("id", no_wrap=True)
-    for column in ("workflow", "state", "principal", "failed step", "updated"):
+    for column in ("workflow", "state", "principal", "failed step", "updated", "worker"):
         table.add_column(column)
     for r in runs:
         style = STATE_STYLE.get(r.state.value, "white")
         table.add_row(
             r.id, f"{r.workflow} v{r.workflow_version}", Text(r.state.value, style=style),
-            r.principal, r.failed_step or "-", _when(r.updated_at),
+            r.principal, r.failed_step or "-", _when(r.updated_at), _holder(r),
         )  # fmt: skip
     console.print(table)
 

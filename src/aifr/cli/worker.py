@@ -94,6 +94,9 @@ def worker(
         ),
     ] = None,
     metrics_host: Annotated[str, typer.Option("--metrics-host")] = "127.0.0.1",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Runs driven at once (threads).")
+    ] = 1,
     project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.")] = Path(),
 ) -> None:
     """Resume unfinished runs (crashes, decided approvals) and deliver notifications."""
@@ -110,7 +113,8 @@ def worker(
                 key="approvals.webhook_secret",
             )
         notifier = WebhookNotifier(app.runs, secret) if secret is not None else None
-        loop = Worker(app.workflows, notifier=notifier, poll_s=poll)
+        helpers = [app.new_engine() for _ in range(concurrency - 1)]
+        loop = Worker(app.workflows, notifier=notifier, poll_s=poll, helpers=helpers)
         server = (
             _callback_server(app, loop, callback_host, callback_port)
             if callback_port is not None
@@ -134,8 +138,16 @@ def worker(
             return
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        console.print(f"aifr worker {app.workflows.owner} polling every {poll:g}s")
-        loop.run()
+        unwatch = app.watch_runs(loop.wake)
+        console.print(
+            f"aifr worker {app.workflows.owner} polling every {poll:g}s"
+            f"{' (and woken by NOTIFY)' if unwatch else ''}, {concurrency} run(s) at once"
+        )
+        try:
+            loop.run()
+        finally:
+            if unwatch is not None:
+                unwatch()
     except AifrError as exc:
         fail(exc)
     finally:

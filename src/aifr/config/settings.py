@@ -122,6 +122,7 @@ class WorkflowSettings(BaseModel):
 
     directory: str = "workflows"
     on_fingerprint_drift: Literal["needs_review", "continue", "fail"] = "needs_review"
+    lease_ttl_s: float = Field(default=30.0, gt=0)
 
 
 class FsSettings(BaseModel):

@@ -278,6 +278,10 @@ class WorkflowEngine:
         """Interrupt retry back-off waits so a worker can shut down."""
         self._stopping.set()
 
+    def is_stopping(self) -> bool:
+        """Whether :meth:`stop` was called (a worker takes no new run then)."""
+        return self._stopping.is_set()
+
     # -- reading -------------------------------------------------------------------------
 
     def view(self, run_id: str) -> RunView:

@@ -307,6 +307,17 @@ class RunStore(Protocol):
         """Take the run's lease if free, expired or already ``owner``'s; else ``None``."""
         ...
 
+    def claim(
+        self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
+    ) -> RunRecord | None:
+        """Lease the oldest run in ``states`` whose lease is free or expired; else ``None``.
+
+        The work queue: concurrent workers each get a different run (PostgreSQL skips
+        rows another worker is claiming, ``FOR UPDATE SKIP LOCKED``), and the lease's
+        epoch goes up, fencing off the run's previous holder.
+        """
+        ...
+
     def renew(self, run_ids: Sequence[str], owner: str, ttl_s: float, now: float) -> None:
         """Extend ``owner``'s leases on ``run_ids`` (the heartbeat)."""
         ...

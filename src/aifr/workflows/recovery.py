@@ -225,6 +225,34 @@ class Recovery:
                 return store.get(run.id)
         return None
 
+    def _claimed(self, limit: int) -> list[RunView]:
+        """Claim and drive queued runs until none is free (or ``limit`` were driven)."""
+        engine = self._engine
+        driven: list[RunView] = []
+        failed: list[str] = []  # kept leased until the loop ends, so not claimed again
+        while len(driven) + len(failed) < limit and not engine.is_stopping():
+            try:
+                taken = engine.store.claim(
+                    frozenset(ACTIVE_STATES), engine.owner, engine.lease_ttl_s, engine.clock()
+                )
+            except AifrError as exc:
+                logger.error("claiming a run failed: %s: %s", exc.code.value, exc.message)
+                break
+            if taken is None:
+                break
+            try:
+                engine.drive(RunContext.load(taken, engine.store, engine.owner, engine.clock))
+                driven.append(engine.view(taken.id))
+            except AifrError as exc:  # one broken run must not stop the queue
+                logger.error("run %s: failed: %s: %s", taken.id, exc.code.value, exc.message)
+                failed.append(taken.id)
+            except Exception:  # a bug in one run must not stop the others
+                logger.exception("run %s: failed unexpectedly", taken.id)
+                failed.append(taken.id)
+        for run_id in failed:
+            engine.store.release(run_id, engine.owner)
+        return driven
+
     def is_ready(self, run: RunRecord) -> bool:
         """Whether a worker should drive ``run`` now (a waiting one: its approval is decided)."""
         if run.state is not RunState.WAITING_APPROVAL:
@@ -242,10 +270,15 @@ class Recovery:
         return True
 
     def run_once(self, limit: int = 100) -> list[RunView]:
-        """Drive every run that is ready and free; returns the runs it drove."""
+        """Drive every run that is ready and free; returns the runs it drove.
+
+        First the work queue: runs that need no one's input are claimed one at a time
+        (:meth:`RunStore.claim`, so concurrent workers never pick the same run), then
+        the rest are scanned: decided approvals, and leases of dead local processes.
+        """
         engine = self._engine
+        driven = self._claimed(limit)
         held: set[str] = set(engine.held())
-        driven = []
         for run in engine.store.unfinished(frozenset(_RESUMABLE), limit):
             if run.id in held:
                 continue

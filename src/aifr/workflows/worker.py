@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aifr.errors import AifrError
@@ -34,8 +35,11 @@ class Worker:
         *,
         notifier: WebhookNotifier | None = None,
         poll_s: float = 0.5,
+        helpers: Sequence[WorkflowEngine] = (),
     ) -> None:
         self.engine = engine
+        self.helpers = tuple(helpers)
+        self._helper_wakes = [threading.Event() for _ in self.helpers]
         self.notifier = notifier
         self.poll_s = poll_s
         self._wake = threading.Event()
@@ -52,18 +56,47 @@ class Worker:
         return driven
 
     def run(self) -> None:
-        """Turn until :meth:`stop` is called."""
+        """Turn until :meth:`stop` is called; each helper engine drives runs in its own thread.
+
+        Helpers only take queued runs (:meth:`WorkflowEngine.recover`); notifications
+        are delivered by the main loop alone.
+        """
+        threads = [
+            threading.Thread(target=self._help, args=(helper, woken), name=f"aifr-worker-{n}")
+            for n, (helper, woken) in enumerate(
+                zip(self.helpers, self._helper_wakes, strict=True), start=1
+            )
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while not self._stop.is_set():
+                self.turn()
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+        finally:
+            for thread in threads:
+                thread.join()
+
+    def _help(self, engine: WorkflowEngine, woken: threading.Event) -> None:
         while not self._stop.is_set():
-            self.turn()
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+            try:
+                engine.recover()
+            except AifrError as exc:  # the database is away: try again next turn
+                logger.error("worker turn failed: %s", exc.message)
+            woken.wait(self.poll_s)
+            woken.clear()
 
     def wake(self, _reason: str = "") -> None:
-        """Start the next turn now."""
+        """Start the next turn now (every helper's too)."""
         self._wake.set()
+        for woken in self._helper_wakes:
+            woken.set()
 
     def stop(self) -> None:
         """Finish the current turn and return from :meth:`run`."""
         self._stop.set()
         self.engine.stop()
-        self._wake.set()
+        for helper in self.helpers:
+            helper.stop()
+        self.wake()

@@ -1,4 +1,4 @@
-"""The GrantStore contract, run against every adapter (memory, SQLite)."""
+"""The GrantStore contract, run against every adapter (memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import pytest
 
 from aifr.errors import ErrorCode, PolicyError
 from aifr.policy import Grant, GrantStore, InMemoryGrantStore
+from aifr.storage.postgres.grants import PostgresGrantStore
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.grants import SqliteGrantStore
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> GrantStore:
     if request.param == "memory":
         return InMemoryGrantStore()
+    if request.param == "postgres":
+        database, _ = request.getfixturevalue("pg_state")
+        return PostgresGrantStore(database)
     return SqliteGrantStore(SqliteDatabase(tmp_path / "aifr.db"))
 
 

@@ -1,7 +1,6 @@
 """Contract of the invocation ports (approvals, idempotency, circuits) for every adapter.
 
-Only a SQLite adapter exists so far; the fixtures are parametrized so another backend
-joins by adding its name and builder.
+Each runs against SQLite and PostgreSQL (``AIFR_TEST_PG_DSN``, a fresh schema per test).
 """
 
 from __future__ import annotations
@@ -23,6 +22,9 @@ from aifr.invocation import (
     CircuitStore,
     IdempotencyStore,
 )
+from aifr.storage.postgres.approvals import PostgresApprovalStore
+from aifr.storage.postgres.circuits import PostgresCircuitStore
+from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import SqliteApprovalStore
 from aifr.storage.sqlite.audit import SqliteAuditStore
@@ -41,9 +43,17 @@ class Stores:
         return [record.event.kind for record in self.ledger.records()]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    assert request.param == "sqlite"
+    if request.param == "postgres":
+        pg, pg_ledger = request.getfixturevalue("pg_state")
+        yield Stores(
+            PostgresApprovalStore(pg, pg_ledger),
+            PostgresIdempotencyStore(pg, pg_ledger),
+            PostgresCircuitStore(pg),
+            pg_ledger,
+        )
+        return
     database = SqliteDatabase(tmp_path / "state.db", synchronous="NORMAL")
     ledger = AuditLedger(SqliteAuditStore(database))
     yield Stores(

@@ -1,11 +1,8 @@
-"""The workflow RunStore and NotificationOutbox contract, run against every adapter (SQLite).
-
-PostgreSQL scale-out of workflows is not built yet; when it is, its adapter joins the
-``params`` below and must pass the same tests.
-"""
+"""The workflow RunStore and NotificationOutbox contract, run against every adapter."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,15 +10,19 @@ import pytest
 
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.audit import SqliteAuditStore
 from aifr.storage.sqlite.runs import SqliteRunStore
 from aifr.workflows import Notification, RunRecord, RunState, RunStore, StepRecord, StepState
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteRunStore]:
-    assert request.param == "sqlite"
+    if request.param == "postgres":
+        database, ledger = request.getfixturevalue("pg_state")
+        yield PostgresRunStore(database, ledger)  # type: ignore[misc]  # same ports
+        return
     database = SqliteDatabase(tmp_path / "aifr.db", synchronous="NORMAL")
     yield SqliteRunStore(database, AuditLedger(SqliteAuditStore(database)))
     database.close()
@@ -125,3 +126,40 @@ def test_a_notification_saved_with_a_run_is_delivered_or_retried_later(
     store.delivered(again.id, now=151.0)
     assert store.pending() == 0
     assert store.due(now=1e12) == []
+
+
+def test_the_queue_hands_each_free_run_to_one_worker_oldest_first(store: RunStore) -> None:
+    store.create(_run("run-2", 200.0), [], _event())
+    store.create(_run("run-1", 100.0, lease_owner="busy", lease_expires_at=1e12), [], _event())
+    store.create(_run("run-3", 300.0, state=RunState.COMPLETED), [], _event())
+    store.create(_run("run-4", 400.0, state=RunState.RUNNING), [], _event())
+    active = frozenset({RunState.PENDING, RunState.RUNNING})
+
+    first = store.claim(active, "w1", 10.0, now=500.0)
+    second = store.claim(active, "w2", 10.0, now=500.0)
+
+    assert (first and first.id, second and second.id) == ("run-2", "run-4")
+    assert first is not None and first.lease_owner == "w1"
+    assert store.claim(active, "w3", 10.0, now=505.0) is None  # all held, none expired
+    again = store.claim(active, "w3", 10.0, now=511.0)  # w1's and w2's leases lapsed
+    assert again is not None and again.id == "run-2" and again.lease_owner == "w3"
+
+
+def test_concurrent_claims_never_hand_one_run_to_two_workers(store: RunStore) -> None:
+    for n in range(30):
+        store.create(_run(f"run-{n:02d}", float(n)), [], _event())
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work(owner: str) -> None:
+        while (run := store.claim(frozenset({RunState.PENDING}), owner, 60.0, 100.0)) is not None:
+            with lock:
+                claimed.append(run.id)
+
+    threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(claimed) == [f"run-{n:02d}" for n in range(30)]

@@ -42,20 +42,22 @@ def test_a_template_failing_inside_python_fails_its_step_and_the_run_ends(
     assert env.runs.unfinished(frozenset({RunState.RUNNING}), 10) == []
 
 
-def test_one_run_that_cannot_be_loaded_does_not_stop_recovery_of_the_others(env: WfEnv) -> None:
+def test_one_run_that_cannot_be_loaded_does_not_stop_recovery_of_the_others(
+    sqlite_env: WfEnv,
+) -> None:
     spec = WorkflowBuilder("pending").step("only", "test.noop", n=1).build()
-    broken = env.engine.start(spec, {}, "agent", execute=False).run.id
-    healthy = env.engine.start(spec, {}, "agent", execute=False).run.id
-    with sqlite3.connect(env.root.parent / "state.db") as raw:  # a definition this version
+    broken = sqlite_env.engine.start(spec, {}, "agent", execute=False).run.id
+    healthy = sqlite_env.engine.start(spec, {}, "agent", execute=False).run.id
+    with sqlite3.connect(sqlite_env.root.parent / "state.db") as raw:  # a definition this version
         raw.execute(  # cannot read (written by a newer aifr, say)
             "UPDATE wf_runs SET definition = ? WHERE id = ?", ('{"name": "x"}', broken)
         )
 
-    env.engine.recover()
+    sqlite_env.engine.recover()
 
-    assert env.engine.view(healthy).state is RunState.COMPLETED
-    assert env.engine.view(healthy).step("only").state is StepState.COMPLETED
-    assert env.engine.view(broken).state is RunState.PENDING
+    assert sqlite_env.engine.view(healthy).state is RunState.COMPLETED
+    assert sqlite_env.engine.view(healthy).step("only").state is StepState.COMPLETED
+    assert sqlite_env.engine.view(broken).state is RunState.PENDING
 
 
 def test_a_step_approval_executed_outside_the_run_completes_the_run_on_one_resume(

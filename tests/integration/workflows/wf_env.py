@@ -1,4 +1,4 @@
-"""A real workflow engine over a fresh SQLite state database, with file capabilities.
+"""A real workflow engine over a fresh state database (SQLite or PostgreSQL), with file capabilities.
 
 The capabilities change real files under ``root`` and keep what they did in
 ``Effects`` so tests can check each effect happened once and undos ran in reverse.
@@ -16,6 +16,12 @@ from aifr.audit import AuditLedger
 from aifr.capabilities import CallInfo, Capability, CapabilityRegistry, capability
 from aifr.invocation import ApprovalService, Runtime
 from aifr.policy import PolicyEngine, load_policy_text
+from aifr.storage.postgres.approvals import PostgresApprovalStore
+from aifr.storage.postgres.audit import PostgresAuditStore
+from aifr.storage.postgres.database import PostgresDatabase
+from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
+from aifr.storage.postgres.runs import PostgresRunStore
+from aifr.storage.postgres.step_results import PostgresStepResultStore
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import SqliteApprovalStore
 from aifr.storage.sqlite.audit import SqliteAuditStore
@@ -143,12 +149,12 @@ class WfEnv:
     """An engine and everything it writes to."""
 
     root: Path
-    database: SqliteDatabase
+    database: SqliteDatabase | PostgresDatabase
     ledger: AuditLedger
     registry: CapabilityRegistry
     runtime: Runtime
     approvals: ApprovalService
-    runs: SqliteRunStore
+    runs: SqliteRunStore | PostgresRunStore
     engine: WorkflowEngine
     effects: Effects
     clock: list[float]
@@ -163,6 +169,8 @@ class WfEnv:
 
     def close(self) -> None:
         self.runtime.close()
+        if isinstance(self.database, PostgresDatabase):
+            self.ledger.close()
         self.database.close()
 
 
@@ -174,11 +182,17 @@ def build_wf_env(
     webhook_url: str | None = None,
     registry: CapabilityRegistry | None = None,
     synchronous: Literal["FULL", "NORMAL"] = "NORMAL",
+    postgres: tuple[str, str] | None = None,
 ) -> WfEnv:
-    """A workflow engine with every store on one SQLite file in ``tmp_path``."""
+    """A workflow engine with every store on one SQLite file in ``tmp_path``.
+
+    ``postgres`` (a DSN and a schema) puts every store in PostgreSQL instead.
+    """
     root = tmp_path / "files"
     root.mkdir(exist_ok=True)
     effects = Effects()
+    if postgres is not None:
+        return _build_pg_env(root, effects, postgres, policy, drift, webhook_url, registry)
     database = SqliteDatabase(tmp_path / "state.db", synchronous=synchronous)
     ledger = AuditLedger(SqliteAuditStore(database))
     registry = registry or CapabilityRegistry(file_capabilities(effects))
@@ -195,6 +209,38 @@ def build_wf_env(
         ledger,
         approvals=approvals,
         idempotency=StepResultStore(runs, SqliteIdempotencyStore(database, ledger)),
+        sync_execution="inline",
+    )
+    engine = WorkflowEngine(runtime, runs, on_fingerprint_drift=drift, webhook_url=webhook_url)
+    return WfEnv(root, database, ledger, registry, runtime, approvals, runs, engine, effects, clock)
+
+
+def _build_pg_env(
+    root: Path,
+    effects: Effects,
+    postgres: tuple[str, str],
+    policy: str,
+    drift: DriftRule,
+    webhook_url: str | None,
+    registry: CapabilityRegistry | None,
+) -> WfEnv:
+    dsn, schema = postgres
+    database = PostgresDatabase(dsn, schema=schema, max_size=8)
+    ledger = AuditLedger(PostgresAuditStore(dsn, schema=schema))
+    registry = registry or CapabilityRegistry(file_capabilities(effects))
+    engine_policy = PolicyEngine(load_policy_text([("policies/test.yaml", policy)]))
+    clock = [time.time()]
+    approvals = ApprovalService(
+        PostgresApprovalStore(database, ledger), engine_policy, default_ttl_s=600,
+        clock=lambda: clock[0],
+    )  # fmt: skip
+    runs = PostgresRunStore(database, ledger)
+    runtime = Runtime(
+        registry,
+        engine_policy,
+        ledger,
+        approvals=approvals,
+        idempotency=PostgresStepResultStore(runs, PostgresIdempotencyStore(database, ledger)),
         sync_execution="inline",
     )
     engine = WorkflowEngine(runtime, runs, on_fingerprint_drift=drift, webhook_url=webhook_url)

@@ -24,11 +24,15 @@ from aifr.storage.audit_rows import (
     record_from_row,
     scan_query,
 )
+from aifr.storage.postgres.database import create_schema
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresAuditStore", "open_postgres_ledger"]
+__all__ = ["AUDIT_SCHEMA_VERSION", "PostgresAuditStore", "open_postgres_ledger"]
+
+AUDIT_SCHEMA_VERSION: Final = 1
+"""The audit tables' schema version (``schema_versions``, component ``audit``)."""
 
 _DDL: Final = (
     """
@@ -129,7 +133,7 @@ class PostgresAuditStore:
             conn = psycopg.connect(self._dsn, autocommit=True)
             if self._schema is not None:
                 identifier = psycopg.sql.Identifier(self._schema)
-                conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(identifier))
+                create_schema(conn, self._schema)
                 conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(identifier))
         self._local.conn = conn
         with self._all_lock:
@@ -140,9 +144,29 @@ class PostgresAuditStore:
         conn = self._connect()
         with _translate("creating the audit tables"), conn.transaction():
             # Two processes creating the tables at once would collide in the catalog.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('aifr_audit_schema'))")
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('aifr_schema_versions'))")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions ("
+                "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            row = conn.execute(
+                "SELECT version FROM schema_versions WHERE component = 'audit'"
+            ).fetchone()
+            if row is not None and row[0] > AUDIT_SCHEMA_VERSION:
+                raise StorageError(
+                    f"PostgreSQL schema {self._schema or 'public'}: 'audit' is at version "
+                    f"{row[0]}, newer than this aifr knows ({AUDIT_SCHEMA_VERSION}); "
+                    "upgrade aifr",
+                    code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
+                    component="audit",
+                )
             for statement in _DDL:
                 conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_versions (component, version) VALUES ('audit', %s) "
+                "ON CONFLICT (component) DO NOTHING",
+                (AUDIT_SCHEMA_VERSION,),
+            )
 
     def _append(
         self, conn: psycopg.Connection[tuple[Any, ...]], build: ChainBuilder

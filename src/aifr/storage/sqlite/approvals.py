@@ -8,7 +8,7 @@ one request serialize on the write lock and see each other's result.
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
@@ -21,7 +21,7 @@ from aifr.invocation import (
 )
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 
-__all__ = ["APPROVAL_MIGRATIONS", "SqliteApprovalStore"]
+__all__ = ["APPROVAL_MIGRATIONS", "SqliteApprovalStore", "approval_body", "approval_from_row"]
 
 APPROVAL_MIGRATIONS = [
     Migration(
@@ -48,7 +48,8 @@ APPROVAL_MIGRATIONS = [
 _COLUMNS = "id, capability_id, capability_version, fingerprint, principal, request_digest, status, created_at, expires_at, body"
 
 
-def _body(record: ApprovalRecord) -> str:
+def approval_body(record: ApprovalRecord) -> str:
+    """The JSON text of the fields without a column of their own (shared with PostgreSQL)."""
     return json.dumps(
         {
             "roles": list(record.roles),
@@ -76,7 +77,8 @@ def _body(record: ApprovalRecord) -> str:
     )
 
 
-def _record(row: sqlite3.Row) -> ApprovalRecord:
+def approval_from_row(row: Mapping[str, Any]) -> ApprovalRecord:
+    """An approval from a row read by column name (shared with PostgreSQL)."""
     body: dict[str, Any] = json.loads(row["body"])
     return ApprovalRecord(
         id=row["id"],
@@ -132,7 +134,7 @@ class SqliteApprovalStore:
                     record.status.value,
                     record.created_at,
                     record.expires_at,
-                    _body(record),
+                    approval_body(record),
                 ),
             )
             return self._ledger.append_in(conn, audit)
@@ -148,7 +150,7 @@ class SqliteApprovalStore:
                 )
                 .fetchone()
             )
-        return _record(row) if row is not None else None
+        return approval_from_row(row) if row is not None else None
 
     def find_open(
         self, request_digest: str, now: float, idempotency_key: str | None = None
@@ -165,7 +167,7 @@ class SqliteApprovalStore:
                 )
                 .fetchone()
             )
-        return _record(row) if row is not None else None
+        return approval_from_row(row) if row is not None else None
 
     def list(
         self, *, status: ApprovalStatus | None = None, limit: int = 100
@@ -184,7 +186,7 @@ class SqliteApprovalStore:
                     "ORDER BY created_at DESC LIMIT ?",
                     (status.value, limit),
                 ).fetchall()
-        return [_record(r) for r in rows]
+        return [approval_from_row(r) for r in rows]
 
     def update(
         self, approval_id: str, change: ApprovalUpdate
@@ -206,11 +208,11 @@ class SqliteApprovalStore:
                     code=ErrorCode.APPROVAL_NOT_FOUND,
                     approval_id=approval_id,
                 )
-            updated, audit = change(_record(row))
+            updated, audit = change(approval_from_row(row))
             with translate_sqlite_errors("updating an approval"):
                 conn.execute(
                     "UPDATE approvals SET status = ?, body = ? WHERE id = ?",
-                    (updated.status.value, _body(updated), approval_id),
+                    (updated.status.value, approval_body(updated), approval_id),
                 )
             audit_record = self._ledger.append_in(conn, audit) if audit is not None else None
         return updated, audit_record

@@ -186,6 +186,15 @@ class SqliteDatabase:
                 raise
         return current
 
+    def version(self, component: str) -> int:
+        """``component``'s recorded schema version (``0`` when none); only reads.
+
+        Raises:
+            StorageError: the file cannot be read.
+        """
+        with self._migrate_lock, translate_sqlite_errors(f"reading {self.path}"):
+            return self._check_version(self.connect(), component, latest=1 << 30)
+
     def _check_version(self, conn: sqlite3.Connection, component: str, latest: int) -> int:
         """``component``'s recorded schema version (0 when none), refusing a newer one."""
         has_table = conn.execute(

@@ -18,6 +18,16 @@ from typing import Any
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.run_rows import (
+    ENCODE,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    encode_column,
+    run_from_row,
+    run_params,
+    step_from_row,
+    step_params,
+)
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 from aifr.storage.sqlite.groupcommit import GroupCommit
 from aifr.workflows.ports import (
@@ -27,8 +37,8 @@ from aifr.workflows.ports import (
     RunFinish,
     RunRecord,
     RunState,
+    StepKey,
     StepRecord,
-    StepState,
 )
 
 __all__ = ["WORKFLOW_MIGRATIONS", "SqliteRunStore", "encode_column"]
@@ -95,110 +105,25 @@ WORKFLOW_MIGRATIONS = [
         );
         CREATE INDEX wf_outbox_due ON wf_outbox (delivered_at, next_attempt_at)
         """,
-    )
+    ),
+    # The lease's epoch: bumped each time a worker takes the run, so a worker whose
+    # lease expired is refused by the database however late its write arrives.
+    Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
 ]
 
-_RUN_COLUMNS = (
-    "id, workflow, workflow_version, definition, inputs, principal, roles, state, "
-    "fingerprints, error, failed_step, cancel_requested, created_at, updated_at, "
-    "lease_owner, lease_expires_at"
-)
-_STEP_COLUMNS = (
-    "run_id, step_id, idx, capability, state, attempt, fingerprint, inputs, output, error, "
-    "approval_id, audit_id, next_attempt_at, finished_at, undo_attempt, undo_capability, "
-    "undo_output, undo_error, undo_approval_id"
-)
-_INSERT_RUN = f"INSERT INTO wf_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
-_SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
+_INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
+_SELECT_RUN_EPOCH = f"SELECT {RUN_COLUMNS}, lease_epoch FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
 _STEP_UPSERT = (
-    f"INSERT INTO wf_steps ({_STEP_COLUMNS}) VALUES ({', '.join('?' * 19)}) "  # noqa: S608  # constant column list
+    f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 19)}) "  # noqa: S608  # constant column list
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
     + ", ".join(
-        f"{c} = excluded.{c}" for c in _STEP_COLUMNS.split(", ") if c not in ("run_id", "step_id")
+        f"{c} = excluded.{c}" for c in STEP_COLUMNS.split(", ") if c not in ("run_id", "step_id")
     )
 )
 
 
-_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _DEFINITIONS_KEPT = 64
 """How many workflow definitions :class:`SqliteRunStore` keeps encoded."""
-
-
-def encode_column(value: Any) -> str | None:
-    """A JSON column's text (sorted, compact), or SQL ``NULL`` for ``None``.
-
-    One encoder, built once: ``json.dumps`` with options builds a new one per call, and
-    a workflow step encodes several values.
-    """
-    return None if value is None else _ENCODE(value)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _run(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        workflow=row["workflow"],
-        workflow_version=row["workflow_version"],
-        definition=json.loads(row["definition"]),
-        inputs=json.loads(row["inputs"]),
-        principal=row["principal"],
-        roles=tuple(json.loads(row["roles"])),
-        state=RunState(row["state"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        fingerprints=json.loads(row["fingerprints"]),
-        error=_loads(row["error"]),
-        failed_step=row["failed_step"],
-        cancel_requested=bool(row["cancel_requested"]),
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-    )
-
-
-def _step(row: sqlite3.Row) -> StepRecord:
-    return StepRecord(
-        run_id=row["run_id"],
-        step_id=row["step_id"],
-        index=row["idx"],
-        capability=row["capability"],
-        state=StepState(row["state"]),
-        attempt=row["attempt"],
-        fingerprint=row["fingerprint"],
-        inputs=_loads(row["inputs"]),
-        output=_loads(row["output"]),
-        error=_loads(row["error"]),
-        approval_id=row["approval_id"],
-        audit_id=row["audit_id"],
-        next_attempt_at=row["next_attempt_at"],
-        finished_at=row["finished_at"],
-        undo_attempt=row["undo_attempt"],
-        undo_capability=row["undo_capability"],
-        undo_output=_loads(row["undo_output"]),
-        undo_error=_loads(row["undo_error"]),
-        undo_approval_id=row["undo_approval_id"],
-    )
-
-
-def _step_params(s: StepRecord) -> tuple[Any, ...]:
-    return (
-        s.run_id, s.step_id, s.index, s.capability, s.state.value, s.attempt, s.fingerprint,
-        encode_column(s.inputs), encode_column(s.output), encode_column(s.error),
-        s.approval_id, s.audit_id, s.next_attempt_at, s.finished_at, s.undo_attempt,
-        s.undo_capability, encode_column(s.undo_output), encode_column(s.undo_error),
-        s.undo_approval_id,
-    )  # fmt: skip
-
-
-def _run_params(r: RunRecord, definition: str) -> tuple[Any, ...]:
-    return (
-        r.id, r.workflow, r.workflow_version, definition, encode_column(r.inputs), r.principal,
-        encode_column(list(r.roles)), r.state.value, encode_column(r.fingerprints),
-        encode_column(r.error), r.failed_step, int(r.cancel_requested), r.created_at,
-        r.updated_at, r.lease_owner, r.lease_expires_at,
-    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +132,7 @@ class _Attempt:
 
     unrecorded: bool
     finish: RunFinish | None
+    fence: int | None
 
 
 class SqliteRunStore:
@@ -219,6 +145,7 @@ class SqliteRunStore:
         self._completions: dict[str, Completion] = {}
         self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
+        self._epochs: dict[str, int] = {}
         self._definitions: dict[int, tuple[dict[str, Any], str]] = {}
         database.migrate("workflows", WORKFLOW_MIGRATIONS)
 
@@ -229,8 +156,10 @@ class SqliteRunStore:
 
         def create_in(conn: sqlite3.Connection) -> AuditRecord:
             with translate_sqlite_errors("creating a run"):
-                conn.execute(_INSERT_RUN, _run_params(run, self._definition_text(run)))
-                conn.executemany(_STEP_UPSERT, [_step_params(s) for s in steps])
+                conn.execute(_INSERT_RUN, run_params(run, self._definition_text(run)))
+                if run.lease_owner is not None:
+                    self._held(run.id, 0)
+                conn.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
                 return self.ledger.append_in(conn, audit)
 
         return self.group.run(create_in)
@@ -247,7 +176,7 @@ class SqliteRunStore:
         cached = self._definitions.get(id(definition))
         if cached is not None and cached[0] is definition:
             return cached[1]
-        text = _ENCODE(definition)
+        text = ENCODE(definition)
         if len(self._definitions) >= _DEFINITIONS_KEPT:
             self._definitions.clear()
         self._definitions[id(definition)] = (definition, text)
@@ -283,11 +212,13 @@ class SqliteRunStore:
         notification: Notification | None,
         owner: str | None,
     ) -> AuditRecord | None:
+        fence = self._fence_of(run.id) if owner is not None else None
         with translate_sqlite_errors("saving a run"):
             updated = conn.execute(
                 "UPDATE wf_runs SET state = ?, fingerprints = ?, error = ?, failed_step = ?, "
                 "cancel_requested = ?, updated_at = ?, lease_owner = ?, lease_expires_at = ? "
-                "WHERE id = ? AND (? IS NULL OR lease_owner IS NULL OR lease_owner = ?)",
+                "WHERE id = ? AND (? IS NULL OR lease_owner IS NULL OR lease_owner = ?) "
+                "AND (? IS NULL OR lease_epoch = ?)",
                 (
                     run.state.value,
                     encode_column(run.fingerprints),
@@ -300,6 +231,8 @@ class SqliteRunStore:
                     run.id,
                     owner,
                     owner,
+                    fence,
+                    fence,
                 ),
             ).rowcount
             if updated != 1:
@@ -309,7 +242,7 @@ class SqliteRunStore:
                     run_id=run.id,
                 )
             if steps:
-                conn.executemany(_STEP_UPSERT, [_step_params(s) for s in steps])
+                conn.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
             if notification is not None:
                 conn.execute(
                     "INSERT INTO wf_outbox (kind, url, body, created_at, next_attempt_at) "
@@ -327,7 +260,29 @@ class SqliteRunStore:
     def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
         """Note what the lease holder knows of the attempt ``key`` (see ``RunStore``)."""
         with self._completions_lock:
-            self._attempts[key] = _Attempt(unrecorded, finish)
+            self._attempts[key] = _Attempt(unrecorded, finish, self._epochs.get(_run_of(key)))
+
+    def fence(self, key: str) -> int | None:
+        """The lease epoch this process held when it began attempt ``key`` (``None``: unknown).
+
+        A step's success is written only while the run's ``lease_epoch`` is still this
+        one: a worker whose lease expired and was taken meanwhile is refused by the
+        database, however late its write arrives (fencing).
+        """
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        return attempt.fence if attempt is not None else None
+
+    def _fence_of(self, run_id: str) -> int | None:
+        with self._completions_lock:
+            return self._epochs.get(run_id)
+
+    def _held(self, run_id: str, epoch: int | None) -> None:
+        with self._completions_lock:
+            if epoch is None:
+                self._epochs.pop(run_id, None)
+            else:
+                self._epochs[run_id] = epoch
 
     def is_unrecorded(self, key: str) -> bool:
         """Whether the lease holder vouched that attempt ``key`` has no stored result."""
@@ -387,10 +342,10 @@ class SqliteRunStore:
         with translate_sqlite_errors("reading a run"):
             row = (
                 self.database.connect()
-                .execute(f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE id = ?", (run_id,))  # noqa: S608  # constant column list
+                .execute(f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE id = ?", (run_id,))  # noqa: S608  # constant column list
                 .fetchone()
             )
-        return _run(row) if row is not None else None
+        return run_from_row(row) if row is not None else None
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """The run's steps in definition order."""
@@ -398,12 +353,12 @@ class SqliteRunStore:
             rows = (
                 self.database.connect()
                 .execute(
-                    f"SELECT {_STEP_COLUMNS} FROM wf_steps WHERE run_id = ? ORDER BY idx",  # noqa: S608  # constant column list
+                    f"SELECT {STEP_COLUMNS} FROM wf_steps WHERE run_id = ? ORDER BY idx",  # noqa: S608  # constant column list
                     (run_id,),
                 )
                 .fetchall()
             )
-        return [_step(r) for r in rows]
+        return [step_from_row(r) for r in rows]
 
     def step(self, run_id: str, step_id: str) -> StepRecord | None:
         """One step, or ``None``."""
@@ -411,16 +366,16 @@ class SqliteRunStore:
             row = (
                 self.database.connect()
                 .execute(
-                    f"SELECT {_STEP_COLUMNS} FROM wf_steps WHERE run_id = ? AND step_id = ?",  # noqa: S608  # constant column list
+                    f"SELECT {STEP_COLUMNS} FROM wf_steps WHERE run_id = ? AND step_id = ?",  # noqa: S608  # constant column list
                     (run_id, step_id),
                 )
                 .fetchone()
             )
-        return _step(row) if row is not None else None
+        return step_from_row(row) if row is not None else None
 
     def list(self, *, state: RunState | None = None, limit: int = 100) -> list[RunRecord]:
         """Runs, newest first, optionally of one state."""
-        query = f"SELECT {_RUN_COLUMNS} FROM wf_runs"  # noqa: S608  # constant column list
+        query = f"SELECT {RUN_COLUMNS} FROM wf_runs"  # noqa: S608  # constant column list
         params: tuple[Any, ...] = ()
         if state is not None:
             query += " WHERE state = ?"
@@ -428,7 +383,7 @@ class SqliteRunStore:
         query += " ORDER BY created_at DESC, id DESC LIMIT ?"
         with translate_sqlite_errors("listing runs"):
             rows = self.database.connect().execute(query, (*params, limit)).fetchall()
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def count_by_state(self) -> dict[str, int]:
         """How many runs are in each state (states with none are left out)."""
@@ -447,13 +402,13 @@ class SqliteRunStore:
             rows = (
                 self.database.connect()
                 .execute(
-                    f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
+                    f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
                     "ORDER BY created_at, id LIMIT ?",
                     (*sorted(s.value for s in states), limit),
                 )
                 .fetchall()
             )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -461,26 +416,52 @@ class SqliteRunStore:
         """Take the lease if it is free, expired or already ``owner``'s."""
         with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
             taken = conn.execute(
-                "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ? WHERE id = ? AND "
+                "UPDATE wf_runs SET lease_epoch = lease_epoch + "
+                "(CASE WHEN lease_owner = ? THEN 0 ELSE 1 END), lease_owner = ?, "
+                "lease_expires_at = ? WHERE id = ? AND "
                 "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
-                (owner, now + ttl_s, run_id, owner, now),
+                (owner, owner, now + ttl_s, run_id, owner, now),
             ).rowcount
             if taken != 1:
                 return None
-            row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
-        return _run(row)
+            row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone()
+        self._held(run_id, row["lease_epoch"])
+        return run_from_row(row)
+
+    def claim(
+        self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
+    ) -> RunRecord | None:
+        """Lease the oldest free or expired run in ``states`` (``BEGIN IMMEDIATE`` serializes)."""
+        marks = ", ".join("?" * len(states))
+        with self.database.transaction() as conn, translate_sqlite_errors("claiming a run"):
+            row = conn.execute(
+                f"SELECT id FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
+                "AND (lease_owner IS NULL OR lease_expires_at < ?) ORDER BY created_at, id LIMIT 1",
+                (*sorted(s.value for s in states), now),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = ?, "
+                "lease_expires_at = ? WHERE id = ?",
+                (owner, now + ttl_s, row["id"]),
+            )
+            taken = conn.execute(_SELECT_RUN_EPOCH, (row["id"],)).fetchone()
+        self._held(taken["id"], taken["lease_epoch"])
+        return run_from_row(taken)
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
         with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
-            return (
-                conn.execute(
-                    "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ? "
-                    "WHERE id = ? AND lease_owner = ?",
-                    (owner, now + ttl_s, run_id, dead_owner),
-                ).rowcount
-                == 1
-            )
+            taken = conn.execute(
+                "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ?, "
+                "lease_epoch = lease_epoch + 1 WHERE id = ? AND lease_owner = ?",
+                (owner, now + ttl_s, run_id, dead_owner),
+            ).rowcount
+            row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone() if taken == 1 else None
+        if row is not None:
+            self._held(run_id, row["lease_epoch"])
+        return row is not None
 
     def renew(self, run_ids: Sequence[str], owner: str, ttl_s: float, now: float) -> None:
         """Extend ``owner``'s leases."""
@@ -555,3 +536,9 @@ class SqliteRunStore:
                 .fetchone()
             )
         return int(row[0])
+
+
+def _run_of(key: str) -> str:
+    """The run id of a step key (``wf:<run>:...``), or ``""``."""
+    parsed = StepKey.parse(key)
+    return parsed.run_id if parsed is not None else ""

@@ -24,13 +24,27 @@ import threading
 from pydantic import JsonValue
 
 from aifr.audit import AuditEvent, AuditRecord
+from aifr.errors import ErrorCode, WorkflowError
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
 from aifr.storage.sqlite.database import translate_sqlite_errors
 from aifr.storage.sqlite.runs import SqliteRunStore, encode_column
 from aifr.workflows.ports import RunRecord, StepKey, StepState
 
-__all__ = ["StepResultStore"]
+__all__ = ["StepResultStore", "refuse_late_step"]
 
+_FENCED = " AND (? IS NULL OR EXISTS (SELECT 1 FROM wf_runs WHERE id = ? AND lease_epoch = ?))"
+"""Write a step's result only while the run's lease epoch is the one the attempt began with."""
+
+_COMPLETE_UNDO = (
+    "UPDATE wf_steps SET state = ?, undo_attempt = ?, undo_capability = ?, "  # noqa: S608  # constant clauses
+    "undo_output = ?, undo_error = NULL, undo_digest = ?, undo_result = ?, "
+    "finished_at = ? WHERE run_id = ? AND step_id = ?" + _FENCED
+)
+_COMPLETE_STEP = (
+    "UPDATE wf_steps SET state = ?, attempt = ?, output = ?, error = NULL, "  # noqa: S608  # constant clauses
+    "request_digest = ?, result = ?, audit_id = ?, finished_at = ?, "
+    "next_attempt_at = NULL WHERE run_id = ? AND step_id = ?" + _FENCED
+)
 _SELECT_STEP_RESULT = (
     "SELECT attempt, request_digest AS digest, result, output, finished_at FROM wf_steps "
     "WHERE run_id = ? AND step_id = ?"
@@ -106,6 +120,7 @@ class StepResultStore:
             return self._fallback.complete(principal, key, result, now, audit)
         with self._lock:
             request_digest = self._digests.pop((principal, key), None)
+        fence = self._runs.fence(key)
         output = encode_column(result.get("output"))
         stored = encode_column({k: v for k, v in result.items() if k != "output"})
 
@@ -113,10 +128,8 @@ class StepResultStore:
             with translate_sqlite_errors("completing a step"):
                 record = self._ledger.append_in(conn, audit)
                 if parsed.is_undo:
-                    conn.execute(
-                        "UPDATE wf_steps SET state = ?, undo_attempt = ?, undo_capability = ?, "
-                        "undo_output = ?, undo_error = NULL, undo_digest = ?, undo_result = ?, "
-                        "finished_at = ? WHERE run_id = ? AND step_id = ?",
+                    written = conn.execute(
+                        _COMPLETE_UNDO,
                         (
                             StepState.COMPENSATED.value,
                             parsed.attempt,
@@ -127,13 +140,15 @@ class StepResultStore:
                             now,
                             parsed.run_id,
                             parsed.step_id,
+                            fence,
+                            parsed.run_id,
+                            fence,
                         ),
-                    )
+                    ).rowcount
+                    refuse_late_step(written, parsed)
                 else:
-                    conn.execute(
-                        "UPDATE wf_steps SET state = ?, attempt = ?, output = ?, error = NULL, "
-                        "request_digest = ?, result = ?, audit_id = ?, finished_at = ?, "
-                        "next_attempt_at = NULL WHERE run_id = ? AND step_id = ?",
+                    written = conn.execute(
+                        _COMPLETE_STEP,
                         (
                             StepState.COMPLETED.value,
                             parsed.attempt,
@@ -144,8 +159,12 @@ class StepResultStore:
                             now,
                             parsed.run_id,
                             parsed.step_id,
+                            fence,
+                            parsed.run_id,
+                            fence,
                         ),
-                    )
+                    ).rowcount
+                    refuse_late_step(written, parsed)
                     return record, self._runs.finish_in(conn, key, now)
             return record, None
 
@@ -160,3 +179,18 @@ class StepResultStore:
             return
         with self._lock:
             self._digests.pop((principal, key), None)
+
+
+def refuse_late_step(written: int, key: StepKey) -> None:
+    """Raise ``workflow.lease_lost`` when the fenced step write matched nothing.
+
+    Raised inside the transaction, so the audit record appended with it is rolled back
+    too: a worker whose lease was taken leaves no trace of its late attempt.
+    """
+    if written != 1:
+        raise WorkflowError(
+            f"run {key.run_id}: step {key.step_id!r} finished after the lease was taken over; "
+            "the database refused the late result",
+            code=ErrorCode.WORKFLOW_LEASE_LOST,
+            run_id=key.run_id,
+        )

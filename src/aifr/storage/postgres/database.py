@@ -1,0 +1,209 @@
+"""The PostgreSQL state database: a connection pool, transactions and numbered migrations.
+
+The counterpart of :class:`~aifr.storage.sqlite.SqliteDatabase` for deployments where
+many workers on many machines share one database. Connections come from one
+``psycopg_pool.ConnectionPool`` in autocommit mode, each with ``search_path`` set to
+the configured schema; a transaction is opened explicitly where a write needs one.
+Each component owns a numbered list of migrations recorded in ``schema_versions``
+(the same layout as SQLite), applied under a transaction-scoped advisory lock so two
+processes starting together never race in the catalog. ``psycopg`` is imported on
+first use (the ``pg`` extra); nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aifr.errors import ConfigError, ErrorCode, StorageError
+from aifr.storage.sqlite.database import Migration
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["PostgresDatabase", "create_schema", "import_psycopg", "translate_pg_errors"]
+
+T = TypeVar("T")
+
+
+def import_psycopg() -> Any:
+    """The ``psycopg`` module, or ``ConfigError`` naming the ``pg`` extra."""
+    try:
+        import psycopg  # imported on first use: only PostgreSQL deployments install it
+        import psycopg_pool  # noqa: F401  # checked here so the error names the extra
+    except ImportError as exc:
+        raise ConfigError(
+            "a postgresql:// database_url needs the pg extra: pip install 'aifr[pg]'",
+            code=ErrorCode.CONFIG_MISSING_EXTRA,
+            extra="pg",
+        ) from exc
+    return psycopg
+
+
+@contextmanager
+def translate_pg_errors(action: str) -> Iterator[None]:
+    """Turn psycopg and pool errors raised inside the block into ``StorageError``."""
+    psycopg = import_psycopg()
+    import psycopg_pool
+
+    try:
+        yield
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        raise StorageError(f"{action} failed: {exc}", action=action) from exc
+
+
+def create_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """``CREATE SCHEMA IF NOT EXISTS`` that tolerates another process creating it at once.
+
+    Two workers starting together on a fresh schema both pass the ``IF NOT EXISTS``
+    check and one fails on the catalog's unique index; for that one the schema exists,
+    which is all it wanted. ``conn`` is in autocommit mode, so the failure costs nothing.
+    """
+    psycopg = import_psycopg()
+    statement = psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+        psycopg.sql.Identifier(schema)
+    )
+    try:
+        conn.execute(statement)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+        return
+
+
+class PostgresDatabase:
+    """A pool of connections to one PostgreSQL database (one schema of it). Thread-safe.
+
+    ``schema`` puts every table in that schema (created if missing), so several
+    projects or test runs can share one database.
+    """
+
+    def __init__(self, dsn: str, *, schema: str | None = None, max_size: int = 16) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self._max_size = max_size
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._lock = threading.Lock()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        if self.schema is None:
+            return
+        psycopg = import_psycopg()
+        name = psycopg.sql.Identifier(self.schema)
+        create_schema(conn, self.schema)
+        conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(name))
+
+    def pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        """The pool, opened on first use.
+
+        Raises:
+            ConfigError: psycopg or psycopg_pool is not installed (the ``pg`` extra).
+            StorageError: the server cannot be reached.
+        """
+        if self._pool is not None:
+            return self._pool
+        import_psycopg()
+        import psycopg_pool
+
+        with self._lock:
+            if self._pool is None:
+                with translate_pg_errors("connecting to PostgreSQL"):
+                    pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+                        self.dsn,
+                        min_size=1,
+                        max_size=self._max_size,
+                        kwargs={"autocommit": True},
+                        configure=self._configure,
+                        open=False,
+                        timeout=30.0,
+                    )
+                    pool.open(wait=True, timeout=30.0)
+                self._pool = pool
+        return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A pooled connection in autocommit mode, for reads and single statements."""
+        with self.pool().connection() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A pooled connection inside ``BEGIN`` ... ``COMMIT`` (rolled back on any error)."""
+        with self.pool().connection() as conn, conn.transaction():
+            yield conn
+
+    def write(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        """Run ``work`` in one transaction, translating database errors (naming ``action``)."""
+        with translate_pg_errors(action), self.transaction() as conn:
+            return work(conn)
+
+    def version(self, component: str) -> int:
+        """``component``'s recorded schema version (``0`` when none)."""
+        with translate_pg_errors("reading schema versions"), self.connection() as conn:
+            return self._version(conn, component)
+
+    def _version(self, conn: psycopg.Connection[tuple[Any, ...]], component: str) -> int:
+        if conn.execute("SELECT to_regclass('schema_versions')").fetchone() == (None,):
+            return 0
+        row = conn.execute(
+            "SELECT version FROM schema_versions WHERE component = %s", (component,)
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
+        """Apply ``component``'s migrations newer than its recorded version, in order.
+
+        Returns the version afterwards. A schema already up to date is only read.
+
+        Raises:
+            StorageError: a migration fails (nothing of it is kept), or the database
+                holds a newer schema than this code knows (``storage.schema_mismatch``).
+        """
+        latest = max((m.version for m in migrations), default=0)
+        with translate_pg_errors(f"migrating {component}"), self.connection() as conn:
+            current = self._check(conn, component, latest)
+            if current == latest:
+                return current
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('aifr_schema_versions'))")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_versions ("
+                    "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+                )
+                current = self._check(conn, component, latest)  # under the lock now
+                for migration in sorted(migrations, key=lambda m: m.version):
+                    if migration.version > current:
+                        for statement in _statements(migration.script):
+                            conn.execute(statement)
+                        current = migration.version
+                conn.execute(
+                    "INSERT INTO schema_versions (component, version) VALUES (%s, %s) "
+                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (component, current),
+                )
+        return current
+
+    def _check(self, conn: psycopg.Connection[tuple[Any, ...]], component: str, latest: int) -> int:
+        current = self._version(conn, component)
+        if current > latest:
+            raise StorageError(
+                f"PostgreSQL schema {self.schema or 'public'}: {component!r} is at version "
+                f"{current}, newer than this aifr knows ({latest}); upgrade aifr",
+                code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
+                component=component,
+            )
+        return current
+
+    def close(self) -> None:
+        """Close the pool, if it was opened."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script on ``;`` at line ends (scripts hold no literals with ;)."""
+    return [s.strip() for s in script.split(";\n") if s.strip().rstrip(";").strip()]

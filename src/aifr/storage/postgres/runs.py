@@ -1,0 +1,563 @@
+"""Workflow runs, steps, leases and the notification outbox in PostgreSQL.
+
+:class:`PostgresRunStore` implements the engine's ``RunStore`` and
+``NotificationOutbox`` ports with the same tables and columns as the SQLite store
+(JSON values as text). Every transaction that appends an audit record locks the audit
+chain's head row first, so all writers take their locks in one order (chain, then
+rows) and two workers can never deadlock on a run row and the chain.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aifr.audit import AuditEvent, AuditLedger, AuditRecord
+from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.postgres.database import (
+    PostgresDatabase,
+    import_psycopg,
+    translate_pg_errors,
+)
+from aifr.storage.run_rows import (
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    encode_column,
+    run_from_row,
+    run_params,
+    step_from_row,
+    step_params,
+)
+from aifr.storage.sqlite.database import Migration
+from aifr.workflows.ports import (
+    Completion,
+    Notification,
+    OutboxItem,
+    RunFinish,
+    RunRecord,
+    RunState,
+    StepKey,
+    StepRecord,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore", "lock_audit_chain"]
+
+WAKE_CHANNEL = "aifr_runs"
+"""The ``LISTEN``/``NOTIFY`` channel on which a run that a worker could take is announced."""
+
+T = TypeVar("T")
+
+PG_WORKFLOW_MIGRATIONS = [
+    Migration(
+        1,
+        """
+        CREATE TABLE wf_runs (
+            id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            workflow_version TEXT NOT NULL,
+            definition TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            state TEXT NOT NULL,
+            fingerprints TEXT NOT NULL,
+            error TEXT,
+            failed_step TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            lease_owner TEXT,
+            lease_expires_at DOUBLE PRECISION
+        );
+        CREATE INDEX wf_runs_state ON wf_runs (state, created_at);
+        CREATE TABLE wf_steps (
+            run_id TEXT NOT NULL REFERENCES wf_runs (id) ON DELETE CASCADE,
+            step_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            capability TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            fingerprint TEXT,
+            inputs TEXT,
+            output TEXT,
+            error TEXT,
+            approval_id TEXT,
+            audit_id TEXT,
+            request_digest TEXT,
+            result TEXT,
+            next_attempt_at DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION,
+            undo_attempt INTEGER NOT NULL,
+            undo_capability TEXT,
+            undo_output TEXT,
+            undo_error TEXT,
+            undo_approval_id TEXT,
+            undo_digest TEXT,
+            undo_result TEXT,
+            PRIMARY KEY (run_id, step_id)
+        );
+        CREATE TABLE wf_outbox (
+            id BIGSERIAL PRIMARY KEY,
+            kind TEXT NOT NULL,
+            url TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            delivered_at DOUBLE PRECISION,
+            last_error TEXT
+        );
+        CREATE INDEX wf_outbox_due ON wf_outbox (delivered_at, next_attempt_at)
+        """,
+    ),
+    # The lease's epoch: bumped each time a worker takes the run, so a worker whose
+    # lease expired is refused by the database however late its write arrives.
+    Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
+]
+
+_QUEUED = frozenset(
+    {RunState.PENDING, RunState.RUNNING, RunState.COMPENSATING, RunState.WAITING_APPROVAL}
+)
+_RUN_NAMES = RUN_COLUMNS.split(", ")
+_STEP_NAMES = STEP_COLUMNS.split(", ")
+_INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})"  # noqa: S608  # constant column list
+_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE id = %s"  # noqa: S608  # constant column list
+_ACQUIRE = (
+    "UPDATE wf_runs SET lease_epoch = lease_epoch + "  # noqa: S608  # constant column list
+    "(CASE WHEN lease_owner = %s THEN 0 ELSE 1 END), lease_owner = %s, lease_expires_at = %s "
+    "WHERE id = %s AND (lease_owner IS NULL OR lease_owner = %s OR lease_expires_at < %s) "
+    f"RETURNING {RUN_COLUMNS}, lease_epoch"
+)
+_CLAIM = (
+    "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "  # noqa: S608  # constant column list
+    "lease_expires_at = %s WHERE id = (SELECT id FROM wf_runs WHERE state = ANY(%s) "
+    "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
+    f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}, lease_epoch"
+)
+_STEP_UPSERT = (
+    f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join(['%s'] * 19)}) "  # noqa: S608  # constant column list
+    "ON CONFLICT (run_id, step_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STEP_NAMES if c not in ("run_id", "step_id"))
+)
+
+
+def lock_audit_chain(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Take the audit chain's lock first in a transaction that will append to it."""
+    conn.execute("SELECT id FROM aifr_audit_head WHERE id = 1 FOR UPDATE")
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    return run_from_row(dict(zip(_RUN_NAMES, row, strict=True)))
+
+
+def _step(row: Sequence[Any]) -> StepRecord:
+    return step_from_row(dict(zip(_STEP_NAMES, row, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What the lease holder said of a step attempt it is about to invoke."""
+
+    unrecorded: bool
+    finish: RunFinish | None
+    fence: int | None
+
+
+class PostgresRunStore:
+    """The ``RunStore`` and ``NotificationOutbox`` ports over PostgreSQL."""
+
+    def __init__(self, database: PostgresDatabase, ledger: AuditLedger) -> None:
+        self.database = database
+        self.ledger = ledger
+        self._completions: dict[str, Completion] = {}
+        self._attempts: dict[str, _Attempt] = {}
+        self._completions_lock = threading.Lock()
+        self._epochs: dict[str, int] = {}
+        database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
+
+    def transact(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        """Run ``work`` in one transaction that holds the audit chain's lock."""
+
+        def locked(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
+            lock_audit_chain(conn)
+            return work(conn)
+
+        return self.database.write(action, locked)
+
+    def _one(self, action: str, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        with translate_pg_errors(action), self.database.connection() as conn:
+            return conn.execute(sql, params).fetchone()
+
+    def _all(self, action: str, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
+        with translate_pg_errors(action), self.database.connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def create(self, run: RunRecord, steps: Sequence[StepRecord], audit: AuditEvent) -> AuditRecord:
+        """Insert the run and its steps and append ``audit`` in one transaction."""
+
+        def create_in(conn: psycopg.Connection[tuple[Any, ...]]) -> AuditRecord:
+            conn.execute(_INSERT_RUN, run_params(run, encode_column(run.definition) or "null"))
+            if run.lease_owner is not None:
+                self._held(run.id, 0)
+            else:
+                conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, run.id))
+            if steps:
+                with conn.cursor() as cursor:
+                    cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
+            return self.ledger.append_in(conn, audit)
+
+        return self.transact("creating a run", create_in)
+
+    def save(
+        self,
+        run: RunRecord,
+        steps: Sequence[StepRecord] = (),
+        audit: AuditEvent | None = None,
+        notification: Notification | None = None,
+        *,
+        owner: str | None = None,
+    ) -> AuditRecord | None:
+        """Write the run, the given steps, the audit record and the notification at once.
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost`` when another worker holds the lease.
+        """
+        return self.transact(
+            "saving a run", lambda conn: self.save_in(conn, run, steps, audit, notification, owner)
+        )
+
+    def save_in(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        run: RunRecord,
+        steps: Sequence[StepRecord],
+        audit: AuditEvent | None,
+        notification: Notification | None,
+        owner: str | None,
+    ) -> AuditRecord | None:
+        """:meth:`save` inside the caller's transaction (which holds the chain's lock)."""
+        fence = self._fence_of(run.id) if owner is not None else None
+        updated = conn.execute(
+            "UPDATE wf_runs SET state = %s, fingerprints = %s, error = %s, failed_step = %s, "
+            "cancel_requested = %s, updated_at = %s, lease_owner = %s, lease_expires_at = %s "
+            "WHERE id = %s AND (%s::text IS NULL OR lease_owner IS NULL OR lease_owner = %s) "
+            "AND (%s::integer IS NULL OR lease_epoch = %s)",
+            (
+                run.state.value,
+                encode_column(run.fingerprints),
+                encode_column(run.error),
+                run.failed_step,
+                int(run.cancel_requested),
+                run.updated_at,
+                run.lease_owner,
+                run.lease_expires_at,
+                run.id,
+                owner,
+                owner,
+                fence,
+                fence,
+            ),
+        ).rowcount
+        if updated != 1:
+            raise WorkflowError(
+                f"run {run.id}: the lease was taken over by another worker",
+                code=ErrorCode.WORKFLOW_LEASE_LOST,
+                run_id=run.id,
+            )
+        if steps:
+            with conn.cursor() as cursor:
+                cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
+        if run.lease_owner is None and run.state in _QUEUED:
+            conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, run.id))  # sent on commit
+        if notification is not None:
+            conn.execute(
+                "INSERT INTO wf_outbox (kind, url, body, created_at, next_attempt_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (
+                    notification.kind,
+                    notification.url,
+                    encode_column(notification.body),
+                    run.updated_at,
+                    run.updated_at,
+                ),
+            )
+        return self.ledger.append_in(conn, audit) if audit is not None else None
+
+    def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
+        """Note what the lease holder knows of the attempt ``key`` (see ``RunStore``)."""
+        with self._completions_lock:
+            self._attempts[key] = _Attempt(unrecorded, finish, self._epochs.get(_run_of(key)))
+
+    def fence(self, key: str) -> int | None:
+        """The lease epoch this process held when it began attempt ``key`` (``None``: unknown).
+
+        A step's success is written only while the run's ``lease_epoch`` is still this
+        one: a worker whose lease expired and was taken meanwhile is refused by the
+        database, however late its write arrives (fencing).
+        """
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        return attempt.fence if attempt is not None else None
+
+    def _fence_of(self, run_id: str) -> int | None:
+        with self._completions_lock:
+            return self._epochs.get(run_id)
+
+    def _held(self, run_id: str, epoch: int | None) -> None:
+        with self._completions_lock:
+            if epoch is None:
+                self._epochs.pop(run_id, None)
+            else:
+                self._epochs[run_id] = epoch
+
+    def is_unrecorded(self, key: str) -> bool:
+        """Whether the lease holder vouched that attempt ``key`` has no stored result."""
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        return attempt is not None and attempt.unrecorded
+
+    def finish_in(
+        self, conn: psycopg.Connection[tuple[Any, ...]], key: str, now: float
+    ) -> RunRecord | None:
+        """Inside the step's own transaction: write the run's end armed for ``key``, if any.
+
+        Returns ``None`` when nothing was armed or the lease was lost meanwhile (the
+        engine's own end-of-run write then finds the lease gone and stops).
+        """
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        finish = attempt.finish if attempt is not None else None
+        if finish is None:
+            return None
+        run = finish.run.evolve(updated_at=now)
+        try:
+            with conn.transaction():  # a savepoint: a lost lease undoes only this part
+                self.save_in(conn, run, (), finish.audit, None, finish.owner)
+        except WorkflowError as exc:
+            if exc.code is not ErrorCode.WORKFLOW_LEASE_LOST:
+                raise
+            return None
+        return run
+
+    def note_completion(self, key: str, finished_run: RunRecord | None = None) -> None:
+        """Remember that the step (or undo) with this key was recorded as completed."""
+        with self._completions_lock:
+            self._completions[key] = Completion(finished_run)
+
+    def consume_completion(self, key: str) -> Completion | None:
+        """How the runtime recorded this step key's success, if it did (asked once)."""
+        with self._completions_lock:
+            self._attempts.pop(key, None)
+            return self._completions.pop(key, None)
+
+    def is_cancel_requested(self, run_id: str) -> bool:
+        """Whether someone asked to cancel the run."""
+        row = self._one(
+            "reading a run", "SELECT cancel_requested FROM wf_runs WHERE id = %s", (run_id,)
+        )
+        return bool(row and row[0])
+
+    def request_cancel(self, run_id: str) -> None:
+        """Flag a run for cancellation; its lease holder stops at the next step."""
+        self._one_write(
+            "cancelling a run", "UPDATE wf_runs SET cancel_requested = 1 WHERE id = %s", (run_id,)
+        )
+
+    def _one_write(self, action: str, sql: str, params: Sequence[Any]) -> int:
+        with translate_pg_errors(action), self.database.connection() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def get(self, run_id: str) -> RunRecord | None:
+        """The run, or ``None``."""
+        row = self._one("reading a run", _SELECT_RUN, (run_id,))
+        return _run(row) if row is not None else None
+
+    def steps(self, run_id: str) -> builtins.list[StepRecord]:
+        """The run's steps in definition order."""
+        rows = self._all(
+            "reading steps",
+            f"SELECT {STEP_COLUMNS} FROM wf_steps WHERE run_id = %s ORDER BY idx",  # noqa: S608  # constant column list
+            (run_id,),
+        )
+        return [_step(r) for r in rows]
+
+    def step(self, run_id: str, step_id: str) -> StepRecord | None:
+        """One step, or ``None``."""
+        row = self._one(
+            "reading a step",
+            f"SELECT {STEP_COLUMNS} FROM wf_steps WHERE run_id = %s AND step_id = %s",  # noqa: S608  # constant column list
+            (run_id, step_id),
+        )
+        return _step(row) if row is not None else None
+
+    def list(self, *, state: RunState | None = None, limit: int = 100) -> builtins.list[RunRecord]:
+        """Runs, newest first, optionally of one state."""
+        rows = self._all(
+            "listing runs",
+            f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE (%s::text IS NULL OR state = %s) "  # noqa: S608  # constant column list
+            "ORDER BY created_at DESC, id DESC LIMIT %s",
+            (state and state.value, state and state.value, limit),
+        )
+        return [_run(r) for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many runs are in each state (states with none are left out)."""
+        rows = self._all(
+            "counting runs", "SELECT state, COUNT(*) FROM wf_runs GROUP BY state ORDER BY state", ()
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def unfinished(self, states: frozenset[RunState], limit: int = 100) -> builtins.list[RunRecord]:
+        """Runs in ``states``, oldest first."""
+        rows = self._all(
+            "listing unfinished runs",
+            f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE state = ANY(%s) "  # noqa: S608  # constant column list
+            "ORDER BY created_at, id LIMIT %s",
+            (sorted(s.value for s in states), limit),
+        )
+        return [_run(r) for r in rows]
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire(self, run_id: str, owner: str, ttl_s: float, now: float) -> RunRecord | None:
+        """Take the lease if it is free, expired or already ``owner``'s."""
+        row = self._one(
+            "leasing a run",
+            _ACQUIRE,
+            (owner, owner, now + ttl_s, run_id, owner, now),
+        )
+        if row is None:
+            return None
+        self._held(run_id, row[-1])
+        return _run(row[:-1])
+
+    def claim(
+        self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
+    ) -> RunRecord | None:
+        """Lease the oldest free or expired run in ``states`` (``FOR UPDATE SKIP LOCKED``)."""
+        row = self._one("claiming a run", _CLAIM, (owner, now + ttl_s, sorted(states), now))
+        if row is None:
+            return None
+        self._held(row[0], row[-1])
+        return _run(row[:-1])
+
+    def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
+        """Take a lease from an owner known to be dead (its process is gone)."""
+        row = self._one(
+            "leasing a run",
+            "UPDATE wf_runs SET lease_owner = %s, lease_expires_at = %s, "
+            "lease_epoch = lease_epoch + 1 WHERE id = %s AND lease_owner = %s "
+            "RETURNING lease_epoch",
+            (owner, now + ttl_s, run_id, dead_owner),
+        )
+        if row is not None:
+            self._held(run_id, row[0])
+        return row is not None
+
+    def renew(self, run_ids: Sequence[str], owner: str, ttl_s: float, now: float) -> None:
+        """Extend ``owner``'s leases (one statement for all of them)."""
+        if run_ids:
+            self._one_write(
+                "renewing leases",
+                "UPDATE wf_runs SET lease_expires_at = %s WHERE id = ANY(%s) AND lease_owner = %s",
+                (now + ttl_s, builtins.list(run_ids), owner),
+            )
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give the lease back."""
+        self._one_write(
+            "releasing a lease",
+            "UPDATE wf_runs SET lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = %s AND lease_owner = %s",
+            (run_id, owner),
+        )
+
+    def listen(self, wake: Callable[[], None], stop: threading.Event) -> threading.Thread:
+        """Call ``wake`` whenever a run is queued or released, until ``stop`` is set.
+
+        One dedicated connection ``LISTEN``s on :data:`WAKE_CHANNEL` in a daemon thread;
+        when the connection drops it reconnects (and wakes once, as notifications may
+        have been missed meanwhile). Polling stays the fallback.
+        """
+        thread = threading.Thread(
+            target=self._listen, args=(wake, stop), name="aifr-listen", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _listen(self, wake: Callable[[], None], stop: threading.Event) -> None:
+        psycopg = import_psycopg()
+        listen = psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(WAKE_CHANNEL))
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.database.dsn, autocommit=True) as conn:
+                    conn.execute(listen)
+                    wake()
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            wake()
+            except psycopg.Error:
+                stop.wait(1.0)
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    def due(self, now: float, limit: int = 50) -> builtins.list[OutboxItem]:
+        """Undelivered notifications whose next attempt is due, oldest first."""
+        rows = self._all(
+            "reading the outbox",
+            "SELECT id, kind, url, body, created_at, attempts, next_attempt_at, delivered_at, "
+            "last_error FROM wf_outbox WHERE delivered_at IS NULL AND next_attempt_at <= %s "
+            "ORDER BY id LIMIT %s",
+            (now, limit),
+        )
+        return [
+            OutboxItem(
+                id=r[0],
+                notification=Notification(r[1], r[2], json.loads(r[3])),
+                created_at=r[4],
+                attempts=r[5],
+                next_attempt_at=r[6],
+                delivered_at=r[7],
+                last_error=r[8],
+            )
+            for r in rows
+        ]
+
+    def delivered(self, item_id: int, now: float) -> None:
+        """Mark a notification delivered."""
+        self._one_write(
+            "updating the outbox",
+            "UPDATE wf_outbox SET delivered_at = %s, attempts = attempts + 1 WHERE id = %s",
+            (now, item_id),
+        )
+
+    def retry_later(self, item_id: int, next_attempt_at: float, error: str) -> None:
+        """Count a failed attempt and schedule the next."""
+        self._one_write(
+            "updating the outbox",
+            "UPDATE wf_outbox SET attempts = attempts + 1, next_attempt_at = %s, "
+            "last_error = %s WHERE id = %s",
+            (next_attempt_at, error[:500], item_id),
+        )
+
+    def pending(self) -> int:
+        """Undelivered notifications."""
+        row = self._one(
+            "reading the outbox", "SELECT COUNT(*) FROM wf_outbox WHERE delivered_at IS NULL", ()
+        )
+        return int(row[0]) if row is not None else 0
+
+
+def _run_of(key: str) -> str:
+    """The run id of a step key (``wf:<run>:...``), or ``""``."""
+    parsed = StepKey.parse(key)
+    return parsed.run_id if parsed is not None else ""

@@ -1,0 +1,169 @@
+"""Workflow step results recorded by the runtime in PostgreSQL, in the invocation's commit.
+
+The PostgreSQL counterpart of :class:`~aifr.storage.sqlite.step_results.StepResultStore`:
+a step key's success marks the step completed (or compensated) and appends the audit
+record in one transaction, and other keys go to the ordinary idempotency store.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+from pydantic import JsonValue
+
+from aifr.audit import AuditEvent, AuditRecord
+from aifr.invocation import IdempotencyRecord, IdempotencyStore
+from aifr.storage.postgres.database import translate_pg_errors
+from aifr.storage.postgres.runs import PostgresRunStore
+from aifr.storage.run_rows import encode_column
+from aifr.storage.sqlite.step_results import refuse_late_step
+from aifr.workflows.ports import RunRecord, StepKey, StepState
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresStepResultStore"]
+
+_FENCED = (
+    " AND (%s::integer IS NULL OR EXISTS "
+    "(SELECT 1 FROM wf_runs WHERE id = %s AND lease_epoch = %s))"
+)
+"""Write a step's result only while the run's lease epoch is the one the attempt began with."""
+
+_COMPLETE_UNDO = (
+    "UPDATE wf_steps SET state = %s, undo_attempt = %s, undo_capability = %s, "  # noqa: S608  # constant clauses
+    "undo_output = %s, undo_error = NULL, undo_digest = %s, undo_result = %s, "
+    "finished_at = %s WHERE run_id = %s AND step_id = %s" + _FENCED
+)
+_COMPLETE_STEP = (
+    "UPDATE wf_steps SET state = %s, attempt = %s, output = %s, error = NULL, "  # noqa: S608  # constant clauses
+    "request_digest = %s, result = %s, audit_id = %s, finished_at = %s, "
+    "next_attempt_at = NULL WHERE run_id = %s AND step_id = %s" + _FENCED
+)
+_SELECT_STEP_RESULT = (
+    "SELECT attempt, request_digest, result, output, finished_at FROM wf_steps "
+    "WHERE run_id = %s AND step_id = %s"
+)
+_SELECT_UNDO_RESULT = (
+    "SELECT undo_attempt, undo_digest, undo_result, undo_output, finished_at FROM wf_steps "
+    "WHERE run_id = %s AND step_id = %s"
+)
+
+
+class PostgresStepResultStore:
+    """The runtime's ``IdempotencyStore`` port: step keys complete their step in one commit."""
+
+    def __init__(self, runs: PostgresRunStore, fallback: IdempotencyStore) -> None:
+        self._runs = runs
+        self._fallback = fallback
+        self._digests: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, principal: str, key: str) -> IdempotencyRecord | None:
+        """A completed step's stored result for this exact attempt, or ``None``."""
+        parsed = StepKey.parse(key)
+        if parsed is None:
+            return self._fallback.get(principal, key)
+        if self._runs.is_unrecorded(key):  # the lease holder knows: no read needed
+            return None
+        query = _SELECT_UNDO_RESULT if parsed.is_undo else _SELECT_STEP_RESULT
+        with translate_pg_errors("reading a step result"), self._runs.database.connection() as c:
+            row = c.execute(query, (parsed.run_id, parsed.step_id)).fetchone()
+        if row is None or row[2] is None or row[0] != parsed.attempt:
+            return None
+        result = json.loads(row[2])
+        result["output"] = json.loads(row[3]) if row[3] is not None else None
+        return IdempotencyRecord(
+            principal=principal,
+            key=key,
+            request_digest=row[1],
+            created_at=row[4] or 0.0,
+            result=result,
+            completed_at=row[4],
+        )
+
+    def claim(
+        self, principal: str, key: str, request_digest: str, now: float
+    ) -> IdempotencyRecord | None:
+        """Note the digest for :meth:`complete`; the lease makes the claim exclusive."""
+        if StepKey.parse(key) is None:
+            return self._fallback.claim(principal, key, request_digest, now)
+        with self._lock:
+            self._digests[(principal, key)] = request_digest
+        return None
+
+    def complete(
+        self,
+        principal: str,
+        key: str,
+        result: dict[str, JsonValue],
+        now: float,
+        audit: AuditEvent,
+    ) -> AuditRecord:
+        """Mark the step (or its compensation) done and append the audit record, at once."""
+        parsed = StepKey.parse(key)
+        if parsed is None:
+            return self._fallback.complete(principal, key, result, now, audit)
+        with self._lock:
+            request_digest = self._digests.pop((principal, key), None)
+        fence = self._runs.fence(key)
+        output = encode_column(result.get("output"))
+        stored = encode_column({k: v for k, v in result.items() if k != "output"})
+
+        def complete_in(
+            conn: psycopg.Connection[tuple[Any, ...]],
+        ) -> tuple[AuditRecord, RunRecord | None]:
+            record = self._runs.ledger.append_in(conn, audit)
+            if parsed.is_undo:
+                written = conn.execute(
+                    _COMPLETE_UNDO,
+                    (
+                        StepState.COMPENSATED.value,
+                        parsed.attempt,
+                        result.get("capability_id"),
+                        output,
+                        request_digest,
+                        stored,
+                        now,
+                        parsed.run_id,
+                        parsed.step_id,
+                        fence,
+                        parsed.run_id,
+                        fence,
+                    ),
+                ).rowcount
+                refuse_late_step(written, parsed)
+                return record, None
+            written = conn.execute(
+                _COMPLETE_STEP,
+                (
+                    StepState.COMPLETED.value,
+                    parsed.attempt,
+                    output,
+                    request_digest,
+                    stored,
+                    record.id,
+                    now,
+                    parsed.run_id,
+                    parsed.step_id,
+                    fence,
+                    parsed.run_id,
+                    fence,
+                ),
+            ).rowcount
+            refuse_late_step(written, parsed)
+            return record, self._runs.finish_in(conn, key, now)
+
+        record, finished_run = self._runs.transact("completing a step", complete_in)
+        self._runs.note_completion(key, finished_run)
+        return record
+
+    def release(self, principal: str, key: str) -> None:
+        """Forget an unfinished claim."""
+        if StepKey.parse(key) is None:
+            self._fallback.release(principal, key)
+            return
+        with self._lock:
+            self._digests.pop((principal, key), None)

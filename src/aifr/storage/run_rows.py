@@ -1,0 +1,117 @@
+"""Rows of workflow runs and steps: the column lists and codecs both backends share.
+
+SQLite and PostgreSQL store runs and steps in the same columns (JSON values as text),
+so the record <-> row mapping lives here once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aifr.workflows.ports import RunRecord, RunState, StepRecord, StepState
+
+__all__ = [
+    "ENCODE",
+    "RUN_COLUMNS",
+    "STEP_COLUMNS",
+    "encode_column",
+    "run_from_row",
+    "run_params",
+    "step_from_row",
+    "step_params",
+]
+
+RUN_COLUMNS = (
+    "id, workflow, workflow_version, definition, inputs, principal, roles, state, "
+    "fingerprints, error, failed_step, cancel_requested, created_at, updated_at, "
+    "lease_owner, lease_expires_at"
+)
+STEP_COLUMNS = (
+    "run_id, step_id, idx, capability, state, attempt, fingerprint, inputs, output, error, "
+    "approval_id, audit_id, next_attempt_at, finished_at, undo_attempt, undo_capability, "
+    "undo_output, undo_error, undo_approval_id"
+)
+ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+def encode_column(value: Any) -> str | None:
+    """A JSON column's text (sorted, compact), or SQL ``NULL`` for ``None``.
+
+    One encoder, built once: ``json.dumps`` with options builds a new one per call, and
+    a workflow step encodes several values.
+    """
+    return None if value is None else ENCODE(value)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def run_from_row(row: Mapping[str, Any]) -> RunRecord:
+    """A run from a row read by column name."""
+    return RunRecord(
+        id=row["id"],
+        workflow=row["workflow"],
+        workflow_version=row["workflow_version"],
+        definition=json.loads(row["definition"]),
+        inputs=json.loads(row["inputs"]),
+        principal=row["principal"],
+        roles=tuple(json.loads(row["roles"])),
+        state=RunState(row["state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        fingerprints=json.loads(row["fingerprints"]),
+        error=_loads(row["error"]),
+        failed_step=row["failed_step"],
+        cancel_requested=bool(row["cancel_requested"]),
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+    )
+
+
+def step_from_row(row: Mapping[str, Any]) -> StepRecord:
+    """A step from a row read by column name."""
+    return StepRecord(
+        run_id=row["run_id"],
+        step_id=row["step_id"],
+        index=row["idx"],
+        capability=row["capability"],
+        state=StepState(row["state"]),
+        attempt=row["attempt"],
+        fingerprint=row["fingerprint"],
+        inputs=_loads(row["inputs"]),
+        output=_loads(row["output"]),
+        error=_loads(row["error"]),
+        approval_id=row["approval_id"],
+        audit_id=row["audit_id"],
+        next_attempt_at=row["next_attempt_at"],
+        finished_at=row["finished_at"],
+        undo_attempt=row["undo_attempt"],
+        undo_capability=row["undo_capability"],
+        undo_output=_loads(row["undo_output"]),
+        undo_error=_loads(row["undo_error"]),
+        undo_approval_id=row["undo_approval_id"],
+    )
+
+
+def step_params(s: StepRecord) -> tuple[Any, ...]:
+    """A step's values in :data:`STEP_COLUMNS` order."""
+    return (
+        s.run_id, s.step_id, s.index, s.capability, s.state.value, s.attempt, s.fingerprint,
+        encode_column(s.inputs), encode_column(s.output), encode_column(s.error),
+        s.approval_id, s.audit_id, s.next_attempt_at, s.finished_at, s.undo_attempt,
+        s.undo_capability, encode_column(s.undo_output), encode_column(s.undo_error),
+        s.undo_approval_id,
+    )  # fmt: skip
+
+
+def run_params(r: RunRecord, definition: str) -> tuple[Any, ...]:
+    """A run's values in :data:`RUN_COLUMNS` order (``definition`` already encoded)."""
+    return (
+        r.id, r.workflow, r.workflow_version, definition, encode_column(r.inputs), r.principal,
+        encode_column(list(r.roles)), r.state.value, encode_column(r.fingerprints),
+        encode_column(r.error), r.failed_step, int(r.cancel_requested), r.created_at,
+        r.updated_at, r.lease_owner, r.lease_expires_at,
+    )  # fmt: skip

@@ -1,0 +1,88 @@
+"""``aifr db status|upgrade``: schema versions on SQLite and PostgreSQL, upgrades in place."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_kit import pg_rows, run_cli
+
+from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS
+from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS
+
+
+@pytest.fixture
+def project(tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]) -> Path:
+    subprocess.run(
+        [aifr_bin, "init", str(tmp_path)], check=True, capture_output=True, env=clean_env
+    )
+    return tmp_path
+
+
+def _status(aifr_bin: str, project: Path, env: dict[str, str]) -> dict[str, str]:
+    shown = run_cli(aifr_bin, project, env, "db", "status", "--json")
+    return {row["component"]: row["status"] for row in json.loads(shown.stdout)}
+
+
+def test_a_state_database_made_before_lease_epochs_is_upgraded_in_place_keeping_its_runs(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    database = SqliteDatabase(project / ".aifr" / "aifr.db")
+    database.migrate("audit", AUDIT_MIGRATIONS)
+    database.migrate("workflows", WORKFLOW_MIGRATIONS[:1])  # the schema aifr 0.x wrote
+    database.connect().execute(
+        "INSERT INTO wf_runs VALUES ('run-old', 'w', '1', '{\"name\": \"w\", \"steps\": []}', "
+        "'{}', 'agent', '[]', 'completed', '{}', NULL, NULL, 0, 1.0, 1.0, NULL, NULL)"
+    )
+    database.close()
+
+    before = _status(aifr_bin, project, clean_env)
+    upgraded = run_cli(aifr_bin, project, clean_env, "db", "upgrade", "--json")
+    runs = run_cli(aifr_bin, project, clean_env, "runs", "list", "--json")
+
+    assert before["workflows"] == "pending" and before["audit"] == "up to date"
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert {row["status"] for row in json.loads(upgraded.stdout)} == {"up to date"}
+    assert [r["id"] for r in json.loads(runs.stdout)] == ["run-old"]
+    with sqlite3.connect(project / ".aifr" / "aifr.db") as raw:
+        assert raw.execute("SELECT lease_epoch FROM wf_runs").fetchall() == [(0,)]
+
+
+def test_a_sqlite_database_newer_than_the_code_is_refused_by_every_command(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    assert run_cli(aifr_bin, project, clean_env, "db", "upgrade").returncode == 0
+    with sqlite3.connect(project / ".aifr" / "aifr.db") as raw:
+        raw.execute("UPDATE schema_versions SET version = 99 WHERE component = 'workflows'")
+
+    runs = run_cli(aifr_bin, project, clean_env, "runs", "list")
+    status = run_cli(aifr_bin, project, clean_env, "db", "status")
+    upgrade = run_cli(aifr_bin, project, clean_env, "db", "upgrade")
+
+    for refused in (runs, status, upgrade):
+        assert refused.returncode != 0
+        assert "storage.schema_mismatch" in refused.stderr
+        assert "newer" in refused.stderr
+    assert "newer" in status.stdout  # the table still shows which component
+
+
+@pytest.mark.pg
+def test_postgresql_schemas_are_versioned_and_a_newer_one_is_refused(
+    project: Path, aifr_bin: str, clean_env: dict[str, str], pg_url: str
+) -> None:
+    env = {**clean_env, "AIFR_DATABASE_URL": pg_url}
+    before = _status(aifr_bin, project, env)
+    upgraded = run_cli(aifr_bin, project, env, "db", "upgrade")
+    after = _status(aifr_bin, project, env)
+    pg_rows(pg_url, "UPDATE schema_versions SET version = 7 WHERE component = 'approvals'")
+    refused = run_cli(aifr_bin, project, env, "approvals", "list")
+
+    assert set(before.values()) == {"pending"}
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert set(after.values()) == {"up to date"}
+    assert refused.returncode != 0
+    assert "storage.schema_mismatch" in refused.stderr
