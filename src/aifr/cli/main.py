@@ -23,6 +23,7 @@ from aifr.cli import (
     run,
     runs,
     sandbox,
+    upstreams,
     worker,
     workflows,
 )
@@ -67,6 +68,7 @@ app.add_typer(plugins.app, name="plugins")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(findings.app, name="findings")
 app.add_typer(resources.app, name="resources")
+app.add_typer(upstreams.app, name="upstreams")
 
 
 def main() -> None:

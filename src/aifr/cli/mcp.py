@@ -162,7 +162,7 @@ def serve(
     _refuse_foreign_options(transport, host=host, port=port, socket=socket)
     import anyio
 
-    from aifr.app import build_app
+    from aifr.app import build_app, build_secrets
     from aifr.observability.logs import configure_logging
     from aifr.transports.mcp import (
         AifrMcpServer,
@@ -176,6 +176,7 @@ def serve(
         serve_stdio,
         serve_uds,
     )
+    from aifr.transports.mcp.gateway import Gateway
     from aifr.workflows import list_workflows
 
     try:
@@ -186,16 +187,28 @@ def serve(
     configure_logging(settings.log_level)
     local = _local_identity(settings)
     naming = ToolNaming(tool_names or settings.mcp.tool_names)
+    listing = settings.mcp.list_tools
+    gateway = Gateway(settings.mcp.upstreams, build_secrets(settings).resolve, errlog=sys.stderr)
     try:
+        for failure in gateway.register(aifr_app.registry):
+            _announce(f"{failure} (its tools are not served)")
         workflows = list_workflows(settings.path(settings.workflows.directory))
         if transport is Transport.STDIO:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=fixed_identity(local), workflows=workflows, tool_naming=naming
+                aifr_app,
+                identity=fixed_identity(local),
+                workflows=workflows,
+                tool_naming=naming,
+                list_tools=listing,
             )
             anyio.run(serve_stdio, server)
         elif transport is Transport.HTTP:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=http_identity, workflows=workflows, tool_naming=naming
+                aifr_app,
+                identity=http_identity,
+                workflows=workflows,
+                tool_naming=naming,
+                list_tools=listing,
             )
             tokens = TokenStore(settings.path(settings.mcp.tokens_file))
             if not tokens.records():
@@ -216,7 +229,11 @@ def serve(
             )
         else:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=connection_identity, workflows=workflows, tool_naming=naming
+                aifr_app,
+                identity=connection_identity,
+                workflows=workflows,
+                tool_naming=naming,
+                list_tools=listing,
             )
             path = socket or settings.path(settings.mcp.socket)
             identities = UidPrincipals(local, dict(settings.mcp.uid_principals))
@@ -234,6 +251,7 @@ def serve(
     except KeyboardInterrupt:
         _announce("stopped")
     finally:
+        gateway.close()
         aifr_app.close()
 
 

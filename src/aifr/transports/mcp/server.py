@@ -17,7 +17,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -59,6 +59,7 @@ __all__ = [
     "SERVER_NAME",
     "AifrMcpServer",
     "IdentityResolver",
+    "ToolListing",
     "connection_identity",
     "fixed_identity",
     "http_identity",
@@ -69,6 +70,9 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "aifr"
 Ctx = ServerRequestContext[Any, Any]
 IdentityResolver = Callable[[Ctx], McpIdentity]
+
+ToolListing = Literal["permitted", "all"]
+"""Which tools ``tools/list`` shows a caller: those it may use, or every one."""
 
 _connection: contextvars.ContextVar[McpIdentity | None] = contextvars.ContextVar(
     "aifr_mcp_connection_identity", default=None
@@ -163,9 +167,11 @@ class AifrMcpServer:
         workflows: WorkflowTools | None = None,
         version: str = "",
         tool_naming: ToolNaming = ToolNaming.IDS,
+        list_tools: ToolListing = "all",
     ) -> None:
         self.registry = registry
         self.tool_naming = tool_naming
+        self.list_tools = list_tools
         self._names = ToolNames((), tool_naming)
         self._names_for = -1  # the registry size the names were built for
         self.workflows = workflows
@@ -203,11 +209,13 @@ class AifrMcpServer:
         identity: IdentityResolver,
         workflows: Iterable[WorkflowSpec] = (),
         tool_naming: ToolNaming = ToolNaming.IDS,
+        list_tools: ToolListing = "all",
     ) -> AifrMcpServer:
         """The server for a built project, with ``workflows`` offered as tools.
 
         Uses the app's registry, runtime, approvals, ledger and workflow engine.
-        ``tool_naming`` lists tools by id or under portable names (see :mod:`.naming`).
+        ``tool_naming`` lists tools by id or under portable names (see :mod:`.naming`);
+        ``list_tools="permitted"`` leaves out the tools the policy always denies the caller.
         """
         specs = list(workflows)
         tools = WorkflowTools(app.workflows, specs, app.registry) if specs else None
@@ -226,6 +234,7 @@ class AifrMcpServer:
             workflows=tools,
             version=__version__,
             tool_naming=tool_naming,
+            list_tools=list_tools,
         )
 
     def _bound_principal(self, ctx: Ctx) -> str | None:
@@ -244,9 +253,17 @@ class AifrMcpServer:
 
     # -- tools ------------------------------------------------------------------------
 
-    def tools(self) -> list[types.Tool]:
-        """Every tool under its listed name: capabilities (latest version), workflows, status."""
-        tools = [tool_for_spec(spec) for spec in self.registry.list()]
+    def tools(self, who: McpIdentity | None = None) -> list[types.Tool]:
+        """Every tool under its listed name: capabilities (latest version), workflows, status.
+
+        With ``who``, a capability the policy denies that caller whatever the inputs is
+        left out (a tool that may be allowed, or needs an approval, stays).
+        """
+        specs = self.registry.list()
+        if who is not None:
+            denies = self.runtime.policy.always_denies
+            specs = [s for s in specs if not denies(s, who.principal, who.roles)]
+        tools = [tool_for_spec(spec) for spec in specs]
         if self.workflows is not None:
             tools.extend(self.workflows.tools())
         tools.append(approval_status_tool())
@@ -270,7 +287,8 @@ class AifrMcpServer:
         self, ctx: Ctx, _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         version = ctx.protocol_version
-        return types.ListToolsResult(tools=[tool_for_version(t, version) for t in self.tools()])
+        who = self.identity(ctx) if self.list_tools == "permitted" else None
+        return types.ListToolsResult(tools=[tool_for_version(t, version) for t in self.tools(who)])
 
     async def _call_tool(
         self, ctx: Ctx, params: types.CallToolRequestParams
