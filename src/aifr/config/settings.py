@@ -196,6 +196,9 @@ class UpstreamToolRisk(BaseModel):
     """What an upstream MCP server's tools matching ``tools`` (a glob) do, as aifr judges them.
 
     An upstream tool no entry matches is an undeclared WRITE at HIGH risk.
+    ``compensation`` names the capability that undoes a call (often another tool of the
+    same upstream) and ``compensation_arguments`` its arguments, templates over the
+    call's ``inputs`` and ``output``.
     """
 
     model_config = _SECTION
@@ -206,6 +209,7 @@ class UpstreamToolRisk(BaseModel):
     reversible: bool = True
     scope: str = "external"
     compensation: str | None = None
+    compensation_arguments: dict[str, JsonValue] = Field(default_factory=dict)
     requires_approval: bool = False
 
 
@@ -248,6 +252,9 @@ class McpSettings(BaseModel):
     is the human behind the client whose answer to an approval prompt is recorded.
     ``tool_names`` lists tools by capability id (``ids``) or under names matching
     ``^[a-zA-Z0-9_-]{1,64}$`` (``portable``), which Claude Desktop and model APIs require.
+    ``list_tools`` leaves out of a caller's tool list what the policy always denies it
+    (``permitted``) or lists every tool (``all``); ``upstreams`` are third-party MCP
+    servers served through the gateway (docs/gateway.md).
     Over HTTP only pages on this machine may call the server; ``allowed_origins``
     (``https://console.example.com``) and ``allowed_hosts`` (a reverse proxy's
     ``mcp.example.com``) name the others.

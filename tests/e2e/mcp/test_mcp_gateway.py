@@ -48,6 +48,15 @@ rules:
   - id: allow-reads
     when: {operation: READ}
     decision: ALLOW
+  - id: saga-moves
+    when: {capability: "fs.move_file"}
+    decision: ALLOW
+  - id: saga-stages
+    when: {capability: "git.git_add"}
+    decision: ALLOW
+  - id: saga-unstages
+    when: {capability: "git.git_reset"}
+    decision: ALLOW
 approvals:
   - risk: HIGH
     roles: [approver]
@@ -109,6 +118,16 @@ operation = "READ"
 [[mcp.upstreams.risk]]
 tools = "git_log"
 operation = "READ"
+[[mcp.upstreams.risk]]
+tools = "git_add"
+operation = "WRITE"
+scope = "local"
+compensation = "git.git_reset"
+compensation_arguments = {{ repo_path = "{{{{ inputs.repo_path }}}}" }}
+[[mcp.upstreams.risk]]
+tools = "git_reset"
+operation = "WRITE"
+scope = "local"
 
 [[mcp.upstreams]]
 name = "every"
@@ -121,7 +140,7 @@ operation = "READ"
 [[mcp.upstreams]]
 name = "fs"
 command = {_toml_list([str(FILESYSTEM), str(files)])}
-expose = ["read_text_file", "write_file", "list_directory"]
+expose = ["read_text_file", "write_file", "list_directory", "move_file"]
 [[mcp.upstreams.risk]]
 tools = "read_*"
 operation = "READ"
@@ -132,6 +151,12 @@ operation = "READ"
 tools = "write_file"
 operation = "WRITE"
 risk = "HIGH"
+[[mcp.upstreams.risk]]
+tools = "move_file"
+operation = "WRITE"
+scope = "local"
+compensation = "fs.move_file"
+compensation_arguments = {{ source = "{{{{ inputs.destination }}}}", destination = "{{{{ inputs.source }}}}" }}
 """
     )
     return project
@@ -291,3 +316,66 @@ def test_upstreams_list_and_test_show_tools_risk_and_whether_they_answer(
     )
     assert unknown.returncode != 0
     assert "no upstream named 'nope'" in unknown.stderr + unknown.stdout
+
+
+SAGA = """\
+name: publish
+description: Move a draft into place, stage it, then check a file that is not there.
+inputs:
+  files: {type: string}
+  repo: {type: string}
+steps:
+  - id: move
+    capability: fs.move_file
+    inputs: {source: "{{ inputs.files }}/draft.txt", destination: "{{ inputs.files }}/final.txt"}
+  - id: stage
+    capability: git.git_add
+    inputs: {repo_path: "{{ inputs.repo }}", files: ["notes.txt"]}
+  - id: check
+    capability: fs.read_text_file
+    inputs: {path: "{{ inputs.files }}/missing.txt"}
+"""
+
+
+def test_a_workflow_across_two_upstreams_compensates_on_both_when_its_last_step_fails(
+    aifr_bin: str, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = _project(aifr_bin, tmp_path, clean_env)
+    (project / "workflows" / "publish.yaml").write_text(SAGA)
+    files, repo = tmp_path / "files", tmp_path / "repo"
+    (files / "draft.txt").write_text("draft\n")
+    (repo / "notes.txt").write_text("notes\n")
+
+    async def main() -> types.CallToolResult:
+        with anyio.fail_after(120):
+            async with Client(_params(aifr_bin, project, clean_env), mode="legacy") as client:
+                return await client.call_tool(
+                    "workflow.publish", {"files": str(files), "repo": str(repo)}
+                )
+
+    result = anyio.run(main)
+    error = _error(result)
+    assert error["code"] == "workflow.step_failed", result
+    assert "ended compensated at step check" in error["message"]
+    assert (files / "draft.txt").read_text() == "draft\n"  # moved back by fs.move_file
+    assert not (files / "final.txt").exists()
+    staged = subprocess.run(
+        ["git", "diff", "--cached", "--name-only"], cwd=repo, capture_output=True, text=True
+    )
+    assert staged.stdout == ""  # unstaged by git.git_reset
+    ledger = build_audit_ledger(load_settings(project))
+    try:
+        ran = [
+            (r.event.capability_id, r.event.outcome)
+            for r in ledger.records()
+            if r.event.kind == "invocation"
+        ]
+    finally:
+        ledger.close()
+    assert ran == [
+        ("fs.move_file", "ok"),
+        ("git.git_add", "ok"),
+        ("fs.read_text_file", "transport.upstream_tool_failed"),
+        ("git.git_reset", "ok"),
+        ("fs.move_file", "ok"),
+    ]

@@ -151,9 +151,7 @@ def test_a_denied_tool_left_out_of_the_list_is_still_refused_when_called(tmp_pat
 def _everything(**extra: object) -> UpstreamSettings:
     if not EVERYTHING.exists():
         pytest.fail("server-everything is not installed: run `make mcp-servers` (make test does)")
-    return UpstreamSettings.model_validate(
-        {"name": "every", "command": [str(EVERYTHING)], **extra}
-    )
+    return UpstreamSettings.model_validate({"name": "every", "command": [str(EVERYTHING)], **extra})
 
 
 def test_upstream_env_secrets_are_resolved_by_the_secret_resolver() -> None:

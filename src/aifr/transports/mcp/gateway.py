@@ -37,6 +37,7 @@ from aifr.config import UpstreamSettings, UpstreamToolRisk
 from aifr.errors import AifrError, ErrorCode, TransportError
 from aifr.invocation.context import UPSTREAM_AUDIT_KEY, current_request
 from aifr.transports.mcp.upstream import SecretLookup, Upstream
+from aifr.workflows import render_inputs
 
 __all__ = [
     "UPSTREAM_TAG",
@@ -87,6 +88,8 @@ def spec_for_tool(
     schema: dict[str, JsonValue] = dict(tool.input_schema)
     schema.setdefault("type", "object")
     output = dict(tool.output_schema) if tool.output_schema else None
+    if entry is not None and entry.compensation:
+        output = None  # the output gains an ``undo`` object the tool's schema does not know
     facts = f"[upstream {config.name}: {server.name} {server.version}]" if server else ""
     description = "\n\n".join(part for part in (tool.description or "", facts) if part)
     tags = (UPSTREAM_TAG, f"upstream:{config.name}")
@@ -150,7 +153,27 @@ def _failure_text(result: types.CallToolResult) -> str:
     return " ".join(texts)[:500] or "no message"
 
 
+def _with_undo(
+    entry: UpstreamToolRisk, tool: str, arguments: dict[str, Any], output: JsonValue
+) -> JsonValue:
+    """``output`` with the ``undo`` arguments its compensation capability will be called with.
+
+    Raises:
+        WorkflowError: ``workflow.template_failed``: a template names what is not there.
+    """
+    undo = render_inputs(
+        entry.compensation_arguments,
+        {"inputs": arguments, "output": output},
+        where=f"compensation_arguments of {tool}",
+    )
+    base = output if isinstance(output, dict) else {"result": output}
+    return {**base, "undo": undo}
+
+
 def _handler(upstream: Upstream, tool: str) -> Callable[..., Any]:
+    entry = risk_entry_for(upstream.config, tool)
+    compensated = entry if entry is not None and entry.compensation else None
+
     async def call_upstream(**arguments: Any) -> JsonValue:
         context = current_request()
         if context is not None:
@@ -165,6 +188,8 @@ def _handler(upstream: Upstream, tool: str) -> Callable[..., Any]:
                 upstream=upstream.name,
                 tool=tool,
             )
+        if compensated is not None:
+            return _with_undo(compensated, tool, arguments, _output(result))
         return _output(result)
 
     call_upstream.__name__ = f"upstream_{upstream.name}_{_NOT_ID.sub('_', tool)}"
