@@ -188,7 +188,12 @@ def serve(
     local = _local_identity(settings)
     naming = ToolNaming(tool_names or settings.mcp.tool_names)
     listing = settings.mcp.list_tools
-    gateway = Gateway(settings.mcp.upstreams, build_secrets(settings).resolve, errlog=sys.stderr)
+    gateway = Gateway(
+        settings.mcp.upstreams,
+        build_secrets(settings).resolve,
+        errlog=sys.stderr,
+        catalog_dir=settings.state_path / "upstreams",
+    )
     try:
         for failure in gateway.register(aifr_app.registry):
             _announce(f"{failure} (its tools are not served)")

@@ -40,7 +40,12 @@ def _gateway(project: Path) -> Gateway:
 
     try:
         settings = load_settings(project, require_project=True)
-        return Gateway(settings.mcp.upstreams, build_secrets(settings).resolve, errlog=sys.stderr)
+        return Gateway(
+            settings.mcp.upstreams,
+            build_secrets(settings).resolve,
+            errlog=sys.stderr,
+            catalog_dir=settings.state_path / "upstreams",
+        )
     except AifrError as exc:
         fail(exc)
 
@@ -75,6 +80,7 @@ def _report(gateway: Gateway, upstream: Upstream, *, ping: bool) -> dict[str, An
                 "risk": t.risk,
                 "declared": t.declared,
                 "exposed": t.exposed,
+                "changed": t.changed,
             }
             for t in tools
         ],
@@ -95,6 +101,8 @@ def _show(rows: list[dict[str, Any]]) -> None:
             table.add_column(column, overflow="fold")
         for tool in row["tools"]:
             risk = tool["risk"] + ("" if tool["declared"] else " (undeclared)")
+            if tool["changed"]:
+                risk += " CHANGED"
             table.add_row(
                 tool["capability"], tool["operation"], risk, "yes" if tool["exposed"] else "no"
             )
@@ -103,7 +111,11 @@ def _show(rows: list[dict[str, Any]]) -> None:
 
 @app.command("list")
 def list_upstreams(project: ProjectOption = Path(), as_json: JsonOption = False) -> None:
-    """Start each upstream and show its tools, the risk each got, and whether it answers."""
+    """Start each upstream and show its tools, the risk each got, and whether it answers.
+
+    The tools listed become the reviewed list ``aifr mcp`` serves; a tool that changed
+    since the last review is marked CHANGED.
+    """
     gateway = _gateway(project)
     try:
         rows = [_report(gateway, upstream, ping=False) for upstream in gateway.upstreams()]

@@ -303,8 +303,9 @@ def test_upstreams_list_and_test_show_tools_risk_and_whether_they_answer(
         "risk": "LOW",
         "declared": True,
         "exposed": True,
+        "changed": False,
     }
-    assert git_tools["git_reset"]["risk"] == "HIGH" and not git_tools["git_reset"]["declared"]
+    assert git_tools["git_commit"]["risk"] == "HIGH" and not git_tools["git_commit"]["declared"]
     assert {t["tool"]: t["exposed"] for t in rows["every"]["tools"]}["get-tiny-image"] is False
 
     tested = run_aifr(aifr_bin, "upstreams", "test", "fs", "-p", str(project), cwd=project, env=env)
@@ -379,3 +380,60 @@ def test_a_workflow_across_two_upstreams_compensates_on_both_when_its_last_step_
         ("git.git_reset", "ok"),
         ("fs.move_file", "ok"),
     ]
+
+
+def _call(
+    aifr_bin: str, project: Path, env: dict[str, str], tool: str, arguments: dict[str, Any]
+) -> types.CallToolResult:
+    async def main() -> types.CallToolResult:
+        with anyio.fail_after(60):
+            async with Client(_params(aifr_bin, project, env), mode="legacy") as client:
+                return await client.call_tool(tool, arguments)
+
+    return anyio.run(main)
+
+
+def test_reviewed_upstreams_start_on_first_call_and_a_changed_tool_is_refused_until_reviewed(
+    aifr_bin: str, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = _project(aifr_bin, tmp_path, clean_env)
+    repo = tmp_path / "repo"
+    arguments = {"repo_path": str(repo)}
+    reviewed = run_aifr(
+        aifr_bin, "upstreams", "list", "--json", "-p", str(project), cwd=project, env=clean_env
+    )
+    assert reviewed.returncode == 0, reviewed.stderr
+    catalog = project / ".aifr" / "upstreams" / "git.json"
+    assert catalog.exists()
+
+    async def lazily() -> tuple[set[str], list[int], types.CallToolResult, list[int]]:
+        with anyio.fail_after(60):
+            async with Client(_params(aifr_bin, project, clean_env), mode="legacy") as client:
+                listed = {tool.name for tool in (await client.list_tools()).tools}
+                before = _git_server_pids(repo)
+                called = await client.call_tool("git.git_status", arguments)
+                return listed, before, called, _git_server_pids(repo)
+
+    listed, before, called, after = anyio.run(lazily)
+    assert "git.git_status" in listed
+    assert before == []  # served from the reviewed list: not started yet
+    assert not called.is_error
+    assert len(after) == 1
+
+    body = json.loads(catalog.read_text())
+    for tool in body["tools"]:
+        if tool["name"] == "git_status":
+            tool["inputSchema"]["properties"]["verbose"] = {"type": "boolean"}
+    catalog.write_text(json.dumps(body))
+    drifted = _call(aifr_bin, project, clean_env, "git.git_status", arguments)
+    assert _error(drifted)["code"] == "transport.upstream_drift"
+    assert "aifr upstreams list" in _error(drifted)["message"]
+    assert not _call(aifr_bin, project, clean_env, "git.git_log", arguments).is_error
+
+    again = run_aifr(
+        aifr_bin, "upstreams", "list", "--json", "-p", str(project), cwd=project, env=clean_env
+    )
+    rows = {row["name"]: row for row in json.loads(again.stdout)}
+    changed = {t["tool"] for t in rows["git"]["tools"] if t["changed"]}
+    assert changed == {"git_status"}
+    assert not _call(aifr_bin, project, clean_env, "git.git_status", arguments).is_error

@@ -18,6 +18,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import mcp_types as types
@@ -37,6 +38,7 @@ from aifr.config import UpstreamSettings, UpstreamToolRisk
 from aifr.errors import AifrError, ErrorCode, TransportError
 from aifr.invocation.context import UPSTREAM_AUDIT_KEY, current_request
 from aifr.transports.mcp.upstream import SecretLookup, Upstream
+from aifr.transports.mcp.upstream_catalog import changed_tools, load_catalog, save_catalog
 from aifr.workflows import render_inputs
 
 __all__ = [
@@ -207,6 +209,7 @@ class UpstreamTool:
     risk: str
     operation: str
     declared: bool
+    changed: bool = False
 
 
 @dataclass
@@ -222,6 +225,8 @@ class Gateway:
         upstreams: the ``[[mcp.upstreams]]`` entries.
         resolve_secret: turns ``secret://NAME`` into its value.
         errlog: where stdio servers' stderr goes.
+        catalog_dir: where reviewed tool lists are kept (see :mod:`.upstream_catalog`);
+            ``None`` starts every upstream to list its tools.
     """
 
     def __init__(
@@ -230,7 +235,9 @@ class Gateway:
         resolve_secret: SecretLookup,
         *,
         errlog: TextIO | None = None,
+        catalog_dir: Path | None = None,
     ) -> None:
+        self._catalog_dir = catalog_dir
         self._served: dict[str, _Served] = {}
         for config in upstreams:
             if config.name in self._served:
@@ -268,21 +275,51 @@ class Gateway:
         """Why the upstream's tools could not be registered, if they could not."""
         return self._served[name].error
 
+    def _catalog(self, upstream: Upstream) -> Path | None:
+        directory = self._catalog_dir
+        return directory / f"{upstream.name}.json" if directory is not None else None
+
+    def review(self, upstream: Upstream) -> frozenset[str]:
+        """Start the upstream, and record its live tool list as the reviewed one.
+
+        Returns the tools that changed since the previous review (none the first time).
+
+        Raises:
+            TransportError: the upstream does not start, or its old list is unreadable.
+        """
+        upstream.start()
+        path = self._catalog(upstream)
+        if path is None:
+            return frozenset()
+        before = load_catalog(path)
+        save_catalog(path, upstream.server, upstream.tools)
+        upstream.reviewed, upstream.drift = list(upstream.tools), frozenset()
+        return changed_tools(before.tools, upstream.tools) if before is not None else frozenset()
+
     def capabilities(self, upstream: Upstream) -> list[Capability]:
-        """The capabilities of the upstream's exposed tools (starts it to list them).
+        """The capabilities of the upstream's exposed tools.
+
+        From the reviewed tool list when there is one (the upstream starts on its first
+        call); otherwise the upstream starts now to list them, and that list is recorded.
 
         Raises:
             TransportError: the upstream does not start.
             RiskConsistencyError: a declared risk contradicts its effects.
         """
-        upstream.start()
+        path = self._catalog(upstream)
+        catalog = load_catalog(path) if path is not None else None
+        if catalog is None:
+            self.review(upstream)
+            server, tools = upstream.server, upstream.tools
+        else:
+            upstream.reviewed = catalog.tools
+            server, tools = catalog.server, catalog.tools
         config = upstream.config
         return [
             Capability(
-                spec=spec_for_tool(config, tool, upstream.server),
-                handler=_handler(upstream, tool.name),
+                spec=spec_for_tool(config, tool, server), handler=_handler(upstream, tool.name)
             )
-            for tool in upstream.tools
+            for tool in tools
             if _exposed(config, tool.name)
         ]
 
@@ -302,12 +339,15 @@ class Gateway:
         return failures
 
     def tools(self, upstream: Upstream) -> list[UpstreamTool]:
-        """Every tool the upstream lists, with what the gateway makes of it.
+        """Every tool the upstream lists now, with what the gateway makes of it.
+
+        Listing reviews: the list becomes the reviewed one, and each tool that changed
+        since the previous review is marked ``changed``.
 
         Raises:
             TransportError: the upstream does not start.
         """
-        upstream.start()
+        changed = self.review(upstream)
         config = upstream.config
         rows = []
         for tool in upstream.tools:
@@ -322,6 +362,7 @@ class Gateway:
                     risk=spec.effective_risk.value,
                     operation=spec.operation_type.value,
                     declared=entry is not None,
+                    changed=tool.name in changed,
                 )
             )
         return rows

@@ -30,6 +30,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from aifr.config import UpstreamSettings
 from aifr.errors import AifrError, ErrorCode, PolicyError, TransportError
+from aifr.transports.mcp.upstream_catalog import changed_tools
 
 __all__ = ["BACKOFF_S", "Upstream"]
 
@@ -80,6 +81,8 @@ class Upstream:
         self.starts = 0
         self.server: types.Implementation | None = None
         self.tools: list[types.Tool] = []
+        self.reviewed: list[types.Tool] | None = None
+        self.drift: frozenset[str] = frozenset()
 
     # -- facts ------------------------------------------------------------------------
 
@@ -196,6 +199,14 @@ class Upstream:
                 raise self._unavailable(f"it did not start: {self.last_error}") from exc
             self.starts += 1
             self._failures = 0
+            if self.reviewed is not None:
+                self.drift = changed_tools(self.reviewed, self.tools)
+                if self.drift:
+                    logger.warning(
+                        "upstream %s: tools changed since reviewed: %s",
+                        self.name,
+                        ", ".join(sorted(self.drift)),
+                    )
             logger.info("upstream %s started (%s)", self.name, self.server_version)
 
     def _failed(self, what: str) -> None:
@@ -243,6 +254,15 @@ class Upstream:
         self._spend()
         if self._client is None:
             await asyncio.to_thread(self.start)
+        if tool in self.drift:
+            raise TransportError(
+                f"upstream {self.name!r} tool {tool!r} changed since its tool list was "
+                "reviewed (added, removed or a new input schema); review it with "
+                "'aifr upstreams list' before it can be called",
+                code=ErrorCode.TRANSPORT_UPSTREAM_DRIFT,
+                upstream=self.name,
+                tool=tool,
+            )
         future = self._submit(self._call(tool, arguments))
         try:
             return await asyncio.wrap_future(future)
