@@ -63,11 +63,13 @@ def test_a_pydantic_ai_agent_reads_a_denial_and_a_pending_approval_as_tool_resul
 ) -> None:
     project = tmp_path / "lab"
     init_project(project)
-    (project / "lab_caps.py").write_text(CAPABILITIES)
+    (project / "pai_lab_caps.py").write_text(CAPABILITIES)
     (project / "policies" / "default.yaml").write_text(POLICY)
     config = project / "aifr.toml"
     config.write_text(
-        config.read_text().replace("capability_modules = []", 'capability_modules = ["lab_caps"]')
+        config.read_text().replace(
+            "capability_modules = []", 'capability_modules = ["pai_lab_caps"]'
+        )
     )
     app = build_app(project, require_project=True)
     try:
