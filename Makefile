@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $@
 
 $(DEVSTAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev,pydantic-ai,langchain]"
+	$(BIN)/pip install --quiet -e ".[dev,pydantic-ai,langchain,openai-agents]"
 	$(BIN)/python -m compileall -q src/aifr
 	touch $(STAMP) $@
 
