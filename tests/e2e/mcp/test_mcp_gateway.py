@@ -19,7 +19,7 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_harness import run_aifr
+from mcp_harness import build_target, run_aifr, start
 
 from aifr.app import build_audit_ledger
 from aifr.config import load_settings
@@ -437,3 +437,52 @@ def test_reviewed_upstreams_start_on_first_call_and_a_changed_tool_is_refused_un
     changed = {t["tool"] for t in rows["git"]["tools"] if t["changed"]}
     assert changed == {"git_status"}
     assert not _call(aifr_bin, project, clean_env, "git.git_status", arguments).is_error
+
+
+def test_an_http_upstream_is_reached_with_an_auth_header_from_a_secret(
+    aifr_bin: str, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "up").mkdir()
+    upstream = start(build_target("http", aifr_bin, tmp_path / "up", clean_env, tmp_path))
+    try:
+        root = tmp_path / "down"
+        root.mkdir()
+        assert run_aifr(aifr_bin, "init", str(root / "gw"), cwd=root, env=clean_env).returncode == 0
+        project = root / "gw"
+        config = project / "aifr.toml"
+        config.write_text(
+            config.read_text()
+            + f"""
+[mcp]
+principal = "agent"
+
+[[mcp.upstreams]]
+name = "shop"
+url = "{upstream.url}"
+headers = {{ Authorization = "secret://SHOP_AUTH" }}
+[[mcp.upstreams.risk]]
+tools = "shop.greet"
+operation = "READ"
+"""
+        )
+        good = {**clean_env, "SHOP_AUTH": f"Bearer {upstream.token}"}
+        greeted = _call(aifr_bin, project, good, "shop.shop_greet", {"name": "Ada"})
+        bad = {**clean_env, "SHOP_AUTH": "Bearer not-a-token"}
+        refused = run_aifr(
+            aifr_bin,
+            "upstreams",
+            "test",
+            "shop",
+            "--json",
+            "-p",
+            str(project),
+            cwd=project,
+            env=bad,
+        )
+    finally:
+        for server in upstream.servers:
+            server.stop()
+    assert not greeted.is_error, greeted
+    assert greeted.structured_content == {"greeting": "Hello, Ada!"}
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["answers"] is False
