@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import anyio
+import mcp_types as types
 import pytest
 from mcp import Client
 
@@ -225,3 +226,37 @@ def test_undeclared_upstream_tools_are_high_risk_and_declared_ones_get_their_ris
     assert specs["delete_repo"].risk is None
     assert specs["9lives/x"].id == "gh._9lives_x"
     assert specs["get_issue"].input_schema == schema
+
+
+def test_a_policy_reload_that_changes_a_callers_list_sends_tools_list_changed(
+    tmp_path: Path,
+) -> None:
+    server = _server(tmp_path, McpIdentity(principal="agent"), "permitted")
+    policy_file = tmp_path / "lab" / "policies" / "default.yaml"
+
+    async def main() -> tuple[set[str], set[str], bool]:
+        changed = anyio.Event()
+
+        async def on_message(message: object) -> None:
+            if isinstance(getattr(message, "root", message), types.ToolListChangedNotification):
+                changed.set()
+
+        async with Client(server.server, mode="legacy", message_handler=on_message) as client:
+            assert client.server_capabilities.tools is not None
+            announced = bool(client.server_capabilities.tools.list_changed)
+            before = {tool.name for tool in (await client.list_tools()).tools}
+            policy_file.write_text(
+                POLICY.replace(
+                    'when: {capability: "lab.wipe"}', 'when: {capability: "lab.nothing"}'
+                )
+            )
+            await anyio.to_thread.run_sync(lambda: server.runtime.policy.reload(actor="admin"))
+            with anyio.fail_after(10):
+                await changed.wait()
+            after = {tool.name for tool in (await client.list_tools()).tools}
+            return before, after, announced
+
+    before, after, announced = anyio.run(main)
+    assert announced
+    assert "lab.wipe" not in before
+    assert "lab.wipe" in after

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
@@ -42,6 +43,7 @@ from aifr.errors import (
 from aifr.invocation import ApprovalService, CallOptions, Result, Runtime, Status
 from aifr.transports.mcp.approvals import ApprovalBridge
 from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
+from aifr.transports.mcp.list_changed import ToolListWatchers
 from aifr.transports.mcp.naming import ToolNames, ToolNaming
 from aifr.transports.mcp.protocol import result_for_version, tool_for_version
 from aifr.transports.mcp.resources import ResourceCatalog
@@ -114,6 +116,23 @@ def http_identity(ctx: Ctx) -> McpIdentity:
     return identity
 
 
+class _Server(Server[Any]):
+    """The SDK's low-level server, announcing that its tool list may change."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        """The SDK's options, with ``tools.listChanged`` (see :mod:`.list_changed`)."""
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
 class _PendingCalls:
     """Calls waiting for approval, so the same call again carries the approval id.
 
@@ -181,7 +200,8 @@ class AifrMcpServer:
         self.identity = identity
         self.bridge = ApprovalBridge(approvals)
         self._waiting = _PendingCalls()
-        self.server: Server[Any] = Server(
+        self.watchers = ToolListWatchers(self._permitted_names)
+        self.server: Server[Any] = _Server(
             SERVER_NAME,
             version=version,
             title="aifr, the AI-First Runtime",
@@ -219,7 +239,7 @@ class AifrMcpServer:
         """
         specs = list(workflows)
         tools = WorkflowTools(app.workflows, specs, app.registry) if specs else None
-        return cls(
+        server = cls(
             registry=app.registry,
             runtime=app.runtime,
             approvals=app.approvals,
@@ -236,6 +256,9 @@ class AifrMcpServer:
             tool_naming=tool_naming,
             list_tools=list_tools,
         )
+        if list_tools == "permitted":
+            app.policy.on_change(server.watchers.notify)
+        return server
 
     def _bound_principal(self, ctx: Ctx) -> str | None:
         try:
@@ -288,7 +311,13 @@ class AifrMcpServer:
     ) -> types.ListToolsResult:
         version = ctx.protocol_version
         who = self.identity(ctx) if self.list_tools == "permitted" else None
-        return types.ListToolsResult(tools=[tool_for_version(t, version) for t in self.tools(who)])
+        tools = self.tools(who)
+        if who is not None:
+            self.watchers.remember(ctx.session, who, frozenset(t.name for t in tools))
+        return types.ListToolsResult(tools=[tool_for_version(t, version) for t in tools])
+
+    def _permitted_names(self, who: McpIdentity) -> frozenset[str]:
+        return frozenset(tool.name for tool in self.tools(who))
 
     async def _call_tool(
         self, ctx: Ctx, params: types.CallToolRequestParams
