@@ -89,12 +89,12 @@ def _server(tmp_path: Path, who: McpIdentity, listing: str) -> AifrMcpServer:
     project = tmp_path / "lab"
     if not project.exists():
         init_project(project)
-        (project / "lab_caps.py").write_text(CAPABILITIES)
+        (project / "gw_lab_caps.py").write_text(CAPABILITIES)
         (project / "policies" / "default.yaml").write_text(POLICY)
         config = project / "aifr.toml"
         config.write_text(
             config.read_text().replace(
-                "capability_modules = []", 'capability_modules = ["lab_caps"]'
+                "capability_modules = []", 'capability_modules = ["gw_lab_caps"]'
             )
         )
     app = build_app(project, require_project=True)
