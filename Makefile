@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-workflows check lint format bench install install-dev clean inspector bubblewrap
+.PHONY: demo test test-workflows check lint format bench install install-dev clean inspector mcp-servers bubblewrap
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $@
 
 $(DEVSTAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev,embed]"
+	$(BIN)/pip install --quiet -e ".[dev,embed,pydantic-ai,langchain,openai-agents]"
 	$(BIN)/python -m compileall -q src/aifr
 	touch $(STAMP) $@
 
@@ -48,11 +48,18 @@ $(INSPECTOR):
 
 inspector: $(INSPECTOR)
 
+# Issue 27: third-party MCP servers the gateway tests govern (mcp-server-git is in .[dev]).
+MCP_SERVERS := .tools/node_modules/.bin/mcp-server-filesystem
+$(MCP_SERVERS):
+	npm install --prefix .tools --no-audit --no-fund --silent "@modelcontextprotocol/server-everything@^2026.8" "@modelcontextprotocol/server-filesystem@^2026.8"
+
+mcp-servers: $(MCP_SERVERS)
+
 # Issue 28: the sandbox tests run each backend; bubblewrap comes from Debian (root only).
 bubblewrap:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }; } ; } || echo "bubblewrap is not installed and we are not root: its sandbox tests skip"
 
-test: check inspector bubblewrap
+test: check inspector mcp-servers bubblewrap
 	$(BIN)/python -m pytest -n auto --cov --cov-report=term $(PYTEST_ARGS)
 
 # Issue 7: the workflow suite twice in a row, in parallel, to show it is not flaky.

@@ -145,6 +145,9 @@ class ErrorCode(StrEnum):
     TRANSPORT_FAILED = "transport.failed"
     TRANSPORT_UNAUTHENTICATED = "transport.unauthenticated"
     TRANSPORT_NOT_FOUND = "transport.not_found"
+    TRANSPORT_UPSTREAM_UNAVAILABLE = "transport.upstream_unavailable"
+    TRANSPORT_UPSTREAM_TOOL_FAILED = "transport.upstream_tool_failed"
+    TRANSPORT_UPSTREAM_DRIFT = "transport.upstream_drift"
 
 
 class FieldError(dict[str, JsonValue]):

@@ -28,6 +28,7 @@ from aifr.cli import (
     sandbox,
     search,
     status,
+    upstreams,
     worker,
     workflows,
 )
@@ -77,6 +78,7 @@ app.command("ingest")(ingest.ingest)
 app.command("doctor")(doctor.doctor)
 app.command("status")(status.status)
 app.add_typer(db.app, name="db")
+app.add_typer(upstreams.app, name="upstreams")
 
 
 def main() -> None:

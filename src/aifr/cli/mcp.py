@@ -180,7 +180,7 @@ def serve(
     _refuse_foreign_options(transport, host=host, port=port, socket=socket, metrics=metrics)
     import anyio
 
-    from aifr.app import build_app
+    from aifr.app import build_app, build_secrets
     from aifr.observability.logs import configure_logging
     from aifr.transports.mcp import (
         AifrMcpServer,
@@ -194,6 +194,7 @@ def serve(
         serve_stdio,
         serve_uds,
     )
+    from aifr.transports.mcp.gateway import Gateway
     from aifr.workflows import list_workflows
 
     try:
@@ -204,16 +205,33 @@ def serve(
     configure_logging(settings.log_level)
     local = _local_identity(settings)
     naming = ToolNaming(tool_names or settings.mcp.tool_names)
+    listing = settings.mcp.list_tools
+    gateway = Gateway(
+        settings.mcp.upstreams,
+        build_secrets(settings).resolve,
+        errlog=sys.stderr,
+        catalog_dir=settings.state_path / "upstreams",
+    )
     try:
+        for failure in gateway.register(aifr_app.registry):
+            _announce(f"{failure} (its tools are not served)")
         workflows = list_workflows(settings.path(settings.workflows.directory))
         if transport is Transport.STDIO:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=fixed_identity(local), workflows=workflows, tool_naming=naming
+                aifr_app,
+                identity=fixed_identity(local),
+                workflows=workflows,
+                tool_naming=naming,
+                list_tools=listing,
             )
             anyio.run(serve_stdio, server)
         elif transport is Transport.HTTP:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=http_identity, workflows=workflows, tool_naming=naming
+                aifr_app,
+                identity=http_identity,
+                workflows=workflows,
+                tool_naming=naming,
+                list_tools=listing,
             )
             metrics_app = _metrics_app(aifr_app) if metrics else None
             tokens = TokenStore(settings.path(settings.mcp.tokens_file))
@@ -236,7 +254,11 @@ def serve(
             )
         else:
             server = AifrMcpServer.from_app(
-                aifr_app, identity=connection_identity, workflows=workflows, tool_naming=naming
+                aifr_app,
+                identity=connection_identity,
+                workflows=workflows,
+                tool_naming=naming,
+                list_tools=listing,
             )
             path = socket or settings.path(settings.mcp.socket)
             identities = UidPrincipals(local, dict(settings.mcp.uid_principals))
@@ -254,6 +276,7 @@ def serve(
     except KeyboardInterrupt:
         _announce("stopped")
     finally:
+        gateway.close()
         aifr_app.close()
 
 

@@ -14,6 +14,8 @@ from aifr.config.settings import (
     RuntimeSettings,
     SecretsSettings,
     Settings,
+    UpstreamSettings,
+    UpstreamToolRisk,
     WorkflowSettings,
     load_settings,
 )
@@ -28,6 +30,8 @@ __all__ = [
     "FsSettings",
     "InitReport",
     "McpSettings",
+    "UpstreamSettings",
+    "UpstreamToolRisk",
     "NetSettings",
     "PluginSettings",
     "PolicySettings",

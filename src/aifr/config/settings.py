@@ -16,7 +16,15 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -44,6 +52,8 @@ __all__ = [
     "RuntimeSettings",
     "SecretsSettings",
     "Settings",
+    "UpstreamSettings",
+    "UpstreamToolRisk",
     "WorkflowSettings",
     "load_settings",
 ]
@@ -215,6 +225,58 @@ PrincipalName = Annotated[str, AfterValidator(_principal_name)]
 """A principal's name, held to the runtime's rule, so a bad one stops start-up, not every call."""
 
 
+class UpstreamToolRisk(BaseModel):
+    """What an upstream MCP server's tools matching ``tools`` (a glob) do, as aifr judges them.
+
+    An upstream tool no entry matches is an undeclared WRITE at HIGH risk.
+    ``compensation`` names the capability that undoes a call (often another tool of the
+    same upstream) and ``compensation_arguments`` its arguments, templates over the
+    call's ``inputs`` and ``output``.
+    """
+
+    model_config = _SECTION
+
+    tools: str = Field(min_length=1)
+    operation: Literal["READ", "WRITE", "DELETE", "EXECUTE", "NETWORK"] = "WRITE"
+    risk: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] | None = None
+    reversible: bool = True
+    scope: str = "external"
+    compensation: str | None = None
+    compensation_arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    requires_approval: bool = False
+
+
+class UpstreamSettings(BaseModel):
+    """One third-party MCP server aifr governs: how to reach it and what its tools may do.
+
+    Exactly one of ``command`` (stdio) and ``url`` (streamable HTTP) is given. ``env``
+    and ``headers`` values may be ``secret://NAME`` references, resolved when the
+    upstream starts. ``expose`` globs pick the tools served (all by default);
+    ``max_calls_per_minute`` bounds the calls aifr forwards to it.
+    """
+
+    model_config = _SECTION
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=40)]
+    command: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: Annotated[str, Field(pattern=r"(?i)^https?://")] | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    expose: list[str] = Field(default_factory=lambda: ["*"])
+    risk: list[UpstreamToolRisk] = Field(default_factory=list)
+    max_calls_per_minute: Annotated[int, Field(ge=1)] | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> UpstreamSettings:
+        if bool(self.command) == (self.url is not None):
+            raise ValueError(
+                f"upstream {self.name!r}: give exactly one of command (stdio) and url (http)"
+            )
+        return self
+
+
 class McpSettings(BaseModel):
     """The MCP server: identities on local transports, tokens, socket and HTTP address.
 
@@ -223,6 +285,9 @@ class McpSettings(BaseModel):
     is the human behind the client whose answer to an approval prompt is recorded.
     ``tool_names`` lists tools by capability id (``ids``) or under names matching
     ``^[a-zA-Z0-9_-]{1,64}$`` (``portable``), which Claude Desktop and model APIs require.
+    ``list_tools`` leaves out of a caller's tool list what the policy always denies it
+    (``permitted``) or lists every tool (``all``); ``upstreams`` are third-party MCP
+    servers served through the gateway (docs/gateway.md).
     Over HTTP only pages on this machine may call the server; ``allowed_origins``
     (``https://console.example.com``) and ``allowed_hosts`` (a reverse proxy's
     ``mcp.example.com``) name the others.
@@ -232,6 +297,8 @@ class McpSettings(BaseModel):
 
     principal: PrincipalName = "mcp-client"
     tool_names: Literal["ids", "portable"] = "ids"
+    list_tools: Literal["permitted", "all"] = "permitted"
+    upstreams: list[UpstreamSettings] = Field(default_factory=list)
     roles: list[str] = Field(default_factory=list)
     operator: PrincipalName | None = None
     uid_principals: dict[str, PrincipalName] = Field(default_factory=dict)

@@ -27,6 +27,7 @@ from aifr.errors import ConfigError, FieldError, InputValidationError
 
 __all__ = [
     "SANDBOX_AUDIT_KEY",
+    "UPSTREAM_AUDIT_KEY",
     "GlobalContext",
     "Phase",
     "RequestContext",
@@ -229,6 +230,9 @@ _current: ContextVar[RequestContext | None] = ContextVar("aifr_request_context",
 
 SANDBOX_AUDIT_KEY = "aifr.sandbox"
 """The context key under which a sandboxed command's report joins its audit record."""
+
+UPSTREAM_AUDIT_KEY = "aifr.upstream"
+"""The context key under which a gateway call names its upstream server (name, version)."""
 
 
 def current_request() -> RequestContext | None:

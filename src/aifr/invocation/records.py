@@ -19,7 +19,7 @@ from aifr.audit import AuditEvent, AuditRecord
 from aifr.capabilities import Capability, CapabilitySpec, digest
 from aifr.errors import AifrError, FieldError, InputValidationError, error_payload
 from aifr.invocation.circuit import CircuitState
-from aifr.invocation.context import SANDBOX_AUDIT_KEY, RequestContext
+from aifr.invocation.context import SANDBOX_AUDIT_KEY, UPSTREAM_AUDIT_KEY, RequestContext
 from aifr.invocation.hooks import Hooks
 from aifr.invocation.identity import INVALID_PRINCIPAL
 from aifr.invocation.options import CallOptions
@@ -158,6 +158,16 @@ class Outcome:
     replay: Result | None = None
 
 
+def _add_handler_reports(call: Call, details: dict[str, JsonValue]) -> None:
+    """What a handler left for its audit record: the sandbox's report, the upstream called."""
+    sandbox = call.context.get(SANDBOX_AUDIT_KEY)
+    if sandbox is not None:  # what the process sandbox did: backend, refusals, connections
+        details["sandbox"] = sandbox
+    upstream = call.context.get(UPSTREAM_AUDIT_KEY)
+    if upstream is not None:  # a gateway call: which MCP server answered, at which version
+        details["upstream"] = upstream
+
+
 def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocation") -> AuditEvent:
     """The audit event recording ``call`` and how it ended."""
     spec = call.spec
@@ -188,9 +198,7 @@ def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocat
         details["hook_failures"] = [f.to_dict() for f in call.hook_failures]
     if outcome.replay is not None:
         details["replayed_request_id"] = outcome.replay.request_id
-    sandbox = call.context.get(SANDBOX_AUDIT_KEY)
-    if sandbox is not None:  # what the process sandbox did: backend, refusals, connections
-        details["sandbox"] = sandbox
+    _add_handler_reports(call, details)
     principal = call.principal
     if call.principal_refused:  # no name to key the record on: nothing ran
         details["principal_given"] = repr(principal)[:80]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
-from aifr.capabilities import RiskLevel
+from aifr.capabilities import CapabilitySpec, RiskLevel
 from aifr.errors import AifrError, ApprovalError, PolicyError
 from aifr.policy.approvers import authorize_approver
 from aifr.policy.changes import ChangeListener, PolicyChange
@@ -223,6 +223,18 @@ class PolicyEngine:
     def roles_of(self, principal: str) -> frozenset[str]:
         """Every role ``principal`` holds through bindings, groups and inheritance."""
         return self._compiled.policy.rbac.roles_of(principal)
+
+    def always_denies(
+        self, capability: CapabilitySpec, principal: str, roles: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether every call of ``capability`` by ``principal`` is denied, whatever the inputs.
+
+        True when each rule that may decide for this subject (the compiled plan's steps,
+        input and workflow conditions aside) denies: no inputs can get the call through,
+        and no grant turns a denial around. Lets ``tools/list`` leave such tools out.
+        """
+        steps, _limits = self._compiled.plan(capability, principal, roles, ())
+        return all(decision.decision is _DENY for _test, decision in steps)
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
         """Decide ``request``; a non-denied request takes a rate-limit token."""

@@ -162,7 +162,7 @@ def make_project(aifr_bin: str, root: Path, env: dict[str, str], *, operator: st
     text = config.read_text().replace(
         "capability_modules = []", 'capability_modules = ["mcp_caps"]'
     )
-    text += '\n[mcp]\nprincipal = "agent"\n'
+    text += '\n[mcp]\nprincipal = "agent"\nlist_tools = "all"\n'
     if operator is not None:
         text += f'operator = "{operator}"\n'
     config.write_text(text)

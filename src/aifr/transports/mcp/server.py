@@ -17,11 +17,12 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
@@ -42,6 +43,7 @@ from aifr.errors import (
 from aifr.invocation import ApprovalService, CallOptions, Result, Runtime, Status
 from aifr.transports.mcp.approvals import ApprovalBridge
 from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
+from aifr.transports.mcp.list_changed import ToolListWatchers
 from aifr.transports.mcp.naming import ToolNames, ToolNaming
 from aifr.transports.mcp.protocol import result_for_version, tool_for_version
 from aifr.transports.mcp.resources import ResourceCatalog
@@ -59,6 +61,7 @@ __all__ = [
     "SERVER_NAME",
     "AifrMcpServer",
     "IdentityResolver",
+    "ToolListing",
     "connection_identity",
     "fixed_identity",
     "http_identity",
@@ -69,6 +72,9 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "aifr"
 Ctx = ServerRequestContext[Any, Any]
 IdentityResolver = Callable[[Ctx], McpIdentity]
+
+ToolListing = Literal["permitted", "all"]
+"""Which tools ``tools/list`` shows a caller: those it may use, or every one."""
 
 _connection: contextvars.ContextVar[McpIdentity | None] = contextvars.ContextVar(
     "aifr_mcp_connection_identity", default=None
@@ -124,6 +130,23 @@ def _traceparent(ctx: Ctx) -> str | None:
     return None
 
 
+class _Server(Server[Any]):
+    """The SDK's low-level server, announcing that its tool list may change."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        """The SDK's options, with ``tools.listChanged`` (see :mod:`.list_changed`)."""
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
 class _PendingCalls:
     """Calls waiting for approval, so the same call again carries the approval id.
 
@@ -177,9 +200,11 @@ class AifrMcpServer:
         workflows: WorkflowTools | None = None,
         version: str = "",
         tool_naming: ToolNaming = ToolNaming.IDS,
+        list_tools: ToolListing = "all",
     ) -> None:
         self.registry = registry
         self.tool_naming = tool_naming
+        self.list_tools = list_tools
         self._names = ToolNames((), tool_naming)
         self._names_for = -1  # the registry size the names were built for
         self.workflows = workflows
@@ -189,7 +214,8 @@ class AifrMcpServer:
         self.identity = identity
         self.bridge = ApprovalBridge(approvals)
         self._waiting = _PendingCalls()
-        self.server: Server[Any] = Server(
+        self.watchers = ToolListWatchers(self._permitted_names)
+        self.server: Server[Any] = _Server(
             SERVER_NAME,
             version=version,
             title="aifr, the AI-First Runtime",
@@ -217,15 +243,17 @@ class AifrMcpServer:
         identity: IdentityResolver,
         workflows: Iterable[WorkflowSpec] = (),
         tool_naming: ToolNaming = ToolNaming.IDS,
+        list_tools: ToolListing = "all",
     ) -> AifrMcpServer:
         """The server for a built project, with ``workflows`` offered as tools.
 
         Uses the app's registry, runtime, approvals, ledger and workflow engine.
-        ``tool_naming`` lists tools by id or under portable names (see :mod:`.naming`).
+        ``tool_naming`` lists tools by id or under portable names (see :mod:`.naming`);
+        ``list_tools="permitted"`` leaves out the tools the policy always denies the caller.
         """
         specs = list(workflows)
         tools = WorkflowTools(app.workflows, specs, app.registry) if specs else None
-        return cls(
+        server = cls(
             registry=app.registry,
             runtime=app.runtime,
             approvals=app.approvals,
@@ -240,7 +268,11 @@ class AifrMcpServer:
             workflows=tools,
             version=__version__,
             tool_naming=tool_naming,
+            list_tools=list_tools,
         )
+        if list_tools == "permitted":
+            app.policy.on_change(server.watchers.notify)
+        return server
 
     def _bound_principal(self, ctx: Ctx) -> str | None:
         try:
@@ -258,9 +290,17 @@ class AifrMcpServer:
 
     # -- tools ------------------------------------------------------------------------
 
-    def tools(self) -> list[types.Tool]:
-        """Every tool under its listed name: capabilities (latest version), workflows, status."""
-        tools = [tool_for_spec(spec) for spec in self.registry.list()]
+    def tools(self, who: McpIdentity | None = None) -> list[types.Tool]:
+        """Every tool under its listed name: capabilities (latest version), workflows, status.
+
+        With ``who``, a capability the policy denies that caller whatever the inputs is
+        left out (a tool that may be allowed, or needs an approval, stays).
+        """
+        specs = self.registry.list()
+        if who is not None:
+            denies = self.runtime.policy.always_denies
+            specs = [s for s in specs if not denies(s, who.principal, who.roles)]
+        tools = [tool_for_spec(spec) for spec in specs]
         if self.workflows is not None:
             tools.extend(self.workflows.tools())
         tools.append(approval_status_tool())
@@ -284,7 +324,14 @@ class AifrMcpServer:
         self, ctx: Ctx, _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         version = ctx.protocol_version
-        return types.ListToolsResult(tools=[tool_for_version(t, version) for t in self.tools()])
+        who = self.identity(ctx) if self.list_tools == "permitted" else None
+        tools = self.tools(who)
+        if who is not None:
+            self.watchers.remember(ctx.session, who, frozenset(t.name for t in tools))
+        return types.ListToolsResult(tools=[tool_for_version(t, version) for t in tools])
+
+    def _permitted_names(self, who: McpIdentity) -> frozenset[str]:
+        return frozenset(tool.name for tool in self.tools(who))
 
     async def _call_tool(
         self, ctx: Ctx, params: types.CallToolRequestParams

@@ -1,0 +1,358 @@
+"""One third-party MCP server aifr talks to as a client: started lazily, restarted after a crash.
+
+The connection (the SDK's ``Client`` over stdio or streamable HTTP) lives on an event
+loop in a thread of its own, held by one task from connect to close, as the SDK's
+anyio streams require. Calls come from any thread or loop (``Runtime.ainvoke`` on the
+server's loop, ``Runtime.invoke`` on its background loop, a workflow worker) and are
+handed to that loop, so no caller's loop ever owns the upstream.
+
+A call that finds the connection dead (the process exited, the socket closed) fails with
+``transport.upstream_unavailable`` naming the upstream and why, and the next call starts
+it again, no sooner than the backoff after the last failure allows (doubling, capped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
+
+import httpx2
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from aifr.config import UpstreamSettings
+from aifr.errors import AifrError, ErrorCode, PolicyError, TransportError
+from aifr.transports.mcp.upstream_catalog import changed_tools
+
+__all__ = ["BACKOFF_S", "Upstream"]
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""Seconds to wait before the n-th restart in a row (the last repeats)."""
+
+_STOP_TIMEOUT_S = 5.0
+_WINDOW_S = 60.0
+
+SecretLookup = Callable[[str], str]
+
+
+class Upstream:
+    """A client connection to one upstream MCP server, safe to call from any thread.
+
+    Args:
+        config: how to reach the server and what its tools may do.
+        resolve_secret: turns a ``secret://NAME`` reference into its value.
+        errlog: where a stdio server's stderr goes.
+        clock: monotonic time, for backoff and the call budget.
+    """
+
+    def __init__(
+        self,
+        config: UpstreamSettings,
+        resolve_secret: SecretLookup,
+        *,
+        errlog: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self._resolve = resolve_secret
+        self._errlog = errlog
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Client | None = None
+        self._stop: asyncio.Event | None = None
+        self._holder: asyncio.Future[None] | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._calls: collections.deque[float] = collections.deque()
+        self.last_error: str | None = None
+        self.starts = 0
+        self.server: types.Implementation | None = None
+        self.tools: list[types.Tool] = []
+        self.reviewed: list[types.Tool] | None = None
+        self.drift: frozenset[str] = frozenset()
+
+    # -- facts ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether a connection is open now."""
+        return self._client is not None
+
+    @property
+    def server_version(self) -> str:
+        """The version the server reported when it last started ('' before that)."""
+        return self.server.version if self.server is not None else ""
+
+    def audit_facts(self, tool: str) -> dict[str, Any]:
+        """What a call's audit record says about where it went."""
+        return {
+            "name": self.name,
+            "tool": tool,
+            "server": self.server.name if self.server is not None else None,
+            "server_version": self.server_version or None,
+            "transport": "stdio" if self.config.command else "http",
+        }
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name=f"aifr-upstream-{self.name}", daemon=True
+            )
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
+
+    def _submit(self, work: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(work, self._ensure_loop())
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def _target(self) -> StdioServerParameters | Any:
+        config = self.config
+        if config.command:
+            env = {key: self._secret(value) for key, value in config.env.items()}
+            return StdioServerParameters(
+                command=config.command[0], args=config.command[1:], env=env, cwd=config.cwd
+            )
+        headers = {key: self._secret(value) for key, value in config.headers.items()}
+        assert config.url is not None  # noqa: S101  # the settings hold one of the two
+        client = httpx2.AsyncClient(headers=headers, timeout=config.timeout_s)
+        return streamable_http_client(config.url, http_client=client)
+
+    def _secret(self, value: str) -> str:
+        return self._resolve(value) if value.startswith("secret://") else value
+
+    async def _hold(self, ready: asyncio.Future[None]) -> None:
+        """Open the connection, publish it, and keep it open until stopped or broken."""
+        stop = self._stop = asyncio.Event()
+        errlog = self._errlog
+        try:
+            target = self._target()
+            kwargs: dict[str, Any] = {"mode": "legacy", "cache": None}
+            if isinstance(target, StdioServerParameters) and errlog is not None:
+                from mcp.client.stdio import stdio_client
+
+                target = stdio_client(target, errlog=errlog)
+            async with Client(target, **kwargs) as client:
+                self.server = client.server_info
+                self.tools = await _all_tools(client)
+                self._client = client
+                ready.set_result(None)
+                await stop.wait()
+        except BaseException as exc:  # noqa: BLE001  # any end of the connection is reported
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._client = None
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        holder = self._holder = asyncio.ensure_future(self._hold(ready))
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), self.config.timeout_s)
+        except BaseException:
+            holder.cancel()
+            raise
+
+    def start(self) -> None:
+        """Connect now if not connected (the first call does it anyway).
+
+        Raises:
+            TransportError: ``transport.upstream_unavailable``: the server does not start
+                or answer, or it failed a moment ago and its backoff has not passed.
+        """
+        with self._lock:
+            if self._client is not None:
+                return
+            now = self._clock()
+            if now < self._retry_at:
+                raise self._unavailable(
+                    f"it failed ({self.last_error}); next start in {self._retry_at - now:.1f}s"
+                )
+            try:
+                self._submit(self._open()).result(self.config.timeout_s + 5)
+            except AifrError:
+                self._failed("start failed")
+                raise
+            except BaseException as exc:  # foreign: the SDK, the process
+                self.last_error = _describe(exc)
+                self._failed("start failed")
+                raise self._unavailable(f"it did not start: {self.last_error}") from exc
+            self.starts += 1
+            self._failures = 0
+            if self.reviewed is not None:
+                self.drift = changed_tools(self.reviewed, self.tools)
+                if self.drift:
+                    logger.warning(
+                        "upstream %s: tools changed since reviewed: %s",
+                        self.name,
+                        ", ".join(sorted(self.drift)),
+                    )
+            logger.info("upstream %s started (%s)", self.name, self.server_version)
+
+    def _failed(self, what: str) -> None:
+        self._failures += 1
+        delay = BACKOFF_S[min(self._failures, len(BACKOFF_S) - 1)]
+        self._retry_at = self._clock() + delay
+        logger.warning(
+            "upstream %s: %s (%s); retry in %.1fs", self.name, what, self.last_error, delay
+        )
+
+    def _unavailable(self, why: str) -> TransportError:
+        return TransportError(
+            f"upstream MCP server {self.name!r} is unavailable: {why}",
+            code=ErrorCode.TRANSPORT_UPSTREAM_UNAVAILABLE,
+            upstream=self.name,
+        )
+
+    # -- calling ------------------------------------------------------------------------
+
+    def _spend(self) -> None:
+        limit = self.config.max_calls_per_minute
+        if limit is None:
+            return
+        with self._lock:
+            now = self._clock()
+            while self._calls and self._calls[0] <= now - _WINDOW_S:
+                self._calls.popleft()
+            if len(self._calls) >= limit:
+                raise PolicyError(
+                    f"upstream {self.name!r} allows {limit} calls per minute; "
+                    f"try again in {self._calls[0] + _WINDOW_S - now:.0f}s",
+                    code=ErrorCode.POLICY_RATE_LIMITED,
+                    upstream=self.name,
+                )
+            self._calls.append(now)
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        """Call ``tool`` on the server from any loop; starts it first if needed.
+
+        Raises:
+            TransportError: ``transport.upstream_unavailable`` (not running, crashed
+                during the call, or no answer in ``timeout_s``).
+            PolicyError: ``policy.rate_limited``: over ``max_calls_per_minute``.
+        """
+        self._spend()
+        if self._client is None:
+            await asyncio.to_thread(self.start)
+        if tool in self.drift:
+            raise TransportError(
+                f"upstream {self.name!r} tool {tool!r} changed since its tool list was "
+                "reviewed (added, removed or a new input schema); review it with "
+                "'aifr upstreams list' before it can be called",
+                code=ErrorCode.TRANSPORT_UPSTREAM_DRIFT,
+                upstream=self.name,
+                tool=tool,
+            )
+        future = self._submit(self._call(tool, arguments))
+        try:
+            return await asyncio.wrap_future(future)
+        except AifrError:
+            raise
+        except BaseException as exc:  # the connection broke under the call
+            self.last_error = _describe(exc)
+            with self._lock:
+                self._drop()
+                self._failed("call failed")
+            raise self._unavailable(
+                f"the call to {tool!r} failed ({self.last_error}); it will be restarted"
+            ) from exc
+
+    async def _call(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        client = self._client
+        if client is None:
+            raise self._unavailable(f"it stopped ({self.last_error or 'no reason given'})")
+        return await asyncio.wait_for(client.call_tool(tool, arguments), self.config.timeout_s)
+
+    def ping(self) -> float:
+        """Round-trip seconds of an MCP ping (starting the server if needed).
+
+        Raises:
+            TransportError: the server does not start or answer.
+        """
+        self.start()
+        started = time.perf_counter()
+
+        async def ping() -> None:
+            client = self._client
+            if client is None:
+                raise self._unavailable("it stopped")
+            await asyncio.wait_for(client.send_ping(), self.config.timeout_s)
+
+        try:
+            self._submit(ping()).result(self.config.timeout_s + 5)
+        except AifrError:
+            raise
+        except BaseException as exc:  # foreign: the SDK, the process
+            raise self._unavailable(f"no answer to ping: {_describe(exc)}") from exc
+        return time.perf_counter() - started
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _drop(self) -> None:
+        """Close the connection (the process with it), keeping the loop."""
+        loop, stop = self._loop, self._stop
+        self._client = None
+        if loop is not None and stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+
+    def close(self) -> None:
+        """Stop the server and the loop; a later call starts both again."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            self._drop()
+
+            async def drain() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.gather(*tasks, return_exceptions=True), _STOP_TIMEOUT_S
+                    )
+
+            with contextlib.suppress(BaseException):
+                asyncio.run_coroutine_threadsafe(drain(), loop).result(_STOP_TIMEOUT_S + 1)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(_STOP_TIMEOUT_S)
+            if not thread.is_alive():
+                loop.close()
+            self._loop = self._thread = None
+
+
+async def _all_tools(client: Client) -> list[types.Tool]:
+    tools: list[types.Tool] = []
+    cursor: str | None = None
+    while True:
+        page = await client.list_tools(cursor=cursor)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
+
+
+def _describe(exc: BaseException) -> str:
+    """A foreign exception in one line; an exception group by its first leaf."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
