@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $@
 
 $(DEVSTAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,api]"
 	$(BIN)/python -m compileall -q src/aifr
 	touch $(STAMP) $@
 

@@ -30,6 +30,7 @@ from aifr.invocation import (
     Runtime,
     SecretProvider,
     SecretResolver,
+    TokenService,
 )
 from aifr.plugins import PluginSet, discover, load_plugins
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
@@ -43,6 +44,7 @@ from aifr.storage.sqlite.grants import SqliteGrantStore
 from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
 from aifr.storage.sqlite.runs import SqliteRunStore
 from aifr.storage.sqlite.step_results import StepResultStore
+from aifr.storage.sqlite.tokens import SqliteTokenStore
 from aifr.workflows import WorkflowEngine, WorkflowSpec, find_workflow
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "build_registry",
     "build_registry_and_plugins",
     "build_secrets",
+    "build_token_service",
     "capabilities_in_module",
     "reserved_paths",
     "stdlib_capabilities",
@@ -126,6 +129,11 @@ class App:
         )
         self.plugins.attach(runtime)  # a plugin's calls go through this runtime
         return runtime
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        """The bearer tokens of every HTTP surface, in the state database."""
+        return build_token_service(self.settings, self.database)
 
     @cached_property
     def runs(self) -> SqliteRunStore:
@@ -355,6 +363,27 @@ def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = Non
             )
         database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
     return open_sqlite_ledger(database)
+
+
+def build_token_service(settings: Settings, database: SqliteDatabase | None = None) -> TokenService:
+    """The bearer-token service on the project's state database (``database`` if open).
+
+    Tokens in the pre-database ``mcp.tokens_file`` are imported on first use.
+
+    Raises:
+        ConfigError: the database URL is not SQLite (tokens have only a SQLite adapter).
+    """
+    if database is None:
+        path = settings.sqlite_path
+        if path is None:
+            raise ConfigError(
+                f"database_url {settings.database_url!r}: tokens have only a SQLite adapter "
+                "so far; use sqlite:///PATH",
+                key="database_url",
+            )
+        database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
+    legacy = settings.path(settings.mcp.tokens_file)
+    return TokenService(SqliteTokenStore(database, legacy_file=legacy))
 
 
 def build_grant_store(settings: Settings) -> GrantStore | None:

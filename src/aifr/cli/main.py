@@ -20,6 +20,7 @@ from aifr.cli import (
     project,
     run,
     runs,
+    tokens,
     worker,
     workflows,
 )
@@ -56,6 +57,7 @@ app.command("call")(call.call)
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(audit.app, name="audit")
 app.add_typer(mcp.app, name="mcp")
+app.add_typer(tokens.app, name="tokens")
 app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")

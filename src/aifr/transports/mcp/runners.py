@@ -24,7 +24,8 @@ from mcp.server.transport_security import (
 )
 
 from aifr.errors import TransportError
-from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity, TokenStore
+from aifr.invocation import TokenService
+from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity
 from aifr.transports.mcp.http_guard import HttpMessageGuard
 from aifr.transports.mcp.origin import OriginGuard, is_loopback
 from aifr.transports.mcp.server import AifrMcpServer
@@ -117,7 +118,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 async def serve_http(
     server: AifrMcpServer,
-    tokens: TokenStore,
+    tokens: TokenService,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
