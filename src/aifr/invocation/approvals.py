@@ -175,8 +175,18 @@ class ApprovalService:
 
     # -- deciding ----------------------------------------------------------------------
 
-    def approve(self, approval_id: str, approver: str, *, comment: str = "") -> ApprovalRecord:
+    def approve(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        comment: str = "",
+        roles: frozenset[str] = frozenset(),
+    ) -> ApprovalRecord:
         """Record ``approver``'s yes; the request is approved once the quorum is reached.
+
+        ``roles`` are roles the approver holds outside the policy's bindings (those of
+        the authenticated token that made the decision).
 
         Raises:
             InputValidationError: ``approver`` is not a valid principal name.
@@ -185,7 +195,7 @@ class ApprovalService:
         """
         check_principal(approver, field="approver")
         record = self.get(approval_id)
-        self._check_approver(record, approver)
+        self._check_approver(record, approver, roles)
 
         def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
             self._require_status(current, ApprovalStatus.PENDING)
@@ -219,8 +229,15 @@ class ApprovalService:
         updated, _ = self.store.update(approval_id, change)
         return updated
 
-    def reject(self, approval_id: str, approver: str, *, reason: str = "") -> ApprovalRecord:
-        """End a pending request with a no.
+    def reject(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        reason: str = "",
+        roles: frozenset[str] = frozenset(),
+    ) -> ApprovalRecord:
+        """End a pending request with a no (``roles`` as for :meth:`approve`).
 
         Raises:
             InputValidationError: ``approver`` is not a valid principal name.
@@ -229,7 +246,7 @@ class ApprovalService:
         """
         check_principal(approver, field="approver")
         record = self.get(approval_id)
-        self._check_approver(record, approver)
+        self._check_approver(record, approver, roles)
 
         def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
             self._require_status(current, ApprovalStatus.PENDING)
@@ -329,17 +346,29 @@ class ApprovalService:
     # -- async twins -------------------------------------------------------------------
 
     async def aapprove(
-        self, approval_id: str, approver: str, *, comment: str = ""
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        comment: str = "",
+        roles: frozenset[str] = frozenset(),
     ) -> ApprovalRecord:
         """:meth:`approve` without blocking the event loop."""
         return await _in_thread(
-            functools.partial(self.approve, approval_id, approver, comment=comment)
+            functools.partial(self.approve, approval_id, approver, comment=comment, roles=roles)
         )
 
-    async def areject(self, approval_id: str, approver: str, *, reason: str = "") -> ApprovalRecord:
+    async def areject(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        reason: str = "",
+        roles: frozenset[str] = frozenset(),
+    ) -> ApprovalRecord:
         """:meth:`reject` without blocking the event loop."""
         return await _in_thread(
-            functools.partial(self.reject, approval_id, approver, reason=reason)
+            functools.partial(self.reject, approval_id, approver, reason=reason, roles=roles)
         )
 
     async def aget(self, approval_id: str) -> ApprovalRecord:
@@ -348,7 +377,9 @@ class ApprovalService:
 
     # -- rules -------------------------------------------------------------------------
 
-    def _check_approver(self, record: ApprovalRecord, approver: str) -> None:
+    def _check_approver(
+        self, record: ApprovalRecord, approver: str, roles: frozenset[str] = frozenset()
+    ) -> None:
         if approver == record.principal or approver in record.on_behalf_of:
             raise ApprovalError(
                 f"{approver} cannot approve or reject {record.id}: nobody decides on their "
@@ -370,6 +401,7 @@ class ApprovalService:
                 approval_ttl_s=record.expires_at - record.created_at,
                 grant_id=None,
             ),
+            approver_roles=roles,
         )
 
     def _require_status(self, record: ApprovalRecord, wanted: ApprovalStatus) -> None:
