@@ -165,7 +165,11 @@ def install_problem_handlers(api: FastAPI) -> None:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": text}
+    status: {
+        "model": Problem,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "description": text,
+    }
     for status, text in (
         (401, "missing, unknown, expired or revoked token"),
         (403, "refused by policy, or a cross-origin request"),

@@ -8,6 +8,7 @@ enough for clients that launch it per session.
 from __future__ import annotations
 
 import shutil
+import ssl
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -17,7 +18,7 @@ import typer
 
 from aifr.cli import tokens
 from aifr.cli.console import err_console, fail, print_json
-from aifr.errors import AifrError
+from aifr.errors import AifrError, ConfigError
 
 if TYPE_CHECKING:
     from aifr.config import Settings
@@ -76,12 +77,32 @@ def _local_identity(settings: Settings) -> McpIdentity:
     return McpIdentity(mcp.principal, frozenset(mcp.roles), mcp.operator)
 
 
+def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The TLS 1.3-only context of ``--tls-cert``/``--tls-key``, or ``None`` without them.
+
+    Raises:
+        ConfigError: only one of the pair is given, or it does not load.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("give both --tls-cert and --tls-key, or neither", key="tls")
+    from aifr.api.tls import server_context
+
+    return server_context(cert, key)
+
+
 def _announce(message: str) -> None:
     err_console.print(f"aifr mcp: {message}")
 
 
 def _refuse_foreign_options(
-    transport: Transport, *, host: str | None, port: int | None, socket: Path | None
+    transport: Transport,
+    *,
+    host: str | None,
+    port: int | None,
+    socket: Path | None,
+    tls: Path | None = None,
 ) -> None:
     """Refuse an option of another transport, which would otherwise be ignored.
 
@@ -91,7 +112,11 @@ def _refuse_foreign_options(
     Raises:
         typer.BadParameter: ``--host``/``--port`` without http, ``--socket`` without uds.
     """
-    given = (("--host", host, Transport.HTTP), ("--port", port, Transport.HTTP))
+    given = (
+        ("--host", host, Transport.HTTP),
+        ("--port", port, Transport.HTTP),
+        ("--tls-cert", tls, Transport.HTTP),
+    )
     for option, value, owner in (*given, ("--socket", socket, Transport.UDS)):
         if value is not None and transport is not owner:
             raise typer.BadParameter(
@@ -113,6 +138,13 @@ def serve(
     socket: Annotated[
         Path | None, typer.Option("--socket", help="Unix socket path (default mcp.socket).")
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate: serve HTTPS, TLS 1.3 only (http)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert.")
+    ] = None,
     tool_names: Annotated[
         ToolNameStyle | None,
         typer.Option(
@@ -128,7 +160,7 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    _refuse_foreign_options(transport, host=host, port=port, socket=socket)
+    _refuse_foreign_options(transport, host=host, port=port, socket=socket, tls=tls_cert or tls_key)
     import anyio
 
     from aifr.app import build_app
@@ -166,6 +198,7 @@ def serve(
                 aifr_app, identity=http_identity, workflows=workflows, tool_naming=naming
             )
             tokens = aifr_app.tokens
+            tls = _tls_context(tls_cert, tls_key)
             if not tokens.records():
                 _announce(
                     "no tokens yet: every request will get 401 until you run "
@@ -180,6 +213,7 @@ def serve(
                     on_ready=lambda url: _announce(f"serving on {url}"),
                     allowed_origins=settings.mcp.allowed_origins,
                     allowed_hosts=settings.mcp.allowed_hosts,
+                    ssl_context=tls,
                 )
             )
         else:

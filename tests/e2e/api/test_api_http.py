@@ -260,3 +260,56 @@ def test_an_unknown_route_and_a_wrong_method_are_problems(server: Server) -> Non
     assert _problem(missing)["code"] == "transport.not_found"
     assert wrong.status_code == 405
     assert _problem(wrong)["code"] == "transport.method_not_allowed"
+
+
+def _operation_schema(
+    spec: dict[str, object], path: str, method: str, status: int, media_type: str
+) -> object:
+    paths = spec["paths"]
+    assert isinstance(paths, dict)
+    responses = paths[path][method]["responses"]
+    answer = responses.get(str(status))
+    assert answer is not None, f"{method.upper()} {path} does not document {status}"
+    content = answer["content"]
+    assert media_type in content, f"{method.upper()} {path} {status} does not document {media_type}"
+    return content[media_type]["schema"]
+
+
+@pytest.mark.parametrize(
+    ("who", "method", "template", "path", "status"),
+    [
+        (None, "get", "/health", "/health", 200),
+        ("agent", "get", "/ready", "/ready", 200),
+        (None, "get", "/ready", "/ready", 401),
+        ("agent", "get", "/v1/capabilities", "/v1/capabilities", 200),
+        (
+            "agent",
+            "get",
+            "/v1/capabilities/{capability_ref}",
+            "/v1/capabilities/shop.greet",
+            200,
+        ),
+        ("agent", "get", "/v1/approvals", "/v1/approvals", 200),
+        ("agent", "get", "/v1/runs", "/v1/runs", 200),
+        ("alice", "get", "/v1/audit/verify", "/v1/audit/verify", 200),
+        ("alice", "get", "/v1/audit", "/v1/audit", 200),
+        ("outsider", "get", "/v1/audit", "/v1/audit", 403),
+        ("agent", "get", "/v1/runs", "/v1/runs?limit=0", 422),
+    ],
+)
+def test_responses_match_the_served_openapi_document(
+    server: Server, who: str | None, method: str, template: str, path: str, status: int
+) -> None:
+    import jsonschema
+
+    with server.client("agent") as reader:
+        spec = reader.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    with server.client(who) as client:
+        response = client.request(method, path)
+    assert response.status_code == status, response.text
+    media_type = response.headers["content-type"].split(";")[0]
+    schema = _operation_schema(spec, template, method, status, media_type)
+    document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **dict(schema)}  # type: ignore[call-overload]
+    document["components"] = spec["components"]
+    jsonschema.Draft202012Validator(document).validate(response.json())
