@@ -105,6 +105,8 @@ class App:
             SqliteApprovalStore(self.database, self.ledger),
             self.policy,
             default_ttl_s=self.settings.approvals.expiry_s,
+            require_authenticated=self.settings.approvals.require_authenticated,
+            audit=self.ledger.append,
         )
 
     @cached_property

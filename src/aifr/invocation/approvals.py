@@ -83,11 +83,15 @@ class ApprovalService:
         *,
         default_ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        require_authenticated: bool = False,
+        audit: Callable[[AuditEvent], object] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.default_ttl_s = default_ttl_s
         self._clock = clock
+        self.require_authenticated = require_authenticated
+        self._audit = audit
 
     # -- creation (runtime) ------------------------------------------------------------
 
@@ -182,19 +186,24 @@ class ApprovalService:
         *,
         comment: str = "",
         roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
     ) -> ApprovalRecord:
         """Record ``approver``'s yes; the request is approved once the quorum is reached.
 
         ``roles`` are roles the approver holds outside the policy's bindings (those of
-        the authenticated token that made the decision).
+        the authenticated token that made the decision). ``authenticated`` says the
+        approver proved who they are (a token); with ``require_authenticated`` on, a
+        decision without it is refused and audited.
 
         Raises:
             InputValidationError: ``approver`` is not a valid principal name.
             ApprovalError: not found, expired, already decided, self-approval, not
-                authorized by policy, or a second vote by the same approver.
+                authorized by policy, unauthenticated where authentication is
+                required, or a second vote by the same approver.
         """
         check_principal(approver, field="approver")
         record = self.get(approval_id)
+        self._require_authentication(record, approver, authenticated)
         self._check_approver(record, approver, roles)
 
         def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
@@ -236,16 +245,18 @@ class ApprovalService:
         *,
         reason: str = "",
         roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
     ) -> ApprovalRecord:
-        """End a pending request with a no (``roles`` as for :meth:`approve`).
+        """End a pending request with a no (``roles``, ``authenticated`` as for :meth:`approve`).
 
         Raises:
             InputValidationError: ``approver`` is not a valid principal name.
-            ApprovalError: not found, expired, already decided, self-approval, or not
-                authorized by policy.
+            ApprovalError: not found, expired, already decided, self-approval, not
+                authorized by policy, or unauthenticated where it is required.
         """
         check_principal(approver, field="approver")
         record = self.get(approval_id)
+        self._require_authentication(record, approver, authenticated)
         self._check_approver(record, approver, roles)
 
         def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
@@ -352,10 +363,18 @@ class ApprovalService:
         *,
         comment: str = "",
         roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
     ) -> ApprovalRecord:
         """:meth:`approve` without blocking the event loop."""
         return await _in_thread(
-            functools.partial(self.approve, approval_id, approver, comment=comment, roles=roles)
+            functools.partial(
+                self.approve,
+                approval_id,
+                approver,
+                comment=comment,
+                roles=roles,
+                authenticated=authenticated,
+            )
         )
 
     async def areject(
@@ -365,10 +384,18 @@ class ApprovalService:
         *,
         reason: str = "",
         roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
     ) -> ApprovalRecord:
         """:meth:`reject` without blocking the event loop."""
         return await _in_thread(
-            functools.partial(self.reject, approval_id, approver, reason=reason, roles=roles)
+            functools.partial(
+                self.reject,
+                approval_id,
+                approver,
+                reason=reason,
+                roles=roles,
+                authenticated=authenticated,
+            )
         )
 
     async def aget(self, approval_id: str) -> ApprovalRecord:
@@ -376,6 +403,26 @@ class ApprovalService:
         return await _in_thread(functools.partial(self.get, approval_id))
 
     # -- rules -------------------------------------------------------------------------
+
+    def _require_authentication(
+        self, record: ApprovalRecord, approver: str, authenticated: bool
+    ) -> None:
+        """Refuse (and audit) an unproven decision when ``require_authenticated`` is on."""
+        if authenticated or not self.require_authenticated:
+            return
+        if self._audit is not None:
+            self._audit(
+                _event(record, "approval.refused", approver, "denied", reason="unauthenticated")
+            )
+        raise ApprovalError(
+            f"{approver} cannot decide {record.id} without proving who they are: "
+            "[approvals] require_authenticated is on, and a bare name (--as) proves nothing; "
+            "decide with the approver's token ('--token' or AIFR_TOKEN, the API or the "
+            "console)",
+            code=ErrorCode.APPROVAL_UNAUTHENTICATED,
+            approval_id=record.id,
+            approver=approver,
+        )
 
     def _check_approver(
         self, record: ApprovalRecord, approver: str, roles: frozenset[str] = frozenset()

@@ -120,7 +120,7 @@ async def approve(
 ) -> ApprovalView:
     """Approve as the token's principal (403 for self-approval or an approver the rules refuse)."""
     record = await app.approvals.aapprove(
-        approval_id, who.principal, comment=decision.comment, roles=who.roles
+        approval_id, who.principal, comment=decision.comment, roles=who.roles, authenticated=True
     )
     return approval_view(record)
 
@@ -134,6 +134,6 @@ async def reject(
 ) -> ApprovalView:
     """Reject as the token's principal (the same rules as approving)."""
     record = await app.approvals.areject(
-        approval_id, who.principal, reason=decision.comment, roles=who.roles
+        approval_id, who.principal, reason=decision.comment, roles=who.roles, authenticated=True
     )
     return approval_view(record)

@@ -37,6 +37,8 @@ class McpIdentity:
     principal: str
     roles: frozenset[str] = frozenset()
     operator: str | None = None
+    authenticated: bool = False
+    """True when a bearer token proved the identity (HTTP); local ones are configured."""
 
     @property
     def approver(self) -> str:
@@ -46,7 +48,9 @@ class McpIdentity:
 
 def identity_of(record: TokenRecord) -> McpIdentity:
     """The identity a request carrying the token of ``record`` acts as."""
-    return McpIdentity(record.principal, frozenset(record.roles), record.operator)
+    return McpIdentity(
+        record.principal, frozenset(record.roles), record.operator, authenticated=True
+    )
 
 
 def _bearer(scope: Scope) -> str | None:
