@@ -17,7 +17,7 @@ from aifr.audit import redact_details
 from aifr.cli.call import exit_status, print_result
 from aifr.cli.console import console, fail, print_json
 from aifr.errors import AifrError, ApprovalError, ErrorCode
-from aifr.invocation import ApprovalRecord, ApprovalStatus, TokenRecord
+from aifr.invocation import ApprovalRecord, ApprovalStatus, TokenRecord, missing_for
 
 __all__ = ["app"]
 
@@ -72,6 +72,10 @@ def _as_dict(record: ApprovalRecord) -> dict[str, JsonValue]:
         "reason": record.reason,
         "approver_roles": list(record.approver_roles),
         "quorum": record.quorum,
+        "quorum_roles": dict(record.quorum_roles),
+        "missing_votes": dict[str, JsonValue](
+            missing_for(record) if record.status is ApprovalStatus.PENDING else {}
+        ),
         "votes": [{"approver": v.approver, "at": v.at, "comment": v.comment} for v in record.votes],
         "created_at": record.created_at,
         "expires_at": record.expires_at,
@@ -178,6 +182,12 @@ def show(
         f"approvers: roles {', '.join(record.approver_roles) or 'any allowed by policy'}, "
         f"quorum {record.quorum}"
     )
+    if record.quorum_roles:
+        needs = ", ".join(f"{count} {role}" for role, count in record.quorum_roles)
+        console.print(f"separation of duties: {needs} (distinct approvers)")
+    if record.status is ApprovalStatus.PENDING and (missing := missing_for(record)):
+        still = ", ".join(f"{n} {'any approver' if r == '*' else r}" for r, n in missing.items())
+        console.print(f"still needs: {still}")
     for vote in record.votes:
         console.print(f"  approved by {vote.approver} at {_when(vote.at)} {vote.comment}")
     if record.decided_by and record.status in (ApprovalStatus.REJECTED, ApprovalStatus.WITHDRAWN):

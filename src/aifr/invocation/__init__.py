@@ -1,6 +1,6 @@
 """The governed invocation pipeline (DESIGN.md part C): runtime, context, hooks, secrets."""
 
-from aifr.invocation.approvals import ApprovalService, request_digest
+from aifr.invocation.approvals import ApprovalService, missing_for, request_digest
 from aifr.invocation.circuit import CircuitBreakers, CircuitState
 from aifr.invocation.context import (
     GlobalContext,
@@ -89,6 +89,7 @@ __all__ = [
     "check_principal",
     "current_request",
     "new_id",
+    "missing_for",
     "request_digest",
     "token_digest",
 ]

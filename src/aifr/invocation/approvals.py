@@ -33,7 +33,7 @@ from aifr.invocation.ports import (
     ApprovalStore,
     ApprovalVote,
 )
-from aifr.policy import Decision, PolicyDecision, PolicyEngine
+from aifr.policy import Decision, PolicyDecision, PolicyEngine, missing_votes
 
 __all__ = ["ApprovalService", "request_digest"]
 
@@ -139,6 +139,7 @@ class ApprovalService:
             reason=decision.reason,
             approver_roles=tuple(sorted(decision.approver_roles)),
             quorum=max(1, decision.quorum),
+            quorum_roles=decision.quorum_roles,
             created_at=now,
             expires_at=now + ttl,
             request_id=request_id,
@@ -216,8 +217,10 @@ class ApprovalService:
                     approval_id=approval_id,
                 )
             now = self._clock()
-            votes = (*current.votes, ApprovalVote(approver=approver, at=now, comment=comment))
-            reached = len(votes) >= current.quorum
+            held = tuple(sorted(self.policy.roles_of(approver) | roles))
+            vote = ApprovalVote(approver=approver, at=now, comment=comment, roles=held)
+            votes = (*current.votes, vote)
+            reached = not missing_for(current.evolve(votes=votes))
             updated = current.evolve(
                 votes=votes,
                 status=ApprovalStatus.APPROVED if reached else ApprovalStatus.PENDING,
@@ -447,6 +450,7 @@ class ApprovalService:
                 quorum=record.quorum,
                 approval_ttl_s=record.expires_at - record.created_at,
                 grant_id=None,
+                quorum_roles=record.quorum_roles,
             ),
             approver_roles=roles,
         )
@@ -480,6 +484,12 @@ class ApprovalService:
             return current, None
         updated = current.evolve(status=ApprovalStatus.EXPIRED)
         return updated, _event(current, "approval.expired", "aifr", "expired")
+
+
+def missing_for(record: ApprovalRecord) -> dict[str, int]:
+    """Votes ``record`` still needs: per role of its ``quorum_roles``, ``"*"`` for any approver."""
+    voters = [frozenset(vote.roles) for vote in record.votes]
+    return missing_votes(voters, record.quorum_roles, record.quorum)
 
 
 def _describe(record: ApprovalRecord) -> str:

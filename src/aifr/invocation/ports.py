@@ -52,6 +52,8 @@ class ApprovalVote:
     approver: str
     at: float
     comment: str = ""
+    roles: tuple[str, ...] = ()
+    """The roles the approver held when voting (for ``quorum_roles``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class ApprovalRecord:
     request_id: str | None = None
     workflow_id: str | None = None
     on_behalf_of: tuple[str, ...] = field(default_factory=tuple)
+    quorum_roles: tuple[tuple[str, int], ...] = ()
+    """Separation of duties: distinct approvers needed per role (the requester never counts)."""
     idempotency_key: str | None = None
     """The idempotency key of the call that asked (a workflow step's run, step and
     attempt): an open request is reused only by a call with the same key, so two runs

@@ -49,6 +49,16 @@ def cancel(order_id: int) -> dict[str, int]:
     return {"cancelled": order_id}
 
 
+@capability("shop.wire", operation="WRITE", risk="HIGH")
+def wire(amount: float) -> dict[str, float]:
+    """Wire money out.
+
+    Args:
+        amount: How much.
+    """
+    return {"wired": amount}
+
+
 @capability("shop.refund", operation="WRITE", risk="HIGH")
 def refund(order_id: int, amount: float) -> dict[str, float]:
     """Refund an order.
@@ -66,7 +76,9 @@ POLICY = """\
 version: 1
 roles:
   approver:
-    principals: [alice]
+    principals: [alice, carol]
+  security:
+    principals: [sam]
 rules:
   - id: no-audit-for-outsiders
     when:
@@ -85,6 +97,12 @@ rules:
     decision: REQUIRE_APPROVAL
     reason: refunds move money
     approvers: [approver]
+  - id: wires-need-two-duties
+    when:
+      capability: "shop.wire"
+    decision: REQUIRE_APPROVAL
+    reason: money leaves the company
+    quorum_roles: {approver: 1, security: 1}
   - id: allow-reads
     when:
       operation: READ
@@ -92,7 +110,7 @@ rules:
     reason: reading is low risk
 approvals:
   - risk: HIGH
-    roles: [approver]
+    roles: [approver, security]
 """
 
 WELCOME_WORKFLOW = """\

@@ -24,7 +24,8 @@ def server(
     """A running ``aifr serve`` with tokens for agent, alice (approver), bob and outsider."""
     project = make_project(aifr_bin, tmp_path_factory.mktemp("api"), api_env)
     tokens = {
-        who: mint(aifr_bin, project, api_env, who) for who in ("agent", "alice", "bob", "outsider")
+        who: mint(aifr_bin, project, api_env, who)
+        for who in ("agent", "alice", "bob", "carol", "sam", "outsider")
     }
     running = start_server(aifr_bin, project, api_env)
     running.tokens = tokens

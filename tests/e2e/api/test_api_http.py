@@ -73,7 +73,7 @@ def test_ready_reports_the_database_and_policy(server: Server) -> None:
     with server.client("agent") as client:
         body = client.get("/ready").json()
     assert body["status"] == "ready"
-    assert body["policy_rules"] == 4
+    assert body["policy_rules"] == 5
     assert body["capabilities"] >= 4
 
 
@@ -313,3 +313,25 @@ def test_responses_match_the_served_openapi_document(
     document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **dict(schema)}  # type: ignore[call-overload]
     document["components"] = spec["components"]
     jsonschema.Draft202012Validator(document).validate(response.json())
+
+
+def test_separation_of_duties_needs_one_approver_and_one_security_reviewer(
+    server: Server,
+) -> None:
+    with (
+        server.client("agent") as agent,
+        server.client("alice") as alice,
+        server.client("carol") as carol,
+        server.client("sam") as sam,
+    ):
+        pending = agent.post("/v1/capabilities/shop.wire/invoke", json={"inputs": {"amount": 9}})
+        approval_id = pending.json()["approval_id"]
+        first = alice.get(f"/v1/approvals/{approval_id}").json()
+        assert first["quorum_roles"] == {"approver": 1, "security": 1}
+        assert first["missing_votes"] == {"approver": 1, "security": 1}
+        after_alice = alice.post(f"/v1/approvals/{approval_id}/approve", json={}).json()
+        after_carol = carol.post(f"/v1/approvals/{approval_id}/approve", json={}).json()
+        after_sam = sam.post(f"/v1/approvals/{approval_id}/approve", json={}).json()
+    assert (after_alice["status"], after_alice["missing_votes"]) == ("pending", {"security": 1})
+    assert (after_carol["status"], after_carol["missing_votes"]) == ("pending", {"security": 1})
+    assert (after_sam["status"], after_sam["missing_votes"]) == ("approved", {})

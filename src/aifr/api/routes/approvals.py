@@ -19,7 +19,7 @@ from aifr.api.auth import authorize
 from aifr.api.problems import ERROR_RESPONSES
 from aifr.api.routes.deps import BEARER, AppDep, CallerDep
 from aifr.audit import redact_details
-from aifr.invocation import ApprovalRecord, ApprovalStatus
+from aifr.invocation import ApprovalRecord, ApprovalStatus, missing_for
 
 __all__ = ["ApprovalView", "Decision", "approval_view", "router"]
 
@@ -52,6 +52,9 @@ class ApprovalView(BaseModel):
     reason: str
     approver_roles: list[str]
     quorum: int
+    quorum_roles: dict[str, int]
+    missing_votes: dict[str, int]
+    """Votes still needed per role (``*``: from any approver); empty unless pending."""
     votes: list[Vote]
     created_at: float
     expires_at: float
@@ -82,6 +85,8 @@ def approval_view(record: ApprovalRecord) -> ApprovalView:
         reason=record.reason,
         approver_roles=list(record.approver_roles),
         quorum=record.quorum,
+        quorum_roles=dict(record.quorum_roles),
+        missing_votes=missing_for(record) if record.status is ApprovalStatus.PENDING else {},
         votes=[Vote(approver=v.approver, at=v.at, comment=v.comment) for v in record.votes],
         created_at=record.created_at,
         expires_at=record.expires_at,
