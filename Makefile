@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-workflows check lint format bench install install-dev clean inspector
+.PHONY: demo test test-workflows check lint format bench install install-dev clean inspector browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,11 @@ $(INSPECTOR):
 
 inspector: $(INSPECTOR)
 
-test: check inspector
+# Debian's Chromium for the console's browser tests (Playwright drives it; no download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium
+
+test: check inspector browser
 	$(BIN)/python -m pytest -n auto --cov --cov-report=term $(PYTEST_ARGS)
 
 # Issue 7: the workflow suite twice in a row, in parallel, to show it is not flaky.

@@ -156,6 +156,7 @@ class ApiGuard:
         burst: int,
         allowed_origins: Sequence[str] = (),
         signed_paths: tuple[str, str] | None = None,
+        own_auth_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.tokens = tokens
@@ -164,6 +165,7 @@ class ApiGuard:
         self.burst = burst
         self.allowed_origins = {o.rstrip("/").lower() for o in allowed_origins}
         self.signed_paths = signed_paths
+        self.own_auth_prefixes = own_auth_prefixes
         self._buckets: dict[str, _Bucket] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -183,7 +185,11 @@ class ApiGuard:
             await send_problem(send, error, 403)
             return
         path = str(scope.get("path", ""))
-        if path in PUBLIC_PATHS or self._is_signed_callback(scope, path):
+        if (
+            path in PUBLIC_PATHS
+            or self._is_signed_callback(scope, path)
+            or path.startswith(self.own_auth_prefixes)
+        ):
             await self._with_body(scope, receive, send)
             return
         token = _bearer(scope)

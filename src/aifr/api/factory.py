@@ -63,8 +63,18 @@ def _signed_callback(app: App) -> ASGIApp | None:
     )
 
 
-def create_api(app: App) -> ASGIApp:
-    """The REST API over ``app``, wrapped in its guard (see :mod:`aifr.api.auth`)."""
+def create_api(
+    app: App,
+    *,
+    extend: Callable[[FastAPI], None] | None = None,
+    own_auth_prefixes: tuple[str, ...] = (),
+) -> ASGIApp:
+    """The REST API over ``app``, wrapped in its guard (see :mod:`aifr.api.auth`).
+
+    ``extend`` adds routes served by the same process (the console); paths under
+    ``own_auth_prefixes`` skip the bearer check because they authenticate themselves
+    (the console's session cookie), and keep the origin and size checks.
+    """
     api = FastAPI(
         title="aifr",
         version=__version__,
@@ -78,6 +88,8 @@ def create_api(app: App) -> ASGIApp:
     install_problem_handlers(api)
     for module in (health, capabilities, runs, approvals, audit):
         api.include_router(module.router)
+    if extend is not None:
+        extend(api)
     callback = _signed_callback(app)
     if callback is not None:
         api.router.routes.append(
@@ -92,6 +104,7 @@ def create_api(app: App) -> ASGIApp:
         burst=settings.burst,
         allowed_origins=settings.allowed_origins,
         signed_paths=DECISION_PATH if callback is not None else None,
+        own_auth_prefixes=own_auth_prefixes,
     )
 
 

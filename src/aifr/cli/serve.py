@@ -39,7 +39,7 @@ def serve(
     tls_key: Annotated[str | None, typer.Option("--tls-key", help="PEM key of --tls-cert.")] = None,
     project: ProjectOption = Path(),
 ) -> None:
-    """Serve the REST API (bearer tokens from 'aifr tokens create'; only /health is public)."""
+    """Serve the REST API and the web console at /console (tokens from 'aifr tokens create')."""
     try:
         from aifr.api import create_api, serve_api
     except ImportError as exc:  # fastapi is the 'api' extra
@@ -50,6 +50,7 @@ def serve(
             )
         )
     from aifr.app import build_app
+    from aifr.console import CONSOLE_PREFIX, install_console
     from aifr.observability.logs import configure_logging
 
     try:
@@ -68,7 +69,7 @@ def serve(
                 "'aifr tokens create --principal NAME'"
             )
         serve_api(
-            create_api(app),
+            create_api(app, extend=install_console, own_auth_prefixes=(CONSOLE_PREFIX,)),
             host=host or api.host,
             port=api.port if port is None else port,
             tls_cert=cert,

@@ -103,7 +103,14 @@ class TokenService:
         """
         if not token:
             return TokenUse("missing")
-        digest = token_digest(token)
+        return self.check_digest(token_digest(token), now=now)
+
+    def check_digest(self, digest: str, *, now: float | None = None) -> TokenRecord | TokenUse:
+        """:meth:`check` for a token known by its digest (a console session keeps only that).
+
+        Raises:
+            StorageError: the store cannot be read.
+        """
         record = self.store.get(digest)
         # The lookup is by digest, so no timing reveals the token; compare anyway.
         if record is None or not hmac.compare_digest(record.digest, digest):
