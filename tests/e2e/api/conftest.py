@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from api_harness import Server, make_project, mint, start_server
 
+WEBHOOK_SECRET = "callback-secret-for-tests"  # noqa: S105  # a test fixture's secret
+
 
 @pytest.fixture(scope="module")
 def api_env() -> dict[str, str]:
@@ -27,7 +29,8 @@ def server(
         who: mint(aifr_bin, project, api_env, who)
         for who in ("agent", "alice", "bob", "carol", "sam", "outsider")
     }
-    running = start_server(aifr_bin, project, api_env)
+    signed = {**api_env, "AIFR_APPROVALS__WEBHOOK_SECRET": WEBHOOK_SECRET}
+    running = start_server(aifr_bin, project, signed)
     running.tokens = tokens
     yield running
     running.stop()

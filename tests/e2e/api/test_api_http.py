@@ -335,3 +335,44 @@ def test_separation_of_duties_needs_one_approver_and_one_security_reviewer(
     assert (after_alice["status"], after_alice["missing_votes"]) == ("pending", {"security": 1})
     assert (after_carol["status"], after_carol["missing_votes"]) == ("pending", {"security": 1})
     assert (after_sam["status"], after_sam["missing_votes"]) == ("approved", {})
+
+
+def test_the_signed_approval_callback_decides_on_the_same_resource_without_a_token(
+    server: Server,
+) -> None:
+    import time
+
+    from conftest import WEBHOOK_SECRET
+
+    from aifr.workflows.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+    with server.client("agent") as agent:
+        pending = agent.post(
+            "/v1/capabilities/shop.refund/invoke", json={"inputs": {"order_id": 31, "amount": 3}}
+        )
+    approval_id = pending.json()["approval_id"]
+    body = json.dumps(
+        {"approval_id": approval_id, "decision": "approve", "approver": "alice", "comment": "ok"}
+    ).encode()
+
+    def post(payload: bytes, secret: str) -> object:
+        sent = int(time.time())
+        headers = {
+            TIMESTAMP_HEADER: str(sent),
+            SIGNATURE_HEADER: sign(secret.encode(), sent, payload),
+            "content-type": "application/json",
+        }
+        with server.client() as anonymous:
+            return anonymous.post(
+                f"/v1/approvals/{approval_id}/decision", content=payload, headers=headers
+            )
+
+    forged = post(body, "not-the-secret")
+    assert forged.status_code == 401  # type: ignore[attr-defined]
+    decided = post(body, WEBHOOK_SECRET)
+    assert decided.status_code == 200, decided.text  # type: ignore[attr-defined]
+    with server.client() as anonymous:
+        unsigned = anonymous.post(f"/v1/approvals/{approval_id}/decision", content=body)
+    assert unsigned.status_code == 401  # no signature: the bearer check applies
+    with server.client("alice") as alice:
+        assert alice.get(f"/v1/approvals/{approval_id}").json()["decided_by"] == "alice"
