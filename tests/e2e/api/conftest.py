@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from api_harness import Server, make_project, mint, start_server
 
-WEBHOOK_SECRET = "callback-secret-for-tests"  # noqa: S105  # a test fixture's secret
+WEBHOOK_SECRET = "callback-secret-for-tests"  # a test fixture's secret
 
 
 @pytest.fixture(scope="module")
