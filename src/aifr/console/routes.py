@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, FastAPI, Form, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from aifr.api.auth import Caller, authorize
 from aifr.api.routes.approvals import approval_view
@@ -119,6 +119,18 @@ class _Console:
         )
         views = [approval_view(r) for r in records]
         return _page("approvals.html", session=session, approvals=views, notice=notice[:200])
+
+    async def pending_ids(self, request: Request) -> Response:
+        """The pending approvals' ids (the inbox polls it to refresh itself)."""
+        session = self.session_of(request)
+        if session is None:
+            return JSONResponse({"ids": []}, status_code=401)
+        if self.allowed(session, "api.approvals.read") is not None:
+            return JSONResponse({"ids": []}, status_code=403)
+        records = await anyio.to_thread.run_sync(
+            lambda: self.app.approvals.list(status=ApprovalStatus.PENDING)
+        )
+        return JSONResponse({"ids": sorted(r.id for r in records)})
 
     async def decide(
         self, request: Request, approval_id: str, csrf: str, comment: str, *, yes: bool
@@ -224,11 +236,13 @@ def install_console(api: FastAPI) -> None:
         ("/sign-in", "POST", console.sign_in),
         ("/sign-out", "POST", console.sign_out),
         ("/approvals", "GET", console.inbox),
+        ("/approvals/pending.json", "GET", console.pending_ids),
         ("/approvals/{approval_id}/approve", "POST", console.approve),
         ("/approvals/{approval_id}/reject", "POST", console.reject),
         ("/runs", "GET", console.runs),
         ("/runs/{run_id}", "GET", console.run_detail),
         ("/audit", "GET", console.audit),
     ):
-        router.add_api_route(path, handler, methods=[method], response_class=HTMLResponse)
+        kind = JSONResponse if path.endswith(".json") else HTMLResponse
+        router.add_api_route(path, handler, methods=[method], response_class=kind)
     api.include_router(router)

@@ -165,3 +165,13 @@ def test_a_form_post_without_the_csrf_token_or_from_another_origin_is_refused(
     assert anonymous.status_code == 303
     with console.client("alice") as api:
         assert api.get(f"/v1/approvals/{target}").json()["status"] == "pending"
+
+
+def test_the_inbox_shows_a_new_pending_approval_without_a_reload_by_the_user(
+    console: Server, browser: object
+) -> None:
+    page = _sign_in(browser, console, "alice")
+    _start_run(console, 15)
+    page.wait_for_selector(  # type: ignore[attr-defined]
+        "section.approval:has-text('\"order_id\": 15')", timeout=15_000
+    )
