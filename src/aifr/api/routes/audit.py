@@ -43,7 +43,7 @@ class VerifyView(BaseModel):
 async def read_audit(
     app: AppDep,
     who: CallerDep,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite INTEGER range
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     principal: Annotated[str | None, Query(max_length=256)] = None,
 ) -> list[dict[str, Any]]:
