@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-workflows check lint format bench install install-dev clean inspector mcp-servers bubblewrap
+.PHONY: demo test test-workflows check lint format bench install install-dev clean inspector mcp-servers bubblewrap browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $@
 
 $(DEVSTAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev,embed,pydantic-ai,langchain,openai-agents]"
+	$(BIN)/pip install --quiet -e ".[dev,embed,api,pydantic-ai,langchain,openai-agents]"
 	$(BIN)/python -m compileall -q src/aifr
 	touch $(STAMP) $@
 
@@ -59,7 +59,11 @@ mcp-servers: $(MCP_SERVERS)
 bubblewrap:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }; } ; } || echo "bubblewrap is not installed and we are not root: its sandbox tests skip"
 
-test: check inspector mcp-servers bubblewrap
+# Debian's Chromium for the console's browser tests (Playwright drives it; no download).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; } ; } || echo "chromium is not installed and we are not root: the browser tests skip"
+
+test: check inspector mcp-servers bubblewrap browser
 	$(BIN)/python -m pytest -n auto --cov --cov-report=term $(PYTEST_ARGS)
 
 # Issue 7: the workflow suite twice in a row, in parallel, to show it is not flaky.

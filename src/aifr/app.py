@@ -53,6 +53,7 @@ from aifr.invocation import (
     Runtime,
     SecretProvider,
     SecretResolver,
+    TokenService,
 )
 from aifr.invocation.sandbox import SandboxRules
 from aifr.invocation.sandbox_backends import detect
@@ -70,6 +71,7 @@ from aifr.storage.postgres.grants import PostgresGrantStore
 from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
 from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.postgres.step_results import PostgresStepResultStore
+from aifr.storage.postgres.tokens import PostgresTokenStore
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import APPROVAL_MIGRATIONS, SqliteApprovalStore
 from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS, open_sqlite_ledger
@@ -83,6 +85,7 @@ from aifr.storage.sqlite.grants import GRANT_MIGRATIONS, SqliteGrantStore
 from aifr.storage.sqlite.idempotency import IDEMPOTENCY_MIGRATIONS, SqliteIdempotencyStore
 from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS, SqliteRunStore
 from aifr.storage.sqlite.step_results import StepResultStore
+from aifr.storage.sqlite.tokens import SqliteTokenStore
 from aifr.workflows import WorkflowEngine, WorkflowSpec, find_workflow
 
 __all__ = [
@@ -97,6 +100,7 @@ __all__ = [
     "build_registry",
     "build_registry_and_plugins",
     "build_secrets",
+    "build_token_service",
     "capabilities_in_module",
     "open_findings_stores",
     "open_knowledge_index",
@@ -157,7 +161,13 @@ class App:
             if isinstance(database, PostgresDatabase)
             else SqliteApprovalStore(database, self.ledger)
         )
-        return ApprovalService(store, self.policy, default_ttl_s=self.settings.approvals.expiry_s)
+        return ApprovalService(
+            store,
+            self.policy,
+            default_ttl_s=self.settings.approvals.expiry_s,
+            require_authenticated=self.settings.approvals.require_authenticated,
+            audit=self.ledger.append,
+        )
 
     @cached_property
     def runtime(self) -> Runtime:
@@ -195,6 +205,11 @@ class App:
         if exporter != "none":
             attach_tracing(runtime, exporter)
         return runtime
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        """The bearer tokens of every HTTP surface, in the state database."""
+        return build_token_service(self.settings, self.database)
 
     @cached_property
     def runs(self) -> SqliteRunStore | PostgresRunStore:
@@ -652,6 +667,35 @@ def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = Non
             )
         database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
     return open_sqlite_ledger(database)
+
+
+def build_token_service(
+    settings: Settings, database: SqliteDatabase | PostgresDatabase | None = None
+) -> TokenService:
+    """The bearer-token service on the project's state database (``database`` if open).
+
+    Tokens in the pre-database ``mcp.tokens_file`` are imported on first use.
+
+    Raises:
+        ConfigError: the database URL names an unknown backend, or psycopg is missing.
+    """
+    legacy = settings.path(settings.mcp.tokens_file)
+    if database is None:
+        target = postgres_target(settings.database_url)
+        if target is not None:
+            database = PostgresDatabase(target[0], schema=target[1], max_size=2)
+        else:
+            path = settings.sqlite_path
+            if path is None:
+                raise ConfigError(
+                    f"database_url {settings.database_url!r}: use sqlite:///PATH or "
+                    "postgresql://...",
+                    key="database_url",
+                )
+            database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
+    if isinstance(database, PostgresDatabase):
+        return TokenService(PostgresTokenStore(database, legacy_file=legacy))
+    return TokenService(SqliteTokenStore(database, legacy_file=legacy))
 
 
 def build_grant_store(settings: Settings) -> GrantStore | None:

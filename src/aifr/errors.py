@@ -100,6 +100,7 @@ class ErrorCode(StrEnum):
     APPROVAL_WITHDRAWN = "approval.withdrawn"
     APPROVAL_DIGEST_MISMATCH = "approval.digest_mismatch"
     APPROVAL_BAD_SIGNATURE = "approval.bad_signature"
+    APPROVAL_UNAUTHENTICATED = "approval.unauthenticated"
     EXECUTION_FAILED = "execution.failed"
     EXECUTION_TIMEOUT = "execution.timeout"
     EXECUTION_REFUSED = "execution.refused"
@@ -148,6 +149,10 @@ class ErrorCode(StrEnum):
     TRANSPORT_UPSTREAM_UNAVAILABLE = "transport.upstream_unavailable"
     TRANSPORT_UPSTREAM_TOOL_FAILED = "transport.upstream_tool_failed"
     TRANSPORT_UPSTREAM_DRIFT = "transport.upstream_drift"
+    TRANSPORT_FORBIDDEN = "transport.forbidden"
+    TRANSPORT_TOO_LARGE = "transport.too_large"
+    TRANSPORT_RATE_LIMITED = "transport.rate_limited"
+    TRANSPORT_METHOD_NOT_ALLOWED = "transport.method_not_allowed"
 
 
 class FieldError(dict[str, JsonValue]):
@@ -391,6 +396,11 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.APPROVAL_NOT_AUTHORIZED: (403, 3),
     ErrorCode.TRANSPORT_UNAUTHENTICATED: (401, 3),
     ErrorCode.TRANSPORT_NOT_FOUND: (404, 2),
+    ErrorCode.TRANSPORT_FORBIDDEN: (403, 3),
+    ErrorCode.TRANSPORT_TOO_LARGE: (413, 2),
+    ErrorCode.TRANSPORT_RATE_LIMITED: (429, 1),
+    ErrorCode.TRANSPORT_METHOD_NOT_ALLOWED: (405, 2),
+    ErrorCode.APPROVAL_UNAUTHENTICATED: (401, 3),
     ErrorCode.PLUGIN_NOT_FOUND: (404, 5),
     ErrorCode.PLUGIN_PERMISSION_DENIED: (403, 3),
     ErrorCode.FINDINGS_NOT_FOUND: (404, 5),

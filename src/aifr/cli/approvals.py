@@ -16,8 +16,8 @@ from aifr.app import App, build_app
 from aifr.audit import redact_details
 from aifr.cli.call import exit_status, print_result
 from aifr.cli.console import console, fail, print_json
-from aifr.errors import AifrError
-from aifr.invocation import ApprovalRecord, ApprovalStatus
+from aifr.errors import AifrError, ApprovalError, ErrorCode
+from aifr.invocation import ApprovalRecord, ApprovalStatus, TokenRecord, missing_for
 
 __all__ = ["app"]
 
@@ -27,7 +27,19 @@ T = TypeVar("T")
 
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
 IdArgument = Annotated[str, typer.Argument(help="Approval id (ap-...).")]
-AsOption = Annotated[str, typer.Option("--as", help="Who decides (the approver).")]
+AsOption = Annotated[
+    str | None,
+    typer.Option("--as", help="Who decides (the approver); implied by --token."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="AIFR_TOKEN",
+        help="The approver's token (aifr tokens create): proves who decides.",
+        show_envvar=True,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 _STATUS_STYLE = {
@@ -60,6 +72,10 @@ def _as_dict(record: ApprovalRecord) -> dict[str, JsonValue]:
         "reason": record.reason,
         "approver_roles": list(record.approver_roles),
         "quorum": record.quorum,
+        "quorum_roles": dict(record.quorum_roles),
+        "missing_votes": dict[str, JsonValue](
+            missing_for(record) if record.status is ApprovalStatus.PENDING else {}
+        ),
         "votes": [{"approver": v.approver, "at": v.at, "comment": v.comment} for v in record.votes],
         "created_at": record.created_at,
         "expires_at": record.expires_at,
@@ -83,6 +99,35 @@ def _with_app(project: Path, work: Callable[[App], T]) -> T:
         fail(exc)
     finally:
         aifr_app.close()
+
+
+def _decider(app: App, named: str | None, token: str | None) -> tuple[str, frozenset[str], bool]:
+    """Who decides: the token's principal (proven), else the ``--as`` name (asserted).
+
+    Raises:
+        ApprovalError: ``approval.unauthenticated`` for an unusable token, or one whose
+            principal is not the ``--as`` name; ``approval.invalid`` with neither.
+    """
+    if token:
+        checked = app.tokens.check(token)
+        if not isinstance(checked, TokenRecord):
+            raise ApprovalError(
+                f"the token given is {checked.reason}; mint one with 'aifr tokens create'",
+                code=ErrorCode.APPROVAL_UNAUTHENTICATED,
+                reason=checked.reason,
+            )
+        if named is not None and named != checked.principal:
+            raise ApprovalError(
+                f"--as {named} does not match the token, which is {checked.principal}'s",
+                code=ErrorCode.APPROVAL_UNAUTHENTICATED,
+            )
+        return checked.principal, frozenset(checked.roles), True
+    if named is None:
+        raise ApprovalError(
+            "say who decides: --token TOKEN (or AIFR_TOKEN), or --as NAME",
+            code=ErrorCode.APPROVAL_INVALID,
+        )
+    return named, frozenset(), False
 
 
 @app.command("list")
@@ -137,6 +182,12 @@ def show(
         f"approvers: roles {', '.join(record.approver_roles) or 'any allowed by policy'}, "
         f"quorum {record.quorum}"
     )
+    if record.quorum_roles:
+        needs = ", ".join(f"{count} {role}" for role, count in record.quorum_roles)
+        console.print(f"separation of duties: {needs} (distinct approvers)")
+    if record.status is ApprovalStatus.PENDING and (missing := missing_for(record)):
+        still = ", ".join(f"{n} {'any approver' if r == '*' else r}" for r, n in missing.items())
+        console.print(f"still needs: {still}")
     for vote in record.votes:
         console.print(f"  approved by {vote.approver} at {_when(vote.at)} {vote.comment}")
     if record.decided_by and record.status in (ApprovalStatus.REJECTED, ApprovalStatus.WITHDRAWN):
@@ -155,14 +206,20 @@ def show(
 @app.command("approve")
 def approve(
     approval_id: IdArgument,
-    approver: AsOption,
+    approver: AsOption = None,
+    token: TokenOption = None,
     comment: Annotated[str, typer.Option(help="A note kept with the approval.")] = "",
     project: ProjectOption = Path(),
 ) -> None:
     """Approve a pending request (nobody approves their own)."""
-    record = _with_app(
-        project, lambda a: a.approvals.approve(approval_id, approver, comment=comment)
-    )
+
+    def decide(a: App) -> ApprovalRecord:
+        who, roles, proven = _decider(a, approver, token)
+        return a.approvals.approve(
+            approval_id, who, comment=comment, roles=roles, authenticated=proven
+        )
+
+    record = _with_app(project, decide)
     if record.status is ApprovalStatus.APPROVED and record.workflow_id is not None:
         console.print(  # the run executes it: 'approvals execute' is not the next step
             Text.assemble(
@@ -187,12 +244,20 @@ def approve(
 @app.command("reject")
 def reject(
     approval_id: IdArgument,
-    approver: AsOption,
+    approver: AsOption = None,
+    token: TokenOption = None,
     reason: Annotated[str, typer.Option(help="Why the request is refused.")] = "",
     project: ProjectOption = Path(),
 ) -> None:
     """Reject a pending request."""
-    record = _with_app(project, lambda a: a.approvals.reject(approval_id, approver, reason=reason))
+
+    def decide(a: App) -> ApprovalRecord:
+        who, roles, proven = _decider(a, approver, token)
+        return a.approvals.reject(
+            approval_id, who, reason=reason, roles=roles, authenticated=proven
+        )
+
+    record = _with_app(project, decide)
     console.print(Text.assemble(("rejected", "red"), f" {record.id}"))
 
 

@@ -27,7 +27,9 @@ from aifr.cli import (
     runs,
     sandbox,
     search,
+    serve,
     status,
+    tokens,
     upstreams,
     worker,
     workflows,
@@ -65,6 +67,9 @@ app.command("call")(call.call)
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(audit.app, name="audit")
 app.add_typer(mcp.app, name="mcp")
+app.add_typer(tokens.app, name="tokens")
+app.command("serve")(serve.serve)
+app.add_typer(serve.certs_app, name="certs")
 app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")

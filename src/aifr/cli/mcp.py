@@ -8,29 +8,30 @@ enough for clients that launch it per session.
 from __future__ import annotations
 
 import shutil
+import ssl
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.text import Text
 
-from aifr.cli.console import console, err_console, fail, print_json
-from aifr.errors import AifrError
+from aifr.cli import tokens
+from aifr.cli.console import err_console, fail, print_json
+from aifr.errors import AifrError, ConfigError
 
 if TYPE_CHECKING:
     from aifr.app import App
     from aifr.config import Settings
-    from aifr.transports.mcp.auth import McpIdentity, TokenRecord
+    from aifr.transports.mcp.auth import McpIdentity
 
 __all__ = ["app"]
 
 app = typer.Typer(
     help="Serve capabilities and workflows as governed MCP tools (stdio, HTTP, Unix socket).",
 )
-token_app = typer.Typer(help="Bearer tokens for 'aifr mcp --transport http'.", no_args_is_help=True)
-app.add_typer(token_app, name="token")
+app.add_typer(tokens.app, name="token")  # the older name of 'aifr tokens'
+
 
 ProjectOption = Annotated[Path, typer.Option("--project", "-p", help="Project folder.")]
 
@@ -77,35 +78,19 @@ def _local_identity(settings: Settings) -> McpIdentity:
     return McpIdentity(mcp.principal, frozenset(mcp.roles), mcp.operator)
 
 
-def _audit_token_change(settings: Settings, action: str, record: TokenRecord) -> None:
-    """Append a ``config.changed`` record for a minted or revoked token (never the token).
+def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The TLS 1.3-only context of ``--tls-cert``/``--tls-key``, or ``None`` without them.
 
     Raises:
-        AifrError: the ledger could not be written.
+        ConfigError: only one of the pair is given, or it does not load.
     """
-    from aifr.app import build_audit_ledger
-    from aifr.audit import AuditEvent
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("give both --tls-cert and --tls-key, or neither", key="tls")
+    from aifr.api.tls import server_context
 
-    ledger = build_audit_ledger(settings)
-    try:
-        ledger.append(
-            AuditEvent(
-                kind="config.changed",
-                principal=settings.principal,
-                outcome="ok",
-                details={
-                    "key": "mcp.tokens",
-                    "action": action,
-                    "digest_prefix": record.digest[:12],
-                    "acts_as": record.principal,
-                    "roles": list(record.roles),
-                    "operator": record.operator,
-                    "label": record.label,
-                },
-            )
-        )
-    finally:
-        ledger.close()
+    return server_context(cert, key)
 
 
 def _announce(message: str) -> None:
@@ -119,6 +104,7 @@ def _refuse_foreign_options(
     port: int | None,
     socket: Path | None,
     metrics: bool = False,
+    tls: Path | None = None,
 ) -> None:
     """Refuse an option of another transport, which would otherwise be ignored.
 
@@ -132,6 +118,7 @@ def _refuse_foreign_options(
         ("--host", host, Transport.HTTP),
         ("--port", port, Transport.HTTP),
         ("--metrics", True if metrics else None, Transport.HTTP),
+        ("--tls-cert", tls, Transport.HTTP),
     )
     for option, value, owner in (*given, ("--socket", socket, Transport.UDS)):
         if value is not None and transport is not owner:
@@ -153,6 +140,13 @@ def serve(
     ] = None,
     socket: Annotated[
         Path | None, typer.Option("--socket", help="Unix socket path (default mcp.socket).")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate: serve HTTPS, TLS 1.3 only (http)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert.")
     ] = None,
     tool_names: Annotated[
         ToolNameStyle | None,
@@ -177,14 +171,15 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    _refuse_foreign_options(transport, host=host, port=port, socket=socket, metrics=metrics)
+    _refuse_foreign_options(
+        transport, host=host, port=port, socket=socket, metrics=metrics, tls=tls_cert or tls_key
+    )
     import anyio
 
     from aifr.app import build_app, build_secrets
     from aifr.observability.logs import configure_logging
     from aifr.transports.mcp import (
         AifrMcpServer,
-        TokenStore,
         ToolNaming,
         UidPrincipals,
         connection_identity,
@@ -234,11 +229,12 @@ def serve(
                 list_tools=listing,
             )
             metrics_app = _metrics_app(aifr_app) if metrics else None
-            tokens = TokenStore(settings.path(settings.mcp.tokens_file))
+            tokens = aifr_app.tokens
+            tls = _tls_context(tls_cert, tls_key)
             if not tokens.records():
                 _announce(
                     "no tokens yet: every request will get 401 until you run "
-                    "'aifr mcp token create --principal NAME'"
+                    "'aifr tokens create --principal NAME'"
                 )
             anyio.run(
                 lambda: serve_http(
@@ -250,6 +246,7 @@ def serve(
                     allowed_origins=settings.mcp.allowed_origins,
                     allowed_hosts=settings.mcp.allowed_hosts,
                     metrics=metrics_app,
+                    ssl_context=tls,
                 )
             )
         else:
@@ -341,89 +338,3 @@ def config(
     }[client]
     err_console.print(f"# add to {where}")
     print_json({"mcpServers": {name: entry}})
-
-
-@token_app.command("create")
-def token_create(
-    principal: Annotated[str, typer.Option(help="Principal the token acts as.")],
-    role: Annotated[list[str] | None, typer.Option(help="Role (repeatable).")] = None,
-    operator: Annotated[
-        str | None, typer.Option(help="Human whose approval prompts this client answers.")
-    ] = None,
-    label: Annotated[str, typer.Option(help="Free-text note.")] = "",
-    project: ProjectOption = Path(),
-) -> None:
-    """Mint a bearer token; it is printed once and stored only as a SHA-256 digest.
-
-    The change is audited as ``config.changed`` (digest prefix, never the token).
-    """
-    from aifr.transports.mcp.auth import TokenStore
-
-    try:
-        settings = _settings(project)
-        store = TokenStore(settings.path(settings.mcp.tokens_file))
-        token, record = store.create(principal, roles=role or (), operator=operator, label=label)
-        _audit_token_change(settings, "created", record)
-    except AifrError as exc:
-        fail(exc)
-    err_console.print(
-        Text.assemble(
-            "token for ",
-            (record.principal, "bold"),
-            f" (digest {record.digest[:12]}); shown once, store it now:",
-        )
-    )
-    sys.stdout.write(token + "\n")
-
-
-@token_app.command("list")
-def token_list(
-    project: ProjectOption = Path(),
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """List tokens (digest prefix, principal, roles, operator, label)."""
-    from aifr.transports.mcp.auth import TokenStore
-
-    try:
-        settings = _settings(project)
-        records = TokenStore(settings.path(settings.mcp.tokens_file)).records()
-    except AifrError as exc:
-        fail(exc)
-    if as_json:
-        print_json(
-            [
-                {
-                    "digest": record.digest[:12],
-                    "principal": record.principal,
-                    "roles": list(record.roles),
-                    "operator": record.operator,
-                    "label": record.label,
-                }
-                for record in records
-            ]
-        )
-        return
-    for record in records:
-        console.print(
-            f"{record.digest[:12]}  {record.principal}  roles={','.join(record.roles) or '-'}  "
-            f"operator={record.operator or '-'}  {record.label}"
-        )
-    if not records:
-        console.print("no tokens")
-
-
-@token_app.command("revoke")
-def token_revoke(
-    digest: Annotated[str, typer.Argument(help="Digest prefix shown by 'token list'.")],
-    project: ProjectOption = Path(),
-) -> None:
-    """Revoke a token by its digest prefix; it stops working on the next request (audited)."""
-    from aifr.transports.mcp.auth import TokenStore
-
-    try:
-        settings = _settings(project)
-        removed = TokenStore(settings.path(settings.mcp.tokens_file)).revoke(digest)
-        _audit_token_change(settings, "revoked", removed)
-    except AifrError as exc:
-        fail(exc)
-    console.print(f"revoked {removed.digest[:12]} ({removed.principal})")

@@ -33,6 +33,11 @@ directory = "policies"
 
 [approvals]
 expiry_s = 3600
+# Anyone with a shell in this folder (a coding agent included) can run
+# 'aifr approvals approve ID --as bob' and approve under any name. Turn this on to accept
+# a decision only from a proven principal: the API or console with the approver's token,
+# or the CLI given '--token' / AIFR_TOKEN ('aifr tokens create --principal bob').
+# require_authenticated = true
 
 [fs]
 roots = ["."]

@@ -105,6 +105,7 @@ class ApprovalSettings(BaseModel):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     replay_window_s: Annotated[float, Field(gt=0)] = 300.0
+    require_authenticated: bool = False
 
 
 SecretProviderName = Literal["env", "file", "keyring"]
@@ -343,6 +344,27 @@ class IngestSettings(BaseModel):
     chunk_max_chars: Annotated[int, Field(ge=200)] = 2000
 
 
+class ApiSettings(BaseModel):
+    """``aifr serve``: the REST API's address, TLS pair, body limit and per-token rate.
+
+    Only pages on this machine may call it from a browser; ``allowed_origins`` names
+    others. ``rate_per_s`` and ``burst`` bound each token's requests (429 beyond).
+    """
+
+    model_config = _SECTION
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8787
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    rate_per_s: Annotated[float, Field(gt=0)] = 200.0
+    burst: Annotated[int, Field(gt=0)] = 400
+    allowed_origins: list[Annotated[str, Field(pattern=r"(?i)^https?://[^/\s?#]+/?$")]] = Field(
+        default_factory=list
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in an aifr project, validated once at start-up."""
 
@@ -369,6 +391,7 @@ class Settings(BaseSettings):
     net: NetSettings = NetSettings()
     exec: ExecSettings = ExecSettings()
     mcp: McpSettings = McpSettings()
+    api: ApiSettings = ApiSettings()
     plugins: PluginSettings = PluginSettings()
     index: IndexSettings = IndexSettings()
     ingest: IngestSettings = IngestSettings()

@@ -1,6 +1,6 @@
 """The governed invocation pipeline (DESIGN.md part C): runtime, context, hooks, secrets."""
 
-from aifr.invocation.approvals import ApprovalService, request_digest
+from aifr.invocation.approvals import ApprovalService, missing_for, request_digest
 from aifr.invocation.circuit import CircuitBreakers, CircuitState
 from aifr.invocation.context import (
     GlobalContext,
@@ -24,6 +24,8 @@ from aifr.invocation.ports import (
     CircuitStore,
     IdempotencyRecord,
     IdempotencyStore,
+    TokenRecord,
+    TokenStore,
 )
 from aifr.invocation.result import HookFailure, Result, Status, Timing
 from aifr.invocation.runtime import Runtime
@@ -36,9 +38,11 @@ from aifr.invocation.secret_refs import (
     SecretProvider,
     SecretResolver,
 )
+from aifr.invocation.tokens import TOKEN_PREFIX, TokenService, TokenUse, token_digest
 
 __all__ = [
     "SECRET_SCHEME",
+    "TOKEN_PREFIX",
     "ApprovalRecord",
     "ApprovalService",
     "ApprovalStatus",
@@ -78,8 +82,14 @@ __all__ = [
     "Status",
     "SyncExecution",
     "Timing",
+    "TokenRecord",
+    "TokenService",
+    "TokenStore",
+    "TokenUse",
     "check_principal",
     "current_request",
     "new_id",
+    "missing_for",
     "request_digest",
+    "token_digest",
 ]

@@ -33,7 +33,7 @@ from aifr.invocation.ports import (
     ApprovalStore,
     ApprovalVote,
 )
-from aifr.policy import Decision, PolicyDecision, PolicyEngine
+from aifr.policy import Decision, PolicyDecision, PolicyEngine, missing_votes
 
 __all__ = ["ApprovalService", "request_digest"]
 
@@ -83,11 +83,15 @@ class ApprovalService:
         *,
         default_ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        require_authenticated: bool = False,
+        audit: Callable[[AuditEvent], object] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.default_ttl_s = default_ttl_s
         self._clock = clock
+        self.require_authenticated = require_authenticated
+        self._audit = audit
 
     # -- creation (runtime) ------------------------------------------------------------
 
@@ -135,6 +139,7 @@ class ApprovalService:
             reason=decision.reason,
             approver_roles=tuple(sorted(decision.approver_roles)),
             quorum=max(1, decision.quorum),
+            quorum_roles=decision.quorum_roles,
             created_at=now,
             expires_at=now + ttl,
             request_id=request_id,
@@ -175,17 +180,32 @@ class ApprovalService:
 
     # -- deciding ----------------------------------------------------------------------
 
-    def approve(self, approval_id: str, approver: str, *, comment: str = "") -> ApprovalRecord:
+    def approve(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        comment: str = "",
+        roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
+    ) -> ApprovalRecord:
         """Record ``approver``'s yes; the request is approved once the quorum is reached.
+
+        ``roles`` are roles the approver holds outside the policy's bindings (those of
+        the authenticated token that made the decision). ``authenticated`` says the
+        approver proved who they are (a token); with ``require_authenticated`` on, a
+        decision without it is refused and audited.
 
         Raises:
             InputValidationError: ``approver`` is not a valid principal name.
             ApprovalError: not found, expired, already decided, self-approval, not
-                authorized by policy, or a second vote by the same approver.
+                authorized by policy, unauthenticated where authentication is
+                required, or a second vote by the same approver.
         """
         check_principal(approver, field="approver")
         record = self.get(approval_id)
-        self._check_approver(record, approver)
+        self._require_authentication(record, approver, authenticated)
+        self._check_approver(record, approver, roles)
 
         def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
             self._require_status(current, ApprovalStatus.PENDING)
@@ -197,8 +217,10 @@ class ApprovalService:
                     approval_id=approval_id,
                 )
             now = self._clock()
-            votes = (*current.votes, ApprovalVote(approver=approver, at=now, comment=comment))
-            reached = len(votes) >= current.quorum
+            held = tuple(sorted(self.policy.roles_of(approver) | roles))
+            vote = ApprovalVote(approver=approver, at=now, comment=comment, roles=held)
+            votes = (*current.votes, vote)
+            reached = not missing_for(current.evolve(votes=votes))
             updated = current.evolve(
                 votes=votes,
                 status=ApprovalStatus.APPROVED if reached else ApprovalStatus.PENDING,
@@ -219,17 +241,26 @@ class ApprovalService:
         updated, _ = self.store.update(approval_id, change)
         return updated
 
-    def reject(self, approval_id: str, approver: str, *, reason: str = "") -> ApprovalRecord:
-        """End a pending request with a no.
+    def reject(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        reason: str = "",
+        roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
+    ) -> ApprovalRecord:
+        """End a pending request with a no (``roles``, ``authenticated`` as for :meth:`approve`).
 
         Raises:
             InputValidationError: ``approver`` is not a valid principal name.
-            ApprovalError: not found, expired, already decided, self-approval, or not
-                authorized by policy.
+            ApprovalError: not found, expired, already decided, self-approval, not
+                authorized by policy, or unauthenticated where it is required.
         """
         check_principal(approver, field="approver")
         record = self.get(approval_id)
-        self._check_approver(record, approver)
+        self._require_authentication(record, approver, authenticated)
+        self._check_approver(record, approver, roles)
 
         def change(current: ApprovalRecord) -> tuple[ApprovalRecord, AuditEvent | None]:
             self._require_status(current, ApprovalStatus.PENDING)
@@ -329,17 +360,45 @@ class ApprovalService:
     # -- async twins -------------------------------------------------------------------
 
     async def aapprove(
-        self, approval_id: str, approver: str, *, comment: str = ""
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        comment: str = "",
+        roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
     ) -> ApprovalRecord:
         """:meth:`approve` without blocking the event loop."""
         return await _in_thread(
-            functools.partial(self.approve, approval_id, approver, comment=comment)
+            functools.partial(
+                self.approve,
+                approval_id,
+                approver,
+                comment=comment,
+                roles=roles,
+                authenticated=authenticated,
+            )
         )
 
-    async def areject(self, approval_id: str, approver: str, *, reason: str = "") -> ApprovalRecord:
+    async def areject(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        reason: str = "",
+        roles: frozenset[str] = frozenset(),
+        authenticated: bool = False,
+    ) -> ApprovalRecord:
         """:meth:`reject` without blocking the event loop."""
         return await _in_thread(
-            functools.partial(self.reject, approval_id, approver, reason=reason)
+            functools.partial(
+                self.reject,
+                approval_id,
+                approver,
+                reason=reason,
+                roles=roles,
+                authenticated=authenticated,
+            )
         )
 
     async def aget(self, approval_id: str) -> ApprovalRecord:
@@ -348,7 +407,29 @@ class ApprovalService:
 
     # -- rules -------------------------------------------------------------------------
 
-    def _check_approver(self, record: ApprovalRecord, approver: str) -> None:
+    def _require_authentication(
+        self, record: ApprovalRecord, approver: str, authenticated: bool
+    ) -> None:
+        """Refuse (and audit) an unproven decision when ``require_authenticated`` is on."""
+        if authenticated or not self.require_authenticated:
+            return
+        if self._audit is not None:
+            self._audit(
+                _event(record, "approval.refused", approver, "denied", reason="unauthenticated")
+            )
+        raise ApprovalError(
+            f"{approver} cannot decide {record.id} without proving who they are: "
+            "[approvals] require_authenticated is on, and a bare name (--as) proves nothing; "
+            "decide with the approver's token ('--token' or AIFR_TOKEN, the API or the "
+            "console)",
+            code=ErrorCode.APPROVAL_UNAUTHENTICATED,
+            approval_id=record.id,
+            approver=approver,
+        )
+
+    def _check_approver(
+        self, record: ApprovalRecord, approver: str, roles: frozenset[str] = frozenset()
+    ) -> None:
         if approver == record.principal or approver in record.on_behalf_of:
             raise ApprovalError(
                 f"{approver} cannot approve or reject {record.id}: nobody decides on their "
@@ -369,7 +450,9 @@ class ApprovalService:
                 quorum=record.quorum,
                 approval_ttl_s=record.expires_at - record.created_at,
                 grant_id=None,
+                quorum_roles=record.quorum_roles,
             ),
+            approver_roles=roles,
         )
 
     def _require_status(self, record: ApprovalRecord, wanted: ApprovalStatus) -> None:
@@ -401,6 +484,12 @@ class ApprovalService:
             return current, None
         updated = current.evolve(status=ApprovalStatus.EXPIRED)
         return updated, _event(current, "approval.expired", "aifr", "expired")
+
+
+def missing_for(record: ApprovalRecord) -> dict[str, int]:
+    """Votes ``record`` still needs: per role of its ``quorum_roles``, ``"*"`` for any approver."""
+    voters = [frozenset(vote.roles) for vote in record.votes]
+    return missing_votes(voters, record.quorum_roles, record.quorum)
 
 
 def _describe(record: ApprovalRecord) -> str:

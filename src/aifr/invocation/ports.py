@@ -27,6 +27,8 @@ __all__ = [
     "CircuitStore",
     "IdempotencyRecord",
     "IdempotencyStore",
+    "TokenRecord",
+    "TokenStore",
 ]
 
 
@@ -50,6 +52,8 @@ class ApprovalVote:
     approver: str
     at: float
     comment: str = ""
+    roles: tuple[str, ...] = ()
+    """The roles the approver held when voting (for ``quorum_roles``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,8 @@ class ApprovalRecord:
     request_id: str | None = None
     workflow_id: str | None = None
     on_behalf_of: tuple[str, ...] = field(default_factory=tuple)
+    quorum_roles: tuple[tuple[str, int], ...] = ()
+    """Separation of duties: distinct approvers needed per role (the requester never counts)."""
     idempotency_key: str | None = None
     """The idempotency key of the call that asked (a workflow step's run, step and
     attempt): an open request is reused only by a call with the same key, so two runs
@@ -211,4 +217,42 @@ class CircuitStore(Protocol):
 
     def load(self) -> list[CircuitRecord]:
         """Every recorded state."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """One minted bearer token, without the token itself (only its SHA-256 digest)."""
+
+    digest: str
+    principal: str
+    roles: tuple[str, ...] = ()
+    operator: str | None = None
+    label: str = ""
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def evolve(self, **changes: object) -> TokenRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass field kwargs
+
+
+class TokenStore(Protocol):
+    """Where bearer-token digests live, shared by every process of a project."""
+
+    def add(self, record: TokenRecord) -> None:
+        """Store a new token record."""
+        ...
+
+    def get(self, digest: str) -> TokenRecord | None:
+        """The record stored under ``digest``, revoked or not."""
+        ...
+
+    def list(self) -> list[TokenRecord]:
+        """Every record, oldest first."""
+        ...
+
+    def revoke(self, digest: str, at: float) -> None:
+        """Mark the record under ``digest`` revoked at ``at``."""
         ...

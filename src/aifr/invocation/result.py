@@ -79,6 +79,7 @@ def decision_to_dict(decision: PolicyDecision) -> dict[str, JsonValue]:
         "quorum": decision.quorum,
         "approval_ttl_s": decision.approval_ttl_s,
         "grant_id": decision.grant_id,
+        "quorum_roles": dict(decision.quorum_roles),
     }
 
 
@@ -92,6 +93,7 @@ def decision_from_dict(data: dict[str, Any]) -> PolicyDecision:
         quorum=int(data.get("quorum") or 1),
         approval_ttl_s=data.get("approval_ttl_s"),
         grant_id=data.get("grant_id"),
+        quorum_roles=tuple(sorted((data.get("quorum_roles") or {}).items())),
     )
 
 

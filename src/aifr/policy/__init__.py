@@ -1,6 +1,6 @@
 """The policy engine: YAML rules, RBAC, approvals, rate limits, grants (DESIGN.md part B)."""
 
-from aifr.policy.approvers import ApprovalRule, ApprovalTable, Rbac
+from aifr.policy.approvers import ApprovalRule, ApprovalTable, Rbac, missing_votes
 from aifr.policy.changes import ChangeListener, PolicyChange
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.document import PolicyFile, policy_json_schema
@@ -35,6 +35,7 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "Rbac",
+    "missing_votes",
     "RequestView",
     "Rule",
     "RuleIndex",

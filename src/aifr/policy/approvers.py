@@ -12,7 +12,7 @@ builds a new :class:`Rbac`, so the memo never outlives the policy.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aifr.capabilities import RiskLevel
@@ -20,7 +20,14 @@ from aifr.errors import ApprovalError, ErrorCode
 from aifr.policy.decision import PolicyDecision
 from aifr.policy.rules import GlobSet
 
-__all__ = ["ApprovalRule", "ApprovalTable", "Rbac", "RoleDef", "authorize_approver"]
+__all__ = [
+    "ApprovalRule",
+    "ApprovalTable",
+    "Rbac",
+    "RoleDef",
+    "authorize_approver",
+    "missing_votes",
+]
 
 _MAX_CACHED_PRINCIPALS = 65_536
 _NO_ROLES: frozenset[str] = frozenset()
@@ -157,6 +164,7 @@ class ApprovalRule:
     roles: tuple[str, ...]
     quorum: int = 1
     ttl_s: float | None = None
+    quorum_roles: tuple[tuple[str, int], ...] = ()
 
 
 class ApprovalTable:
@@ -229,3 +237,44 @@ def authorize_approver(
             risk=risk.value,
             allowed_roles=list(allowed),
         )
+
+
+def _matching(voters: Sequence[frozenset[str]], slots: Sequence[str]) -> list[int | None]:
+    """For each slot, the voter filling it in a maximum matching (Kuhn's augmenting paths)."""
+    owner: list[int | None] = [None] * len(slots)
+
+    def place(voter: int, seen: set[int]) -> bool:
+        for slot, role in enumerate(slots):
+            if role in voters[voter] and slot not in seen:
+                seen.add(slot)
+                holder = owner[slot]
+                if holder is None or place(holder, seen):
+                    owner[slot] = voter
+                    return True
+        return False
+
+    for voter in range(len(voters)):
+        place(voter, set())
+    return owner
+
+
+def missing_votes(
+    voters: Sequence[frozenset[str]], quorum_roles: Sequence[tuple[str, int]], quorum: int
+) -> dict[str, int]:
+    """Votes still missing: per role of ``quorum_roles``, and ``"*"`` for the plain quorum.
+
+    Each voter (their roles) counts once, for one role, so one principal holding both
+    ``admin`` and ``security`` cannot meet ``{admin: 1, security: 1}`` alone. Empty when
+    the request may be approved.
+    """
+    slots = [role for role, count in sorted(quorum_roles) for _ in range(count)]
+    owner = _matching(voters, slots)
+    missing: dict[str, int] = {}
+    for slot, role in enumerate(slots):
+        if owner[slot] is None:
+            missing[role] = missing.get(role, 0) + 1
+    if len(voters) < quorum:
+        extra = quorum - len(voters) - sum(missing.values())
+        if extra > 0:
+            missing["*"] = extra
+    return missing

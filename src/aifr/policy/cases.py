@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 from aifr.capabilities import CapabilitySpec, OperationType, Risk, RiskLevel
 from aifr.capabilities.secret_syntax import secret_names
 from aifr.errors import AifrError, CapabilityError, PolicyError
+from aifr.policy.approvers import missing_votes
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.document import DecisionName, OperationName, RiskName
 from aifr.policy.engine import PolicyEngine
@@ -78,6 +79,7 @@ class ExpectDoc(BaseModel):
     reason_contains: str | None = None
     approver_roles: list[str] | None = None
     quorum: int | None = None
+    quorum_roles: dict[str, int] | None = None
     approval_ttl_s: float | None = None
     grant: bool | None = None
 
@@ -109,6 +111,10 @@ class CaseDoc(BaseModel):
     workflow: str | None = None
     on_behalf_of: list[str] = []
     advance_s: Annotated[float, Field(ge=0)] = 0.0
+    votes: list[str] = []
+    """Approvers who vote yes in turn on the request (it must need an approval)."""
+    expect_votes: list[str] = []
+    """After each vote: ``pending``, ``approved``, or the error code the vote gets."""
     expect: Expectation | list[Expectation] | None = None
     approve: ApproveDoc | None = None
     expect_error: str | None = None
@@ -238,6 +244,8 @@ def load_case_table(path: Path | str) -> CaseTable:
             problems.append((source, "a request case needs expect"))
         if case.approve is not None and case.expect is not None:
             problems.append((source, "an approve case takes expect_error, not expect"))
+        if len(case.votes) != len(case.expect_votes):
+            problems.append((source, "votes and expect_votes need one entry each per vote"))
         cases.append((case, source))
     if problems:
         raise policy_error(problems)
@@ -249,6 +257,9 @@ def _describe(decision: PolicyDecision) -> str:
     text = f"{decision.decision.value} rule={decision.rule_id or '-'}"
     if decision.approver_roles:
         text += f" approvers={','.join(decision.approver_roles)} quorum={decision.quorum}"
+    if decision.quorum_roles:
+        roles = ",".join(f"{role}:{count}" for role, count in decision.quorum_roles)
+        text += f" quorum_roles={roles}"
     if decision.approval_ttl_s is not None:
         text += f" approval_ttl_s={decision.approval_ttl_s:g}"
     if decision.grant_id:
@@ -281,6 +292,10 @@ def _compare(expect: ExpectDoc, decision: PolicyDecision) -> list[str]:
         )
     if expect.quorum is not None and expect.quorum != decision.quorum:
         problems.append(f"quorum: expected {expect.quorum}, got {decision.quorum}")
+    if expect.quorum_roles is not None and expect.quorum_roles != dict(decision.quorum_roles):
+        problems.append(
+            f"quorum_roles: expected {expect.quorum_roles}, got {dict(decision.quorum_roles)}"
+        )
     if "approval_ttl_s" in fields and expect.approval_ttl_s != decision.approval_ttl_s:
         problems.append(
             f"approval_ttl_s: expected {expect.approval_ttl_s!r}, got {decision.approval_ttl_s!r}"
@@ -392,7 +407,43 @@ def _run_request(
         actual.append(_describe(decision))
         prefix = f"call {attempt}: " if len(expectations) > 1 else ""
         problems.extend(prefix + p for p in _compare(expect, decision))
+    if case.votes:
+        expected += f"; votes {case.expect_votes}"
+        states = _vote_in_turn(engine, request, decision, case.votes)
+        actual.append(f"votes {states}")
+        if states != case.expect_votes:
+            problems.append(f"votes: expected {case.expect_votes}, got {states}")
     return CaseResult(case.name, source, expected, "; ".join(actual), tuple(problems))
+
+
+def _vote_in_turn(
+    engine: PolicyEngine, request: PolicyRequest, decision: PolicyDecision, voters: list[str]
+) -> list[str]:
+    """The request's state after each vote: ``pending``, ``approved`` or the refusal's code."""
+    if decision.decision is not Decision.REQUIRE_APPROVAL:
+        return [f"not an approval ({decision.decision.value})"] * len(voters)
+    counted: list[frozenset[str]] = []
+    seen: set[str] = set()
+    states = []
+    for voter in voters:
+        try:
+            engine.check_approver(
+                approver=voter,
+                requester=request.principal,
+                risk=request.capability.effective_risk,
+                decision=decision,
+            )
+        except AifrError as exc:
+            states.append(exc.code.value)
+            continue
+        if voter in seen:
+            states.append("approval.already_decided")
+            continue
+        seen.add(voter)
+        counted.append(engine.roles_of(voter))
+        missing = missing_votes(counted, decision.quorum_roles, decision.quorum)
+        states.append("pending" if missing else "approved")
+    return states
 
 
 def failed(results: Sequence[CaseResult]) -> list[CaseResult]:

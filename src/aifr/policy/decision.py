@@ -73,6 +73,8 @@ class PolicyDecision:
     quorum: int = 1
     approval_ttl_s: float | None = None
     grant_id: str | None = None
+    quorum_roles: tuple[tuple[str, int], ...] = ()
+    """Separation of duties: how many approvers of each role (``(("admin", 1),)``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.approver_roles, tuple):

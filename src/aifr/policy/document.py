@@ -114,6 +114,7 @@ class RuleDoc(BaseModel):
     reason: str = ""
     approvers: list[Name] | None = None
     quorum: Annotated[int, Field(ge=1, le=100)] | None = None
+    quorum_roles: dict[Name, Annotated[int, Field(ge=1, le=100)]] | None = None
     approval_ttl_s: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -136,6 +137,7 @@ class ApprovalDoc(BaseModel):
     risk: RiskName
     roles: Annotated[list[Name], Field(min_length=1)]
     quorum: Annotated[int, Field(ge=1, le=100)] = 1
+    quorum_roles: dict[Name, Annotated[int, Field(ge=1, le=100)]] | None = None
     ttl_s: Annotated[float, Field(gt=0)] | None = None
 
 

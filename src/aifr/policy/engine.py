@@ -23,7 +23,7 @@ from pydantic import JsonValue
 
 from aifr.capabilities import CapabilitySpec, RiskLevel
 from aifr.errors import AifrError, ApprovalError, PolicyError
-from aifr.policy.approvers import authorize_approver
+from aifr.policy.approvers import authorize_approver, missing_votes
 from aifr.policy.changes import ChangeListener, PolicyChange
 from aifr.policy.decision import Decision, PolicyDecision, PolicyRequest
 from aifr.policy.grants import Grant, new_grant_id
@@ -337,6 +337,7 @@ class PolicyEngine:
             worst.approver_roles,
             worst.quorum,
             worst.approval_ttl_s,
+            quorum_roles=worst.quorum_roles,
         )
 
     def _grant_matcher(self, grant: Grant) -> tuple[GlobSet, tuple[InputCondition, ...]] | None:
@@ -378,6 +379,10 @@ class PolicyEngine:
         # A grant stands in for its issuer's approval, so it covers only the requests the
         # issuer could approve alone: a quorum of one and one of the decision's roles.
         if decision.quorum > 1:
+            return False
+        if decision.quorum_roles and missing_votes(
+            [self.roles_of(grant.issued_by)], decision.quorum_roles, 1
+        ):
             return False
         try:
             self.check_approver(

@@ -75,6 +75,7 @@ class Explanation:
             "quorum": d.quorum,
             "approval_ttl_s": d.approval_ttl_s,
             "grant_id": d.grant_id,
+            "quorum_roles": dict(d.quorum_roles),
             "principals": [
                 {
                     "principal": link.principal,
@@ -107,6 +108,9 @@ class Explanation:
         out.append(f"decision: {d.decision.value} (rule {d.rule_id or 'default'}): {d.reason}")
         if d.approver_roles:
             out.append(f"approvers: {', '.join(d.approver_roles)}; quorum {d.quorum}")
+        if d.quorum_roles:
+            needs = ", ".join(f"{count} {role}" for role, count in d.quorum_roles)
+            out.append(f"separation of duties: needs {needs} (distinct approvers)")
         return out
 
 

@@ -151,7 +151,15 @@ def _approval(
             )
     quorum = max((rule.quorum if rule else None) or 1, table.quorum if table else 1)
     ttl = (rule.approval_ttl_s if rule else None) or (table.ttl_s if table else None)
-    return PolicyDecision(Decision.REQUIRE_APPROVAL, rule_id, reason, roles, quorum, ttl)
+    # Separation of duties: the rule's quorum_roles, else the table's. Each named role
+    # may approve, and the plain quorum is at least the votes they add up to.
+    quorum_roles = (rule.quorum_roles if rule else ()) or (table.quorum_roles if table else ())
+    if quorum_roles:
+        roles = tuple(sorted({*roles, *(role for role, _ in quorum_roles)}))
+        quorum = max(quorum, sum(count for _, count in quorum_roles))
+    return PolicyDecision(
+        Decision.REQUIRE_APPROVAL, rule_id, reason, roles, quorum, ttl, quorum_roles=quorum_roles
+    )
 
 
 def _default_decision(

@@ -84,6 +84,7 @@ def lint_policy(
     """Every finding for a loaded policy, in file order."""
     findings = list(_shadowed(policy.rules))
     findings.extend(_no_approvers(policy))
+    findings.extend(_unheld_quorum_roles(policy))
     defined = set(policy.rbac.roles)
     findings.extend(
         LintFinding(
@@ -130,6 +131,36 @@ def _shadowed(rules: tuple[Rule, ...]) -> Iterable[LintFinding]:
                 rule.id,
             )
             break
+
+
+def _unheld_quorum_roles(policy: Policy) -> Iterable[LintFinding]:
+    """``quorum_roles`` naming a role nobody is bound to: such requests stay pending."""
+    rbac = policy.rbac
+    bound = {
+        held
+        for role in rbac.roles.values()
+        if role.principals.patterns or role.groups
+        for held in rbac.expand([role.name])
+    }
+    entries: list[tuple[str, tuple[tuple[str, int], ...], SourceRef | None, str | None]] = [
+        (f"rule {rule.id!r}", rule.quorum_roles, rule.source, rule.id) for rule in policy.rules
+    ]
+    entries += [
+        (f"approvals for {level.value}", table.quorum_roles, None, None)
+        for level, table in policy.approvals.rules.items()
+    ]
+    for what, quorum_roles, source, rule_id in entries:
+        for role, count in quorum_roles:
+            if role not in bound:
+                yield LintFinding(
+                    "warning",
+                    "quorum_role_unheld",
+                    f"{what} needs {count} approver(s) with role {role!r} (quorum_roles), but "
+                    "no principal or group is bound to it: only a token's roles could meet "
+                    "it, else such requests stay pending until they expire",
+                    source,
+                    rule_id,
+                )
 
 
 def _no_approvers(policy: Policy) -> Iterable[LintFinding]:

@@ -390,8 +390,14 @@ class _Compiler:
                 )
             for role_index, role_name in enumerate(approval.roles):
                 self._role_ref(role_name, located.source(("approvals", index, "roles", role_index)))
+            for role_name in approval.quorum_roles or {}:
+                self._role_ref(role_name, located.source(("approvals", index, "quorum_roles")))
             self.approvals[level] = ApprovalRule(
-                level, tuple(approval.roles), approval.quorum, approval.ttl_s
+                level,
+                tuple(approval.roles),
+                approval.quorum,
+                approval.ttl_s,
+                tuple(sorted((approval.quorum_roles or {}).items())),
             )
 
     def _rate_limits(self, located: LocatedYaml, doc: PolicyFile) -> None:
@@ -444,12 +450,18 @@ class _Compiler:
         base = ("rules", index)
         for role_index, role in enumerate(doc.approvers or ()):
             self._role_ref(role, located.source((*base, "approvers", role_index)))
+        for role in doc.quorum_roles or {}:
+            self._role_ref(role, located.source((*base, "quorum_roles")))
         if doc.decision != "REQUIRE_APPROVAL" and (
-            doc.approvers is not None or doc.quorum is not None or doc.approval_ttl_s is not None
+            doc.approvers is not None
+            or doc.quorum is not None
+            or doc.quorum_roles is not None
+            or doc.approval_ttl_s is not None
         ):
             self.problem(
                 located.source(base),
-                "approvers, quorum and approval_ttl_s only apply to REQUIRE_APPROVAL rules",
+                "approvers, quorum, quorum_roles and approval_ttl_s only apply to "
+                "REQUIRE_APPROVAL rules",
             )
         return Rule(
             id=doc.id,
@@ -461,6 +473,7 @@ class _Compiler:
             quorum=doc.quorum,
             approval_ttl_s=doc.approval_ttl_s,
             source=located.source(base),
+            quorum_roles=tuple(sorted((doc.quorum_roles or {}).items())),
         )
 
     def _match(self, located: LocatedYaml, base: tuple[str | int, ...], when: WhenDoc) -> Match:

@@ -493,6 +493,7 @@ class Rule:
     quorum: int | None = None
     approval_ttl_s: float | None = None
     source: SourceRef | None = field(default=None, compare=False)
+    quorum_roles: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

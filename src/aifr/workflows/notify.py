@@ -203,9 +203,15 @@ def approval_callback_app(
             approver = str(payload["approver"])
             comment = str(payload.get("comment") or "")
             if payload["decision"] == "approve":
-                record = await approvals.aapprove(approval_id, approver, comment=comment)
+                # The HMAC signature proves the decision comes from the approval system
+                # holding the shared secret, which authenticated its user.
+                record = await approvals.aapprove(
+                    approval_id, approver, comment=comment, authenticated=True
+                )
             else:
-                record = await approvals.areject(approval_id, approver, reason=comment)
+                record = await approvals.areject(
+                    approval_id, approver, reason=comment, authenticated=True
+                )
         except AifrError as exc:
             return error(exc)
         if on_decided is not None:

@@ -88,7 +88,9 @@ def test_config_outside_a_project_fails_with_the_project_error(
     assert "config.project_missing" in result.stderr
 
 
-def test_token_create_list_revoke(aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]) -> None:
+def test_token_create_list_revoke_under_the_older_mcp_token_name(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
     project = make_project(aifr_bin, tmp_path, clean_env, operator=None)
     created = run_aifr(
         aifr_bin,
@@ -109,9 +111,7 @@ def test_token_create_list_revoke(aifr_bin: str, tmp_path: Path, clean_env: dict
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert token.startswith("aifr_")
-    tokens_file = project / ".aifr" / "tokens.json"
-    assert token not in tokens_file.read_text()
-    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
+    assert token not in (project / ".aifr" / "aifr.db").read_bytes().decode("latin-1")
     listed = run_aifr(
         aifr_bin, "mcp", "token", "list", "-p", str(project), cwd=project, env=clean_env
     )
@@ -256,4 +256,5 @@ def test_token_revoke_of_an_unknown_prefix_points_at_token_list(
     assert result.returncode == 2
     assert "config.invalid" in result.stderr
     assert "longer" not in result.stderr
-    assert "token list" in " ".join(result.stderr.split())
+    assert "tokens list" in " ".join(result.stderr.split())
+    assert token not in result.stderr  # a pasted token is not echoed back

@@ -59,8 +59,10 @@ def approval_body(record: ApprovalRecord) -> str:
             "reason": record.reason,
             "approver_roles": list(record.approver_roles),
             "quorum": record.quorum,
+            "quorum_roles": dict(record.quorum_roles),
             "votes": [
-                {"approver": v.approver, "at": v.at, "comment": v.comment} for v in record.votes
+                {"approver": v.approver, "at": v.at, "comment": v.comment, "roles": list(v.roles)}
+                for v in record.votes
             ],
             "decided_by": record.decided_by,
             "decided_at": record.decided_at,
@@ -97,7 +99,11 @@ def approval_from_row(row: Mapping[str, Any]) -> ApprovalRecord:
         reason=body["reason"],
         approver_roles=tuple(body["approver_roles"]),
         quorum=int(body["quorum"]),
-        votes=tuple(ApprovalVote(**v) for v in body["votes"]),
+        votes=tuple(
+            ApprovalVote(v["approver"], v["at"], v.get("comment", ""), tuple(v.get("roles", ())))
+            for v in body["votes"]
+        ),
+        quorum_roles=tuple(sorted(body.get("quorum_roles", {}).items())),
         decided_by=body["decided_by"],
         decided_at=body["decided_at"],
         decision_comment=body["decision_comment"],

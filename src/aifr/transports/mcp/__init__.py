@@ -5,9 +5,7 @@ from aifr.transports.mcp.auth import (
     IDENTITY_SCOPE_KEY,
     BearerAuthMiddleware,
     McpIdentity,
-    TokenRecord,
-    TokenStore,
-    token_digest,
+    identity_of,
 )
 from aifr.transports.mcp.naming import PORTABLE_NAME, ToolNames, ToolNaming, portable_name
 from aifr.transports.mcp.protocol import result_for_version, supports, tool_for_version
@@ -72,8 +70,6 @@ __all__ = [
     "PeerCredentials",
     "ResourceCatalog",
     "RunReader",
-    "TokenRecord",
-    "TokenStore",
     "ToolNames",
     "ToolNaming",
     "UidPrincipals",
@@ -98,7 +94,7 @@ __all__ = [
     "structured_output",
     "supports",
     "supports_form_elicitation",
-    "token_digest",
+    "identity_of",
     "tool_for_spec",
     "tool_for_version",
     "tool_result",

@@ -204,7 +204,12 @@ class ApprovalBridge:
             return None
         try:
             if answer.decision == "reject":
-                await self._approvals.areject(approval_id, who.approver, reason=answer.comment)
+                await self._approvals.areject(
+                    approval_id,
+                    who.approver,
+                    reason=answer.comment,
+                    authenticated=who.authenticated,
+                )
                 return error_result(
                     ApprovalError(
                         f"{who.approver} rejected the request to run {tool} "
@@ -214,7 +219,9 @@ class ApprovalBridge:
                     ),
                     status="rejected",
                 )
-            await self._approvals.aapprove(approval_id, who.approver, comment=answer.comment)
+            await self._approvals.aapprove(
+                approval_id, who.approver, comment=answer.comment, authenticated=who.authenticated
+            )
         except ApprovalError as exc:
             logger.info("approval %s refused for %s: %s", approval_id, who.approver, exc.code)
             return _refusal(exc, approval_id=approval_id, approver=who.approver)

@@ -1,48 +1,33 @@
-"""Who is calling: MCP identities, the bearer-token file and the HTTP auth middleware.
+"""Who is calling: MCP identities and the HTTP bearer-token middleware.
 
 An :class:`McpIdentity` is the principal the runtime sees, its roles, and the
 ``operator``: the human behind the client who may answer approval prompts. Local
 transports take it from configuration (stdio) or from the peer's uid (Unix socket);
-HTTP takes it from a bearer token.
-
-Tokens live in ``.aifr/tokens.json`` (mode 0600) as ``sha256(token) -> identity``, so
-the file never holds a usable secret. :meth:`TokenStore.create` mints one and shows it
-exactly once.
+HTTP takes it from a bearer token, checked by the one token system of every HTTP
+surface (:class:`~aifr.invocation.TokenService`, digests in the state database).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import secrets
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aifr.errors import AifrError, ConfigError, ErrorCode, TransportError, error_payload
-from aifr.invocation.identity import principal_problem
+from aifr.errors import AifrError, ErrorCode, TransportError, error_payload
+from aifr.invocation import TokenRecord, TokenService
 
 __all__ = [
     "IDENTITY_SCOPE_KEY",
-    "TOKEN_PREFIX",
     "BearerAuthMiddleware",
     "McpIdentity",
-    "TokenRecord",
-    "TokenStore",
-    "token_digest",
+    "identity_of",
 ]
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_SCOPE_KEY = "aifr.identity"
-TOKEN_PREFIX = "aifr_"  # noqa: S105  # the prefix minted tokens start with, not a secret
-_FILE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +37,8 @@ class McpIdentity:
     principal: str
     roles: frozenset[str] = frozenset()
     operator: str | None = None
+    authenticated: bool = False
+    """True when a bearer token proved the identity (HTTP); local ones are configured."""
 
     @property
     def approver(self) -> str:
@@ -59,191 +46,11 @@ class McpIdentity:
         return self.operator or self.principal
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRecord:
-    """One minted token, without the token itself."""
-
-    digest: str
-    principal: str
-    roles: tuple[str, ...] = ()
-    operator: str | None = None
-    label: str = ""
-    created_at: float = field(default=0.0)
-
-    @property
-    def identity(self) -> McpIdentity:
-        """The identity a request carrying this token acts as."""
-        return McpIdentity(self.principal, frozenset(self.roles), self.operator)
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as stored in the token file (without its digest key)."""
-        return {
-            "principal": self.principal,
-            "roles": list(self.roles),
-            "operator": self.operator,
-            "label": self.label,
-            "created_at": self.created_at,
-        }
-
-
-def token_digest(token: str) -> str:
-    """The SHA-256 hex digest under which a token is stored."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _record(digest: str, raw: Any, path: Path) -> TokenRecord:
-    if not isinstance(raw, dict) or not isinstance(raw.get("principal"), str):
-        raise ConfigError(
-            f"{path}: token entry {digest[:12]}... needs a string 'principal'", file=str(path)
-        )
-    roles = raw.get("roles") or []
-    operator = raw.get("operator")
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise ConfigError(
-            f"{path}: token entry {digest[:12]}...: 'roles' must be a list of strings",
-            file=str(path),
-        )
-    if operator is not None and not isinstance(operator, str):
-        raise ConfigError(
-            f"{path}: token entry {digest[:12]}...: 'operator' must be a string", file=str(path)
-        )
-    return TokenRecord(
-        digest=digest,
-        principal=raw["principal"],
-        roles=tuple(roles),
-        operator=operator,
-        label=str(raw.get("label", "")),
-        created_at=float(raw.get("created_at", 0.0)),
+def identity_of(record: TokenRecord) -> McpIdentity:
+    """The identity a request carrying the token of ``record`` acts as."""
+    return McpIdentity(
+        record.principal, frozenset(record.roles), record.operator, authenticated=True
     )
-
-
-class TokenStore:
-    """The bearer tokens accepted by ``aifr mcp --transport http``.
-
-    The file is re-read when its modification time changes, so a token minted or
-    revoked while the server runs takes effect on the next request.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._records: dict[str, TokenRecord] = {}
-        self._stamp: tuple[int, int] | None = None
-
-    def _load(self) -> dict[str, TokenRecord]:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            self._records, self._stamp = {}, None
-            return self._records
-        except OSError as exc:
-            raise ConfigError(
-                f"{self.path}: cannot read: {exc.strerror}", file=str(self.path)
-            ) from exc
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._stamp:
-            return self._records
-        try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{self.path}: not a token file: {exc}", file=str(self.path)) from exc
-        tokens = document.get("tokens") if isinstance(document, dict) else None
-        if not isinstance(tokens, dict):
-            raise ConfigError(f"{self.path}: expected an object with 'tokens'", file=str(self.path))
-        self._records = {d: _record(d, raw, self.path) for d, raw in tokens.items()}
-        self._stamp = stamp
-        return self._records
-
-    def records(self) -> list[TokenRecord]:
-        """Every stored token record, oldest first.
-
-        Raises:
-            ConfigError: the token file is malformed.
-        """
-        return sorted(self._load().values(), key=lambda r: r.created_at)
-
-    def verify(self, token: str) -> McpIdentity | None:
-        """The identity of a presented token, or ``None`` when it is unknown.
-
-        Raises:
-            ConfigError: the token file is malformed.
-        """
-        record = self._load().get(token_digest(token))
-        return record.identity if record is not None else None
-
-    def create(
-        self,
-        principal: str,
-        *,
-        roles: Iterable[str] = (),
-        operator: str | None = None,
-        label: str = "",
-    ) -> tuple[str, TokenRecord]:
-        """Mint a token for ``principal``; returns the token (shown once) and its record.
-
-        Raises:
-            ConfigError: the principal or operator is no name (see
-                :func:`~aifr.invocation.identity.principal_problem`), or the token file
-                cannot be written.
-        """
-        names = {"principal": principal} | ({"operator": operator} if operator else {})
-        for what, name in names.items():
-            if (problem := principal_problem(name)) is not None:
-                raise ConfigError(f"a token's {what} {name!r} {problem}", field=what)
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        record = TokenRecord(
-            digest=token_digest(token),
-            principal=principal,
-            roles=tuple(sorted(set(roles))),
-            operator=operator,
-            label=label,
-            created_at=time.time(),
-        )
-        records = {**self._load(), record.digest: record}
-        self._write(records)
-        return token, record
-
-    def revoke(self, digest_prefix: str) -> TokenRecord:
-        """Remove the one token whose digest starts with ``digest_prefix``.
-
-        Raises:
-            ConfigError: no token, or more than one, matches the prefix.
-        """
-        records = self._load()
-        matches = [d for d in records if d.startswith(digest_prefix)] if digest_prefix else []
-        if len(matches) > 1:
-            raise ConfigError(
-                f"{len(matches)} tokens match {digest_prefix!r}; give a longer digest prefix",
-                field="digest",
-            )
-        if not matches:  # a longer prefix cannot help here: say where the prefixes are
-            raise ConfigError(
-                f"no token's digest starts with {digest_prefix!r}; revoke takes the digest "
-                "prefix that 'aifr mcp token list' shows, not the token",
-                field="digest",
-            )
-        removed = records[matches[0]]
-        self._write({d: r for d, r in records.items() if d != matches[0]})
-        return removed
-
-    def _write(self, records: dict[str, TokenRecord]) -> None:
-        document = {
-            "version": _FILE_VERSION,
-            "tokens": {d: r.to_json() for d, r in records.items()},
-        }
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            raise ConfigError(
-                f"{self.path}: cannot write: {exc.strerror}", file=str(self.path)
-            ) from exc
-        self._stamp = None
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -269,9 +76,9 @@ class BearerAuthMiddleware:
     replace it rather than to add one.
     """
 
-    def __init__(self, app: ASGIApp, store: TokenStore) -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenService) -> None:
         self.app = app
-        self.store = store
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate HTTP requests; pass lifespan and other scopes through."""
@@ -283,27 +90,23 @@ class BearerAuthMiddleware:
             return
         token = _bearer(scope)
         try:
-            identity = self.store.verify(token) if token is not None else None
-        except ConfigError as exc:
-            logger.exception("token file unreadable")
+            checked = self.tokens.check(token)
+        except AifrError as exc:
+            logger.exception("token store unreadable")
             await _json_response(send, 503, exc)
             return
-        if identity is None:
-            reason = "unknown bearer token" if token is not None else "missing bearer token"
-            error = TransportError(
-                f"{reason}: send 'Authorization: Bearer <token>' "
-                "(mint one with 'aifr mcp token create --principal NAME')",
-                code=ErrorCode.TRANSPORT_UNAUTHENTICATED,
-            )
+        if not isinstance(checked, TokenRecord):
+            error = checked.error(hint="mint one with 'aifr tokens create --principal NAME'")
             await _json_response(send, 401, error, token_given=token is not None)
             return
+        identity = identity_of(checked)
         await self.app({**scope, IDENTITY_SCOPE_KEY: identity}, receive, send)
 
 
 WELL_KNOWN = "/.well-known/"
 _NO_OAUTH = TransportError(
     "this server has no OAuth metadata: it takes bearer tokens minted with "
-    "'aifr mcp token create --principal NAME', sent as 'Authorization: Bearer <token>'",
+    "'aifr tokens create --principal NAME', sent as 'Authorization: Bearer <token>'",
     code=ErrorCode.TRANSPORT_NOT_FOUND,
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import pwd
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from mcp.server.transport_security import (
 )
 
 from aifr.errors import TransportError
-from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity, TokenStore
+from aifr.invocation import TokenService
+from aifr.transports.mcp.auth import BearerAuthMiddleware, McpIdentity
 from aifr.transports.mcp.http_guard import HttpMessageGuard
 from aifr.transports.mcp.origin import OriginGuard, is_loopback
 from aifr.transports.mcp.server import AifrMcpServer
@@ -118,7 +120,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 async def serve_http(
     server: AifrMcpServer,
-    tokens: TokenStore,
+    tokens: TokenService,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -126,11 +128,14 @@ async def serve_http(
     allowed_origins: Iterable[str] = (),
     allowed_hosts: Iterable[str] = (),
     metrics: Any = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve streamable HTTP at ``http://host:port/mcp`` until cancelled.
 
     ``metrics``, an ASGI app (prometheus-client's), is served at ``/metrics`` behind
     the same bearer tokens as the MCP endpoint: its labels name the capabilities.
+    With ``ssl_context`` (TLS 1.3 only, from ``aifr.api.tls.server_context``) it serves
+    ``https://`` instead.
 
     ``port=0`` picks a free port; ``on_ready`` receives the URL once it listens.
     ``allowed_origins`` and ``allowed_hosts`` widen :class:`OriginGuard`'s
@@ -160,6 +165,8 @@ async def serve_http(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    config.load()
+    config.ssl = ssl_context  # after load(): the caller's TLS 1.3-only context, or none
     runner = uvicorn.Server(config)
     try:
         finished = anyio.Event()
@@ -177,7 +184,8 @@ async def serve_http(
             while not (runner.started or finished.is_set()):
                 await anyio.sleep(0.005)
             if runner.started and on_ready is not None:
-                on_ready(f"http://{shown}:{bound_port}{MCP_PATH}")
+                scheme = "https" if ssl_context is not None else "http"
+                on_ready(f"{scheme}://{shown}:{bound_port}{MCP_PATH}")
     finally:
         sock.close()
 

@@ -1,0 +1,212 @@
+"""The REST API: a governed no-op over HTTP vs the same no-op on a bare FastAPI route.
+
+Both are separate uvicorn processes on 127.0.0.1 (one worker each), driven by one httpx
+``AsyncClient`` with keep-alive and 16 concurrent callers, in alternating rounds so the
+host's drift hits both alike. aifr's call is ``POST /v1/capabilities/bench.noop/invoke``
+with a bearer token: the token lookup, the rate limit, input validation, the policy
+decision, output validation and a durable audit record (SQLite, ``audit.synchronous``
+as configured: FULL by default). The bare route returns ``{"ok": true}``.
+
+Goals (issue 25): at most 1.2x the bare route's time per call, and at least 1,000
+governed calls/s with 16 concurrent clients. Results go to ``docs/benchmarks.md`` under
+``## REST API``.
+
+    python -m benchmarks api [--calls 2000] [--rounds 3] [--synchronous FULL|NORMAL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script too: ``benchmarks.goals`` must import
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+from benchmarks import goals  # noqa: E402  # after the path insert above
+from benchmarks.goals import Goal, Verdict  # noqa: E402
+
+AIFR = str(Path(sys.executable).parent / "aifr")
+CONCURRENCY = 16
+RATIO = Goal("governed no-op over HTTP / a bare FastAPI route (issue 25)", 1.2)
+RATE = Goal("governed calls/s at 16 clients / 1,000 calls/s (issue 25)", 1.0, at_least=True)
+
+CAPABILITIES = '''
+from aifr import capability
+
+
+@capability("bench.noop", operation="READ", risk="LOW")
+def noop() -> dict[str, bool]:
+    """Do nothing."""
+    return {"ok": True}
+'''
+
+BARE = """
+import socket, sys
+import uvicorn
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.post("/noop")
+async def noop() -> dict[str, bool]:
+    return {"ok": True}
+
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(1024)
+print(f"serving on http://127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+"""
+
+
+def _project(root: Path, synchronous: str) -> tuple[Path, str]:
+    from aifr.app import build_token_service
+    from aifr.config import load_settings
+    from aifr.config.project import init_project
+
+    project = root / "bench"
+    init_project(project)
+    (project / "bench_caps.py").write_text(CAPABILITIES)
+    config = project / "aifr.toml"
+    text = config.read_text().replace(
+        "capability_modules = []", 'capability_modules = ["bench_caps"]'
+    )
+    text += "\n[api]\nrate_per_s = 1000000000.0\nburst = 1000000000\n"
+    config.write_text(text)
+    os.environ["AIFR_AUDIT__SYNCHRONOUS"] = synchronous
+    token, _ = build_token_service(load_settings(project)).create("bench")
+    return project, token
+
+
+def _start(argv: list[str], log: Path, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with log.open("w") as sink:
+        process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=sink)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log.read_text(errors="replace").splitlines():
+            if "serving on " in line:
+                return process, line.split("serving on ", 1)[1].strip()
+        time.sleep(0.02)
+    process.kill()
+    raise SystemExit(f"{argv[0]} did not start: {log.read_text()}")
+
+
+async def _round(
+    url: str, path: str, headers: dict[str, str], body: dict[str, object], calls: int
+) -> float:
+    """Calls per second for ``calls`` POSTs by 16 concurrent callers on one keep-alive pool."""
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
+        for _ in range(CONCURRENCY):  # warm the connections
+            (await client.post(path, json=body)).raise_for_status()
+        left = calls
+
+        async def caller() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                response = await client.post(path, json=body)
+                if response.status_code != 200:
+                    raise SystemExit(f"{path}: {response.status_code} {response.text[:200]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
+        return calls / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="aifr-api-bench-") as tmp:
+        root = Path(tmp)
+        project, token = _project(root, args.synchronous)
+        aifr_proc, aifr_url = _start(
+            [AIFR, "serve", "--port", "0", "-p", str(project)], root / "aifr.log", project
+        )
+        bare_proc, bare_url = _start([sys.executable, "-c", BARE], root / "bare.log", root)
+        governed: list[float] = []
+        bare: list[float] = []
+        try:
+            for turn in range(args.rounds):
+                order = [("bare", bare_url), ("aifr", aifr_url)]
+                for name, url in order if turn % 2 == 0 else order[::-1]:
+                    if name == "bare":
+                        bare.append(asyncio.run(_round(url, "/noop", {}, {}, args.calls)))
+                    else:
+                        auth = {"Authorization": f"Bearer {token}"}
+                        rate = asyncio.run(
+                            _round(
+                                url,
+                                "/v1/capabilities/bench.noop/invoke",
+                                auth,
+                                {"inputs": {}},
+                                args.calls,
+                            )
+                        )
+                        governed.append(rate)
+                print(
+                    f"round {turn + 1}: bare {bare[-1]:.0f}/s  aifr {governed[-1]:.0f}/s",
+                    flush=True,
+                )
+        finally:
+            for process in (aifr_proc, bare_proc):
+                process.terminate()
+                process.wait(timeout=10)
+    best_bare, best_aifr = max(bare), max(governed)
+    ratio = best_bare / best_aifr  # time per call, aifr / bare
+    verdicts = [
+        Verdict(f"{best_aifr:.0f} vs {best_bare:.0f} calls/s", ratio, RATIO),
+        Verdict(f"{best_aifr:.0f} calls/s", best_aifr / 1000.0, RATE),
+    ]
+    goals.print_verdicts(verdicts)
+    lines = [
+        "## REST API",
+        "",
+        f"`python -m benchmarks api --calls {args.calls} --rounds {args.rounds} "
+        f"--synchronous {args.synchronous}` on {platform.node() or 'this host'} "
+        f"({os.cpu_count()} CPUs, Python {platform.python_version()}), {time.strftime('%Y-%m-%d')}. "
+        "16 concurrent httpx callers on keep-alive connections; each side one uvicorn "
+        "process on 127.0.0.1; rounds alternate; best round of each shown.",
+        "",
+        "| | calls/s (best) | all rounds |",
+        "|---|---:|---|",
+        f"| bare FastAPI route | {best_bare:.0f} | {', '.join(f'{r:.0f}' for r in bare)} |",
+        f"| aifr governed no-op (`POST /v1/capabilities/{{id}}/invoke`) | {best_aifr:.0f} | "
+        f"{', '.join(f'{r:.0f}' for r in governed)} |",
+        "",
+        *goals.verdict_table(verdicts),
+        "",
+        "The governed call does a token lookup (SQLite), the policy decision, input and "
+        "output validation and a durable audit append per call; the bare route does none.",
+        "",
+    ]
+    section = "\n".join(lines)
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
+    start = text.find("## REST API\n")
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    DOCS.write_text(text)
+    print(f"wrote {DOCS.relative_to(ROOT)} ## REST API", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

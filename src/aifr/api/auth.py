@@ -1,0 +1,280 @@
+"""Who calls the API, and whether they may: the ASGI guard, the caller, route authorization.
+
+:class:`ApiGuard` sits in front of every route. In order it refuses a cross-origin
+browser request (403), a request without a usable bearer token (401, only ``/health``
+is public), a body over the size limit (413), and a token past its rate (429 with
+``Retry-After``). Tokens are the one token system of every HTTP surface
+(:class:`~aifr.invocation.TokenService`). What a caller may then do is the policy
+engine's answer: each route operation is a synthetic capability ``api.<resource>.<verb>``
+(:data:`OPERATIONS`) that rules can name, and a DENY comes back as 403 naming the rule
+and its reason. Invocations and approval decisions are governed where they happen
+(``Runtime.invoke``, the approver rules), not twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aifr.api.problems import send_problem
+from aifr.capabilities import CapabilitySpec, OperationType, RiskLevel
+from aifr.errors import AifrError, ErrorCode, PolicyDeniedError, TransportError
+from aifr.invocation import TokenRecord, TokenService
+from aifr.policy import Decision, PolicyEngine, PolicyRequest
+
+__all__ = ["CALLER_SCOPE_KEY", "OPERATIONS", "ApiGuard", "Caller", "authorize", "caller"]
+
+logger = logging.getLogger(__name__)
+
+CALLER_SCOPE_KEY = "aifr.caller"
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated principal of one request, from its token."""
+
+    principal: str
+    roles: frozenset[str]
+    operator: str | None
+    token_digest: str
+
+    @classmethod
+    def of(cls, record: TokenRecord) -> Caller:
+        """The caller a token record stands for."""
+        return cls(record.principal, frozenset(record.roles), record.operator, record.digest)
+
+
+def _operation(op_id: str, operation: OperationType, risk: RiskLevel, text: str) -> CapabilitySpec:
+    return CapabilitySpec.model_validate(
+        {
+            "id": op_id,
+            "description": text,
+            "operation_type": operation,
+            "risk": {"level": risk, "justification": "an API route operation"},
+        }
+    )
+
+
+OPERATIONS: dict[str, CapabilitySpec] = {
+    spec.id: spec
+    for spec in (
+        _operation("api.capabilities.read", OperationType.READ, RiskLevel.LOW, "list or show"),
+        _operation("api.runs.read", OperationType.READ, RiskLevel.LOW, "list or show runs"),
+        _operation("api.runs.start", OperationType.EXECUTE, RiskLevel.MEDIUM, "start a run"),
+        _operation("api.runs.cancel", OperationType.WRITE, RiskLevel.MEDIUM, "cancel a run"),
+        _operation("api.approvals.read", OperationType.READ, RiskLevel.LOW, "list approvals"),
+        _operation("api.audit.read", OperationType.READ, RiskLevel.LOW, "read and verify"),
+        _operation("api.audit.export", OperationType.READ, RiskLevel.MEDIUM, "export the trail"),
+    )
+}
+"""The route operations policy rules can name (``capability: "api.audit.*"``)."""
+
+
+def authorize(policy: PolicyEngine, who: Caller, operation: str) -> None:
+    """Raise unless the policy allows ``who`` the route operation ``operation``.
+
+    Only ALLOW lets a route run: an API operation cannot wait for an approval, so a
+    REQUIRE_APPROVAL answer is refused as well, with the rule that gave it.
+
+    Raises:
+        PolicyDeniedError: ``policy.denied``, with ``rule`` and ``reason`` in details.
+    """
+    spec = OPERATIONS[operation]
+    decision = policy.peek(PolicyRequest(who.principal, spec, {}, roles=who.roles))
+    if decision.decision is Decision.ALLOW:
+        return
+    needs = (
+        "needs an approval, which an API route cannot wait for"
+        if (decision.decision is Decision.REQUIRE_APPROVAL)
+        else "is denied"
+    )
+    raise PolicyDeniedError(
+        f"{operation} {needs} for {who.principal}: {decision.reason}",
+        code=ErrorCode.POLICY_DENIED,
+        operation=operation,
+        rule=decision.rule_id,
+        reason=decision.reason,
+    )
+
+
+def caller(request: Request) -> Caller:
+    """The authenticated caller of a request (a route dependency; :class:`ApiGuard` set it).
+
+    Raises:
+        TransportError: ``transport.unauthenticated`` (only if the guard is missing).
+    """
+    found = request.scope.get(CALLER_SCOPE_KEY)
+    if not isinstance(found, Caller):
+        raise TransportError("no authenticated caller", code=ErrorCode.TRANSPORT_UNAUTHENTICATED)
+    return found
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", [])
+    return next((v.decode("latin-1") for k, v in headers if k == name), None)
+
+
+def _bearer(scope: Scope) -> str | None:
+    value = _header(scope, b"authorization")
+    if value is None:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _own_origins(scope: Scope) -> set[str]:
+    host = (_header(scope, b"host") or "").lower()
+    return {f"http://{host}", f"https://{host}"}
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class ApiGuard:
+    """ASGI middleware: origin, bearer token, body size and per-token rate (module docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: TokenService,
+        *,
+        max_body_bytes: int,
+        rate_per_s: float,
+        burst: int,
+        allowed_origins: Sequence[str] = (),
+        signed_paths: tuple[str, str] | None = None,
+        own_auth_prefixes: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.max_body_bytes = max_body_bytes
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.allowed_origins = {o.rstrip("/").lower() for o in allowed_origins}
+        self.signed_paths = signed_paths
+        self.own_auth_prefixes = own_auth_prefixes
+        self._buckets: dict[str, _Bucket] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Guard HTTP requests; pass lifespan and other scopes through."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        if origin is not None and origin.rstrip("/").lower() not in (
+            _own_origins(scope) | self.allowed_origins
+        ):
+            error = TransportError(
+                f"cross-origin request from {origin[:80]!r} refused; name trusted origins "
+                "in [api] allowed_origins",
+                code=ErrorCode.TRANSPORT_FORBIDDEN,
+            )
+            await send_problem(send, error, 403)
+            return
+        path = str(scope.get("path", ""))
+        if (
+            path in PUBLIC_PATHS
+            or self._is_signed_callback(scope, path)
+            or path.startswith(self.own_auth_prefixes)
+        ):
+            await self._with_body(scope, receive, send)
+            return
+        token = _bearer(scope)
+        try:
+            checked = self.tokens.check(token)
+        except AifrError as exc:
+            logger.exception("token store unreadable")
+            await send_problem(send, exc, 503)
+            return
+        if not isinstance(checked, TokenRecord):
+            error = checked.error(hint="mint one with 'aifr tokens create --principal NAME'")
+            challenge = b'Bearer realm="aifr"' + (
+                b', error="invalid_token"' if token is not None else b""
+            )
+            await send_problem(send, error, 401, [(b"www-authenticate", challenge)])
+            return
+        wait = self._spend(checked.digest)
+        if wait > 0:
+            error = TransportError(
+                f"rate limit of this token reached ({self.rate_per_s:g}/s, burst "
+                f"{self.burst}); retry in {wait:.2f}s",
+                code=ErrorCode.TRANSPORT_RATE_LIMITED,
+                retry_after_s=round(wait, 3),
+            )
+            retry = str(max(1, math.ceil(wait))).encode("ascii")
+            await send_problem(send, error, 429, [(b"retry-after", retry)])
+            return
+        scope[CALLER_SCOPE_KEY] = Caller.of(checked)
+        await self._with_body(scope, receive, send)
+
+    def _is_signed_callback(self, scope: Scope, path: str) -> bool:
+        """A signed approval callback (no token: its HMAC signature authenticates it)."""
+        if self.signed_paths is None or scope.get("method") != "POST":
+            return False
+        prefix, suffix = self.signed_paths
+        return (
+            path.startswith(prefix)
+            and path.endswith(suffix)
+            and "/" not in path[len(prefix) : -len(suffix)]
+            and _header(scope, b"x-aifr-signature") is not None
+        )
+
+    def _spend(self, key: str) -> float:
+        """Take one request from ``key``'s bucket; seconds to wait when it is empty."""
+        now = time.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(
+            float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate_per_s
+        )
+        bucket.stamp = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate_per_s
+
+    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = _header(scope, b"content-length")
+        too_large = TransportError(
+            f"request body over {self.max_body_bytes} bytes ([api] max_body_bytes)",
+            code=ErrorCode.TRANSPORT_TOO_LARGE,
+            limit=self.max_body_bytes,
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await send_problem(send, too_large, 413)
+            return
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        seen: deque[Message] = deque()
+        size = 0
+        while True:
+            message = await receive()
+            seen.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                await send_problem(send, too_large, 413)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return seen.popleft() if seen else await receive()
+
+        await self.app(scope, replay, send)

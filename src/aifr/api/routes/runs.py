@@ -1,0 +1,118 @@
+"""``/v1/runs``: start, list, show and cancel workflow runs.
+
+A run is started by workflow **name** only, from the project's ``workflows.directory``:
+never by a file path, so a token cannot make the server load a YAML file of its choosing.
+Each step still goes through ``Runtime.invoke`` as the token's principal.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from starlette.responses import JSONResponse
+
+from aifr.api.auth import authorize
+from aifr.api.problems import ERROR_RESPONSES
+from aifr.api.routes.deps import BEARER, AppDep, CallerDep, workflow_lock
+from aifr.app import App
+from aifr.errors import ErrorCode, WorkflowError
+from aifr.workflows import RunState, WorkflowSpec, list_workflows
+
+__all__ = ["RunSummary", "StartRun", "router"]
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES, dependencies=BEARER)
+
+RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,100}$")]
+Lock = Annotated[anyio.CapacityLimiter, Depends(workflow_lock)]
+
+
+class StartRun(BaseModel):
+    """Which workflow to run (by name) and its inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
+    inputs: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class RunSummary(BaseModel):
+    """One run as the list shows it."""
+
+    id: str
+    workflow: str
+    state: str
+    principal: str
+    created_at: float
+    updated_at: float
+
+
+def _named(app: App, name: str) -> WorkflowSpec:
+    directory = app.settings.path(app.settings.workflows.directory)
+    for spec in list_workflows(directory):
+        if spec.name == name:
+            return spec
+    raise WorkflowError(
+        f"no workflow named {name!r} in {app.settings.workflows.directory}",
+        code=ErrorCode.WORKFLOW_NOT_FOUND,
+        workflow=name,
+    )
+
+
+@router.post("", response_model=dict[str, Any], status_code=201)
+async def start_run(
+    app: AppDep, who: CallerDep, lock: Lock, start: Annotated[StartRun, Body()]
+) -> JSONResponse:
+    """Start a run as the token's principal and drive it until it finishes or pauses."""
+    authorize(app.policy, who, "api.runs.start")
+
+    def go() -> dict[str, JsonValue]:
+        spec = _named(app, start.workflow)
+        return app.workflows.start(
+            spec, start.inputs, who.principal, roles=tuple(sorted(who.roles))
+        ).to_dict()
+
+    return JSONResponse(await anyio.to_thread.run_sync(go, limiter=lock), status_code=201)
+
+
+@router.get("", response_model=list[RunSummary])
+async def list_runs(
+    app: AppDep,
+    who: CallerDep,
+    state: Annotated[RunState | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RunSummary]:
+    """Runs, newest first."""
+    authorize(app.policy, who, "api.runs.read")
+    records = await anyio.to_thread.run_sync(lambda: app.workflows.list(state=state, limit=limit))
+    return [
+        RunSummary(
+            id=r.id,
+            workflow=r.workflow,
+            state=r.state.value,
+            principal=r.principal,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+        for r in records
+    ]
+
+
+@router.get("/{run_id}", response_model=dict[str, Any])
+async def show_run(run_id: RunId, app: AppDep, who: CallerDep) -> dict[str, JsonValue]:
+    """A run with its steps, states, errors and timings."""
+    authorize(app.policy, who, "api.runs.read")
+    return await anyio.to_thread.run_sync(lambda: app.workflows.view(run_id).to_dict())
+
+
+@router.post("/{run_id}/cancel", response_model=dict[str, Any])
+async def cancel_run(
+    run_id: RunId, app: AppDep, who: CallerDep, lock: Lock
+) -> dict[str, JsonValue]:
+    """Cancel a run and compensate its completed steps, as the token's principal."""
+    authorize(app.policy, who, "api.runs.cancel")
+    return await anyio.to_thread.run_sync(
+        lambda: app.workflows.cancel(run_id, operator=who.principal).to_dict(), limiter=lock
+    )
