@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+WEBHOOK_SECRET = "callback-secret-for-tests"  # the signed callback's secret in these tests
+
 CAPABILITIES = '''
 """Capabilities of the API end-to-end project."""
 

@@ -6,9 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from api_harness import Server, make_project, mint, start_server
-
-WEBHOOK_SECRET = "callback-secret-for-tests"  # a test fixture's secret
+from api_harness import WEBHOOK_SECRET, Server, make_project, mint, start_server
 
 
 @pytest.fixture(scope="module")

@@ -344,8 +344,9 @@ def test_the_signed_approval_callback_decides_on_the_same_resource_without_a_tok
 ) -> None:
     import time
 
+    from api_harness import WEBHOOK_SECRET
+
     from aifr.workflows.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-    from conftest import WEBHOOK_SECRET
 
     with server.client("agent") as agent:
         pending = agent.post(

@@ -162,9 +162,13 @@ def _check_tools(tools: list[dict[str, Any]]) -> None:
         "sys.env.read",
         "sys.exec",
     }
+    findings = {"findings.list", "findings.show", "findings.triage"}
+    scanners = {"scan.nuclei", "scan.feroxbuster", "scan.katana"}
     shop = {"shop.count", "shop.greet", "shop.orders.cancel", "shop.placed", "shop.refund"}
     workflows = {"workflow.goodwill", "workflow.welcome"}
-    assert set(listed) == stdlib | shop | workflows | {"aifr.approvals.status"}
+    assert set(listed) == (
+        stdlib | findings | scanners | shop | workflows | {"aifr.approvals.status"}
+    )
     assert all(listed[name]["hasOutputSchema"] for name in stdlib | shop)
     assert listed["io.fs.read_file"]["annotations"] == {
         "title": "Read File",
@@ -305,6 +309,7 @@ def _check_resources(resources: dict[str, Any], out: dict[str, Any]) -> None:
     assert resources["list"] == ["aifr://capabilities/manifest", "aifr://audit/recent"]
     assert sorted(resources["templates"]) == [
         "aifr://approvals/{approval_id}",
+        "aifr://findings/{project}",
         "aifr://runs/{run_id}",
     ]
     manifest = resources["manifest"]

@@ -191,7 +191,11 @@ def test_calls_and_reads_other_clients_send_get_the_answers_the_spec_defines(
     assert missing["error"]["code"] == types.INVALID_PARAMS
     assert "aifr://no/such" in missing["error"]["message"]
     uri_templates = {t["uriTemplate"] for t in templates["result"]["resourceTemplates"]}
-    assert uri_templates == {"aifr://runs/{run_id}", "aifr://approvals/{approval_id}"}
+    assert uri_templates == {
+        "aifr://runs/{run_id}",
+        "aifr://approvals/{approval_id}",
+        "aifr://findings/{project}",
+    }
     assert unknown_method["error"]["code"] == types.METHOD_NOT_FOUND
 
 

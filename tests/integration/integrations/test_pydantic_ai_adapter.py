@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def test_a_pydantic_ai_agent_reads_a_denial_and_a_pending_approval_as_tool_resul
     try:
         tools = aifr_tools(app.runtime, "agent", capabilities=["lab.*"])
         model = TestModel(call_tools=["lab_echo", "lab_wipe", "lab_launch"])
-        result = Agent(model, tools=tools).run_sync("do the lab things")
+        # run() under asyncio.run, not run_sync: run_sync leaves its event loop open,
+        # and the loop's sockets then warn in whichever test collects them.
+        result = asyncio.run(Agent(model, tools=tools).run("do the lab things"))
         answers = json.loads(result.output)
         ledger = [
             (r.event.capability_id, r.event.decision)
