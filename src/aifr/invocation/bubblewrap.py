@@ -113,6 +113,9 @@ def command_prefix(executable: str, rules: SandboxRules) -> tuple[list[str], tup
         "--unshare-uts", "--unshare-cgroup-try", "--cap-drop", "ALL",
         "--unshare-net",
     ]  # fmt: skip
+    # The private /tmp first: a read path or root below /tmp (a checkout there, its
+    # virtual environment) is bound over it below, not hidden by it.
+    args += ["--tmpfs", "/tmp"]  # noqa: S108  # private tmpfs
     mounted: list[Path] = []
     for path in rules.system_read:
         if str(path) == "/proc":
@@ -122,7 +125,7 @@ def command_prefix(executable: str, rules: SandboxRules) -> tuple[list[str], tup
     for name in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(name):
             args += ["--symlink", os.readlink(name), name]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108  # private tmpfs
+    args += ["--proc", "/proc", "--dev", "/dev"]
     found = grants(rules, roots_only=True)
     for grant in found:  # a folder holding a hidden path: read-only, its children bound
         flag = "--bind" if grant.access == "write" else "--ro-bind"
