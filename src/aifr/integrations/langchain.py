@@ -8,7 +8,6 @@ tool handed back calls it only through the runtime, so policy, approval and audi
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -24,7 +23,7 @@ from aifr.capabilities import (
     SideEffects,
 )
 from aifr.errors import ConfigError
-from aifr.integrations.results import governed_call
+from aifr.integrations.results import governed_call, selected_specs
 from aifr.invocation import Runtime
 
 if TYPE_CHECKING:
@@ -84,11 +83,9 @@ def aifr_tools(
     Raises:
         ConfigError: langchain-core is not installed.
     """
-    globs, held = list(capabilities), frozenset(roles)
+    held = frozenset(roles)
     return [
-        _as_tool(runtime, spec, principal, held)
-        for spec in runtime.registry.list()
-        if any(fnmatch.fnmatchcase(spec.id, glob) for glob in globs)
+        _as_tool(runtime, spec, principal, held) for spec in selected_specs(runtime, capabilities)
     ]
 
 

@@ -7,7 +7,6 @@ as a capability and returns one that runs it only through the runtime.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from aifr.capabilities import (
     SideEffects,
 )
 from aifr.errors import ConfigError
-from aifr.integrations.results import governed_call
+from aifr.integrations.results import governed_call, selected_specs
 from aifr.invocation import Runtime
 
 if TYPE_CHECKING:
@@ -90,11 +89,9 @@ def aifr_tools(
     Raises:
         ConfigError: the OpenAI Agents SDK is not installed.
     """
-    globs, held = list(capabilities), frozenset(roles)
+    held = frozenset(roles)
     return [
-        _as_tool(runtime, spec, principal, held)
-        for spec in runtime.registry.list()
-        if any(fnmatch.fnmatchcase(spec.id, glob) for glob in globs)
+        _as_tool(runtime, spec, principal, held) for spec in selected_specs(runtime, capabilities)
     ]
 
 

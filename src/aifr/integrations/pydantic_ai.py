@@ -6,7 +6,6 @@ arguments against it and the runtime validates them again, decides, audits and r
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ from pydantic import JsonValue
 
 from aifr.capabilities import CapabilitySpec
 from aifr.errors import ConfigError
-from aifr.integrations.results import governed_call
+from aifr.integrations.results import governed_call, selected_specs
 from aifr.invocation import Runtime
 
 if TYPE_CHECKING:
@@ -25,15 +24,6 @@ __all__ = ["aifr_tools"]
 
 def _tool_name(capability_id: str) -> str:
     return capability_id.replace(".", "_")
-
-
-def _selected(runtime: Runtime, patterns: Iterable[str]) -> list[CapabilitySpec]:
-    globs = list(patterns)
-    return [
-        spec
-        for spec in runtime.registry.list()
-        if any(fnmatch.fnmatchcase(spec.id, glob) for glob in globs)
-    ]
 
 
 def _caller(
@@ -75,5 +65,5 @@ def aifr_tools(
             description=spec.description or spec.name,
             json_schema=dict(spec.input_schema),
         )
-        for spec in _selected(runtime, capabilities)
+        for spec in selected_specs(runtime, capabilities)
     ]

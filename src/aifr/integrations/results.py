@@ -7,14 +7,16 @@ that did not run becomes a small JSON object naming what happened and why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import JsonValue
 
+from aifr.capabilities import CapabilitySpec
 from aifr.invocation import CallOptions, Result, Runtime, Status
 
-__all__ = ["governed_call", "model_facing"]
+__all__ = ["governed_call", "model_facing", "selected_specs"]
 
 
 def model_facing(result: Result) -> JsonValue:
@@ -48,3 +50,13 @@ async def governed_call(
     """Invoke through the runtime and return what the model should see."""
     result = await runtime.ainvoke(capability_id, arguments, principal, CallOptions(roles=roles))
     return model_facing(result)
+
+
+def selected_specs(runtime: Runtime, patterns: Iterable[str]) -> list[CapabilitySpec]:
+    """The registered capabilities whose id matches one of ``patterns`` (globs)."""
+    globs = list(patterns)
+    return [
+        spec
+        for spec in runtime.registry.list()
+        if any(fnmatch.fnmatchcase(spec.id, glob) for glob in globs)
+    ]
