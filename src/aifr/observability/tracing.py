@@ -19,7 +19,7 @@ import random
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -156,20 +156,23 @@ class InvocationTracer:
         )
         self._open: dict[str, Span] = {}
         self._pending: dict[str, _Pending] = {}
+        self._handlers: dict[str, Callable[[_Event], None]] = {
+            "invocation.started": self._start,
+            "policy.decided": self._child,
+            "approval.waited": self._child,
+            "invocation.finished": self._finish,
+            "workflow.run.started": self._start_workflow,
+            "workflow.step.started": self._start_workflow,
+            "workflow.run.finished": self._finish_workflow,
+            "workflow.step.finished": self._finish_workflow,
+        }
         self._lock = threading.Lock()
 
     def __call__(self, event: _Event) -> None:
         """Start, annotate or end the span of the event's invocation."""
-        if event.kind == "invocation.started":
-            self._start(event)
-        elif event.kind in ("policy.decided", "approval.waited"):
-            self._child(event)
-        elif event.kind == "invocation.finished":
-            self._finish(event)
-        elif event.kind in ("workflow.run.started", "workflow.step.started"):
-            self._start_workflow(event)
-        elif event.kind in ("workflow.run.finished", "workflow.step.finished"):
-            self._finish_workflow(event)
+        handle = self._handlers.get(event.kind)
+        if handle is not None:
+            handle(event)
 
     def _start_workflow(self, event: _Event) -> None:
         """A span for one drive of a run, or one attempt of a step, under the run's trace.
@@ -259,7 +262,9 @@ class InvocationTracer:
         details = event.details
         attributes = pending.attributes
         for key, attribute in _FINISH_KEYS:
-            _put(attributes, attribute, details.get(key))
+            value = details.get(key)
+            if isinstance(value, str | bool | int | float):
+                attributes[attribute] = value
         failed = details.get("status") == "failed"
         if self._processor is None:
             self._finish_with_spans(pending, failed, details.get("error_code"), _ns(event.at))
