@@ -7,6 +7,11 @@ NORMAL`` (no fsync per call, so the observers' cost is not hidden behind the dis
 * tracing: the OpenTelemetry tracer (``aifr.observability.tracing``) on a batch span
   processor whose exporter drops the spans, so span creation, attributes and processing
   are measured and no export I/O;
+* live: the same tracer building its spans through the SDK's live-span API
+  (``InvocationTracer(live_spans=True)``), the path it took before;
+* floor: an observer that starts and ends one bare SDK span per call with the same
+  attributes (precomputed), on the same kind of provider: the least a span per call
+  through OpenTelemetry's own API costs, measured in the same run;
 * metrics: the Prometheus observer (``aifr.observability.metrics``);
 * observer: an observer that does nothing, to tell the lifecycle events' own cost
   (built only when someone listens) from the tracer's and the metrics'.
@@ -41,6 +46,7 @@ from benchmarks.goals import Goal, Verdict  # noqa: E402
 from benchmarks.invoke_bench import interleaved, make_project, percentile  # noqa: E402
 
 TRACING = Goal("governed invoke with tracing on / off", 1.1)
+TRACING_FLOOR = Goal("governed invoke with tracing / with one bare SDK span per call", 1.0)
 
 
 def _dropping_exporter() -> Any:
@@ -53,6 +59,32 @@ def _dropping_exporter() -> Any:
     return Dropping()
 
 
+ROWS = ("off", "observer", "floor", "tracing", "live", "metrics")
+
+_ATTRIBUTES = {
+    "aifr.capability_id": "bench.noop",
+    "aifr.request_id": "0" * 32,
+    "aifr.principal": "bench",
+    "aifr.capability_version": "1",
+    "aifr.decision": "ALLOW",
+    "aifr.rule_id": "allow-bench",
+    "aifr.risk": "low",
+    "aifr.outcome": "ok",
+    "aifr.audit_id": "0" * 26,
+}
+
+
+def _bare_span(provider: Any) -> Any:
+    """An observer making one bare span per finished call: the SDK's own floor."""
+    tracer = provider.get_tracer("floor")
+
+    def observe(event: Any) -> None:
+        if event.kind == "invocation.finished":
+            tracer.start_span("aifr.invoke", attributes=_ATTRIBUTES).end()
+
+    return observe
+
+
 def measure(calls: int, synchronous: str = "NORMAL") -> dict[str, list[float]]:
     from aifr.app import build_app
     from aifr.observability.metrics import RuntimeMetrics
@@ -60,11 +92,15 @@ def measure(calls: int, synchronous: str = "NORMAL") -> dict[str, list[float]]:
 
     with tempfile.TemporaryDirectory(prefix="aifr-tracing-bench-") as tmp:
         apps = {}
-        for name in ("off", "observer", "tracing", "metrics"):
+        for name in ROWS:
             project = make_project(Path(tmp) / name, synchronous, "auto")
             apps[name] = build_app(project, require_project=True)
         provider = build_tracer_provider(_dropping_exporter(), batch=True)
         apps["tracing"].runtime.events.subscribe(InvocationTracer(provider))
+        live = build_tracer_provider(_dropping_exporter(), batch=True)
+        apps["live"].runtime.events.subscribe(InvocationTracer(live, live_spans=True))
+        floor = build_tracer_provider(_dropping_exporter(), batch=True)
+        apps["floor"].runtime.events.subscribe(_bare_span(floor))
         apps["metrics"].runtime.events.subscribe(RuntimeMetrics())
         apps["observer"].runtime.events.subscribe(lambda event: None)
         for app in apps.values():
@@ -77,7 +113,8 @@ def measure(calls: int, synchronous: str = "NORMAL") -> dict[str, list[float]]:
             },
             calls,
         )
-        provider.shutdown()
+        for each in (provider, live, floor):
+            each.shutdown()
         for app in apps.values():
             app.close()
     return samples
@@ -107,7 +144,9 @@ def write_docs(
         for name, shown in (
             ("off", "none (default)"),
             ("observer", "one observer that does nothing (the events' own cost)"),
-            ("tracing", "OpenTelemetry tracer, batch processor, spans dropped"),
+            ("floor", "floor: one bare SDK span per call, same attributes"),
+            ("tracing", "aifr tracer (2 spans: invoke + policy decision), batch, dropped"),
+            ("live", "aifr tracer through the SDK's live-span API (the old path)"),
             ("metrics", "Prometheus counters and histograms"),
         ):
             median = statistics.median(rows[name])
@@ -119,18 +158,7 @@ def write_docs(
         "",
         *goals.verdict_table(verdicts),
         "",
-        "Tracing is an observer of the runtime's lifecycle events: with it off the runtime "
-        "checks one attribute per event and imports no OpenTelemetry. With it on, each call "
-        "makes two spans (`aifr.invoke` and `aifr.policy.decide`); the exporter here drops "
-        "them, so export I/O (OTLP, the console) is not counted. The OpenTelemetry Python "
-        "SDK alone spends about 19 us on a bare span on this host (ids, sampler, attribute "
-        "cleaning, the processor) and more with our attributes and explicit times, so with "
-        "a call at NORMAL costing about 60 us the 1.1x goal is out of reach for two spans "
-        "per call (the do-nothing observer row shows the lifecycle events themselves cost "
-        "about 9 us); at the default `synchronous = FULL` each call waits for an fsync and "
-        "the tracer's cost mostly vanishes in it (this FULL row has few calls and is "
-        "noisy). Prometheus metrics (no spans, label lookups and counter increments) cost "
-        "far less.",
+        *_commentary(samples, durable),
         "",
     ]
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
@@ -143,6 +171,43 @@ def write_docs(
         text = text[:start] + block + ("\n" + text[end + 1 :] if end != -1 else "")
     DOCS.write_text(text)
     print(f"wrote {DOCS.relative_to(ROOT)} {SECTION}", flush=True)
+
+
+def _commentary(samples: dict[str, list[float]], durable: dict[str, list[float]]) -> list[str]:
+    """What the rows say, in microseconds added per call at NORMAL (from this run)."""
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    added = {name: (med[name] - med["off"]) * 1e6 for name in med}
+    tracer = added["tracing"] - added["observer"]
+    bare = added["floor"] - added["observer"]
+    return [
+        "Tracing is an observer of the runtime's lifecycle events: with it off the runtime "
+        "checks one attribute per event and imports no OpenTelemetry. With it on, each call "
+        "makes two spans (`aifr.invoke` and its child `aifr.policy.decide`); the exporter "
+        "drops them, so export I/O (OTLP, the console) is not counted.",
+        "",
+        f"At NORMAL a governed no-op took {med['off'] * 1e6:.1f} us here. Added per call: "
+        f"the lifecycle events themselves (the do-nothing observer) {added['observer']:.1f} "
+        f"us; the aifr tracer {added['tracing']:.1f} us in all, so {tracer:.1f} us for its "
+        f"two spans; one bare SDK span with the same attributes (`tracer.start_span(name, "
+        f"attributes=...).end()`, the floor row) {added['floor']:.1f} us, so {bare:.1f} us "
+        f"for that one span; the tracer's previous path through the SDK's live-span API "
+        f"{added['live']:.1f} us.",
+        "",
+        "So the 1.1x goal is out of reach for any OpenTelemetry span per call on this host: "
+        "the events alone take "
+        f"{med['observer'] / med['off']:.2f}x and one bare SDK span "
+        f"{med['floor'] / med['off']:.2f}x. The goal restated against that floor, "
+        "*tracing costs no more than one bare SDK span per call*, is the second pair of "
+        "verdicts above: the tracer makes its two spans as finished `ReadableSpan`s handed "
+        "to the provider's processors (see docs/observability.md, Traces), which costs "
+        "less than the SDK's own cheapest span. What remains is the SDK's processor "
+        "hand-off, two span objects and the runtime's three lifecycle events per call. At "
+        "the default `synchronous = FULL` each call waits for an fsync and the tracer's "
+        "cost mostly vanishes in it; the FULL rows have few calls and are noisy "
+        f"(off {statistics.median(durable['off']) * 1e6:,.0f} us, tracing "
+        f"{statistics.median(durable['tracing']) * 1e6:,.0f} us in this run). Prometheus "
+        "metrics (label lookups and counter increments, no spans) cost less than spans.",
+    ]
 
 
 def main() -> int:
@@ -166,6 +231,16 @@ def main() -> int:
             "FULL, auto (defaults)",
             statistics.median(durable["tracing"]) / statistics.median(durable["off"]),
             TRACING,
+        ),
+        Verdict(
+            "NORMAL, auto",
+            statistics.median(samples["tracing"]) / statistics.median(samples["floor"]),
+            TRACING_FLOOR,
+        ),
+        Verdict(
+            "FULL, auto (defaults)",
+            statistics.median(durable["tracing"]) / statistics.median(durable["floor"]),
+            TRACING_FLOOR,
         ),
     ]
     goals.print_verdicts(verdicts)

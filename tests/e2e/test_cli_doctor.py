@@ -43,6 +43,8 @@ def test_doctor_passes_on_a_fresh_project_and_lists_every_check(
         "workflow files",
         "audit chain",
         "audit sink",
+        "plugins",
+        "TLS files",
         "tracing",
         "embedding model",
     }
@@ -81,7 +83,7 @@ def test_a_tampered_ledger_fails_doctor_with_the_record_and_the_fix(
     assert done.returncode == 1
     assert "broken at record 2" in done.stdout
     assert "restore from that copy" in done.stdout
-    assert "1 of 9 checks failed" in done.stdout
+    assert "1 of 11 checks failed" in done.stdout
     audit = _checks(run_cli(aifr_bin, project, clean_env, "doctor", "--json"))["audit chain"]
     assert audit["ok"] is False
     assert audit["fix"]

@@ -73,6 +73,7 @@ OPERATIONS: dict[str, CapabilitySpec] = {
         _operation("api.approvals.read", OperationType.READ, RiskLevel.LOW, "list approvals"),
         _operation("api.audit.read", OperationType.READ, RiskLevel.LOW, "read and verify"),
         _operation("api.audit.export", OperationType.READ, RiskLevel.MEDIUM, "export the trail"),
+        _operation("api.metrics.read", OperationType.READ, RiskLevel.LOW, "scrape the metrics"),
     )
 }
 """The route operations policy rules can name (``capability: "api.audit.*"``)."""

@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aifr import __version__
 from aifr.api.auth import ApiGuard
 from aifr.api.problems import install_problem_handlers
-from aifr.api.routes import approvals, audit, capabilities, health, runs
+from aifr.api.routes import approvals, audit, capabilities, health, metrics, runs
+from aifr.api.routes.metrics import MetricsRenderer
 from aifr.api.tls import server_context
 from aifr.app import App
 from aifr.errors import TransportError
@@ -68,8 +69,11 @@ def create_api(
     *,
     extend: Callable[[FastAPI], None] | None = None,
     own_auth_prefixes: tuple[str, ...] = (),
+    metrics_renderer: MetricsRenderer | None = None,
 ) -> ASGIApp:
     """The REST API over ``app``, wrapped in its guard (see :mod:`aifr.api.auth`).
+
+    ``metrics_renderer`` adds ``GET /metrics`` (token and ``api.metrics.read``).
 
     ``extend`` adds routes served by the same process (the console); paths under
     ``own_auth_prefixes`` skip the bearer check because they authenticate themselves
@@ -88,6 +92,9 @@ def create_api(
     install_problem_handlers(api)
     for module in (health, capabilities, runs, approvals, audit):
         api.include_router(module.router)
+    if metrics_renderer is not None:
+        api.state.metrics = metrics_renderer
+        api.include_router(metrics.router)
     if extend is not None:
         extend(api)
     callback = _signed_callback(app)

@@ -25,6 +25,7 @@ from aifr.audit.record import (
     record_hash,
 )
 from aifr.audit.redact import REDACTED, redact_details, redact_text
+from aifr.audit.sink_copy import CopyReport, SinkCopy, compare_with_copy, read_copy_lines
 from aifr.audit.verify import Problem, VerifyReport, verify_chain
 from aifr.audit.witness import Witness
 
@@ -54,10 +55,12 @@ __all__ = [
     "ChainBuilder",
     "ChainHead",
     "Checkpoint",
+    "CopyReport",
     "HttpSink",
     "LedgerStats",
     "NatsSink",
     "Outbox",
+    "SinkCopy",
     "Problem",
     "Sink",
     "VerifyReport",
@@ -71,6 +74,8 @@ __all__ = [
     "redact_text",
     "sign_checkpoint",
     "sink_from_url",
+    "compare_with_copy",
+    "read_copy_lines",
     "verify_chain",
     "write_jsonl",
 ]

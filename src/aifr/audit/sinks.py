@@ -23,6 +23,7 @@ from aifr.audit.checkpoint import Checkpoint
 from aifr.audit.export import record_line
 from aifr.audit.ports import Sink
 from aifr.audit.record import AuditRecord
+from aifr.audit.sink_copy import SinkCopy
 from aifr.errors import AuditError, ErrorCode
 from aifr.redaction import redact_url
 
@@ -275,6 +276,43 @@ class NatsSink:
                 f"{self.name}: the newest message on {self.checkpoint_subject} is not JSON"
             ) from exc
 
+    async def fetch_copy(self) -> SinkCopy:
+        """Every record and checkpoint the stream holds under this sink's subjects.
+
+        Reads the stream message by message from its first to its last sequence (one
+        request each: fine for an audit stream's verify, not a bulk export).
+
+        Raises:
+            AuditError: ``audit.sink_unavailable`` when NATS is unreachable or the stream
+                is missing; a message that is not a record or checkpoint.
+        """
+        from nats.errors import Error as NatsError
+        from nats.js.errors import NotFoundError
+
+        records: list[AuditRecord] = []
+        checkpoints: list[Checkpoint] = []
+        prefix = f"{self.subject_prefix}."
+        try:
+            js = await self._jetstream()
+            info = await js.stream_info(self.stream)
+            first, last = info.state.first_seq, info.state.last_seq
+            for seq in range(first, last + 1) if last else ():
+                try:
+                    message = await js.get_msg(self.stream, seq)
+                except NotFoundError:  # deleted from the stream: nothing to compare
+                    continue
+                subject = message.subject or ""
+                if subject == self.checkpoint_subject:
+                    checkpoints.append(Checkpoint.from_dict(json.loads(message.data or b"")))
+                elif subject.startswith(prefix):
+                    records.append(AuditRecord.from_dict(json.loads(message.data or b"")))
+        except (TimeoutError, NatsError, OSError) as exc:
+            await self.aclose()
+            raise _unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:
+            raise AuditError(f"{self.name}: a message in the stream is not JSON: {exc}") from exc
+        return SinkCopy.of(self.name, records, checkpoints)
+
     async def aclose(self) -> None:
         """Close the NATS connection, if any."""
         client, self._client, self._js = self._client, None, None
@@ -286,15 +324,20 @@ class NatsSink:
 
 
 def sink_from_url(url: str) -> Sink:
-    """The sink a URL names: ``nats://host:port[/STREAM]`` or ``http(s)://...``.
+    """The sink a URL names: ``nats://host:port[/STREAM][?subjects=PREFIX]`` or ``http(s)://...``.
 
     Raises:
         AuditError: ``config.invalid`` (bad input, exit 2): the scheme is neither NATS
             nor HTTP.
     """
     if url.startswith("nats://"):
-        address, _, stream = url.removeprefix("nats://").partition("/")
-        return NatsSink(f"nats://{address}", stream=stream or "AIFR_AUDIT")
+        address, stream, subjects = _nats_parts(url)
+        return NatsSink(
+            f"nats://{address}",
+            stream=stream,
+            subject_prefix=subjects,
+            name=sink_name(url),
+        )
     if url.startswith(("http://", "https://")):
         return HttpSink(url)
     raise _unknown_scheme(url)
@@ -307,11 +350,36 @@ def sink_name(url: str) -> str:
         AuditError: ``config.invalid``: the scheme is neither NATS nor HTTP.
     """
     if url.startswith("nats://"):
-        address, _, stream = url.removeprefix("nats://").partition("/")
-        return f"nats:{_shown_url(f'nats://{address}')}/{stream or 'AIFR_AUDIT'}"
+        address, stream, subjects = _nats_parts(url)
+        shown = f"nats:{_shown_url(f'nats://{address}')}/{stream}"
+        return shown if subjects == _DEFAULT_SUBJECTS else f"{shown}?subjects={subjects}"
     if url.startswith(("http://", "https://")):
         return f"http:{_shown_url(url)}"
     raise _unknown_scheme(url)
+
+
+_DEFAULT_SUBJECTS = "aifr.audit"
+
+
+def _nats_parts(url: str) -> tuple[str, str, str]:
+    """``(host:port, stream, subject prefix)`` of ``nats://host:port[/STREAM][?subjects=P]``.
+
+    Raises:
+        AuditError: ``config.invalid``: the subject prefix is not a NATS subject.
+    """
+    rest, _, query = url.removeprefix("nats://").partition("?")
+    address, _, stream = rest.partition("/")
+    subjects = _DEFAULT_SUBJECTS
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        if key == "subjects" and value:
+            subjects = value
+    if _SUBJECT_TOKEN.search(subjects) or subjects.startswith(".") or subjects.endswith("."):
+        raise AuditError(
+            f"audit.sink_url: subjects={subjects!r} is not a NATS subject prefix",
+            code=ErrorCode.CONFIG_INVALID,
+        )
+    return address, stream or "AIFR_AUDIT", subjects
 
 
 def _unknown_scheme(url: str) -> AuditError:

@@ -23,14 +23,17 @@ from aifr.audit import (
     AuditLedger,
     AuditRecord,
     Checkpoint,
+    CopyReport,
     Outbox,
     VerifyReport,
     Witness,
+    compare_with_copy,
     load_or_create_signing_key,
     public_key_hex,
     record_line,
     write_jsonl,
 )
+from aifr.cli.audit_copy import read_copies
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.config import Settings, load_settings
 from aifr.errors import AifrError, AuditError, ErrorCode
@@ -160,16 +163,59 @@ def verify(
         list[Path] | None,
         typer.Option("--checkpoint", help="Also hold the chain to this checkpoint file."),
     ] = None,
+    against_sink: Annotated[
+        bool,
+        typer.Option(
+            "--against-sink",
+            help="Also hold the ledger to the copy audit.sink_url holds (NATS JetStream: "
+            "the shipped records and the witness's checkpoints).",
+        ),
+    ] = False,
+    sink_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sink",
+            help="Also hold the ledger to this NATS sink's copy "
+            "(nats://host:port/STREAM[?subjects=PREFIX], as for 'audit ship').",
+        ),
+    ] = None,
+    copy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--copy",
+            help="Also hold the ledger to an HTTP receiver's copy: the JSON lines it kept.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Walk the chain; exit 1 naming the first modified, removed, inserted or moved record."""
+    """Walk the chain; exit 1 naming the first modified, removed, inserted or moved record.
+
+    With a sink's copy, also name every shipped record the ledger lost or replaced.
+    """
     with _ledger(project) as (settings, ledger):
         given = [_read_checkpoint(path) for path in checkpoint or []]
+        copies = read_copies(
+            settings, configured=against_sink, urls=sink_url or [], files=copy or []
+        )
+        given += [c for each in copies for c in each.checkpoints]
         report = verify_project(settings, ledger, given)
+        compared = [compare_with_copy(ledger.records(), each) for each in copies]
         note_verify(settings, report)
+    ok = report.ok and all(c.ok for c in compared)
     if as_json:
-        print_json(report.to_dict())
-    elif report.ok:
+        shown = report.to_dict()
+        if copies:
+            shown["ok"] = ok
+            shown["sinks"] = [c.to_dict() for c in compared]
+        print_json(shown)
+    else:
+        _print_verify(report, compared)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _print_verify(report: VerifyReport, compared: list[CopyReport]) -> None:
+    if report.ok:
         console.print(
             Text.assemble(("ok", "green"), f" {report.message} (head {report.head_hash[:16]}…)")
         )
@@ -182,8 +228,11 @@ def verify(
                 f": {report.message}",
             )
         )
-    if not report.ok:
-        raise typer.Exit(1)
+    for each in compared:
+        if each.ok:
+            console.print(Text.assemble(("ok", "green"), f" {each.message}"))
+        else:
+            err_console.print(Text.assemble(("sink copy differs", "bold red"), f" {each.message}"))
 
 
 @app.command("tail")

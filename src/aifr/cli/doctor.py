@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from aifr.app import (
 )
 from aifr.cli.audit import note_verify, verify_project
 from aifr.cli.console import console, print_json
+from aifr.cli.doctor_checks import Check, check_plugins, check_tls
 from aifr.config import Settings, load_settings
 from aifr.errors import AifrError
 from aifr.redaction import redact_url
@@ -40,16 +41,6 @@ __all__ = ["Check", "doctor", "run_checks"]
 _PACKAGES = ("aifr", "pydantic", "typer", "rich", "cryptography", "httpx", "mcp", "nats-py")
 _MIN_PYTHON = (3, 11)
 _SINK_TIMEOUT_S = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One row of the report: what was checked, whether it passed, and how to fix it."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
 
 
 def _error_text(exc: AifrError) -> str:
@@ -255,6 +246,8 @@ def run_checks(project: Path) -> list[Check]:
         check_sink,
     ]
     checks += [check(settings) for check in project_checks]
+    checks += check_plugins(settings)
+    checks += check_tls(settings)
     checks += [check_tracing(), check_embedding()]
     return checks
 

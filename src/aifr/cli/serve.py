@@ -37,6 +37,14 @@ def serve(
         str | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS, TLS 1.3 only.")
     ] = None,
     tls_key: Annotated[str | None, typer.Option("--tls-key", help="PEM key of --tls-cert.")] = None,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="Serve Prometheus metrics at /metrics (bearer token and api.metrics.read; "
+            "the metrics extra).",
+        ),
+    ] = False,
     project: ProjectOption = Path(),
 ) -> None:
     """Serve the REST API and the web console at /console (tokens from 'aifr tokens create')."""
@@ -50,6 +58,7 @@ def serve(
             )
         )
     from aifr.app import build_app
+    from aifr.cli.status import metrics_renderer
     from aifr.console import CONSOLE_PREFIX, install_console
     from aifr.observability.logs import configure_logging
 
@@ -68,8 +77,14 @@ def serve(
                 "aifr serve: no tokens yet: every request but /health gets 401 until you run "
                 "'aifr tokens create --principal NAME'"
             )
+        render = metrics_renderer(app) if metrics else None
         serve_api(
-            create_api(app, extend=install_console, own_auth_prefixes=(CONSOLE_PREFIX,)),
+            create_api(
+                app,
+                extend=install_console,
+                own_auth_prefixes=(CONSOLE_PREFIX,),
+                metrics_renderer=render,
+            ),
             host=host or api.host,
             port=api.port if port is None else port,
             tls_cert=cert,

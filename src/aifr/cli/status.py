@@ -8,6 +8,7 @@ is the command that checks.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +26,7 @@ from aifr.workflows import ACTIVE_STATES
 if TYPE_CHECKING:
     from aifr.observability.metrics import RuntimeMetrics
 
-__all__ = ["attach_metrics", "collect_status", "queue_depth", "status"]
+__all__ = ["attach_metrics", "collect_status", "metrics_renderer", "queue_depth", "status"]
 
 _PENDING_LIMIT = 100_000
 
@@ -100,6 +101,21 @@ def attach_metrics(app: App) -> RuntimeMetrics:
 
     metrics.watch_levels(read)
     return metrics
+
+
+def metrics_renderer(app: App) -> Callable[[], tuple[bytes, str]]:
+    """:func:`attach_metrics`, rendered as Prometheus text for a route to serve.
+
+    Raises:
+        ConfigError: prometheus-client (the ``metrics`` extra) is not installed.
+    """
+    metrics = attach_metrics(app)
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # installed: checked above
+
+    def render() -> tuple[bytes, str]:
+        return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+
+    return render
 
 
 def _render(state: dict[str, Any]) -> None:

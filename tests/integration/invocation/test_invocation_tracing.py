@@ -6,18 +6,24 @@ from collections.abc import Iterator
 
 import pytest
 from invocation_env import Env
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from aifr.invocation import CallOptions, Status
 from aifr.observability.traceparent import format_traceparent
 from aifr.observability.tracing import InvocationTracer, build_tracer_provider
 
 
-@pytest.fixture
-def spans(env: Env) -> Iterator[InMemorySpanExporter]:
+@pytest.fixture(params=[False, True], ids=["readable-spans", "live-spans"])
+def spans(env: Env, request: pytest.FixtureRequest) -> Iterator[InMemorySpanExporter]:
+    """Every test runs on both paths: finished spans handed to the processors (the
+    default) and the SDK's live-span API; they must export the same spans."""
     exporter = InMemorySpanExporter()
     provider = build_tracer_provider(exporter, batch=False)
-    stop = env.runtime.events.subscribe(InvocationTracer(provider))
+    tracer = InvocationTracer(provider, live_spans=request.param)
+    stop = env.runtime.events.subscribe(tracer)
     yield exporter
     stop()
     provider.shutdown()
@@ -99,3 +105,38 @@ def test_without_the_tracer_no_span_is_made(env: Env) -> None:
     env.runtime.invoke("demo.echo@1", {"text": "a"}, "alice")
     assert exporter.get_finished_spans() == ()
     assert not env.runtime.events.has_observers
+
+
+def test_a_sampler_that_drops_leaves_no_span_and_the_call_still_runs(env: Env) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stop = env.runtime.events.subscribe(InvocationTracer(provider))
+    try:
+        assert env.runtime.invoke("demo.echo@1", {"text": "a"}, "alice").status is Status.OK
+    finally:
+        stop()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_batch_processor_exports_the_spans_off_the_call_and_console_json_renders_them(
+    env: Env,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider(exporter, batch=True)
+    stop = env.runtime.events.subscribe(InvocationTracer(provider))
+    try:
+        env.runtime.invoke("demo.forbidden", {}, "alice")
+    finally:
+        stop()
+    provider.force_flush()
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == ["aifr.invoke", "aifr.policy.decide"]
+    invoke = next(s for s in exporter.get_finished_spans() if s.name == "aifr.invoke")
+    assert invoke.resource is provider.resource
+    assert invoke.instrumentation_scope is not None
+    assert invoke.instrumentation_scope.name == "aifr"
+    assert invoke.end_time is not None and invoke.start_time is not None
+    assert invoke.end_time >= invoke.start_time
+    assert '"aifr.outcome": "denied"' in invoke.to_json()
+    provider.shutdown()
