@@ -9,6 +9,14 @@ handed to that loop, so no caller's loop ever owns the upstream.
 A call that finds the connection dead (the process exited, the socket closed) fails with
 ``transport.upstream_unavailable`` naming the upstream and why, and the next call starts
 it again, no sooner than the backoff after the last failure allows (doubling, capped).
+While idle, an open connection is pinged every ``health_check_s``; one that does not
+answer is closed, so the next call restarts it instead of waiting on a hung server.
+
+What the server says on its own passes through: progress notifications of a call go
+to the caller's ``progress`` callback (on the caller's loop), and a
+``notifications/tools/list_changed`` (or the resources' or prompts') makes the
+connection list the tools again, work out drift against the reviewed list, and tell
+the listeners (:meth:`Upstream.on_change`).
 """
 
 from __future__ import annotations
@@ -20,19 +28,20 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TextIO, TypeVar
 
 import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 
 from aifr.config import UpstreamSettings
 from aifr.errors import AifrError, ErrorCode, PolicyError, TransportError
 from aifr.transports.mcp.upstream_catalog import changed_tools
 
-__all__ = ["BACKOFF_S", "Upstream"]
+__all__ = ["BACKOFF_S", "ChangeListener", "Progress", "Upstream"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,11 @@ _STOP_TIMEOUT_S = 5.0
 _WINDOW_S = 60.0
 
 SecretLookup = Callable[[str], str]
+Progress = Callable[[float, float | None, str | None], Coroutine[Any, Any, None]]
+"""Where a call's progress goes: ``(progress, total, message)``, awaited on the caller's loop."""
+ChangeListener = Callable[["Upstream", str], None]
+"""Told ``(upstream, what)`` when the server said its ``tools``, ``resources`` or ``prompts`` changed."""
+_T = TypeVar("_T")
 
 
 class Upstream:
@@ -83,6 +97,17 @@ class Upstream:
         self.tools: list[types.Tool] = []
         self.reviewed: list[types.Tool] | None = None
         self.drift: frozenset[str] = frozenset()
+        self.capabilities: types.ServerCapabilities | None = None
+        self.pings_failed = 0
+        self._listeners: list[ChangeListener] = []
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Tell ``listener(upstream, what)`` when the server says a list changed.
+
+        ``what`` is ``tools`` (told after they were listed again and drift worked
+        out), ``resources`` or ``prompts``; the listener runs on the upstream's thread.
+        """
+        self._listeners.append(listener)
 
     # -- facts ------------------------------------------------------------------------
 
@@ -144,17 +169,22 @@ class Upstream:
         errlog = self._errlog
         try:
             target = self._target()
-            kwargs: dict[str, Any] = {"mode": "legacy", "cache": None}
+            kwargs: dict[str, Any] = {
+                "mode": "legacy",
+                "cache": None,
+                "message_handler": self._on_message,
+            }
             if isinstance(target, StdioServerParameters) and errlog is not None:
                 from mcp.client.stdio import stdio_client
 
                 target = stdio_client(target, errlog=errlog)
             async with Client(target, **kwargs) as client:
                 self.server = client.server_info
+                self.capabilities = client.server_capabilities
                 self.tools = await _all_tools(client)
                 self._client = client
                 ready.set_result(None)
-                await stop.wait()
+                await self._watch(client, stop)
         except BaseException as exc:  # noqa: BLE001  # any end of the connection is reported
             if not ready.done():
                 ready.set_exception(exc)
@@ -162,6 +192,55 @@ class Upstream:
                 self.last_error = f"{type(exc).__name__}: {exc}"
         finally:
             self._client = None
+
+    async def _watch(self, client: Client, stop: asyncio.Event) -> None:
+        """Wait for the stop, pinging the server whenever it was idle for ``health_check_s``."""
+        interval = self.config.health_check_s
+        while not stop.is_set():
+            if interval is None:
+                await stop.wait()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            try:
+                await asyncio.wait_for(client.send_ping(), min(interval, self.config.timeout_s))
+            except Exception as exc:  # noqa: BLE001  # a hung or broken server: close it
+                self.pings_failed += 1
+                self.last_error = f"health check failed: {_describe(exc)}"
+                logger.warning("upstream %s: %s; closing it", self.name, self.last_error)
+                self._client = None
+                return
+
+    async def _on_message(self, message: Any) -> None:
+        """The server's own notifications: a changed list is told to the listeners."""
+        if isinstance(message, types.ToolListChangedNotification):
+            client = self._client
+            if client is not None:
+                try:
+                    self.tools = await _all_tools(client)
+                except Exception as exc:  # noqa: BLE001  # keep the old list, say why
+                    logger.warning("upstream %s: relisting tools failed: %s", self.name, exc)
+                    return
+                if self.reviewed is not None:
+                    self.drift = changed_tools(self.reviewed, self.tools)
+                logger.info(
+                    "upstream %s: tools changed (drifted: %s)",
+                    self.name,
+                    ", ".join(sorted(self.drift)) or "none",
+                )
+            self._tell("tools")
+        elif isinstance(message, types.ResourceListChangedNotification):
+            self._tell("resources")
+        elif isinstance(message, types.PromptListChangedNotification):
+            self._tell("prompts")
+
+    def _tell(self, what: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(self, what)
+            except Exception:  # a listener's bug must not break the connection
+                logger.exception("upstream %s: a %s-changed listener failed", self.name, what)
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -243,8 +322,13 @@ class Upstream:
                 )
             self._calls.append(now)
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def call(
+        self, tool: str, arguments: dict[str, Any], *, progress: Progress | None = None
+    ) -> types.CallToolResult:
         """Call ``tool`` on the server from any loop; starts it first if needed.
+
+        ``progress`` gets the server's progress notifications for this call, awaited on
+        the caller's loop (the upstream is asked for them only when it is given).
 
         Raises:
             TransportError: ``transport.upstream_unavailable`` (not running, crashed
@@ -263,7 +347,8 @@ class Upstream:
                 upstream=self.name,
                 tool=tool,
             )
-        future = self._submit(self._call(tool, arguments))
+        relay = _relay(progress, asyncio.get_running_loop()) if progress is not None else None
+        future = self._submit(self._call(tool, arguments, relay))
         try:
             return await asyncio.wrap_future(future)
         except AifrError:
@@ -277,11 +362,34 @@ class Upstream:
                 f"the call to {tool!r} failed ({self.last_error}); it will be restarted"
             ) from exc
 
-    async def _call(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def _call(
+        self, tool: str, arguments: dict[str, Any], relay: ProgressFnT | None
+    ) -> types.CallToolResult:
         client = self._client
         if client is None:
             raise self._unavailable(f"it stopped ({self.last_error or 'no reason given'})")
-        return await asyncio.wait_for(client.call_tool(tool, arguments), self.config.timeout_s)
+        return await client.call_tool(
+            tool, arguments, read_timeout_seconds=self.config.timeout_s, progress_callback=relay
+        )
+
+    async def request(self, work: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Run ``work(client)`` on the connection (starting it if needed), from any loop.
+
+        For the read-only requests the gateway passes through (resources, prompts).
+
+        Raises:
+            TransportError: ``transport.upstream_unavailable``.
+        """
+        if self._client is None:
+            await asyncio.to_thread(self.start)
+
+        async def run() -> _T:
+            client = self._client
+            if client is None:
+                raise self._unavailable(f"it stopped ({self.last_error or 'no reason given'})")
+            return await asyncio.wait_for(work(client), self.config.timeout_s)
+
+        return await asyncio.wrap_future(self._submit(run()))
 
     def ping(self) -> float:
         """Round-trip seconds of an MCP ping (starting the server if needed).
@@ -337,6 +445,17 @@ class Upstream:
             if not thread.is_alive():
                 loop.close()
             self._loop = self._thread = None
+
+
+def _relay(sink: Progress, loop: asyncio.AbstractEventLoop) -> ProgressFnT:
+    """A progress callback for the upstream's loop that hands each update to ``loop``."""
+
+    async def relay(progress: float, total: float | None, message: str | None) -> None:
+        sent = asyncio.run_coroutine_threadsafe(sink(progress, total, message), loop)
+        with contextlib.suppress(Exception):  # the caller left: drop the update
+            await asyncio.wrap_future(sent)
+
+    return relay
 
 
 async def _all_tools(client: Client) -> list[types.Tool]:
