@@ -21,6 +21,7 @@ with ``resources``/``prompts`` are passed through read-only.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import fnmatch
 import re
@@ -396,13 +397,27 @@ class Gateway:
         """Whether an upstream's tools are not registered yet."""
         return any(not served.registered for served in self._served.values())
 
-    def _fallback(self, capability_id: str) -> bool:
-        name = capability_id.split(".", 1)[0]
-        served = self._served.get(name)
-        if served is None or served.registered or "." not in capability_id:
+    def pending_for(self, capability_id: str) -> bool:
+        """Whether ``capability_id`` names an upstream whose tools are not registered yet."""
+        served = self._served.get(capability_id.split(".", 1)[0])
+        return served is not None and not served.registered and "." in capability_id
+
+    def ensure_for(self, capability_id: str) -> bool:
+        """Register the tools of the upstream ``capability_id`` names (starting it).
+
+        ``True`` when they were registered now; the registry's fallback.
+        """
+        if not self.pending_for(capability_id):
             return False
-        failure = self._register_one(name, served)
-        return failure is None
+        name = capability_id.split(".", 1)[0]
+        return self._register_one(name, self._served[name]) is None
+
+    _fallback = ensure_for
+
+    def host_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the upstreams not started yet on ``loop`` (see :meth:`Upstream.host_on`)."""
+        for served in self._served.values():
+            served.upstream.host_on(loop)
 
     def on_change(self, listener: ChangeListener) -> None:
         """Tell ``listener`` when an upstream says its tools, resources or prompts changed."""

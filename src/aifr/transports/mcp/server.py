@@ -207,6 +207,7 @@ class AifrMcpServer:
     ) -> None:
         self.registry = registry
         self.gateway = gateway
+        self._upstreams_hosted = False
         self.tool_naming = tool_naming
         self.list_tools = list_tools
         self._names = ToolNames((), tool_naming)
@@ -336,6 +337,7 @@ class AifrMcpServer:
     ) -> types.ListToolsResult:
         version = ctx.protocol_version
         gateway = self.gateway
+        self._host_upstreams()
         if gateway is not None and gateway.pending:  # lazily: the first listing starts them
             for failure in await asyncio.to_thread(gateway.ensure):
                 logger.warning("%s (its tools are not served)", failure)
@@ -367,6 +369,10 @@ class AifrMcpServer:
                 return await self.resources.approval_status(params.arguments or {}, who)
             if self.workflows is not None and self.workflows.owns(tool_id):
                 return await self.workflows.call(ctx, tool_id, params.arguments or {}, who)
+            gateway = self.gateway
+            self._host_upstreams()
+            if gateway is not None and gateway.pending_for(tool_id):  # first call starts it
+                await asyncio.to_thread(gateway.ensure_for, tool_id)
             return await self._invoke(ctx, tool_id, params, who, names)
         except AifrError as exc:
             return error_result(exc)
@@ -519,6 +525,12 @@ class AifrMcpServer:
         )
 
     # -- upstreams: prompts and list changes ------------------------------------------------
+
+    def _host_upstreams(self) -> None:
+        """Once: upstreams not started yet will live on this server's loop (no hand-offs)."""
+        if self.gateway is not None and not self._upstreams_hosted:
+            self._upstreams_hosted = True
+            self.gateway.host_on(asyncio.get_running_loop())
 
     def _prompt_handlers(self, gateway: Gateway | None) -> dict[str, Any]:
         if gateway is None or not any(u.config.prompts for u in gateway.upstreams()):

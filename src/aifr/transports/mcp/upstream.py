@@ -28,6 +28,7 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TextIO, TypeVar
 
@@ -36,6 +37,7 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 from aifr.config import UpstreamSettings
 from aifr.errors import AifrError, ErrorCode, PolicyError, TransportError
@@ -85,6 +87,7 @@ class Upstream:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._hosted = False
         self._client: Client | None = None
         self._stop: asyncio.Event | None = None
         self._holder: asyncio.Future[None] | None = None
@@ -142,6 +145,23 @@ class Upstream:
             thread.start()
             self._loop, self._thread = loop, thread
         return self._loop
+
+    def host_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the connection on ``loop`` (a server's own loop) instead of a thread's.
+
+        Calls made on that loop then await the upstream directly, without two
+        cross-thread hand-offs per call; calls from elsewhere are handed to it as
+        before. No effect once the upstream has its own loop.
+        """
+        with self._lock:
+            if self._loop is None:
+                self._loop, self._hosted = loop, True
+
+    def _on_own_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def _submit(self, work: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         return asyncio.run_coroutine_threadsafe(work, self._ensure_loop())
@@ -204,7 +224,7 @@ class Upstream:
                 await asyncio.wait_for(stop.wait(), interval)
                 return
             try:
-                await asyncio.wait_for(client.send_ping(), min(interval, self.config.timeout_s))
+                await asyncio.wait_for(_ping(client), min(interval, self.config.timeout_s))
             except Exception as exc:  # noqa: BLE001  # a hung or broken server: close it
                 self.pings_failed += 1
                 self.last_error = f"health check failed: {_describe(exc)}"
@@ -259,6 +279,13 @@ class Upstream:
             TransportError: ``transport.upstream_unavailable``: the server does not start
                 or answer, or it failed a moment ago and its backoff has not passed.
         """
+        if self._hosted and self._on_own_loop():
+            raise TransportError(  # it would wait on the loop it blocks
+                f"upstream {self.name!r} must be started from outside its loop "
+                "(asyncio.to_thread(upstream.start))",
+                code=ErrorCode.TRANSPORT_FAILED,
+                upstream=self.name,
+            )
         with self._lock:
             if self._client is not None:
                 return
@@ -347,10 +374,14 @@ class Upstream:
                 upstream=self.name,
                 tool=tool,
             )
-        relay = _relay(progress, asyncio.get_running_loop()) if progress is not None else None
-        future = self._submit(self._call(tool, arguments, relay))
+        here = self._on_own_loop()
+        relay: ProgressFnT | None = None
+        if progress is not None:
+            relay = _relay(progress, None if here else asyncio.get_running_loop())
         try:
-            return await asyncio.wrap_future(future)
+            if here:  # hosted on this loop: no hand-off
+                return await self._call(tool, arguments, relay)
+            return await asyncio.wrap_future(self._submit(self._call(tool, arguments, relay)))
         except AifrError:
             raise
         except BaseException as exc:  # the connection broke under the call
@@ -389,6 +420,8 @@ class Upstream:
                 raise self._unavailable(f"it stopped ({self.last_error or 'no reason given'})")
             return await asyncio.wait_for(work(client), self.config.timeout_s)
 
+        if self._on_own_loop():
+            return await run()
         return await asyncio.wrap_future(self._submit(run()))
 
     def ping(self) -> float:
@@ -404,7 +437,7 @@ class Upstream:
             client = self._client
             if client is None:
                 raise self._unavailable("it stopped")
-            await asyncio.wait_for(client.send_ping(), self.config.timeout_s)
+            await asyncio.wait_for(_ping(client), self.config.timeout_s)
 
         try:
             self._submit(ping()).result(self.config.timeout_s + 5)
@@ -427,6 +460,11 @@ class Upstream:
         """Stop the server and the loop; a later call starts both again."""
         with self._lock:
             loop, thread = self._loop, self._thread
+            if self._hosted:  # the loop is its owner's: stop the connection only
+                with contextlib.suppress(RuntimeError):  # that loop has ended already
+                    self._drop()
+                self._client, self._loop, self._hosted = None, None, False
+                return
             if loop is None or thread is None:
                 return
             self._drop()
@@ -447,10 +485,23 @@ class Upstream:
             self._loop = self._thread = None
 
 
-def _relay(sink: Progress, loop: asyncio.AbstractEventLoop) -> ProgressFnT:
-    """A progress callback for the upstream's loop that hands each update to ``loop``."""
+def _ping(client: Client) -> Coroutine[Any, Any, Any]:
+    """An MCP ping: deprecated by the 2026-07-28 protocol, which upstreams here (legacy mode) speak."""
+    with warnings.catch_warnings():  # the SDK warns on the call, before anything is sent
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        return client.send_ping()
+
+
+def _relay(sink: Progress, loop: asyncio.AbstractEventLoop | None) -> ProgressFnT:
+    """A progress callback for the upstream's loop that hands each update to ``loop``.
+
+    ``None``: the caller is on the upstream's loop, and ``sink`` is awaited there.
+    """
 
     async def relay(progress: float, total: float | None, message: str | None) -> None:
+        if loop is None:
+            await sink(progress, total, message)
+            return
         sent = asyncio.run_coroutine_threadsafe(sink(progress, total, message), loop)
         with contextlib.suppress(Exception):  # the caller left: drop the update
             await asyncio.wrap_future(sent)
