@@ -10,7 +10,10 @@ and ``aifr run`` use upstream tools, the workflow compensating on the upstream.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -239,3 +242,103 @@ def test_aifr_call_and_aifr_run_use_upstream_tools_and_the_run_compensates_on_th
         ("fs.read_text_file", "transport.upstream_tool_failed"),
         ("fs.move_file", "ok"),
     ]
+
+
+def test_a_hung_upstream_fails_its_health_check_and_the_next_call_restarts_it(
+    aifr_bin: str, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = tmp_path / "gw"
+    assert run_aifr(aifr_bin, "init", str(project), cwd=tmp_path, env=clean_env).returncode == 0
+    (project / "policies" / "default.yaml").write_text(POLICY)
+    config = project / "aifr.toml"
+    config.write_text(
+        config.read_text()
+        + f"""
+[mcp]
+principal = "agent"
+
+[[mcp.upstreams]]
+name = "changing"
+command = {json.dumps([sys.executable, str(CHANGING), str(tmp_path)])}
+health_check_s = 0.5
+timeout_s = 20
+[[mcp.upstreams.risk]]
+tools = "*"
+operation = "READ"
+"""
+    )
+    params = StdioServerParameters(
+        command=aifr_bin, args=["mcp", "-p", str(project)], env=clean_env, cwd=str(project)
+    )
+
+    async def main() -> tuple[types.CallToolResult, list[int], types.CallToolResult, list[int]]:
+        with anyio.fail_after(60):
+            async with Client(params, mode="legacy") as client:
+                first = await client.call_tool("changing.ping", {})
+                hung = _processes_naming(str(tmp_path))
+                for pid in hung:
+                    os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+                try:
+                    await anyio.sleep(3)  # a ping or two goes unanswered: it is closed
+                    second = await client.call_tool("changing.ping", {})
+                    now = _processes_naming(str(tmp_path))
+                finally:
+                    for pid in hung:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                return first, hung, second, now
+
+    first, hung, second, now = anyio.run(main)
+    assert not first.is_error and len(hung) == 1
+    # Without the health check the call would wait its 20 s timeout on the stopped server.
+    assert not second.is_error, second
+    assert [pid for pid in now if pid not in hung], now  # a fresh process answered
+
+
+APPROVED_MOVES = """\
+version: 1
+roles:
+  approver:
+    principals: [alice]
+rules:
+  - id: moves-need-a-human
+    when: {capability: "fs.move_file"}
+    decision: REQUIRE_APPROVAL
+    reason: moving files needs a human
+    approvers: [approver]
+"""
+
+PUBLISH = """\
+name: publish
+inputs:
+  files: {type: string}
+steps:
+  - id: move
+    capability: fs.move_file
+    inputs: {source: "{{ inputs.files }}/draft.txt", destination: "{{ inputs.files }}/final.txt"}
+"""
+
+
+def test_aifr_worker_resumes_an_approved_run_whose_step_is_an_upstream_tool(
+    aifr_bin: str, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = _project(aifr_bin, tmp_path, clean_env)
+    (project / "policies" / "default.yaml").write_text(APPROVED_MOVES)
+    (project / "workflows" / "publish.yaml").write_text(PUBLISH)
+    files = tmp_path / "files"
+    (files / "draft.txt").write_text("draft\n")
+
+    def aifr(*args: str) -> Any:
+        return run_aifr(aifr_bin, *args, "-p", str(project), cwd=project, env=clean_env)
+
+    started = aifr("run", "publish", "-i", f"files={files}", "--as", "agent", "--json")
+    run = json.loads(started.stdout)
+    assert run["state"] == "waiting_approval", started.stderr
+    assert (files / "draft.txt").exists()
+    approved = aifr("approvals", "approve", run["steps"][0]["approval_id"], "--as", "alice")
+    assert approved.returncode == 0, approved.stderr
+    resumed = aifr("worker", "--once")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{run['id']}: completed" in resumed.stdout
+    assert (files / "final.txt").read_text() == "draft\n"  # moved by the filesystem server
+    assert not (files / "draft.txt").exists()

@@ -187,6 +187,7 @@ class Upstream:
         """Open the connection, publish it, and keep it open until stopped or broken."""
         stop = self._stop = asyncio.Event()
         errlog = self._errlog
+        mine: Client | None = None
         try:
             target = self._target()
             kwargs: dict[str, Any] = {
@@ -202,7 +203,7 @@ class Upstream:
                 self.server = client.server_info
                 self.capabilities = client.server_capabilities
                 self.tools = await _all_tools(client)
-                self._client = client
+                self._client = mine = client
                 ready.set_result(None)
                 await self._watch(client, stop)
         except BaseException as exc:  # noqa: BLE001  # any end of the connection is reported
@@ -211,7 +212,8 @@ class Upstream:
             else:
                 self.last_error = f"{type(exc).__name__}: {exc}"
         finally:
-            self._client = None
+            if self._client is mine:  # a newer connection may have replaced this one
+                self._client = None
 
     async def _watch(self, client: Client, stop: asyncio.Event) -> None:
         """Wait for the stop, pinging the server whenever it was idle for ``health_check_s``."""
@@ -229,7 +231,8 @@ class Upstream:
                 self.pings_failed += 1
                 self.last_error = f"health check failed: {_describe(exc)}"
                 logger.warning("upstream %s: %s; closing it", self.name, self.last_error)
-                self._client = None
+                if self._client is client:
+                    self._client = None
                 return
 
     async def _on_message(self, message: Any) -> None:
