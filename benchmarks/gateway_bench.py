@@ -9,12 +9,19 @@ are passed on, so ``AIFR_AUDIT__SYNCHRONOUS=NORMAL`` measures without the fsync)
 open and are called in alternating rounds, so a busy host slows both alike; the ratio
 of the medians is the number.
 
+A gateway is a second hop by nature, so the same run also measures the floor of any
+gateway: *relay*, a bare MCP SDK server that forwards the call to the same upstream with
+no governance (``benchmarks/gateway_relay.py``, SDK stdio), and *relay-aifr-stdio*, the
+same relay on the stdio streams ``aifr mcp`` uses. The goal is read against direct and
+against the relay: what aifr adds over a bare second hop is its governance.
+
     python -m benchmarks gateway [--calls 300] [--rounds 6]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -23,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
@@ -38,7 +46,9 @@ EVERYTHING = ROOT / ".tools" / "node_modules" / ".bin" / "mcp-server-everything"
 _ENV = {
     k: v for k, v in os.environ.items() if k.startswith("AIFR_")
 }  # e.g. AIFR_AUDIT__SYNCHRONOUS
+RELAY = str(Path(__file__).resolve().parent / "gateway_relay.py")
 GATEWAY = Goal("gateway round trip at the defaults / the upstream called directly", 1.2)
+OVER_RELAY = Goal("gateway round trip at the defaults / a bare relay (SDK stdio)", 1.2)
 
 POLICY = """\
 version: 1
@@ -84,20 +94,30 @@ async def _round(client: Client, tool: str, calls: int) -> list[float]:
 
 
 async def _measure(project: Path, calls: int, rounds: int) -> dict[str, list[float]]:
-    direct = Client(StdioServerParameters(command=str(EVERYTHING)), mode="legacy")
-    gateway = Client(
-        StdioServerParameters(
-            command=AIFR, args=["mcp", "-p", str(project)], cwd=str(project), env=_ENV
+    def launch(command: str, args: list[str], **kw: Any) -> Client:
+        return Client(StdioServerParameters(command=command, args=args, **kw), mode="legacy")
+
+    clients = {
+        "direct": (launch(str(EVERYTHING), []), "echo"),
+        "relay": (launch(sys.executable, [RELAY, str(EVERYTHING)]), "echo"),
+        "relay-aifr-stdio": (
+            launch(sys.executable, [RELAY, "--aifr-stdio", str(EVERYTHING)]),
+            "echo",
         ),
-        mode="legacy",
-    )
-    samples: dict[str, list[float]] = {"direct": [], "aifr": []}
-    async with direct, gateway:
-        await _round(direct, "echo", 20)  # warm both
-        await _round(gateway, "every.echo", 20)
+        "aifr": (
+            launch(AIFR, ["mcp", "-p", str(project)], cwd=str(project), env=_ENV),
+            "every.echo",
+        ),
+    }
+    samples: dict[str, list[float]] = {side: [] for side in clients}
+    async with contextlib.AsyncExitStack() as stack:
+        for client, _tool in clients.values():
+            await stack.enter_async_context(client)
+        for client, tool in clients.values():
+            await _round(client, tool, 20)  # warm every side
         for _ in range(rounds):
-            samples["direct"] += await _round(direct, "echo", calls)
-            samples["aifr"] += await _round(gateway, "every.echo", calls)
+            for side, (client, tool) in clients.items():
+                samples[side] += await _round(client, tool, calls)
     return samples
 
 
@@ -116,10 +136,21 @@ def main() -> int:
     for side, times in samples.items():
         ordered = sorted(times)
         rows[side] = (statistics.median(ordered), ordered[int(len(ordered) * 0.9)])
-        print(f"{side:>7}: median {rows[side][0] * 1e3:.3f} ms, p90 {rows[side][1] * 1e3:.3f} ms")
+        print(f"{side:>16}: median {rows[side][0] * 1e3:.3f} ms, p90 {rows[side][1] * 1e3:.3f} ms")
     ratio = rows["aifr"][0] / rows["direct"][0]
+    floor = rows["relay"][0] / rows["direct"][0]
+    over = rows["aifr"][0] / rows["relay"][0]
+    over_same = rows["aifr"][0] / rows["relay-aifr-stdio"][0]
     print(f"ratio (median, aifr / direct): {ratio:.2f}x")
-    goals.print_verdicts([Verdict("gateway echo round trip", ratio, GATEWAY)])
+    print(f"floor (median, bare relay / direct): {floor:.2f}x")
+    print(f"ratio (median, aifr / bare relay): {over:.2f}x")
+    print(f"ratio (median, aifr / relay on aifr's stdio): {over_same:.2f}x")
+    goals.print_verdicts(
+        [
+            Verdict("gateway echo round trip", ratio, GATEWAY),
+            Verdict("gateway echo over a bare relay", over, OVER_RELAY),
+        ]
+    )
     return 0
 
 

@@ -8,7 +8,7 @@ about the runtime (principle 5).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from aifr.capabilities.capability import Capability, Handler
 from aifr.capabilities.risk import OperationType, RiskLevel
@@ -57,6 +57,7 @@ class CapabilityRegistry:
         self._latest: dict[str, Capability] = {}  # a bare id resolves in one lookup
         self._count = 0  # registrations are never removed, so this is the size
         self._lock = threading.Lock()
+        self._fallbacks: list[Callable[[str], bool]] = []
         for item in capabilities:
             self.register(item)
 
@@ -95,6 +96,14 @@ class CapabilityRegistry:
             self._count += 1
         return capability
 
+    def add_fallback(self, fallback: Callable[[str], bool]) -> None:
+        """Ask ``fallback(capability_id)`` when an id is unknown; ``True``: it registered it.
+
+        What registers capabilities lazily (the MCP gateway, whose upstream's tools are
+        known only once it has started) hooks in here; the lookup is tried again after.
+        """
+        self._fallbacks.append(fallback)
+
     def get(self, ref: str) -> CapabilitySpec | None:
         """The spec for ``id`` or ``id@version``, or ``None`` when nothing matches."""
         try:
@@ -114,6 +123,8 @@ class CapabilityRegistry:
             return latest
         capability_id, version = split_ref(ref)
         versions = self._by_id.get(capability_id)
+        if not versions and any(fallback(capability_id) for fallback in self._fallbacks):
+            versions = self._by_id.get(capability_id)
         if not versions:
             raise CapabilityNotFoundError(
                 f"unknown capability {capability_id!r}", capability_id=capability_id

@@ -20,6 +20,7 @@ from aifr.app import App, build_app
 from aifr.capabilities import CapabilitySpec
 from aifr.cli.console import console, err_console, fail, print_json
 from aifr.cli.json_input import JsonInputError, loads_strict
+from aifr.cli.upstream_runtime import attach_upstreams, detach_upstreams
 from aifr.errors import AifrError, FieldError, InputValidationError, exit_code_for
 from aifr.invocation import CallOptions, Result, Status
 from aifr.observability.logs import configure_logging
@@ -214,6 +215,7 @@ def call(
     except AifrError as exc:
         fail(exc)
     configure_logging(app.settings.log_level)
+    gateway = attach_upstreams(app, command="call")
     try:
         result = _invoke(
             app, ref, assignments or [], principal, role or [], input_file, idempotency_key,
@@ -222,6 +224,7 @@ def call(
     except AifrError as exc:
         fail(exc)
     finally:
+        detach_upstreams(gateway)
         app.close()
     print_result(result, as_json=as_json)
     raise typer.Exit(exit_status(result))

@@ -208,7 +208,7 @@ def serve(
         catalog_dir=settings.state_path / "upstreams",
     )
     try:
-        for failure in gateway.register(aifr_app.registry):
+        for failure in gateway.register(aifr_app.registry, lazy=True):
             _announce(f"{failure} (its tools are not served)")
         workflows = list_workflows(settings.path(settings.workflows.directory))
         if transport is Transport.STDIO:
@@ -218,6 +218,7 @@ def serve(
                 workflows=workflows,
                 tool_naming=naming,
                 list_tools=listing,
+                gateway=gateway,
             )
             anyio.run(serve_stdio, server)
         elif transport is Transport.HTTP:
@@ -227,6 +228,7 @@ def serve(
                 workflows=workflows,
                 tool_naming=naming,
                 list_tools=listing,
+                gateway=gateway,
             )
             metrics_app = _metrics_app(aifr_app) if metrics else None
             tokens = aifr_app.tokens
@@ -256,6 +258,7 @@ def serve(
                 workflows=workflows,
                 tool_naming=naming,
                 list_tools=listing,
+                gateway=gateway,
             )
             path = socket or settings.path(settings.mcp.socket)
             identities = UidPrincipals(local, dict(settings.mcp.uid_principals))

@@ -27,6 +27,7 @@ from aifr.app import App, build_app
 from aifr.cli.call import repeated_input
 from aifr.cli.console import console, err_console, error_line, fail, print_json
 from aifr.cli.json_input import JsonInputError, loads_strict
+from aifr.cli.upstream_runtime import attach_upstreams, detach_upstreams
 from aifr.errors import AifrError, FieldError, InputValidationError
 from aifr.invocation import ApprovalStatus, new_id
 from aifr.workflows import PlannedStep, RunState, RunView, StepState, WorkflowSpec
@@ -246,6 +247,7 @@ def run(
         app = build_app(project)
     except AifrError as exc:
         fail(exc)
+    gateway = attach_upstreams(app, command="run")
     try:
         spec = app.workflow(workflow)
         values = parse_inputs(inputs or [], spec)
@@ -264,6 +266,7 @@ def run(
     except AifrError as exc:
         fail(exc)
     finally:
+        detach_upstreams(gateway)
         app.close()
     if as_json:
         print_json(view.to_dict())

@@ -17,6 +17,7 @@ import typer
 from aifr.app import App, build_app
 from aifr.cli.console import console, fail
 from aifr.cli.status import attach_metrics
+from aifr.cli.upstream_runtime import attach_upstreams, detach_upstreams
 from aifr.errors import AifrError, ConfigError
 from aifr.observability import configure_logging
 from aifr.workflows import Worker
@@ -105,6 +106,7 @@ def worker(
     try:
         app = build_app(project)
         configure_logging(app.settings.log_level)
+        gateway = attach_upstreams(app, command="worker")
         secret = _secret(app)
         if app.settings.approvals.webhook_url and secret is None:
             raise ConfigError(
@@ -157,4 +159,5 @@ def worker(
             exporter.shutdown()
         if notifier is not None:
             notifier.close()
+        detach_upstreams(gateway)
         app.close()

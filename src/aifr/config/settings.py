@@ -253,7 +253,9 @@ class UpstreamSettings(BaseModel):
     Exactly one of ``command`` (stdio) and ``url`` (streamable HTTP) is given. ``env``
     and ``headers`` values may be ``secret://NAME`` references, resolved when the
     upstream starts. ``expose`` globs pick the tools served (all by default);
-    ``max_calls_per_minute`` bounds the calls aifr forwards to it.
+    ``max_calls_per_minute`` bounds the calls aifr forwards to it. ``resources`` and
+    ``prompts`` pass the server's resources and prompts through, read-only;
+    ``health_check_s`` is how often an idle connection is pinged (``None``: never).
     """
 
     model_config = _SECTION
@@ -268,6 +270,9 @@ class UpstreamSettings(BaseModel):
     risk: list[UpstreamToolRisk] = Field(default_factory=list)
     max_calls_per_minute: Annotated[int, Field(ge=1)] | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    resources: bool = False
+    prompts: bool = False
+    health_check_s: Annotated[float, Field(gt=0)] | None = 30.0
 
     @model_validator(mode="after")
     def _one_transport(self) -> UpstreamSettings:

@@ -205,3 +205,26 @@ def test_a_hand_written_url_format_is_checked_like_uri() -> None:
         "url",
         "not a url",
     )
+
+
+def test_a_fallback_registers_an_unknown_id_on_first_lookup_and_is_asked_only_for_misses() -> None:
+    registry = CapabilityRegistry([versioned("1")])
+    asked: list[str] = []
+
+    def lazily(capability_id: str) -> bool:
+        asked.append(capability_id)
+        if capability_id != "up.echo":
+            return False
+        registry.register(create_read_capability("up.echo"))
+        return True
+
+    registry.add_fallback(lazily)
+    assert registry.get("io.fs.read_file") is not None
+    assert asked == []  # known ids never reach the fallback
+    spec = registry.get("up.echo@1")
+    assert spec is not None and spec.id == "up.echo"
+    assert registry.get("up.echo") is not None
+    assert asked == ["up.echo"]  # registered once, then found
+    with pytest.raises(CapabilityNotFoundError):
+        registry.resolve("up.other")
+    assert asked == ["up.echo", "up.other"]

@@ -10,12 +10,22 @@ version), the circuit breaker, and the upstream's own call budget.
 
 A tool's schema or risk changing since a policy was written changes its fingerprint,
 which the audit records with every call.
+
+Upstreams start lazily: one with a reviewed tool list is registered from it and starts
+on its first call; one without is registered when something first needs its tools (a
+``tools/list``, or a lookup of ``<upstream>.<tool>`` through the registry's fallback),
+which starts it. A call's progress goes to :data:`UPSTREAM_PROGRESS`, set by the
+transport for the request it serves. Resources and prompts of an upstream configured
+with ``resources``/``prompts`` are passed through read-only.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import fnmatch
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +47,12 @@ from aifr.capabilities import (
 from aifr.config import UpstreamSettings, UpstreamToolRisk
 from aifr.errors import AifrError, ErrorCode, TransportError
 from aifr.invocation.context import UPSTREAM_AUDIT_KEY, current_request
-from aifr.transports.mcp.upstream import SecretLookup, Upstream
+from aifr.transports.mcp.upstream import ChangeListener, Progress, SecretLookup, Upstream
 from aifr.transports.mcp.upstream_catalog import changed_tools, load_catalog, save_catalog
 from aifr.workflows import render_inputs
 
 __all__ = [
+    "UPSTREAM_PROGRESS",
     "UPSTREAM_TAG",
     "Gateway",
     "UpstreamTool",
@@ -51,6 +62,10 @@ __all__ = [
 ]
 
 UPSTREAM_TAG = "mcp-upstream"
+UPSTREAM_PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "aifr_upstream_progress", default=None
+)
+"""Where the upstream call made in this context sends the server's progress (or nowhere)."""
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
 _DEFAULT_LEVEL = {
     OperationType.READ: RiskLevel.LOW,
@@ -180,7 +195,7 @@ def _handler(upstream: Upstream, tool: str) -> Callable[..., Any]:
         context = current_request()
         if context is not None:
             context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
-        result = await upstream.call(tool, arguments)
+        result = await upstream.call(tool, arguments, progress=UPSTREAM_PROGRESS.get())
         if context is not None:  # the version is known once the server has started
             context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
         if result.is_error:
@@ -216,6 +231,7 @@ class UpstreamTool:
 class _Served:
     upstream: Upstream
     error: str | None = None
+    registered: bool = False
 
 
 class Gateway:
@@ -238,6 +254,9 @@ class Gateway:
         catalog_dir: Path | None = None,
     ) -> None:
         self._catalog_dir = catalog_dir
+        self._registry: CapabilityRegistry | None = None
+        self._register_lock = threading.RLock()
+        self._resource_owner: dict[str, Upstream] = {}
         self._served: dict[str, _Served] = {}
         for config in upstreams:
             if config.name in self._served:
@@ -323,20 +342,167 @@ class Gateway:
             if _exposed(config, tool.name)
         ]
 
-    def register(self, registry: CapabilityRegistry) -> list[str]:
+    def register(self, registry: CapabilityRegistry, *, lazy: bool = False) -> list[str]:
         """Register every upstream's exposed tools; an upstream that fails is skipped.
+
+        With ``lazy``, an upstream without a reviewed tool list is not started now: it
+        is registered by :meth:`ensure` (the first ``tools/list``) or when the registry
+        is asked for one of its ids, whichever comes first.
 
         Returns the failures as lines naming the upstream and why (the rest are served).
         """
+        self._registry = registry
+        if lazy:
+            registry.add_fallback(self._fallback)
         failures: list[str] = []
         for name, served in self._served.items():
+            path = self._catalog(served.upstream)
+            if lazy and (path is None or not path.exists()):
+                continue  # no reviewed list: registered when first needed, which starts it
+            failure = self._register_one(name, served)
+            if failure is not None:
+                failures.append(failure)
+        return failures
+
+    def _register_one(self, name: str, served: _Served) -> str | None:
+        registry = self._registry
+        if registry is None:
+            return None
+        with self._register_lock:
+            if served.registered:
+                return None
             try:
+                known = {spec.id for spec in registry.list()}  # no lookup: no fallback
                 for capability in self.capabilities(served.upstream):
-                    registry.register(capability)
+                    if capability.spec.id not in known:
+                        registry.register(capability)
             except AifrError as exc:
                 served.error = exc.message
-                failures.append(f"upstream {name}: {exc.message}")
+                return f"upstream {name}: {exc.message}"
+            served.registered, served.error = True, None
+            return None
+
+    def ensure(self) -> list[str]:
+        """Register the upstreams not registered yet (starting them); the failures."""
+        failures = []
+        for name, served in self._served.items():
+            if not served.registered:
+                failure = self._register_one(name, served)
+                if failure is not None:
+                    failures.append(failure)
         return failures
+
+    @property
+    def pending(self) -> bool:
+        """Whether an upstream's tools are not registered yet."""
+        return any(not served.registered for served in self._served.values())
+
+    def pending_for(self, capability_id: str) -> bool:
+        """Whether ``capability_id`` names an upstream whose tools are not registered yet."""
+        served = self._served.get(capability_id.split(".", 1)[0])
+        return served is not None and not served.registered and "." in capability_id
+
+    def ensure_for(self, capability_id: str) -> bool:
+        """Register the tools of the upstream ``capability_id`` names (starting it).
+
+        ``True`` when they were registered now; the registry's fallback.
+        """
+        if not self.pending_for(capability_id):
+            return False
+        name = capability_id.split(".", 1)[0]
+        return self._register_one(name, self._served[name]) is None
+
+    _fallback = ensure_for
+
+    def host_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the upstreams not started yet on ``loop`` (see :meth:`Upstream.host_on`)."""
+        for served in self._served.values():
+            served.upstream.host_on(loop)
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Tell ``listener`` when an upstream says its tools, resources or prompts changed."""
+        for served in self._served.values():
+            served.upstream.on_change(listener)
+
+    # -- resources and prompts, read-only -------------------------------------------------
+
+    def _sharing(self, what: str) -> list[Upstream]:
+        return [
+            s.upstream
+            for s in self._served.values()
+            if getattr(s.upstream.config, what) and s.error is None
+        ]
+
+    async def list_resources(self) -> list[types.Resource]:
+        """The resources of the upstreams configured with ``resources = true``.
+
+        An upstream that fails to answer is left out (and logged by its connection).
+        """
+        listed: list[types.Resource] = []
+        for upstream in self._sharing("resources"):
+            try:
+                page = await upstream.request(lambda c: c.list_resources())
+            except AifrError:
+                continue
+            for resource in page.resources:
+                self._resource_owner[str(resource.uri)] = upstream
+                listed.append(
+                    resource.model_copy(update={"name": f"{upstream.name}.{resource.name}"})
+                )
+        return listed
+
+    def owns_resource(self, uri: str) -> bool:
+        """Whether ``uri`` was listed by an upstream."""
+        return uri in self._resource_owner
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        """Read an upstream resource listed before.
+
+        Raises:
+            TransportError: ``transport.not_found``: no upstream listed ``uri``;
+                ``transport.upstream_unavailable``: the upstream does not answer.
+        """
+        upstream = self._resource_owner.get(uri)
+        if upstream is None:
+            raise TransportError(
+                f"no upstream lists the resource {uri!r}",
+                code=ErrorCode.TRANSPORT_NOT_FOUND,
+                uri=uri,
+            )
+        return await upstream.request(lambda c: c.read_resource(uri))
+
+    async def list_prompts(self) -> list[types.Prompt]:
+        """The prompts of the upstreams configured with ``prompts = true``, as ``<upstream>.<name>``."""
+        listed: list[types.Prompt] = []
+        for upstream in self._sharing("prompts"):
+            try:
+                page = await upstream.request(lambda c: c.list_prompts())
+            except AifrError:
+                continue
+            listed.extend(
+                prompt.model_copy(update={"name": f"{upstream.name}.{prompt.name}"})
+                for prompt in page.prompts
+            )
+        return listed
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None
+    ) -> types.GetPromptResult:
+        """Get ``<upstream>.<prompt>`` from its upstream.
+
+        Raises:
+            TransportError: ``transport.not_found``: no upstream shares prompts under
+                that name; ``transport.upstream_unavailable``: it does not answer.
+        """
+        owner, _, prompt = name.partition(".")
+        served = self._served.get(owner)
+        if served is None or not prompt or not served.upstream.config.prompts:
+            raise TransportError(
+                f"no upstream shares the prompt {name!r}",
+                code=ErrorCode.TRANSPORT_NOT_FOUND,
+                prompt=name,
+            )
+        return await served.upstream.request(lambda c: c.get_prompt(prompt, arguments))
 
     def tools(self, upstream: Upstream) -> list[UpstreamTool]:
         """Every tool the upstream lists now, with what the gateway makes of it.

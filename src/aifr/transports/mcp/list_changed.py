@@ -7,7 +7,17 @@ request; notifications on it reach the client over the connection). At most
 notification fails (it closed) is forgotten. After a policy reload, a grant or a revocation (the engine's change
 listeners run in the thread that made the change), each session's list is worked out
 again and, where it differs, the notification is sent on that session's loop, so the
-client lists tools again.
+client lists tools again. An upstream's own ``list_changed`` (tools, resources or
+prompts) is passed to every remembered connection (:meth:`ToolListWatchers.broadcast`).
+
+A connection is known by the SDK's public per-connection object, the client's
+``initialize`` parameters (``session.client_params``, one object for the connection's
+life). The SDK's low-level request context exposes the ``Connection`` itself only as the
+private ``ServerSession._connection`` (the high-level ``Context.connection`` is public,
+the low-level ``ServerRequestContext`` has no such field; modelcontextprotocol/python-sdk
+#741 asks for it), so aifr does not use it. A connection without client info (a
+2026-07-28 client may send none) is keyed by its request session: it is then remembered
+once per listing, and told once per listing it made.
 """
 
 from __future__ import annotations
@@ -38,15 +48,16 @@ MAX_WATCHED = 1024
 @dataclass
 class _Watch:
     session: Any
-    who: McpIdentity
+    who: McpIdentity | None  # None: listed with list_tools = "all"
     loop: asyncio.AbstractEventLoop
     shown: frozenset[str]
 
 
 def _connection_key(session: Any) -> int:
-    # The SDK keeps the connection on the per-request session without a public name;
-    # without it, each session is its own key (a notification per listing).
-    return id(getattr(session, "_connection", session))
+    # One InitializeRequestParams per connection (public: ServerSession.client_params);
+    # the _Watch keeps the session, and through it that object, alive, so ids stay unique.
+    params = getattr(session, "client_params", None)
+    return id(params if params is not None else session)
 
 
 class ToolListWatchers:
@@ -60,7 +71,7 @@ class ToolListWatchers:
     def __len__(self) -> int:
         return len(self._watches)
 
-    def remember(self, session: Any, who: McpIdentity, shown: frozenset[str]) -> None:
+    def remember(self, session: Any, who: McpIdentity | None, shown: frozenset[str]) -> None:
         """Note what the connection of ``session`` (an SDK request session) was just shown."""
         loop = asyncio.get_running_loop()
         key = _connection_key(session)
@@ -83,6 +94,8 @@ class ToolListWatchers:
         with self._lock:
             watches = list(self._watches.items())
         for key, watch in watches:
+            if watch.who is None:
+                continue
             now = self._lister(watch.who)
             if now == watch.shown:
                 continue
@@ -96,3 +109,26 @@ class ToolListWatchers:
                 continue
             sent.add_done_callback(functools.partial(self._forget_if_failed, key))
             logger.info("tools/list_changed sent to %s after %s", watch.who.principal, change.key)
+
+    def broadcast(self, what: str = "tools") -> int:
+        """Send ``notifications/<what>/list_changed`` to every remembered connection.
+
+        ``what`` is ``tools``, ``resources`` or ``prompts``. Returns how many were sent.
+        """
+        send = {
+            "tools": "send_tool_list_changed",
+            "resources": "send_resource_list_changed",
+            "prompts": "send_prompt_list_changed",
+        }[what]
+        with self._lock:
+            watches = list(self._watches.items())
+        count = 0
+        for key, watch in watches:
+            try:
+                sent = asyncio.run_coroutine_threadsafe(getattr(watch.session, send)(), watch.loop)
+            except RuntimeError:  # the connection's loop is gone
+                self._forget(key)
+                continue
+            sent.add_done_callback(functools.partial(self._forget_if_failed, key))
+            count += 1
+        return count

@@ -11,6 +11,7 @@ peer uid on the Unix socket, the bearer token on HTTP (see :mod:`.auth`).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -43,6 +44,7 @@ from aifr.errors import (
 from aifr.invocation import ApprovalService, CallOptions, Result, Runtime, Status
 from aifr.transports.mcp.approvals import ApprovalBridge
 from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
+from aifr.transports.mcp.gateway import UPSTREAM_PROGRESS, Gateway
 from aifr.transports.mcp.list_changed import ToolListWatchers
 from aifr.transports.mcp.naming import ToolNames, ToolNaming
 from aifr.transports.mcp.protocol import result_for_version, tool_for_version
@@ -201,8 +203,11 @@ class AifrMcpServer:
         version: str = "",
         tool_naming: ToolNaming = ToolNaming.IDS,
         list_tools: ToolListing = "all",
+        gateway: Gateway | None = None,
     ) -> None:
         self.registry = registry
+        self.gateway = gateway
+        self._upstreams_hosted = False
         self.tool_naming = tool_naming
         self.list_tools = list_tools
         self._names = ToolNames((), tool_naming)
@@ -230,7 +235,10 @@ class AifrMcpServer:
             on_list_resources=self._list_resources,
             on_list_resource_templates=self._list_resource_templates,
             on_read_resource=self._read_resource,
+            **self._prompt_handlers(gateway),
         )
+        if gateway is not None:
+            gateway.on_change(self._upstream_changed)
         security = RequestStateSecurity(keys=[os.urandom(32)], bind_principal=self._bound_principal)
         self.server.middleware.append(RpcErrorMiddleware())  # outermost: sees every refusal
         self.server.middleware.append(RequestStateBoundary(security, default_audience=SERVER_NAME))
@@ -244,12 +252,15 @@ class AifrMcpServer:
         workflows: Iterable[WorkflowSpec] = (),
         tool_naming: ToolNaming = ToolNaming.IDS,
         list_tools: ToolListing = "all",
+        gateway: Gateway | None = None,
     ) -> AifrMcpServer:
         """The server for a built project, with ``workflows`` offered as tools.
 
         Uses the app's registry, runtime, approvals, ledger and workflow engine.
         ``tool_naming`` lists tools by id or under portable names (see :mod:`.naming`);
-        ``list_tools="permitted"`` leaves out the tools the policy always denies the caller.
+        ``list_tools="permitted"`` leaves out the tools the policy always denies the caller;
+        ``gateway`` serves third-party upstreams' tools (registered lazily, see
+        :mod:`.gateway`), their progress and list changes, resources and prompts.
         """
         specs = list(workflows)
         tools = WorkflowTools(app.workflows, specs, app.registry) if specs else None
@@ -269,6 +280,7 @@ class AifrMcpServer:
             version=__version__,
             tool_naming=tool_naming,
             list_tools=list_tools,
+            gateway=gateway,
         )
         if list_tools == "permitted":
             app.policy.on_change(server.watchers.notify)
@@ -324,10 +336,14 @@ class AifrMcpServer:
         self, ctx: Ctx, _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         version = ctx.protocol_version
+        gateway = self.gateway
+        self._host_upstreams()
+        if gateway is not None and gateway.pending:  # lazily: the first listing starts them
+            for failure in await asyncio.to_thread(gateway.ensure):
+                logger.warning("%s (its tools are not served)", failure)
         who = self.identity(ctx) if self.list_tools == "permitted" else None
         tools = self.tools(who)
-        if who is not None:
-            self.watchers.remember(ctx.session, who, frozenset(t.name for t in tools))
+        self.watchers.remember(ctx.session, who, frozenset(t.name for t in tools))
         return types.ListToolsResult(tools=[tool_for_version(t, version) for t in tools])
 
     def _permitted_names(self, who: McpIdentity) -> frozenset[str]:
@@ -353,6 +369,10 @@ class AifrMcpServer:
                 return await self.resources.approval_status(params.arguments or {}, who)
             if self.workflows is not None and self.workflows.owns(tool_id):
                 return await self.workflows.call(ctx, tool_id, params.arguments or {}, who)
+            gateway = self.gateway
+            self._host_upstreams()
+            if gateway is not None and gateway.pending_for(tool_id):  # first call starts it
+                await asyncio.to_thread(gateway.ensure_for, tool_id)
             return await self._invoke(ctx, tool_id, params, who, names)
         except AifrError as exc:
             return error_result(exc)
@@ -384,6 +404,8 @@ class AifrMcpServer:
         status_tool = names.listed(APPROVAL_STATUS_TOOL)
 
         traceparent = _traceparent(ctx)
+        if _wants_progress(ctx):  # an upstream tool's progress reaches this caller
+            UPSTREAM_PROGRESS.set(ctx.session.report_progress)
 
         async def run(approval_id: str | None) -> Result:
             return await self.runtime.ainvoke(
@@ -460,7 +482,10 @@ class AifrMcpServer:
     async def _list_resources(
         self, _ctx: Ctx, _params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=self.resources.resources())
+        resources = self.resources.resources()
+        if self.gateway is not None:
+            resources = [*resources, *await self.gateway.list_resources()]
+        return types.ListResourcesResult(resources=resources)
 
     async def _list_resource_templates(
         self, _ctx: Ctx, _params: types.PaginatedRequestParams | None
@@ -470,6 +495,16 @@ class AifrMcpServer:
     async def _read_resource(
         self, ctx: Ctx, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
+        gateway = self.gateway
+        if gateway is not None and gateway.owns_resource(str(params.uri)):
+            try:
+                return await gateway.read_resource(str(params.uri))
+            except AifrError as exc:
+                raise MCPError(
+                    code=INVALID_PARAMS,
+                    message=f"{exc.code.value}: {exc.message}",
+                    data=error_payload(exc),
+                ) from exc
         try:
             body = await self.resources.read(params.uri, self.identity(ctx))
         except AifrError as exc:
@@ -488,3 +523,51 @@ class AifrMcpServer:
                 )
             ]
         )
+
+    # -- upstreams: prompts and list changes ------------------------------------------------
+
+    def _host_upstreams(self) -> None:
+        """Once: upstreams not started yet will live on this server's loop (no hand-offs)."""
+        if self.gateway is not None and not self._upstreams_hosted:
+            self._upstreams_hosted = True
+            self.gateway.host_on(asyncio.get_running_loop())
+
+    def _prompt_handlers(self, gateway: Gateway | None) -> dict[str, Any]:
+        if gateway is None or not any(u.config.prompts for u in gateway.upstreams()):
+            return {}
+        return {"on_list_prompts": self._list_prompts, "on_get_prompt": self._get_prompt}
+
+    async def _list_prompts(
+        self, _ctx: Ctx, _params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        prompts = await self.gateway.list_prompts() if self.gateway is not None else []
+        return types.ListPromptsResult(prompts=prompts)
+
+    async def _get_prompt(
+        self, _ctx: Ctx, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        if self.gateway is None:  # not registered without one
+            raise MCPError(code=INVALID_PARAMS, message=f"unknown prompt {params.name!r}")
+        try:
+            return await self.gateway.get_prompt(params.name, params.arguments)
+        except AifrError as exc:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"{exc.code.value}: {exc.message}",
+                data=error_payload(exc),
+            ) from exc
+
+    def _upstream_changed(self, upstream: object, what: str) -> None:
+        """An upstream said its list changed: tell every connected client the same."""
+        sent = self.watchers.broadcast(what)
+        logger.info(
+            "%s/list_changed from upstream %s passed to %d client(s)",
+            what,
+            getattr(upstream, "name", upstream),
+            sent,
+        )
+
+
+def _wants_progress(ctx: Ctx) -> bool:
+    meta: Mapping[str, object] = ctx.meta or {}
+    return meta.get("progress_token") is not None or meta.get("progressToken") is not None
