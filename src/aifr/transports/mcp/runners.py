@@ -96,6 +96,13 @@ async def serve_uds(
     await serve_unix(path, handle, mode=mode, on_ready=on_ready, stop_on_signals=True)
 
 
+# uvicorn closes an idle keep-alive connection after 5 s, about when HTTP clients
+# (undici: 4 s) reuse theirs: a client that sends its next call while the server closes
+# the socket sees "fetch failed". Outlasting the clients' own idle timeout, as nginx's
+# 75 s does, lets the client be the side that closes.
+KEEP_ALIVE_S = 75
+
+
 def _listening_socket(host: str, port: int) -> socket.socket:
     if not 0 <= port <= 65535:
         raise TransportError(
@@ -164,7 +171,13 @@ async def serve_http(
     sock = _listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     config.load()
     config.ssl = ssl_context  # after load(): the caller's TLS 1.3-only context, or none
     runner = uvicorn.Server(config)

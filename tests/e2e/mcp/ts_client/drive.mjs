@@ -10,7 +10,8 @@
 // ajv, elicitation requests and answers, progress). It prints one JSON summary on stdout;
 // what the client threw is recorded where it happened, so the test names the failure.
 
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -108,11 +109,13 @@ async function connect(kind, era, { elicitation, answers }) {
     return { client, asked, errors, wire };
 }
 
-function approve(approvalId) {
-    execFileSync(config.aifr, ['approvals', 'approve', approvalId, '--as', 'alice', '-p', config.project], {
+// Asynchronous, so the event loop keeps running while the CLI works: a blocked loop
+// cannot retire the HTTP client's idle keep-alive sockets, and the next call would go
+// out on one the server had closed meanwhile.
+async function approve(approvalId) {
+    await promisify(execFile)(config.aifr, ['approvals', 'approve', approvalId, '--as', 'alice', '-p', config.project], {
         cwd: config.project,
-        env: process.env,
-        stdio: ['ignore', 'ignore', 'pipe']
+        env: process.env
     });
 }
 
@@ -229,7 +232,7 @@ async function session(kind, era, order) {
         out.pending = await call(plain.client, 'shop.refund', args);
         const approvalId = out.pending.payload?.approval_id;
         out.status_pending = await call(plain.client, 'aifr.approvals.status', { approval_id: approvalId ?? '' });
-        out.approved_by_cli = await attempt(async () => (approve(approvalId), true));
+        out.approved_by_cli = await attempt(async () => (await approve(approvalId), true));
         out.after_approval = await call(plain.client, 'shop.refund', args);
         out.status_consumed = await call(plain.client, 'aifr.approvals.status', { approval_id: approvalId ?? '' });
     } finally {
