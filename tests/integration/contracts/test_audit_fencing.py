@@ -44,7 +44,7 @@ class Worker:
 
             return runs.group.run(in_sqlite)
 
-        def in_pg(conn: Any) -> AuditRecord:  # noqa: ANN401  # psycopg's connection
+        def in_pg(conn: Any) -> AuditRecord:  # psycopg's connection
             return self.fenced.append_in(conn, event)
 
         return runs.transact("appending", in_pg)
