@@ -89,7 +89,7 @@ class Namespace:
 
     def url(self, pg_url: str) -> str:
         """``pg_url`` (a 127.0.0.1 URL) pointed at this namespace's relay instead."""
-        assert self.relay is not None  # noqa: S101  # set when made
+        assert self.relay is not None  # set when made
         parts = urlsplit(pg_url)
         user = f"{parts.username}@" if parts.username else ""
         return urlunsplit(parts._replace(netloc=f"{user}{self.relay.host}:{self.relay.port}"))
