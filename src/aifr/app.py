@@ -62,6 +62,7 @@ from aifr.policy import GrantStore, PolicyChange, PolicyEngine
 from aifr.stdlib import PermissionTable, build_stdlib
 from aifr.stdlib.findings import FindingsStores
 from aifr.stdlib.knowledge import build_knowledge_capabilities
+from aifr.storage.fenced_ledger import FencedLedger
 from aifr.storage.postgres.approvals import PostgresApprovalStore
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.postgres.circuits import PostgresCircuitStore
@@ -153,13 +154,22 @@ class App:
         return open_sqlite_ledger(database)
 
     @cached_property
+    def run_ledger(self) -> AuditLedger:
+        """The ledger the runtime writes through: a leased run's records are fenced.
+
+        A workflow step's audit record is appended only while the run's lease epoch is
+        the one its attempt began with (see ``aifr.storage.fenced_ledger``).
+        """
+        return FencedLedger(self.ledger, self.runs)
+
+    @cached_property
     def approvals(self) -> ApprovalService:
         """Durable approval requests, decided under the policy's approver rules."""
         database = self.database
         store = (
-            PostgresApprovalStore(database, self.ledger)
+            PostgresApprovalStore(database, self.run_ledger)
             if isinstance(database, PostgresDatabase)
-            else SqliteApprovalStore(database, self.ledger)
+            else SqliteApprovalStore(database, self.run_ledger)
         )
         return ApprovalService(
             store,
@@ -189,7 +199,7 @@ class App:
         runtime = Runtime(
             self.registry,
             self.policy,
-            self.ledger,
+            self.run_ledger,
             approvals=self.approvals,
             idempotency=idempotency,
             circuit_store=circuits,

@@ -476,6 +476,11 @@ class WorkflowEngine:
             )
             return False
         error = result.error or WorkflowError(f"step {record.step_id} failed")
+        if error.code is ErrorCode.STORAGE_FAILED:
+            # The outcome could not be recorded (the database went away mid-commit): the
+            # attempt is neither done nor failed. Stop driving; whoever resumes the run
+            # re-runs this attempt with the same idempotency key.
+            raise error
         retry = spec.retry
         if (
             status is Status.FAILED

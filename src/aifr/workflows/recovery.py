@@ -250,7 +250,10 @@ class Recovery:
                 logger.exception("run %s: failed unexpectedly", taken.id)
                 failed.append(taken.id)
         for run_id in failed:
-            engine.store.release(run_id, engine.owner)
+            try:
+                engine.store.release(run_id, engine.owner)
+            except AifrError as exc:  # the database is away: the lease expires instead
+                logger.error("run %s: releasing its lease failed: %s", run_id, exc.message)
         return driven
 
     def is_ready(self, run: RunRecord) -> bool:

@@ -10,6 +10,7 @@ a webhook resumes its run at once).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,9 +22,18 @@ from aifr.workflows.views import RunView
 if TYPE_CHECKING:
     from aifr.workflows.notify import WebhookNotifier  # brings httpx and Starlette
 
-__all__ = ["Worker"]
+__all__ = ["MAX_BACKOFF_S", "Worker", "backoff_s"]
 
 logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 10.0
+"""Longest pause between turns while the database keeps failing."""
+
+
+def backoff_s(poll_s: float, failures: int) -> float:
+    """Extra pause after ``failures`` failed turns in a row: doubling, capped, jittered."""
+    base = min(MAX_BACKOFF_S, poll_s * float(2 ** min(failures, 16)))
+    return base * (0.5 + random.random() / 2)  # noqa: S311  # jitter, not a secret
 
 
 class Worker:
@@ -69,9 +79,16 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
+        failures = 0
         try:
             while not self._stop.is_set():
-                self.turn()
+                try:
+                    self.turn()
+                    failures = 0
+                except AifrError as exc:  # the database is away: back off, then try again
+                    failures += 1
+                    logger.error("worker turn failed: %s", exc.message)
+                    self._stop.wait(backoff_s(self.poll_s, failures))
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
         finally:
@@ -79,11 +96,15 @@ class Worker:
                 thread.join()
 
     def _help(self, engine: WorkflowEngine, woken: threading.Event) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 engine.recover()
-            except AifrError as exc:  # the database is away: try again next turn
+                failures = 0
+            except AifrError as exc:  # the database is away: back off, then try again
+                failures += 1
                 logger.error("worker turn failed: %s", exc.message)
+                self._stop.wait(backoff_s(self.poll_s, failures))
             woken.wait(self.poll_s)
             woken.clear()
 

@@ -16,6 +16,7 @@ from aifr.audit import AuditLedger
 from aifr.capabilities import CallInfo, Capability, CapabilityRegistry, capability
 from aifr.invocation import ApprovalService, Runtime
 from aifr.policy import PolicyEngine, load_policy_text
+from aifr.storage.fenced_ledger import FencedLedger
 from aifr.storage.postgres.approvals import PostgresApprovalStore
 from aifr.storage.postgres.audit import PostgresAuditStore
 from aifr.storage.postgres.database import PostgresDatabase
@@ -198,15 +199,16 @@ def build_wf_env(
     registry = registry or CapabilityRegistry(file_capabilities(effects))
     engine_policy = PolicyEngine(load_policy_text([("policies/test.yaml", policy)]))
     clock = [time.time()]
+    runs = SqliteRunStore(database, ledger)
+    fenced = FencedLedger(ledger, runs)  # as the app wires it: leased runs' records fenced
     approvals = ApprovalService(
-        SqliteApprovalStore(database, ledger), engine_policy, default_ttl_s=600,
+        SqliteApprovalStore(database, fenced), engine_policy, default_ttl_s=600,
         clock=lambda: clock[0],
     )  # fmt: skip
-    runs = SqliteRunStore(database, ledger)
     runtime = Runtime(
         registry,
         engine_policy,
-        ledger,
+        fenced,
         approvals=approvals,
         idempotency=StepResultStore(runs, SqliteIdempotencyStore(database, ledger)),
         sync_execution="inline",
@@ -230,15 +232,16 @@ def _build_pg_env(
     registry = registry or CapabilityRegistry(file_capabilities(effects))
     engine_policy = PolicyEngine(load_policy_text([("policies/test.yaml", policy)]))
     clock = [time.time()]
+    runs = PostgresRunStore(database, ledger)
+    fenced = FencedLedger(ledger, runs)  # as the app wires it: leased runs' records fenced
     approvals = ApprovalService(
-        PostgresApprovalStore(database, ledger), engine_policy, default_ttl_s=600,
+        PostgresApprovalStore(database, fenced), engine_policy, default_ttl_s=600,
         clock=lambda: clock[0],
     )  # fmt: skip
-    runs = PostgresRunStore(database, ledger)
     runtime = Runtime(
         registry,
         engine_policy,
-        ledger,
+        fenced,
         approvals=approvals,
         idempotency=PostgresStepResultStore(runs, PostgresIdempotencyStore(database, ledger)),
         sync_execution="inline",

@@ -312,6 +312,41 @@ class PostgresRunStore:
         with self._completions_lock:
             return self._epochs.get(run_id)
 
+    def check_fence_in(
+        self, conn: psycopg.Connection[tuple[Any, ...]], run_id: str, epoch: int
+    ) -> None:
+        """Inside the caller's transaction: refuse unless the run's lease epoch is ``epoch``.
+
+        ``FOR SHARE`` holds the run's row until the caller commits, so a worker taking
+        the lease meanwhile waits for this transaction (and then bumps the epoch).
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost`` when the lease changed hands.
+        """
+        row = conn.execute(
+            "SELECT 1 FROM wf_runs WHERE id = %s AND lease_epoch = %s FOR SHARE", (run_id, epoch)
+        ).fetchone()
+        if row is None:
+            raise WorkflowError(
+                f"run {run_id}: the lease was taken over by another worker; "
+                "its audit record is refused",
+                code=ErrorCode.WORKFLOW_LEASE_LOST,
+                run_id=run_id,
+            )
+
+    def append_fenced(self, event: AuditEvent, run_id: str, epoch: int) -> AuditRecord:
+        """Append ``event`` only while the run's lease epoch is still ``epoch`` (one transaction).
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost``; nothing is appended.
+        """
+
+        def append_in(conn: psycopg.Connection[tuple[Any, ...]]) -> AuditRecord:
+            self.check_fence_in(conn, run_id, epoch)
+            return self.ledger.append_in(conn, event)
+
+        return self.transact("appending a leased run's audit record", append_in)
+
     def _held(self, run_id: str, epoch: int | None) -> None:
         with self._completions_lock:
             if epoch is None:

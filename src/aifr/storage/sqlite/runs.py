@@ -277,6 +277,37 @@ class SqliteRunStore:
         with self._completions_lock:
             return self._epochs.get(run_id)
 
+    def check_fence_in(self, conn: sqlite3.Connection, run_id: str, epoch: int) -> None:
+        """Inside the caller's write transaction: refuse unless the lease epoch is ``epoch``.
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost`` when the lease changed hands.
+        """
+        with translate_sqlite_errors("checking a lease"):
+            row = conn.execute(
+                "SELECT 1 FROM wf_runs WHERE id = ? AND lease_epoch = ?", (run_id, epoch)
+            ).fetchone()
+        if row is None:
+            raise WorkflowError(
+                f"run {run_id}: the lease was taken over by another worker; "
+                "its audit record is refused",
+                code=ErrorCode.WORKFLOW_LEASE_LOST,
+                run_id=run_id,
+            )
+
+    def append_fenced(self, event: AuditEvent, run_id: str, epoch: int) -> AuditRecord:
+        """Append ``event`` only while the run's lease epoch is still ``epoch`` (one commit).
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost``; nothing is appended.
+        """
+
+        def append_in(conn: sqlite3.Connection) -> AuditRecord:
+            self.check_fence_in(conn, run_id, epoch)
+            return self.ledger.append_in(conn, event)
+
+        return self.group.run(append_in)
+
     def _held(self, run_id: str, epoch: int | None) -> None:
         with self._completions_lock:
             if epoch is None:
