@@ -253,7 +253,7 @@ class Weights:
     ``rrf_k = 20`` and ``vector_weight = 2`` were chosen on the 48 httpx questions of the
     labelled set and checked on 34 held-out httpcore and h11 questions
     (docs/benchmarks.md): on the tuning set every ``rrf_k`` from 10 to 100 with a vector
-    weight of 2 or more is within one question's change of the best cell.
+    weight of 2 or 2.5 is within one question's change of the best cell.
     """
 
     rrf_k: float = 20.0
