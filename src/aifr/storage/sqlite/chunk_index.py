@@ -350,14 +350,23 @@ class SqliteChunkIndex:
             chunks = self._chunks([f.row_id for f in fused])
         return [SearchHit(chunks[f.row_id], f.score, f.vector_rank, f.keyword_rank) for f in fused]
 
-    def close(self) -> None:
-        """Save the sealed graph of every changed repository, then close the file."""
+    def save(self) -> None:
+        """Seal and save the graph and BM25 index of every repository changed since.
+
+        A process that keeps the index open (``aifr ingest --watch``) calls it after each
+        run, so that other processes open the new state without rebuilding it.
+        """
         with self._lock:
             if self._searcher is not None and self._dirty:
                 with self._db.transaction() as tx:
                     for repo in sorted(self._dirty):
                         self._save_indexes(tx, repo)
                 self._dirty.clear()
+
+    def close(self) -> None:
+        """Save the sealed indexes of every changed repository, then close the file."""
+        with self._lock:
+            self.save()
             self._db.close()
 
     def __enter__(self) -> SqliteChunkIndex:
