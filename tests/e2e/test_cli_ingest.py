@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import signal
+import sqlite3
 import subprocess
 import threading
 from pathlib import Path
@@ -199,6 +200,16 @@ def test_watch_ingests_again_after_a_change_and_stops_on_sigterm(
         report = json.loads(proc.stdout.readline())
         seen.set()
         assert (report["added"], report["unchanged"], report["removed"]) == (1, 1, 0)
+        # Each run saves the sealed graph and BM25 index at once, not only at exit, so
+        # another process opens the new state without rebuilding it.
+        conn = sqlite3.connect(project / ".aifr" / "index" / "index.db")
+        try:
+            current = conn.execute("SELECT generation FROM index_repos").fetchone()[0]
+            for table in ("index_graphs", "index_keywords"):
+                saved = conn.execute(f"SELECT generation FROM {table}").fetchone()  # noqa: S608
+                assert saved == (current,), table
+        finally:
+            conn.close()
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(_TIMEOUT_S) == 0
     finally:

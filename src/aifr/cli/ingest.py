@@ -38,6 +38,11 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class _Savable(Protocol):
+    def save(self) -> None: ...
+
+
 def _report_json(report: IngestReport, root: Path) -> dict[str, Any]:
     counts = report.counts
     return {
@@ -100,6 +105,8 @@ def _run_once(
         report = pipeline.ingest(
             root, repo, lambda done, total: bar.update(task, completed=done, total=total)
         )
+    if isinstance(pipeline.index, _Savable):  # --watch keeps it open: save what changed now
+        pipeline.index.save()
     data = _report_json(report, root)
     app.ledger.append(
         AuditEvent(

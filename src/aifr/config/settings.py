@@ -209,7 +209,7 @@ class IndexSettings(BaseModel):
     escrow_public_key: str | None = None
     batch_size: Annotated[int, Field(gt=0, le=1024)] = 32
     rrf_k: Annotated[float, Field(gt=0)] = 20.0
-    vector_weight: Annotated[float, Field(ge=0)] = 1.0
+    vector_weight: Annotated[float, Field(ge=0)] = 2.0
     keyword_weight: Annotated[float, Field(ge=0)] = 1.0
 
 

@@ -94,4 +94,4 @@ class MiniLmEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return [[float(x) for x in row] for row in vectors]
+        return [list(map(float, row)) for row in vectors.tolist()]

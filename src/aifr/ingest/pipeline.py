@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class IngestReport:
     duration_s: float = 0.0
 
 
+_FIRST_GROUP = 16  # files the first child parses, so that embedding starts early
+
+
 class IngestPipeline:
     """Ingests a workspace into a :class:`ChunkIndex` through an :class:`Embedder`."""
 
@@ -62,7 +66,7 @@ class IngestPipeline:
         index: ChunkIndex,
         enumerator: WorkspaceEnumerator,
         worker: FileWorker,
-        batch_size: int = 64,
+        batch_size: int = 256,
         scratch_dir: Path | None = None,
     ) -> None:
         self.embedder = embedder
@@ -209,28 +213,47 @@ class IngestPipeline:
         seen: set[str],
         progress: ProgressCallback | None,
     ) -> None:
-        """Parse in large groups (a sandboxed child each), embed and store in small batches."""
+        """Parse in groups (a sandboxed child each), embed and store in batches.
+
+        The next group is parsed in a helper thread (its child is another process) while
+        the model embeds the current one, and the first group is small, so the model
+        starts early and the children's start-up and parsing hide behind embedding.
+        """
         redactions: Counter[str] = Counter()
         done = 0
         if progress is not None:
             progress(0, len(files))
-        for group in batches(files):
-            pending: list[tuple[WorkspaceFile, ParsedFile]] = []
-            for item, result in zip(group, self.worker.parse(report.repo, group), strict=True):
-                if isinstance(result, Skipped):
-                    report.skipped.append(result)
-                    done += 1
-                    continue
-                redactions.update(result.redactions)
-                pending.append((item, result))
-                if sum(len(p.chunks) for _, p in pending) >= self.batch_size:
-                    done += self._store(manifest, previous, pending, report, seen)
-                    pending = []
-                    if progress is not None:
-                        progress(done, len(files))
-            done += self._store(manifest, previous, pending, report, seen)
-            if progress is not None:
-                progress(done, len(files))
+        groups = batches(files)
+        if groups and len(groups[0]) > _FIRST_GROUP:
+            groups[:1] = [groups[0][:_FIRST_GROUP], groups[0][_FIRST_GROUP:]]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aifr-ingest-parse") as pool:
+            upcoming: Future[list[ParsedFile | Skipped]] | None = None
+            if groups:
+                upcoming = pool.submit(self.worker.parse, report.repo, groups[0])
+            for number, group in enumerate(groups):
+                assert upcoming is not None  # noqa: S101  # submitted for every group
+                results = upcoming.result()
+                upcoming = (
+                    pool.submit(self.worker.parse, report.repo, groups[number + 1])
+                    if number + 1 < len(groups)
+                    else None
+                )
+                pending: list[tuple[WorkspaceFile, ParsedFile]] = []
+                for item, result in zip(group, results, strict=True):
+                    if isinstance(result, Skipped):
+                        report.skipped.append(result)
+                        done += 1
+                        continue
+                    redactions.update(result.redactions)
+                    pending.append((item, result))
+                    if sum(len(p.chunks) for _, p in pending) >= self.batch_size:
+                        done += self._store(manifest, previous, pending, report, seen)
+                        pending = []
+                        if progress is not None:
+                            progress(done, len(files))
+                done += self._store(manifest, previous, pending, report, seen)
+                if progress is not None:
+                    progress(done, len(files))
         report.redactions = dict(sorted(redactions.items()))
 
     def _store(

@@ -13,6 +13,8 @@ wins a place only because its own list was short.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -142,11 +144,55 @@ class KeywordIndex:
 
     def __init__(self, ids: Sequence[int], texts: Sequence[str]) -> None:
         self._ids = np.asarray(ids, dtype=np.int64)
-        # bm25s sets its logger to DEBUG when imported, which bypasses the CLI's log level.
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
-        self._model = bm25s.BM25()
+        self._model = _bm25()
         if ids:
             self._model.index([tokenize(text) for text in texts], show_progress=False)
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def dump(self) -> bytes:
+        """The scored index as bytes (``.npz``, no pickles), to be sealed before it is written."""
+        buffer = io.BytesIO()
+        scores = getattr(self._model, "scores", None) or {}
+        vocab = json.dumps(getattr(self._model, "vocab_dict", None) or {}).encode()
+        np.savez(
+            buffer,
+            ids=self._ids,
+            data=np.asarray(scores.get("data", np.zeros(0, np.float32))),
+            indices=np.asarray(scores.get("indices", np.zeros(0, np.int32))),
+            indptr=np.asarray(scores.get("indptr", np.zeros(1, np.int32))),
+            num_docs=np.asarray([scores.get("num_docs", 0)], dtype=np.int64),
+            vocab=np.frombuffer(vocab, dtype=np.uint8),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def restore(cls, data: bytes) -> KeywordIndex | None:
+        """An index from the bytes :meth:`dump` returned (``None``: not such bytes)."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                ids = arrays["ids"].astype(np.int64)
+                scores = {
+                    "data": arrays["data"],
+                    "indices": arrays["indices"],
+                    "indptr": arrays["indptr"],
+                    "num_docs": int(arrays["num_docs"][0]),
+                }
+                vocab = json.loads(arrays["vocab"].tobytes())
+        except (ValueError, KeyError, OSError, IndexError):
+            return None
+        if not isinstance(vocab, dict):
+            return None
+        index = cls.__new__(cls)
+        index._ids = ids
+        index._model = _bm25()
+        if ids.size:
+            index._model.scores = scores
+            index._model.vocab_dict = vocab
+            index._model.unique_token_ids_set = set(vocab.values())
+            index._model.nonoccurrence_array = None  # what index() leaves for Lucene scoring
+        return index
 
     def search(self, tokens: Sequence[str], n: int) -> list[tuple[int, float]]:
         """Up to ``n`` (row id, BM25 score) pairs with a positive score, best first."""
@@ -158,6 +204,12 @@ class KeywordIndex:
         top = np.argpartition(-scores, n - 1)[:n]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(self._ids[i]), float(scores[i])) for i in top if scores[i] > 0]
+
+
+def _bm25() -> bm25s.BM25:
+    # bm25s sets its logger to DEBUG when imported, which bypasses the CLI's log level.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s.BM25()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,18 +250,25 @@ def fuse(
 class Weights:
     """The fusion's tunable knobs and how deep each list is read.
 
-    ``rrf_k = 20`` with equal weights was chosen on the labelled httpx set
-    (docs/benchmarks.md): every ``rrf_k`` from 5 to 60 beat both signals alone there.
+    ``rrf_k = 20`` and ``vector_weight = 2`` were chosen on the 48 httpx questions of the
+    labelled set and checked on 34 held-out httpcore and h11 questions
+    (docs/benchmarks.md): on the tuning set every ``rrf_k`` from 10 to 100 with a vector
+    weight of 2 or 2.5 is within one question's change of the best cell.
     """
 
     rrf_k: float = 20.0
-    vector_weight: float = 1.0
+    vector_weight: float = 2.0
     keyword_weight: float = 1.0
     depth: int = 50
 
 
 class HybridSearcher:
-    """The per-repository vector and keyword indexes, searched together."""
+    """The per-repository vector and keyword indexes, searched together.
+
+    A repository restored from saved indexes (:meth:`restore`) has no texts in memory:
+    searching it needs none. Before rows are added to it or removed from it, the owner
+    supplies its texts (:meth:`set_texts`), since its keyword index is then rebuilt.
+    """
 
     def __init__(self, dimension: int, weights: Weights | None = None) -> None:
         self.dimension = dimension
@@ -218,16 +277,36 @@ class HybridSearcher:
         self.texts: dict[str, dict[int, str]] = {}
         self._keywords: dict[str, KeywordIndex] = {}
 
+    def restore(self, repo: str, vectors: VectorIndex, keywords: KeywordIndex) -> None:
+        """Take ``repo``'s saved indexes as they are (its texts stay on disk)."""
+        self.vectors[repo] = vectors
+        self._keywords[repo] = keywords
+        self.texts.pop(repo, None)
+
+    def needs_texts(self, repo: str) -> bool:
+        """Whether ``repo`` was restored without its texts (set them before changing it)."""
+        return repo in self.vectors and repo not in self.texts
+
+    def set_texts(self, repo: str, texts: dict[int, str]) -> None:
+        """Give a restored ``repo`` its texts (row id to text)."""
+        self.texts[repo] = texts
+
     def add(
         self, repo: str, ids: Sequence[int], texts: Sequence[str], vectors: NDArray[np.float32]
     ) -> None:
         """Add rows to ``repo`` (its keyword index is rebuilt at the next search)."""
+        if self.needs_texts(repo):
+            raise RuntimeError(f"{repo}: set_texts before changing a restored repository")
         self.vectors.setdefault(repo, VectorIndex(self.dimension)).add(ids, vectors)
         self.texts.setdefault(repo, {}).update(zip(ids, texts, strict=True))
         self._keywords.pop(repo, None)
 
     def remove(self, repo: str, ids: Sequence[int]) -> None:
         """Drop rows from ``repo``."""
+        if not ids:
+            return
+        if self.needs_texts(repo):
+            raise RuntimeError(f"{repo}: set_texts before changing a restored repository")
         if repo in self.vectors:
             self.vectors[repo].remove(ids)
         texts = self.texts.get(repo, {})
@@ -235,7 +314,8 @@ class HybridSearcher:
             texts.pop(row, None)
         self._keywords.pop(repo, None)
 
-    def _keyword(self, repo: str) -> KeywordIndex:
+    def keywords(self, repo: str) -> KeywordIndex:
+        """``repo``'s keyword index, built from its texts if a change dropped it."""
         index = self._keywords.get(repo)
         if index is None:
             texts = self.texts.get(repo, {})
@@ -255,8 +335,8 @@ class HybridSearcher:
         for repo in repos:
             if repo in self.vectors:
                 by_similarity += self.vectors[repo].search(query_vector, depth)
-            if tokens and self.texts.get(repo):
-                by_keyword += self._keyword(repo).search(tokens, depth)
+            if tokens and (repo in self._keywords or self.texts.get(repo)):
+                by_keyword += self.keywords(repo).search(tokens, depth)
         by_similarity.sort(key=lambda pair: -pair[1])
         by_keyword.sort(key=lambda pair: -pair[1])
         w = self.weights

@@ -105,6 +105,9 @@ def build_knowledge_capabilities(
         idempotent=True,
         tags=("stdlib", "knowledge"),
         justification="reads sanitized chunks of ingested repositories the caller may read",
+        # The first call in a process loads torch and the model: seconds on a quiet
+        # machine, past the runtime's default 30 s on a busy one.
+        timeout_s=300.0,
     )
     def search(
         query: Annotated[str, Field(min_length=1, max_length=2000)],

@@ -164,3 +164,50 @@ def test_a_long_lived_reader_sees_what_another_writer_added(tmp_path: Path, key:
         writer.remove_files("app", ["a.py"])
         assert _search(reader, "gamma delta", ["app"]) == ["app:b.py:1"]
         assert "app:a.py:1" not in _search(reader, "alpha beta", ["app"])
+
+
+def test_reopening_restores_the_saved_indexes_without_decrypting_a_chunk_row(
+    tmp_path: Path, key: IndexKey
+) -> None:
+    with _open(tmp_path / "index.db", key) as index:
+        _put(index, "app", "net/retry.py", "retry with exponential backoff")
+        _put(index, "app", "db/open.py", "open the sqlite database connection")
+    with _open(tmp_path / "index.db", key) as index:
+        assert _search(index, "exponential backoff", ["app"])[0] == "app:net/retry.py:1"
+        # Searching took the sealed graph and BM25 index: no chunk text is in memory.
+        assert index._load().needs_texts("app")
+        # A write first decrypts the texts, since BM25 is rebuilt over all of them.
+        _put(index, "app", "cache/lru.py", "least recently used cache eviction")
+        assert not index._load().needs_texts("app")
+        assert _search(index, "sqlite database", ["app"])[0] == "app:db/open.py:1"
+        assert _search(index, "cache eviction", ["app"])[0] == "app:cache/lru.py:1"
+    with _open(tmp_path / "index.db", key) as index:
+        assert _search(index, "cache eviction", ["app"])[0] == "app:cache/lru.py:1"
+        assert _search(index, "exponential backoff", ["app"])[0] == "app:net/retry.py:1"
+        assert index._load().needs_texts("app")
+
+
+def test_a_missing_or_tampered_keyword_index_is_rebuilt_or_refused(
+    tmp_path: Path, key: IndexKey
+) -> None:
+    with _open(tmp_path / "index.db", key) as index:
+        _put(index, "app", "a.py", "alpha beta")
+        _put(index, "app", "b.py", "gamma delta")
+    with sqlite3.connect(tmp_path / "index.db") as conn:
+        sealed = conn.execute("SELECT sealed FROM index_keywords").fetchone()[0]
+        conn.execute("DELETE FROM index_keywords")
+    conn.close()
+    with _open(tmp_path / "index.db", key) as index:  # no saved BM25: rebuilt from rows
+        assert _search(index, "gamma", ["app"])[0] == "app:b.py:1"
+        assert not index._load().needs_texts("app")
+    with sqlite3.connect(tmp_path / "index.db") as conn:  # saved again at close
+        assert conn.execute("SELECT COUNT(*) FROM index_keywords").fetchone()[0] == 1
+        conn.execute(
+            "UPDATE index_keywords SET sealed = ?", (sealed[:-1] + bytes([sealed[-1] ^ 1]),)
+        )
+    conn.close()
+    index = _open(tmp_path / "index.db", key)
+    with pytest.raises(IngestError) as caught:
+        _search(index, "gamma", ["app"])
+    assert caught.value.code is ErrorCode.INGEST_INDEX_TAMPERED
+    index.close()

@@ -61,3 +61,11 @@ def test_a_model_answering_the_wrong_shape_fails_with_an_ingest_error(
         EmbeddingGenerator(embedder).vectors([_chunk("a = 1\n"), _chunk("b = 2\n")])
     assert caught.value.code == ErrorCode.INGEST_FAILED
     assert caught.value.details["model"] == embedder.model_id
+
+
+def test_texts_reach_the_model_longest_first_so_a_batch_pads_little() -> None:
+    embedder = _RecordingEmbedder()
+    texts = ["b = 22\n", "a = 1\n", "ccc = 333\n", "d = 4\n"]
+    EmbeddingGenerator(embedder, batch_size=2).vectors([_chunk(t, i) for i, t in enumerate(texts)])
+    assert embedder.texts == ["ccc = 333\n", "b = 22\n", "a = 1\n", "d = 4\n"]
+    assert embedder.calls == [2, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -220,3 +221,51 @@ def test_a_binary_file_is_sniffed_without_the_worker_on_every_run(tmp_path: Path
     assert [(s.path, s.reason) for s in first.skipped] == [("logo.png", "binary")]
     assert [(s.path, s.reason) for s in again.skipped] == [("logo.png", "binary")]
     assert again.counts == IngestCounts(unchanged=1)
+
+
+class _GatedWorker(InProcessWorker):
+    """Records each group it parses and signals when the second one starts."""
+
+    def __init__(self) -> None:
+        super().__init__(max_file_bytes=100_000, quotas=ArchiveQuotas())
+        self.groups: list[int] = []
+        self.second_started = threading.Event()
+
+    def parse(self, repo: str, files: Sequence[WorkspaceFile]) -> list[ParsedFile | Skipped]:
+        self.groups.append(len(files))
+        if len(self.groups) == 2:
+            self.second_started.set()
+        return super().parse(repo, files)
+
+
+class _WaitingEmbedder(CountingEmbedder):
+    """Its first call waits until the next group is being parsed (or fails after 10 s)."""
+
+    def __init__(self, worker: _GatedWorker) -> None:
+        super().__init__()
+        self.worker = worker
+        self.overlapped: bool | None = None
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self.overlapped is None:
+            self.overlapped = self.worker.second_started.wait(10)
+        return super().embed(texts)
+
+
+def test_the_next_group_is_parsed_while_the_model_embeds_and_the_first_group_is_small(
+    tmp_path: Path,
+) -> None:
+    for i in range(40):
+        (tmp_path / f"m{i:02}.py").write_text(f"def f{i}():\n    return {i}\n")
+    worker = _GatedWorker()
+    embedder = _WaitingEmbedder(worker)
+    index = MemoryChunkIndex()
+    report = IngestPipeline(
+        embedder=embedder,
+        index=index,
+        enumerator=WorkspaceEnumerator(max_file_bytes=100_000),
+        worker=worker,
+    ).ingest(tmp_path, "app")
+    assert report.counts.added == 40
+    assert worker.groups == [16, 24]
+    assert embedder.overlapped is True

@@ -23,7 +23,7 @@ import numpy as np
 from aifr.errors import ErrorCode, IngestError
 from aifr.ingest import Chunk, FileEntry, IndexKey, SearchHit
 from aifr.ingest.crypt import RowCipher
-from aifr.ingest.search import HybridSearcher, VectorIndex, Weights
+from aifr.ingest.search import HybridSearcher, KeywordIndex, VectorIndex, Weights
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 
 __all__ = ["SqliteChunkIndex"]
@@ -53,7 +53,15 @@ _MIGRATIONS = [
             repo_id BLOB PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL
         )
         """,
-    )
+    ),
+    Migration(
+        2,
+        """
+        CREATE TABLE index_keywords (
+            repo_id BLOB PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL
+        )
+        """,
+    ),
 ]
 
 
@@ -152,51 +160,96 @@ class SqliteChunkIndex:
         conn = self._db.connect()
         with translate_sqlite_errors(f"reading {self.path}"):
             repos = conn.execute("SELECT repo_id, sealed, generation FROM index_repos").fetchall()
-            graphs = {
-                bytes(r["repo_id"]): (r["generation"], bytes(r["sealed"]))
-                for r in conn.execute("SELECT * FROM index_graphs")
-            }
             for repo_row in repos:
                 repo_id = bytes(repo_row["repo_id"])
+                generation = int(repo_row["generation"])
                 name = self._cipher.open("repos", repo_id, repo_row["sealed"]).decode()
-                rows = conn.execute(
-                    "SELECT row_id, file_id, ordinal, sealed, vector FROM index_chunks "
-                    "WHERE repo_id = ?",
-                    (repo_id,),
-                ).fetchall()
-                self._load_repo(searcher, name, repo_id, rows, repo_row["generation"], graphs)
+                if not self._restore_repo(searcher, name, repo_id, generation):
+                    self._load_repo(searcher, name, repo_id)
         self._searcher = searcher
         return searcher
 
-    def _load_repo(
-        self,
-        searcher: HybridSearcher,
-        name: str,
-        repo_id: bytes,
-        rows: list[sqlite3.Row],
-        generation: int,
-        graphs: dict[bytes, tuple[int, bytes]],
-    ) -> None:
-        ids: list[int] = []
-        texts: list[str] = []
-        vectors: list[bytes] = []
+    def _saved(self, table: str, repo_id: bytes, generation: int) -> bytes | None:
+        """The sealed index saved for ``repo_id`` at ``generation``, opened (``None``: none)."""
+        row = (
+            self._db.connect()
+            .execute(
+                f"SELECT generation, sealed FROM {table} WHERE repo_id = ?",  # noqa: S608  # a fixed table name
+                (repo_id,),
+            )
+            .fetchone()
+        )
+        if row is None or int(row["generation"]) != generation:
+            return None
+        return self._cipher.open(table[6:], repo_id + generation.to_bytes(8, "big"), row["sealed"])
+
+    def _restore_repo(
+        self, searcher: HybridSearcher, name: str, repo_id: bytes, generation: int
+    ) -> bool:
+        """Take a repository's saved graph and keyword index when both match its rows.
+
+        No chunk row is decrypted: opening a large index costs two decryptions per
+        repository. A copy older than the rows (a process that died before closing) is
+        not trusted; the caller rebuilds from the rows instead.
+        """
+        graph = self._saved("index_graphs", repo_id, generation)
+        words = self._saved("index_keywords", repo_id, generation)
+        if graph is None or words is None:
+            return False
+        count = (
+            self._db.connect()
+            .execute("SELECT COUNT(*) FROM index_chunks WHERE repo_id = ?", (repo_id,))
+            .fetchone()[0]
+        )
+        vectors = VectorIndex.restore(graph, self.dimension)
+        keywords = KeywordIndex.restore(words)
+        if vectors is None or keywords is None or not len(vectors) == len(keywords) == count:
+            return False
+        searcher.restore(name, vectors, keywords)
+        return True
+
+    def _rows(self, repo_id: bytes, *, vectors: bool) -> list[sqlite3.Row]:
+        columns = "row_id, file_id, ordinal, sealed" + (", vector" if vectors else "")
+        with translate_sqlite_errors(f"reading {self.path}"):
+            return (
+                self._db.connect()
+                .execute(
+                    f"SELECT {columns} FROM index_chunks WHERE repo_id = ?",  # noqa: S608  # fixed column names
+                    (repo_id,),
+                )
+                .fetchall()
+            )
+
+    def _texts(self, rows: Sequence[sqlite3.Row]) -> dict[int, str]:
+        texts = {}
         for row in rows:
             aad = _chunk_aad(bytes(row["file_id"]), row["ordinal"])
-            record = json.loads(self._cipher.open("chunks", aad, row["sealed"]))
-            ids.append(row["row_id"])
-            texts.append(record["text"])
-            vectors.append(self._cipher.open("vectors", aad, row["vector"]))
-        graph = graphs.get(repo_id)
-        if graph is not None and graph[0] == generation:
-            data = self._cipher.open("graphs", repo_id + generation.to_bytes(8, "big"), graph[1])
-            restored = VectorIndex.restore(data, self.dimension)
-            if restored is not None and len(restored) == len(ids):
-                searcher.vectors[name] = restored
-                searcher.texts[name] = dict(zip(ids, texts, strict=True))
-                return
+            texts[row["row_id"]] = json.loads(self._cipher.open("chunks", aad, row["sealed"]))[
+                "text"
+            ]
+        return texts
+
+    def _load_repo(self, searcher: HybridSearcher, name: str, repo_id: bytes) -> None:
+        """Rebuild a repository's indexes from its decrypted rows (saved again on close)."""
+        rows = self._rows(repo_id, vectors=True)
+        texts = self._texts(rows)
+        vectors = [
+            self._cipher.open(
+                "vectors", _chunk_aad(bytes(row["file_id"]), row["ordinal"]), row["vector"]
+            )
+            for row in rows
+        ]
         matrix = np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(-1, self.dimension)
-        searcher.add(name, ids, texts, matrix)
+        searcher.add(name, list(texts), list(texts.values()), matrix)
         self._dirty.add(name)
+
+    def _writable(self, repo: str) -> HybridSearcher:
+        """The searcher, with ``repo``'s texts in memory (decrypted if it was restored)."""
+        searcher = self._load()
+        if searcher.needs_texts(repo):
+            rows = self._rows(self._cipher.name("repo", repo), vectors=False)
+            searcher.set_texts(repo, self._texts(rows))
+        return searcher
 
     # -- ChunkIndex --------------------------------------------------------------------
 
@@ -243,7 +296,7 @@ class SqliteChunkIndex:
             raise IngestError(f"{entry.path}: a chunk names another file", path=entry.path)
         matrix = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
         with self._lock:
-            searcher = self._load()
+            searcher = self._writable(entry.repo)
             repo_id, file_id = self._ids(entry.repo, entry.path)
             with self._db.transaction() as tx:
                 self._ensure_repo(tx, entry.repo, repo_id)
@@ -275,7 +328,7 @@ class SqliteChunkIndex:
     def remove_files(self, repo: str, paths: Iterable[str]) -> None:
         """Drop the files at ``paths`` and all their chunks from ``repo``."""
         with self._lock:
-            searcher = self._load()
+            searcher = self._writable(repo)
             removed: list[int] = []
             with self._db.transaction() as tx:
                 for path in paths:
@@ -297,14 +350,23 @@ class SqliteChunkIndex:
             chunks = self._chunks([f.row_id for f in fused])
         return [SearchHit(chunks[f.row_id], f.score, f.vector_rank, f.keyword_rank) for f in fused]
 
-    def close(self) -> None:
-        """Save the sealed graph of every changed repository, then close the file."""
+    def save(self) -> None:
+        """Seal and save the graph and BM25 index of every repository changed since.
+
+        A process that keeps the index open (``aifr ingest --watch``) calls it after each
+        run, so that other processes open the new state without rebuilding it.
+        """
         with self._lock:
             if self._searcher is not None and self._dirty:
                 with self._db.transaction() as tx:
                     for repo in sorted(self._dirty):
-                        self._save_graph(tx, repo)
+                        self._save_indexes(tx, repo)
                 self._dirty.clear()
+
+    def close(self) -> None:
+        """Save the sealed indexes of every changed repository, then close the file."""
+        with self._lock:
+            self.save()
             self._db.close()
 
     def __enter__(self) -> SqliteChunkIndex:
@@ -392,7 +454,8 @@ class SqliteChunkIndex:
                 )
         return found
 
-    def _save_graph(self, tx: sqlite3.Connection, repo: str) -> None:
+    def _save_indexes(self, tx: sqlite3.Connection, repo: str) -> None:
+        """Seal ``repo``'s HNSW graph and BM25 index, tagged with its generation."""
         assert self._searcher is not None  # noqa: S101  # only called once loaded
         repo_id = self._cipher.name("repo", repo)
         row = tx.execute(
@@ -402,15 +465,17 @@ class SqliteChunkIndex:
         if row is None or vectors is None:
             return
         generation = int(row["generation"])
-        sealed = self._cipher.seal(
-            "graphs", repo_id + generation.to_bytes(8, "big"), vectors.dump()
-        )
-        tx.execute(
-            "INSERT INTO index_graphs(repo_id, generation, sealed) VALUES (?, ?, ?) "
-            "ON CONFLICT(repo_id) DO UPDATE SET generation = excluded.generation, "
-            "sealed = excluded.sealed",
-            (repo_id, generation, sealed),
-        )
+        aad = repo_id + generation.to_bytes(8, "big")
+        for table, data in (
+            ("index_graphs", vectors.dump()),
+            ("index_keywords", self._searcher.keywords(repo).dump()),
+        ):
+            tx.execute(
+                f"INSERT INTO {table}(repo_id, generation, sealed) VALUES (?, ?, ?) "  # noqa: S608  # a fixed table name
+                "ON CONFLICT(repo_id) DO UPDATE SET generation = excluded.generation, "
+                "sealed = excluded.sealed",
+                (repo_id, generation, self._cipher.seal(table[6:], aad, data)),
+            )
 
 
 def _file_record(entry: FileEntry) -> bytes:
