@@ -43,6 +43,7 @@ def test_doctor_passes_on_a_fresh_project_and_lists_every_check(
         "workflow files",
         "audit chain",
         "audit sink",
+        "process sandbox",
         "tracing",
         "embedding model",
     }

@@ -57,3 +57,24 @@ def test_an_agent_command_cannot_read_the_policies_through_aifr_call(
     assert out["exit_code"] != 0
     assert "allow-exec" not in out["stdout"]
     assert out["refused"]["paths"] == [str(policy.resolve())]
+
+
+def test_doctor_reports_the_backend_and_fails_when_the_configured_one_is_missing(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    project = _project(aifr_bin, tmp_path, clean_env, "auto")
+    done = run_cli(aifr_bin, project, clean_env, "doctor", "--json")
+    rows = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    row = rows["process sandbox"]
+    backend = detect("auto").backend
+    assert row["ok"] is True
+    assert str(row["detail"]).startswith(f"{backend} (configured: auto")
+    missing = [b for b in ("landlock", "bubblewrap") if detect(b).refusal is not None]  # type: ignore[arg-type]
+    if not missing:
+        return  # both backends exist here: a missing one cannot be shown without mocks
+    config = project / "aifr.toml"
+    config.write_text(config.read_text().replace('sandbox = "auto"', f'sandbox = "{missing[0]}"'))
+    refused = run_cli(aifr_bin, project, clean_env, "doctor", "--json")
+    assert refused.returncode == 1
+    row = {c["name"]: c for c in json.loads(refused.stdout)["checks"]}["process sandbox"]
+    assert row["ok"] is False and "unavailable" in str(row["detail"])

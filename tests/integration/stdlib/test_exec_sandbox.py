@@ -225,6 +225,35 @@ def test_the_seccomp_filter_refuses_ptrace(world: dict[str, Path], backend: str)
     assert unconfined["stdout"].split() == ["0", "0"]
 
 
+_SYSCALL = (
+    "import ctypes, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "libc.syscall.restype = ctypes.c_long\n"
+    "args = [ctypes.c_long(int(a)) if a.lstrip('-').isdigit() else a.encode() for a in sys.argv[1:]]\n"
+    "print(libc.syscall(*args), ctypes.get_errno())\n"
+)
+_DENIED_CALLS = {
+    # mount(NULL, "/nonexistent", NULL, 0, NULL): root unconfined gets ENOENT (2)
+    "mount": ["165", "0", "/nonexistent-aifr-target", "0", "0", "0"],
+    # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_USER_KEYRING, 0): the keyring's serial
+    "keyctl": ["250", "0", "-4", "0"],
+    # unshare(CLONE_NEWUSER): a new user namespace
+    "unshare": ["272", str(0x10000000)],
+}
+
+
+@pytest.mark.parametrize("call", sorted(_DENIED_CALLS))
+def test_the_seccomp_filter_refuses_mount_keyrings_and_namespaces(
+    world: dict[str, Path], backend: str, call: str
+) -> None:
+    argv = [PY, "-I", "-S", "-c", _SYSCALL, *_DENIED_CALLS[call]]
+    confined = _lib(world, backend).call("sys.exec", {"argv": argv})
+    assert confined["stdout"].split() == ["-1", "1"], confined["stderr"]  # EPERM
+    unconfined = _lib(world, "none").call("sys.exec", {"argv": argv})
+    result, error = unconfined["stdout"].split()
+    assert error != "1" and (call == "mount" or int(result) >= 0), unconfined["stdout"]
+
+
 def _marked(marker: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
