@@ -169,15 +169,23 @@ def run() -> str:
             "is built in the parent and reused while the folders it lists are unchanged).",
             "",
             "Landlock adds three system calls in the child (no new privileges, restrict, "
-            "seccomp). Bubblewrap runs two more processes (`bwrap` and the PID namespace's "
-            "init) and builds and tears down new mount, PID, IPC, UTS, cgroup and network "
-            "namespaces (about 40 mount calls for a project root with hidden entries); "
-            "`strace` shows no slow call among them, so on a loaded host most of the "
-            "difference is the extra processes waiting for a CPU: a quieter measurement of "
-            "the same `Sandbox.run` path on this host gave bubblewrap +3 to +7 ms over "
-            "unconfined for `true`, while with the load average at 6 to 8 on these 2 CPUs "
-            "(other engineers' test suites) it adds 20 to 30 ms. Compare the rows within "
-            "one run.",
+            "seccomp) and no process. Bubblewrap runs two more processes (`bwrap` and the "
+            "PID namespace's init) and builds and tears down new mount, PID, IPC, UTS, "
+            "cgroup and network namespaces (about 40 mount calls for a project root with "
+            "hidden entries). That costs about 1 to 2.5 ms of CPU per command (the added "
+            "CPU column), but each extra process hand-off waits in the run queue, and "
+            "`strace -T` shows the detaching unmounts of the old root (`umount2(..., "
+            "MNT_DETACH)`) blocking 4 to 6 ms without using CPU on a loaded host, so "
+            "bubblewrap's added wall time follows the load: short runs on 2026-11-25 with "
+            "the load average between 0.8 and 1.3 on these 2 CPUs gave +8, +7 and +24 ms "
+            "for `true`, and runs at 6 to 16 gave +20 to +30 ms. Trimmed from "
+            "bubblewrap's fixed cost: the `bwrap` probe and the seccomp programs are made "
+            "once per process, one launch planner per mode serves every sandbox (commands, "
+            "scanners, the ingestion child), and the `/proc` scan for leftover processes is "
+            "skipped when a pids cgroup holds the command (about 2 ms, for every backend). "
+            "Tried and not kept: `--as-pid-1` (no init process) cost more CPU, and dropping "
+            "the UTS and cgroup namespaces or the `--dev` mount saved less than the noise. "
+            "Compare the rows within one run.",
             "",
         ]
     )
