@@ -257,7 +257,7 @@ class SandboxedWorker:
             "repo": repo,
             "max_bytes": self.max_file_bytes,
             "limits": limits_to_json(self.chunk_limits),
-            "files": [[f.path, str(f.absolute)] for f in batch],
+            "files": [[f.path, str(_real_parent(f.absolute))] for f in batch],
         }
         output_bytes = 6 * sum(f.size for f in batch) + 1024 * 1024
         try:
@@ -315,6 +315,11 @@ def _why(exc: Exception) -> str:
     return exc.message if isinstance(exc, AifrError) else str(exc)
 
 
+def _real_parent(path: Path) -> Path:
+    """``path`` with its folder resolved: bubblewrap mounts the real folders only."""
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
 def _workspaces(files: Sequence[WorkspaceFile]) -> list[Path]:
     """The folders ``files`` were found in: the workspace root, an archive's extraction.
 
@@ -326,7 +331,7 @@ def _workspaces(files: Sequence[WorkspaceFile]) -> list[Path]:
     for f in files:
         relative = Path(f.path.rsplit(ARCHIVE_SEPARATOR, 1)[-1])
         depth = len(relative.parts)
-        absolute = f.absolute
+        absolute = _real_parent(f.absolute)
         if depth and absolute.parts[-depth:] == relative.parts:
             found.add(absolute.parents[depth - 1])
         else:

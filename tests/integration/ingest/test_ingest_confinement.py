@@ -222,3 +222,22 @@ def test_the_ingest_child_cannot_start_another_process_under_each_backend(
         pytest.skip(f"no pids cgroup here (process_limit={done.process_limit})")
     assert done.sandbox == backend
     assert done.stdout == b"11\n", done.stderr  # EAGAIN: the helpers do not widen the limit
+
+
+def test_archive_members_are_parsed_when_the_scratch_folder_is_reached_by_a_symlink(
+    world: dict[str, Path], backend: str, tmp_path: Path
+) -> None:
+    workspace = world["project"]
+    zip_with(workspace / "vendor.zip", {"lib/ok.py": GOOD.encode()})
+    link = tmp_path / "linked"
+    link.symlink_to(workspace)
+    index = MemoryChunkIndex()
+    report = IngestPipeline(
+        embedder=CountingEmbedder(),
+        index=index,
+        enumerator=WorkspaceEnumerator(),
+        worker=_worker(workspace, backend),
+        scratch_dir=link / ".aifr" / "tmp",
+    ).ingest(workspace, "app")
+    assert [s for s in report.skipped if s.path.startswith("vendor.zip")] == []
+    assert "vendor.zip!/lib/ok.py" in index.files("app")
