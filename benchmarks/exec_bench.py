@@ -26,8 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
+from aifr.ingest.archives import ArchiveQuotas
+from aifr.ingest.isolation import SandboxedWorker
 from aifr.invocation.sandbox import Sandbox, SandboxRules
 from aifr.invocation.sandbox_backends import detect
 
@@ -103,6 +106,29 @@ def _measure(
     return samples, cpu
 
 
+def _ingest_child(directory: Path, modes: list[str], rounds: int = 5) -> dict[str, float]:
+    """Median ms of one ingestion child (extracting a one-file zip) under each mode."""
+    archive = directory / "one.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.py", "value = 1\n")
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    for number in range(rounds):
+        for mode in modes:
+            worker = SandboxedWorker(
+                max_file_bytes=1 << 20,
+                quotas=ArchiveQuotas(),
+                mode=mode,  # type: ignore[arg-type]
+            )
+            dest = directory / f"out-{mode}-{number}"
+            dest.mkdir()
+            started = time.perf_counter()
+            report = worker.extract(archive, dest)
+            samples[mode].append((time.perf_counter() - started) * 1000)
+            if report.extracted != ["a.py"]:
+                raise SystemExit(f"the ingest child under {mode} failed: {report.refused}")
+    return {mode: statistics.median(found) for mode, found in samples.items()}
+
+
 def run() -> str:
     """Measure every available backend against ``none`` and return the Markdown section."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("AIFR_BENCH_DIR")) as tmp:
@@ -120,6 +146,7 @@ def run() -> str:
         samples, cpu = _measure(repo, rules, modes)
         load_after = os.getloadavg()[0]
         launcher = _launcher_floor(20)
+        ingest = _ingest_child(Path(tmp), modes)
     rows, verdicts = [], []
     for name in COMMANDS:
         base = statistics.median(samples[name, "none"])
@@ -164,6 +191,10 @@ def run() -> str:
             "",
             *verdicts,
             *(f"- skipped {line}" for line in skipped),
+            "- one ingestion child (`python -I -B`, aifr's worker extracting a one-file "
+            "zip) takes "
+            + ", ".join(f"{ms:.0f} ms under {mode}" for mode, ms in ingest.items())
+            + " (median of 5): its interpreter start dwarfs the sandbox.",
             f"- a re-executed Python launcher (`python -I -S -c ''`) alone costs {launcher:.1f} ms "
             "here, which is why Landlock is applied in the forked child instead (the ruleset "
             "is built in the parent and reused while the folders it lists are unchanged).",
