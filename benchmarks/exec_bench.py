@@ -209,7 +209,7 @@ def run() -> str:
             "MNT_DETACH)`) blocking 4 to 6 ms without using CPU on a loaded host, so "
             "bubblewrap's added wall time follows the load: short runs on 2026-11-25 with "
             "the load average between 0.8 and 1.3 on these 2 CPUs gave +8, +7 and +24 ms "
-            "for `true`, and runs at 6 to 16 gave +20 to +34 ms. Trimmed from "
+            "for `true`, and runs at 6 to 16 gave +20 to +38 ms. Trimmed from "
             "bubblewrap's fixed cost: the `bwrap` probe and the seccomp programs are made "
             "once per process, one launch planner per mode serves every sandbox (commands, "
             "scanners, the ingestion child), and the `/proc` scan for leftover processes is "
