@@ -13,7 +13,6 @@ sandbox for ``sys.exec`` and the scanners alike.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -57,7 +56,6 @@ __all__ = [
     "SandboxRules",
 ]
 
-logger = logging.getLogger(__name__)
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
