@@ -7,6 +7,7 @@ with ``sandbox = "none"`` to show that it does escape there, so each test tests 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -333,6 +334,46 @@ def test_a_configured_backend_that_is_missing_refuses_commands() -> None:
         LaunchPlanner(missing).launch(["/bin/true"], SandboxRules((), (), ()), proxy_port=None)
     assert caught.value.code is ErrorCode.EXECUTION_REFUSED
     assert caught.value.rule == "sandbox_unavailable"
+
+
+_NO_NAMESPACES = r"""
+import ctypes, json, os
+from aifr.errors import SandboxRefusalError
+from aifr.invocation import seccomp
+from aifr.invocation.sandbox import Sandbox
+
+class Prog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+bpf = seccomp.filter_program(network=False)
+buffer = ctypes.create_string_buffer(bpf, len(bpf))
+prog = Prog(len(bpf) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0 and libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0
+found = {}
+for mode in ("bubblewrap", "none"):
+    try:
+        done = Sandbox(allow_commands=["true"], mode=mode).run(["true"], cwd_fd=os.open("/", os.O_RDONLY))
+        found[mode] = {"exit_code": done.returncode, "sandbox": done.sandbox}
+    except SandboxRefusalError as exc:
+        found[mode] = {"rule": exc.rule}
+print(json.dumps(found))
+"""
+
+
+def test_where_namespaces_are_denied_a_configured_bubblewrap_refuses_commands() -> None:
+    # the kernel refuses bwrap its namespaces (aifr's own seccomp filter, loaded first, as
+    # many container hosts do): no mock, the real probe fails
+    if detect("bubblewrap").bwrap is None:
+        pytest.skip("bwrap is not installed")
+    done = subprocess.run(
+        [PY, "-c", _NO_NAMESPACES], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "bubblewrap": {"rule": "sandbox_unavailable"},
+        "none": {"exit_code": 0, "sandbox": "none"},
+    }
 
 
 def test_the_sandbox_report_joins_the_calls_audit_record(
