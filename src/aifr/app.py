@@ -107,6 +107,7 @@ __all__ = [
     "open_knowledge_index",
     "code_schema_versions",
     "postgres_target",
+    "ingest_hidden_paths",
     "reserved_paths",
     "sandbox_report",
     "stdlib_capabilities",
@@ -762,6 +763,9 @@ def build_ingest_pipeline(
                 cpu_s=conf.sandbox_cpu_s,
                 memory_bytes=conf.sandbox_memory_mb * 1024 * 1024,
             ),
+            mode=settings.exec.sandbox,
+            hidden=ingest_hidden_paths(settings),
+            home=Path(os.environ["HOME"]) if os.environ.get("HOME") else None,
         )
     else:
         worker = InProcessWorker(max_file_bytes=conf.max_file_bytes, quotas=quotas, limits=limits)
@@ -777,6 +781,24 @@ def build_ingest_pipeline(
         worker=worker,
         scratch_dir=settings.state_path / "tmp",
     )
+
+
+def ingest_hidden_paths(settings: Settings) -> list[Path]:
+    """What the ingestion child never reads, even in a workspace holding the project.
+
+    The secrets, signing and index keys, the index, and every entry of the state folder
+    but ``tmp`` (where archives are extracted). Policies and workflows stay readable:
+    they are ordinary files to index.
+    """
+    state = settings.state_path
+    entries = sorted(p for p in state.iterdir() if p.name != "tmp") if state.is_dir() else []
+    return [
+        settings.path(settings.secrets.directory),
+        settings.path(settings.audit.signing_key_file),
+        settings.path(settings.index.key_file),
+        settings.path(settings.index.directory),
+        *entries,
+    ]
 
 
 def build_app(

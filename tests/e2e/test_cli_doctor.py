@@ -45,6 +45,7 @@ def test_doctor_passes_on_a_fresh_project_and_lists_every_check(
         "audit sink",
         "plugins",
         "TLS files",
+        "process sandbox",
         "tracing",
         "embedding model",
     }
@@ -83,8 +84,9 @@ def test_a_tampered_ledger_fails_doctor_with_the_record_and_the_fix(
     assert done.returncode == 1
     assert "broken at record 2" in done.stdout
     assert "restore from that copy" in done.stdout
-    assert "1 of 11 checks failed" in done.stdout
-    audit = _checks(run_cli(aifr_bin, project, clean_env, "doctor", "--json"))["audit chain"]
+    checks = _checks(run_cli(aifr_bin, project, clean_env, "doctor", "--json"))
+    assert f"1 of {len(checks)} checks failed" in done.stdout
+    audit = checks["audit chain"]
     assert audit["ok"] is False
     assert audit["fix"]
 

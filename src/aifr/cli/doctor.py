@@ -32,6 +32,7 @@ from aifr.cli.console import console, print_json
 from aifr.cli.doctor_checks import Check, check_plugins, check_tls
 from aifr.config import Settings, load_settings
 from aifr.errors import AifrError
+from aifr.invocation.sandbox_backends import detect
 from aifr.redaction import redact_url
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.workflows import load_workflow_file
@@ -228,6 +229,23 @@ def check_sink(settings: Settings) -> Check:
     return Check("audit sink", True, f"{shown} reachable")
 
 
+def check_sandbox(settings: Settings) -> Check:
+    """The process sandbox ``[exec] sandbox`` gets here (commands, scanners, ingestion)."""
+    status = detect(settings.exec.sandbox)
+    if status.refusal is not None:
+        return Check(
+            "process sandbox",
+            False,
+            f"{status.refusal}; commands and ingestion are refused",
+            'install bubblewrap (apt-get install bubblewrap) or set [exec] sandbox = "auto"',
+        )
+    detail = f"{status.backend} (configured: {status.mode}"
+    detail += f", Landlock ABI {status.landlock_abi})" if status.backend == "landlock" else ")"
+    if status.warning is not None:
+        return Check("process sandbox", True, f"{detail}: {status.warning}", "install bubblewrap")
+    return Check("process sandbox", True, detail)
+
+
 def run_checks(project: Path) -> list[Check]:
     """Every check, in order; those needing settings are skipped when they do not load."""
     checks = [check_python()]
@@ -244,6 +262,7 @@ def run_checks(project: Path) -> list[Check]:
         check_workflows,
         check_audit,
         check_sink,
+        check_sandbox,
     ]
     checks += [check(settings) for check in project_checks]
     checks += check_plugins(settings)

@@ -3,7 +3,13 @@
 :class:`SandboxedWorker` (the default) runs :mod:`aifr.ingest.worker` through the one
 process sandbox (:class:`aifr.invocation.sandbox.Sandbox`, the one ``sys.exec`` uses)
 with CPU-time, memory, file-size and process limits (one process: the child cannot
-start another). A batch that fails (a limit hit, a crash) is halved and retried until
+start another) and under the sandbox backend of ``[exec] sandbox`` (Landlock, else
+bubblewrap, else none with a warning; a configured backend that is missing refuses):
+the child reads only the workspace holding the files it parses (or the one archive it
+extracts), Python and aifr's own code, and the system folders; it writes only the
+destination folder of an extraction (nothing when parsing); it has no network, and
+home-directory credentials and the given hidden paths stay out of sight even inside
+the workspace. A batch that fails (a limit hit, a crash) is halved and retried until
 the file at fault is alone, so one hostile file is reported as ``sandbox_failed`` and the
 others are still ingested.
 :class:`InProcessWorker` does the same work in this process, for trusted workspaces
@@ -23,8 +29,13 @@ from typing import Protocol
 
 from pydantic import JsonValue
 
-from aifr.errors import AifrError
-from aifr.ingest.archives import ArchiveQuotas, ExtractionReport, extract_archive
+from aifr.errors import AifrError, SandboxRefusalError
+from aifr.ingest.archives import (
+    ARCHIVE_SEPARATOR,
+    ArchiveQuotas,
+    ExtractionReport,
+    extract_archive,
+)
 from aifr.ingest.chunk import ChunkLimits, ChunkPlanner
 from aifr.ingest.enumerate import Skipped, WorkspaceFile
 from aifr.ingest.parsing import (
@@ -34,7 +45,8 @@ from aifr.ingest.parsing import (
     parsed_from_json,
 )
 from aifr.ingest.sanitize import Sanitizer
-from aifr.invocation.sandbox import Sandbox, SandboxLimits
+from aifr.invocation.sandbox import CommandResult, Sandbox, SandboxLimits, SandboxRules
+from aifr.invocation.sandbox_backends import SandboxMode
 
 __all__ = ["FileWorker", "InProcessWorker", "IsolationLimits", "SandboxedWorker", "batches"]
 
@@ -48,6 +60,17 @@ _BATCH_FILES = 512
 _PACKAGE_HOME = Path(__file__).resolve().parents[2]
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from aifr.ingest.worker import main; main()"
 _BATCH_BYTES = 8 * 1024 * 1024
+
+
+def _runtime_paths() -> tuple[Path, ...]:
+    """What the child's interpreter reads besides the system folders.
+
+    Its prefixes (a virtual environment's ``pyvenv.cfg`` and ``site-packages``) and
+    aifr's own code.
+    """
+    found: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    found += [os.path.dirname(os.path.realpath(sys.executable)), str(_PACKAGE_HOME)]
+    return tuple(dict.fromkeys(Path(os.path.realpath(p)) for p in found))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +138,34 @@ class SandboxedWorker:
         quotas: ArchiveQuotas,
         limits: ChunkLimits | None = None,
         isolation: IsolationLimits | None = None,
+        mode: SandboxMode = "auto",
+        hidden: Sequence[Path] = (),
+        home: Path | None = None,
     ) -> None:
         self.max_file_bytes = max_file_bytes
         self.quotas = quotas
         self.chunk_limits = limits or ChunkLimits()
         self.isolation = isolation or IsolationLimits()
+        self.mode: SandboxMode = mode
+        self.hidden = tuple(hidden)
+        self.home = home
 
-    def sandbox(self, output_bytes: int) -> Sandbox:
-        """The process sandbox a child runs in: these limits, one process, no shell."""
+    def rules(self, reads: Sequence[Path], writes: Sequence[Path]) -> SandboxRules:
+        """What a child may see: ``reads``, writes only to ``writes``, never the hidden paths."""
+        return SandboxRules.build(
+            [*reads, *writes], reserved=self.hidden, home=self.home, extra_read=_runtime_paths()
+        ).narrowed(reads, writes)
+
+    def sandbox(self, output_bytes: int, rules: SandboxRules | None = None) -> Sandbox:
+        """The process sandbox a child runs in: these limits, one process, no shell.
+
+        ``rules`` confine it under the backend (without them it reads and writes nothing
+        but the system folders, Python and aifr).
+        """
         iso = self.isolation
         return Sandbox(
+            mode=self.mode,
+            rules=rules or self.rules((), ()),
             allow_commands=[sys.executable],
             limits=SandboxLimits(
                 timeout_s=iso.timeout_s,
@@ -137,18 +178,54 @@ class SandboxedWorker:
             ),
         )
 
-    def _call(
-        self, request: dict[str, JsonValue], cwd: Path, output_bytes: int
-    ) -> dict[str, object]:
+    def check_backend(self) -> None:
+        """Refuse before any child starts when the configured backend is missing.
+
+        Raises:
+            SandboxRefusalError: ``sandbox_unavailable``.
+        """
+        status = self.sandbox(1).status
+        if status.refusal is not None:
+            raise SandboxRefusalError(status.refusal, rule="sandbox_unavailable", mode=status.mode)
+
+    def run_child(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        reads: Sequence[Path],
+        writes: Sequence[Path],
+        stdin: bytes,
+        output_bytes: int,
+    ) -> CommandResult:
+        """Run ``argv`` (an interpreter command line) as a child under these limits and rules."""
         fd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            result = self.sandbox(output_bytes).run(
-                [sys.executable, "-I", "-B", "-c", _BOOT, str(_PACKAGE_HOME)],
-                cwd_fd=fd,
-                stdin=json.dumps(request).encode(),
+            return self.sandbox(output_bytes, self.rules(reads, writes)).run(
+                argv, cwd_fd=fd, stdin=stdin
             )
         finally:
             os.close(fd)
+
+    def _call(
+        self,
+        request: dict[str, JsonValue],
+        cwd: Path,
+        output_bytes: int,
+        *,
+        reads: Sequence[Path],
+        writes: Sequence[Path] = (),
+    ) -> dict[str, object]:
+        result = self.run_child(
+            [sys.executable, "-I", "-B", "-c", _BOOT, str(_PACKAGE_HOME)],
+            cwd=cwd,
+            reads=reads,
+            writes=writes,
+            stdin=json.dumps(request).encode(),
+            output_bytes=output_bytes,
+        )
+        if result.refused_paths:
+            logger.warning("the ingest sandbox refused: %s", ", ".join(result.refused_paths))
         if result.returncode != 0:
             why = result.signal_name or f"exit status {result.returncode}"
             tail = result.stderr[-300:].decode("utf-8", "replace").strip().splitlines()
@@ -162,7 +239,13 @@ class SandboxedWorker:
         return answer
 
     def parse(self, repo: str, files: Sequence[WorkspaceFile]) -> list[ParsedFile | Skipped]:
-        """One result per file, in order; a batch that fails is halved and retried."""
+        """One result per file, in order; a batch that fails is halved and retried.
+
+        Raises:
+            SandboxRefusalError: the configured sandbox backend is missing.
+        """
+        if files:
+            self.check_backend()
         results: list[ParsedFile | Skipped] = []
         for batch in batches(files):
             results.extend(self._parse_batch(repo, batch))
@@ -174,11 +257,13 @@ class SandboxedWorker:
             "repo": repo,
             "max_bytes": self.max_file_bytes,
             "limits": limits_to_json(self.chunk_limits),
-            "files": [[f.path, str(f.absolute)] for f in batch],
+            "files": [[f.path, str(_real_parent(f.absolute))] for f in batch],
         }
         output_bytes = 6 * sum(f.size for f in batch) + 1024 * 1024
         try:
-            answer = self._call(request, batch[0].absolute.parent, output_bytes)
+            answer = self._call(
+                request, batch[0].absolute.parent, output_bytes, reads=_workspaces(batch)
+            )
             rows = answer["results"]
             if not isinstance(rows, list) or len(rows) != len(batch):
                 raise _ChildFailedError("the worker answered the wrong number of results")
@@ -191,7 +276,12 @@ class SandboxedWorker:
             return [Skipped(batch[0].path, "sandbox_failed", _why(exc))]
 
     def extract(self, archive: Path, dest: Path) -> ExtractionReport:
-        """Extract ``archive`` into ``dest`` in the child; a failed child refuses it whole."""
+        """Extract ``archive`` into ``dest`` in the child; a failed child refuses it whole.
+
+        Raises:
+            SandboxRefusalError: the configured sandbox backend is missing.
+        """
+        self.check_backend()
         quotas = self.quotas
         request: dict[str, JsonValue] = {
             "op": "extract",
@@ -204,7 +294,7 @@ class SandboxedWorker:
             },
         }
         try:
-            answer = self._call(request, dest, 16 * 1024 * 1024)
+            answer = self._call(request, dest, 16 * 1024 * 1024, reads=[archive], writes=[dest])
             extracted, refused = answer["extracted"], answer["refused"]
             if not isinstance(extracted, list) or not isinstance(refused, list):
                 raise _ChildFailedError("the worker answered a malformed report")
@@ -223,6 +313,35 @@ class _ChildFailedError(Exception):
 
 def _why(exc: Exception) -> str:
     return exc.message if isinstance(exc, AifrError) else str(exc)
+
+
+def _real_parent(path: Path) -> Path:
+    """``path`` with its folder resolved: bubblewrap mounts the real folders only."""
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def _workspaces(files: Sequence[WorkspaceFile]) -> list[Path]:
+    """The folders ``files`` were found in: the workspace root, an archive's extraction.
+
+    A file's ``path`` (after the last archive separator) is relative to the folder it
+    was found in, so that folder is its absolute path with as many parts cut off; a
+    file whose absolute path does not end so is granted its own folder only.
+    """
+    found: set[Path] = set()
+    for f in files:
+        relative = Path(f.path.rsplit(ARCHIVE_SEPARATOR, 1)[-1])
+        depth = len(relative.parts)
+        absolute = _real_parent(f.absolute)
+        if depth and absolute.parts[-depth:] == relative.parts:
+            found.add(absolute.parents[depth - 1])
+        else:
+            found.add(absolute.parent)
+    ordered = sorted(found, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in ordered:
+        if not any(path == k or k in path.parents for k in kept):
+            kept.append(path)
+    return kept
 
 
 def batches(files: Sequence[WorkspaceFile]) -> list[list[WorkspaceFile]]:

@@ -13,7 +13,6 @@ sandbox for ``sys.exec`` and the scanners alike.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import JsonValue
@@ -44,7 +43,7 @@ from aifr.invocation.sandbox_backends import (
     Launch,
     LaunchPlanner,
     SandboxMode,
-    detect,
+    shared_planner,
 )
 from aifr.invocation.sandbox_refusals import refused_paths
 from aifr.invocation.sandbox_rules import SandboxRules
@@ -57,7 +56,6 @@ __all__ = [
     "SandboxRules",
 ]
 
-logger = logging.getLogger(__name__)
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -149,12 +147,10 @@ class Sandbox:
 
     @property
     def status(self) -> BackendStatus:
-        """The backend in use, probed once on first use (start-up or first command)."""
+        """The backend in use, probed once per process on first use (start-up or first command)."""
         with self._detect_lock:
             if self._planner is None:
-                self._planner = LaunchPlanner(detect(self.mode))
-                if self._planner.status.warning is not None:
-                    logger.warning("sandbox: %s", self._planner.status.warning)
+                self._planner = shared_planner(self.mode)
             return self._planner.status
 
     def resolve(self, command: str) -> str:
@@ -296,7 +292,7 @@ class Sandbox:
         shown: str,
     ) -> tuple[int, RunningCommand, float, Path | None]:
         limits = self.limits
-        cgroup = make_cgroup(limits.processes, required=self._cgroups)
+        cgroup = make_cgroup(limits.processes + launch.helpers, required=self._cgroups)
         started = time.monotonic()
         try:
             proc = subprocess.Popen(  # argv only, allowlisted, never a shell
@@ -310,7 +306,10 @@ class Sandbox:
                 start_new_session=True,
                 # limits and the sandbox are set in the child, just before exec
                 preexec_fn=child_setup(
-                    limits, cwd_fd, cgroup, launch.child_hook
+                    replace(limits, processes=limits.processes + launch.helpers),
+                    cwd_fd,
+                    cgroup,
+                    launch.child_hook,
                 ),  # see process_limits
             )
         except (OSError, subprocess.SubprocessError) as exc:  # exec or the child setup failed

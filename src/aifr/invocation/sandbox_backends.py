@@ -4,11 +4,18 @@
 bubblewrap when it can create namespaces here, else ``none`` with a warning. A backend
 named in the configuration that is missing leaves the sandbox refusing every command
 (``sandbox_unavailable``) rather than running it unconfined.
+
+What is probed (the Landlock ABI, whether ``bwrap`` can build namespaces) is probed once
+per process, and one :class:`LaunchPlanner` per mode (:func:`shared_planner`) serves every
+sandbox of the process (``sys.exec``, the scanners, the ingestion child), so a sandbox
+built per call pays neither the probe nor a new ruleset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import sys
 import threading
@@ -23,11 +30,21 @@ from aifr.errors import SandboxRefusalError
 from aifr.invocation import bubblewrap, landlock, seccomp
 from aifr.invocation.sandbox_rules import SandboxRules, grants, listed_folders
 
-__all__ = ["BACKENDS", "BackendStatus", "Launch", "LaunchPlanner", "SandboxMode", "detect"]
+__all__ = [
+    "BACKENDS",
+    "BackendStatus",
+    "Launch",
+    "LaunchPlanner",
+    "SandboxMode",
+    "detect",
+    "shared_planner",
+]
+
+logger = logging.getLogger(__name__)
 
 SandboxMode = Literal["auto", "landlock", "bubblewrap", "none"]
 BACKENDS = ("landlock", "bubblewrap")
-_CACHE_SIZE = 8
+_CACHE_SIZE = 16
 _LANDLOCK_NET_ABI = 4
 
 
@@ -73,7 +90,7 @@ def detect(mode: SandboxMode, *, probe_all: bool = False) -> BackendStatus:
     be reported (``probe_all``, as ``aifr sandbox status`` does).
     """
     unavailable: dict[str, str] = {}
-    abi = landlock.abi_version()
+    abi = _landlock_abi()
     if abi < 1:
         unavailable["landlock"] = (
             "the kernel has no Landlock (Linux 5.13+, enabled in the LSM list)"
@@ -84,7 +101,7 @@ def detect(mode: SandboxMode, *, probe_all: bool = False) -> BackendStatus:
         if bwrap is None:
             unavailable["bubblewrap"] = "bwrap is not installed (apt-get install bubblewrap)"
         else:
-            why = bubblewrap.probe(bwrap)
+            why = _bwrap_probe(bwrap)
             if why is not None:
                 unavailable["bubblewrap"] = why
     has_seccomp = seccomp.is_supported()
@@ -102,14 +119,36 @@ def detect(mode: SandboxMode, *, probe_all: bool = False) -> BackendStatus:
     return BackendStatus(mode, chosen, unavailable, abi, has_seccomp, bwrap, refusal)
 
 
+_landlock_abi = functools.cache(landlock.abi_version)
+_bwrap_probe = functools.cache(bubblewrap.probe)  # runs bwrap once per process
+_planners: dict[str, LaunchPlanner] = {}
+_planners_lock = threading.Lock()
+
+
+def shared_planner(mode: SandboxMode) -> LaunchPlanner:
+    """This process's planner for ``mode``: detected once, its rulesets shared by all."""
+    with _planners_lock:
+        planner = _planners.get(mode)
+        if planner is None:
+            planner = _planners[mode] = LaunchPlanner(detect(mode))
+            if planner.status.warning is not None:
+                logger.warning("sandbox: %s", planner.status.warning)
+        return planner
+
+
 @dataclass
 class Launch:
-    """How to start one command: argv, descriptors to pass, the child hook, cleanups."""
+    """How to start one command: argv, descriptors to pass, the child hook, cleanups.
+
+    ``helpers`` counts the sandbox's own processes around the command (``bwrap``, its
+    PID namespace's init, the egress bridge): the process limit is raised by as many.
+    """
 
     argv: list[str]
     pass_fds: tuple[int, ...] = ()
     child_hook: Callable[[], None] | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    helpers: int = 0
 
     def close(self) -> None:
         """Release what the launch held open in the parent."""
@@ -182,7 +221,7 @@ class LaunchPlanner:
             assert bwrap is not None  # noqa: S101  # detect() chose it with a path
             cached = self._cached(("bwrap", rules), lambda: _mounts(bwrap, rules))
             prefix = cast(list[str], cached.value)
-            launch = Launch([], (), None, [lambda: self._release(cached)])
+            launch = Launch([], (), None, [lambda: self._release(cached)], helpers=2)
             tail = ["--"]
             if bpf is not None:
                 seccomp_fd = os.memfd_create("aifr-seccomp", 0)
@@ -197,6 +236,7 @@ class LaunchPlanner:
                     python, sys.base_prefix, proxy_socket_dir, proxy_port
                 )
                 tail = [*tail[:-1], *bridge]
+                launch.helpers += 1
             launch.argv = [*prefix, *tail, *argv]
             return launch
         return Launch(list(argv))

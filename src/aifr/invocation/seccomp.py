@@ -15,6 +15,7 @@ process. Only x86-64 has a table here; elsewhere :func:`filter_program` returns 
 from __future__ import annotations
 
 import errno
+import functools
 import platform
 import struct
 from dataclasses import dataclass
@@ -67,8 +68,11 @@ def is_supported() -> bool:
     return platform.machine() in ("x86_64", "AMD64")
 
 
+@functools.cache
 def filter_program(*, network: bool, unix_sockets: bool = True) -> bytes | None:
     """The filter as ``struct sock_filter`` records, or ``None`` on an unsupported arch.
+
+    Assembled once per process for each of its four forms (it depends on nothing else).
 
     Without ``unix_sockets`` a command cannot create a Unix socket (``socketpair``
     stays): Landlock does not govern connecting to a socket by its path, so a command

@@ -7,6 +7,7 @@ with ``sandbox = "none"`` to show that it does escape there, so each test tests 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -225,6 +226,35 @@ def test_the_seccomp_filter_refuses_ptrace(world: dict[str, Path], backend: str)
     assert unconfined["stdout"].split() == ["0", "0"]
 
 
+_SYSCALL = (
+    "import ctypes, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "libc.syscall.restype = ctypes.c_long\n"
+    "args = [ctypes.c_long(int(a)) if a.lstrip('-').isdigit() else a.encode() for a in sys.argv[1:]]\n"
+    "print(libc.syscall(*args), ctypes.get_errno())\n"
+)
+_DENIED_CALLS = {
+    # mount(NULL, "/nonexistent", NULL, 0, NULL): root unconfined gets ENOENT (2)
+    "mount": ["165", "0", "/nonexistent-aifr-target", "0", "0", "0"],
+    # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_USER_KEYRING, 0): the keyring's serial
+    "keyctl": ["250", "0", "-4", "0"],
+    # unshare(CLONE_NEWUSER): a new user namespace
+    "unshare": ["272", str(0x10000000)],
+}
+
+
+@pytest.mark.parametrize("call", sorted(_DENIED_CALLS))
+def test_the_seccomp_filter_refuses_mount_keyrings_and_namespaces(
+    world: dict[str, Path], backend: str, call: str
+) -> None:
+    argv = [PY, "-I", "-S", "-c", _SYSCALL, *_DENIED_CALLS[call]]
+    confined = _lib(world, backend).call("sys.exec", {"argv": argv})
+    assert confined["stdout"].split() == ["-1", "1"], confined["stderr"]  # EPERM
+    unconfined = _lib(world, "none").call("sys.exec", {"argv": argv})
+    result, error = unconfined["stdout"].split()
+    assert error != "1" and (call == "mount" or int(result) >= 0), unconfined["stdout"]
+
+
 def _marked(marker: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -304,6 +334,46 @@ def test_a_configured_backend_that_is_missing_refuses_commands() -> None:
         LaunchPlanner(missing).launch(["/bin/true"], SandboxRules((), (), ()), proxy_port=None)
     assert caught.value.code is ErrorCode.EXECUTION_REFUSED
     assert caught.value.rule == "sandbox_unavailable"
+
+
+_NO_NAMESPACES = r"""
+import ctypes, json, os
+from aifr.errors import SandboxRefusalError
+from aifr.invocation import seccomp
+from aifr.invocation.sandbox import Sandbox
+
+class Prog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+bpf = seccomp.filter_program(network=False)
+buffer = ctypes.create_string_buffer(bpf, len(bpf))
+prog = Prog(len(bpf) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0 and libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0
+found = {}
+for mode in ("bubblewrap", "none"):
+    try:
+        done = Sandbox(allow_commands=["true"], mode=mode).run(["true"], cwd_fd=os.open("/", os.O_RDONLY))
+        found[mode] = {"exit_code": done.returncode, "sandbox": done.sandbox}
+    except SandboxRefusalError as exc:
+        found[mode] = {"rule": exc.rule}
+print(json.dumps(found))
+"""
+
+
+def test_where_namespaces_are_denied_a_configured_bubblewrap_refuses_commands() -> None:
+    # the kernel refuses bwrap its namespaces (aifr's own seccomp filter, loaded first, as
+    # many container hosts do): no mock, the real probe fails
+    if detect("bubblewrap").bwrap is None:
+        pytest.skip("bwrap is not installed")
+    done = subprocess.run(
+        [PY, "-c", _NO_NAMESPACES], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "bubblewrap": {"rule": "sandbox_unavailable"},
+        "none": {"exit_code": 0, "sandbox": "none"},
+    }
 
 
 def test_the_sandbox_report_joins_the_calls_audit_record(
