@@ -3,7 +3,8 @@
 :class:`ApiGuard` sits in front of every route. In order it refuses a cross-origin
 browser request (403), a request without a usable bearer token (401, only ``/health``
 is public), a body over the size limit (413), and a token past its rate (429 with
-``Retry-After``). Tokens are the one token system of every HTTP surface
+``Retry-After``). The rate is a token bucket per token kept in the state database
+(:class:`RateStore`), so every API process on one database draws from the same bucket. Tokens are the one token system of every HTTP surface
 (:class:`~aifr.invocation.TokenService`). What a caller may then do is the policy
 engine's answer: each route operation is a synthetic capability ``api.<resource>.<verb>``
 (:data:`OPERATIONS`) that rules can name, and a DENY comes back as 403 naming the rule
@@ -19,17 +20,27 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import anyio
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aifr.api.problems import send_problem
 from aifr.capabilities import CapabilitySpec, OperationType, RiskLevel
 from aifr.errors import AifrError, ErrorCode, PolicyDeniedError, TransportError
-from aifr.invocation import TokenRecord, TokenService
+from aifr.invocation import TokenRecord, TokenService, TokenUse
 from aifr.policy import Decision, PolicyEngine, PolicyRequest
 
-__all__ = ["CALLER_SCOPE_KEY", "OPERATIONS", "ApiGuard", "Caller", "authorize", "caller"]
+__all__ = [
+    "CALLER_SCOPE_KEY",
+    "OPERATIONS",
+    "ApiGuard",
+    "Caller",
+    "RateStore",
+    "authorize",
+    "caller",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +84,8 @@ OPERATIONS: dict[str, CapabilitySpec] = {
         _operation("api.approvals.read", OperationType.READ, RiskLevel.LOW, "list approvals"),
         _operation("api.audit.read", OperationType.READ, RiskLevel.LOW, "read and verify"),
         _operation("api.audit.export", OperationType.READ, RiskLevel.MEDIUM, "export the trail"),
+        _operation("api.findings.import", OperationType.WRITE, RiskLevel.MEDIUM, "import a file"),
+        _operation("api.findings.export", OperationType.READ, RiskLevel.MEDIUM, "export findings"),
     )
 }
 """The route operations policy rules can name (``capability: "api.audit.*"``)."""
@@ -135,12 +148,12 @@ def _own_origins(scope: Scope) -> set[str]:
     return {f"http://{host}", f"https://{host}"}
 
 
-class _Bucket:
-    __slots__ = ("stamp", "tokens")
+class RateStore(Protocol):
+    """Token buckets shared by every process of a project (the state database's)."""
 
-    def __init__(self, tokens: float, stamp: float) -> None:
-        self.tokens = tokens
-        self.stamp = stamp
+    def take(self, key: str, *, rate_per_s: float, burst: float, now: float) -> float:
+        """Spend one token of ``key``'s bucket: ``0.0``, or the seconds until one is back."""
+        ...
 
 
 class ApiGuard:
@@ -150,6 +163,7 @@ class ApiGuard:
         self,
         app: ASGIApp,
         tokens: TokenService,
+        rates: RateStore,
         *,
         max_body_bytes: int,
         rate_per_s: float,
@@ -160,13 +174,13 @@ class ApiGuard:
     ) -> None:
         self.app = app
         self.tokens = tokens
+        self.rates = rates
         self.max_body_bytes = max_body_bytes
         self.rate_per_s = rate_per_s
         self.burst = burst
         self.allowed_origins = {o.rstrip("/").lower() for o in allowed_origins}
         self.signed_paths = signed_paths
         self.own_auth_prefixes = own_auth_prefixes
-        self._buckets: dict[str, _Bucket] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Guard HTTP requests; pass lifespan and other scopes through."""
@@ -194,7 +208,7 @@ class ApiGuard:
             return
         token = _bearer(scope)
         try:
-            checked = self.tokens.check(token)
+            checked, wait = await anyio.to_thread.run_sync(self._admit, token)
         except AifrError as exc:
             logger.exception("token store unreadable")
             await send_problem(send, exc, 503)
@@ -206,7 +220,6 @@ class ApiGuard:
             )
             await send_problem(send, error, 401, [(b"www-authenticate", challenge)])
             return
-        wait = self._spend(checked.digest)
         if wait > 0:
             error = TransportError(
                 f"rate limit of this token reached ({self.rate_per_s:g}/s, burst "
@@ -232,20 +245,15 @@ class ApiGuard:
             and _header(scope, b"x-aifr-signature") is not None
         )
 
-    def _spend(self, key: str) -> float:
-        """Take one request from ``key``'s bucket; seconds to wait when it is empty."""
-        now = time.monotonic()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(
-            float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate_per_s
+    def _admit(self, token: str | None) -> tuple[TokenRecord | TokenUse, float]:
+        """The token's record (or why it is refused) and, for a good one, its rate wait."""
+        checked = self.tokens.check(token)
+        if not isinstance(checked, TokenRecord):
+            return checked, 0.0
+        wait = self.rates.take(
+            checked.digest, rate_per_s=self.rate_per_s, burst=self.burst, now=time.time()
         )
-        bucket.stamp = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate_per_s
+        return checked, wait
 
     async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _header(scope, b"content-length")

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aifr import __version__
 from aifr.api.auth import ApiGuard
 from aifr.api.problems import install_problem_handlers
-from aifr.api.routes import approvals, audit, capabilities, health, runs
+from aifr.api.routes import approvals, audit, capabilities, findings, health, knowledge, runs
 from aifr.api.tls import server_context
 from aifr.app import App
 from aifr.errors import TransportError
@@ -86,7 +86,7 @@ def create_api(
     api.state.aifr = app
     api.state.workflow_limiter = anyio.CapacityLimiter(1)
     install_problem_handlers(api)
-    for module in (health, capabilities, runs, approvals, audit):
+    for module in (health, capabilities, runs, approvals, audit, findings, knowledge):
         api.include_router(module.router)
     if extend is not None:
         extend(api)
@@ -99,6 +99,7 @@ def create_api(
     return ApiGuard(
         api,
         app.tokens,
+        app.rates,
         max_body_bytes=settings.max_body_bytes,
         rate_per_s=settings.rate_per_s,
         burst=settings.burst,
