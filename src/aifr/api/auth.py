@@ -84,6 +84,8 @@ OPERATIONS: dict[str, CapabilitySpec] = {
         _operation("api.approvals.read", OperationType.READ, RiskLevel.LOW, "list approvals"),
         _operation("api.audit.read", OperationType.READ, RiskLevel.LOW, "read and verify"),
         _operation("api.audit.export", OperationType.READ, RiskLevel.MEDIUM, "export the trail"),
+        _operation("api.findings.read", OperationType.READ, RiskLevel.LOW, "console findings"),
+        _operation("api.runs.resume", OperationType.WRITE, RiskLevel.MEDIUM, "accept drift"),
         _operation("api.findings.import", OperationType.WRITE, RiskLevel.MEDIUM, "import a file"),
         _operation("api.findings.export", OperationType.READ, RiskLevel.MEDIUM, "export findings"),
     )
