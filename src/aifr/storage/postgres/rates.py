@@ -1,7 +1,7 @@
 """``PostgresRateStore``: per-key token buckets in PostgreSQL, shared by every API process.
 
 The same scheme as :mod:`aifr.storage.sqlite.rates`: one row per key, refilled and
-spent by one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``; the row lock makes
+taken (one or a lease of several) by one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``; the row lock makes
 concurrent spenders wait for each other, so the bucket is never overdrawn.
 """
 
@@ -22,7 +22,7 @@ PG_RATE_MIGRATIONS = [
             key TEXT PRIMARY KEY,
             tokens DOUBLE PRECISION NOT NULL,
             stamp DOUBLE PRECISION NOT NULL,
-            granted BOOLEAN NOT NULL
+            granted DOUBLE PRECISION NOT NULL
         )
         """,
     )
@@ -31,13 +31,15 @@ PG_RATE_MIGRATIONS = [
 _REFILL = (
     "LEAST(%(burst)s, rate_buckets.tokens + GREATEST(0.0, %(now)s - rate_buckets.stamp) * %(rate)s)"
 )
+_GRANT = f"LEAST(%(want)s, FLOOR({_REFILL}))"
 _TAKE = f"""
 INSERT INTO rate_buckets (key, tokens, stamp, granted)
-VALUES (%(key)s, %(burst)s - 1, %(now)s, TRUE)
+VALUES (%(key)s, %(burst)s - LEAST(%(want)s, FLOOR(%(burst)s)), %(now)s,
+        LEAST(%(want)s, FLOOR(%(burst)s)))
 ON CONFLICT (key) DO UPDATE SET
-    tokens = {_REFILL} - CASE WHEN {_REFILL} >= 1.0 THEN 1.0 ELSE 0.0 END,
+    tokens = {_REFILL} - {_GRANT},
     stamp = GREATEST(rate_buckets.stamp, %(now)s),
-    granted = {_REFILL} >= 1.0
+    granted = {_GRANT}
 RETURNING tokens, granted
 """  # noqa: S608  # constant SQL fragments, values are parameters
 
@@ -50,8 +52,12 @@ class PostgresRateStore:
         self._ready = False
         self._lock = threading.Lock()
 
-    def take(self, key: str, *, rate_per_s: float, burst: float, now: float) -> float:
-        """Spend one token of ``key``'s bucket: ``0.0``, or the seconds until one is back.
+    def take(
+        self, key: str, *, rate_per_s: float, burst: float, now: float, want: int = 1
+    ) -> tuple[int, float]:
+        """Take up to ``want`` whole tokens of ``key``'s bucket.
+
+        Returns how many were taken and, when none was, the seconds until one is back.
 
         Raises:
             StorageError: the database failed.
@@ -61,8 +67,15 @@ class PostgresRateStore:
                 if not self._ready:
                     self.database.migrate("rates", PG_RATE_MIGRATIONS)
                     self._ready = True
-        params = {"key": key, "burst": float(burst), "now": now, "rate": rate_per_s}
+        params = {
+            "key": key,
+            "burst": float(burst),
+            "now": now,
+            "rate": rate_per_s,
+            "want": float(max(1, want)),
+        }
         with translate_pg_errors("spending a rate token"), self.database.connection() as conn:
             row = conn.execute(_TAKE, params).fetchone()
-        tokens, granted = row if row is not None else (0.0, False)
-        return 0.0 if granted else (1.0 - float(tokens)) / rate_per_s
+        tokens, granted = row if row is not None else (0.0, 0.0)
+        taken = int(granted)
+        return taken, 0.0 if taken else (1.0 - float(tokens)) / rate_per_s

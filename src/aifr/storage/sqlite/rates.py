@@ -29,16 +29,18 @@ RATE_MIGRATIONS = [
 ]
 
 # SET expressions see the row as it was: refill by the elapsed time (never backwards,
-# never over the burst), then spend one token if a whole one is there.
-_TAKE = """
-INSERT INTO rate_buckets (key, tokens, stamp, granted) VALUES (:key, :burst - 1, :now, 1)
+# never over the burst), then take as many whole tokens as are there, up to :want.
+_REFILL = "min(:burst, tokens + max(0.0, :now - stamp) * :rate)"
+_GRANT = f"min(:want, CAST({_REFILL} AS INTEGER))"
+_TAKE = f"""
+INSERT INTO rate_buckets (key, tokens, stamp, granted)
+VALUES (:key, :burst - min(:want, CAST(:burst AS INTEGER)), :now, min(:want, CAST(:burst AS INTEGER)))
 ON CONFLICT (key) DO UPDATE SET
-    tokens = min(:burst, tokens + max(0.0, :now - stamp) * :rate)
-        - (min(:burst, tokens + max(0.0, :now - stamp) * :rate) >= 1.0),
+    tokens = {_REFILL} - {_GRANT},
     stamp = max(stamp, :now),
-    granted = (min(:burst, tokens + max(0.0, :now - stamp) * :rate) >= 1.0)
+    granted = {_GRANT}
 RETURNING tokens, granted
-"""
+"""  # noqa: S608  # constant SQL fragments, values are parameters
 
 
 class SqliteRateStore:
@@ -49,8 +51,12 @@ class SqliteRateStore:
         self._ready = False
         self._lock = threading.Lock()
 
-    def take(self, key: str, *, rate_per_s: float, burst: float, now: float) -> float:
-        """Spend one token of ``key``'s bucket: ``0.0``, or the seconds until one is back.
+    def take(
+        self, key: str, *, rate_per_s: float, burst: float, now: float, want: int = 1
+    ) -> tuple[int, float]:
+        """Take up to ``want`` whole tokens of ``key``'s bucket.
+
+        Returns how many were taken and, when none was, the seconds until one is back.
 
         Raises:
             StorageError: the database failed.
@@ -61,7 +67,14 @@ class SqliteRateStore:
                     self.database.migrate("rates", RATE_MIGRATIONS)
                     self._ready = True
         conn = self.database.connect()
-        params = {"key": key, "burst": float(burst), "now": now, "rate": rate_per_s}
+        params = {
+            "key": key,
+            "burst": float(burst),
+            "now": now,
+            "rate": rate_per_s,
+            "want": max(1, want),
+        }
         with translate_sqlite_errors("spending a rate token"), self.database.transaction(conn):
             tokens, granted = conn.execute(_TAKE, params).fetchone()
-        return 0.0 if granted else (1.0 - float(tokens)) / rate_per_s
+        taken = int(granted)
+        return taken, 0.0 if taken else (1.0 - float(tokens)) / rate_per_s
