@@ -313,12 +313,16 @@ class _Console:
             scanner=query.get("scanner") or None,
             triage_state=TriageState(state) if state in set(TriageState) else None,
         )
-        page = store.list_findings(where, limit=200, cursor=query.get("cursor") or None)
+        page = (
+            store.list_findings(where, limit=200, cursor=query.get("cursor") or None)
+            if project
+            else None
+        )
         return {
             "projects": projects,
             "project": project,
-            "findings": page.findings if project else [],
-            "next_cursor": page.next_cursor,
+            "findings": page.findings if page is not None else [],
+            "next_cursor": page.next_cursor if page is not None else None,
             "filters": {"severity": severity, "scanner": query.get("scanner", ""), "state": state},
             "severities": [s.value for s in Severity],
             "states": [t.value for t in TriageState],

@@ -88,6 +88,8 @@ def test_a_drifted_run_is_reviewed_and_resumed_in_the_console(
         own.click("button[name=accept-drift]")  # type: ignore[attr-defined]
         assert "approval.self_approval" in str(own.text_content("[role=alert]"))  # type: ignore[attr-defined]
         page = _sign_in(browser, after, "carol")
+        page.goto(f"{after.url}/console/findings")  # type: ignore[attr-defined]
+        assert "No findings yet" in str(page.text_content("main"))  # type: ignore[attr-defined]
         page.goto(f"{after.url}/console/runs/{run['id']}")  # type: ignore[attr-defined]
         review = page.locator("#drift-review")  # type: ignore[attr-defined]
         row = review.locator("tr.drifted")
@@ -95,6 +97,7 @@ def test_a_drifted_run_is_reviewed_and_resumed_in_the_console(
         cells = [row.locator("td").nth(i).text_content() for i in range(4)]
         assert cells[0] == "refund"
         assert cells[2] and cells[3] and cells[2] != cells[3]
+        assert "approval.digest_mismatch" in str(review.locator("#stale-approval").text_content())
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "drift-review.png"), full_page=True)  # type: ignore[attr-defined]
         review.locator("button[name=accept-drift]").click()
