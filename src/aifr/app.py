@@ -70,6 +70,7 @@ from aifr.storage.postgres.database import PostgresDatabase
 from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
 from aifr.storage.postgres.grants import PostgresGrantStore
 from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
+from aifr.storage.postgres.rates import PostgresRateStore
 from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.postgres.step_results import PostgresStepResultStore
 from aifr.storage.postgres.tokens import PostgresTokenStore
@@ -84,6 +85,7 @@ from aifr.storage.sqlite.findings import (
 )
 from aifr.storage.sqlite.grants import GRANT_MIGRATIONS, SqliteGrantStore
 from aifr.storage.sqlite.idempotency import IDEMPOTENCY_MIGRATIONS, SqliteIdempotencyStore
+from aifr.storage.sqlite.rates import SqliteRateStore
 from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS, SqliteRunStore
 from aifr.storage.sqlite.step_results import StepResultStore
 from aifr.storage.sqlite.tokens import SqliteTokenStore
@@ -223,6 +225,18 @@ class App:
         return build_token_service(self.settings, self.database)
 
     @cached_property
+    def rates(self) -> SqliteRateStore | PostgresRateStore:
+        """Per-token rate buckets in the state database, shared by every API process.
+
+        On SQLite the buckets get their own connections at ``synchronous=NORMAL``: a
+        bucket lost to a power cut costs nothing, an fsync per request would.
+        """
+        database = self.database
+        if isinstance(database, PostgresDatabase):
+            return PostgresRateStore(database)
+        return SqliteRateStore(SqliteDatabase(database.path, synchronous="NORMAL"))
+
+    @cached_property
     def runs(self) -> SqliteRunStore | PostgresRunStore:
         """Workflow runs, steps, leases and the notification outbox."""
         database = self.database
@@ -321,6 +335,8 @@ class App:
             self.runtime.close()
         if "ledger" in built and isinstance(self.database, PostgresDatabase):
             self.ledger.close()
+        if "rates" in built and isinstance(self.rates, SqliteRateStore):
+            self.rates.database.close()
         if "database" in built:
             self.database.close()
 

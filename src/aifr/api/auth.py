@@ -3,7 +3,16 @@
 :class:`ApiGuard` sits in front of every route. In order it refuses a cross-origin
 browser request (403), a request without a usable bearer token (401, only ``/health``
 is public), a body over the size limit (413), and a token past its rate (429 with
-``Retry-After``). Tokens are the one token system of every HTTP surface
+``Retry-After``). The rate is a token bucket per token kept in the state database
+(:class:`RateStore`), so every API process on one database draws from the same bucket.
+
+A process takes a small lease of tokens at a time (:func:`lease_size`: about 5% of a
+second's rate, at most 64) and spends it in memory for at most :data:`LEASE_S`; the
+token's record is checked again with each lease. So a busy token costs one database
+round trip per lease instead of two per request, a process never spends tokens the
+bucket did not give it (unspent leased tokens are dropped, which can only admit fewer),
+and a revoked token is refused within :data:`LEASE_S` in every process (expiry is
+checked on every request). Tokens are the one token system of every HTTP surface
 (:class:`~aifr.invocation.TokenService`). What a caller may then do is the policy
 engine's answer: each route operation is a synthetic capability ``api.<resource>.<verb>``
 (:data:`OPERATIONS`) that rules can name, and a DENY comes back as 403 naming the rule
@@ -19,21 +28,34 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import anyio
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aifr.api.problems import send_problem
 from aifr.capabilities import CapabilitySpec, OperationType, RiskLevel
 from aifr.errors import AifrError, ErrorCode, PolicyDeniedError, TransportError
-from aifr.invocation import TokenRecord, TokenService
+from aifr.invocation import TokenRecord, TokenService, TokenUse, token_digest
 from aifr.policy import Decision, PolicyEngine, PolicyRequest
 
-__all__ = ["CALLER_SCOPE_KEY", "OPERATIONS", "ApiGuard", "Caller", "authorize", "caller"]
+__all__ = [
+    "CALLER_SCOPE_KEY",
+    "OPERATIONS",
+    "ApiGuard",
+    "Caller",
+    "RateStore",
+    "authorize",
+    "caller",
+]
 
 logger = logging.getLogger(__name__)
 
 CALLER_SCOPE_KEY = "aifr.caller"
+LEASE_S = 0.25
+"""How long a process may spend leased rate tokens and trust the token's record."""
+MAX_LEASE = 64
 PUBLIC_PATHS = frozenset({"/health"})
 
 
@@ -74,6 +96,10 @@ OPERATIONS: dict[str, CapabilitySpec] = {
         _operation("api.audit.read", OperationType.READ, RiskLevel.LOW, "read and verify"),
         _operation("api.audit.export", OperationType.READ, RiskLevel.MEDIUM, "export the trail"),
         _operation("api.metrics.read", OperationType.READ, RiskLevel.LOW, "scrape the metrics"),
+        _operation("api.findings.read", OperationType.READ, RiskLevel.LOW, "console findings"),
+        _operation("api.runs.resume", OperationType.WRITE, RiskLevel.MEDIUM, "accept drift"),
+        _operation("api.findings.import", OperationType.WRITE, RiskLevel.MEDIUM, "import a file"),
+        _operation("api.findings.export", OperationType.READ, RiskLevel.MEDIUM, "export findings"),
     )
 }
 """The route operations policy rules can name (``capability: "api.audit.*"``)."""
@@ -136,12 +162,26 @@ def _own_origins(scope: Scope) -> set[str]:
     return {f"http://{host}", f"https://{host}"}
 
 
-class _Bucket:
-    __slots__ = ("stamp", "tokens")
+class RateStore(Protocol):
+    """Token buckets shared by every process of a project (the state database's)."""
 
-    def __init__(self, tokens: float, stamp: float) -> None:
-        self.tokens = tokens
-        self.stamp = stamp
+    def take(
+        self, key: str, *, rate_per_s: float, burst: float, now: float, want: int = 1
+    ) -> tuple[int, float]:
+        """Take up to ``want`` tokens: how many, and when none, the seconds until one is back."""
+        ...
+
+
+def lease_size(rate_per_s: float, burst: int) -> int:
+    """Tokens a process takes from the shared bucket at once (1 for small rates)."""
+    return max(1, min(MAX_LEASE, int(rate_per_s * 0.05), int(burst * 0.05)))
+
+
+@dataclass(slots=True)
+class _Lease:
+    record: TokenRecord
+    left: int
+    until: float
 
 
 class ApiGuard:
@@ -151,6 +191,7 @@ class ApiGuard:
         self,
         app: ASGIApp,
         tokens: TokenService,
+        rates: RateStore,
         *,
         max_body_bytes: int,
         rate_per_s: float,
@@ -161,13 +202,15 @@ class ApiGuard:
     ) -> None:
         self.app = app
         self.tokens = tokens
+        self.rates = rates
         self.max_body_bytes = max_body_bytes
         self.rate_per_s = rate_per_s
         self.burst = burst
         self.allowed_origins = {o.rstrip("/").lower() for o in allowed_origins}
         self.signed_paths = signed_paths
         self.own_auth_prefixes = own_auth_prefixes
-        self._buckets: dict[str, _Bucket] = {}
+        self.lease_size = lease_size(rate_per_s, burst)
+        self._leases: dict[str, _Lease] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Guard HTTP requests; pass lifespan and other scopes through."""
@@ -195,7 +238,10 @@ class ApiGuard:
             return
         token = _bearer(scope)
         try:
-            checked = self.tokens.check(token)
+            leased = self._from_lease(token)
+            checked, wait = (
+                leased if leased is not None else await anyio.to_thread.run_sync(self._admit, token)
+            )
         except AifrError as exc:
             logger.exception("token store unreadable")
             await send_problem(send, exc, 503)
@@ -207,7 +253,6 @@ class ApiGuard:
             )
             await send_problem(send, error, 401, [(b"www-authenticate", challenge)])
             return
-        wait = self._spend(checked.digest)
         if wait > 0:
             error = TransportError(
                 f"rate limit of this token reached ({self.rate_per_s:g}/s, burst "
@@ -233,20 +278,39 @@ class ApiGuard:
             and _header(scope, b"x-aifr-signature") is not None
         )
 
-    def _spend(self, key: str) -> float:
-        """Take one request from ``key``'s bucket; seconds to wait when it is empty."""
+    def _from_lease(self, token: str | None) -> tuple[TokenRecord | TokenUse, float] | None:
+        """Admit from this process's lease of the token's tokens, if one is left and fresh."""
+        if token is None:
+            return None
+        lease = self._leases.get(token_digest(token))
         now = time.monotonic()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(
-            float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate_per_s
+        if lease is None or lease.left <= 0 or now >= lease.until:
+            return None
+        expires = lease.record.expires_at
+        if expires is not None and time.time() >= expires:
+            return None  # the store says "expired"
+        lease.left -= 1
+        return lease.record, 0.0
+
+    def _admit(self, token: str | None) -> tuple[TokenRecord | TokenUse, float]:
+        """Check the token in the store and take a lease of its rate tokens (a thread)."""
+        checked = self.tokens.check(token)
+        if not isinstance(checked, TokenRecord):
+            if token is not None:
+                self._leases.pop(token_digest(token), None)
+            return checked, 0.0
+        taken, wait = self.rates.take(
+            checked.digest,
+            rate_per_s=self.rate_per_s,
+            burst=self.burst,
+            now=time.time(),
+            want=self.lease_size,
         )
-        bucket.stamp = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate_per_s
+        if taken > 1:
+            self._leases[checked.digest] = _Lease(checked, taken - 1, time.monotonic() + LEASE_S)
+        else:
+            self._leases.pop(checked.digest, None)
+        return checked, wait
 
     async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _header(scope, b"content-length")

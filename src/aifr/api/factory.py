@@ -22,7 +22,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aifr import __version__
 from aifr.api.auth import ApiGuard
 from aifr.api.problems import install_problem_handlers
-from aifr.api.routes import approvals, audit, capabilities, health, metrics, runs
+from aifr.api.routes import (
+    approvals,
+    audit,
+    capabilities,
+    findings,
+    health,
+    knowledge,
+    metrics,
+    runs,
+)
 from aifr.api.routes.metrics import MetricsRenderer
 from aifr.api.tls import server_context
 from aifr.app import App
@@ -90,7 +99,7 @@ def create_api(
     api.state.aifr = app
     api.state.workflow_limiter = anyio.CapacityLimiter(1)
     install_problem_handlers(api)
-    for module in (health, capabilities, runs, approvals, audit):
+    for module in (health, capabilities, runs, approvals, audit, findings, knowledge):
         api.include_router(module.router)
     if metrics_renderer is not None:
         api.state.metrics = metrics_renderer
@@ -106,6 +115,7 @@ def create_api(
     return ApiGuard(
         api,
         app.tokens,
+        app.rates,
         max_body_bytes=settings.max_body_bytes,
         rate_per_s=settings.rate_per_s,
         burst=settings.burst,

@@ -1,4 +1,4 @@
-"""``/console``: sign in with a token, decide approvals, follow runs, check the audit trail.
+"""``/console``: sign in with a token, decide approvals, follow runs, audit and findings.
 
 Server-rendered Jinja2 pages; forms post back and redirect (no script needed). Every
 action goes through the same objects as the API: decisions are made as the signed-in
@@ -23,7 +23,11 @@ from aifr.app import App
 from aifr.audit import load_or_create_signing_key, public_key_hex
 from aifr.console.sessions import COOKIE, Session, SessionStore
 from aifr.errors import AifrError, ErrorCode, TransportError
-from aifr.invocation import ApprovalStatus, TokenRecord
+from aifr.findings.models import TriageState
+from aifr.findings.ports import FindingFilter
+from aifr.findings.severity import Severity
+from aifr.invocation import ApprovalStatus, CallOptions, TokenRecord
+from aifr.workflows import RunState
 
 __all__ = ["CONSOLE_PREFIX", "install_console"]
 
@@ -52,9 +56,10 @@ def _caller(session: Session) -> Caller:
 class _Console:
     """The console's handlers over one project and its sessions."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, workflow_lock: anyio.CapacityLimiter) -> None:
         self.app = app
         self.sessions = SessionStore(app.tokens)
+        self.workflow_lock = workflow_lock
 
     def session_of(self, request: Request) -> Session | None:
         return self.sessions.get(request.cookies.get(COOKIE))
@@ -132,18 +137,24 @@ class _Console:
         )
         return JSONResponse({"ids": sorted(r.id for r in records)})
 
+    def bad_form(self, session: Session, csrf: str) -> HTMLResponse | None:
+        """``None`` when the form's CSRF token is the session's, else the refusal page."""
+        if self.sessions.csrf_ok(session, csrf):
+            return None
+        error = TransportError(
+            "the form's CSRF token is missing or wrong: reload the page and try again",
+            code=ErrorCode.TRANSPORT_FORBIDDEN,
+        )
+        return _page("error.html", 403, session=session, error=error)
+
     async def decide(
         self, request: Request, approval_id: str, csrf: str, comment: str, *, yes: bool
     ) -> Response:
         session = self.session_of(request)
         if session is None:
             return self.sign_in_first()
-        if not self.sessions.csrf_ok(session, csrf):
-            error = TransportError(
-                "the form's CSRF token is missing or wrong: reload the page and try again",
-                code=ErrorCode.TRANSPORT_FORBIDDEN,
-            )
-            return _page("error.html", 403, session=session, error=error)
+        if (refusal := self.bad_form(session, csrf)) is not None:
+            return refusal
         approvals = self.app.approvals
         try:
             if yes:
@@ -194,17 +205,67 @@ class _Console:
         records = await anyio.to_thread.run_sync(lambda: self.app.workflows.list(limit=100))
         return _page("runs.html", session=session, runs=records)
 
-    async def run_detail(self, request: Request, run_id: str) -> Response:
+    def _run_page(self, run_id: str) -> dict[str, Any]:
+        """A run's steps with timings, compensations and, for a review, what drifted."""
+        view = self.app.workflows.view(run_id)
+        run = view.run
+        registry = self.app.runtime.registry
+        steps = []
+        for step in view.steps:
+            recorded = run.fingerprints.get(step.step_id)
+            found = registry.get(step.capability)
+            current = found.fingerprint if found is not None else None
+            steps.append(
+                {
+                    "record": step,
+                    "elapsed_s": (step.finished_at - run.created_at)
+                    if step.finished_at is not None
+                    else None,
+                    "compensated": step.undo_capability is not None,
+                    "recorded_fingerprint": recorded,
+                    "current_fingerprint": current,
+                    "drifted": bool(recorded and current and recorded != current),
+                }
+            )
+        return {
+            "run": run,
+            "steps": steps,
+            "duration_s": run.updated_at - run.created_at,
+            "needs_review": run.state is RunState.NEEDS_REVIEW,
+        }
+
+    async def run_detail(self, request: Request, run_id: str, notice: str = "") -> Response:
         session = self.session_of(request)
         if session is None:
             return self.sign_in_first()
         if (refusal := self.allowed(session, "api.runs.read")) is not None:
             return refusal
         try:
-            view = await anyio.to_thread.run_sync(lambda: self.app.workflows.view(run_id).to_dict())
+            page = await anyio.to_thread.run_sync(lambda: self._run_page(run_id))
         except AifrError as exc:
             return self.refused(session, exc)
-        return _page("run.html", session=session, run=view)
+        return _page("run.html", session=session, notice=notice[:200], **page)
+
+    async def accept_drift(
+        self, request: Request, run_id: str, csrf: Annotated[str, Form()] = ""
+    ) -> Response:
+        """Accept a reviewed run's changed capabilities and resume it, as the signed-in operator."""
+        session = self.session_of(request)
+        if session is None:
+            return self.sign_in_first()
+        if (refusal := self.bad_form(session, csrf)) is not None:
+            return refusal
+        if (refusal := self.allowed(session, "api.runs.resume")) is not None:
+            return refusal
+        try:
+            view = await anyio.to_thread.run_sync(
+                lambda: self.app.workflows.resume(run_id, operator=session.principal),
+                limiter=self.workflow_lock,
+            )
+        except AifrError as exc:
+            return self.refused(session, exc)
+        notice = f"reviewed by {session.principal}: {view.state.value}"
+        return RedirectResponse(f"{CONSOLE_PREFIX}/runs/{run_id}?notice={notice}", status_code=303)
 
     def _audit_view(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         settings = self.app.settings
@@ -213,6 +274,21 @@ class _Console:
             public_key_hex(load_or_create_signing_key(key_path)) if key_path.exists() else None
         )
         report = self.app.ledger.verify(trusted_key=trusted).to_dict()
+        checkpoints = self.app.ledger.checkpoints()
+        latest = max(checkpoints, key=lambda c: c.seq) if checkpoints else None
+        report["checkpoint"] = (
+            {
+                "seq": latest.seq,
+                "hash": latest.hash,
+                "ts": latest.ts,
+                "public_key": latest.public_key,
+                "signature": latest.signature,
+                "trusted": trusted is not None and latest.public_key == trusted,
+            }
+            if latest is not None
+            else None
+        )
+        report["checkpoints"] = len(checkpoints)
         records = [r.to_dict() for r in self.app.ledger.records(limit=50, newest_first=True)]
         return report, records
 
@@ -225,10 +301,83 @@ class _Console:
         report, records = await anyio.to_thread.run_sync(self._audit_view)
         return _page("audit.html", session=session, report=report, records=records)
 
+    def _findings_page(self, query: dict[str, str]) -> dict[str, Any]:
+        store, _ = self.app.findings
+        projects = sorted(p.id for p in store.list_projects())
+        project = query.get("project") or (projects[0] if projects else "")
+        severity = query.get("severity", "")
+        state = query.get("state", "")
+        where = FindingFilter(
+            project_id=project,
+            severities=(Severity(severity),) if severity in set(Severity) else (),
+            scanner=query.get("scanner") or None,
+            triage_state=TriageState(state) if state in set(TriageState) else None,
+        )
+        page = (
+            store.list_findings(where, limit=200, cursor=query.get("cursor") or None)
+            if project
+            else None
+        )
+        return {
+            "projects": projects,
+            "project": project,
+            "findings": page.findings if page is not None else [],
+            "next_cursor": page.next_cursor if page is not None else None,
+            "filters": {"severity": severity, "scanner": query.get("scanner", ""), "state": state},
+            "severities": [s.value for s in Severity],
+            "states": [t.value for t in TriageState],
+        }
+
+    async def findings(self, request: Request, notice: str = "") -> Response:
+        """The findings table of one project, filtered by severity, scanner and triage state."""
+        session = self.session_of(request)
+        if session is None:
+            return self.sign_in_first()
+        if (refusal := self.allowed(session, "api.findings.read")) is not None:
+            return refusal
+        query = {k: v[:200] for k, v in request.query_params.items()}
+        try:
+            page = await anyio.to_thread.run_sync(lambda: self._findings_page(query))
+        except AifrError as exc:
+            return self.refused(session, exc)
+        return _page("findings.html", session=session, notice=notice[:200], **page)
+
+    async def triage(
+        self,
+        request: Request,
+        project: str,
+        finding_id: str,
+        csrf: Annotated[str, Form()] = "",
+        state: Annotated[str, Form(max_length=40)] = "",
+        reason: Annotated[str, Form(max_length=2000)] = "",
+    ) -> Response:
+        """Set a finding's triage state through ``Runtime.invoke`` (``findings.triage``)."""
+        session = self.session_of(request)
+        if session is None:
+            return self.sign_in_first()
+        if (refusal := self.bad_form(session, csrf)) is not None:
+            return refusal
+        result = await self.app.runtime.ainvoke(
+            "findings.triage",
+            {"project": project, "finding_id": finding_id, "state": state, "reason": reason},
+            session.principal,
+            CallOptions(roles=session.roles),
+        )
+        if result.error is not None and result.error_code is not ErrorCode.APPROVAL_REQUIRED:
+            return self.refused(session, result.error)
+        notice = (
+            f"{finding_id}: {state}"
+            if result.error is None
+            else f"{finding_id}: approval {result.approval_id} pending"
+        )
+        return RedirectResponse(
+            f"{CONSOLE_PREFIX}/findings?project={project}&notice={notice}", status_code=303
+        )
+
 
 def install_console(api: FastAPI) -> None:
     """Add the console's routes to the API application (``create_api(extend=...)``)."""
-    console = _Console(api.state.aifr)
+    console = _Console(api.state.aifr, api.state.workflow_limiter)
     router = APIRouter(prefix=CONSOLE_PREFIX, include_in_schema=False)
     for path, method, handler in (
         ("", "GET", console.home),
@@ -241,7 +390,10 @@ def install_console(api: FastAPI) -> None:
         ("/approvals/{approval_id}/reject", "POST", console.reject),
         ("/runs", "GET", console.runs),
         ("/runs/{run_id}", "GET", console.run_detail),
+        ("/runs/{run_id}/accept-drift", "POST", console.accept_drift),
         ("/audit", "GET", console.audit),
+        ("/findings", "GET", console.findings),
+        ("/findings/{project}/{finding_id}/triage", "POST", console.triage),
     ):
         kind = JSONResponse if path.endswith(".json") else HTMLResponse
         router.add_api_route(path, handler, methods=[method], response_class=kind)
