@@ -296,21 +296,6 @@ class App:
         """
         return find_workflow(self.settings.path(self.settings.workflows.directory), name_or_path)
 
-    def audit_findings_change(
-        self, kind: str, principal: str, details: dict[str, JsonValue]
-    ) -> None:
-        """Record a findings import or a resource registered or removed from the CLI.
-
-        These run outside ``Runtime.invoke`` (an import streams a file with a progress
-        bar), so the ledger gets the record here: who, what and the counts.
-
-        Raises:
-            AifrError: the ledger could not be written.
-        """
-        self.ledger.append(
-            AuditEvent(kind=kind, principal=principal, outcome="ok", details=details)
-        )
-
     def audit_policy_change(self, change: PolicyChange) -> None:
         """Record a policy reload or a grant issued or revoked as ``config.changed``.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -28,9 +29,28 @@ def run(
 
 @pytest.fixture
 def project(tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]) -> Path:
+    """A project made by ``aifr init`` whose ``[fs] roots`` also hold the samples and tmp_path.
+
+    ``findings.import`` reads only files inside the roots, as a user who keeps scanner
+    output outside the project configures it.
+    """
     root = tmp_path / "proj"
     assert run(aifr_bin, "init", str(root), cwd=tmp_path, env=clean_env).returncode == 0
+    config = root / "aifr.toml"
+    roots = json.dumps([".", str(tmp_path), os.path.abspath(SAMPLES)])
+    text = config.read_text()
+    assert '\n[fs]\nroots = ["."]\n' in text
+    config.write_text(text.replace('\n[fs]\nroots = ["."]\n', f"\n[fs]\nroots = {roots}\n"))
     return root
+
+
+def allow_resource_removal(project: Path) -> None:
+    """``resources.remove`` is a DELETE (HIGH), which the default policy sends to a human."""
+    (project / "policies" / "00-resources.yaml").write_text(
+        "version: 1\nrules:\n  - id: operator-removes-resources\n"
+        "    when: {capability: resources.remove}\n    decision: ALLOW\n"
+        "    reason: the operator curates the targets\n"
+    )
 
 
 def flat(text: str) -> str:
@@ -264,6 +284,7 @@ def test_registered_resources_link_imported_findings_and_filter_the_list(
         aifr_bin, "resources", "list", "--project", "acme", "--json", cwd=project, env=clean_env
     )
     assert [r["value"] for r in json.loads(listed.stdout)] == ["shop.example.test"]
+    allow_resource_removal(project)
     removed = run(
         aifr_bin,
         "resources",
@@ -462,7 +483,7 @@ def test_a_lone_surrogate_in_scanner_output_is_imported_listed_and_exported(
         assert "a.test" in shown.stdout
 
 
-def test_imports_and_resource_changes_from_the_cli_are_in_the_audit_ledger(
+def test_imports_and_resource_changes_from_the_cli_are_governed_calls_in_the_audit_ledger(
     aifr_bin: str, project: Path, clean_env: dict[str, str]
 ) -> None:
     added = as_json(
@@ -478,7 +499,7 @@ def test_imports_and_resource_changes_from_the_cli_are_in_the_audit_ledger(
             env=clean_env,
         )
     )
-    run(
+    imported = run(
         aifr_bin,
         "findings",
         "import",
@@ -488,7 +509,11 @@ def test_imports_and_resource_changes_from_the_cli_are_in_the_audit_ledger(
         cwd=project,
         env=clean_env,
     )
-    run(
+    assert imported.returncode == 0, imported.stderr
+    listed = run(aifr_bin, "resources", "list", "--project", "acme", cwd=project, env=clean_env)
+    assert listed.returncode == 0, listed.stderr
+    allow_resource_removal(project)
+    removed = run(
         aifr_bin,
         "resources",
         "remove",
@@ -498,13 +523,98 @@ def test_imports_and_resource_changes_from_the_cli_are_in_the_audit_ledger(
         cwd=project,
         env=clean_env,
     )
+    assert removed.returncode == 0, removed.stderr
     tail = run(aifr_bin, "audit", "tail", "--json", cwd=project, env=clean_env)
     records = [json.loads(line) for line in tail.stdout.splitlines()]
-    assert [r["kind"] for r in records] == [
-        "resources.added",
-        "findings.imported",
-        "resources.removed",
+    assert [(r["kind"], r["capability_id"], r["outcome"]) for r in records] == [
+        ("invocation", "resources.add", "ok"),
+        ("invocation", "findings.import", "ok"),
+        ("invocation", "resources.list", "ok"),
+        ("invocation", "resources.remove", "ok"),
     ]
-    assert records[1]["details"]["project"] == "acme" and records[1]["details"]["imported"] > 0
+    assert records[0]["details"]["findings"]["value"] == "shop.example.test"
+    counts = records[1]["details"]["findings"]
+    assert (
+        counts["project"] == "acme"
+        and counts["imported"] == 8
+        and counts["linked_to_resources"] > 0
+    )
+    assert counts["file"] == os.path.abspath(NUCLEI_V3)
+    assert records[3]["rule_id"] == "operator-removes-resources"
+    assert records[3]["details"]["findings"]["resource_id"] == added["id"]
     verified = run(aifr_bin, "audit", "verify", cwd=project, env=clean_env)
     assert verified.returncode == 0, verified.stderr
+
+
+@pytest.mark.parametrize(
+    ("capability", "command"),
+    [
+        ("findings.import", ["findings", "import", str(NUCLEI_V3)]),
+        ("resources.add", ["resources", "add", "shop.example.test"]),
+        ("resources.list", ["resources", "list"]),
+        ("resources.remove", ["resources", "remove", "res-000000000000"]),
+    ],
+)
+def test_a_policy_denial_stops_each_findings_command_naming_the_rule(
+    aifr_bin: str, project: Path, clean_env: dict[str, str], capability: str, command: list[str]
+) -> None:
+    (project / "policies" / "00-frozen.yaml").write_text(
+        f"version: 1\nrules:\n  - id: frozen-{capability}\n    when: {{capability: {capability}}}\n"
+        "    decision: DENY\n    reason: the registry is frozen\n"
+    )
+    denied = run(aifr_bin, *command, "--project", "acme", cwd=project, env=clean_env)
+    assert denied.returncode == 3, denied.stdout + denied.stderr
+    assert f"rule: frozen-{capability}" in flat(denied.stdout)
+    tail = run(aifr_bin, "audit", "tail", "--json", cwd=project, env=clean_env)
+    [record] = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert record["capability_id"] == capability and record["decision"] == "DENY"
+    assert record["rule_id"] == f"frozen-{capability}"
+    if capability != "resources.list":  # nothing was written: the project does not exist
+        listed = run(aifr_bin, "findings", "list", "--project", "acme", "--json", cwd=project,
+                     env=clean_env)  # fmt: skip
+        assert as_json(listed)["findings"] == []
+
+
+def test_removing_a_resource_needs_an_approval_under_the_default_policy(
+    aifr_bin: str, project: Path, clean_env: dict[str, str]
+) -> None:
+    added = as_json(
+        run(aifr_bin, "resources", "add", "a.test", "--project", "acme", "--json", cwd=project,
+            env=clean_env)
+    )  # fmt: skip
+    pending = run(
+        aifr_bin, "resources", "remove", str(added["id"]), "--project", "acme", cwd=project,
+        env=clean_env,
+    )  # fmt: skip
+    assert pending.returncode == 4, pending.stdout + pending.stderr
+    assert "rule: approve-high-risk" in flat(pending.stdout)
+    listed = run(aifr_bin, "resources", "list", "--project", "acme", "--json", cwd=project,
+                 env=clean_env)  # fmt: skip
+    assert [r["id"] for r in json.loads(listed.stdout)] == [added["id"]]
+
+
+def test_a_file_outside_the_roots_is_refused_and_nothing_is_imported(
+    aifr_bin: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    root = tmp_path / "plain"
+    assert run(aifr_bin, "init", str(root), cwd=tmp_path, env=clean_env).returncode == 0
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes(NUCLEI_V3.read_bytes())
+    refused = run(
+        aifr_bin, "findings", "import", str(outside), "--project", "acme", cwd=root, env=clean_env
+    )
+    assert refused.returncode != 0
+    assert "path_outside_root" in flat(refused.stderr) and "[fs] roots" in flat(refused.stderr)
+    inside = root / "scan.jsonl"
+    inside.write_bytes(NUCLEI_V3.read_bytes())
+    imported = run(
+        aifr_bin, "findings", "import", "scan.jsonl", "--project", "acme", "--json", cwd=root,
+        env=clean_env,
+    )  # fmt: skip
+    assert as_json(imported)["imported"] == 8
+    link = root / "link.jsonl"
+    link.symlink_to(outside)
+    refused_link = run(
+        aifr_bin, "findings", "import", "link.jsonl", "--project", "acme", cwd=root, env=clean_env
+    )
+    assert refused_link.returncode != 0 and "symlink_refused" in flat(refused_link.stderr)

@@ -9,14 +9,16 @@ audited with the principal who made the change.
 from __future__ import annotations
 
 import io
+import os
 import queue
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, TextIO, cast
+from typing import Annotated, Any, TextIO, cast
 
 import typer
+from pydantic import JsonValue
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -34,7 +36,7 @@ from aifr.cli.console import console, err_console, fail, print_json
 from aifr.errors import AifrError, ErrorCode, FindingsError
 from aifr.findings import Finding, Severity, TriageState
 from aifr.findings.exporters import EXPORT_FORMATS, export_findings
-from aifr.findings.importer import ImportSummary, import_findings
+from aifr.findings.importer import IMPORT_PROGRESS
 from aifr.findings.ports import FindingFilter, StoragePort
 from aifr.stdlib.findings import finding_json
 from aifr.storage.sqlite import SqliteDatabase
@@ -52,39 +54,21 @@ _BAR_FROM_BYTES = 1024 * 1024
 _SKIPPED_SHOWN = 20
 
 
-class _CountingFile(io.FileIO):
-    """A file that counts the bytes read through it (what the progress bar shows)."""
-
-    bytes_read = 0
-
-    def readinto(self, buffer: bytearray | memoryview) -> int | None:  # type: ignore[override]  # the buffer types FileIO takes
-        count = super().readinto(buffer)
-        self.bytes_read += count or 0
-        return count
-
-
-def _open_counting(path: Path) -> tuple[_CountingFile, io.BufferedReader]:
-    try:
-        raw = _CountingFile(path, "r")
-    except OSError as exc:
-        raise FindingsError(
-            f"cannot read {path}: {exc.strerror}", code=ErrorCode.FINDINGS_PARSE_FAILED
-        ) from exc
-    return raw, io.BufferedReader(raw, buffer_size=1024 * 1024)
-
-
-def _print_summary(summary: ImportSummary) -> None:
+def _print_summary(summary: dict[str, Any]) -> None:
     console.print(
-        f"imported {summary.imported} new findings into project {summary.project_id}, "
-        f"run {summary.run_id} (scanner {summary.scanner or 'none detected'})"
+        f"imported {summary['imported']} new findings into project {summary['project']}, "
+        f"run {summary['run']} (scanner {summary['scanner'] or 'none detected'})"
     )
-    console.print(f"duplicates: {summary.duplicates}  linked to resources: {summary.linked}")
-    console.print(f"skipped: {summary.skipped_count}")
-    for skipped in summary.skipped[:_SKIPPED_SHOWN]:
-        kind = "malformed" if skipped.malformed else "not a finding"
-        console.print(f"  line {skipped.line} ({kind}): {skipped.reason}")
-    if summary.skipped_count > _SKIPPED_SHOWN:
-        console.print(f"  ... {summary.skipped_count - _SKIPPED_SHOWN} more (--json lists them)")
+    console.print(
+        f"duplicates: {summary['duplicates']}  "
+        f"linked to resources: {summary['linked_to_resources']}"
+    )
+    console.print(f"skipped: {summary['skipped']}")
+    for skipped in summary["skipped_lines"][:_SKIPPED_SHOWN]:
+        kind = "malformed" if skipped["malformed"] else "not a finding"
+        console.print(f"  line {skipped['line']} ({kind}): {skipped['reason']}")
+    if summary["skipped"] > _SKIPPED_SHOWN:
+        console.print(f"  ... {summary['skipped'] - _SKIPPED_SHOWN} more (--json lists them)")
 
 
 @app.command("import")
@@ -95,55 +79,64 @@ def import_file(
         str, typer.Option(help="auto, nuclei, feroxbuster or katana (auto reads the content).")
     ] = "auto",
     run: Annotated[str | None, typer.Option("--run", help="Run id (default: a new one).")] = None,
+    principal: Annotated[
+        str | None, typer.Option("--as", help="Principal to act as (default: settings.principal).")
+    ] = None,
     project: FolderOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
-    """Import a scanner's output file into a findings project (streamed, deduplicated)."""
+    """Import a scanner's output file into a findings project (streamed, deduplicated).
+
+    Runs ``findings.import`` through the governed runtime (policy, audit): the file must
+    be inside the project's ``[fs] roots``.
+    """
     built: App | None = None
+    path = os.path.abspath(file)
     try:
-        raw, stream = _open_counting(file)
         built = build_app(project)
-        store, registry = built.findings
-        size = file.stat().st_size
+        size = file.stat().st_size if file.is_file() else 0
         show_bar = size >= _BAR_FROM_BYTES and err_console.is_terminal and not as_json
-        with (
-            stream,
-            Progress(
-                TextColumn("importing"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                disable=not show_bar,
-            ) as progress,
-        ):
+        inputs: dict[str, JsonValue] = {"project": project_id, "path": path, "scanner": scanner}
+        if run is not None:
+            inputs["run"] = run
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not show_bar,
+        ) as progress:
             task = progress.add_task("import", total=size)
-            summary = import_findings(
-                store,
-                registry,
-                stream,
-                project_id=project_id,
-                run_id=run,
-                scanner=scanner,
-                source=str(file),
-                on_batch=lambda _: progress.update(task, completed=raw.bytes_read),
+            watching = IMPORT_PROGRESS.set(
+                lambda done, total: progress.update(task, completed=done, total=total)
             )
-            progress.update(task, completed=size)
-        built.audit_findings_change(
-            "findings.imported",
-            built.settings.principal,
-            {**summary.to_json(), "skipped_lines": [], "file": str(file)},
-        )
+            try:
+                result = built.runtime.invoke(
+                    "findings.import",
+                    inputs,
+                    built.settings.principal if principal is None else principal,
+                )
+            finally:
+                IMPORT_PROGRESS.reset(watching)
     except AifrError as exc:
         fail(exc)
     finally:
         if built is not None:
             built.close()
-    if as_json:
-        print_json(summary.to_json())
+    if as_json and result.ok:
+        print_json(result.output)
         return
-    _print_summary(summary)
+    if not result.ok:
+        print_result(result, as_json=as_json)
+        if result.error is not None and result.error.details.get("rule") == "path_outside_root":
+            err_console.print(
+                "hint: findings import reads files inside the project's [fs] roots; add the "
+                "file's folder to [fs] roots in aifr.toml, or copy the file into the project"
+            )
+        raise typer.Exit(exit_status(result))
+    _print_summary(cast(dict[str, Any], result.output))
 
 
 def _filter(

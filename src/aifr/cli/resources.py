@@ -1,28 +1,60 @@
 """``aifr resources add|list|remove``: the registered targets of a findings project (FEAT-004).
 
 Scanner capabilities (``scan.*``) only run against targets registered here, and imported
-findings link to the narrowest resource covering their URL or host.
+findings link to the narrowest resource covering their URL or host. Each command runs
+its capability (``resources.add``, ``resources.list``, ``resources.remove``) through the
+governed runtime, so it is policy-checked and audited; ``resources.remove`` is a DELETE,
+HIGH, which the default policy sends to a human.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
+from pydantic import JsonValue
 from rich.table import Table
 
 from aifr.app import build_app
+from aifr.cli.call import exit_status, print_result
 from aifr.cli.console import console, fail, print_json
 from aifr.cli.findings import FolderOption, JsonOption, ProjectIdOption
-from aifr.errors import AifrError, ErrorCode, FindingsError
-from aifr.findings import Project, ResourceKind
-from aifr.findings.resources import new_resource
+from aifr.errors import AifrError
+from aifr.findings import ResourceKind
+from aifr.invocation.result import Result
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Scan targets of a findings project.", no_args_is_help=True)
+
+PrincipalOption = Annotated[
+    str | None, typer.Option("--as", help="Principal to act as (default: settings.principal).")
+]
+
+
+def _invoke(
+    project: Path, capability_id: str, inputs: dict[str, JsonValue], principal: str | None
+) -> Result:
+    built = None
+    try:
+        built = build_app(project)
+        return built.runtime.invoke(
+            capability_id, inputs, built.settings.principal if principal is None else principal
+        )
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        if built is not None:
+            built.close()
+
+
+def _done(result: Result, *, as_json: bool) -> Any:
+    """The output of an OK result; otherwise print the result and exit with its status."""
+    if not result.ok:
+        print_result(result, as_json=as_json)
+        raise typer.Exit(exit_status(result))
+    return result.output
 
 
 @app.command("add")
@@ -33,62 +65,50 @@ def add(
         ResourceKind | None, typer.Option(help="host, url, cidr or repository (default: guessed).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="A label.")] = None,
+    principal: PrincipalOption = None,
     project: FolderOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
     """Register a scan target (the project is created if it does not exist)."""
-    built = None
-    try:
-        resource = new_resource(project_id, value, kind=kind, name=name)
-        built = build_app(project)
-        store, registry = built.findings
-        store.save_project(Project(id=project_id, name=project_id, created_at=datetime.now(UTC)))
-        stored = registry.add_resource(resource)
-        built.audit_findings_change(
-            "resources.added",
-            built.settings.principal,
-            {
-                "project": project_id,
-                "resource_id": stored.id,
-                "kind": stored.kind.value,
-                "value": stored.value,
-            },
-        )
-    except AifrError as exc:
-        fail(exc)
-    finally:
-        if built is not None:
-            built.close()
+    inputs: dict[str, JsonValue] = {"project": project_id, "value": value}
+    if kind is not None:
+        inputs["kind"] = kind.value
+    if name is not None:
+        inputs["name"] = name
+    stored = cast(
+        dict[str, Any],
+        _done(_invoke(project, "resources.add", inputs, principal), as_json=as_json),
+    )
     if as_json:
-        print_json(stored.model_dump(mode="json"))
+        print_json({k: v for k, v in stored.items() if k != "added"})
         return
-    again = " (already registered)" if stored.id != resource.id else ""
-    console.print(f"resource {stored.id}: {stored.kind.value} {stored.value}{again}")
+    again = "" if stored["added"] else " (already registered)"
+    console.print(f"resource {stored['id']}: {stored['kind']} {stored['value']}{again}")
 
 
 @app.command("list")
 def list_resources(
-    project_id: ProjectIdOption, project: FolderOption = Path(), as_json: JsonOption = False
+    project_id: ProjectIdOption,
+    principal: PrincipalOption = None,
+    project: FolderOption = Path(),
+    as_json: JsonOption = False,
 ) -> None:
     """List a project's registered targets, oldest first."""
-    built = None
-    try:
-        built = build_app(project)
-        _, registry = built.findings
-        resources = registry.list_resources(project_id)
-    except AifrError as exc:
-        fail(exc)
-    finally:
-        if built is not None:
-            built.close()
+    resources = cast(
+        list[dict[str, Any]],
+        _done(
+            _invoke(project, "resources.list", {"project": project_id}, principal),
+            as_json=as_json,
+        ),
+    )
     if as_json:
-        print_json([r.model_dump(mode="json") for r in resources])
+        print_json(resources)
         return
     table = Table(title=f"{len(resources)} resources", title_justify="left")
     for column in ("id", "kind", "value", "name"):
         table.add_column(column)
     for r in resources:
-        table.add_row(r.id, r.kind.value, r.value, r.name or "-")
+        table.add_row(r["id"], r["kind"], r["value"], r["name"] or "-")
     console.print(table)
 
 
@@ -96,27 +116,17 @@ def list_resources(
 def remove(
     resource_id: Annotated[str, typer.Argument(help="The resource id (as listed).")],
     project_id: ProjectIdOption,
+    principal: PrincipalOption = None,
     project: FolderOption = Path(),
 ) -> None:
     """Forget a target; findings linked to it keep everything but the link."""
-    built = None
-    try:
-        built = build_app(project)
-        _, registry = built.findings
-        if not registry.remove_resource(project_id, resource_id):
-            raise FindingsError(
-                f"resource {resource_id!r} is not registered in project {project_id!r}",
-                code=ErrorCode.FINDINGS_NOT_FOUND,
-                resource_id=resource_id,
-            )
-        built.audit_findings_change(
-            "resources.removed",
-            built.settings.principal,
+    _done(
+        _invoke(
+            project,
+            "resources.remove",
             {"project": project_id, "resource_id": resource_id},
-        )
-    except AifrError as exc:
-        fail(exc)
-    finally:
-        if built is not None:
-            built.close()
+            principal,
+        ),
+        as_json=False,
+    )
     console.print(f"resource {resource_id} removed")

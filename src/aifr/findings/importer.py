@@ -20,6 +20,7 @@ import gc
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Final
@@ -32,9 +33,25 @@ from aifr.findings.ports import ResourceRegistry, StoragePort
 from aifr.findings.records import ParsedFinding, ParseProblem
 from aifr.findings.resources import Target, check_ident, match_resource
 
-__all__ = ["MAX_SKIPPED_SHOWN", "ImportSummary", "SkippedLine", "import_findings", "new_run_id"]
+__all__ = [
+    "IMPORT_PROGRESS",
+    "MAX_SKIPPED_SHOWN",
+    "ImportSummary",
+    "SkippedLine",
+    "import_findings",
+    "new_run_id",
+]
 
 MAX_SKIPPED_SHOWN: Final = 1000
+IMPORT_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar(
+    "aifr_import_progress", default=None
+)
+"""Who watches a file import (the CLI's progress bar): called with bytes read and the size.
+
+Set by the caller around ``Runtime.invoke("findings.import", ...)``; the runtime copies
+the caller's context into the handler's thread, so the handler reports to it after each
+saved batch. It is not an input: it changes nothing the policy or the audit sees.
+"""
 DEFAULT_BATCH: Final = 10_000
 
 

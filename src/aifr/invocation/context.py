@@ -26,6 +26,7 @@ from pydantic import JsonValue
 from aifr.errors import ConfigError, FieldError, InputValidationError
 
 __all__ = [
+    "FINDINGS_AUDIT_KEY",
     "SANDBOX_AUDIT_KEY",
     "UPSTREAM_AUDIT_KEY",
     "GlobalContext",
@@ -233,6 +234,9 @@ SANDBOX_AUDIT_KEY = "aifr.sandbox"
 
 UPSTREAM_AUDIT_KEY = "aifr.upstream"
 """The context key under which a gateway call names its upstream server (name, version)."""
+
+FINDINGS_AUDIT_KEY = "aifr.findings"
+"""The context key under which a findings change (an import's counts, a resource) joins its audit record."""
 
 
 def current_request() -> RequestContext | None:

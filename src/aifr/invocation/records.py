@@ -19,7 +19,12 @@ from aifr.audit import AuditEvent, AuditRecord
 from aifr.capabilities import Capability, CapabilitySpec, digest
 from aifr.errors import AifrError, FieldError, InputValidationError, error_payload
 from aifr.invocation.circuit import CircuitState
-from aifr.invocation.context import SANDBOX_AUDIT_KEY, UPSTREAM_AUDIT_KEY, RequestContext
+from aifr.invocation.context import (
+    FINDINGS_AUDIT_KEY,
+    SANDBOX_AUDIT_KEY,
+    UPSTREAM_AUDIT_KEY,
+    RequestContext,
+)
 from aifr.invocation.hooks import Hooks
 from aifr.invocation.identity import INVALID_PRINCIPAL
 from aifr.invocation.options import CallOptions
@@ -166,6 +171,9 @@ def _add_handler_reports(call: Call, details: dict[str, JsonValue]) -> None:
     upstream = call.context.get(UPSTREAM_AUDIT_KEY)
     if upstream is not None:  # a gateway call: which MCP server answered, at which version
         details["upstream"] = upstream
+    findings = call.context.get(FINDINGS_AUDIT_KEY)
+    if findings is not None:  # a findings change: the import's counts, the resource
+        details["findings"] = findings
 
 
 def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocation") -> AuditEvent:

@@ -30,10 +30,12 @@ __all__ = [
     "check_entry",
     "entry_kind",
     "fs_error",
+    "open_file_for_reading",
     "refuse_path",
 ]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DECODE_ROUNDS = 4
 _TYPES = {
     stat.S_IFREG: "file",
@@ -338,3 +340,37 @@ def fs_error(exc: OSError, raw: str) -> ExecutionError:
     """Translate an ``OSError`` on ``raw`` into an ``ExecutionError`` naming the path."""
     name = errno.errorcode.get(exc.errno or 0, "EIO")
     return ExecutionError(f"{raw!r}: {exc.strerror or exc}", path=raw, errno=name)
+
+
+def open_file_for_reading(confinement: Confinement, raw: str) -> tuple[int, os.stat_result]:
+    """A descriptor on the regular file ``raw`` inside the roots, and its ``fstat``.
+
+    Walked from the root without following a symlink (as ``io.fs.read`` does); the caller
+    closes the descriptor.
+
+    Raises:
+        SandboxRefusalError: outside the roots, reserved, a symlink, a hard-linked file,
+            or not a regular file.
+        PluginPermissionError: a plugin that did not ask for a root holding the path.
+        ExecutionError: the file does not exist or cannot be opened.
+    """
+    target = confinement.locate(raw)
+    with confinement.parent(target) as parent_fd:
+        try:
+            fd = os.open(target.name, _FILE_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise refuse_path("symlink_refused", raw, "the entry is a symbolic link") from None
+            if exc.errno == errno.ENXIO:
+                raise refuse_path("not_a_file", raw, "the entry is a socket") from None
+            raise fs_error(exc, raw) from None
+    try:
+        info = os.fstat(fd)
+        check_entry(target, info, must_exist=True)
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse_path("not_a_file", raw, f"the entry is a {entry_kind(info)}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info

@@ -1,32 +1,46 @@
-"""``findings.list``, ``findings.show`` and ``findings.triage``: findings through the governed path.
+"""``findings.import``, ``findings.list``, ``findings.show`` and ``findings.triage``: the governed path.
 
-Agents (MCP) and users (``aifr findings triage``) read and triage findings by invoking
-these, so every read is policy-checked and every triage is audited with the principal
-who made it. ``findings.triage`` is compensable by itself: its output carries the
+Agents (MCP) and users (``aifr findings import|triage``) import, read and triage findings
+by invoking these, so every call is policy-checked and every import and triage is
+audited with the principal who made it (an import's record carries its counts).
+``findings.import`` reads only a regular file inside the configured ``[fs] roots``
+(walked without following symlinks, as ``io.fs.read``), so an agent cannot load
+``/etc`` or aifr's own state into a project where ``findings.list`` would show it. ``findings.triage`` is compensable by itself: its output carries the
 previous state under ``undo``, and a workflow that fails after it puts that state back.
 The stores are opened on first call (``open_stores``), never at registration.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, JsonValue
 from typing_extensions import TypedDict
 
 from aifr.capabilities import CallInfo, Capability, Compensation, capability
 from aifr.errors import ErrorCode, FindingsError
+from aifr.findings.importer import IMPORT_PROGRESS, import_findings
 from aifr.findings.models import Finding, TriageState
 from aifr.findings.ports import FindingFilter, ResourceRegistry, StoragePort
 from aifr.findings.severity import Severity
+from aifr.invocation.context import FINDINGS_AUDIT_KEY, current_request
+from aifr.stdlib.confine import Confinement, open_file_for_reading
 
-__all__ = ["FindingsStores", "build_findings_capabilities", "finding_json"]
+__all__ = ["FindingsStores", "build_findings_capabilities", "finding_json", "report_to_audit"]
 
 FindingsStores = tuple[StoragePort, ResourceRegistry]
 SeverityName = Literal["critical", "high", "medium", "low", "info", "unknown"]
 TriageName = Literal["open", "accepted", "false_positive", "fixed"]
 PageSize = Annotated[int, Field(ge=1, le=1000)]
+ScannerChoice = Literal["auto", "nuclei", "feroxbuster", "katana"]
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+# A file of millions of results takes minutes on a slow disk; the default 30 s would
+# report a finished import as timed out.
+IMPORT_TIMEOUT_S: Final = 6 * 3600.0
+_READ_BUFFER: Final = 1024 * 1024
 
 
 class FindingsPage(TypedDict):
@@ -53,8 +67,77 @@ def finding_json(finding: Finding) -> dict[str, JsonValue]:
     return dumped
 
 
-def build_findings_capabilities(open_stores: Callable[[], FindingsStores]) -> list[Capability]:
-    """The findings read and triage capabilities over the stores ``open_stores`` returns."""
+def report_to_audit(details: dict[str, JsonValue]) -> None:
+    """Put ``details`` into the audit record of the call running now (under ``findings``)."""
+    context = current_request()
+    if context is not None:
+        context.set(FINDINGS_AUDIT_KEY, details)
+
+
+def build_findings_capabilities(
+    open_stores: Callable[[], FindingsStores], *, confinement: Confinement | None = None
+) -> list[Capability]:
+    """The findings capabilities over the stores ``open_stores`` returns.
+
+    ``findings.import`` is among them when ``confinement`` (the ``[fs] roots``) is given.
+    """
+
+    @capability(
+        "findings.import",
+        operation="WRITE",
+        risk="MEDIUM",
+        side_effect_scope="database",
+        side_effect_description=(
+            "adds a scanner output file's findings to a project as one run (new findings, "
+            "or one more occurrence of known ones)"
+        ),
+        tags=("stdlib", "findings"),
+        timeout_s=IMPORT_TIMEOUT_S,
+        justification=(
+            "reads one file inside the configured roots and writes only the project's "
+            "findings store; nothing leaves the machine, and the project can be deleted"
+        ),
+    )
+    def import_file(
+        project: Ident,
+        path: str,
+        scanner: ScannerChoice = "auto",
+        run: Ident | None = None,
+    ) -> dict[str, JsonValue]:
+        """Import a scanner's output file into a findings project, streamed and deduplicated.
+
+        Args:
+            project: The findings project id (created by its first import).
+            path: The file, relative to the first root or absolute inside a root.
+            scanner: auto (read from the content), nuclei, feroxbuster or katana.
+            run: The run id (default: a new one).
+        """
+        assert confinement is not None  # noqa: S101  # registered only with one
+        fd, info = open_file_for_reading(confinement, path)
+        raw = io.FileIO(fd, "r", closefd=True)
+        watch = IMPORT_PROGRESS.get()
+        size = info.st_size
+
+        def progress(_: object) -> None:
+            if watch is not None:
+                watch(os.lseek(fd, 0, os.SEEK_CUR), size)
+
+        store, registry = open_stores()
+        with io.BufferedReader(raw, buffer_size=_READ_BUFFER) as stream:
+            summary = import_findings(
+                store,
+                registry,
+                stream,
+                project_id=project,
+                run_id=run,
+                scanner=scanner,
+                source=path,
+                on_batch=progress,
+            )
+        if watch is not None:
+            watch(size, size)
+        report_to_audit({**summary.to_json(), "skipped_lines": [], "file": path})
+        return {**summary.to_json(), "file": path}
 
     @capability(
         "findings.list",
@@ -178,4 +261,5 @@ def build_findings_capabilities(open_stores: Callable[[], FindingsStores]) -> li
             },
         )
 
-    return [list_findings, show_finding, triage_finding]
+    found = [list_findings, show_finding, triage_finding]
+    return [import_file, *found] if confinement is not None else found

@@ -17,6 +17,7 @@ from aifr.stdlib.journal import FsJournal
 from aifr.stdlib.net import build_net_capabilities
 from aifr.stdlib.net_guard import NetGuard
 from aifr.stdlib.permissions import PermissionTable
+from aifr.stdlib.resources import build_resource_capabilities
 from aifr.stdlib.scanners import ScannerConfinement, build_scanner_capabilities
 from aifr.stdlib.system import build_system_capabilities
 
@@ -94,7 +95,8 @@ def build_stdlib(
     )
     findings = (
         [
-            *build_findings_capabilities(findings_stores),
+            *build_findings_capabilities(findings_stores, confinement=confinement),
+            *build_resource_capabilities(findings_stores),
             *build_scanner_capabilities(
                 open_stores=findings_stores,
                 search_path=(environ or {}).get("PATH", SAFE_PATH),

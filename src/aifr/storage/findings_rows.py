@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import operator
 import re
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
+
+import orjson
 
 from aifr.errors import ErrorCode, FindingsError, StorageError
 from aifr.findings.models import Finding, Project, Resource, Run, TriageState, finding_id
@@ -137,6 +140,7 @@ _PARSED_FIELDS: Final = tuple(
     for f in fields(ParsedFinding)
     if f.name not in {"line", "observed_at"} and f.name not in _IN_COLUMNS
 )
+_parsed_values: Final = operator.attrgetter(*_PARSED_FIELDS)
 
 
 def parsed_row(
@@ -150,8 +154,8 @@ def parsed_row(
     """
     doc = {
         name: value
-        for name in _PARSED_FIELDS
-        if (value := getattr(parsed, name)) is not None and value != () and value != {}
+        for name, value in zip(_PARSED_FIELDS, _parsed_values(parsed), strict=True)
+        if value is not None and value != () and value != {}
     }
     identifier = finding_id(project_id, parsed.fingerprint)
     if parsed.observed_at is not None:
@@ -173,8 +177,23 @@ def parsed_row(
         seen,
         seen,
         1,
-        _document(doc),
+        _parsed_document(doc),
     )
+
+
+def _parsed_document(doc: dict[str, Any]) -> str:
+    """A parser record's document as JSON text: orjson, or :func:`_document` where it refuses.
+
+    orjson refuses what the json module writes differently or not as UTF-8 (an integer
+    beyond 64 bits, a lone surrogate); it writes non-ASCII characters as themselves, not
+    as escapes, which reads back the same. A non-finite float (only from a ``NaN`` or
+    ``Infinity`` in the input, which is not JSON) is written as ``null``, as the JSON
+    export of a finding writes it.
+    """
+    try:
+        return orjson.dumps(doc).decode()
+    except TypeError:
+        return _document(doc)
 
 
 def finding_from_row(row: Any) -> Finding:

@@ -31,9 +31,12 @@ def _env() -> dict[str, str]:
 
 
 def _import(aifr_bin: str, project: Path, env: dict[str, str]) -> int:
+    # findings.import reads files inside the project's [fs] roots only
+    (project / "nuclei.jsonl").write_bytes(SAMPLE.read_bytes())
     done = subprocess.run(
-        [aifr_bin, "findings", "import", str(SAMPLE), "--project", "acme", "--json", "-p", str(project)],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
+        [aifr_bin, "findings", "import", str(project / "nuclei.jsonl"), "--project", "acme",
+         "--json", "-p", str(project)],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
     )  # fmt: skip
     imported: int = json.loads(done.stdout)["imported"]
     return imported

@@ -162,7 +162,15 @@ def _check_tools(tools: list[dict[str, Any]]) -> None:
         "sys.env.read",
         "sys.exec",
     }
-    findings = {"findings.list", "findings.show", "findings.triage"}
+    findings = {
+        "findings.import",
+        "findings.list",
+        "findings.show",
+        "findings.triage",
+        "resources.add",
+        "resources.list",
+        "resources.remove",
+    }
     scanners = {"scan.nuclei", "scan.feroxbuster", "scan.katana"}
     shop = {"shop.count", "shop.greet", "shop.orders.cancel", "shop.placed", "shop.refund"}
     workflows = {"workflow.goodwill", "workflow.welcome"}
