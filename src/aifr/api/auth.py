@@ -98,7 +98,6 @@ OPERATIONS: dict[str, CapabilitySpec] = {
         _operation("api.metrics.read", OperationType.READ, RiskLevel.LOW, "scrape the metrics"),
         _operation("api.findings.read", OperationType.READ, RiskLevel.LOW, "console findings"),
         _operation("api.runs.resume", OperationType.WRITE, RiskLevel.MEDIUM, "accept drift"),
-        _operation("api.findings.import", OperationType.WRITE, RiskLevel.MEDIUM, "import a file"),
         _operation("api.findings.export", OperationType.READ, RiskLevel.MEDIUM, "export findings"),
     )
 }

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from pydantic import Field, JsonValue
@@ -29,7 +32,14 @@ from aifr.findings.severity import Severity
 from aifr.invocation.context import FINDINGS_AUDIT_KEY, current_request
 from aifr.stdlib.confine import Confinement, open_file_for_reading
 
-__all__ = ["FindingsStores", "build_findings_capabilities", "finding_json", "report_to_audit"]
+__all__ = [
+    "FindingsStores",
+    "build_findings_capabilities",
+    "finding_json",
+    "new_upload",
+    "report_to_audit",
+    "upload_path",
+]
 
 FindingsStores = tuple[StoragePort, ResourceRegistry]
 SeverityName = Literal["critical", "high", "medium", "low", "info", "unknown"]
@@ -41,6 +51,7 @@ Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 # report a finished import as timed out.
 IMPORT_TIMEOUT_S: Final = 6 * 3600.0
 _READ_BUFFER: Final = 1024 * 1024
+UPLOAD_ID: Final = re.compile(r"[0-9a-f]{32}")
 
 
 class FindingsPage(TypedDict):
@@ -74,12 +85,66 @@ def report_to_audit(details: dict[str, JsonValue]) -> None:
         context.set(FINDINGS_AUDIT_KEY, details)
 
 
+def upload_path(uploads_dir: Path, upload: str) -> Path:
+    """Where the upload ``upload`` (an id ``new_upload`` made) lies under ``uploads_dir``."""
+    if not UPLOAD_ID.fullmatch(upload):
+        raise FindingsError(
+            f"upload {upload!r} is not an upload id (32 hexadecimal digits)",
+            code=ErrorCode.FINDINGS_INVALID,
+        )
+    return uploads_dir / upload
+
+
+def new_upload(uploads_dir: Path, content: bytes) -> str:
+    """Store ``content`` as a new upload (readable by its owner only); returns its id.
+
+    A file sent over HTTP has no path inside the roots: the route keeps it here under a
+    random id, and ``findings.import`` reads it by that id, so the import is the same
+    governed, audited call whichever way the file came.
+    """
+    uploads_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    upload = secrets.token_hex(16)
+    fd = os.open(upload_path(uploads_dir, upload), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as out:
+        out.write(content)
+    return upload
+
+
+def _open_import_source(
+    confinement: Confinement, uploads_dir: Path | None, path: str | None, upload: str | None
+) -> tuple[int, os.stat_result, str]:
+    """The open file ``findings.import`` reads (a path inside the roots, or an upload)."""
+    if (path is None) == (upload is None):
+        raise FindingsError(
+            "findings.import takes exactly one of path and upload",
+            code=ErrorCode.FINDINGS_INVALID,
+        )
+    if path is not None:
+        fd, info = open_file_for_reading(confinement, path)
+        return fd, info, path
+    assert upload is not None  # noqa: S101  # one of the two, checked above
+    if uploads_dir is None:
+        raise FindingsError("this runtime takes no uploads", code=ErrorCode.FINDINGS_INVALID)
+    try:
+        fd = os.open(upload_path(uploads_dir, upload), os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise FindingsError(
+            f"no upload {upload!r}: send the file to the API's import route",
+            code=ErrorCode.FINDINGS_NOT_FOUND,
+        ) from None
+    return fd, os.fstat(fd), f"upload:{upload}"
+
+
 def build_findings_capabilities(
-    open_stores: Callable[[], FindingsStores], *, confinement: Confinement | None = None
+    open_stores: Callable[[], FindingsStores],
+    *,
+    confinement: Confinement | None = None,
+    uploads_dir: Path | None = None,
 ) -> list[Capability]:
     """The findings capabilities over the stores ``open_stores`` returns.
 
-    ``findings.import`` is among them when ``confinement`` (the ``[fs] roots``) is given.
+    ``findings.import`` is among them when ``confinement`` (the ``[fs] roots``) is given;
+    it also reads files sent to the API (``upload``) from ``uploads_dir``.
     """
 
     @capability(
@@ -100,9 +165,10 @@ def build_findings_capabilities(
     )
     def import_file(
         project: Ident,
-        path: str,
+        path: str | None = None,
         scanner: ScannerChoice = "auto",
         run: Ident | None = None,
+        upload: str | None = None,
     ) -> dict[str, JsonValue]:
         """Import a scanner's output file into a findings project, streamed and deduplicated.
 
@@ -111,9 +177,10 @@ def build_findings_capabilities(
             path: The file, relative to the first root or absolute inside a root.
             scanner: auto (read from the content), nuclei, feroxbuster or katana.
             run: The run id (default: a new one).
+            upload: Instead of a path, the id of a file sent to the API's import route.
         """
         assert confinement is not None  # noqa: S101  # registered only with one
-        fd, info = open_file_for_reading(confinement, path)
+        fd, info, source = _open_import_source(confinement, uploads_dir, path, upload)
         raw = io.FileIO(fd, "r", closefd=True)
         watch = IMPORT_PROGRESS.get()
         size = info.st_size
@@ -131,13 +198,13 @@ def build_findings_capabilities(
                 project_id=project,
                 run_id=run,
                 scanner=scanner,
-                source=path,
+                source=source,
                 on_batch=progress,
             )
         if watch is not None:
             watch(size, size)
-        report_to_audit({**summary.to_json(), "skipped_lines": [], "file": path})
-        return {**summary.to_json(), "file": path}
+        report_to_audit({**summary.to_json(), "skipped_lines": [], "file": source})
+        return {**summary.to_json(), "file": source}
 
     @capability(
         "findings.list",

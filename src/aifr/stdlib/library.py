@@ -95,7 +95,9 @@ def build_stdlib(
     )
     findings = (
         [
-            *build_findings_capabilities(findings_stores, confinement=confinement),
+            *build_findings_capabilities(
+                findings_stores, confinement=confinement, uploads_dir=state_dir / "uploads"
+            ),
             *build_resource_capabilities(findings_stores),
             *build_scanner_capabilities(
                 open_stores=findings_stores,

@@ -32,11 +32,11 @@ FINDINGS_RULES = """\
     decision: DENY
     reason: people triage findings
   - id: alice-imports
-    when: {capability: "api.findings.*", principal: "alice"}
+    when: {capability: ["api.findings.*", "findings.import"], principal: "alice"}
     decision: ALLOW
     reason: alice runs the scanners
   - id: nobody-else-imports
-    when: {capability: "api.findings.*"}
+    when: {capability: ["api.findings.*", "findings.import"]}
     decision: DENY
     reason: imports and exports are for the security lead
 """
@@ -112,8 +112,9 @@ def test_import_list_show_triage_and_export_through_the_api(findings_server: Ser
         sarif = alice.get("/v1/findings/webapp/export", params={"format": "sarif"}).json()
         assert sarif["version"] == "2.1.0"
         audit = alice.get("/v1/audit", params={"limit": 1000}).json()
-    kinds = [(r["kind"], r["principal"], r.get("capability_id")) for r in audit]
-    assert ("findings.imported", "alice", None) in [(k, p, None) for k, p, _ in kinds]
+    imports = [r for r in audit if r.get("capability_id") == "findings.import"]
+    assert imports and {r["principal"] for r in imports} == {"alice"}
+    assert all(r["outcome"] == "ok" for r in imports)
     triaged = [r for r in audit if r.get("capability_id") == "findings.triage"]
     assert {r["principal"] for r in triaged} == {"alice", "agent"}
     assert {r["outcome"] for r in triaged if r["principal"] == "alice"} == {"ok"}
@@ -137,7 +138,8 @@ def test_import_and_export_are_refused_to_whom_the_policy_denies(findings_server
     assert refused.status_code == 403  # type: ignore[attr-defined]
     body = refused.json()  # type: ignore[attr-defined]
     assert body["code"] == "policy.denied"
-    assert body["details"]["rule"] == "nobody-else-imports"
+    assert body["details"]["rule_id"] == "nobody-else-imports"
+    assert body["result"]["audit_id"]  # the refusal is in the ledger too
     with findings_server.client("agent") as agent:
         assert agent.get("/v1/findings/webapp/export").status_code == 403
 
@@ -164,3 +166,21 @@ def test_knowledge_search_without_an_index_is_a_governed_problem(findings_server
     assert answer.headers["content-type"] == "application/problem+json", answer.text
     assert answer.json()["code"].startswith(("ingest.", "config."))
     assert answer.json()["result"]["capability_id"] == "knowledge.search"
+
+
+def test_an_http_import_leaves_no_upload_and_an_upload_id_names_no_path(
+    findings_server: Server,
+) -> None:
+    done = _import(findings_server, "alice", "nuclei-v2.1-gen-a.jsonl")
+    assert done.status_code == 201, done.text  # type: ignore[attr-defined]
+    assert done.json()["file"].startswith("upload:")  # type: ignore[attr-defined]
+    uploads = findings_server.log.parent / ".aifr" / "uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+    with findings_server.client("alice") as alice:
+        for forged in ("../../aifr.toml", "0" * 32):
+            sent = alice.post(
+                "/v1/capabilities/findings.import/invoke",
+                json={"inputs": {"project": "webapp", "upload": forged}},
+            )
+            assert sent.status_code in (400, 404, 422), sent.text
+            assert "upload" in sent.text

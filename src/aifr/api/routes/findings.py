@@ -3,10 +3,12 @@
 Reads and triage go through ``Runtime.invoke`` as the token's principal (the
 ``findings.list``, ``findings.show`` and ``findings.triage`` capabilities): the policy
 decides, a triage needing an approval answers 202, and the ledger records each call
-with its author. Import and export move whole files, which a capability's JSON inputs
-do not carry: they are authorized by the route operations ``api.findings.import`` and
-``api.findings.export``, and an import is recorded in the ledger (``findings.imported``)
-with the caller as principal, as ``aifr findings import`` records it.
+with its author. An import is the ``findings.import`` capability too: the request body
+is kept as an upload (``.aifr/uploads/``, owner-only, under a random id) that the
+capability reads in place of a path, then removed, so an HTTP import is the same
+governed, audited call as ``aifr findings import``. An export streams a whole file,
+which a capability's JSON output does not carry: it is authorized by the route
+operation ``api.findings.export``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from aifr.api.routes.governed import governed_call
 from aifr.app import App
 from aifr.errors import ErrorCode, FindingsError
 from aifr.findings.exporters import export_findings
-from aifr.findings.importer import import_findings
 from aifr.findings.models import Finding, TriageState
 from aifr.findings.ports import FindingFilter, StoragePort
 from aifr.findings.severity import Severity
+from aifr.stdlib.findings import new_upload, upload_path
 
 __all__ = ["TriageRequest", "router"]
 
@@ -158,33 +160,25 @@ async def import_file(
         bytes,
         Body(media_type="application/octet-stream", description="the scanner's output file"),
     ] = b"",
-) -> dict[str, JsonValue]:
-    """Import a scanner's output (the request body) into the project (``api.findings.import``).
+) -> Response:
+    """Import a scanner's output (the request body) into the project (``findings.import``).
 
-    The body is limited by ``[api] max_body_bytes``; larger files go through
-    ``aifr findings import``.
+    201 with the import's summary. The body is limited by ``[api] max_body_bytes``;
+    larger files go through ``aifr findings import``.
     """
-    authorize(app.policy, who, "api.findings.import")
     raw = body or await request.body()
-
-    def go() -> dict[str, JsonValue]:
-        store, registry = app.findings
-        summary = import_findings(
-            store,
-            registry,
-            io.BytesIO(raw),
-            project_id=project,
-            run_id=run,
-            scanner=scanner,
-            source="api",
-        )
-        facts = summary.to_json()
-        app.audit_findings_change(
-            "findings.imported", who.principal, {**facts, "skipped_lines": [], "file": "api"}
-        )
-        return facts
-
-    return await anyio.to_thread.run_sync(go)
+    uploads = app.settings.state_path / "uploads"
+    upload = await anyio.to_thread.run_sync(new_upload, uploads, raw)
+    inputs: dict[str, JsonValue] = {"project": project, "upload": upload, "scanner": scanner}
+    if run is not None:
+        inputs["run"] = run
+    try:
+        answer = await governed_call(app, who, "findings.import", inputs)
+    finally:
+        upload_path(uploads, upload).unlink(missing_ok=True)
+    if answer.status_code == 200:
+        answer.status_code = 201
+    return answer
 
 
 @router.get("/{project}/{finding_id}", response_model=dict[str, Any])
