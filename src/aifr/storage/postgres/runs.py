@@ -23,6 +23,7 @@ from aifr.storage.postgres.database import (
     import_psycopg,
     translate_pg_errors,
 )
+from aifr.storage.postgres.groupcommit import PostgresGroupCommit
 from aifr.storage.run_rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -176,6 +177,7 @@ class PostgresRunStore:
     def __init__(self, database: PostgresDatabase, ledger: AuditLedger) -> None:
         self.database = database
         self.ledger = ledger
+        self.group = PostgresGroupCommit(database, lock_audit_chain)
         self._completions: dict[str, Completion] = {}
         self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
@@ -183,13 +185,19 @@ class PostgresRunStore:
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
 
     def transact(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
-        """Run ``work`` in one transaction that holds the audit chain's lock."""
+        """Run ``work`` in a transaction that holds the audit chain's lock; return once committed.
 
-        def locked(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
-            lock_audit_chain(conn)
-            return work(conn)
+        The transaction is shared with the other runs of this process writing at the
+        same moment (:class:`PostgresGroupCommit`): ``work`` runs in its own savepoint,
+        so its failure (a fenced write, a database error, named by ``action``) rolls
+        back only its own writes.
+        """
 
-        return self.database.write(action, locked)
+        def translated(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
+            with translate_pg_errors(action):
+                return work(conn)
+
+        return self.group.run(translated)
 
     def _one(self, action: str, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         with translate_pg_errors(action), self.database.connection() as conn:
