@@ -146,16 +146,17 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         pending = self._pending or []
         if not pending:
             return
-        records = self._ledger.store.append_in(conn, _chained(pending))
-        if len(records) != len(pending):
-            raise StorageError("the audit chain returned a different number of records")
-        for item, record in zip(pending, records, strict=True):
-            item._record = record  # set by the one transaction that wrote it
-        follow_ups = [(item.after, item.record) for item in pending if item.after is not None]
-        if follow_ups:
-            with conn.pipeline():
-                for after, record in follow_ups:
-                    after(conn, record)
+        # Pipeline mode: the lock and the head read travel together (the head is read
+        # after the lock is granted, in its own snapshot), then the inserts and the
+        # follow-ups together: two round trips under the lock, plus the commit.
+        with conn.pipeline():
+            records = self._ledger.store.append_in(conn, _chained(pending))
+            if len(records) != len(pending):
+                raise StorageError("the audit chain returned a different number of records")
+            for item, record in zip(pending, records, strict=True):
+                item._record = record  # set by the one transaction that wrote it
+                if item.after is not None:
+                    item.after(conn, record)
 
     def _savepoint(
         self, conn: psycopg.Connection[tuple[Any, ...]]
