@@ -39,10 +39,11 @@ MAX_GROUP = 256
 
 
 class _Job(Generic[C, T]):
-    __slots__ = ("error", "has_result", "is_leader", "result", "wake", "work")
+    __slots__ = ("error", "has_result", "is_leader", "order", "result", "wake", "work")
 
-    def __init__(self, work: Callable[[C], T]) -> None:
+    def __init__(self, work: Callable[[C], T], order: str) -> None:
         self.work = work
+        self.order = order
         self.result: T | None = None
         self.has_result = False
         self.error: AifrError | None = None
@@ -85,8 +86,12 @@ class GroupCommit(ABC, Generic[C]):
         with self._lock:
             return len(self._queue)
 
-    def run(self, work: Callable[[C], T]) -> T:
+    def run(self, work: Callable[[C], T], order: str = "") -> T:
         """Run ``work(conn)`` inside a write transaction; returns once it is committed.
+
+        A batch runs its jobs sorted by ``order`` (stable): a backend whose jobs each
+        lock the rows of one run passes the run's id, so every batch takes its row locks
+        in one global order and two batches cannot deadlock on each other's rows.
 
         Raises:
             AifrError: whatever ``work`` raised (its writes are rolled back, the other
@@ -95,7 +100,7 @@ class GroupCommit(ABC, Generic[C]):
         """
         with self._lock:
             if self._is_leading:
-                job: _Job[C, T] | None = _Job(work)
+                job: _Job[C, T] | None = _Job(work, order)
                 self._queue.append(job)  # type: ignore[arg-type]  # jobs differ only in T
             else:
                 self._is_leading = True
@@ -147,7 +152,7 @@ class GroupCommit(ABC, Generic[C]):
     def _commit(self, batch: list[_Job[C, object]]) -> None:
         try:
             with self._transaction() as conn:
-                for job in batch:
+                for job in sorted(batch, key=lambda queued: queued.order):
                     self._one(conn, job)
         except AifrError as exc:
             for job in batch:

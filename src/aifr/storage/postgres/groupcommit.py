@@ -18,9 +18,11 @@ Why this cannot deadlock: every writer takes the chain's lock last and once, and
 holding it touches only the chain (the head row it locked, new records with fresh
 seqs) and rows its own transaction already locked before it asked for the chain. A
 transaction holding the chain's lock therefore never waits for another lock, so no
-wait cycle can pass through the chain. Row locks before the chain are taken by the
-lease holder of each run only (fencing makes a late writer match nothing), one run per
-job.
+wait cycle can pass through the chain. Before the chain, each job locks the rows of one
+run, and a batch runs its jobs in run-id order, so the batches of several processes
+take their row locks in one global order and cannot deadlock on each other's rows
+either (a late writer racing a run's new lease holder waits for it, then matches
+nothing).
 
 A job whose fenced write fails rolls back its savepoint, and the audit records it asked
 for inside that savepoint are dropped with it: a refused write appends nothing.

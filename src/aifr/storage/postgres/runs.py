@@ -189,7 +189,12 @@ class PostgresRunStore:
         """Inside :meth:`transact`: append ``event`` at the transaction's end (see the group)."""
         return self.group.audit_later(event, after)
 
-    def transact(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+    def transact(
+        self,
+        action: str,
+        work: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+        run_id: str = "",
+    ) -> T:
         """Run ``work`` in a write transaction; return once committed.
 
         ``work`` asks for its audit records with :meth:`audit_later`; they are appended
@@ -198,14 +203,16 @@ class PostgresRunStore:
         The transaction is shared with the other runs of this process writing at the
         same moment (:class:`PostgresGroupCommit`): ``work`` runs in its own savepoint,
         so its failure (a fenced write, a database error, named by ``action``) rolls
-        back only its own writes.
+        back only its own writes. ``run_id`` names the one run whose rows ``work``
+        locks: a batch runs its jobs in run-id order, so batches of several processes
+        take their row locks in one order and cannot deadlock on each other's rows.
         """
 
         def translated(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
             with translate_pg_errors(action):
                 return work(conn)
 
-        return self.group.run(translated)
+        return self.group.run(translated, run_id)
 
     def _one(self, action: str, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         with translate_pg_errors(action), self.database.connection() as conn:
@@ -231,7 +238,7 @@ class PostgresRunStore:
                     cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
             return self.group.audit_later(audit)
 
-        return self.transact("creating a run", create_in).record
+        return self.transact("creating a run", create_in, run.id).record
 
     def save(
         self,
@@ -248,7 +255,9 @@ class PostgresRunStore:
             WorkflowError: ``workflow.lease_lost`` when another worker holds the lease.
         """
         pending = self.transact(
-            "saving a run", lambda conn: self.save_in(conn, run, steps, audit, notification, owner)
+            "saving a run",
+            lambda conn: self.save_in(conn, run, steps, audit, notification, owner),
+            run.id,
         )
         return pending.record if pending is not None else None
 

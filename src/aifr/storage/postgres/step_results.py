@@ -167,7 +167,7 @@ class PostgresStepResultStore:
             pending = self._runs.audit_later(audit, name_record)
             return pending, self._runs.finish_in(conn, key, now)
 
-        pending, finished_run = self._runs.transact("completing a step", complete_in)
+        pending, finished_run = self._runs.transact("completing a step", complete_in, parsed.run_id)
         self._runs.note_completion(key, finished_run)
         return pending.record
 
