@@ -447,27 +447,29 @@ How to read it:
   changed hands) fails alone, and a failed commit fails the whole batch, which wrote
   nothing. `tests/integration/workflows/test_group_commit.py` proves each of these on a
   SQLite file and on PostgreSQL.
-- **What bounds PostgreSQL: the audit chain's lock.** Every audited transaction takes
-  the chain's row lock first and holds it until its commit is flushed (docs/scaleout.md
-  says why), so the audited writes of all processes form one queue. Inside a process,
-  group commit turns N steps into one lock hold and one flush, but the leader still
-  runs the N writes one after another, about eight round trips each (savepoint, chain
-  lock, chain head, audit insert, fenced step update, release), while it holds the
-  lock: a batch is bound by round trips, not by the flush. Across processes each batch
-  waits for the other processes' batches under the same lock, and on a loaded host a
-  lock holder that loses its CPU stalls every other process. The bare SKIP LOCKED loop
-  shares no lock, so its 2-process row shows what the host allowed in the same run.
-- **Per-step cost.** A lone step costs about seven round trips (BEGIN, the chain lock,
-  the chain head, the audit insert, the fenced step update, COMMIT) plus the governed
-  invocation's CPU (policy decision, validation, the record's hash). On this loaded
-  host one flushed commit took several milliseconds (about 0.2 to 0.3 ms on a quiet
-  one), which flatters every `x commit` ratio; the restated row compares a step with
-  one job of the bare SKIP LOCKED loop (claim, update, commit) measured in the same
-  run, the least a queued durable step can cost.
+- **The audit chain's lock, taken last.** Every audited transaction writes its rows
+  first and takes the chain's row lock only at its end, for the head read, one insert
+  of its whole batch's records (two pipelined round trips) and the commit's flush
+  (docs/scaleout.md, "The audit chain under concurrent writers"). Inside a process,
+  batches now form while the previous one commits. Across processes the chain's lock
+  is still one queue for every process's audit tail and commit (and, we expect, a
+  row-lock wait costs the waiting backend a sleep and a wake-up); the bare SKIP LOCKED
+  loop shares no lock, so its 2-process row shows what the host allowed in the same
+  run. docs/scaleout.md compares the runs before and after this change.
+- **Per-step cost.** A lone step costs BEGIN, the fenced step update, the chain's lock
+  with the head read (one pipelined round trip), the audit insert with the step row's
+  `audit_id` (one) and COMMIT, plus the governed invocation's CPU (policy decision,
+  validation, the record's hash). On a loaded host one flushed commit takes several
+  milliseconds (about 0.2 ms on a quiet one), which flatters every `x commit` ratio;
+  the restated row compares a step with one job of the bare SKIP LOCKED loop (claim,
+  update, commit) measured in the same run, the least a queued durable step can cost.
 - **DBOS** 3.4 ran with its system database on the same server (database
   `aifr_bench_dbos`), in its own process, with `@DBOS.step` no-ops. It keeps no audit
   chain: its step writes commit independently, and PostgreSQL's own WAL group commit
-  shares their flushes, which is why its 8-thread row scales where aifr's does not.
+  shares their flushes.
+- **The host was shared.** Rows vary by round more than between some configurations
+  (in one run, 1 process at `--concurrency 1` gave 218, 190 and 736 steps/s in its three
+  rounds as other engineers' load came and went); compare ratios within one run only.
 """
 
 
