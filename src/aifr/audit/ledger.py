@@ -242,6 +242,17 @@ class AuditLedger:
         (record,) = self.store.append_in(conn, _builder([self._prepare(event)]))
         return record
 
+    def builder_for(self, event: AuditEvent) -> ChainBuilder:
+        """Check and encode ``event`` now; chain it onto a head later (``store.append_in``).
+
+        For a transaction that writes its other rows first and appends its records only
+        at its end, under the chain's lock: a bad event fails here, before that lock.
+
+        Raises:
+            AuditError: the event is not JSON-safe.
+        """
+        return _builder([self._prepare(event)])
+
     def records(
         self,
         since: str | None = None,

@@ -1,9 +1,9 @@
 """``PostgresApprovalStore``: approval requests in PostgreSQL.
 
-Each state change is one transaction that locks the audit chain, then the request's
-row (``SELECT ... FOR UPDATE``), applies the change and appends its audit record, so
-two approvers or two executions racing on one request, on any machine, serialize and
-see each other's result.
+Each state change is one transaction that locks the request's row (``SELECT ... FOR
+UPDATE``), applies the change and appends its audit record last (the audit chain's lock
+is taken there, once, as by every writer), so two approvers or two executions racing on
+one request, on any machine, serialize and see each other's result.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.errors import ApprovalError, ErrorCode
 from aifr.invocation import ApprovalRecord, ApprovalStatus, ApprovalUpdate
 from aifr.storage.postgres.database import PostgresDatabase, translate_pg_errors
-from aifr.storage.postgres.runs import lock_audit_chain
 from aifr.storage.sqlite.approvals import approval_body, approval_from_row
 from aifr.storage.sqlite.database import Migration
 
@@ -77,7 +76,6 @@ class PostgresApprovalStore:
         """Insert ``record`` and append its audit event in one transaction."""
 
         def create_in(conn: psycopg.Connection[tuple[Any, ...]]) -> AuditRecord:
-            lock_audit_chain(conn)
             conn.execute(
                 f"INSERT INTO approvals ({_COLUMNS}) "  # noqa: S608  # fixed column list
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -146,7 +144,6 @@ class PostgresApprovalStore:
         def update_in(
             conn: psycopg.Connection[tuple[Any, ...]],
         ) -> tuple[ApprovalRecord, AuditRecord | None]:
-            lock_audit_chain(conn)
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM approvals WHERE id = %s FOR UPDATE",  # noqa: S608  # fixed column list
                 (approval_id,),

@@ -11,7 +11,6 @@ from pydantic import JsonValue
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.invocation import IdempotencyRecord
 from aifr.storage.postgres.database import PostgresDatabase, translate_pg_errors
-from aifr.storage.postgres.runs import lock_audit_chain
 from aifr.storage.sqlite.database import Migration
 
 if TYPE_CHECKING:
@@ -96,7 +95,6 @@ class PostgresIdempotencyStore:
         """Store the result and append the audit record in one transaction."""
 
         def complete_in(conn: psycopg.Connection[tuple[Any, ...]]) -> AuditRecord:
-            lock_audit_chain(conn)
             conn.execute(
                 "UPDATE idempotency_keys SET result = %s, completed_at = %s "
                 "WHERE principal = %s AND key = %s",

@@ -2,9 +2,11 @@
 
 :class:`PostgresRunStore` implements the engine's ``RunStore`` and
 ``NotificationOutbox`` ports with the same tables and columns as the SQLite store
-(JSON values as text). Every transaction that appends an audit record locks the audit
-chain's head row first, so all writers take their locks in one order (chain, then
-rows) and two workers can never deadlock on a run row and the chain.
+(JSON values as text). A transaction writes its rows first and appends its audit
+records last (:meth:`PostgresGroupCommit.audit_later`): the audit chain's lock is
+taken once, at the end, for the head read, the inserts and the commit, so all writers
+take their locks in one order (rows, then the chain) and the chain's holder never waits
+for a row.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aifr.storage.postgres.database import (
     import_psycopg,
     translate_pg_errors,
 )
+from aifr.storage.postgres.groupcommit import PendingAudit, PostgresGroupCommit
 from aifr.storage.run_rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -47,7 +50,7 @@ from aifr.workflows.ports import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore", "lock_audit_chain"]
+__all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore"]
 
 WAKE_CHANNEL = "aifr_runs"
 """The ``LISTEN``/``NOTIFY`` channel on which a run that a worker could take is announced."""
@@ -148,11 +151,6 @@ _STEP_UPSERT = (
 )
 
 
-def lock_audit_chain(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-    """Take the audit chain's lock first in a transaction that will append to it."""
-    conn.execute("SELECT id FROM aifr_audit_head WHERE id = 1 FOR UPDATE")
-
-
 def _run(row: Sequence[Any]) -> RunRecord:
     return run_from_row(dict(zip(_RUN_NAMES, row, strict=True)))
 
@@ -176,20 +174,45 @@ class PostgresRunStore:
     def __init__(self, database: PostgresDatabase, ledger: AuditLedger) -> None:
         self.database = database
         self.ledger = ledger
+        self.group = PostgresGroupCommit(database, ledger)
         self._completions: dict[str, Completion] = {}
         self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
         self._epochs: dict[str, int] = {}
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
 
-    def transact(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
-        """Run ``work`` in one transaction that holds the audit chain's lock."""
+    def audit_later(
+        self,
+        event: AuditEvent,
+        after: Callable[[psycopg.Connection[tuple[Any, ...]], AuditRecord], None] | None = None,
+    ) -> PendingAudit:
+        """Inside :meth:`transact`: append ``event`` at the transaction's end (see the group)."""
+        return self.group.audit_later(event, after)
 
-        def locked(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
-            lock_audit_chain(conn)
-            return work(conn)
+    def transact(
+        self,
+        action: str,
+        work: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+        run_id: str = "",
+    ) -> T:
+        """Run ``work`` in a write transaction; return once committed.
 
-        return self.database.write(action, locked)
+        ``work`` asks for its audit records with :meth:`audit_later`; they are appended
+        at the transaction's end, under the audit chain's lock.
+
+        The transaction is shared with the other runs of this process writing at the
+        same moment (:class:`PostgresGroupCommit`): ``work`` runs in its own savepoint,
+        so its failure (a fenced write, a database error, named by ``action``) rolls
+        back only its own writes. ``run_id`` names the one run whose rows ``work``
+        locks: a batch runs its jobs in run-id order, so batches of several processes
+        take their row locks in one order and cannot deadlock on each other's rows.
+        """
+
+        def translated(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
+            with translate_pg_errors(action):
+                return work(conn)
+
+        return self.group.run(translated, run_id)
 
     def _one(self, action: str, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         with translate_pg_errors(action), self.database.connection() as conn:
@@ -204,7 +227,7 @@ class PostgresRunStore:
     def create(self, run: RunRecord, steps: Sequence[StepRecord], audit: AuditEvent) -> AuditRecord:
         """Insert the run and its steps and append ``audit`` in one transaction."""
 
-        def create_in(conn: psycopg.Connection[tuple[Any, ...]]) -> AuditRecord:
+        def create_in(conn: psycopg.Connection[tuple[Any, ...]]) -> PendingAudit:
             conn.execute(_INSERT_RUN, run_params(run, encode_column(run.definition) or "null"))
             if run.lease_owner is not None:
                 self._held(run.id, 0)
@@ -213,9 +236,9 @@ class PostgresRunStore:
             if steps:
                 with conn.cursor() as cursor:
                     cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
-            return self.ledger.append_in(conn, audit)
+            return self.group.audit_later(audit)
 
-        return self.transact("creating a run", create_in)
+        return self.transact("creating a run", create_in, run.id).record
 
     def save(
         self,
@@ -231,9 +254,12 @@ class PostgresRunStore:
         Raises:
             WorkflowError: ``workflow.lease_lost`` when another worker holds the lease.
         """
-        return self.transact(
-            "saving a run", lambda conn: self.save_in(conn, run, steps, audit, notification, owner)
+        pending = self.transact(
+            "saving a run",
+            lambda conn: self.save_in(conn, run, steps, audit, notification, owner),
+            run.id,
         )
+        return pending.record if pending is not None else None
 
     def save_in(
         self,
@@ -243,8 +269,8 @@ class PostgresRunStore:
         audit: AuditEvent | None,
         notification: Notification | None,
         owner: str | None,
-    ) -> AuditRecord | None:
-        """:meth:`save` inside the caller's transaction (which holds the chain's lock)."""
+    ) -> PendingAudit | None:
+        """:meth:`save` inside the caller's grouped transaction; the audit record comes later."""
         fence = self._fence_of(run.id) if owner is not None else None
         updated = conn.execute(
             "UPDATE wf_runs SET state = %s, fingerprints = %s, error = %s, failed_step = %s, "
@@ -290,7 +316,7 @@ class PostgresRunStore:
                     run.updated_at,
                 ),
             )
-        return self.ledger.append_in(conn, audit) if audit is not None else None
+        return self.group.audit_later(audit) if audit is not None else None
 
     def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
         """Note what the lease holder knows of the attempt ``key`` (see ``RunStore``)."""
@@ -375,7 +401,7 @@ class PostgresRunStore:
             return None
         run = finish.run.evolve(updated_at=now)
         try:
-            with conn.transaction():  # a savepoint: a lost lease undoes only this part
+            with self.group.savepoint(conn):  # a lost lease undoes only this part, audit too
                 self.save_in(conn, run, (), finish.audit, None, finish.owner)
         except WorkflowError as exc:
             if exc.code is not ErrorCode.WORKFLOW_LEASE_LOST:

@@ -16,6 +16,7 @@ from pydantic import JsonValue
 from aifr.audit import AuditEvent, AuditRecord
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
 from aifr.storage.postgres.database import translate_pg_errors
+from aifr.storage.postgres.groupcommit import PendingAudit
 from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.run_rows import encode_column
 from aifr.storage.sqlite.step_results import refuse_late_step
@@ -28,9 +29,14 @@ __all__ = ["PostgresStepResultStore"]
 
 _FENCED = (
     " AND (%s::integer IS NULL OR EXISTS "
-    "(SELECT 1 FROM wf_runs WHERE id = %s AND lease_epoch = %s))"
+    "(SELECT 1 FROM wf_runs WHERE id = %s AND lease_epoch = %s FOR SHARE))"
 )
-"""Write a step's result only while the run's lease epoch is the one the attempt began with."""
+"""Write a step's result only while the run's lease epoch is the one the attempt began with.
+
+``FOR SHARE`` holds the run's row until the commit: the audit chain's lock is taken
+after this write, and a worker taking the lease over meanwhile (an ``UPDATE`` of the
+epoch) waits for the commit instead of slipping in between the check and the commit.
+"""
 
 _COMPLETE_UNDO = (
     "UPDATE wf_steps SET state = %s, undo_attempt = %s, undo_capability = %s, "  # noqa: S608  # constant clauses
@@ -39,9 +45,10 @@ _COMPLETE_UNDO = (
 )
 _COMPLETE_STEP = (
     "UPDATE wf_steps SET state = %s, attempt = %s, output = %s, error = NULL, "  # noqa: S608  # constant clauses
-    "request_digest = %s, result = %s, audit_id = %s, finished_at = %s, "
+    "request_digest = %s, result = %s, finished_at = %s, "
     "next_attempt_at = NULL WHERE run_id = %s AND step_id = %s" + _FENCED
 )
+_SET_AUDIT_ID = "UPDATE wf_steps SET audit_id = %s WHERE run_id = %s AND step_id = %s"
 _SELECT_STEP_RESULT = (
     "SELECT attempt, request_digest, result, output, finished_at FROM wf_steps "
     "WHERE run_id = %s AND step_id = %s"
@@ -112,10 +119,14 @@ class PostgresStepResultStore:
         output = encode_column(result.get("output"))
         stored = encode_column({k: v for k, v in result.items() if k != "output"})
 
+        def name_record(conn: psycopg.Connection[tuple[Any, ...]], record: AuditRecord) -> None:
+            conn.execute(_SET_AUDIT_ID, (record.id, parsed.run_id, parsed.step_id))
+
         def complete_in(
             conn: psycopg.Connection[tuple[Any, ...]],
-        ) -> tuple[AuditRecord, RunRecord | None]:
-            record = self._runs.ledger.append_in(conn, audit)
+        ) -> tuple[PendingAudit, RunRecord | None]:
+            # The fenced write first, the audit record last (under the chain's lock): a
+            # refused write raises before asking for the record, so it appends nothing.
             if parsed.is_undo:
                 written = conn.execute(
                     _COMPLETE_UNDO,
@@ -135,7 +146,7 @@ class PostgresStepResultStore:
                     ),
                 ).rowcount
                 refuse_late_step(written, parsed)
-                return record, None
+                return self._runs.audit_later(audit), None
             written = conn.execute(
                 _COMPLETE_STEP,
                 (
@@ -144,7 +155,6 @@ class PostgresStepResultStore:
                     output,
                     request_digest,
                     stored,
-                    record.id,
                     now,
                     parsed.run_id,
                     parsed.step_id,
@@ -154,11 +164,12 @@ class PostgresStepResultStore:
                 ),
             ).rowcount
             refuse_late_step(written, parsed)
-            return record, self._runs.finish_in(conn, key, now)
+            pending = self._runs.audit_later(audit, name_record)
+            return pending, self._runs.finish_in(conn, key, now)
 
-        record, finished_run = self._runs.transact("completing a step", complete_in)
+        pending, finished_run = self._runs.transact("completing a step", complete_in, parsed.run_id)
         self._runs.note_completion(key, finished_run)
-        return record
+        return pending.record
 
     def release(self, principal: str, key: str) -> None:
         """Forget an unfinished claim."""

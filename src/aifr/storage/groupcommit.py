@@ -1,0 +1,174 @@
+"""Group commit: concurrent writers share one transaction, and so one durable commit.
+
+A durable commit costs one flush of the log (an fsync on SQLite, a WAL flush on
+PostgreSQL) however little it writes, so when many workflow runs finish steps at once
+they should share it, as a database's own WAL group commit does. The first thread to
+arrive leads: it opens one transaction, runs every queued job inside its own savepoint
+(a job that raises rolls back alone and gets its error; the others commit), commits,
+and only then wakes the batch. Threads that arrived meanwhile form the next batch, led
+by the first of them. A lone writer pays exactly one transaction and no hand-off.
+
+A job's writes, including an audit record it appends, are durable when its call
+returns, exactly as with a private transaction: nobody is released before the shared
+commit, and a failed commit fails every job of the batch (none of them was written).
+Conditional writes keep their meaning inside a batch: a fenced step write (a lease
+epoch that moved on) matches nothing, its job raises, and only its savepoint is rolled
+back.
+
+:class:`GroupCommit` is the backend-neutral core; each backend supplies the
+transaction and the savepoint (``aifr.storage.sqlite.groupcommit``,
+``aifr.storage.postgres.groupcommit``).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Generic, TypeVar
+
+from aifr.errors import AifrError, StorageError
+
+__all__ = ["MAX_GROUP", "GroupCommit"]
+
+C = TypeVar("C")
+T = TypeVar("T")
+MAX_GROUP = 256
+"""Most jobs one shared transaction carries."""
+
+
+class _Job(Generic[C, T]):
+    __slots__ = ("error", "has_result", "is_leader", "order", "result", "wake", "work")
+
+    def __init__(self, work: Callable[[C], T], order: str) -> None:
+        self.work = work
+        self.order = order
+        self.result: T | None = None
+        self.has_result = False
+        self.error: AifrError | None = None
+        self.is_leader = False
+        self.wake = threading.Event()
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        if not self.has_result:
+            raise StorageError("a grouped write finished without a result")
+        return self.result  # type: ignore[return-value]  # set together with has_result
+
+
+class GroupCommit(ABC, Generic[C]):
+    """Runs write jobs in shared transactions on one database. Thread-safe.
+
+    ``commits`` counts transactions, ``jobs`` the jobs they carried and
+    ``largest_batch`` the most jobs one of them carried.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[_Job[C, object]] = []
+        self._is_leading = False
+        self.commits = 0
+        self.jobs = 0
+        self.largest_batch = 0
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[C]:
+        """One write transaction: committed on a clean exit, rolled back on an error."""
+
+    @abstractmethod
+    def _savepoint(self, conn: C) -> AbstractContextManager[object]:
+        """A savepoint inside the open transaction, rolled back alone on an error."""
+
+    def waiting(self) -> int:
+        """Jobs queued behind the transaction now being written."""
+        with self._lock:
+            return len(self._queue)
+
+    def run(self, work: Callable[[C], T], order: str = "") -> T:
+        """Run ``work(conn)`` inside a write transaction; returns once it is committed.
+
+        A batch runs its jobs sorted by ``order`` (stable): a backend whose jobs each
+        lock the rows of one run passes the run's id, so every batch takes its row locks
+        in one global order and two batches cannot deadlock on each other's rows.
+
+        Raises:
+            AifrError: whatever ``work`` raised (its writes are rolled back, the other
+                jobs of its batch are not), or a ``StorageError`` when the shared commit
+                failed (no job of the batch was written).
+        """
+        with self._lock:
+            if self._is_leading:
+                job: _Job[C, T] | None = _Job(work, order)
+                self._queue.append(job)  # type: ignore[arg-type]  # jobs differ only in T
+            else:
+                self._is_leading = True
+                job = None
+        if job is None:
+            return self._alone(work)
+        job.wake.wait()
+        if not job.is_leader:
+            return job.outcome()
+        self._lead()
+        return job.outcome()
+
+    def _alone(self, work: Callable[[C], T]) -> T:
+        """Nobody else is writing: the transaction itself is the job's savepoint.
+
+        No job object, queue or hand-off: a lone writer pays one transaction and nothing
+        more. An error rolls the transaction back and reaches the caller unchanged.
+        """
+        try:
+            with self._transaction() as conn:
+                return work(conn)
+        finally:
+            self._hand_on(1)
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+        try:
+            self._commit(batch)
+        finally:
+            self._hand_on(len(batch))
+            for job in batch:
+                job.wake.set()
+
+    def _hand_on(self, jobs: int) -> None:
+        """Count a finished transaction and pass leadership to the next waiting writer."""
+        with self._lock:
+            self.commits += 1
+            self.jobs += jobs
+            self.largest_batch = max(self.largest_batch, jobs)
+            successor = self._queue[0] if self._queue else None
+            if successor is not None:
+                successor.is_leader = True
+            else:
+                self._is_leading = False
+        if successor is not None:
+            successor.wake.set()
+
+    def _commit(self, batch: list[_Job[C, object]]) -> None:
+        try:
+            with self._transaction() as conn:
+                for job in sorted(batch, key=lambda queued: queued.order):
+                    self._one(conn, job)
+        except AifrError as exc:
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+                    job.has_result = False
+        except Exception as exc:  # a follower must never sleep forever on a failed batch
+            for job in batch:
+                job.error = StorageError(f"grouped commit failed: {exc!r}")
+            raise
+
+    def _one(self, conn: C, job: _Job[C, object]) -> None:
+        try:
+            with self._savepoint(conn):
+                job.result = job.work(conn)
+                job.has_result = True
+        except AifrError as exc:
+            job.error = exc
+            job.has_result = False

@@ -1,0 +1,260 @@
+"""Group commit on both backends: steps of concurrent runs share a commit, and stay correct.
+
+Real SQLite files and a real PostgreSQL schema. A batch is forced deterministically by
+holding the group's current transaction open until every writer has queued behind it;
+the batch must then be one commit, each writer must see its own result committed (read
+through another connection) when its call returns, and a fenced write inside the batch
+(a lease taken by another worker meanwhile) must fail alone, audit record included.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from wf_env import WfEnv, build_wf_env
+
+from aifr.audit import AuditEvent, AuditLedger, AuditRecord
+from aifr.errors import ErrorCode, WorkflowError
+from aifr.invocation import IdempotencyStore
+from aifr.storage.postgres.audit import PostgresAuditStore
+from aifr.storage.postgres.database import PostgresDatabase
+from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
+from aifr.storage.postgres.runs import PostgresRunStore
+from aifr.storage.postgres.step_results import PostgresStepResultStore
+from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite.audit import SqliteAuditStore
+from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
+from aifr.storage.sqlite.runs import SqliteRunStore
+from aifr.storage.sqlite.step_results import StepResultStore
+from aifr.workflows import RunRecord, RunState, StepKey, StepRecord, StepState, WorkflowBuilder
+
+RUNS = 6
+FENCED = {"run-1", "run-4"}
+
+
+@dataclass
+class Worker:
+    runs: SqliteRunStore | PostgresRunStore
+    results: IdempotencyStore
+    ledger: AuditLedger
+
+
+def _sqlite_worker(path: Path) -> Worker:
+    database = SqliteDatabase(path, synchronous="FULL")
+    ledger = AuditLedger(SqliteAuditStore(database))
+    runs = SqliteRunStore(database, ledger)
+    return Worker(runs, StepResultStore(runs, SqliteIdempotencyStore(database, ledger)), ledger)
+
+
+def _pg_worker(dsn: str, schema: str) -> Worker:
+    database = PostgresDatabase(dsn, schema=schema, max_size=4)
+    ledger = AuditLedger(PostgresAuditStore(dsn, schema=schema))
+    runs = PostgresRunStore(database, ledger)
+    return Worker(
+        runs, PostgresStepResultStore(runs, PostgresIdempotencyStore(database, ledger)), ledger
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
+def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Worker, Worker]]:
+    """Two workers (two store instances, as two processes) over one database."""
+    if request.param == "sqlite":
+        pair = (_sqlite_worker(tmp_path / "aifr.db"), _sqlite_worker(tmp_path / "aifr.db"))
+    else:
+        dsn, schema = request.getfixturevalue("pg_schema")
+        pair = (_pg_worker(dsn, schema), _pg_worker(dsn, schema))
+    yield pair
+    for worker in pair:
+        worker.runs.database.close()
+        worker.ledger.close()
+
+
+def _run(run_id: str) -> RunRecord:
+    return RunRecord(
+        id=run_id, workflow="w", workflow_version="1", definition={"name": "w"}, inputs={},
+        principal="agent", roles=(), state=RunState.RUNNING, created_at=100.0,
+        updated_at=100.0, lease_owner="mine", lease_expires_at=110.0,
+    )  # fmt: skip
+
+
+def _hold_until_queued(worker: Worker, expected: int) -> tuple[threading.Thread, list[bool]]:
+    """Start a transaction in the group that stays open until ``expected`` writers queue."""
+    queued: list[bool] = []
+    inside = threading.Event()
+
+    def hold(_conn: object) -> None:
+        inside.set()
+        deadline = time.monotonic() + 30
+        while worker.runs.group.waiting() < expected and time.monotonic() < deadline:
+            time.sleep(0.005)
+        queued.append(worker.runs.group.waiting() == expected)
+
+    holder = threading.Thread(target=worker.runs.group.run, args=(hold,))
+    holder.start()
+    assert inside.wait(30)
+    return holder, queued
+
+
+def test_steps_of_concurrent_runs_share_one_commit_and_a_fenced_one_fails_alone(
+    workers: tuple[Worker, Worker],
+) -> None:
+    mine, other = workers
+    ids = [f"run-{n}" for n in range(RUNS)]
+    for run_id in ids:
+        mine.runs.create(
+            _run(run_id),
+            [StepRecord(run_id, "a", 0, "x.y")],
+            AuditEvent(kind="started", principal="agent", run_id=run_id),
+        )
+        key = str(StepKey(run_id, "a", 1))
+        mine.runs.begin_attempt(key, unrecorded=True, finish=None)
+        mine.results.claim("agent", key, "digest", now=101.0)
+    for run_id in sorted(FENCED):  # the lease expired and another worker took it
+        assert other.runs.acquire(run_id, "other", 10.0, now=111.0) is not None
+    group = mine.runs.group
+    commits, jobs = group.commits, group.jobs
+
+    holder, queued = _hold_until_queued(mine, RUNS)
+    outcomes: dict[str, object] = {}
+    seen_committed: dict[str, bool] = {}
+
+    def finish(run_id: str) -> None:
+        key = str(StepKey(run_id, "a", 1))
+        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
+        try:
+            outcomes[run_id] = mine.results.complete("agent", key, {"output": 1}, 112.0, event)
+        except WorkflowError as exc:
+            outcomes[run_id] = exc
+        step = other.runs.step(run_id, "a")  # another connection: only committed rows
+        seen_committed[run_id] = step is not None and step.state is StepState.COMPLETED
+
+    writers = [threading.Thread(target=finish, args=(run_id,)) for run_id in ids]
+    for writer in writers:
+        writer.start()
+    for writer in [holder, *writers]:
+        writer.join(60)
+
+    assert queued == [True]
+    assert group.commits - commits == 2  # the held transaction, then all six in one
+    assert group.jobs - jobs == 1 + RUNS
+    assert group.largest_batch >= RUNS
+    for run_id in ids:
+        if run_id in FENCED:
+            refused = outcomes[run_id]
+            assert isinstance(refused, WorkflowError)
+            assert refused.code is ErrorCode.WORKFLOW_LEASE_LOST
+            assert not seen_committed[run_id]
+            assert other.runs.step(run_id, "a").state is StepState.PENDING  # type: ignore[union-attr]
+        else:
+            assert isinstance(outcomes[run_id], AuditRecord)
+            assert seen_committed[run_id]  # durable before the call returned
+    kinds = [(r.event.kind, r.event.run_id) for r in other.ledger.records()]
+    assert sorted(k for k in kinds if k[0] == "invocation") == [
+        ("invocation", run_id) for run_id in ids if run_id not in FENCED
+    ]
+    assert other.ledger.verify().ok
+
+
+def test_a_failed_shared_commit_fails_every_job_of_the_batch_and_writes_none(
+    workers: tuple[Worker, Worker],
+) -> None:
+    mine, other = workers
+    group = mine.runs.group
+    holder, _queued = _hold_until_queued(mine, 3)
+    errors: list[BaseException] = []
+
+    def create(run_id: str) -> None:
+        try:
+            mine.runs.create(
+                _run(run_id), [], AuditEvent(kind="started", principal="agent", run_id=run_id)
+            )
+        except Exception as exc:  # collected and checked below
+            errors.append(exc)
+
+    def poison(_conn: object) -> None:  # not an AifrError: aborts the whole batch
+        raise RuntimeError("the transaction broke")
+
+    def broken() -> None:
+        try:
+            group.run(poison)
+        except Exception as exc:  # RuntimeError as leader, else StorageError
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(f"run-{n}",)) for n in range(2)]
+    threads.append(threading.Thread(target=broken))
+    for thread in threads:
+        thread.start()
+    for thread in [holder, *threads]:
+        thread.join(60)
+
+    assert len(errors) == 3
+    assert other.runs.get("run-0") is None and other.runs.get("run-1") is None
+    assert list(other.ledger.records()) == []
+    mine.runs.create(_run("run-9"), [], AuditEvent(kind="started", principal="agent"))
+    assert other.runs.get("run-9") is not None  # leadership was handed on
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
+def durable_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WfEnv]:
+    """The engine at SQLite's durable default (FULL), or on PostgreSQL."""
+    if request.param == "sqlite":
+        built = build_wf_env(tmp_path, synchronous="FULL")
+        yield built
+        built.close()
+        return
+    dsn = os.environ.get("AIFR_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
+    schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
+    built = build_wf_env(tmp_path, postgres=(dsn, schema))
+    yield built
+    built.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_eight_engines_driving_runs_at_once_commit_fewer_times_than_they_write(
+    durable_env: WfEnv,
+) -> None:
+    """As ``aifr worker --concurrency 8``: one engine (lease owner) per thread, one store."""
+    spec = WorkflowBuilder("five").step("a", "test.noop")
+    for name in "bcde":
+        spec = spec.step(name, "test.noop")
+    built = spec.build()
+    engines = [durable_env.new_engine() for _ in range(8)]
+    states: list[RunState] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(engines))
+
+    def drive(engine: object) -> None:
+        start.wait()
+        for _ in range(6):
+            view = engine.start(built, {}, "agent")  # type: ignore[attr-defined]
+            with lock:
+                states.append(view.state)
+
+    threads = [threading.Thread(target=drive, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    group = durable_env.runs.group
+    assert states == [RunState.COMPLETED] * 48
+    assert group.jobs == 48 * 6  # per run: create, five steps (the last with the run's end)
+    assert group.commits < group.jobs * 0.8
+    assert group.largest_batch > 1
+    completed = {
+        s.state for run in durable_env.runs.list(limit=100) for s in durable_env.runs.steps(run.id)
+    }
+    assert completed == {StepState.COMPLETED}
+    assert durable_env.ledger.verify().ok
