@@ -49,9 +49,7 @@ from benchmarks.goals import Goal, Verdict  # noqa: E402
 AIFR = str(Path(sys.executable).parent / "aifr")
 EVERYTHING = ROOT / ".tools" / "node_modules" / ".bin" / "mcp-server-everything"
 _ENV = {  # aifr's own settings pass on, but each project's [audit] synchronous holds
-    k: v
-    for k, v in os.environ.items()
-    if k.startswith("AIFR_") and k != "AIFR_AUDIT__SYNCHRONOUS"
+    k: v for k, v in os.environ.items() if k.startswith("AIFR_") and k != "AIFR_AUDIT__SYNCHRONOUS"
 }
 RELAY = str(Path(__file__).resolve().parent / "gateway_relay.py")
 GATEWAY = Goal("gateway round trip at the defaults / the upstream called directly", 1.2)

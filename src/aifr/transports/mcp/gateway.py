@@ -208,12 +208,12 @@ def _handler(upstream: Upstream, tool: str) -> Callable[..., Any]:
     compensated = entry if entry is not None and entry.compensation else None
 
     async def call_upstream(**arguments: Any) -> JsonValue:
-        context = current_request()
-        if context is not None:
-            context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
-        result = await upstream.call(tool, arguments, progress=UPSTREAM_PROGRESS.get())
-        if context is not None:  # the version is known once the server has started
-            context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
+        try:
+            result = await upstream.call(tool, arguments, progress=UPSTREAM_PROGRESS.get())
+        finally:  # once, after the call: the version is known once the server has started
+            context = current_request()
+            if context is not None:
+                context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
         if result.is_error:
             raise TransportError(
                 f"upstream {upstream.name!r} tool {tool!r} failed: {_failure_text(result)}",
