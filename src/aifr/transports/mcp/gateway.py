@@ -286,7 +286,7 @@ def _read_handler(upstream: Upstream, what: str) -> Callable[..., Any]:
             if context is not None:
                 context.set(UPSTREAM_AUDIT_KEY, facts)
             result: types.ReadResourceResult | types.GetPromptResult = await upstream.request(
-                lambda c: c.read_resource(uri)
+                lambda c: c.read_resource(uri), budgeted=True
             )
         else:
             name: str = inputs["name"]
@@ -294,7 +294,7 @@ def _read_handler(upstream: Upstream, what: str) -> Callable[..., Any]:
             facts["prompt"] = name
             if context is not None:
                 context.set(UPSTREAM_AUDIT_KEY, facts)
-            result = await upstream.request(lambda c: c.get_prompt(name, arguments))
+            result = await upstream.request(lambda c: c.get_prompt(name, arguments), budgeted=True)
         if context is not None:  # the version is known once the server has started
             context.set(UPSTREAM_AUDIT_KEY, {**facts, **upstream.audit_facts(what)})
         dumped: JsonValue = result.model_dump(mode="json", by_alias=True, exclude_none=True)
