@@ -187,15 +187,39 @@ def field_errors_from_jsonschema(
     return results
 
 
-def validate_against_schema(instance: Any, schema: Mapping[str, Any]) -> list[dict[str, JsonValue]]:
-    """Validate ``instance`` against a JSON Schema (2020-12), formats checked."""
+_COMPILED: dict[int, tuple[Mapping[str, Any], Any]] = {}
+_COMPILED_MAX = 4096
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    """The jsonschema validator of ``schema``, built once per schema object.
+
+    Keyed by the object's identity (a spec's schema is one object for its life, and the
+    cache holds it, so its id is never reused while cached); an equal schema built anew
+    gets a validator of its own. Validators are safe to share across threads.
+    """
+    cached = _COMPILED.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
     import jsonschema  # deferred: its format checkers cost ~0.8 s to import
 
     validator_cls = jsonschema.validators.validator_for(
         schema, default=jsonschema.Draft202012Validator
     )
     validator = validator_cls(schema, format_checker=_format_checker(validator_cls))
-    return field_errors_from_jsonschema(validator.iter_errors(instance))
+    if len(_COMPILED) >= _COMPILED_MAX:  # schemas made per call: keep the cache bounded
+        _COMPILED.clear()
+    _COMPILED[id(schema)] = (schema, validator)
+    return validator
+
+
+def validate_against_schema(instance: Any, schema: Mapping[str, Any]) -> list[dict[str, JsonValue]]:
+    """Validate ``instance`` against a JSON Schema (2020-12), formats checked.
+
+    The validator is compiled on the first use of ``schema`` and reused (a gateway
+    upstream tool's input schema is validated against on every call).
+    """
+    return field_errors_from_jsonschema(_validator(schema).iter_errors(instance))
 
 
 @functools.cache

@@ -3,7 +3,7 @@
 Through ``aifr mcp`` with the SDK client: an upstream started by the first ``tools/list``
 (not before), its progress notifications reaching the client during a governed call
 (server-everything's ``trigger-long-running-operation``), its resources and prompts
-listed and read read-only, and an upstream's ``notifications/tools/list_changed``
+listed and read read-only as governed calls (audited; one refused by a rule), and an upstream's ``notifications/tools/list_changed``
 passed on, with the tool it changed then refused as drift. Outside it: ``aifr call``
 and ``aifr run`` use upstream tools, the workflow compensating on the upstream.
 """
@@ -22,6 +22,7 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 from mcp_harness import run_aifr
 
 from aifr.app import build_audit_ledger
@@ -35,6 +36,13 @@ CHANGING = REPO / "tests" / "fixtures" / "mcp_upstreams" / "changing_server.py"
 POLICY = """\
 version: 1
 rules:
+  - id: no-startup-notes
+    when:
+      capability: "every.resources.read"
+      inputs:
+        uri: {glob: "*/startup.md"}
+    decision: DENY
+    reason: the startup notes stay private
   - id: allow-reads
     when: {operation: READ}
     decision: ALLOW
@@ -200,6 +208,63 @@ def test_progress_list_changed_resources_and_prompts_pass_through_and_upstreams_
     finally:
         ledger.close()
     assert "every.trigger-long-running-operation" in called  # governed and audited
+
+
+def test_upstream_resource_reads_and_prompt_gets_are_decided_by_the_policy_and_audited(
+    aifr_bin: str, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = _project(aifr_bin, tmp_path, clean_env)
+    params = StdioServerParameters(
+        command=aifr_bin, args=["mcp", "-p", str(project)], env=clean_env, cwd=str(project)
+    )
+
+    async def main() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        with anyio.fail_after(120):
+            async with Client(params, mode="legacy") as client:
+                seen["tools"] = {t.name for t in (await client.list_tools()).tools}
+                listed = {r.name: str(r.uri) for r in (await client.list_resources()).resources}
+                seen["read"] = await client.read_resource(listed["every.architecture.md"])
+                with pytest.raises(MCPError) as refused:
+                    await client.read_resource(listed["every.startup.md"])
+                seen["refused"] = refused.value
+                seen["prompt"] = await client.get_prompt(
+                    "every.args-prompt", {"city": "Lyon", "state": "Rhone"}
+                )
+        return seen
+
+    seen = anyio.run(main)
+    # the synthesized read capabilities are not tools: resources/read and prompts/get are
+    assert "every.resources.read" not in seen["tools"]
+    assert "every.prompts.get" not in seen["tools"]
+    contents = seen["read"].contents
+    assert contents and isinstance(contents[0], types.TextResourceContents) and contents[0].text
+    refused = seen["refused"]
+    assert "policy.denied" in str(refused), refused
+    assert "no-startup-notes" in json.dumps(refused.error.data), refused.error.data
+    assert "Lyon" in json.dumps(seen["prompt"].model_dump(mode="json"))
+
+    ledger = build_audit_ledger(load_settings(project))
+    try:
+        events = [
+            r.event
+            for r in ledger.records()
+            if r.event.kind == "invocation" and r.event.capability_id.startswith("every.")
+        ]
+    finally:
+        ledger.close()
+    reads = [e for e in events if e.capability_id == "every.resources.read"]
+    assert [(e.outcome, e.rule_id) for e in reads] == [
+        ("ok", "allow-reads"),
+        ("policy.denied", "no-startup-notes"),
+    ]
+    upstream = reads[0].details["upstream"]
+    assert upstream["name"] == "every" and upstream["server_version"]
+    assert upstream["resource"] == "demo://resource/static/document/architecture.md"
+    gets = [e for e in events if e.capability_id == "every.prompts.get"]
+    assert [(e.outcome, e.rule_id) for e in gets] == [("ok", "allow-reads")]
+    assert gets[0].details["upstream"]["prompt"] == "args-prompt"
+    assert "Lyon" not in repr(gets)  # the prompt arguments are audited as a digest only
 
 
 def test_aifr_call_and_aifr_run_use_upstream_tools_and_the_run_compensates_on_the_upstream(

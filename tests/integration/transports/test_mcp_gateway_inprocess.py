@@ -202,6 +202,31 @@ def test_calls_over_the_upstreams_budget_are_refused() -> None:
     assert refused.value.code is ErrorCode.POLICY_RATE_LIMITED
 
 
+def test_resource_reads_and_prompt_gets_are_read_capabilities_that_spend_the_budget() -> None:
+    config = _everything(max_calls_per_minute=3, resources=True, prompts=True)
+    gateway = Gateway([config], str, errlog=sys.stderr)
+    try:
+        registry = CapabilityRegistry()
+        gateway.register(registry)
+        read = registry.resolve("every.resources.read")
+        get = registry.resolve("every.prompts.get")
+        assert read.spec.operation_type.value == "READ" and read.spec.effective_risk.value == "LOW"
+        uri = "demo://resource/static/document/architecture.md"
+        assert read.handler is not None and get.handler is not None
+        body = asyncio.run(read.handler(uri=uri))
+        prompt = asyncio.run(get.handler(name="simple-prompt"))
+        echo = registry.resolve("every.echo").handler
+        assert echo is not None
+        asyncio.run(echo(message="third call of the minute"))
+        with pytest.raises(AifrError) as refused:
+            asyncio.run(read.handler(uri=uri))
+    finally:
+        gateway.close()
+    assert isinstance(body, dict) and body["contents"][0]["uri"] == uri
+    assert isinstance(prompt, dict) and prompt["messages"]
+    assert refused.value.code is ErrorCode.POLICY_RATE_LIMITED
+
+
 def test_undeclared_upstream_tools_are_high_risk_and_declared_ones_get_their_risk() -> None:
     import mcp_types as types
 

@@ -15,8 +15,14 @@ Upstreams start lazily: one with a reviewed tool list is registered from it and 
 on its first call; one without is registered when something first needs its tools (a
 ``tools/list``, or a lookup of ``<upstream>.<tool>`` through the registry's fallback),
 which starts it. A call's progress goes to :data:`UPSTREAM_PROGRESS`, set by the
-transport for the request it serves. Resources and prompts of an upstream configured
-with ``resources``/``prompts`` are passed through read-only.
+transport for the request it serves.
+
+Resources and prompts of an upstream configured with ``resources``/``prompts`` are
+served read-only, and governed like its tools: reading one is a call of the synthesized
+capability ``<upstream>.resources.read`` (input ``{"uri": ...}``), getting a prompt one
+of ``<upstream>.prompts.get`` (``{"name": ..., "arguments": {...}}``), both READ at LOW
+risk, through ``Runtime.invoke``: the policy decides each read and the audit records it.
+Listing them is not a call (it reads nothing but names).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 import mcp_types as types
 from pydantic import JsonValue
@@ -52,7 +59,10 @@ from aifr.transports.mcp.upstream_catalog import changed_tools, load_catalog, sa
 from aifr.workflows import render_inputs
 
 __all__ = [
+    "PROMPT_GET",
+    "RESOURCE_READ",
     "UPSTREAM_PROGRESS",
+    "UPSTREAM_READ_TAG",
     "UPSTREAM_TAG",
     "Gateway",
     "UpstreamTool",
@@ -62,6 +72,12 @@ __all__ = [
 ]
 
 UPSTREAM_TAG = "mcp-upstream"
+UPSTREAM_READ_TAG = "mcp-upstream-read"
+"""Tags the synthesized resource-read and prompt-get capabilities (not listed as tools)."""
+RESOURCE_READ = "resources.read"
+"""``<upstream>.resources.read``: read one of the upstream's resources, governed."""
+PROMPT_GET = "prompts.get"
+"""``<upstream>.prompts.get``: get one of the upstream's prompts, governed."""
 UPSTREAM_PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
     "aifr_upstream_progress", default=None
 )
@@ -192,12 +208,12 @@ def _handler(upstream: Upstream, tool: str) -> Callable[..., Any]:
     compensated = entry if entry is not None and entry.compensation else None
 
     async def call_upstream(**arguments: Any) -> JsonValue:
-        context = current_request()
-        if context is not None:
-            context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
-        result = await upstream.call(tool, arguments, progress=UPSTREAM_PROGRESS.get())
-        if context is not None:  # the version is known once the server has started
-            context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
+        try:
+            result = await upstream.call(tool, arguments, progress=UPSTREAM_PROGRESS.get())
+        finally:  # once, after the call: the version is known once the server has started
+            context = current_request()
+            if context is not None:
+                context.set(UPSTREAM_AUDIT_KEY, upstream.audit_facts(tool))
         if result.is_error:
             raise TransportError(
                 f"upstream {upstream.name!r} tool {tool!r} failed: {_failure_text(result)}",
@@ -211,6 +227,91 @@ def _handler(upstream: Upstream, tool: str) -> Callable[..., Any]:
 
     call_upstream.__name__ = f"upstream_{upstream.name}_{_NOT_ID.sub('_', tool)}"
     return call_upstream
+
+
+def _shown_uri(uri: str) -> str:
+    """``uri`` as the audit record names it: no user info, query or fragment (secrets hide there)."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _read_spec(config: UpstreamSettings, what: str) -> CapabilitySpec:
+    """The READ/LOW spec of ``<upstream>.resources.read`` or ``<upstream>.prompts.get``."""
+    if what == RESOURCE_READ:
+        schema: dict[str, JsonValue] = {
+            "type": "object",
+            "properties": {"uri": {"type": "string", "minLength": 1}},
+            "required": ["uri"],
+            "additionalProperties": False,
+        }
+        description = f"Read a resource of the upstream MCP server {config.name!r}."
+    else:
+        schema = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "arguments": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            "required": ["name"],
+            "additionalProperties": False,
+        }
+        description = f"Get a prompt of the upstream MCP server {config.name!r}."
+    return CapabilitySpec(
+        id=f"{config.name}.{what}",
+        name=f"{config.name} {what}",
+        description=description,
+        input_schema=schema,
+        tags=(UPSTREAM_TAG, UPSTREAM_READ_TAG, f"upstream:{config.name}"),
+        timeout_s=config.timeout_s,
+        operation_type=OperationType.READ,
+        side_effects=SideEffects(reversible=True, scope="external"),
+        risk=Risk(
+            level=RiskLevel.LOW,
+            justification=f"a read-only {what} of [[mcp.upstreams]] {config.name}",
+        ),
+        idempotent=True,
+    )
+
+
+def _read_handler(upstream: Upstream, what: str) -> Callable[..., Any]:
+    async def read_upstream(**inputs: Any) -> JsonValue:
+        context = current_request()
+        facts = upstream.audit_facts(what)
+        if what == RESOURCE_READ:
+            uri: str = inputs["uri"]
+            facts["resource"] = _shown_uri(uri)
+            if context is not None:
+                context.set(UPSTREAM_AUDIT_KEY, facts)
+            result: types.ReadResourceResult | types.GetPromptResult = await upstream.request(
+                lambda c: c.read_resource(uri), budgeted=True
+            )
+        else:
+            name: str = inputs["name"]
+            arguments: dict[str, str] | None = inputs.get("arguments")
+            facts["prompt"] = name
+            if context is not None:
+                context.set(UPSTREAM_AUDIT_KEY, facts)
+            result = await upstream.request(lambda c: c.get_prompt(name, arguments), budgeted=True)
+        if context is not None:  # the version is known once the server has started
+            context.set(UPSTREAM_AUDIT_KEY, {**facts, **upstream.audit_facts(what)})
+        dumped: JsonValue = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return dumped
+
+    read_upstream.__name__ = f"upstream_{upstream.name}_{what.replace('.', '_')}"
+    return read_upstream
+
+
+def read_capabilities(config: UpstreamSettings, upstream: Upstream) -> list[Capability]:
+    """The synthesized read capabilities of an upstream sharing resources or prompts."""
+    wanted = [
+        w for w, on in ((RESOURCE_READ, config.resources), (PROMPT_GET, config.prompts)) if on
+    ]
+    return [
+        Capability(spec=_read_spec(config, w), handler=_read_handler(upstream, w)) for w in wanted
+    ]
 
 
 @dataclass(frozen=True)
@@ -355,6 +456,11 @@ class Gateway:
         if lazy:
             registry.add_fallback(self._fallback)
         failures: list[str] = []
+        known = {spec.id for spec in registry.list()}  # no lookup: no fallback
+        for served in self._served.values():  # no tool list needed: never starts one
+            for capability in read_capabilities(served.upstream.config, served.upstream):
+                if capability.spec.id not in known:
+                    registry.register(capability)
         for name, served in self._served.items():
             path = self._catalog(served.upstream)
             if lazy and (path is None or not path.exists()):
@@ -455,12 +561,11 @@ class Gateway:
         """Whether ``uri`` was listed by an upstream."""
         return uri in self._resource_owner
 
-    async def read_resource(self, uri: str) -> types.ReadResourceResult:
-        """Read an upstream resource listed before.
+    def resource_call(self, uri: str) -> tuple[str, dict[str, JsonValue]]:
+        """The governed call that reads ``uri``: ``<upstream>.resources.read`` and its input.
 
         Raises:
-            TransportError: ``transport.not_found``: no upstream listed ``uri``;
-                ``transport.upstream_unavailable``: the upstream does not answer.
+            TransportError: ``transport.not_found``: no upstream listed ``uri``.
         """
         upstream = self._resource_owner.get(uri)
         if upstream is None:
@@ -469,7 +574,7 @@ class Gateway:
                 code=ErrorCode.TRANSPORT_NOT_FOUND,
                 uri=uri,
             )
-        return await upstream.request(lambda c: c.read_resource(uri))
+        return f"{upstream.name}.{RESOURCE_READ}", {"uri": uri}
 
     async def list_prompts(self) -> list[types.Prompt]:
         """The prompts of the upstreams configured with ``prompts = true``, as ``<upstream>.<name>``."""
@@ -485,14 +590,14 @@ class Gateway:
             )
         return listed
 
-    async def get_prompt(
+    def prompt_call(
         self, name: str, arguments: dict[str, str] | None
-    ) -> types.GetPromptResult:
-        """Get ``<upstream>.<prompt>`` from its upstream.
+    ) -> tuple[str, dict[str, JsonValue]]:
+        """The governed call that gets ``<upstream>.<prompt>``: ``<upstream>.prompts.get`` and its input.
 
         Raises:
             TransportError: ``transport.not_found``: no upstream shares prompts under
-                that name; ``transport.upstream_unavailable``: it does not answer.
+                that name.
         """
         owner, _, prompt = name.partition(".")
         served = self._served.get(owner)
@@ -502,7 +607,10 @@ class Gateway:
                 code=ErrorCode.TRANSPORT_NOT_FOUND,
                 prompt=name,
             )
-        return await served.upstream.request(lambda c: c.get_prompt(prompt, arguments))
+        inputs: dict[str, JsonValue] = {"name": prompt}
+        if arguments is not None:
+            inputs["arguments"] = dict(arguments)
+        return f"{owner}.{PROMPT_GET}", inputs
 
     def tools(self, upstream: Upstream) -> list[UpstreamTool]:
         """Every tool the upstream lists now, with what the gateway makes of it.

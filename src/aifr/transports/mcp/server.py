@@ -44,7 +44,7 @@ from aifr.errors import (
 from aifr.invocation import ApprovalService, CallOptions, Result, Runtime, Status
 from aifr.transports.mcp.approvals import ApprovalBridge
 from aifr.transports.mcp.auth import IDENTITY_SCOPE_KEY, McpIdentity
-from aifr.transports.mcp.gateway import UPSTREAM_PROGRESS, Gateway
+from aifr.transports.mcp.gateway import UPSTREAM_PROGRESS, UPSTREAM_READ_TAG, Gateway
 from aifr.transports.mcp.list_changed import ToolListWatchers
 from aifr.transports.mcp.naming import ToolNames, ToolNaming
 from aifr.transports.mcp.protocol import result_for_version, tool_for_version
@@ -306,9 +306,12 @@ class AifrMcpServer:
         """Every tool under its listed name: capabilities (latest version), workflows, status.
 
         With ``who``, a capability the policy denies that caller whatever the inputs is
-        left out (a tool that may be allowed, or needs an approval, stays).
+        left out (a tool that may be allowed, or needs an approval, stays). An upstream's
+        ``resources.read`` and ``prompts.get`` are not tools (the protocol has their own
+        requests), though ``tools/call`` may still name them.
         """
-        specs = self.registry.list()
+        # an upstream's resource reads and prompt gets are resources/read and prompts/get
+        specs = [s for s in self.registry.list() if UPSTREAM_READ_TAG not in s.tags]
         if who is not None:
             denies = self.runtime.policy.always_denies
             specs = [s for s in specs if not denies(s, who.principal, who.roles)]
@@ -497,14 +500,8 @@ class AifrMcpServer:
     ) -> types.ReadResourceResult:
         gateway = self.gateway
         if gateway is not None and gateway.owns_resource(str(params.uri)):
-            try:
-                return await gateway.read_resource(str(params.uri))
-            except AifrError as exc:
-                raise MCPError(
-                    code=INVALID_PARAMS,
-                    message=f"{exc.code.value}: {exc.message}",
-                    data=error_payload(exc),
-                ) from exc
+            output = await self._governed_read(ctx, lambda: gateway.resource_call(str(params.uri)))
+            return types.ReadResourceResult.model_validate(output)
         try:
             body = await self.resources.read(params.uri, self.identity(ctx))
         except AifrError as exc:
@@ -544,18 +541,44 @@ class AifrMcpServer:
         return types.ListPromptsResult(prompts=prompts)
 
     async def _get_prompt(
-        self, _ctx: Ctx, params: types.GetPromptRequestParams
+        self, ctx: Ctx, params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
-        if self.gateway is None:  # not registered without one
+        gateway = self.gateway
+        if gateway is None:  # not registered without one
             raise MCPError(code=INVALID_PARAMS, message=f"unknown prompt {params.name!r}")
+        output = await self._governed_read(
+            ctx, lambda: gateway.prompt_call(params.name, params.arguments)
+        )
+        return types.GetPromptResult.model_validate(output)
+
+    async def _governed_read(
+        self, ctx: Ctx, call: Callable[[], tuple[str, dict[str, JsonValue]]]
+    ) -> JsonValue:
+        """Run an upstream resource read or prompt get through ``Runtime.ainvoke``.
+
+        Its output, or a protocol error carrying the one error payload: reads have no
+        ``isError`` result, so a denial (naming the rule), a pending approval or a
+        failure of the upstream is an ``INVALID_PARAMS`` error.
+        """
         try:
-            return await self.gateway.get_prompt(params.name, params.arguments)
+            capability_id, inputs = call()
+            who = self.identity(ctx)
+            self._host_upstreams()
+            result = await self.runtime.ainvoke(
+                capability_id,
+                inputs,
+                who.principal,
+                CallOptions(roles=who.roles, traceparent=_traceparent(ctx)),
+            )
+            if result.error is not None:
+                raise result.error
         except AifrError as exc:
             raise MCPError(
                 code=INVALID_PARAMS,
                 message=f"{exc.code.value}: {exc.message}",
                 data=error_payload(exc),
             ) from exc
+        return result.output
 
     def _upstream_changed(self, upstream: object, what: str) -> None:
         """An upstream said its list changed: tell every connected client the same."""

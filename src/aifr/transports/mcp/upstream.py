@@ -406,14 +406,21 @@ class Upstream:
             tool, arguments, read_timeout_seconds=self.config.timeout_s, progress_callback=relay
         )
 
-    async def request(self, work: Callable[[Client], Awaitable[_T]]) -> _T:
+    async def request(
+        self, work: Callable[[Client], Awaitable[_T]], *, budgeted: bool = False
+    ) -> _T:
         """Run ``work(client)`` on the connection (starting it if needed), from any loop.
 
         For the read-only requests the gateway passes through (resources, prompts).
+        ``budgeted`` counts it against ``max_calls_per_minute`` as a tool call is (a
+        resource read or prompt get; listings are not counted).
 
         Raises:
             TransportError: ``transport.upstream_unavailable``.
+            PolicyError: ``policy.rate_limited``: ``budgeted`` and over the budget.
         """
+        if budgeted:
+            self._spend()
         if self._client is None:
             await asyncio.to_thread(self.start)
 
