@@ -291,7 +291,7 @@ def main() -> int:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "")
     DOCS.write_text(text)
     print(f"wrote {DOCS.relative_to(ROOT)} ## REST API", flush=True)
     return 0
