@@ -8,7 +8,9 @@ decision, output validation and a durable audit record (SQLite, ``audit.synchron
 as configured: FULL by default). The bare route returns ``{"ok": true}``.
 
 Goals (issue 25): at most 1.2x the bare route's time per call, and at least 1,000
-governed calls/s with 16 concurrent clients. Results go to ``docs/benchmarks.md`` under
+governed calls/s with 16 concurrent clients. A third server, the CPython floor on the
+same route (``benchmarks.floor.LeanFloor.call()`` in a pool thread, at the same
+``synchronous`` level), gives the goals restated against the floor. Results go to ``docs/benchmarks.md`` under
 ``## REST API``.
 
     python -m benchmarks api [--calls 2000] [--rounds 3] [--synchronous FULL|NORMAL]
@@ -69,6 +71,31 @@ sock.listen(1024)
 print(f"serving on http://127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
 uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 """
+
+# The CPython floor on the same transport (as benchmarks/mcp_bench.py's floor rows): the
+# bare app's uvicorn settings, and a route whose handler does benchmarks.floor's minimal
+# governed call (validate, look up a decision, a hash-chained 17-column audit record, one
+# commit at the given ``synchronous`` level) in a one-thread pool: the same single hand-off
+# off the loop that aifr's ``ainvoke`` makes for a sync handler (its whole pipeline runs in
+# one handler-pool thread under the default ``sync_execution = "auto"``).
+FLOOR = BARE.replace(
+    "app = FastAPI()",
+    """import asyncio, concurrent.futures, tempfile
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[2])  # the repository, for benchmarks.floor
+from benchmarks.floor import LeanFloor
+
+home = Path(tempfile.mkdtemp(prefix="floor-", dir=sys.argv[3]))
+floor = LeanFloor(home / "floor.db", sys.argv[1])
+pool = concurrent.futures.ThreadPoolExecutor(1)
+app = FastAPI()
+
+
+@app.post("/floor")
+async def floor_call() -> dict[str, bool]:
+    return await asyncio.get_running_loop().run_in_executor(pool, floor.call)""",
+)
 
 
 def _project(root: Path, synchronous: str) -> tuple[Path, str]:
@@ -145,59 +172,83 @@ def main() -> int:
             [AIFR, "serve", "--port", "0", "-p", str(project)], root / "aifr.log", project
         )
         bare_proc, bare_url = _start([sys.executable, "-c", BARE], root / "bare.log", root)
-        governed: list[float] = []
-        bare: list[float] = []
-        cpu = {"bare": 0.0, "aifr": 0.0}
-        served = {"bare": 0, "aifr": 0}
-        pids = {"bare": bare_proc.pid, "aifr": aifr_proc.pid}
+        floor_proc, floor_url = _start(
+            [sys.executable, "-c", FLOOR, args.synchronous, str(ROOT), str(root)],
+            root / "floor.log",
+            root,
+        )
+        procs = {"bare": bare_proc, "floor": floor_proc, "aifr": aifr_proc}
+        urls = {"bare": bare_url, "floor": floor_url, "aifr": aifr_url}
+        auth = {"Authorization": f"Bearer {token}"}
+        requests: dict[str, tuple[str, dict[str, str], dict[str, object]]] = {
+            "bare": ("/noop", {}, {}),
+            "floor": ("/floor", {}, {}),
+            "aifr": ("/v1/capabilities/bench.noop/invoke", auth, {"inputs": {}}),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in procs}
+        cpu = dict.fromkeys(procs, 0.0)
+        served = dict.fromkeys(procs, 0)
         try:
             for turn in range(args.rounds):
-                order = [("bare", bare_url), ("aifr", aifr_url)]
-                for name, url in order if turn % 2 == 0 else order[::-1]:
-                    before = _cpu_s(pids[name])
-                    if name == "bare":
-                        bare.append(asyncio.run(_round(url, "/noop", {}, {}, args.calls)))
-                    else:
-                        auth = {"Authorization": f"Bearer {token}"}
-                        rate = asyncio.run(
-                            _round(
-                                url,
-                                "/v1/capabilities/bench.noop/invoke",
-                                auth,
-                                {"inputs": {}},
-                                args.calls,
-                            )
-                        )
-                        governed.append(rate)
-                    cpu[name] += _cpu_s(pids[name]) - before
+                order = list(procs)
+                for name in order if turn % 2 == 0 else order[::-1]:
+                    before = _cpu_s(procs[name].pid)
+                    path, headers, body = requests[name]
+                    rates[name].append(
+                        asyncio.run(_round(urls[name], path, headers, body, args.calls))
+                    )
+                    cpu[name] += _cpu_s(procs[name].pid) - before
                     served[name] += args.calls + CONCURRENCY
                 print(
-                    f"round {turn + 1}: bare {bare[-1]:.0f}/s  aifr {governed[-1]:.0f}/s",
+                    f"round {turn + 1}: "
+                    + "  ".join(f"{name} {rates[name][-1]:.0f}/s" for name in procs),
                     flush=True,
                 )
         finally:
-            for process in (aifr_proc, bare_proc):
+            for process in procs.values():
                 process.terminate()
                 process.wait(timeout=10)
+    bare, floor_rates, governed = rates["bare"], rates["floor"], rates["aifr"]
+    best_floor = max(floor_rates)
     best_bare, best_aifr = max(bare), max(governed)
     ratio = best_bare / best_aifr  # time per call, aifr / bare
     cpu_ms = {name: 1000 * cpu[name] / max(1, served[name]) for name in cpu}
     print(
-        f"server CPU per call: bare {cpu_ms['bare']:.3f} ms, aifr {cpu_ms['aifr']:.3f} ms "
-        f"({cpu_ms['aifr'] / max(cpu_ms['bare'], 1e-9):.2f}x)",
+        "server CPU per call: "
+        + ", ".join(f"{name} {cpu_ms[name]:.3f} ms" for name in cpu_ms)
+        + f" (aifr {cpu_ms['aifr'] / max(cpu_ms['floor'], 1e-9):.2f}x the floor)",
         flush=True,
     )
-    floor = Goal(
-        "governed calls/s / the bare route's calls/s at 16 clients (the host's floor)",
-        0.83,
+    # The project rule: a goal a benchmark shows to be below the floor is restated against
+    # the floor (same transport, same durability, same hand-off).
+    vs_floor = Goal(
+        "governed no-op over HTTP / the CPython floor on the same route (restated)", 1.2
+    )
+    vs_floor_cpu = Goal("server CPU per governed call / the floor's (restated)", 1.2)
+    rate_vs_floor = Goal(
+        "governed calls/s / what the floor reaches at 16 clients (restated 1,000/s)",
+        1 / 1.2,
         at_least=True,
     )
     verdicts = [
         Verdict(f"{best_aifr:.0f} vs {best_bare:.0f} calls/s", ratio, RATIO),
         Verdict(f"{best_aifr:.0f} calls/s", best_aifr / 1000.0, RATE),
-        Verdict(f"{best_aifr:.0f} vs {best_bare:.0f} calls/s", best_aifr / best_bare, floor),
+        Verdict(f"{best_aifr:.0f} vs {best_floor:.0f} calls/s", best_floor / best_aifr, vs_floor),
+        Verdict(
+            f"{cpu_ms['aifr']:.3f} vs {cpu_ms['floor']:.3f} ms",
+            cpu_ms["aifr"] / max(cpu_ms["floor"], 1e-9),
+            vs_floor_cpu,
+        ),
+        Verdict(
+            f"{best_aifr:.0f} vs {best_floor:.0f} calls/s", best_aifr / best_floor, rate_vs_floor
+        ),
     ]
     goals.print_verdicts(verdicts)
+
+    def row(label: str, name: str) -> str:
+        runs = ", ".join(f"{r:.0f}" for r in rates[name])
+        return f"| {label} | {max(rates[name]):.0f} | {runs} | {cpu_ms[name]:.3f} ms |"
+
     lines = [
         "## REST API",
         "",
@@ -205,25 +256,30 @@ def main() -> int:
         f"--synchronous {args.synchronous}` on {platform.node() or 'this host'} "
         f"({os.cpu_count()} CPUs, Python {platform.python_version()}), {time.strftime('%Y-%m-%d')}. "
         "16 concurrent httpx callers on keep-alive connections; each side one uvicorn "
-        "process on 127.0.0.1; rounds alternate; best round of each shown.",
+        "process on 127.0.0.1 (uvloop, httptools, no access log); rounds alternate; best "
+        "round of each shown; server CPU per call is user + system over all rounds.",
         "",
-        "| | calls/s (best) | all rounds |",
-        "|---|---:|---|",
-        f"| bare FastAPI route | {best_bare:.0f} | {', '.join(f'{r:.0f}' for r in bare)} |",
-        f"| aifr governed no-op (`POST /v1/capabilities/{{id}}/invoke`) | {best_aifr:.0f} | "
-        f"{', '.join(f'{r:.0f}' for r in governed)} |",
-        "",
-        f"Server CPU per call (user + system, all rounds): bare {cpu_ms['bare']:.3f} ms, "
-        f"aifr {cpu_ms['aifr']:.3f} ms ({cpu_ms['aifr'] / max(cpu_ms['bare'], 1e-9):.2f}x).",
+        "| | calls/s (best) | all rounds | server CPU per call |",
+        "|---|---:|---|---:|",
+        row("bare FastAPI route (returns `{ok: true}`)", "bare"),
+        row(
+            f"CPython floor on the same route (`LeanFloor.call()` in a pool thread, "
+            f"{args.synchronous})",
+            "floor",
+        ),
+        row("aifr governed no-op (`POST /v1/capabilities/{id}/invoke`)", "aifr"),
         "",
         *goals.verdict_table(verdicts),
         "",
         "The governed call does the token check and rate-limit lease in the state "
         "database (one round trip per lease of tokens, not per call), the policy "
         "decision, input and output validation and a durable audit append per call, in "
-        "one hand-off to a handler thread; the bare route does none of it. Both servers "
-        "run uvicorn with uvloop and httptools (when installed) and no access log. "
-        "Server CPU per call is the CPU time each server process used over all its "
+        "one hand-off to a handler thread; the bare route does none of it. The floor "
+        "route does `benchmarks/floor.py`'s minimum of a governed call (input and output "
+        "validation, a decision looked up in a dict, a hash-chained 17-column audit "
+        "record, one commit at the same `synchronous` level) in the same single hand-off "
+        "to a pool thread, and no token check, rate limit, policy engine or request "
+        "context: what any CPython implementation on this stack pays. Server CPU per call is the CPU time each server process used over all its "
         "calls: on a shared host it moves far less than the calls/s, which also carry "
         "the client's cost (on the same CPUs) and the scheduling delays of every hand-off.",
         "",
@@ -235,7 +291,7 @@ def main() -> int:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "")
     DOCS.write_text(text)
     print(f"wrote {DOCS.relative_to(ROOT)} ## REST API", flush=True)
     return 0

@@ -131,8 +131,11 @@ def authorize(policy: PolicyEngine, who: Caller, operation: str) -> None:
     )
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     """The authenticated caller of a request (a route dependency; :class:`ApiGuard` set it).
+
+    ``async`` because it only reads the scope: FastAPI would run a plain ``def``
+    dependency in a worker thread, a hand-off per request for nothing.
 
     Raises:
         TransportError: ``transport.unauthenticated`` (only if the guard is missing).

@@ -8,8 +8,10 @@ OpenAPI document, answers without a token, except ``/health``.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,9 @@ def serve_api(
                 on_ready(f"{scheme}://{shown}:{bound_port}")
 
     try:
-        anyio.run(run)
+        # uvicorn's loop="auto" picks uvloop only when uvicorn starts the loop itself; here
+        # anyio does, so ask it for uvloop when installed (the ``api`` extra installs it).
+        uvloop = importlib.util.find_spec("uvloop") is not None and sys.platform != "win32"
+        anyio.run(run, backend_options={"use_uvloop": uvloop})
     finally:
         sock.close()

@@ -17,14 +17,18 @@ bearer_scheme = HTTPBearer(auto_error=False, description="a token from 'aifr tok
 """Declares the bearer scheme in the OpenAPI document; :class:`ApiGuard` does the checking."""
 
 
-def project_app(request: Request) -> App:
-    """The project the server serves."""
+async def project_app(request: Request) -> App:
+    """The project the server serves (``async``: a plain read, no worker-thread hand-off)."""
     app: App = request.app.state.aifr
     return app
 
 
-def workflow_lock(request: Request) -> anyio.CapacityLimiter:
-    """One workflow operation at a time: the engine is driven from worker threads."""
+async def workflow_lock(request: Request) -> anyio.CapacityLimiter:
+    """One workflow operation at a time: the engine is driven from worker threads.
+
+    ``async`` as every dependency here that does no I/O: FastAPI runs a plain ``def``
+    dependency in a worker thread, one hand-off per dependency per request.
+    """
     limiter: anyio.CapacityLimiter = request.app.state.workflow_limiter
     return limiter
 
