@@ -62,11 +62,14 @@ def console(
         POLICY.replace("rules:\n", "rules:\n" + RULES, 1)
     )
     (project / "workflows" / "triage-then-refund.yaml").write_text(TRIAGE_THEN_REFUND)
+    # findings.import reads only inside the project's [fs] roots, as a user's scan would be.
+    (project / "scans").mkdir()
+    shutil.copy(NUCLEI / "nuclei-v3.3-recent-keys.jsonl", project / "scans")
     imported = run_aifr(
         aifr_bin,
         "findings",
         "import",
-        str(NUCLEI / "nuclei-v3.3-recent-keys.jsonl"),
+        "scans/nuclei-v3.3-recent-keys.jsonl",
         "--project",
         "webapp",
         "-p",
