@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 from aifr.storage.postgres.database import PostgresDatabase, translate_pg_errors
+from aifr.storage.rate_rows import take_outcome, take_params
 from aifr.storage.sqlite.database import Migration
 
 __all__ = ["PG_RATE_MIGRATIONS", "PostgresRateStore"]
@@ -67,15 +68,8 @@ class PostgresRateStore:
                 if not self._ready:
                     self.database.migrate("rates", PG_RATE_MIGRATIONS)
                     self._ready = True
-        params = {
-            "key": key,
-            "burst": float(burst),
-            "now": now,
-            "rate": rate_per_s,
-            "want": float(max(1, want)),
-        }
+        params = take_params(key, rate_per_s=rate_per_s, burst=burst, now=now, want=want)
         with translate_pg_errors("spending a rate token"), self.database.connection() as conn:
             row = conn.execute(_TAKE, params).fetchone()
         tokens, granted = row if row is not None else (0.0, 0.0)
-        taken = int(granted)
-        return taken, 0.0 if taken else (1.0 - float(tokens)) / rate_per_s
+        return take_outcome(tokens, granted, rate_per_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+from aifr.storage.rate_rows import take_outcome, take_params
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 
 __all__ = ["RATE_MIGRATIONS", "SqliteRateStore"]
@@ -67,14 +68,7 @@ class SqliteRateStore:
                     self.database.migrate("rates", RATE_MIGRATIONS)
                     self._ready = True
         conn = self.database.connect()
-        params = {
-            "key": key,
-            "burst": float(burst),
-            "now": now,
-            "rate": rate_per_s,
-            "want": max(1, want),
-        }
+        params = take_params(key, rate_per_s=rate_per_s, burst=burst, now=now, want=want)
         with translate_sqlite_errors("spending a rate token"), self.database.transaction(conn):
             tokens, granted = conn.execute(_TAKE, params).fetchone()
-        taken = int(granted)
-        return taken, 0.0 if taken else (1.0 - float(tokens)) / rate_per_s
+        return take_outcome(tokens, granted, rate_per_s)
