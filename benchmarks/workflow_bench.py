@@ -16,10 +16,13 @@ Issue 7 goal: per-step overhead within 1.5x of one synchronous SQLite commit.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import platform
 import re
+import resource
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -236,6 +239,43 @@ def _concurrent_steps_per_s(bench: AifrBench, threads: int, runs_each: int) -> f
     for thread in pool:
         thread.join()
     return threads * runs_each * STEPS / (time.perf_counter() - started)
+
+
+def cpu_per_step_us(bench: AifrBench, runs: int) -> float:
+    """User CPU time per step (µs) of ``runs`` runs driven one at a time on ``bench``.
+
+    User time of the whole process, the GC paused as in the timed rows. Kernel time is
+    left out: at FULL it is mostly the fsync's, spent with the GIL released, so threads
+    overlap it; the interpreter's own work is what they take turns at.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        started = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+        for _ in range(runs):
+            bench.run()
+        used = resource.getrusage(resource.RUSAGE_SELF).ru_utime - started
+        return used / (runs * STEPS) * 1e6
+    finally:
+        gc.enable()
+
+
+def sqlite_cpu_ceiling(runs: int) -> float:
+    """Steps/s one process could give at most on SQLite (FULL): 1 / user CPU per step.
+
+    Threads of one process take turns at the GIL, so however many runs go at once they
+    cannot pass this (group commit saves fsyncs, not interpreter work); ``8 runs / 1
+    run`` can reach only ``ceiling / 1 run``.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="aifr-cpu-ceiling-"))
+    bench = AifrBench(directory, "auto")
+    try:
+        for _ in range(3):
+            bench.run()
+        return 1e6 / cpu_per_step_us(bench, max(1, runs))
+    finally:
+        bench.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _versions() -> str:
