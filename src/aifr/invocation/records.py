@@ -28,7 +28,7 @@ from aifr.invocation.context import (
 from aifr.invocation.hooks import Hooks
 from aifr.invocation.identity import INVALID_PRINCIPAL
 from aifr.invocation.options import CallOptions
-from aifr.invocation.result import HookFailure, Result, Status, Timing
+from aifr.invocation.result import HookFailure, Result, Status, Timing, decision_to_dict
 from aifr.invocation.secret_refs import Redactor
 from aifr.observability.traceparent import parse_traceparent
 from aifr.policy import PolicyDecision
@@ -41,6 +41,7 @@ __all__ = [
     "build_result",
     "inputs_digest",
     "new_call",
+    "stored_result",
 ]
 
 # NaN and infinities stay floats (and are then refused), instead of becoming null.
@@ -256,6 +257,39 @@ def build_result(
         timing=Timing(context.created_at, _perf() - call.started, call.stages) if timed else None,
         hook_failures=call.hook_failures,
     )
+
+
+def stored_result(call: Call, outcome: Outcome, circuit: str) -> dict[str, JsonValue]:
+    """``build_result(call, outcome, circuit, None).to_dict()``, without the ``Result``.
+
+    What an idempotency or approval store keeps of a finished call, built straight as
+    the JSON object (the same keys in the same order; a unit test pins the two equal):
+    this runs on every keyed call, a workflow step's included.
+    """
+    spec = call.spec
+    context = call.context
+    decision = call.decision
+    error = outcome.error
+    return {
+        "status": outcome.status.value,
+        "ok": outcome.status is Status.OK,
+        "request_id": context.request_id,
+        "trace_id": context.trace_id,
+        "capability_id": call.capability_id,
+        "capability_version": spec.version if spec is not None else None,
+        "fingerprint": spec.fingerprint if spec is not None else None,
+        "principal": call.principal,
+        "output": outcome.output,
+        "error": error_payload(error)["error"] if error is not None else None,
+        "decision": decision_to_dict(decision) if decision else None,
+        "audit_id": None,
+        "audit_seq": None,
+        "approval_id": outcome.approval_id,
+        "circuit": circuit,
+        "replayed": False,
+        "timing": None,
+        "hook_failures": [f.to_dict() for f in call.hook_failures],
+    }
 
 
 def new_call(

@@ -68,6 +68,7 @@ from aifr.invocation.records import (
     build_result,
     inputs_digest,
     new_call,
+    stored_result,
 )
 from aifr.invocation.result import Result, Status
 from aifr.invocation.secret_refs import SecretResolver, has_secret_refs
@@ -537,12 +538,12 @@ class Runtime:
         guard = self._idempotency
         try:
             if call.consumed_approval is not None and self.approvals is not None:
-                stored = build_result(call, outcome, circuit, None).to_dict()
+                stored = stored_result(call, outcome, circuit)
                 record = await ex.blocking(
                     self.approvals.finish, call.consumed_approval, stored, event
                 )
             elif call.claimed_key and guard is not None and outcome.status is Status.OK:
-                stored = build_result(call, outcome, circuit, None).to_dict()
+                stored = stored_result(call, outcome, circuit)
                 record = await ex.blocking(guard.complete, call, stored, event)
             else:
                 record = await ex.blocking(self.ledger.append, event)

@@ -360,7 +360,9 @@ class WorkflowEngine:
                     "cancel_requested", state=RunState.COMPENSATING, cancel_requested=True
                 )
                 return True
-            step = next((s for s in context.ordered() if s.state is not StepState.COMPLETED), None)
+            step = next(
+                (s for s in context.steps.values() if s.state is not StepState.COMPLETED), None
+            )
             if step is None:
                 context.commit("completed", state=RunState.COMPLETED, **released_lease())
                 return False
@@ -419,7 +421,7 @@ class WorkflowEngine:
                 approval_id=approval_id,
                 timeout_s=spec.timeout_s,
                 finish=self._finish_with(context, record),
-                trace_id=run_trace_id(context.run.id),
+                trace_id=context.trace_id or _trace_of(context),
                 parent_span_id=span_id,
             )
             return self._outcome(context, record, spec, inputs, result, completion)
@@ -548,6 +550,12 @@ _RESUMABLE = frozenset(
         RunState.NEEDS_REVIEW,
     }
 )
+
+
+def _trace_of(context: RunContext) -> str:
+    """The run's trace id (see ``run_trace_id``), kept on the context after the first step."""
+    context.trace_id = run_trace_id(context.run.id)
+    return context.trace_id
 
 
 def _bad_state(run: RunRecord, action: str) -> WorkflowError:

@@ -90,6 +90,8 @@ class RunContext:
     cancel_checked_at: float = 0.0
     events: list[str] = field(default_factory=list)
     span_id: str | None = None
+    trace_id: str | None = None
+    """The run's trace id once a step computed it (derived from the run id alone)."""
 
     @classmethod
     def load(

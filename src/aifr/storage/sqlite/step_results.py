@@ -122,7 +122,7 @@ class StepResultStore:
             request_digest = self._digests.pop((principal, key), None)
         fence = self._runs.fence(key)
         output = encode_column(result.get("output"))
-        stored = encode_column({k: v for k, v in result.items() if k != "output"})
+        stored = encode_column(replay_fields(result))
 
         def complete_in(conn: sqlite3.Connection) -> tuple[AuditRecord, RunRecord | None]:
             with translate_sqlite_errors("completing a step"):
@@ -179,6 +179,28 @@ class StepResultStore:
             return
         with self._lock:
             self._digests.pop((principal, key), None)
+
+
+_DROPPED = frozenset({"output", "ok", "replayed"})
+"""Keys a stored result leaves out: the output (its own column) and what replay derives."""
+
+
+def replay_fields(result: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """The part of ``Result.to_dict()`` a step row keeps to replay the result.
+
+    What ``Result.from_dict`` reads back the same without it is left out: the output
+    (kept in its own column), ``ok`` and ``replayed`` (derived), ``None`` values and
+    empty lists (its defaults), and the same inside the policy decision. A test pins that
+    replaying the kept part gives the very result replaying the whole would.
+    """
+    kept: dict[str, JsonValue] = {}
+    for name, value in result.items():
+        if value is None or value == [] or name in _DROPPED:
+            continue
+        if name == "decision" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
+        kept[name] = value
+    return kept
 
 
 def refuse_late_step(written: int, key: StepKey) -> None:
