@@ -411,20 +411,37 @@ class WorkflowEngine:
         except WorkflowError as exc:
             return self._fail(context, record, exc)
         key = str(StepKey(context.run.id, record.step_id, record.attempt))
+        if context.span_id is None or not self.runtime.events.has_observers:
+            # Nobody traces this drive: no span to announce, so no context manager to run
+            # (``step_span`` would yield ``None`` on the same test).
+            return self._attempt(context, record, spec, inputs, key, approval_id, None)
         with step_span(self.runtime, context, record) as span_id:
-            result, completion = context.invoke(
-                self.runtime,
-                spec.capability,
-                inputs,
-                step_id=record.step_id,
-                key=key,
-                approval_id=approval_id,
-                timeout_s=spec.timeout_s,
-                finish=self._finish_with(context, record),
-                trace_id=context.trace_id or _trace_of(context),
-                parent_span_id=span_id,
-            )
-            return self._outcome(context, record, spec, inputs, result, completion)
+            return self._attempt(context, record, spec, inputs, key, approval_id, span_id)
+
+    def _attempt(
+        self,
+        context: RunContext,
+        record: StepRecord,
+        spec: StepSpec,
+        inputs: dict[str, JsonValue],
+        key: str,
+        approval_id: str | None,
+        span_id: str | None,
+    ) -> bool:
+        """Invoke one attempt of a step and commit its outcome; true to go on."""
+        result, completion = context.invoke(
+            self.runtime,
+            spec.capability,
+            inputs,
+            step_id=record.step_id,
+            key=key,
+            approval_id=approval_id,
+            timeout_s=spec.timeout_s,
+            finish=self._finish_with(context, record),
+            trace_id=context.trace_id or _trace_of(context),
+            parent_span_id=span_id,
+        )
+        return self._outcome(context, record, spec, inputs, result, completion)
 
     def _finish_with(self, context: RunContext, record: StepRecord) -> RunFinish | None:
         """The run's end, for its last step's commit to carry (``None`` for other steps)."""
@@ -445,12 +462,10 @@ class WorkflowEngine:
         """Commit what a step's invocation came to (``completion``: its own commit); true to go on."""
         status = result.status
         if status is Status.OK:
-            done = record.evolve(
-                state=StepState.COMPLETED,
+            done = completed_step(
+                record,
                 output=result.output,
-                error=None,
                 inputs=inputs,
-                next_attempt_at=None,
                 fingerprint=result.fingerprint or record.fingerprint,
                 audit_id=str(result.audit_id) if result.audit_id is not None else None,
                 finished_at=self.clock(),
@@ -550,6 +565,44 @@ _RESUMABLE = frozenset(
         RunState.NEEDS_REVIEW,
     }
 )
+
+
+def completed_step(
+    record: StepRecord,
+    *,
+    output: JsonValue,
+    inputs: dict[str, JsonValue],
+    fingerprint: str | None,
+    audit_id: str | None,
+    finished_at: float,
+) -> StepRecord:
+    """``record`` completed, with its output, inputs, fingerprint, audit id and end time.
+
+    ``record.evolve(state=COMPLETED, error=None, next_attempt_at=None, ...)`` built field
+    by field, at half the cost of ``dataclasses.replace`` (once per step; a unit test
+    pins the two equal over every field of ``StepRecord``).
+    """
+    return StepRecord(
+        run_id=record.run_id,
+        step_id=record.step_id,
+        index=record.index,
+        capability=record.capability,
+        state=StepState.COMPLETED,
+        attempt=record.attempt,
+        fingerprint=fingerprint,
+        inputs=inputs,
+        output=output,
+        error=None,
+        approval_id=record.approval_id,
+        audit_id=audit_id,
+        next_attempt_at=None,
+        finished_at=finished_at,
+        undo_attempt=record.undo_attempt,
+        undo_capability=record.undo_capability,
+        undo_output=record.undo_output,
+        undo_error=record.undo_error,
+        undo_approval_id=record.undo_approval_id,
+    )
 
 
 def _trace_of(context: RunContext) -> str:
