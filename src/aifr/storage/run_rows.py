@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import JsonValue
+
 from aifr.workflows.ports import RunRecord, RunState, StepRecord, StepState
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "RUN_COLUMNS",
     "STEP_COLUMNS",
     "encode_column",
+    "replay_fields",
     "run_from_row",
     "run_params",
     "step_from_row",
@@ -115,3 +118,25 @@ def run_params(r: RunRecord, definition: str) -> tuple[Any, ...]:
         encode_column(r.error), r.failed_step, int(r.cancel_requested), r.created_at,
         r.updated_at, r.lease_owner, r.lease_expires_at,
     )  # fmt: skip
+
+
+_DROPPED = frozenset({"output", "ok", "replayed"})
+"""Keys a stored result leaves out: the output (its own column) and what replay derives."""
+
+
+def replay_fields(result: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """The part of ``Result.to_dict()`` a step row keeps to replay the result.
+
+    What ``Result.from_dict`` reads back the same without it is left out: the output
+    (kept in its own column), ``ok`` and ``replayed`` (derived), ``None`` values and
+    empty lists (its defaults), and the same inside the policy decision. A test pins that
+    replaying the kept part gives the very result replaying the whole would.
+    """
+    kept: dict[str, JsonValue] = {}
+    for name, value in result.items():
+        if value is None or value == [] or name in _DROPPED:
+            continue
+        if name == "decision" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
+        kept[name] = value
+    return kept

@@ -15,11 +15,11 @@ from wf_env import WfEnv
 from aifr.errors import ErrorCode, ExecutionError
 from aifr.invocation import Result, Status
 from aifr.policy import Decision, PolicyDecision
-from aifr.storage.run_rows import encode_column
+from aifr.storage.run_rows import encode_column, replay_fields
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
 from aifr.storage.sqlite.runs import SqliteRunStore
-from aifr.storage.sqlite.step_results import StepResultStore, replay_fields
+from aifr.storage.sqlite.step_results import StepResultStore
 from aifr.workflows import StepKey, WorkflowBuilder
 from aifr.workflows.ports import RunState
 

@@ -12,7 +12,8 @@ no second writer can race for the key, and a claim lost in a crash needs no clea
 
 The stored result (replayed for a repeated key) leaves out the output, which the step
 row already holds in its own column: the output, often the largest value of a step,
-is encoded and written once.
+is encoded and written once. It keeps only what replaying needs
+(``aifr.storage.run_rows.replay_fields``: no derived fields, no defaults).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import JsonValue
 from aifr.audit import AuditEvent, AuditRecord
 from aifr.errors import ErrorCode, WorkflowError
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
+from aifr.storage.run_rows import replay_fields
 from aifr.storage.sqlite.database import translate_sqlite_errors
 from aifr.storage.sqlite.runs import SqliteRunStore, encode_column
 from aifr.workflows.ports import RunRecord, StepKey, StepState
@@ -179,28 +181,6 @@ class StepResultStore:
             return
         with self._lock:
             self._digests.pop((principal, key), None)
-
-
-_DROPPED = frozenset({"output", "ok", "replayed"})
-"""Keys a stored result leaves out: the output (its own column) and what replay derives."""
-
-
-def replay_fields(result: dict[str, JsonValue]) -> dict[str, JsonValue]:
-    """The part of ``Result.to_dict()`` a step row keeps to replay the result.
-
-    What ``Result.from_dict`` reads back the same without it is left out: the output
-    (kept in its own column), ``ok`` and ``replayed`` (derived), ``None`` values and
-    empty lists (its defaults), and the same inside the policy decision. A test pins that
-    replaying the kept part gives the very result replaying the whole would.
-    """
-    kept: dict[str, JsonValue] = {}
-    for name, value in result.items():
-        if value is None or value == [] or name in _DROPPED:
-            continue
-        if name == "decision" and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
-        kept[name] = value
-    return kept
 
 
 def refuse_late_step(written: int, key: StepKey) -> None:
