@@ -47,6 +47,8 @@ _COMPLETE_STEP = (
     "request_digest = ?, result = ?, audit_id = ?, finished_at = ?, "
     "next_attempt_at = NULL WHERE run_id = ? AND step_id = ?" + _FENCED
 )
+_COMPLETED = StepState.COMPLETED.value
+_COMPENSATED = StepState.COMPENSATED.value  # an enum's .value is a Python-level property
 _SELECT_STEP_RESULT = (
     "SELECT attempt, request_digest AS digest, result, output, finished_at FROM wf_steps "
     "WHERE run_id = ? AND step_id = ?"
@@ -133,7 +135,7 @@ class StepResultStore:
                     written = conn.execute(
                         _COMPLETE_UNDO,
                         (
-                            StepState.COMPENSATED.value,
+                            _COMPENSATED,
                             parsed.attempt,
                             result.get("capability_id"),
                             output,
@@ -152,7 +154,7 @@ class StepResultStore:
                     written = conn.execute(
                         _COMPLETE_STEP,
                         (
-                            StepState.COMPLETED.value,
+                            _COMPLETED,
                             parsed.attempt,
                             output,
                             request_digest,
