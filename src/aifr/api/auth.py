@@ -45,6 +45,7 @@ __all__ = [
     "OPERATIONS",
     "ApiGuard",
     "Caller",
+    "DirectRoute",
     "RateStore",
     "authorize",
     "caller",
@@ -174,6 +175,21 @@ class RateStore(Protocol):
         ...
 
 
+class DirectRoute(Protocol):
+    """A route :class:`ApiGuard` answers itself once it holds the body and the caller.
+
+    For the one hot route (``POST .../invoke``) the framework's routing, dependency
+    solving and body replay cost more than the route's own work; a direct route takes a
+    request it can answer exactly as the framework's route would and returns ``True``,
+    and returns ``False`` (having sent nothing) for any other request, which then goes
+    to the application as before.
+    """
+
+    async def __call__(self, scope: Scope, body: bytes, who: Caller, send: Send) -> bool:
+        """Answer the request and return ``True``, or send nothing and return ``False``."""
+        ...
+
+
 def lease_size(rate_per_s: float, burst: int) -> int:
     """Tokens a process takes from the shared bucket at once (1 for small rates)."""
     return max(1, min(MAX_LEASE, int(rate_per_s * 0.05), int(burst * 0.05)))
@@ -201,6 +217,7 @@ class ApiGuard:
         allowed_origins: Sequence[str] = (),
         signed_paths: tuple[str, str] | None = None,
         own_auth_prefixes: tuple[str, ...] = (),
+        direct: DirectRoute | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
@@ -211,8 +228,10 @@ class ApiGuard:
         self.allowed_origins = {o.rstrip("/").lower() for o in allowed_origins}
         self.signed_paths = signed_paths
         self.own_auth_prefixes = own_auth_prefixes
+        self.direct = direct
         self.lease_size = lease_size(rate_per_s, burst)
         self._leases: dict[str, _Lease] = {}
+        self._admitting: dict[str, anyio.Event] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Guard HTTP requests; pass lifespan and other scopes through."""
@@ -240,10 +259,7 @@ class ApiGuard:
             return
         token = _bearer(scope)
         try:
-            leased = self._from_lease(token)
-            checked, wait = (
-                leased if leased is not None else await anyio.to_thread.run_sync(self._admit, token)
-            )
+            checked, wait = await self._check(token)
         except AifrError as exc:
             logger.exception("token store unreadable")
             await send_problem(send, exc, 503)
@@ -265,8 +281,9 @@ class ApiGuard:
             retry = str(max(1, math.ceil(wait))).encode("ascii")
             await send_problem(send, error, 429, [(b"retry-after", retry)])
             return
-        scope[CALLER_SCOPE_KEY] = Caller.of(checked)
-        await self._with_body(scope, receive, send)
+        who = Caller.of(checked)
+        scope[CALLER_SCOPE_KEY] = who
+        await self._with_body(scope, receive, send, who)
 
     def _is_signed_callback(self, scope: Scope, path: str) -> bool:
         """A signed approval callback (no token: its HMAC signature authenticates it)."""
@@ -280,13 +297,33 @@ class ApiGuard:
             and _header(scope, b"x-aifr-signature") is not None
         )
 
-    def _from_lease(self, token: str | None) -> tuple[TokenRecord | TokenUse, float] | None:
-        """Admit from this process's lease of the token's tokens, if one is left and fresh."""
+    async def _check(self, token: str | None) -> tuple[TokenRecord | TokenUse, float]:
+        """The token's record (or why it is refused) and the wait before its next call.
+
+        From this process's lease while one is left and fresh; otherwise one thread takes
+        the next lease while the token's other requests wait for it instead of each taking
+        a lease of its own (which would cost a round trip each and drop all but the last).
+        """
         if token is None:
-            return None
-        lease = self._leases.get(token_digest(token))
-        now = time.monotonic()
-        if lease is None or lease.left <= 0 or now >= lease.until:
+            return TokenUse("missing"), 0.0
+        digest = token_digest(token)
+        leased = self._from_lease(digest)
+        while leased is None and (pending := self._admitting.get(digest)) is not None:
+            await pending.wait()
+            leased = self._from_lease(digest)
+        if leased is not None:
+            return leased
+        done = self._admitting[digest] = anyio.Event()
+        try:
+            return await anyio.to_thread.run_sync(self._admit, token)
+        finally:
+            del self._admitting[digest]
+            done.set()
+
+    def _from_lease(self, digest: str) -> tuple[TokenRecord, float] | None:
+        """Admit from this process's lease of the token's tokens, if one is left and fresh."""
+        lease = self._leases.get(digest)
+        if lease is None or lease.left <= 0 or time.monotonic() >= lease.until:
             return None
         expires = lease.record.expires_at
         if expires is not None and time.time() >= expires:
@@ -314,7 +351,9 @@ class ApiGuard:
             self._leases.pop(checked.digest, None)
         return checked, wait
 
-    async def _with_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _with_body(
+        self, scope: Scope, receive: Receive, send: Send, who: Caller | None = None
+    ) -> None:
         declared = _header(scope, b"content-length")
         too_large = TransportError(
             f"request body over {self.max_body_bytes} bytes ([api] max_body_bytes)",
@@ -339,6 +378,10 @@ class ApiGuard:
                 await send_problem(send, too_large, 413)
                 return
             if not message.get("more_body", False):
+                if who is not None and self.direct is not None:
+                    body = b"".join(m.get("body", b"") for m in seen)
+                    if await self.direct(scope, body, who, send):
+                        return
                 break
 
         async def replay() -> Message:

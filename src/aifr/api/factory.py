@@ -114,6 +114,11 @@ def create_api(
             Route("/v1/approvals/{approval_id}/decision", callback, methods=["POST"])
         )
     settings = app.settings.api
+    # FastAPI traces each request itself while a global OpenTelemetry provider is set; the
+    # direct invoke route then leaves every request to it (and to all of them if this
+    # FastAPI cannot say).
+    telemetry = getattr(getattr(api, "_native_telemetry", None), "enabled", None)
+    traced: Callable[[], bool] = telemetry if callable(telemetry) else lambda: True
     return ApiGuard(
         api,
         app.tokens,
@@ -124,6 +129,7 @@ def create_api(
         allowed_origins=settings.allowed_origins,
         signed_paths=DECISION_PATH if callback is not None else None,
         own_auth_prefixes=own_auth_prefixes,
+        direct=capabilities.DirectInvoke(app, traced=traced),
     )
 
 

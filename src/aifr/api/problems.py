@@ -33,10 +33,12 @@ from aifr.errors import (
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "Problem",
+    "error_response",
     "install_problem_handlers",
     "problem_body",
     "problem_response",
     "send_problem",
+    "unexpected_response",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,16 +136,28 @@ def _http_error(exc: StarletteHTTPException) -> TransportError:
     return TransportError(str(exc.detail), code=ErrorCode.TRANSPORT_FAILED)
 
 
+def error_response(exc: AifrError) -> Response:
+    """The answer to an :class:`AifrError` a route raised (``Retry-After`` where it says)."""
+    headers = None
+    retry = exc.details.get("retry_after_s")
+    if isinstance(retry, (int, float)):
+        headers = {"Retry-After": str(max(1, math.ceil(retry)))}
+    return problem_response(exc, headers=headers)
+
+
+def unexpected_response(method: str, path: str, exc: Exception) -> Response:
+    """The 500 answer to an exception no handler expected (logged with its traceback)."""
+    logger.exception("unhandled error on %s %s", method, path, exc_info=exc)
+    error = AifrError(f"internal error ({type(exc).__name__}); see the server log")
+    return problem_response(error, 500)
+
+
 def install_problem_handlers(api: FastAPI) -> None:
     """Answer every error (aifr's, validation, routing, unexpected) as a problem document."""
 
     async def aifr_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, AifrError)  # noqa: S101  # registered for AifrError only
-        headers = None
-        retry = exc.details.get("retry_after_s")
-        if isinstance(retry, (int, float)):
-            headers = {"Retry-After": str(max(1, math.ceil(retry)))}
-        return problem_response(exc, headers=headers)
+        return error_response(exc)
 
     async def validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)  # noqa: S101  # registered for it only
@@ -154,9 +168,7 @@ def install_problem_handlers(api: FastAPI) -> None:
         return problem_response(_http_error(exc), exc.status_code, headers=exc.headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        error = AifrError(f"internal error ({type(exc).__name__}); see the server log")
-        return problem_response(error, 500)
+        return unexpected_response(request.method, request.url.path, exc)
 
     api.add_exception_handler(AifrError, aifr_error)
     api.add_exception_handler(RequestValidationError, validation)
