@@ -225,6 +225,22 @@ class Recovery:
                 return store.get(run.id)
         return None
 
+    def may_take(self, run: RunRecord, now: float) -> bool:
+        """Whether :meth:`take` could lease ``run`` as read: free, expired, ours, or dead.
+
+        A scan skips a run another live worker (or another engine of this process)
+        holds without asking the database: the attempt would match nothing, but it is a
+        write that waits for the holder's row lock. Run ids leased by a live owner are
+        the bulk of a busy queue, so the scan would otherwise cost one such write per
+        held run on every idle turn of every engine.
+        """
+        owner = run.lease_owner
+        if owner is None or owner == self._engine.owner:
+            return True
+        if run.lease_expires_at is not None and run.lease_expires_at < now:
+            return True
+        return is_owner_gone(owner)
+
     def _claimed(self, limit: int) -> list[RunView]:
         """Claim and drive queued runs until none is free (or ``limit`` were driven)."""
         engine = self._engine
@@ -282,8 +298,9 @@ class Recovery:
         engine = self._engine
         driven = self._claimed(limit)
         held: set[str] = set(engine.held())
+        now = engine.clock()
         for run in engine.store.unfinished(frozenset(_RESUMABLE), limit):
-            if run.id in held:
+            if run.id in held or not self.may_take(run, now):
                 continue
             try:
                 if not self.is_ready(run):

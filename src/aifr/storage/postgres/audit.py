@@ -198,9 +198,13 @@ class PostgresAuditStore:
             StorageError: PostgreSQL failed.
         """
         psycopg = _psycopg()
-        if (
-            not isinstance(conn, psycopg.Connection)
-            or conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS
+        status = psycopg.pq.TransactionStatus
+        # In pipeline mode libpq reports the transaction's status only at a sync (between
+        # syncs it reads ACTIVE or IDLE), so there only a failed transaction is refused.
+        if not isinstance(conn, psycopg.Connection) or conn.info.transaction_status not in (
+            (status.INTRANS, status.ACTIVE, status.IDLE)
+            if conn.info.pipeline_status != psycopg.pq.PipelineStatus.OFF
+            else (status.INTRANS,)
         ):
             raise AuditError("append_in needs a psycopg connection inside a transaction")
         with _translate("appending an audit record"):

@@ -26,17 +26,28 @@ nothing).
 
 A job whose fenced write fails rolls back its savepoint, and the audit records it asked
 for inside that savepoint are dropped with it: a refused write appends nothing.
+
+The whole transaction runs in pipeline mode, so statements travel without waiting for
+each other's answers. A job does not read its fenced write's row count at once: it
+hands a check to :meth:`PostgresGroupCommit.check_later`. A lone writer's checks run
+when the chain's head comes back (that answer carries every result before it), before
+any record is built, and a failed check rolls the whole transaction back; a lone step
+therefore costs two round trips (``BEGIN``, its writes, the chain's lock and the head
+read; then the inserts and ``COMMIT``). In a batch each job's checks run at the end of
+its own savepoint (one sync), so a refused job still rolls back alone. On the server
+the statements run in the order sent: rows first, then the chain, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from aifr.errors import StorageError
 from aifr.storage.groupcommit import GroupCommit
-from aifr.storage.postgres.database import PostgresDatabase, translate_pg_errors
+from aifr.storage.postgres.database import PostgresDatabase, import_psycopg, translate_pg_errors
 
 if TYPE_CHECKING:
     import psycopg
@@ -72,10 +83,15 @@ class PendingAudit:
         return self._record
 
 
-def _chained(pending: list[PendingAudit]) -> ChainBuilder:
-    """One builder chaining every pending record onto the head, in the order asked."""
+def _chained(pending: list[PendingAudit], checks: list[Callable[[], None]]) -> ChainBuilder:
+    """One builder chaining every pending record onto the head, in the order asked.
+
+    ``checks`` run first: the head's answer came after every statement sent before it,
+    so their row counts are known then.
+    """
 
     def build(head: ChainHead) -> list[AuditRecord]:
+        _run(checks)
         from_head = head
         records: list[AuditRecord] = []
         for item in pending:
@@ -87,6 +103,24 @@ def _chained(pending: list[PendingAudit]) -> ChainBuilder:
     return build
 
 
+def _settle(pipeline: psycopg.Pipeline) -> None:
+    """Read back whatever is in flight, ignoring its errors (they are being handled)."""
+    with contextlib.suppress(import_psycopg().Error):
+        pipeline.sync()
+
+
+def _run(checks: list[Callable[[], None]]) -> None:
+    _run_from(checks, 0)
+
+
+def _run_from(checks: list[Callable[[], None]], mark: int) -> None:
+    """Run (and forget) the checks from ``mark`` on; the first that raises stops the rest."""
+    pending = checks[mark:]
+    del checks[mark:]
+    for check in pending:
+        check()
+
+
 class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
     """Write jobs on one PostgreSQL database in shared transactions, the chain's lock last."""
 
@@ -95,6 +129,9 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         self._db = database
         self._ledger = ledger
         self._pending: list[PendingAudit] | None = None
+        self._checks: list[Callable[[], None]] | None = None
+        self._pipeline: psycopg.Pipeline | None = None
+        self._depth = 0
 
     def audit_later(
         self,
@@ -115,50 +152,116 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         self._pending.append(item)
         return item
 
+    def check_later(self, check: Callable[[], None]) -> None:
+        """From inside a job: run ``check`` once the results sent so far are back.
+
+        For a check on a statement's row count (a fenced write): the transaction is
+        pipelined, so the count is known only after the next sync. ``check`` raises to
+        refuse the job; it runs at the end of the job's savepoint, or for a lone writer
+        when the chain's head comes back. Outside a grouped transaction it runs at once.
+        """
+        if self._checks is None:
+            check()
+        else:
+            self._checks.append(check)
+
     @contextmanager
     def savepoint(self, conn: psycopg.Connection[tuple[Any, ...]]) -> Iterator[None]:
-        """A savepoint whose rollback also drops the audit records asked for inside it."""
-        mark = len(self._pending) if self._pending is not None else 0
-        try:
+        """A savepoint whose rollback also drops the audit records asked for inside it.
+
+        Inside a grouped transaction its statements' answers are read before it is
+        released (one sync), and the checks asked for inside it run then: a database
+        error or a refused check rolls back the savepoint alone.
+        """
+        pipeline = self._pipeline
+        if pipeline is None or self._pending is None or self._checks is None:
             with conn.transaction():
                 yield
+            return
+        mark, checked = len(self._pending), len(self._checks)
+        self._depth += 1
+        name = f"aifr_job_{self._depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+            self._sync()  # its errors and checks stay its own
+            _run_from(self._checks, checked)
+            conn.execute(f"RELEASE {name}")
         except BaseException:
-            if self._pending is not None:
-                del self._pending[mark:]
+            del self._pending[mark:]
+            del self._checks[checked:]
+            _settle(pipeline)
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
             raise
+        finally:
+            self._depth -= 1
+
+    def _sync(self) -> None:
+        if self._pipeline is not None:
+            with translate_pg_errors("a grouped write"):
+                self._pipeline.sync()
 
     def _transaction(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         return self._shared()
 
     @contextmanager
     def _shared(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """One pipelined transaction: ``BEGIN`` travels with the first job's statements.
+
+        ``conn.transaction()`` is not used: in pipeline mode it syncs on entering and
+        leaving every block, which would cost a round trip per savepoint and two more per
+        transaction. ``BEGIN``, savepoints and ``COMMIT`` are sent as statements instead,
+        and ``COMMIT``'s answer is read before the writers are released.
+        """
         self._pending = []
-        try:
-            with (
-                translate_pg_errors("committing a group of writes"),
-                self._db.transaction() as conn,
-            ):
+        self._checks = []
+        with (
+            translate_pg_errors("committing a group of writes"),
+            self._db.connection() as conn,
+            conn.pipeline() as pipeline,
+        ):
+            self._pipeline = pipeline
+            try:
+                conn.execute("BEGIN")
                 yield conn
                 self._append_pending(conn)
-        finally:
-            self._pending = None
+                conn.execute("COMMIT")  # leaving the pipeline reads its answer: durable
+            except BaseException:
+                _settle(pipeline)
+                with contextlib.suppress(import_psycopg().Error):
+                    conn.execute("ROLLBACK")
+                    pipeline.sync()
+                raise
+            finally:
+                self._pending = None
+                self._checks = None
+                self._pipeline = None
 
     def _append_pending(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        """Lock the chain, read its head, insert the batch's records, run their follow-ups."""
+        """Lock the chain, read its head, insert the batch's records, run their follow-ups.
+
+        Pipeline mode: the lock and the head read travel with whatever the jobs sent
+        (the head is read after the lock is granted, in its own snapshot); the jobs'
+        remaining checks run on that answer; then the inserts, the follow-ups and
+        ``COMMIT`` travel together.
+        """
         pending = self._pending or []
+        checks = self._checks if self._checks is not None else []
         if not pending:
+            if checks:
+                self._sync()
+                _run(checks)
             return
-        # Pipeline mode: the lock and the head read travel together (the head is read
-        # after the lock is granted, in its own snapshot), then the inserts and the
-        # follow-ups together: two round trips under the lock, plus the commit.
-        with conn.pipeline():
-            records = self._ledger.store.append_in(conn, _chained(pending))
-            if len(records) != len(pending):
-                raise StorageError("the audit chain returned a different number of records")
-            for item, record in zip(pending, records, strict=True):
-                item._record = record  # set by the one transaction that wrote it
-                if item.after is not None:
-                    item.after(conn, record)
+        records = self._ledger.store.append_in(conn, _chained(pending, checks))
+        if checks:  # a builder that did not run them: fail safe, never commit unchecked
+            raise StorageError("the audit chain did not check the batch's writes")
+        if len(records) != len(pending):
+            raise StorageError("the audit chain returned a different number of records")
+        for item, record in zip(pending, records, strict=True):
+            item._record = record  # set by the one transaction that wrote it
+            if item.after is not None:
+                item.after(conn, record)
 
     def _savepoint(
         self, conn: psycopg.Connection[tuple[Any, ...]]

@@ -292,13 +292,17 @@ class PostgresRunStore:
                 fence,
                 fence,
             ),
-        ).rowcount
-        if updated != 1:
-            raise WorkflowError(
-                f"run {run.id}: the lease was taken over by another worker",
-                code=ErrorCode.WORKFLOW_LEASE_LOST,
-                run_id=run.id,
-            )
+        )
+
+        def refuse_lost_lease() -> None:
+            if updated.rowcount != 1:
+                raise WorkflowError(
+                    f"run {run.id}: the lease was taken over by another worker",
+                    code=ErrorCode.WORKFLOW_LEASE_LOST,
+                    run_id=run.id,
+                )
+
+        self.group.check_later(refuse_lost_lease)  # pipelined: the count comes later
         if steps:
             with conn.cursor() as cursor:
                 cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])

@@ -125,8 +125,7 @@ class PostgresStepResultStore:
         def complete_in(
             conn: psycopg.Connection[tuple[Any, ...]],
         ) -> tuple[PendingAudit, RunRecord | None]:
-            # The fenced write first, the audit record last (under the chain's lock): a
-            # refused write raises before asking for the record, so it appends nothing.
+            # The fenced write first, the audit record last (under the chain's lock).
             if parsed.is_undo:
                 written = conn.execute(
                     _COMPLETE_UNDO,
@@ -144,8 +143,8 @@ class PostgresStepResultStore:
                         parsed.run_id,
                         fence,
                     ),
-                ).rowcount
-                refuse_late_step(written, parsed)
+                )
+                self._runs.group.check_later(lambda: refuse_late_step(written.rowcount, parsed))
                 return self._runs.audit_later(audit), None
             written = conn.execute(
                 _COMPLETE_STEP,
@@ -162,8 +161,10 @@ class PostgresStepResultStore:
                     parsed.run_id,
                     fence,
                 ),
-            ).rowcount
-            refuse_late_step(written, parsed)
+            )
+            # Pipelined: the count is checked once the answer is back, before any
+            # audit record is built; a refused write rolls back and appends nothing.
+            self._runs.group.check_later(lambda: refuse_late_step(written.rowcount, parsed))
             pending = self._runs.audit_later(audit, name_record)
             return pending, self._runs.finish_in(conn, key, now)
 

@@ -1,0 +1,130 @@
+"""PostgreSQL: what one workflow step costs the database, counted, so a regression fails.
+
+A step's durable write is one pipelined transaction: ``BEGIN``, the fenced step update,
+the audit chain's lock and head read travel in one round trip; the audit insert, the
+step row's ``audit_id`` and ``COMMIT`` in a second. This test drives real runs of 2 and
+12 steps through the engine on a real PostgreSQL schema and counts, per extra step, the
+times the client waited for the server's answer and the statements it sent, so the
+per-run work (claiming, loading, finishing) cancels out.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.waiting import Wait
+from wf_env import WfEnv, build_wf_env
+
+from aifr.audit import AuditEvent
+from aifr.errors import StorageError
+from aifr.workflows import RunState, WorkflowBuilder
+
+pytestmark = pytest.mark.pg
+
+SHORT, LONG = 2, 12
+
+
+@pytest.fixture
+def pg_env(tmp_path: Path) -> Iterator[WfEnv]:
+    dsn = os.environ.get("AIFR_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
+    schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
+    built = build_wf_env(tmp_path, postgres=(dsn, schema))
+    yield built
+    built.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+class Counter:
+    """Counts answers waited for (``Wait.R`` yields) and statements sent, while on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.on = False
+        self.waits = 0
+        self.statements: collections.Counter[str] = collections.Counter()
+        wait, execute, executemany = (
+            psycopg.Connection.wait,
+            psycopg.Cursor.execute,
+            psycopg.Cursor.executemany,
+        )
+
+        def counted(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+            try:
+                state = next(gen)
+                while True:
+                    if state == Wait.R:
+                        self.waits += 1
+                    state = gen.send((yield state))
+            except StopIteration as stop:
+                return stop.value
+
+        def counting_wait(conn: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            return wait(conn, counted(gen) if self.on else gen, *args, **kwargs)
+
+        def note(method: Callable[..., Any]) -> Callable[..., Any]:
+            def noted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                if self.on:
+                    text = query if isinstance(query, str) else query.as_string(cursor)
+                    self.statements[" ".join(text.split()[:3])] += 1
+                return method(cursor, query, *args, **kwargs)
+
+            return noted
+
+        monkeypatch.setattr(psycopg.Connection, "wait", counting_wait)
+        monkeypatch.setattr(psycopg.Cursor, "execute", note(execute))
+        monkeypatch.setattr(psycopg.Cursor, "executemany", note(executemany))
+
+    def run(self, env: WfEnv, steps: int) -> tuple[int, int]:
+        builder = WorkflowBuilder(f"checks-{steps}")
+        for n in range(steps):
+            builder = builder.step(f"s{n}", "ops.check", service="web")
+        spec = builder.build()
+        env.engine.start(spec, {}, "agent")  # warm: statements prepared, pool filled
+        self.waits, self.statements = 0, collections.Counter()
+        self.on = True
+        try:
+            view = env.engine.start(spec, {}, "agent")
+        finally:
+            self.on = False
+        assert view.state is RunState.COMPLETED
+        return self.waits, sum(self.statements.values())
+
+
+def test_a_step_costs_two_round_trips_and_seven_statements(
+    pg_env: WfEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = Counter(monkeypatch)
+    short_waits, short_statements = counter.run(pg_env, SHORT)
+    long_waits, long_statements = counter.run(pg_env, LONG)
+    per_step = (long_waits - short_waits) / (LONG - SHORT)
+    statements = (long_statements - short_statements) / (LONG - SHORT)
+    # BEGIN, the fenced step update, the chain's lock, the head | the audit insert, the
+    # step's audit_id, COMMIT: two answers waited for, seven statements.
+    assert per_step <= 2.0, f"{per_step} round trips per step"
+    assert statements <= 7.0, f"{statements} statements per step: {counter.statements}"
+    assert pg_env.ledger.verify().ok
+
+
+def test_a_database_error_in_a_pipelined_write_rolls_it_back_and_the_next_write_works(
+    pg_env: WfEnv,
+) -> None:
+    spec = WorkflowBuilder("one").step("s0", "ops.check", service="web").build()
+    first = pg_env.engine.start(spec, {}, "agent")
+    runs = pg_env.runs
+    before = len(list(pg_env.ledger.records()))
+    again = first.run.evolve(lease_owner=None)
+    with pytest.raises(StorageError):  # the run's id exists: the insert fails in the pipeline
+        runs.create(again, [], AuditEvent(kind="duplicate", principal="agent"))
+    assert len(list(pg_env.ledger.records())) == before  # its audit record was not appended
+    assert pg_env.engine.start(spec, {}, "agent").state is RunState.COMPLETED
+    assert pg_env.ledger.verify().ok
