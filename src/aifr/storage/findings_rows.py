@@ -12,13 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import operator
 import re
-from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
+import msgspec
 
 from aifr.errors import ErrorCode, FindingsError, StorageError
 from aifr.findings.models import Finding, Project, Resource, Run, TriageState, finding_id
@@ -135,12 +133,7 @@ def finding_row(finding: Finding) -> tuple[object, ...]:
     )
 
 
-_PARSED_FIELDS: Final = tuple(
-    f.name
-    for f in fields(ParsedFinding)
-    if f.name not in {"line", "observed_at"} and f.name not in _IN_COLUMNS
-)
-_parsed_values: Final = operator.attrgetter(*_PARSED_FIELDS)
+_encode_parsed: Final = msgspec.json.Encoder().encode
 
 
 def parsed_row(
@@ -152,48 +145,48 @@ def parsed_row(
     what :meth:`ParsedFinding.to_finding` would, less empty values (the model's defaults;
     ``finding_from_row`` validates it on read).
     """
-    doc = {
-        name: value
-        for name, value in zip(_PARSED_FIELDS, _parsed_values(parsed), strict=True)
-        if value is not None and value != () and value != {}
-    }
-    identifier = finding_id(project_id, parsed.fingerprint)
-    if parsed.observed_at is not None:
-        doc["observed_at"] = parsed.observed_at.isoformat()
     return (
-        identifier,
+        finding_id(project_id, parsed.fingerprint),
         project_id,
         parsed.fingerprint,
         run_id,
         run_id,
         parsed.scanner,
-        parsed.severity.value,
+        parsed.severity._value_,
         _text(parsed.rule_id),
         _text(parsed.title),
         _text(parsed.host),
         _text(parsed.url),
         resource_id,
-        TriageState.OPEN.value,
+        _OPEN,
         seen,
         seen,
         1,
-        _parsed_document(doc),
+        _parsed_document(parsed),
     )
 
 
-def _parsed_document(doc: dict[str, Any]) -> str:
-    """A parser record's document as JSON text: orjson, or :func:`_document` where it refuses.
+_OPEN: Final = TriageState.OPEN.value
 
-    orjson refuses what the json module writes differently or not as UTF-8 (an integer
-    beyond 64 bits, a lone surrogate); it writes non-ASCII characters as themselves, not
-    as escapes, which reads back the same. A non-finite float (only from a ``NaN`` or
-    ``Infinity`` in the input, which is not JSON) is written as ``null``, as the JSON
-    export of a finding writes it.
+
+def _parsed_document(parsed: ParsedFinding) -> str:
+    """A parser record's document as JSON text, in one msgspec call; :func:`_document` where it refuses.
+
+    The record's non-empty fields (``omit_defaults``), less its ``line`` (the first
+    member, cut off the text): the fields kept in columns stay in it too, and the
+    columns win over them on read. msgspec writes integers beyond 64 bits exactly and
+    non-ASCII characters as themselves, which read back the same; a non-finite float
+    (only from a ``NaN`` or ``Infinity`` in the input, which is not JSON) is written as
+    ``null``, as the JSON export of a finding writes it. It refuses a lone surrogate,
+    which the json module writes as an escape that :func:`_document` replaces.
     """
     try:
-        return orjson.dumps(doc).decode()
-    except TypeError:
+        text = _encode_parsed(parsed).decode()
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        doc = msgspec.to_builtins(parsed)
+        del doc["line"]
         return _document(doc)
+    return "{" + text[text.index(",") + 1 :]
 
 
 def finding_from_row(row: Any) -> Finding:
