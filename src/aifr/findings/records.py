@@ -44,7 +44,7 @@ class SkippedRecord:
     reason: str
 
 
-class ParsedFinding(msgspec.Struct, omit_defaults=True):
+class ParsedFinding(msgspec.Struct, omit_defaults=True, kw_only=True):
     """One finding as read from scanner output, before it is placed in a project and run.
 
     A :class:`msgspec.Struct` (built in C, a fifth cheaper than a slotted dataclass, and
@@ -52,22 +52,26 @@ class ParsedFinding(msgspec.Struct, omit_defaults=True):
     frozen dataclass set each of its 35 fields through ``object.__setattr__``, which
     made building one cost 7 times more on the import hot path. Treat it as read-only;
     the model it becomes (:meth:`to_finding`) is frozen.
+
+    Built by keyword only. The fields the stores keep in columns come first, up to
+    ``scanner_generation``, so the stored document can leave them out by cutting the
+    encoded text there (:func:`aifr.storage.findings_rows.parsed_row`).
     """
 
     line: int
+    fingerprint: str
     scanner: str
-    scanner_generation: str
     rule_id: str
     title: str
     severity: Severity
-    fingerprint: str
+    url: str | None = None
+    host: str | None = None
+    scanner_generation: str
     scanner_version: str | None = None
     description: str | None = None
     scanner_severity: str | None = None
     cvss_score: float | None = None
     cvss_vector: str | None = None
-    url: str | None = None
-    host: str | None = None
     port: int | None = None
     scheme: str | None = None
     path: str | None = None

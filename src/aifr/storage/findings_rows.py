@@ -172,21 +172,30 @@ _OPEN: Final = TriageState.OPEN.value
 def _parsed_document(parsed: ParsedFinding) -> str:
     """A parser record's document as JSON text, in one msgspec call; :func:`_document` where it refuses.
 
-    The record's non-empty fields (``omit_defaults``), less its ``line`` (the first
-    member, cut off the text): the fields kept in columns stay in it too, and the
-    columns win over them on read. msgspec writes integers beyond 64 bits exactly and
-    non-ASCII characters as themselves, which read back the same; a non-finite float
-    (only from a ``NaN`` or ``Infinity`` in the input, which is not JSON) is written as
-    ``null``, as the JSON export of a finding writes it. It refuses a lone surrogate,
-    which the json module writes as an escape that :func:`_document` replaces.
+    The record's non-empty fields (``omit_defaults``) from ``scanner_generation`` on:
+    the members before it (``line`` and the fields kept in columns, which
+    :class:`ParsedFinding` declares first) are cut off the text. The cut is exact: a
+    ``"`` inside a JSON string is always escaped, so ``,"scanner_generation":`` only
+    appears where that member starts. msgspec writes integers beyond 64 bits exactly
+    and non-ASCII characters as themselves, which read back the same; a non-finite
+    float (only from a ``NaN`` or ``Infinity`` in the input, which is not JSON) is
+    written as ``null``, as the JSON export of a finding writes it. It refuses a lone
+    surrogate, which the json module writes as an escape that :func:`_document` replaces.
     """
     try:
         text = _encode_parsed(parsed).decode()
     except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         doc = msgspec.to_builtins(parsed)
-        del doc["line"]
+        for name in _BEFORE_DOCUMENT:
+            doc.pop(name, None)
         return _document(doc)
-    return "{" + text[text.index(",") + 1 :]
+    return "{" + text[text.index(_DOCUMENT_STARTS) + 1 :]
+
+
+_DOCUMENT_STARTS: Final = ',"scanner_generation":'
+_BEFORE_DOCUMENT: Final = ParsedFinding.__struct_fields__[
+    : ParsedFinding.__struct_fields__.index("scanner_generation")
+]
 
 
 def finding_from_row(row: Any) -> Finding:

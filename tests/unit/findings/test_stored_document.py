@@ -97,13 +97,25 @@ def _record(**values: object) -> ParsedFinding:
         {"title": "bad \ud800 name", "raw": {"odd": "\udc00", "big": 2**70}},
         {"observed_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)},
         {"evidence": {"nested": {"deep": [1, 2.5, None, "x"]}}, "tags": ("a", "b")},
+        {"title": 'x,"scanner_generation":"Z', "url": 'https://a.test/,"scanner_generation":'},
     ],
-    ids=["falsy-kept", "lists", "big-ints", "nan", "lone-surrogates", "timestamp", "nested"],
+    ids=[
+        "falsy-kept",
+        "lists",
+        "big-ints",
+        "nan",
+        "lone-surrogates",
+        "timestamp",
+        "nested",
+        "the-cut-text-in-a-value",
+    ],
 )
 def test_odd_values_store_as_the_validated_path_reads_them(values: dict[str, object]) -> None:
     parsed = _record(**values)
     doc = json.loads(parsed_row(parsed, None, "acme", "run-1", stamp(SEEN))[16])
-    assert "line" not in doc
+    in_columns = {"line", "fingerprint", "scanner", "rule_id", "title", "severity", "url", "host"}
+    assert not in_columns & doc.keys()
+    assert doc["scanner_generation"] == "C"
     stored = _stored(parsed)
     if "raw" in values and "nan" in values["raw"]:  # type: ignore[operator]  # a dict above
         assert stored.raw == {"nan": None}  # type: ignore[attr-defined]  # a Finding
