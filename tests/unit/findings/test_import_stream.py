@@ -14,6 +14,7 @@ from aifr.errors import FindingsError
 from aifr.findings import ParsedFinding
 from aifr.findings.importer import ImportSummary, import_findings
 from aifr.findings.models import Project, Run
+from aifr.findings.parsers import parse_findings
 from aifr.findings.ports import FindingFilter, ResourceRegistry, StoragePort
 from aifr.storage.memory.findings import InMemoryFindingStore, InMemoryResourceRegistry
 from aifr.storage.sqlite import SqliteDatabase
@@ -82,8 +83,6 @@ def test_the_sqlite_store_reads_the_records_inside_its_transaction(tmp_path: Pat
     store.save_project(Project(id="acme", name="acme", created_at=now))
     store.save_run(Run(id="run-1", project_id="acme", started_at=now))
     with io.BytesIO("".join(_line(i) for i in range(5)).encode()) as stream:
-        from aifr.findings.parsers import parse_findings
-
         parsed = [e for e in parse_findings(stream) if isinstance(e, ParsedFinding)]
     in_transaction: list[bool] = []
 
