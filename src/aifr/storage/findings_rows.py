@@ -144,7 +144,22 @@ def parsed_row(
     The import hot path: the parser has checked every value, and the document holds
     what :meth:`ParsedFinding.to_finding` would, less empty values (the model's defaults;
     ``finding_from_row`` validates it on read).
+
+    The document is the record encoded by msgspec in one call: its non-empty fields
+    (``omit_defaults``) from ``scanner_generation`` on; the members before it (``line``
+    and the fields kept in columns, which :class:`ParsedFinding` declares first) are cut
+    off the text. The cut is exact: a ``"`` inside a JSON string is always escaped, so
+    ``,"scanner_generation":`` only appears where that member starts. msgspec writes
+    integers beyond 64 bits exactly and non-ASCII characters as themselves, which read
+    back the same; a non-finite float (only from a ``NaN`` or ``Infinity`` in the input,
+    which is not JSON) is written as ``null``, as the JSON export of a finding writes it.
+    It refuses a lone surrogate in any string of the record, so where it succeeds every
+    column is valid UTF-8 as it is; where it refuses, :func:`_checked_row` repairs them.
     """
+    try:
+        text = _encode_parsed(parsed).decode()
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return _checked_row(parsed, resource_id, project_id, run_id, seen)
     return (
         finding_id(project_id, parsed.fingerprint),
         project_id,
@@ -153,6 +168,37 @@ def parsed_row(
         run_id,
         parsed.scanner,
         parsed.severity._value_,
+        parsed.rule_id,
+        parsed.title,
+        parsed.host,
+        parsed.url,
+        resource_id,
+        _OPEN,
+        seen,
+        seen,
+        1,
+        "{" + text[text.index(_DOCUMENT_STARTS) + 1 :],
+    )
+
+
+_OPEN: Final = TriageState.OPEN.value
+
+
+def _checked_row(
+    parsed: ParsedFinding, resource_id: str | None, project_id: str, run_id: str, seen: str
+) -> tuple[object, ...]:
+    """:func:`parsed_row` where msgspec refused the record: lone surrogates become U+FFFD."""
+    doc = msgspec.to_builtins(parsed)
+    for name in _BEFORE_DOCUMENT:
+        doc.pop(name, None)
+    return (
+        finding_id(project_id, parsed.fingerprint),
+        project_id,
+        parsed.fingerprint,
+        run_id,
+        run_id,
+        parsed.scanner,
+        parsed.severity.value,
         _text(parsed.rule_id),
         _text(parsed.title),
         _text(parsed.host),
@@ -162,34 +208,8 @@ def parsed_row(
         seen,
         seen,
         1,
-        _parsed_document(parsed),
+        _document(doc),
     )
-
-
-_OPEN: Final = TriageState.OPEN.value
-
-
-def _parsed_document(parsed: ParsedFinding) -> str:
-    """A parser record's document as JSON text, in one msgspec call; :func:`_document` where it refuses.
-
-    The record's non-empty fields (``omit_defaults``) from ``scanner_generation`` on:
-    the members before it (``line`` and the fields kept in columns, which
-    :class:`ParsedFinding` declares first) are cut off the text. The cut is exact: a
-    ``"`` inside a JSON string is always escaped, so ``,"scanner_generation":`` only
-    appears where that member starts. msgspec writes integers beyond 64 bits exactly
-    and non-ASCII characters as themselves, which read back the same; a non-finite
-    float (only from a ``NaN`` or ``Infinity`` in the input, which is not JSON) is
-    written as ``null``, as the JSON export of a finding writes it. It refuses a lone
-    surrogate, which the json module writes as an escape that :func:`_document` replaces.
-    """
-    try:
-        text = _encode_parsed(parsed).decode()
-    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        doc = msgspec.to_builtins(parsed)
-        for name in _BEFORE_DOCUMENT:
-            doc.pop(name, None)
-        return _document(doc)
-    return "{" + text[text.index(_DOCUMENT_STARTS) + 1 :]
 
 
 _DOCUMENT_STARTS: Final = ',"scanner_generation":'
