@@ -223,11 +223,13 @@ def _verdicts(results: list[dict[str, float]]) -> list[str]:
         f"- {last['ratio']:.2f}x the floor: {met(last['ratio'] <= 2.0)} (goal 2x). The "
         f"parsers alone take {last['parse_ratio']:.2f}x the floor (orjson decodes each line; "
         "mapping every field, severity, location and fingerprint is Python); the rest is "
-        "building the rows (document JSON with orjson, ids) and the dedupe upsert of "
-        "17 columns on a random-key index, which SQLite alone spends about the floor's "
-        "whole time on.",
+        "building the rows (the stored document, encoded by msgspec, and the ids) and the "
+        "dedupe upsert of 17 columns on a random-key index, which SQLite alone spends "
+        "more than the floor's whole time on (its commits rewrite more of that index "
+        "as the file grows).",
         f"- Peak RSS at most {rss:.0f} MB across sizes: {met(rss < 200)} (goal 200 MB; flat "
-        "with size, as parsing streams and imports save 10,000 findings per transaction).",
+        "with size: parsing streams into the store, 10,000 findings per transaction, and "
+        "no batch of records is held).",
         "- The host is shared (several engineers' jobs on 2 CPUs, load average above 10 "
         "during this run): the floor itself varies by 3x between sizes and runs, so read "
         "the ratios of one row, not rows against each other or absolute records/s.",

@@ -3,7 +3,9 @@
 Memory stays flat whatever the file size: records are parsed one at a time, saved
 ``batch_size`` at a time (one transaction each, one ``executemany`` in the SQL stores),
 and only the first :data:`MAX_SKIPPED_SHOWN` skipped lines are kept for the summary
-(all are counted). The run is saved before the first batch and marked finished after
+(all are counted). A batch is handed to the store as a stream that parses as the store
+reads it (``StoragePort.save_parsed``), so not even one batch of records is held: the
+SQLite store turns each record into its row inside the transaction. The run is saved before the first batch and marked finished after
 the last, so an interrupted import leaves a run without ``finished_at`` and every batch
 saved so far; importing the same file again only adds occurrences.
 
@@ -125,16 +127,27 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 class _Linker:
-    """Finds each record's resource; nothing to do when the project registered none."""
+    """Finds each record's resource (used only when the project registered some)."""
 
     def __init__(self, resources: list[Resource]) -> None:
         self._resources = resources
 
     def __call__(self, parsed: ParsedFinding) -> str | None:
-        if not self._resources:
-            return None
         found = match_resource(self._resources, Target(parsed.url, parsed.host, parsed.ip))
         return found.id if found is not None else None
+
+
+def _first_scanner(
+    records: Iterator[tuple[ParsedFinding, str | None]], summary: ImportSummary
+) -> Iterator[tuple[ParsedFinding, str | None]]:
+    """``records`` as they are, noting the scanner of the import's first finding."""
+    if summary.scanner is None:
+        first = next(records, None)
+        if first is None:
+            return
+        summary.scanner = first[0].scanner
+        yield first
+    yield from records
 
 
 def import_findings(
@@ -175,34 +188,51 @@ def import_findings(
     )
     store.save_run(run)
     summary = ImportSummary(project_id=project_id, run_id=run.id)
-    link = _Linker(list(registry.list_resources(project_id)))
-    batch: list[tuple[ParsedFinding, str | None]] = []
+    resources = list(registry.list_resources(project_id))
+    link = _Linker(resources) if resources else None
+    pending = iter(events)
+    ended = False
+    taken = 0
 
-    def flush() -> None:
-        counts = store.save_parsed(batch, project_id=project_id, run_id=run.id, seen_at=started)
-        summary.imported += counts.new
-        summary.duplicates += counts.duplicates
-        batch.clear()
-        if on_batch is not None:
-            on_batch(summary)
-
-    with _gc_paused():
-        for event in events:
+    def findings() -> Iterator[tuple[ParsedFinding, str | None]]:
+        """The next ``batch_size`` findings, read as the store saves them; skips counted."""
+        nonlocal ended, taken
+        taken = 0
+        for event in pending:
             if isinstance(event, ParsedFinding):
-                summary.findings += 1
-                summary.scanner = summary.scanner or event.scanner
-                resource_id = link(event)
-                summary.linked += resource_id is not None
-                batch.append((event, resource_id))
-                if len(batch) >= batch_size:
-                    flush()
+                taken += 1
+                if link is None:
+                    yield event, None
+                else:
+                    resource_id = link(event)
+                    summary.linked += resource_id is not None
+                    yield event, resource_id
+                if taken >= batch_size:
+                    return
                 continue
             summary.skipped_count += 1
             if len(summary.skipped) < MAX_SKIPPED_SHOWN:
                 malformed = isinstance(event, ParseProblem)
                 summary.skipped.append(SkippedLine(event.line, event.reason, malformed))
-        if batch:
-            flush()
+        ended = True
+
+    with _gc_paused():
+        while not ended:
+            # One batch: the store reads it from the parser record by record, in one
+            # transaction, so no batch of records is held in memory.
+            counts = store.save_parsed(
+                _first_scanner(findings(), summary),
+                project_id=project_id,
+                run_id=run.id,
+                seen_at=started,
+            )
+            if not taken:
+                continue
+            summary.findings += taken
+            summary.imported += counts.new
+            summary.duplicates += counts.duplicates
+            if on_batch is not None:
+                on_batch(summary)
     store.save_run(
         run.model_copy(update={"scanner": summary.scanner, "finished_at": datetime.now(UTC)})
     )

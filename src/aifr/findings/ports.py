@@ -156,7 +156,9 @@ class StoragePort(Protocol):
 
         The import path: an adapter may write the record's fields without building a
         :class:`Finding` model, with the same result as ``save_findings`` of
-        ``record.to_finding(...)``.
+        ``record.to_finding(...)``. ``records`` may be a stream that parses as it is
+        read (the importer passes one): read it once, and let an exception it raises
+        propagate (nothing of the batch is kept then).
 
         Raises:
             FindingsError: ``run_id`` is not a run of ``project_id`` (nothing is kept).

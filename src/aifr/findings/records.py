@@ -1,17 +1,20 @@
 """What a parser yields: parsed findings, skipped records and parse problems.
 
-Parsers run on files of millions of lines, so their output is a slotted dataclass, not a
-validated pydantic model: the parser has already checked every value it sets (types,
+Parsers run on files of millions of lines, so a finding is a :class:`msgspec.Struct`, not
+a validated pydantic model: the parser has already checked every value it sets (types,
 ranges, the severity enum), and :meth:`ParsedFinding.to_finding` builds the validated
 :class:`~aifr.findings.models.Finding` only where one is needed (a store that keeps
-models, a test, an export). A store can also write the fields straight from the record.
+models, a test, an export). A store can also write the fields straight from the record:
+the SQL stores encode its document in one C call (``omit_defaults`` leaves out the empty
+fields, as the model's defaults put them back).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 from pydantic import JsonValue
 
 from aifr.findings.models import Finding, TriageState, finding_id
@@ -41,29 +44,34 @@ class SkippedRecord:
     reason: str
 
 
-@dataclass(slots=True)
-class ParsedFinding:
+class ParsedFinding(msgspec.Struct, omit_defaults=True, kw_only=True):
     """One finding as read from scanner output, before it is placed in a project and run.
 
-    Not frozen on purpose: a frozen dataclass sets each of its 35 fields through
-    ``object.__setattr__``, which made building one cost 7 times more on the import hot
-    path. Treat it as read-only; the model it becomes (:meth:`to_finding`) is frozen.
+    A :class:`msgspec.Struct` (built in C, a fifth cheaper than a slotted dataclass, and
+    encoded to JSON in one call without its empty fields). Not frozen on purpose: a
+    frozen dataclass set each of its 35 fields through ``object.__setattr__``, which
+    made building one cost 7 times more on the import hot path. Treat it as read-only;
+    the model it becomes (:meth:`to_finding`) is frozen.
+
+    Built by keyword only. The fields the stores keep in columns come first, up to
+    ``scanner_generation``, so the stored document can leave them out by cutting the
+    encoded text there (:func:`aifr.storage.findings_rows.parsed_row`).
     """
 
     line: int
+    fingerprint: str
     scanner: str
-    scanner_generation: str
     rule_id: str
     title: str
     severity: Severity
-    fingerprint: str
+    url: str | None = None
+    host: str | None = None
+    scanner_generation: str
     scanner_version: str | None = None
     description: str | None = None
     scanner_severity: str | None = None
     cvss_score: float | None = None
     cvss_vector: str | None = None
-    url: str | None = None
-    host: str | None = None
     port: int | None = None
     scheme: str | None = None
     path: str | None = None
@@ -74,16 +82,16 @@ class ParsedFinding:
     extractor_name: str | None = None
     extracted_results: tuple[str, ...] = ()
     status_code: int | None = None
-    evidence: dict[str, JsonValue] = field(default_factory=dict)
+    evidence: dict[str, JsonValue] = msgspec.field(default_factory=dict)
     references: tuple[str, ...] = ()
     cwe: tuple[str, ...] = ()
     cve: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     remediation: str | None = None
     rule_url: str | None = None
-    rule_metadata: dict[str, JsonValue] = field(default_factory=dict)
+    rule_metadata: dict[str, JsonValue] = msgspec.field(default_factory=dict)
     observed_at: datetime | None = None
-    raw: dict[str, JsonValue] = field(default_factory=dict)
+    raw: dict[str, JsonValue] = msgspec.field(default_factory=dict)
 
     def to_finding(
         self,
@@ -99,7 +107,7 @@ class ParsedFinding:
         Raises:
             pydantic.ValidationError: a value the model refuses (an id with a space...).
         """
-        values = {f.name: getattr(self, f.name) for f in _FINDING_FIELDS}
+        values = {name: getattr(self, name) for name in _FINDING_FIELDS}
         return Finding.model_validate(
             {
                 **values,
@@ -118,17 +126,17 @@ class ParsedFinding:
     def to_json(self) -> dict[str, JsonValue]:
         """A JSON-ready dict of every field (datetimes as ISO 8601), for goldens and logs."""
         out: dict[str, JsonValue] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
             if isinstance(value, datetime):
-                out[f.name] = value.isoformat()
+                out[name] = value.isoformat()
             elif isinstance(value, tuple):
-                out[f.name] = list(value)
+                out[name] = list(value)
             else:
-                out[f.name] = value
+                out[name] = value
         return out
 
 
-_FINDING_FIELDS = tuple(f for f in fields(ParsedFinding) if f.name != "line")
+_FINDING_FIELDS = tuple(name for name in ParsedFinding.__struct_fields__ if name != "line")
 
 ParseEvent = ParsedFinding | SkippedRecord | ParseProblem

@@ -12,13 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import operator
 import re
-from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
+import msgspec
 
 from aifr.errors import ErrorCode, FindingsError, StorageError
 from aifr.findings.models import Finding, Project, Resource, Run, TriageState, finding_id
@@ -135,12 +133,7 @@ def finding_row(finding: Finding) -> tuple[object, ...]:
     )
 
 
-_PARSED_FIELDS: Final = tuple(
-    f.name
-    for f in fields(ParsedFinding)
-    if f.name not in {"line", "observed_at"} and f.name not in _IN_COLUMNS
-)
-_parsed_values: Final = operator.attrgetter(*_PARSED_FIELDS)
+_encode_parsed: Final = msgspec.json.Encoder().encode
 
 
 def parsed_row(
@@ -151,17 +144,55 @@ def parsed_row(
     The import hot path: the parser has checked every value, and the document holds
     what :meth:`ParsedFinding.to_finding` would, less empty values (the model's defaults;
     ``finding_from_row`` validates it on read).
+
+    The document is the record encoded by msgspec in one call: its non-empty fields
+    (``omit_defaults``) from ``scanner_generation`` on; the members before it (``line``
+    and the fields kept in columns, which :class:`ParsedFinding` declares first) are cut
+    off the text. The cut is exact: a ``"`` inside a JSON string is always escaped, so
+    ``,"scanner_generation":`` only appears where that member starts. msgspec writes
+    integers beyond 64 bits exactly and non-ASCII characters as themselves, which read
+    back the same; a non-finite float (only from a ``NaN`` or ``Infinity`` in the input,
+    which is not JSON) is written as ``null``, as the JSON export of a finding writes it.
+    It refuses a lone surrogate in any string of the record, so where it succeeds every
+    column is valid UTF-8 as it is; where it refuses, :func:`_checked_row` repairs them.
     """
-    doc = {
-        name: value
-        for name, value in zip(_PARSED_FIELDS, _parsed_values(parsed), strict=True)
-        if value is not None and value != () and value != {}
-    }
-    identifier = finding_id(project_id, parsed.fingerprint)
-    if parsed.observed_at is not None:
-        doc["observed_at"] = parsed.observed_at.isoformat()
+    try:
+        text = _encode_parsed(parsed).decode()
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return _checked_row(parsed, resource_id, project_id, run_id, seen)
     return (
-        identifier,
+        finding_id(project_id, parsed.fingerprint),
+        project_id,
+        parsed.fingerprint,
+        run_id,
+        run_id,
+        parsed.scanner,
+        parsed.severity._value_,
+        parsed.rule_id,
+        parsed.title,
+        parsed.host,
+        parsed.url,
+        resource_id,
+        _OPEN,
+        seen,
+        seen,
+        1,
+        "{" + text[text.index(_DOCUMENT_STARTS) + 1 :],
+    )
+
+
+_OPEN: Final = TriageState.OPEN.value
+
+
+def _checked_row(
+    parsed: ParsedFinding, resource_id: str | None, project_id: str, run_id: str, seen: str
+) -> tuple[object, ...]:
+    """:func:`parsed_row` where msgspec refused the record: lone surrogates become U+FFFD."""
+    doc = msgspec.to_builtins(parsed)
+    for name in _BEFORE_DOCUMENT:
+        doc.pop(name, None)
+    return (
+        finding_id(project_id, parsed.fingerprint),
         project_id,
         parsed.fingerprint,
         run_id,
@@ -173,27 +204,18 @@ def parsed_row(
         _text(parsed.host),
         _text(parsed.url),
         resource_id,
-        TriageState.OPEN.value,
+        _OPEN,
         seen,
         seen,
         1,
-        _parsed_document(doc),
+        _document(doc),
     )
 
 
-def _parsed_document(doc: dict[str, Any]) -> str:
-    """A parser record's document as JSON text: orjson, or :func:`_document` where it refuses.
-
-    orjson refuses what the json module writes differently or not as UTF-8 (an integer
-    beyond 64 bits, a lone surrogate); it writes non-ASCII characters as themselves, not
-    as escapes, which reads back the same. A non-finite float (only from a ``NaN`` or
-    ``Infinity`` in the input, which is not JSON) is written as ``null``, as the JSON
-    export of a finding writes it.
-    """
-    try:
-        return orjson.dumps(doc).decode()
-    except TypeError:
-        return _document(doc)
+_DOCUMENT_STARTS: Final = ',"scanner_generation":'
+_BEFORE_DOCUMENT: Final = ParsedFinding.__struct_fields__[
+    : ParsedFinding.__struct_fields__.index("scanner_generation")
+]
 
 
 def finding_from_row(row: Any) -> Finding:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import uuid
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 from psycopg import sql
@@ -352,7 +352,7 @@ def test_a_sqlite_store_missing_a_table_says_which(tmp_path: Path) -> None:
 def test_a_lone_surrogate_from_scanner_json_is_stored_not_crashed_on(stores: Stores) -> None:
     store = stores.findings
     project_with_run(store)
-    odd = dataclasses.replace(
+    odd = msgspec.structs.replace(
         parsed(1), title="bad \ud800 name", matched_at="https://a.test/\udc00"
     )
     counts = store.save_parsed([(odd, None)], project_id="acme", run_id="r1", seen_at=T0)

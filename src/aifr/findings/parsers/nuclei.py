@@ -126,12 +126,12 @@ class NucleiParser:
         raw: dict[str, JsonValue]
         if generation == "A":
             facts = RuleFacts(record, rule_id)
-            raw = {k: v for k, v in record.items() if k not in _GEN_A_KEYS}  # type: ignore[misc]  # JSON values
+            raw = _rest(record, _GEN_A_KEYS)
         else:
             found = record.get("info")
             info: Mapping[str, object] = found if found.__class__ is dict else {}
             facts = self._rules.facts(info, rule_id)
-            raw = {k: v for k, v in record.items() if k not in _TOP_KEYS}  # type: ignore[misc]  # JSON values
+            raw = _rest(record, _TOP_KEYS)
             if found is not None and found.__class__ is not dict:
                 raw["info"] = found  # type: ignore[assignment]  # a JSON value
             elif facts.extra_info is not None:
@@ -233,6 +233,13 @@ class NucleiParser:
             observed_at=observed,
             raw=raw,
         )
+
+
+def _rest(record: dict[str, object], known: frozenset[str]) -> dict[str, JsonValue]:
+    """The record's members under keys the mapping does not read (none, most of the time)."""
+    if known.issuperset(record):  # one pass in C; the comprehension only when some are left
+        return {}
+    return {k: v for k, v in record.items() if k not in known}  # type: ignore[misc]  # JSON values
 
 
 def _text(record: Mapping[str, object], key: str, raw: dict[str, JsonValue]) -> str | None:
