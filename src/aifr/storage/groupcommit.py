@@ -8,6 +8,11 @@ arrive leads: it opens one transaction, runs every queued job inside its own sav
 and only then wakes the batch. Threads that arrived meanwhile form the next batch, led
 by the first of them. A lone writer pays exactly one transaction and no hand-off.
 
+A waiting job sleeps on a bare lock held from its creation, which whoever wakes it
+releases: one C call on each side, where an ``Event`` costs a condition, its lock and
+a waiter lock per wait, in Python (about 2 µs more per job uncontended, more when the
+waiter really sleeps).
+
 A job's writes, including an audit record it appends, are durable when its call
 returns, exactly as with a private transaction: nobody is released before the shared
 commit, and a failed commit fails every job of the batch (none of them was written).
@@ -48,7 +53,8 @@ class _Job(Generic[C, T]):
         self.has_result = False
         self.error: AifrError | None = None
         self.is_leader = False
-        self.wake = threading.Event()
+        self.wake = threading.Lock()  # held until whoever wakes the job releases it
+        self.wake.acquire()
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -107,7 +113,7 @@ class GroupCommit(ABC, Generic[C]):
                 job = None
         if job is None:
             return self._alone(work)
-        job.wake.wait()
+        job.wake.acquire()
         if not job.is_leader:
             return job.outcome()
         self._lead()
@@ -133,7 +139,7 @@ class GroupCommit(ABC, Generic[C]):
         finally:
             self._hand_on(len(batch))
             for job in batch:
-                job.wake.set()
+                job.wake.release()
 
     def _hand_on(self, jobs: int) -> None:
         """Count a finished transaction and pass leadership to the next waiting writer."""
@@ -147,7 +153,7 @@ class GroupCommit(ABC, Generic[C]):
             else:
                 self._is_leading = False
         if successor is not None:
-            successor.wake.set()
+            successor.wake.release()
 
     def _commit(self, batch: list[_Job[C, object]]) -> None:
         try:

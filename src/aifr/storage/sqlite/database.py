@@ -102,6 +102,7 @@ class SqliteDatabase:
         self._local = threading.local()
         self._migrate_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
+        self._writer: sqlite3.Connection | None = None
 
     def new_connection(self) -> sqlite3.Connection:
         """A fresh connection with WAL, foreign keys, busy timeout and ``synchronous``.
@@ -134,6 +135,22 @@ class SqliteDatabase:
         if conn is None:
             conn = self.new_connection()
             self._local.conn = conn
+        return conn
+
+    def writer(self) -> sqlite3.Connection:
+        """The one connection that grouped writes share, opened on first use.
+
+        Its users serialize their use of it (a group commit has one leader at a time).
+        One connection keeps its page cache from one transaction to the next, where a
+        thread's own connection finds the file changed by the others' commits and drops
+        its cache before each transaction.
+        """
+        conn = self._writer
+        if conn is None:
+            with self._migrate_lock:
+                conn = self._writer
+                if conn is None:
+                    conn = self._writer = self.new_connection()
         return conn
 
     def transaction(
@@ -237,6 +254,7 @@ class SqliteDatabase:
         for conn in self._all:
             conn.close()
         self._all.clear()
+        self._writer = None
         self._local = threading.local()
 
 

@@ -4,6 +4,13 @@ The leader/follower core is :class:`aifr.storage.groupcommit.GroupCommit`; here 
 is one ``BEGIN IMMEDIATE`` transaction and each job runs inside its own ``SAVEPOINT``.
 Every job's writes, including its audit record appended with ``append_in``, are
 durable when its call returns, exactly as with a private transaction.
+
+Every batch, whichever thread leads it, runs on the database's one writer connection
+(:meth:`SqliteDatabase.writer`), never on the leader's own: SQLite drops a
+connection's page cache when another connection wrote since its last transaction, so
+leaders taking turns on their own connections would each start cold, re-reading the
+pages of the tables and indexes they write (about 13 µs of CPU per job at 8 runs at
+once). The group's single leader is what serializes the connection's use.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ class GroupCommit(_GroupCommit[sqlite3.Connection]):
         self._db = database
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._db.transaction()
+        return self._db.transaction(self._db.writer())
 
     def _savepoint(self, conn: sqlite3.Connection) -> AbstractContextManager[object]:
         return _Savepoint(conn)

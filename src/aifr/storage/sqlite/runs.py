@@ -1,8 +1,10 @@
 """Workflow runs, steps, leases and the notification outbox in the SQLite state database.
 
 :class:`SqliteRunStore` implements the engine's ``RunStore`` and ``NotificationOutbox``
-ports; its writes go through one :class:`GroupCommit`, so concurrent runs share
-transactions. Step results are written by
+ports; all its writes (steps, runs, leases, the outbox) go through one
+:class:`GroupCommit`, so concurrent runs share transactions and no two of this
+process's writers ever meet on SQLite's write lock (whose busy handler sleeps a
+millisecond or more at a time). Step results are written by
 :class:`~aifr.storage.sqlite.step_results.StepResultStore` in the same tables.
 """
 
@@ -370,8 +372,12 @@ class SqliteRunStore:
 
     def request_cancel(self, run_id: str) -> None:
         """Flag a run for cancellation; its lease holder stops at the next step."""
-        with self.database.transaction() as conn, translate_sqlite_errors("cancelling a run"):
-            conn.execute("UPDATE wf_runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+
+        def cancel_in(conn: sqlite3.Connection) -> None:
+            with translate_sqlite_errors("cancelling a run"):
+                conn.execute("UPDATE wf_runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+
+        self.group.run(cancel_in)
 
     def get(self, run_id: str) -> RunRecord | None:
         """The run, or ``None``."""
@@ -450,17 +456,24 @@ class SqliteRunStore:
 
     def acquire(self, run_id: str, owner: str, ttl_s: float, now: float) -> RunRecord | None:
         """Take the lease if it is free, expired or already ``owner``'s."""
-        with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
-            taken = conn.execute(
-                "UPDATE wf_runs SET lease_epoch = lease_epoch + "
-                "(CASE WHEN lease_owner = ? THEN 0 ELSE 1 END), lease_owner = ?, "
-                "lease_expires_at = ? WHERE id = ? AND "
-                "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
-                (owner, owner, now + ttl_s, run_id, owner, now),
-            ).rowcount
-            if taken != 1:
-                return None
-            row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone()
+
+        def acquire_in(conn: sqlite3.Connection) -> Any:
+            with translate_sqlite_errors("leasing a run"):
+                taken = conn.execute(
+                    "UPDATE wf_runs SET lease_epoch = lease_epoch + "
+                    "(CASE WHEN lease_owner = ? THEN 0 ELSE 1 END), lease_owner = ?, "
+                    "lease_expires_at = ? WHERE id = ? AND "
+                    "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
+                    (owner, owner, now + ttl_s, run_id, owner, now),
+                ).rowcount
+                if taken != 1:
+                    return None
+                row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone()
+                return row
+
+        row = self.group.run(acquire_in)
+        if row is None:
+            return None
         self._held(run_id, row["lease_epoch"])
         return run_from_row(row)
 
@@ -469,32 +482,45 @@ class SqliteRunStore:
     ) -> RunRecord | None:
         """Lease the oldest free or expired run in ``states`` (``BEGIN IMMEDIATE`` serializes)."""
         marks = ", ".join("?" * len(states))
-        with self.database.transaction() as conn, translate_sqlite_errors("claiming a run"):
-            row = conn.execute(
-                f"SELECT id FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
-                "AND (lease_owner IS NULL OR lease_expires_at < ?) ORDER BY created_at, id LIMIT 1",
-                (*sorted(s.value for s in states), now),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = ?, "
-                "lease_expires_at = ? WHERE id = ?",
-                (owner, now + ttl_s, row["id"]),
-            )
-            taken = conn.execute(_SELECT_RUN_EPOCH, (row["id"],)).fetchone()
+
+        def claim_in(conn: sqlite3.Connection) -> Any:
+            with translate_sqlite_errors("claiming a run"):
+                row = conn.execute(
+                    f"SELECT id FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
+                    "AND (lease_owner IS NULL OR lease_expires_at < ?) "
+                    "ORDER BY created_at, id LIMIT 1",
+                    (*sorted(s.value for s in states), now),
+                ).fetchone()
+                if row is None:
+                    return None
+                conn.execute(
+                    "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = ?, "
+                    "lease_expires_at = ? WHERE id = ?",
+                    (owner, now + ttl_s, row["id"]),
+                )
+                taken = conn.execute(_SELECT_RUN_EPOCH, (row["id"],)).fetchone()
+                return taken
+
+        taken = self.group.run(claim_in)
+        if taken is None:
+            return None
         self._held(taken["id"], taken["lease_epoch"])
         return run_from_row(taken)
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
-        with self.database.transaction() as conn, translate_sqlite_errors("leasing a run"):
-            taken = conn.execute(
-                "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ?, "
-                "lease_epoch = lease_epoch + 1 WHERE id = ? AND lease_owner = ?",
-                (owner, now + ttl_s, run_id, dead_owner),
-            ).rowcount
-            row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone() if taken == 1 else None
+
+        def take_over_in(conn: sqlite3.Connection) -> Any:
+            with translate_sqlite_errors("leasing a run"):
+                taken = conn.execute(
+                    "UPDATE wf_runs SET lease_owner = ?, lease_expires_at = ?, "
+                    "lease_epoch = lease_epoch + 1 WHERE id = ? AND lease_owner = ?",
+                    (owner, now + ttl_s, run_id, dead_owner),
+                ).rowcount
+                row = conn.execute(_SELECT_RUN_EPOCH, (run_id,)).fetchone() if taken == 1 else None
+                return row
+
+        row = self.group.run(take_over_in)
         if row is not None:
             self._held(run_id, row["lease_epoch"])
         return row is not None
@@ -503,20 +529,29 @@ class SqliteRunStore:
         """Extend ``owner``'s leases."""
         if not run_ids:
             return
-        with self.database.transaction() as conn, translate_sqlite_errors("renewing leases"):
-            conn.executemany(
-                "UPDATE wf_runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
-                [(now + ttl_s, run_id, owner) for run_id in run_ids],
-            )
+        renewed = [(now + ttl_s, run_id, owner) for run_id in run_ids]
+
+        def renew_in(conn: sqlite3.Connection) -> None:
+            with translate_sqlite_errors("renewing leases"):
+                conn.executemany(
+                    "UPDATE wf_runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+                    renewed,
+                )
+
+        self.group.run(renew_in)
 
     def release(self, run_id: str, owner: str) -> None:
         """Give the lease back."""
-        with self.database.transaction() as conn, translate_sqlite_errors("releasing a lease"):
-            conn.execute(
-                "UPDATE wf_runs SET lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE id = ? AND lease_owner = ?",
-                (run_id, owner),
-            )
+
+        def release_in(conn: sqlite3.Connection) -> None:
+            with translate_sqlite_errors("releasing a lease"):
+                conn.execute(
+                    "UPDATE wf_runs SET lease_owner = NULL, lease_expires_at = NULL "
+                    "WHERE id = ? AND lease_owner = ?",
+                    (run_id, owner),
+                )
+
+        self.group.run(release_in)
 
     # -- outbox ---------------------------------------------------------------------------
 
@@ -548,20 +583,28 @@ class SqliteRunStore:
 
     def delivered(self, item_id: int, now: float) -> None:
         """Mark a notification delivered."""
-        with self.database.transaction() as conn, translate_sqlite_errors("updating the outbox"):
-            conn.execute(
-                "UPDATE wf_outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
-                (now, item_id),
-            )
+
+        def delivered_in(conn: sqlite3.Connection) -> None:
+            with translate_sqlite_errors("updating the outbox"):
+                conn.execute(
+                    "UPDATE wf_outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                    (now, item_id),
+                )
+
+        self.group.run(delivered_in)
 
     def retry_later(self, item_id: int, next_attempt_at: float, error: str) -> None:
         """Count a failed attempt and schedule the next."""
-        with self.database.transaction() as conn, translate_sqlite_errors("updating the outbox"):
-            conn.execute(
-                "UPDATE wf_outbox SET attempts = attempts + 1, next_attempt_at = ?, "
-                "last_error = ? WHERE id = ?",
-                (next_attempt_at, error[:500], item_id),
-            )
+
+        def retry_in(conn: sqlite3.Connection) -> None:
+            with translate_sqlite_errors("updating the outbox"):
+                conn.execute(
+                    "UPDATE wf_outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+                    "last_error = ? WHERE id = ?",
+                    (next_attempt_at, error[:500], item_id),
+                )
+
+        self.group.run(retry_in)
 
     def pending(self) -> int:
         """Undelivered notifications."""
