@@ -75,6 +75,7 @@ class GroupCommit(ABC, Generic[C]):
         self._lock = threading.Lock()
         self._queue: list[_Job[C, object]] = []
         self._is_leading = False
+        self._inside = threading.local()
         self.commits = 0
         self.jobs = 0
         self.largest_batch = 0
@@ -102,8 +103,15 @@ class GroupCommit(ABC, Generic[C]):
         Raises:
             AifrError: whatever ``work`` raised (its writes are rolled back, the other
                 jobs of its batch are not), or a ``StorageError`` when the shared commit
-                failed (no job of the batch was written).
+                failed (no job of the batch was written), or at once when called from
+                inside a job of this group on the same thread (it would wait for its
+                own transaction forever).
         """
+        if getattr(self._inside, "job", False):
+            raise StorageError(
+                "a grouped write was started inside another grouped write's job;"
+                " do the write through the job's connection instead"
+            )
         with self._lock:
             if self._is_leading:
                 job: _Job[C, T] | None = _Job(work, order)
@@ -125,18 +133,22 @@ class GroupCommit(ABC, Generic[C]):
         No job object, queue or hand-off: a lone writer pays one transaction and nothing
         more. An error rolls the transaction back and reaches the caller unchanged.
         """
+        self._inside.job = True
         try:
             with self._transaction() as conn:
                 return work(conn)
         finally:
+            self._inside.job = False
             self._hand_on(1)
 
     def _lead(self) -> None:
         with self._lock:
             batch, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+        self._inside.job = True
         try:
             self._commit(batch)
         finally:
+            self._inside.job = False
             self._hand_on(len(batch))
             for job in batch:
                 job.wake.release()

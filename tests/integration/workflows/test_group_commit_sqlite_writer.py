@@ -141,3 +141,27 @@ def test_a_runs_writes_are_one_transaction_per_step_all_on_the_writer(tmp_path: 
     assert built.runs.group.commits - commits == 6
     assert begins == {"writer": 6, "own": 0}
     built.close()
+
+
+def test_a_grouped_write_inside_a_job_fails_at_once_instead_of_waiting_for_itself(
+    tmp_path: Path,
+) -> None:
+    """Every run-store write now queues on the group: one started from inside a job (on
+    the leader's own thread) would wait for the leader, itself. It is refused instead,
+    and the outer job's error rolls its transaction back."""
+    from aifr.errors import StorageError
+    from aifr.storage.sqlite.groupcommit import GroupCommit
+
+    database = SqliteDatabase(tmp_path / "state.db")
+    database.writer().execute("CREATE TABLE t (v INTEGER)")
+    group = GroupCommit(database)
+
+    def nested(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        group.run(lambda inner: inner.execute("INSERT INTO t VALUES (2)"))
+
+    with pytest.raises(StorageError, match="inside another grouped write"):
+        group.run(nested)
+    group.run(lambda conn: conn.execute("INSERT INTO t VALUES (3)"))  # the group still works
+    assert [row[0] for row in database.writer().execute("SELECT v FROM t")] == [3]
+    database.close()
