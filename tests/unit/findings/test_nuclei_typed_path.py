@@ -82,6 +82,8 @@ EDGE = [
     _variant(matched="https://other"),
     b'{"template-id": "x", "info": {"severity": "low"}, "host": "a", "host": "b"}\n',
     b'{"template-id": "x", "info": {"severity": "low", "name": "a\\u0000b"}}\n',
+    b'{"template-id": "x", "info": {"severity": "low"}, "info": {"severity": "high"}, '
+    b'"template-id": "y"}\n',
     b'{"template-id": "x", "info": {"severity": "low"}, "host": "caf\xc3\xa9"}\n',
     b'{"template-id": "x", "info": {"severity": "low"}, "host": "\xff"}\n',
     b'{"template-id": "x", "info": {"severity": "low"}, "x": NaN}\n',
