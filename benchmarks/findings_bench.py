@@ -17,6 +17,7 @@ Issue 22 goals: at least 50,000 records/s, within 2x of the floor, peak RSS unde
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Findings import"
 SEVERITIES = ("info", "low", "medium", "high", "critical", "unknown")
+BATCH = 10_000  # findings per transaction, as aifr's DEFAULT_BATCH
 
 
 def generate(path: Path, lines: int) -> int:
@@ -102,6 +104,73 @@ def floor_import(source: str, db_path: str) -> tuple[float, int, float]:
     return time.perf_counter() - start, count, _peak_mb()
 
 
+def floor_dedupe(source: str, db_path: str) -> tuple[float, int, float]:
+    """The floor with the dedupe the issue requires, in a child.
+
+    Stdlib json per line; a fingerprint that is one ``hashlib.sha256`` over the identity
+    fields aifr's nuclei mapping uses (scanner, template id, ``matched-at`` else ``url``
+    else ``host``, matcher name, extractor name, sorted extracted results; taken as
+    written, without aifr's location normalization); ``executemany`` of an upsert on a
+    unique fingerprint column, in transactions of ``BATCH`` lines as aifr commits.
+    """
+    start = time.perf_counter()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, template TEXT, host TEXT, "
+        "severity TEXT, doc TEXT, fingerprint TEXT NOT NULL UNIQUE, last_seen TEXT, "
+        "occurrences INTEGER NOT NULL DEFAULT 1)"
+    )
+    sql = (
+        "INSERT INTO rows (template, host, severity, doc, fingerprint, last_seen) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO UPDATE SET "
+        "last_seen = excluded.last_seen, occurrences = occurrences + 1"
+    )
+    count = 0
+    batch: list[tuple[object, ...]] = []
+
+    def flush() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, batch)
+        conn.execute("COMMIT")
+        batch.clear()
+
+    with open(source, encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            count += 1
+            template = record["template-id"]
+            location = record.get("matched-at") or record.get("url") or record.get("host") or ""
+            identity = "\x1f".join(
+                (
+                    "1",
+                    "nuclei",
+                    template,
+                    location,
+                    record.get("matcher-name") or "",
+                    record.get("extractor-name") or "",
+                    *sorted(record.get("extracted-results") or ()),
+                )
+            )
+            fingerprint = hashlib.sha256(identity.encode()).hexdigest()
+            batch.append(
+                (
+                    template,
+                    record.get("host"),
+                    record["info"]["severity"],
+                    line,
+                    fingerprint,
+                    record.get("timestamp"),
+                )
+            )
+            if len(batch) >= BATCH:
+                flush()
+    if batch:
+        flush()
+    conn.close()
+    return time.perf_counter() - start, count, _peak_mb()
+
+
 def aifr_import(source: str, db_path: str) -> tuple[float, int, float]:
     """aifr, in a child: ``import_findings`` into the SQLite findings store."""
     from aifr.findings.importer import import_findings
@@ -150,7 +219,12 @@ def measure(lines: int, rounds: int, work: Path) -> dict[str, float]:
     size = generate(source, lines)
     best: dict[str, tuple[float, int, float]] = {}
     for _ in range(rounds):
-        for tag, func in (("floor", floor_import), ("parse", parse_only), ("aifr", aifr_import)):
+        for tag, func in (
+            ("floor", floor_import),
+            ("dedupe", floor_dedupe),
+            ("parse", parse_only),
+            ("aifr", aifr_import),
+        ):
             elapsed, count, peak = _child(func, source, work, tag)
             if count != lines:
                 raise SystemExit(f"{tag} stored {count} of {lines} records")
@@ -159,6 +233,7 @@ def measure(lines: int, rounds: int, work: Path) -> dict[str, float]:
                 best[tag] = (elapsed, count, max(peak, earlier[2] if earlier else 0.0))
     source.unlink()
     floor_s, aifr_s, parse_s = best["floor"][0], best["aifr"][0], best["parse"][0]
+    dedupe_s = best["dedupe"][0]
     return {
         "lines": lines,
         "mb": size / 1e6,
@@ -167,6 +242,9 @@ def measure(lines: int, rounds: int, work: Path) -> dict[str, float]:
         "floor_rps": lines / floor_s,
         "aifr_rps": lines / aifr_s,
         "ratio": aifr_s / floor_s,
+        "dedupe_rps": lines / dedupe_s,
+        "dedupe_s": dedupe_s,
+        "dedupe_ratio": aifr_s / dedupe_s,
         "parse_ratio": parse_s / floor_s,
         "parse_rps": lines / parse_s,
         "floor_rss": best["floor"][2],
@@ -180,7 +258,9 @@ def run(sizes: list[int], rounds: int) -> str:
         results = [measure(n, rounds, Path(tmp)) for n in sizes]
     rows = [
         f"| {r['lines']:,.0f} | {r['mb']:.0f} | {r['floor_rps']:,.0f} ({r['floor_s']:.1f} s) "
+        f"| {r['dedupe_rps']:,.0f} ({r['dedupe_s']:.1f} s) "
         f"| {r['aifr_rps']:,.0f} ({r['aifr_s']:.1f} s) | {r['ratio']:.2f}x "
+        f"| {r['dedupe_ratio']:.2f}x "
         f"| {r['parse_rps']:,.0f} ({r['parse_ratio']:.2f}x) "
         f"| {r['floor_rss']:.0f} | {r['aifr_rss']:.0f} |"
         for r in results
@@ -193,15 +273,21 @@ def run(sizes: list[int], rounds: int) -> str:
             f"{platform.python_version()}, {os.cpu_count()} CPUs, best of {rounds} alternating "
             "rounds, each side in a fresh child process (peak RSS is the child's own "
             "`ru_maxrss`). Floor: the same lines read with stdlib `json` and inserted with "
-            "one `executemany` in one transaction. aifr: `aifr findings import` "
+            "one `executemany` in one transaction (the issue's floor). Floor + dedupe: the "
+            "same, plus what the issue's dedupe by fingerprint requires of any "
+            "implementation: one `hashlib.sha256` per line over the identity fields aifr "
+            "fingerprints, and an upsert (`ON CONFLICT(fingerprint) DO UPDATE SET "
+            "last_seen, occurrences + 1`) on a unique fingerprint column, 10,000 lines per "
+            "transaction as aifr commits. aifr: `aifr findings import` "
             "(`import_findings` into the SQLite findings store: detect, parse every field, "
             'severity, fingerprint, resource links, dedupe upsert, run links). "Parsers alone" '
             "reads and maps every record without storing it, to show where the time goes. "
             "Goals: at least 50,000 records/s, within 2x of the floor, peak RSS under 200 MB.",
             "",
-            "| lines | file MB | floor records/s | aifr records/s | aifr / floor "
+            "| lines | file MB | floor records/s | floor + dedupe records/s "
+            "| aifr records/s | aifr / floor | aifr / floor + dedupe "
             "| parsers alone records/s (/ floor) | floor peak RSS MB | aifr peak RSS MB |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
             *_verdicts(results),
@@ -221,12 +307,20 @@ def _verdicts(results: list[dict[str, float]]) -> list[str]:
         f"- Throughput {last['aifr_rps']:,.0f} records/s at {last['lines']:,.0f} lines: "
         f"{met(last['aifr_rps'] >= 50_000)} (goal 50,000).",
         f"- {last['ratio']:.2f}x the floor: {met(last['ratio'] <= 2.0)} (goal 2x). The "
-        f"parsers alone take {last['parse_ratio']:.2f}x the floor (orjson decodes each line; "
-        "mapping every field, severity, location and fingerprint is Python); the rest is "
+        f"parsers alone take {last['parse_ratio']:.2f}x the floor (msgspec decodes each nuclei line "
+        "into a Struct of the keys mapped, orjson any other line; mapping every field, severity, location and fingerprint is Python); the rest is "
         "building the rows (the stored document, encoded by msgspec, and the ids) and the "
         "dedupe upsert of 17 columns on a random-key index, which SQLite alone spends "
         "more than the floor's whole time on (its commits rewrite more of that index "
         "as the file grows).",
+        f"- Restated goal, {last['dedupe_ratio']:.2f}x the floor + dedupe: "
+        f"{met(last['dedupe_ratio'] <= 2.0)} (goal 2x). The issue's floor (the row above) "
+        "stores lines and keeps no fingerprint index, yet the issue also asks for dedupe by "
+        "fingerprint across runs, which no implementation can do without hashing each "
+        "result and upserting on a unique key; the project rule restates a goal a "
+        "benchmark shows to be below the floor against the floor it measured, so this "
+        "row compares aifr with that floor, and the issue's own ratio stays above as "
+        "written.",
         f"- Peak RSS at most {rss:.0f} MB across sizes: {met(rss < 200)} (goal 200 MB; flat "
         "with size: parsing streams into the store, 10,000 findings per transaction, and "
         "no batch of records is held).",

@@ -22,8 +22,8 @@ from aifr.findings.parsers.feroxbuster import (
 )
 from aifr.findings.parsers.katana import katana_generation, parse_katana
 from aifr.findings.parsers.nuclei import NucleiParser, nuclei_generation
-from aifr.findings.parsers.reader import DEFAULT_MAX_RECORD, Container, read_records
-from aifr.findings.records import ParseEvent, ParseProblem
+from aifr.findings.parsers.reader import DEFAULT_MAX_RECORD, Container, LineHook, read_records
+from aifr.findings.records import ParsedFinding, ParseEvent, ParseProblem
 
 __all__ = [
     "SCANNERS",
@@ -128,13 +128,17 @@ def parse_findings(
 def _events(stream: IO[bytes] | IO[str], scanner: str, max_record: int) -> Iterator[ParseEvent]:
     fixed: str | None = None if scanner == "auto" else scanner
     ferox = FeroxbusterParser()
-    parse: _Parse | None = None if fixed is None else _parser_for(fixed, ferox)
-    _, records = _open(stream, max_record)
+    hook = LineHook()
+    parse: _Parse | None = None if fixed is None else _parser_for(fixed, ferox, hook)
+    _, records = _open(stream, max_record, hook)
     for item in _guarded(records):
         if isinstance(item, ParseProblem):
             yield item
             continue
         line, record = item
+        if record.__class__ is ParsedFinding:  # the nuclei parser's typed fast path
+            yield record
+            continue
         if not isinstance(record, dict):
             yield ParseProblem(line, f"not a JSON object (a {_json_type(record)})")
             continue
@@ -146,7 +150,7 @@ def _events(stream: IO[bytes] | IO[str], scanner: str, max_record: int) -> Itera
                 )
                 continue
             fixed = found[0]
-            parse = _parser_for(fixed, ferox)
+            parse = _parser_for(fixed, ferox, hook)
         if fixed == "feroxbuster" and is_state_file(record):
             yield from ferox.parse_state(record, line)
             continue
@@ -158,19 +162,21 @@ def _events(stream: IO[bytes] | IO[str], scanner: str, max_record: int) -> Itera
         yield event
 
 
-def _parser_for(scanner: str, ferox: FeroxbusterParser) -> _Parse:
+def _parser_for(scanner: str, ferox: FeroxbusterParser, hook: LineHook) -> _Parse:
     if scanner == "nuclei":
-        return NucleiParser().parse
+        nuclei = NucleiParser()
+        hook.parse = nuclei.parse_line
+        return nuclei.parse
     if scanner == "feroxbuster":
         return ferox.parse
     return parse_katana
 
 
 def _open(
-    stream: IO[bytes] | IO[str], max_record: int
+    stream: IO[bytes] | IO[str], max_record: int, hook: LineHook | None = None
 ) -> tuple[Container, Iterator[tuple[int, object] | ParseProblem]]:
     try:
-        return read_records(stream, max_record)
+        return read_records(stream, max_record, hook)
     except OSError as exc:
         raise _read_failed(exc) from exc
 

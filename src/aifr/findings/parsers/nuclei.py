@@ -15,8 +15,11 @@ what a record parses to.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, cast
+from typing import Any, Final, cast
 
+import msgspec
+import orjson
+from msgspec import UNSET, UnsetType
 from pydantic import JsonValue
 
 from aifr.findings.fingerprint import compute_fingerprint
@@ -89,6 +92,46 @@ _TOP_KEYS = frozenset(
 _GEN_A_KEYS = _TOP_KEYS | INFO_KEYS
 
 
+class _LineC(msgspec.Struct, forbid_unknown_fields=True, rename="kebab"):
+    """A generation C result with only the keys the mapping reads (the typed fast path).
+
+    A line with any other key, a text field of another type, no ``info`` or a repeated
+    key the fast path cannot see is refused by the decoder and parsed as before.
+    """
+
+    template_id: str
+    info: msgspec.Raw
+    template: Any = UNSET
+    template_path: Any = UNSET
+    template_url: str | None = None
+    matched_at: str | None = None
+    host: str | UnsetType | None = UNSET
+    url: str | UnsetType | None = UNSET
+    matcher_name: str | None = None
+    extractor_name: str | None = None
+    ip: str | None = None
+    extracted_results: Any = None
+    timestamp: Any = None
+    type: Any = UNSET
+    port: Any = UNSET
+    scheme: Any = UNSET
+    request: Any = UNSET
+    response: Any = UNSET
+    curl_command: Any = UNSET
+    matched_line: Any = UNSET
+    meta: Any = UNSET
+    interaction: Any = UNSET
+    matcher_status: Any = UNSET
+
+
+_DECODE_C: Final = msgspec.json.Decoder(_LineC).decode
+_INFO_LIMIT: Final = 4096  # (template id, info bytes) pairs remembered per stream
+
+
+def _given(value: Any) -> Any:
+    return None if value is UNSET else value
+
+
 def nuclei_generation(record: Mapping[str, object]) -> str | None:
     """``"A"``, ``"B"`` or ``"C"`` when the record is a nuclei result, else None."""
     if "template-id" in record:
@@ -107,11 +150,98 @@ def nuclei_generation(record: Mapping[str, object]) -> str | None:
 class NucleiParser:
     """Parses the results of one nuclei output stream (any generation, mixed)."""
 
-    __slots__ = ("_rules", "_targets")
+    __slots__ = ("_infos", "_rules", "_targets")
 
     def __init__(self) -> None:
         self._rules = RuleFactsCache()
         self._targets: dict[str, Target] = {}
+        self._infos: dict[tuple[str, bytes], RuleFacts] = {}
+
+    def parse_line(self, data: bytes, line: int) -> ParsedFinding | None:
+        """The typed fast path: one line of JSON Lines, or None to parse it as before.
+
+        Only for a line the reader would decode with orjson as it is (no integer of 19
+        digits or more, no surrogate or NUL escape: the reader checks before calling). A
+        generation C result with known keys only is decoded into :class:`_LineC`, its
+        ``info`` kept as bytes (the facts are cached by them); anything else returns None
+        and the line takes the general path, so problems and values do not depend on this
+        one. A test runs every nuclei sample through both and requires equal results.
+        """
+        try:
+            rec = _DECODE_C(data)
+        except (msgspec.DecodeError, ValueError):
+            return None
+        rule_id = rec.template_id
+        if not rule_id.strip():
+            return None
+        rule_id = rule_id.strip()
+        key = (rule_id, bytes(rec.info))
+        facts = self._infos.get(key)
+        if facts is None:
+            info = orjson.loads(key[1])
+            if info.__class__ is not dict:
+                return None
+            facts = self._rules.facts(info, rule_id)
+            if len(self._infos) >= _INFO_LIMIT:
+                self._infos.clear()
+            self._infos[key] = facts
+        raw: dict[str, JsonValue] = {}
+        if facts.extra_info is not None:
+            raw["info"] = dict(facts.extra_info)
+        metadata: dict[str, JsonValue] = {}
+        if rec.template is not UNSET:
+            metadata["template"] = rec.template
+        if rec.template_path is not UNSET:
+            metadata["template-path"] = rec.template_path
+        evidence = {
+            k: v
+            for k, v in zip(
+                _EVIDENCE,
+                (
+                    rec.type,
+                    rec.host,
+                    rec.port,
+                    rec.scheme,
+                    rec.url,
+                    rec.request,
+                    rec.response,
+                    rec.curl_command,
+                    rec.matched_line,
+                    rec.meta,
+                    rec.interaction,
+                    rec.matcher_status,
+                ),
+                strict=True,
+            )
+            if v is not UNSET
+        }
+        texts = cast(
+            "tuple[str | None, ...]",
+            (
+                rec.matched_at,
+                _given(rec.host),
+                _given(rec.url),
+                rec.matcher_name,
+                rec.extractor_name,
+                rec.ip,
+                rec.template_url,
+            ),
+        )
+        return self._finish(
+            facts,
+            "C",
+            rule_id,
+            line,
+            raw,
+            texts,
+            _given(rec.port),
+            rec.extracted_results,
+            rec.timestamp,
+            metadata,
+            _given(rec.request),
+            _given(rec.response),
+            evidence,
+        )
 
     def parse(self, record: dict[str, object], line: int) -> ParsedFinding | ParseProblem:
         """One nuclei result as a parsed finding, or the problem that keeps it out."""
@@ -174,6 +304,43 @@ class NucleiParser:
             texts = cast("tuple[str | None, ...]", (m, h, u, mn, en, ip_, tu))
         else:  # rare: a value of another type is kept in raw and not mapped
             texts = tuple(_text(record, key, raw) for key in names.texts)
+        metadata: dict[str, JsonValue] = {}
+        if generation != "A" and "template" in record:
+            metadata["template"] = record["template"]  # type: ignore[assignment]  # a JSON value
+        if "template-path" in record:
+            metadata["template-path"] = record["template-path"]  # type: ignore[assignment]  # a JSON value
+        return self._finish(
+            facts,
+            generation,
+            rule_id,
+            line,
+            raw,
+            texts,
+            get("port"),
+            get(names.extracted),
+            get("timestamp"),
+            metadata,
+            get("request"),
+            get("response"),
+            {k: record[k] for k in _EVIDENCE if k in record},  # type: ignore[misc]  # JSON values
+        )
+
+    def _finish(
+        self,
+        facts: RuleFacts,
+        generation: str,
+        rule_id: str,
+        line: int,
+        raw: dict[str, JsonValue],
+        texts: tuple[str | None, ...],
+        port_value: object,
+        extracted_value: object,
+        stamp: object,
+        metadata: dict[str, JsonValue],
+        request: object,
+        response: object,
+        evidence: dict[str, JsonValue],
+    ) -> ParsedFinding:
         matched_at, host_field, url_field, matcher, extractor, ip, rule_url = texts
         matched_at = matched_at or None
         host_field = host_field or None
@@ -181,9 +348,8 @@ class NucleiParser:
         extractor = extractor or None
         target = self._target(matched_at or url_field or host_field)
         host = target.host or target_of(host_field).host
-        port = target.port if target.port is not None else as_int(get("port"))
-        extracted = _strings(get(names.extracted))
-        stamp = get("timestamp")
+        port = target.port if target.port is not None else as_int(port_value)
+        extracted = _strings(extracted_value)
         observed = parse_timestamp(stamp)
         if observed is None and stamp is not None:
             raw["timestamp"] = stamp  # type: ignore[assignment]  # a JSON value
@@ -192,11 +358,6 @@ class NucleiParser:
             if extracted
             else (matcher or "", extractor or "")
         )
-        metadata: dict[str, JsonValue] = {}
-        if generation != "A" and "template" in record:
-            metadata["template"] = record["template"]  # type: ignore[assignment]  # a JSON value
-        if "template-path" in record:
-            metadata["template-path"] = record["template-path"]  # type: ignore[assignment]  # a JSON value
         metadata.update(facts.metadata)
         return ParsedFinding(
             line=line,
@@ -215,14 +376,14 @@ class NucleiParser:
             port=port if port is None or 0 <= port <= 65535 else None,
             scheme=target.scheme,
             path=target.path,
-            method=_method(get("request")),
+            method=_method(request),
             matched_at=matched_at,
             ip=ip.rstrip(".") if ip else None,
             matcher_name=matcher,
             extractor_name=extractor,
             extracted_results=extracted,
-            status_code=_status(get("response")),
-            evidence={k: record[k] for k in _EVIDENCE if k in record},  # type: ignore[misc]  # JSON values
+            status_code=_status(response),
+            evidence=evidence,
             references=facts.references,
             cwe=facts.cwe,
             cve=facts.cve,

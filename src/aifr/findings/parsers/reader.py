@@ -18,7 +18,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Literal, cast
 
@@ -26,7 +26,7 @@ import orjson
 
 from aifr.findings.records import ParseProblem
 
-__all__ = ["DEFAULT_MAX_RECORD", "Container", "RawRecord", "read_records"]
+__all__ = ["DEFAULT_MAX_RECORD", "Container", "LineHook", "RawRecord", "read_records"]
 
 Container = Literal["jsonl", "array", "objects"]
 # A decoded JSON value (None where the record was a problem) and the line it starts on.
@@ -50,6 +50,20 @@ _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGITS = b"0" * 19
 _DECODER = json.JSONDecoder()
+
+
+class LineHook:
+    """A typed fast path the caller may set while reading JSON Lines (see ``_read_lines``).
+
+    ``parse`` takes a line's bytes and its number and returns a value to yield in place
+    of the decoded line, or None to decode the line as always. It is only called for a
+    line orjson would decode as it is (no long integer, no surrogate or NUL escape).
+    """
+
+    __slots__ = ("parse",)
+
+    def __init__(self) -> None:
+        self.parse: Callable[[bytes, int], object | None] | None = None
 
 
 @dataclass(slots=True)
@@ -77,15 +91,18 @@ def _open(stream: IO[bytes] | IO[str]) -> _Opened:
 
 
 def read_records(
-    stream: IO[bytes] | IO[str], max_record: int = DEFAULT_MAX_RECORD
+    stream: IO[bytes] | IO[str],
+    max_record: int = DEFAULT_MAX_RECORD,
+    hook: LineHook | None = None,
 ) -> tuple[Container, Iterator[RawRecord | ParseProblem]]:
     """The layout of ``stream`` and an iterator over its records (or their problems).
 
-    ``max_record`` bounds one record in bytes (characters for a text stream).
+    ``max_record`` bounds one record in bytes (characters for a text stream). ``hook``
+    (JSON Lines of bytes only) may turn a line into its value without the decode.
     """
     opened = _open(stream)
     if opened.container == "jsonl":
-        return opened.container, _read_lines(opened.head, stream, max_record)
+        return opened.container, _read_lines(opened.head, stream, max_record, hook or LineHook())
     return opened.container, _ValueReader(opened, stream, max_record).records()
 
 
@@ -116,7 +133,7 @@ def _bounded_lines(stream: IO[bytes] | IO[str], max_record: int) -> Iterator[str
 
 
 def _read_lines(
-    head: str | bytes, stream: IO[bytes] | IO[str], max_record: int
+    head: str | bytes, stream: IO[bytes] | IO[str], max_record: int, hook: LineHook
 ) -> Iterator[RawRecord | ParseProblem]:
     # The hot loop of every import. A line of bytes goes to orjson (a compiled decoder,
     # 3x the json module); where orjson refuses it or could read it differently (an
@@ -141,12 +158,18 @@ def _read_lines(
                 yield ParseProblem(number, f"record larger than {max_record} bytes, skipped")
                 continue
             if line.__class__ is bytes and _LONG_DIGITS not in line.translate(as_zero):
+                escaped = b"\\u" in line and _SURROGATE_ESCAPE_BYTES.search(line) is not None
+                if hook.parse is not None and not escaped:
+                    parsed = hook.parse(line, number)
+                    if parsed is not None:
+                        yield number, parsed
+                        continue
                 try:
                     value = fast(line)
                 except orjson.JSONDecodeError:
                     pass  # the json module decides, and describes the problem
                 else:
-                    if b"\\u" in line and _SURROGATE_ESCAPE_BYTES.search(line):
+                    if escaped:
                         value = _scrub(value)
                     yield number, value
                     continue
