@@ -254,8 +254,10 @@ def measure(lines: int, rounds: int, work: Path) -> dict[str, float]:
 
 def run(sizes: list[int], rounds: int) -> str:
     """Measure every size and render the docs section."""
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="aifr-findings-bench-") as tmp:
         results = [measure(n, rounds, Path(tmp)) for n in sizes]
+    load = (load_before, os.getloadavg()[0])
     rows = [
         f"| {r['lines']:,.0f} | {r['mb']:.0f} | {r['floor_rps']:,.0f} ({r['floor_s']:.1f} s) "
         f"| {r['dedupe_rps']:,.0f} ({r['dedupe_s']:.1f} s) "
@@ -290,12 +292,12 @@ def run(sizes: list[int], rounds: int) -> str:
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
-            *_verdicts(results),
+            *_verdicts(results, load),
         ]
     )
 
 
-def _verdicts(results: list[dict[str, float]]) -> list[str]:
+def _verdicts(results: list[dict[str, float]], load: tuple[float, float]) -> list[str]:
     """One line per goal, met or not, from the largest file measured."""
     last = results[-1]
     rss = max(r["aifr_rss"] for r in results)
@@ -324,9 +326,9 @@ def _verdicts(results: list[dict[str, float]]) -> list[str]:
         f"- Peak RSS at most {rss:.0f} MB across sizes: {met(rss < 200)} (goal 200 MB; flat "
         "with size: parsing streams into the store, 10,000 findings per transaction, and "
         "no batch of records is held).",
-        "- The host is shared (several engineers' jobs on 2 CPUs, load average above 10 "
-        "during this run): the floor itself varies by 3x between sizes and runs, so read "
-        "the ratios of one row, not rows against each other or absolute records/s.",
+        f"- Load average (1 min) {load[0]:.1f} when this run started and {load[1]:.1f} when "
+        "it ended, on a host shared with other engineers' jobs: the floor varies between "
+        "runs, so read the ratios of one row rather than absolute records/s across runs.",
     ]
 
 
