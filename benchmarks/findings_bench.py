@@ -118,7 +118,7 @@ def floor_dedupe(source: str, db_path: str) -> tuple[float, int, float]:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(
         "CREATE TABLE rows (id INTEGER PRIMARY KEY, template TEXT, host TEXT, "
-        "severity TEXT, doc TEXT, fingerprint TEXT NOT NULL UNIQUE, last_seen TEXT, "
+        "severity TEXT, doc TEXT, fingerprint BLOB NOT NULL UNIQUE, last_seen TEXT, "
         "occurrences INTEGER NOT NULL DEFAULT 1)"
     )
     sql = (
@@ -152,7 +152,7 @@ def floor_dedupe(source: str, db_path: str) -> tuple[float, int, float]:
                     *sorted(record.get("extracted-results") or ()),
                 )
             )
-            fingerprint = hashlib.sha256(identity.encode()).hexdigest()
+            fingerprint = hashlib.sha256(identity.encode()).digest()  # 32 bytes: the least key
             batch.append(
                 (
                     template,

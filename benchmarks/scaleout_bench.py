@@ -306,6 +306,7 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
     floor_schema = f"aifr_bench_floor_{uuid.uuid4().hex[:8]}"
     directory = Path(tempfile.mkdtemp(prefix="aifr-scaleout-"))
     samples: dict[str, list[float]] = {}
+    load_before = os.getloadavg()[0]
     try:
         _project(directory)
         for _ in range(rounds):
@@ -332,7 +333,8 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
             conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(floor_schema))
             )
-    return {key: statistics.median(values) for key, values in samples.items()}
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    return {**medians, "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
 STEP_COST = Goal("aifr per step / one PostgreSQL commit (issue 24)", 1.5)
@@ -398,8 +400,10 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         "10-step no-op workflows (`data.json.parse` steps, each a governed invocation with "
         "its audit record) drained by idle `aifr worker` processes on the local PostgreSQL "
         "15, DBOS on the same server, and the floors; medians of "
-        f"{rounds} alternating rounds in one run on a 2-core host shared with other "
-        "engineers' builds and tests (read the ratios, not the absolute numbers). "
+        f"{rounds} alternating rounds in one run on a 2-core host (load average "
+        f"{result['load_before']:.1f} at the start, {result['load_after']:.1f} at the end; "
+        "the host is shared with other engineers' work, so read the ratios, not the "
+        "absolute numbers). "
         "`ms/step` is wall time over steps (with runs at once, the amortized cost), "
         "`x commit` that over one INSERT + COMMIT measured in the same run.",
         "",
@@ -486,9 +490,10 @@ How to read it:
   `aifr_bench_dbos`), in its own process, with `@DBOS.step` no-ops. It keeps no audit
   chain: its step writes commit independently, and PostgreSQL's own WAL group commit
   shares their flushes.
-- **The host was shared.** Rows vary by round more than between some configurations
-  (in one run, 1 process at `--concurrency 1` gave 218, 190 and 736 steps/s in its three
-  rounds as other engineers' load came and went); compare ratios within one run only.
+- **The host is shared.** On a loaded host rows vary by round more than between some
+  configurations (in one earlier run, 1 process at `--concurrency 1` gave 218, 190 and
+  736 steps/s in its three rounds as other engineers' load came and went); compare
+  ratios within one run only.
 """
 
 
