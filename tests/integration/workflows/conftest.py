@@ -21,6 +21,16 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WfEnv]:
         yield built
         built.close()
         return
+    yield from _postgres_env(tmp_path)
+
+
+@pytest.fixture
+def pg_env(tmp_path: Path) -> Iterator[WfEnv]:
+    """The engine on PostgreSQL only (a fresh schema, dropped after)."""
+    yield from _postgres_env(tmp_path)
+
+
+def _postgres_env(tmp_path: Path) -> Iterator[WfEnv]:
     dsn = os.environ.get("AIFR_TEST_PG_DSN")
     if not dsn:
         pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")

@@ -11,17 +11,13 @@ per-run work (claiming, loading, finishing) cancels out.
 from __future__ import annotations
 
 import collections
-import os
-import uuid
-from collections.abc import Callable, Generator, Iterator
-from pathlib import Path
+from collections.abc import Callable, Generator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.waiting import Wait
-from wf_env import WfEnv, build_wf_env
+from wf_env import WfEnv
 
 from aifr.audit import AuditEvent
 from aifr.errors import StorageError
@@ -30,19 +26,6 @@ from aifr.workflows import RunState, WorkflowBuilder
 pytestmark = pytest.mark.pg
 
 SHORT, LONG = 2, 12
-
-
-@pytest.fixture
-def pg_env(tmp_path: Path) -> Iterator[WfEnv]:
-    dsn = os.environ.get("AIFR_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
-    schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
-    built = build_wf_env(tmp_path, postgres=(dsn, schema))
-    yield built
-    built.close()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 class Counter:
