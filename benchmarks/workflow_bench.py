@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ class AifrBench:
             synchronous=synchronous,  # type: ignore[arg-type]
         )
         ledger = AuditLedger(SqliteAuditStore(self.database))
-        runs = SqliteRunStore(self.database, ledger)
+        runs = self.runs = SqliteRunStore(self.database, ledger)
         self.runtime = Runtime(
             _noop_registry(),
             PolicyEngine(load_policy_text([("policies/bench.yaml", POLICY)])),
@@ -102,6 +103,26 @@ class AifrBench:
         view = self.engine.start(self.spec, {}, "bench")
         if view.state is not RunState.COMPLETED:
             raise RuntimeError(f"aifr run ended {view.state}")
+
+    def settle(self, most_runs: int = 500) -> int:
+        """Run until the WAL file has reached its working size; returns the runs it took.
+
+        A fresh file's WAL grows with every commit until the first automatic checkpoint
+        (1,000 pages); after it SQLite writes the WAL over from its start. A commit that
+        grows the file costs its fsync a journalled size change too (on ext4 about 1.5x
+        the latency of one that overwrites, and more system CPU), so a few hundred steps
+        timed on a new database measure its first minutes, not a running worker. Settled,
+        every configuration is timed on the WAL a long-lived process writes.
+        """
+        conn = self.database.connect()
+        pages = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        working = 32 + pages * (24 + int(conn.execute("PRAGMA page_size").fetchone()[0]))
+        wal = Path(f"{self.database.path}-wal")  # a 32-byte header, a 24-byte one per frame
+        done = 0
+        while done < most_runs and wal.exists() and wal.stat().st_size < working:
+            self.run()
+            done += 1
+        return done
 
     def close(self) -> None:
         if not self.ledger.verify().ok:
@@ -223,7 +244,29 @@ def _time(run: Callable[[], None], n: int, samples: list[float]) -> None:
         samples.append(time.perf_counter() - started)
 
 
-def _concurrent_steps_per_s(bench: AifrBench, threads: int, runs_each: int) -> float:
+@dataclass(frozen=True, slots=True)
+class ConcurrentProfile:
+    """Runs at once on one :class:`AifrBench`: their throughput and what each step cost.
+
+    CPU is the whole process's (``getrusage``) divided by the steps; ``switches`` counts
+    voluntary context switches per step (a thread sleeping on its commit, on the GIL, on
+    an fsync); ``jobs_per_commit`` is the group commit's batch size over the window.
+    """
+
+    steps_per_s: float
+    user_us: float
+    system_us: float
+    jobs_per_commit: float
+    switches: float
+
+    @property
+    def busy(self) -> float:
+        """Cores the process kept busy on average (user and system CPU over wall time)."""
+        return (self.user_us + self.system_us) * self.steps_per_s / 1e6
+
+
+def concurrent_profile(bench: AifrBench, threads: int, runs_each: int) -> ConcurrentProfile:
+    """``threads`` threads each driving ``runs_each`` runs at once, from one barrier."""
     barrier = threading.Barrier(threads + 1)
 
     def work() -> None:
@@ -234,11 +277,29 @@ def _concurrent_steps_per_s(bench: AifrBench, threads: int, runs_each: int) -> f
     pool = [threading.Thread(target=work) for _ in range(threads)]
     for thread in pool:
         thread.start()
+    group = bench.runs.group
+    commits, jobs = group.commits, group.jobs
     barrier.wait()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     for thread in pool:
         thread.join()
-    return threads * runs_each * STEPS / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    steps = threads * runs_each * STEPS
+    return ConcurrentProfile(
+        steps_per_s=steps / elapsed,
+        user_us=(after.ru_utime - before.ru_utime) / steps * 1e6,
+        system_us=(after.ru_stime - before.ru_stime) / steps * 1e6,
+        jobs_per_commit=(group.jobs - jobs) / max(1, group.commits - commits),
+        switches=(after.ru_nvcsw - before.ru_nvcsw) / steps,
+    )
+
+
+def _concurrent_steps_per_s(bench: AifrBench, threads: int, runs_each: int) -> float:
+    """Steps/s of ``threads`` runs at once, on a database settled first (``settle``)."""
+    bench.settle()
+    return concurrent_profile(bench, threads, runs_each).steps_per_s
 
 
 def cpu_per_step_us(bench: AifrBench, runs: int) -> float:
@@ -434,12 +495,52 @@ def write_docs(result: dict[str, Any]) -> str:
     return section
 
 
+def profile_concurrency(runs: int, rounds: int) -> None:
+    """Print 1 run and ``THREADS`` runs at once (FULL) against the CPU ceiling, per round.
+
+    Alternating rounds, each on a settled database of its own, with the process's CPU
+    per step, the group commit's batch size and the context switches per step: what
+    the scale-out benchmark's SQLite rows are made of. Writes no docs.
+    """
+    print(f"load average {os.getloadavg()[0]:.2f}; {runs} runs per row and round")
+    for round_no in range(rounds):
+        ceiling = sqlite_cpu_ceiling(runs)
+        print(f"round {round_no}: ceiling {ceiling:,.0f} steps/s ({1e6 / ceiling:.0f} µs CPU)")
+        for threads in (1, THREADS):
+            directory = Path(tempfile.mkdtemp(prefix="aifr-wf-concurrency-"))
+            bench = AifrBench(directory, "auto")
+            try:
+                bench.settle()
+                got = concurrent_profile(bench, threads, max(1, runs // threads))
+            finally:
+                bench.close()
+                shutil.rmtree(directory, ignore_errors=True)
+            print(
+                f"  {threads} at once: {got.steps_per_s:,.0f} steps/s "
+                f"({got.steps_per_s / ceiling:.2f} of the ceiling), CPU per step "
+                f"{got.user_us:.0f} µs user + {got.system_us:.0f} µs system, "
+                f"{got.busy:.2f} cores busy, {got.jobs_per_commit:.1f} jobs per commit, "
+                f"{got.switches:.1f} switches per step",
+                flush=True,
+            )
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     global RUNS  # one knob the table header reports too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=RUNS, help="runs per engine (all rounds)")
     parser.add_argument("--no-docs", action="store_true", help="print, do not write the docs")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="ROUNDS",
+        help="only profile 1 and 8 runs at once on SQLite for ROUNDS rounds (no docs)",
+    )
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["workflow"] else sys.argv[1:])
+    if args.concurrency:
+        profile_concurrency(args.runs, args.concurrency)
+        return
     RUNS = args.runs
     with tempfile.TemporaryDirectory(prefix="aifr-wf-bench-", dir=ROOT) as directory:
         result = measure(Path(directory))
