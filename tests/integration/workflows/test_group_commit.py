@@ -203,6 +203,46 @@ def test_a_failed_shared_commit_fails_every_job_of_the_batch_and_writes_none(
     assert other.runs.get("run-9") is not None  # leadership was handed on
 
 
+@pytest.mark.parametrize("undo", [False, True])
+def test_a_lone_late_step_is_refused_by_the_database_and_appends_nothing(
+    workers: tuple[Worker, Worker], undo: bool
+) -> None:
+    # Alone, a step's write on PostgreSQL is one server-side statement (aifr_step_done):
+    # its fence refuses it there, before the chain is touched.
+    mine, other = workers
+    for run_id in ("late", "kept"):
+        mine.runs.create(
+            _run(run_id),
+            [StepRecord(run_id, "a", 0, "x.y")],
+            AuditEvent(kind="started", principal="agent", run_id=run_id),
+        )
+    assert other.runs.acquire("late", "other", 10.0, now=111.0) is not None
+    outcomes: dict[str, object] = {}
+    for run_id in ("late", "kept"):
+        key = str(StepKey(run_id, "a", 1, is_undo=undo))
+        mine.runs.begin_attempt(key, unrecorded=True, finish=None)
+        mine.results.claim("agent", key, "digest", now=101.0)
+        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
+        try:
+            outcomes[run_id] = mine.results.complete("agent", key, {"output": 1}, 112.0, event)
+        except WorkflowError as exc:
+            outcomes[run_id] = exc
+    refused, kept = outcomes["late"], outcomes["kept"]
+    assert isinstance(refused, WorkflowError)
+    assert refused.code is ErrorCode.WORKFLOW_LEASE_LOST
+    assert refused.details.get("run_id") == "late"
+    assert other.runs.step("late", "a").state is StepState.PENDING  # type: ignore[union-attr]
+    assert isinstance(kept, AuditRecord)
+    done = StepState.COMPENSATED if undo else StepState.COMPLETED
+    step = other.runs.step("kept", "a")
+    assert step is not None and step.state is done
+    assert step.audit_id == (None if undo else kept.id)  # named in the same statement
+    assert [r.event.run_id for r in other.ledger.records() if r.event.kind == "invocation"] == [
+        "kept"
+    ]
+    assert other.ledger.verify().ok
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
 def durable_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WfEnv]:
     """The engine at SQLite's durable default (FULL), or on PostgreSQL."""

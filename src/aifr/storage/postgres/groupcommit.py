@@ -43,37 +43,47 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aifr.errors import StorageError
 from aifr.storage.groupcommit import GroupCommit
+from aifr.storage.postgres.audit import (
+    APPEND_CALL,
+    LINKED_APPEND_CALL,
+    append_fields,
+    appended_records,
+)
 from aifr.storage.postgres.database import PostgresDatabase, import_psycopg, translate_pg_errors
 
 if TYPE_CHECKING:
     import psycopg
 
-    from aifr.audit import AuditEvent, AuditLedger, AuditRecord, ChainBuilder, ChainHead
+    from aifr.audit import AuditEvent, AuditLedger, AuditRecord
+    from aifr.audit.ledger import PreparedEvent
 
-__all__ = ["PendingAudit", "PostgresGroupCommit"]
+__all__ = ["OneStatement", "PendingAudit", "PostgresGroupCommit"]
+
+T = TypeVar("T")
 
 
 class PendingAudit:
     """An audit record a job asked for; written at its transaction's end, under the lock.
 
-    :attr:`record` is there once the transaction wrote it (before the commit, so the
-    caller reads it after its ``run`` returned).
+    :attr:`record` is there once the transaction committed (the caller reads it after
+    its ``run`` returned). ``link`` names a step row ``(run_id, step_id)`` whose
+    ``audit_id`` is set to the record's id in the same statement that appends it.
     """
 
-    __slots__ = ("_record", "after", "build")
+    __slots__ = ("_record", "link", "prepared")
 
-    def __init__(
-        self,
-        build: ChainBuilder,
-        after: Callable[[psycopg.Connection[tuple[Any, ...]], AuditRecord], None] | None,
-    ) -> None:
-        self.build = build
-        self.after = after
+    def __init__(self, prepared: PreparedEvent, link: tuple[str, str] | None) -> None:
+        self.prepared = prepared
+        self.link = link
         self._record: AuditRecord | None = None
+
+    def resolve(self, record: AuditRecord) -> None:
+        """Note the record written for this request (by a lone writer's one statement)."""
+        self._record = record
 
     @property
     def record(self) -> AuditRecord:
@@ -83,24 +93,31 @@ class PendingAudit:
         return self._record
 
 
-def _chained(pending: list[PendingAudit], checks: list[Callable[[], None]]) -> ChainBuilder:
-    """One builder chaining every pending record onto the head, in the order asked.
+class OneStatement(Generic[T]):
+    """A job that, when its writer is alone, is sent as one statement in autocommit.
 
-    ``checks`` run first: the head's answer came after every statement sent before it,
-    so their row counts are known then.
+    ``work(conn)`` is the job as it runs inside a shared transaction (its audit records
+    asked for with :meth:`PostgresGroupCommit.audit_later`, appended at the batch's
+    end); ``alone(conn)`` does the same writes, audit record included, in one statement
+    on a connection outside any transaction (a server function that takes the rows'
+    locks first and the chain's last, as a batch does). A lone writer then pays one
+    round trip and one statement instead of ``BEGIN``, its writes, the append and
+    ``COMMIT`` in a pipeline.
     """
 
-    def build(head: ChainHead) -> list[AuditRecord]:
-        _run(checks)
-        from_head = head
-        records: list[AuditRecord] = []
-        for item in pending:
-            built = item.build(from_head)
-            records.extend(built)
-            from_head = type(head)(built[-1].seq, built[-1].hash)
-        return records
+    __slots__ = ("alone", "work")
 
-    return build
+    def __init__(
+        self,
+        work: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+        alone: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+    ) -> None:
+        self.work = work
+        self.alone = alone
+
+    def __call__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> T:
+        """Run the job inside a shared transaction."""
+        return self.work(conn)
 
 
 def _settle(pipeline: psycopg.Pipeline) -> None:
@@ -133,22 +150,18 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         self._pipeline: psycopg.Pipeline | None = None
         self._depth = 0
 
-    def audit_later(
-        self,
-        event: AuditEvent,
-        after: Callable[[psycopg.Connection[tuple[Any, ...]], AuditRecord], None] | None = None,
-    ) -> PendingAudit:
+    def audit_later(self, event: AuditEvent, link: tuple[str, str] | None = None) -> PendingAudit:
         """Ask, from inside a job, for ``event`` to be appended at the transaction's end.
 
-        ``after(conn, record)`` runs once the record exists, still before the commit
-        (for a row that names the record). Call only from inside a job.
+        ``link`` names a step row ``(run_id, step_id)`` whose ``audit_id`` becomes the
+        record's id, in the statement that appends it. Call only from inside a job.
 
         Raises:
             AuditError: the event is not JSON-safe (the job fails alone).
         """
         if self._pending is None:
             raise StorageError("audit_later outside a grouped transaction")
-        item = PendingAudit(self._ledger.builder_for(event), after)
+        item = PendingAudit(self._ledger.prepare(event), link)
         self._pending.append(item)
         return item
 
@@ -202,6 +215,25 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
             with translate_pg_errors("a grouped write"):
                 self._pipeline.sync()
 
+    def _alone(self, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        """A lone writer: a :class:`OneStatement` job runs as its one statement.
+
+        Every other job runs in a pipelined transaction (the base class's way).
+        """
+        if not isinstance(work, OneStatement):
+            return super()._alone(work)
+        alone: Callable[[psycopg.Connection[tuple[Any, ...]]], T] = work.alone
+        self._inside.job = True
+        try:
+            with (
+                translate_pg_errors("a lone write"),
+                self._db.connection() as conn,
+            ):
+                return alone(conn)
+        finally:
+            self._inside.job = False
+            self._hand_on(1)
+
     def _transaction(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         return self._shared()
 
@@ -225,8 +257,14 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
             try:
                 conn.execute("BEGIN")
                 yield conn
-                self._append_pending(conn)
-                conn.execute("COMMIT")  # leaving the pipeline reads its answer: durable
+                pending = self._pending
+                appended = self._send_tail(conn)
+                conn.execute("COMMIT")
+                pipeline.sync()  # COMMIT's answer: durable (or the error of any statement)
+                if appended is not None:
+                    records = appended_records([p.prepared for p in pending], appended.fetchall())
+                    for item, record in zip(pending, records, strict=True):
+                        item._record = record  # set by the one transaction that wrote it
             except BaseException:
                 _settle(pipeline)
                 with contextlib.suppress(import_psycopg().Error):
@@ -238,30 +276,36 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
                 self._checks = None
                 self._pipeline = None
 
-    def _append_pending(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        """Lock the chain, read its head, insert the batch's records, run their follow-ups.
+    def _send_tail(self, conn: psycopg.Connection[tuple[Any, ...]]) -> psycopg.Cursor[Any] | None:
+        """Send the batch's records to ``aifr_audit_append`` (one statement); its cursor.
 
-        Pipeline mode: the lock and the head read travel with whatever the jobs sent
-        (the head is read after the lock is granted, in its own snapshot); the jobs'
-        remaining checks run on that answer; then the inserts, the follow-ups and
-        ``COMMIT`` travel together.
+        The function takes the chain's lock, reads the head and inserts the records on
+        the server, and the step rows named by the records' links get their ``audit_id``
+        in the same statement; ``COMMIT`` follows without waiting, so no client round
+        trip happens under the lock. Checks still left to the client (a write whose
+        refusal is not raised on the server) run first, on one sync: never commit
+        unchecked.
         """
         pending = self._pending or []
         checks = self._checks if self._checks is not None else []
+        if checks:
+            self._sync()
+            _run(checks)
         if not pending:
-            if checks:
-                self._sync()
-                _run(checks)
-            return
-        records = self._ledger.store.append_in(conn, _chained(pending, checks))
-        if checks:  # a builder that did not run them: fail safe, never commit unchecked
-            raise StorageError("the audit chain did not check the batch's writes")
-        if len(records) != len(pending):
-            raise StorageError("the audit chain returned a different number of records")
-        for item, record in zip(pending, records, strict=True):
-            item._record = record  # set by the one transaction that wrote it
-            if item.after is not None:
-                item.after(conn, record)
+            return None
+        fields = append_fields([item.prepared for item in pending])
+        links = [(n, item.link) for n, item in enumerate(pending, 1) if item.link is not None]
+        if not links:
+            return conn.execute(APPEND_CALL, (fields,))
+        return conn.execute(
+            LINKED_APPEND_CALL,
+            (
+                fields,
+                [n for n, _ in links],
+                [link[0] for _, link in links],
+                [link[1] for _, link in links],
+            ),
+        )
 
     def _savepoint(
         self, conn: psycopg.Connection[tuple[Any, ...]]
