@@ -24,6 +24,7 @@ from aifr.storage.postgres.audit import (
     PostgresAuditStore,
     append_fields,
     appended_records,
+    text_array,
 )
 
 pytestmark = pytest.mark.pg
@@ -116,10 +117,20 @@ def test_any_unicode_event_hashes_the_same_on_the_server(
 def test_an_id_that_would_need_json_escapes_is_refused(
     ledger: AuditLedger, pg_schema: tuple[str, str]
 ) -> None:
-    prepared = [ledger.prepare(AuditEvent(kind="k", principal="p"))]
-    fields = append_fields(prepared)
-    fields[0] = 'not"hex'  # the id's random part: never made so by the client
+    event = AuditEvent(kind="k", principal="p")
+    _, event_json, details_json = ledger.prepare(event)
+    # the id's random part: never made so by the client
+    fields = text_array(['not"hex', event_json, "k", "p", *[None] * 9, details_json])
     with _connect(pg_schema) as conn, pytest.raises(psycopg.Error) as raised:
         conn.execute(APPEND_CALL, (fields,))
     assert raised.value.sqlstate == "AF002"
     assert list(ledger.records()) == []
+
+
+def test_an_array_literal_reads_back_as_the_texts_it_was_built_from(
+    pg_schema: tuple[str, str],
+) -> None:
+    texts = [*AWKWARD, None, "", "NULL", "{a,b}", ' "x" ', "\\\\", "tab\tend"]
+    with _connect(pg_schema) as conn:
+        (back,) = conn.execute("SELECT %s::text[]", (text_array(texts),)).fetchone()  # type: ignore[misc]
+    assert back == texts

@@ -52,6 +52,7 @@ from aifr.storage.postgres.audit import (
     LINKED_APPEND_CALL,
     append_fields,
     appended_records,
+    text_array,
 )
 from aifr.storage.postgres.database import PostgresDatabase, import_psycopg, translate_pg_errors
 
@@ -301,9 +302,9 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
             LINKED_APPEND_CALL,
             (
                 fields,
-                [n for n, _ in links],
-                [link[0] for _, link in links],
-                [link[1] for _, link in links],
+                text_array(n for n, _ in links),
+                text_array(link[0] for _, link in links),
+                text_array(link[1] for _, link in links),
             ),
         )
 

@@ -209,7 +209,7 @@ class PostgresStepResultStore:
                     refused,
                     append_fields([prepared]),
                 ),
-                prepare=True,  # at its first use on a connection, not at its fifth (a round trip)
+                prepare=False,  # PREPARE would cost a round trip of its own on each connection
             ).fetchall()
             pending = PendingAudit(prepared, None)
             pending.resolve(appended_records([prepared], rows)[0])
