@@ -8,11 +8,12 @@ together therefore cost about one commit between them.
 
 The audit chain's lock comes last. A job writes its rows (run, steps, outbox, the
 fenced conditional writes) and only *asks* for its audit record
-(:meth:`PostgresGroupCommit.audit_later`); once every job of the batch has run, the
-transaction takes the chain's lock, reads the head, inserts all the batch's records in
-one go, runs their follow-ups (a step row's ``audit_id``) and commits. The lock is held
-for those few statements and the commit's flush, not for the batch's row writes, so
-other processes write their rows meanwhile and queue on the lock only for the tail.
+(:meth:`PostgresGroupCommit.audit_later`); once every job of the batch has run, one call
+to the server function ``aifr_audit_append`` takes the chain's lock, reads the head,
+computes and inserts all the batch's records and sets the step rows' ``audit_id``, and
+``COMMIT`` follows in the same round trip. The lock is held on the server only, for that
+call and the commit's flush, not for the batch's row writes, so other processes write
+their rows meanwhile and queue on the lock only for the tail.
 
 Why this cannot deadlock: every writer takes the chain's lock last and once, and while
 holding it touches only the chain (the head row it locked, new records with fresh
@@ -28,14 +29,15 @@ A job whose fenced write fails rolls back its savepoint, and the audit records i
 for inside that savepoint are dropped with it: a refused write appends nothing.
 
 The whole transaction runs in pipeline mode, so statements travel without waiting for
-each other's answers. A job does not read its fenced write's row count at once: it
-hands a check to :meth:`PostgresGroupCommit.check_later`. A lone writer's checks run
-when the chain's head comes back (that answer carries every result before it), before
-any record is built, and a failed check rolls the whole transaction back; a lone step
-therefore costs two round trips (``BEGIN``, its writes, the chain's lock and the head
-read; then the inserts and ``COMMIT``). In a batch each job's checks run at the end of
-its own savepoint (one sync), so a refused job still rolls back alone. On the server
-the statements run in the order sent: rows first, then the chain, as before.
+each other's answers. A fenced write refuses on the server (``AF001``, read as
+``workflow.lease_lost``), so nothing waits for its row count: a transaction's writes, its
+audit tail and ``COMMIT`` travel together and the client waits once, for ``COMMIT``. In a
+batch each job's answers are read at the end of its own savepoint (one sync), so a
+refused job still rolls back alone. A lone writer whose job is a
+:class:`OneStatement` (a step's result) does not open a transaction at all: the job's
+one statement, a server function doing the same writes in the same order, runs in
+autocommit (one round trip). On the server the statements run in the order sent: rows
+first, then the chain.
 """
 
 from __future__ import annotations
@@ -169,15 +171,31 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
     def check_later(self, check: Callable[[], None]) -> None:
         """From inside a job: run ``check`` once the results sent so far are back.
 
-        For a check on a statement's row count (a fenced write): the transaction is
+        For a check on a statement's row count that the server does not make itself (the
+        store's fenced writes do, see ``aifr_require_one``): the transaction is
         pipelined, so the count is known only after the next sync. ``check`` raises to
         refuse the job; it runs at the end of the job's savepoint, or for a lone writer
-        when the chain's head comes back. Outside a grouped transaction it runs at once.
+        on one sync before the audit tail is sent. Outside a grouped transaction it runs
+        at once.
         """
         if self._checks is None:
             check()
         else:
             self._checks.append(check)
+
+    def answered(self) -> None:
+        """From inside a job: wait for the answers to what it sent so far (one sync).
+
+        Before a savepoint whose refusal the job means to survive: a refusal of an
+        earlier statement (the step's own fenced write) is raised here, as the job's,
+        and not later, taken for one of the savepoint's. Outside a grouped transaction
+        every statement was answered already.
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost``, a fenced write was refused.
+            StorageError: a statement failed.
+        """
+        self._sync()
 
     @contextmanager
     def savepoint(self, conn: psycopg.Connection[tuple[Any, ...]]) -> Iterator[None]:

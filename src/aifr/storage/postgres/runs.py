@@ -4,9 +4,9 @@
 ``NotificationOutbox`` ports with the same tables and columns as the SQLite store
 (JSON values as text). A transaction writes its rows first and appends its audit
 records last (:meth:`PostgresGroupCommit.audit_later`): the audit chain's lock is
-taken once, at the end, for the head read, the inserts and the commit, so all writers
-take their locks in one order (rows, then the chain) and the chain's holder never waits
-for a row.
+taken once, at the end, by the server function that appends them, and held until the
+commit, so all writers take their locks in one order (rows, then the chain) and the
+chain's holder never waits for a row.
 """
 
 from __future__ import annotations
@@ -424,6 +424,7 @@ class PostgresRunStore:
         if finish is None:
             return None
         run = finish.run.evolve(updated_at=now)
+        self.group.answered()  # the step's own refusal is the step's, not this part's
         try:
             with self.group.savepoint(conn):  # a lost lease undoes only this part, audit too
                 self.save_in(conn, run, (), finish.audit, None, finish.owner)
