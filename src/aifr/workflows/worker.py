@@ -63,9 +63,12 @@ class Worker:
         self._next = 0
         self._idle_lock = threading.Lock()
 
-    def turn(self) -> list[RunView]:
-        """One pass: resume ready runs, deliver due notifications; returns the runs driven."""
-        driven = self.engine.recover()
+    def turn(self, *, views: bool = True) -> list[RunView]:
+        """One pass: resume ready runs, deliver due notifications; returns the runs driven.
+
+        ``views=False`` (the loop of :meth:`run`): return nothing and read no run back.
+        """
+        driven = self.engine.recover(views=views)
         if self.notifier is not None:
             try:
                 self.notifier.deliver_due()
@@ -89,7 +92,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
-                    self.turn()
+                    self.turn(views=False)
                     failures = 0
                 except AifrError as exc:  # the database is away: back off, then try again
                     failures += 1
@@ -104,7 +107,7 @@ class Worker:
         failures = 0
         while not self._stop.is_set():
             try:
-                engine.recover()
+                engine.recover(views=False)
                 failures = 0
             except AifrError as exc:  # the database is away: back off, then try again
                 failures += 1

@@ -15,7 +15,7 @@ class _Engine:
     def __init__(self) -> None:
         self.turns = 0
 
-    def recover(self) -> list[Any]:
+    def recover(self, *, views: bool = True) -> list[Any]:
         self.turns += 1
         return []
 
