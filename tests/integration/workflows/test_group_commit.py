@@ -230,7 +230,9 @@ def test_a_lone_late_step_is_refused_by_the_database_and_appends_nothing(
         key = str(StepKey(run_id, "a", 1, is_undo=undo))
         mine.runs.begin_attempt(key, unrecorded=True, finish=None)
         mine.results.claim("agent", key, "digest", now=101.0)
-        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
+        # hashed on the server: awkward text, which verify() below rehashes in Python
+        details = {"text": 'naïve 東京 🚀 "q" \\ \n', "東": [1.5, None]}
+        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id, details=details)
         try:
             outcomes[run_id] = mine.results.complete("agent", key, {"output": 1}, 112.0, event)
         except WorkflowError as exc:

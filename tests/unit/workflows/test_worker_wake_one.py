@@ -14,9 +14,11 @@ class _Engine:
 
     def __init__(self) -> None:
         self.turns = 0
+        self.views: set[bool] = set()
 
     def recover(self, *, views: bool = True) -> list[Any]:
         self.turns += 1
+        self.views.add(views)
         return []
 
     def stop(self) -> None:
@@ -52,3 +54,4 @@ def test_each_wake_starts_one_idle_engine_and_stop_ends_them_all() -> None:
         worker.stop()
         loop.join(10)
     assert not loop.is_alive()
+    assert all(e.views == {False} for e in engines)  # the loop reads no driven run back

@@ -209,7 +209,7 @@ class PostgresStepResultStore:
                     refused,
                     append_fields([prepared]),
                 ),
-                prepare=False,  # PREPARE would cost a round trip of its own on each connection
+                prepare=True,  # at its first use on a connection: planning it cost ~60 µs a call
             ).fetchall()
             pending = PendingAudit(prepared, None)
             pending.resolve(appended_records([prepared], rows)[0])
