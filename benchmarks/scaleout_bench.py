@@ -469,19 +469,19 @@ How to read it:
   nothing. `tests/integration/workflows/test_group_commit.py` proves each of these on a
   SQLite file and on PostgreSQL.
 - **The audit chain's lock, taken last.** Every audited transaction writes its rows
-  first and takes the chain's row lock only at its end; it holds it for the head
-  read's answer, one insert of its whole batch's records and the commit's flush
-  (docs/scaleout.md, "The audit chain under concurrent writers"). Inside a process,
-  batches form while the previous one commits. Across processes the chain's lock is
-  one queue for every process's audit tail and commit, held through the flush, so two
-  processes' flushes never overlap (sampled: docs/scaleout.md, "What still bounds
-  PostgreSQL"); the bare SKIP LOCKED loop shares no lock, so its 2-process row shows
-  what the host allowed in the same run.
-- **Per-step cost.** A lone step is one pipelined transaction of two round trips:
-  BEGIN, the fenced step update, the chain's lock and the head read travel together;
-  the audit insert, the step row's `audit_id` and COMMIT (with its flush) travel
-  together (`tests/integration/workflows/test_pg_round_trips.py` counts them), plus the
-  governed invocation's CPU (policy decision, validation, the record's hash). On a
+  first and takes the chain's row lock only at its end, on the server: one call to
+  `aifr_audit_append` locks, reads the head, hashes and inserts the batch's records,
+  and the commit follows in the same round trip, so the lock is held through no client
+  round trip, only the append and the commit's flush (docs/scaleout.md, "The audit
+  chain under concurrent writers"). Inside a process, batches form while the previous
+  one commits. Across processes the chain's lock is one queue for every process's
+  audit tail and commit, held through the flush; the bare SKIP LOCKED loop shares no
+  lock, so its 2-process row shows what the host allowed in the same run.
+- **Per-step cost.** A lone step is one statement and one round trip: the server
+  function `aifr_step_done` does the fenced step update, the chain's lock, the record's
+  insert and the step row's `audit_id`, and the statement's commit flushes it
+  (`tests/integration/workflows/test_pg_round_trips.py` counts them), plus the governed
+  invocation's CPU (policy decision, validation, encoding the record). On a
   loaded host one flushed commit takes several
   milliseconds (about 0.2 ms on a quiet one), which flatters every `x commit` ratio;
   the restated row compares a step with one job of the bare SKIP LOCKED loop (claim,

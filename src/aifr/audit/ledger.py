@@ -40,12 +40,14 @@ from aifr.audit.redact import redact_details
 from aifr.audit.verify import VerifyReport, verify_chain
 from aifr.errors import AifrError, AuditError
 
-__all__ = ["MAX_BATCH", "AuditLedger", "LedgerStats"]
+__all__ = ["MAX_BATCH", "AuditLedger", "LedgerStats", "PreparedEvent"]
 
 MAX_BATCH = 512
 """Most records one group-commit transaction carries (bounds a batch's latency)."""
 
 _Prepared = tuple[AuditEvent, str, str]  # event, its canonical JSON, its details' JSON
+PreparedEvent = _Prepared
+"""An event as appended: redacted, with its canonical JSON and its details' JSON."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +243,17 @@ class AuditLedger:
         """
         (record,) = self.store.append_in(conn, _builder([self._prepare(event)]))
         return record
+
+    def prepare(self, event: AuditEvent) -> PreparedEvent:
+        """Redact and encode ``event`` now, for a store that chains it itself later.
+
+        For a store that computes seq, id, time and hash on the database server
+        (PostgreSQL's ``aifr_audit_append``): a bad event fails here, before any lock.
+
+        Raises:
+            AuditError: the event is not JSON-safe.
+        """
+        return self._prepare(event)
 
     def builder_for(self, event: AuditEvent) -> ChainBuilder:
         """Check and encode ``event`` now; chain it onto a head later (``store.append_in``).

@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from jsonschema import Draft202012Validator
-from jsonschema import ValidationError as SchemaProblem
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import JsonValue
 
 from aifr.errors import ErrorCode, PluginError
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema import ValidationError as SchemaProblem
 
 __all__ = [
     "MANIFEST_FILE_NAME",
@@ -44,6 +46,10 @@ def manifest_schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Draft202012Validator:
+    # Imported on first use: jsonschema's format checkers compile a grammar at import
+    # (about 0.4 s), which every CLI start paid though most never read a manifest.
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(manifest_schema())
 
 

@@ -270,9 +270,12 @@ class WorkflowEngine:
         self._drive(context)
         return self.view(run_id)
 
-    def recover(self) -> list[RunView]:
-        """Resume every unfinished run this worker can take (see :class:`Recovery`)."""
-        return self.recovery.run_once()
+    def recover(self, *, views: bool = True) -> list[RunView]:
+        """Resume every unfinished run this worker can take (see :class:`Recovery`).
+
+        ``views=False``: return nothing, and read no driven run back.
+        """
+        return self.recovery.run_once(views=views)
 
     def stop(self) -> None:
         """Interrupt retry back-off waits so a worker can shut down."""

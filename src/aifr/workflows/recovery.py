@@ -241,12 +241,13 @@ class Recovery:
             return True
         return is_owner_gone(owner)
 
-    def _claimed(self, limit: int) -> list[RunView]:
+    def _claimed(self, limit: int, views: bool) -> list[RunView]:
         """Claim and drive queued runs until none is free (or ``limit`` were driven)."""
         engine = self._engine
         driven: list[RunView] = []
+        done = 0
         failed: list[str] = []  # kept leased until the loop ends, so not claimed again
-        while len(driven) + len(failed) < limit and not engine.is_stopping():
+        while done + len(failed) < limit and not engine.is_stopping():
             try:
                 taken = engine.store.claim(
                     frozenset(ACTIVE_STATES), engine.owner, engine.lease_ttl_s, engine.clock()
@@ -258,7 +259,9 @@ class Recovery:
                 break
             try:
                 engine.drive(RunContext.load(taken, engine.store, engine.owner, engine.clock))
-                driven.append(engine.view(taken.id))
+                done += 1
+                if views:
+                    driven.append(engine.view(taken.id))
             except AifrError as exc:  # one broken run must not stop the queue
                 logger.error("run %s: failed: %s: %s", taken.id, exc.code.value, exc.message)
                 failed.append(taken.id)
@@ -288,15 +291,18 @@ class Recovery:
                     return True
         return True
 
-    def run_once(self, limit: int = 100) -> list[RunView]:
+    def run_once(self, limit: int = 100, *, views: bool = True) -> list[RunView]:
         """Drive every run that is ready and free; returns the runs it drove.
+
+        ``views=False`` returns nothing and skips reading each driven run back (a run
+        and its steps: two queries per run that a worker loop never looks at).
 
         First the work queue: runs that need no one's input are claimed one at a time
         (:meth:`RunStore.claim`, so concurrent workers never pick the same run), then
         the rest are scanned: decided approvals, and leases of dead local processes.
         """
         engine = self._engine
-        driven = self._claimed(limit)
+        driven = self._claimed(limit, views)
         held: set[str] = set(engine.held())
         now = engine.clock()
         for run in engine.store.unfinished(frozenset(_RESUMABLE), limit):
@@ -311,7 +317,8 @@ class Recovery:
                         engine.store.release(run.id, engine.owner)
                     continue
                 engine.drive(RunContext.load(taken, engine.store, engine.owner, engine.clock))
-                driven.append(engine.view(run.id))
+                if views:
+                    driven.append(engine.view(run.id))
             except AifrError as exc:  # one broken run must not stop recovery of the others
                 logger.error("run %s: recovery failed: %s: %s", run.id, exc.code.value, exc.message)
             except Exception:  # top-level handler per run: a bug in one run must not stop

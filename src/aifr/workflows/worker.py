@@ -4,7 +4,12 @@ Each turn the worker resumes every run that is ready (crash-interrupted, approve
 rejected or expired approvals, retries due) through :meth:`WorkflowEngine.recover`
 and delivers due webhook notifications. It sleeps ``poll_s`` between turns, or less
 when :meth:`wake` is called (the approval callback does, so an approval made through
-a webhook resumes its run at once).
+a webhook resumes its run at once; on PostgreSQL every run queued or released does).
+
+A wake is one event (one run became takeable, one approval was decided), so it wakes one
+engine, an idle one when there is one: waking every engine of ``--concurrency N`` for
+each queued run made N - 1 of them claim nothing and scan the runs for nothing. A busy
+engine claims again before it sleeps, and polling stays the fallback.
 """
 
 from __future__ import annotations
@@ -49,15 +54,21 @@ class Worker:
     ) -> None:
         self.engine = engine
         self.helpers = tuple(helpers)
-        self._helper_wakes = [threading.Event() for _ in self.helpers]
         self.notifier = notifier
         self.poll_s = poll_s
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._events = [self._wake, *(threading.Event() for _ in self.helpers)]
+        self._idle = [False] * len(self._events)
+        self._next = 0
+        self._idle_lock = threading.Lock()
 
-    def turn(self) -> list[RunView]:
-        """One pass: resume ready runs, deliver due notifications; returns the runs driven."""
-        driven = self.engine.recover()
+    def turn(self, *, views: bool = True) -> list[RunView]:
+        """One pass: resume ready runs, deliver due notifications; returns the runs driven.
+
+        ``views=False`` (the loop of :meth:`run`): return nothing and read no run back.
+        """
+        driven = self.engine.recover(views=views)
         if self.notifier is not None:
             try:
                 self.notifier.deliver_due()
@@ -72,10 +83,8 @@ class Worker:
         are delivered by the main loop alone.
         """
         threads = [
-            threading.Thread(target=self._help, args=(helper, woken), name=f"aifr-worker-{n}")
-            for n, (helper, woken) in enumerate(
-                zip(self.helpers, self._helper_wakes, strict=True), start=1
-            )
+            threading.Thread(target=self._help, args=(helper, n), name=f"aifr-worker-{n}")
+            for n, helper in enumerate(self.helpers, start=1)
         ]
         for thread in threads:
             thread.start()
@@ -83,36 +92,58 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
-                    self.turn()
+                    self.turn(views=False)
                     failures = 0
                 except AifrError as exc:  # the database is away: back off, then try again
                     failures += 1
                     logger.error("worker turn failed: %s", exc.message)
                     self._stop.wait(backoff_s(self.poll_s, failures))
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
+                self._sleep(0)
         finally:
             for thread in threads:
                 thread.join()
 
-    def _help(self, engine: WorkflowEngine, woken: threading.Event) -> None:
+    def _help(self, engine: WorkflowEngine, index: int) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
-                engine.recover()
+                engine.recover(views=False)
                 failures = 0
             except AifrError as exc:  # the database is away: back off, then try again
                 failures += 1
                 logger.error("worker turn failed: %s", exc.message)
                 self._stop.wait(backoff_s(self.poll_s, failures))
-            woken.wait(self.poll_s)
-            woken.clear()
+            self._sleep(index)
+
+    def _sleep(self, index: int) -> None:
+        """Wait for a wake (or the poll interval) as engine ``index``, idle meanwhile."""
+        event = self._events[index]
+        with self._idle_lock:
+            self._idle[index] = True
+        event.wait(self.poll_s)
+        with self._idle_lock:
+            self._idle[index] = False
+        event.clear()
 
     def wake(self, _reason: str = "") -> None:
-        """Start the next turn now (every helper's too)."""
-        self._wake.set()
-        for woken in self._helper_wakes:
-            woken.set()
+        """Start one engine's next turn now: an idle one, else the next in turn.
+
+        A busy engine claims again before it sleeps, so it needs no wake; the one
+        woken when none is idle covers a run queued just after its last claim.
+        """
+        with self._idle_lock:
+            count = len(self._events)
+            chosen = next(
+                (
+                    (self._next + k) % count
+                    for k in range(count)
+                    if self._idle[(self._next + k) % count]
+                ),
+                self._next % count,
+            )
+            self._idle[chosen] = False  # the next wake goes to another idle engine
+            self._next = chosen + 1
+        self._events[chosen].set()
 
     def stop(self) -> None:
         """Finish the current turn and return from :meth:`run`."""
@@ -120,4 +151,5 @@ class Worker:
         self.engine.stop()
         for helper in self.helpers:
             helper.stop()
-        self.wake()
+        for event in self._events:
+            event.set()

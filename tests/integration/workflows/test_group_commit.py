@@ -35,7 +35,15 @@ from aifr.storage.sqlite.audit import SqliteAuditStore
 from aifr.storage.sqlite.idempotency import SqliteIdempotencyStore
 from aifr.storage.sqlite.runs import SqliteRunStore
 from aifr.storage.sqlite.step_results import StepResultStore
-from aifr.workflows import RunRecord, RunState, StepKey, StepRecord, StepState, WorkflowBuilder
+from aifr.workflows import (
+    RunRecord,
+    RunState,
+    StepKey,
+    StepRecord,
+    StepState,
+    WorkflowBuilder,
+)
+from aifr.workflows.ports import RunFinish
 
 RUNS = 6
 FENCED = {"run-1", "run-4"}
@@ -201,6 +209,75 @@ def test_a_failed_shared_commit_fails_every_job_of_the_batch_and_writes_none(
     assert list(other.ledger.records()) == []
     mine.runs.create(_run("run-9"), [], AuditEvent(kind="started", principal="agent"))
     assert other.runs.get("run-9") is not None  # leadership was handed on
+
+
+@pytest.mark.parametrize("undo", [False, True])
+def test_a_lone_late_step_is_refused_by_the_database_and_appends_nothing(
+    workers: tuple[Worker, Worker], undo: bool
+) -> None:
+    # Alone, a step's write on PostgreSQL is one server-side statement (aifr_step_done):
+    # its fence refuses it there, before the chain is touched.
+    mine, other = workers
+    for run_id in ("late", "kept"):
+        mine.runs.create(
+            _run(run_id),
+            [StepRecord(run_id, "a", 0, "x.y")],
+            AuditEvent(kind="started", principal="agent", run_id=run_id),
+        )
+    assert other.runs.acquire("late", "other", 10.0, now=111.0) is not None
+    outcomes: dict[str, object] = {}
+    for run_id in ("late", "kept"):
+        key = str(StepKey(run_id, "a", 1, is_undo=undo))
+        mine.runs.begin_attempt(key, unrecorded=True, finish=None)
+        mine.results.claim("agent", key, "digest", now=101.0)
+        # hashed on the server: awkward text, which verify() below rehashes in Python
+        details = {"text": 'naïve 東京 🚀 "q" \\ \n', "東": [1.5, None]}
+        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id, details=details)
+        try:
+            outcomes[run_id] = mine.results.complete("agent", key, {"output": 1}, 112.0, event)
+        except WorkflowError as exc:
+            outcomes[run_id] = exc
+    refused, kept = outcomes["late"], outcomes["kept"]
+    assert isinstance(refused, WorkflowError)
+    assert refused.code is ErrorCode.WORKFLOW_LEASE_LOST
+    assert refused.details.get("run_id") == "late"
+    assert other.runs.step("late", "a").state is StepState.PENDING  # type: ignore[union-attr]
+    assert isinstance(kept, AuditRecord)
+    done = StepState.COMPENSATED if undo else StepState.COMPLETED
+    step = other.runs.step("kept", "a")
+    assert step is not None and step.state is done
+    assert step.audit_id == (None if undo else kept.id)  # named in the same statement
+    assert [r.event.run_id for r in other.ledger.records() if r.event.kind == "invocation"] == [
+        "kept"
+    ]
+    assert other.ledger.verify().ok
+
+
+def test_a_late_step_that_would_end_its_run_is_refused_as_a_lost_lease(
+    workers: tuple[Worker, Worker],
+) -> None:
+    # The run's end is written with its last step, in a savepoint; the step's own refusal
+    # must surface as the lost lease it is, not be taken for the savepoint's.
+    mine, other = workers
+    run = _run("late")
+    mine.runs.create(
+        run, [StepRecord("late", "a", 0, "x.y")], AuditEvent(kind="started", principal="agent")
+    )
+    assert other.runs.acquire("late", "other", 10.0, now=111.0) is not None
+    key = str(StepKey("late", "a", 1))
+    ended = run.evolve(state=RunState.COMPLETED, lease_owner=None, lease_expires_at=None)
+    finish = RunFinish(ended, AuditEvent(kind="completed", principal="agent"), "mine")
+    mine.runs.begin_attempt(key, unrecorded=True, finish=finish)
+    mine.results.claim("agent", key, "digest", now=101.0)
+    with pytest.raises(WorkflowError) as refused:
+        mine.results.complete(
+            "agent", key, {"output": 1}, 112.0, AuditEvent(kind="invocation", principal="agent")
+        )
+    assert refused.value.code is ErrorCode.WORKFLOW_LEASE_LOST
+    assert other.runs.step("late", "a").state is StepState.PENDING  # type: ignore[union-attr]
+    assert other.runs.get("late").state is RunState.RUNNING  # type: ignore[union-attr]
+    assert [r.event.kind for r in other.ledger.records()] == ["started"]
+    assert other.ledger.verify().ok
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])

@@ -1,8 +1,8 @@
 """PostgreSQL: what one workflow step costs the database, counted, so a regression fails.
 
-A step's durable write is one pipelined transaction: ``BEGIN``, the fenced step update,
-the audit chain's lock and head read travel in one round trip; the audit insert, the
-step row's ``audit_id`` and ``COMMIT`` in a second. This test drives real runs of 2 and
+A lone writer's step is one statement in autocommit (``aifr_step_done``: the fenced step
+update, the audit chain's lock, head read and insert, the step row's ``audit_id``, all on
+the server) and so one round trip. This test drives real runs of 2 and
 12 steps through the engine on a real PostgreSQL schema and counts, per extra step, the
 times the client waited for the server's answer and the statements it sent, so the
 per-run work (claiming, loading, finishing) cancels out.
@@ -26,6 +26,10 @@ from aifr.workflows import RunState, WorkflowBuilder
 pytestmark = pytest.mark.pg
 
 SHORT, LONG = 2, 12
+TRIES = 3
+"""Runs counted per length; the least count is kept. A pipelined transaction of the run's
+own (its creation, its end) is read back in one or more pieces depending on timing, so
+one run can count a wait more than the work needs; noise only ever adds."""
 
 
 class Counter:
@@ -78,17 +82,20 @@ class Counter:
             builder = builder.step(f"s{n}", "ops.check", service="web")
         spec = builder.build()
         env.engine.start(spec, {}, "agent")  # warm: statements prepared, pool filled
-        self.waits, self.statements = 0, collections.Counter()
-        self.on = True
-        try:
-            view = env.engine.start(spec, {}, "agent")
-        finally:
-            self.on = False
-        assert view.state is RunState.COMPLETED
-        return self.waits, sum(self.statements.values())
+        counts = []
+        for _ in range(TRIES):
+            self.waits, self.statements = 0, collections.Counter()
+            self.on = True
+            try:
+                view = env.engine.start(spec, {}, "agent")
+            finally:
+                self.on = False
+            assert view.state is RunState.COMPLETED
+            counts.append((self.waits, sum(self.statements.values())))
+        return min(w for w, _ in counts), min(n for _, n in counts)
 
 
-def test_a_step_costs_two_round_trips_and_seven_statements(
+def test_a_step_costs_one_round_trip_and_one_statement(
     pg_env: WfEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = Counter(monkeypatch)
@@ -96,10 +103,12 @@ def test_a_step_costs_two_round_trips_and_seven_statements(
     long_waits, long_statements = counter.run(pg_env, LONG)
     per_step = (long_waits - short_waits) / (LONG - SHORT)
     statements = (long_statements - short_statements) / (LONG - SHORT)
-    # BEGIN, the fenced step update, the chain's lock, the head | the audit insert, the
-    # step's audit_id, COMMIT: two answers waited for, seven statements.
-    assert per_step <= 2.0, f"{per_step} round trips per step"
-    assert statements <= 7.0, f"{statements} statements per step: {counter.statements}"
+    # aifr_step_done: one statement, one answer waited for (two and seven before the
+    # step's transaction moved into a server function). The count is 1.0; the 0.1 is one
+    # stray wait per run, which the run's own pipelined transactions (its creation, its
+    # end) now and then add by being read back in one more piece, in all tries at once.
+    assert per_step <= 1.1, f"{per_step} round trips per step"
+    assert statements <= 1.0, f"{statements} statements per step: {counter.statements}"
     assert pg_env.ledger.verify().ok
 
 

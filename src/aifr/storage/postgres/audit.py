@@ -9,12 +9,14 @@ imported on first use (the ``pg`` extra); nothing connects at import time.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from aifr.audit import AuditLedger, AuditRecord, ChainBuilder, ChainHead, Checkpoint
+from aifr.audit.ledger import PreparedEvent
 from aifr.audit.record import GENESIS_HASH, seq_of_record_id, utc_timestamp
 from aifr.errors import AuditError, ConfigError, ErrorCode, StorageError
 from aifr.storage.audit_rows import (
@@ -29,10 +31,194 @@ from aifr.storage.postgres.database import create_schema
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["AUDIT_SCHEMA_VERSION", "PostgresAuditStore", "open_postgres_ledger"]
+__all__ = [
+    "APPEND_CALL",
+    "LINKED_APPEND_CALL",
+    "AUDIT_SCHEMA_VERSION",
+    "PostgresAuditStore",
+    "append_fields",
+    "appended_records",
+    "open_postgres_ledger",
+    "text_array",
+]
 
-AUDIT_SCHEMA_VERSION: Final = 1
-"""The audit tables' schema version (``schema_versions``, component ``audit``)."""
+AUDIT_SCHEMA_VERSION: Final = 2
+"""The audit tables' schema version (``schema_versions``, component ``audit``).
+
+1: the tables. 2: the server functions :data:`APPEND_FUNCTION`, :data:`LINKED_APPEND_FUNCTION`,
+:data:`STEP_DONE_FUNCTION` and :data:`GUARD_FUNCTION` (PostgreSQL only;
+SQLite appends in its own process and has no counterpart).
+"""
+
+APPEND_FUNCTION: Final = r"""
+CREATE OR REPLACE FUNCTION aifr_audit_append(fields text[])
+RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq bigint;
+    v_prev text;
+    v_ts text;
+    v_id text;
+    v_hash text;
+    v_at integer;
+BEGIN
+    PERFORM 1 FROM aifr_audit_head WHERE id = 1 FOR UPDATE;
+    SELECT seq, hash INTO v_seq, v_prev FROM aifr_audit_records ORDER BY seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        v_seq := 0;
+        v_prev := repeat('0', 64);
+    END IF;
+    v_ts := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    FOR i IN 0 .. coalesce(array_length(fields, 1), 0) / 14 - 1 LOOP
+        v_at := i * 14;
+        v_seq := v_seq + 1;
+        v_id := 'au-' || v_seq || '-' || fields[v_at + 1];
+        IF (v_id || v_ts || v_prev) !~ '^[-0-9A-Za-z:.]+$' THEN
+            RAISE EXCEPTION 'aifr_audit_append: % needs JSON escapes', v_id
+                USING ERRCODE = 'AF002';
+        END IF;
+        v_hash := encode(sha256(convert_to(
+            '{"event":' || fields[v_at + 2] || ',"id":"' || v_id || '","prev_hash":"'
+            || v_prev || '","seq":' || v_seq || ',"ts":"' || v_ts || '"}', 'UTF8')), 'hex');
+        INSERT INTO aifr_audit_records (seq, id, ts, kind, principal, capability_id,
+            capability_fingerprint, decision, rule_id, inputs_digest, outcome, trace_id,
+            request_id, run_id, details, prev_hash, hash)
+        VALUES (v_seq, v_id, v_ts, fields[v_at + 3], fields[v_at + 4], fields[v_at + 5],
+            fields[v_at + 6], fields[v_at + 7], fields[v_at + 8], fields[v_at + 9],
+            fields[v_at + 10], fields[v_at + 11], fields[v_at + 12], fields[v_at + 13],
+            fields[v_at + 14], v_prev, v_hash);
+        r_seq := v_seq;
+        r_id := v_id;
+        r_ts := v_ts;
+        r_prev := v_prev;
+        r_hash := v_hash;
+        RETURN NEXT;
+        v_prev := v_hash;
+    END LOOP;
+END
+$$
+"""
+"""Append a batch of records to the chain in one call, the chain's lock held server-side.
+
+Locks ``aifr_audit_head``, reads the head, and per record computes the seq, the id
+``au-<seq>-<random part>``, the time (the server's clock, once per call, as the ledger
+takes one time per batch) and the hash exactly as :func:`aifr.audit.record.chain_hash`
+does (the document spliced around the event's canonical JSON; ids, times and hashes made
+here never need JSON escapes, which it checks), inserts the records and returns seq, id,
+time, previous hash and hash of each, in order. A test pins the hash to ``chain_hash``.
+The lock is released by the caller's commit, sent right after this call, so no client
+round trip happens while the chain is locked.
+"""
+
+LINKED_APPEND_FUNCTION: Final = """
+CREATE OR REPLACE FUNCTION aifr_audit_append_linked(
+    fields text[], link_at integer[], link_run text[], link_step text[])
+RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids text[] := '{}';
+BEGIN
+    FOR r_seq, r_id, r_ts, r_prev, r_hash IN SELECT * FROM aifr_audit_append(fields) LOOP
+        v_ids := v_ids || r_id;
+        RETURN NEXT;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(link_at, 1), 0) LOOP
+        UPDATE wf_steps SET audit_id = v_ids[link_at[i]]
+        WHERE run_id = link_run[i] AND step_id = link_step[i];
+    END LOOP;
+END
+$$
+"""
+"""``aifr_audit_append``, then each linked step row's ``audit_id`` set to its record's id.
+
+One statement for a step's audit tail (the record and the row that names it). The step
+rows were locked by the transaction's own fenced writes before the chain's lock, so
+nothing here waits for another lock. Each row is updated by its primary key (a join in
+one SQL statement let the planner scan the whole table).
+"""
+
+STEP_DONE_FUNCTION: Final = """
+CREATE OR REPLACE FUNCTION aifr_step_done(
+    p_undo boolean, p_state text, p_attempt integer, p_capability text, p_output text,
+    p_digest text, p_result text, p_finished double precision, p_run text, p_step text,
+    p_fence integer, p_refused text, fields text[])
+RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_undo THEN
+        UPDATE wf_steps SET state = p_state, undo_attempt = p_attempt,
+            undo_capability = p_capability, undo_output = p_output, undo_error = NULL,
+            undo_digest = p_digest, undo_result = p_result, finished_at = p_finished
+        WHERE run_id = p_run AND step_id = p_step AND (p_fence IS NULL OR EXISTS (
+            SELECT 1 FROM wf_runs WHERE id = p_run AND lease_epoch = p_fence FOR SHARE));
+    ELSE
+        UPDATE wf_steps SET state = p_state, attempt = p_attempt, output = p_output,
+            error = NULL, request_digest = p_digest, result = p_result,
+            finished_at = p_finished, next_attempt_at = NULL
+        WHERE run_id = p_run AND step_id = p_step AND (p_fence IS NULL OR EXISTS (
+            SELECT 1 FROM wf_runs WHERE id = p_run AND lease_epoch = p_fence FOR SHARE));
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'AF001', MESSAGE = p_refused, DETAIL = p_run;
+    END IF;
+    -- aifr_audit_append for this one record, inline (a nested call cost more than it)
+    PERFORM 1 FROM aifr_audit_head WHERE id = 1 FOR UPDATE;
+    SELECT seq, hash INTO r_seq, r_prev FROM aifr_audit_records ORDER BY seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        r_seq := 0;
+        r_prev := repeat('0', 64);
+    END IF;
+    r_ts := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    r_seq := r_seq + 1;
+    r_id := 'au-' || r_seq || '-' || fields[1];
+    IF (r_id || r_ts || r_prev) !~ '^[-0-9A-Za-z:.]+$' THEN
+        RAISE EXCEPTION 'aifr_step_done: % needs JSON escapes', r_id USING ERRCODE = 'AF002';
+    END IF;
+    r_hash := encode(sha256(convert_to(
+        '{"event":' || fields[2] || ',"id":"' || r_id || '","prev_hash":"'
+        || r_prev || '","seq":' || r_seq || ',"ts":"' || r_ts || '"}', 'UTF8')), 'hex');
+    INSERT INTO aifr_audit_records (seq, id, ts, kind, principal, capability_id,
+        capability_fingerprint, decision, rule_id, inputs_digest, outcome, trace_id,
+        request_id, run_id, details, prev_hash, hash)
+    VALUES (r_seq, r_id, r_ts, fields[3], fields[4], fields[5], fields[6], fields[7],
+        fields[8], fields[9], fields[10], fields[11], fields[12], fields[13], fields[14],
+        r_prev, r_hash);
+    IF NOT p_undo THEN
+        UPDATE wf_steps SET audit_id = r_id WHERE run_id = p_run AND step_id = p_step;
+    END IF;
+    RETURN NEXT;
+END
+$$
+"""
+"""A step's (or its compensation's) fenced result and its audit record: one statement.
+
+What a lone writer's step transaction does, in the same order (the step row under the
+run's ``FOR SHARE`` fence, then the chain's lock, last), sent as one statement in
+autocommit: one round trip, no ``BEGIN``/``COMMIT``, and the chain's lock is held from
+the append to the statement's own commit. A refused write raises ``AF001`` before
+anything is appended; the statement's transaction rolls back whole. The append is
+:data:`APPEND_FUNCTION`'s, inlined for one record (the nested call cost the server about
+as much as the statements it saved); tests verify its hash against ``chain_hash``.
+"""
+
+GUARD_FUNCTION: Final = """
+CREATE OR REPLACE FUNCTION aifr_require_one(written bigint, message text, run_id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF written <> 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'AF001', MESSAGE = message, DETAIL = run_id;
+    END IF;
+END
+$$
+"""
+"""Refuse a fenced write that matched no row, inside the transaction (SQLSTATE ``AF001``).
+
+A fenced write calls it on its own row count (a data-modifying CTE), so the refusal
+aborts the transaction on the server: the client needs no answer before it sends the
+audit tail and ``COMMIT``, and the tail is rolled back with the refused write.
+:func:`aifr.storage.postgres.database.translate_pg_errors` turns it into
+``workflow.lease_lost``.
+"""
 
 _DDL: Final = (
     """
@@ -80,6 +266,80 @@ _DDL: Final = (
     )
     """,
 )
+APPEND_CALL: Final = "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_audit_append(%s)"
+"""One statement appending a batch: its argument is :func:`append_fields`' list."""
+
+LINKED_APPEND_CALL: Final = (
+    "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_audit_append_linked("
+    "%s::text[], %s::integer[], %s::text[], %s::text[])"  # array literals (text_array)
+)
+""":data:`APPEND_CALL` that also names the records in step rows: fields, then the
+1-based record number, run id and step id of each linked row."""
+
+
+def text_array(values: Iterable[str | int | None]) -> str:
+    """A PostgreSQL array literal of ``values`` (``NULL`` for ``None``), for ``%s::text[]``.
+
+    Built here rather than passing a list: psycopg's list dumper escapes every element
+    with a regular expression in Python, which cost a step more CPU than the rest of
+    its statement. Inside double quotes only the backslash and the double quote need
+    escaping.
+    """
+    return (
+        "{"
+        + ",".join(
+            "NULL"
+            if value is None
+            else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for value in values
+        )
+        + "}"
+    )
+
+
+def append_fields(prepared: Sequence[PreparedEvent]) -> str:
+    """The one ``text[]`` argument of :data:`APPEND_FUNCTION` for these events, in order.
+
+    Per record: the id's random part, the event's canonical JSON, the 11 event columns
+    and the details' JSON (an array literal, see :func:`text_array`).
+    """
+    fields: list[str | None] = []
+    for event, event_json, details_json in prepared:
+        fields += (
+            os.urandom(8).hex(),  # the id's random part, as new_record_id makes it
+            event_json,
+            event.kind,
+            event.principal,
+            event.capability_id,
+            event.capability_fingerprint,
+            event.decision,
+            event.rule_id,
+            event.inputs_digest,
+            event.outcome,
+            event.trace_id,
+            event.request_id,
+            event.run_id,
+            details_json,
+        )
+    return text_array(fields)
+
+
+def appended_records(
+    prepared: Sequence[PreparedEvent], rows: Sequence[Sequence[Any]]
+) -> list[AuditRecord]:
+    """The records :data:`APPEND_CALL` wrote, from its rows (seq, id, ts, prev, hash).
+
+    Raises:
+        StorageError: the call returned another number of records than it was given.
+    """
+    if len(rows) != len(prepared):
+        raise StorageError("the audit chain returned a different number of records")
+    return [
+        AuditRecord(row[0], row[1], row[2], row[3], row[4], event, details_json)
+        for (event, _, details_json), row in zip(prepared, rows, strict=True)
+    ]
+
+
 _INSERT: Final = (
     f"INSERT INTO aifr_audit_records ({AUDIT_COLUMNS}) "  # noqa: S608  # constant column list
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -160,11 +420,19 @@ class PostgresAuditStore:
                     code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
                     component="audit",
                 )
-            for statement in _DDL:
+            if row is not None and row[0] == AUDIT_SCHEMA_VERSION:
+                return
+            for statement in (
+                *_DDL,
+                APPEND_FUNCTION,
+                LINKED_APPEND_FUNCTION,
+                STEP_DONE_FUNCTION,
+                GUARD_FUNCTION,
+            ):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_versions (component, version) VALUES ('audit', %s) "
-                "ON CONFLICT (component) DO NOTHING",
+                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
                 (AUDIT_SCHEMA_VERSION,),
             )
 

@@ -17,14 +17,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aifr.errors import ConfigError, ErrorCode, StorageError
+from aifr.errors import ConfigError, ErrorCode, StorageError, WorkflowError
 from aifr.storage.sqlite.database import Migration
 
 if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-__all__ = ["PostgresDatabase", "create_schema", "import_psycopg", "translate_pg_errors"]
+__all__ = [
+    "LEASE_LOST_SQLSTATE",
+    "PostgresDatabase",
+    "create_schema",
+    "import_psycopg",
+    "translate_pg_errors",
+]
 
 T = TypeVar("T")
 
@@ -43,15 +49,31 @@ def import_psycopg() -> Any:
     return psycopg
 
 
+LEASE_LOST_SQLSTATE = "AF001"
+"""What ``aifr_require_one`` raises when a fenced write matched nothing (see the audit store)."""
+
+
 @contextmanager
 def translate_pg_errors(action: str) -> Iterator[None]:
-    """Turn psycopg and pool errors raised inside the block into ``StorageError``."""
+    """Turn psycopg and pool errors raised inside the block into ``StorageError``.
+
+    A fenced write refused on the server (SQLSTATE ``AF001``) becomes
+    ``workflow.lease_lost`` with the message the write sent along.
+    """
     psycopg = import_psycopg()
     import psycopg_pool
 
     try:
         yield
-    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+    except psycopg.Error as exc:
+        if exc.sqlstate == LEASE_LOST_SQLSTATE:
+            raise WorkflowError(
+                exc.diag.message_primary or "the lease was taken over by another worker",
+                code=ErrorCode.WORKFLOW_LEASE_LOST,
+                run_id=exc.diag.message_detail,
+            ) from exc
+        raise StorageError(f"{action} failed: {exc}", action=action) from exc
+    except psycopg_pool.PoolTimeout as exc:
         raise StorageError(f"{action} failed: {exc}", action=action) from exc
 
 

@@ -8,11 +8,12 @@ together therefore cost about one commit between them.
 
 The audit chain's lock comes last. A job writes its rows (run, steps, outbox, the
 fenced conditional writes) and only *asks* for its audit record
-(:meth:`PostgresGroupCommit.audit_later`); once every job of the batch has run, the
-transaction takes the chain's lock, reads the head, inserts all the batch's records in
-one go, runs their follow-ups (a step row's ``audit_id``) and commits. The lock is held
-for those few statements and the commit's flush, not for the batch's row writes, so
-other processes write their rows meanwhile and queue on the lock only for the tail.
+(:meth:`PostgresGroupCommit.audit_later`); once every job of the batch has run, one call
+to the server function ``aifr_audit_append`` takes the chain's lock, reads the head,
+computes and inserts all the batch's records and sets the step rows' ``audit_id``, and
+``COMMIT`` follows in the same round trip. The lock is held on the server only, for that
+call and the commit's flush, not for the batch's row writes, so other processes write
+their rows meanwhile and queue on the lock only for the tail.
 
 Why this cannot deadlock: every writer takes the chain's lock last and once, and while
 holding it touches only the chain (the head row it locked, new records with fresh
@@ -28,14 +29,15 @@ A job whose fenced write fails rolls back its savepoint, and the audit records i
 for inside that savepoint are dropped with it: a refused write appends nothing.
 
 The whole transaction runs in pipeline mode, so statements travel without waiting for
-each other's answers. A job does not read its fenced write's row count at once: it
-hands a check to :meth:`PostgresGroupCommit.check_later`. A lone writer's checks run
-when the chain's head comes back (that answer carries every result before it), before
-any record is built, and a failed check rolls the whole transaction back; a lone step
-therefore costs two round trips (``BEGIN``, its writes, the chain's lock and the head
-read; then the inserts and ``COMMIT``). In a batch each job's checks run at the end of
-its own savepoint (one sync), so a refused job still rolls back alone. On the server
-the statements run in the order sent: rows first, then the chain, as before.
+each other's answers. A fenced write refuses on the server (``AF001``, read as
+``workflow.lease_lost``), so nothing waits for its row count: a transaction's writes, its
+audit tail and ``COMMIT`` travel together and the client waits once, for ``COMMIT``. In a
+batch each job's answers are read at the end of its own savepoint (one sync), so a
+refused job still rolls back alone. A lone writer whose job is a
+:class:`OneStatement` (a step's result) does not open a transaction at all: the job's
+one statement, a server function doing the same writes in the same order, runs in
+autocommit (one round trip). On the server the statements run in the order sent: rows
+first, then the chain.
 """
 
 from __future__ import annotations
@@ -43,37 +45,48 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aifr.errors import StorageError
 from aifr.storage.groupcommit import GroupCommit
+from aifr.storage.postgres.audit import (
+    APPEND_CALL,
+    LINKED_APPEND_CALL,
+    append_fields,
+    appended_records,
+    text_array,
+)
 from aifr.storage.postgres.database import PostgresDatabase, import_psycopg, translate_pg_errors
 
 if TYPE_CHECKING:
     import psycopg
 
-    from aifr.audit import AuditEvent, AuditLedger, AuditRecord, ChainBuilder, ChainHead
+    from aifr.audit import AuditEvent, AuditLedger, AuditRecord
+    from aifr.audit.ledger import PreparedEvent
 
-__all__ = ["PendingAudit", "PostgresGroupCommit"]
+__all__ = ["OneStatement", "PendingAudit", "PostgresGroupCommit"]
+
+T = TypeVar("T")
 
 
 class PendingAudit:
     """An audit record a job asked for; written at its transaction's end, under the lock.
 
-    :attr:`record` is there once the transaction wrote it (before the commit, so the
-    caller reads it after its ``run`` returned).
+    :attr:`record` is there once the transaction committed (the caller reads it after
+    its ``run`` returned). ``link`` names a step row ``(run_id, step_id)`` whose
+    ``audit_id`` is set to the record's id in the same statement that appends it.
     """
 
-    __slots__ = ("_record", "after", "build")
+    __slots__ = ("_record", "link", "prepared")
 
-    def __init__(
-        self,
-        build: ChainBuilder,
-        after: Callable[[psycopg.Connection[tuple[Any, ...]], AuditRecord], None] | None,
-    ) -> None:
-        self.build = build
-        self.after = after
+    def __init__(self, prepared: PreparedEvent, link: tuple[str, str] | None) -> None:
+        self.prepared = prepared
+        self.link = link
         self._record: AuditRecord | None = None
+
+    def resolve(self, record: AuditRecord) -> None:
+        """Note the record written for this request (by a lone writer's one statement)."""
+        self._record = record
 
     @property
     def record(self) -> AuditRecord:
@@ -83,24 +96,31 @@ class PendingAudit:
         return self._record
 
 
-def _chained(pending: list[PendingAudit], checks: list[Callable[[], None]]) -> ChainBuilder:
-    """One builder chaining every pending record onto the head, in the order asked.
+class OneStatement(Generic[T]):
+    """A job that, when its writer is alone, is sent as one statement in autocommit.
 
-    ``checks`` run first: the head's answer came after every statement sent before it,
-    so their row counts are known then.
+    ``work(conn)`` is the job as it runs inside a shared transaction (its audit records
+    asked for with :meth:`PostgresGroupCommit.audit_later`, appended at the batch's
+    end); ``alone(conn)`` does the same writes, audit record included, in one statement
+    on a connection outside any transaction (a server function that takes the rows'
+    locks first and the chain's last, as a batch does). A lone writer then pays one
+    round trip and one statement instead of ``BEGIN``, its writes, the append and
+    ``COMMIT`` in a pipeline.
     """
 
-    def build(head: ChainHead) -> list[AuditRecord]:
-        _run(checks)
-        from_head = head
-        records: list[AuditRecord] = []
-        for item in pending:
-            built = item.build(from_head)
-            records.extend(built)
-            from_head = type(head)(built[-1].seq, built[-1].hash)
-        return records
+    __slots__ = ("alone", "work")
 
-    return build
+    def __init__(
+        self,
+        work: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+        alone: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+    ) -> None:
+        self.work = work
+        self.alone = alone
+
+    def __call__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> T:
+        """Run the job inside a shared transaction."""
+        return self.work(conn)
 
 
 def _settle(pipeline: psycopg.Pipeline) -> None:
@@ -133,37 +153,49 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         self._pipeline: psycopg.Pipeline | None = None
         self._depth = 0
 
-    def audit_later(
-        self,
-        event: AuditEvent,
-        after: Callable[[psycopg.Connection[tuple[Any, ...]], AuditRecord], None] | None = None,
-    ) -> PendingAudit:
+    def audit_later(self, event: AuditEvent, link: tuple[str, str] | None = None) -> PendingAudit:
         """Ask, from inside a job, for ``event`` to be appended at the transaction's end.
 
-        ``after(conn, record)`` runs once the record exists, still before the commit
-        (for a row that names the record). Call only from inside a job.
+        ``link`` names a step row ``(run_id, step_id)`` whose ``audit_id`` becomes the
+        record's id, in the statement that appends it. Call only from inside a job.
 
         Raises:
             AuditError: the event is not JSON-safe (the job fails alone).
         """
         if self._pending is None:
             raise StorageError("audit_later outside a grouped transaction")
-        item = PendingAudit(self._ledger.builder_for(event), after)
+        item = PendingAudit(self._ledger.prepare(event), link)
         self._pending.append(item)
         return item
 
     def check_later(self, check: Callable[[], None]) -> None:
         """From inside a job: run ``check`` once the results sent so far are back.
 
-        For a check on a statement's row count (a fenced write): the transaction is
+        For a check on a statement's row count that the server does not make itself (the
+        store's fenced writes do, see ``aifr_require_one``): the transaction is
         pipelined, so the count is known only after the next sync. ``check`` raises to
         refuse the job; it runs at the end of the job's savepoint, or for a lone writer
-        when the chain's head comes back. Outside a grouped transaction it runs at once.
+        on one sync before the audit tail is sent. Outside a grouped transaction it runs
+        at once.
         """
         if self._checks is None:
             check()
         else:
             self._checks.append(check)
+
+    def answered(self) -> None:
+        """From inside a job: wait for the answers to what it sent so far (one sync).
+
+        Before a savepoint whose refusal the job means to survive: a refusal of an
+        earlier statement (the step's own fenced write) is raised here, as the job's,
+        and not later, taken for one of the savepoint's. Outside a grouped transaction
+        every statement was answered already.
+
+        Raises:
+            WorkflowError: ``workflow.lease_lost``, a fenced write was refused.
+            StorageError: a statement failed.
+        """
+        self._sync()
 
     @contextmanager
     def savepoint(self, conn: psycopg.Connection[tuple[Any, ...]]) -> Iterator[None]:
@@ -202,6 +234,25 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
             with translate_pg_errors("a grouped write"):
                 self._pipeline.sync()
 
+    def _alone(self, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        """A lone writer: a :class:`OneStatement` job runs as its one statement.
+
+        Every other job runs in a pipelined transaction (the base class's way).
+        """
+        if not isinstance(work, OneStatement):
+            return super()._alone(work)
+        alone: Callable[[psycopg.Connection[tuple[Any, ...]]], T] = work.alone
+        self._inside.job = True
+        try:
+            with (
+                translate_pg_errors("a lone write"),
+                self._db.connection() as conn,
+            ):
+                return alone(conn)
+        finally:
+            self._inside.job = False
+            self._hand_on(1)
+
     def _transaction(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         return self._shared()
 
@@ -225,8 +276,14 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
             try:
                 conn.execute("BEGIN")
                 yield conn
-                self._append_pending(conn)
-                conn.execute("COMMIT")  # leaving the pipeline reads its answer: durable
+                pending = self._pending
+                appended = self._send_tail(conn)
+                conn.execute("COMMIT")
+                pipeline.sync()  # COMMIT's answer: durable (or the error of any statement)
+                if appended is not None:
+                    records = appended_records([p.prepared for p in pending], appended.fetchall())
+                    for item, record in zip(pending, records, strict=True):
+                        item._record = record  # set by the one transaction that wrote it
             except BaseException:
                 _settle(pipeline)
                 with contextlib.suppress(import_psycopg().Error):
@@ -238,30 +295,36 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
                 self._checks = None
                 self._pipeline = None
 
-    def _append_pending(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        """Lock the chain, read its head, insert the batch's records, run their follow-ups.
+    def _send_tail(self, conn: psycopg.Connection[tuple[Any, ...]]) -> psycopg.Cursor[Any] | None:
+        """Send the batch's records to ``aifr_audit_append`` (one statement); its cursor.
 
-        Pipeline mode: the lock and the head read travel with whatever the jobs sent
-        (the head is read after the lock is granted, in its own snapshot); the jobs'
-        remaining checks run on that answer; then the inserts, the follow-ups and
-        ``COMMIT`` travel together.
+        The function takes the chain's lock, reads the head and inserts the records on
+        the server, and the step rows named by the records' links get their ``audit_id``
+        in the same statement; ``COMMIT`` follows without waiting, so no client round
+        trip happens under the lock. Checks still left to the client (a write whose
+        refusal is not raised on the server) run first, on one sync: never commit
+        unchecked.
         """
         pending = self._pending or []
         checks = self._checks if self._checks is not None else []
+        if checks:
+            self._sync()
+            _run(checks)
         if not pending:
-            if checks:
-                self._sync()
-                _run(checks)
-            return
-        records = self._ledger.store.append_in(conn, _chained(pending, checks))
-        if checks:  # a builder that did not run them: fail safe, never commit unchecked
-            raise StorageError("the audit chain did not check the batch's writes")
-        if len(records) != len(pending):
-            raise StorageError("the audit chain returned a different number of records")
-        for item, record in zip(pending, records, strict=True):
-            item._record = record  # set by the one transaction that wrote it
-            if item.after is not None:
-                item.after(conn, record)
+            return None
+        fields = append_fields([item.prepared for item in pending])
+        links = [(n, item.link) for n, item in enumerate(pending, 1) if item.link is not None]
+        if not links:
+            return conn.execute(APPEND_CALL, (fields,))
+        return conn.execute(
+            LINKED_APPEND_CALL,
+            (
+                fields,
+                text_array(n for n, _ in links),
+                text_array(link[0] for _, link in links),
+                text_array(link[1] for _, link in links),
+            ),
+        )
 
     def _savepoint(
         self, conn: psycopg.Connection[tuple[Any, ...]]

@@ -4,9 +4,9 @@
 ``NotificationOutbox`` ports with the same tables and columns as the SQLite store
 (JSON values as text). A transaction writes its rows first and appends its audit
 records last (:meth:`PostgresGroupCommit.audit_later`): the audit chain's lock is
-taken once, at the end, for the head read, the inserts and the commit, so all writers
-take their locks in one order (rows, then the chain) and the chain's holder never waits
-for a row.
+taken once, at the end, by the server function that appends them, and held until the
+commit, so all writers take their locks in one order (rows, then the chain) and the
+chain's holder never waits for a row.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from aifr.storage.postgres.database import (
     import_psycopg,
     translate_pg_errors,
 )
-from aifr.storage.postgres.groupcommit import PendingAudit, PostgresGroupCommit
+from aifr.storage.postgres.groupcommit import OneStatement, PendingAudit, PostgresGroupCommit
 from aifr.storage.run_rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -181,13 +181,9 @@ class PostgresRunStore:
         self._epochs: dict[str, int] = {}
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
 
-    def audit_later(
-        self,
-        event: AuditEvent,
-        after: Callable[[psycopg.Connection[tuple[Any, ...]], AuditRecord], None] | None = None,
-    ) -> PendingAudit:
+    def audit_later(self, event: AuditEvent, link: tuple[str, str] | None = None) -> PendingAudit:
         """Inside :meth:`transact`: append ``event`` at the transaction's end (see the group)."""
-        return self.group.audit_later(event, after)
+        return self.group.audit_later(event, link)
 
     def transact(
         self,
@@ -213,6 +209,30 @@ class PostgresRunStore:
                 return work(conn)
 
         return self.group.run(translated, run_id)
+
+    def transact_one(
+        self,
+        action: str,
+        work: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+        alone: Callable[[psycopg.Connection[tuple[Any, ...]]], T],
+        run_id: str = "",
+    ) -> T:
+        """:meth:`transact`, where ``alone`` does ``work``'s writes in one statement.
+
+        A writer with nobody else writing runs ``alone(conn)`` on a connection outside
+        any transaction (one statement, its own commit); in a batch ``work`` runs as
+        usual (see :class:`~aifr.storage.postgres.groupcommit.OneStatement`).
+        """
+
+        def translated(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
+            with translate_pg_errors(action):
+                return work(conn)
+
+        def translated_alone(conn: psycopg.Connection[tuple[Any, ...]]) -> T:
+            with translate_pg_errors(action):
+                return alone(conn)
+
+        return self.group.run(OneStatement(translated, translated_alone), run_id)
 
     def _one(self, action: str, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         with translate_pg_errors(action), self.database.connection() as conn:
@@ -272,11 +292,13 @@ class PostgresRunStore:
     ) -> PendingAudit | None:
         """:meth:`save` inside the caller's grouped transaction; the audit record comes later."""
         fence = self._fence_of(run.id) if owner is not None else None
-        updated = conn.execute(
-            "UPDATE wf_runs SET state = %s, fingerprints = %s, error = %s, failed_step = %s, "
-            "cancel_requested = %s, updated_at = %s, lease_owner = %s, lease_expires_at = %s "
-            "WHERE id = %s AND (%s::text IS NULL OR lease_owner IS NULL OR lease_owner = %s) "
-            "AND (%s::integer IS NULL OR lease_epoch = %s)",
+        conn.execute(
+            "WITH w AS (UPDATE wf_runs SET state = %s, fingerprints = %s, error = %s, "
+            "failed_step = %s, cancel_requested = %s, updated_at = %s, lease_owner = %s, "
+            "lease_expires_at = %s WHERE id = %s "
+            "AND (%s::text IS NULL OR lease_owner IS NULL OR lease_owner = %s) "
+            "AND (%s::integer IS NULL OR lease_epoch = %s) RETURNING 1) "
+            "SELECT aifr_require_one(count(*), %s, %s) FROM w",
             (
                 run.state.value,
                 encode_column(run.fingerprints),
@@ -291,18 +313,10 @@ class PostgresRunStore:
                 owner,
                 fence,
                 fence,
+                f"run {run.id}: the lease was taken over by another worker",
+                run.id,
             ),
-        )
-
-        def refuse_lost_lease() -> None:
-            if updated.rowcount != 1:
-                raise WorkflowError(
-                    f"run {run.id}: the lease was taken over by another worker",
-                    code=ErrorCode.WORKFLOW_LEASE_LOST,
-                    run_id=run.id,
-                )
-
-        self.group.check_later(refuse_lost_lease)  # pipelined: the count comes later
+        )  # refused on the server (workflow.lease_lost): no answer awaited here
         if steps:
             with conn.cursor() as cursor:
                 cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
@@ -390,6 +404,12 @@ class PostgresRunStore:
             attempt = self._attempts.get(key)
         return attempt is not None and attempt.unrecorded
 
+    def finishes(self, key: str) -> bool:
+        """Whether the run's end is armed to be written with attempt ``key``'s result."""
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        return attempt is not None and attempt.finish is not None
+
     def finish_in(
         self, conn: psycopg.Connection[tuple[Any, ...]], key: str, now: float
     ) -> RunRecord | None:
@@ -404,6 +424,7 @@ class PostgresRunStore:
         if finish is None:
             return None
         run = finish.run.evolve(updated_at=now)
+        self.group.answered()  # the step's own refusal is the step's, not this part's
         try:
             with self.group.savepoint(conn):  # a lost lease undoes only this part, audit too
                 self.save_in(conn, run, (), finish.audit, None, finish.owner)

@@ -15,11 +15,11 @@ from pydantic import JsonValue
 
 from aifr.audit import AuditEvent, AuditRecord
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
+from aifr.storage.postgres.audit import append_fields, appended_records
 from aifr.storage.postgres.database import translate_pg_errors
 from aifr.storage.postgres.groupcommit import PendingAudit
 from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.run_rows import encode_column
-from aifr.storage.sqlite.step_results import refuse_late_step
 from aifr.workflows.ports import RunRecord, StepKey, StepState
 
 if TYPE_CHECKING:
@@ -38,17 +38,32 @@ after this write, and a worker taking the lease over meanwhile (an ``UPDATE`` of
 epoch) waits for the commit instead of slipping in between the check and the commit.
 """
 
+_REFUSED = ") SELECT aifr_require_one(count(*), %s, %s) FROM w"
+"""Refuse, on the server, a fenced write that matched nothing (``workflow.lease_lost``).
+
+The refusal aborts the transaction where it happens, so the client sends the audit
+tail and ``COMMIT`` without waiting for the write's row count: one round trip a step.
+"""
+
 _COMPLETE_UNDO = (
-    "UPDATE wf_steps SET state = %s, undo_attempt = %s, undo_capability = %s, "  # noqa: S608  # constant clauses
+    "WITH w AS (UPDATE wf_steps SET state = %s, undo_attempt = %s, undo_capability = %s, "  # noqa: S608  # constant clauses
     "undo_output = %s, undo_error = NULL, undo_digest = %s, undo_result = %s, "
-    "finished_at = %s WHERE run_id = %s AND step_id = %s" + _FENCED
+    "finished_at = %s WHERE run_id = %s AND step_id = %s" + _FENCED + " RETURNING 1" + _REFUSED
 )
 _COMPLETE_STEP = (
-    "UPDATE wf_steps SET state = %s, attempt = %s, output = %s, error = NULL, "  # noqa: S608  # constant clauses
+    "WITH w AS (UPDATE wf_steps SET state = %s, attempt = %s, output = %s, error = NULL, "  # noqa: S608  # constant clauses
     "request_digest = %s, result = %s, finished_at = %s, "
-    "next_attempt_at = NULL WHERE run_id = %s AND step_id = %s" + _FENCED
+    "next_attempt_at = NULL WHERE run_id = %s AND step_id = %s"
+    + _FENCED
+    + " RETURNING 1"
+    + _REFUSED
 )
-_SET_AUDIT_ID = "UPDATE wf_steps SET audit_id = %s WHERE run_id = %s AND step_id = %s"
+_STEP_DONE = (
+    "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_step_done("
+    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::integer, %s, %s::text[])"
+)
+"""A lone writer's whole step: fenced write, refusal, audit record and link (one statement)."""
+
 _SELECT_STEP_RESULT = (
     "SELECT attempt, request_digest, result, output, finished_at FROM wf_steps "
     "WHERE run_id = %s AND step_id = %s"
@@ -119,15 +134,19 @@ class PostgresStepResultStore:
         output = encode_column(result.get("output"))
         stored = encode_column({k: v for k, v in result.items() if k != "output"})
 
-        def name_record(conn: psycopg.Connection[tuple[Any, ...]], record: AuditRecord) -> None:
-            conn.execute(_SET_AUDIT_ID, (record.id, parsed.run_id, parsed.step_id))
+        refused = (
+            f"run {parsed.run_id}: step {parsed.step_id!r} finished after the lease was taken "
+            "over; the database refused the late result"
+        )
 
         def complete_in(
             conn: psycopg.Connection[tuple[Any, ...]],
         ) -> tuple[PendingAudit, RunRecord | None]:
-            # The fenced write first, the audit record last (under the chain's lock).
+            # The fenced write first, the audit record last (under the chain's lock). A
+            # refused write raises on the server (workflow.lease_lost) and aborts the
+            # transaction, audit record included: no answer is awaited in between.
             if parsed.is_undo:
-                written = conn.execute(
+                conn.execute(
                     _COMPLETE_UNDO,
                     (
                         StepState.COMPENSATED.value,
@@ -142,11 +161,12 @@ class PostgresStepResultStore:
                         fence,
                         parsed.run_id,
                         fence,
+                        refused,
+                        parsed.run_id,
                     ),
                 )
-                self._runs.group.check_later(lambda: refuse_late_step(written.rowcount, parsed))
                 return self._runs.audit_later(audit), None
-            written = conn.execute(
+            conn.execute(
                 _COMPLETE_STEP,
                 (
                     StepState.COMPLETED.value,
@@ -160,15 +180,49 @@ class PostgresStepResultStore:
                     fence,
                     parsed.run_id,
                     fence,
+                    refused,
+                    parsed.run_id,
                 ),
             )
-            # Pipelined: the count is checked once the answer is back, before any
-            # audit record is built; a refused write rolls back and appends nothing.
-            self._runs.group.check_later(lambda: refuse_late_step(written.rowcount, parsed))
-            pending = self._runs.audit_later(audit, name_record)
+            pending = self._runs.audit_later(audit, (parsed.run_id, parsed.step_id))
             return pending, self._runs.finish_in(conn, key, now)
 
-        pending, finished_run = self._runs.transact("completing a step", complete_in, parsed.run_id)
+        def complete_alone(
+            conn: psycopg.Connection[tuple[Any, ...]],
+        ) -> tuple[PendingAudit, RunRecord | None]:
+            # Alone: the same writes and record in one statement (aifr_step_done).
+            prepared = self._runs.ledger.prepare(audit)
+            rows = conn.execute(
+                _STEP_DONE,
+                (
+                    parsed.is_undo,
+                    (StepState.COMPENSATED if parsed.is_undo else StepState.COMPLETED).value,
+                    parsed.attempt,
+                    result.get("capability_id"),
+                    output,
+                    request_digest,
+                    stored,
+                    now,
+                    parsed.run_id,
+                    parsed.step_id,
+                    fence,
+                    refused,
+                    append_fields([prepared]),
+                ),
+                prepare=True,  # at its first use on a connection: planning it cost ~60 µs a call
+            ).fetchall()
+            pending = PendingAudit(prepared, None)
+            pending.resolve(appended_records([prepared], rows)[0])
+            return pending, None
+
+        if parsed.is_undo or not self._runs.finishes(key):
+            pending, finished_run = self._runs.transact_one(
+                "completing a step", complete_in, complete_alone, parsed.run_id
+            )
+        else:  # the run's end is written with this step: a transaction of several writes
+            pending, finished_run = self._runs.transact(
+                "completing a step", complete_in, parsed.run_id
+            )
         self._runs.note_completion(key, finished_run)
         return pending.record
 
