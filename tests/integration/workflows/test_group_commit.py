@@ -13,17 +13,19 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.waiting import Wait
 from wf_env import WfEnv, build_wf_env
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
-from aifr.errors import ErrorCode, WorkflowError
+from aifr.errors import ErrorCode, StorageError, WorkflowError
 from aifr.invocation import IdempotencyStore
 from aifr.storage.postgres.audit import PostgresAuditStore
 from aifr.storage.postgres.database import PostgresDatabase
@@ -172,6 +174,90 @@ def test_steps_of_concurrent_runs_share_one_commit_and_a_fenced_one_fails_alone(
     assert other.ledger.verify().ok
 
 
+class _ReadWaits:
+    """Counts, in threads other than ``skip``, the times a client waited for the server.
+
+    As ``test_pg_round_trips`` counts them: a run of read waits (an answer arriving in
+    pieces) with nothing sent in between is one wait.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, skip: threading.Thread) -> None:
+        self.on = False
+        self.waits = 0
+        self._lock = threading.Lock()
+        wait = psycopg.Connection.wait
+
+        def counted(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+            previous = None
+            try:
+                state = next(gen)
+                while True:
+                    if state == Wait.R and previous != Wait.R:
+                        with self._lock:
+                            self.waits += 1
+                    previous = state
+                    state = gen.send((yield state))
+            except StopIteration as stop:
+                return stop.value
+
+        def counting_wait(conn: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.on and threading.current_thread() is not skip:
+                gen = counted(gen)
+            return wait(conn, gen, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "wait", counting_wait)
+
+
+@pytest.mark.pg
+def test_a_batch_with_no_refusal_waits_for_the_server_once(
+    pg_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # BEGIN, every job's statements, the audit tail and COMMIT travel together: the
+    # batch's leader waits once, for COMMIT's answer (one per job before, one per
+    # job's savepoint).
+    mine = _pg_worker(*pg_schema)
+    try:
+        ids = [f"run-{n}" for n in range(RUNS)]
+        for run_id in ids:
+            mine.runs.create(
+                _run(run_id),
+                [StepRecord(run_id, "a", 0, "x.y")],
+                AuditEvent(kind="started", principal="agent", run_id=run_id),
+            )
+            key = str(StepKey(run_id, "a", 1))
+            mine.runs.begin_attempt(key, unrecorded=True, finish=None)
+            mine.results.claim("agent", key, "digest", now=101.0)
+        group = mine.runs.group
+        commits = group.commits
+        holder, queued = _hold_until_queued(mine, RUNS)
+        counter = _ReadWaits(monkeypatch, skip=holder)
+        counter.on = True
+        records: dict[str, object] = {}
+
+        def finish(run_id: str) -> None:
+            key = str(StepKey(run_id, "a", 1))
+            event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
+            records[run_id] = mine.results.complete("agent", key, {"output": 1}, 112.0, event)
+
+        writers = [threading.Thread(target=finish, args=(run_id,)) for run_id in ids]
+        for writer in writers:
+            writer.start()
+        for writer in [holder, *writers]:
+            writer.join(60)
+        counter.on = False
+
+        assert queued == [True]
+        assert group.commits - commits == 2  # the held transaction, then all six in one
+        assert all(isinstance(records[run_id], AuditRecord) for run_id in ids)
+        assert counter.waits == 1
+        steps = [mine.runs.step(run_id, "a") for run_id in ids]
+        assert [s.audit_id for s in steps if s is not None] == [records[i].id for i in ids]  # type: ignore[attr-defined]
+        assert mine.ledger.verify().ok
+    finally:
+        mine.runs.database.close()
+        mine.ledger.close()
+
+
 def test_a_failed_shared_commit_fails_every_job_of_the_batch_and_writes_none(
     workers: tuple[Worker, Worker],
 ) -> None:
@@ -209,6 +295,58 @@ def test_a_failed_shared_commit_fails_every_job_of_the_batch_and_writes_none(
     assert list(other.ledger.records()) == []
     mine.runs.create(_run("run-9"), [], AuditEvent(kind="started", principal="agent"))
     assert other.runs.get("run-9") is not None  # leadership was handed on
+
+
+@pytest.mark.pg
+def test_a_batch_whose_connection_broke_is_not_retried_and_fails_every_job(
+    pg_schema: tuple[str, str],
+) -> None:
+    # The connection broke before COMMIT's answer came back: COMMIT may have landed, so a
+    # retry could write twice. Every job gets the error; the batch is not run again.
+    mine, other = _pg_worker(*pg_schema), _pg_worker(*pg_schema)
+    try:
+        group = mine.runs.group
+        holder, _queued = _hold_until_queued(mine, 3)
+        errors: list[BaseException] = []
+        calls: list[int] = []
+
+        def create(run_id: str) -> None:
+            try:
+                mine.runs.create(
+                    _run(run_id), [], AuditEvent(kind="started", principal="agent", run_id=run_id)
+                )
+            except Exception as exc:  # collected and checked below
+                errors.append(exc)
+
+        def kill_own_backend(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+            calls.append(1)
+            if len(calls) == 1:  # a retry would find the connection whole and commit all
+                conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        def broken() -> None:
+            try:
+                group.run(kill_own_backend)
+            except Exception as exc:  # collected and checked below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(f"run-{n}",)) for n in range(2)]
+        threads.append(threading.Thread(target=broken))
+        for thread in threads:
+            thread.start()
+        for thread in [holder, *threads]:
+            thread.join(60)
+
+        assert calls == [1]
+        assert len(errors) == 3
+        assert all(isinstance(exc, StorageError) for exc in errors)
+        assert other.runs.get("run-0") is None and other.runs.get("run-1") is None
+        assert list(other.ledger.records()) == []
+        mine.runs.create(_run("run-9"), [], AuditEvent(kind="started", principal="agent"))
+        assert other.runs.get("run-9") is not None  # a fresh connection, leadership handed on
+    finally:
+        for worker in (mine, other):
+            worker.runs.database.close()
+            worker.ledger.close()
 
 
 @pytest.mark.parametrize("undo", [False, True])

@@ -1,10 +1,23 @@
 """Group commit on PostgreSQL: concurrent runs of one process share one transaction.
 
 The leader/follower core is :class:`aifr.storage.groupcommit.GroupCommit`. Here a batch
-is one transaction on one pooled connection, and each job runs inside its own savepoint
-(``conn.transaction()`` nested). Instead of N transactions each paying its own WAL
-flush, N jobs share one. The steps of ``aifr worker --concurrency N`` engines finishing
-together therefore cost about one commit between them.
+is one transaction on one pooled connection: instead of N transactions each paying its
+own WAL flush, N jobs share one. The steps of ``aifr worker --concurrency N`` engines
+finishing together therefore cost about one commit between them.
+
+A batch is optimistic: ``BEGIN``, every job's statements (in run-id order, with no
+savepoint and no sync between them), the audit tail and ``COMMIT`` travel together in
+one pipeline and the leader waits once, for ``COMMIT``'s answer. Fenced writes refuse
+on the server (``AF001``, read as ``workflow.lease_lost``) and nothing waits for a row
+count, so there is nothing to read before the end. A refusal or any other error of a
+job aborts that whole transaction; once the server has confirmed its ``ROLLBACK``
+(nothing of it was written), the batch runs again the careful way: each job in its own
+savepoint whose answers are read on its own sync, so the failing job gets its error,
+and only its writes and audit records are rolled back, while every other job commits
+once. A job is a function of its connection whose records are asked for through
+:meth:`PostgresGroupCommit.audit_later` into the transaction's list, so running it
+again after a rollback doubles nothing. If the connection broke instead (``COMMIT`` may
+have landed), nothing is retried and every job of the batch gets the error.
 
 The audit chain's lock comes last. A job writes its rows (run, steps, outbox, the
 fenced conditional writes) and only *asks* for its audit record
@@ -20,24 +33,21 @@ holding it touches only the chain (the head row it locked, new records with fres
 seqs) and rows its own transaction already locked before it asked for the chain. A
 transaction holding the chain's lock therefore never waits for another lock, so no
 wait cycle can pass through the chain. Before the chain, each job locks the rows of one
-run, and a batch runs its jobs in run-id order, so the batches of several processes
-take their row locks in one global order and cannot deadlock on each other's rows
-either (a late writer racing a run's new lease holder waits for it, then matches
-nothing).
+run, and a batch runs its jobs in run-id order (both attempts), so the batches of
+several processes take their row locks in one global order and cannot deadlock on each
+other's rows either (a late writer racing a run's new lease holder waits for it, then
+matches nothing).
 
-A job whose fenced write fails rolls back its savepoint, and the audit records it asked
-for inside that savepoint are dropped with it: a refused write appends nothing.
+In the careful retry, a job whose fenced write fails rolls back its savepoint, and the
+audit records it asked for inside that savepoint are dropped with it: a refused write
+appends nothing.
 
-The whole transaction runs in pipeline mode, so statements travel without waiting for
-each other's answers. A fenced write refuses on the server (``AF001``, read as
-``workflow.lease_lost``), so nothing waits for its row count: a transaction's writes, its
-audit tail and ``COMMIT`` travel together and the client waits once, for ``COMMIT``. In a
-batch each job's answers are read at the end of its own savepoint (one sync), so a
-refused job still rolls back alone. A lone writer whose job is a
-:class:`OneStatement` (a step's result) does not open a transaction at all: the job's
-one statement, a server function doing the same writes in the same order, runs in
-autocommit (one round trip). On the server the statements run in the order sent: rows
-first, then the chain.
+A lone writer runs a pipelined transaction too, waiting once for ``COMMIT`` (a job
+that wants a refusal of its own to be survivable, such as a step that also ends its
+run, syncs before its savepoint). A lone writer whose job is a :class:`OneStatement` (a
+step's result) does not open a transaction at all: the job's one statement, a server
+function doing the same writes in the same order, runs in autocommit (one round trip).
+On the server the statements run in the order sent: rows first, then the chain.
 """
 
 from __future__ import annotations
@@ -47,8 +57,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from aifr.errors import StorageError
-from aifr.storage.groupcommit import GroupCommit
+from aifr.errors import AifrError, StorageError
+from aifr.storage.groupcommit import GroupCommit, _Job
 from aifr.storage.postgres.audit import (
     APPEND_CALL,
     LINKED_APPEND_CALL,
@@ -67,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = ["OneStatement", "PendingAudit", "PostgresGroupCommit"]
 
 T = TypeVar("T")
+_COMMITTING = "committing a group of writes"
 
 
 class PendingAudit:
@@ -129,6 +140,20 @@ def _settle(pipeline: psycopg.Pipeline) -> None:
         pipeline.sync()
 
 
+def _rolled_back(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+    """Roll back a failed pipelined transaction; whether the server confirmed it.
+
+    After an error in a pipeline the server skips everything up to the sync, ``COMMIT``
+    included, so a confirmed ``ROLLBACK`` proves that none of it was written. A broken
+    connection confirms nothing: ``COMMIT`` may have been applied before it broke.
+    """
+    try:
+        conn.execute("ROLLBACK")
+    except import_psycopg().Error:
+        return False
+    return not conn.closed
+
+
 def _run(checks: list[Callable[[], None]]) -> None:
     _run_from(checks, 0)
 
@@ -152,6 +177,7 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         self._checks: list[Callable[[], None]] | None = None
         self._pipeline: psycopg.Pipeline | None = None
         self._depth = 0
+        self._at_once = False  # in a batch's first attempt: no savepoints, no syncs
 
     def audit_later(self, event: AuditEvent, link: tuple[str, str] | None = None) -> PendingAudit:
         """Ask, from inside a job, for ``event`` to be appended at the transaction's end.
@@ -189,13 +215,15 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         Before a savepoint whose refusal the job means to survive: a refusal of an
         earlier statement (the step's own fenced write) is raised here, as the job's,
         and not later, taken for one of the savepoint's. Outside a grouped transaction
-        every statement was answered already.
+        every statement was answered already, and in a batch's first attempt nothing is
+        awaited (any refusal sends the batch to its job-by-job retry, where this syncs).
 
         Raises:
             WorkflowError: ``workflow.lease_lost``, a fenced write was refused.
             StorageError: a statement failed.
         """
-        self._sync()
+        if not self._at_once:
+            self._sync()
 
     @contextmanager
     def savepoint(self, conn: psycopg.Connection[tuple[Any, ...]]) -> Iterator[None]:
@@ -203,8 +231,13 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
 
         Inside a grouped transaction its statements' answers are read before it is
         released (one sync), and the checks asked for inside it run then: a database
-        error or a refused check rolls back the savepoint alone.
+        error or a refused check rolls back the savepoint alone. In a batch's first
+        attempt it is a plain block: any error there sends the whole batch to its
+        job-by-job retry, where this savepoint is real.
         """
+        if self._at_once:
+            yield
+            return
         pipeline = self._pipeline
         if pipeline is None or self._pending is None or self._checks is None:
             with conn.transaction():
@@ -252,6 +285,86 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         finally:
             self._inside.job = False
             self._hand_on(1)
+
+    def _commit(self, batch: list[_Job[psycopg.Connection[tuple[Any, ...]], object]]) -> None:
+        """A batch: first all at once (one round trip), job by job only if that fails.
+
+        The first attempt sends ``BEGIN``, every job's statements, the audit tail and
+        ``COMMIT`` and waits once. If a job is refused (its fenced write raised on the
+        server) or fails, that attempt is rolled back whole, and the batch runs again in
+        the base class's way, each job in its own savepoint read back on its own sync, so
+        the failing job gets its error and the others commit once. A job's results of the
+        first attempt (its :class:`PendingAudit` requests included) are dropped with it:
+        a job is a function of its connection, safe to run twice when the first run was
+        rolled back. When the first attempt's end is in doubt (the connection broke, so
+        ``COMMIT`` may have been applied), nothing is retried and every job gets the error.
+        """
+        jobs = sorted(batch, key=lambda queued: queued.order)
+        try:
+            results = self._all_at_once([job.work for job in jobs])
+        except AifrError as exc:  # the commit failed: no job of the batch was written
+            for job in batch:
+                job.error = exc
+                job.has_result = False
+            return
+        except Exception as exc:  # a follower must never sleep forever on a failed batch
+            for job in batch:
+                job.error = StorageError(f"grouped commit failed: {exc!r}")
+            raise
+        if results is None:
+            super()._commit(batch)
+            return
+        for job, result in zip(jobs, results, strict=True):
+            job.result = result
+            job.has_result = True
+
+    def _all_at_once(
+        self, works: list[Callable[[psycopg.Connection[tuple[Any, ...]]], object]]
+    ) -> list[object] | None:
+        """Run ``works`` in one transaction with no sync before ``COMMIT``; their results.
+
+        ``None``: a job or statement failed, the transaction was rolled back (the
+        server said so), and the batch may run again. Raises when that is not known
+        (the connection broke) or a job raised something other than a database or
+        :class:`~aifr.errors.AifrError` error.
+        """
+        psycopg = import_psycopg()
+        self._pending = []
+        self._checks = []
+        self._at_once = True
+        try:
+            with (
+                translate_pg_errors(_COMMITTING),
+                self._db.connection() as conn,
+            ):
+                try:
+                    with conn.pipeline() as pipeline:
+                        self._pipeline = pipeline
+                        conn.execute("BEGIN")
+                        results = [work(conn) for work in works]
+                        pending = self._pending
+                        appended = self._send_tail(conn)
+                        conn.execute("COMMIT")
+                    # Leaving the pipeline synced it: that was the one wait, for COMMIT's
+                    # answer or the first error (after which the server skipped the rest).
+                except (psycopg.Error, AifrError) as exc:
+                    if _rolled_back(conn):
+                        return None
+                    # In doubt, and the same for every job (even if it was a refusal).
+                    raise StorageError(f"{_COMMITTING} failed: {exc}", action=_COMMITTING) from exc
+                except BaseException:
+                    _rolled_back(conn)
+                    raise
+                if appended is not None:
+                    records = appended_records([p.prepared for p in pending], appended.fetchall())
+                    for item, record in zip(pending, records, strict=True):
+                        item._record = record  # set by the one transaction that wrote it
+                return results
+        finally:
+            self._at_once = False
+            self._pending = None
+            self._checks = None
+            self._pipeline = None
 
     def _transaction(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
         return self._shared()
