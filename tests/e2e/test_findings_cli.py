@@ -346,7 +346,7 @@ def test_a_store_from_an_older_aifr_is_refused_until_aifr_findings_migrate(
     assert "aifr findings migrate" in flat(refused.stderr)
     migrated = run(aifr_bin, "findings", "migrate", cwd=project, env=clean_env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "version 3" in flat(migrated.stdout)  # SQLite schema 3: the 16-byte id key
+    assert "version 2" in flat(migrated.stdout)
     listed = as_json(
         run(aifr_bin, "findings", "list", "--project", "acme", "--json", cwd=project, env=clean_env)
     )

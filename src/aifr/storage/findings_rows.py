@@ -279,22 +279,14 @@ def triage_from_row(row: Any) -> TriageChange:
     )
 
 
-def schema_problems(
-    found: dict[str, set[str]],
-    version: int,
-    *,
-    expected: int = FINDINGS_SCHEMA_VERSION,
-    tables: dict[str, tuple[str, ...]] = FINDING_TABLES,
-) -> list[str]:
-    """What is wrong with a store whose tables have the ``found`` columns, at ``version``.
-
-    ``expected`` and ``tables`` are the store's own when its layout goes beyond the shared
-    one (the SQLite store's narrow id key, schema version 3).
-    """
+def schema_problems(found: dict[str, set[str]], version: int) -> list[str]:
+    """What is wrong with a store whose tables have the ``found`` columns, at ``version``."""
     problems = (
-        [f"schema version is {version}, this aifr needs {expected}"] if version != expected else []
+        [f"schema version is {version}, this aifr needs {FINDINGS_SCHEMA_VERSION}"]
+        if version != FINDINGS_SCHEMA_VERSION
+        else []
     )
-    for table, columns in tables.items():
+    for table, columns in FINDING_TABLES.items():
         present = found.get(table, set())
         if not present:
             problems.append(f"table {table} is missing")
@@ -305,27 +297,27 @@ def schema_problems(
     return problems
 
 
-def too_new(where: str, version: int, expected: int = FINDINGS_SCHEMA_VERSION) -> StorageError:
+def too_new(where: str, version: int) -> StorageError:
     """The refusal of a store written by a newer aifr."""
     return StorageError(
         f"{where}: the findings store is at schema version {version}, newer than this aifr "
-        f"knows ({expected}); upgrade aifr (pip install -U aifr)",
+        f"knows ({FINDINGS_SCHEMA_VERSION}); upgrade aifr (pip install -U aifr)",
         code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
         component="findings",
         version=version,
-        expected=expected,
+        expected=FINDINGS_SCHEMA_VERSION,
     )
 
 
-def too_old(where: str, version: int, expected: int = FINDINGS_SCHEMA_VERSION) -> StorageError:
+def too_old(where: str, version: int) -> StorageError:
     """The refusal of a store an older aifr wrote: nothing changes it until asked."""
     return StorageError(
         f"{where}: the findings store is at schema version {version}, older than this aifr "
-        f"needs ({expected}); back it up, then run `aifr findings migrate`",
+        f"needs ({FINDINGS_SCHEMA_VERSION}); back it up, then run `aifr findings migrate`",
         code=ErrorCode.STORAGE_SCHEMA_MISMATCH,
         component="findings",
         version=version,
-        expected=expected,
+        expected=FINDINGS_SCHEMA_VERSION,
     )
 
 

@@ -26,21 +26,12 @@ from aifr.findings import (
     TriageState,
     finding_id,
 )
-from aifr.findings.ports import (
-    FINDINGS_SCHEMA_VERSION,
-    FindingFilter,
-    ResourceRegistry,
-    StoragePort,
-)
+from aifr.findings.ports import FindingFilter, ResourceRegistry, StoragePort
 from aifr.findings.resources import new_resource
 from aifr.storage.memory.findings import InMemoryFindingStore, InMemoryResourceRegistry
 from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
 from aifr.storage.sqlite import SqliteDatabase
-from aifr.storage.sqlite.findings import (
-    SQLITE_FINDINGS_SCHEMA_VERSION,
-    SqliteFindingStore,
-    SqliteResourceRegistry,
-)
+from aifr.storage.sqlite.findings import SqliteFindingStore, SqliteResourceRegistry
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -270,13 +261,7 @@ def test_runs_need_their_project_and_list_oldest_first(stores: Stores) -> None:
 def test_a_fresh_store_has_a_sound_layout_at_the_current_version(stores: Stores) -> None:
     store = stores.findings
     assert store.validate_store_layout() == []
-    # SQLite's schema 3 keys findings on their id's 16 bytes; the others stay at 2.
-    current = (
-        SQLITE_FINDINGS_SCHEMA_VERSION
-        if isinstance(store, SqliteFindingStore)
-        else FINDINGS_SCHEMA_VERSION
-    )
-    assert store.get_schema_version() == store.migrate_store() == current
+    assert store.get_schema_version() == store.migrate_store() == 2
 
 
 def test_atomic_write_replaces_a_file_whole_or_not_at_all(stores: Stores, tmp_path: Path) -> None:
@@ -344,8 +329,7 @@ def test_a_sqlite_store_from_an_older_aifr_is_refused_until_migrated(tmp_path: P
     assert info.value.code is ErrorCode.STORAGE_SCHEMA_MISMATCH
     assert "aifr findings migrate" in info.value.message
     migrated = SqliteFindingStore(SqliteDatabase(path), migrate=True)
-    assert migrated.get_schema_version() == SQLITE_FINDINGS_SCHEMA_VERSION
-    assert migrated.validate_store_layout() == []
+    assert migrated.get_schema_version() == 2 and migrated.validate_store_layout() == []
 
 
 def test_a_sqlite_store_from_a_newer_aifr_is_refused_naming_the_upgrade(tmp_path: Path) -> None:

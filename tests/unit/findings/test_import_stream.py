@@ -165,3 +165,24 @@ def test_a_batch_ends_when_its_time_is_spent_even_below_its_size(tmp_path: Path)
     )
     assert (summary.findings, summary.imported) == (1000, 1000)
     assert batches == [256, 512, 768, 1000]
+
+
+def test_sqlite_import_batches_checkpoint_less_often_and_restore_the_setting(
+    tmp_path: Path,
+) -> None:
+    database = SqliteDatabase(tmp_path / "aifr.db")
+    store = SqliteFindingStore(database)
+    conn = database.connect()
+    during: list[int] = []
+    import_findings(
+        store,
+        SqliteResourceRegistry(store),
+        io.BytesIO("".join(_line(i) for i in range(PROGRESS_EVERY)).encode()),
+        project_id="acme",
+        run_id="run-1",
+        on_progress=lambda _: during.append(
+            conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        ),
+    )
+    assert during == [20_000]  # inside the batch's transaction
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000

@@ -1,9 +1,7 @@
 """``SqliteFindingStore``: projects, runs, deduplicated findings and triage in the state database.
 
 Imports are the hot path: a batch of findings is one ``executemany`` upsert inside one
-transaction, on the one unique index of the table, ``key``: the id's 16 bytes
-(:func:`finding_key`), half the width of its hex text, so the index of a million
-findings stays in the import's page cache. How many were new is read from ``MAX(seq)`` before and after (a row
+transaction, and how many were new is read from ``MAX(seq)`` before and after (a row
 that already existed is updated in place and takes no new ``seq``), so counting costs
 no extra lookup per finding. The runs a finding was seen in are its first run, its last
 run and the ones in ``findings_run_links``, which a trigger fills only when a later run
@@ -11,23 +9,22 @@ moves ``last_run_id`` on (so a new finding costs one row, not two). Runs are che
 once per batch instead of by a foreign key on every row. Import batches commit without an
 fsync each and checkpoint the WAL less often (``save_parsed``); the run's closing save
 does one fsync for all of them. The schema is component ``findings`` of the state
-database, at :data:`SQLITE_FINDINGS_SCHEMA_VERSION`; an older one is refused until
-``aifr findings migrate`` upgrades it.
+database; an older one is refused until ``aifr findings migrate`` upgrades it.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 from aifr.errors import FindingsError
 from aifr.findings.models import Finding, Project, Resource, Run, TriageState
 from aifr.findings.ports import (
+    FINDINGS_SCHEMA_VERSION,
     FindingFilter,
     FindingPage,
     SaveCounts,
@@ -57,32 +54,7 @@ from aifr.storage.findings_rows import (
 )
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 
-__all__ = [
-    "FINDING_MIGRATIONS",
-    "SQLITE_FINDINGS_SCHEMA_VERSION",
-    "SqliteFindingStore",
-    "SqliteResourceRegistry",
-    "finding_key",
-]
-
-SQLITE_FINDINGS_SCHEMA_VERSION: Final = 3
-"""The SQLite findings schema: version 3 keys findings on 16 bytes (PostgreSQL stays at 2)."""
-_CANONICAL_ID: Final = re.compile(r"[0-9a-f]{32}")
-
-
-def finding_key(finding_id: str) -> bytes | str:
-    """The value of the ``key`` column, the one unique index on ``findings``.
-
-    An id as :func:`~aifr.findings.models.finding_id` makes it (32 lowercase hex
-    characters, 128 bits) is keyed by its 16 bytes: half the width of the text, so the
-    index of a million findings stays in the import's page cache. Any other id (a
-    ``Finding`` saved with an id of its own) is keyed by its text; a BLOB never equals a
-    TEXT in SQLite, so the two kinds cannot collide.
-    """
-    if len(finding_id) == 32 and _CANONICAL_ID.fullmatch(finding_id):
-        return bytes.fromhex(finding_id)
-    return finding_id
-
+__all__ = ["FINDING_MIGRATIONS", "SqliteFindingStore", "SqliteResourceRegistry"]
 
 FINDING_MIGRATIONS: Final = [
     Migration(
@@ -161,60 +133,12 @@ FINDING_MIGRATIONS: Final = [
         )
         """,
     ),
-    # The unique index on the id's text (32 characters) becomes one on its 16 bytes
-    # (``key``): a table rebuild, since SQLite cannot drop a UNIQUE constraint. Rows keep
-    # their ``seq``, so cursors issued before stay valid. ``aifr_finding_key`` is
-    # :func:`finding_key`, registered on the connection that migrates (SQLite before
-    # 3.41 has no ``unhex``).
-    Migration(
-        3,
-        """
-        CREATE TABLE findings_v3 (
-            seq INTEGER PRIMARY KEY,
-            id TEXT NOT NULL,
-            project_id TEXT NOT NULL,
-            fingerprint TEXT NOT NULL,
-            run_id TEXT NOT NULL,
-            last_run_id TEXT NOT NULL,
-            scanner TEXT NOT NULL,
-            severity TEXT NOT NULL,
-            rule_id TEXT NOT NULL,
-            title TEXT NOT NULL,
-            host TEXT,
-            url TEXT,
-            resource_id TEXT,
-            triage_state TEXT NOT NULL,
-            first_seen TEXT NOT NULL,
-            last_seen TEXT NOT NULL,
-            occurrences INTEGER NOT NULL,
-            doc TEXT NOT NULL,
-            key BLOB NOT NULL UNIQUE
-        );
-        INSERT INTO findings_v3 (
-            seq, id, project_id, fingerprint, run_id, last_run_id, scanner, severity, rule_id,
-            title, host, url, resource_id, triage_state, first_seen, last_seen, occurrences,
-            doc, key
-        )
-        SELECT seq, id, project_id, fingerprint, run_id, last_run_id, scanner, severity,
-            rule_id, title, host, url, resource_id, triage_state, first_seen, last_seen,
-            occurrences, doc, aifr_finding_key(id)
-        FROM findings;
-        DROP TABLE findings;
-        ALTER TABLE findings_v3 RENAME TO findings;
-        CREATE TRIGGER findings_keep_run AFTER UPDATE OF last_run_id ON findings
-        WHEN old.last_run_id <> new.last_run_id AND old.last_run_id <> old.run_id
-        BEGIN
-            INSERT OR IGNORE INTO findings_run_links (finding_id, run_id)
-            VALUES (old.id, old.last_run_id); END
-        """,
-    ),
 ]
-_TABLES: Final = {**FINDING_TABLES, "findings": (*FINDING_TABLES["findings"], "key")}
 
 _UPSERT: Final = (
-    f"INSERT INTO findings ({FINDING_COLUMNS}, key) "  # noqa: S608  # constant column list
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT(key) DO UPDATE SET last_run_id = excluded.last_run_id, "
+    f"INSERT INTO findings ({FINDING_COLUMNS}) "  # noqa: S608  # constant column list
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET last_run_id = excluded.last_run_id, "
     "last_seen = MAX(findings.last_seen, excluded.last_seen), "
     "occurrences = findings.occurrences + excluded.occurrences, "
     "resource_id = COALESCE(findings.resource_id, excluded.resource_id)"
@@ -258,11 +182,11 @@ class SqliteFindingStore:
         self._db = database
         with translate_sqlite_errors(f"opening the findings store in {database.path}"):
             current = _recorded_version(database.connect())
-        if current > SQLITE_FINDINGS_SCHEMA_VERSION:
-            raise too_new(str(database.path), current, SQLITE_FINDINGS_SCHEMA_VERSION)
-        if 0 < current < SQLITE_FINDINGS_SCHEMA_VERSION and not migrate:
-            raise too_old(str(database.path), current, SQLITE_FINDINGS_SCHEMA_VERSION)
-        self.migrate_store()
+        if current > FINDINGS_SCHEMA_VERSION:
+            raise too_new(str(database.path), current)
+        if 0 < current < FINDINGS_SCHEMA_VERSION and not migrate:
+            raise too_old(str(database.path), current)
+        database.migrate("findings", FINDING_MIGRATIONS)
 
     def atomic_write(self, path: Path, chunks: Iterable[bytes]) -> int:
         """Write ``chunks`` to ``path`` atomically (temporary file, fsync, rename)."""
@@ -276,12 +200,10 @@ class SqliteFindingStore:
                 table: {
                     row[1] for row in conn.execute(f"PRAGMA table_info({table})")
                 }  # constant table names
-                for table in _TABLES
+                for table in FINDING_TABLES
             }
             version = _recorded_version(conn)
-        return schema_problems(
-            found, version, expected=SQLITE_FINDINGS_SCHEMA_VERSION, tables=_TABLES
-        )
+        return schema_problems(found, version)
 
     def get_schema_version(self) -> int:
         """The findings schema version recorded in the database."""
@@ -290,10 +212,6 @@ class SqliteFindingStore:
 
     def migrate_store(self) -> int:
         """Apply the findings migrations the database lacks."""
-        with translate_sqlite_errors(f"opening the findings store in {self._db.path}"):
-            self._db.connect().create_function(
-                "aifr_finding_key", 1, finding_key, deterministic=True
-            )
         return self._db.migrate("findings", FINDING_MIGRATIONS)
 
     def save_project(self, project: Project) -> Project:
@@ -372,8 +290,7 @@ class SqliteFindingStore:
     def _write(self, rows: Sequence[tuple[object, ...]]) -> SaveCounts:
         if not rows:
             return SaveCounts(0, 0)
-        keyed = [(*r, finding_key(str(r[0]))) for r in rows]
-        return self._write_rows(keyed, {(r[1], r[4]) for r in rows})
+        return self._write_rows(rows, {(r[1], r[4]) for r in rows})
 
     def _without_waiting(self, write: Callable[[], SaveCounts]) -> SaveCounts:
         conn = self._db.connect()
@@ -391,10 +308,7 @@ class SqliteFindingStore:
     def _write_rows(
         self, rows: Iterable[tuple[object, ...]], runs: Iterable[tuple[object, object]]
     ) -> SaveCounts:
-        """One transaction: check the runs, upsert ``rows`` (a list, or a stream read once).
-
-        Each row is :data:`FINDING_COLUMNS` and then the ``key``.
-        """
+        """One transaction: check the runs, upsert ``rows`` (a list, or a stream read once)."""
         written = 0
 
         def counted() -> Iterator[tuple[object, ...]]:
@@ -445,7 +359,7 @@ class SqliteFindingStore:
         ``save_run`` commits with the database's own setting (FULL), which puts every
         batch before it on disk too. The WAL is checkpointed every 20,000 pages while a
         batch writes instead of SQLite's 1,000 (each checkpoint of a large import copies
-        and syncs the index pages it rewrote; fewer of them copy each page once for
+        and syncs the id index pages it rewrote; fewer of them copy each page once for
         several batches); the connection's setting comes back after the batch, so the
         closing commit checkpoints the rest.
 
@@ -460,12 +374,7 @@ class SqliteFindingStore:
         if first is None:
             return SaveCounts(0, 0)
         seen = stamp(seen_at)
-        rows = (
-            (*row, bytes.fromhex(cast(str, row[0])))  # a canonical id: its key is its bytes
-            for row in (
-                parsed_row(p, r, project_id, run_id, seen) for p, r in chain((first,), records)
-            )
-        )
+        rows = (parsed_row(p, r, project_id, run_id, seen) for p, r in chain((first,), records))
         return self._without_waiting(lambda: self._write_rows(rows, [(project_id, run_id)]))
 
     def get_finding(self, project_id: str, finding_id: str) -> Finding | None:
@@ -474,8 +383,8 @@ class SqliteFindingStore:
             row = (
                 self._db.connect()
                 .execute(
-                    f"SELECT {FINDING_COLUMNS} FROM findings WHERE key = ? AND project_id = ?",  # noqa: S608  # constant column list
-                    (finding_key(finding_id), project_id),
+                    f"SELECT {FINDING_COLUMNS} FROM findings WHERE id = ? AND project_id = ?",  # noqa: S608  # constant column list
+                    (finding_id, project_id),
                 )
                 .fetchone()
             )
@@ -500,15 +409,16 @@ class SqliteFindingStore:
     ) -> TriageChange:
         """Set the triage state and append the change to the history, in one transaction."""
         at = datetime.now(UTC)
-        key = finding_key(finding_id)
         with translate_sqlite_errors("triaging a finding"), self._db.transaction() as conn:
             row = conn.execute(
-                "SELECT triage_state FROM findings WHERE key = ? AND project_id = ?",
-                (key, project_id),
+                "SELECT triage_state FROM findings WHERE id = ? AND project_id = ?",
+                (finding_id, project_id),
             ).fetchone()
             if row is None:
                 raise unknown_finding(project_id, finding_id)
-            conn.execute("UPDATE findings SET triage_state = ? WHERE key = ?", (state.value, key))
+            conn.execute(
+                "UPDATE findings SET triage_state = ? WHERE id = ?", (state.value, finding_id)
+            )
             conn.execute(
                 "INSERT INTO findings_triage (finding_id, at, actor, from_state, to_state, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -523,9 +433,9 @@ class SqliteFindingStore:
                 self._db.connect()
                 .execute(
                     "SELECT t.finding_id, t.at, t.actor, t.from_state, t.to_state, t.reason "
-                    "FROM findings f JOIN findings_triage t ON t.finding_id = f.id "
-                    "WHERE f.key = ? AND f.project_id = ? ORDER BY t.seq",
-                    (finding_key(finding_id), project_id),
+                    "FROM findings_triage t JOIN findings f ON f.id = t.finding_id "
+                    "WHERE f.project_id = ? AND t.finding_id = ? ORDER BY t.seq",
+                    (project_id, finding_id),
                 )
                 .fetchall()
             )
