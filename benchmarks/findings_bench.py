@@ -318,9 +318,9 @@ def _verdicts(results: list[dict[str, float]], load: tuple[float, float]) -> lis
         f"parsers alone take {last['parse_ratio']:.2f}x the floor (msgspec decodes each nuclei line "
         "into a Struct of the keys mapped, orjson any other line; mapping every field, severity, location and fingerprint is Python); the rest is "
         "building the rows (the stored document, encoded by msgspec, and the ids) and the "
-        "dedupe upsert of 18 columns on a random-key index (the id's 16 bytes), which "
-        "SQLite alone spends more than the floor's whole time on (its commits rewrite more "
-        "of that index as the file grows).",
+        "dedupe upsert of 17 columns on a random-key index, which SQLite alone spends "
+        "more than the floor's whole time on (its commits rewrite more of that index "
+        "as the file grows).",
         f"- Restated goal, {last['dedupe_ratio']:.2f}x the floor + dedupe: "
         f"{met(last['dedupe_ratio'] <= 2.0)} (goal 2x). The issue's floor (the row above) "
         "stores lines and keeps no fingerprint index, yet the issue also asks for dedupe by "
