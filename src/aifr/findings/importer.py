@@ -1,12 +1,14 @@
 """Importing scanner output into a store: parse as a stream, link to resources, save in batches.
 
 Memory stays flat whatever the file size: records are parsed one at a time, saved in
-batches (one transaction each, one ``executemany`` in the SQL stores), and only the first :data:`MAX_SKIPPED_SHOWN` skipped lines are kept for the summary
-(all are counted). A batch is handed to the store as a stream that parses as the store
-reads it (``StoragePort.save_parsed``), so not even one batch of records is held: the
-SQLite store turns each record into its row inside the transaction. The run is saved before the first batch and marked finished after
-the last, so an interrupted import leaves a run without ``finished_at`` and every batch
-saved so far; importing the same file again only adds occurrences.
+batches (one transaction each, one ``executemany`` in the SQL stores), and only the
+first :data:`MAX_SKIPPED_SHOWN` skipped lines are kept for the summary (all are
+counted). A batch is handed to the store as a stream that parses as the store reads it
+(``StoragePort.save_parsed``), so not even one batch of records is held: the SQLite
+store turns each record into its row inside the transaction. The run is saved before
+the first batch and marked finished after the last, so an interrupted import leaves a
+run without ``finished_at`` and every batch saved so far; importing the same file again
+only adds occurrences.
 
 A batch ends at ``batch_size`` findings or when it has been read for ``batch_seconds``,
 whichever comes first. The store holds its write lock while it reads a batch, so the time
@@ -65,7 +67,8 @@ IMPORT_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar(
 
 Set by the caller around ``Runtime.invoke("findings.import", ...)``; the runtime copies
 the caller's context into the handler's thread, so the handler reports to it every
-:data:`PROGRESS_EVERY` findings read. It is not an input: it changes nothing the policy or the audit sees.
+:data:`PROGRESS_EVERY` findings read. It is not an input: it changes nothing the policy
+or the audit sees.
 """
 DEFAULT_BATCH: Final = 50_000
 """The most findings saved in one transaction (one rollback loses at most this many)."""
