@@ -199,7 +199,7 @@ def build_findings_capabilities(
                 run_id=run,
                 scanner=scanner,
                 source=source,
-                on_batch=progress,
+                on_progress=progress,
             )
         if watch is not None:
             watch(size, size)

@@ -38,7 +38,7 @@ def _big_file(root: Path, lines: int) -> Path:
 
 
 def test_an_import_reports_its_progress_to_the_caller_through_the_runtime(app: App) -> None:
-    big = _big_file(app.settings.project_dir, 25_000)  # three batches of 10,000
+    big = _big_file(app.settings.project_dir, 25_000)  # progress every 5,000 findings
     seen: list[tuple[int, int]] = []
     token = IMPORT_PROGRESS.set(lambda done, total: seen.append((done, total)))
     try:

@@ -12,7 +12,7 @@ import pytest
 
 from aifr.errors import FindingsError
 from aifr.findings import ParsedFinding
-from aifr.findings.importer import ImportSummary, import_findings
+from aifr.findings.importer import PROGRESS_EVERY, ImportSummary, import_findings
 from aifr.findings.models import Project, Run
 from aifr.findings.parsers import parse_findings
 from aifr.findings.ports import FindingFilter, ResourceRegistry, StoragePort
@@ -125,3 +125,64 @@ def test_a_read_failure_inside_a_batch_keeps_the_whole_batches_before_it(
         import_findings(store, registry, stream, project_id="acme", run_id="run-1", batch_size=500)
     listed = store.list_findings(FindingFilter(project_id="acme"), limit=5000).findings
     assert len(listed) == 1000  # the failure came in the third batch, near line 1400
+
+
+def test_progress_is_reported_every_few_thousand_findings_whatever_the_batch(
+    tmp_path: Path,
+) -> None:
+    store, registry = _stores("sqlite", tmp_path)
+    lines = "".join(_line(i) for i in range(2 * PROGRESS_EVERY + 7))
+    progress: list[int] = []
+    batches: list[int] = []
+    summary = import_findings(
+        store,
+        registry,
+        io.BytesIO(lines.encode()),
+        project_id="acme",
+        run_id="run-1",
+        batch_seconds=60.0,  # no time limit: the batch is cut by its size only
+        on_batch=lambda s: batches.append(s.findings),
+        on_progress=progress.append,
+    )
+    assert summary.findings == 2 * PROGRESS_EVERY + 7
+    assert progress == [PROGRESS_EVERY, 2 * PROGRESS_EVERY]
+    assert batches == [2 * PROGRESS_EVERY + 7]  # one transaction held all of them
+
+
+def test_a_batch_ends_when_its_time_is_spent_even_below_its_size(tmp_path: Path) -> None:
+    store, registry = _stores("sqlite", tmp_path)
+    lines = "".join(_line(i) for i in range(1000))
+    batches: list[int] = []
+    summary = import_findings(
+        store,
+        registry,
+        io.BytesIO(lines.encode()),
+        project_id="acme",
+        run_id="run-1",
+        batch_size=10_000,
+        batch_seconds=0.0,  # spent at once: the clock is read every 256 findings
+        on_batch=lambda s: batches.append(s.findings),
+    )
+    assert (summary.findings, summary.imported) == (1000, 1000)
+    assert batches == [256, 512, 768, 1000]
+
+
+def test_sqlite_import_batches_checkpoint_less_often_and_restore_the_setting(
+    tmp_path: Path,
+) -> None:
+    database = SqliteDatabase(tmp_path / "aifr.db")
+    store = SqliteFindingStore(database)
+    conn = database.connect()
+    during: list[int] = []
+    import_findings(
+        store,
+        SqliteResourceRegistry(store),
+        io.BytesIO("".join(_line(i) for i in range(PROGRESS_EVERY)).encode()),
+        project_id="acme",
+        run_id="run-1",
+        on_progress=lambda _: during.append(
+            conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        ),
+    )
+    assert during == [20_000]  # inside the batch's transaction
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
