@@ -11,6 +11,7 @@ per-run work (claiming, loading, finishing) cancels out.
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -26,17 +27,23 @@ from aifr.workflows import RunState, WorkflowBuilder
 pytestmark = pytest.mark.pg
 
 SHORT, LONG = 2, 12
-TRIES = 3
+TRIES = 5
 """Runs counted per length; the least count is kept. A pipelined transaction of the run's
 own (its creation, its end) is read back in one or more pieces depending on timing, so
 one run can count a wait more than the work needs; noise only ever adds."""
 
 
 class Counter:
-    """Counts answers waited for (runs of ``Wait.R`` yields) and statements sent, while on."""
+    """Counts answers waited for (runs of ``Wait.R`` yields) and statements sent, while on.
+
+    Only the driving thread's are counted: the engine's lease heartbeat runs on its own
+    thread and renews more often the longer a run takes, so on a loaded host it would add
+    waits that depend on the host's speed, not on what a step sends.
+    """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.on = False
+        self.thread = threading.get_ident()
         self.waits = 0
         self.statements: collections.Counter[str] = collections.Counter()
         wait, execute, executemany = (
@@ -60,12 +67,15 @@ class Counter:
             except StopIteration as stop:
                 return stop.value
 
+        def counting(gen: Any) -> Any:
+            return counted(gen) if self.on and threading.get_ident() == self.thread else gen
+
         def counting_wait(conn: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
-            return wait(conn, counted(gen) if self.on else gen, *args, **kwargs)
+            return wait(conn, counting(gen), *args, **kwargs)
 
         def note(method: Callable[..., Any]) -> Callable[..., Any]:
             def noted(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-                if self.on:
+                if self.on and threading.get_ident() == self.thread:
                     text = query if isinstance(query, str) else query.as_string(cursor)
                     self.statements[" ".join(text.split()[:3])] += 1
                 return method(cursor, query, *args, **kwargs)
@@ -103,11 +113,13 @@ def test_a_step_costs_one_round_trip_and_one_statement(
     long_waits, long_statements = counter.run(pg_env, LONG)
     per_step = (long_waits - short_waits) / (LONG - SHORT)
     statements = (long_statements - short_statements) / (LONG - SHORT)
-    # aifr_step_done: one statement, one answer waited for (two and seven before the
-    # step's transaction moved into a server function). The count is 1.0; the 0.1 is one
-    # stray wait per run, which the run's own pipelined transactions (its creation, its
-    # end) now and then add by being read back in one more piece, in all tries at once.
-    assert per_step <= 1.1, f"{per_step} round trips per step"
+    # aifr_step_done: one statement and one answer waited for (two waits and seven
+    # statements before the step's transaction moved into a server function). The count
+    # is 1.0 on a quiet host; on a loaded one the run's own pipelined transactions (its
+    # creation, its end) are now and then read back in more pieces, in every try at once,
+    # which adds up to a few waits per run. A step that went back to two round trips
+    # would count 2.0, so the bound sits between the two.
+    assert per_step <= 1.5, f"{per_step} round trips per step"
     assert statements <= 1.0, f"{statements} statements per step: {counter.statements}"
     assert pg_env.ledger.verify().ok
 
