@@ -171,8 +171,8 @@ class WorkflowEngine:
             clock=self.clock,
             cancel_checked_at=time.monotonic(),  # created just now: nobody cancelled it yet
         )
-        if not execute:
-            return self.view(run.id)
+        if not execute:  # queued as written: a worker may take it at once, nothing to re-read
+            return RunView(run, steps)
         self._drive(context)
         if context.run.state in TERMINAL_STATES:  # it ended while we held it: no re-read
             return RunView(context.run, context.ordered())

@@ -15,6 +15,7 @@ with the recorded one; a difference is handled by the engine's documented rule
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -258,7 +259,10 @@ class Recovery:
             if taken is None:
                 break
             try:
-                engine.drive(RunContext.load(taken, engine.store, engine.owner, engine.clock))
+                context = RunContext.load(taken, engine.store, engine.owner, engine.clock)
+                if not taken.cancel_requested:  # read by the claim just now: no second read
+                    context.cancel_checked_at = time.monotonic()
+                engine.drive(context)
                 done += 1
                 if views:
                     driven.append(engine.view(taken.id))

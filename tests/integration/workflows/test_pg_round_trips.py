@@ -137,3 +137,33 @@ def test_a_database_error_in_a_pipelined_write_rolls_it_back_and_the_next_write_
     assert len(list(pg_env.ledger.records())) == before  # its audit record was not appended
     assert pg_env.engine.start(spec, {}, "agent").state is RunState.COMPLETED
     assert pg_env.ledger.verify().ok
+
+
+def test_a_claimed_run_is_loaded_with_its_claim_and_not_asked_about_cancelling(
+    pg_env: WfEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker's claim reads the run's steps in the same statement, and the claimed row
+    # says whether anyone asked to cancel it: neither is asked again before the first step.
+    spec = WorkflowBuilder("queued").step("s0", "ops.check", service="web").build()
+    queued = pg_env.engine.start(spec, {}, "agent", execute=False)
+    assert queued.state is RunState.PENDING
+    assert [s.step_id for s in queued.steps] == ["s0"]
+    counter = Counter(monkeypatch)
+    counter.on = True
+    try:
+        pg_env.engine.recover(views=False)
+    finally:
+        counter.on = False
+    assert pg_env.engine.view(queued.run.id).state is RunState.COMPLETED
+    sent = counter.statements
+    assert sent["WITH c AS"] == 2, sent  # the run's claim, then the claim that finds none
+    assert not any(text.startswith(("SELECT run_id,", "SELECT cancel_requested")) for text in sent)
+    assert pg_env.ledger.verify().ok
+
+
+def test_a_claimed_run_that_was_cancelled_while_queued_is_cancelled(pg_env: WfEnv) -> None:
+    spec = WorkflowBuilder("queued").step("s0", "ops.check", service="web").build()
+    queued = pg_env.engine.start(spec, {}, "agent", execute=False)
+    pg_env.runs.request_cancel(queued.run.id)
+    pg_env.engine.recover(views=False)
+    assert pg_env.engine.view(queued.run.id).state is RunState.CANCELLED

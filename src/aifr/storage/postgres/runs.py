@@ -139,11 +139,15 @@ _ACQUIRE = (
     f"RETURNING {RUN_COLUMNS}, lease_epoch"
 )
 _CLAIM = (
-    "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "  # noqa: S608  # constant column list
+    "WITH c AS (UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "  # noqa: S608  # constant column list
     "lease_expires_at = %s WHERE id = (SELECT id FROM wf_runs WHERE state = ANY(%s) "
     "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
-    f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}, lease_epoch"
+    f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}, lease_epoch) "
+    f"SELECT c.*, {', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
+    "FROM c LEFT JOIN wf_steps s ON s.run_id = c.id ORDER BY s.idx"
 )
+"""Lease the oldest takeable run and read its steps in the same statement: one row per
+step (the run's columns repeated), so a worker loads a claimed run in one round trip."""
 _STEP_UPSERT = (
     f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join(['%s'] * 19)}) "  # noqa: S608  # constant column list
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
@@ -179,6 +183,7 @@ class PostgresRunStore:
         self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
         self._epochs: dict[str, int] = {}
+        self._claimed = threading.local()
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
 
     def audit_later(self, event: AuditEvent, link: tuple[str, str] | None = None) -> PendingAudit:
@@ -468,7 +473,19 @@ class PostgresRunStore:
         return _run(row) if row is not None else None
 
     def steps(self, run_id: str) -> builtins.list[StepRecord]:
-        """The run's steps in definition order."""
+        """The run's steps in definition order.
+
+        Right after :meth:`claim` on the same thread, the steps the claim read with the
+        run (under its new lease, so nobody else has written them since) are returned
+        once without asking again.
+        """
+        claimed: tuple[str, builtins.list[StepRecord]] | None = getattr(
+            self._claimed, "steps", None
+        )
+        if claimed is not None:
+            self._claimed.steps = None
+            if claimed[0] == run_id:
+                return claimed[1]
         rows = self._all(
             "reading steps",
             f"SELECT {STEP_COLUMNS} FROM wf_steps WHERE run_id = %s ORDER BY idx",  # noqa: S608  # constant column list
@@ -529,12 +546,21 @@ class PostgresRunStore:
     def claim(
         self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
     ) -> RunRecord | None:
-        """Lease the oldest free or expired run in ``states`` (``FOR UPDATE SKIP LOCKED``)."""
-        row = self._one("claiming a run", _CLAIM, (owner, now + ttl_s, sorted(states), now))
-        if row is None:
+        """Lease the oldest free or expired run in ``states`` (``FOR UPDATE SKIP LOCKED``).
+
+        Its steps come back in the same round trip and are handed to this thread's next
+        :meth:`steps` call for the run (the engine loads the run's context next).
+        """
+        self._claimed.steps = None
+        rows = self._all("claiming a run", _CLAIM, (owner, now + ttl_s, sorted(states), now))
+        if not rows:
             return None
-        self._held(row[0], row[-1])
-        return _run(row[:-1])
+        width = len(_RUN_NAMES)
+        first = rows[0]
+        self._held(first[0], first[width])
+        steps = [_step(r[width + 1 :]) for r in rows if r[width + 1] is not None]
+        self._claimed.steps = (first[0], steps)
+        return _run(first[:width])
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
@@ -560,6 +586,7 @@ class PostgresRunStore:
 
     def release(self, run_id: str, owner: str) -> None:
         """Give the lease back."""
+        self._claimed.steps = None
         self._one_write(
             "releasing a lease",
             "UPDATE wf_runs SET lease_owner = NULL, lease_expires_at = NULL "
