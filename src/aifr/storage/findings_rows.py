@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -26,12 +28,14 @@ from aifr.findings.records import ParsedFinding
 __all__ = [
     "FINDING_COLUMNS",
     "FINDING_TABLES",
+    "ParsedRow",
     "decode_cursor",
     "encode_cursor",
     "filter_query",
     "finding_from_row",
     "finding_row",
     "parsed_row",
+    "parsed_rows",
     "project_from_row",
     "resource_from_row",
     "run_from_row",
@@ -133,7 +137,10 @@ def finding_row(finding: Finding) -> tuple[object, ...]:
     )
 
 
-_encode_parsed: Final = msgspec.json.Encoder().encode
+_encode_parsed_into: Final = msgspec.json.Encoder().encode_into
+_sha256: Final = hashlib.sha256
+ParsedRow = Callable[[ParsedFinding, str | None], tuple[object, ...]]
+"""Builds the column values of one parser record (with its resource id): see :func:`parsed_rows`."""
 
 
 def parsed_row(
@@ -141,44 +148,64 @@ def parsed_row(
 ) -> tuple[object, ...]:
     """The column values of a parser record placed in a project, without building a model.
 
+    One row of :func:`parsed_rows`; a store saving many records builds the function once.
+    """
+    return parsed_rows(project_id, run_id, seen)(parsed, resource_id)
+
+
+def parsed_rows(project_id: str, run_id: str, seen: str) -> ParsedRow:
+    """A function giving the column values of each parser record of one import batch.
+
     The import hot path: the parser has checked every value, and the document holds
     what :meth:`ParsedFinding.to_finding` would, less empty values (the model's defaults;
-    ``finding_from_row`` validates it on read).
+    ``finding_from_row`` validates it on read). The returned function is for one thread
+    (it encodes into a buffer of its own, reused from row to row).
 
     The document is the record encoded by msgspec in one call: its non-empty fields
     (``omit_defaults``) from ``scanner_generation`` on; the members before it (``line``
     and the fields kept in columns, which :class:`ParsedFinding` declares first) are cut
     off the text. The cut is exact: a ``"`` inside a JSON string is always escaped, so
-    ``,"scanner_generation":`` only appears where that member starts. msgspec writes
-    integers beyond 64 bits exactly and non-ASCII characters as themselves, which read
-    back the same; a non-finite float (only from a ``NaN`` or ``Infinity`` in the input,
-    which is not JSON) is written as ``null``, as the JSON export of a finding writes it.
-    It refuses a lone surrogate in any string of the record, so where it succeeds every
-    column is valid UTF-8 as it is; where it refuses, :func:`_checked_row` repairs them.
+    ``,"scanner_generation":`` only appears where that member starts; its ``,`` becomes
+    the document's ``{`` in the buffer, so the text is decoded once, from there. msgspec
+    writes integers beyond 64 bits exactly and non-ASCII characters as themselves, which
+    read back the same; a non-finite float (only from a ``NaN`` or ``Infinity`` in the
+    input, which is not JSON) is written as ``null``, as the JSON export of a finding
+    writes it. It refuses a lone surrogate in any string of the record, so where it
+    succeeds every column is valid UTF-8 as it is; where it refuses,
+    :func:`_checked_row` repairs them. The id is :func:`~aifr.findings.models.finding_id`
+    written out (a test holds them equal).
     """
-    try:
-        text = _encode_parsed(parsed).decode()
-    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        return _checked_row(parsed, resource_id, project_id, run_id, seen)
-    return (
-        finding_id(project_id, parsed.fingerprint),
-        project_id,
-        parsed.fingerprint,
-        run_id,
-        run_id,
-        parsed.scanner,
-        parsed.severity._value_,
-        parsed.rule_id,
-        parsed.title,
-        parsed.host,
-        parsed.url,
-        resource_id,
-        _OPEN,
-        seen,
-        seen,
-        1,
-        "{" + text[text.index(_DOCUMENT_STARTS) + 1 :],
-    )
+    buffer = bytearray()
+
+    def row(parsed: ParsedFinding, resource_id: str | None) -> tuple[object, ...]:
+        try:
+            _encode_parsed_into(parsed, buffer)
+        except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+            return _checked_row(parsed, resource_id, project_id, run_id, seen)
+        start = buffer.index(_DOCUMENT_STARTS)
+        buffer[start] = 0x7B  # "{"
+        fingerprint = parsed.fingerprint
+        return (
+            _sha256(f"{project_id}\x1f{fingerprint}".encode()).hexdigest()[:32],
+            project_id,
+            fingerprint,
+            run_id,
+            run_id,
+            parsed.scanner,
+            parsed.severity._value_,
+            parsed.rule_id,
+            parsed.title,
+            parsed.host,
+            parsed.url,
+            resource_id,
+            _OPEN,
+            seen,
+            seen,
+            1,
+            buffer[start:].decode(),
+        )
+
+    return row
 
 
 _OPEN: Final = TriageState.OPEN.value
@@ -212,7 +239,7 @@ def _checked_row(
     )
 
 
-_DOCUMENT_STARTS: Final = ',"scanner_generation":'
+_DOCUMENT_STARTS: Final = b',"scanner_generation":'
 _BEFORE_DOCUMENT: Final = ParsedFinding.__struct_fields__[
     : ParsedFinding.__struct_fields__.index("scanner_generation")
 ]

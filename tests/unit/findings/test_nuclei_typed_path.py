@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from aifr.findings import ParsedFinding
+from aifr.findings.fingerprint import compute_fingerprint
+from aifr.findings.location import target_of
 from aifr.findings.parsers import parse_findings
 from aifr.findings.parsers.nuclei import NucleiParser
 
@@ -139,3 +142,32 @@ def test_byte_and_text_streams_give_equal_events(path: Path | None) -> None:
         assert as_bytes == as_text
     else:
         assert len(as_bytes) == len(as_text)
+
+
+def test_the_fingerprint_written_out_equals_compute_fingerprint() -> None:
+    lines = [
+        *_lines(),
+        _variant(extracted_results=["tls13", "tls12", 7]),
+        _variant(matcher_name="m", extractor_name="e", extracted_results=["b", "a"]),
+        _variant(matched_at="https://H.example.test.:8443/ü?q#f", template_id="x\udc00"),
+    ]
+    parser = NucleiParser()
+    checked = 0
+    for number, line in enumerate(lines, 1):
+        record = _decoded(line)
+        if not isinstance(record, dict):
+            continue
+        found = parser.parse(record, number)
+        if not isinstance(found, ParsedFinding):
+            continue
+        checked += 1
+        qualifiers = (
+            found.matcher_name or "",
+            found.extractor_name or "",
+            *sorted(found.extracted_results),
+        )
+        location = target_of(found.matched_at or found.url or found.host).location
+        assert found.fingerprint == compute_fingerprint(
+            "nuclei", found.rule_id, location, qualifiers
+        ), line
+    assert checked >= 20

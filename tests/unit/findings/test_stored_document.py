@@ -22,7 +22,7 @@ from aifr.findings.models import finding_id
 from aifr.findings.parsers import parse_findings
 from aifr.findings.ports import FindingFilter
 from aifr.findings.severity import Severity
-from aifr.storage.findings_rows import finding_from_row, parsed_row, stamp
+from aifr.storage.findings_rows import finding_from_row, parsed_row, parsed_rows, stamp
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.findings import SqliteFindingStore, SqliteResourceRegistry
 from findings_kit import golden_path, inputs
@@ -125,3 +125,17 @@ def test_odd_values_store_as_the_validated_path_reads_them(values: dict[str, obj
         assert stored.raw == {"odd": "\ufffd", "big": 2**70}  # type: ignore[attr-defined]  # a Finding
         return
     assert stored == parsed.to_finding(project_id="acme", run_id="run-1", seen_at=SEEN)
+
+
+def test_one_row_builder_for_many_records_gives_each_record_its_own_row() -> None:
+    # The builder reuses one buffer: a long document then a short one must not mix.
+    parsed = [p for source in INPUTS for p in _parsed(source)]
+    parsed += list(reversed(parsed))
+    build = parsed_rows("acme", "run-1", stamp(SEEN))
+    rows = [build(p, "res-1" if i % 2 else None) for i, p in enumerate(parsed)]
+    assert rows == [
+        parsed_row(p, "res-1" if i % 2 else None, "acme", "run-1", stamp(SEEN))
+        for i, p in enumerate(parsed)
+    ]
+    assert [r[0] for r in rows] == [finding_id("acme", p.fingerprint) for p in parsed]
+    assert all(json.loads(cast(str, r[16])) for r in rows)

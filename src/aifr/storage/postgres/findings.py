@@ -35,7 +35,7 @@ from aifr.storage.findings_rows import (
     filter_query,
     finding_from_row,
     finding_row,
-    parsed_row,
+    parsed_rows,
     project_from_row,
     resource_from_row,
     run_from_row,
@@ -315,8 +315,8 @@ class PostgresFindingStore:
         seen_at: datetime,
     ) -> SaveCounts:
         """Store parser records (each with its resource id) as findings first seen in ``run_id``."""
-        seen = stamp(seen_at)
-        return self._write([parsed_row(p, r, project_id, run_id, seen) for p, r in records])
+        row = parsed_rows(project_id, run_id, stamp(seen_at))
+        return self._write([row(p, r) for p, r in records])
 
     def get_finding(self, project_id: str, finding_id: str) -> Finding | None:
         """One finding of a project by id, or ``None``."""

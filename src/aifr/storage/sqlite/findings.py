@@ -15,9 +15,10 @@ database; an older one is refused until ``aifr findings migrate`` upgrades it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from itertools import chain
+from itertools import chain, count, starmap
+from operator import itemgetter
 from pathlib import Path
 from typing import Final
 
@@ -40,7 +41,7 @@ from aifr.storage.findings_rows import (
     filter_query,
     finding_from_row,
     finding_row,
-    parsed_row,
+    parsed_rows,
     project_from_row,
     resource_from_row,
     run_from_row,
@@ -149,6 +150,7 @@ _IMPORT_CACHE_KIB: Final = -65536
 # WAL pages between two checkpoints while an import batch writes (80 MB of 4 KiB pages;
 # SQLite's default is 1,000): see ``save_parsed``.
 _IMPORT_CHECKPOINT_PAGES: Final = 20_000
+_FIRST: Final = itemgetter(0)
 _RUN_COLUMNS: Final = "project_id, id, scanner, scanner_version, source, started_at, finished_at"
 _RESOURCE_COLUMNS: Final = "project_id, id, kind, value, name, created_at"
 _DELETE_OF_PROJECT: Final = {
@@ -309,14 +311,7 @@ class SqliteFindingStore:
         self, rows: Iterable[tuple[object, ...]], runs: Iterable[tuple[object, object]]
     ) -> SaveCounts:
         """One transaction: check the runs, upsert ``rows`` (a list, or a stream read once)."""
-        written = 0
-
-        def counted() -> Iterator[tuple[object, ...]]:
-            nonlocal written
-            for row in rows:
-                written += 1
-                yield row
-
+        counter = count()  # rows read, counted in C: zip takes one per row it passes on
         with translate_sqlite_errors("saving findings"), self._db.transaction() as conn:
             conn.execute(f"PRAGMA cache_size = {_IMPORT_CACHE_KIB}")
             for project_id, run_id in runs:
@@ -330,10 +325,10 @@ class SqliteFindingStore:
                         project_id=project_id,
                     )
             before = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM findings").fetchone()[0]
-            conn.executemany(_UPSERT, counted())
+            conn.executemany(_UPSERT, map(_FIRST, zip(rows, counter, strict=False)))
             after = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM findings").fetchone()[0]
         new = after - before
-        return SaveCounts(new=new, duplicates=written - new)
+        return SaveCounts(new=new, duplicates=next(counter) - new)
 
     def save_finding(self, finding: Finding) -> bool:
         """Store one finding; ``True`` when its fingerprint is new in its project."""
@@ -374,7 +369,7 @@ class SqliteFindingStore:
         if first is None:
             return SaveCounts(0, 0)
         seen = stamp(seen_at)
-        rows = (parsed_row(p, r, project_id, run_id, seen) for p, r in chain((first,), records))
+        rows = starmap(parsed_rows(project_id, run_id, seen), chain((first,), records))
         return self._without_waiting(lambda: self._write_rows(rows, [(project_id, run_id)]))
 
     def get_finding(self, project_id: str, finding_id: str) -> Finding | None:
