@@ -20,6 +20,7 @@ __all__ = [
     "AUDIT_COLUMNS",
     "PAGE_SIZE",
     "audit_row",
+    "event_columns",
     "page_records",
     "record_from_row",
     "scan_query",
@@ -34,13 +35,12 @@ PAGE_SIZE: Final = 1000
 _OPTIONAL = EVENT_FIELDS[2:]
 
 
-def audit_row(record: AuditRecord) -> tuple[object, ...]:
-    """The column values of ``record``, in :data:`AUDIT_COLUMNS` order."""
-    event = record.event
+def event_columns(event: AuditEvent) -> tuple[str | None, ...]:
+    """The event's 11 columns, in :data:`AUDIT_COLUMNS` order (from ``kind`` to ``run_id``).
+
+    One list for every writer: a row here, the server-side append's text array there.
+    """
     return (
-        record.seq,
-        record.id,
-        record.ts,
         event.kind,
         event.principal,
         event.capability_id,
@@ -52,6 +52,17 @@ def audit_row(record: AuditRecord) -> tuple[object, ...]:
         event.trace_id,
         event.request_id,
         event.run_id,
+    )
+
+
+def audit_row(record: AuditRecord) -> tuple[object, ...]:
+    """The column values of ``record``, in :data:`AUDIT_COLUMNS` order."""
+    event = record.event
+    return (
+        record.seq,
+        record.id,
+        record.ts,
+        *event_columns(event),
         record.details_json or encode_details(event.details),
         record.prev_hash,
         record.hash,

@@ -22,6 +22,7 @@ from aifr.errors import AuditError, ConfigError, ErrorCode, StorageError
 from aifr.storage.audit_rows import (
     AUDIT_COLUMNS,
     audit_row,
+    event_columns,
     page_records,
     record_from_row,
     scan_query,
@@ -308,17 +309,7 @@ def append_fields(prepared: Sequence[PreparedEvent]) -> str:
         fields += (
             os.urandom(8).hex(),  # the id's random part, as new_record_id makes it
             event_json,
-            event.kind,
-            event.principal,
-            event.capability_id,
-            event.capability_fingerprint,
-            event.decision,
-            event.rule_id,
-            event.inputs_digest,
-            event.outcome,
-            event.trace_id,
-            event.request_id,
-            event.run_id,
+            *event_columns(event),
             details_json,
         )
     return text_array(fields)
