@@ -7,8 +7,8 @@ no extra lookup per finding. The runs a finding was seen in are its first run, i
 run and the ones in ``findings_run_links``, which a trigger fills only when a later run
 moves ``last_run_id`` on (so a new finding costs one row, not two). Runs are checked
 once per batch instead of by a foreign key on every row. Import batches commit without an
-fsync each and checkpoint the WAL less often (``save_parsed``); the run's closing save
-does one fsync for all of them. The schema is component ``findings`` of the state
+fsync each and leave the WAL's checkpoints to a background thread (``save_parsed``);
+the run's closing save does one fsync for all of them. The schema is component ``findings`` of the state
 database; an older one is refused until ``aifr findings migrate`` upgrades it.
 """
 
@@ -53,6 +53,7 @@ from aifr.storage.findings_rows import (
     unknown_finding,
     unknown_project,
 )
+from aifr.storage.sqlite.checkpoints import BackgroundCheckpoints
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 
 __all__ = ["FINDING_MIGRATIONS", "SqliteFindingStore", "SqliteResourceRegistry"]
@@ -147,9 +148,6 @@ _UPSERT: Final = (
 # The id index takes random keys (hashes): with SQLite's 2 MB default cache a
 # million-finding import re-reads index pages from disk; 64 MB keeps them in memory.
 _IMPORT_CACHE_KIB: Final = -65536
-# WAL pages between two checkpoints while an import batch writes (80 MB of 4 KiB pages;
-# SQLite's default is 1,000): see ``save_parsed``.
-_IMPORT_CHECKPOINT_PAGES: Final = 20_000
 _FIRST: Final = itemgetter(0)
 _RUN_COLUMNS: Final = "project_id, id, scanner, scanner_version, source, started_at, finished_at"
 _RESOURCE_COLUMNS: Final = "project_id, id, kind, value, name, created_at"
@@ -189,6 +187,7 @@ class SqliteFindingStore:
         if 0 < current < FINDINGS_SCHEMA_VERSION and not migrate:
             raise too_old(str(database.path), current)
         database.migrate("findings", FINDING_MIGRATIONS)
+        self._checkpoints = BackgroundCheckpoints(database)
 
     def atomic_write(self, path: Path, chunks: Iterable[bytes]) -> int:
         """Write ``chunks`` to ``path`` atomically (temporary file, fsync, rename)."""
@@ -254,7 +253,12 @@ class SqliteFindingStore:
         return [project_from_row(r) for r in rows]
 
     def save_run(self, run: Run) -> None:
-        """Insert ``run``, or update its ``finished_at``."""
+        """Insert ``run``, or update its ``finished_at``.
+
+        An import closes its run here, so the background checkpoints of its batches are
+        waited for first and the WAL they leave is copied back.
+        """
+        self._checkpoints.drain()
         with translate_sqlite_errors("saving a run"), self._db.transaction() as conn:
             if not conn.execute(
                 "SELECT 1 FROM findings_projects WHERE id = ?", (run.project_id,)
@@ -296,16 +300,19 @@ class SqliteFindingStore:
 
     def _without_waiting(self, write: Callable[[], SaveCounts]) -> SaveCounts:
         conn = self._db.connect()
+        self._checkpoints.bound()
         with translate_sqlite_errors("saving findings"):
             checkpoint = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {max(checkpoint, _IMPORT_CHECKPOINT_PAGES)}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
-            return write()
+            counts = write()
         finally:
             with translate_sqlite_errors("saving findings"):
                 conn.execute(f"PRAGMA synchronous = {self._db.synchronous}")
                 conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint}")
+        self._checkpoints.request()
+        return counts
 
     def _write_rows(
         self, rows: Iterable[tuple[object, ...]], runs: Iterable[tuple[object, object]]
@@ -352,11 +359,11 @@ class SqliteFindingStore:
         in WAL mode): the batch is still atomic and a crash of aifr loses none of it; a
         power cut may lose the last batches, never leave a half one. The import's closing
         ``save_run`` commits with the database's own setting (FULL), which puts every
-        batch before it on disk too. The WAL is checkpointed every 20,000 pages while a
-        batch writes instead of SQLite's 1,000 (each checkpoint of a large import copies
-        and syncs the id index pages it rewrote; fewer of them copy each page once for
-        several batches); the connection's setting comes back after the batch, so the
-        closing commit checkpoints the rest.
+        batch before it on disk too. A batch's commit does not checkpoint the WAL: the
+        checkpoint (copying the pages back into the file, a seventh of a large import's
+        time) runs on a background thread while the next batch parses and writes
+        (:class:`~aifr.storage.sqlite.checkpoints.BackgroundCheckpoints`, which also keeps
+        the WAL bounded), and ``save_run`` waits for it and copies the rest.
 
         ``records`` is read once, inside the transaction, one record at a time: the
         importer passes a stream that parses as it goes, so no batch of records is ever
@@ -448,7 +455,12 @@ class SqliteFindingStore:
             return deleted.rowcount > 0
 
     def close(self) -> None:
-        """Nothing to release: the state database belongs to the caller."""
+        """Wait for a background checkpoint; the state database belongs to the caller.
+
+        Raises:
+            StorageError: the background checkpoint failed.
+        """
+        self._checkpoints.drain()
 
 
 class SqliteResourceRegistry:
