@@ -1,7 +1,7 @@
 """Importing scanner output into a store: parse as a stream, link to resources, save in batches.
 
 Memory stays flat whatever the file size: records are parsed one at a time, saved in
-batches (one transaction each, one ``executemany`` in the SQL stores), and only the
+batches (one transaction each, its rows streamed into the store's upsert), and only the
 first :data:`MAX_SKIPPED_SHOWN` skipped lines are kept for the summary (all are
 counted). A batch is handed to the store as a stream that parses as the store reads it
 (``StoragePort.save_parsed``), so not even one batch of records is held: the SQLite

@@ -1,7 +1,8 @@
 """``SqliteFindingStore``: projects, runs, deduplicated findings and triage in the state database.
 
-Imports are the hot path: a batch of findings is one ``executemany`` upsert inside one
-transaction, and how many were new is read from ``MAX(seq)`` before and after (a row
+Imports are the hot path: a batch of findings is one transaction of multi-row upserts,
+stepped on a second thread while the caller's thread parses the next rows
+(:mod:`aifr.storage.sqlite.pipelined`), and how many were new is read from ``MAX(seq)`` before and after (a row
 that already existed is updated in place and takes no new ``seq``), so counting costs
 no extra lookup per finding. The runs a finding was seen in are its first run, its last
 run and the ones in ``findings_run_links``, which a trigger fills only when a later run
@@ -55,6 +56,7 @@ from aifr.storage.findings_rows import (
 )
 from aifr.storage.sqlite.checkpoints import BackgroundCheckpoints
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
+from aifr.storage.sqlite.pipelined import PipelinedInsert, write_pipelined
 
 __all__ = ["FINDING_MIGRATIONS", "SqliteFindingStore", "SqliteResourceRegistry"]
 
@@ -137,13 +139,13 @@ FINDING_MIGRATIONS: Final = [
     ),
 ]
 
-_UPSERT: Final = (
-    f"INSERT INTO findings ({FINDING_COLUMNS}) "  # noqa: S608  # constant column list
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+_UPSERT_INSERT: Final = PipelinedInsert(
+    f"INSERT INTO findings ({FINDING_COLUMNS})",
+    FINDING_COLUMNS.count(",") + 1,
     "ON CONFLICT(id) DO UPDATE SET last_run_id = excluded.last_run_id, "
     "last_seen = MAX(findings.last_seen, excluded.last_seen), "
     "occurrences = findings.occurrences + excluded.occurrences, "
-    "resource_id = COALESCE(findings.resource_id, excluded.resource_id)"
+    "resource_id = COALESCE(findings.resource_id, excluded.resource_id)",
 )
 # The id index takes random keys (hashes): with SQLite's 2 MB default cache a
 # million-finding import re-reads index pages from disk; 64 MB keeps them in memory.
@@ -332,7 +334,7 @@ class SqliteFindingStore:
                         project_id=project_id,
                     )
             before = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM findings").fetchone()[0]
-            conn.executemany(_UPSERT, map(_FIRST, zip(rows, counter, strict=False)))
+            write_pipelined(conn, _UPSERT_INSERT, map(_FIRST, zip(rows, counter, strict=False)))
             after = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM findings").fetchone()[0]
         new = after - before
         return SaveCounts(new=new, duplicates=next(counter) - new)
