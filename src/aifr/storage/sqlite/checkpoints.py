@@ -49,12 +49,10 @@ class BackgroundCheckpoints:
         self._error: Exception | None = None
         self._conn: sqlite3.Connection | None = None
         self._using = threading.Lock()  # one checkpoint at a time on the connection
-        self._requested = False  # a checkpoint was asked for since the last drain()
 
     def request(self) -> None:
         """Checkpoint what has been committed so far, on the background thread."""
         with self._lock:
-            self._requested = True
             self._since_drain += 1
             if self._thread is not None:
                 self._again = True
@@ -83,9 +81,8 @@ class BackgroundCheckpoints:
             StorageError: the background checkpoint or this one failed.
         """
         with self._lock:
-            if not self._requested:
+            if not self._since_drain:
                 return
-            self._requested = False
             self._since_drain = 0
             thread = self._thread
         if thread is not None:

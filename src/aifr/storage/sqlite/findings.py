@@ -2,15 +2,16 @@
 
 Imports are the hot path: a batch of findings is one transaction of multi-row upserts,
 stepped on a second thread while the caller's thread parses the next rows
-(:mod:`aifr.storage.sqlite.pipelined`), and how many were new is read from ``MAX(seq)`` before and after (a row
-that already existed is updated in place and takes no new ``seq``), so counting costs
-no extra lookup per finding. The runs a finding was seen in are its first run, its last
-run and the ones in ``findings_run_links``, which a trigger fills only when a later run
-moves ``last_run_id`` on (so a new finding costs one row, not two). Runs are checked
-once per batch instead of by a foreign key on every row. Import batches commit without an
-fsync each and leave the WAL's checkpoints to a background thread (``save_parsed``);
-the run's closing save does one fsync for all of them. The schema is component ``findings`` of the state
-database; an older one is refused until ``aifr findings migrate`` upgrades it.
+(:mod:`aifr.storage.sqlite.pipelined`), and how many were new is read from ``MAX(seq)``
+before and after (a row that already existed is updated in place and takes no new
+``seq``), so counting costs no extra lookup per finding. The runs a finding was seen in
+are its first run, its last run and the ones in ``findings_run_links``, which a trigger
+fills only when a later run moves ``last_run_id`` on (so a new finding costs one row,
+not two). Runs are checked once per batch instead of by a foreign key on every row.
+Import batches commit without an fsync each and leave the WAL's checkpoints to a
+background thread (``save_parsed``); the run's closing save does one fsync for all of
+them. The schema is component ``findings`` of the state database; an older one is
+refused until ``aifr findings migrate`` upgrades it.
 """
 
 from __future__ import annotations

@@ -41,11 +41,10 @@ class PipelinedInsert:
     ``ON CONFLICT`` clause, or nothing); ``width`` is the number of columns.
     """
 
-    __slots__ = ("chunk", "single", "width")
+    __slots__ = ("chunk", "single")
 
     def __init__(self, head: str, width: int, tail: str = "") -> None:
         row = "(" + ", ".join("?" * width) + ")"
-        self.width = width
         self.single = f"{head} VALUES {row} {tail}".rstrip()
         self.chunk = f"{head} VALUES {', '.join([row] * CHUNK_ROWS)} {tail}".rstrip()
 
@@ -73,13 +72,11 @@ def write_pipelined(
     writer.start()
     try:
         chunk = first
-        while len(chunk) == CHUNK_ROWS:
-            if not writer.put(tuple(chain.from_iterable(chunk))):
-                break  # the writer failed: its error is raised below
+        # put() is False once the writer failed: its error is raised by finish()
+        while len(chunk) == CHUNK_ROWS and writer.put(tuple(chain.from_iterable(chunk))):
             chunk = list(islice(source, CHUNK_ROWS))
-        else:
-            if chunk:
-                writer.put(chunk)
+        if 0 < len(chunk) < CHUNK_ROWS:
+            writer.put(chunk)
     finally:
         writer.finish()
 
