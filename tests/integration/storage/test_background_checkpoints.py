@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import sqlite3
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from aifr.errors import StorageError
+from aifr.findings import ParsedFinding, Project, Run, Severity
 from aifr.findings.importer import import_findings
 from aifr.findings.ports import FindingFilter
 from aifr.storage.sqlite import SqliteDatabase
@@ -19,6 +23,7 @@ from aifr.storage.sqlite.findings import SqliteFindingStore, SqliteResourceRegis
 
 PAGE = 4096
 ROW = "x" * 3000  # about one page per row
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _database(tmp_path: Path) -> tuple[SqliteDatabase, sqlite3.Connection]:
@@ -156,4 +161,62 @@ def test_an_import_ends_with_its_wal_copied_back_and_every_finding_readable(
     assert len(page.findings) == 3000
     store.close()
     assert os.path.exists(database.path)
+    database.close()
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "aifr-wal-checkpoint"]
+
+
+def test_closing_the_database_waits_for_a_running_checkpoint(tmp_path: Path) -> None:
+    """A database closed while its checkpoint runs must not pull the connection from under it.
+
+    The checkpoint's connection is one of the database's, which ``close()`` closes: closed
+    under a running ``wal_checkpoint`` it crashed the process (a segfault in CI, when a
+    test fixture closed the database after writing findings without closing the store).
+    """
+    database, conn = _database(tmp_path)
+    checkpoints = BackgroundCheckpoints(database)
+    for round_ in range(5):
+        _batch(conn, round_ * 2_000, 2_000)  # about 24 MB of WAL: the checkpoint takes a while
+        checkpoints.request()
+        database.close()  # at once, while the checkpoint copies
+        assert not _checkpoint_threads()
+        conn = database.connect()  # a closed database opens connections again on demand
+    checkpoints.drain()  # raises a background checkpoint's failure: none may have failed
+    assert conn.execute("SELECT count(*) FROM bulk").fetchone()[0] == 10_000
+    database.close()
+
+
+def test_a_finding_store_whose_database_is_closed_first_leaves_no_checkpoint_running(
+    tmp_path: Path,
+) -> None:
+    """The findings contract tests' order: findings saved, then the database closed."""
+    database = SqliteDatabase(tmp_path / "aifr.db")
+    store = SqliteFindingStore(database)
+    store.save_project(Project(id="acme", name="acme", created_at=T0))
+    store.save_run(Run(id="r1", project_id="acme", scanner="nuclei", started_at=T0))
+    for round_ in range(3):
+        batch = [
+            (
+                ParsedFinding(
+                    line=n,
+                    scanner="nuclei",
+                    scanner_generation="C",
+                    rule_id=f"rule-{n}",
+                    title=f"Finding {n} {ROW}",
+                    severity=Severity.HIGH,
+                    fingerprint=hashlib.sha256(f"{round_}-{n}".encode()).hexdigest(),
+                    host="app.example.test",
+                ),
+                None,
+            )
+            for n in range(3_000)
+        ]
+        store.save_parsed(batch, project_id="acme", run_id="r1", seen_at=T0)  # asks for one
+        database.close()  # the store is not closed: only its database is
+        assert not _checkpoint_threads()
+    page = store.list_findings(FindingFilter(project_id="acme"), limit=10_000)
+    assert len(page.findings) == 9_000
+    store.close()  # raises a background checkpoint's failure: none may have failed
     database.close()

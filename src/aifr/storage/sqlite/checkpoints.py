@@ -36,7 +36,8 @@ class BackgroundCheckpoints:
     """Passive WAL checkpoints of one SQLite file on a background thread.
 
     ``request()`` after a commit; ``bound()`` before the next write; ``drain()`` when the
-    bulk write ends. Thread-safe; at most one checkpoint thread runs at a time.
+    bulk write ends. Thread-safe; at most one checkpoint thread runs at a time. Closing
+    the database waits for it (:meth:`stop`), whoever closes it and whenever.
     """
 
     def __init__(self, database: SqliteDatabase, *, batches: int = DEFAULT_BATCHES) -> None:
@@ -49,6 +50,7 @@ class BackgroundCheckpoints:
         self._error: Exception | None = None
         self._conn: sqlite3.Connection | None = None
         self._using = threading.Lock()  # one checkpoint at a time on the connection
+        database.on_close(self.stop)
 
     def request(self) -> None:
         """Checkpoint what has been committed so far, on the background thread."""
@@ -91,6 +93,19 @@ class BackgroundCheckpoints:
         if error is not None:
             raise error
         self._checkpoint()  # the writer is waiting: every committed frame is copied
+
+    def stop(self) -> None:
+        """Wait for a running checkpoint and let go of its connection: the database closes.
+
+        Its connection is one of the database's, closed with them (the next checkpoint
+        opens another). A failed checkpoint is still raised by the next :meth:`drain`.
+        """
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        with self._using:
+            self._conn = None
 
     def _run(self) -> None:
         try:

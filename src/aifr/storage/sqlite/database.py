@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +103,7 @@ class SqliteDatabase:
         self._migrate_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
+        self._before_close: list[Callable[[], None]] = []
 
     def new_connection(self) -> sqlite3.Connection:
         """A fresh connection with WAL, foreign keys, busy timeout and ``synchronous``.
@@ -249,8 +250,22 @@ class SqliteDatabase:
             rows = conn.execute("SELECT component, version FROM schema_versions").fetchall()
         return {str(row[0]): int(row[1]) for row in rows}
 
+    def on_close(self, stop: Callable[[], None]) -> None:
+        """Call ``stop`` first whenever this database closes.
+
+        For a user of the database's connections on a thread of its own (the background
+        WAL checkpoints): :meth:`close` closes every connection this object opened, and
+        a connection closed under a running statement crashes the process.
+        """
+        self._before_close.append(stop)
+
     def close(self) -> None:
-        """Close every connection this object opened."""
+        """Stop the users registered with :meth:`on_close`, then close every connection.
+
+        The database stays usable: connections open again on demand.
+        """
+        for stop in self._before_close:
+            stop()
         for conn in self._all:
             conn.close()
         self._all.clear()
