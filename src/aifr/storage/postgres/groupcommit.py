@@ -140,6 +140,11 @@ def _settle(pipeline: psycopg.Pipeline) -> None:
         pipeline.sync()
 
 
+def _in_transaction(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+    """Whether ``conn`` is inside a transaction (open or aborted), or its state is unknown."""
+    return conn.info.transaction_status is not import_psycopg().pq.TransactionStatus.IDLE
+
+
 def _rolled_back(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
     """Roll back a failed pipelined transaction; whether the server confirmed it.
 
@@ -376,37 +381,43 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         ``conn.transaction()`` is not used: in pipeline mode it syncs on entering and
         leaving every block, which would cost a round trip per savepoint and two more per
         transaction. ``BEGIN``, savepoints and ``COMMIT`` are sent as statements instead,
-        and ``COMMIT``'s answer is read before the writers are released.
+        and ``COMMIT``'s answer is read before the writers are released: leaving the
+        pipeline syncs it, and that sync is the wait for ``COMMIT`` (a sync of its own
+        before leaving cost every such transaction a second round trip, for nothing).
         """
         self._pending = []
         self._checks = []
-        with (
-            translate_pg_errors("committing a group of writes"),
-            self._db.connection() as conn,
-            conn.pipeline() as pipeline,
-        ):
-            self._pipeline = pipeline
-            try:
-                conn.execute("BEGIN")
-                yield conn
-                pending = self._pending
-                appended = self._send_tail(conn)
-                conn.execute("COMMIT")
-                pipeline.sync()  # COMMIT's answer: durable (or the error of any statement)
+        try:
+            with translate_pg_errors(_COMMITTING), self._db.connection() as conn:
+                try:
+                    with conn.pipeline() as pipeline:
+                        self._pipeline = pipeline
+                        try:
+                            conn.execute("BEGIN")
+                            yield conn
+                            pending = self._pending
+                            appended = self._send_tail(conn)
+                            conn.execute("COMMIT")
+                        except BaseException:
+                            _settle(pipeline)
+                            with contextlib.suppress(import_psycopg().Error):
+                                conn.execute("ROLLBACK")
+                                pipeline.sync()
+                            raise
+                    # Leaving the pipeline synced it: COMMIT's answer, durable (or the
+                    # error of any statement, raised here: the server skipped COMMIT).
+                except import_psycopg().Error:
+                    if _in_transaction(conn):
+                        _rolled_back(conn)  # COMMIT's sync failed: the transaction is aborted
+                    raise
                 if appended is not None:
                     records = appended_records([p.prepared for p in pending], appended.fetchall())
                     for item, record in zip(pending, records, strict=True):
                         item._record = record  # set by the one transaction that wrote it
-            except BaseException:
-                _settle(pipeline)
-                with contextlib.suppress(import_psycopg().Error):
-                    conn.execute("ROLLBACK")
-                    pipeline.sync()
-                raise
-            finally:
-                self._pending = None
-                self._checks = None
-                self._pipeline = None
+        finally:
+            self._pending = None
+            self._checks = None
+            self._pipeline = None
 
     def _send_tail(self, conn: psycopg.Connection[tuple[Any, ...]]) -> psycopg.Cursor[Any] | None:
         """Send the batch's records to ``aifr_audit_append`` (one statement); its cursor.
