@@ -21,6 +21,7 @@ from aifr.audit import AuditEvent, AuditLedger
 from aifr.audit.record import GENESIS_HASH, chain_hash
 from aifr.storage.postgres.audit import (
     APPEND_CALL,
+    AUDIT_SCHEMA_VERSION,
     PostgresAuditStore,
     append_fields,
     appended_records,
@@ -134,3 +135,28 @@ def test_an_array_literal_reads_back_as_the_texts_it_was_built_from(
     with _connect(pg_schema) as conn:
         (back,) = conn.execute("SELECT %s::text[]", (text_array(texts),)).fetchone()  # type: ignore[misc]
     assert back == texts
+
+
+def test_an_audit_schema_at_version_2_is_upgraded_in_place(pg_schema: tuple[str, str]) -> None:
+    # Version 3 added aifr_step_ends_run (a run's last step and its end in one statement);
+    # a database a version-2 aifr made gets it, and its records stay, at the next start.
+    dsn, schema = pg_schema
+    ledger = AuditLedger(PostgresAuditStore(dsn, schema=schema))
+    ledger.append(AuditEvent(kind="before", principal="agent"))
+    ledger.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute("DROP FUNCTION aifr_step_ends_run")
+        conn.execute("UPDATE schema_versions SET version = 2 WHERE component = 'audit'")
+    ledger = AuditLedger(PostgresAuditStore(dsn, schema=schema))
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            assert conn.execute(
+                "SELECT version FROM schema_versions WHERE component = 'audit'"
+            ).fetchone() == (AUDIT_SCHEMA_VERSION,)
+            assert conn.execute("SELECT to_regproc('aifr_step_ends_run')").fetchone() != (None,)
+        assert [r.event.kind for r in ledger.records()] == ["before"]
+        assert ledger.verify().ok
+    finally:
+        ledger.close()

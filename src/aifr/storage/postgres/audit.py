@@ -43,12 +43,12 @@ __all__ = [
     "text_array",
 ]
 
-AUDIT_SCHEMA_VERSION: Final = 2
+AUDIT_SCHEMA_VERSION: Final = 3
 """The audit tables' schema version (``schema_versions``, component ``audit``).
 
 1: the tables. 2: the server functions :data:`APPEND_FUNCTION`, :data:`LINKED_APPEND_FUNCTION`,
 :data:`STEP_DONE_FUNCTION` and :data:`GUARD_FUNCTION` (PostgreSQL only;
-SQLite appends in its own process and has no counterpart).
+SQLite appends in its own process and has no counterpart). 3: :data:`STEP_ENDS_RUN_FUNCTION`.
 """
 
 APPEND_FUNCTION: Final = r"""
@@ -200,6 +200,55 @@ the append to the statement's own commit. A refused write raises ``AF001`` befor
 anything is appended; the statement's transaction rolls back whole. The append is
 :data:`APPEND_FUNCTION`'s, inlined for one record (the nested call cost the server about
 as much as the statements it saved); tests verify its hash against ``chain_hash``.
+"""
+
+STEP_ENDS_RUN_FUNCTION: Final = """
+CREATE OR REPLACE FUNCTION aifr_step_ends_run(
+    p_attempt integer, p_output text, p_digest text, p_result text,
+    p_finished double precision, p_run text, p_step text, p_fence integer, p_refused text,
+    p_state text, p_fingerprints text, p_error text, p_failed_step text,
+    p_cancel integer, p_updated double precision, p_owner text, p_run_fence integer,
+    fields text[])
+RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_first text;
+BEGIN
+    UPDATE wf_steps SET state = 'completed', attempt = p_attempt, output = p_output,
+        error = NULL, request_digest = p_digest, result = p_result,
+        finished_at = p_finished, next_attempt_at = NULL
+    WHERE run_id = p_run AND step_id = p_step AND (p_fence IS NULL OR EXISTS (
+        SELECT 1 FROM wf_runs WHERE id = p_run AND lease_epoch = p_fence FOR SHARE));
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'AF001', MESSAGE = p_refused, DETAIL = p_run;
+    END IF;
+    UPDATE wf_runs SET state = p_state, fingerprints = p_fingerprints, error = p_error,
+        failed_step = p_failed_step, cancel_requested = p_cancel, updated_at = p_updated,
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE id = p_run AND (lease_owner IS NULL OR lease_owner = p_owner)
+        AND (p_run_fence IS NULL OR lease_epoch = p_run_fence);
+    IF NOT FOUND THEN  -- the run's end is not ours to write: the step's record alone
+        fields := fields[1:14];
+    END IF;
+    FOR r_seq, r_id, r_ts, r_prev, r_hash IN SELECT * FROM aifr_audit_append(fields) LOOP
+        v_first := coalesce(v_first, r_id);
+        RETURN NEXT;
+    END LOOP;
+    UPDATE wf_steps SET audit_id = v_first WHERE run_id = p_run AND step_id = p_step;
+END
+$$
+"""
+"""A run's last step and the run's end: one statement (what a lone writer's transaction did).
+
+The step's fenced result (refused with ``AF001``, as :data:`STEP_DONE_FUNCTION` does),
+then the run's end (completed, lease released) if ``p_owner`` still holds the lease at
+epoch ``p_run_fence``, then both audit records (the step's, then the run's end; the step's
+alone when the end was not written) in one :data:`APPEND_FUNCTION` call under the
+chain's lock, last, and the step row's ``audit_id``. A run end that matches nothing is
+not an error: the step still commits, as the transaction's savepoint let it, and the
+caller learns it from the one record returned. One round trip instead of three waits and
+eleven statements (``BEGIN``, the step, a savepoint, the run, its release, the append,
+``COMMIT``, and their syncs).
 """
 
 GUARD_FUNCTION: Final = """
@@ -418,6 +467,7 @@ class PostgresAuditStore:
                 APPEND_FUNCTION,
                 LINKED_APPEND_FUNCTION,
                 STEP_DONE_FUNCTION,
+                STEP_ENDS_RUN_FUNCTION,
                 GUARD_FUNCTION,
             ):
                 conn.execute(statement)

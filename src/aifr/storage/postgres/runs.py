@@ -415,6 +415,18 @@ class PostgresRunStore:
             attempt = self._attempts.get(key)
         return attempt is not None and attempt.finish is not None
 
+    def armed_finish(self, key: str) -> tuple[RunFinish, int | None] | None:
+        """The run's end armed for attempt ``key`` and the lease epoch it is fenced on.
+
+        For a lone writer that sends the step and the run's end as one statement
+        (``aifr_step_ends_run``) instead of :meth:`finish_in`'s savepoint.
+        """
+        with self._completions_lock:
+            attempt = self._attempts.get(key)
+        if attempt is None or attempt.finish is None:
+            return None
+        return attempt.finish, self._fence_of(attempt.finish.run.id)
+
     def finish_in(
         self, conn: psycopg.Connection[tuple[Any, ...]], key: str, now: float
     ) -> RunRecord | None:

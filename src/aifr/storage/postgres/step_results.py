@@ -66,6 +66,13 @@ _STEP_DONE = PreparedCall(
 )
 """A lone writer's whole step: fenced write, refusal, audit record and link (one statement)."""
 
+_STEP_ENDS_RUN = PreparedCall(
+    "aifr_step_ends_run",
+    "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_step_ends_run($1, $2, $3, $4, $5, $6, "
+    "$7, $8::integer, $9, $10, $11, $12, $13, $14::integer, $15, $16, $17::integer, $18::text[])",
+)
+"""A lone writer's last step: the step, the run's end if still ours, both records (one statement)."""
+
 _SELECT_STEP_RESULT = (
     "SELECT attempt, request_digest, result, output, finished_at FROM wf_steps "
     "WHERE run_id = %s AND step_id = %s"
@@ -220,13 +227,56 @@ class PostgresStepResultStore:
             )
             return pending, None
 
-        if parsed.is_undo or not self._runs.finishes(key):
+        def complete_ending_alone(
+            conn: psycopg.Connection[tuple[Any, ...]],
+        ) -> tuple[PendingAudit, RunRecord | None]:
+            # Alone, the last step and the run's end: one statement (aifr_step_ends_run).
+            armed = self._runs.armed_finish(key)
+            if armed is None:  # disarmed meanwhile: the plain step
+                return complete_alone(conn)
+            finish, run_fence = armed
+            run = finish.run.evolve(updated_at=now)
+            prepared = [self._runs.ledger.prepare(audit), self._runs.ledger.prepare(finish.audit)]
+            rows = _STEP_ENDS_RUN.rows(
+                conn,
+                (
+                    str(parsed.attempt),
+                    output,
+                    request_digest,
+                    stored,
+                    repr(now),
+                    parsed.run_id,
+                    parsed.step_id,
+                    None if fence is None else str(fence),
+                    refused,
+                    run.state.value,
+                    encode_column(run.fingerprints),
+                    encode_column(run.error),
+                    run.failed_step,
+                    str(int(run.cancel_requested)),
+                    repr(run.updated_at),
+                    finish.owner,
+                    None if run_fence is None else str(run_fence),
+                    append_fields(prepared),
+                ),
+            )
+            records = appended_records(
+                prepared[: len(rows)], [(int(row[0] or 0), *row[1:]) for row in rows]
+            )
+            pending = PendingAudit(prepared[0], None)
+            pending.resolve(records[0])
+            return pending, run if len(records) == 2 else None  # else: not ours to end
+
+        if parsed.is_undo:
             pending, finished_run = self._runs.transact_one(
                 "completing a step", complete_in, complete_alone, parsed.run_id
             )
-        else:  # the run's end is written with this step: a transaction of several writes
-            pending, finished_run = self._runs.transact(
-                "completing a step", complete_in, parsed.run_id
+        else:  # in a batch the run's end, if armed, is the step's savepoint (finish_in)
+            pending, finished_run = self._runs.transact_one(
+                "completing a step",
+                complete_in,
+                complete_ending_alone if self._runs.finishes(key) else complete_alone,
+                parsed.run_id,
             )
         self._runs.note_completion(key, finished_run)
         return pending.record
