@@ -494,9 +494,13 @@ How to read it:
   audit tail and commit, held through the flush; the bare SKIP LOCKED loop shares no
   lock, so its 2-process row shows what the host allowed in the same run.
 - **Per-step cost.** A lone step is one statement and one round trip: the server
-  function `aifr_step_done` does the fenced step update, the chain's lock, the record's
-  insert and the step row's `audit_id`, and the statement's commit flushes it
-  (`tests/integration/workflows/test_pg_round_trips.py` counts them), plus the governed
+  function `aifr_step_done` locks the step's row under its fence, takes the chain's
+  lock, inserts the record and writes the step's result once with the record's id, and
+  the statement's commit flushes it; the client sends it through libpq directly
+  (`aifr.storage.postgres.prepared_call`). The last step carries the run's end in the
+  same kind of statement (`aifr_step_ends_run`), so a 10-step run drained by a worker
+  costs 12 round trips and 12 commits: its claim, `started` and its steps
+  (`tests/integration/workflows/test_pg_round_trips.py` counts them). Add the governed
   invocation's CPU (policy decision, validation, encoding the record). On a
   loaded host one flushed commit takes several
   milliseconds (about 0.2 ms on a quiet one), which flatters every `x commit` ratio;
