@@ -4,12 +4,14 @@ The step's hot statement skips psycopg's cursor machinery; these tests check, on
 server, that what it gives up nothing of what callers rely on: rows and NULLs, a
 statement deallocated behind its back (psycopg's ``DEALLOCATE ALL``), the exception
 class psycopg itself would raise for a SQLSTATE (``translate_pg_errors`` reads it), a
-connection in a transaction refused, and a wait cut short by a signal leaving no
-half-read session in the pool.
+connection in a transaction refused, a wait cut short by a signal leaving no
+half-read session in the pool, and a socket numbered beyond ``select``'s reach.
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import signal
 import threading
 import time
@@ -111,3 +113,24 @@ def test_a_wait_cut_short_by_a_signal_closes_the_connection(database: PostgresDa
         signal.signal(signal.SIGALRM, previous)
     with database.connection() as conn:  # the pool replaced it
         assert sleep.rows(conn, ("0",)) == [("",)]
+
+
+def test_a_socket_numbered_beyond_1024_is_waited_on(pg_schema: tuple[str, str]) -> None:
+    # select() refuses descriptors from FD_SETSIZE (1024) on; a busy worker can hold that
+    # many files and sockets, so the wait must not depend on the socket's number.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files is {hard}: no descriptor beyond 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    dsn, schema = pg_schema
+    database = PostgresDatabase(dsn, schema=schema, max_size=1)
+    try:
+        with database.connection() as conn:
+            assert conn.pgconn.socket > 1024
+            assert ECHO.rows(conn, ("9", "a", None)) == [("10", "a", None)]
+    finally:
+        database.close()
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

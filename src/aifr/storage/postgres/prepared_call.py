@@ -7,8 +7,8 @@ dumpers, its prepared-statement bookkeeping, the generator that drives the proto
 rows' loaders); the same statement sent with ``psycopg.pq``, psycopg's own documented
 libpq binding, costs 45 to 55 µs. This module does only that: it prepares one statement
 per connection under a name of its own, sends it with text parameters, waits for the
-socket in Python (so a signal is still handled while the server works, as psycopg's
-wait does) and returns the rows as text. Errors are psycopg's own exception classes
+socket in Python with ``poll`` (so a signal is still handled while the server works,
+as psycopg's wait does) and returns the rows as text. Errors are psycopg's own exception classes
 (``psycopg.errors.error_from_result``), so :func:`translate_pg_errors` reads them as
 before. Everything else in the PostgreSQL stores keeps using psycopg's API.
 """
@@ -127,11 +127,12 @@ class PreparedCall:
         try:
             send()
             fileno = pgconn.socket
-            while pgconn.flush():
-                select.select([fileno], [fileno], [])
+            while pgconn.flush():  # the rest goes out once the socket takes it
+                if _wait(fileno, select.POLLIN | select.POLLOUT) & select.POLLIN:
+                    pgconn.consume_input()
             pgconn.consume_input()
             while pgconn.is_busy():
-                select.select([fileno], [], [])
+                _wait(fileno, select.POLLIN)
                 pgconn.consume_input()
             last = None
             while (result := pgconn.get_result()) is not None:
@@ -142,3 +143,18 @@ class PreparedCall:
         if last is None:
             raise psycopg.OperationalError("the server sent no result")
         return last
+
+
+def _wait(fileno: int, events: int) -> int:
+    """Sleep until the socket is ready for ``events``; the events that are ready.
+
+    ``poll``, not ``select``: a process with more than 1,024 descriptors open would get
+    ``ValueError`` from ``select`` for a socket numbered beyond them. A signal's handler
+    runs meanwhile (PEP 475 retries the call unless the handler raises).
+    """
+    poller = select.poll()
+    poller.register(fileno, events)
+    ready = 0
+    for _, happened in poller.poll():
+        ready |= happened
+    return ready
