@@ -196,6 +196,18 @@ class PostgresStepResultStore:
             pending = self._runs.audit_later(audit, (parsed.run_id, parsed.step_id))
             return pending, self._runs.finish_in(conn, key, now)
 
+        # What both one-statement functions write to the step, in their parameters' order.
+        written = (
+            output,
+            request_digest,
+            stored,
+            repr(now),
+            parsed.run_id,
+            parsed.step_id,
+            None if fence is None else str(fence),
+            refused,
+        )
+
         def complete_alone(
             conn: psycopg.Connection[tuple[Any, ...]],
         ) -> tuple[PendingAudit, RunRecord | None]:
@@ -210,14 +222,7 @@ class PostgresStepResultStore:
                     (StepState.COMPENSATED if parsed.is_undo else StepState.COMPLETED).value,
                     str(parsed.attempt),
                     None if capability is None else str(capability),
-                    output,
-                    request_digest,
-                    stored,
-                    repr(now),
-                    parsed.run_id,
-                    parsed.step_id,
-                    None if fence is None else str(fence),
-                    refused,
+                    *written,
                     append_fields([prepared]),
                 ),
             )
@@ -241,14 +246,7 @@ class PostgresStepResultStore:
                 conn,
                 (
                     str(parsed.attempt),
-                    output,
-                    request_digest,
-                    stored,
-                    repr(now),
-                    parsed.run_id,
-                    parsed.step_id,
-                    None if fence is None else str(fence),
-                    refused,
+                    *written,
                     run.state.value,
                     encode_column(run.fingerprints),
                     encode_column(run.error),
