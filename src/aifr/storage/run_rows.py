@@ -7,7 +7,7 @@ so the record <-> row mapping lives here once.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import JsonValue
@@ -15,6 +15,7 @@ from pydantic import JsonValue
 from aifr.workflows.ports import RunRecord, RunState, StepRecord, StepState
 
 __all__ = [
+    "CLAIMABLE_INDEX",
     "ENCODE",
     "RUN_COLUMNS",
     "STEP_COLUMNS",
@@ -22,6 +23,7 @@ __all__ = [
     "replay_fields",
     "run_from_row",
     "run_params",
+    "states_in",
     "step_from_row",
     "step_params",
 ]
@@ -37,6 +39,20 @@ STEP_COLUMNS = (
     "undo_output, undo_error, undo_approval_id"
 )
 ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+CLAIMABLE_INDEX = (
+    "CREATE INDEX wf_runs_claimable ON wf_runs (created_at, id) "
+    "WHERE state IN ('compensating', 'pending', 'running')"
+)
+"""The work queue in claiming order: the runs a worker drives without anyone's input.
+
+A claim walks it from its oldest entry and stops at the first run it can lease. Without
+it every claim read every run in the table, finished ones included, and sorted the
+active ones: a cost that grew with the queue and with the table's history. Its ``WHERE``
+is :data:`~aifr.workflows.ports.ACTIVE_STATES` as :func:`states_in` writes them (a query
+uses a partial index only when its own condition is the index's, or implies it). The
+text is a migration's, so it never changes; a test checks that the claim still uses it.
+"""
 
 
 def encode_column(value: Any) -> str | None:
@@ -140,3 +156,13 @@ def replay_fields(result: dict[str, JsonValue]) -> dict[str, JsonValue]:
             value = {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
         kept[name] = value
     return kept
+
+
+def states_in(states: Iterable[RunState]) -> str:
+    """``state IN (...)`` naming ``states`` as literals, sorted: :data:`CLAIMABLE_INDEX`'s form.
+
+    Literals, not parameters: the planners prove that a query may use the partial index
+    from its text (SQLite needs the very term; PostgreSQL cannot look inside a parameter
+    of a prepared statement). The values are the enum's own, never a caller's text.
+    """
+    return "state IN (" + ", ".join(f"'{state.value}'" for state in sorted(states)) + ")"

@@ -10,11 +10,14 @@ import pytest
 
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.postgres import runs as pg_runs
 from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.sqlite import SqliteDatabase
+from aifr.storage.sqlite import runs as sqlite_runs
 from aifr.storage.sqlite.audit import SqliteAuditStore
 from aifr.storage.sqlite.runs import SqliteRunStore
 from aifr.workflows import Notification, RunRecord, RunState, RunStore, StepRecord, StepState
+from aifr.workflows.ports import ACTIVE_STATES
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
@@ -163,3 +166,38 @@ def test_concurrent_claims_never_hand_one_run_to_two_workers(store: RunStore) ->
         thread.join()
 
     assert sorted(claimed) == [f"run-{n:02d}" for n in range(30)]
+
+
+def _claim_plan(store: RunStore) -> str:
+    """How the database finds the work queue's oldest free run (its query plan, as text)."""
+    if isinstance(store, PostgresRunStore):
+        with store.database.connection() as conn:
+            conn.execute("ANALYZE wf_runs")
+            rows = conn.execute(
+                "EXPLAIN " + pg_runs._claim_sql(frozenset(ACTIVE_STATES)), ("w", 1e9, 1e9)
+            ).fetchall()
+        return "\n".join(row[0] for row in rows)
+    assert isinstance(store, SqliteRunStore)
+    rows = store.database.connect().execute(
+        "EXPLAIN QUERY PLAN " + sqlite_runs._oldest_free_sql(frozenset(ACTIVE_STATES)), (1e9,)
+    )
+    return "\n".join(row[3] for row in rows)
+
+
+def test_the_queue_is_claimed_through_its_index_however_long_the_history(
+    store: RunStore,
+) -> None:
+    # 400 finished runs and 400 queued ones: a claim walks the queue's partial index in
+    # order and stops at the first free run. Before it, every claim read the whole table
+    # and sorted the active runs, a cost that grew with the queue and the history.
+    for n in range(400):
+        store.create(_run(f"done-{n:03d}", float(n), state=RunState.COMPLETED), [], _event())
+        store.create(_run(f"todo-{n:03d}", 1000.0 + n), [], _event())
+
+    plan = _claim_plan(store)
+    taken = store.claim(frozenset(ACTIVE_STATES), "w1", 10.0, now=2000.0)
+
+    assert "wf_runs_claimable" in plan, plan
+    assert "Sort Key: wf_runs.created_at" not in plan, plan  # PostgreSQL sorted them
+    assert "TEMP B-TREE" not in plan, plan  # SQLite sorted them
+    assert taken is not None and taken.id == "todo-000"

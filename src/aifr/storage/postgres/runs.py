@@ -12,6 +12,7 @@ chain's holder never waits for a row.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -27,11 +28,13 @@ from aifr.storage.postgres.database import (
 )
 from aifr.storage.postgres.groupcommit import OneStatement, PendingAudit, PostgresGroupCommit
 from aifr.storage.run_rows import (
+    CLAIMABLE_INDEX,
     RUN_COLUMNS,
     STEP_COLUMNS,
     encode_column,
     run_from_row,
     run_params,
+    states_in,
     step_from_row,
     step_params,
 )
@@ -123,6 +126,8 @@ PG_WORKFLOW_MIGRATIONS = [
     # The lease's epoch: bumped each time a worker takes the run, so a worker whose
     # lease expired is refused by the database however late its write arrives.
     Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
+    # The work queue in claiming order (see run_rows.CLAIMABLE_INDEX).
+    Migration(3, CLAIMABLE_INDEX),
 ]
 
 _QUEUED = frozenset(
@@ -138,16 +143,26 @@ _ACQUIRE = (
     "WHERE id = %s AND (lease_owner IS NULL OR lease_owner = %s OR lease_expires_at < %s) "
     f"RETURNING {RUN_COLUMNS}, lease_epoch"
 )
-_CLAIM = (
-    "WITH c AS (UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "  # noqa: S608  # constant column list
-    "lease_expires_at = %s WHERE id = (SELECT id FROM wf_runs WHERE state = ANY(%s) "
-    "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
-    f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}, lease_epoch) "
-    f"SELECT c.*, {', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
-    "FROM c LEFT JOIN wf_steps s ON s.run_id = c.id ORDER BY s.idx"
-)
-"""Lease the oldest takeable run and read its steps in the same statement: one row per
-step (the run's columns repeated), so a worker loads a claimed run in one round trip."""
+
+
+@functools.lru_cache(maxsize=8)
+def _claim_sql(states: frozenset[RunState]) -> str:
+    """Lease the oldest takeable run and read its steps in the same statement.
+
+    One row per step (the run's columns repeated), so a worker loads a claimed run in one
+    round trip. The oldest free run is found by walking ``wf_runs_claimable`` in order
+    (``states`` as literals, so the planner can use that partial index).
+    """
+    return (
+        "WITH c AS (UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "  # noqa: S608  # enum literals and constant columns
+        f"lease_expires_at = %s WHERE id = (SELECT id FROM wf_runs WHERE {states_in(states)} "
+        "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
+        f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}, lease_epoch) "
+        f"SELECT c.*, {', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
+        "FROM c LEFT JOIN wf_steps s ON s.run_id = c.id ORDER BY s.idx"
+    )
+
+
 _STEP_UPSERT = (
     f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join(['%s'] * 19)}) "  # noqa: S608  # constant column list
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
@@ -564,7 +579,7 @@ class PostgresRunStore:
         :meth:`steps` call for the run (the engine loads the run's context next).
         """
         self._claimed.steps = None
-        rows = self._all("claiming a run", _CLAIM, (owner, now + ttl_s, sorted(states), now))
+        rows = self._all("claiming a run", _claim_sql(states), (owner, now + ttl_s, now))
         if not rows:
             return None
         width = len(_RUN_NAMES)

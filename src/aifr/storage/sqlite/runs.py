@@ -11,6 +11,7 @@ millisecond or more at a time). Step results are written by
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import sqlite3
 import threading
@@ -20,18 +21,21 @@ from typing import Any
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.errors import ErrorCode, WorkflowError
 from aifr.storage.run_rows import (
+    CLAIMABLE_INDEX,
     ENCODE,
     RUN_COLUMNS,
     STEP_COLUMNS,
     encode_column,
     run_from_row,
     run_params,
+    states_in,
     step_from_row,
     step_params,
 )
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 from aifr.storage.sqlite.groupcommit import GroupCommit
 from aifr.workflows.ports import (
+    ACTIVE_STATES,
     Completion,
     Notification,
     OutboxItem,
@@ -110,7 +114,26 @@ WORKFLOW_MIGRATIONS = [
     # The lease's epoch: bumped each time a worker takes the run, so a worker whose
     # lease expired is refused by the database however late its write arrives.
     Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
+    # The work queue in claiming order (see run_rows.CLAIMABLE_INDEX).
+    Migration(3, CLAIMABLE_INDEX),
 ]
+
+
+@functools.lru_cache(maxsize=8)
+def _oldest_free_sql(states: frozenset[RunState]) -> str:
+    """The oldest run in ``states`` whose lease is free or expired (one ``?``: now).
+
+    The work queue's own states walk ``wf_runs_claimable`` in order (its ``WHERE`` is
+    this very term) and stop at the first free run; left to its estimates SQLite sorted
+    every active run instead.
+    """
+    queue = " INDEXED BY wf_runs_claimable" if states == ACTIVE_STATES else ""
+    return (
+        f"SELECT id FROM wf_runs{queue} WHERE {states_in(states)} "  # noqa: S608  # enum literals
+        "AND (lease_owner IS NULL OR lease_expires_at < ?) "
+        "ORDER BY created_at, id LIMIT 1"
+    )
+
 
 _INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
 _SELECT_RUN_EPOCH = f"SELECT {RUN_COLUMNS}, lease_epoch FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
@@ -481,16 +504,11 @@ class SqliteRunStore:
         self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
     ) -> RunRecord | None:
         """Lease the oldest free or expired run in ``states`` (``BEGIN IMMEDIATE`` serializes)."""
-        marks = ", ".join("?" * len(states))
+        oldest_free = _oldest_free_sql(states)
 
         def claim_in(conn: sqlite3.Connection) -> Any:
             with translate_sqlite_errors("claiming a run"):
-                row = conn.execute(
-                    f"SELECT id FROM wf_runs WHERE state IN ({marks}) "  # noqa: S608  # only "?" marks are interpolated
-                    "AND (lease_owner IS NULL OR lease_expires_at < ?) "
-                    "ORDER BY created_at, id LIMIT 1",
-                    (*sorted(s.value for s in states), now),
-                ).fetchone()
+                row = conn.execute(oldest_free, (now,)).fetchone()
                 if row is None:
                     return None
                 conn.execute(
