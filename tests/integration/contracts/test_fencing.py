@@ -111,6 +111,31 @@ def test_a_late_worker_cannot_save_its_run_even_after_the_new_holder_released_it
     assert live.runs.get("run-1").state is RunState.COMPLETED  # type: ignore[union-attr]
 
 
+def test_a_late_worker_cannot_save_its_run_with_a_record_and_leaves_no_record(
+    workers: tuple[Worker, Worker],
+) -> None:
+    # A save of the run alone with its audit record is one statement on PostgreSQL
+    # (aifr_run_saved): the fence refuses it there, and its record is not appended.
+    late, live = workers
+    late.runs.create(_run("late"), [], _event("started"))
+    assert live.runs.acquire("run-1", "live", 10.0, now=111.0) is not None
+    before = [r.event.kind for r in live.ledger.records()]
+
+    with pytest.raises(WorkflowError) as refused:
+        late.runs.save(
+            _run("late").evolve(state=RunState.FAILED), (), _event("failed"), owner="late"
+        )
+    saved = live.runs.save(
+        _run("live").evolve(state=RunState.COMPLETED), (), _event("completed"), owner="live"
+    )
+
+    assert refused.value.code is ErrorCode.WORKFLOW_LEASE_LOST
+    assert saved is not None and saved.event.kind == "completed"
+    assert [r.event.kind for r in live.ledger.records()] == [*before, "completed"]
+    assert live.runs.get("run-1").state is RunState.COMPLETED  # type: ignore[union-attr]
+    assert live.ledger.verify().ok
+
+
 def test_the_worker_that_holds_the_lease_still_commits_its_steps(
     workers: tuple[Worker, Worker],
 ) -> None:

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.errors import ErrorCode, WorkflowError
+from aifr.storage.postgres.audit import append_fields, appended_records
 from aifr.storage.postgres.database import (
     PostgresDatabase,
     import_psycopg,
     translate_pg_errors,
 )
 from aifr.storage.postgres.groupcommit import OneStatement, PendingAudit, PostgresGroupCommit
+from aifr.storage.postgres.prepared_call import PreparedCall
 from aifr.storage.run_rows import (
     CLAIMABLE_INDEX,
     RUN_COLUMNS,
@@ -163,6 +165,18 @@ def _claim_sql(states: frozenset[RunState]) -> str:
     )
 
 
+_RUN_SAVED = PreparedCall(
+    "aifr_run_saved",
+    "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_run_saved($1, $2, $3, $4, $5, "
+    "$6::integer, $7, $8, $9, $10, $11::integer, $12, $13::text[])",
+)
+"""A lone writer's save of a run alone (no steps, no notification) and its record."""
+
+
+def _lease_taken(run_id: str) -> str:
+    return f"run {run_id}: the lease was taken over by another worker"
+
+
 _STEP_UPSERT = (
     f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join(['%s'] * 19)}) "  # noqa: S608  # constant column list
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
@@ -294,12 +308,57 @@ class PostgresRunStore:
         Raises:
             WorkflowError: ``workflow.lease_lost`` when another worker holds the lease.
         """
-        pending = self.transact(
-            "saving a run",
-            lambda conn: self.save_in(conn, run, steps, audit, notification, owner),
-            run.id,
-        )
+
+        def save_in(conn: psycopg.Connection[tuple[Any, ...]]) -> PendingAudit | None:
+            return self.save_in(conn, run, steps, audit, notification, owner)
+
+        if audit is None or steps or notification is not None or self._wakes(run):
+            pending = self.transact("saving a run", save_in, run.id)
+        else:  # the run alone and its record: one statement for a lone writer
+            pending = self.transact_one(
+                "saving a run",
+                save_in,
+                lambda conn: self._saved_alone(conn, run, audit, owner),
+                run.id,
+            )
         return pending.record if pending is not None else None
+
+    def _saved_alone(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        run: RunRecord,
+        audit: AuditEvent,
+        owner: str | None,
+    ) -> PendingAudit:
+        """:meth:`save_in`'s run update and audit record as one statement (``aifr_run_saved``)."""
+        prepared = self.ledger.prepare(audit)
+        fence = self._fence_of(run.id) if owner is not None else None
+        rows = _RUN_SAVED.rows(
+            conn,
+            (
+                run.id,
+                run.state.value,
+                encode_column(run.fingerprints),
+                encode_column(run.error),
+                run.failed_step,
+                str(int(run.cancel_requested)),
+                repr(run.updated_at),
+                run.lease_owner,
+                None if run.lease_expires_at is None else repr(run.lease_expires_at),
+                owner,
+                None if fence is None else str(fence),
+                _lease_taken(run.id),
+                append_fields([prepared]),
+            ),
+        )
+        pending = PendingAudit(prepared, None)
+        pending.resolve(appended_records([prepared], rows)[0])
+        return pending
+
+    @staticmethod
+    def _wakes(run: RunRecord) -> bool:
+        """Whether saving ``run`` queues it for a worker (a ``NOTIFY`` goes with the commit)."""
+        return run.lease_owner is None and run.state in _QUEUED
 
     def save_in(
         self,
@@ -333,14 +392,14 @@ class PostgresRunStore:
                 owner,
                 fence,
                 fence,
-                f"run {run.id}: the lease was taken over by another worker",
+                _lease_taken(run.id),
                 run.id,
             ),
         )  # refused on the server (workflow.lease_lost): no answer awaited here
         if steps:
             with conn.cursor() as cursor:
                 cursor.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
-        if run.lease_owner is None and run.state in _QUEUED:
+        if self._wakes(run):
             conn.execute("SELECT pg_notify(%s, %s)", (WAKE_CHANNEL, run.id))  # sent on commit
         if notification is not None:
             conn.execute(

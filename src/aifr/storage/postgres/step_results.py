@@ -227,9 +227,7 @@ class PostgresStepResultStore:
                 ),
             )
             pending = PendingAudit(prepared, None)
-            pending.resolve(
-                appended_records([prepared], [(int(row[0] or 0), *row[1:]) for row in rows])[0]
-            )
+            pending.resolve(appended_records([prepared], rows)[0])
             return pending, None
 
         def complete_ending_alone(
@@ -258,9 +256,7 @@ class PostgresStepResultStore:
                     append_fields(prepared),
                 ),
             )
-            records = appended_records(
-                prepared[: len(rows)], [(int(row[0] or 0), *row[1:]) for row in rows]
-            )
+            records = appended_records(prepared[: len(rows)], rows)
             pending = PendingAudit(prepared[0], None)
             pending.resolve(records[0])
             return pending, run if len(records) == 2 else None  # else: not ours to end
