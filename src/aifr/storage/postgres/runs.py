@@ -55,7 +55,7 @@ from aifr.workflows.ports import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore"]
+__all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore", "run_change_text"]
 
 WAKE_CHANNEL = "aifr_runs"
 """The ``LISTEN``/``NOTIFY`` channel on which a run that a worker could take is announced."""
@@ -171,6 +171,22 @@ _RUN_SAVED = PreparedCall(
     "$6::integer, $7, $8, $9, $10, $11::integer, $12, $13::text[])",
 )
 """A lone writer's save of a run alone (no steps, no notification) and its record."""
+
+
+def run_change_text(run: RunRecord) -> tuple[str | None, ...]:
+    """What a save changes in a run's row, as text parameters in the server functions' order.
+
+    State, fingerprints, error, failed step, cancel flag and update time (``aifr_run_saved``
+    and ``aifr_step_ends_run`` take them in this order).
+    """
+    return (
+        run.state.value,
+        encode_column(run.fingerprints),
+        encode_column(run.error),
+        run.failed_step,
+        str(int(run.cancel_requested)),
+        repr(run.updated_at),
+    )
 
 
 def _lease_taken(run_id: str) -> str:
@@ -337,12 +353,7 @@ class PostgresRunStore:
             conn,
             (
                 run.id,
-                run.state.value,
-                encode_column(run.fingerprints),
-                encode_column(run.error),
-                run.failed_step,
-                str(int(run.cancel_requested)),
-                repr(run.updated_at),
+                *run_change_text(run),
                 run.lease_owner,
                 None if run.lease_expires_at is None else repr(run.lease_expires_at),
                 owner,

@@ -19,7 +19,7 @@ from aifr.storage.postgres.audit import append_fields, appended_records
 from aifr.storage.postgres.database import translate_pg_errors
 from aifr.storage.postgres.groupcommit import PendingAudit
 from aifr.storage.postgres.prepared_call import PreparedCall
-from aifr.storage.postgres.runs import PostgresRunStore
+from aifr.storage.postgres.runs import PostgresRunStore, run_change_text
 from aifr.storage.run_rows import encode_column
 from aifr.workflows.ports import RunRecord, StepKey, StepState
 
@@ -245,12 +245,7 @@ class PostgresStepResultStore:
                 (
                     str(parsed.attempt),
                     *written,
-                    run.state.value,
-                    encode_column(run.fingerprints),
-                    encode_column(run.error),
-                    run.failed_step,
-                    str(int(run.cancel_requested)),
-                    repr(run.updated_at),
+                    *run_change_text(run),
                     finish.owner,
                     None if run_fence is None else str(run_fence),
                     append_fields(prepared),
