@@ -256,9 +256,9 @@ epoch ``p_run_fence``, then both audit records (the step's, then the run's end; 
 alone when the end was not written) in one :data:`APPEND_FUNCTION` call under the
 chain's lock, last, and the step's result written once, with its record's id. A run end that matches nothing is
 not an error: the step still commits, as the transaction's savepoint let it, and the
-caller learns it from the one record returned. One round trip instead of three waits and
-eleven statements (``BEGIN``, the step, a savepoint, the run, its release, the append,
-``COMMIT``, and their syncs).
+caller learns it from the one record returned. One round trip and one statement instead
+of three waits and seven statements (``BEGIN``, the step, a savepoint, the run, its
+release, the append, ``COMMIT``).
 """
 
 RUN_SAVED_FUNCTION: Final = """
