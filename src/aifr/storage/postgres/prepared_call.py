@@ -7,10 +7,10 @@ dumpers, its prepared-statement bookkeeping, the generator that drives the proto
 rows' loaders); the same statement sent with ``psycopg.pq``, psycopg's own documented
 libpq binding, costs 45 to 55 µs. This module does only that: it prepares one statement
 per connection under a name of its own, sends it with text parameters, waits for the
-socket in Python with ``poll`` (so a signal is still handled while the server works,
-as psycopg's wait does) and returns the rows as text. Errors are psycopg's own exception classes
-(``psycopg.errors.error_from_result``), so :func:`translate_pg_errors` reads them as
-before. Everything else in the PostgreSQL stores keeps using psycopg's API.
+socket in Python with ``poll`` (so a signal is still handled while the server works, as
+psycopg's wait does) and returns the rows as text. Errors are psycopg's own exception
+classes (``psycopg.errors.error_from_result``), so :func:`translate_pg_errors` reads
+them as before. Everything else in the PostgreSQL stores keeps using psycopg's API.
 """
 
 from __future__ import annotations
