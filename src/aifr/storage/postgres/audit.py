@@ -251,14 +251,15 @@ $$
 """A run's last step and the run's end: one statement (what a lone writer's transaction did).
 
 The step's row locked under its fence (refused with ``AF001``, as
-:data:`STEP_DONE_FUNCTION` does), then the run's end (completed, lease released) if ``p_owner`` still holds the lease at
-epoch ``p_run_fence``, then both audit records (the step's, then the run's end; the step's
-alone when the end was not written) in one :data:`APPEND_FUNCTION` call under the
-chain's lock, last, and the step's result written once, with its record's id. A run end that matches nothing is
-not an error: the step still commits, as the transaction's savepoint let it, and the
-caller learns it from the one record returned. One round trip and one statement instead
-of three waits and seven statements (``BEGIN``, the step, a savepoint, the run, its
-release, the append, ``COMMIT``).
+:data:`STEP_DONE_FUNCTION` does), then the run's end (completed, lease released) if
+``p_owner`` still holds the lease at epoch ``p_run_fence``, then both audit records (the
+step's, then the run's end; the step's alone when the end was not written) in one
+:data:`APPEND_FUNCTION` call under the chain's lock, last, and the step's result written
+once, with its record's id. A run end that matches nothing is not an error: the step
+still commits, as the transaction's savepoint let it, and the caller learns it from the
+one record returned. One round trip and one statement instead of three waits and seven
+statements (``BEGIN``, the step, a savepoint, the run, its release, the append,
+``COMMIT``).
 """
 
 RUN_SAVED_FUNCTION: Final = """

@@ -29,9 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PreparedCall"]
 
-_UNDEFINED_STATEMENT: Final = "26000"
+_UNDEFINED_STATEMENT: Final = b"26000"
 """SQLSTATE ``invalid_sql_statement_name``: the statement is not prepared on this session
 (psycopg sends ``DEALLOCATE ALL`` after a ``ROLLBACK``/``DROP`` it saw, for its own)."""
+
+_DUPLICATE_STATEMENT: Final = b"42P05"
+"""SQLSTATE ``duplicate_prepared_statement``: the session has it already (we forgot it)."""
 
 
 class PreparedCall:
@@ -72,7 +75,7 @@ class PreparedCall:
         result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
         if (
             result.status == pq.ExecStatus.FATAL_ERROR
-            and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT.encode()
+            and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT
         ):  # deallocated behind our back: prepare it again, then run it (it never ran)
             self._prepare(conn)
             result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
@@ -90,13 +93,9 @@ class PreparedCall:
         with self._lock:
             self._prepared.discard(conn)
         result = self._exchange(conn, lambda: pgconn.send_prepare(self.name, self._sql))
-        pq = import_psycopg().pq
-        if (
-            result.status == pq.ExecStatus.FATAL_ERROR
-            and result.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05"
-        ):  # duplicate_prepared_statement: the session has it already (we forgot it)
-            result = None
-        if result is not None:
+        if result.error_field(import_psycopg().pq.DiagnosticField.SQLSTATE) != (
+            _DUPLICATE_STATEMENT
+        ):
             self._check(conn, result)
         with self._lock:
             self._prepared.add(conn)
