@@ -151,13 +151,13 @@ def test_a_partitioned_worker_loses_its_run_and_its_late_writes_are_refused(
     (project / "hold-A").touch()  # A's first step waits inside the capability
 
     with namespaces(2, target) as (space_a, space_b):
-        workers = [
-            _worker(space_a, "A", aifr_bin, project, env, pg_url),
-            _worker(space_b, "B", aifr_bin, project, env, pg_url),
-        ]
+        # A starts alone: B, started together with it, could finish every run before
+        # A's process is up (it did once on a loaded CI machine), leaving A nothing.
+        workers = [_worker(space_a, "A", aifr_bin, project, env, pg_url)]
         try:
             inside = project / "inside-A"
             _wait(inside.exists, 60, "worker A never reached a step")
+            workers.append(_worker(space_b, "B", aifr_bin, project, env, pg_url))
             key = inside.read_text()
             run_id, step_id = key.split(":")[1:3]
             space_a.cut()  # A is cut off mid-step...
@@ -175,6 +175,11 @@ def test_a_partitioned_worker_loses_its_run_and_its_late_writes_are_refused(
                 90,
                 "worker A's late write was never refused",
             )
+        except BaseException:
+            _stop(workers)
+            for log in sorted(project.glob("worker-*.log")):  # pytest shows these on failure
+                print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+            raise
         finally:
             _stop(workers)
 
