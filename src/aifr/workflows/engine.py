@@ -159,9 +159,13 @@ class WorkflowEngine:
             lease_owner=self.owner if execute else None,
             lease_expires_at=now + self.lease_ttl_s if execute else None,
         )
-        # Starting at once is one commit: the run is created already running.
-        kind = "started" if execute else "created"
-        self.store.create(run, steps, workflow_event(kind, run))
+        # Starting at once is one commit: the run is created already running. A queued
+        # run carries the event of its start, for a store whose claim can append it.
+        if execute:
+            self.store.create(run, steps, workflow_event("started", run))
+        else:
+            started = workflow_event("started", run.evolve(state=RunState.RUNNING))
+            self.store.create(run, steps, workflow_event("created", run), start=started)
         context = RunContext(
             run=run,
             spec=spec,

@@ -231,8 +231,17 @@ class RunStore(Protocol):
         run: RunRecord,
         steps: Sequence[StepRecord],
         audit: AuditEvent,
+        *,
+        start: AuditEvent | None = None,
     ) -> AuditRecord:
-        """Insert a run (holding its lease) and its steps, and append ``audit``, at once."""
+        """Insert a run (holding its lease) and its steps, and append ``audit``, at once.
+
+        ``start``: for a queued (pending) run, the event that will tell it started. A
+        store may keep it and append it in the transaction of the :meth:`claim` that
+        first takes the run, which then returns the run already running (one commit
+        fewer per queued run); a store that does not ignores it, and the engine commits
+        the event itself when it drives the run.
+        """
         ...
 
     def save(
@@ -314,7 +323,9 @@ class RunStore(Protocol):
 
         The work queue: concurrent workers each get a different run (PostgreSQL skips
         rows another worker is claiming, ``FOR UPDATE SKIP LOCKED``), and the lease's
-        epoch goes up, fencing off the run's previous holder.
+        epoch goes up, fencing off the run's previous holder. A pending run created with
+        a ``start`` event (see :meth:`create`) may come back running, its event appended
+        by the claim's own transaction.
         """
         ...
 

@@ -130,6 +130,9 @@ PG_WORKFLOW_MIGRATIONS = [
     Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
     # The work queue in claiming order (see run_rows.CLAIMABLE_INDEX).
     Migration(3, CLAIMABLE_INDEX),
+    # A queued run's start, appended by the claim that first takes it (see _claim_sql):
+    # aifr_audit_append's fields for the event, prepared when the run was queued.
+    Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_audit TEXT[]"),
 ]
 
 _QUEUED = frozenset(
@@ -138,6 +141,10 @@ _QUEUED = frozenset(
 _RUN_NAMES = RUN_COLUMNS.split(", ")
 _STEP_NAMES = STEP_COLUMNS.split(", ")
 _INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 16)})"  # noqa: S608  # constant column list
+_INSERT_QUEUED_RUN = (
+    f"INSERT INTO wf_runs ({RUN_COLUMNS}, start_audit) "  # noqa: S608  # constant column list
+    f"VALUES ({', '.join(['%s'] * 16)}, %s::text[])"
+)
 _SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM wf_runs WHERE id = %s"  # noqa: S608  # constant column list
 _ACQUIRE = (
     "UPDATE wf_runs SET lease_epoch = lease_epoch + "  # noqa: S608  # constant column list
@@ -149,18 +156,32 @@ _ACQUIRE = (
 
 @functools.lru_cache(maxsize=8)
 def _claim_sql(states: frozenset[RunState]) -> str:
-    """Lease the oldest takeable run and read its steps in the same statement.
+    """Lease the oldest takeable run, start it if it is queued, and read its steps.
 
-    One row per step (the run's columns repeated), so a worker loads a claimed run in one
-    round trip. The oldest free run is found by walking ``wf_runs_claimable`` in order
-    (``states`` as literals, so the planner can use that partial index).
+    One statement, so one round trip and one commit: ``o`` finds the oldest free run by
+    walking ``wf_runs_claimable`` in order (``states`` as literals, so the planner can
+    use that partial index) and locks it; ``c`` takes its lease and, for a pending run
+    queued with its start event (``start_audit``), sets it running; ``a`` appends that
+    event (``aifr_audit_append``, which takes the chain's lock last, after the run's
+    row). Rows: one per step, the run's columns repeated, then its lease epoch and the
+    number of records appended (1: this claim started the run).
     """
+    started = "o_pending AND o_start IS NOT NULL"
+    run_columns = ", ".join(f"c.{column}" for column in RUN_COLUMNS.split(", "))
     return (
-        "WITH c AS (UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "  # noqa: S608  # enum literals and constant columns
-        f"lease_expires_at = %s WHERE id = (SELECT id FROM wf_runs WHERE {states_in(states)} "
+        "WITH o AS MATERIALIZED (SELECT id AS o_id, start_audit AS o_start, "  # noqa: S608  # enum literals and constant columns
+        f"state = 'pending' AS o_pending FROM wf_runs WHERE {states_in(states)} "
         "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
-        f"LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}, lease_epoch) "
-        f"SELECT c.*, {', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
+        "LIMIT 1 FOR UPDATE SKIP LOCKED), "
+        "c AS (UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "
+        f"lease_expires_at = %s, state = CASE WHEN {started} THEN 'running' ELSE state END, "
+        f"updated_at = CASE WHEN {started} THEN %s ELSE updated_at END, start_audit = NULL "
+        f"FROM o WHERE id = o_id RETURNING {RUN_COLUMNS}, lease_epoch, "
+        f"CASE WHEN {started} THEN o_start END AS started), "
+        "a AS (SELECT r.r_seq FROM c, aifr_audit_append(c.started) r "
+        "WHERE c.started IS NOT NULL) "
+        f"SELECT {run_columns}, c.lease_epoch, (SELECT count(*) FROM a), "
+        f"{', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
         "FROM c LEFT JOIN wf_steps s ON s.run_id = c.id ORDER BY s.idx"
     )
 
@@ -294,11 +315,33 @@ class PostgresRunStore:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def create(self, run: RunRecord, steps: Sequence[StepRecord], audit: AuditEvent) -> AuditRecord:
-        """Insert the run and its steps and append ``audit`` in one transaction."""
+    def create(
+        self,
+        run: RunRecord,
+        steps: Sequence[StepRecord],
+        audit: AuditEvent,
+        *,
+        start: AuditEvent | None = None,
+    ) -> AuditRecord:
+        """Insert the run and its steps and append ``audit`` in one transaction.
+
+        A queued run keeps ``start`` prepared (redacted and encoded now, chained later),
+        and the claim that first takes it appends it (see :meth:`claim`).
+        """
+        params = run_params(run, encode_column(run.definition) or "null")
+        if start is not None and run.state is RunState.PENDING and run.lease_owner is None:
+            insert, params = (
+                _INSERT_QUEUED_RUN,
+                (
+                    *params,
+                    append_fields([self.ledger.prepare(start)]),
+                ),
+            )
+        else:
+            insert = _INSERT_RUN
 
         def create_in(conn: psycopg.Connection[tuple[Any, ...]]) -> PendingAudit:
-            conn.execute(_INSERT_RUN, run_params(run, encode_column(run.definition) or "null"))
+            conn.execute(insert, params)
             if run.lease_owner is not None:
                 self._held(run.id, 0)
             else:
@@ -645,17 +688,20 @@ class PostgresRunStore:
     ) -> RunRecord | None:
         """Lease the oldest free or expired run in ``states`` (``FOR UPDATE SKIP LOCKED``).
 
-        Its steps come back in the same round trip and are handed to this thread's next
-        :meth:`steps` call for the run (the engine loads the run's context next).
+        A pending run queued with its start event comes back running, the event
+        appended in the claim's own transaction (the engine then has no start to
+        commit). Its steps come back in the same round trip and are handed to this
+        thread's next :meth:`steps` call for the run (the engine loads the run's context
+        next).
         """
         self._claimed.steps = None
-        rows = self._all("claiming a run", _claim_sql(states), (owner, now + ttl_s, now))
+        rows = self._all("claiming a run", _claim_sql(states), (now, owner, now + ttl_s, now))
         if not rows:
             return None
         width = len(_RUN_NAMES)
         first = rows[0]
         self._held(first[0], first[width])
-        steps = [_step(r[width + 1 :]) for r in rows if r[width + 1] is not None]
+        steps = [_step(r[width + 2 :]) for r in rows if r[width + 2] is not None]
         self._claimed.steps = (first[0], steps)
         return _run(first[:width])
 

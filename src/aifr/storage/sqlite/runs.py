@@ -181,8 +181,19 @@ class SqliteRunStore:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def create(self, run: RunRecord, steps: Sequence[StepRecord], audit: AuditEvent) -> AuditRecord:
-        """Insert the run and its steps and append ``audit`` in one transaction."""
+    def create(
+        self,
+        run: RunRecord,
+        steps: Sequence[StepRecord],
+        audit: AuditEvent,
+        *,
+        start: AuditEvent | None = None,  # noqa: ARG002  # the port's; not kept here (see below)
+    ) -> AuditRecord:
+        """Insert the run and its steps and append ``audit`` in one transaction.
+
+        ``start`` is not kept: a claim here returns a pending run as it is, and the
+        engine commits its start in a transaction of its own.
+        """
 
         def create_in(conn: sqlite3.Connection) -> AuditRecord:
             with translate_sqlite_errors("creating a run"):
