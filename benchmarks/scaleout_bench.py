@@ -499,7 +499,7 @@ How to read it:
   the statement's commit flushes it; the client sends it through libpq directly
   (`aifr.storage.postgres.prepared_call`). The last step carries the run's end in the
   same kind of statement (`aifr_step_ends_run`), so a 10-step run drained by a worker
-  costs 12 round trips and 12 commits: its claim, `started` and its steps
+  costs 11 round trips and 11 commits: its claim (which starts it) and its steps
   (`tests/integration/workflows/test_pg_round_trips.py` counts them). Add the governed
   invocation's CPU (policy decision, validation, encoding the record). On a
   loaded host one flushed commit takes several
