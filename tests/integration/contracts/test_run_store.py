@@ -174,7 +174,7 @@ def _claim_plan(store: RunStore) -> str:
         with store.database.connection() as conn:
             conn.execute("ANALYZE wf_runs")
             rows = conn.execute(
-                "EXPLAIN " + pg_runs._claim_sql(frozenset(ACTIVE_STATES)), ("w", 1e9, 1e9)
+                "EXPLAIN " + pg_runs._claim_sql(frozenset(ACTIVE_STATES)), (1e9, "w", 1e9, 1e9)
             ).fetchall()
         return "\n".join(row[0] for row in rows)
     assert isinstance(store, SqliteRunStore)
