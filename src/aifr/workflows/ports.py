@@ -236,10 +236,10 @@ class RunStore(Protocol):
     ) -> AuditRecord:
         """Insert a run (holding its lease) and its steps, and append ``audit``, at once.
 
-        ``start``: for a queued (pending) run, the event that will tell it started. A
-        store may keep it and append it in the transaction of the :meth:`claim` that
-        first takes the run, which then returns the run already running (one commit
-        fewer per queued run); a store that does not ignores it, and the engine commits
+        ``start``: for a queued (pending) run, the event that will tell it started. The
+        store keeps it and appends it in the transaction of the :meth:`claim` that first
+        takes the run, which then returns the run already running (one commit fewer per
+        queued run); a run leased another way is started by the engine, which commits
         the event itself when it drives the run.
         """
         ...

@@ -11,6 +11,7 @@ millisecond or more at a time). Step results are written by
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import functools
 import json
 import sqlite3
@@ -116,6 +117,8 @@ WORKFLOW_MIGRATIONS = [
     Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
     # The work queue in claiming order (see run_rows.CLAIMABLE_INDEX).
     Migration(3, CLAIMABLE_INDEX),
+    # A queued run's start event (JSON), appended by the claim that first takes it.
+    Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_event TEXT"),
 ]
 
 
@@ -123,20 +126,36 @@ WORKFLOW_MIGRATIONS = [
 def _oldest_free_sql(states: frozenset[RunState]) -> str:
     """The oldest run in ``states`` whose lease is free or expired (one ``?``: now).
 
+    Its id, state and start event (see :meth:`SqliteRunStore.claim`).
+
     The work queue's own states walk ``wf_runs_claimable`` in order (its ``WHERE`` is
     this very term) and stop at the first free run; left to its estimates SQLite sorted
     every active run instead.
     """
     queue = " INDEXED BY wf_runs_claimable" if states == ACTIVE_STATES else ""
     return (
-        f"SELECT id FROM wf_runs{queue} WHERE {states_in(states)} "  # noqa: S608  # enum literals
+        f"SELECT id, state, start_event FROM wf_runs{queue} WHERE {states_in(states)} "  # noqa: S608  # enum literals
         "AND (lease_owner IS NULL OR lease_expires_at < ?) "
         "ORDER BY created_at, id LIMIT 1"
     )
 
 
 _INSERT_RUN = f"INSERT INTO wf_runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 16)})"  # noqa: S608  # constant column list
+_INSERT_QUEUED_RUN = (
+    f"INSERT INTO wf_runs ({RUN_COLUMNS}, start_event) VALUES ({', '.join('?' * 17)})"  # noqa: S608  # constant column list
+)
 _SELECT_RUN_EPOCH = f"SELECT {RUN_COLUMNS}, lease_epoch FROM wf_runs WHERE id = ?"  # noqa: S608  # constant column list
+
+
+def _event_text(event: AuditEvent) -> str:
+    """``event`` as JSON, to be read back by :func:`_event_from_text` (a claim's start)."""
+    return json.dumps(dataclasses.asdict(event), sort_keys=True)
+
+
+def _event_from_text(text: str) -> AuditEvent:
+    return AuditEvent(**json.loads(text))
+
+
 _STEP_UPSERT = (
     f"INSERT INTO wf_steps ({STEP_COLUMNS}) VALUES ({', '.join('?' * 19)}) "  # noqa: S608  # constant column list
     "ON CONFLICT (run_id, step_id) DO UPDATE SET "
@@ -187,17 +206,22 @@ class SqliteRunStore:
         steps: Sequence[StepRecord],
         audit: AuditEvent,
         *,
-        start: AuditEvent | None = None,  # noqa: ARG002  # the port's; not kept here (see below)
+        start: AuditEvent | None = None,
     ) -> AuditRecord:
         """Insert the run and its steps and append ``audit`` in one transaction.
 
-        ``start`` is not kept: a claim here returns a pending run as it is, and the
-        engine commits its start in a transaction of its own.
+        A queued run keeps ``start`` (as JSON), and the claim that first takes it
+        appends it in its own transaction (see :meth:`claim`).
         """
+        params = run_params(run, self._definition_text(run))
+        if start is not None and run.state is RunState.PENDING and run.lease_owner is None:
+            insert, params = _INSERT_QUEUED_RUN, (*params, _event_text(start))
+        else:
+            insert = _INSERT_RUN
 
         def create_in(conn: sqlite3.Connection) -> AuditRecord:
             with translate_sqlite_errors("creating a run"):
-                conn.execute(_INSERT_RUN, run_params(run, self._definition_text(run)))
+                conn.execute(insert, params)
                 if run.lease_owner is not None:
                     self._held(run.id, 0)
                 conn.executemany(_STEP_UPSERT, [step_params(s) for s in steps])
@@ -514,7 +538,12 @@ class SqliteRunStore:
     def claim(
         self, states: frozenset[RunState], owner: str, ttl_s: float, now: float
     ) -> RunRecord | None:
-        """Lease the oldest free or expired run in ``states`` (``BEGIN IMMEDIATE`` serializes)."""
+        """Lease the oldest free or expired run in ``states`` (``BEGIN IMMEDIATE`` serializes).
+
+        A pending run queued with its start event comes back running, the event
+        appended in the claim's own transaction (the engine then has no start to
+        commit).
+        """
         oldest_free = _oldest_free_sql(states)
 
         def claim_in(conn: sqlite3.Connection) -> Any:
@@ -522,11 +551,24 @@ class SqliteRunStore:
                 row = conn.execute(oldest_free, (now,)).fetchone()
                 if row is None:
                     return None
+                start = row["start_event"] if row["state"] == RunState.PENDING.value else None
                 conn.execute(
                     "UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = ?, "
-                    "lease_expires_at = ? WHERE id = ?",
-                    (owner, now + ttl_s, row["id"]),
+                    "lease_expires_at = ?, start_event = NULL, "
+                    "state = CASE WHEN ? THEN ? ELSE state END, "
+                    "updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE id = ?",
+                    (
+                        owner,
+                        now + ttl_s,
+                        start is not None,
+                        RunState.RUNNING.value,
+                        start is not None,
+                        now,
+                        row["id"],
+                    ),
                 )
+                if start is not None:  # the run's row first, the chain last
+                    self.ledger.append_in(conn, _event_from_text(start))
                 taken = conn.execute(_SELECT_RUN_EPOCH, (row["id"],)).fetchone()
                 return taken
 
