@@ -130,3 +130,17 @@ def test_a_database_from_before_the_start_column_upgrades_in_place_and_runs_its_
     assert env.engine.view(queued.id).state is RunState.COMPLETED
     assert env.kinds(queued.id).count("workflow.started") == 1
     assert env.ledger.verify().ok
+
+
+def test_a_queued_run_costs_a_sqlite_worker_no_commit_of_its_own_to_start(
+    sqlite_env: WfEnv,
+) -> None:
+    # Counted on the group commit: the claim (which starts the run), the step that ends
+    # the run, and the claim that finds nothing; a `started` commit of its own was a
+    # fourth before.
+    queued = sqlite_env.engine.start(SPEC, {}, "agent", execute=False).run
+    group = sqlite_env.runs.group
+    before = group.commits
+    sqlite_env.engine.recover(views=False)
+    assert sqlite_env.engine.view(queued.id).state is RunState.COMPLETED
+    assert group.commits - before == 3
