@@ -81,10 +81,27 @@ steps:
 )
 
 
-def _wait(condition: Callable[[], bool], bound_s: float, what: str) -> None:
+def _logs(project: Path) -> str:
+    """The tail of each worker's log, for a failure message (CI shows the message)."""
+    return "".join(
+        f"\n--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+        for log in sorted(project.glob("worker-*.log"))
+    )
+
+
+def _wait(
+    condition: Callable[[], bool],
+    bound_s: float,
+    what: str,
+    workers: dict[str, subprocess.Popen[bytes]],
+    project: Path,
+) -> None:
+    """Wait for ``condition``; fail at once, with the logs, if a worker has exited."""
     deadline = time.monotonic() + bound_s
     while not condition():
-        assert time.monotonic() < deadline, what
+        gone = {name: w.returncode for name, w in workers.items() if w.poll() is not None}
+        assert not gone, f"{what}: worker(s) exited {gone}{_logs(project)}"
+        assert time.monotonic() < deadline, f"{what} within {bound_s:g}s{_logs(project)}"
         time.sleep(0.2)
 
 
@@ -153,11 +170,11 @@ def test_a_partitioned_worker_loses_its_run_and_its_late_writes_are_refused(
     with namespaces(2, target) as (space_a, space_b):
         # A starts alone: B, started together with it, could finish every run before
         # A's process is up (it did once on a loaded CI machine), leaving A nothing.
-        workers = [_worker(space_a, "A", aifr_bin, project, env, pg_url)]
+        workers = {"A": _worker(space_a, "A", aifr_bin, project, env, pg_url)}
         try:
             inside = project / "inside-A"
-            _wait(inside.exists, 60, "worker A never reached a step")
-            workers.append(_worker(space_b, "B", aifr_bin, project, env, pg_url))
+            _wait(inside.exists, 120, "worker A never reached a step", workers, project)
+            workers["B"] = _worker(space_b, "B", aifr_bin, project, env, pg_url)
             key = inside.read_text()
             run_id, step_id = key.split(":")[1:3]
             space_a.cut()  # A is cut off mid-step...
@@ -167,21 +184,24 @@ def test_a_partitioned_worker_loses_its_run_and_its_late_writes_are_refused(
                 rows = pg_rows(pg_url, "SELECT count(*) FROM wf_runs WHERE state <> 'completed'")
                 return rows[0][0] == 0
 
-            _wait(all_done, 120, "worker B did not finish the runs after A's lease expired")
+            _wait(
+                all_done,
+                120,
+                "worker B did not finish the runs after A's lease expired",
+                workers,
+                project,
+            )
             space_a.heal()  # A's stalled commit now reaches the database
             log_a = project / "worker-A.log"
             _wait(
                 lambda: "workflow.lease_lost" in log_a.read_text(errors="replace"),
                 90,
                 "worker A's late write was never refused",
+                workers,
+                project,
             )
-        except BaseException:
-            _stop(workers)
-            for log in sorted(project.glob("worker-*.log")):  # pytest shows these on failure
-                print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
-            raise
         finally:
-            _stop(workers)
+            _stop(list(workers.values()))
 
     attempts = (project / "attempts.log").read_text().splitlines()
     assert f"A {key}" in attempts and f"B {key}" in attempts  # both ran the attempt...
