@@ -9,6 +9,7 @@ would (its TCP connections stall, nothing is reset).
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import threading
@@ -113,11 +114,24 @@ def can_make_namespaces() -> str | None:
     return None
 
 
+def _free_subnet() -> int:
+    """A ``10.213.N.0/24`` no link on this host has an address in.
+
+    A leftover link of a killed run holding the same addresses would take the replies
+    to a new namespace, and its worker could never connect.
+    """
+    taken = ip("-4", "-o", "addr", "show").stdout
+    free = [n for n in range(1, 251) if f" 10.213.{n}." not in taken]
+    if not free:
+        raise RuntimeError("no free 10.213.N.0/24 subnet for the test's namespaces")
+    return random.choice(free)
+
+
 @contextlib.contextmanager
 def namespaces(count: int, pg_target: tuple[str, int]) -> Iterator[list[Namespace]]:
     """``count`` namespaces, each with a veth pair and a relay to ``pg_target``; removed after."""
     tag = uuid.uuid4().hex[:5]
-    subnet = int(tag[:2], 16) % 250 + 1
+    subnet = _free_subnet()
     made: list[Namespace] = []
     try:
         for n in range(count):
