@@ -110,6 +110,31 @@ def test_a_run_queued_without_its_start_event_is_started_by_the_engine(env: WfEn
     assert env.ledger.verify().ok
 
 
+def test_a_queued_start_event_is_redacted_before_it_waits_in_the_runs_row(env: WfEnv) -> None:
+    # The store keeps the event until a claim: what it keeps is already redacted (and a
+    # bad event would fail at queueing, not at the claim), on both backends.
+    key = "AKIAQ3EGRWKZ5XVN7TUP"  # an AWS access key id's shape: the detector's to find
+    run = env.engine.start(SPEC, {}, "agent", execute=False).run
+    template = env.engine.view(run.id)
+    queued = template.run.evolve(id="run-with-a-secret-in-its-start")
+    steps = [replace(s, run_id=queued.id) for s in template.steps]
+    created = AuditEvent(kind="workflow.created", principal="agent", run_id=queued.id)
+    start = AuditEvent(
+        kind="workflow.started", principal="agent", run_id=queued.id, details={"note": key}
+    )
+    env.runs.create(queued, steps, created, start=start)
+    kept = str(_kept_start(env, queued.id))
+    assert key not in kept and "REDACTED" in kept
+    env.engine.recover(views=False)
+    started = [
+        r
+        for r in env.ledger.records()
+        if r.event.run_id == queued.id and r.event.kind == "workflow.started"
+    ]
+    assert len(started) == 1 and key not in str(started[0].event.details)
+    assert env.ledger.verify().ok
+
+
 def test_a_database_from_before_the_start_column_upgrades_in_place_and_runs_its_queue(
     env: WfEnv,
 ) -> None:

@@ -210,12 +210,14 @@ class SqliteRunStore:
     ) -> AuditRecord:
         """Insert the run and its steps and append ``audit`` in one transaction.
 
-        A queued run keeps ``start`` (as JSON), and the claim that first takes it
-        appends it in its own transaction (see :meth:`claim`).
+        A queued run keeps ``start`` (redacted and checked now, as the PostgreSQL store
+        does, and kept as JSON), and the claim that first takes it appends it in its own
+        transaction (see :meth:`claim`).
         """
         params = run_params(run, self._definition_text(run))
         if start is not None and run.state is RunState.PENDING and run.lease_owner is None:
-            insert, params = _INSERT_QUEUED_RUN, (*params, _event_text(start))
+            redacted = self.ledger.prepare(start)[0]  # no secret waits in the run's row
+            insert, params = _INSERT_QUEUED_RUN, (*params, _event_text(redacted))
         else:
             insert = _INSERT_RUN
 
