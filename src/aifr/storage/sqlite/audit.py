@@ -111,7 +111,7 @@ class SqliteAuditStore:
         Raises:
             StorageError: the database failed (nothing was written).
         """
-        with self._writer_lock:
+        with self._db.gate, self._writer_lock:  # the gate first, as every writer takes it
             conn = self._writer
             if conn is None:
                 conn = self._writer = self._db.new_connection()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from aifr.errors import ErrorCode, StorageError
+from aifr.storage.sqlite.writer_gate import WriterGate
 
 __all__ = ["Migration", "SqliteDatabase", "translate_sqlite_errors"]
 
@@ -59,26 +60,40 @@ class _Translating:
 
 
 class _Transaction:
-    """The context manager of :meth:`SqliteDatabase.transaction` (a class, as above)."""
+    """The context manager of :meth:`SqliteDatabase.transaction` (a class, as above).
 
-    __slots__ = ("conn",)
+    The database's :class:`WriterGate` is held from before ``BEGIN IMMEDIATE`` until
+    after ``COMMIT`` or ``ROLLBACK``, so aifr's writers queue for SQLite's write lock
+    instead of sleeping in its busy handler.
+    """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    __slots__ = ("conn", "gate")
+
+    def __init__(self, conn: sqlite3.Connection, gate: WriterGate) -> None:
         self.conn = conn
+        self.gate = gate
 
     def __enter__(self) -> sqlite3.Connection:
-        with _Translating("beginning a transaction"):
-            self.conn.execute("BEGIN IMMEDIATE")
+        self.gate.__enter__()
+        try:
+            with _Translating("beginning a transaction"):
+                self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.gate.__exit__(None, None, None)
+            raise
         return self.conn
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
-        if exc is not None:
-            self.conn.execute("ROLLBACK")
-            return
-        with _Translating("committing"):
-            self.conn.execute("COMMIT")
+        try:
+            if exc is not None:
+                self.conn.execute("ROLLBACK")
+                return
+            with _Translating("committing"):
+                self.conn.execute("COMMIT")
+        finally:
+            self.gate.__exit__(None, None, None)
 
 
 class SqliteDatabase:
@@ -98,12 +113,27 @@ class SqliteDatabase:
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
+        self.gate = WriterGate(self.path)
+        """Held by every write transaction this process opens (see :class:`WriterGate`)."""
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._migrate_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
         self._before_close: list[Callable[[], None]] = []
+
+    @property
+    def busy_timeout_ms(self) -> int:
+        """How long a connection opened from now on waits for SQLite's write lock.
+
+        0 also makes the writer gate fail at once instead of waiting for its holder.
+        """
+        return self._busy_timeout_ms
+
+    @busy_timeout_ms.setter
+    def busy_timeout_ms(self, value: int) -> None:
+        self._busy_timeout_ms = value
+        self.gate.wait = value > 0
 
     def new_connection(self) -> sqlite3.Connection:
         """A fresh connection with WAL, foreign keys, busy timeout and ``synchronous``.
@@ -158,7 +188,7 @@ class SqliteDatabase:
         self, conn: sqlite3.Connection | None = None
     ) -> AbstractContextManager[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
-        return _Transaction(conn or self.connect())
+        return _Transaction(conn or self.connect(), self.gate)
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Apply ``component``'s migrations newer than its recorded version, in order.
@@ -271,6 +301,7 @@ class SqliteDatabase:
         self._all.clear()
         self._writer = None
         self._local = threading.local()
+        self.gate.close()
 
 
 def _statements(script: str) -> list[str]:
