@@ -10,6 +10,7 @@ made for the run and dropped after. Skips (exit 0) when no PostgreSQL DSN is set
 from __future__ import annotations
 
 import argparse
+import fcntl
 import multiprocessing
 import os
 import re
@@ -271,12 +272,11 @@ def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> f
             assert worker.stdout is not None
             if not worker.stdout.readline():
                 raise RuntimeError("a worker exited before it started polling")
-        for worker in workers:
-            worker.send_signal(signal.SIGSTOP)
-        for _ in range(runs):
-            app.workflows.start(spec, {}, "bench", execute=False)
         database = app.settings.sqlite_path
         assert database is not None, "the project's database is not a SQLite file"
+        _hold_idle(workers, database)
+        for _ in range(runs):
+            app.workflows.start(spec, {}, "bench", execute=False)
         started = time.perf_counter()
         for worker in workers:
             worker.send_signal(signal.SIGCONT)
@@ -298,6 +298,37 @@ def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> f
             app.close()
         shutil.rmtree(directory, ignore_errors=True)
     return runs * STEPS / elapsed
+
+
+def _hold_idle(workers: list[subprocess.Popen[str]], database: Path) -> None:
+    """``SIGSTOP`` the workers at a moment none of them is writing ``database``.
+
+    An idle worker still claims every poll (a write that finds nothing); one stopped
+    inside it would hold the writer gate and SQLite's lock until it is resumed, and the
+    runs queued meanwhile would wait for it. So the workers are stopped, the gate and the
+    lock are tried, and on a miss the workers are resumed for a moment and stopped again.
+    """
+    gate = os.open(f"{database}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as probe:
+            for _ in range(1000):
+                for worker in workers:
+                    worker.send_signal(signal.SIGSTOP)
+                try:
+                    fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    probe.execute("BEGIN IMMEDIATE")
+                    probe.execute("ROLLBACK")
+                    return
+                except (BlockingIOError, sqlite3.OperationalError):
+                    pass
+                finally:
+                    fcntl.flock(gate, fcntl.LOCK_UN)
+                for worker in workers:
+                    worker.send_signal(signal.SIGCONT)
+                time.sleep(0.01)
+    finally:
+        os.close(gate)
+    raise RuntimeError(f"the workers never left {database} unlocked")
 
 
 def _project(directory: Path) -> None:

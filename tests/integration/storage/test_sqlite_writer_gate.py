@@ -1,10 +1,11 @@
-"""The SQLite writer gate: aifr's writers queue for the write lock instead of sleeping.
+"""The SQLite writer gate: aifr's writers queue for the write lock across processes.
 
-Every writer here runs with a SQLite busy timeout of 1 ms, so a writer that met
-SQLite's lock held by another would fail with "database is locked" almost at once. The
-gate (``<database>-lock``, taken before ``BEGIN IMMEDIATE``) makes it wait for the
-holder instead, whether the holder is another process or another thread; a holder
-killed with -9 releases it; a busy timeout of 0 still means "never wait".
+The gate (``<database>-lock``, taken before ``BEGIN IMMEDIATE`` and released after the
+commit) is held here on its own by another process or thread, without SQLite's lock, so
+a writer that did not go through it would write at once: each writer must wait for
+its holder instead. A holder killed with -9 releases it; a holder that does not let go
+(a stopped worker) makes the writer give up after the busy timeout, naming the file;
+a busy timeout of 0 means never wait.
 """
 
 from __future__ import annotations
@@ -31,25 +32,30 @@ HOLDER = """
 import sys, time
 from aifr.storage.sqlite import SqliteDatabase
 database = SqliteDatabase(sys.argv[1])
-with database.transaction() as conn:
-    conn.execute("INSERT INTO notes (body) VALUES ('holder')")
-    print("holding", flush=True)
-    time.sleep(float(sys.argv[2]))
-print("committed", flush=True)
+if sys.argv[3] == "gate":  # the gate alone: SQLite's lock stays free
+    with database.gate:
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[2]))
+else:
+    with database.transaction() as conn:
+        conn.execute("INSERT INTO notes (body) VALUES ('holder')")
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[2]))
+print("released", flush=True)
 """
 
 
-def _database(path: Path, busy_timeout_ms: int = 1) -> SqliteDatabase:
+def _database(path: Path, busy_timeout_ms: int = 30_000) -> SqliteDatabase:
     database = SqliteDatabase(path, busy_timeout_ms=busy_timeout_ms)
     database.migrate("notes", [NOTES])
     return database
 
 
 @contextmanager
-def _holding(path: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding a write transaction (and the gate) for ``seconds``."""
+def _holding(path: Path, seconds: float, what: str = "gate") -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the gate (``what="gate"``) or a write transaction."""
     with subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), str(seconds)],
+        [sys.executable, "-c", HOLDER, str(path), str(seconds), what],
         stdout=subprocess.PIPE,
         text=True,
     ) as holder:
@@ -65,18 +71,27 @@ def _bodies(database: SqliteDatabase) -> list[str]:
     return [row[0] for row in database.connect().execute("SELECT body FROM notes ORDER BY id")]
 
 
-def test_a_writer_waits_for_another_processs_transaction_instead_of_failing(
-    tmp_path: Path,
-) -> None:
+def test_a_writer_waits_for_another_process_holding_the_gate(tmp_path: Path) -> None:
     path = tmp_path / "aifr.db"
     database = _database(path)
     with _holding(path, 0.4) as holder:
         started = time.monotonic()
-        with database.transaction() as conn:  # SQLite alone: "database is locked" in 1 ms
+        with database.transaction() as conn:  # SQLite's lock is free: only the gate waits
             conn.execute("INSERT INTO notes (body) VALUES ('waiter')")
         waited = time.monotonic() - started
         assert holder.wait(timeout=30) == 0
-    assert waited > 0.2
+    assert waited > 0.3
+    assert _bodies(database) == ["waiter"]
+    database.close()
+
+
+def test_a_writer_follows_another_processs_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "aifr.db"
+    database = _database(path)
+    with _holding(path, 0.3, "transaction") as holder:
+        with database.transaction() as conn:
+            conn.execute("INSERT INTO notes (body) VALUES ('waiter')")
+        assert holder.wait(timeout=30) == 0
     assert _bodies(database) == ["holder", "waiter"]
     database.close()
 
@@ -86,9 +101,12 @@ def test_an_audit_append_waits_for_the_gate_too(tmp_path: Path) -> None:
     database = _database(path)
     ledger = AuditLedger(SqliteAuditStore(database))
     ledger.append(AuditEvent(kind="client", principal="agent"))
-    with _holding(path, 0.3) as holder:
+    with _holding(path, 0.4) as holder:
+        started = time.monotonic()
         ledger.append(AuditEvent(kind="client", principal="agent"))  # the lone-append path
+        waited = time.monotonic() - started
         assert holder.wait(timeout=30) == 0
+    assert waited > 0.3
     assert ledger.verify().ok
     assert ledger.head().seq == 2
     database.close()
@@ -109,7 +127,7 @@ def test_a_holder_killed_with_minus_9_releases_the_gate(tmp_path: Path) -> None:
         done.set()
 
     waiter = threading.Thread(target=write)
-    with _holding(path, 300) as holder:
+    with _holding(path, 300, "transaction") as holder:
         try:
             waiter.start()
             assert not done.wait(0.3), "the writer did not wait for the holder"
@@ -127,20 +145,24 @@ def test_threads_of_one_process_queue_at_the_gate(tmp_path: Path) -> None:
     database = _database(tmp_path / "aifr.db")
     inside = threading.Event()
     errors: list[BaseException] = []
+    waited: list[float] = []
 
     def hold() -> None:
-        with database.transaction() as conn:  # this thread's own connection
-            conn.execute("INSERT INTO notes (body) VALUES ('first')")
+        with database.gate:  # the gate alone, as a transaction's first step holds it
             inside.set()
             time.sleep(0.3)
+        with database.transaction() as conn:
+            conn.execute("INSERT INTO notes (body) VALUES ('first')")
 
     def follow() -> None:
         inside.wait(10)
+        started = time.monotonic()
         try:
-            with database.transaction() as conn:  # another connection, busy timeout 1 ms
+            with database.transaction() as conn:  # this thread's own connection
                 conn.execute("INSERT INTO notes (body) VALUES ('second')")
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
+        waited.append(time.monotonic() - started)
 
     threads = [threading.Thread(target=hold), threading.Thread(target=follow)]
     for thread in threads:
@@ -148,7 +170,8 @@ def test_threads_of_one_process_queue_at_the_gate(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(30)
     assert errors == []
-    assert _bodies(database) == ["first", "second"]
+    assert waited[0] > 0.2
+    assert sorted(_bodies(database)) == ["first", "second"]
     database.close()
 
 
@@ -162,6 +185,25 @@ def test_a_busy_timeout_of_zero_fails_at_once_naming_the_file(tmp_path: Path) ->
         assert time.monotonic() - started < 1
     assert str(path) in caught.value.message
     assert "another process" in caught.value.message
+    database.close()
+
+
+def test_a_writer_gives_up_after_the_busy_timeout_when_the_holder_does_not_let_go(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "aifr.db"
+    database = _database(path, busy_timeout_ms=300)
+    with _holding(path, 30, "transaction") as holder:
+        holder.send_signal(signal.SIGSTOP)  # as Ctrl-Z on a worker mid-commit
+        started = time.monotonic()
+        with pytest.raises(StorageError) as caught, database.transaction():
+            pass
+        waited = time.monotonic() - started
+        holder.send_signal(signal.SIGCONT)
+    assert 0.25 < waited < 5
+    assert str(path) in caught.value.message
+    assert "0.3s" in caught.value.message
+    assert _bodies(database) == []  # neither the holder's row nor anything of this writer
     database.close()
 
 

@@ -113,7 +113,7 @@ class SqliteDatabase:
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
-        self.gate = WriterGate(self.path)
+        self.gate = WriterGate(self.path, timeout_s=busy_timeout_ms / 1000)
         """Held by every write transaction this process opens (see :class:`WriterGate`)."""
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
@@ -126,14 +126,14 @@ class SqliteDatabase:
     def busy_timeout_ms(self) -> int:
         """How long a connection opened from now on waits for SQLite's write lock.
 
-        0 also makes the writer gate fail at once instead of waiting for its holder.
+        The writer gate waits as long (0: a writer that finds it taken fails at once).
         """
         return self._busy_timeout_ms
 
     @busy_timeout_ms.setter
     def busy_timeout_ms(self, value: int) -> None:
         self._busy_timeout_ms = value
-        self.gate.wait = value > 0
+        self.gate.timeout_s = value / 1000
 
     def new_connection(self) -> sqlite3.Connection:
         """A fresh connection with WAL, foreign keys, busy timeout and ``synchronous``.
