@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,6 @@ def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> f
     from aifr.app import build_app
 
     directory = Path(tempfile.mkdtemp(prefix="aifr-scaleout-sqlite-workers-"))
-    aifr = str(Path(sys.executable).parent / "aifr")
     env = {key: value for key, value in os.environ.items() if key != "AIFR_DATABASE_URL"}
     workers: list[subprocess.Popen[str]] = []
     app = None
@@ -258,16 +258,7 @@ def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> f
         spec = app.workflow("ten")
         for _ in range(30):
             app.workflows.start(spec, {}, "bench")
-        workers = [
-            subprocess.Popen(
-                [aifr, "worker", "--poll", "0.05", "-c", str(concurrency), "-p", str(directory)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            for _ in range(processes)
-        ]
+        workers = _start_workers(directory, processes, concurrency, env, banner=True)
         for worker in workers:  # its banner: the worker is polling
             assert worker.stdout is not None
             if not worker.stdout.readline():
@@ -275,29 +266,57 @@ def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> f
         database = app.settings.sqlite_path
         assert database is not None, "the project's database is not a SQLite file"
         _hold_idle(workers, database)
-        for _ in range(runs):
-            app.workflows.start(spec, {}, "bench", execute=False)
-        started = time.perf_counter()
-        for worker in workers:
-            worker.send_signal(signal.SIGCONT)
         with closing(sqlite3.connect(database)) as conn:
-            while conn.execute(
-                "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
-            ).fetchone() != (0,):
-                time.sleep(0.01)
-        elapsed = time.perf_counter() - started
+            elapsed = _drain(app, workers, runs, lambda: conn.execute(UNFINISHED).fetchone()[0])
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGCONT)
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            worker.wait(timeout=30)
-            if worker.stdout is not None:
-                worker.stdout.close()
+        _stop(workers)
         if app is not None:
             app.close()
         shutil.rmtree(directory, ignore_errors=True)
     return runs * STEPS / elapsed
+
+
+def _start_workers(
+    directory: Path, processes: int, concurrency: int, env: dict[str, str], *, banner: bool
+) -> list[subprocess.Popen[str]]:
+    """``processes`` idle ``aifr worker -c C``; ``banner``: their stdout piped (to read it)."""
+    aifr = str(Path(sys.executable).parent / "aifr")
+    return [
+        subprocess.Popen(
+            [aifr, "worker", "--poll", "0.05", "-c", str(concurrency), "-p", str(directory)],
+            env=env,
+            stdout=subprocess.PIPE if banner else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+
+
+UNFINISHED = "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
+
+
+def _drain(app: Any, workers: list[Any], runs: int, unfinished: Callable[[], int]) -> float:
+    """Queue ``runs`` runs while the workers are held, release them: seconds to drain them."""
+    spec = app.workflow("ten")
+    for _ in range(runs):
+        app.workflows.start(spec, {}, "bench", execute=False)
+    started = time.perf_counter()
+    for worker in workers:
+        worker.send_signal(signal.SIGCONT)
+    while unfinished():
+        time.sleep(0.01)
+    return time.perf_counter() - started
+
+
+def _stop(workers: list[Any]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGCONT)  # a held worker would not act on SIGTERM
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=30)
+        if worker.stdout is not None:
+            worker.stdout.close()
 
 
 def _hold_idle(workers: list[subprocess.Popen[str]], database: Path) -> None:
@@ -357,16 +376,7 @@ def aifr_steps_per_s(
     env = {**os.environ, "AIFR_DATABASE_URL": url}
     os.environ["AIFR_DATABASE_URL"] = url
     app = build_app(directory)
-    aifr = str(Path(sys.executable).parent / "aifr")
-    workers = [
-        subprocess.Popen(
-            [aifr, "worker", "--poll", "0.05", "-c", str(concurrency), "-p", str(directory)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(processes)
-    ]
+    workers = _start_workers(directory, processes, concurrency, env, banner=False)
     try:
         with psycopg.connect(dsn, autocommit=True) as probe:
             deadline = time.monotonic() + 180
@@ -378,24 +388,10 @@ def aifr_steps_per_s(
                 time.sleep(0.05)
         for worker in workers:
             worker.send_signal(signal.SIGSTOP)
-        spec = app.workflow("ten")
-        for _ in range(runs):
-            app.workflows.start(spec, {}, "bench", execute=False)
-        started = time.perf_counter()
-        for worker in workers:
-            worker.send_signal(signal.SIGCONT)
         with _connect(dsn, schema) as conn:
-            while conn.execute(
-                "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
-            ).fetchone() != (0,):
-                time.sleep(0.01)
-        elapsed = time.perf_counter() - started
+            elapsed = _drain(app, workers, runs, lambda: conn.execute(UNFINISHED).fetchone()[0])
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGCONT)  # a held worker would not act on SIGTERM
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            worker.wait(timeout=30)
+        _stop(workers)
         app.close()
         os.environ.pop("AIFR_DATABASE_URL", None)
         with psycopg.connect(dsn, autocommit=True) as conn:
