@@ -10,7 +10,6 @@ made for the run and dropped after. Skips (exit 0) when no PostgreSQL DSN is set
 from __future__ import annotations
 
 import argparse
-import fcntl
 import multiprocessing
 import os
 import re
@@ -327,26 +326,27 @@ def _hold_idle(workers: list[subprocess.Popen[str]], database: Path) -> None:
     runs queued meanwhile would wait for it. So the workers are stopped, the gate and the
     lock are tried, and on a miss the workers are resumed for a moment and stopped again.
     """
-    gate = os.open(f"{database}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    from aifr.errors import StorageError
+    from aifr.storage.sqlite.writer_gate import WriterGate
+
+    gate = WriterGate(database, timeout_s=0)  # the workers' own gate, never waiting
     try:
         with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as probe:
             for _ in range(1000):
                 for worker in workers:
                     worker.send_signal(signal.SIGSTOP)
                 try:
-                    fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    probe.execute("BEGIN IMMEDIATE")
-                    probe.execute("ROLLBACK")
+                    with gate:
+                        probe.execute("BEGIN IMMEDIATE")
+                        probe.execute("ROLLBACK")
                     return
-                except (BlockingIOError, sqlite3.OperationalError):
+                except (StorageError, sqlite3.OperationalError):
                     pass
-                finally:
-                    fcntl.flock(gate, fcntl.LOCK_UN)
                 for worker in workers:
                     worker.send_signal(signal.SIGCONT)
                 time.sleep(0.01)
     finally:
-        os.close(gate)
+        gate.close()
     raise RuntimeError(f"the workers never left {database} unlocked")
 
 
@@ -506,6 +506,19 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
     ]
 
 
+def _sqlite_worker_row(result: dict[str, float], processes: int, concurrency: int) -> str:
+    """A SQLite worker row of the table, its ratio over 1 worker at ``-c 1``."""
+    rate = result[f"sqlite_workers_{processes}x{concurrency}"]
+    plural = "es" if processes > 1 else ""
+    name = (
+        f"aifr on SQLite (FULL), {processes} worker process{plural}, `--concurrency {concurrency}`"
+    )
+    if (processes, concurrency) == (1, 1):
+        return f"| {name} | {rate:,.0f} steps/s | | |"
+    ratio = rate / result["sqlite_workers_1x1"]
+    return f"| {name} (vs 1 worker, `-c 1`) | {rate:,.0f} steps/s | | {ratio:.2f}x |"
+
+
 def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
     """Replace (or add) this benchmark's section of docs/benchmarks.md; returns it."""
     commit_ms = result["commit_ms"]
@@ -562,15 +575,7 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         f"steps/s | {1e6 / result['sqlite_ceiling']:.0f} µs CPU | "
         f"{result['sqlite_ceiling'] / result['sqlite_1']:.2f}x |",
         *(
-            f"| aifr on SQLite (FULL), {processes} worker process{'es' if processes > 1 else ''}, "
-            f"`--concurrency {concurrency}`"
-            f"{' (vs 1 worker, `-c 1`)' if (processes, concurrency) != (1, 1) else ''} | "
-            f"{result[f'sqlite_workers_{processes}x{concurrency}']:,.0f} steps/s | | "
-            + (
-                f"{result[f'sqlite_workers_{processes}x{concurrency}'] / result['sqlite_workers_1x1']:.2f}x |"
-                if (processes, concurrency) != (1, 1)
-                else " |"
-            )
+            _sqlite_worker_row(result, processes, concurrency)
             for processes, concurrency in SQLITE_WORKER_ROWS
         ),
         "",
