@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from pydantic import JsonValue
 
@@ -59,6 +59,7 @@ from aifr.invocation.sandbox import SandboxRules
 from aifr.invocation.sandbox_backends import detect
 from aifr.plugins import PluginSet, discover, load_plugins
 from aifr.policy import GrantStore, PolicyChange, PolicyEngine
+from aifr.redaction import redact_url
 from aifr.stdlib import PermissionTable, build_stdlib
 from aifr.stdlib.findings import FindingsStores
 from aifr.stdlib.knowledge import build_knowledge_capabilities
@@ -142,7 +143,7 @@ class App:
         path = self.settings.sqlite_path
         if path is None:
             raise ConfigError(
-                f"database_url {self.settings.database_url!r}: use sqlite:///PATH or "
+                f"database_url {redact_url(self.settings.database_url)!r}: use sqlite:///PATH or "
                 "postgresql://...",
                 key="database_url",
             )
@@ -393,7 +394,7 @@ def open_findings_stores(
         path = settings.sqlite_path
         if path is None:
             raise ConfigError(
-                f"database_url {url!r}: use sqlite:///PATH or postgresql://...",
+                f"database_url {redact_url(url)!r}: use sqlite:///PATH or postgresql://...",
                 key="database_url",
             )
         database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
@@ -642,18 +643,23 @@ def build_plugins(
 
 
 def postgres_target(url: str) -> tuple[str, str | None] | None:
-    """``(dsn, schema)`` for a ``postgresql://`` URL, else ``None``.
+    """``(dsn, schema)`` for a ``postgresql://`` (or ``postgres://``) URL, else ``None``.
 
     A ``schema=NAME`` query parameter (aifr's, not libpq's) puts aifr's tables in that
-    schema, so several projects can share one database; it is removed from the DSN.
+    schema, so several projects can share one database; it is removed from the DSN. The
+    rest of the URL reaches libpq as written: rebuilding it with ``urlunsplit`` would
+    drop the ``//`` of a URL with no host (``postgresql:///db?host=/run/postgresql``,
+    a Unix socket), which libpq then cannot parse.
     """
     if not url.startswith(("postgresql://", "postgres://")):
         return None
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((value for key, value in query if key == "schema"), None)
-    rest = urlencode([(key, value) for key, value in query if key != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema or None
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url, None
+    pairs = [field.partition("=") for field in query.split("&") if field]
+    schema = next((unquote(value) for key, _, value in pairs if key == "schema"), None)
+    rest = "&".join("".join(pair) for pair in pairs if pair[0] != "schema")
+    return (f"{base}?{rest}" if rest else base), schema or None
 
 
 def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = None) -> AuditLedger:
@@ -674,7 +680,7 @@ def build_audit_ledger(settings: Settings, database: SqliteDatabase | None = Non
         path = settings.sqlite_path
         if path is None:
             raise ConfigError(
-                f"database_url {url!r}: use sqlite:///PATH or postgresql://...",
+                f"database_url {redact_url(url)!r}: use sqlite:///PATH or postgresql://...",
                 key="database_url",
             )
         database = SqliteDatabase(path, synchronous=settings.audit.synchronous)
@@ -700,7 +706,7 @@ def build_token_service(
             path = settings.sqlite_path
             if path is None:
                 raise ConfigError(
-                    f"database_url {settings.database_url!r}: use sqlite:///PATH or "
+                    f"database_url {redact_url(settings.database_url)!r}: use sqlite:///PATH or "
                     "postgresql://...",
                     key="database_url",
                 )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from cli_kit import pg_rows, run_cli
 
@@ -86,3 +88,53 @@ def test_postgresql_schemas_are_versioned_and_a_newer_one_is_refused(
     assert set(after.values()) == {"up to date"}
     assert refused.returncode != 0
     assert "storage.schema_mismatch" in refused.stderr
+
+
+def _socket_url(pg_url: str) -> str:
+    """``pg_url``'s database and schema reached through the server's Unix socket."""
+    dsn, schema = pg_url.rsplit("schema=", 1)
+    with psycopg.connect(dsn.rstrip("?&")) as conn:
+        directories = str(conn.execute("SHOW unix_socket_directories").fetchone()[0])
+        database = conn.info.dbname
+    directory = next((d.strip() for d in directories.split(",") if d.strip()), "")
+    if not directory.startswith("/") or not Path(directory).is_dir():
+        pytest.skip(f"the server listens on no Unix socket directory here ({directories!r})")
+    return f"postgres:///{database}?host={directory}&schema={schema}"
+
+
+@pytest.mark.pg
+def test_a_unix_socket_url_with_no_host_works_for_every_command(
+    project: Path, aifr_bin: str, clean_env: dict[str, str], pg_url: str
+) -> None:
+    """``postgres:///db?host=/run/postgresql``: libpq's form for a local socket.
+
+    Rebuilding the URL (to take aifr's ``schema=`` out) once dropped its ``//`` and libpq
+    refused what was left.
+    """
+    env = {**clean_env, "AIFR_DATABASE_URL": _socket_url(pg_url)}
+
+    upgraded = run_cli(aifr_bin, project, env, "db", "upgrade")
+    status = _status(aifr_bin, project, env)
+    verified = run_cli(aifr_bin, project, env, "audit", "verify")
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert set(status.values()) == {"up to date"}
+    assert verified.returncode == 0, verified.stderr
+    assert pg_rows(pg_url, "SELECT count(*) FROM schema_versions") == [(len(status),)]
+
+
+def test_a_url_libpq_cannot_read_is_refused_at_once_without_its_password(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    """No server is needed to refuse it: the URL is checked before anything connects."""
+    url = "postgresql://alice:s3cret-pw@127.0.0.1:1/test?sslmode=disable&colour=blue"
+    env = {**clean_env, "AIFR_DATABASE_URL": url}
+
+    started = time.monotonic()
+    refused = run_cli(aifr_bin, project, env, "db", "status")
+
+    assert time.monotonic() - started < 20  # the pool would have retried it for 30 s
+    assert refused.returncode != 0
+    assert "config.invalid" in refused.stderr
+    assert '"colour"' in refused.stderr
+    assert "s3cret-pw" not in refused.stderr + refused.stdout

@@ -11,6 +11,7 @@ from rich.table import Table
 from aifr.app import build_app
 from aifr.cli.console import console, fail, print_json
 from aifr.errors import AifrError, ErrorCode, StorageError
+from aifr.redaction import redact_url
 from aifr.storage.schema import ComponentSchema, schema_status, upgrade_schema
 
 app = typer.Typer(help="The state database's schema: versions and upgrades.", no_args_is_help=True)
@@ -53,7 +54,7 @@ def status(project: ProjectOption = Path(), as_json: JsonOption = False) -> None
             built.close()
     except AifrError as exc:
         fail(exc)
-    _show(rows, _safe_url(built.settings.database_url), as_json)
+    _show(rows, redact_url(built.settings.database_url), as_json)
     refused = _newer(rows)
     if refused is not None:
         fail(refused)
@@ -70,13 +71,4 @@ def upgrade(project: ProjectOption = Path(), as_json: JsonOption = False) -> Non
             built.close()
     except AifrError as exc:
         fail(exc)
-    _show(rows, _safe_url(built.settings.database_url), as_json)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password (``user:secret@`` becomes ``user:***@``)."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+    _show(rows, redact_url(built.settings.database_url), as_json)

@@ -6,13 +6,14 @@ import threading
 
 import pytest
 
+from aifr.errors import StorageError
+from aifr.storage.postgres import database as database_module
 from aifr.storage.postgres.audit import PostgresAuditStore
 from aifr.storage.postgres.database import PostgresDatabase
 from aifr.storage.postgres.runs import PG_WORKFLOW_MIGRATIONS
 
-pytestmark = pytest.mark.pg
 
-
+@pytest.mark.pg
 def test_workers_opening_one_fresh_schema_together_all_start_and_migrate_once(
     pg_schema: tuple[str, str],
 ) -> None:
@@ -40,3 +41,18 @@ def test_workers_opening_one_fresh_schema_together_all_start_and_migrate_once(
 
     assert errors == []
     assert versions == [PG_WORKFLOW_MIGRATIONS[-1].version] * 6
+
+
+def test_a_server_that_never_answers_is_reported_in_libpqs_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool keeps trying a server it cannot reach; when it gives up, the error says why."""
+    monkeypatch.setattr(database_module, "CONNECT_WAIT_S", 1.0)
+    database = PostgresDatabase("postgresql://postgres@127.0.0.1:1/test")  # nothing listens
+
+    with pytest.raises(StorageError) as refused:
+        database.pool()
+
+    assert "for 1 s" in refused.value.message
+    assert "127.0.0.1" in refused.value.message and "port 1" in refused.value.message
+    assert "pool initialization" not in refused.value.message

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifr.errors import ConfigError, ErrorCode, StorageError, WorkflowError
+from aifr.redaction import URL_MARK, redact_url
+from aifr.redaction.urls import url_secret_spans
 from aifr.storage.sqlite.database import Migration
 
 if TYPE_CHECKING:
@@ -25,8 +27,10 @@ if TYPE_CHECKING:
     import psycopg_pool
 
 __all__ = [
+    "CONNECT_WAIT_S",
     "LEASE_LOST_SQLSTATE",
     "PostgresDatabase",
+    "check_dsn",
     "create_schema",
     "import_psycopg",
     "translate_pg_errors",
@@ -47,6 +51,33 @@ def import_psycopg() -> Any:
             extra="pg",
         ) from exc
     return psycopg
+
+
+CONNECT_WAIT_S = 30.0
+"""How long opening the pool keeps trying a server it cannot reach (one restarting)."""
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse at once a DSN libpq cannot parse, before anything tries to connect with it.
+
+    Otherwise the pool would retry it for :data:`CONNECT_WAIT_S` and then report only
+    that it timed out. The message shows the URL with its password masked, and masks it
+    in libpq's own words too (they quote the part of the URL they could not read).
+
+    Raises:
+        ConfigError: ``database_url`` is not a connection string libpq accepts.
+    """
+    psycopg = import_psycopg()
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).strip()
+        for _kind, start, end in url_secret_spans(dsn):
+            reason = reason.replace(dsn[start:end], URL_MARK)
+        raise ConfigError(
+            f"database_url {redact_url(dsn)!r} is not a PostgreSQL URL libpq accepts: {reason}",
+            key="database_url",
+        ) from exc
 
 
 LEASE_LOST_SQLSTATE = "AF001"
@@ -130,6 +161,7 @@ class PostgresDatabase:
 
         with self._lock:
             if self._pool is None:
+                check_dsn(self.dsn)
                 with translate_pg_errors("connecting to PostgreSQL"):
                     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
                         self.dsn,
@@ -140,9 +172,25 @@ class PostgresDatabase:
                         open=False,
                         timeout=30.0,
                     )
-                    pool.open(wait=True, timeout=30.0)
+                    try:
+                        pool.open(wait=True, timeout=CONNECT_WAIT_S)
+                    except psycopg_pool.PoolTimeout:  # the pool closed itself
+                        raise StorageError(
+                            f"connecting to PostgreSQL failed for {CONNECT_WAIT_S:g} s: "
+                            f"{self._why_unreachable()}",
+                            action="connecting to PostgreSQL",
+                        ) from None
                 self._pool = pool
         return self._pool
+
+    def _why_unreachable(self) -> str:
+        """Why the server cannot be reached now, in libpq's words (the pool only timed out)."""
+        psycopg = import_psycopg()
+        try:
+            psycopg.connect(self.dsn, autocommit=True, connect_timeout=5).close()
+        except psycopg.Error as exc:
+            return str(exc).strip()
+        return "it answers now; try again"
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
