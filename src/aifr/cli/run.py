@@ -1,7 +1,8 @@
-"""``aifr run WORKFLOW --input k=v --as PRINCIPAL [--wait] [--plan]``: start a workflow run.
+"""``aifr run WORKFLOW --input k=v --as PRINCIPAL [--wait] [--plan] [--queue]``: start a run.
 
 The run is driven in a background thread while a Rich live view shows each step's
-state. ``--plan`` shows, before anything executes, each step's capability, risk and
+state. ``--queue`` only stores it for ``aifr worker`` processes, on this machine or any
+other sharing the database, to take (``aifr runs show RUN --follow`` watches it). ``--plan`` shows, before anything executes, each step's capability, risk and
 policy decision for the principal. ``--wait`` keeps the command attached through an
 approval pause: once someone decides (``aifr approvals approve``, the web console or
 the signed callback), the run resumes here. Exit status: 0 completed, 4 waiting for an
@@ -239,10 +240,20 @@ def run(
     plan: Annotated[
         bool, typer.Option("--plan", help="Show each step's risk and decision; run nothing.")
     ] = False,
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Queue the run for aifr worker; run nothing here.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
     project: ProjectOption = Path(),
 ) -> None:
     """Run a workflow: each step governed, every state change durable, failures undone."""
+    if queue and (wait or plan):
+        other = "--wait" if wait else "--plan"
+        raise typer.BadParameter(
+            f"--queue leaves the run to aifr worker, so {other} has nothing here to do; "
+            "drop one (follow a queued run with aifr runs show RUN --follow)",
+            param_hint=f"'{other}'",
+        )
     try:
         app = build_app(project)
     except AifrError as exc:
@@ -259,6 +270,9 @@ def run(
                 print_json([asdict(p) for p in planned])
             else:
                 console.print(render_plan(spec, planned, who))
+            return
+        if queue:
+            _queue(app, spec, values, who, roles, as_json=as_json)
             return
         view = _start(
             app, spec, values, who, roles, wait=wait, wait_timeout=wait_timeout, quiet=as_json
@@ -281,6 +295,26 @@ def run(
     raise typer.Exit(run_exit_status(view))
 
 
+def _queue(
+    app: App,
+    spec: WorkflowSpec,
+    values: dict[str, JsonValue],
+    principal: str,
+    roles: tuple[str, ...],
+    *,
+    as_json: bool,
+) -> None:
+    """Store the run for the workers (validated and audited as ``workflow.created``)."""
+    view = app.workflows.start(spec, values, principal, roles=roles, execute=False)
+    if as_json:
+        print_json(view.to_dict())
+        return
+    console.print(
+        f"queued {view.run.id} ({spec.name}, {len(view.steps)} steps): aifr worker takes it; "
+        f"follow it with aifr runs show {view.run.id} --follow"
+    )
+
+
 def _start(
     app: App,
     spec: WorkflowSpec,
@@ -293,7 +327,7 @@ def _start(
     quiet: bool,
 ) -> RunView:
     engine = app.workflows
-    engine.recover()
+    engine.recover(queued=False)  # interrupted runs; the queued ones are the workers'
     run_id = f"run-{new_id()[:20]}"
     with Live(
         console=err_console if quiet else console, transient=quiet, auto_refresh=False

@@ -274,12 +274,14 @@ class WorkflowEngine:
         self._drive(context)
         return self.view(run_id)
 
-    def recover(self, *, views: bool = True) -> list[RunView]:
+    def recover(self, *, views: bool = True, queued: bool = True) -> list[RunView]:
         """Resume every unfinished run this worker can take (see :class:`Recovery`).
 
-        ``views=False``: return nothing, and read no driven run back.
+        ``views=False``: return nothing, and read no driven run back. ``queued=False``:
+        resume only runs that were started and interrupted, and leave the runs queued
+        for workers (``pending``, never started) in the queue.
         """
-        return self.recovery.run_once(views=views)
+        return self.recovery.run_once(views=views, queued=queued)
 
     def stop(self) -> None:
         """Interrupt retry back-off waits so a worker can shut down."""

@@ -242,17 +242,15 @@ class Recovery:
             return True
         return is_owner_gone(owner)
 
-    def _claimed(self, limit: int, views: bool) -> list[RunView]:
-        """Claim and drive queued runs until none is free (or ``limit`` were driven)."""
+    def _claimed(self, limit: int, views: bool, states: frozenset[RunState]) -> list[RunView]:
+        """Claim and drive runs in ``states`` until none is free (or ``limit`` were driven)."""
         engine = self._engine
         driven: list[RunView] = []
         done = 0
         failed: list[str] = []  # kept leased until the loop ends, so not claimed again
         while done + len(failed) < limit and not engine.is_stopping():
             try:
-                taken = engine.store.claim(
-                    frozenset(ACTIVE_STATES), engine.owner, engine.lease_ttl_s, engine.clock()
-                )
+                taken = engine.store.claim(states, engine.owner, engine.lease_ttl_s, engine.clock())
             except AifrError as exc:
                 logger.error("claiming a run failed: %s: %s", exc.code.value, exc.message)
                 break
@@ -295,21 +293,27 @@ class Recovery:
                     return True
         return True
 
-    def run_once(self, limit: int = 100, *, views: bool = True) -> list[RunView]:
+    def run_once(
+        self, limit: int = 100, *, views: bool = True, queued: bool = True
+    ) -> list[RunView]:
         """Drive every run that is ready and free; returns the runs it drove.
 
         ``views=False`` returns nothing and skips reading each driven run back (a run
         and its steps: two queries per run that a worker loop never looks at).
+        ``queued=False`` leaves ``pending`` runs (queued, never started) to the workers:
+        ``aifr run`` resumes runs a crash interrupted before it starts its own, but
+        must not drain a queue that workers on other machines are there to take.
 
         First the work queue: runs that need no one's input are claimed one at a time
         (:meth:`RunStore.claim`, so concurrent workers never pick the same run), then
         the rest are scanned: decided approvals, and leases of dead local processes.
         """
         engine = self._engine
-        driven = self._claimed(limit, views)
+        skipped = frozenset() if queued else frozenset({RunState.PENDING})
+        driven = self._claimed(limit, views, ACTIVE_STATES - skipped)
         held: set[str] = set(engine.held())
         now = engine.clock()
-        for run in engine.store.unfinished(frozenset(_RESUMABLE), limit):
+        for run in engine.store.unfinished(_RESUMABLE - skipped, limit):
             if run.id in held or not self.may_take(run, now):
                 continue
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from api_harness import Server
@@ -378,3 +379,28 @@ def test_the_signed_approval_callback_decides_on_the_same_resource_without_a_tok
     assert unsigned.status_code == 401  # no signature: the bearer check applies
     with server.client("alice") as alice:
         assert alice.get(f"/v1/approvals/{approval_id}").json()["decided_by"] == "alice"
+
+
+def test_a_queued_run_is_answered_202_pending_and_a_worker_drives_it(
+    server: Server, aifr_bin: str, api_env: dict[str, str]
+) -> None:
+    body = {"workflow": "welcome", "inputs": {"name": "Qi"}, "queue": True}
+    with server.client("agent") as client:
+        queued = client.post("/v1/runs", json=body)
+        assert queued.status_code == 202, queued.text
+        run = queued.json()
+        waiting = client.get(queued.headers["Location"]).json()
+        worker = subprocess.run(
+            [aifr_bin, "worker", "--once", "-p", str(server.log.parent)],
+            capture_output=True, text=True, timeout=60, env=api_env, check=False,
+        )  # fmt: skip
+        done = client.get(f"/v1/runs/{run['id']}").json()
+        typo = client.post("/v1/runs", json={**body, "queue": "soon"})
+
+    assert run["state"] == "pending" and run["principal"] == "agent"
+    assert queued.headers["Location"] == f"/v1/runs/{run['id']}"
+    assert waiting["state"] == "pending"
+    assert f"{run['id']}: completed" in worker.stdout, worker.stderr
+    assert done["state"] == "completed"
+    assert [s["state"] for s in done["steps"]] == ["completed", "completed"]
+    assert typo.status_code == 422

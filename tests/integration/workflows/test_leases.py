@@ -140,3 +140,23 @@ def test_a_steps_stored_result_is_read_only_when_the_lease_is_not_certainly_held
     sqlite_env.database.connect().set_trace_callback(None)
     assert view.state is RunState.COMPLETED
     assert sum("request_digest AS digest" in s for s in statements) == reads
+
+
+def test_recovering_without_the_queue_resumes_an_interrupted_run_and_leaves_a_queued_one(
+    env: WfEnv,
+) -> None:
+    """What ``aifr run`` does first: it finishes what a crash cut short, not the workers' queue."""
+    interrupted = env.engine.start(_spec(), {}, "agent", execute=False)
+    queued = env.engine.start(_spec(), {}, "agent", execute=False)
+    claimed = env.runs.claim(
+        frozenset({RunState.PENDING}), "elsewhere:1:gone", 0.05, time.time()
+    )  # a worker on another machine started the older run, then vanished
+    assert claimed is not None and claimed.id == interrupted.run.id
+    time.sleep(0.1)  # its lease expires
+
+    env.new_engine().recover(queued=False)
+    after_run = {r: env.runs.get(r).state for r in (interrupted.run.id, queued.run.id)}
+    env.new_engine().recover()
+
+    assert after_run == {interrupted.run.id: RunState.COMPLETED, queued.run.id: RunState.PENDING}
+    assert env.runs.get(queued.run.id).state is RunState.COMPLETED

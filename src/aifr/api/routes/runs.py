@@ -30,12 +30,17 @@ Lock = Annotated[anyio.CapacityLimiter, Depends(workflow_lock)]
 
 
 class StartRun(BaseModel):
-    """Which workflow to run (by name) and its inputs."""
+    """Which workflow to run (by name), its inputs, and whether to queue it for the workers."""
 
     model_config = ConfigDict(extra="forbid")
 
     workflow: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
     inputs: dict[str, JsonValue] = Field(default_factory=dict)
+    queue: bool = Field(
+        default=False,
+        description="Store the run for `aifr worker` to take and answer 202 at once, "
+        "instead of driving it in this request.",
+    )
 
 
 class RunSummary(BaseModel):
@@ -61,19 +66,39 @@ def _named(app: App, name: str) -> WorkflowSpec:
     )
 
 
-@router.post("", response_model=dict[str, Any], status_code=201)
+@router.post(
+    "",
+    response_model=dict[str, Any],
+    status_code=201,
+    responses={202: {"description": "Queued (`queue: true`): a worker will drive the run."}},
+)
 async def start_run(
     app: AppDep, who: CallerDep, lock: Lock, start: Annotated[StartRun, Body()]
 ) -> JSONResponse:
-    """Start a run as the token's principal and drive it until it finishes or pauses."""
+    """Start a run as the token's principal and drive it until it finishes or pauses.
+
+    With ``queue`` the run is only stored (validated, and audited as created) and the
+    answer is 202 with the run ``pending``: ``aifr worker`` processes sharing the
+    database drive it, and ``GET /v1/runs/{id}`` follows it. A queued run does not wait
+    for this server's workflow lock, which serializes the runs it drives itself.
+    """
     authorize(app.policy, who, "api.runs.start")
+    roles = tuple(sorted(who.roles))
 
     def go() -> dict[str, JsonValue]:
         spec = _named(app, start.workflow)
-        return app.workflows.start(
-            spec, start.inputs, who.principal, roles=tuple(sorted(who.roles))
-        ).to_dict()
+        return app.workflows.start(spec, start.inputs, who.principal, roles=roles).to_dict()
 
+    if start.queue:
+        spec = await anyio.to_thread.run_sync(lambda: _named(app, start.workflow))
+        queued = await anyio.to_thread.run_sync(
+            lambda: app.workflows.start(
+                spec, start.inputs, who.principal, roles=roles, execute=False
+            ).to_dict()
+        )
+        return JSONResponse(
+            queued, status_code=202, headers={"Location": f"/v1/runs/{queued['id']}"}
+        )
     return JSONResponse(await anyio.to_thread.run_sync(go, limiter=lock), status_code=201)
 
 
