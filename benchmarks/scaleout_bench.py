@@ -237,7 +237,9 @@ def sqlite_steps_per_s(threads: int, runs: int) -> float:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> float:
+def sqlite_workers_steps_per_s(
+    processes: int, concurrency: int, runs: int, *, pinned: bool = False
+) -> float:
     """Steps/s of ``processes`` ``aifr worker --concurrency C`` on one SQLite file (FULL).
 
     Timed as the PostgreSQL rows are (runs queued while the workers are held, the clock
@@ -257,7 +259,7 @@ def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> f
         spec = app.workflow("ten")
         for _ in range(30):
             app.workflows.start(spec, {}, "bench")
-        workers = _start_workers(directory, processes, concurrency, env, banner=True)
+        workers = _start_workers(directory, processes, concurrency, env, banner=True, pinned=pinned)
         for worker in workers:  # its banner: the worker is polling
             assert worker.stdout is not None
             if not worker.stdout.readline():
@@ -276,20 +278,37 @@ def sqlite_workers_steps_per_s(processes: int, concurrency: int, runs: int) -> f
 
 
 def _start_workers(
-    directory: Path, processes: int, concurrency: int, env: dict[str, str], *, banner: bool
+    directory: Path,
+    processes: int,
+    concurrency: int,
+    env: dict[str, str],
+    *,
+    banner: bool,
+    pinned: bool = False,
 ) -> list[subprocess.Popen[str]]:
-    """``processes`` idle ``aifr worker -c C``; ``banner``: their stdout piped (to read it)."""
+    """``processes`` idle ``aifr worker -c C``; ``banner``: their stdout piped (to read it).
+
+    ``pinned``: each under ``taskset -c N``, worker i on the i-th CPU this process may use
+    (see :func:`pinnable`), as docs/scaleout.md recommends for a host's workers.
+    """
     aifr = str(Path(sys.executable).parent / "aifr")
+    cpus = sorted(os.sched_getaffinity(0))
+    command = [aifr, "worker", "--poll", "0.05", "-c", str(concurrency), "-p", str(directory)]
     return [
         subprocess.Popen(
-            [aifr, "worker", "--poll", "0.05", "-c", str(concurrency), "-p", str(directory)],
+            [*(["taskset", "-c", str(cpus[n % len(cpus)])] if pinned else []), *command],
             env=env,
             stdout=subprocess.PIPE if banner else subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        for _ in range(processes)
+        for n in range(processes)
     ]
+
+
+def pinnable() -> bool:
+    """Whether the pinned rows can run: util-linux's ``taskset`` is installed."""
+    return shutil.which("taskset") is not None
 
 
 UNFINISHED = "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
@@ -358,7 +377,7 @@ def _project(directory: Path) -> None:
 
 
 def aifr_steps_per_s(
-    dsn: str, directory: Path, processes: int, concurrency: int, runs: int
+    dsn: str, directory: Path, processes: int, concurrency: int, runs: int, *, pinned: bool = False
 ) -> float:
     """Steps/s of ``processes`` idle ``aifr worker --concurrency C`` draining ``runs`` runs.
 
@@ -376,7 +395,7 @@ def aifr_steps_per_s(
     env = {**os.environ, "AIFR_DATABASE_URL": url}
     os.environ["AIFR_DATABASE_URL"] = url
     app = build_app(directory)
-    workers = _start_workers(directory, processes, concurrency, env, banner=False)
+    workers = _start_workers(directory, processes, concurrency, env, banner=False, pinned=pinned)
     try:
         with psycopg.connect(dsn, autocommit=True) as probe:
             deadline = time.monotonic() + 180
@@ -404,6 +423,10 @@ WORKER_ROWS = ((1, 1), (2, 1), (4, 1), (1, 8), (2, 8), (4, 4))
 
 SQLITE_WORKER_ROWS = ((1, 1), (1, 8), (2, 4), (2, 8))
 """(worker processes, --concurrency) of the rows of workers on one SQLite file."""
+PINNED_WORKER_ROWS = ((1, 1), (2, 1), (1, 8), (2, 8))
+"""The PostgreSQL rows again with each worker pinned to a CPU of its own (``taskset``)."""
+PINNED_SQLITE_WORKER_ROWS = ((1, 1), (1, 8), (2, 4), (2, 8))
+"""The SQLite worker rows again, pinned likewise."""
 SQLITE_WORKER_RUNS = 300
 """Fewest runs a SQLite worker row drains (64 runs took them about 0.3 s)."""
 
@@ -435,6 +458,15 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
                 rows[f"sqlite_workers_{processes}x{concurrency}"] = sqlite_workers_steps_per_s(
                     processes, concurrency, max(runs, SQLITE_WORKER_RUNS)
                 )
+            if pinnable():
+                for processes, concurrency in PINNED_WORKER_ROWS:
+                    rows[f"pinned_{processes}x{concurrency}"] = aifr_steps_per_s(
+                        dsn, directory, processes, concurrency, runs, pinned=True
+                    )
+                for processes, concurrency in PINNED_SQLITE_WORKER_ROWS:
+                    rows[f"pinned_sqlite_{processes}x{concurrency}"] = sqlite_workers_steps_per_s(
+                        processes, concurrency, max(runs, SQLITE_WORKER_RUNS), pinned=True
+                    )
             for key, value in rows.items():
                 samples.setdefault(key, []).append(value)
                 print(f"  {key}: {value:,.2f}", flush=True)
@@ -503,20 +535,63 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
             result["sqlite_workers_2x4"] / result["sqlite_workers_1x1"],
             SQLITE_EIGHT,
         ),
+        *_pinned_verdicts(result),
     ]
 
 
-def _sqlite_worker_row(result: dict[str, float], processes: int, concurrency: int) -> str:
-    """A SQLite worker row of the table, its ratio over 1 worker at ``-c 1``."""
-    rate = result[f"sqlite_workers_{processes}x{concurrency}"]
+def _pinned_verdicts(result: dict[str, float]) -> list[Verdict]:
+    """The goals again with every worker pinned to a CPU of its own (when taskset ran)."""
+    if "pinned_1x1" not in result:
+        return []
+    return [
+        *(
+            Verdict(
+                f"--concurrency {c}, each worker pinned to a CPU",
+                result[f"pinned_2x{c}"] / result[f"pinned_1x{c}"],
+                TWO_WORKERS,
+            )
+            for c in (1, 8)
+        ),
+        *(
+            Verdict(
+                f"FULL, {label}, pinned, vs 1 pinned worker x 1",
+                result[f"pinned_sqlite_{key}"] / result["pinned_sqlite_1x1"],
+                SQLITE_EIGHT,
+            )
+            for key, label in (("1x8", "1 worker x 8"), ("2x4", "2 worker processes x 4"))
+        ),
+    ]
+
+
+def _sqlite_worker_row(
+    result: dict[str, float], processes: int, concurrency: int, *, pinned: bool = False
+) -> str:
+    """A SQLite worker row of the table, its ratio over 1 worker at ``-c 1`` (pinned alike)."""
+    prefix = "pinned_sqlite_" if pinned else "sqlite_workers_"
+    rate = result[f"{prefix}{processes}x{concurrency}"]
     plural = "es" if processes > 1 else ""
     name = (
         f"aifr on SQLite (FULL), {processes} worker process{plural}, `--concurrency {concurrency}`"
+        + (", each pinned to a CPU" if pinned else "")
     )
     if (processes, concurrency) == (1, 1):
         return f"| {name} | {rate:,.0f} steps/s | | |"
-    ratio = rate / result["sqlite_workers_1x1"]
+    ratio = rate / result[f"{prefix}1x1"]
     return f"| {name} (vs 1 worker, `-c 1`) | {rate:,.0f} steps/s | | {ratio:.2f}x |"
+
+
+def _pinned_rows(result: dict[str, float], steps: Callable[[str, str | None], str]) -> list[str]:
+    """The rows of workers pinned to CPUs (none when ``taskset`` was missing)."""
+    if "pinned_1x1" not in result:
+        return ["| workers pinned to CPUs | not measured: `taskset` is not installed | | |"]
+    rows = [
+        f"| aifr, {p} worker process{'es' if p > 1 else ''}, `--concurrency {c}`, each pinned"
+        f" to a CPU | {steps(f'pinned_{p}x{c}', f'pinned_1x{c}' if p > 1 else None)} |"
+        for p, c in PINNED_WORKER_ROWS
+    ]
+    return rows + [
+        _sqlite_worker_row(result, p, c, pinned=True) for p, c in PINNED_SQLITE_WORKER_ROWS
+    ]
 
 
 def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
@@ -578,6 +653,7 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
             _sqlite_worker_row(result, processes, concurrency)
             for processes, concurrency in SQLITE_WORKER_ROWS
         ),
+        *_pinned_rows(result, steps),
         "",
         f"With 8 engines in one process, {result['pg_batch_8']:.1f} writes shared each "
         f"PostgreSQL commit (1 engine: {result['pg_batch_1']:.1f}).",
@@ -646,6 +722,11 @@ How to read it:
   benchmark's own process (`benchmarks.workflow_bench`). The issue's 3x for 8 runs at
   once is checked on both: 8 threads in one process share one interpreter, and 2
   processes of 4 use the second core.
+- **Pinned rows.** The same workers each started under `taskset -c N`, worker i on the
+  i-th CPU: a worker's engine threads then hand the GIL to each other on one CPU instead
+  of waking the other core for it (docs/scaleout.md, "Pinning a worker to a CPU", says
+  when it pays and when it does not). The goals are checked pinned too; `taskset`
+  missing, the rows say so.
 - **DBOS** 3.4 ran with its system database on the same server (database
   `aifr_bench_dbos`), in its own process, with `@DBOS.step` no-ops. It keeps no audit
   chain: its step writes commit independently, and PostgreSQL's own WAL group commit
