@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from aifr.errors import StorageError
 from aifr.storage.postgres import database as database_module
@@ -56,3 +61,27 @@ def test_a_server_that_never_answers_is_reported_in_libpqs_words(
     assert "for 1 s" in refused.value.message
     assert "127.0.0.1" in refused.value.message and "port 1" in refused.value.message
     assert "pool initialization" not in refused.value.message
+
+
+@pytest.mark.pg
+def test_a_schema_the_role_may_not_create_is_refused_at_once_with_the_servers_reason(
+    pg_schema: tuple[str, str],
+) -> None:
+    """A missing privilege does not come back by itself: no 30 s of retries for it."""
+    dsn, schema = pg_schema
+    role = f"aifr_limited_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        database = PostgresDatabase(make_conninfo(dsn, user=role), schema=schema)
+        started = time.monotonic()
+        with pytest.raises(StorageError) as refused:
+            database.pool()
+        waited = time.monotonic() - started
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+    assert waited < 10
+    assert f"preparing schema {schema!r}" in refused.value.message
+    assert "permission denied" in refused.value.message

@@ -162,6 +162,7 @@ class PostgresDatabase:
         with self._lock:
             if self._pool is None:
                 check_dsn(self.dsn)
+                self._check_schema()
                 with translate_pg_errors("connecting to PostgreSQL"):
                     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
                         self.dsn,
@@ -182,6 +183,31 @@ class PostgresDatabase:
                         ) from None
                 self._pool = pool
         return self._pool
+
+    def _check_schema(self) -> None:
+        """Refuse at once a schema this role cannot create or use.
+
+        The pool prepares each connection it opens (:meth:`_configure`) and retries one
+        that fails for :data:`CONNECT_WAIT_S`, as it would a server that is restarting;
+        a missing privilege will not come back by itself. So one connection is tried
+        first, prepared the same way. A server that cannot be reached yet is left to the
+        pool's retries. Without a schema there is nothing to prepare and nothing to try.
+
+        Raises:
+            StorageError: the schema cannot be created or set (the server's reason).
+        """
+        if self.schema is None:
+            return
+        psycopg = import_psycopg()
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError:
+            return
+        try:
+            with translate_pg_errors(f"preparing schema {self.schema!r}"):
+                self._configure(conn)
+        finally:
+            conn.close()
 
     def _why_unreachable(self) -> str:
         """Why the server cannot be reached now, in libpq's words (the pool only timed out)."""
