@@ -30,3 +30,14 @@ def pg_rows(url: str, query: str) -> list[tuple[object, ...]]:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         cursor = conn.execute(query)
         return cursor.fetchall() if cursor.description is not None else []
+
+
+def init_project(
+    aifr_bin: str, directory: Path, env: dict[str, str], files: dict[str, str]
+) -> Path:
+    """``aifr init DIRECTORY``, then ``files`` (relative path: text) written over it."""
+    subprocess.run([aifr_bin, "init", str(directory)], check=True, capture_output=True, env=env)
+    for name, text in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+    return directory

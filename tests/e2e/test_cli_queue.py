@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_kit import run_cli
+from cli_kit import init_project, run_cli
 from test_scaleout_workers import _rows, database_url  # noqa: F401  # the backend fixture
 
 POLICY = (
@@ -33,11 +33,8 @@ steps:
 
 @pytest.fixture
 def project(tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]) -> Path:
-    subprocess.run(
-        [aifr_bin, "init", str(tmp_path)], check=True, capture_output=True, env=clean_env
-    )
-    (tmp_path / "policies" / "default.yaml").write_text(POLICY)
-    (tmp_path / "workflows" / "note.yaml").write_text(NOTE)
+    files = {"policies/default.yaml": POLICY, "workflows/note.yaml": NOTE}
+    init_project(aifr_bin, tmp_path, clean_env, files)
     (tmp_path / "notes").mkdir()
     return tmp_path
 

@@ -271,8 +271,9 @@ def run(
             else:
                 console.print(render_plan(spec, planned, who))
             return
-        if queue:
-            _queue(app, spec, values, who, roles, as_json=as_json)
+        if queue:  # validated and audited as workflow.created; a worker starts it
+            queued = app.workflows.start(spec, values, who, roles=roles, execute=False)
+            _print_queued(queued, as_json=as_json)
             return
         view = _start(
             app, spec, values, who, roles, wait=wait, wait_timeout=wait_timeout, quiet=as_json
@@ -295,23 +296,14 @@ def run(
     raise typer.Exit(run_exit_status(view))
 
 
-def _queue(
-    app: App,
-    spec: WorkflowSpec,
-    values: dict[str, JsonValue],
-    principal: str,
-    roles: tuple[str, ...],
-    *,
-    as_json: bool,
-) -> None:
-    """Store the run for the workers (validated and audited as ``workflow.created``)."""
-    view = app.workflows.start(spec, values, principal, roles=roles, execute=False)
+def _print_queued(view: RunView, *, as_json: bool) -> None:
+    """What ``--queue`` answers: the stored run, or its id and how to follow it."""
     if as_json:
         print_json(view.to_dict())
         return
     console.print(
-        f"queued {view.run.id} ({spec.name}, {len(view.steps)} steps): aifr worker takes it; "
-        f"follow it with aifr runs show {view.run.id} --follow"
+        f"queued {view.run.id} ({view.run.workflow}, {len(view.steps)} steps): aifr worker "
+        f"takes it; follow it with aifr runs show {view.run.id} --follow"
     )
 
 
