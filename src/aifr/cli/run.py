@@ -1,12 +1,14 @@
 """``aifr run WORKFLOW --input k=v --as PRINCIPAL [--wait] [--plan] [--queue]``: start a run.
 
 The run is driven in a background thread while a Rich live view shows each step's
-state. ``--queue`` only stores it for ``aifr worker`` processes, on this machine or any
-other sharing the database, to take (``aifr runs show RUN --follow`` watches it). ``--plan`` shows, before anything executes, each step's capability, risk and
-policy decision for the principal. ``--wait`` keeps the command attached through an
-approval pause: once someone decides (``aifr approvals approve``, the web console or
-the signed callback), the run resumes here. Exit status: 0 completed, 4 waiting for an
-approval, 1 otherwise (compensated, failed, needs review, compensation failed).
+state. ``--plan`` shows, before anything executes, each step's capability, risk and
+policy decision for the principal. ``--queue`` only stores the run, for the ``aifr
+worker`` processes sharing the database (on this machine or any other) to take;
+``aifr runs show RUN --follow`` watches it. ``--wait`` keeps the command attached
+through an approval pause: once someone decides (``aifr approvals approve``, the web
+console or the signed callback), the run resumes here. Exit status: 0 completed (or
+queued), 4 waiting for an approval, 1 otherwise (compensated, failed, needs review,
+compensation failed).
 """
 
 from __future__ import annotations

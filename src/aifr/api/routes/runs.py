@@ -85,21 +85,16 @@ async def start_run(
     authorize(app.policy, who, "api.runs.start")
     roles = tuple(sorted(who.roles))
 
-    def go() -> dict[str, JsonValue]:
+    def go(execute: bool) -> dict[str, JsonValue]:
         spec = _named(app, start.workflow)
-        return app.workflows.start(spec, start.inputs, who.principal, roles=roles).to_dict()
+        view = app.workflows.start(spec, start.inputs, who.principal, roles=roles, execute=execute)
+        return view.to_dict()
 
     if start.queue:
-        spec = await anyio.to_thread.run_sync(lambda: _named(app, start.workflow))
-        queued = await anyio.to_thread.run_sync(
-            lambda: app.workflows.start(
-                spec, start.inputs, who.principal, roles=roles, execute=False
-            ).to_dict()
-        )
-        return JSONResponse(
-            queued, status_code=202, headers={"Location": f"/v1/runs/{queued['id']}"}
-        )
-    return JSONResponse(await anyio.to_thread.run_sync(go, limiter=lock), status_code=201)
+        queued = await anyio.to_thread.run_sync(go, False)
+        location = {"Location": f"/v1/runs/{queued['id']}"}
+        return JSONResponse(queued, status_code=202, headers=location)
+    return JSONResponse(await anyio.to_thread.run_sync(go, True, limiter=lock), status_code=201)
 
 
 @router.get("", response_model=list[RunSummary])
