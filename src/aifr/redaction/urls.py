@@ -21,12 +21,18 @@ URL_MARK = "***"
 
 URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`]+")
 _PARAM = re.compile(r"([^=&;#?]*)=([^&;#]*)")
+_ONE_SLASH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
+"""``postgres:/`` where ``postgres://`` was meant: the typo must not show the password."""
 
 
 def url_secret_spans(url: str, offset: int = 0) -> Iterator[tuple[str, int, int]]:
     """``(type, start, end)`` of each secret in ``url`` (one URL, no surrounding text)."""
     scheme_end = url.find("://")
-    start = scheme_end + 3 if scheme_end >= 0 else 0
+    if scheme_end >= 0:
+        start = scheme_end + 3
+    else:
+        typo = _ONE_SLASH_SCHEME.match(url)
+        start = typo.end() if typo else 0
     authority_end = len(url)
     for stop in "/?#":
         found = url.find(stop, start)

@@ -31,6 +31,19 @@ def test_a_url_keeps_its_user_name_and_shows_one_readable_marker(url: str, shown
     assert "%2A" not in redact_url(url) and "%5B" not in redact_url(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgres:/alice:s3cret@db/x", "postgres:/alice:***@db/x"),
+        ("postgresql:alice:s3cret@db/x", "postgresql:***@db/x"),  # more hidden, not less
+        ("alice:s3cret@db", "alice:***@db"),
+    ],
+)
+def test_a_url_missing_a_slash_still_hides_its_password(url: str, shown: str) -> None:
+    """A typo'd ``database_url`` is echoed in the error that refuses it."""
+    assert redact_url(url) == shown
+
+
 @pytest.mark.parametrize(("url", "shown"), URLS)
 def test_a_url_inside_text_is_redacted_by_the_same_rule(url: str, shown: str) -> None:
     assert scrub(f"failed: {url} (retry)") == f"failed: {shown} (retry)"

@@ -27,7 +27,7 @@ from aifr.storage.audit_rows import (
     record_from_row,
     scan_query,
 )
-from aifr.storage.postgres.database import create_schema
+from aifr.storage.postgres.database import check_dsn, create_schema
 
 if TYPE_CHECKING:
     import psycopg
@@ -460,6 +460,7 @@ class PostgresAuditStore:
     """
 
     def __init__(self, dsn: str, *, schema: str | None = None) -> None:
+        check_dsn(dsn)
         self._dsn = dsn
         self._schema = schema
         self._local = threading.local()

@@ -48,6 +48,7 @@ from aifr.storage.findings_rows import (
     unknown_project,
 )
 from aifr.storage.postgres.audit import _psycopg, _translate
+from aifr.storage.postgres.database import check_dsn
 
 if TYPE_CHECKING:
     import psycopg
@@ -120,6 +121,7 @@ class PostgresFindingStore:
     """
 
     def __init__(self, dsn: str, *, schema: str | None = None, migrate: bool = False) -> None:
+        check_dsn(dsn)
         self._dsn = dsn
         self._schema = schema
         self._local = threading.local()
