@@ -284,7 +284,7 @@ class WorkflowEngine:
         return self.recovery.run_once(views=views, queued=queued)
 
     def stop(self) -> None:
-        """Interrupt retry back-off waits so a worker can shut down."""
+        """Let a worker shut down: no new run, no retry wait, no step after the current one."""
         self._stopping.set()
 
     def is_stopping(self) -> bool:
@@ -343,10 +343,17 @@ class WorkflowEngine:
         self._drive(context)
 
     def _drive(self, context: RunContext) -> None:
+        """Advance the run until it ends, pauses, or this engine is asked to stop.
+
+        A stop takes effect between steps: the step in flight finishes and commits, then
+        the lease is given back, so another worker resumes the run at once instead of
+        after the lease expires (``aifr worker`` on SIGTERM would otherwise finish every
+        remaining step of a long run before it could exit).
+        """
         run_id = context.run.id
         with self._heartbeat.holding(run_id), drive_span(self.runtime, context):
             try:
-                while self._advance(context):
+                while self._advance(context) and not self._stopping.is_set():
                     pass
             except WorkflowError as exc:
                 if exc.code is not ErrorCode.WORKFLOW_LEASE_LOST:

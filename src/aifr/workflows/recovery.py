@@ -314,6 +314,8 @@ class Recovery:
         held: set[str] = set(engine.held())
         now = engine.clock()
         for run in engine.store.unfinished(_RESUMABLE - skipped, limit):
+            if engine.is_stopping():
+                break
             if run.id in held or not self.may_take(run, now):
                 continue
             try:

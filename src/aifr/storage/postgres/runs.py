@@ -42,6 +42,7 @@ from aifr.storage.run_rows import (
 )
 from aifr.storage.sqlite.database import Migration
 from aifr.workflows.ports import (
+    ACTIVE_STATES,
     Completion,
     Notification,
     OutboxItem,
@@ -59,6 +60,13 @@ __all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore", "run_ch
 
 WAKE_CHANNEL = "aifr_runs"
 """The ``LISTEN``/``NOTIFY`` channel on which a run that a worker could take is announced."""
+
+_RELEASE = (
+    "WITH released AS (UPDATE wf_runs SET lease_owner = NULL, "  # noqa: S608  # enum literals
+    "lease_expires_at = NULL WHERE id = %s AND lease_owner = %s RETURNING id, state) "
+    f"SELECT pg_notify(%s, id) FROM released WHERE {states_in(ACTIVE_STATES)}"
+)
+"""Give a lease back and, for a run still to be driven, announce it (sent on commit)."""
 
 T = TypeVar("T")
 
@@ -728,14 +736,14 @@ class PostgresRunStore:
             )
 
     def release(self, run_id: str, owner: str) -> None:
-        """Give the lease back."""
+        """Give the lease back; a run still to be driven wakes an idle worker for it.
+
+        A worker stopping between steps hands its run on this way, and the run should
+        not wait for the others' next poll (one statement: the notification goes with
+        its commit, and only when a lease was really given back).
+        """
         self._claimed.steps = None
-        self._one_write(
-            "releasing a lease",
-            "UPDATE wf_runs SET lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE id = %s AND lease_owner = %s",
-            (run_id, owner),
-        )
+        self._one_write("releasing a lease", _RELEASE, (run_id, owner, WAKE_CHANNEL))
 
     def listen(self, wake: Callable[[], None], stop: threading.Event) -> threading.Thread:
         """Call ``wake`` whenever a run is queued or released, until ``stop`` is set.
