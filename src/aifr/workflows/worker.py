@@ -146,7 +146,10 @@ class Worker:
         self._events[chosen].set()
 
     def stop(self) -> None:
-        """Finish the current turn and return from :meth:`run`."""
+        """Return from :meth:`run` once each engine's step in flight has committed.
+
+        Each engine then gives its run back (the lease released) for another worker.
+        """
         self._stop.set()
         self.engine.stop()
         for helper in self.helpers:
