@@ -1,4 +1,4 @@
-"""``aifr runs list|show|cancel|resume|retry-compensation``: operate on workflow runs.
+"""``aifr runs list|show|cancel|resume|retry-compensation|prune``: operate on workflow runs.
 
 ``cancel``, ``resume`` and ``retry-compensation`` drive the run here, under the same
 live table of step states as ``aifr run``; ``show --follow`` keeps that table live while
@@ -21,7 +21,8 @@ from aifr.app import App, build_app
 from aifr.cli.console import console, err_console, error_line, fail, print_json
 from aifr.cli.run import STATE_STYLE, render_run, run_exit_status, watch_run
 from aifr.errors import AifrError
-from aifr.workflows import ACTIVE_STATES, RunRecord, RunState, RunView
+from aifr.workflows import ACTIVE_STATES, TERMINAL_STATES, RunRecord, RunState, RunView, prune_runs
+from aifr.workflows.retention import DAY_S
 
 __all__ = ["app"]
 
@@ -212,4 +213,60 @@ def retry_compensation(
         run_id,
         lambda a: a.workflows.retry_compensation(run_id, operator=operator or a.settings.principal),
         as_json,
+    )
+
+
+@app.command("prune")
+def prune(
+    older_than_days: Annotated[
+        float,
+        typer.Option(
+            "--older-than-days",
+            min=0,
+            help="Delete finished runs unchanged for this many days (0: every finished run).",
+        ),
+    ],
+    states: Annotated[
+        list[RunState] | None,
+        typer.Option(
+            "--state",
+            help="Only runs in this finished state (repeatable; default: completed, "
+            "compensated, failed and cancelled).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the runs that would go; delete nothing.")
+    ] = False,
+    operator: OperatorOption = None,
+    as_json: JsonOption = False,
+    project: ProjectOption = Path(),
+) -> None:
+    """Delete finished runs and their steps (audit records stay; each batch is recorded)."""
+    aifr_app = _open(project)
+    try:
+        report = prune_runs(
+            aifr_app.runs,
+            older_than_s=older_than_days * DAY_S,
+            actor=operator or aifr_app.settings.principal,
+            states=frozenset(states) if states else TERMINAL_STATES,
+            dry_run=dry_run,
+        )
+    except AifrError as exc:
+        fail(exc)
+    finally:
+        aifr_app.close()
+    if as_json:
+        print_json(
+            {
+                "runs": report.runs,
+                "dry_run": report.dry_run,
+                "finished_before": report.finished_before,
+                "states": [state.value for state in report.states],
+            }
+        )
+        return
+    named = ", ".join(state.value for state in report.states)
+    verb = "would prune" if report.dry_run else "pruned"
+    console.print(
+        f"{verb} {report.runs} run(s) ({named}) unchanged since {_when(report.finished_before)}"
     )

@@ -20,7 +20,8 @@ from aifr.cli.status import attach_metrics
 from aifr.cli.upstream_runtime import attach_upstreams, detach_upstreams
 from aifr.errors import AifrError, ConfigError
 from aifr.observability import configure_logging
-from aifr.workflows import Worker
+from aifr.workflows import Retention, Worker
+from aifr.workflows.retention import DAY_S
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -55,6 +56,19 @@ def _callback_server(app: App, worker: Worker, host: str, port: int) -> uvicorn.
     server = uvicorn.Server(uvicorn.Config(callback, host=host, port=port, log_level="warning"))
     threading.Thread(target=server.run, name="aifr-approval-callback", daemon=True).start()
     return server
+
+
+def _retention(app: App) -> Retention | None:
+    """``workflows.retain_finished_days`` as the worker's hourly pruning, if set."""
+    days = app.settings.workflows.retain_finished_days
+    if days is None:
+        return None
+    return Retention(
+        app.runs,
+        older_than_s=days * DAY_S,
+        actor=app.settings.principal,
+        details={"worker": app.workflows.owner, "rule": f"workflows.retain_finished_days={days:g}"},
+    )
 
 
 def _metrics_server(app: App, host: str, port: int) -> WSGIServer:
@@ -116,7 +130,13 @@ def worker(
             )
         notifier = WebhookNotifier(app.runs, secret) if secret is not None else None
         helpers = [app.new_engine() for _ in range(concurrency - 1)]
-        loop = Worker(app.workflows, notifier=notifier, poll_s=poll, helpers=helpers)
+        loop = Worker(
+            app.workflows,
+            notifier=notifier,
+            poll_s=poll,
+            helpers=helpers,
+            retention=_retention(app),
+        )
         server = (
             _callback_server(app, loop, callback_host, callback_port)
             if callback_port is not None

@@ -127,13 +127,16 @@ class SecretsSettings(BaseModel):
 
 
 class WorkflowSettings(BaseModel):
-    """Workflow definitions and the rule applied when a capability changed mid-run."""
+    """Workflow definitions, drift rule, leases and how long finished runs are kept."""
 
     model_config = _SECTION
 
     directory: str = "workflows"
     on_fingerprint_drift: Literal["needs_review", "continue", "fail"] = "needs_review"
     lease_ttl_s: float = Field(default=30.0, gt=0)
+    retain_finished_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Finished runs older than this many days are deleted by ``aifr worker`` (hourly);
+    ``None`` keeps them. Their audit records stay (``aifr runs prune`` prunes on demand)."""
 
 
 class FsSettings(BaseModel):

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from aifr.workflows.ports import RunRecord, RunState, StepRecord, StepState
+from aifr.errors import ErrorCode, WorkflowError
+from aifr.workflows.ports import TERMINAL_STATES, RunRecord, RunState, StepRecord, StepState
 
 __all__ = [
     "CLAIMABLE_INDEX",
@@ -20,6 +21,7 @@ __all__ = [
     "RUN_COLUMNS",
     "STEP_COLUMNS",
     "encode_column",
+    "prunable_where",
     "replay_fields",
     "run_from_row",
     "run_params",
@@ -166,3 +168,29 @@ def states_in(states: Iterable[RunState]) -> str:
     of a prepared statement). The values are the enum's own, never a caller's text.
     """
     return "state IN (" + ", ".join(f"'{state.value}'" for state in sorted(states)) + ")"
+
+
+def prunable_where(states: Iterable[RunState], mark: str) -> str:
+    """The ``WHERE`` of runs to prune: in ``states``, unchanged since the ``mark`` parameter.
+
+    ``mark`` is the backend's placeholder, used twice (pass the time twice): a run's
+    ``created_at`` is never after its ``updated_at``, so the first term lets the query
+    walk ``wf_runs_state`` (state, created_at) instead of the whole table.
+
+    Raises:
+        WorkflowError: ``workflow.bad_state`` naming a state a run can still leave (or
+            none at all): only finished runs are ever deleted.
+    """
+    chosen = frozenset(states)
+    alive = sorted(state.value for state in chosen - TERMINAL_STATES)
+    if alive or not chosen:
+        finished = ", ".join(sorted(state.value for state in TERMINAL_STATES))
+        raise WorkflowError(
+            f"runs in state {', '.join(alive)} are not finished and cannot be pruned "
+            f"(prunable states: {finished})"
+            if alive
+            else f"name at least one state to prune (prunable states: {finished})",
+            code=ErrorCode.WORKFLOW_BAD_STATE,
+            states=alive,
+        )
+    return f"{states_in(chosen)} AND created_at < {mark} AND updated_at < {mark}"

@@ -25,6 +25,7 @@ from aifr.workflows.recovery import (
     apply_drift_rule,
     drifted_steps,
 )
+from aifr.workflows.retention import PruneReport, Retention, prune_runs
 from aifr.workflows.saga import Saga, UndoPlan
 from aifr.workflows.spec import (
     CompensationOverride,
@@ -55,7 +56,9 @@ __all__ = [
     "NotificationOutbox",
     "OutboxItem",
     "PlannedStep",
+    "PruneReport",
     "Recovery",
+    "Retention",
     "RetryPolicy",
     "RunContext",
     "RunRecord",
@@ -84,6 +87,7 @@ __all__ = [
     "load_workflow_text",
     "new_owner_id",
     "plan_workflow",
+    "prune_runs",
     "render_inputs",
     "workflow",
     "workflow_json_schema",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
@@ -27,6 +27,7 @@ __all__ = [
     "Notification",
     "NotificationOutbox",
     "OutboxItem",
+    "PruneAudit",
     "RunFinish",
     "RunRecord",
     "RunState",
@@ -340,6 +341,25 @@ class RunStore(Protocol):
     def unfinished(self, states: frozenset[RunState], limit: int = 100) -> builtins.list[RunRecord]:
         """Runs in one of ``states``, oldest first (recovery and the worker's queue)."""
         ...
+
+    def prunable(self, states: frozenset[RunState], finished_before: float) -> int:
+        """How many runs in ``states`` last changed before ``finished_before``."""
+        ...
+
+    def prune(
+        self, states: frozenset[RunState], finished_before: float, audit: PruneAudit, limit: int
+    ) -> builtins.list[str]:
+        """Delete up to ``limit`` such runs, oldest first, with their steps; their ids.
+
+        One transaction: the runs and steps go, and ``audit(ids)`` (the record naming
+        them) is appended, or nothing happens. ``states`` holds terminal states only
+        (:data:`TERMINAL_STATES`): a run that can still change is never deleted.
+        """
+        ...
+
+
+PruneAudit = Callable[[Sequence[str]], AuditEvent]
+"""The audit event recording that the runs of the given ids were deleted."""
 
 
 class NotificationOutbox(Protocol):

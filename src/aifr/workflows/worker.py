@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from aifr.errors import AifrError
 from aifr.workflows.engine import WorkflowEngine
+from aifr.workflows.retention import Retention
 from aifr.workflows.views import RunView
 
 if TYPE_CHECKING:
@@ -51,10 +52,12 @@ class Worker:
         notifier: WebhookNotifier | None = None,
         poll_s: float = 0.5,
         helpers: Sequence[WorkflowEngine] = (),
+        retention: Retention | None = None,
     ) -> None:
         self.engine = engine
         self.helpers = tuple(helpers)
         self.notifier = notifier
+        self.retention = retention
         self.poll_s = poll_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -64,7 +67,9 @@ class Worker:
         self._idle_lock = threading.Lock()
 
     def turn(self, *, views: bool = True) -> list[RunView]:
-        """One pass: resume ready runs, deliver due notifications; returns the runs driven.
+        """One pass: resume ready runs, deliver notifications, prune when due; the runs driven.
+
+        Pruning happens when a retention rule is set and its period has passed.
 
         ``views=False`` (the loop of :meth:`run`): return nothing and read no run back.
         """
@@ -74,6 +79,14 @@ class Worker:
                 self.notifier.deliver_due()
             except AifrError as exc:  # the outbox keeps the items; try again next turn
                 logger.error("notification delivery failed: %s", exc.message)
+        if self.retention is not None:
+            try:
+                report = self.retention.prune_if_due()
+            except AifrError as exc:  # nothing is lost by pruning later
+                logger.error("pruning finished runs failed: %s", exc.message)
+            else:
+                if report is not None and report.runs:
+                    logger.info("pruned %d finished run(s)", report.runs)
         return driven
 
     def run(self) -> None:

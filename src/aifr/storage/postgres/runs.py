@@ -34,6 +34,7 @@ from aifr.storage.run_rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
     encode_column,
+    prunable_where,
     run_from_row,
     run_params,
     states_in,
@@ -46,6 +47,7 @@ from aifr.workflows.ports import (
     Completion,
     Notification,
     OutboxItem,
+    PruneAudit,
     RunFinish,
     RunRecord,
     RunState,
@@ -676,6 +678,38 @@ class PostgresRunStore:
             (sorted(s.value for s in states), limit),
         )
         return [_run(r) for r in rows]
+
+    def prunable(self, states: frozenset[RunState], finished_before: float) -> int:
+        """How many runs in ``states`` last changed before ``finished_before``."""
+        row = self._one(
+            "counting runs to prune",
+            f"SELECT COUNT(*) FROM wf_runs WHERE {prunable_where(states, '%s')}",  # noqa: S608  # enum literals and "%s" marks
+            (finished_before, finished_before),
+        )
+        return int(row[0]) if row is not None else 0
+
+    def prune(
+        self, states: frozenset[RunState], finished_before: float, audit: PruneAudit, limit: int
+    ) -> builtins.list[str]:
+        """Delete up to ``limit`` such runs (steps cascade) and append ``audit(ids)``: one commit.
+
+        Rows another transaction holds are skipped (``SKIP LOCKED``): two workers pruning
+        at once delete different runs instead of waiting for each other.
+        """
+        delete = (
+            "DELETE FROM wf_runs WHERE id IN (SELECT id FROM wf_runs "  # noqa: S608  # enum literals and "%s" marks
+            f"WHERE {prunable_where(states, '%s')} ORDER BY created_at, id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) RETURNING id"
+        )
+
+        def prune_in(conn: psycopg.Connection[tuple[Any, ...]]) -> builtins.list[str]:
+            rows = conn.execute(delete, (finished_before, finished_before, limit)).fetchall()
+            ids = sorted(str(row[0]) for row in rows)
+            if ids:
+                self.group.audit_later(audit(ids))
+            return ids
+
+        return self.transact("pruning runs", prune_in)
 
     # -- leases ---------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from aifr.storage.run_rows import (
     RUN_COLUMNS,
     STEP_COLUMNS,
     encode_column,
+    prunable_where,
     run_from_row,
     run_params,
     states_in,
@@ -40,6 +41,7 @@ from aifr.workflows.ports import (
     Completion,
     Notification,
     OutboxItem,
+    PruneAudit,
     RunFinish,
     RunRecord,
     RunState,
@@ -511,6 +513,41 @@ class SqliteRunStore:
                 .fetchall()
             )
         return [run_from_row(r) for r in rows]
+
+    def prunable(self, states: frozenset[RunState], finished_before: float) -> int:
+        """How many runs in ``states`` last changed before ``finished_before``."""
+        where = prunable_where(states, "?")
+        with translate_sqlite_errors("counting runs to prune"):
+            row = (
+                self.database.connect()
+                .execute(
+                    f"SELECT COUNT(*) FROM wf_runs WHERE {where}",  # noqa: S608  # enum literals and "?" marks
+                    (finished_before, finished_before),
+                )
+                .fetchone()
+            )
+        return int(row[0])
+
+    def prune(
+        self, states: frozenset[RunState], finished_before: float, audit: PruneAudit, limit: int
+    ) -> builtins.list[str]:
+        """Delete up to ``limit`` such runs (steps cascade) and append ``audit(ids)``: one commit."""
+        delete = (
+            "DELETE FROM wf_runs WHERE id IN (SELECT id FROM wf_runs "  # noqa: S608  # enum literals and "?" marks
+            f"WHERE {prunable_where(states, '?')} ORDER BY created_at, id LIMIT ?) RETURNING id"
+        )
+
+        def prune_in(conn: sqlite3.Connection) -> builtins.list[str]:
+            with translate_sqlite_errors("pruning runs"):
+                ids = sorted(
+                    str(row[0])
+                    for row in conn.execute(delete, (finished_before, finished_before, limit))
+                )
+                if ids:
+                    self.ledger.append_in(conn, audit(ids))
+                return ids
+
+        return self.group.run(prune_in)
 
     # -- leases ---------------------------------------------------------------------------
 
