@@ -75,6 +75,7 @@ from aifr.storage.postgres.rates import PostgresRateStore
 from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.storage.postgres.step_results import PostgresStepResultStore
 from aifr.storage.postgres.tokens import PostgresTokenStore
+from aifr.storage.postgres.workers import PostgresWorkerRegistry
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.approvals import APPROVAL_MIGRATIONS, SqliteApprovalStore
 from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS, open_sqlite_ledger
@@ -90,6 +91,7 @@ from aifr.storage.sqlite.rates import SqliteRateStore
 from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS, SqliteRunStore
 from aifr.storage.sqlite.step_results import StepResultStore
 from aifr.storage.sqlite.tokens import SqliteTokenStore
+from aifr.storage.sqlite.workers import SqliteWorkerRegistry
 from aifr.workflows import WorkflowEngine, WorkflowSpec, find_workflow
 
 __all__ = [
@@ -244,6 +246,14 @@ class App:
         if isinstance(database, PostgresDatabase):
             return PostgresRunStore(database, self.ledger)
         return SqliteRunStore(database, self.ledger)
+
+    @cached_property
+    def workers(self) -> SqliteWorkerRegistry | PostgresWorkerRegistry:
+        """The registry of ``aifr worker`` processes sharing the state database."""
+        database = self.database
+        if isinstance(database, PostgresDatabase):
+            return PostgresWorkerRegistry(database)
+        return SqliteWorkerRegistry(database)
 
     @cached_property
     def workflows(self) -> WorkflowEngine:

@@ -93,6 +93,7 @@ OPERATIONS: dict[str, CapabilitySpec] = {
         _operation("api.runs.read", OperationType.READ, RiskLevel.LOW, "list or show runs"),
         _operation("api.runs.start", OperationType.EXECUTE, RiskLevel.MEDIUM, "start a run"),
         _operation("api.runs.cancel", OperationType.WRITE, RiskLevel.MEDIUM, "cancel a run"),
+        _operation("api.runs.prune", OperationType.DELETE, RiskLevel.HIGH, "delete old runs"),
         _operation("api.approvals.read", OperationType.READ, RiskLevel.LOW, "list approvals"),
         _operation("api.audit.read", OperationType.READ, RiskLevel.LOW, "read and verify"),
         _operation("api.audit.export", OperationType.READ, RiskLevel.MEDIUM, "export the trail"),

@@ -33,6 +33,7 @@ from aifr.api.routes import (
     knowledge,
     metrics,
     runs,
+    workers,
 )
 from aifr.api.routes.metrics import MetricsRenderer
 from aifr.api.tls import server_context
@@ -101,7 +102,7 @@ def create_api(
     api.state.aifr = app
     api.state.workflow_limiter = anyio.CapacityLimiter(1)
     install_problem_handlers(api)
-    for module in (health, capabilities, runs, approvals, audit, findings, knowledge):
+    for module in (health, capabilities, runs, workers, approvals, audit, findings, knowledge):
         api.include_router(module.router)
     if metrics_renderer is not None:
         api.state.metrics = metrics_renderer

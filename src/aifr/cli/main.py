@@ -32,6 +32,7 @@ from aifr.cli import (
     tokens,
     upstreams,
     worker,
+    workers,
     workflows,
 )
 
@@ -74,6 +75,7 @@ app.add_typer(workflows.app, name="workflows")
 app.command("run")(run.run)
 app.add_typer(runs.app, name="runs")
 app.command("worker")(worker.worker)
+app.command("workers")(workers.workers)
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(findings.app, name="findings")

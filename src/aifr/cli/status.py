@@ -1,6 +1,7 @@
 """``aifr status``: one screen on what the project is doing now.
 
-Runs by state, pending approvals, what waits to be shipped or delivered, the audit head,
+Runs by state, pending approvals, the workers seen, what waits to be shipped or delivered,
+the audit head,
 and when the chain was last verified and checkpointed. It reads only; ``aifr doctor``
 is the command that checks.
 """
@@ -8,6 +9,8 @@ is the command that checks.
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,6 +25,7 @@ from aifr.errors import AifrError, ConfigError
 from aifr.invocation import ApprovalStatus
 from aifr.redaction import redact_url
 from aifr.workflows import ACTIVE_STATES
+from aifr.workflows.presence import worker_state
 
 if TYPE_CHECKING:
     from aifr.observability.metrics import RuntimeMetrics
@@ -67,7 +71,15 @@ def collect_status(app: App) -> dict[str, Any]:
             "last_checkpoint": None if last is None else {"seq": last.seq, "ts": last.ts},
         },
         "notifications_pending": app.runs.pending(),
+        "workers": _workers_by_state(app),
     }
+
+
+def _workers_by_state(app: App) -> dict[str, int]:
+    """How many registered workers are live, lost or exited (states with none left out)."""
+    now = time.time()
+    ttl_s = app.settings.workflows.lease_ttl_s
+    return dict(Counter(worker_state(w, now, ttl_s) for w in app.workers.workers(now)))
 
 
 def queue_depth(runs_by_state: dict[str, int]) -> int:
@@ -97,6 +109,7 @@ def attach_metrics(app: App) -> RuntimeMetrics:
             queue_depth=queue_depth(state["runs"]),
             audit_outbox_backlog=state["audit"]["outbox_backlog"],
             notifications_pending=state["notifications_pending"],
+            workers_by_state=state["workers"],
         )
 
     metrics.watch_levels(read)
@@ -131,6 +144,11 @@ def _render(state: dict[str, Any]) -> None:
     rows = [
         ("pending approvals", str(state["pending_approvals"])),
         ("notifications pending", str(state["notifications_pending"])),
+        (
+            "workers",
+            ", ".join(f"{n} {name}" for name, n in sorted(state["workers"].items()))
+            or "none registered",
+        ),
         ("audit head", f"record {audit['head_seq']}"),
         (
             "audit outbox backlog",
@@ -159,7 +177,7 @@ def status(
     project: Annotated[Path, typer.Option("--project", "-p", help="Project folder.")] = Path(),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Runs by state, pending approvals, outbox backlog, last verify and last checkpoint."""
+    """Runs by state, pending approvals, workers, outbox backlog, last verify and checkpoint."""
     try:
         app = build_app(project, require_project=True)
     except AifrError as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from aifr import __version__
 from aifr.app import App, build_app
 from aifr.cli.console import console, fail
 from aifr.cli.status import attach_metrics
@@ -21,6 +22,7 @@ from aifr.cli.upstream_runtime import attach_upstreams, detach_upstreams
 from aifr.errors import AifrError, ConfigError
 from aifr.observability import configure_logging
 from aifr.workflows import Retention, Worker
+from aifr.workflows.presence import Presence, worker_info
 from aifr.workflows.retention import DAY_S
 
 if TYPE_CHECKING:
@@ -165,8 +167,14 @@ def worker(
             f"aifr worker {app.workflows.owner} polling every {poll:g}s"
             f"{' (and woken by NOTIFY)' if unwatch else ''}, {concurrency} run(s) at once"
         )
+        presence = Presence(
+            app.workers,
+            worker_info(app.workflows.owner, concurrency, __version__),
+            every_s=app.settings.workflows.lease_ttl_s / 3,
+        )
         try:
-            loop.run()
+            with presence:
+                loop.run()
         finally:
             if unwatch is not None:
                 unwatch()

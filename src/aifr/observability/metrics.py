@@ -53,6 +53,7 @@ class Levels:
     queue_depth: int = 0
     audit_outbox_backlog: int | None = None
     notifications_pending: int = 0
+    workers_by_state: Mapping[str, int] = field(default_factory=dict)
 
 
 class _LevelCollector(Collector):
@@ -84,6 +85,12 @@ class _LevelCollector(Collector):
             "Approval notifications the workflow outbox has not delivered.",
             value=levels.notifications_pending,
         )
+        workers = GaugeMetricFamily(
+            "aifr_workers", "aifr worker processes by state (live, lost, exited).", labels=["state"]
+        )
+        for state, count in sorted(levels.workers_by_state.items()):
+            workers.add_metric([state], count)
+        yield workers
 
 
 class RuntimeMetrics:

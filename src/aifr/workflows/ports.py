@@ -35,6 +35,8 @@ __all__ = [
     "StepKey",
     "StepRecord",
     "StepState",
+    "WorkerInfo",
+    "WorkerRegistry",
 ]
 
 
@@ -379,4 +381,52 @@ class NotificationOutbox(Protocol):
 
     def pending(self) -> int:
         """How many items are still undelivered."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One ``aifr worker`` process as the registry knows it.
+
+    ``id`` is its first engine's lease owner id (``host:pid:nonce``); every engine of the
+    process leases runs as ``host:pid:<its own nonce>``, so ``runs`` counts the unexpired
+    leases whose owner starts with ``host:pid:`` (filled in by :meth:`WorkerRegistry.workers`).
+    """
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    version: str
+    started_at: float
+    seen_at: float
+    runs: int = 0
+
+    @property
+    def lease_prefix(self) -> str:
+        """What every lease owner id of this process starts with."""
+        return f"{self.host}:{self.pid}:"
+
+
+class WorkerRegistry(Protocol):
+    """Which worker processes are alive, on any machine sharing the database.
+
+    Each worker announces itself as it starts, says it is still there every few seconds
+    and leaves when it stops; a worker killed or cut off simply stops being seen.
+    """
+
+    def announce(self, worker: WorkerInfo) -> None:
+        """Add ``worker`` (or refresh it), and forget workers unseen for a day."""
+        ...
+
+    def seen(self, worker_id: str, now: float) -> bool:
+        """Note that the worker is still alive at ``now``; ``False`` if it was forgotten."""
+        ...
+
+    def leave(self, worker_id: str) -> None:
+        """Remove a worker that stopped."""
+        ...
+
+    def workers(self, now: float) -> builtins.list[WorkerInfo]:
+        """Every known worker, most recently started first, with the runs it holds at ``now``."""
         ...

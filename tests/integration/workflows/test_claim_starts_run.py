@@ -143,14 +143,16 @@ def test_a_database_from_before_the_start_column_upgrades_in_place_and_runs_its_
     if isinstance(database, PostgresDatabase):
         with database.connection() as conn:  # the schema as migration 3 left it
             conn.execute("ALTER TABLE wf_runs DROP COLUMN start_audit")
+            conn.execute("DROP TABLE wf_workers")
             conn.execute("UPDATE schema_versions SET version = 3 WHERE component = 'workflows'")
-        assert database.migrate("workflows", PG_WORKFLOW_MIGRATIONS) == 4
+        assert database.migrate("workflows", PG_WORKFLOW_MIGRATIONS) == 5
     else:
         conn = database.connect()  # the file as migration 3 left it
         conn.execute("ALTER TABLE wf_runs DROP COLUMN start_event")
+        conn.execute("DROP TABLE wf_workers")
         conn.execute("UPDATE schema_versions SET version = 3 WHERE component = 'workflows'")
         assert database.version("workflows") == 3
-        assert database.migrate("workflows", WORKFLOW_MIGRATIONS) == 4
+        assert database.migrate("workflows", WORKFLOW_MIGRATIONS) == 5
     env.engine.recover(views=False)
     assert env.engine.view(queued.id).state is RunState.COMPLETED
     assert env.kinds(queued.id).count("workflow.started") == 1

@@ -1,4 +1,4 @@
-"""``/v1/runs``: start, list, show and cancel workflow runs.
+"""``/v1/runs``: start, list, show and cancel workflow runs, and prune finished ones.
 
 A run is started by workflow **name** only, from the project's ``workflows.directory``:
 never by a file path, so a token cannot make the server load a YAML file of its choosing.
@@ -19,9 +19,10 @@ from aifr.api.problems import ERROR_RESPONSES
 from aifr.api.routes.deps import BEARER, AppDep, CallerDep, workflow_lock
 from aifr.app import App
 from aifr.errors import ErrorCode, WorkflowError
-from aifr.workflows import RunState, WorkflowSpec, list_workflows
+from aifr.workflows import TERMINAL_STATES, RunState, WorkflowSpec, list_workflows, prune_runs
+from aifr.workflows.retention import DAY_S
 
-__all__ = ["RunSummary", "StartRun", "router"]
+__all__ = ["PruneRuns", "RunSummary", "StartRun", "router"]
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES, dependencies=BEARER)
 
@@ -52,6 +53,22 @@ class RunSummary(BaseModel):
     principal: str
     created_at: float
     updated_at: float
+    lease_owner: str | None = Field(
+        default=None, description="The worker engine holding the run (`host:pid:nonce`)."
+    )
+    lease_expires_at: float | None = None
+
+
+class PruneRuns(BaseModel):
+    """Which finished runs to delete (``aifr runs prune``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    older_than_days: float = Field(ge=0, allow_inf_nan=False)
+    states: list[RunState] | None = Field(
+        default=None, description="Finished states only; default: all four.", min_length=1
+    )
+    dry_run: bool = False
 
 
 def _named(app: App, name: str) -> WorkflowSpec:
@@ -115,9 +132,36 @@ async def list_runs(
             principal=r.principal,
             created_at=r.created_at,
             updated_at=r.updated_at,
+            lease_owner=r.lease_owner,
+            lease_expires_at=r.lease_expires_at,
         )
         for r in records
     ]
+
+
+@router.post("/prune", response_model=dict[str, Any])
+async def prune(app: AppDep, who: CallerDep, rule: Annotated[PruneRuns, Body()]) -> dict[str, Any]:
+    """Delete finished runs unchanged for ``older_than_days``, as the token's principal.
+
+    Their audit records stay; each batch deleted is recorded as ``workflow.runs_pruned``.
+    A state a run can still leave is refused (409, ``workflow.bad_state``).
+    """
+    authorize(app.policy, who, "api.runs.prune")
+    report = await anyio.to_thread.run_sync(
+        lambda: prune_runs(
+            app.runs,
+            older_than_s=rule.older_than_days * DAY_S,
+            actor=who.principal,
+            states=frozenset(rule.states) if rule.states else TERMINAL_STATES,
+            dry_run=rule.dry_run,
+        )
+    )
+    return {
+        "runs": report.runs,
+        "dry_run": report.dry_run,
+        "finished_before": report.finished_before,
+        "states": [state.value for state in report.states],
+    }
 
 
 @router.get("/{run_id}", response_model=dict[str, Any])

@@ -143,6 +143,21 @@ PG_WORKFLOW_MIGRATIONS = [
     # A queued run's start, appended by the claim that first takes it (see _claim_sql):
     # aifr_audit_append's fields for the event, prepared when the run was queued.
     Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_audit TEXT[]"),
+    # The worker registry (see WorkerRegistry): each ``aifr worker`` process, seen lately.
+    Migration(
+        5,
+        """
+        CREATE TABLE wf_workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            concurrency INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            seen_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ),
 ]
 
 _QUEUED = frozenset(

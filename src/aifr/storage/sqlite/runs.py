@@ -121,6 +121,21 @@ WORKFLOW_MIGRATIONS = [
     Migration(3, CLAIMABLE_INDEX),
     # A queued run's start event (JSON), appended by the claim that first takes it.
     Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_event TEXT"),
+    # The worker registry (see WorkerRegistry): each ``aifr worker`` process, seen lately.
+    Migration(
+        5,
+        """
+        CREATE TABLE wf_workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            concurrency INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            seen_at REAL NOT NULL
+        )
+        """,
+    ),
 ]
 
 
