@@ -28,6 +28,7 @@ from aifr.findings.ports import FindingFilter
 from aifr.findings.severity import Severity
 from aifr.invocation import ApprovalStatus, CallOptions, TokenRecord
 from aifr.workflows import RunState
+from aifr.workflows.presence import worker_state
 
 __all__ = ["CONSOLE_PREFIX", "install_console"]
 
@@ -203,7 +204,11 @@ class _Console:
         if (refusal := self.allowed(session, "api.runs.read")) is not None:
             return refusal
         records = await anyio.to_thread.run_sync(lambda: self.app.workflows.list(limit=100))
-        return _page("runs.html", session=session, runs=records)
+        now = time.time()
+        known = await anyio.to_thread.run_sync(lambda: self.app.workers.workers(now))
+        ttl_s = self.app.settings.workflows.lease_ttl_s
+        workers = [(w, worker_state(w, now, ttl_s)) for w in known]
+        return _page("runs.html", session=session, runs=records, workers=workers)
 
     def _run_page(self, run_id: str) -> dict[str, Any]:
         """A run's steps with timings, compensations and, for a review, what drifted."""

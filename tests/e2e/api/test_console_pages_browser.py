@@ -230,6 +230,19 @@ def test_the_run_page_shows_steps_timings_and_the_compensation(
         assert alice.get(f"/v1/findings/webapp/{target}").json()["triage_state"] == "open"
 
 
+def test_the_runs_page_shows_the_live_worker(console: Server, browser: object) -> None:
+    page = _sign_in(browser, console, "alice")
+    deadline = time.monotonic() + 30
+    row = page.locator("table.workers tr", has_text="live")  # type: ignore[attr-defined]
+    while time.monotonic() < deadline and not row.count():
+        page.goto(f"{console.url}/console/runs")  # type: ignore[attr-defined]
+        page.wait_for_timeout(200)  # type: ignore[attr-defined]  # the worker registers; bounded above
+    assert row.count() == 1
+    cells = [str(c) for c in row.locator("td").all_text_contents()]
+    assert cells[0].count(":") == 2 and cells[1] == "live" and cells[3].isdigit()
+    _shot(page, "runs-workers.png")
+
+
 def test_the_audit_page_shows_the_verify_status_and_the_signed_checkpoint(
     console: Server, browser: object, aifr_bin: str, api_env: dict[str, str]
 ) -> None:
