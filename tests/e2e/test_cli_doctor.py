@@ -48,6 +48,7 @@ def test_doctor_passes_on_a_fresh_project_and_lists_every_check(
         "process sandbox",
         "tracing",
         "embedding model",
+        "workers",
     }
     assert all(c["ok"] for c in checks.values())
     assert "Python 3." in str(checks["python and packages"]["detail"])
@@ -139,6 +140,39 @@ def test_status_shows_pending_approvals_audit_head_and_last_verify_and_checkpoin
     assert screen.returncode == 0
     assert "pending approvals" in screen.stdout
     assert f"record {head}" in screen.stdout
+
+
+def test_runs_queued_with_no_live_worker_fail_doctor_until_a_worker_runs(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    (project / "workflows" / "read.yaml").write_text(
+        "name: read\nsteps:\n  - id: r\n    capability: io.fs.read_file\n"
+        "    inputs: {path: note.txt}\n"
+    )
+    queued = run_cli(aifr_bin, project, clean_env, "run", "read", "--queue")
+    assert queued.returncode == 0, queued.stderr
+
+    stuck = run_cli(aifr_bin, project, clean_env, "doctor", "--json")
+    worker = subprocess.Popen(
+        [aifr_bin, "worker", "--poll", "0.1", "-p", str(project)],
+        env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None and worker.stdout.readline()
+        served = run_cli(aifr_bin, project, clean_env, "doctor", "--json")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        if worker.stdout is not None:
+            worker.stdout.close()
+
+    assert stuck.returncode == 1
+    workers = _checks(stuck)["workers"]
+    assert workers["ok"] is False
+    assert "1 run(s) wait for a worker and none is live" in str(workers["detail"])
+    assert "aifr worker" in str(workers["fix"])
+    assert _checks(served)["workers"]["ok"] is True
+    assert "1 live worker(s)" in str(_checks(served)["workers"]["detail"])
 
 
 def test_an_unknown_trace_exporter_fails_doctor_with_the_values_it_takes(

@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aifr.app import (
+    build_app,
     build_audit_ledger,
     build_policy,
     build_registry,
@@ -35,7 +37,8 @@ from aifr.errors import AifrError
 from aifr.invocation.sandbox_backends import detect
 from aifr.redaction import redact_url
 from aifr.storage.sqlite import SqliteDatabase
-from aifr.workflows import load_workflow_file
+from aifr.workflows import ACTIVE_STATES, load_workflow_file
+from aifr.workflows.presence import worker_state
 
 __all__ = ["Check", "doctor", "run_checks"]
 
@@ -246,6 +249,38 @@ def check_sandbox(settings: Settings) -> Check:
     return Check("process sandbox", True, detail)
 
 
+def check_workers(settings: Settings) -> Check:
+    """Runs waiting for a worker (queued, or whose holder's lease lapsed) have a live one."""
+    if settings.sqlite_path is not None and not settings.sqlite_path.exists():
+        return Check("workers", True, "no runs yet")
+    try:
+        app = build_app(settings.project_dir)
+    except AifrError as exc:
+        return Check("workers", True, f"skipped: {_error_text(exc)}")
+    try:
+        now = time.time()
+        ttl_s = settings.workflows.lease_ttl_s
+        live = [w for w in app.workers.workers(now) if worker_state(w, now, ttl_s) == "live"]
+        waiting = [
+            r
+            for r in app.runs.unfinished(ACTIVE_STATES, limit=10_000)
+            if r.lease_owner is None or (r.lease_expires_at or 0.0) < now
+        ]
+    except AifrError as exc:
+        return Check("workers", True, f"skipped: {_error_text(exc)}")
+    finally:
+        app.close()
+    alive = f"{len(live)} live worker(s)"
+    if waiting and not live:
+        return Check(
+            "workers",
+            False,
+            f"{len(waiting)} run(s) wait for a worker and none is live",
+            "start one: aifr worker (aifr run also resumes interrupted runs; see aifr workers)",
+        )
+    return Check("workers", True, f"{alive}; {len(waiting)} run(s) waiting for one")
+
+
 def run_checks(project: Path) -> list[Check]:
     """Every check, in order; those needing settings are skipped when they do not load."""
     checks = [check_python()]
@@ -263,6 +298,7 @@ def run_checks(project: Path) -> list[Check]:
         check_audit,
         check_sink,
         check_sandbox,
+        check_workers,
     ]
     checks += [check(settings) for check in project_checks]
     checks += check_plugins(settings)
