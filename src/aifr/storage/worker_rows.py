@@ -12,11 +12,33 @@ from typing import Any, Final
 
 from aifr.workflows.ports import WorkerInfo
 
-__all__ = ["FORGET_AFTER_S", "WorkerStatements", "statements", "worker_from_row", "worker_params"]
+__all__ = [
+    "FORGET_AFTER_S",
+    "WorkerStatements",
+    "statements",
+    "worker_from_row",
+    "worker_params",
+    "workers_table",
+]
 
 FORGET_AFTER_S: Final = 86_400.0
 """A worker unseen this long is dropped from the registry when another one starts: it
 was killed or cut off long ago, and its runs were taken over when its leases expired."""
+
+
+def workers_table(real: str) -> str:
+    """Workflows migration 5: the ``wf_workers`` table, ``real`` the backend's float type."""
+    return f"""
+        CREATE TABLE wf_workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            concurrency INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            started_at {real} NOT NULL,
+            seen_at {real} NOT NULL
+        )
+        """
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from aifr.storage.run_rows import (
     step_params,
 )
 from aifr.storage.sqlite.database import Migration
+from aifr.storage.worker_rows import workers_table
 from aifr.workflows.ports import (
     ACTIVE_STATES,
     Completion,
@@ -144,20 +145,7 @@ PG_WORKFLOW_MIGRATIONS = [
     # aifr_audit_append's fields for the event, prepared when the run was queued.
     Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_audit TEXT[]"),
     # The worker registry (see WorkerRegistry): each ``aifr worker`` process, seen lately.
-    Migration(
-        5,
-        """
-        CREATE TABLE wf_workers (
-            id TEXT PRIMARY KEY,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            concurrency INTEGER NOT NULL,
-            version TEXT NOT NULL,
-            started_at DOUBLE PRECISION NOT NULL,
-            seen_at DOUBLE PRECISION NOT NULL
-        )
-        """,
-    ),
+    Migration(5, workers_table("DOUBLE PRECISION")),
 ]
 
 _QUEUED = frozenset(

@@ -36,6 +36,7 @@ from aifr.storage.run_rows import (
 )
 from aifr.storage.sqlite.database import Migration, SqliteDatabase, translate_sqlite_errors
 from aifr.storage.sqlite.groupcommit import GroupCommit
+from aifr.storage.worker_rows import workers_table
 from aifr.workflows.ports import (
     ACTIVE_STATES,
     Completion,
@@ -122,20 +123,7 @@ WORKFLOW_MIGRATIONS = [
     # A queued run's start event (JSON), appended by the claim that first takes it.
     Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_event TEXT"),
     # The worker registry (see WorkerRegistry): each ``aifr worker`` process, seen lately.
-    Migration(
-        5,
-        """
-        CREATE TABLE wf_workers (
-            id TEXT PRIMARY KEY,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            concurrency INTEGER NOT NULL,
-            version TEXT NOT NULL,
-            started_at REAL NOT NULL,
-            seen_at REAL NOT NULL
-        )
-        """,
-    ),
+    Migration(5, workers_table("REAL")),
 ]
 
 
