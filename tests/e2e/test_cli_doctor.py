@@ -175,6 +175,28 @@ def test_runs_queued_with_no_live_worker_fail_doctor_until_a_worker_runs(
     assert "1 live worker(s)" in str(_checks(served)["workers"]["detail"])
 
 
+def test_doctor_leaves_an_older_workflows_schema_for_its_first_use(
+    project: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    assert run_cli(aifr_bin, project, clean_env, "runs", "list").returncode == 0
+    database = project / ".aifr" / "aifr.db"
+    with sqlite3.connect(database) as conn:  # as aifr before the worker registry left it
+        conn.execute("DROP TABLE wf_workers")
+        conn.execute("UPDATE schema_versions SET version = 4 WHERE component = 'workflows'")
+    conn.close()
+
+    done = run_cli(aifr_bin, project, clean_env, "doctor", "--json")
+
+    assert done.returncode == 0, done.stdout
+    assert "upgrades on first use" in str(_checks(done)["workers"]["detail"])
+    with sqlite3.connect(database) as conn:
+        version = conn.execute(
+            "SELECT version FROM schema_versions WHERE component = 'workflows'"
+        ).fetchone()
+    conn.close()
+    assert version == (4,)
+
+
 def test_an_unknown_trace_exporter_fails_doctor_with_the_values_it_takes(
     project: Path, aifr_bin: str, clean_env: dict[str, str]
 ) -> None:

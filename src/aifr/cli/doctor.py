@@ -249,10 +249,25 @@ def check_sandbox(settings: Settings) -> Check:
     return Check("process sandbox", True, detail)
 
 
+def _sqlite_workflows_behind(path: Path) -> bool:
+    """Whether the file's workflows schema is older than this code's (or unreadable)."""
+    database = SqliteDatabase(path)
+    try:
+        recorded = database.schema_versions().get("workflows", 0)
+    except AifrError:
+        return True
+    finally:
+        database.close()
+    return recorded < code_schema_versions()["workflows"]
+
+
 def check_workers(settings: Settings) -> Check:
     """Runs waiting for a worker (queued, or whose holder's lease lapsed) have a live one."""
-    if settings.sqlite_path is not None and not settings.sqlite_path.exists():
+    path = settings.sqlite_path
+    if path is not None and not path.exists():
         return Check("workers", True, "no runs yet")
+    if path is not None and _sqlite_workflows_behind(path):  # doctor reads; it never migrates
+        return Check("workers", True, "skipped: the workflows schema upgrades on first use")
     try:
         app = build_app(settings.project_dir)
     except AifrError as exc:
