@@ -88,8 +88,8 @@ class Presence:
     ) -> None:
         """Stop refreshing and remove the row (a database away leaves it to expire)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._thread is not None:  # a beat stuck on an absent database is not waited for
+            self._thread.join(timeout=self._every_s)
         try:
             self._registry.leave(self._worker.id)
         except AifrError as error:

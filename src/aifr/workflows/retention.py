@@ -29,6 +29,8 @@ from aifr.workflows.ports import TERMINAL_STATES, RunState, RunStore
 __all__ = ["DAY_S", "PRUNE_BATCH", "PruneReport", "Retention", "prune_runs"]
 
 DAY_S = 86_400.0
+RETRY_S = 60.0
+"""How long a worker waits to prune again after a prune failed."""
 PRUNE_BATCH = 500
 """Runs deleted per transaction: a batch holds the write lock (SQLite) or its rows
 (PostgreSQL) briefly, and its audit record lists at most this many ids."""
@@ -131,11 +133,13 @@ class Retention:
         """Prune now if the last prune was ``every_s`` ago (or never); else ``None``.
 
         Raises:
-            StorageError: the database failed; the next call tries again.
+            StorageError: the database failed; a call a minute later tries again.
         """
         now = self._clock()
         if now < self._next_at:
             return None
+        # A failure is tried again in a minute, not at every turn of the worker's loop.
+        self._next_at = now + min(self._every_s, RETRY_S)
         report = prune_runs(
             self._store,
             older_than_s=self._older_than_s,
