@@ -38,7 +38,7 @@ from aifr.invocation.sandbox_backends import detect
 from aifr.redaction import redact_url
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.workflows import ACTIVE_STATES, load_workflow_file
-from aifr.workflows.presence import worker_state
+from aifr.workflows.presence import known_workers
 
 __all__ = ["Check", "doctor", "run_checks"]
 
@@ -275,7 +275,7 @@ def check_workers(settings: Settings) -> Check:
     try:
         now = time.time()
         ttl_s = settings.workflows.lease_ttl_s
-        live = [w for w in app.workers.workers(now) if worker_state(w, now, ttl_s) == "live"]
+        live = [w for w, state in known_workers(app.workers, ttl_s, now) if state == "live"]
         waiting = [
             r
             for r in app.runs.unfinished(ACTIVE_STATES, limit=10_000)

@@ -256,14 +256,7 @@ def prune(
     finally:
         aifr_app.close()
     if as_json:
-        print_json(
-            {
-                "runs": report.runs,
-                "dry_run": report.dry_run,
-                "finished_before": report.finished_before,
-                "states": [state.value for state in report.states],
-            }
-        )
+        print_json(report.to_dict())
         return
     named = ", ".join(state.value for state in report.states)
     verb = "would prune" if report.dry_run else "pruned"

@@ -9,7 +9,6 @@ is the command that checks.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from aifr.errors import AifrError, ConfigError
 from aifr.invocation import ApprovalStatus
 from aifr.redaction import redact_url
 from aifr.workflows import ACTIVE_STATES
-from aifr.workflows.presence import worker_state
+from aifr.workflows.presence import known_workers
 
 if TYPE_CHECKING:
     from aifr.observability.metrics import RuntimeMetrics
@@ -77,9 +76,8 @@ def collect_status(app: App) -> dict[str, Any]:
 
 def _workers_by_state(app: App) -> dict[str, int]:
     """How many registered workers are live, lost or exited (states with none left out)."""
-    now = time.time()
-    ttl_s = app.settings.workflows.lease_ttl_s
-    return dict(Counter(worker_state(w, now, ttl_s) for w in app.workers.workers(now)))
+    known = known_workers(app.workers, app.settings.workflows.lease_ttl_s)
+    return dict(Counter(state for _, state in known))
 
 
 def queue_depth(runs_by_state: dict[str, int]) -> int:

@@ -13,7 +13,7 @@ from rich.text import Text
 from aifr.app import build_app
 from aifr.cli.console import console, fail, print_json
 from aifr.errors import AifrError
-from aifr.workflows.presence import worker_state
+from aifr.workflows.presence import known_workers
 
 __all__ = ["workers"]
 
@@ -35,13 +35,11 @@ def workers(
         fail(exc)
     try:
         now = time.time()
-        known = app.workers.workers(now)
-        ttl_s = app.settings.workflows.lease_ttl_s
+        known = known_workers(app.workers, app.settings.workflows.lease_ttl_s, now)
     except AifrError as exc:
         fail(exc)
     finally:
         app.close()
-    states = [worker_state(w, now, ttl_s) for w in known]
     if as_json:
         print_json(
             [
@@ -56,7 +54,7 @@ def workers(
                     "started_at": w.started_at,
                     "seen_at": w.seen_at,
                 }
-                for w, state in zip(known, states, strict=True)
+                for w, state in known
             ]
         )
         return
@@ -67,7 +65,7 @@ def workers(
     table.add_column("id", no_wrap=True)
     for column in ("state", "host", "pid", "runs", "concurrency", "started", "last seen"):
         table.add_column(column)
-    for w, state in zip(known, states, strict=True):
+    for w, state in known:
         table.add_row(
             w.id, Text(state, style=_STYLE[state]), w.host, str(w.pid), str(w.runs),
             str(w.concurrency), _when(w.started_at), f"{now - w.seen_at:.0f}s ago",

@@ -28,7 +28,7 @@ from aifr.findings.ports import FindingFilter
 from aifr.findings.severity import Severity
 from aifr.invocation import ApprovalStatus, CallOptions, TokenRecord
 from aifr.workflows import RunState
-from aifr.workflows.presence import worker_state
+from aifr.workflows.presence import known_workers
 
 __all__ = ["CONSOLE_PREFIX", "install_console"]
 
@@ -204,10 +204,8 @@ class _Console:
         if (refusal := self.allowed(session, "api.runs.read")) is not None:
             return refusal
         records = await anyio.to_thread.run_sync(lambda: self.app.workflows.list(limit=100))
-        now = time.time()
-        known = await anyio.to_thread.run_sync(lambda: self.app.workers.workers(now))
         ttl_s = self.app.settings.workflows.lease_ttl_s
-        workers = [(w, worker_state(w, now, ttl_s)) for w in known]
+        workers = await anyio.to_thread.run_sync(lambda: known_workers(self.app.workers, ttl_s))
         return _page("runs.html", session=session, runs=records, workers=workers)
 
     def _run_page(self, run_id: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from aifr.errors import AifrError
 from aifr.workflows.leases import is_owner_gone
 from aifr.workflows.ports import WorkerInfo, WorkerRegistry
 
-__all__ = ["Presence", "worker_info", "worker_state"]
+__all__ = ["Presence", "known_workers", "worker_info", "worker_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,18 @@ def worker_state(worker: WorkerInfo, now: float, lease_ttl_s: float) -> str:
     if is_owner_gone(worker.id):
         return "exited"
     return "lost" if now - worker.seen_at > lease_ttl_s else "live"
+
+
+def known_workers(
+    registry: WorkerRegistry, lease_ttl_s: float, now: float | None = None
+) -> list[tuple[WorkerInfo, str]]:
+    """Every registered worker with its :func:`worker_state`, newest first.
+
+    Raises:
+        StorageError: the database failed.
+    """
+    at = time.time() if now is None else now
+    return [(w, worker_state(w, at, lease_ttl_s)) for w in registry.workers(at)]
 
 
 class Presence:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import JsonValue
+
 from aifr.audit import AuditEvent
 from aifr.audit.record import utc_timestamp
 from aifr.errors import WorkflowError
@@ -44,6 +46,15 @@ class PruneReport:
     finished_before: float
     runs: int
     dry_run: bool = False
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        """The report as ``aifr runs prune --json`` and ``POST /v1/runs/prune`` answer it."""
+        return {
+            "runs": self.runs,
+            "dry_run": self.dry_run,
+            "finished_before": self.finished_before,
+            "states": [state.value for state in self.states],
+        }
 
 
 def prune_runs(

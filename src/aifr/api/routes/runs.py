@@ -156,12 +156,7 @@ async def prune(app: AppDep, who: CallerDep, rule: Annotated[PruneRuns, Body()])
             dry_run=rule.dry_run,
         )
     )
-    return {
-        "runs": report.runs,
-        "dry_run": report.dry_run,
-        "finished_before": report.finished_before,
-        "states": [state.value for state in report.states],
-    }
+    return report.to_dict()
 
 
 @router.get("/{run_id}", response_model=dict[str, Any])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import anyio
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -11,7 +9,7 @@ from pydantic import BaseModel
 from aifr.api.auth import authorize
 from aifr.api.problems import ERROR_RESPONSES
 from aifr.api.routes.deps import BEARER, AppDep, CallerDep
-from aifr.workflows.presence import worker_state
+from aifr.workflows.presence import known_workers
 
 __all__ = ["WorkerView", "router"]
 
@@ -38,13 +36,12 @@ class WorkerView(BaseModel):
 async def list_workers(app: AppDep, who: CallerDep) -> list[WorkerView]:
     """Workers newest first; ``state`` is ``live``, ``lost`` or ``exited`` (see ``aifr workers``)."""
     authorize(app.policy, who, "api.runs.read")
-    now = time.time()
-    known = await anyio.to_thread.run_sync(lambda: app.workers.workers(now))
     ttl_s = app.settings.workflows.lease_ttl_s
+    known = await anyio.to_thread.run_sync(lambda: known_workers(app.workers, ttl_s))
     return [
         WorkerView(
             id=w.id,
-            state=worker_state(w, now, ttl_s),
+            state=state,
             host=w.host,
             pid=w.pid,
             concurrency=w.concurrency,
@@ -53,5 +50,5 @@ async def list_workers(app: AppDep, who: CallerDep) -> list[WorkerView]:
             started_at=w.started_at,
             seen_at=w.seen_at,
         )
-        for w in known
+        for w, state in known
     ]
