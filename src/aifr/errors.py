@@ -119,6 +119,8 @@ class ErrorCode(StrEnum):
     WORKFLOW_LEASE_LOST = "workflow.lease_lost"
     STORAGE_FAILED = "storage.failed"
     STORAGE_SCHEMA_MISMATCH = "storage.schema_mismatch"
+    STORAGE_NOT_EMPTY = "storage.not_empty"
+    STORAGE_IN_USE = "storage.in_use"
     AUDIT_FAILED = "audit.failed"
     AUDIT_CHAIN_BROKEN = "audit.chain_broken"
     AUDIT_SINK_UNAVAILABLE = "audit.sink_unavailable"
@@ -391,6 +393,8 @@ _CODE_STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.EXECUTION_REFUSED: (403, 3),
     ErrorCode.EXECUTION_IN_PROGRESS: (409, 1),
     ErrorCode.IDEMPOTENCY_CONFLICT: (409, 2),
+    ErrorCode.STORAGE_NOT_EMPTY: (409, 2),
+    ErrorCode.STORAGE_IN_USE: (409, 1),
     ErrorCode.APPROVAL_REQUIRED: (202, 4),
     ErrorCode.APPROVAL_SELF_APPROVAL: (403, 3),
     ErrorCode.APPROVAL_NOT_AUTHORIZED: (403, 3),

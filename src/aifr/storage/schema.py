@@ -12,20 +12,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aifr.findings.ports import FINDINGS_SCHEMA_VERSION
 from aifr.storage.postgres.approvals import PG_APPROVAL_MIGRATIONS
 from aifr.storage.postgres.audit import AUDIT_SCHEMA_VERSION, PostgresAuditStore
 from aifr.storage.postgres.circuits import PG_CIRCUIT_MIGRATIONS
 from aifr.storage.postgres.database import PostgresDatabase
+from aifr.storage.postgres.findings import PostgresFindingStore
 from aifr.storage.postgres.grants import PG_GRANT_MIGRATIONS
 from aifr.storage.postgres.idempotency import PG_IDEMPOTENCY_MIGRATIONS
+from aifr.storage.postgres.rates import PG_RATE_MIGRATIONS
 from aifr.storage.postgres.runs import PG_WORKFLOW_MIGRATIONS
+from aifr.storage.postgres.tokens import PG_TOKEN_MIGRATIONS
 from aifr.storage.sqlite.approvals import APPROVAL_MIGRATIONS
 from aifr.storage.sqlite.audit import AUDIT_MIGRATIONS
 from aifr.storage.sqlite.circuits import CIRCUIT_MIGRATIONS
 from aifr.storage.sqlite.database import Migration, SqliteDatabase
+from aifr.storage.sqlite.findings import FINDING_MIGRATIONS
 from aifr.storage.sqlite.grants import GRANT_MIGRATIONS
 from aifr.storage.sqlite.idempotency import IDEMPOTENCY_MIGRATIONS
+from aifr.storage.sqlite.rates import RATE_MIGRATIONS
 from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS
+from aifr.storage.sqlite.tokens import TOKEN_MIGRATIONS
 
 __all__ = ["ComponentSchema", "schema_status", "upgrade_schema"]
 
@@ -36,6 +43,9 @@ _SQLITE: dict[str, Sequence[Migration]] = {
     "idempotency": IDEMPOTENCY_MIGRATIONS,
     "circuits": CIRCUIT_MIGRATIONS,
     "grants": GRANT_MIGRATIONS,
+    "tokens": TOKEN_MIGRATIONS,
+    "rates": RATE_MIGRATIONS,
+    "findings": FINDING_MIGRATIONS,
 }
 _POSTGRES: dict[str, Sequence[Migration]] = {
     "workflows": PG_WORKFLOW_MIGRATIONS,
@@ -43,6 +53,8 @@ _POSTGRES: dict[str, Sequence[Migration]] = {
     "idempotency": PG_IDEMPOTENCY_MIGRATIONS,
     "circuits": PG_CIRCUIT_MIGRATIONS,
     "grants": PG_GRANT_MIGRATIONS,
+    "tokens": PG_TOKEN_MIGRATIONS,
+    "rates": PG_RATE_MIGRATIONS,
 }
 
 
@@ -87,9 +99,13 @@ def schema_status(database: SqliteDatabase | PostgresDatabase) -> list[Component
             for name, migrations in _SQLITE.items()
         ]
     rows = [ComponentSchema("audit", database.version("audit"), AUDIT_SCHEMA_VERSION)]
-    return rows + [
+    rows += [
         ComponentSchema(name, database.version(name), _latest(migrations))
         for name, migrations in _POSTGRES.items()
+    ]
+    return [
+        *rows,
+        ComponentSchema("findings", database.version("findings"), FINDINGS_SCHEMA_VERSION),
     ]
 
 
@@ -107,4 +123,5 @@ def upgrade_schema(database: SqliteDatabase | PostgresDatabase) -> list[Componen
         PostgresAuditStore(database.dsn, schema=database.schema).close()
         for name, migrations in _POSTGRES.items():
             database.migrate(name, migrations)
+        PostgresFindingStore(database.dsn, schema=database.schema, migrate=True).close()
     return schema_status(database)
