@@ -2,7 +2,8 @@
 
 :func:`aifr.storage.state_copy.copy_state` moves the rows; this module decides whether
 it may run and proves the result. It refuses while a worker is live on the source (what
-it finished after the snapshot would be lost), when the source's audit chain does not
+it finished after the snapshot would be lost) or a process holds a run's lease (the run
+would then be driven on both databases), when the source's audit chain does not
 verify (the copy would carry a broken chain as if it were whole) and when ``--to`` is
 the project's own database. After the copy both chains get one ``db.copied`` record
 naming the two databases and the head copied, and the target's chain is verified.
@@ -25,6 +26,7 @@ from aifr.storage.state_copy import (
     StateDatabase,
     copy_state,
     require_empty,
+    require_no_held_runs,
     state_counts,
 )
 from aifr.workflows.presence import known_workers
@@ -59,7 +61,8 @@ def copy_project_state(app: App, url: str, *, actor: str, dry_run: bool = False)
 
     Raises:
         ConfigError: ``url`` is no database URL, or the project's own database.
-        StorageError: ``storage.in_use`` (a worker is live on the source),
+        StorageError: ``storage.in_use`` (a worker is live on the source, or a process
+            is driving one of its runs),
             ``storage.not_empty`` (the target holds state), or a database failed.
         AuditError: ``audit.chain_broken``, the source's chain (nothing is copied), or
             the target's after the copy.
@@ -89,6 +92,7 @@ def copy_project_state(app: App, url: str, *, actor: str, dry_run: bool = False)
             )
         upgrade_schema(target)
         if dry_run:
+            require_no_held_runs(source)
             require_empty(target)
             return StateCopy(shown_source, shown_target, state_counts(source), None, None)
         report = copy_state(source, target)

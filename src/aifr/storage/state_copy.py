@@ -23,6 +23,7 @@ Both databases must be at this code's schema (``upgrade_schema``) before the cop
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,35 +150,90 @@ def require_empty(database: StateDatabase) -> None:
         )
 
 
-def copy_state(source: StateDatabase, target: StateDatabase) -> CopyReport:
+def copy_state(
+    source: StateDatabase, target: StateDatabase, *, now: float | None = None
+) -> CopyReport:
     """Copy every state table of ``source`` into the empty ``target``, in one transaction.
 
     Raises:
-        StorageError: ``storage.not_empty`` when ``target`` holds state (nothing is
-            written); a table or column one side lacks (upgrade both first); either
-            database failed (the target's transaction is rolled back).
+        StorageError: ``storage.not_empty`` when ``target`` holds state, or
+            ``storage.in_use`` when a run of the snapshot is leased until after ``now``
+            (a process is driving it: nothing is written); a table or column one side
+            lacks (upgrade both first); either database failed (the target's
+            transaction is rolled back).
     """
     require_empty(target)
     plans = [(table, _shared_columns(table, source, target)) for table in STATE_TABLES]
     rows: dict[str, int] = {}
-    head = (0, "")
-    with _reading(source) as read, _writing(target) as write:
-        for table, columns in plans:
-            select = (
-                f"SELECT {', '.join(columns)} FROM {table.on(source)} "  # noqa: S608  # names from STATE_TABLES and the catalog
-                f"ORDER BY {table.key}"
-            )
-            written = 0
-            for batch in _batches(read(select)):
-                write.insert(table.on(target), columns, batch)
-                written += len(batch)
-                if table.name == "audit_records":
-                    last = batch[-1]
-                    head = (int(last[columns.index("seq")]), str(last[columns.index("hash")]))
-            rows[table.name] = written
-        released = write.release_leases()
-        write.advance_serials()
+    with _reading(source) as read:
+        _refuse_held_runs(read, time.time() if now is None else now)
+        with _writing(target) as write:
+            head = _copy_tables(plans, read, write, source, target, rows)
+            released = write.release_leases()
+            write.advance_serials()
     return CopyReport(rows, head[0], head[1], released)
+
+
+def require_no_held_runs(database: StateDatabase, now: float | None = None) -> None:
+    """Refuse ``database`` while a process holds one of its runs' leases (see below).
+
+    Raises:
+        StorageError: ``storage.in_use``, naming the runs and their holders.
+    """
+    with _reading(database) as read:
+        _refuse_held_runs(read, time.time() if now is None else now)
+
+
+def _refuse_held_runs(read: Reader, now: float) -> None:
+    """Refuse a snapshot in which a process holds a run's lease.
+
+    Its holder goes on driving the run in the source while the target's workers would
+    take the copied run at once: each step's effect could then happen twice.
+
+    Raises:
+        StorageError: ``storage.in_use``, naming the runs and their holders.
+    """
+    held = list(
+        read(
+            "SELECT id, lease_owner FROM wf_runs WHERE lease_owner IS NOT NULL "  # noqa: S608  # a float literal
+            f"AND lease_expires_at > {float(now)!r} ORDER BY id"
+        )
+    )
+    if held:
+        named = ", ".join(f"{run_id} (held by {owner})" for run_id, owner in held[:5])
+        more = f" and {len(held) - 5} more" if len(held) > 5 else ""
+        raise StorageError(
+            f"{len(held)} run(s) are being driven right now: {named}{more}; stop the "
+            "processes driving them (or wait for their leases to expire), then copy",
+            code=ErrorCode.STORAGE_IN_USE,
+            runs=[str(run_id) for run_id, _ in held],
+        )
+
+
+def _copy_tables(
+    plans: list[tuple[StateTable, list[str]]],
+    read: Reader,
+    write: _SqliteWriter | _PostgresWriter,
+    source: StateDatabase,
+    target: StateDatabase,
+    rows: dict[str, int],
+) -> tuple[int, str]:
+    """Copy each planned table into ``rows``' counts; returns the audit chain's head."""
+    head = (0, "")
+    for table, columns in plans:
+        select = (
+            f"SELECT {', '.join(columns)} FROM {table.on(source)} "  # noqa: S608  # names from STATE_TABLES and the catalog
+            f"ORDER BY {table.key}"
+        )
+        written = 0
+        for batch in _batches(read(select)):
+            write.insert(table.on(target), columns, batch)
+            written += len(batch)
+            if table.name == "audit_records":
+                last = batch[-1]
+                head = (int(last[columns.index("seq")]), str(last[columns.index("hash")]))
+        rows[table.name] = written
+    return head
 
 
 def _shared_columns(table: StateTable, source: StateDatabase, target: StateDatabase) -> list[str]:

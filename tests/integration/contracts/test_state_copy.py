@@ -172,3 +172,32 @@ def test_a_column_one_side_lacks_is_refused_by_name(tmp_path: Path, pg: Postgres
     with pytest.raises(StorageError, match=r"circuits: the two databases' columns differ \(note\)"):
         copy_state(source, pg)
     source.close()
+
+
+@pytest.mark.pg
+def test_a_run_someone_is_driving_is_refused_and_an_expired_lease_is_released(
+    tmp_path: Path, pg: PostgresDatabase
+) -> None:
+    """A live lease means a process drives the run in the source: copied, it would run twice."""
+    source = _sqlite(tmp_path / "source.db")
+    with source.transaction() as conn:
+        for run_id, expires in (("run-held", 1_030.0), ("run-lapsed", 990.0)):
+            conn.execute(
+                "INSERT INTO wf_runs VALUES (?, 'w', '1', '{\"name\": \"w\", \"steps\": []}', "
+                "'{}', 'agent', '[]', 'running', '{}', NULL, NULL, 0, 1.0, 1.0, "
+                "'host:1:aa', ?, 3, NULL)",
+                (run_id, expires),
+            )
+
+    with pytest.raises(StorageError, match=r"run-held \(held by host:1:aa\)") as refused:
+        copy_state(source, pg, now=1_000.0)
+    assert refused.value.code is ErrorCode.STORAGE_IN_USE
+    assert set(state_counts(pg).values()) == {0}
+
+    copied = copy_state(source, pg, now=1_031.0)  # once its holder's lease ran out
+
+    assert copied.released_leases == 2
+    with pg.connection() as conn:
+        leases = conn.execute("SELECT lease_owner, lease_epoch FROM wf_runs").fetchall()
+    assert leases == [(None, 3), (None, 3)]  # free to take; the epoch still fences the old holder
+    source.close()
