@@ -30,7 +30,10 @@ HERE = Path(__file__).parent
 
 @capability("slow.step", operation="WRITE", risk="LOW", side_effect_scope="filesystem")
 def step(name: str, info: CallInfo) -> dict:
-    """Take {STEP_S} s, then log this attempt's key (its effect)."""
+    """Wait while the test holds the steps back, take {STEP_S} s, log this attempt's key."""
+    deadline = time.monotonic() + 60
+    while (HERE / "hold").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     time.sleep({STEP_S})
     with open(HERE / "effects.log", "a") as log:
         log.write(f"{{info.idempotency_key}}\\n")
@@ -85,6 +88,8 @@ def test_a_stopped_worker_hands_its_run_on_between_steps_and_another_finishes_it
     effects = project / "effects.log"
     first = _worker(aifr_bin, project, env, poll=0.2)
     second = None
+    hold = project / "hold"  # the first step waits while it exists, however slow the host
+    hold.touch()
     try:
         queued = run_cli(aifr_bin, project, env, "run", "slow", "--queue")
         assert queued.returncode == 0, queued.stderr
@@ -93,6 +98,7 @@ def test_a_stopped_worker_hands_its_run_on_between_steps_and_another_finishes_it
         # Idle beside it: polls too rarely to matter; on PostgreSQL only NOTIFY wakes it.
         second = _worker(aifr_bin, project, env, poll=0.2 if database_url is None else 60)
 
+        hold.unlink()  # the first step goes on: the stop comes while it is in flight
         first.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
         first.wait(timeout=30)
