@@ -126,11 +126,12 @@ def state_counts(database: StateDatabase) -> dict[str, int]:
     Raises:
         StorageError: the database cannot be read.
     """
+    counts: dict[str, int] = {}
     with _reading(database) as read:
-        return {
-            table.name: int(next(iter(read(f"SELECT count(*) FROM {table.on(database)}")))[0])  # noqa: S608  # names from STATE_TABLES
-            for table in STATE_TABLES
-        }
+        for table in STATE_TABLES:
+            [(count,)] = read(f"SELECT count(*) FROM {table.on(database)}")  # noqa: S608  # names from STATE_TABLES
+            counts[table.name] = int(count)  # the unpacking read the result whole: cursor closed
+    return counts
 
 
 def require_empty(database: StateDatabase) -> None:
