@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_kit import init_project, pg_rows, run_cli
+from test_cli_prune import DROP, NOTE, _records
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "findings" / "nuclei"
 POLICY = """version: 1
@@ -36,22 +37,6 @@ rules:
 approvals:
   - risk: HIGH
     roles: [admin]
-"""
-NOTE = """
-name: note
-inputs:
-  name: {type: string}
-steps:
-  - id: write
-    capability: io.fs.write_file
-    inputs: {path: "notes/{{ inputs.name }}.txt", content: "{{ inputs.name }}"}
-"""
-DROP = """
-name: drop
-steps:
-  - id: delete
-    capability: io.fs.delete
-    inputs: {path: "notes/a.txt"}
 """
 
 
@@ -84,27 +69,12 @@ def _fill(aifr_bin: str, project: Path, env: dict[str, str]) -> dict[str, str]:
     assert waiting.returncode == 4, waiting.stderr  # waiting for an approval
     queued = json.loads(_ok(cli("run", "note", "-i", "name=b", "--queue", "--json")))
     _ok(cli("tokens", "create", "--principal", "bob", "--label", "moved"))
-    _ok(
-        cli(
-            "grants",
-            "issue",
-            "--as",
-            "erin",
-            "--principal",
-            "alice",
-            "--capability",
-            "io.fs.delete",
-        )
-    )
+    grant = ("--as", "erin", "--principal", "alice", "--capability", "io.fs.delete")
+    _ok(cli("grants", "issue", *grant))
     (project / "scan.jsonl").write_text((FIXTURE / "nuclei-v2.1-gen-a.jsonl").read_text())
     _ok(cli("findings", "import", str(project / "scan.jsonl"), "--project", "acme"))
     _ok(cli("audit", "checkpoint"))
     return {"done": done["id"], "waiting": json.loads(waiting.stdout)["id"], "queued": queued["id"]}
-
-
-def _records(aifr_bin: str, project: Path, env: dict[str, str]) -> list[dict[str, object]]:
-    exported = _ok(run_cli(aifr_bin, project, env, "audit", "export"))
-    return [json.loads(line) for line in exported.splitlines()]
 
 
 @pytest.mark.pg
