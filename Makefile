@@ -63,12 +63,11 @@ bubblewrap:
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; } ; } || echo "chromium is not installed and we are not root: the browser tests skip"
 
-# Most of the suite's time is spent waiting (on subprocesses, servers, the database), not
-# computing: on 2 cores, 4 test processes finish in about two thirds of the time 2 take
-# (measured: 27 min against 39). Work stealing keeps every process busy to the end.
-TEST_PROCESSES ?= 4
+# One test process per core; work stealing keeps each busy to the end (with plain load
+# balancing one sat idle for the last minutes while the other ran its share of the slow
+# end-to-end tests). More processes than cores made timing-bound tests flaky.
 test: check inspector mcp-servers bubblewrap browser
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist worksteal --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist worksteal --cov --cov-report=term $(PYTEST_ARGS)
 
 # Issue 7: the workflow suite twice in a row, in parallel, to show it is not flaky.
 WORKFLOW_TESTS := tests/unit/workflows tests/integration/workflows tests/crash tests/e2e/test_cli_workflows.py

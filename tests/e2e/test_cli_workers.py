@@ -78,6 +78,8 @@ def test_workers_come_and_go_and_show_the_runs_they_hold(
 
     first = _start(aifr_bin, project, env, 1)
     second = _start(aifr_bin, project, env, 3)
+    hold = project / "hold"  # the run's first step waits while it exists: it stays held
+    hold.touch()
     try:
         queued = run_cli(aifr_bin, project, env, "run", "slow", "--queue")
         assert queued.returncode == 0, queued.stderr
@@ -86,6 +88,7 @@ def test_workers_come_and_go_and_show_the_runs_they_hold(
             20, "no worker showed the run it holds",
         )  # fmt: skip
         both = _workers(aifr_bin, project, env)
+        hold.unlink()
         _register_elsewhere(database_url, project, seen_s_ago=120.0)  # lease_ttl_s is 30
         table = run_cli(aifr_bin, project, env, "workers")
         status = json.loads(run_cli(aifr_bin, project, env, "status", "--json").stdout)
@@ -96,6 +99,7 @@ def test_workers_come_and_go_and_show_the_runs_they_hold(
         second.wait(timeout=60)
         after = _workers(aifr_bin, project, env)
     finally:
+        hold.unlink(missing_ok=True)
         for worker in (first, second):
             if worker.poll() is None:
                 worker.kill()

@@ -119,7 +119,7 @@ def test_a_stopped_worker_hands_its_run_on_between_steps_and_another_finishes_it
     keys = Counter(effects.read_text().split())
     verified = run_cli(aifr_bin, project, env, "audit", "verify")
 
-    assert stopped_after < STEP_S + 1.5  # the step in flight, not the whole run
+    assert stopped_after < STEP_S + 3.0  # the step in flight, not the 5 s left of the run
     assert handed[0] == "running"  # not finished by the stopping worker
     assert f":{first.pid}:" not in f"{handed[1]}"  # its lease given back (or taken already)
     assert done_then < len(STEPS)
