@@ -13,6 +13,7 @@ from aifr.audit.checkpoint import (
     sign_checkpoint,
 )
 from aifr.audit.export import EXPORT_FORMATS, record_line, write_jsonl
+from aifr.audit.ids import random_hex
 from aifr.audit.ledger import MAX_BATCH, AuditLedger, LedgerStats
 from aifr.audit.outbox import Outbox
 from aifr.audit.ports import AuditStore, ChainBuilder, Sink
@@ -68,6 +69,7 @@ __all__ = [
     "load_or_create_signing_key",
     "parse_timestamp",
     "public_key_hex",
+    "random_hex",
     "record_hash",
     "record_line",
     "redact_details",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from aifr.audit.ids import random_hex
 from aifr.capabilities import canonical_json
 from aifr.errors import AuditError, ErrorCode
 
@@ -271,7 +271,7 @@ def new_record_id(seq: int) -> str:
     index on the hot insert path); the random part keeps ids unique across ledgers and
     across a seq reused after a rolled-back ``append_in``.
     """
-    return f"au-{seq}-{os.urandom(8).hex()}"
+    return f"au-{seq}-{random_hex(8)}"
 
 
 def seq_of_record_id(record_id: str) -> int | None:

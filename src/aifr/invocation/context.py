@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
@@ -23,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from pydantic import JsonValue
 
+from aifr.audit import random_hex
 from aifr.errors import ConfigError, FieldError, InputValidationError
 
 __all__ = [
@@ -46,7 +46,7 @@ _SNAPSHOT_VERSION = 1
 
 def new_id() -> str:
     """A random 128-bit id as 32 hex digits (request, trace and approval ids)."""
-    return os.urandom(16).hex()
+    return random_hex(16)
 
 
 class Phase(StrEnum):

@@ -10,10 +10,10 @@ event bus; the trace id is always passed, so the audit records agree either way.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from aifr.audit import random_hex
 from aifr.invocation import LifecycleEvent, Runtime
 from aifr.workflows.ports import StepRecord
 from aifr.workflows.state import RunContext
@@ -27,7 +27,7 @@ def run_trace_id(run_id: str) -> str:
 
 
 def _span_id() -> str:
-    return os.urandom(8).hex()
+    return random_hex(8)
 
 
 @contextmanager

@@ -174,6 +174,99 @@ def test_steps_of_concurrent_runs_share_one_commit_and_a_fenced_one_fails_alone(
     assert other.ledger.verify().ok
 
 
+def _create_runs(worker: Worker, ids: list[str]) -> None:
+    for run_id in ids:
+        worker.runs.create(
+            _run(run_id),
+            [StepRecord(run_id, "a", 0, "x.y")],
+            AuditEvent(kind="started", principal="agent", run_id=run_id),
+        )
+
+
+def _finish_in_one_batch(worker: Worker, ids: list[str]) -> tuple[list[str], dict[str, object]]:
+    """Complete step ``a`` of every run in one forced batch; the SQLite writer's statements."""
+    for run_id in ids:
+        key = str(StepKey(run_id, "a", 1))
+        worker.runs.begin_attempt(key, unrecorded=True, finish=None)
+        worker.results.claim("agent", key, "digest", now=101.0)
+    statements: list[str] = []
+    writer = worker.runs.database.writer()  # type: ignore[union-attr]  # SQLite only
+    holder, queued = _hold_until_queued(worker, len(ids))
+    writer.set_trace_callback(statements.append)
+    outcomes: dict[str, object] = {}
+
+    def finish(run_id: str) -> None:
+        key = str(StepKey(run_id, "a", 1))
+        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
+        try:
+            outcomes[run_id] = worker.results.complete("agent", key, {"output": 1}, 112.0, event)
+        except WorkflowError as exc:
+            outcomes[run_id] = exc
+
+    writers = [threading.Thread(target=finish, args=(run_id,)) for run_id in ids]
+    for thread in writers:
+        thread.start()
+    for thread in [holder, *writers]:
+        thread.join(60)
+    writer.set_trace_callback(None)
+    assert queued == [True]
+    return statements, outcomes
+
+
+def test_a_sqlite_batch_with_no_refusal_opens_no_savepoint(tmp_path: Path) -> None:
+    # Two statements per job (SAVEPOINT, RELEASE) are paid only when a job raised: the
+    # first attempt runs the batch straight through and commits once.
+    worker = _sqlite_worker(tmp_path / "aifr.db")
+    try:
+        ids = [f"run-{n}" for n in range(RUNS)]
+        _create_runs(worker, ids)
+        statements, outcomes = _finish_in_one_batch(worker, ids)
+        assert all(isinstance(outcomes[run_id], AuditRecord) for run_id in ids)
+        assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
+        transactions = [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")]
+        assert transactions == ["COMMIT", "BEGIN IMMEDIATE", "COMMIT"]  # the held one, then all
+        assert worker.ledger.verify().ok
+    finally:
+        worker.runs.database.close()
+        worker.ledger.close()
+
+
+def test_a_sqlite_batch_with_a_refused_job_is_rolled_back_then_run_job_by_job(
+    tmp_path: Path,
+) -> None:
+    mine, other = _sqlite_worker(tmp_path / "aifr.db"), _sqlite_worker(tmp_path / "aifr.db")
+    try:
+        ids = [f"run-{n}" for n in range(RUNS)]
+        _create_runs(mine, ids)
+        for run_id in sorted(FENCED):  # the lease expired and another worker took it
+            assert other.runs.acquire(run_id, "other", 10.0, now=111.0) is not None
+        statements, outcomes = _finish_in_one_batch(mine, ids)
+        transactions = [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")]
+        assert transactions == [
+            "COMMIT",
+            "BEGIN IMMEDIATE",
+            "ROLLBACK",
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+        ]
+        assert statements.count("SAVEPOINT grouped_job") == RUNS
+        assert statements.count("ROLLBACK TO grouped_job") == len(FENCED)
+        for run_id in ids:
+            if run_id in FENCED:
+                assert outcomes[run_id].code is ErrorCode.WORKFLOW_LEASE_LOST  # type: ignore[attr-defined]
+            else:
+                assert isinstance(outcomes[run_id], AuditRecord)
+        invocations = [
+            r.event.run_id for r in other.ledger.records() if r.event.kind == "invocation"
+        ]
+        assert sorted(invocations) == sorted(set(ids) - FENCED)  # none twice, none refused
+        assert other.ledger.verify().ok
+    finally:
+        for worker in (mine, other):
+            worker.runs.database.close()
+            worker.ledger.close()
+
+
 class _ReadWaits:
     """Counts, in threads other than ``skip``, the times a client waited for the server.
 

@@ -9,13 +9,12 @@ imported on first use (the ``pg`` extra); nothing connects at import time.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from aifr.audit import AuditLedger, AuditRecord, ChainBuilder, ChainHead, Checkpoint
+from aifr.audit import AuditLedger, AuditRecord, ChainBuilder, ChainHead, Checkpoint, random_hex
 from aifr.audit.ledger import PreparedEvent
 from aifr.audit.record import GENESIS_HASH, seq_of_record_id, utc_timestamp
 from aifr.errors import AuditError, ConfigError, ErrorCode, StorageError
@@ -397,7 +396,7 @@ def append_fields(prepared: Sequence[PreparedEvent]) -> str:
     fields: list[str | None] = []
     for event, event_json, details_json in prepared:
         fields += (
-            os.urandom(8).hex(),  # the id's random part, as new_record_id makes it
+            random_hex(8),  # the id's random part, as new_record_id makes it
             event_json,
             *event_columns(event),
             details_json,

@@ -58,7 +58,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aifr.errors import AifrError, StorageError
-from aifr.storage.groupcommit import GroupCommit, _Job
+from aifr.storage.groupcommit import GroupCommit
 from aifr.storage.postgres.audit import (
     APPEND_CALL,
     LINKED_APPEND_CALL,
@@ -290,38 +290,6 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         finally:
             self._inside.job = False
             self._hand_on(1)
-
-    def _commit(self, batch: list[_Job[psycopg.Connection[tuple[Any, ...]], object]]) -> None:
-        """A batch: first all at once (one round trip), job by job only if that fails.
-
-        The first attempt sends ``BEGIN``, every job's statements, the audit tail and
-        ``COMMIT`` and waits once. If a job is refused (its fenced write raised on the
-        server) or fails, that attempt is rolled back whole, and the batch runs again in
-        the base class's way, each job in its own savepoint read back on its own sync, so
-        the failing job gets its error and the others commit once. A job's results of the
-        first attempt (its :class:`PendingAudit` requests included) are dropped with it:
-        a job is a function of its connection, safe to run twice when the first run was
-        rolled back. When the first attempt's end is in doubt (the connection broke, so
-        ``COMMIT`` may have been applied), nothing is retried and every job gets the error.
-        """
-        jobs = sorted(batch, key=lambda queued: queued.order)
-        try:
-            results = self._all_at_once([job.work for job in jobs])
-        except AifrError as exc:  # the commit failed: no job of the batch was written
-            for job in batch:
-                job.error = exc
-                job.has_result = False
-            return
-        except Exception as exc:  # a follower must never sleep forever on a failed batch
-            for job in batch:
-                job.error = StorageError(f"grouped commit failed: {exc!r}")
-            raise
-        if results is None:
-            super()._commit(batch)
-            return
-        for job, result in zip(jobs, results, strict=True):
-            job.result = result
-            job.has_result = True
 
     def _all_at_once(
         self, works: list[Callable[[psycopg.Connection[tuple[Any, ...]]], object]]
