@@ -306,16 +306,21 @@ def run_checks(project: Path) -> list[Check]:
         checks.append(Check("configuration", False, _error_text(exc), fix))
         return checks
     checks.append(Check("configuration", True, f"{settings.project_dir / 'aifr.toml'} loads"))
+    database = check_database(settings)
     project_checks: list[Callable[[Settings], Check]] = [
-        check_database,
         check_policy,
         check_workflows,
         check_audit,
         check_sink,
         check_sandbox,
-        check_workers,
     ]
-    checks += [check(settings) for check in project_checks]
+    checks += [database, *(check(settings) for check in project_checks)]
+    # A worker's pool waits for a database that is restarting; doctor has its answer.
+    checks.append(
+        check_workers(settings)
+        if database.ok
+        else Check("workers", True, "skipped: the state database failed its check")
+    )
     checks += check_plugins(settings)
     checks += check_tls(settings)
     checks += [check_tracing(), check_embedding()]
