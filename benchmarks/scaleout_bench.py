@@ -679,7 +679,8 @@ How to read it:
 
 - **Group commit.** Steps of different runs in one process that finish together share
   one transaction (`aifr.storage.groupcommit`): the first writer leads, runs every
-  queued write in its own savepoint, commits once, and only then releases the waiters.
+  queued write (straight through; job by job in savepoints only when one raised),
+  commits once, and only then releases the waiters.
   A step is therefore durable before it counts as done, a fenced write (a lease that
   changed hands) fails alone, and a failed commit fails the whole batch, which wrote
   nothing. `tests/integration/workflows/test_group_commit.py` proves each of these on a
