@@ -116,7 +116,7 @@ def _drive(target: McpTarget, env: dict[str, str]) -> dict[str, Any]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=270,  # a hang guard: 23 s on a quiet host, several times that on a loaded one
     )
     assert done.returncode == 0, done.stderr
     summary: dict[str, Any] = json.loads(done.stdout)
