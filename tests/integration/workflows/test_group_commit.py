@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,46 +114,65 @@ def _hold_until_queued(worker: Worker, expected: int) -> tuple[threading.Thread,
     return holder, queued
 
 
-def test_steps_of_concurrent_runs_share_one_commit_and_a_fenced_one_fails_alone(
-    workers: tuple[Worker, Worker],
-) -> None:
-    mine, other = workers
-    ids = [f"run-{n}" for n in range(RUNS)]
+def _create_runs(worker: Worker, ids: list[str]) -> None:
     for run_id in ids:
-        mine.runs.create(
+        worker.runs.create(
             _run(run_id),
             [StepRecord(run_id, "a", 0, "x.y")],
             AuditEvent(kind="started", principal="agent", run_id=run_id),
         )
-        key = str(StepKey(run_id, "a", 1))
-        mine.runs.begin_attempt(key, unrecorded=True, finish=None)
-        mine.results.claim("agent", key, "digest", now=101.0)
-    for run_id in sorted(FENCED):  # the lease expired and another worker took it
-        assert other.runs.acquire(run_id, "other", 10.0, now=111.0) is not None
-    group = mine.runs.group
-    commits, jobs = group.commits, group.jobs
 
-    holder, queued = _hold_until_queued(mine, RUNS)
+
+def _complete_in_one_batch(
+    worker: Worker, ids: list[str], after: Callable[[str], None] = lambda _run_id: None
+) -> dict[str, object]:
+    """Complete step ``a`` of every run in one forced batch; each writer's record or error.
+
+    ``after(run_id)`` runs on the writer's thread as soon as its call has returned.
+    """
+    for run_id in ids:
+        key = str(StepKey(run_id, "a", 1))
+        worker.runs.begin_attempt(key, unrecorded=True, finish=None)
+        worker.results.claim("agent", key, "digest", now=101.0)
+    holder, queued = _hold_until_queued(worker, len(ids))
     outcomes: dict[str, object] = {}
-    seen_committed: dict[str, bool] = {}
 
     def finish(run_id: str) -> None:
         key = str(StepKey(run_id, "a", 1))
         event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
         try:
-            outcomes[run_id] = mine.results.complete("agent", key, {"output": 1}, 112.0, event)
+            outcomes[run_id] = worker.results.complete("agent", key, {"output": 1}, 112.0, event)
         except WorkflowError as exc:
             outcomes[run_id] = exc
-        step = other.runs.step(run_id, "a")  # another connection: only committed rows
-        seen_committed[run_id] = step is not None and step.state is StepState.COMPLETED
+        after(run_id)
 
     writers = [threading.Thread(target=finish, args=(run_id,)) for run_id in ids]
     for writer in writers:
         writer.start()
     for writer in [holder, *writers]:
         writer.join(60)
-
     assert queued == [True]
+    return outcomes
+
+
+def test_steps_of_concurrent_runs_share_one_commit_and_a_fenced_one_fails_alone(
+    workers: tuple[Worker, Worker],
+) -> None:
+    mine, other = workers
+    ids = [f"run-{n}" for n in range(RUNS)]
+    _create_runs(mine, ids)
+    for run_id in sorted(FENCED):  # the lease expired and another worker took it
+        assert other.runs.acquire(run_id, "other", 10.0, now=111.0) is not None
+    group = mine.runs.group
+    commits, jobs = group.commits, group.jobs
+    seen_committed: dict[str, bool] = {}
+
+    def seen(run_id: str) -> None:
+        step = other.runs.step(run_id, "a")  # another connection: only committed rows
+        seen_committed[run_id] = step is not None and step.state is StepState.COMPLETED
+
+    outcomes = _complete_in_one_batch(mine, ids, after=seen)
+
     assert group.commits - commits == 2  # the held transaction, then all six in one
     assert group.jobs - jobs == 1 + RUNS
     assert group.largest_batch >= RUNS
@@ -174,43 +193,19 @@ def test_steps_of_concurrent_runs_share_one_commit_and_a_fenced_one_fails_alone(
     assert other.ledger.verify().ok
 
 
-def _create_runs(worker: Worker, ids: list[str]) -> None:
-    for run_id in ids:
-        worker.runs.create(
-            _run(run_id),
-            [StepRecord(run_id, "a", 0, "x.y")],
-            AuditEvent(kind="started", principal="agent", run_id=run_id),
-        )
-
-
-def _finish_in_one_batch(worker: Worker, ids: list[str]) -> tuple[list[str], dict[str, object]]:
-    """Complete step ``a`` of every run in one forced batch; the SQLite writer's statements."""
-    for run_id in ids:
-        key = str(StepKey(run_id, "a", 1))
-        worker.runs.begin_attempt(key, unrecorded=True, finish=None)
-        worker.results.claim("agent", key, "digest", now=101.0)
+def _traced_batch(worker: Worker, ids: list[str]) -> tuple[list[str], dict[str, object]]:
+    """:func:`_complete_in_one_batch` on SQLite, with every statement its writer ran."""
     statements: list[str] = []
     writer = worker.runs.database.writer()  # type: ignore[union-attr]  # SQLite only
-    holder, queued = _hold_until_queued(worker, len(ids))
     writer.set_trace_callback(statements.append)
-    outcomes: dict[str, object] = {}
-
-    def finish(run_id: str) -> None:
-        key = str(StepKey(run_id, "a", 1))
-        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
-        try:
-            outcomes[run_id] = worker.results.complete("agent", key, {"output": 1}, 112.0, event)
-        except WorkflowError as exc:
-            outcomes[run_id] = exc
-
-    writers = [threading.Thread(target=finish, args=(run_id,)) for run_id in ids]
-    for thread in writers:
-        thread.start()
-    for thread in [holder, *writers]:
-        thread.join(60)
-    writer.set_trace_callback(None)
-    assert queued == [True]
+    try:
+        outcomes = _complete_in_one_batch(worker, ids)
+    finally:
+        writer.set_trace_callback(None)
     return statements, outcomes
+
+
+_TRANSACTION_STATEMENTS = ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
 
 
 def test_a_sqlite_batch_with_no_refusal_opens_no_savepoint(tmp_path: Path) -> None:
@@ -220,11 +215,11 @@ def test_a_sqlite_batch_with_no_refusal_opens_no_savepoint(tmp_path: Path) -> No
     try:
         ids = [f"run-{n}" for n in range(RUNS)]
         _create_runs(worker, ids)
-        statements, outcomes = _finish_in_one_batch(worker, ids)
+        statements, outcomes = _traced_batch(worker, ids)
         assert all(isinstance(outcomes[run_id], AuditRecord) for run_id in ids)
         assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
-        transactions = [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")]
-        assert transactions == ["COMMIT", "BEGIN IMMEDIATE", "COMMIT"]  # the held one, then all
+        transactions = [s for s in statements if s in _TRANSACTION_STATEMENTS]
+        assert transactions == ["BEGIN IMMEDIATE", "COMMIT"] * 2  # the held one, then all
         assert worker.ledger.verify().ok
     finally:
         worker.runs.database.close()
@@ -240,14 +235,12 @@ def test_a_sqlite_batch_with_a_refused_job_is_rolled_back_then_run_job_by_job(
         _create_runs(mine, ids)
         for run_id in sorted(FENCED):  # the lease expired and another worker took it
             assert other.runs.acquire(run_id, "other", 10.0, now=111.0) is not None
-        statements, outcomes = _finish_in_one_batch(mine, ids)
-        transactions = [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")]
+        statements, outcomes = _traced_batch(mine, ids)
+        transactions = [s for s in statements if s in _TRANSACTION_STATEMENTS]
         assert transactions == [
-            "COMMIT",
-            "BEGIN IMMEDIATE",
-            "ROLLBACK",
-            "BEGIN IMMEDIATE",
-            "COMMIT",
+            *("BEGIN IMMEDIATE", "COMMIT"),  # the held transaction
+            *("BEGIN IMMEDIATE", "ROLLBACK"),  # all at once: a job was refused
+            *("BEGIN IMMEDIATE", "COMMIT"),  # job by job
         ]
         assert statements.count("SAVEPOINT grouped_job") == RUNS
         assert statements.count("ROLLBACK TO grouped_job") == len(FENCED)
@@ -257,7 +250,7 @@ def test_a_sqlite_batch_with_a_refused_job_is_rolled_back_then_run_job_by_job(
             else:
                 assert isinstance(outcomes[run_id], AuditRecord)
         invocations = [
-            r.event.run_id for r in other.ledger.records() if r.event.kind == "invocation"
+            str(r.event.run_id) for r in other.ledger.records() if r.event.kind == "invocation"
         ]
         assert sorted(invocations) == sorted(set(ids) - FENCED)  # none twice, none refused
         assert other.ledger.verify().ok
