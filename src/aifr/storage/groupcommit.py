@@ -185,18 +185,19 @@ class GroupCommit(ABC, Generic[C]):
         jobs = sorted(batch, key=lambda queued: queued.order)
         try:
             results = self._all_at_once([job.work for job in jobs])
+            if results is None:
+                self._job_by_job(jobs)
+                return
         except AifrError as exc:  # the commit failed: no job of the batch was written
-            for job in batch:
-                job.error = exc
-                job.has_result = False
+            for job in jobs:
+                if job.error is None:  # a job refused alone keeps its own error
+                    job.error = exc
+                    job.has_result = False
             return
         except Exception as exc:  # a follower must never sleep forever on a failed batch
-            for job in batch:
+            for job in jobs:
                 job.error = StorageError(f"grouped commit failed: {exc!r}")
             raise
-        if results is None:
-            self._job_by_job(jobs)
-            return
         for job, result in zip(jobs, results, strict=True):
             job.result = result
             job.has_result = True
@@ -222,19 +223,9 @@ class GroupCommit(ABC, Generic[C]):
 
     def _job_by_job(self, jobs: list[_Job[C, object]]) -> None:
         """The careful attempt: each job in its own savepoint, rolled back alone."""
-        try:
-            with self._transaction() as conn:
-                for job in jobs:
-                    self._one(conn, job)
-        except AifrError as exc:
+        with self._transaction() as conn:
             for job in jobs:
-                if job.error is None:
-                    job.error = exc
-                    job.has_result = False
-        except Exception as exc:  # a follower must never sleep forever on a failed batch
-            for job in jobs:
-                job.error = StorageError(f"grouped commit failed: {exc!r}")
-            raise
+                self._one(conn, job)
 
     def _one(self, conn: C, job: _Job[C, object]) -> None:
         try:
