@@ -39,7 +39,10 @@ from benchmarks.goals import Goal, Verdict, print_verdicts, verdict_table  # noq
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Scale-out (PostgreSQL)"
 STEPS = 10
-JOBS = 400
+JOBS = 3000
+"""Jobs the bare loop's timed rows drain: as many as the 300 runs of 10 steps of a worker row."""
+WARM_JOBS = 50
+"""Jobs each bare-loop process does untimed first, as a worker row's engines warm up."""
 
 WORKFLOW = "name: ten\nsteps:\n" + "".join(
     f"  - id: s{n}\n    capability: data.json.parse\n    inputs: {{text: '[{n}]'}}\n"
@@ -73,30 +76,45 @@ def commit_floor_ms(dsn: str, schema: str, n: int = 500) -> float:
 
 def _claim_loop(dsn: str, schema: str, ready: Any, go: Any, times: Any) -> None:
     with _connect(dsn, schema) as conn:
+        for _ in range(WARM_JOBS):  # untimed: the connection's statements prepared, caches warm
+            _claim_one(conn)
         ready.wait()
         go.wait()
         started = time.perf_counter()
-        while True:
-            with conn.transaction():
-                row = conn.execute(
-                    "SELECT id FROM jobs WHERE NOT done ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-                ).fetchone()
-                if row is None:
-                    break
-                conn.execute("UPDATE jobs SET done = true WHERE id = %s", row)
+        while _claim_one(conn):
+            pass
         times.put((started, time.perf_counter()))
+
+
+def _claim_one(conn: psycopg.Connection[Any]) -> bool:
+    """Claim the oldest open job and complete it, in one transaction; False: none was left."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT id FROM jobs WHERE NOT done ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        ).fetchone()
+        if row is None:
+            return False
+        conn.execute("UPDATE jobs SET done = true WHERE id = %s", row)
+    return True
 
 
 def skip_locked_jobs_per_s(dsn: str, schema: str, processes: int) -> float:
     """Jobs/s of a bare claim-and-complete loop (one transaction per job).
 
-    Timed from the moment every process is connected until the last one finds the
-    queue empty (process start-up is not counted).
+    Each process first completes :data:`WARM_JOBS` jobs untimed; the rest (:data:`JOBS`)
+    are timed from the moment every process is warm until the last one finds the queue
+    empty (process start-up is not counted).
     """
     with _connect(dsn, schema) as conn:
         conn.execute("DROP TABLE IF EXISTS jobs")
         conn.execute("CREATE TABLE jobs (id BIGSERIAL PRIMARY KEY, done BOOLEAN NOT NULL)")
-        conn.execute("INSERT INTO jobs (done) SELECT false FROM generate_series(1, %s)", (JOBS,))
+        # Open jobs only, as aifr's own claim index holds only takeable runs: with the
+        # primary key alone every claim walks past the index entries of all done jobs.
+        conn.execute("CREATE INDEX jobs_open ON jobs (id) WHERE NOT done")
+        conn.execute(
+            "INSERT INTO jobs (done) SELECT false FROM generate_series(1, %s)",
+            (JOBS + WARM_JOBS * processes,),
+        )
     context = multiprocessing.get_context("spawn")
     ready, go, times = context.Barrier(processes + 1), context.Event(), context.Queue()
     workers = [
@@ -382,11 +400,14 @@ def aifr_steps_per_s(
     """Steps/s of ``processes`` idle ``aifr worker --concurrency C`` draining ``runs`` runs.
 
     The runs are queued beforehand, as the floor's jobs are: once every worker listens,
-    the workers are held (``SIGSTOP``) while this process queues the runs, then released
-    together (``SIGCONT``) and the clock runs until the last run completed. So a row
-    counts the workers' draining only, not this process's queueing, whose CPU would
-    otherwise compete with the workers for the same cores (more so with more workers).
-    The notifications of the queued runs wait in the workers' sockets meanwhile.
+    it first drains :data:`WARM_RUNS_PER_ENGINE` runs per engine untimed (a worker that
+    serves for hours runs warm: its pool's connections open, its statements prepared,
+    its lazy imports done, as DBOS's three untimed workflows warm it), then the workers
+    are held (``SIGSTOP``) while this process queues the runs, released together
+    (``SIGCONT``) and the clock runs until the last run completed. So a row counts the
+    workers' draining only, not this process's queueing, whose CPU would otherwise
+    compete with the workers for the same cores (more so with more workers). The
+    notifications of the queued runs wait in the workers' sockets meanwhile.
     """
     from aifr.app import build_app
 
@@ -405,10 +426,17 @@ def aifr_steps_per_s(
                 if time.monotonic() > deadline:
                     raise RuntimeError("workers did not start")
                 time.sleep(0.05)
-        for worker in workers:
-            worker.send_signal(signal.SIGSTOP)
         with _connect(dsn, schema) as conn:
-            elapsed = _drain(app, workers, runs, lambda: conn.execute(UNFINISHED).fetchone()[0])
+
+            def unfinished() -> int:
+                row = conn.execute(UNFINISHED).fetchone()
+                assert row is not None  # a count always has its row
+                return int(row[0])
+
+            _warm(app, processes * concurrency * WARM_RUNS_PER_ENGINE, unfinished)
+            for worker in workers:
+                worker.send_signal(signal.SIGSTOP)
+            elapsed = _drain(app, workers, runs, unfinished)
     finally:
         _stop(workers)
         app.close()
@@ -416,6 +444,26 @@ def aifr_steps_per_s(
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     return runs * STEPS / elapsed
+
+
+WARM_RUNS_PER_ENGINE = 2
+"""Runs each engine of a PostgreSQL worker row drives untimed before the timed queue."""
+
+PG_WORKER_RUNS = 300
+"""Fewest runs a PostgreSQL worker row drains: 64 took 2 workers about half a second, short
+enough for one slow wake-up or one burst of the shared host's load to move a row."""
+
+
+def _warm(app: Any, runs: int, unfinished: Callable[[], int]) -> None:
+    """Queue ``runs`` runs for the running workers and wait until they are all done."""
+    spec = app.workflow("ten")
+    for _ in range(runs):
+        app.workflows.start(spec, {}, "bench", execute=False)
+    deadline = time.monotonic() + 300
+    while unfinished():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers did not drain their warm-up runs")
+        time.sleep(0.01)
 
 
 WORKER_ROWS = ((1, 1), (2, 1), (4, 1), (1, 8), (2, 8), (4, 4))
@@ -447,7 +495,7 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
             }
             for processes, concurrency in WORKER_ROWS:
                 rows[f"aifr_{processes}x{concurrency}"] = aifr_steps_per_s(
-                    dsn, directory, processes, concurrency, runs
+                    dsn, directory, processes, concurrency, max(runs, PG_WORKER_RUNS)
                 )
             rows.update(pg_engines_steps_per_s(dsn, directory, runs))
             for threads in (1, 8):
@@ -461,7 +509,12 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
             if pinnable():
                 for processes, concurrency in PINNED_WORKER_ROWS:
                     rows[f"pinned_{processes}x{concurrency}"] = aifr_steps_per_s(
-                        dsn, directory, processes, concurrency, runs, pinned=True
+                        dsn,
+                        directory,
+                        processes,
+                        concurrency,
+                        max(runs, PG_WORKER_RUNS),
+                        pinned=True,
                     )
                 for processes, concurrency in PINNED_SQLITE_WORKER_ROWS:
                     rows[f"pinned_sqlite_{processes}x{concurrency}"] = sqlite_workers_steps_per_s(
@@ -606,9 +659,10 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
     lines = [
         SECTION,
         "",
-        f"`python -m benchmarks scaleout --runs {runs} --rounds {rounds}`: {runs} "
+        f"`python -m benchmarks scaleout --runs {runs} --rounds {rounds}`: "
         "10-step no-op workflows (`data.json.parse` steps, each a governed invocation with "
-        "its audit record), queued beforehand as the floor's jobs are, drained by "
+        f"its audit record; {runs} a row, at least {PG_WORKER_RUNS} for a worker row), "
+        "queued beforehand as the floor's jobs are, drained by warmed-up "
         "`aifr worker` processes on the local PostgreSQL "
         "15, DBOS on the same server, and the floors; medians of "
         f"{rounds} alternating rounds in one run on a 2-core host (load average "
@@ -715,6 +769,16 @@ How to read it:
   comparison (3 alternating rounds of 64 runs) 2 workers / 1 at `--concurrency 1` was
   1.49x with the runs queued beforehand and 1.41x with the queueing counted; at
   `--concurrency 8`, 0.96x and 1.05x: within the spread of the rounds either way.
+- **Steady state, warmed up.** A worker row first has its workers drain 2 runs per
+  engine untimed (pools connected, statements prepared, lazy imports done; a worker
+  serves for hours), then times at least 300 runs; the bare loop's processes each do 50
+  jobs untimed, then 3,000 timed (one per step of 300 runs), through a partial index of
+  open jobs as aifr's claim uses one; DBOS runs 3 workflows untimed. Until 2026-11-26
+  the worker rows timed 64 cold runs, about half a second with 2 workers, and the first
+  claims, connections and imports of every process fell inside it, more of them the more
+  processes and engines a row had: `--concurrency 8` read 2 workers / 1 at 0.79x, and
+  warm on 300 runs 1.02x, 1.33x and 1.51x in three rounds. The rounds still move with
+  the shared host's load (below), so compare medians of one run.
 - **SQLite worker rows.** `aifr worker` processes on one SQLite file at FULL, timed as
   the PostgreSQL rows are (runs queued while the workers are held), each on a fresh
   project settled by 30 runs, at least 300 runs a row. Their write transactions queue
