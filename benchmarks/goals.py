@@ -80,7 +80,7 @@ def print_summary() -> None:
     if not _REPORTED:
         return
     met = sum(1 for v in _REPORTED if v.word == "met")
-    print(f"== issue 21 goals: {met} of {len(_REPORTED)} met in this run", flush=True)
+    print(f"== speed goals: {met} of {len(_REPORTED)} met in this run", flush=True)
     print_verdicts_only(_REPORTED)
 
 
