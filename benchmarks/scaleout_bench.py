@@ -332,11 +332,16 @@ def pinnable() -> bool:
 UNFINISHED = "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
 
 
-def _drain(app: Any, workers: list[Any], runs: int, unfinished: Callable[[], int]) -> float:
-    """Queue ``runs`` runs while the workers are held, release them: seconds to drain them."""
+def _queue(app: Any, runs: int) -> None:
+    """Queue ``runs`` runs of the 10-step workflow for the workers (none started here)."""
     spec = app.workflow("ten")
     for _ in range(runs):
         app.workflows.start(spec, {}, "bench", execute=False)
+
+
+def _drain(app: Any, workers: list[Any], runs: int, unfinished: Callable[[], int]) -> float:
+    """Queue ``runs`` runs while the workers are held, release them: seconds to drain them."""
+    _queue(app, runs)
     started = time.perf_counter()
     for worker in workers:
         worker.send_signal(signal.SIGCONT)
@@ -456,9 +461,7 @@ enough for one slow wake-up or one burst of the shared host's load to move a row
 
 def _warm(app: Any, runs: int, unfinished: Callable[[], int]) -> None:
     """Queue ``runs`` runs for the running workers and wait until they are all done."""
-    spec = app.workflow("ten")
-    for _ in range(runs):
-        app.workflows.start(spec, {}, "bench", execute=False)
+    _queue(app, runs)
     deadline = time.monotonic() + 300
     while unfinished():
         if time.monotonic() > deadline:
