@@ -344,6 +344,61 @@ def test_a_batch_with_no_refusal_waits_for_the_server_once(
         mine.ledger.close()
 
 
+_COUNT_STEP_WRITES = (
+    "CREATE TABLE step_writes (run_id TEXT NOT NULL)",
+    "CREATE FUNCTION count_step_write() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN INSERT INTO step_writes VALUES (NEW.run_id); RETURN NEW; END $$",
+    "CREATE TRIGGER count_step_write BEFORE UPDATE ON wf_steps "
+    "FOR EACH ROW EXECUTE FUNCTION count_step_write()",
+)
+
+
+@pytest.mark.pg
+def test_a_batched_step_writes_its_row_once_with_its_result_and_record(
+    pg_schema: tuple[str, str],
+) -> None:
+    # A batched step locks its row under its fence and the audit tail writes the result
+    # and the record's id together: one new version of the wide row per step (two before:
+    # the result in the job, audit_id in the tail). A trigger counts the row writes; the
+    # fenced runs send the batch through its job-by-job retry, which must do the same.
+    dsn, schema = pg_schema
+    mine, other = _pg_worker(dsn, schema), _pg_worker(dsn, schema)
+    try:
+        ids = [f"run-{n}" for n in range(RUNS)]
+        _create_runs(mine, ids)
+        for run_id in sorted(FENCED):
+            assert other.runs.acquire(run_id, "other", 10.0, now=111.0) is not None
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            for statement in _COUNT_STEP_WRITES:
+                conn.execute(statement)
+
+            outcomes = _complete_in_one_batch(mine, ids)
+
+            writes = [row[0] for row in conn.execute("SELECT run_id FROM step_writes")]
+        completed = [run_id for run_id in ids if run_id not in FENCED]
+        assert sorted(writes) == completed  # once each; none for a refused step
+        for run_id in completed:
+            record = outcomes[run_id]
+            assert isinstance(record, AuditRecord)
+            step = other.runs.step(run_id, "a")
+            assert step is not None
+            assert (step.state, step.attempt, step.output, step.finished_at) == (
+                StepState.COMPLETED, 1, 1, 112.0,
+            )  # fmt: skip
+            assert step.audit_id == record.id
+            stored = other.results.get("agent", str(StepKey(run_id, "a", 1)))
+            assert stored is not None
+            assert (stored.request_digest, stored.result) == ("digest", {"output": 1})
+        for run_id in sorted(FENCED):
+            assert other.runs.step(run_id, "a").state is StepState.PENDING  # type: ignore[union-attr]
+        assert other.ledger.verify().ok
+    finally:
+        for worker in (mine, other):
+            worker.runs.database.close()
+            worker.ledger.close()
+
+
 def test_a_failed_shared_commit_fails_every_job_of_the_batch_and_writes_none(
     workers: tuple[Worker, Worker],
 ) -> None:

@@ -23,7 +23,8 @@ The audit chain's lock comes last. A job writes its rows (run, steps, outbox, th
 fenced conditional writes) and only *asks* for its audit record
 (:meth:`PostgresGroupCommit.audit_later`); once every job of the batch has run, one call
 to the server function ``aifr_audit_append`` takes the chain's lock, reads the head,
-computes and inserts all the batch's records and sets the step rows' ``audit_id``, and
+computes and inserts all the batch's records and writes the completed steps' rows (each
+once, its result with its record's id: ``aifr_audit_append_steps``), and
 ``COMMIT`` follows in the same round trip. The lock is held on the server only, for that
 call and the commit's flush, not for the batch's row writes, so other processes write
 their rows meanwhile and queue on the lock only for the tail.
@@ -55,13 +56,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from aifr.errors import AifrError, StorageError
 from aifr.storage.groupcommit import GroupCommit
 from aifr.storage.postgres.audit import (
     APPEND_CALL,
-    LINKED_APPEND_CALL,
+    STEPS_APPEND_CALL,
     append_fields,
     appended_records,
     text_array,
@@ -74,23 +75,39 @@ if TYPE_CHECKING:
     from aifr.audit import AuditEvent, AuditLedger, AuditRecord
     from aifr.audit.ledger import PreparedEvent
 
-__all__ = ["OneStatement", "PendingAudit", "PostgresGroupCommit"]
+__all__ = ["OneStatement", "PendingAudit", "PostgresGroupCommit", "StepWrite"]
 
 T = TypeVar("T")
 _COMMITTING = "committing a group of writes"
+
+
+class StepWrite(NamedTuple):
+    """A completed step's row, written in its batch's audit tail with its record's id.
+
+    The step's job locked the row under its fence; the tail writes it once (columns as
+    stored: output and result are JSON text).
+    """
+
+    run_id: str
+    step_id: str
+    attempt: int
+    output: str | None
+    request_digest: str | None
+    result: str | None
+    finished_at: float
 
 
 class PendingAudit:
     """An audit record a job asked for; written at its transaction's end, under the lock.
 
     :attr:`record` is there once the transaction committed (the caller reads it after
-    its ``run`` returned). ``link`` names a step row ``(run_id, step_id)`` whose
-    ``audit_id`` is set to the record's id in the same statement that appends it.
+    its ``run`` returned). ``link`` is a completed step whose row the statement that
+    appends the record writes, with the record's id as its ``audit_id``.
     """
 
     __slots__ = ("_record", "link", "prepared")
 
-    def __init__(self, prepared: PreparedEvent, link: tuple[str, str] | None) -> None:
+    def __init__(self, prepared: PreparedEvent, link: StepWrite | None) -> None:
         self.prepared = prepared
         self.link = link
         self._record: AuditRecord | None = None
@@ -184,11 +201,12 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         self._depth = 0
         self._at_once = False  # in a batch's first attempt: no savepoints, no syncs
 
-    def audit_later(self, event: AuditEvent, link: tuple[str, str] | None = None) -> PendingAudit:
+    def audit_later(self, event: AuditEvent, link: StepWrite | None = None) -> PendingAudit:
         """Ask, from inside a job, for ``event`` to be appended at the transaction's end.
 
-        ``link`` names a step row ``(run_id, step_id)`` whose ``audit_id`` becomes the
-        record's id, in the statement that appends it. Call only from inside a job.
+        ``link`` is a completed step whose row (locked by the job under its fence) the
+        statement that appends the record writes, the record's id as its ``audit_id``.
+        Call only from inside a job.
 
         Raises:
             AuditError: the event is not JSON-safe (the job fails alone).
@@ -391,8 +409,8 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         """Send the batch's records to ``aifr_audit_append`` (one statement); its cursor.
 
         The function takes the chain's lock, reads the head and inserts the records on
-        the server, and the step rows named by the records' links get their ``audit_id``
-        in the same statement; ``COMMIT`` follows without waiting, so no client round
+        the server, and the completed steps of the records' links are written, each with
+        its record's id, in the same statement (``aifr_audit_append_steps``); ``COMMIT`` follows without waiting, so no client round
         trip happens under the lock. Checks still left to the client (a write whose
         refusal is not raised on the server) run first, on one sync: never commit
         unchecked.
@@ -408,13 +426,19 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         links = [(n, item.link) for n, item in enumerate(pending, 1) if item.link is not None]
         if not links:
             return conn.execute(APPEND_CALL, (fields,))
+        steps = [step for _, step in links]
         return conn.execute(
-            LINKED_APPEND_CALL,
+            STEPS_APPEND_CALL,
             (
                 fields,
                 text_array(n for n, _ in links),
-                text_array(link[0] for _, link in links),
-                text_array(link[1] for _, link in links),
+                text_array(step.run_id for step in steps),
+                text_array(step.step_id for step in steps),
+                text_array(step.attempt for step in steps),
+                text_array(step.output for step in steps),
+                text_array(step.request_digest for step in steps),
+                text_array(step.result for step in steps),
+                text_array(repr(step.finished_at) for step in steps),
             ),
         )
 

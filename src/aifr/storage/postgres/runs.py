@@ -27,7 +27,12 @@ from aifr.storage.postgres.database import (
     import_psycopg,
     translate_pg_errors,
 )
-from aifr.storage.postgres.groupcommit import OneStatement, PendingAudit, PostgresGroupCommit
+from aifr.storage.postgres.groupcommit import (
+    OneStatement,
+    PendingAudit,
+    PostgresGroupCommit,
+    StepWrite,
+)
 from aifr.storage.postgres.prepared_call import PreparedCall
 from aifr.storage.run_rows import (
     CLAIMABLE_INDEX,
@@ -265,7 +270,7 @@ class PostgresRunStore:
         self._claimed = threading.local()
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
 
-    def audit_later(self, event: AuditEvent, link: tuple[str, str] | None = None) -> PendingAudit:
+    def audit_later(self, event: AuditEvent, link: StepWrite | None = None) -> PendingAudit:
         """Inside :meth:`transact`: append ``event`` at the transaction's end (see the group)."""
         return self.group.audit_later(event, link)
 

@@ -17,7 +17,7 @@ from aifr.audit import AuditEvent, AuditRecord
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
 from aifr.storage.postgres.audit import append_fields, appended_records
 from aifr.storage.postgres.database import translate_pg_errors
-from aifr.storage.postgres.groupcommit import PendingAudit
+from aifr.storage.postgres.groupcommit import PendingAudit, StepWrite
 from aifr.storage.postgres.prepared_call import PreparedCall
 from aifr.storage.postgres.runs import PostgresRunStore, run_change_text
 from aifr.storage.run_rows import encode_column
@@ -51,14 +51,17 @@ _COMPLETE_UNDO = (
     "undo_output = %s, undo_error = NULL, undo_digest = %s, undo_result = %s, "
     "finished_at = %s WHERE run_id = %s AND step_id = %s" + _FENCED + " RETURNING 1" + _REFUSED
 )
-_COMPLETE_STEP = (
-    "WITH w AS (UPDATE wf_steps SET state = %s, attempt = %s, output = %s, error = NULL, "  # noqa: S608  # constant clauses
-    "request_digest = %s, result = %s, finished_at = %s, "
-    "next_attempt_at = NULL WHERE run_id = %s AND step_id = %s"
+_LOCK_STEP = (
+    "WITH w AS (SELECT 1 FROM wf_steps WHERE run_id = %s AND step_id = %s"  # noqa: S608  # constant clauses
     + _FENCED
-    + " RETURNING 1"
+    + " FOR UPDATE"
     + _REFUSED
 )
+"""A completed step's row locked under its fence (refused if the lease moved on).
+
+Its result is written by the batch's audit tail, with its record's id (:class:`StepWrite`):
+one version of the row, not one for the result and another for ``audit_id``.
+"""
 _STEP_DONE = PreparedCall(
     "aifr_step_done",
     "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_step_done("
@@ -151,7 +154,8 @@ class PostgresStepResultStore:
         def complete_in(
             conn: psycopg.Connection[tuple[Any, ...]],
         ) -> tuple[PendingAudit, RunRecord | None]:
-            # The fenced write first, the audit record last (under the chain's lock). A
+            # The fenced write (or lock) first, the audit record last (under the chain's
+            # lock; a completed step's row is written there, with its record's id). A
             # refused write raises on the server (workflow.lease_lost) and aborts the
             # transaction, audit record included: no answer is awaited in between.
             if parsed.is_undo:
@@ -176,14 +180,8 @@ class PostgresStepResultStore:
                 )
                 return self._runs.audit_later(audit), None
             conn.execute(
-                _COMPLETE_STEP,
+                _LOCK_STEP,
                 (
-                    StepState.COMPLETED.value,
-                    parsed.attempt,
-                    output,
-                    request_digest,
-                    stored,
-                    now,
                     parsed.run_id,
                     parsed.step_id,
                     fence,
@@ -193,7 +191,10 @@ class PostgresStepResultStore:
                     parsed.run_id,
                 ),
             )
-            pending = self._runs.audit_later(audit, (parsed.run_id, parsed.step_id))
+            step = StepWrite(
+                parsed.run_id, parsed.step_id, parsed.attempt, output, request_digest, stored, now
+            )
+            pending = self._runs.audit_later(audit, step)
             return pending, self._runs.finish_in(conn, key, now)
 
         # What both one-statement functions write to the step, in their parameters' order.
