@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -34,6 +34,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script too: ``benchmarks.goals`` must import
 
+from benchmarks.cpu_meter import CpuMeter  # noqa: E402
 from benchmarks.goals import Goal, Verdict, print_verdicts, verdict_table  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -49,6 +50,32 @@ WORKFLOW = "name: ten\nsteps:\n" + "".join(
     for n in range(STEPS)
 )
 POLICY = "version: 1\nrules:\n  - id: data\n    when: {capability: 'data.*'}\n    decision: ALLOW\n"
+
+
+class Drained(NamedTuple):
+    """A timed drain of a queue: how many items, how long, and the CPU it took.
+
+    ``cpu_s`` counts the draining processes and every PostgreSQL server process
+    (:class:`~benchmarks.cpu_meter.CpuMeter`).
+    """
+
+    items: int
+    elapsed_s: float
+    cpu_s: float
+
+    @property
+    def per_s(self) -> float:
+        return self.items / self.elapsed_s
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU per item, µs."""
+        return self.cpu_s / self.items * 1e6
+
+    @property
+    def cores(self) -> float:
+        """Cores kept busy on average while draining."""
+        return self.cpu_s / self.elapsed_s
 
 
 def _schema_dsn(dsn: str, schema: str) -> str:
@@ -98,12 +125,12 @@ def _claim_one(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def skip_locked_jobs_per_s(dsn: str, schema: str, processes: int) -> float:
-    """Jobs/s of a bare claim-and-complete loop (one transaction per job).
+def skip_locked_jobs(dsn: str, schema: str, processes: int) -> Drained:
+    """A bare claim-and-complete loop (one transaction per job) draining :data:`JOBS` jobs.
 
-    Each process first completes :data:`WARM_JOBS` jobs untimed; the rest (:data:`JOBS`)
-    are timed from the moment every process is warm until the last one finds the queue
-    empty (process start-up is not counted).
+    Each process first completes :data:`WARM_JOBS` jobs untimed; the rest are timed from
+    the moment every process is warm until the last one finds the queue empty (process
+    start-up is not counted), and metered for CPU over the same span.
     """
     with _connect(dsn, schema) as conn:
         conn.execute("DROP TABLE IF EXISTS jobs")
@@ -124,11 +151,12 @@ def skip_locked_jobs_per_s(dsn: str, schema: str, processes: int) -> float:
     for worker in workers:
         worker.start()
     ready.wait()
-    go.set()
-    spans = [times.get(timeout=300) for _ in workers]
+    with CpuMeter(worker.pid for worker in workers if worker.pid is not None) as meter:
+        go.set()
+        spans = [times.get(timeout=300) for _ in workers]
     for worker in workers:
         worker.join()
-    return float(JOBS / (max(e for _, e in spans) - min(s for s, _ in spans)))
+    return Drained(JOBS, max(e for _, e in spans) - min(s for s, _ in spans), meter.seconds)
 
 
 def _dbos_loop(dsn: str, threads: int, runs: int, out: Any) -> None:
@@ -286,13 +314,13 @@ def sqlite_workers_steps_per_s(
         assert database is not None, "the project's database is not a SQLite file"
         _hold_idle(workers, database)
         with closing(sqlite3.connect(database)) as conn:
-            elapsed = _drain(app, workers, runs, lambda: conn.execute(UNFINISHED).fetchone()[0])
+            drained = _drain(app, workers, runs, lambda: conn.execute(UNFINISHED).fetchone()[0])
     finally:
         _stop(workers)
         if app is not None:
             app.close()
         shutil.rmtree(directory, ignore_errors=True)
-    return runs * STEPS / elapsed
+    return drained.per_s
 
 
 def _start_workers(
@@ -339,15 +367,23 @@ def _queue(app: Any, runs: int) -> None:
         app.workflows.start(spec, {}, "bench", execute=False)
 
 
-def _drain(app: Any, workers: list[Any], runs: int, unfinished: Callable[[], int]) -> float:
-    """Queue ``runs`` runs while the workers are held, release them: seconds to drain them."""
+def _drain(
+    app: Any, workers: list[subprocess.Popen[str]], runs: int, unfinished: Callable[[], int]
+) -> Drained:
+    """Queue ``runs`` runs while the workers are held, release them, time their draining.
+
+    The CPU is metered over the same span: the workers' (this process only polls) and the
+    server's.
+    """
     _queue(app, runs)
-    started = time.perf_counter()
-    for worker in workers:
-        worker.send_signal(signal.SIGCONT)
-    while unfinished():
-        time.sleep(0.01)
-    return time.perf_counter() - started
+    with CpuMeter(worker.pid for worker in workers) as meter:
+        started = time.perf_counter()
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+        while unfinished():
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    return Drained(runs * STEPS, elapsed, meter.seconds)
 
 
 def _stop(workers: list[Any]) -> None:
@@ -399,10 +435,10 @@ def _project(directory: Path) -> None:
     (directory / "workflows" / "ten.yaml").write_text(WORKFLOW)
 
 
-def aifr_steps_per_s(
+def aifr_workers(
     dsn: str, directory: Path, processes: int, concurrency: int, runs: int, *, pinned: bool = False
-) -> float:
-    """Steps/s of ``processes`` idle ``aifr worker --concurrency C`` draining ``runs`` runs.
+) -> Drained:
+    """``processes`` idle ``aifr worker --concurrency C`` draining ``runs`` runs (of steps).
 
     The runs are queued beforehand, as the floor's jobs are: once every worker listens,
     it first drains :data:`WARM_RUNS_PER_ENGINE` runs per engine untimed (a worker that
@@ -441,14 +477,14 @@ def aifr_steps_per_s(
             _warm(app, processes * concurrency * WARM_RUNS_PER_ENGINE, unfinished)
             for worker in workers:
                 worker.send_signal(signal.SIGSTOP)
-            elapsed = _drain(app, workers, runs, unfinished)
+            drained = _drain(app, workers, runs, unfinished)
     finally:
         _stop(workers)
         app.close()
         os.environ.pop("AIFR_DATABASE_URL", None)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    return runs * STEPS / elapsed
+    return drained
 
 
 WARM_RUNS_PER_ENGINE = 2
@@ -482,6 +518,13 @@ SQLITE_WORKER_RUNS = 300
 """Fewest runs a SQLite worker row drains (64 runs took them about 0.3 s)."""
 
 
+def _record(rows: dict[str, float], key: str, drained: Drained) -> None:
+    """A drain's rate as ``key``, its CPU per item and cores busy as ``cpu_``/``cores_`` keys."""
+    rows[key] = drained.per_s
+    rows[f"cpu_{key}"] = drained.cpu_us
+    rows[f"cores_{key}"] = drained.cores
+
+
 def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
     """Alternating rounds of every row; the median of each."""
     floor_schema = f"aifr_bench_floor_{uuid.uuid4().hex[:8]}"
@@ -491,14 +534,16 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
     try:
         _project(directory)
         for _ in range(rounds):
-            rows = {
-                "commit_ms": commit_floor_ms(dsn, floor_schema),
-                "skip_locked_1": skip_locked_jobs_per_s(dsn, floor_schema, 1),
-                "skip_locked_2": skip_locked_jobs_per_s(dsn, floor_schema, 2),
-            }
+            rows = {"commit_ms": commit_floor_ms(dsn, floor_schema)}
+            for processes in (1, 2):
+                _record(
+                    rows, f"skip_locked_{processes}", skip_locked_jobs(dsn, floor_schema, processes)
+                )
             for processes, concurrency in WORKER_ROWS:
-                rows[f"aifr_{processes}x{concurrency}"] = aifr_steps_per_s(
-                    dsn, directory, processes, concurrency, max(runs, PG_WORKER_RUNS)
+                _record(
+                    rows,
+                    f"aifr_{processes}x{concurrency}",
+                    aifr_workers(dsn, directory, processes, concurrency, max(runs, PG_WORKER_RUNS)),
                 )
             rows.update(pg_engines_steps_per_s(dsn, directory, runs))
             for threads in (1, 8):
@@ -511,13 +556,17 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
                 )
             if pinnable():
                 for processes, concurrency in PINNED_WORKER_ROWS:
-                    rows[f"pinned_{processes}x{concurrency}"] = aifr_steps_per_s(
-                        dsn,
-                        directory,
-                        processes,
-                        concurrency,
-                        max(runs, PG_WORKER_RUNS),
-                        pinned=True,
+                    _record(
+                        rows,
+                        f"pinned_{processes}x{concurrency}",
+                        aifr_workers(
+                            dsn,
+                            directory,
+                            processes,
+                            concurrency,
+                            max(runs, PG_WORKER_RUNS),
+                            pinned=True,
+                        ),
                     )
                 for processes, concurrency in PINNED_SQLITE_WORKER_ROWS:
                     rows[f"pinned_sqlite_{processes}x{concurrency}"] = sqlite_workers_steps_per_s(
@@ -533,7 +582,12 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(floor_schema))
             )
     medians = {key: statistics.median(values) for key, values in samples.items()}
-    return {**medians, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {
+        **medians,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "cpus": len(os.sched_getaffinity(0)),
+    }
 
 
 STEP_COST = Goal("aifr per step / one PostgreSQL commit (issue 24)", 1.5)
@@ -545,6 +599,22 @@ SQLITE_CEILING = Goal("restated: SQLite 8 runs at once / (1 / user CPU per step)
 TWO_VS_FLOOR = Goal("restated: aifr's 2/1 over the bare loop's 2/1", 0.85, at_least=True)
 STEP_VS_LOOP = Goal("restated: aifr per step / one bare SKIP LOCKED job", 1.5)
 FLOOR_TWO = Goal("bare SKIP LOCKED loop, 2 processes / 1 (the floor's own scaling)", 1.7, True)
+TWO_VS_CEILING = Goal("restated: 2 worker processes / 1 over the host's ceiling for it", 0.85, True)
+"""The issue's 1.7x is 0.85 of a doubling. Where one worker (with its share of the server)
+already keeps more than cores / 2 busy, two cannot double it on this host, whatever they
+do: the ceiling is ``min(2, cores / cores one worker kept busy)``, both measured in the
+same run (:func:`two_worker_ceiling`), and the goal 0.85 of it."""
+
+
+def two_worker_ceiling(result: dict[str, float], one: str) -> float:
+    """The most 2 workers can give over 1 (row ``one``) on this host's cores: at most 2x."""
+    return min(2.0, result["cpus"] / result[f"cores_{one}"])
+
+
+def _over_ceiling(result: dict[str, float], prefix: str, concurrency: int) -> float:
+    """2 workers / 1 at ``concurrency`` (rows ``prefix``), over :func:`two_worker_ceiling`."""
+    one = f"{prefix}1x{concurrency}"
+    return result[f"{prefix}2x{concurrency}"] / result[one] / two_worker_ceiling(result, one)
 
 
 def verdicts(result: dict[str, float]) -> list[Verdict]:
@@ -569,6 +639,14 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
                 (result[f"aifr_2x{c}"] / result[f"aifr_1x{c}"])
                 / (result["skip_locked_2"] / result["skip_locked_1"]),
                 TWO_VS_FLOOR,
+            )
+            for c in (1, 8)
+        ),
+        *(
+            Verdict(
+                f"--concurrency {c}, over min(2, cores / cores 1 kept busy)",
+                _over_ceiling(result, "aifr_", c),
+                TWO_VS_CEILING,
             )
             for c in (1, 8)
         ),
@@ -605,6 +683,14 @@ def _pinned_verdicts(result: dict[str, float]) -> list[Verdict]:
                 f"--concurrency {c}, each worker pinned to a CPU",
                 result[f"pinned_2x{c}"] / result[f"pinned_1x{c}"],
                 TWO_WORKERS,
+            )
+            for c in (1, 8)
+        ),
+        *(
+            Verdict(
+                f"--concurrency {c}, pinned, over min(2, cores / cores 1 kept busy)",
+                _over_ceiling(result, "pinned_", c),
+                TWO_VS_CEILING,
             )
             for c in (1, 8)
         ),
@@ -648,6 +734,37 @@ def _pinned_rows(result: dict[str, float], steps: Callable[[str, str | None], st
     return rows + [
         _sqlite_worker_row(result, p, c, pinned=True) for p, c in PINNED_SQLITE_WORKER_ROWS
     ]
+
+
+def _cpu_table(result: dict[str, float]) -> list[str]:
+    """CPU of each timed drain (its processes and the server) and the ceiling it sets."""
+    lines = [
+        f"CPU over each timed drain, the draining processes' and every PostgreSQL server "
+        f"process's ({result['cpus']:.0f} cores; medians of the rounds). A second worker "
+        "can add at most what the cores one leaves idle allow: `min(2, cores / cores busy)`.",
+        "",
+        "| drain | CPU per step or job | cores busy | ceiling for 2 of these / 1 |",
+        "|---|---:|---:|---:|",
+    ]
+    drains = [(f"skip_locked_{n}", f"bare SKIP LOCKED loop, {n} process", n) for n in (1, 2)]
+    drains += [
+        (f"aifr_{p}x{c}", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c {c}`", p)
+        for p, c in WORKER_ROWS
+    ]
+    drains += [
+        (f"pinned_{p}x{c}", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c {c}`, pinned", p)
+        for p, c in PINNED_WORKER_ROWS
+    ]
+    for key, name, processes in drains:
+        if f"cores_{key}" not in result:  # the pinned rows, without taskset
+            continue
+        cores = result[f"cores_{key}"]
+        plural = "es" if processes > 1 and key.startswith("skip") else ""
+        ceiling = f"{min(2.0, result['cpus'] / cores):.2f}x" if processes == 1 else ""
+        lines.append(
+            f"| {name}{plural} | {result[f'cpu_{key}']:,.0f} µs | {cores:.2f} | {ceiling} |"
+        )
+    return lines
 
 
 def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
@@ -714,6 +831,8 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         "",
         f"With 8 engines in one process, {result['pg_batch_8']:.1f} writes shared each "
         f"PostgreSQL commit (1 engine: {result['pg_batch_1']:.1f}).",
+        "",
+        *_cpu_table(result),
         "",
         *(line.replace("goal (issue 21)", "goal") for line in verdict_table(verdicts(result))),
         "",
@@ -782,6 +901,17 @@ How to read it:
   processes and engines a row had: `--concurrency 8` read 2 workers / 1 at 0.79x, and
   warm on 300 runs 1.02x, 1.33x and 1.51x in three rounds. The rounds still move with
   the shared host's load (below), so compare medians of one run.
+- **CPU and the host's ceiling.** Every timed drain is metered
+  (`benchmarks/cpu_meter.py`): the CPU of the draining processes and of every
+  PostgreSQL server process over the same span, per step (or job) and as cores kept
+  busy. Two workers can give at most `cores / cores one kept busy` of one, and never
+  more than 2x: at `--concurrency 1` one worker leaves most of a core idle (it waits for
+  each step's commit), so 2x is within reach; at `--concurrency 8` one worker's Python
+  already fills a core and its backends part of the other, so doubling it is above what
+  2 cores allow, whatever the workers do. The restated goal asks 0.85 of that ceiling
+  (the issue's 1.7x is 0.85 of 2x). The hypervisor's steal is not subtracted, so the
+  ceiling is an upper bound; and a second worker may itself cost a step more CPU (the
+  table's CPU per step, 1 worker against 2, shows whether it did).
 - **SQLite worker rows.** `aifr worker` processes on one SQLite file at FULL, timed as
   the PostgreSQL rows are (runs queued while the workers are held), each on a fresh
   project settled by 30 runs, at least 300 runs a row. Their write transactions queue
