@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script too: ``benchmarks.goals`` must import
 
 from benchmarks.cpu_meter import CpuMeter  # noqa: E402
+from benchmarks.floor import floors_on_threads  # noqa: E402
 from benchmarks.goals import Goal, Verdict, print_verdicts, verdict_table  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -157,6 +158,32 @@ def skip_locked_jobs(dsn: str, schema: str, processes: int) -> Drained:
     for worker in workers:
         worker.join()
     return Drained(JOBS, max(e for _, e in spans) - min(s for s, _ in spans), meter.seconds)
+
+
+PG_FLOOR_WARM_RUNS = 20
+"""Runs the CPython floor on PostgreSQL drives untimed first (statements prepared)."""
+
+
+def pg_floor_steps(dsn: str, runs: int) -> Drained:
+    """The CPython floor on PostgreSQL (``benchmarks.pg_floor``) driving ``runs`` queued runs.
+
+    One process, one run at a time, as one ``aifr worker --concurrency 1``; warmed by
+    :data:`PG_FLOOR_WARM_RUNS` runs first, and metered for CPU as the worker rows are.
+    """
+    from benchmarks.pg_floor import LeanPgFloor
+
+    floor = LeanPgFloor(dsn, f"aifr_bench_pgfloor_{uuid.uuid4().hex[:8]}")
+    try:
+        floor.queue(PG_FLOOR_WARM_RUNS, STEPS)
+        floor.drain(STEPS)
+        floor.queue(runs, STEPS)
+        with CpuMeter([os.getpid()]) as meter:
+            started = time.perf_counter()
+            driven = floor.drain(STEPS)
+            elapsed = time.perf_counter() - started
+    finally:
+        floor.close()
+    return Drained(driven * STEPS, elapsed, meter.seconds)
 
 
 def _dbos_loop(dsn: str, threads: int, runs: int, out: Any) -> None:
@@ -535,6 +562,7 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
         _project(directory)
         for _ in range(rounds):
             rows = {"commit_ms": commit_floor_ms(dsn, floor_schema)}
+            _record(rows, "pg_floor", pg_floor_steps(dsn, max(runs, PG_WORKER_RUNS)))
             for processes in (1, 2):
                 _record(
                     rows, f"skip_locked_{processes}", skip_locked_jobs(dsn, floor_schema, processes)
@@ -550,6 +578,8 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
                 rows[f"dbos_{threads}"] = dbos_steps_per_s(dsn, threads, runs)
                 rows[f"sqlite_{threads}"] = sqlite_steps_per_s(threads, runs)
             rows["sqlite_ceiling"] = sqlite_cpu_ceiling(runs)  # see workflow_bench
+            rows["floor_threads_1"] = floors_on_threads(1, runs, STEPS, "FULL")
+            rows["floor_threads_8"] = floors_on_threads(8, max(1, runs // 8), STEPS, "FULL")
             for processes, concurrency in SQLITE_WORKER_ROWS:
                 rows[f"sqlite_workers_{processes}x{concurrency}"] = sqlite_workers_steps_per_s(
                     processes, concurrency, max(runs, SQLITE_WORKER_RUNS)
@@ -596,8 +626,20 @@ TWO_WORKERS = Goal("2 worker processes / 1, steps/s (issue 24)", 1.7, at_least=T
 PG_EIGHT = Goal("PostgreSQL, 8 concurrent runs / 1, steps/s (as on SQLite)", 3.0, True)
 SQLITE_EIGHT = Goal("SQLite, 8 concurrent runs / 1, steps/s (issue 24)", 3.0, at_least=True)
 SQLITE_CEILING = Goal("restated: SQLite 8 runs at once / (1 / user CPU per step)", 0.85, True)
+SQLITE_VS_FLOOR_THREADS = Goal(
+    "restated: SQLite 8 runs / 1, over the CPython floor's 8 threads / 1 (FULL)", 0.85, True
+)
+"""Issue 24's 3x for 8 runs at once on SQLite, against what threads allow any CPython
+implementation here: the floor on 8 threads (``floors_on_threads``: the leanest step,
+each thread on its own file, so no lock between them) over the floor on one, both at
+FULL, measured in the same run. Where that is below 3x, the goal is below the floor and
+aifr's 8/1 is held to 0.85 of the floor's (the issue's own 0.85 of 2x for workers)."""
 TWO_VS_FLOOR = Goal("restated: aifr's 2/1 over the bare loop's 2/1", 0.85, at_least=True)
 STEP_VS_LOOP = Goal("restated: aifr per step / one bare SKIP LOCKED job", 1.5)
+STEP_VS_FLOOR = Goal("restated: aifr per step / its CPython floor on PostgreSQL", 1.5)
+"""Issue 21's goal for a durable step (1.5x its CPython floor), on PostgreSQL: the floor
+(``benchmarks/pg_floor.py``) is a queued, leased, governed step with its chained record,
+one statement and one commit each, and the Python of ``benchmarks/floor.py``."""
 FLOOR_TWO = Goal("bare SKIP LOCKED loop, 2 processes / 1 (the floor's own scaling)", 1.7, True)
 TWO_VS_CEILING = Goal("restated: 2 worker processes / 1 over the host's ceiling for it", 0.85, True)
 """The issue's 1.7x is 0.85 of a doubling. Where one worker (with its share of the server)
@@ -624,6 +666,21 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
         Verdict("1 process, --concurrency 1", 1 / result["aifr_1x1"] / commit_s, STEP_COST),
         Verdict("1 process, --concurrency 8", 1 / result["aifr_1x8"] / commit_s, STEP_COST),
         Verdict("1 run at a time each", result["aifr_1x1"] / result["dbos_1"], VS_DBOS),
+        Verdict(
+            "the CPython floor itself, one run at a time",
+            1 / result["pg_floor"] / commit_s,
+            STEP_COST,
+        ),
+        Verdict(
+            "the CPython floor itself, one run at a time",
+            result["pg_floor"] / result["dbos_1"],
+            VS_DBOS,
+        ),
+        Verdict(
+            "1 worker, --concurrency 1, over the floor",
+            result["pg_floor"] / result["aifr_1x1"],
+            STEP_VS_FLOOR,
+        ),
         Verdict(
             "one process, 8 engines vs 1",
             result["pg_engines_8"] / result["pg_engines_1"],
@@ -663,6 +720,13 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
             "FULL, 8 threads vs the GIL's ceiling",
             result["sqlite_8"] / result["sqlite_ceiling"],
             SQLITE_CEILING,
+        ),
+        Verdict(
+            "FULL, 8 threads vs 1, over the floor's 8 threads / 1",
+            result["sqlite_8"]
+            / result["sqlite_1"]
+            / (result["floor_threads_8"] / result["floor_threads_1"]),
+            SQLITE_VS_FLOOR_THREADS,
         ),
         Verdict(
             "FULL, 2 worker processes x 4 vs 1 worker x 1",
@@ -746,7 +810,8 @@ def _cpu_table(result: dict[str, float]) -> list[str]:
         "| drain | CPU per step or job | cores busy | ceiling for 2 of these / 1 |",
         "|---|---:|---:|---:|",
     ]
-    drains = [(f"skip_locked_{n}", f"bare SKIP LOCKED loop, {n} process", n) for n in (1, 2)]
+    drains = [("pg_floor", "CPython floor on PostgreSQL, 1 process", 1)]
+    drains += [(f"skip_locked_{n}", f"bare SKIP LOCKED loop, {n} process", n) for n in (1, 2)]
     drains += [
         (f"aifr_{p}x{c}", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c {c}`", p)
         for p, c in WORKER_ROWS
@@ -798,6 +863,8 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         f"| floor: bare SKIP LOCKED claim-and-complete, 1 process | "
         f"{result['skip_locked_1']:,.0f} jobs/s | {1000 / result['skip_locked_1']:.2f} ms "
         f"({1000 / result['skip_locked_1'] / commit_ms:.1f}x) | |",
+        f"| floor: CPython floor, queued governed steps (`benchmarks/pg_floor.py`), 1 process "
+        f"| {steps('pg_floor')} |",
         f"| floor: bare SKIP LOCKED claim-and-complete, 2 processes | "
         f"{result['skip_locked_2']:,.0f} jobs/s | | "
         f"{result['skip_locked_2'] / result['skip_locked_1']:.2f}x |",
@@ -823,6 +890,11 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         f"| SQLite ceiling: 1 / user CPU per step (1 run, OFF) | {result['sqlite_ceiling']:,.0f} "
         f"steps/s | {1e6 / result['sqlite_ceiling']:.0f} µs CPU | "
         f"{result['sqlite_ceiling'] / result['sqlite_1']:.2f}x |",
+        f"| CPython floor on threads, each its own file (FULL), 1 thread | "
+        f"{result['floor_threads_1']:,.0f} steps/s | | |",
+        f"| CPython floor on threads, each its own file (FULL), 8 threads | "
+        f"{result['floor_threads_8']:,.0f} steps/s | | "
+        f"{result['floor_threads_8'] / result['floor_threads_1']:.2f}x |",
         *(
             _sqlite_worker_row(result, processes, concurrency)
             for processes, concurrency in SQLITE_WORKER_ROWS
@@ -883,6 +955,17 @@ How to read it:
   milliseconds (about 0.2 ms on a quiet one), which flatters every `x commit` ratio;
   the restated row compares a step with one job of the bare SKIP LOCKED loop (claim,
   update, commit) measured in the same run, the least a queued durable step can cost.
+- **The CPython floor on PostgreSQL** (`benchmarks/pg_floor.py`): the least a queued,
+  leased, audited step can cost here. One process claims a queued run with `FOR UPDATE
+  SKIP LOCKED` under a lease epoch, and for each step does the Python of
+  `benchmarks/floor.py` (inputs and output validated, a memoized decision, the event's
+  canonical JSON), then one statement in autocommit to a server function that writes
+  the step under its fence, takes the chain's lock, hashes the record from the head and
+  inserts it: one round trip and one commit a step, as aifr's `aifr_step_done`. No
+  record of the run's start or end, no hooks, no redaction, no idempotency, no
+  notifications. Its own `x commit` shows how far below it the issue's 1.5x of a commit
+  lies, so the restated goal holds aifr at `--concurrency 1` to 1.5x of this floor, the
+  goal issue 21 set for a durable step on SQLite against `benchmarks/floor.py`.
 - **Runs queued beforehand.** Each worker row queues its runs while the workers,
   already connected and listening, are held (`SIGSTOP`), and times the draining from
   their release, as the floor times only the claiming of jobs inserted before it
@@ -912,6 +995,15 @@ How to read it:
   (the issue's 1.7x is 0.85 of 2x). The hypervisor's steal is not subtracted, so the
   ceiling is an upper bound; and a second worker may itself cost a step more CPU (the
   table's CPU per step, 1 worker against 2, shows whether it did).
+- **The CPython floor on threads** (`floors_on_threads` in `benchmarks/floor.py`): the
+  SQLite floor driven by 1 and by 8 threads of one process at FULL, each thread on its
+  own file, so no lock stands between them and their fsyncs overlap as far as the disk
+  allows; SQLite's module hands the GIL over around every call, and that is all they
+  share. Their 8/1 is the most 8 runs at once on threads can gain over one here for
+  the leanest step; where it is below the issue's 3x, the goal is below the floor, and
+  aifr's 8/1 on its one shared file is held to 0.85 of the floor's. At `synchronous=OFF`
+  the same floor on 8 threads gave 0.30x to 0.54x of one thread in two trial runs: with
+  no fsync to overlap, the hand-offs are all that is left.
 - **SQLite worker rows.** `aifr worker` processes on one SQLite file at FULL, timed as
   the PostgreSQL rows are (runs queued while the workers are held), each on a fresh
   project settled by 30 runs, at least 300 runs a row. Their write transactions queue
