@@ -45,11 +45,13 @@ __all__ = [
 AUDIT_SCHEMA_VERSION: Final = 4
 """The audit tables' schema version (``schema_versions``, component ``audit``).
 
-1: the tables. 2: the server functions :data:`APPEND_FUNCTION`, :data:`LINKED_APPEND_FUNCTION`,
+1: the tables. 2: the server functions :data:`APPEND_FUNCTION`, ``aifr_audit_append_linked``,
 :data:`STEP_DONE_FUNCTION` and :data:`GUARD_FUNCTION` (PostgreSQL only;
 SQLite appends in its own process and has no counterpart). 3: :data:`STEP_ENDS_RUN_FUNCTION`
 and :data:`RUN_SAVED_FUNCTION`, and :data:`STEP_DONE_FUNCTION` writing the step's row once.
-4: :data:`STEPS_APPEND_FUNCTION`, a batch's tail writing its steps' rows once.
+4: :data:`STEPS_APPEND_FUNCTION`, a batch's tail writing its steps' rows once, in place of
+``aifr_audit_append_linked`` (which set only ``audit_id``; a database made before version 4
+keeps it, unused, for a worker of version 3 not yet restarted, and a new one never has it).
 """
 
 APPEND_FUNCTION: Final = r"""
@@ -110,37 +112,6 @@ here never need JSON escapes, which it checks), inserts the records and returns 
 time, previous hash and hash of each, in order. A test pins the hash to ``chain_hash``.
 The lock is released by the caller's commit, sent right after this call, so no client
 round trip happens while the chain is locked.
-"""
-
-LINKED_APPEND_FUNCTION: Final = """
-CREATE OR REPLACE FUNCTION aifr_audit_append_linked(
-    fields text[], link_at integer[], link_run text[], link_step text[])
-RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_ids text[] := '{}';
-BEGIN
-    FOR r_seq, r_id, r_ts, r_prev, r_hash IN SELECT * FROM aifr_audit_append(fields) LOOP
-        v_ids := v_ids || r_id;
-        RETURN NEXT;
-    END LOOP;
-    FOR i IN 1 .. coalesce(array_length(link_at, 1), 0) LOOP
-        UPDATE wf_steps SET audit_id = v_ids[link_at[i]]
-        WHERE run_id = link_run[i] AND step_id = link_step[i];
-    END LOOP;
-END
-$$
-"""
-"""``aifr_audit_append``, then each linked step row's ``audit_id`` set to its record's id.
-
-One statement for a step's audit tail (the record and the row that names it). The step
-rows were locked by the transaction's own fenced writes before the chain's lock, so
-nothing here waits for another lock. Each row is updated by its primary key (a join in
-one SQL statement let the planner scan the whole table).
-
-Version 3's tail; a batch now ends with :data:`STEPS_APPEND_FUNCTION`. It stays in the
-schema so that a worker of version 3 still running while the database is upgraded keeps
-committing until it is restarted.
 """
 
 STEPS_APPEND_FUNCTION: Final = """
@@ -551,7 +522,6 @@ class PostgresAuditStore:
             for statement in (
                 *_DDL,
                 APPEND_FUNCTION,
-                LINKED_APPEND_FUNCTION,
                 STEPS_APPEND_FUNCTION,
                 STEP_DONE_FUNCTION,
                 STEP_ENDS_RUN_FUNCTION,
