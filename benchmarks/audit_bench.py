@@ -11,13 +11,13 @@ level; at least 5,000 durable appends/s from 8 threads thanks to group commit.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import re
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from pathlib import Path
 from aifr.audit import AuditEvent, AuditLedger
 from aifr.storage.sqlite import SqliteDatabase
 from aifr.storage.sqlite.audit import open_sqlite_ledger
+from benchmarks.threads import timed_on_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -157,25 +158,16 @@ def append_concurrent(
     database, ledger = _ledger(directory, synchronous, f"threads{threads}")
     ledger.append(EVENT)
     before = ledger.stats
-    barrier = threading.Barrier(threads + 1)
     samples: list[list[float]] = [[] for _ in range(threads)]
 
     def work(slot: int) -> None:
         mine = samples[slot]
-        barrier.wait()
         for _ in range(per_thread):
             t0 = time.perf_counter()
             ledger.append(EVENT)
             mine.append(time.perf_counter() - t0)
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    wall = time.perf_counter() - started
+    wall = timed_on_threads([functools.partial(work, slot) for slot in range(threads)])
     after = ledger.stats
     is_valid = ledger.verify().ok
     ledger.close()

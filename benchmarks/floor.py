@@ -18,17 +18,19 @@ the given ``synchronous`` level before it returns.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import sqlite3
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, TypeAdapter
+
+from benchmarks.threads import timed_on_threads
 
 __all__ = ["CANONICAL", "LeanFloor", "LeanGovernance", "LeanInvocation", "floors_on_threads"]
 
@@ -193,21 +195,13 @@ def floors_on_threads(threads: int, runs_each: int, steps: int, synchronous: str
         for floor in floors:
             for _ in range(3):
                 floor.run(steps)
-        barrier = threading.Barrier(threads + 1)
 
         def drive(floor: LeanFloor) -> None:
-            barrier.wait()
             for _ in range(runs_each):
                 floor.run(steps)
 
-        pool = [threading.Thread(target=drive, args=(floor,)) for floor in floors]
-        for thread in pool:
-            thread.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for thread in pool:
-            thread.join()
-        return threads * runs_each * steps / (time.perf_counter() - started)
+        bodies = [functools.partial(drive, floor) for floor in floors]
+        return threads * runs_each * steps / timed_on_threads(bodies)
     finally:
         for floor in floors:
             floor.close()

@@ -39,6 +39,7 @@ SECTION = "## Invocation"
 
 from benchmarks import goals  # noqa: E402  # after the path insert above
 from benchmarks.goals import Verdict  # noqa: E402
+from benchmarks.threads import timed_on_threads  # noqa: E402
 
 CAPABILITIES = '''
 from aifr import capability
@@ -149,21 +150,12 @@ class UnauditedLedger:
 
 def threaded(call: Callable[[], object], threads: int, per_thread: int) -> float:
     """Calls per second of ``call`` made from ``threads`` threads at once."""
-    barrier = threading.Barrier(threads + 1)
 
     def worker() -> None:
-        barrier.wait()
         for _ in range(per_thread):
             call()
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in pool:
-        thread.join()
-    return threads * per_thread / (time.perf_counter() - started)
+    return threads * per_thread / timed_on_threads([worker] * threads)
 
 
 THREAD_ROUNDS = 2
