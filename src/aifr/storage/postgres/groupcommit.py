@@ -410,8 +410,8 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
 
         The function takes the chain's lock, reads the head and inserts the records on
         the server, and the completed steps of the records' links are written, each with
-        its record's id, in the same statement (``aifr_audit_append_steps``); ``COMMIT`` follows without waiting, so no client round
-        trip happens under the lock. Checks still left to the client (a write whose
+        its record's id, in the same statement (``aifr_audit_append_steps``); ``COMMIT``
+        follows without waiting, so no client round trip happens under the lock. Checks still left to the client (a write whose
         refusal is not raised on the server) run first, on one sync: never commit
         unchecked.
         """
