@@ -12,7 +12,6 @@ first use (the ``pg`` extra); nothing connects at import time.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -41,13 +40,8 @@ __all__ = [
 T = TypeVar("T")
 
 
-@functools.cache
 def import_psycopg() -> Any:
-    """The ``psycopg`` module, or ``ConfigError`` naming the ``pg`` extra.
-
-    Cached once found (a failure is not cached): the hot paths call this per statement,
-    and two ``import`` statements cost a lookup each time.
-    """
+    """The ``psycopg`` module, or ``ConfigError`` naming the ``pg`` extra."""
     try:
         import psycopg  # imported on first use: only PostgreSQL deployments install it
         import psycopg_pool  # noqa: F401  # checked here so the error names the extra
@@ -125,7 +119,10 @@ class _TranslatedErrors:
     ) -> None:
         if exc is None or isinstance(exc, AifrError) or not isinstance(exc, Exception):
             return  # nothing raised, or nothing of psycopg's: it goes on unchanged
-        psycopg = import_psycopg()  # importable: only psycopg code raises what is left
+        try:
+            psycopg = import_psycopg()
+        except ConfigError:  # without the pg extra nothing raised here came from psycopg
+            return
         import psycopg_pool
 
         action = self._action
