@@ -966,6 +966,11 @@ How to read it:
   notifications. Its own `x commit` shows how far below it the issue's 1.5x of a commit
   lies, so the restated goal holds aifr at `--concurrency 1` to 1.5x of this floor, the
   goal issue 21 set for a durable step on SQLite against `benchmarks/floor.py`.
+- **Where aifr's step goes against it.** docs/scaleout.md ("Where a step goes, against
+  the floor") splits a step's client and server CPU, aifr's and the floor's, part by
+  part. The split shows a governed path spread over many parts, none holding more than
+  a seventh of the client. When one commit is cheap, what is left of a step is CPU, so
+  the ratio to the floor grows as the host's flush gets faster.
 - **Runs queued beforehand.** Each worker row queues its runs while the workers,
   already connected and listening, are held (`SIGSTOP`), and times the draining from
   their release, as the floor times only the claiming of jobs inserted before it
