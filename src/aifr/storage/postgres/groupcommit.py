@@ -411,9 +411,9 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         The function takes the chain's lock, reads the head and inserts the records on
         the server, and the completed steps of the records' links are written, each with
         its record's id, in the same statement (``aifr_audit_append_steps``); ``COMMIT``
-        follows without waiting, so no client round trip happens under the lock. Checks still left to the client (a write whose
-        refusal is not raised on the server) run first, on one sync: never commit
-        unchecked.
+        follows without waiting, so no client round trip happens under the lock. Checks
+        still left to the client (a write whose refusal is not raised on the server) run
+        first, on one sync: never commit unchecked.
         """
         pending = self._pending or []
         checks = self._checks if self._checks is not None else []
