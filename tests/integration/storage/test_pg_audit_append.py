@@ -139,8 +139,9 @@ def test_an_array_literal_reads_back_as_the_texts_it_was_built_from(
 
 def test_an_audit_schema_at_version_2_is_upgraded_in_place(pg_schema: tuple[str, str]) -> None:
     # Version 3 added aifr_step_ends_run (a run's last step and its end in one statement),
-    # version 4 aifr_audit_append_steps (a batch's tail writing its steps' rows); a
-    # database a version-2 aifr made gets both, and its records stay, at the next start.
+    # version 4 a batch's tail writing its steps' rows, version 5 the same tail locking
+    # them under their fences (aifr_audit_append_fenced_steps); a database a version-2
+    # aifr made gets them, and its records stay, at the next start.
     dsn, schema = pg_schema
     ledger = AuditLedger(PostgresAuditStore(dsn, schema=schema))
     ledger.append(AuditEvent(kind="before", principal="agent"))
@@ -148,7 +149,7 @@ def test_an_audit_schema_at_version_2_is_upgraded_in_place(pg_schema: tuple[str,
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'SET search_path TO "{schema}"')
         conn.execute("DROP FUNCTION aifr_step_ends_run")
-        conn.execute("DROP FUNCTION aifr_audit_append_steps")
+        conn.execute("DROP FUNCTION aifr_audit_append_fenced_steps")
         conn.execute("UPDATE schema_versions SET version = 2 WHERE component = 'audit'")
     ledger = AuditLedger(PostgresAuditStore(dsn, schema=schema))
     try:
@@ -158,9 +159,9 @@ def test_an_audit_schema_at_version_2_is_upgraded_in_place(pg_schema: tuple[str,
                 "SELECT version FROM schema_versions WHERE component = 'audit'"
             ).fetchone() == (AUDIT_SCHEMA_VERSION,)
             assert conn.execute("SELECT to_regproc('aifr_step_ends_run')").fetchone() != (None,)
-            assert conn.execute("SELECT to_regproc('aifr_audit_append_steps')").fetchone() != (
-                None,
-            )
+            assert conn.execute(
+                "SELECT to_regproc('aifr_audit_append_fenced_steps')"
+            ).fetchone() != (None,)
         assert [r.event.kind for r in ledger.records()] == ["before"]
         assert ledger.verify().ok
     finally:

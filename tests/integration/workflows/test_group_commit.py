@@ -344,6 +344,39 @@ def test_a_batch_with_no_refusal_waits_for_the_server_once(
         mine.ledger.close()
 
 
+@pytest.mark.pg
+def test_a_batch_of_completed_steps_sends_begin_its_tail_and_commit_only(
+    pg_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a batch's first attempt a completed step's job sends nothing: the audit tail
+    # locks each step's row under its fence (before the chain's lock), appends the
+    # records and writes the rows. Before, every job sent its own fenced lock.
+    mine = _pg_worker(*pg_schema)
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+    tail = "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_audit_append_fenced_steps("
+
+    def recording(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(" ".join(str(query).split())[: len(tail)])
+        return execute(conn, query, *args, **kwargs)
+
+    try:
+        ids = [f"run-{n}" for n in range(RUNS)]
+        _create_runs(mine, ids)
+        monkeypatch.setattr(psycopg.Connection, "execute", recording)
+        outcomes = _complete_in_one_batch(mine, ids)
+        monkeypatch.undo()
+
+        assert all(isinstance(outcomes[run_id], AuditRecord) for run_id in ids)
+        assert sent == ["BEGIN", "COMMIT", "BEGIN", tail, "COMMIT"]  # the holder's, then ours
+        steps = [mine.runs.step(run_id, "a") for run_id in ids]
+        assert [s.audit_id for s in steps if s is not None] == [outcomes[i].id for i in ids]  # type: ignore[attr-defined]
+        assert mine.ledger.verify().ok
+    finally:
+        mine.runs.database.close()
+        mine.ledger.close()
+
+
 _COUNT_STEP_WRITES = (
     "CREATE TABLE step_writes (run_id TEXT NOT NULL)",
     "CREATE FUNCTION count_step_write() RETURNS trigger LANGUAGE plpgsql AS "

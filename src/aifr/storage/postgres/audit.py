@@ -42,7 +42,7 @@ __all__ = [
     "text_array",
 ]
 
-AUDIT_SCHEMA_VERSION: Final = 4
+AUDIT_SCHEMA_VERSION: Final = 5
 """The audit tables' schema version (``schema_versions``, component ``audit``).
 
 1: the tables. 2: the server functions :data:`APPEND_FUNCTION`, ``aifr_audit_append_linked``,
@@ -52,6 +52,9 @@ and :data:`RUN_SAVED_FUNCTION`, and :data:`STEP_DONE_FUNCTION` writing the step'
 4: :data:`STEPS_APPEND_FUNCTION`, a batch's tail writing its steps' rows once, in place of
 ``aifr_audit_append_linked`` (which set only ``audit_id``; a database made before version 4
 keeps it, unused, for a worker of version 3 not yet restarted, and a new one never has it).
+5: :data:`STEPS_APPEND_FUNCTION` as ``aifr_audit_append_fenced_steps``, which also locks
+the steps' rows under their fences (``aifr_audit_append_steps`` stays in a database made
+before version 5, unused, for a worker of version 4 not yet restarted).
 """
 
 APPEND_FUNCTION: Final = r"""
@@ -115,15 +118,27 @@ round trip happens while the chain is locked.
 """
 
 STEPS_APPEND_FUNCTION: Final = """
-CREATE OR REPLACE FUNCTION aifr_audit_append_steps(
+CREATE OR REPLACE FUNCTION aifr_audit_append_fenced_steps(
     fields text[], link_at integer[], link_run text[], link_step text[],
     link_attempt integer[], link_output text[], link_digest text[], link_result text[],
-    link_finished double precision[])
+    link_finished double precision[], link_fence integer[], link_refused text[])
 RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ids text[] := '{}';
 BEGIN
+    FOR i IN 1 .. coalesce(array_length(link_at, 1), 0) LOOP
+        CONTINUE WHEN link_refused[i] IS NULL;  -- its job locked it already
+        PERFORM 1 FROM wf_steps
+        WHERE run_id = link_run[i] AND step_id = link_step[i] AND (
+            link_fence[i] IS NULL OR EXISTS (SELECT 1 FROM wf_runs
+                WHERE id = link_run[i] AND lease_epoch = link_fence[i] FOR SHARE))
+        FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'AF001', MESSAGE = link_refused[i],
+                DETAIL = link_run[i];
+        END IF;
+    END LOOP;
     FOR r_seq, r_id, r_ts, r_prev, r_hash IN SELECT * FROM aifr_audit_append(fields) LOOP
         v_ids := v_ids || r_id;
         RETURN NEXT;
@@ -138,16 +153,23 @@ BEGIN
 END
 $$
 """
-"""``aifr_audit_append``, then each completed step's row written once, with its record's id.
+"""A batch's audit tail (one statement): the steps' rows locked, the records, the rows written.
 
-A batch's audit tail (one statement). Each step's job locked its row under its fence
-(``FOR UPDATE``, refused with ``AF001``) and asked for its record with the step's
-result; here the result and the record's id go into the row together, one new version of
-the wide row per step. Writing the result in the job and ``audit_id`` here cost a second
-version of each row (6,185 updates for 3,160 steps at ``--concurrency 8``), as it did for
-a lone step before :data:`STEP_DONE_FUNCTION` wrote its row once. The rows were locked
-before the chain's lock, so nothing here waits for another lock; each is updated by its
-primary key.
+First each completed step's row whose job left it unlocked (``link_refused`` names the
+refusal; ``NULL``: the job locked it) is locked under its fence (``FOR UPDATE``, the
+run's row ``FOR SHARE`` at epoch ``link_fence``, refused with ``AF001``), in the links'
+order, which is the batch's run-id order; then ``aifr_audit_append`` takes the chain's
+lock, last; then each step's row is written once, its result with its record's id (one
+new version of the wide row per step: writing the result in the job and ``audit_id``
+here cost a second version of each, 6,185 updates for 3,160 steps at ``--concurrency
+8``).
+
+A batch's first attempt leaves its plain steps' rows to be locked here: locking each in
+its own statement cost the client a pipelined statement a step (about 10% of a step's
+client CPU at ``--concurrency 8``, measured in alternating rounds) and the server a
+statement to parse and run, for a lock that is taken just as well here, before the
+chain's. A refusal here aborts the attempt, which the batch then runs again job by job,
+each job locking its own row in its own savepoint, so the late step fails alone.
 """
 
 STEP_DONE_FUNCTION: Final = """
@@ -372,13 +394,14 @@ APPEND_CALL: Final = "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_audit_a
 """One statement appending a batch: its argument is :func:`append_fields`' list."""
 
 STEPS_APPEND_CALL: Final = (
-    "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_audit_append_steps(%s::text[], "
-    "%s::integer[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[], "
-    "%s::text[], %s::double precision[])"  # array literals (text_array)
+    "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_audit_append_fenced_steps("
+    "%s::text[], %s::integer[], %s::text[], %s::text[], %s::integer[], %s::text[], "
+    "%s::text[], %s::text[], %s::double precision[], %s::integer[], %s::text[])"
 )
-""":data:`APPEND_CALL` that also writes completed steps' rows: fields, then per step its
-1-based record number, run id, step id, attempt, output, request digest, result and
-finish time."""
+""":data:`APPEND_CALL` that also locks and writes completed steps' rows (array literals,
+:func:`text_array`): fields, then per step its 1-based record number, run id, step id,
+attempt, output, request digest, result, finish time, lease epoch (its fence) and the
+refusal's message (``NULL``: its job locked the row)."""
 
 
 def text_array(values: Iterable[str | int | None]) -> str:

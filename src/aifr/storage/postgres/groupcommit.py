@@ -24,8 +24,10 @@ fenced conditional writes) and only *asks* for its audit record
 (:meth:`PostgresGroupCommit.audit_later`); once every job of the batch has run, one call
 to the server function ``aifr_audit_append`` takes the chain's lock, reads the head,
 computes and inserts all the batch's records and writes the completed steps' rows (each
-once, its result with its record's id: ``aifr_audit_append_steps``), and
-``COMMIT`` follows in the same round trip. The lock is held on the server only, for that
+once, its result with its record's id: ``aifr_audit_append_fenced_steps``), and
+``COMMIT`` follows in the same round trip. In a batch's first attempt a completed step's
+job sends nothing: the same call locks its row under its fence before it takes the
+chain's lock (:attr:`PostgresGroupCommit.tail_locks`). The lock is held on the server only, for that
 call and the commit's flush, not for the batch's row writes, so other processes write
 their rows meanwhile and queue on the lock only for the tail.
 
@@ -37,7 +39,10 @@ wait cycle can pass through the chain. Before the chain, each job locks the rows
 run, and a batch runs its jobs in run-id order (both attempts), so the batches of
 several processes take their row locks in one global order and cannot deadlock on each
 other's rows either (a late writer racing a run's new lease holder waits for it, then
-matches nothing).
+matches nothing). A first attempt takes them in two passes, each in run-id order (the
+jobs' own, then the completed steps' in the tail), so two batches could only wait on
+each other if each were a late writer on a run the other holds; PostgreSQL's deadlock
+detector then aborts one, which runs again job by job, in one pass.
 
 In the careful retry, a job whose fenced write fails rolls back its savepoint, and the
 audit records it asked for inside that savepoint are dropped with it: a refused write
@@ -84,8 +89,9 @@ _COMMITTING = "committing a group of writes"
 class StepWrite(NamedTuple):
     """A completed step's row, written in its batch's audit tail with its record's id.
 
-    The step's job locked the row under its fence; the tail writes it once (columns as
-    stored: output and result are JSON text).
+    The row is locked under its fence by the step's job, or, in a batch's first attempt,
+    by the tail (``refused`` set); the tail writes it once (columns as stored: output and
+    result are JSON text).
     """
 
     run_id: str
@@ -95,6 +101,10 @@ class StepWrite(NamedTuple):
     request_digest: str | None
     result: str | None
     finished_at: float
+    fence: int | None = None
+    """The lease epoch the row is written under (``None``: unfenced)."""
+    refused: str | None = None
+    """The refusal's message when the tail is to lock the row; ``None``: the job locked it."""
 
 
 class PendingAudit:
@@ -216,6 +226,17 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         item = PendingAudit(self._ledger.prepare(event), link)
         self._pending.append(item)
         return item
+
+    @property
+    def tail_locks(self) -> bool:
+        """Whether a job's plain fenced row lock may be left to the batch's audit tail.
+
+        True in a batch's first attempt only, where any refusal sends the whole batch to
+        its job-by-job retry: the tail locks such rows (:class:`StepWrite` ``refused``)
+        before the chain's lock, and saves each job a statement. In the retry, and for a
+        lone writer, a job locks its own row, so a refusal stays the job's alone.
+        """
+        return self._at_once
 
     def check_later(self, check: Callable[[], None]) -> None:
         """From inside a job: run ``check`` once the results sent so far are back.
@@ -410,7 +431,8 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
 
         The function takes the chain's lock, reads the head and inserts the records on
         the server, and the completed steps of the records' links are written, each with
-        its record's id, in the same statement (``aifr_audit_append_steps``); ``COMMIT``
+        its record's id, in the same statement (``aifr_audit_append_fenced_steps``, which
+        first locks the rows their jobs left to it); ``COMMIT``
         follows without waiting, so no client round trip happens under the lock. Checks
         still left to the client (a write whose refusal is not raised on the server) run
         first, on one sync: never commit unchecked.
@@ -439,6 +461,8 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
                 text_array(step.request_digest for step in steps),
                 text_array(step.result for step in steps),
                 text_array(repr(step.finished_at) for step in steps),
+                text_array(step.fence for step in steps),
+                text_array(step.refused for step in steps),
             ),
         )
 

@@ -155,7 +155,8 @@ class PostgresStepResultStore:
             conn: psycopg.Connection[tuple[Any, ...]],
         ) -> tuple[PendingAudit, RunRecord | None]:
             # The fenced write (or lock) first, the audit record last (under the chain's
-            # lock; a completed step's row is written there, with its record's id). A
+            # lock; a completed step's row is written there, with its record's id, and in
+            # a batch's first attempt locked there too, fenced, before the chain). A
             # refused write raises on the server (workflow.lease_lost) and aborts the
             # transaction, audit record included: no answer is awaited in between.
             if parsed.is_undo:
@@ -179,21 +180,24 @@ class PostgresStepResultStore:
                     ),
                 )
                 return self._runs.audit_later(audit), None
-            conn.execute(
-                _LOCK_STEP,
-                (
-                    parsed.run_id,
-                    parsed.step_id,
-                    fence,
-                    parsed.run_id,
-                    fence,
-                    refused,
-                    parsed.run_id,
-                ),
-            )
             step = StepWrite(
                 parsed.run_id, parsed.step_id, parsed.attempt, output, request_digest, stored, now
             )
+            if self._runs.group.tail_locks:  # the batch's tail locks the row, fenced
+                step = step._replace(fence=fence, refused=refused)
+            else:
+                conn.execute(
+                    _LOCK_STEP,
+                    (
+                        parsed.run_id,
+                        parsed.step_id,
+                        fence,
+                        parsed.run_id,
+                        fence,
+                        refused,
+                        parsed.run_id,
+                    ),
+                )
             pending = self._runs.audit_later(audit, step)
             return pending, self._runs.finish_in(conn, key, now)
 
