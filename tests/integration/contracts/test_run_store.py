@@ -168,6 +168,32 @@ def test_concurrent_claims_never_hand_one_run_to_two_workers(store: RunStore) ->
     assert sorted(claimed) == [f"run-{n:02d}" for n in range(30)]
 
 
+def test_a_claim_reads_the_run_once_and_its_steps_in_order(store: RunStore) -> None:
+    run = _run()
+    steps = [
+        _step(step_id=step_id, index=index) for step_id, index in (("c", 2), ("a", 0), ("b", 1))
+    ]
+    store.create(run, steps, _event())
+
+    taken = store.claim(frozenset(ACTIVE_STATES), "w1", 10.0, now=200.0)
+
+    assert taken is not None
+    assert (taken.definition, taken.inputs, taken.fingerprints, taken.roles) == (
+        run.definition, run.inputs, run.fingerprints, run.roles,
+    )  # fmt: skip
+    assert [s.step_id for s in store.steps("run-1")] == ["a", "b", "c"]
+    if isinstance(store, PostgresRunStore):  # the server sent the run's columns once
+        store.release("run-1", "w1")
+        with store.database.connection() as conn:
+            rows = conn.execute(
+                pg_runs._claim_sql(frozenset(ACTIVE_STATES)), (300.0, "w2", 310.0, 300.0)
+            ).fetchall()
+        width = len(pg_runs._RUN_NAMES)
+        assert rows[0][:2] == ("run-1", "w")
+        assert all(row[:width] == (None,) * width for row in rows[1:])
+        assert [row[width + 3] for row in rows] == ["a", "b", "c"]  # its run id, then its id
+
+
 def _claim_plan(store: RunStore) -> str:
     """How the database finds the work queue's oldest free run (its query plan, as text)."""
     if isinstance(store, PostgresRunStore):

@@ -181,11 +181,18 @@ def _claim_sql(states: frozenset[RunState]) -> str:
     use that partial index) and locks it; ``c`` takes its lease and, for a pending run
     queued with its start event (``start_audit``), sets it running; ``a`` appends that
     event (``aifr_audit_append``, which takes the chain's lock last, after the run's
-    row). Rows: one per step, the run's columns repeated, then its lease epoch and the
-    number of records appended (1: this claim started the run).
+    row). Rows: one per step in order, each with the run's lease epoch and the number of
+    records appended (1: this claim started the run); the run's own columns are on the
+    first row only, ``NULL`` on the others. Repeated on every row, a run's definition and
+    fingerprints (3.4 kB for 10 steps here) went out once a step: 10 copies per claim of
+    a 10-step run, 100 of a 100-step one, each encoded by the server and decoded by the
+    client (54 µs of client and 25 µs of server CPU a claim of 10 steps, measured).
     """
     started = "o_pending AND o_start IS NOT NULL"
-    run_columns = ", ".join(f"c.{column}" for column in RUN_COLUMNS.split(", "))
+    run_columns = ", ".join(  # on the first row only (see the docstring)
+        f"CASE WHEN s.n IS NULL OR s.n = 1 THEN c.{column} END"
+        for column in RUN_COLUMNS.split(", ")
+    )
     return (
         "WITH o AS MATERIALIZED (SELECT id AS o_id, start_audit AS o_start, "  # noqa: S608  # enum literals and constant columns
         f"state = 'pending' AS o_pending FROM wf_runs WHERE {states_in(states)} "
@@ -200,7 +207,8 @@ def _claim_sql(states: frozenset[RunState]) -> str:
         "WHERE c.started IS NOT NULL) "
         f"SELECT {run_columns}, c.lease_epoch, (SELECT count(*) FROM a), "
         f"{', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
-        "FROM c LEFT JOIN wf_steps s ON s.run_id = c.id ORDER BY s.idx"
+        "FROM c LEFT JOIN LATERAL (SELECT w.*, row_number() OVER (ORDER BY w.idx) AS n "
+        "FROM wf_steps w WHERE w.run_id = c.id) s ON true ORDER BY s.n"
     )
 
 
