@@ -164,11 +164,10 @@ new version of the wide row per step: writing the result in the job and ``audit_
 here cost a second version of each, 6,185 updates for 3,160 steps at ``--concurrency
 8``).
 
-A batch's first attempt leaves its plain steps' rows to be locked here: locking each in
-its own statement cost the client a pipelined statement a step (about 10% of a step's
-client CPU at ``--concurrency 8``, measured in alternating rounds) and the server a
-statement to parse and run, for a lock that is taken just as well here, before the
-chain's. A refusal here aborts the attempt, which the batch then runs again job by job,
+A batch's first attempt leaves its steps' rows to be locked here: locking each in its
+own statement cost the client a pipelined statement a step (5% to 8% of a step's client
+CPU at ``--concurrency 8``, measured in alternating rounds) and the server a statement
+to parse and run, for a lock that is taken just as well here, before the chain's. A refusal here aborts the attempt, which the batch then runs again job by job,
 each job locking its own row in its own savepoint, so the late step fails alone.
 """
 

@@ -27,11 +27,12 @@ computes and inserts all the batch's records and writes the completed steps' row
 once, its result with its record's id: ``aifr_audit_append_fenced_steps``), and
 ``COMMIT`` follows in the same round trip. In a batch's first attempt a completed step's
 job sends nothing: the same call locks its row under its fence before it takes the
-chain's lock (:attr:`PostgresGroupCommit.tail_locks`). The lock is held on the server only, for that
-call and the commit's flush, not for the batch's row writes, so other processes write
-their rows meanwhile and queue on the lock only for the tail.
+chain's lock (:attr:`PostgresGroupCommit.tail_locks`). The chain's lock is held on the
+server only, for that call and the commit's flush, not for the batch's other row
+writes, so other processes write their rows meanwhile and queue on the lock only for
+the tail.
 
-Why this cannot deadlock: every writer takes the chain's lock last and once, and while
+Why this does not deadlock: every writer takes the chain's lock last and once, and while
 holding it touches only the chain (the head row it locked, new records with fresh
 seqs) and rows its own transaction already locked before it asked for the chain. A
 transaction holding the chain's lock therefore never waits for another lock, so no
@@ -40,9 +41,10 @@ run, and a batch runs its jobs in run-id order (both attempts), so the batches o
 several processes take their row locks in one global order and cannot deadlock on each
 other's rows either (a late writer racing a run's new lease holder waits for it, then
 matches nothing). A first attempt takes them in two passes, each in run-id order (the
-jobs' own, then the completed steps' in the tail), so two batches could only wait on
-each other if each were a late writer on a run the other holds; PostgreSQL's deadlock
-detector then aborts one, which runs again job by job, in one pass.
+jobs' own, then the completed steps' in the tail), so two first attempts could wait on
+each other only if each were a late writer on a run the other holds (two leases taken
+over at once, crosswise); PostgreSQL's deadlock detector then aborts one, which runs
+again job by job, in one pass, where the late writes are refused.
 
 In the careful retry, a job whose fenced write fails rolls back its savepoint, and the
 audit records it asked for inside that savepoint are dropped with it: a refused write
@@ -432,8 +434,8 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         The function takes the chain's lock, reads the head and inserts the records on
         the server, and the completed steps of the records' links are written, each with
         its record's id, in the same statement (``aifr_audit_append_fenced_steps``, which
-        first locks the rows their jobs left to it); ``COMMIT``
-        follows without waiting, so no client round trip happens under the lock. Checks
+        first locks the rows their jobs left to it); ``COMMIT`` follows without waiting,
+        so no client round trip happens under the lock. Checks
         still left to the client (a write whose refusal is not raised on the server) run
         first, on one sync: never commit unchecked.
         """
