@@ -523,6 +523,50 @@ def test_a_batch_whose_connection_broke_is_not_retried_and_fails_every_job(
             worker.ledger.close()
 
 
+@pytest.mark.pg
+def test_a_lone_step_stores_every_field_of_its_record_as_given(
+    pg_schema: tuple[str, str],
+) -> None:
+    # Alone, a step's record goes to aifr_step_done as 14 parameters of their own (the
+    # id's random part, the event's JSON, 11 columns, the details): each lands in its
+    # column, awkward text included, and the chain verifies from what was stored.
+    mine = _pg_worker(*pg_schema)
+    awkward = 'naïve "quoted" \\ back\nslash 🚀'
+    try:
+        _create_runs(mine, ["run-0"])
+        key = str(StepKey("run-0", "a", 1))
+        mine.runs.begin_attempt(key, unrecorded=True, finish=None)
+        mine.results.claim("agent", key, "digest", now=101.0)
+        event = AuditEvent(
+            kind="invocation",
+            principal=awkward,
+            capability_id="cap.one",
+            capability_fingerprint="f" * 64,
+            decision="ALLOW",
+            rule_id="rule-1",
+            inputs_digest="d" * 64,
+            outcome="ok",
+            trace_id="t" * 32,
+            request_id="q" * 32,
+            run_id="run-0",
+            details={"text": awkward, "n": [1, 2.5, None]},
+        )
+        commits = mine.runs.group.commits
+        record = mine.results.complete("agent", key, {"output": 1}, 112.0, event)
+
+        assert mine.runs.group.commits - commits == 1 and mine.runs.group.largest_batch == 1
+        (stored,) = [r for r in mine.ledger.records() if r.id == record.id]
+        assert stored.event == event
+        assert (stored.seq, stored.ts, stored.prev_hash, stored.hash) == (
+            record.seq, record.ts, record.prev_hash, record.hash,
+        )  # fmt: skip
+        assert mine.runs.step("run-0", "a").audit_id == record.id  # type: ignore[union-attr]
+        assert mine.ledger.verify().ok
+    finally:
+        mine.runs.database.close()
+        mine.ledger.close()
+
+
 @pytest.mark.parametrize("undo", [False, True])
 def test_a_lone_late_step_is_refused_by_the_database_and_appends_nothing(
     workers: tuple[Worker, Worker], undo: bool

@@ -39,6 +39,7 @@ __all__ = [
     "append_fields",
     "appended_records",
     "open_postgres_ledger",
+    "record_fields",
     "text_array",
 ]
 
@@ -53,8 +54,10 @@ and :data:`RUN_SAVED_FUNCTION`, and :data:`STEP_DONE_FUNCTION` writing the step'
 ``aifr_audit_append_linked`` (which set only ``audit_id``; a database made before version 4
 keeps it, unused, for a worker of version 3 not yet restarted, and a new one never has it).
 5: :data:`STEPS_APPEND_FUNCTION` as ``aifr_audit_append_fenced_steps``, which also locks
-the steps' rows under their fences (``aifr_audit_append_steps`` stays in a database made
-before version 5, unused, for a worker of version 4 not yet restarted).
+the steps' rows under their fences, and :data:`STEP_DONE_FUNCTION` taking the record's 14
+fields as parameters of their own, not one ``text[]`` (a database made before version 5
+keeps ``aifr_audit_append_steps`` and the 13-argument ``aifr_step_done``, unused, for a
+worker of version 4 not yet restarted).
 """
 
 APPEND_FUNCTION: Final = r"""
@@ -175,7 +178,9 @@ STEP_DONE_FUNCTION: Final = """
 CREATE OR REPLACE FUNCTION aifr_step_done(
     p_undo boolean, p_state text, p_attempt integer, p_capability text, p_output text,
     p_digest text, p_result text, p_finished double precision, p_run text, p_step text,
-    p_fence integer, p_refused text, fields text[])
+    p_fence integer, p_refused text, f_random text, f_event text, f_kind text,
+    f_principal text, f_capability text, f_fingerprint text, f_decision text, f_rule text,
+    f_digest text, f_outcome text, f_trace text, f_request text, f_run text, f_details text)
 RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -203,18 +208,18 @@ BEGIN
     END IF;
     r_ts := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
     r_seq := r_seq + 1;
-    r_id := 'au-' || r_seq || '-' || fields[1];
+    r_id := 'au-' || r_seq || '-' || f_random;
     IF (r_id || r_ts || r_prev) !~ '^[-0-9A-Za-z:.]+$' THEN
         RAISE EXCEPTION 'aifr_step_done: % needs JSON escapes', r_id USING ERRCODE = 'AF002';
     END IF;
     r_hash := encode(sha256(convert_to(
-        '{"event":' || fields[2] || ',"id":"' || r_id || '","prev_hash":"'
+        '{"event":' || f_event || ',"id":"' || r_id || '","prev_hash":"'
         || r_prev || '","seq":' || r_seq || ',"ts":"' || r_ts || '"}', 'UTF8')), 'hex');
     INSERT INTO aifr_audit_records (seq, id, ts, kind, principal, capability_id,
         capability_fingerprint, decision, rule_id, inputs_digest, outcome, trace_id,
         request_id, run_id, details, prev_hash, hash)
-    VALUES (r_seq, r_id, r_ts, fields[3], fields[4], fields[5], fields[6], fields[7],
-        fields[8], fields[9], fields[10], fields[11], fields[12], fields[13], fields[14],
+    VALUES (r_seq, r_id, r_ts, f_kind, f_principal, f_capability, f_fingerprint, f_decision,
+        f_rule, f_digest, f_outcome, f_trace, f_request, f_run, f_details,
         r_prev, r_hash);
     IF NOT p_undo THEN
         UPDATE wf_steps SET state = p_state, attempt = p_attempt, output = p_output,
@@ -239,7 +244,9 @@ compensation's row names no record, so it is written before the chain's lock. A 
 write raises ``AF001`` before anything is appended; the statement's transaction rolls
 back whole. The append is :data:`APPEND_FUNCTION`'s, inlined for one record (the nested
 call cost the server about as much as the statements it saved); tests verify its hash
-against ``chain_hash``.
+against ``chain_hash``. The record comes as its 14 fields (:func:`record_fields`), each a
+parameter: one ``text[]`` cost the client an array literal to build (6.7 µs a step,
+against 0.9 µs for the fields) and the server one to parse.
 """
 
 STEP_ENDS_RUN_FUNCTION: Final = """
@@ -423,21 +430,29 @@ def text_array(values: Iterable[str | int | None]) -> str:
     )
 
 
+def record_fields(prepared: PreparedEvent) -> tuple[str | None, ...]:
+    """One record's 14 fields, as the server functions take them.
+
+    The id's random part, the event's canonical JSON, the 11 event columns and the
+    details' JSON: :data:`STEP_DONE_FUNCTION`'s last 14 parameters, and each record's
+    run of :func:`append_fields`.
+    """
+    event, event_json, details_json = prepared
+    return (
+        random_hex(8),  # the id's random part, as new_record_id makes it
+        event_json,
+        *event_columns(event),
+        details_json,
+    )
+
+
 def append_fields(prepared: Sequence[PreparedEvent]) -> str:
     """The one ``text[]`` argument of :data:`APPEND_FUNCTION` for these events, in order.
 
-    Per record: the id's random part, the event's canonical JSON, the 11 event columns
-    and the details' JSON (an array literal, see :func:`text_array`).
+    Per record its :func:`record_fields`, all in one array literal (see
+    :func:`text_array`).
     """
-    fields: list[str | None] = []
-    for event, event_json, details_json in prepared:
-        fields += (
-            random_hex(8),  # the id's random part, as new_record_id makes it
-            event_json,
-            *event_columns(event),
-            details_json,
-        )
-    return text_array(fields)
+    return text_array(field for item in prepared for field in record_fields(item))
 
 
 def appended_records(

@@ -15,7 +15,7 @@ from pydantic import JsonValue
 
 from aifr.audit import AuditEvent, AuditRecord
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
-from aifr.storage.postgres.audit import append_fields, appended_records
+from aifr.storage.postgres.audit import append_fields, appended_records, record_fields
 from aifr.storage.postgres.database import translate_pg_errors
 from aifr.storage.postgres.groupcommit import PendingAudit, StepWrite
 from aifr.storage.postgres.prepared_call import PreparedCall
@@ -65,7 +65,8 @@ one version of the row, not one for the result and another for ``audit_id``.
 _STEP_DONE = PreparedCall(
     "aifr_step_done",
     "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_step_done("
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::integer, $12, $13::text[])",
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::integer, $12, $13, $14, $15, $16, $17, "
+    "$18, $19, $20, $21, $22, $23, $24, $25, $26)",
 )
 """A lone writer's whole step: fenced write, refusal, audit record and link (one statement)."""
 
@@ -228,7 +229,7 @@ class PostgresStepResultStore:
                     str(parsed.attempt),
                     None if capability is None else str(capability),
                     *written,
-                    append_fields([prepared]),
+                    *record_fields(prepared),
                 ),
             )
             pending = PendingAudit(prepared, None)
