@@ -160,6 +160,16 @@ class PostgresStepResultStore:
             # a batch's first attempt locked there too, fenced, before the chain). A
             # refused write raises on the server (workflow.lease_lost) and aborts the
             # transaction, audit record included: no answer is awaited in between.
+            # The row, its fence and the refusal: the last parameters of both statements.
+            fenced_row = (
+                parsed.run_id,
+                parsed.step_id,
+                fence,
+                parsed.run_id,
+                fence,
+                refused,
+                parsed.run_id,
+            )
             if parsed.is_undo:
                 conn.execute(
                     _COMPLETE_UNDO,
@@ -171,13 +181,7 @@ class PostgresStepResultStore:
                         request_digest,
                         stored,
                         now,
-                        parsed.run_id,
-                        parsed.step_id,
-                        fence,
-                        parsed.run_id,
-                        fence,
-                        refused,
-                        parsed.run_id,
+                        *fenced_row,
                     ),
                 )
                 return self._runs.audit_later(audit), None
@@ -187,18 +191,7 @@ class PostgresStepResultStore:
             if self._runs.group.tail_locks:  # the batch's tail locks the row, fenced
                 step = step._replace(fence=fence, refused=refused)
             else:
-                conn.execute(
-                    _LOCK_STEP,
-                    (
-                        parsed.run_id,
-                        parsed.step_id,
-                        fence,
-                        parsed.run_id,
-                        fence,
-                        refused,
-                        parsed.run_id,
-                    ),
-                )
+                conn.execute(_LOCK_STEP, fenced_row)
             pending = self._runs.audit_later(audit, step)
             return pending, self._runs.finish_in(conn, key, now)
 
