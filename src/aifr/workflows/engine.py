@@ -283,6 +283,11 @@ class WorkflowEngine:
         """
         return self.recovery.run_once(views=views, queued=queued)
 
+    @property
+    def more_queued(self) -> bool:
+        """Whether the last :meth:`recover` drove its whole limit: the queue may hold more."""
+        return self.recovery.more_queued
+
     def stop(self) -> None:
         """Let a worker shut down: no new run, no retry wait, no step after the current one."""
         self._stopping.set()

@@ -205,11 +205,35 @@ def accept_drift(context: RunContext, registry: CapabilityRegistry, operator: st
     )
 
 
+def _queued_for_claim(run: RunRecord, claimable: frozenset[RunState], now: float) -> bool:
+    """Whether the work queue's claim would take ``run`` as read: a state it claims, no live lease.
+
+    The scan after the claims leaves such a run to the next claim: the claim leases,
+    starts and reads a run in one statement and one commit, where the scan's
+    :meth:`Recovery.take` spends a lease write, a start and two reads, two commits
+    among them. A scan runs after the claims stopped, so such a run is there only
+    because this turn reached its limit or the run came in meanwhile, and the next
+    turn's claims take it.
+    """
+    if run.state not in claimable:
+        return False
+    return run.lease_owner is None or (
+        run.lease_expires_at is not None and run.lease_expires_at < now
+    )
+
+
 class Recovery:
     """Finds unfinished runs and hands them, leased, to the engine."""
 
     def __init__(self, engine: WorkflowEngine) -> None:
         self._engine = engine
+        self.more_queued = False
+        """Whether the last :meth:`run_once` claimed and drove its whole limit of runs.
+
+        The queue may then hold more, which the next turn's claims take; a worker turns
+        again at once instead of waiting for a wake-up or its poll interval (a backlog
+        with no new notifications waited a poll interval for every ``limit`` runs).
+        """
 
     def take(self, run: RunRecord) -> RunRecord | None:
         """Lease ``run`` for this engine: free, expired, ours, or its owner died."""
@@ -275,6 +299,7 @@ class Recovery:
                 engine.store.release(run_id, engine.owner)
             except AifrError as exc:  # the database is away: the lease expires instead
                 logger.error("run %s: releasing its lease failed: %s", run_id, exc.message)
+        self.more_queued = done >= limit  # failures count not: a failing queue waits a poll
         return driven
 
     def is_ready(self, run: RunRecord) -> bool:
@@ -310,13 +335,18 @@ class Recovery:
         """
         engine = self._engine
         skipped = frozenset() if queued else frozenset({RunState.PENDING})
-        driven = self._claimed(limit, views, ACTIVE_STATES - skipped)
+        claimable = ACTIVE_STATES - skipped
+        driven = self._claimed(limit, views, claimable)
         held: set[str] = set(engine.held())
         now = engine.clock()
         for run in engine.store.unfinished(_RESUMABLE - skipped, limit):
             if engine.is_stopping():
                 break
-            if run.id in held or not self.may_take(run, now):
+            if (
+                run.id in held
+                or not self.may_take(run, now)
+                or _queued_for_claim(run, claimable, now)
+            ):
                 continue
             try:
                 if not self.is_ready(run):

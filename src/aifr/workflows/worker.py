@@ -92,6 +92,10 @@ class Worker:
     def run(self) -> None:
         """Turn until :meth:`stop` is called; each helper engine drives runs in its own thread.
 
+        An engine waits for a wake-up (or its poll interval) between turns, unless its
+        last turn drove its whole limit of runs (:attr:`WorkflowEngine.more_queued`): a
+        backlog is drained turn after turn.
+
         Helpers only take queued runs (:meth:`WorkflowEngine.recover`); notifications
         are delivered by the main loop alone.
         """
@@ -111,7 +115,8 @@ class Worker:
                     failures += 1
                     logger.error("worker turn failed: %s", exc.message)
                     self._stop.wait(backoff_s(self.poll_s, failures))
-                self._sleep(0)
+                if not self.engine.more_queued:
+                    self._sleep(0)
         finally:
             for thread in threads:
                 thread.join()
@@ -126,7 +131,8 @@ class Worker:
                 failures += 1
                 logger.error("worker turn failed: %s", exc.message)
                 self._stop.wait(backoff_s(self.poll_s, failures))
-            self._sleep(index)
+            if not engine.more_queued:
+                self._sleep(index)
 
     def _sleep(self, index: int) -> None:
         """Wait for a wake (or the poll interval) as engine ``index``, idle meanwhile."""

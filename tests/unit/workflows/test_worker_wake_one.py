@@ -15,6 +15,7 @@ class _Engine:
     def __init__(self) -> None:
         self.turns = 0
         self.views: set[bool] = set()
+        self.more_queued = False  # each turn drained the queue: wait for the next wake
 
     def recover(self, *, views: bool = True) -> list[Any]:
         self.turns += 1
