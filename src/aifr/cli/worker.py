@@ -6,6 +6,7 @@ every ``aifr`` command loads this module, and only the worker needs them.
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from pathlib import Path
@@ -172,6 +173,12 @@ def worker(
             worker_info(app.workflows.owner, concurrency, __version__),
             every_s=app.settings.workflows.lease_ttl_s / 3,
         )
+        # What start-up built (modules, the app, its engines) lives as long as the
+        # worker: out of the collector's sight, a full collection no longer walks it
+        # (about 93,000 objects, 40 to 60 ms a pass, every few thousand steps). Its
+        # garbage is collected first, so none is kept for good.
+        gc.collect()
+        gc.freeze()
         try:
             with presence:
                 loop.run()
