@@ -102,14 +102,18 @@ class LeanPgFloor:
     them one at a time until none is left, as one ``aifr worker --concurrency 1`` does.
     """
 
-    def __init__(self, dsn: str, schema: str) -> None:
+    def __init__(self, dsn: str, schema: str, *, create: bool = True) -> None:
+        """``create=False``: drive the queue another ``LeanPgFloor`` created (another process)."""
         self.conn = psycopg.connect(dsn, autocommit=True)
         self._schema = schema
+        self._created = create
         identifier = sql.Identifier(schema)
-        self.conn.execute(sql.SQL("CREATE SCHEMA {}").format(identifier))
+        if create:
+            self.conn.execute(sql.SQL("CREATE SCHEMA {}").format(identifier))
         self.conn.execute(sql.SQL("SET search_path TO {}").format(identifier))
-        for statement in _DDL:
-            self.conn.execute(statement)
+        if create:
+            for statement in _DDL:
+                self.conn.execute(statement)
         self._governance = LeanGovernance()
         self._owner = f"floor-{os.getpid()}"
 
@@ -158,6 +162,9 @@ class LeanPgFloor:
             )
 
     def close(self) -> None:
-        """Drop the floor's schema and close its connection."""
-        self.conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self._schema)))
+        """Close the connection; drop the floor's schema if this one created it."""
+        if self._created:
+            self.conn.execute(
+                sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self._schema))
+            )
         self.conn.close()
