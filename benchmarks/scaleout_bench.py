@@ -891,7 +891,7 @@ def _cpu_table(result: dict[str, float]) -> list[str]:
     drains += [
         (
             f"pg_floors_{n}",
-            f"CPython floor on PostgreSQL, {n} process{'es' if n > 1 else ''} of its own",
+            f"CPython floor on PostgreSQL, {'2 processes of their own' if n > 1 else '1 process of its own'}",
             n,
         )
         for n in (1, 2)
