@@ -102,12 +102,18 @@ def commit_floor_ms(dsn: str, schema: str, n: int = 500) -> float:
     return statistics.median(samples) * 1000
 
 
+BARRIER_S = 300
+"""Longest a drain's processes and this one wait for each other: one that died before the
+start breaks the barrier (``BrokenBarrierError``) instead of hanging the run, and its
+daemon processes end with it."""
+
+
 def _claim_loop(dsn: str, schema: str, ready: Any, go: Any, times: Any, done: Any) -> None:
     with _connect(dsn, schema) as conn:
         for _ in range(WARM_JOBS):  # untimed: the connection's statements prepared, caches warm
             _claim_one(conn)
-        ready.wait()
-        go.wait()
+        ready.wait(BARRIER_S)
+        go.wait(BARRIER_S)
         started = time.perf_counter()
         while _claim_one(conn):
             pass
@@ -148,12 +154,12 @@ def skip_locked_jobs(dsn: str, schema: str, processes: int) -> Drained:
     ready, go, times = context.Barrier(processes + 1), context.Event(), context.Queue()
     done = context.Event()
     workers = [
-        context.Process(target=_claim_loop, args=(dsn, schema, ready, go, times, done))
+        context.Process(target=_claim_loop, args=(dsn, schema, ready, go, times, done), daemon=True)
         for _ in range(processes)
     ]
     for worker in workers:
         worker.start()
-    ready.wait()
+    ready.wait(BARRIER_S)
     with CpuMeter(worker.pid for worker in workers if worker.pid is not None) as meter:
         go.set()
         spans = [times.get(timeout=300) for _ in workers]
@@ -195,8 +201,8 @@ def _floor_loop(dsn: str, schema: str, ready: Any, go: Any, times: Any, done: An
     floor = LeanPgFloor(dsn, schema, create=False)
     try:
         floor.drain(STEPS)  # untimed: the warm-up runs (statements prepared, caches warm)
-        ready.wait()
-        go.wait()
+        ready.wait(BARRIER_S)
+        go.wait(BARRIER_S)
         started = time.perf_counter()
         floor.drain(STEPS)
         times.put((started, time.perf_counter()))
@@ -225,12 +231,14 @@ def pg_floor_processes(dsn: str, runs: int, processes: int) -> Drained:
         ready, go, times = context.Barrier(processes + 1), context.Event(), context.Queue()
         done = context.Event()
         loops = [
-            context.Process(target=_floor_loop, args=(dsn, schema, ready, go, times, done))
+            context.Process(
+                target=_floor_loop, args=(dsn, schema, ready, go, times, done), daemon=True
+            )
             for _ in range(processes)
         ]
         for loop in loops:
             loop.start()
-        ready.wait()
+        ready.wait(BARRIER_S)
         floor.queue(runs, STEPS)
         with CpuMeter(loop.pid for loop in loops if loop.pid is not None) as meter:
             go.set()
