@@ -112,13 +112,56 @@ def _claim_loop(dsn: str, schema: str, ready: Any, go: Any, times: Any, done: An
     with _connect(dsn, schema) as conn:
         for _ in range(WARM_JOBS):  # untimed: the connection's statements prepared, caches warm
             _claim_one(conn)
-        ready.wait(BARRIER_S)
-        go.wait(BARRIER_S)
-        started = time.perf_counter()
-        while _claim_one(conn):
-            pass
-        times.put((started, time.perf_counter()))
-        done.wait(300)  # alive until metered: an exited process's CPU is lost to the meter
+
+        def drain() -> None:
+            while _claim_one(conn):
+                pass
+
+        _timed_in_child(drain, ready, go, times, done)
+
+
+def _timed_in_child(
+    drain: Callable[[], object], ready: Any, go: Any, times: Any, done: Any
+) -> None:
+    """A warm process's part of :func:`_drain_in_processes`: wait, drain, report, stay metered."""
+    ready.wait(BARRIER_S)
+    go.wait(BARRIER_S)
+    started = time.perf_counter()
+    drain()
+    times.put((started, time.perf_counter()))
+    done.wait(BARRIER_S)  # alive until metered: an exited process's CPU is lost to the meter
+
+
+def _drain_in_processes(
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    processes: int,
+    before_go: Callable[[], None],
+) -> tuple[float, float]:
+    """``processes`` spawned ``target(*args, ready, go, times, done)``, timed together.
+
+    Each warms up, then waits at the barrier; ``before_go()`` runs once all are warm (to
+    queue the timed work), then they start together. Returns the span from the first
+    start to the last finish, and the CPU its processes and the server spent meanwhile.
+    """
+    context = multiprocessing.get_context("spawn")
+    ready, go, times = context.Barrier(processes + 1), context.Event(), context.Queue()
+    done = context.Event()
+    children = [
+        context.Process(target=target, args=(*args, ready, go, times, done), daemon=True)
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    ready.wait(BARRIER_S)
+    before_go()
+    with CpuMeter(child.pid for child in children if child.pid is not None) as meter:
+        go.set()
+        spans = [times.get(timeout=BARRIER_S) for _ in children]
+    done.set()
+    for child in children:
+        child.join()
+    return max(e for _, e in spans) - min(s for s, _ in spans), meter.seconds
 
 
 def _claim_one(conn: psycopg.Connection[Any]) -> bool:
@@ -150,23 +193,8 @@ def skip_locked_jobs(dsn: str, schema: str, processes: int) -> Drained:
             "INSERT INTO jobs (done) SELECT false FROM generate_series(1, %s)",
             (JOBS + WARM_JOBS * processes,),
         )
-    context = multiprocessing.get_context("spawn")
-    ready, go, times = context.Barrier(processes + 1), context.Event(), context.Queue()
-    done = context.Event()
-    workers = [
-        context.Process(target=_claim_loop, args=(dsn, schema, ready, go, times, done), daemon=True)
-        for _ in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    ready.wait(BARRIER_S)
-    with CpuMeter(worker.pid for worker in workers if worker.pid is not None) as meter:
-        go.set()
-        spans = [times.get(timeout=300) for _ in workers]
-    done.set()
-    for worker in workers:
-        worker.join()
-    return Drained(JOBS, max(e for _, e in spans) - min(s for s, _ in spans), meter.seconds)
+    elapsed, cpu_s = _drain_in_processes(_claim_loop, (dsn, schema), processes, lambda: None)
+    return Drained(JOBS, elapsed, cpu_s)
 
 
 PG_FLOOR_WARM_RUNS = 20
@@ -201,12 +229,7 @@ def _floor_loop(dsn: str, schema: str, ready: Any, go: Any, times: Any, done: An
     floor = LeanPgFloor(dsn, schema, create=False)
     try:
         floor.drain(STEPS)  # untimed: the warm-up runs (statements prepared, caches warm)
-        ready.wait(BARRIER_S)
-        go.wait(BARRIER_S)
-        started = time.perf_counter()
-        floor.drain(STEPS)
-        times.put((started, time.perf_counter()))
-        done.wait(300)  # alive until metered: an exited process's CPU is lost to the meter
+        _timed_in_child(lambda: floor.drain(STEPS), ready, go, times, done)
     finally:
         floor.close()
 
@@ -227,29 +250,12 @@ def pg_floor_processes(dsn: str, runs: int, processes: int) -> Drained:
     floor = LeanPgFloor(dsn, schema)
     try:
         floor.queue(PG_FLOOR_WARM_RUNS * processes, STEPS)
-        context = multiprocessing.get_context("spawn")
-        ready, go, times = context.Barrier(processes + 1), context.Event(), context.Queue()
-        done = context.Event()
-        loops = [
-            context.Process(
-                target=_floor_loop, args=(dsn, schema, ready, go, times, done), daemon=True
-            )
-            for _ in range(processes)
-        ]
-        for loop in loops:
-            loop.start()
-        ready.wait(BARRIER_S)
-        floor.queue(runs, STEPS)
-        with CpuMeter(loop.pid for loop in loops if loop.pid is not None) as meter:
-            go.set()
-            spans = [times.get(timeout=300) for _ in loops]
-        done.set()
-        for loop in loops:
-            loop.join()
+        elapsed, cpu_s = _drain_in_processes(
+            _floor_loop, (dsn, schema), processes, lambda: floor.queue(runs, STEPS)
+        )
     finally:
         floor.close()
-    elapsed = max(e for _, e in spans) - min(s for s, _ in spans)
-    return Drained(runs * STEPS, elapsed, meter.seconds)
+    return Drained(runs * STEPS, elapsed, cpu_s)
 
 
 def _dbos_loop(dsn: str, threads: int, runs: int, out: Any) -> None:

@@ -299,7 +299,7 @@ class Recovery:
                 engine.store.release(run_id, engine.owner)
             except AifrError as exc:  # the database is away: the lease expires instead
                 logger.error("run %s: releasing its lease failed: %s", run_id, exc.message)
-        self.more_queued = done >= limit  # failures count not: a failing queue waits a poll
+        self.more_queued = done >= limit  # failed runs do not count: a failing queue waits a poll
         return driven
 
     def is_ready(self, run: RunRecord) -> bool:
