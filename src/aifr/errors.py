@@ -63,6 +63,7 @@ __all__ = [
     "SandboxRefusalError",
     "StorageError",
     "TransportError",
+    "UnconfirmedCommitError",
     "WorkflowError",
     "error_payload",
     "exit_code_for",
@@ -121,6 +122,7 @@ class ErrorCode(StrEnum):
     STORAGE_SCHEMA_MISMATCH = "storage.schema_mismatch"
     STORAGE_NOT_EMPTY = "storage.not_empty"
     STORAGE_IN_USE = "storage.in_use"
+    STORAGE_COMMIT_UNCONFIRMED = "storage.commit_unconfirmed"
     AUDIT_FAILED = "audit.failed"
     AUDIT_CHAIN_BROKEN = "audit.chain_broken"
     AUDIT_SINK_UNAVAILABLE = "audit.sink_unavailable"
@@ -309,6 +311,20 @@ class StorageError(AifrError):
     """The state database failed or holds data this version cannot read."""
 
     code = ErrorCode.STORAGE_FAILED
+
+
+class UnconfirmedCommitError(StorageError):
+    """A write whose rows came back was never confirmed committed (its outcome is unknown).
+
+    Raised when a workflow step's deferred commit is settled (see
+    ``PostgresDatabase.deferring``): the step's effect happened and its result came back,
+    but the server refused the commit or the connection broke before confirming it. The
+    run stops before anything else happens, as it would have had the step's write failed
+    outright; its lease then lapses or is given back, and the run resumes from what is
+    stored. The runtime never turns it into a step's outcome.
+    """
+
+    code = ErrorCode.STORAGE_COMMIT_UNCONFIRMED
 
 
 class AuditError(AifrError):

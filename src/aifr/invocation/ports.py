@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
@@ -27,6 +27,7 @@ __all__ = [
     "CircuitStore",
     "IdempotencyRecord",
     "IdempotencyStore",
+    "SettlesCommits",
     "TokenRecord",
     "TokenStore",
 ]
@@ -194,6 +195,26 @@ class IdempotencyStore(Protocol):
 
     def release(self, principal: str, key: str) -> None:
         """Drop an unfinished claim (the call stopped before executing)."""
+        ...
+
+
+@runtime_checkable
+class SettlesCommits(Protocol):
+    """An :class:`IdempotencyStore` whose step writes may return before their commit is confirmed.
+
+    Inside a workflow engine's deferral (PostgreSQL's ``deferring``), a step's
+    ``complete`` returns once its rows are back, while the server commits; the runtime
+    calls :meth:`settle` before the next effect, so nothing happens before the step
+    before it is durably recorded. A store without deferral simply lacks this.
+    """
+
+    def settle(self) -> None:
+        """Wait until this thread's last step write is confirmed committed.
+
+        Raises:
+            UnconfirmedCommitError: it was not (its outcome is unknown); never a step's
+                outcome: the runtime lets it end the call.
+        """
         ...
 
 

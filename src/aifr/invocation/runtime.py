@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from dataclasses import replace
 from types import MappingProxyType
@@ -33,6 +33,7 @@ from aifr.errors import (
     ExecutionTimeoutError,
     FieldError,
     InputValidationError,
+    UnconfirmedCommitError,
 )
 from aifr.invocation.approval_gate import ApprovalGate, Stop
 from aifr.invocation.approvals import ApprovalService
@@ -60,7 +61,7 @@ from aifr.invocation.hooks import HookCall, HookRegistry, HookStage, run_hooks
 from aifr.invocation.idempotency import IdempotencyGuard
 from aifr.invocation.identity import check_principal
 from aifr.invocation.options import NO_OPTIONS, CallOptions
-from aifr.invocation.ports import CircuitStore, IdempotencyStore
+from aifr.invocation.ports import CircuitStore, IdempotencyStore, SettlesCommits
 from aifr.invocation.records import (
     Call,
     Outcome,
@@ -162,6 +163,9 @@ class Runtime:
         )
         self._gate = ApprovalGate(policy, approvals)
         self._idempotency = IdempotencyGuard(idempotency) if idempotency is not None else None
+        self._settle_commits: Callable[[], None] = (
+            idempotency.settle if isinstance(idempotency, SettlesCommits) else _nothing_to_settle
+        )
         self._pools = ExecutorPools(handler_workers=handler_workers)
         self._blocking = BlockingExecutor(self._pools, sync_execution)
         # Under "auto", a call that asks for a hard timeout runs as under "thread".
@@ -284,6 +288,8 @@ class Runtime:
                 outcome = Outcome(Status.OK, output=await self._governed(call, ex))
             except Stop as stop:
                 outcome = stop.outcome
+            except UnconfirmedCommitError:
+                raise  # the step before this one may not be recorded: this call never ran
             except AifrError as exc:
                 outcome = Outcome(Status.FAILED, error=call.redactor.error(exc))
             return await self._finish(call, ex, outcome)
@@ -330,6 +336,7 @@ class Runtime:
             taken = await self._idempotency.claim(call, ex, self._timeout_for(call))
             if taken is not None:
                 raise Stop(Outcome(taken.status, replay=taken))
+        self._settle_commits()  # a previous step's commit, confirmed before anything acts
         if call.has_hooks:
             await self._hooks(call, ex, HookStage.BEFORE)
         context.enter(Phase.EXECUTING)
@@ -547,6 +554,8 @@ class Runtime:
                 record = await ex.blocking(guard.complete, call, stored, event)
             else:
                 record = await ex.blocking(self.ledger.append, event)
+        except UnconfirmedCommitError:
+            raise  # an earlier step may not be recorded: not this call's outcome to report
         except AifrError as exc:
             logger.error(
                 "audit append failed for request %s: %s", call.context.request_id, exc.code.value
@@ -595,6 +604,10 @@ class Runtime:
                 details=call.redactor.scrub(details),
             )
         )
+
+
+def _nothing_to_settle() -> None:
+    """The runtime's commit settling when its idempotency store never defers a commit."""
 
 
 def _check_principal(call: Call) -> None:

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from pydantic import JsonValue
@@ -37,6 +38,7 @@ from aifr.workflows.planning import plan_workflow, unregistered_capabilities
 from aifr.workflows.ports import (
     TERMINAL_STATES,
     Completion,
+    DefersCommits,
     RunFinish,
     RunRecord,
     RunState,
@@ -95,6 +97,9 @@ class WorkflowEngine:
         self._saga = Saga(runtime, clock)
         self._fingerprints = CurrentFingerprints()
         self.recovery = Recovery(self)
+        self._deferred_commits: Callable[[], AbstractContextManager[None]] = (
+            store.deferred_commits if isinstance(store, DefersCommits) else nullcontext
+        )
 
     # -- starting ------------------------------------------------------------------------
 
@@ -354,9 +359,18 @@ class WorkflowEngine:
         the lease is given back, so another worker resumes the run at once instead of
         after the lease expires (``aifr worker`` on SIGTERM would otherwise finish every
         remaining step of a long run before it could exit).
+
+        The run is driven inside the store's deferred commits (:class:`DefersCommits`,
+        PostgreSQL): a step's write returns with its rows while the server flushes its
+        commit, and the runtime settles it before the next step's effect. The checks
+        in between overlap the flush; the lease is held until the last one is settled.
         """
         run_id = context.run.id
-        with self._heartbeat.holding(run_id), drive_span(self.runtime, context):
+        with (
+            self._heartbeat.holding(run_id),
+            drive_span(self.runtime, context),
+            self._deferred_commits(),
+        ):
             try:
                 while self._advance(context) and not self._stopping.is_set():
                     pass

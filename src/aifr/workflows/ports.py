@@ -12,9 +12,10 @@ from __future__ import annotations
 import builtins
 import functools
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
@@ -24,6 +25,7 @@ __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
     "Completion",
+    "DefersCommits",
     "Notification",
     "NotificationOutbox",
     "OutboxItem",
@@ -224,6 +226,27 @@ class OutboxItem:
     next_attempt_at: float
     delivered_at: float | None = None
     last_error: str | None = None
+
+
+@runtime_checkable
+class DefersCommits(Protocol):
+    """A :class:`RunStore` that can let a run's step writes return before their commit.
+
+    The engine drives each run inside :meth:`deferred_commits`: a lone step's write
+    comes back with its rows while the server flushes its commit, and the runtime
+    settles it (``SettlesCommits``) before the next step's effect. So the next step's
+    checks overlap the commit, and no effect precedes the durable record of the step
+    before it. SQLite commits in-process and lacks this.
+    """
+
+    def deferred_commits(self) -> AbstractContextManager[None]:
+        """This thread's step writes may be confirmed later, and are by the block's end.
+
+        Raises:
+            UnconfirmedCommitError: at the block's end, the last write's commit was not
+                confirmed.
+        """
+        ...
 
 
 class RunStore(Protocol):

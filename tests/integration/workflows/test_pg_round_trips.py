@@ -83,19 +83,32 @@ class Counter:
 
             return noted
 
-        exchange = PreparedCall._exchange
-
-        def counting_exchange(conn: Any, send: Any) -> Any:
-            # The step's statement goes through libpq directly (one send, one answer).
-            if self.on and threading.get_ident() == self.thread:
-                self.waits += 1
-                self.statements["PreparedCall"] += 1
-            return exchange(conn, send)
-
-        monkeypatch.setattr(PreparedCall, "_exchange", staticmethod(counting_exchange))
+        self._count_prepared_calls(monkeypatch)
         monkeypatch.setattr(psycopg.Connection, "wait", counting_wait)
         monkeypatch.setattr(psycopg.Cursor, "execute", note(execute))
         monkeypatch.setattr(psycopg.Cursor, "executemany", note(executemany))
+
+    def _count_prepared_calls(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The step's statement goes through libpq directly: one send, one answer."""
+        exchange, rows_first = PreparedCall._exchange, PreparedCall._rows_first
+
+        def counting_exchange(conn: Any, send: Any) -> Any:
+            self._count_one()
+            return exchange(conn, send)
+
+        def counting_rows_first(call: PreparedCall, conn: Any, values: Any) -> Any:
+            # Inside the engine's deferred commits: the answer is the rows; the commit's
+            # confirmation is read later, with nothing sent.
+            self._count_one()
+            return rows_first(call, conn, values)
+
+        monkeypatch.setattr(PreparedCall, "_exchange", staticmethod(counting_exchange))
+        monkeypatch.setattr(PreparedCall, "_rows_first", counting_rows_first)
+
+    def _count_one(self) -> None:
+        if self.on and threading.get_ident() == self.thread:
+            self.waits += 1
+            self.statements["PreparedCall"] += 1
 
     def run(self, env: WfEnv, steps: int) -> tuple[int, int]:
         builder = WorkflowBuilder(f"checks-{steps}")

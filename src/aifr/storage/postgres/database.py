@@ -12,13 +12,21 @@ first use (the ``pg`` extra); nothing connects at import time.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aifr.errors import AifrError, ConfigError, ErrorCode, StorageError, WorkflowError
+from aifr.errors import (
+    AifrError,
+    ConfigError,
+    ErrorCode,
+    StorageError,
+    UnconfirmedCommitError,
+    WorkflowError,
+)
 from aifr.redaction import URL_MARK, redact_url
 from aifr.redaction.urls import url_secret_spans
 from aifr.storage.sqlite.database import Migration
@@ -38,6 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def import_psycopg() -> Any:
@@ -164,20 +173,49 @@ class _Lent:
     writer) and replaces a broken connection, as the pool always did. A checkout and
     return took 10 to 11 µs of CPU through ``pool.connection()`` in a loop here and
     takes under 5 µs this way; a lone workflow step takes one per statement.
+
+    The thread's unconfirmed commit, if any, is settled before the checkout (so what
+    this block does comes after it), and a connection the block left holding one is
+    not given back: :meth:`PostgresDatabase.settle` does that once it is confirmed.
     """
 
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ("_conn", "_database")
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool[Any]) -> None:
-        self._pool = pool
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
 
     def __enter__(self) -> psycopg.Connection[tuple[Any, ...]]:
-        conn: psycopg.Connection[tuple[Any, ...]] = self._pool.getconn()
+        database = self._database
+        if database._unsettled.confirm is not None:
+            database.settle()
+        conn: psycopg.Connection[tuple[Any, ...]] = database.pool().getconn()
         self._conn = conn
         return conn
 
     def __exit__(self, *exc_info: object) -> None:
-        self._pool.putconn(self._conn)
+        if self._database._unsettled.conn is not self._conn:
+            self._database.pool().putconn(self._conn)
+
+
+class _Refusal:
+    """What a deferring thread's later uses of the database meet after an unconfirmed commit."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: UnconfirmedCommitError) -> None:
+        self._error = error
+
+    def __call__(self) -> None:
+        raise self._error
+
+
+class _Unsettled(threading.local):
+    """One thread's commit not yet confirmed, and whether the thread defers confirmations."""
+
+    deferring = False
+    conn: psycopg.Connection[tuple[Any, ...]] | None = None
+    confirm: Callable[[], None] | None = None
+    action = ""
 
 
 class PostgresDatabase:
@@ -193,6 +231,7 @@ class PostgresDatabase:
         self._max_size = max_size
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
+        self._unsettled = _Unsettled()
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         if self.schema is None:
@@ -274,14 +313,111 @@ class PostgresDatabase:
         return "it answers now; try again"
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
-        """A pooled connection in autocommit mode, for reads and single statements."""
-        return _Lent(self.pool())
+        """A pooled connection in autocommit mode, for reads and single statements.
+
+        The thread's unconfirmed commit (see :meth:`deferring`) is settled first.
+        """
+        return _Lent(self)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """A pooled connection inside ``BEGIN`` ... ``COMMIT`` (rolled back on any error)."""
+        """A pooled connection inside ``BEGIN`` ... ``COMMIT`` (rolled back on any error).
+
+        The thread's unconfirmed commit (see :meth:`deferring`) is settled first.
+        """
+        if self._unsettled.confirm is not None:
+            self.settle()
         with self.pool().connection() as conn, conn.transaction():
             yield conn
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Let this thread's lone step writes return before their commits are confirmed.
+
+        Inside the block a write that asks :meth:`is_deferring` may hand its connection
+        over with :meth:`hold` as soon as its rows are back (the server commits while the
+        thread goes on); the commit's confirmation is read by :meth:`settle`, which runs
+        before this thread's next use of the database and at the end of the block. A
+        workflow engine drives a run inside it and settles before each step's effect, so
+        the next step's checks overlap the previous step's commit and no effect ever
+        happens before the step before it is durably recorded.
+
+        A commit that was not confirmed stops the block's writes: every later use of the
+        database by this thread inside the block raises the same error, so nothing is
+        written after a step whose record may be missing (the run resumes later from
+        what is stored). Ending the block by an exception settles too, logging a failure
+        instead of raising it over the exception.
+
+        Raises:
+            UnconfirmedCommitError: at the block's end, a commit was not confirmed.
+        """
+        unsettled = self._unsettled
+        outer = unsettled.deferring
+        unsettled.deferring = True
+        try:
+            yield
+        except BaseException:
+            if not isinstance(unsettled.confirm, _Refusal):
+                try:
+                    self.settle()
+                except UnconfirmedCommitError as exc:
+                    logger.error("%s", exc.message)
+            raise
+        else:
+            self.settle()
+        finally:
+            unsettled.deferring = outer
+            if not outer:  # a block inside another leaves a refusal to the outer one
+                unsettled.confirm = None
+
+    def is_deferring(self) -> bool:
+        """Whether this thread is inside :meth:`deferring` with no commit left unconfirmed."""
+        unsettled = self._unsettled
+        return unsettled.deferring and unsettled.confirm is None
+
+    def hold(
+        self, conn: psycopg.Connection[tuple[Any, ...]], confirm: Callable[[], None], action: str
+    ) -> None:
+        """Keep ``conn`` from the pool until ``confirm`` (its commit's confirmation) has run.
+
+        Only inside :meth:`deferring`, with nothing else unconfirmed (:meth:`is_deferring`);
+        ``action`` names the write in :meth:`settle`'s error.
+        """
+        unsettled = self._unsettled
+        unsettled.conn = conn
+        unsettled.confirm = confirm
+        unsettled.action = action
+
+    def settle(self) -> None:
+        """Wait for this thread's unconfirmed commit, if any, and give its connection back.
+
+        Raises:
+            UnconfirmedCommitError: the server refused the commit or the connection broke
+                before confirming it (the write's outcome is unknown to this process); or
+                one did earlier in the same :meth:`deferring` block.
+        """
+        unsettled = self._unsettled
+        confirm = unsettled.confirm
+        if confirm is None:
+            return
+        conn, action = unsettled.conn, unsettled.action
+        unsettled.conn = unsettled.confirm = None
+        try:
+            confirm()
+        except UnconfirmedCommitError:
+            unsettled.confirm = confirm  # refused earlier: still refusing (see deferring)
+            raise
+        except Exception as exc:
+            error = UnconfirmedCommitError(
+                f"{action} was not confirmed committed: {str(exc).strip() or type(exc).__name__}",
+                action=action,
+            )
+            if unsettled.deferring:
+                unsettled.confirm = _Refusal(error)
+            raise error from exc
+        finally:
+            if conn is not None:
+                self.pool().putconn(conn)
 
     def write(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
         """Run ``work`` in one transaction, translating database errors (naming ``action``)."""

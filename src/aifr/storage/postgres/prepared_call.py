@@ -18,7 +18,7 @@ from __future__ import annotations
 import select
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from aifr.errors import StorageError
@@ -62,6 +62,80 @@ class PreparedCall:
                 the connection, whose state is then unknown, and re-raises.
             StorageError: ``conn`` is not idle outside a transaction.
         """
+        self._require_idle(conn)
+        pgconn = conn.pgconn
+        values = [None if p is None else p.encode("utf-8") for p in params]
+        if conn not in self._prepared:
+            self._prepare(conn)
+        result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
+        if _undefined(result):  # deallocated behind our back: prepare it again, then run it
+            self._prepare(conn)
+            result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
+        self._check(conn, result)
+        return _text_rows(result)
+
+    def rows_before_commit(
+        self, conn: psycopg.Connection[Any], params: Sequence[str | None]
+    ) -> tuple[list[tuple[str | None, ...]], Callable[[], None]]:
+        """:meth:`rows`, returned as soon as the server has them, before its commit.
+
+        The statement goes out in pipeline mode followed by a flush request and a sync:
+        the server sends the rows once the statement has run, then commits (its implicit
+        transaction ends at the sync) and says so. A step's rows come back here about as
+        long before that confirmation as the commit takes to flush to disk, and the
+        caller can work meanwhile. The second value reads the confirmation: it returns
+        once the commit is confirmed and raises if it was not (the server's error, or
+        the connection broke). ``conn`` stays in pipeline mode, unusable for anything
+        else, until it is called; it must be called, exactly once.
+
+        Raises:
+            psycopg.Error: the statement itself failed (nothing was committed); the
+                connection is out of pipeline mode again, as :meth:`rows` leaves it.
+            StorageError: ``conn`` is not idle outside a transaction.
+        """
+        self._require_idle(conn)
+        values = [None if p is None else p.encode("utf-8") for p in params]
+        if conn not in self._prepared:
+            self._prepare(conn)
+        result = self._rows_first(conn, values)
+        if _undefined(result):  # deallocated behind our back: prepare it again, run it
+            _confirmation(conn, failed=True)()
+            self._prepare(conn)
+            result = self._rows_first(conn, values)
+        if result.status == import_psycopg().pq.ExecStatus.FATAL_ERROR:
+            _confirmation(conn, failed=True)()
+            self._check(conn, result)
+        return _text_rows(result), _confirmation(conn)
+
+    def _rows_first(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> Any:
+        """Send the statement, a flush request and a sync; its result once it is here."""
+        pq = import_psycopg().pq
+        _FIRST = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK, pq.ExecStatus.FATAL_ERROR)  # noqa: N806
+        pgconn = conn.pgconn
+        try:
+            pgconn.enter_pipeline_mode()
+            pgconn.send_query_prepared(self.name, values)
+            pgconn.send_flush_request()
+            pgconn.pipeline_sync()
+            fileno = pgconn.socket
+            while pgconn.flush():
+                if _wait(fileno, select.POLLIN | select.POLLOUT) & select.POLLIN:
+                    pgconn.consume_input()
+            while True:
+                pgconn.consume_input()
+                while not pgconn.is_busy():
+                    result = pgconn.get_result()
+                    if result is None:  # between two results of the pipeline
+                        continue
+                    if result.status in _FIRST:
+                        return result
+                _wait(fileno, select.POLLIN)
+        except BaseException:
+            conn.close()
+            raise
+
+    @staticmethod
+    def _require_idle(conn: psycopg.Connection[Any]) -> None:
         pq = import_psycopg().pq
         pgconn = conn.pgconn
         if (
@@ -69,24 +143,6 @@ class PreparedCall:
             or pgconn.pipeline_status != pq.PipelineStatus.OFF
         ):
             raise StorageError("a prepared call needs an idle connection outside a transaction")
-        values = [None if p is None else p.encode("utf-8") for p in params]
-        if conn not in self._prepared:
-            self._prepare(conn)
-        result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
-        if (
-            result.status == pq.ExecStatus.FATAL_ERROR
-            and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT
-        ):  # deallocated behind our back: prepare it again, then run it (it never ran)
-            self._prepare(conn)
-            result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
-        self._check(conn, result)
-        return [
-            tuple(
-                None if (value := result.get_value(row, column)) is None else value.decode()
-                for column in range(result.nfields)
-            )
-            for row in range(result.ntuples)
-        ]
 
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         pgconn = conn.pgconn
@@ -142,6 +198,66 @@ class PreparedCall:
         if last is None:
             raise psycopg.OperationalError("the server sent no result")
         return last
+
+
+def _text_rows(result: Any) -> list[tuple[str | None, ...]]:
+    return [
+        tuple(
+            None if (value := result.get_value(row, column)) is None else value.decode()
+            for column in range(result.nfields)
+        )
+        for row in range(result.ntuples)
+    ]
+
+
+def _undefined(result: Any) -> bool:
+    """Whether ``result`` says the statement is not prepared on this session (it never ran)."""
+    pq = import_psycopg().pq
+    return bool(
+        result.status == pq.ExecStatus.FATAL_ERROR
+        and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT
+    )
+
+
+def _confirmation(conn: psycopg.Connection[Any], *, failed: bool = False) -> Callable[[], None]:
+    """What reads the rest of a :meth:`PreparedCall.rows_before_commit` exchange.
+
+    The pipeline's remaining results up to its sync: nothing more when the commit went
+    through; an error result when the server refused it (a deferred constraint, say), which
+    is raised as psycopg's exception for it. ``failed``: the statement's own error was
+    read already, and the rest (the sync) is only drained. Either way the connection
+    leaves pipeline mode; on any exception it is closed first (its state is unknown).
+    """
+
+    def confirm() -> None:
+        psycopg = import_psycopg()
+        pq = psycopg.pq
+        pgconn = conn.pgconn
+        refused = None
+        try:
+            fileno = pgconn.socket
+            synced = False
+            while not synced:
+                pgconn.consume_input()
+                while not pgconn.is_busy():
+                    result = pgconn.get_result()
+                    if result is None:
+                        continue
+                    if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                        synced = True
+                        break
+                    if result.status == pq.ExecStatus.FATAL_ERROR and refused is None:
+                        refused = result
+                if not synced:
+                    _wait(fileno, select.POLLIN)
+            pgconn.exit_pipeline_mode()
+        except BaseException:
+            conn.close()
+            raise
+        if refused is not None and not failed:
+            raise psycopg.errors.error_from_result(refused, encoding=conn.info.encoding)
+
+    return confirm
 
 
 def _wait(fileno: int, events: int) -> int:

@@ -16,6 +16,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -277,6 +278,13 @@ class PostgresRunStore:
         self._epochs: dict[str, int] = {}
         self._claimed = threading.local()
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
+
+    def deferred_commits(self) -> AbstractContextManager[None]:
+        """Step writes of this thread may return before their commits are confirmed.
+
+        See :meth:`PostgresDatabase.deferring`; the engine drives each run inside it.
+        """
+        return self.database.deferring()
 
     def audit_later(self, event: AuditEvent, link: StepWrite | None = None) -> PendingAudit:
         """Inside :meth:`transact`: append ``event`` at the transaction's end (see the group)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
@@ -214,7 +215,8 @@ class PostgresStepResultStore:
             # through libpq (see prepared_call: half psycopg's client CPU per statement).
             prepared = self._runs.ledger.prepare(audit)
             capability = result.get("capability_id")
-            rows = _STEP_DONE.rows(
+            rows = self._rows(
+                _STEP_DONE,
                 conn,
                 (
                     "t" if parsed.is_undo else "f",
@@ -239,7 +241,8 @@ class PostgresStepResultStore:
             finish, run_fence = armed
             run = finish.run.evolve(updated_at=now)
             prepared = [self._runs.ledger.prepare(audit), self._runs.ledger.prepare(finish.audit)]
-            rows = _STEP_ENDS_RUN.rows(
+            rows = self._rows(
+                _STEP_ENDS_RUN,
                 conn,
                 (
                     str(parsed.attempt),
@@ -268,6 +271,30 @@ class PostgresStepResultStore:
             )
         self._runs.note_completion(key, finished_run)
         return pending.record
+
+    def _rows(
+        self, call: PreparedCall, conn: psycopg.Connection[Any], params: Sequence[str | None]
+    ) -> list[tuple[str | None, ...]]:
+        """A lone step's statement; inside ``deferring``, back before its commit is confirmed.
+
+        The connection is then held until :meth:`settle` reads the confirmation (see
+        :meth:`PostgresDatabase.deferring`): the engine settles before the next step's
+        effect, so the checks in between overlap the commit's flush.
+        """
+        database = self._runs.database
+        if not database.is_deferring():
+            return call.rows(conn, params)
+        rows, confirm = call.rows_before_commit(conn, params)
+        database.hold(conn, confirm, "completing a step")
+        return rows
+
+    def settle(self) -> None:
+        """Wait for this thread's step write whose commit is not confirmed yet, if any.
+
+        Raises:
+            UnconfirmedCommitError: it was not confirmed (see ``PostgresDatabase.settle``).
+        """
+        self._runs.database.settle()
 
     def release(self, principal: str, key: str) -> None:
         """Forget an unfinished claim."""

@@ -1,0 +1,291 @@
+"""PostgreSQL: a step's commit is confirmed after its rows, and before the next step acts.
+
+Inside the engine's deferred commits a lone step's statement comes back with its rows
+while the server flushes the commit, and the runtime settles that commit before the next
+step's effect. These tests slow down or refuse a real commit on the server (a deferred
+constraint trigger, which runs at commit time, after the rows were sent) and check what
+a demanding user needs: the next effect sees the previous step committed, a refused
+commit stops the run before anything else acts and loses nothing, and the run then
+resumes from what is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from wf_env import Effects, WfEnv, build_wf_env, file_capabilities
+
+from aifr.capabilities import CallInfo, CapabilityRegistry, capability
+from aifr.errors import ErrorCode, UnconfirmedCommitError
+from aifr.storage.postgres.database import PostgresDatabase
+from aifr.storage.postgres.prepared_call import PreparedCall
+from aifr.workflows import RunState, WorkflowBuilder
+
+pytestmark = pytest.mark.pg
+
+SLOW_COMMIT_S = 0.4
+
+
+@pytest.fixture
+def looked() -> list[str | None]:
+    """What ``test.look`` saw of step ``s0``'s row, once per call."""
+    return []
+
+
+@pytest.fixture
+def env(tmp_path: Path, looked: list[str | None]) -> Iterator[WfEnv]:
+    dsn = os.environ.get("AIFR_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
+    schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
+
+    @capability("test.look", operation="READ", risk="LOW")
+    def look(info: CallInfo) -> dict[str, Any]:
+        """Read, on a connection of its own, the state step s0 has as committed."""
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            row = conn.execute(
+                "SELECT state FROM wf_steps WHERE run_id = %s AND step_id = 's0'", (info.run_id,)
+            ).fetchone()
+        looked.append(None if row is None else row[0])
+        return {"seen": looked[-1]}
+
+    effects = Effects()
+    registry = CapabilityRegistry([*file_capabilities(effects), look])
+    built = build_wf_env(tmp_path, postgres=(dsn, schema), registry=registry)
+    built.effects = effects
+    yield built
+    built.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _at_commit_of_s0(env: WfEnv, body: str) -> None:
+    """Run ``body`` (PL/pgSQL) when a transaction that completed step s0 commits."""
+    assert isinstance(env.database, PostgresDatabase)
+    with env.database.connection() as conn:
+        conn.execute(
+            "CREATE FUNCTION at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"{body}; RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE CONSTRAINT TRIGGER at_commit AFTER UPDATE ON wf_steps "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            "WHEN (NEW.step_id = 's0' AND NEW.state = 'completed') EXECUTE FUNCTION at_commit()"
+        )
+
+
+def _drop_trigger(env: WfEnv) -> None:
+    assert isinstance(env.database, PostgresDatabase)
+    with env.database.connection() as conn:
+        conn.execute("DROP TRIGGER at_commit ON wf_steps")
+
+
+def _spec(first: str = "ops.check") -> Any:
+    builder = WorkflowBuilder("two")
+    if first == "files.write":
+        builder = builder.input("path", "string")
+        builder = builder.step("s0", "files.write", path="{{ inputs.path }}", content="v1")
+    else:
+        builder = builder.step("s0", "ops.check", service="web")
+    return builder.step("s1", "test.look").build()
+
+
+def test_the_next_step_acts_only_once_the_previous_step_is_committed(
+    env: WfEnv, looked: list[str | None]
+) -> None:
+    # s0's commit takes SLOW_COMMIT_S on the server after its rows went out: s1's effect
+    # reads s0's row from another connection, and must find it completed.
+    _warm(env)
+    _at_commit_of_s0(env, f"PERFORM pg_sleep({SLOW_COMMIT_S})")
+    looked.clear()
+
+    view = env.engine.start(_spec(), {}, "agent")
+
+    assert view.state is RunState.COMPLETED
+    assert looked == ["completed"]
+    assert env.ledger.verify().ok
+
+
+def test_a_commit_refused_after_its_rows_stops_the_run_before_the_next_effect(
+    env: WfEnv, looked: list[str | None], tmp_path: Path
+) -> None:
+    # The server runs s0's statement and sends its rows, then refuses the commit: s1
+    # never acts, s0 is not recorded, nothing of the attempt is in the chain, and once
+    # the database accepts commits again the run resumes and completes, s0's effect
+    # still done once (its idempotency key).
+    _warm(env)
+    _at_commit_of_s0(env, "RAISE EXCEPTION 'the disk said no'")
+    target = tmp_path / "out.txt"
+    records_before = len(list(env.ledger.records()))
+    env.effects.log.clear()
+    looked.clear()
+
+    with pytest.raises(UnconfirmedCommitError) as refused:
+        env.engine.start(_spec("files.write"), {"path": str(target)}, "agent")
+
+    assert refused.value.code is ErrorCode.STORAGE_COMMIT_UNCONFIRMED
+    assert "the disk said no" in refused.value.message
+    assert looked == []  # s1 never ran
+    assert env.effects.log == [("write", str(target))]
+    run_id = _only_unfinished(env)
+    steps = {s.step_id: s.state.value for s in env.runs.steps(run_id)}
+    assert steps["s0"] != "completed" and steps["s1"] == "pending", steps
+    kinds = [r.event.kind for r in list(env.ledger.records())[records_before:]]
+    assert "invocation" not in kinds, kinds  # s0's record went with its refused commit
+    assert env.ledger.verify().ok
+
+    _drop_trigger(env)
+    resumed = env.engine.resume(run_id)
+
+    assert resumed.state is RunState.COMPLETED
+    assert env.effects.log == [("write", str(target))]  # not written twice
+    assert looked == ["completed"]
+    assert env.ledger.verify().ok
+
+
+def test_a_run_driven_alone_settles_its_last_commit_before_returning(env: WfEnv) -> None:
+    # The last step carries the run's end; its commit is confirmed before start() returns.
+    _warm(env)
+    _at_commit_of_s0(env, f"PERFORM pg_sleep({SLOW_COMMIT_S})")
+    spec = WorkflowBuilder("one").step("s0", "ops.check", service="web").build()
+
+    started = time.monotonic()
+    view = env.engine.start(spec, {}, "agent")
+
+    assert time.monotonic() - started >= SLOW_COMMIT_S
+    assert view.state is RunState.COMPLETED
+    assert env.ledger.verify().ok
+
+
+def _warm(env: WfEnv) -> None:
+    """One run first: statements prepared, the pool's connections open."""
+    assert env.engine.start(_spec(), {}, "agent").state is RunState.COMPLETED
+
+
+def _only_unfinished(env: WfEnv) -> str:
+    everything = env.runs.unfinished(frozenset(RunState), 10)
+    unfinished = [run for run in everything if run.state is not RunState.COMPLETED]
+    assert len(unfinished) == 1, unfinished
+    return unfinished[0].id
+
+
+@pytest.fixture
+def conn() -> Iterator[psycopg.Connection[Any]]:
+    dsn = os.environ.get("AIFR_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
+    schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        conn.execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+        conn.execute(
+            "CREATE FUNCTION at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.v = 'refuse' THEN RAISE EXCEPTION 'refused at commit'; END IF; "
+            f"PERFORM pg_sleep({SLOW_COMMIT_S}); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON t DEFERRABLE INITIALLY "
+            "DEFERRED FOR EACH ROW EXECUTE FUNCTION at_commit()"
+        )
+        yield conn
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+INSERT = PreparedCall("insert_t", "INSERT INTO t VALUES ($1::integer, $2) RETURNING id, v")
+
+
+def test_rows_come_back_before_the_commit_and_the_confirmation_waits_for_it(
+    conn: psycopg.Connection[Any],
+) -> None:
+    started = time.monotonic()
+    rows, confirm = INSERT.rows_before_commit(conn, ["1", "x"])
+    rows_after = time.monotonic() - started
+    confirm()
+    confirmed_after = time.monotonic() - started
+
+    assert rows == [("1", "x")]
+    assert rows_after < SLOW_COMMIT_S <= confirmed_after
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)  # usable again
+
+
+def test_a_refused_commit_raises_at_its_confirmation_and_writes_nothing(
+    conn: psycopg.Connection[Any],
+) -> None:
+    rows, confirm = INSERT.rows_before_commit(conn, ["2", "refuse"])
+
+    assert rows == [("2", "refuse")]
+    with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
+        confirm()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_failed_statement_raises_at_once_and_leaves_the_connection_usable(
+    conn: psycopg.Connection[Any],
+) -> None:
+    INSERT.rows_before_commit(conn, ["3", "x"])[1]()
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        INSERT.rows_before_commit(conn, ["3", "again"])
+
+    assert INSERT.rows(conn, ["4", "y"]) == [("4", "y")]
+    conn.execute("DEALLOCATE insert_t")  # prepared again when the session lost it
+    rows, confirm = INSERT.rows_before_commit(conn, ["5", "z"])
+    confirm()
+    assert rows == [("5", "z")]
+
+
+@pytest.fixture
+def database(conn: psycopg.Connection[Any]) -> Iterator[PostgresDatabase]:
+    """A pool on ``conn``'s schema (its table ``t`` commits slowly or refuses)."""
+    dsn = os.environ["AIFR_TEST_PG_DSN"]
+    schema = conn.execute("SELECT current_schema()").fetchone()
+    assert schema is not None
+    pool = PostgresDatabase(dsn, schema=schema[0], max_size=2)
+    yield pool
+    pool.close()
+
+
+def _insert_held(database: PostgresDatabase, key: int, value: str) -> None:
+    with database.connection() as held:
+        rows, confirm = INSERT.rows_before_commit(held, [str(key), value])
+        database.hold(held, confirm, f"inserting {key}")
+    assert rows == [(str(key), value)]
+
+
+def test_a_deferring_thread_settles_before_it_uses_the_database_again(
+    database: PostgresDatabase,
+) -> None:
+    with database.deferring():
+        assert database.is_deferring()
+        _insert_held(database, 1, "x")
+        assert not database.is_deferring()  # one commit at a time is left unconfirmed
+        with database.connection() as conn:  # settles first: the insert is committed
+            assert conn.execute("SELECT v FROM t WHERE id = 1").fetchone() == ("x",)
+        _insert_held(database, 2, "y")
+    assert not database.is_deferring()
+    with database.connection() as conn:  # the block's end confirmed the last one
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_after_an_unconfirmed_commit_a_deferring_thread_writes_nothing_more(
+    database: PostgresDatabase,
+) -> None:
+    with pytest.raises(UnconfirmedCommitError, match="inserting 1 was not confirmed"):
+        with database.deferring():
+            _insert_held(database, 1, "refuse")
+            for _ in range(2):  # refused at the first use, and at each one after it
+                with pytest.raises(UnconfirmedCommitError), database.connection() as conn:
+                    conn.execute("INSERT INTO t VALUES (9, 'after')")
+            database.settle()
+    with database.connection() as conn:  # after the block the database serves again
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
