@@ -84,9 +84,12 @@ class LeanGovernance:
 
     def step(self, started: float, n: int, run_id: str) -> LeanInvocation:
         """Step ``s<n>`` of ``run_id``: its inputs validated and digested, then invoked."""
+        return self.invoke(started, self.step_digest(n), run_id, f"s{n}")
+
+    def step_digest(self, n: int) -> str:
+        """Step ``s<n>``'s inputs validated, and their digest: what precedes its effect."""
         inputs = self._step_inputs.validate_python({"n": n})
-        digest = hashlib.sha256(CANONICAL.encode(inputs).encode()).hexdigest()
-        return self.invoke(started, digest, run_id, f"s{n}")
+        return hashlib.sha256(CANONICAL.encode(inputs).encode()).hexdigest()
 
     def invoke(
         self, started: float, digest: str, run_id: str | None, step_id: str | None

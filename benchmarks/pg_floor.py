@@ -8,7 +8,10 @@ as :class:`benchmarks.floor.LeanFloor` does on SQLite (it shares its Python,
 :class:`~benchmarks.floor.LeanGovernance`): a run is claimed with ``FOR UPDATE SKIP
 LOCKED`` under a lease epoch, and each step is one statement in autocommit, so one round
 trip and one commit, to a server function that writes the step under its fence, takes
-the chain's lock, hashes the record from the head and inserts it.
+the chain's lock, hashes the record from the head and inserts it. The statement is sent
+as aifr's lone worker sends its own: through libpq, its rows back before its commit, the
+next step's pre-effect work done while the server commits, the commit confirmed before
+the next step's effect.
 
 It is a measuring stick, never used by aifr: no hooks, no request context, no
 redaction, no idempotency, no policy engine, no audit record of the run's start or end,
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
 
+from aifr.storage.postgres.prepared_call import PreparedCall
 from benchmarks.floor import CANONICAL, LeanGovernance
 
 __all__ = ["LeanPgFloor"]
@@ -92,7 +97,11 @@ _CLAIM: Final = (
     "WHERE run_id = (SELECT run_id FROM floor_runs WHERE state = 'queued' ORDER BY created "
     "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING run_id, lease_epoch"
 )
-_STEP: Final = "SELECT floor_step(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_STEP_CALL: Final = PreparedCall(
+    "floor_step",
+    "SELECT floor_step($1, $2, $3::integer, $4, $5::boolean, $6, $7, $8, $9, $10, $11, $12)",
+)
+"""A step's one statement, sent through libpq as aifr sends its own (text parameters)."""
 
 
 class LeanPgFloor:
@@ -139,17 +148,29 @@ class LeanPgFloor:
         return driven
 
     def _drive(self, claimed: tuple[Any, ...], steps: int) -> None:
+        """Drive one claimed run's steps, each one statement as aifr's lone worker sends it.
+
+        Each step's statement goes through libpq with its rows back before its commit
+        (:meth:`PreparedCall.rows_before_commit`, aifr's own path): the next step's
+        pre-effect work (its inputs validated and digested) is done while the server
+        commits, and the commit is confirmed before the next step's effect, as aifr's
+        engine and runtime do. The run's last commit is confirmed before the next claim.
+        """
         run_id, epoch = claimed
+        confirm: Callable[[], None] | None = None
         for n in range(steps):
-            invocation = self._governance.step(time.perf_counter(), n, run_id)
-            self.conn.execute(
-                _STEP,
+            digest = self._governance.step_digest(n)
+            if confirm is not None:
+                confirm()  # the previous step is durable before this one acts
+            invocation = self._governance.invoke(time.perf_counter(), digest, run_id, f"s{n}")
+            _, confirm = _STEP_CALL.rows_before_commit(
+                self.conn,
                 (
                     run_id,
                     f"s{n}",
-                    epoch,
+                    str(epoch),
                     CANONICAL.encode(invocation.output),
-                    n == steps - 1,
+                    "t" if n == steps - 1 else "f",
                     os.urandom(8).hex(),
                     invocation.event,
                     invocation.decision,
@@ -158,8 +179,9 @@ class LeanPgFloor:
                     invocation.request_id,
                     invocation.details,
                 ),
-                prepare=True,
             )
+        if confirm is not None:
+            confirm()
 
     def close(self) -> None:
         """Close the connection; drop the floor's schema if this one created it."""
