@@ -272,6 +272,7 @@ class App:
             on_fingerprint_drift=self.settings.workflows.on_fingerprint_drift,
             webhook_url=approvals.webhook_url,
             lease_ttl_s=self.settings.workflows.lease_ttl_s,
+            overlap_commits=self.settings.workflows.overlap_commits,
         )
 
     @cached_property

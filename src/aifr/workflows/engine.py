@@ -84,6 +84,7 @@ class WorkflowEngine:
         lease_ttl_s: float = 30.0,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
+        overlap_commits: bool = True,
     ) -> None:
         self.runtime = runtime
         self.store = store
@@ -97,8 +98,13 @@ class WorkflowEngine:
         self._saga = Saga(runtime, clock)
         self._fingerprints = CurrentFingerprints()
         self.recovery = Recovery(self)
+        self.overlap_commits = overlap_commits and isinstance(store, DefersCommits)
+        """Whether a step's commit is confirmed before the next step acts rather than before
+        its checks (``workflows.overlap_commits``, on a store that :class:`DefersCommits`)."""
         self._deferred_commits: Callable[[], AbstractContextManager[None]] = (
-            store.deferred_commits if isinstance(store, DefersCommits) else nullcontext
+            store.deferred_commits
+            if self.overlap_commits and isinstance(store, DefersCommits)
+            else nullcontext
         )
 
     # -- starting ------------------------------------------------------------------------

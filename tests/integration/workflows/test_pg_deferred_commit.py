@@ -289,3 +289,64 @@ def test_after_an_unconfirmed_commit_a_deferring_thread_writes_nothing_more(
             database.settle()
     with database.connection() as conn:  # after the block the database serves again
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_with_overlap_off_each_step_waits_for_its_commit(
+    env: WfEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # workflows.overlap_commits = false: the engine drives runs outside the deferral,
+    # so a step's write returns only once its commit is confirmed.
+    _warm(env)
+    engine = env.new_engine(overlap_commits=False)
+    assert not engine.overlap_commits and env.engine.overlap_commits
+    _at_commit_of_s0(env, f"PERFORM pg_sleep({SLOW_COMMIT_S})")
+    store = env.runtime._idempotency.store  # type: ignore[union-attr]  # the step results
+    took: list[float] = []
+    complete = store.complete
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return complete(*args, **kwargs)
+        finally:
+            took.append(time.monotonic() - started)
+
+    monkeypatch.setattr(store, "complete", timed)
+
+    view = engine.start(_spec(), {}, "agent")
+
+    assert view.state is RunState.COMPLETED
+    assert took[0] >= SLOW_COMMIT_S  # s0's write waited out its slow commit itself
+    assert env.ledger.verify().ok
+
+
+def test_the_project_setting_turns_the_overlap_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aifr.app import build_app
+    from aifr.config.project import init_project
+
+    dsn = os.environ.get("AIFR_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
+    schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("AIFR_DATABASE_URL", f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}")
+    init_project(tmp_path)
+    try:
+        on = build_app(tmp_path)
+        try:
+            assert on.workflows.overlap_commits
+        finally:
+            on.close()
+        (tmp_path / "aifr.toml").write_text(
+            (tmp_path / "aifr.toml").read_text() + "\n[workflows]\noverlap_commits = false\n"
+        )
+        off = build_app(tmp_path)
+        try:
+            assert not off.workflows.overlap_commits
+            assert not off.new_engine().overlap_commits
+        finally:
+            off.close()
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
