@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -535,7 +535,14 @@ def _project(directory: Path) -> None:
 
 
 def aifr_workers(
-    dsn: str, directory: Path, processes: int, concurrency: int, runs: int, *, pinned: bool = False
+    dsn: str,
+    directory: Path,
+    processes: int,
+    concurrency: int,
+    runs: int,
+    *,
+    pinned: bool = False,
+    settings: Mapping[str, str] | None = None,
 ) -> Drained:
     """``processes`` idle ``aifr worker --concurrency C`` draining ``runs`` runs (of steps).
 
@@ -548,12 +555,15 @@ def aifr_workers(
     workers' draining only, not this process's queueing, whose CPU would otherwise
     compete with the workers for the same cores (more so with more workers). The
     notifications of the queued runs wait in the workers' sockets meanwhile.
+
+    ``settings``: environment overrides of the workers' project settings
+    (``AIFR_<SECTION>__<KEY>``), such as :data:`INLINE_COMMITS`.
     """
     from aifr.app import build_app
 
     schema = f"aifr_bench_{uuid.uuid4().hex[:10]}"
     url = _schema_dsn(dsn, schema)
-    env = {**os.environ, "AIFR_DATABASE_URL": url}
+    env = {**os.environ, **(settings or {}), "AIFR_DATABASE_URL": url}
     os.environ["AIFR_DATABASE_URL"] = url
     app = build_app(directory)
     workers = _start_workers(directory, processes, concurrency, env, banner=False, pinned=pinned)
@@ -585,6 +595,14 @@ def aifr_workers(
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     return drained
 
+
+INLINE_COMMITS = {"AIFR_WORKFLOWS__OVERLAP_COMMITS": "false"}
+"""Workers whose steps each wait for their commit before anything else (the setting off).
+
+The rows ``inline_1x1`` and ``inline_2x1`` drain as ``aifr_1x1`` and ``aifr_2x1`` do with
+it: on this host the server shares the cores with the workers, where the overlap of a
+step's commit with the next step's checks helps one worker and costs two (see
+docs/scaleout.md, "A step's commit confirmed before the next step acts")."""
 
 WARM_RUNS_PER_ENGINE = 2
 """Runs each engine of a PostgreSQL worker row drives untimed before the timed queue."""
@@ -650,6 +668,19 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
                     rows,
                     f"aifr_{processes}x{concurrency}",
                     aifr_workers(dsn, directory, processes, concurrency, max(runs, PG_WORKER_RUNS)),
+                )
+            for processes in (1, 2):
+                _record(
+                    rows,
+                    f"inline_{processes}x1",
+                    aifr_workers(
+                        dsn,
+                        directory,
+                        processes,
+                        1,
+                        max(runs, PG_WORKER_RUNS),
+                        settings=INLINE_COMMITS,
+                    ),
                 )
             rows.update(pg_engines_steps_per_s(dsn, directory, runs))
             for threads in (1, 8):
@@ -772,6 +803,16 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
         ),
         Verdict("8 runs at once each", result["aifr_1x8"] / result["dbos_8"], VS_DBOS),
         Verdict("--concurrency 1", result["aifr_2x1"] / result["aifr_1x1"], TWO_WORKERS),
+        Verdict(
+            "--concurrency 1, workflows.overlap_commits = false",
+            result["inline_2x1"] / result["inline_1x1"],
+            TWO_WORKERS,
+        ),
+        Verdict(
+            "1 worker, --concurrency 1, overlap_commits = false, over the floor",
+            result["pg_floor"] / result["inline_1x1"],
+            STEP_VS_FLOOR,
+        ),
         Verdict("--concurrency 8", result["aifr_2x8"] / result["aifr_1x8"], TWO_WORKERS),
         Verdict("same run", result["skip_locked_2"] / result["skip_locked_1"], FLOOR_TWO),
         Verdict("same run", result["pg_floors_2"] / result["pg_floors_1"], PG_FLOOR_TWO),
@@ -916,6 +957,10 @@ def _cpu_table(result: dict[str, float]) -> list[str]:
         for p, c in WORKER_ROWS
     ]
     drains += [
+        (f"inline_{p}x1", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c 1`, overlap off", p)
+        for p in (1, 2)
+    ]
+    drains += [
         (f"pinned_{p}x{c}", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c {c}`, pinned", p)
         for p, c in PINNED_WORKER_ROWS
     ]
@@ -981,6 +1026,10 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         )
         previous[concurrency] = key
     lines += [
+        f"| aifr, 1 worker process, `--concurrency 1`, `overlap_commits = false` | "
+        f"{steps('inline_1x1')} |",
+        f"| aifr, 2 worker processes, `--concurrency 1`, `overlap_commits = false` | "
+        f"{steps('inline_2x1', 'inline_1x1')} |",
         f"| aifr in one process on PostgreSQL, 1 engine | {steps('pg_engines_1')} |",
         f"| aifr in one process on PostgreSQL, 8 engines at once | "
         f"{steps('pg_engines_8', 'pg_engines_1')} |",
