@@ -350,3 +350,16 @@ def test_the_project_setting_turns_the_overlap_off(
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_a_statement_with_no_rows_to_give_is_refused_and_the_connection_stays_usable(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # An empty statement answers EMPTY_QUERY: not rows, not an error. It is refused by
+    # name, its pipeline is read to its end, and the connection serves again.
+    empty = PreparedCall("empty_t", "")
+
+    with pytest.raises(psycopg.OperationalError, match="EMPTY_QUERY"):
+        empty.rows_before_commit(conn, [])
+
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)

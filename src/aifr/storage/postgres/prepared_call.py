@@ -102,15 +102,20 @@ class PreparedCall:
             _confirmation(conn, failed=True)()
             self._prepare(conn)
             result = self._rows_first(conn, values)
-        if result.status == import_psycopg().pq.ExecStatus.FATAL_ERROR:
+        pq = import_psycopg().pq
+        if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
             _confirmation(conn, failed=True)()
-            self._check(conn, result)
+            self._check(conn, result)  # raises: an error, or a status no statement here has
         return _text_rows(result), _confirmation(conn)
 
     def _rows_first(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> Any:
-        """Send the statement, a flush request and a sync; its result once it is here."""
-        pq = import_psycopg().pq
-        _FIRST = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK, pq.ExecStatus.FATAL_ERROR)  # noqa: N806
+        """Send the statement, a flush request and a sync; its result once it is here.
+
+        Raises:
+            psycopg.OperationalError: the pipeline ended with no result for the statement
+                (the connection is closed: its state is not one this module knows).
+        """
+        psycopg = import_psycopg()
         pgconn = conn.pgconn
         try:
             pgconn.enter_pipeline_mode()
@@ -127,8 +132,9 @@ class PreparedCall:
                     result = pgconn.get_result()
                     if result is None:  # between two results of the pipeline
                         continue
-                    if result.status in _FIRST:
-                        return result
+                    if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
+                        raise psycopg.OperationalError("the server sent no result")
+                    return result
                 _wait(fileno, select.POLLIN)
         except BaseException:
             conn.close()
