@@ -98,13 +98,12 @@ class WorkflowEngine:
         self._saga = Saga(runtime, clock)
         self._fingerprints = CurrentFingerprints()
         self.recovery = Recovery(self)
-        self.overlap_commits = overlap_commits and isinstance(store, DefersCommits)
+        deferring = store if overlap_commits and isinstance(store, DefersCommits) else None
+        self.overlap_commits = deferring is not None
         """Whether a step's commit is confirmed before the next step acts rather than before
         its checks (``workflows.overlap_commits``, on a store that :class:`DefersCommits`)."""
         self._deferred_commits: Callable[[], AbstractContextManager[None]] = (
-            store.deferred_commits
-            if self.overlap_commits and isinstance(store, DefersCommits)
-            else nullcontext
+            deferring.deferred_commits if deferring is not None else nullcontext
         )
 
     # -- starting ------------------------------------------------------------------------
