@@ -98,7 +98,7 @@ class RunContext:
         cls, run: RunRecord, store: RunStore, owner: str, clock: Callable[[], float]
     ) -> RunContext:
         """The context of a run read back from the store."""
-        spec = WorkflowSpec.model_validate(run.definition)
+        spec = WorkflowSpec.from_snapshot(run.definition)
         return cls(
             run=run,
             spec=spec,

@@ -221,3 +221,29 @@ def test_templates_are_found_at_any_depth_and_plain_values_are_not() -> None:
     assert has_templates({"a": [{"b": "{{ inputs.x }}"}]})
     assert has_templates({"a": "{% if true %}x{% endif %}"})
     assert not has_templates({"a": ["plain", {"b": 1, "c": None}], "d": "no braces"})
+
+
+def test_a_run_s_snapshot_is_validated_once_and_any_change_is_validated_again() -> None:
+    from pydantic import ValidationError
+
+    from aifr.workflows import WorkflowSpec
+
+    spec = load_workflow_text(ROTATE)
+    snapshot = json.loads(json.dumps(spec.definition))  # as a run store reads it back
+    first = WorkflowSpec.from_snapshot(snapshot)
+    assert first == spec
+    assert WorkflowSpec.from_snapshot(json.loads(json.dumps(snapshot))) is first
+
+    edited = json.loads(json.dumps(snapshot))  # same name and version, another step
+    edited["steps"][0]["capability"] = "io.fs.stat"
+    changed = WorkflowSpec.from_snapshot(edited)
+    assert changed is not first
+    assert changed.steps[0].capability == "io.fs.stat"
+    assert WorkflowSpec.from_snapshot(snapshot).steps[0].capability == "io.fs.read_file"
+
+    broken = json.loads(json.dumps(snapshot))
+    broken["steps"] = []
+    with pytest.raises(ValidationError):
+        WorkflowSpec.from_snapshot(broken)
+    with pytest.raises(ValidationError):
+        WorkflowSpec.from_snapshot(None)  # type: ignore[arg-type]  # a corrupt row
