@@ -7,7 +7,7 @@ so the record <-> row mapping lives here once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import JsonValue
@@ -27,6 +27,7 @@ __all__ = [
     "run_params",
     "states_in",
     "step_from_row",
+    "step_from_values",
     "step_params",
 ]
 
@@ -70,13 +71,36 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+_DEFINITIONS_KEPT = 64
+"""Most distinct definition texts :func:`run_from_row` keeps decoded."""
+_definitions: dict[str, Any] = {}
+
+
+def _definition(text: str) -> Any:
+    """A run's stored definition, decoded once per distinct text.
+
+    The runs of one workflow version store the same text (3 kB for 10 steps), and a
+    worker reads one with every run it claims: decoding it cost about 30 µs a run. The
+    decoded value is shared by those runs, which only read their definition, as runs
+    started from one spec share its ``definition`` (and :meth:`WorkflowSpec.from_snapshot`
+    then finds its validated spec by identity).
+    """
+    decoded = _definitions.get(text)
+    if decoded is None:
+        decoded = json.loads(text)
+        if len(_definitions) >= _DEFINITIONS_KEPT:
+            _definitions.clear()
+        _definitions[text] = decoded
+    return decoded
+
+
 def run_from_row(row: Mapping[str, Any]) -> RunRecord:
     """A run from a row read by column name."""
     return RunRecord(
         id=row["id"],
         workflow=row["workflow"],
         workflow_version=row["workflow_version"],
-        definition=json.loads(row["definition"]),
+        definition=_definition(row["definition"]),
         inputs=json.loads(row["inputs"]),
         principal=row["principal"],
         roles=tuple(json.loads(row["roles"])),
@@ -114,6 +138,40 @@ def step_from_row(row: Mapping[str, Any]) -> StepRecord:
         undo_output=_loads(row["undo_output"]),
         undo_error=_loads(row["undo_error"]),
         undo_approval_id=row["undo_approval_id"],
+    )
+
+
+def step_from_values(values: Sequence[Any]) -> StepRecord:
+    """A step from a row's values in :data:`STEP_COLUMNS` order (a tuple row).
+
+    :func:`step_from_row` without the mapping: a worker builds every step of each run it
+    claims, and naming the columns first cost half of it (about 2.5 µs a step).
+    """
+    (
+        run_id, step_id, index, capability, state, attempt, fingerprint, inputs, output,
+        error, approval_id, audit_id, next_attempt_at, finished_at, undo_attempt,
+        undo_capability, undo_output, undo_error, undo_approval_id,
+    ) = values  # fmt: skip
+    return StepRecord(
+        run_id=run_id,
+        step_id=step_id,
+        index=index,
+        capability=capability,
+        state=StepState(state),
+        attempt=attempt,
+        fingerprint=fingerprint,
+        inputs=_loads(inputs),
+        output=_loads(output),
+        error=_loads(error),
+        approval_id=approval_id,
+        audit_id=audit_id,
+        next_attempt_at=next_attempt_at,
+        finished_at=finished_at,
+        undo_attempt=undo_attempt,
+        undo_capability=undo_capability,
+        undo_output=_loads(undo_output),
+        undo_error=_loads(undo_error),
+        undo_approval_id=undo_approval_id,
     )
 
 

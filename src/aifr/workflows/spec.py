@@ -253,12 +253,12 @@ class WorkflowSpec(BaseModel):
             return cls.model_validate(definition)
         key = (definition.get("name"), definition.get("version"))
         known = _SNAPSHOTS.get(key)
-        if known is not None and known.definition == definition:
-            return known
+        if known is not None and (known[0] is definition or known[1].definition == definition):
+            return known[1]
         spec = cls.model_validate(definition)
         if len(_SNAPSHOTS) >= _SNAPSHOTS_KEPT:
             _SNAPSHOTS.clear()
-        _SNAPSHOTS[key] = spec
+        _SNAPSHOTS[key] = (definition, spec)
         return spec
 
     def step(self, step_id: str) -> StepSpec:
@@ -380,8 +380,12 @@ def _message(error: Mapping[str, Any]) -> str:
 
 _SNAPSHOTS_KEPT: Final = 256
 """Most workflow versions whose validated snapshot :meth:`WorkflowSpec.from_snapshot` keeps."""
-_SNAPSHOTS: dict[tuple[Any, Any], WorkflowSpec] = {}
-"""The last spec validated from a snapshot, by workflow name and version."""
+_SNAPSHOTS: dict[tuple[Any, Any], tuple[Mapping[str, Any], WorkflowSpec]] = {}
+"""The last snapshot validated, and its spec, by workflow name and version.
+
+The snapshot itself is kept to be recognised by identity: runs read back with the same
+stored text share one decoded definition (``aifr.storage.run_rows``), which they only read.
+"""
 
 
 def _problem(error: Mapping[str, Any]) -> str:

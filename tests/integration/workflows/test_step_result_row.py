@@ -127,3 +127,49 @@ def test_the_step_row_keeps_the_output_once_and_a_result_that_agrees_with_its_au
     assert again.output == view.step("w").output
     assert again.status is Status.OK
     assert again.request_id == audit.event.request_id
+
+
+@pytest.mark.pg
+def test_a_postgres_step_row_keeps_the_same_compact_result_and_replays_it(pg_env: WfEnv) -> None:
+    from aifr.storage.postgres.database import PostgresDatabase
+    from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
+    from aifr.storage.postgres.runs import PostgresRunStore
+    from aifr.storage.postgres.step_results import PostgresStepResultStore
+
+    path = str(pg_env.root / "a.txt")
+    spec = WorkflowBuilder("one-write").step("w", "files.write", path=path, content="hey").build()
+
+    view = pg_env.engine.start(spec, {}, "agent")
+
+    assert view.state is RunState.COMPLETED
+    runs = pg_env.runs
+    assert isinstance(runs, PostgresRunStore)
+    with runs.database.connection() as conn:
+        row = conn.execute(
+            "SELECT output, result, audit_id FROM wf_steps WHERE run_id = %s AND step_id = 'w'",
+            (view.run.id,),
+        ).fetchone()
+    assert row is not None
+    stored = json.loads(row[1])
+    assert "output" not in stored
+    assert "ok" not in stored and "replayed" not in stored  # derived on replay
+    assert None not in stored.values()
+    assert None not in stored["decision"].values()
+    assert row[0] == encode_column(view.step("w").output)
+    audit = pg_env.ledger.get(row[2])
+    assert audit is not None
+    assert stored["request_id"] == audit.event.request_id
+
+    database = pg_env.database
+    assert isinstance(database, PostgresDatabase)
+    store = PostgresStepResultStore(runs, PostgresIdempotencyStore(database, pg_env.ledger))
+    replayed = store.get("agent", str(StepKey(view.run.id, "w", 1)))
+    assert replayed is not None
+    assert replayed.result is not None
+    again = Result.from_dict(replayed.result, replayed=True)
+    assert again.output == view.step("w").output
+    assert again.status is Status.OK
+    assert again.ok
+    assert again.request_id == audit.event.request_id
+    assert again.decision is not None
+    assert again.decision.rule_id == audit.event.rule_id

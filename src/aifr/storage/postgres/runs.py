@@ -44,7 +44,7 @@ from aifr.storage.run_rows import (
     run_from_row,
     run_params,
     states_in,
-    step_from_row,
+    step_from_values,
     step_params,
 )
 from aifr.storage.sqlite.database import Migration
@@ -253,7 +253,7 @@ def _run(row: Sequence[Any]) -> RunRecord:
 
 
 def _step(row: Sequence[Any]) -> StepRecord:
-    return step_from_row(dict(zip(_STEP_NAMES, row, strict=True)))
+    return step_from_values(row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from aifr.storage.postgres.database import translate_pg_errors
 from aifr.storage.postgres.groupcommit import PendingAudit, StepWrite
 from aifr.storage.postgres.prepared_call import PreparedCall
 from aifr.storage.postgres.runs import PostgresRunStore, run_change_text
-from aifr.storage.run_rows import encode_column
+from aifr.storage.run_rows import encode_column, replay_fields
 from aifr.workflows.ports import RunRecord, StepKey, StepState
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class PostgresStepResultStore:
             request_digest = self._digests.pop((principal, key), None)
         fence = self._runs.fence(key)
         output = encode_column(result.get("output"))
-        stored = encode_column({k: v for k, v in result.items() if k != "output"})
+        stored = encode_column(replay_fields(result))  # as SQLite keeps it: no defaults
 
         refused = (
             f"run {parsed.run_id}: step {parsed.step_id!r} finished after the lease was taken "
