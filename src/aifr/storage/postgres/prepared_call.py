@@ -27,6 +27,8 @@ from aifr.storage.postgres.database import import_psycopg
 if TYPE_CHECKING:
     import psycopg
 
+    from aifr.storage.postgres.database import PostgresDatabase
+
 __all__ = ["PreparedCall"]
 
 _UNDEFINED_STATEMENT: Final = b"26000"
@@ -43,17 +45,22 @@ class PreparedCall:
     Thread-safe: each caller passes the connection it holds (an idle one in autocommit
     mode, as :meth:`PostgresDatabase.connection` gives), and the set of connections the
     statement is prepared on is shared under a lock.
+
+    ``typed``: its rows come back as psycopg's cursors give them (its loaders for the
+    connection: ``int``, ``float``, ``bool``, ...), not as text; for a statement whose
+    rows become records, such as a run's claim.
     """
 
-    def __init__(self, name: str, sql: str) -> None:
+    def __init__(self, name: str, sql: str, *, typed: bool = False) -> None:
         self.name = name.encode("ascii")
         self._sql = sql.encode("utf-8")
+        self._typed = typed
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def rows(
         self, conn: psycopg.Connection[Any], params: Sequence[str | None]
-    ) -> list[tuple[str | None, ...]]:
+    ) -> list[tuple[Any, ...]]:
         """Run the statement with ``params`` (text, ``None`` for NULL); its rows, as text.
 
         Raises:
@@ -72,11 +79,11 @@ class PreparedCall:
             self._prepare(conn)
             result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
         self._check(conn, result)
-        return _text_rows(result)
+        return self._rows_of(conn, result)
 
     def rows_before_commit(
         self, conn: psycopg.Connection[Any], params: Sequence[str | None]
-    ) -> tuple[list[tuple[str | None, ...]], Callable[[], None]]:
+    ) -> tuple[list[tuple[Any, ...]], Callable[[], None]]:
         """:meth:`rows`, returned as soon as the server has them, before its commit.
 
         The statement goes out in pipeline mode followed by a flush request and a sync:
@@ -106,7 +113,35 @@ class PreparedCall:
         if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
             _confirmation(conn, failed=True)()
             self._check(conn, result)  # raises: an error, or a status no statement here has
-        return _text_rows(result), _confirmation(conn)
+        return self._rows_of(conn, result), _confirmation(conn)
+
+    def rows_deferred(
+        self,
+        database: PostgresDatabase,
+        conn: psycopg.Connection[Any],
+        params: Sequence[str | None],
+        action: str,
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`rows`; inside ``database.deferring()``, back before the commit is confirmed.
+
+        The connection (lent by ``database``) is then held until ``database.settle()``
+        reads the confirmation, which it does before the thread's next use of the
+        database, and which the engine does before the next effect; ``action`` names the
+        write in the error of a commit that was not confirmed.
+        """
+        if not database.is_deferring():
+            return self.rows(conn, params)
+        rows, confirm = self.rows_before_commit(conn, params)
+        database.hold(conn, confirm, action)
+        return rows
+
+    def _rows_of(self, conn: psycopg.Connection[Any], result: Any) -> list[tuple[Any, ...]]:
+        if not self._typed:
+            return _text_rows(result)
+        loader = import_psycopg().adapt.Transformer(conn)
+        loader.set_pgresult(result)
+        rows: list[tuple[Any, ...]] = loader.load_rows(0, result.ntuples, tuple)
+        return rows
 
     def _rows_first(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> Any:
         """Send the statement, a flush request and a sync; its result once it is here.

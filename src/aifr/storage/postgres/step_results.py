@@ -281,12 +281,7 @@ class PostgresStepResultStore:
         :meth:`PostgresDatabase.deferring`): the engine settles before the next step's
         effect, so the checks in between overlap the commit's flush.
         """
-        database = self._runs.database
-        if not database.is_deferring():
-            return call.rows(conn, params)
-        rows, confirm = call.rows_before_commit(conn, params)
-        database.hold(conn, confirm, "completing a step")
-        return rows
+        return call.rows_deferred(self._runs.database, conn, params, "completing a step")
 
     def settle(self) -> None:
         """Wait for this thread's step write whose commit is not confirmed yet, if any.
