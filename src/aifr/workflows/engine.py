@@ -102,9 +102,11 @@ class WorkflowEngine:
         self.overlap_commits = deferring is not None
         """Whether a step's commit is confirmed before the next step acts rather than before
         its checks (``workflows.overlap_commits``, on a store that :class:`DefersCommits`)."""
-        self._deferred_commits: Callable[[], AbstractContextManager[None]] = (
+        self.deferred_commits: Callable[[], AbstractContextManager[None]] = (
             deferring.deferred_commits if deferring is not None else nullcontext
         )
+        """The store's deferred commits when :attr:`overlap_commits` (else a no-op block):
+        what a run is driven in, and a worker's claim with it (see ``Recovery``)."""
 
     # -- starting ------------------------------------------------------------------------
 
@@ -374,7 +376,7 @@ class WorkflowEngine:
         with (
             self._heartbeat.holding(run_id),
             drive_span(self.runtime, context),
-            self._deferred_commits(),
+            self.deferred_commits(),
         ):
             try:
                 while self._advance(context) and not self._stopping.is_set():

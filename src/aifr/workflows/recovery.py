@@ -29,6 +29,7 @@ from aifr.errors import (
     ErrorCode,
     FieldError,
     InputValidationError,
+    UnconfirmedCommitError,
     WorkflowError,
 )
 from aifr.invocation import ApprovalStatus
@@ -273,34 +274,54 @@ class Recovery:
         done = 0
         failed: list[str] = []  # kept leased until the loop ends, so not claimed again
         while done + len(failed) < limit and not engine.is_stopping():
+            taken: RunRecord | None = None
             try:
-                taken = engine.store.claim(states, engine.owner, engine.lease_ttl_s, engine.clock())
-            except AifrError as exc:
-                logger.error("claiming a run failed: %s: %s", exc.code.value, exc.message)
-                break
-            if taken is None:
-                break
-            try:
-                context = RunContext.load(taken, engine.store, engine.owner, engine.clock)
-                if not taken.cancel_requested:  # read by the claim just now: no second read
-                    context.cancel_checked_at = time.monotonic()
-                engine.drive(context)
+                # The claim's commit, like a step's, is confirmed before the run's first
+                # effect, not before its load and first checks (see deferred_commits).
+                with engine.deferred_commits():
+                    taken = engine.store.claim(
+                        states, engine.owner, engine.lease_ttl_s, engine.clock()
+                    )
+                    if taken is None:
+                        break
+                    context = RunContext.load(taken, engine.store, engine.owner, engine.clock)
+                    if not taken.cancel_requested:  # read by the claim just now: no second read
+                        context.cancel_checked_at = time.monotonic()
+                    engine.drive(context)
                 done += 1
                 if views:
                     driven.append(engine.view(taken.id))
+            except UnconfirmedCommitError as exc:
+                # The claim's commit, or a step's, may not have happened: whichever it was,
+                # the database refused or lost a commit, so this turn stops here (a claim
+                # that did not commit would be claimed again at once, and refused again).
+                logger.error("%s: %s", exc.code.value, exc.message)
+                if taken is not None:
+                    failed.append(taken.id)  # given back below if the claim did commit
+                break
             except AifrError as exc:  # one broken run must not stop the queue
+                if taken is None:
+                    logger.error("claiming a run failed: %s: %s", exc.code.value, exc.message)
+                    break
                 logger.error("run %s: failed: %s: %s", taken.id, exc.code.value, exc.message)
                 failed.append(taken.id)
             except Exception:  # a bug in one run must not stop the others
+                if taken is None:
+                    raise
                 logger.exception("run %s: failed unexpectedly", taken.id)
                 failed.append(taken.id)
-        for run_id in failed:
+        self._give_back(failed)
+        self.more_queued = done >= limit  # failed runs do not count: a failing queue waits a poll
+        return driven
+
+    def _give_back(self, run_ids: Sequence[str]) -> None:
+        """Release the leases of runs whose drive failed (those this worker still holds)."""
+        engine = self._engine
+        for run_id in run_ids:
             try:
                 engine.store.release(run_id, engine.owner)
             except AifrError as exc:  # the database is away: the lease expires instead
                 logger.error("run %s: releasing its lease failed: %s", run_id, exc.message)
-        self.more_queued = done >= limit  # failed runs do not count: a failing queue waits a poll
-        return driven
 
     def is_ready(self, run: RunRecord) -> bool:
         """Whether a worker should drive ``run`` now (a waiting one: its approval is decided)."""

@@ -58,8 +58,19 @@ def env(tmp_path: Path, looked: list[str | None]) -> Iterator[WfEnv]:
         looked.append(None if row is None else row[0])
         return {"seen": looked[-1]}
 
+    @capability("test.peek", operation="READ", risk="LOW")
+    def peek(info: CallInfo) -> dict[str, Any]:
+        """Read, on a connection of its own, the run's committed state and lease owner."""
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            row = conn.execute(
+                "SELECT state, lease_owner FROM wf_runs WHERE id = %s", (info.run_id,)
+            ).fetchone()
+        looked.append(None if row is None else f"{row[0]} by {row[1]}")
+        return {"seen": looked[-1]}
+
     effects = Effects()
-    registry = CapabilityRegistry([*file_capabilities(effects), look])
+    registry = CapabilityRegistry([*file_capabilities(effects), look, peek])
     built = build_wf_env(tmp_path, postgres=(dsn, schema), registry=registry)
     built.effects = effects
     yield built
@@ -163,6 +174,89 @@ def test_a_run_driven_alone_settles_its_last_commit_before_returning(env: WfEnv)
 
     assert time.monotonic() - started >= SLOW_COMMIT_S
     assert view.state is RunState.COMPLETED
+    assert env.ledger.verify().ok
+
+
+def _at_commit_of_a_claim(env: WfEnv, body: str) -> None:
+    """Run ``body`` (PL/pgSQL) when a transaction that started a queued run commits."""
+    assert isinstance(env.database, PostgresDatabase)
+    with env.database.connection() as conn:
+        conn.execute(
+            "CREATE FUNCTION at_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"{body}; RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE CONSTRAINT TRIGGER at_claim AFTER UPDATE ON wf_runs "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            "WHEN (OLD.state = 'pending' AND NEW.state = 'running') "
+            "EXECUTE FUNCTION at_claim()"
+        )
+
+
+def _queue_one(env: WfEnv, first: str = "test.peek") -> str:
+    builder = WorkflowBuilder("queued")
+    if first == "files.write":
+        builder = builder.input("path", "string")
+        spec = builder.step("s0", "files.write", path="{{ inputs.path }}", content="v1").build()
+        inputs = {"path": str(env.root / "claimed.txt")}
+    else:
+        spec, inputs = builder.step("s0", first).build(), {}
+    queued = env.engine.start(spec, inputs, "agent", execute=False)
+    assert queued.state is RunState.PENDING
+    return queued.run.id
+
+
+def test_a_claimed_run_acts_only_once_its_claim_is_committed(
+    env: WfEnv, looked: list[str | None]
+) -> None:
+    # A worker's claim comes back with its rows while the server flushes its commit
+    # (slowed here by SLOW_COMMIT_S): the run's first effect reads the run's row from
+    # another connection and must find it running under this worker's lease.
+    _warm(env)
+    run_id = _queue_one(env)
+    _at_commit_of_a_claim(env, f"PERFORM pg_sleep({SLOW_COMMIT_S})")
+    looked.clear()
+
+    started = time.monotonic()
+    env.engine.recover(views=False)
+
+    assert time.monotonic() - started >= SLOW_COMMIT_S
+    assert looked == [f"running by {env.engine.owner}"]
+    assert env.engine.view(run_id).state is RunState.COMPLETED
+    assert env.ledger.verify().ok
+
+
+def test_a_claim_refused_at_its_commit_acts_on_nothing_and_the_run_is_claimed_later(
+    env: WfEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server runs the claim and sends its rows, then refuses its commit: the run's
+    # first step never acts, nothing of the run's start is in the chain, the worker stops
+    # its turn (it does not claim the same run again and again), and once commits go
+    # through again the run is claimed and completed with its effect done once.
+    _warm(env)
+    run_id = _queue_one(env, "files.write")
+    _at_commit_of_a_claim(env, "RAISE EXCEPTION 'no room for a claim'")
+    records_before = len(list(env.ledger.records()))
+    env.effects.log.clear()
+
+    env.engine.recover(views=False)
+
+    assert env.effects.log == []
+    run = env.runs.get(run_id)
+    assert run is not None
+    assert (run.state, run.lease_owner) == (RunState.PENDING, None)
+    assert list(env.ledger.records())[records_before:] == []
+    assert "no room for a claim" in caplog.text
+    assert caplog.text.count("no room for a claim") == 1  # one refused claim, one turn
+    assert env.ledger.verify().ok
+
+    assert isinstance(env.database, PostgresDatabase)
+    with env.database.connection() as conn:
+        conn.execute("DROP TRIGGER at_claim ON wf_runs")
+    env.engine.recover(views=False)
+
+    assert env.engine.view(run_id).state is RunState.COMPLETED
+    assert env.effects.log == [("write", str(env.root / "claimed.txt"))]
     assert env.ledger.verify().ok
 
 

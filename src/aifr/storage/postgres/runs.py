@@ -213,6 +213,25 @@ def _claim_sql(states: frozenset[RunState]) -> str:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _claim_call(states: frozenset[RunState]) -> PreparedCall:
+    """:func:`_claim_sql` as a typed :class:`PreparedCall` of its own for these states.
+
+    Sent through libpq like a lone step's statement, so a worker inside deferred commits
+    gets the claimed run back before the claim's commit is confirmed (see
+    :meth:`PostgresRunStore.claim`). Its parameters are the claim's four: the time, the
+    owner, the lease's expiry and the time again.
+    """
+    name = "aifr_claim_" + "_".join(sorted(state.value for state in states))
+    text = _claim_sql(states) % (
+        "$1::double precision",
+        "$2::text",
+        "$3::double precision",
+        "$4::double precision",
+    )
+    return PreparedCall(name, text, typed=True)
+
+
 _RUN_SAVED = PreparedCall(
     "aifr_run_saved",
     "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_run_saved($1, $2, $3, $4, $5, "
@@ -758,10 +777,15 @@ class PostgresRunStore:
         appended in the claim's own transaction (the engine then has no start to
         commit). Its steps come back in the same round trip and are handed to this
         thread's next :meth:`steps` call for the run (the engine loads the run's context
-        next).
+        next). Inside :meth:`deferred_commits` the claim returns before its commit is
+        confirmed, as a lone step's write does: the worker loads the run and checks its
+        first step while the server flushes, and settles before that step's effect.
         """
         self._claimed.steps = None
-        rows = self._all("claiming a run", _claim_sql(states), (now, owner, now + ttl_s, now))
+        call = _claim_call(states)
+        params = (repr(now), owner, repr(now + ttl_s), repr(now))
+        with translate_pg_errors("claiming a run"), self.database.connection() as conn:
+            rows = call.rows_deferred(self.database, conn, params, "claiming a run")
         if not rows:
             return None
         width = len(_RUN_NAMES)
