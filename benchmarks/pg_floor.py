@@ -92,11 +92,14 @@ _DDL: Final = (
     END
     $$""",
 )
-_CLAIM: Final = (
-    "UPDATE floor_runs SET state = 'running', owner = %s, lease_epoch = lease_epoch + 1 "
+_CLAIM: Final = PreparedCall(
+    "floor_claim",
+    "UPDATE floor_runs SET state = 'running', owner = $1, lease_epoch = lease_epoch + 1 "
     "WHERE run_id = (SELECT run_id FROM floor_runs WHERE state = 'queued' ORDER BY created "
-    "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING run_id, lease_epoch"
+    "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING run_id, lease_epoch",
+    typed=True,
 )
+"""A run's claim, sent as aifr's worker sends its own: its row back before its commit."""
 _STEP_CALL: Final = PreparedCall(
     "floor_step",
     "SELECT floor_step($1, $2, $3::integer, $4, $5::boolean, $6, $7, $8, $9, $10, $11, $12)",
@@ -142,26 +145,29 @@ class LeanPgFloor:
     def drain(self, steps: int) -> int:
         """Claim and drive queued runs until none is left; the number of runs driven."""
         driven = 0
-        while (claimed := self.conn.execute(_CLAIM, (self._owner,)).fetchone()) is not None:
-            self._drive(claimed, steps)
+        while True:
+            rows, confirm = _CLAIM.rows_before_commit(self.conn, (self._owner,))
+            if not rows:
+                confirm()
+                return driven
+            self._drive(rows[0], steps, confirm)
             driven += 1
-        return driven
 
-    def _drive(self, claimed: tuple[Any, ...], steps: int) -> None:
+    def _drive(self, claimed: tuple[Any, ...], steps: int, confirm: Callable[[], None]) -> None:
         """Drive one claimed run's steps, each one statement as aifr's lone worker sends it.
 
         Each step's statement goes through libpq with its rows back before its commit
         (:meth:`PreparedCall.rows_before_commit`, aifr's own path): the next step's
         pre-effect work (its inputs validated and digested) is done while the server
         commits, and the commit is confirmed before the next step's effect, as aifr's
-        engine and runtime do. The run's last commit is confirmed before the next claim.
+        engine and runtime do. The run's last commit is confirmed before the next claim,
+        and the claim's own (``confirm``) before the first step's effect, as aifr's worker
+        confirms its claim.
         """
         run_id, epoch = claimed
-        confirm: Callable[[], None] | None = None
         for n in range(steps):
             digest = self._governance.step_digest(n)
-            if confirm is not None:
-                confirm()  # the previous step is durable before this one acts
+            confirm()  # the claim, or the previous step, is durable before this one acts
             invocation = self._governance.invoke(time.perf_counter(), digest, run_id, f"s{n}")
             _, confirm = _STEP_CALL.rows_before_commit(
                 self.conn,
@@ -180,8 +186,7 @@ class LeanPgFloor:
                     invocation.details,
                 ),
             )
-        if confirm is not None:
-            confirm()
+        confirm()
 
     def close(self) -> None:
         """Close the connection; drop the floor's schema if this one created it."""
