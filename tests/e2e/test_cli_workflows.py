@@ -418,3 +418,43 @@ def test_the_worker_serves_prometheus_metrics_of_runs_and_the_invocations_it_dri
         worker.terminate()
         worker.communicate(timeout=30)
     assert worker.returncode == 0
+
+
+def test_the_worker_s_callback_server_is_stopped_and_waited_for_before_the_database_closes(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker closes its database right after stopping the callback server: the
+    # server's thread (its event loop, a decision being written) must be gone by then.
+    import threading
+
+    import httpx
+
+    from aifr.app import build_app
+    from aifr.cli.worker import _callback_server
+    from aifr.workflows import Worker
+
+    monkeypatch.setenv("AIFR_APPROVALS__WEBHOOK_SECRET", "s3cret-for-tests")
+    app = build_app(project)
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        stop = _callback_server(app, Worker(app.workflows, poll_s=1.0), "127.0.0.1", port)
+        deadline = time.monotonic() + 30
+        while True:  # up: an unsigned decision is refused
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/approvals/x/decision", timeout=5)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the callback never came up"
+                time.sleep(0.05)
+        assert answer.status_code in (401, 403)
+        assert any(t.name == "aifr-approval-callback" for t in threading.enumerate())
+
+        stop()
+
+        assert not any(t.name == "aifr-approval-callback" for t in threading.enumerate())
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(f"http://127.0.0.1:{port}/approvals/x/decision", timeout=5)
+    finally:
+        app.close()

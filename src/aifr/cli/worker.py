@@ -9,9 +9,10 @@ from __future__ import annotations
 import gc
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
@@ -29,7 +30,6 @@ from aifr.workflows.retention import DAY_S
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    import uvicorn
 
 __all__ = ["worker"]
 
@@ -39,7 +39,19 @@ def _secret(app: App) -> bytes | None:
     return secret.get_secret_value().encode() if secret is not None else None
 
 
-def _callback_server(app: App, worker: Worker, host: str, port: int) -> uvicorn.Server:
+CALLBACK_STOP_S: Final = 10.0
+"""Longest the worker's exit waits for its approval callback server to finish."""
+
+
+def _callback_server(app: App, worker: Worker, host: str, port: int) -> Callable[[], None]:
+    """Serve signed approval decisions on ``host:port`` in a thread; what stops the server.
+
+    Stopping asks the server to exit and waits for its thread (up to
+    :data:`CALLBACK_STOP_S`): the worker closes its database right after, and a decision
+    still being written, or the server's event loop still running while the interpreter
+    shuts down, must not meet a closed connection or a finalizing runtime (a worker
+    stopped by ``SIGTERM`` once exited on ``SIGSEGV`` that way in CI).
+    """
     import uvicorn
 
     from aifr.workflows.notify import approval_callback_app
@@ -57,8 +69,14 @@ def _callback_server(app: App, worker: Worker, host: str, port: int) -> uvicorn.
         on_decided=worker.wake,
     )
     server = uvicorn.Server(uvicorn.Config(callback, host=host, port=port, log_level="warning"))
-    threading.Thread(target=server.run, name="aifr-approval-callback", daemon=True).start()
-    return server
+    thread = threading.Thread(target=server.run, name="aifr-approval-callback", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(CALLBACK_STOP_S)
+
+    return stop
 
 
 def _retention(app: App) -> Retention | None:
@@ -140,7 +158,7 @@ def worker(
             helpers=helpers,
             retention=_retention(app),
         )
-        server = (
+        stop_server = (
             _callback_server(app, loop, callback_host, callback_port)
             if callback_port is not None
             else None
@@ -188,8 +206,8 @@ def worker(
     except AifrError as exc:
         fail(exc)
     finally:
-        if server is not None:
-            server.should_exit = True
+        if stop_server is not None:
+            stop_server()
         if exporter is not None:
             exporter.shutdown()
         if notifier is not None:
