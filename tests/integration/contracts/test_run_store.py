@@ -227,3 +227,14 @@ def test_the_queue_is_claimed_through_its_index_however_long_the_history(
     assert "Sort Key: wf_runs.created_at" not in plan, plan  # PostgreSQL sorted them
     assert "TEMP B-TREE" not in plan, plan  # SQLite sorted them
     assert taken is not None and taken.id == "todo-000"
+
+
+def test_each_set_of_claimable_states_has_a_statement_of_its_own_within_postgres_names() -> None:
+    # PostgreSQL cuts a prepared statement's name at 63 bytes: two long lists of states
+    # cut alike would run one claim for the other's states.
+    every = [frozenset(RunState), frozenset(RunState) - {RunState.CANCELLED}, ACTIVE_STATES]
+    calls = [pg_runs._claim_call(states) for states in every]
+
+    assert len({call.name for call in calls}) == len(every)
+    assert all(len(call.name) <= 63 for call in calls)
+    assert pg_runs._claim_call(frozenset(ACTIVE_STATES)) is calls[2]  # one per set

@@ -61,7 +61,9 @@ class PreparedCall:
     def rows(
         self, conn: psycopg.Connection[Any], params: Sequence[str | None]
     ) -> list[tuple[Any, ...]]:
-        """Run the statement with ``params`` (text, ``None`` for NULL); its rows, as text.
+        """Run the statement with ``params`` (text, ``None`` for NULL); its rows.
+
+        As text, or loaded by psycopg's loaders for a ``typed`` statement.
 
         Raises:
             psycopg.Error: the statement failed (the class psycopg raises for its SQLSTATE),

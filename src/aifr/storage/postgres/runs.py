@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -217,12 +218,17 @@ def _claim_sql(states: frozenset[RunState]) -> str:
 def _claim_call(states: frozenset[RunState]) -> PreparedCall:
     """:func:`_claim_sql` as a typed :class:`PreparedCall` of its own for these states.
 
+    Named ``aifr_claim_<digest of the states>``.
+
     Sent through libpq like a lone step's statement, so a worker inside deferred commits
     gets the claimed run back before the claim's commit is confirmed (see
     :meth:`PostgresRunStore.claim`). Its parameters are the claim's four: the time, the
     owner, the lease's expiry and the time again.
     """
-    name = "aifr_claim_" + "_".join(sorted(state.value for state in states))
+    # Named by a digest of the states: PostgreSQL cuts a name at 63 bytes, and two
+    # long lists cut alike would share one prepared statement.
+    states_key = ",".join(sorted(state.value for state in states)).encode()
+    name = "aifr_claim_" + hashlib.sha256(states_key).hexdigest()[:16]
     text = _claim_sql(states) % (
         "$1::double precision",
         "$2::text",
