@@ -47,25 +47,25 @@ def env(tmp_path: Path, looked: list[str | None]) -> Iterator[WfEnv]:
         pytest.skip("AIFR_TEST_PG_DSN is not set: the PostgreSQL adapter needs a server")
     schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
 
-    @capability("test.look", operation="READ", risk="LOW")
-    def look(info: CallInfo) -> dict[str, Any]:
-        """Read, on a connection of its own, the state step s0 has as committed."""
+    def committed(query: str, run_id: str | None) -> tuple[Any, ...] | None:
+        """One row as committed, read on a connection of its own (not the worker's)."""
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-            row = conn.execute(
-                "SELECT state FROM wf_steps WHERE run_id = %s AND step_id = 's0'", (info.run_id,)
-            ).fetchone()
+            return conn.execute(query, (run_id,)).fetchone()
+
+    @capability("test.look", operation="READ", risk="LOW")
+    def look(info: CallInfo) -> dict[str, Any]:
+        """The state step s0 has as committed."""
+        row = committed(
+            "SELECT state FROM wf_steps WHERE run_id = %s AND step_id = 's0'", info.run_id
+        )
         looked.append(None if row is None else row[0])
         return {"seen": looked[-1]}
 
     @capability("test.peek", operation="READ", risk="LOW")
     def peek(info: CallInfo) -> dict[str, Any]:
-        """Read, on a connection of its own, the run's committed state and lease owner."""
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-            row = conn.execute(
-                "SELECT state, lease_owner FROM wf_runs WHERE id = %s", (info.run_id,)
-            ).fetchone()
+        """The run's committed state and lease owner."""
+        row = committed("SELECT state, lease_owner FROM wf_runs WHERE id = %s", info.run_id)
         looked.append(None if row is None else f"{row[0]} by {row[1]}")
         return {"seen": looked[-1]}
 
@@ -79,8 +79,9 @@ def env(tmp_path: Path, looked: list[str | None]) -> Iterator[WfEnv]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _at_commit_of_s0(env: WfEnv, body: str) -> None:
-    """Run ``body`` (PL/pgSQL) when a transaction that completed step s0 commits."""
+def _at_commit(env: WfEnv, table: str, when: str, body: str) -> None:
+    """Run ``body`` (PL/pgSQL) when a transaction that updated a ``table`` row matching
+    ``when`` commits (a deferred constraint trigger named ``at_commit``)."""
     assert isinstance(env.database, PostgresDatabase)
     with env.database.connection() as conn:
         conn.execute(
@@ -88,10 +89,15 @@ def _at_commit_of_s0(env: WfEnv, body: str) -> None:
             f"{body}; RETURN NULL; END $$"
         )
         conn.execute(
-            "CREATE CONSTRAINT TRIGGER at_commit AFTER UPDATE ON wf_steps "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
-            "WHEN (NEW.step_id = 's0' AND NEW.state = 'completed') EXECUTE FUNCTION at_commit()"
+            f"CREATE CONSTRAINT TRIGGER at_commit AFTER UPDATE ON {table} "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ({when}) "
+            "EXECUTE FUNCTION at_commit()"
         )
+
+
+def _at_commit_of_s0(env: WfEnv, body: str) -> None:
+    """Run ``body`` when a transaction that completed step s0 commits."""
+    _at_commit(env, "wf_steps", "NEW.step_id = 's0' AND NEW.state = 'completed'", body)
 
 
 def _drop_trigger(env: WfEnv) -> None:
@@ -178,19 +184,8 @@ def test_a_run_driven_alone_settles_its_last_commit_before_returning(env: WfEnv)
 
 
 def _at_commit_of_a_claim(env: WfEnv, body: str) -> None:
-    """Run ``body`` (PL/pgSQL) when a transaction that started a queued run commits."""
-    assert isinstance(env.database, PostgresDatabase)
-    with env.database.connection() as conn:
-        conn.execute(
-            "CREATE FUNCTION at_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"{body}; RETURN NULL; END $$"
-        )
-        conn.execute(
-            "CREATE CONSTRAINT TRIGGER at_claim AFTER UPDATE ON wf_runs "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
-            "WHEN (OLD.state = 'pending' AND NEW.state = 'running') "
-            "EXECUTE FUNCTION at_claim()"
-        )
+    """Run ``body`` when a transaction that started a queued run commits (its claim)."""
+    _at_commit(env, "wf_runs", "OLD.state = 'pending' AND NEW.state = 'running'", body)
 
 
 def _queue_one(env: WfEnv, first: str = "test.peek") -> str:
@@ -252,7 +247,7 @@ def test_a_claim_refused_at_its_commit_acts_on_nothing_and_the_run_is_claimed_la
 
     assert isinstance(env.database, PostgresDatabase)
     with env.database.connection() as conn:
-        conn.execute("DROP TRIGGER at_claim ON wf_runs")
+        conn.execute("DROP TRIGGER at_commit ON wf_runs")
     env.engine.recover(views=False)
 
     assert env.engine.view(run_id).state is RunState.COMPLETED
