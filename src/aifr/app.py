@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,7 +69,7 @@ from aifr.storage.fenced_ledger import FencedLedger
 from aifr.storage.postgres.approvals import PostgresApprovalStore
 from aifr.storage.postgres.audit import open_postgres_ledger
 from aifr.storage.postgres.circuits import PostgresCircuitStore
-from aifr.storage.postgres.database import PostgresDatabase
+from aifr.storage.postgres.database import PostgresDatabase, is_local_server
 from aifr.storage.postgres.findings import PostgresFindingStore, PostgresResourceRegistry
 from aifr.storage.postgres.grants import PostgresGrantStore
 from aifr.storage.postgres.idempotency import PostgresIdempotencyStore
@@ -93,6 +95,7 @@ from aifr.storage.sqlite.step_results import StepResultStore
 from aifr.storage.sqlite.tokens import SqliteTokenStore
 from aifr.storage.sqlite.workers import SqliteWorkerRegistry
 from aifr.workflows import WorkflowEngine, WorkflowSpec, find_workflow
+from aifr.workflows.overlap import CommitOverlap
 
 __all__ = [
     "App",
@@ -272,7 +275,27 @@ class App:
             on_fingerprint_drift=self.settings.workflows.on_fingerprint_drift,
             webhook_url=approvals.webhook_url,
             lease_ttl_s=self.settings.workflows.lease_ttl_s,
-            overlap_commits=self.settings.workflows.overlap_commits,
+            overlap_commits=self.commit_overlap,
+        )
+
+    @cached_property
+    def commit_overlap(self) -> bool | CommitOverlap:
+        """``workflows.overlap_commits`` for the engines: as set, or one shared "auto" policy.
+
+        "auto" on PostgreSQL reads this host's live workers from the registry (at most
+        once a second for all of this process's engines); on SQLite nothing defers, so
+        the setting has nothing to decide.
+        """
+        setting = self.settings.workflows.overlap_commits
+        database = self.database
+        if setting != "auto" or not isinstance(database, PostgresDatabase):
+            return setting is not False
+        registry, host = self.workers, socket.gethostname()
+        lease_ttl_s = self.settings.workflows.lease_ttl_s
+        return CommitOverlap(
+            lambda: registry.live_on(host, time.time() - lease_ttl_s),
+            cpus=os.cpu_count() or 1,
+            server_local=is_local_server(database.dsn),
         )
 
     @cached_property

@@ -134,11 +134,13 @@ class WorkflowSettings(BaseModel):
     directory: str = "workflows"
     on_fingerprint_drift: Literal["needs_review", "continue", "fail"] = "needs_review"
     lease_ttl_s: float = Field(default=30.0, gt=0)
-    overlap_commits: bool = True
+    overlap_commits: bool | Literal["auto"] = "auto"
     """On PostgreSQL, let the next step's checks run while the previous step's commit is
     flushed (its confirmation read before the next step acts; see docs/scaleout.md). Off,
     each step waits for its commit's confirmation before anything else: better where
-    several busy workers share the database server's CPUs."""
+    several busy workers share the database server's CPUs. ``"auto"`` (the default)
+    overlaps unless the server runs on this host and this host's live workers and the
+    server together need more cores than it has (read from the worker registry)."""
     retain_finished_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Finished runs older than this many days are deleted by ``aifr worker`` (hourly);
     ``None`` keeps them. Their audit records stay (``aifr runs prune`` prunes on demand)."""

@@ -50,6 +50,7 @@ class WorkerStatements:
     seen: str
     leave: str
     workers: str
+    live_on: str
 
 
 _SQLITE = WorkerStatements(
@@ -66,6 +67,7 @@ _SQLITE = WorkerStatements(
         "length(w.host || ':' || w.pid || ':')) = w.host || ':' || w.pid || ':' "
         "AND r.lease_expires_at > ?) FROM wf_workers w ORDER BY started_at DESC, id"
     ),
+    live_on="SELECT COUNT(*) FROM wf_workers WHERE host = ? AND seen_at >= ?",
 )
 
 

@@ -84,7 +84,7 @@ class WorkflowEngine:
         lease_ttl_s: float = 30.0,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
-        overlap_commits: bool = True,
+        overlap_commits: bool | Callable[[], bool] = True,
     ) -> None:
         self.runtime = runtime
         self.store = store
@@ -98,15 +98,35 @@ class WorkflowEngine:
         self._saga = Saga(runtime, clock)
         self._fingerprints = CurrentFingerprints()
         self.recovery = Recovery(self)
-        deferring = store if overlap_commits and isinstance(store, DefersCommits) else None
-        self.overlap_commits = deferring is not None
-        """Whether a step's commit is confirmed before the next step acts rather than before
-        its checks (``workflows.overlap_commits``, on a store that :class:`DefersCommits`)."""
-        self.deferred_commits: Callable[[], AbstractContextManager[None]] = (
-            deferring.deferred_commits if deferring is not None else nullcontext
-        )
-        """The store's deferred commits when :attr:`overlap_commits` (else a no-op block):
-        what a run is driven in, and a worker's claim with it (see ``Recovery``)."""
+        self._deferring = store if isinstance(store, DefersCommits) else None
+        if callable(overlap_commits):
+            self._overlap: Callable[[], bool] = overlap_commits
+        else:
+            fixed = overlap_commits
+
+            def always() -> bool:
+                return fixed
+
+            self._overlap = always
+
+    @property
+    def overlap_commits(self) -> bool:
+        """Whether a step's commit is confirmed before the next step acts, not before its checks.
+
+        ``workflows.overlap_commits``, on a store that :class:`DefersCommits`. Asked again
+        for each claim and drive: under ``"auto"`` (a
+        :class:`~aifr.workflows.overlap.CommitOverlap`) the answer follows the host's workers.
+        """
+        return self._deferring is not None and self._overlap()
+
+    def deferred_commits(self) -> AbstractContextManager[None]:
+        """The store's deferred commits when :attr:`overlap_commits`, else a no-op block.
+
+        What a run is driven in, and a worker's claim with it (see ``Recovery``).
+        """
+        if self._deferring is not None and self._overlap():
+            return self._deferring.deferred_commits()
+        return nullcontext()
 
     # -- starting ------------------------------------------------------------------------
 

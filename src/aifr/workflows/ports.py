@@ -453,3 +453,7 @@ class WorkerRegistry(Protocol):
     def workers(self, now: float) -> builtins.list[WorkerInfo]:
         """Every known worker, most recently started first, with the runs it holds at ``now``."""
         ...
+
+    def live_on(self, host: str, since: float) -> int:
+        """How many workers on ``host`` were seen at ``since`` or later (one cheap read)."""
+        ...

@@ -126,3 +126,19 @@ def test_presence_announces_refreshes_from_its_thread_and_leaves(stores: Stores)
         assert back.started_at == 1000.0
 
     assert registry.workers(now=0.0) == []
+
+
+def test_live_on_counts_a_host_s_workers_seen_since_a_time(stores: Stores) -> None:
+    # What workflows.overlap_commits = "auto" reads: this host's live workers, cheaply.
+    registry, _ = stores
+    registry.announce(_worker("h1:10:aa", 1000.0))
+    registry.announce(_worker("h1:11:bb", 1000.0))
+    registry.announce(_worker("h2:20:cc", 1000.0))
+    registry.seen("h1:11:bb", 1040.0)
+
+    assert registry.live_on("h1", since=990.0) == 2
+    assert registry.live_on("h1", since=1020.0) == 1  # h1:10 was last seen before
+    assert registry.live_on("h2", since=990.0) == 1
+    assert registry.live_on("h3", since=0.0) == 0
+    registry.leave("h1:11:bb")
+    assert registry.live_on("h1", since=1020.0) == 0

@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -409,10 +410,9 @@ def test_with_overlap_off_each_step_waits_for_its_commit(
     assert env.ledger.verify().ok
 
 
-def test_the_project_setting_turns_the_overlap_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from aifr.app import build_app
+@pytest.fixture
+def pg_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project whose database_url is a schema of its own on the test server."""
     from aifr.config.project import init_project
 
     dsn = os.environ.get("AIFR_TEST_PG_DSN")
@@ -421,24 +421,64 @@ def test_the_project_setting_turns_the_overlap_off(
     schema = f"aifr_test_{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("AIFR_DATABASE_URL", f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}")
     init_project(tmp_path)
+    yield tmp_path
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _with_setting(project: Path, value: str) -> None:
+    config = project / "aifr.toml"
+    config.write_text(config.read_text() + f"\n[workflows]\noverlap_commits = {value}\n")
+
+
+@pytest.mark.parametrize(("value", "overlap"), [("true", True), ("false", False)])
+def test_the_project_setting_turns_the_overlap_on_or_off(
+    pg_project: Path, value: str, overlap: bool
+) -> None:
+    from aifr.app import build_app
+
+    _with_setting(pg_project, value)
+    app = build_app(pg_project)
     try:
-        on = build_app(tmp_path)
-        try:
-            assert on.workflows.overlap_commits
-        finally:
-            on.close()
-        (tmp_path / "aifr.toml").write_text(
-            (tmp_path / "aifr.toml").read_text() + "\n[workflows]\noverlap_commits = false\n"
-        )
-        off = build_app(tmp_path)
-        try:
-            assert not off.workflows.overlap_commits
-            assert not off.new_engine().overlap_commits
-        finally:
-            off.close()
+        assert app.workflows.overlap_commits is overlap
+        assert app.new_engine().overlap_commits is overlap
     finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        app.close()
+
+
+def test_auto_overlaps_only_while_this_host_s_workers_and_the_local_server_fit_its_cores(
+    pg_project: Path,
+) -> None:
+    # The default, "auto": the test server is on this host (127.0.0.1), so the engines
+    # overlap while this host's live workers and the server fit its cores, and stop once
+    # the registry shows more workers here than that (read again within a second).
+    from aifr.app import build_app
+    from aifr.workflows.overlap import CommitOverlap
+    from aifr.workflows.presence import worker_info
+
+    cpus = os.cpu_count() or 1
+    (pg_project / "policies" / "default.yaml").write_text(
+        "version: 1\nrules:\n  - id: data\n    when: {capability: 'data.*'}\n    decision: ALLOW\n"
+    )
+    app = build_app(pg_project)
+    try:
+        assert isinstance(app.commit_overlap, CommitOverlap)
+        crowd = [worker_info(f"{n}", 1, "test") for n in range(cpus)]
+        for n, worker in enumerate(crowd):  # as many workers as cores, all on this host
+            app.workers.announce(replace(worker, id=f"{worker.host}:{90000 + n}:x", pid=90000 + n))
+        engine = app.new_engine()
+
+        assert not engine.overlap_commits  # read now: the first question reads the registry
+        for n, worker in enumerate(crowd):
+            app.workers.leave(f"{worker.host}:{90000 + n}:x")
+        time.sleep(1.1)  # the policy reads the registry at most once a second
+        assert engine.overlap_commits is (cpus >= 2)  # alone: one worker and the server
+        assert app.workflows.overlap_commits is engine.overlap_commits  # one policy for all
+        spec = WorkflowBuilder("parse").step("s0", "data.json.parse", text="[1]").build()
+        view = engine.start(spec, {}, "agent")  # and runs go through it either way
+        assert view.state is RunState.COMPLETED, view.run.error
+    finally:
+        app.close()
 
 
 def test_a_statement_with_no_rows_to_give_is_refused_and_the_connection_stays_usable(

@@ -12,7 +12,10 @@ first use (the ``pg`` extra); nothing connects at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -42,6 +45,7 @@ __all__ = [
     "check_dsn",
     "create_schema",
     "import_psycopg",
+    "is_local_server",
     "translate_pg_errors",
 ]
 
@@ -88,6 +92,33 @@ def check_dsn(dsn: str) -> None:
             f"database_url {redact_url(dsn)!r} is not a PostgreSQL URL libpq accepts: {reason}",
             key="database_url",
         ) from exc
+
+
+def is_local_server(dsn: str) -> bool:
+    """Whether ``dsn`` names a server on this host: a Unix socket, loopback, or this host's name.
+
+    With several hosts (libpq tries them in turn) it is local only if each of them is.
+    No host at all means libpq's default, ``PGHOST`` or else a Unix socket. A DSN libpq
+    cannot parse counts as remote (it is refused elsewhere, before anything connects).
+    """
+    psycopg = import_psycopg()
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return False
+    named = str(params.get("hostaddr") or params.get("host") or os.environ.get("PGHOST", ""))
+    return all(_is_local_host(host.strip()) for host in named.split(","))
+
+
+def _is_local_host(host: str) -> bool:
+    if not host or host.startswith(("/", "@")) or host.lower() == "localhost":
+        return True  # a Unix socket (a path, or an abstract one), or the loopback's name
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    # This host's own name, as it names itself (no DNS lookup: it may be slow or absent).
+    return host.lower() == socket.gethostname().lower()
 
 
 LEASE_LOST_SQLSTATE = "AF001"

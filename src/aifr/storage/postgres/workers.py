@@ -42,3 +42,9 @@ class PostgresWorkerRegistry:
         with translate_pg_errors("listing workers"), self._db.connection() as conn:
             rows = conn.execute(_SQL.workers, (now,)).fetchall()
         return [worker_from_row(row) for row in rows]
+
+    def live_on(self, host: str, since: float) -> int:
+        """How many workers on ``host`` were seen at ``since`` or later."""
+        with translate_pg_errors("counting workers"), self._db.connection() as conn:
+            row = conn.execute(_SQL.live_on, (host, since)).fetchone()
+        return 0 if row is None else int(row[0])

@@ -47,3 +47,9 @@ class SqliteWorkerRegistry:
         with translate_sqlite_errors("listing workers"):
             rows = self._db.connect().execute(_SQL.workers, (now,)).fetchall()
         return [worker_from_row(row) for row in rows]
+
+    def live_on(self, host: str, since: float) -> int:
+        """How many workers on ``host`` were seen at ``since`` or later."""
+        with translate_sqlite_errors("counting workers"):
+            row = self._db.connect().execute(_SQL.live_on, (host, since)).fetchone()
+        return int(row[0])
