@@ -602,7 +602,9 @@ INLINE_COMMITS = {"AIFR_WORKFLOWS__OVERLAP_COMMITS": "false"}
 The rows ``inline_1x1`` and ``inline_2x1`` drain as ``aifr_1x1`` and ``aifr_2x1`` do with
 it: on this host the server shares the cores with the workers, where the overlap of a
 step's commit with the next step's checks helps one worker and costs two (see
-docs/scaleout.md, "A step's commit confirmed before the next step acts")."""
+docs/scaleout.md, "A step's commit confirmed before the next step acts"). The ``aifr_``
+rows keep the default, ``"auto"``, which chooses per host (here: on for one worker, off
+for two or more; "Overlapping only where a core is free")."""
 
 WARM_RUNS_PER_ENGINE = 2
 """Runs each engine of a PostgreSQL worker row drives untimed before the timed queue."""
@@ -993,7 +995,10 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         f"its audit record; {runs} a row, at least {PG_WORKER_RUNS} for a worker row), "
         "queued beforehand as the floor's jobs are, drained by warmed-up "
         "`aifr worker` processes on the local PostgreSQL "
-        "15, DBOS on the same server, and the floors; medians of "
+        '15 (with the project\'s defaults, `workflows.overlap_commits = "auto"` among '
+        "them: here one worker overlaps its commits and two or more do not, see "
+        "docs/scaleout.md; the `overlap_commits = false` rows force it off), "
+        "DBOS on the same server, and the floors; medians of "
         f"{rounds} alternating rounds in one run on a 2-core host (load average "
         f"{result['load_before']:.1f} at the start, {result['load_after']:.1f} at the end; "
         "the host is shared with other engineers' work, so read the ratios, not the "
