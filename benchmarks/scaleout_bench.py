@@ -546,10 +546,11 @@ def aifr_workers(
 ) -> Drained:
     """``processes`` idle ``aifr worker --concurrency C`` draining ``runs`` runs (of steps).
 
-    The runs are queued beforehand, as the floor's jobs are: once every worker listens,
-    it first drains :data:`WARM_RUNS_PER_ENGINE` runs per engine untimed (a worker that
-    serves for hours runs warm: its pool's connections open, its statements prepared,
-    its lazy imports done, as DBOS's three untimed workflows warm it), then the workers
+    The runs are queued beforehand, as the floor's jobs are: once every worker listens and
+    is registered (and :data:`OVERLAP_SETTLE_S` has passed), it first drains
+    :data:`WARM_RUNS_PER_ENGINE` runs per engine untimed (a worker that serves for hours
+    runs warm: its pool's connections open, its statements prepared, its lazy imports
+    done, as DBOS's three untimed workflows warm it), then the workers
     are held (``SIGSTOP``) while this process queues the runs, released together
     (``SIGCONT``) and the clock runs until the last run completed. So a row counts the
     workers' draining only, not this process's queueing, whose CPU would otherwise
@@ -577,6 +578,7 @@ def aifr_workers(
                     raise RuntimeError("workers did not start")
                 time.sleep(0.05)
         with _connect(dsn, schema) as conn:
+            _settle_overlap(conn, processes)
 
             def unfinished() -> int:
                 row = conn.execute(UNFINISHED).fetchone()
@@ -594,6 +596,28 @@ def aifr_workers(
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     return drained
+
+
+OVERLAP_SETTLE_S = 1.2
+"""How long a worker row waits, once every worker is registered, before its warm-up.
+
+``workflows.overlap_commits = "auto"`` counts this host's workers at most once a second
+(``CommitOverlap``): a worker that polled before the others announced themselves keeps
+that count for up to a second, and would drive the first second of a short drain as if
+alone. A worker that serves for hours decides on the registry it sees, as here."""
+
+
+def _settle_overlap(conn: psycopg.Connection[Any], processes: int) -> None:
+    """Wait until ``processes`` workers are registered, then out one "auto" decision's age."""
+    deadline = time.monotonic() + 60
+    while True:
+        row = conn.execute("SELECT count(*) FROM wf_workers").fetchone()
+        if row is not None and row[0] >= processes:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers did not register")
+        time.sleep(0.05)
+    time.sleep(OVERLAP_SETTLE_S)
 
 
 INLINE_COMMITS = {"AIFR_WORKFLOWS__OVERLAP_COMMITS": "false"}
