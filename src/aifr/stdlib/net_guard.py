@@ -32,6 +32,7 @@ __all__ = [
     "NetGuard",
     "Vetted",
     "is_credential_header",
+    "is_loopback",
     "redact_headers",
     "redact_url",
     "refuse_url",
@@ -43,6 +44,17 @@ _METADATA = frozenset(
     for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
 )
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address, IPv6 with or without brackets) is this machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_credential_header(name: str) -> bool:

@@ -12,7 +12,6 @@ first use (the ``pg`` extra); nothing connects at import time.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
@@ -32,6 +31,7 @@ from aifr.errors import (
 )
 from aifr.redaction import URL_MARK, redact_url
 from aifr.redaction.urls import url_secret_spans
+from aifr.stdlib.net_guard import is_loopback
 from aifr.storage.sqlite.database import Migration
 
 if TYPE_CHECKING:
@@ -111,12 +111,8 @@ def is_local_server(dsn: str) -> bool:
 
 
 def _is_local_host(host: str) -> bool:
-    if not host or host.startswith(("/", "@")) or host.lower() == "localhost":
-        return True  # a Unix socket (a path, or an abstract one), or the loopback's name
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
+    if not host or host.startswith(("/", "@")) or is_loopback(host):
+        return True  # a Unix socket (a path, or an abstract one), or the loopback
     # This host's own name, as it names itself (no DNS lookup: it may be slow or absent).
     return host.lower() == socket.gethostname().lower()
 

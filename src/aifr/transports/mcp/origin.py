@@ -25,7 +25,6 @@ without a port). Nothing else widens the rule.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -33,22 +32,12 @@ from urllib.parse import urlsplit
 import mcp_types as types
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aifr.stdlib.net_guard import is_loopback
 from aifr.transports.mcp.http_guard import send_error
 
 __all__ = ["OriginGuard", "is_loopback", "normalize_origin"]
 
 logger = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or address, IPv6 with or without brackets) is this machine."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalize_origin(origin: str) -> str:
