@@ -80,6 +80,32 @@ _RELEASE = (
 
 T = TypeVar("T")
 
+OLDEST_FREE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION aifr_oldest_free_run(p_states text[], p_now double precision)
+RETURNS TABLE (o_id text, o_start text[], o_pending boolean)
+LANGUAGE plpgsql ROWS 1
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
+AS $$ BEGIN
+    RETURN QUERY SELECT id, start_audit, state = 'pending' FROM wf_runs
+    WHERE {states_in(ACTIVE_STATES)} AND state = ANY(p_states)
+        AND (lease_owner IS NULL OR lease_expires_at < p_now)
+    ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED; END
+$$
+"""  # noqa: S608  # enum literals
+"""The work queue's oldest free run in ``p_states``, locked: a claim's pick.
+
+Walks ``wf_runs_claimable`` in order (its own ``WHERE`` is the index's, so the index
+applies; ``p_states`` narrows it) and stops at the first run it can lock. The planner
+settings are the function's own, for this one query: with statistics taken while the
+queue was nearly empty (a burst queued after a quiet spell, the common case for a work
+queue) the planner costed the queue as a row or two and chose a scan of every run,
+finished ones included, or a bitmap of the whole index, and a sort; a claim then cost
+what the queue and the table's history cost (a whole claim at 300 queued runs: 0.95 ms
+of the server's time, against 0.60 ms with this walk, itself 0.02 ms). With sequential
+scans, bitmaps and sorts off, the ordered walk is the one plan left that is not
+penalized, whatever the statistics.
+"""
+
 PG_WORKFLOW_MIGRATIONS = [
     Migration(
         1,
@@ -153,6 +179,8 @@ PG_WORKFLOW_MIGRATIONS = [
     Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_audit TEXT[]"),
     # The worker registry (see WorkerRegistry): each ``aifr worker`` process, seen lately.
     Migration(5, workers_table("DOUBLE PRECISION")),
+    # A claim's pick through the queue's index whatever the statistics (see the function).
+    Migration(6, OLDEST_FREE_FUNCTION),
 ]
 
 _QUEUED = frozenset(
@@ -179,8 +207,8 @@ def _claim_sql(states: frozenset[RunState]) -> str:
     """Lease the oldest takeable run, start it if it is queued, and read its steps.
 
     One statement, so one round trip and one commit: ``o`` finds the oldest free run by
-    walking ``wf_runs_claimable`` in order (``states`` as literals, so the planner can
-    use that partial index) and locks it; ``c`` takes its lease and, for a pending run
+    walking ``wf_runs_claimable`` in order (:data:`OLDEST_FREE_FUNCTION`, whose plan
+    does not depend on the statistics) and locks it; ``c`` takes its lease and, for a pending run
     queued with its start event (``start_audit``), sets it running; ``a`` appends that
     event (``aifr_audit_append``, which takes the chain's lock last, after the run's
     row). Rows: one per step in order, each with the run's lease epoch and the number of
@@ -195,11 +223,18 @@ def _claim_sql(states: frozenset[RunState]) -> str:
         f"CASE WHEN s.n IS NULL OR s.n = 1 THEN c.{column} END"
         for column in RUN_COLUMNS.split(", ")
     )
+    if states <= ACTIVE_STATES:  # the queue's index holds them: walk it, whatever the stats
+        values = ",".join(sorted(state.value for state in states))
+        oldest = f"SELECT * FROM aifr_oldest_free_run('{{{values}}}'::text[], %s)"  # noqa: S608  # enum literals
+    else:  # states the index does not hold (no claim of a worker's asks for them)
+        oldest = (
+            "SELECT id AS o_id, start_audit AS o_start, state = 'pending' AS o_pending "  # noqa: S608  # enum literals and constant columns
+            f"FROM wf_runs WHERE {states_in(states)} "
+            "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
+            "LIMIT 1 FOR UPDATE SKIP LOCKED"
+        )
     return (
-        "WITH o AS MATERIALIZED (SELECT id AS o_id, start_audit AS o_start, "  # noqa: S608  # enum literals and constant columns
-        f"state = 'pending' AS o_pending FROM wf_runs WHERE {states_in(states)} "
-        "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
-        "LIMIT 1 FOR UPDATE SKIP LOCKED), "
+        f"WITH o AS MATERIALIZED ({oldest}), "  # noqa: S608  # enum literals and constant columns
         "c AS (UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "
         f"lease_expires_at = %s, state = CASE WHEN {started} THEN 'running' ELSE state END, "
         f"updated_at = CASE WHEN {started} THEN %s ELSE updated_at END, start_audit = NULL "
