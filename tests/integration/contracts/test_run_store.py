@@ -255,8 +255,8 @@ def test_a_burst_queued_after_the_statistics_were_taken_is_claimed_through_the_i
 ) -> None:
     # Statistics taken while the table was empty (a new deployment's, or a quiet
     # spell's), 400 runs queued after them: planned by cost alone, the pick read every
-    # queued run and sorted them (17 buffers here, and more the longer the queue). Its
-    # function walks the index whatever the statistics say.
+    # queued run and sorted them (17 buffers here). Its function walks the index
+    # whatever the statistics say.
     store = PostgresRunStore(*pg_state)
     with store.database.connection() as conn:
         conn.execute("ANALYZE wf_runs")
