@@ -87,6 +87,24 @@ def _finite_float(text: str) -> float:
     return number
 
 
+_JSON_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+"""``data.json.parse``'s decoder, built once: ``json.loads`` with hooks builds one per call."""
+_BOM = "\ufeff"
+
+
+def _decode_json(text: str) -> JsonValue:
+    """``json.loads(text)`` with the hooks above, through :data:`_JSON_DECODER`.
+
+    Raises:
+        json.JSONDecodeError: not JSON, or a byte-order mark first (as ``json.loads`` says).
+        _NotJson: NaN, an infinity or a number past a double.
+    """
+    if text.startswith(_BOM):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    value: JsonValue = _JSON_DECODER.decode(text)
+    return value
+
+
 def _compile(expression: str, path: str) -> Any:
     try:
         return jmespath.compile(expression)
@@ -239,9 +257,7 @@ def _parsers(max_input_bytes: int) -> list[Capability]:
         """
         _check_size(text, max_input_bytes)
         try:
-            value: JsonValue = json.loads(
-                text, parse_constant=_refuse_constant, parse_float=_finite_float
-            )
+            value: JsonValue = _decode_json(text)
         except _NotJson as exc:
             raise _bad("text", "json", f"not JSON: {exc}", text[:80]) from None
         except json.JSONDecodeError as exc:

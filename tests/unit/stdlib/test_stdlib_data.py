@@ -180,3 +180,19 @@ def test_json_that_python_would_stretch_is_an_input_error(text: str) -> None:
         cap.handler(**cap.validate_inputs({"text": text}))
     assert caught.value.errors[0].path == "text"
     assert caught.value.errors[0].code == "json"
+
+
+def test_json_text_that_starts_with_a_byte_order_mark_is_refused_and_says_so() -> None:
+    cap = BIG_CAPS["data.json.parse"]
+    assert cap.handler is not None
+    with pytest.raises(InputValidationError) as caught:
+        cap.handler(**cap.validate_inputs({"text": "\ufeff[1]"}))
+    assert caught.value.errors[0].code == "json"
+    assert "BOM" in caught.value.message
+
+
+def test_one_decoder_parses_many_documents_alike() -> None:
+    cap = BIG_CAPS["data.json.parse"]
+    assert cap.handler is not None
+    for text, value in (("[1]", [1]), ('{"a": 1.5}', {"a": 1.5}), ("null", None), ('"x"', "x")):
+        assert cap.handler(**cap.validate_inputs({"text": text}))["value"] == value
