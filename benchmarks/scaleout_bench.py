@@ -46,10 +46,21 @@ JOBS = 3000
 WARM_JOBS = 50
 """Jobs each bare-loop process does untimed first, as a worker row's engines warm up."""
 
-WORKFLOW = "name: ten\nsteps:\n" + "".join(
-    f"  - id: s{n}\n    capability: data.json.parse\n    inputs: {{text: '[{n}]'}}\n"
-    for n in range(STEPS)
-)
+LONG_STEPS = 30
+"""Steps of the long runs: with the 10-step rows, they split a run's own cost from a step's."""
+
+
+def _workflow(name: str, steps: int) -> str:
+    return f"name: {name}\nsteps:\n" + "".join(
+        f"  - id: s{n}\n    capability: data.json.parse\n    inputs: {{text: '[{n}]'}}\n"
+        for n in range(steps)
+    )
+
+
+WORKFLOW = _workflow("ten", STEPS)
+LONG_WORKFLOW = _workflow("thirty", LONG_STEPS)
+TEN = ("ten", STEPS)
+"""The workflow a worker row drains, and its steps."""
 POLICY = "version: 1\nrules:\n  - id: data\n    when: {capability: 'data.*'}\n    decision: ALLOW\n"
 
 
@@ -201,26 +212,27 @@ PG_FLOOR_WARM_RUNS = 20
 """Runs the CPython floor on PostgreSQL drives untimed first (statements prepared)."""
 
 
-def pg_floor_steps(dsn: str, runs: int) -> Drained:
+def pg_floor_steps(dsn: str, runs: int, steps: int = STEPS) -> Drained:
     """The CPython floor on PostgreSQL (``benchmarks.pg_floor``) driving ``runs`` queued runs.
 
     One process, one run at a time, as one ``aifr worker --concurrency 1``; warmed by
     :data:`PG_FLOOR_WARM_RUNS` runs first, and metered for CPU as the worker rows are.
+    Each run has ``steps`` steps.
     """
     from benchmarks.pg_floor import LeanPgFloor
 
     floor = LeanPgFloor(dsn, f"aifr_bench_pgfloor_{uuid.uuid4().hex[:8]}")
     try:
-        floor.queue(PG_FLOOR_WARM_RUNS, STEPS)
-        floor.drain(STEPS)
-        floor.queue(runs, STEPS)
+        floor.queue(PG_FLOOR_WARM_RUNS, steps)
+        floor.drain(steps)
+        floor.queue(runs, steps)
         with CpuMeter([os.getpid()]) as meter:
             started = time.perf_counter()
-            driven = floor.drain(STEPS)
+            driven = floor.drain(steps)
             elapsed = time.perf_counter() - started
     finally:
         floor.close()
-    return Drained(driven * STEPS, elapsed, meter.seconds)
+    return Drained(driven * steps, elapsed, meter.seconds)
 
 
 def _floor_loop(dsn: str, schema: str, ready: Any, go: Any, times: Any, done: Any) -> None:
@@ -459,22 +471,26 @@ def pinnable() -> bool:
 UNFINISHED = "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
 
 
-def _queue(app: Any, runs: int) -> None:
-    """Queue ``runs`` runs of the 10-step workflow for the workers (none started here)."""
-    spec = app.workflow("ten")
+def _queue(app: Any, runs: int, workflow: str = TEN[0]) -> None:
+    """Queue ``runs`` runs of ``workflow`` for the workers (none started here)."""
+    spec = app.workflow(workflow)
     for _ in range(runs):
         app.workflows.start(spec, {}, "bench", execute=False)
 
 
 def _drain(
-    app: Any, workers: list[subprocess.Popen[str]], runs: int, unfinished: Callable[[], int]
+    app: Any,
+    workers: list[subprocess.Popen[str]],
+    runs: int,
+    unfinished: Callable[[], int],
+    workflow: tuple[str, int] = TEN,
 ) -> Drained:
     """Queue ``runs`` runs while the workers are held, release them, time their draining.
 
     The CPU is metered over the same span: the workers' (this process only polls) and the
     server's.
     """
-    _queue(app, runs)
+    _queue(app, runs, workflow[0])
     with CpuMeter(worker.pid for worker in workers) as meter:
         started = time.perf_counter()
         for worker in workers:
@@ -482,7 +498,7 @@ def _drain(
         while unfinished():
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
-    return Drained(runs * STEPS, elapsed, meter.seconds)
+    return Drained(runs * workflow[1], elapsed, meter.seconds)
 
 
 def _stop(workers: list[Any]) -> None:
@@ -532,6 +548,7 @@ def _project(directory: Path) -> None:
     subprocess.run([aifr, "init", str(directory)], check=True, capture_output=True)
     (directory / "policies" / "default.yaml").write_text(POLICY)
     (directory / "workflows" / "ten.yaml").write_text(WORKFLOW)
+    (directory / "workflows" / "thirty.yaml").write_text(LONG_WORKFLOW)
 
 
 def aifr_workers(
@@ -543,6 +560,7 @@ def aifr_workers(
     *,
     pinned: bool = False,
     settings: Mapping[str, str] | None = None,
+    workflow: tuple[str, int] = TEN,
 ) -> Drained:
     """``processes`` idle ``aifr worker --concurrency C`` draining ``runs`` runs (of steps).
 
@@ -558,7 +576,8 @@ def aifr_workers(
     notifications of the queued runs wait in the workers' sockets meanwhile.
 
     ``settings``: environment overrides of the workers' project settings
-    (``AIFR_<SECTION>__<KEY>``), such as :data:`INLINE_COMMITS`.
+    (``AIFR_<SECTION>__<KEY>``), such as :data:`INLINE_COMMITS`. ``workflow``: the name of
+    the workflow the runs are of (warm-up runs included), and its steps.
     """
     from aifr.app import build_app
 
@@ -585,10 +604,10 @@ def aifr_workers(
                 assert row is not None  # a count always has its row
                 return int(row[0])
 
-            _warm(app, processes * concurrency * WARM_RUNS_PER_ENGINE, unfinished)
+            _warm(app, processes * concurrency * WARM_RUNS_PER_ENGINE, unfinished, workflow[0])
             for worker in workers:
                 worker.send_signal(signal.SIGSTOP)
-            drained = _drain(app, workers, runs, unfinished)
+            drained = _drain(app, workers, runs, unfinished, workflow)
     finally:
         _stop(workers)
         app.close()
@@ -638,9 +657,9 @@ PG_WORKER_RUNS = 300
 enough for one slow wake-up or one burst of the shared host's load to move a row."""
 
 
-def _warm(app: Any, runs: int, unfinished: Callable[[], int]) -> None:
-    """Queue ``runs`` runs for the running workers and wait until they are all done."""
-    _queue(app, runs)
+def _warm(app: Any, runs: int, unfinished: Callable[[], int], workflow: str = TEN[0]) -> None:
+    """Queue ``runs`` runs of ``workflow`` for the running workers; wait until all are done."""
+    _queue(app, runs, workflow)
     deadline = time.monotonic() + 300
     while unfinished():
         if time.monotonic() > deadline:
@@ -695,6 +714,13 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
                     f"aifr_{processes}x{concurrency}",
                     aifr_workers(dsn, directory, processes, concurrency, max(runs, PG_WORKER_RUNS)),
                 )
+            long_runs = max(runs, PG_WORKER_RUNS) * STEPS // LONG_STEPS  # as many steps
+            _record(rows, "pg_floor_long", pg_floor_steps(dsn, long_runs, LONG_STEPS))
+            _record(
+                rows,
+                "aifr_long_1x1",
+                aifr_workers(dsn, directory, 1, 1, long_runs, workflow=("thirty", LONG_STEPS)),
+            )
             for processes in (1, 2):
                 _record(
                     rows,
@@ -787,6 +813,47 @@ TWO_VS_CEILING = Goal("restated: 2 worker processes / 1 over the host's ceiling 
 already keeps more than cores / 2 busy, two cannot double it on this host, whatever they
 do: the ceiling is ``min(2, cores / cores one worker kept busy)``, both measured in the
 same run (:func:`two_worker_ceiling`), and the goal 0.85 of it."""
+
+
+class RunSplit(NamedTuple):
+    """A run's time split into its own part and its steps', from 10- and 30-step runs."""
+
+    step_us: float
+    """What one more step adds to a run: the cost of a step in a long run."""
+    run_us: float
+    """What a run costs besides its steps: its claim, and aifr's start and end records."""
+
+
+def run_split(result: dict[str, float], ten: str, thirty: str) -> RunSplit:
+    """Split rows ``ten`` and ``thirty`` (steps/s of 10- and 30-step runs) into run and step.
+
+    A run of ``n`` steps takes ``run + n * step``; the two rows give the two unknowns.
+    """
+    per_run_ten = STEPS / result[ten]
+    per_run_thirty = LONG_STEPS / result[thirty]
+    step = (per_run_thirty - per_run_ten) / (LONG_STEPS - STEPS)
+    return RunSplit(step * 1e6, (per_run_ten - STEPS * step) * 1e6)
+
+
+def _split_lines(result: dict[str, float]) -> list[str]:
+    """The paragraph that splits a worker's runs, and the floor's, into run and steps."""
+    if "aifr_long_1x1" not in result:  # a run from before the long rows
+        return []
+    aifr = run_split(result, "aifr_1x1", "aifr_long_1x1")
+    floor = run_split(result, "pg_floor", "pg_floor_long")
+    return [
+        f"**A run and its steps** (the {LONG_STEPS}-step rows against the {STEPS}-step ones, "
+        "1 worker at `-c 1` and the CPython floor): one more step cost aifr "
+        f"{aifr.step_us:,.0f} µs and the floor {floor.step_us:,.0f} µs "
+        f"({aifr.step_us / floor.step_us:.2f}x); a run's own part (its claim, and for aifr "
+        f"its `workflow.started` and end records and its steps read back) cost aifr "
+        f"{aifr.run_us:,.0f} µs and the floor {floor.run_us:,.0f} µs. Per step over the "
+        f"floor, {LONG_STEPS}-step runs: "
+        f"{result['pg_floor_long'] / result['aifr_long_1x1']:.2f}x ({STEPS}-step runs: "
+        f"{result['pg_floor'] / result['aifr_1x1']:.2f}x, the row issue 24's goal is read "
+        "on). A difference of two drains, so noisier than either row.",
+        "",
+    ]
 
 
 def two_worker_ceiling(result: dict[str, float], one: str) -> float:
@@ -977,11 +1044,13 @@ def _cpu_table(result: dict[str, float]) -> list[str]:
         )
         for n in (1, 2)
     ]
+    drains += [("pg_floor_long", f"CPython floor on PostgreSQL, {LONG_STEPS}-step runs", 1)]
     drains += [(f"skip_locked_{n}", f"bare SKIP LOCKED loop, {n} process", n) for n in (1, 2)]
     drains += [
         (f"aifr_{p}x{c}", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c {c}`", p)
         for p, c in WORKER_ROWS
     ]
+    drains += [("aifr_long_1x1", f"aifr, 1 worker, `-c 1`, {LONG_STEPS}-step runs", 1)]
     drains += [
         (f"inline_{p}x1", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c 1`, overlap off", p)
         for p in (1, 2)
@@ -1042,6 +1111,11 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         f"{result['skip_locked_2']:,.0f} jobs/s | | "
         f"{result['skip_locked_2'] / result['skip_locked_1']:.2f}x |",
         f"| floor: CPython floor, 1 process of its own | {steps('pg_floors_1')} |",
+        *(
+            [f"| floor: CPython floor, {LONG_STEPS}-step runs | {steps('pg_floor_long')} |"]
+            if "pg_floor_long" in result
+            else []
+        ),
         f"| floor: CPython floor, 2 processes, one queue and one chain | "
         f"{steps('pg_floors_2', 'pg_floors_1')} |",
     ]
@@ -1054,6 +1128,11 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
             f"`--concurrency {concurrency}` | {steps(key, base)} |"
         )
         previous[concurrency] = key
+    if "aifr_long_1x1" in result:
+        lines.append(
+            f"| aifr, 1 worker process, `--concurrency 1`, {LONG_STEPS}-step runs | "
+            f"{steps('aifr_long_1x1')} |"
+        )
     lines += [
         f"| aifr, 1 worker process, `--concurrency 1`, `overlap_commits = false` | "
         f"{steps('inline_1x1')} |",
@@ -1084,6 +1163,7 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         f"With 8 engines in one process, {result['pg_batch_8']:.1f} writes shared each "
         f"PostgreSQL commit (1 engine: {result['pg_batch_1']:.1f}).",
         "",
+        *_split_lines(result),
         *_cpu_table(result),
         "",
         *(line.replace("goal (issue 21)", "goal") for line in verdict_table(verdicts(result))),
@@ -1246,6 +1326,8 @@ def main() -> int:
     for key, value in result.items():
         print(f"{key}: {value:,.2f}")
     print_verdicts(verdicts(result))
+    for line in _split_lines(result):
+        print(line)
     if not args.no_docs:
         print(write_docs(result, args.runs, args.rounds))
     return 0
