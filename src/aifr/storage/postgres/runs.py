@@ -107,6 +107,21 @@ statistics. Where the planner chose the walk anyway (it scales its estimates wit
 table's size: 3,000 queued runs and more), the call costs about 0.03 ms more.
 """
 
+STEPS_FILLFACTOR = 25
+"""How full a page of ``wf_steps`` is filled by inserts, in per cent: a quarter.
+
+A queued step's row (about 190 bytes here) grows about fourfold when its step completes
+(the output, the stored result, the request digest and the record's id: about 690 bytes
+for a no-op step). Packed full, as PostgreSQL fills a table by default, a page has no
+room for that: the completed row moved to another page and its primary key got a new
+index entry, on every step. A quarter filled, a page holds a 10-step run's queued rows
+with room for all of them completed, so the update stays on the page (a HOT update: no
+index entry, less WAL) and the old version is pruned on a later visit. Measured on
+3,100 steps: 23% of the updates HOT before, all of them after (those of the runs queued
+once the setting applied); the table 8% larger once its runs completed, its primary key
+24% smaller. Pages written before the migration keep their layout.
+"""
+
 PG_WORKFLOW_MIGRATIONS = [
     Migration(
         1,
@@ -182,6 +197,8 @@ PG_WORKFLOW_MIGRATIONS = [
     Migration(5, workers_table("DOUBLE PRECISION")),
     # A claim's pick through the queue's index whatever the statistics (see the function).
     Migration(6, OLDEST_FREE_FUNCTION),
+    # Room on each page for a queued step's row to grow in place (see STEPS_FILLFACTOR).
+    Migration(7, f"ALTER TABLE wf_steps SET (fillfactor = {STEPS_FILLFACTOR})"),
 ]
 
 _QUEUED = frozenset(
