@@ -58,7 +58,13 @@ from aifr.workflows.recovery import (
 from aifr.workflows.saga import Saga
 from aifr.workflows.spans import drive_span, run_trace_id, step_span
 from aifr.workflows.spec import StepSpec, WorkflowSpec
-from aifr.workflows.state import RunContext, error_dict, released_lease, workflow_event
+from aifr.workflows.state import (
+    RunContext,
+    error_dict,
+    queued_steps,
+    released_lease,
+    workflow_event,
+)
 from aifr.workflows.templating import render_inputs
 from aifr.workflows.views import PlannedStep, RunView
 
@@ -162,20 +168,11 @@ class WorkflowEngine:
         now = self.clock()
         run_id = run_id or f"run-{new_id()[:20]}"
         fingerprints: dict[str, str] = {}
-        steps = []
-        for index, step in enumerate(spec.steps):
+        for step in spec.steps:
             fingerprint = self._fingerprints.get(self.runtime.registry, step.capability)
             if fingerprint is not None:
                 fingerprints[step.id] = fingerprint
-            steps.append(
-                StepRecord(
-                    run_id=run_id,
-                    step_id=step.id,
-                    index=index,
-                    capability=step.capability,
-                    fingerprint=fingerprint,
-                )
-            )
+        steps = queued_steps(run_id, spec, fingerprints)
         run = RunRecord(
             id=run_id,
             workflow=spec.name,

@@ -9,7 +9,7 @@ copy: what the engine acts on next is always what is on disk.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from aifr.workflows.ports import (
 )
 from aifr.workflows.spec import StepSpec, WorkflowSpec
 
-__all__ = ["RunContext", "error_dict", "released_lease", "workflow_event"]
+__all__ = ["RunContext", "error_dict", "queued_steps", "released_lease", "workflow_event"]
 
 _LEASE_MARGIN_S = 1.0
 """How long before its known expiry a lease stops counting as certainly held."""
@@ -39,6 +39,30 @@ _LEASE_MARGIN_S = 1.0
 def error_dict(error: AifrError) -> dict[str, JsonValue]:
     """The JSON form of an error kept on a run or step: code, message, details."""
     return {"code": error.code.value, "message": error.message, "details": error.details}
+
+
+def queued_steps(
+    run_id: str, spec: WorkflowSpec, fingerprints: Mapping[str, str]
+) -> list[StepRecord]:
+    """A new run's steps as it is created: each pending on its first attempt, nothing done.
+
+    The one place they are made: :meth:`WorkflowEngine.start` stores them, and a store
+    whose claim starts a queued run (PostgreSQL's) builds them again from the run's own
+    definition and ``fingerprints`` (those it started with) instead of reading the rows
+    back. Nothing can have written them since: no step of a run is driven while it is
+    ``pending`` (the engine sets it running first, and no change sets a run pending
+    again), and the claim starts only a pending run.
+    """
+    return [
+        StepRecord(
+            run_id=run_id,
+            step_id=step.id,
+            index=index,
+            capability=step.capability,
+            fingerprint=fingerprints.get(step.id),
+        )
+        for index, step in enumerate(spec.steps)
+    ]
 
 
 def released_lease() -> dict[str, Any]:

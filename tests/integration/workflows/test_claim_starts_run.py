@@ -5,8 +5,10 @@ the chain on PostgreSQL (``wf_runs.start_audit``), as JSON on SQLite
 (``wf_runs.start_event``). The claim leases the run, sets it running and appends that
 event in its own transaction (after the run's row, the chain last), so a worker commits
 nothing of its own to start it. The ledger tells the same story either way: created,
-started, the steps, completed, one ``started`` per run. A claim that finds the run's
-lease held starts nothing; a run queued without the event (older code) is still
+started, the steps, completed, one ``started`` per run. On PostgreSQL the claim that
+starts a run does not read its steps back: nothing can have written them since they
+were queued, and the worker builds them as the engine queued them. A claim that finds
+the run's lease held starts nothing; a run queued without the event (older code) is still
 started, by the engine, as before; a database from before the column upgrades in place.
 """
 
@@ -22,6 +24,7 @@ from aifr.storage.postgres.runs import PG_WORKFLOW_MIGRATIONS
 from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS
 from aifr.workflows import RunState, WorkflowBuilder
 from aifr.workflows.ports import ACTIVE_STATES
+from aifr.workflows.state import queued_steps
 
 SPEC = WorkflowBuilder("queued").step("s0", "ops.check", service="web").build()
 
@@ -174,3 +177,41 @@ def test_a_queued_run_costs_a_sqlite_worker_no_commit_of_its_own_to_start(
     sqlite_env.engine.recover(views=False)
     assert sqlite_env.engine.view(queued.id).state is RunState.COMPLETED
     assert group.commits - before == 3
+
+
+def test_a_run_the_claim_starts_has_the_steps_it_was_queued_with(env: WfEnv) -> None:
+    """What ``queued_steps`` builds is, field for field, what ``start`` stored."""
+    spec = (
+        WorkflowBuilder("shapes")
+        .step("check", "ops.check", service="web", retry={"count": 2})
+        .step("noop", "test.noop", n=2, on_failure="halt")
+        .step("again", "ops.check", service="db", timeout_s=5)
+        .build()
+    )
+    queued = env.engine.start(spec, {}, "agent", execute=False).run
+    assert env.runs.steps(queued.id) == queued_steps(queued.id, spec, queued.fingerprints)
+    assert all(step.fingerprint for step in env.runs.steps(queued.id))
+
+
+def test_the_claim_that_starts_a_run_builds_its_steps_instead_of_reading_them(
+    pg_env: WfEnv,
+) -> None:
+    """PostgreSQL: a started run comes back without its step rows; a taken-over one with them.
+
+    A row changed behind the store's back shows which: no aifr code writes a queued run's
+    steps (a run is written under its lease, and a queued one has none), so the claim
+    that starts the run may build them from its definition.
+    """
+    database = pg_env.database
+    assert isinstance(database, PostgresDatabase)
+    queued = pg_env.engine.start(SPEC, {}, "agent", execute=False).run
+    with database.connection() as conn:
+        conn.execute("UPDATE wf_steps SET capability = 'changed' WHERE run_id = %s", (queued.id,))
+    claimed = pg_env.runs.claim(ACTIVE_STATES, "w1", 0.01, pg_env.clock[0])
+    assert claimed is not None and claimed.state is RunState.RUNNING
+    assert [s.capability for s in pg_env.runs.steps(claimed.id)] == ["ops.check"]
+
+    # Its lease expired, the run is claimed again: running already, its steps are read.
+    again = pg_env.runs.claim(ACTIVE_STATES, "w2", 30.0, pg_env.clock[0] + 1)
+    assert again is not None and again.id == queued.id
+    assert [s.capability for s in pg_env.runs.steps(again.id)] == ["changed"]

@@ -62,6 +62,8 @@ from aifr.workflows.ports import (
     StepKey,
     StepRecord,
 )
+from aifr.workflows.spec import WorkflowSpec
+from aifr.workflows.state import queued_steps
 
 if TYPE_CHECKING:
     import psycopg
@@ -231,7 +233,11 @@ def _claim_sql(states: frozenset[RunState]) -> str:
     event (``aifr_audit_append``, which takes the chain's lock last, after the run's
     row). Rows: one per step in order, each with the run's lease epoch and the number of
     records appended (1: this claim started the run); the run's own columns are on the
-    first row only, ``NULL`` on the others. Repeated on every row, a run's definition and
+    first row only, ``NULL`` on the others. A run this claim starts comes back as one row
+    with no step: its steps are still as it was queued with them, and the client builds
+    them from its definition (:func:`~aifr.workflows.state.queued_steps`) instead of
+    reading them (60 to 80 µs of a claim's 717 here, measured by variants of this
+    statement, and the client's decoding of 10 rows). Repeated on every row, a run's definition and
     fingerprints (3.4 kB for 10 steps here) went out once a step: 10 copies per claim of
     a 10-step run, 100 of a 100-step one, each encoded by the server and decoded by the
     client (54 µs of client and 25 µs of server CPU a claim of 10 steps, measured).
@@ -263,7 +269,7 @@ def _claim_sql(states: frozenset[RunState]) -> str:
         f"SELECT {run_columns}, c.lease_epoch, (SELECT count(*) FROM a), "
         f"{', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
         "FROM c LEFT JOIN LATERAL (SELECT w.*, row_number() OVER (ORDER BY w.idx) AS n "
-        "FROM wf_steps w WHERE w.run_id = c.id) s ON true ORDER BY s.n"
+        "FROM wf_steps w WHERE w.run_id = c.id AND c.started IS NULL) s ON true ORDER BY s.n"
     )
 
 
@@ -850,9 +856,14 @@ class PostgresRunStore:
         width = len(_RUN_NAMES)
         first = rows[0]
         self._held(first[0], first[width])
-        steps = [_step(r[width + 2 :]) for r in rows if r[width + 2] is not None]
-        self._claimed.steps = (first[0], steps)
-        return _run(first[:width])
+        run = _run(first[:width])
+        if first[width + 1]:  # started by this claim: its steps as queued (not read back)
+            spec = WorkflowSpec.from_snapshot(run.definition)
+            steps = queued_steps(run.id, spec, run.fingerprints)
+        else:
+            steps = [_step(r[width + 2 :]) for r in rows if r[width + 2] is not None]
+        self._claimed.steps = (run.id, steps)
+        return run
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
