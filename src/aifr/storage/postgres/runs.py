@@ -12,6 +12,7 @@ chain's holder never waits for a row.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import hashlib
 import json
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
-from aifr.errors import ErrorCode, WorkflowError
+from aifr.audit.ledger import PreparedEvent
+from aifr.errors import AuditError, ErrorCode, WorkflowError
 from aifr.storage.postgres.audit import append_fields, appended_records
 from aifr.storage.postgres.database import (
     PostgresDatabase,
@@ -347,6 +349,8 @@ class _Attempt:
     unrecorded: bool
     finish: RunFinish | None
     fence: int | None
+    finish_prepared: PreparedEvent | None = None
+    """The end's event redacted and encoded when the end was armed, before the effect."""
 
 
 class PostgresRunStore:
@@ -589,8 +593,17 @@ class PostgresRunStore:
 
     def begin_attempt(self, key: str, *, unrecorded: bool, finish: RunFinish | None) -> None:
         """Note what the lease holder knows of the attempt ``key`` (see ``RunStore``)."""
+        # The run's end is the last step's second record: it is prepared now, while the
+        # previous commit flushes, not between the step's effect and its statement. An
+        # event that cannot be prepared is left to fail where it did, in the step's write.
+        prepared = None
+        if finish is not None:
+            with contextlib.suppress(AuditError):
+                prepared = self.ledger.prepare(finish.audit)
         with self._completions_lock:
-            self._attempts[key] = _Attempt(unrecorded, finish, self._epochs.get(_run_of(key)))
+            self._attempts[key] = _Attempt(
+                unrecorded, finish, self._epochs.get(_run_of(key)), prepared
+            )
 
     def fence(self, key: str) -> int | None:
         """The lease epoch this process held when it began attempt ``key`` (``None``: unknown).
@@ -661,17 +674,19 @@ class PostgresRunStore:
             attempt = self._attempts.get(key)
         return attempt is not None and attempt.finish is not None
 
-    def armed_finish(self, key: str) -> tuple[RunFinish, int | None] | None:
-        """The run's end armed for attempt ``key`` and the lease epoch it is fenced on.
+    def armed_finish(self, key: str) -> tuple[RunFinish, int | None, PreparedEvent] | None:
+        """The run's end armed for attempt ``key``, the lease epoch it is fenced on, its event.
 
         For a lone writer that sends the step and the run's end as one statement
-        (``aifr_step_ends_run``) instead of :meth:`finish_in`'s savepoint.
+        (``aifr_step_ends_run``) instead of :meth:`finish_in`'s savepoint. The event comes
+        prepared for the chain (:meth:`AuditLedger.prepare`) when the end was armed.
         """
         with self._completions_lock:
             attempt = self._attempts.get(key)
         if attempt is None or attempt.finish is None:
             return None
-        return attempt.finish, self._fence_of(attempt.finish.run.id)
+        prepared = attempt.finish_prepared or self.ledger.prepare(attempt.finish.audit)
+        return attempt.finish, self._fence_of(attempt.finish.run.id), prepared
 
     def finish_in(
         self, conn: psycopg.Connection[tuple[Any, ...]], key: str, now: float

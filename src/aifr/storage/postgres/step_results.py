@@ -238,9 +238,9 @@ class PostgresStepResultStore:
             armed = self._runs.armed_finish(key)
             if armed is None:  # disarmed meanwhile: the plain step
                 return complete_alone(conn)
-            finish, run_fence = armed
+            finish, run_fence, finish_prepared = armed
             run = finish.run.evolve(updated_at=now)
-            prepared = [self._runs.ledger.prepare(audit), self._runs.ledger.prepare(finish.audit)]
+            prepared = [self._runs.ledger.prepare(audit), finish_prepared]
             rows = self._rows(
                 _STEP_ENDS_RUN,
                 conn,
