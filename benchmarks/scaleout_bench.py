@@ -846,7 +846,7 @@ def _split_lines(result: dict[str, float]) -> list[str]:
         "1 worker at `-c 1` and the CPython floor): one more step cost aifr "
         f"{aifr.step_us:,.0f} µs and the floor {floor.step_us:,.0f} µs "
         f"({aifr.step_us / floor.step_us:.2f}x); a run's own part (its claim, and for aifr "
-        f"its `workflow.started` and end records and its steps read back) cost aifr "
+        f"its `workflow.started` and end records) cost aifr "
         f"{aifr.run_us:,.0f} µs and the floor {floor.run_us:,.0f} µs. Per step over the "
         f"floor, {LONG_STEPS}-step runs: "
         f"{result['pg_floor_long'] / result['aifr_long_1x1']:.2f}x ({STEPS}-step runs: "
