@@ -223,9 +223,15 @@ class PostgresGroupCommit(GroupCommit["psycopg.Connection[tuple[Any, ...]]"]):
         Raises:
             AuditError: the event is not JSON-safe (the job fails alone).
         """
+        return self.prepared_later(self._ledger.prepare(event), link)
+
+    def prepared_later(
+        self, prepared: PreparedEvent, link: StepWrite | None = None
+    ) -> PendingAudit:
+        """:meth:`audit_later` for an event the ledger prepared already (``AuditLedger.prepare``)."""
         if self._pending is None:
             raise StorageError("audit_later outside a grouped transaction")
-        item = PendingAudit(self._ledger.prepare(event), link)
+        item = PendingAudit(prepared, link)
         self._pending.append(item)
         return item
 

@@ -239,10 +239,11 @@ def _claim_sql(states: frozenset[RunState]) -> str:
     with no step: its steps are still as it was queued with them, and the client builds
     them from its definition (:func:`~aifr.workflows.state.queued_steps`) instead of
     reading them (60 to 80 µs of a claim's 717 here, measured by variants of this
-    statement, and the client's decoding of 10 rows). Repeated on every row, a run's definition and
-    fingerprints (3.4 kB for 10 steps here) went out once a step: 10 copies per claim of
-    a 10-step run, 100 of a 100-step one, each encoded by the server and decoded by the
-    client (54 µs of client and 25 µs of server CPU a claim of 10 steps, measured).
+    statement, and the client's decoding of 10 rows). Repeated on every row, a run's
+    definition and fingerprints (3.4 kB for 10 steps here) went out once a step: 10
+    copies per claim of a 10-step run, 100 of a 100-step one, each encoded by the server
+    and decoded by the client (54 µs of client and 25 µs of server CPU a claim of 10
+    steps, measured).
     """
     started = "o_pending AND o_start IS NOT NULL"
     run_columns = ", ".join(  # on the first row only (see the docstring)
@@ -685,8 +686,16 @@ class PostgresRunStore:
             attempt = self._attempts.get(key)
         if attempt is None or attempt.finish is None:
             return None
-        prepared = attempt.finish_prepared or self.ledger.prepare(attempt.finish.audit)
-        return attempt.finish, self._fence_of(attempt.finish.run.id), prepared
+        finish = attempt.finish
+        return finish, self._fence_of(finish.run.id), self._finish_event(attempt, finish)
+
+    def _finish_event(self, attempt: _Attempt, finish: RunFinish) -> PreparedEvent:
+        """The armed end's event as prepared by :meth:`begin_attempt`, or prepared now.
+
+        Raises:
+            AuditError: the event is not JSON-safe (it failed there too).
+        """
+        return attempt.finish_prepared or self.ledger.prepare(finish.audit)
 
     def finish_in(
         self, conn: psycopg.Connection[tuple[Any, ...]], key: str, now: float
@@ -699,13 +708,14 @@ class PostgresRunStore:
         with self._completions_lock:
             attempt = self._attempts.get(key)
         finish = attempt.finish if attempt is not None else None
-        if finish is None:
+        if attempt is None or finish is None:
             return None
         run = finish.run.evolve(updated_at=now)
         self.group.answered()  # the step's own refusal is the step's, not this part's
         try:
             with self.group.savepoint(conn):  # a lost lease undoes only this part, audit too
-                self.save_in(conn, run, (), finish.audit, None, finish.owner)
+                self.save_in(conn, run, (), None, None, finish.owner)
+                self.group.prepared_later(self._finish_event(attempt, finish))
         except WorkflowError as exc:
             if exc.code is not ErrorCode.WORKFLOW_LEASE_LOST:
                 raise
