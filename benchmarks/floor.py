@@ -25,6 +25,7 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +33,14 @@ from pydantic import BaseModel, TypeAdapter
 
 from benchmarks.threads import timed_on_threads
 
-__all__ = ["CANONICAL", "LeanFloor", "LeanGovernance", "LeanInvocation", "floors_on_threads"]
+__all__ = [
+    "CANONICAL",
+    "LeanFloor",
+    "LeanGovernance",
+    "LeanInvocation",
+    "floors_on_threads",
+    "settle_wal",
+]
 
 _COLUMNS = (
     "seq, id, ts, kind, principal, capability_id, capability_fingerprint, decision, rule_id, "
@@ -111,10 +119,33 @@ class LeanGovernance:
         return LeanInvocation(output, request_id, decision, rule, digest, details, event)
 
 
+def settle_wal(
+    conn: sqlite3.Connection, database: Path, run: Callable[[], object], most_runs: int = 500
+) -> int:
+    """Call ``run`` until ``database``'s WAL has reached its working size; the calls it took.
+
+    A fresh file's WAL grows with every commit until the first automatic checkpoint
+    (``wal_autocheckpoint`` pages, 1,000 by default); after it SQLite writes the WAL over
+    from its start. A commit that grows the file costs its fsync a journalled size
+    change too (on ext4 about 1.5x the latency of one that overwrites, and more system
+    CPU), so steps timed on a new database measure its first minutes, not a running
+    process. ``conn`` is any connection to ``database``.
+    """
+    pages = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    working = 32 + pages * (24 + int(conn.execute("PRAGMA page_size").fetchone()[0]))
+    wal = Path(f"{database}-wal")  # a 32-byte header, a 24-byte one per frame
+    done = 0
+    while done < most_runs and wal.exists() and wal.stat().st_size < working:
+        run()
+        done += 1
+    return done
+
+
 class LeanFloor:
     """A minimal governed call and workflow step on their own SQLite file."""
 
     def __init__(self, path: Path, synchronous: str) -> None:
+        self.path = Path(path)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -136,25 +167,44 @@ class LeanFloor:
         """A workflow run of ``steps`` no-op steps: one commit to start, one per step."""
         run_id = os.urandom(16).hex()
         self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute("INSERT INTO floor_runs VALUES (?, 'running')", (run_id,))
-        self.conn.executemany(
-            "INSERT INTO floor_steps (run_id, step_id, state) VALUES (?, ?, 'pending')",
-            [(run_id, f"s{n}") for n in range(steps)],
-        )
+        self.start_in(self.conn, run_id, steps)
         self.conn.execute("COMMIT")
         for n in range(steps):
             invocation = self._governance.step(time.perf_counter(), n, run_id)
             self._record(invocation, run_id, f"s{n}", last=n == steps - 1)
+
+    @staticmethod
+    def start_in(conn: sqlite3.Connection, run_id: str, steps: int) -> None:
+        """Write a new run and its pending steps inside ``conn``'s open transaction."""
+        conn.execute("INSERT INTO floor_runs VALUES (?, 'running')", (run_id,))
+        conn.executemany(
+            "INSERT INTO floor_steps (run_id, step_id, state) VALUES (?, ?, 'pending')",
+            [(run_id, f"s{n}") for n in range(steps)],
+        )
 
     def _record(
         self, invocation: LeanInvocation, run_id: str | None, step_id: str | None, *,
         last: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         """Append the invocation's record (and finish its step) in one durable transaction."""
-        now = time.time()
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
+        self.record_in(conn, invocation, run_id, step_id, last=last)
+        conn.execute("COMMIT")
+        return invocation.output
+
+    def record_in(
+        self, conn: sqlite3.Connection, invocation: LeanInvocation, run_id: str | None,
+        step_id: str | None, *, last: bool = False,
+    ) -> None:  # fmt: skip
+        """Inside ``conn``'s open write transaction: chain and insert the invocation's
+        record from the head this floor holds, and finish its step (and run, if ``last``).
+
+        The head is this object's: only its own writers append to its file, one
+        transaction at a time, and the floor has no error path to roll it back for.
+        """
+        now = time.time()
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         seq, prev = self._seq + 1, self._head
         record_id = f"au-{seq}-{os.urandom(8).hex()}"
         document = (
@@ -174,9 +224,12 @@ class LeanFloor:
                 conn.execute(
                     "UPDATE floor_runs SET state = 'completed' WHERE run_id = ?", (run_id,)
                 )
-        conn.execute("COMMIT")
         self._seq, self._head = seq, digest_hash
-        return invocation.output
+
+    def settle(self, steps: int) -> int:
+        """Runs of ``steps`` steps until the WAL has reached its working size (see
+        :func:`settle_wal`); returns the runs it took."""
+        return settle_wal(self.conn, self.path, functools.partial(self.run, steps))
 
     def close(self) -> None:
         self.conn.close()
@@ -190,7 +243,10 @@ def floors_on_threads(threads: int, runs_each: int, steps: int, synchronous: str
     the interpreter, handed over at every SQLite call (the module releases the GIL
     around each). So 8 of these over 1 is the most that running 8 runs at once on
     threads of one CPython process can gain here, for the leanest step and with no lock
-    between the runs. Each floor drives 3 runs first.
+    between the runs. Each floor drives 3 runs first, then settles its file
+    (:meth:`LeanFloor.settle`), as aifr's rows settle theirs: on fresh files one thread
+    paid a journalled size change at every commit while 8 threads' changes shared the
+    file system's journal commits, which raised the floor's 8 / 1 by a fifth to a third.
     """
     directory = Path(tempfile.mkdtemp(prefix="aifr-floor-threads-"))
     floors = [LeanFloor(directory / f"floor-{n}.db", synchronous) for n in range(threads)]
@@ -198,6 +254,7 @@ def floors_on_threads(threads: int, runs_each: int, steps: int, synchronous: str
         for floor in floors:
             for _ in range(3):
                 floor.run(steps)
+            floor.settle(steps)
 
         def drive(floor: LeanFloor) -> None:
             for _ in range(runs_each):

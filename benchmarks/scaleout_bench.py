@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))  # run as a script too: ``benchmarks.goals`` must 
 from benchmarks.cpu_meter import CpuMeter  # noqa: E402
 from benchmarks.floor import floors_on_threads  # noqa: E402
 from benchmarks.goals import Goal, Verdict, print_verdicts, verdict_table  # noqa: E402
+from benchmarks.group_floor import grouped_floor_on_threads  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Scale-out (PostgreSQL)"
@@ -741,6 +742,8 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
             rows["sqlite_ceiling"] = sqlite_cpu_ceiling(runs)  # see workflow_bench
             rows["floor_threads_1"] = floors_on_threads(1, runs, STEPS, "FULL")
             rows["floor_threads_8"] = floors_on_threads(8, max(1, runs // 8), STEPS, "FULL")
+            rows["grouped_floor_1"] = grouped_floor_on_threads(1, runs, STEPS, "FULL")
+            rows["grouped_floor_8"] = grouped_floor_on_threads(8, max(1, runs // 8), STEPS, "FULL")
             for processes, concurrency in SQLITE_WORKER_ROWS:
                 rows[f"sqlite_workers_{processes}x{concurrency}"] = sqlite_workers_steps_per_s(
                     processes, concurrency, max(runs, SQLITE_WORKER_RUNS)
@@ -790,11 +793,21 @@ SQLITE_CEILING = Goal("restated: SQLite 8 runs at once / (1 / user CPU per step)
 SQLITE_VS_FLOOR_THREADS = Goal(
     "restated: SQLite 8 runs / 1, over the CPython floor's 8 threads / 1 (FULL)", 0.85, True
 )
+"""Issue 24's 3x for 8 runs at once on SQLite, against the floor on 8 threads
+(``floors_on_threads``: the leanest step, each thread on its own file, so no lock between
+them) over the floor on one, both at FULL, on settled files, measured in the same run.
+Kept for continuity; :data:`SQLITE_VS_GROUPED_FLOOR` is the floor that bounds the goal."""
+SQLITE_VS_GROUPED_FLOOR = Goal(
+    "restated: SQLite 8 runs / 1, over the grouped CPython floor's 8 threads / 1 (FULL)",
+    0.85,
+    True,
+)
 """Issue 24's 3x for 8 runs at once on SQLite, against what threads allow any CPython
-implementation here: the floor on 8 threads (``floors_on_threads``: the leanest step,
-each thread on its own file, so no lock between them) over the floor on one, both at
-FULL, measured in the same run. Where that is below 3x, the goal is below the floor and
-aifr's 8/1 is held to 0.85 of the floor's (the issue's own 0.85 of 2x for workers)."""
+implementation that keeps aifr's design: the grouped floor (``grouped_floor_on_threads``:
+the leanest step, every run on one settled file with one audit chain, steps of different
+runs group-committed) on 8 threads over the same on one, at FULL, in the same run. Where
+that is below 3x, the goal is below the floor and aifr's 8/1 is held to 0.85 of the
+floor's (the issue's own 0.85 of 2x for workers)."""
 TWO_VS_FLOOR = Goal("restated: aifr's 2/1 over the bare loop's 2/1", 0.85, at_least=True)
 STEP_VS_LOOP = Goal("restated: aifr per step / one bare SKIP LOCKED job", 1.5)
 STEP_VS_FLOOR = Goal("restated: aifr per step / its CPython floor on PostgreSQL", 1.5)
@@ -952,6 +965,13 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
             / result["sqlite_1"]
             / (result["floor_threads_8"] / result["floor_threads_1"]),
             SQLITE_VS_FLOOR_THREADS,
+        ),
+        Verdict(
+            "FULL, 8 threads vs 1, over the grouped floor's 8 threads / 1",
+            result["sqlite_8"]
+            / result["sqlite_1"]
+            / (result["grouped_floor_8"] / result["grouped_floor_1"]),
+            SQLITE_VS_GROUPED_FLOOR,
         ),
         Verdict(
             "FULL, 2 worker processes x 4 vs 1 worker x 1",
@@ -1154,6 +1174,11 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         f"| CPython floor on threads, each its own file (FULL), 8 threads | "
         f"{result['floor_threads_8']:,.0f} steps/s | | "
         f"{result['floor_threads_8'] / result['floor_threads_1']:.2f}x |",
+        f"| CPython floor on threads, one file, group-committed (FULL), 1 thread | "
+        f"{result['grouped_floor_1']:,.0f} steps/s | | |",
+        f"| CPython floor on threads, one file, group-committed (FULL), 8 threads | "
+        f"{result['grouped_floor_8']:,.0f} steps/s | | "
+        f"{result['grouped_floor_8'] / result['grouped_floor_1']:.2f}x |",
         *(
             _sqlite_worker_row(result, processes, concurrency)
             for processes, concurrency in SQLITE_WORKER_ROWS
@@ -1273,11 +1298,18 @@ How to read it:
   SQLite floor driven by 1 and by 8 threads of one process at FULL, each thread on its
   own file, so no lock stands between them and their fsyncs overlap as far as the disk
   allows; SQLite's module hands the GIL over around every call, and that is all they
-  share. Their 8/1 is the most 8 runs at once on threads can gain over one here for
-  the leanest step; where it is below the issue's 3x, the goal is below the floor, and
-  aifr's 8/1 on its one shared file is held to 0.85 of the floor's. At `synchronous=OFF`
-  the same floor on 8 threads gave 0.30x to 0.54x of one thread in two trial runs: with
-  no fsync to overlap, the hand-offs are all that is left.
+  share. Each file is settled first, as aifr's are: on fresh files one thread paid a
+  journalled size change at every commit while 8 threads' changes shared the file
+  system's journal commits, which raised this floor's 8/1 by a fifth to a third.
+  At `synchronous=OFF` the same floor on 8 threads gave 0.30x to 0.54x of one thread
+  in two trial runs: with no fsync to overlap, the hand-offs are all that is left.
+- **The grouped CPython floor on threads** (`benchmarks/group_floor.py`): the same
+  lean step, but every thread's runs on one settled file with one audit chain, their
+  writes group-committed by the least leader/follower batching (a leader writes the
+  queue in one transaction, commits, hands the lead on, wakes the rest), as aifr keeps
+  its runs. Its 8/1 is what 8 runs at once on threads can gain over one here with
+  aifr's design and the leanest step, so it bounds the issue's 3x: where it is below
+  3x, the goal is below the floor, and aifr's 8/1 is held to 0.85 of this floor's.
 - **SQLite worker rows.** `aifr worker` processes on one SQLite file at FULL, timed as
   the PostgreSQL rows are (runs queued while the workers are held), each on a fresh
   project settled by 30 runs, at least 300 runs a row. Their write transactions queue

@@ -107,22 +107,12 @@ class AifrBench:
     def settle(self, most_runs: int = 500) -> int:
         """Run until the WAL file has reached its working size; returns the runs it took.
 
-        A fresh file's WAL grows with every commit until the first automatic checkpoint
-        (1,000 pages); after it SQLite writes the WAL over from its start. A commit that
-        grows the file costs its fsync a journalled size change too (on ext4 about 1.5x
-        the latency of one that overwrites, and more system CPU), so a few hundred steps
-        timed on a new database measure its first minutes, not a running worker. Settled,
-        every configuration is timed on the WAL a long-lived process writes.
+        Settled (:func:`benchmarks.floor.settle_wal`), every configuration is timed on
+        the WAL a long-lived process writes, not on a new database's first minutes.
         """
-        conn = self.database.connect()
-        pages = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-        working = 32 + pages * (24 + int(conn.execute("PRAGMA page_size").fetchone()[0]))
-        wal = Path(f"{self.database.path}-wal")  # a 32-byte header, a 24-byte one per frame
-        done = 0
-        while done < most_runs and wal.exists() and wal.stat().st_size < working:
-            self.run()
-            done += 1
-        return done
+        from benchmarks.floor import settle_wal
+
+        return settle_wal(self.database.connect(), self.database.path, self.run, most_runs)
 
     def close(self) -> None:
         if not self.ledger.verify().ok:

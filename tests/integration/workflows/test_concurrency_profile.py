@@ -2,15 +2,27 @@
 
 ``benchmarks.workflow_bench`` times runs at once on a database whose WAL has reached its
 working size (a fresh file's first commits grow it, and those cost more than a running
-worker's); the profile it prints must count every step, the group commit's batches and
-the process's CPU.
+worker's), and the CPython floor it is held to (``benchmarks.floor``) settles its files
+the same way; the profile it prints must count every step, the group commit's batches
+and the process's CPU.
 """
 
 from __future__ import annotations
 
+import itertools
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
+import pytest
+from benchmarks import floor as floor_module
+from benchmarks.floor import LeanFloor, floors_on_threads
+from benchmarks.group_floor import GroupedLeanFloor, LeanBatching, grouped_floor_on_threads
 from benchmarks.workflow_bench import STEPS, AifrBench, concurrent_profile
+
+WORKING_WAL = 32 + 1000 * (24 + 4096)
+"""A settled WAL's size at SQLite's defaults: its header and 1,000 frames of 4 KiB pages."""
 
 
 def test_settle_fills_the_wal_to_its_working_size_and_then_costs_nothing(tmp_path: Path) -> None:
@@ -21,12 +33,110 @@ def test_settle_fills_the_wal_to_its_working_size_and_then_costs_nothing(tmp_pat
         assert wal.stat().st_size < 4_000_000
         assert bench.settle() > 0
         settled = wal.stat().st_size
-        assert settled >= 32 + 1000 * (24 + 4096)
+        assert settled >= WORKING_WAL
         assert bench.settle() == 0
         bench.run()
         assert wal.stat().st_size == settled  # written over from its start, not grown
     finally:
         bench.close()
+
+
+def test_the_floor_settles_its_file_as_aifr_does(tmp_path: Path) -> None:
+    floor = LeanFloor(tmp_path / "floor.db", "OFF")
+    try:
+        floor.run(STEPS)
+        wal = Path(f"{floor.path}-wal")
+        assert wal.stat().st_size < WORKING_WAL
+        assert floor.settle(STEPS) > 0
+        settled = wal.stat().st_size
+        assert settled >= WORKING_WAL
+        assert floor.settle(STEPS) == 0
+        floor.run(STEPS)
+        assert wal.stat().st_size == settled
+    finally:
+        floor.close()
+
+
+def test_the_floor_on_threads_is_timed_on_settled_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    settled: list[int] = []
+    real_settle = LeanFloor.settle
+
+    def settle(floor: LeanFloor, steps: int) -> int:
+        runs = real_settle(floor, steps)
+        settled.append(Path(f"{floor.path}-wal").stat().st_size)
+        return runs
+
+    monkeypatch.setattr(floor_module.LeanFloor, "settle", settle)
+    assert floors_on_threads(2, 1, STEPS, "OFF") > 0
+    assert len(settled) == 2
+    assert min(settled) >= WORKING_WAL
+
+
+def test_writers_that_arrive_during_a_commit_share_the_next_one(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "batch.db", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (writer TEXT)")
+    batching = LeanBatching(conn)
+    first_inside, let_first_commit = threading.Event(), threading.Event()
+
+    def first(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES ('first')")
+        first_inside.set()
+        let_first_commit.wait(10)
+
+    writers = [threading.Thread(target=batching.write, args=(first,))]
+    writers[0].start()
+    assert first_inside.wait(10)
+    for name in ("second", "third"):
+        writer = threading.Thread(
+            target=batching.write,
+            args=(lambda c, name=name: c.execute("INSERT INTO t VALUES (?)", (name,)),),
+        )
+        writer.start()
+        writers.append(writer)
+    deadline = time.monotonic() + 10
+    while len(batching._queue) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    let_first_commit.set()
+    for writer in writers:
+        writer.join(10)
+    assert batching.jobs == 3
+    assert batching.commits == 2  # the two that queued shared one transaction
+    assert sorted(row[0] for row in conn.execute("SELECT writer FROM t")) == [
+        "first",
+        "second",
+        "third",
+    ]
+    conn.close()
+
+
+def test_the_grouped_floor_keeps_one_chain_and_finishes_every_run(tmp_path: Path) -> None:
+    floor = GroupedLeanFloor(tmp_path / "grouped.db", "OFF")
+    try:
+        workers = [
+            threading.Thread(target=lambda: [floor.run(STEPS) for _ in range(3)]) for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        conn = floor.conn
+        records = conn.execute(
+            "SELECT seq, prev_hash, hash FROM floor_audit ORDER BY seq"
+        ).fetchall()
+        assert [seq for seq, _, _ in records] == list(range(1, 4 * 3 * STEPS + 1))
+        assert all(row[1] == before[2] for before, row in itertools.pairwise(records))
+        assert conn.execute(
+            "SELECT count(*) FROM floor_steps WHERE state != 'completed'"
+        ).fetchone() == (0,)
+        assert conn.execute("SELECT count(*), min(state) FROM floor_runs").fetchone() == (
+            12,
+            "completed",
+        )
+        assert floor.batching.jobs == 4 * 3 * (STEPS + 1)
+        assert floor.batching.commits <= floor.batching.jobs
+    finally:
+        floor.close()
+    assert grouped_floor_on_threads(2, 1, STEPS, "OFF") > 0
 
 
 def test_a_concurrency_profile_counts_every_step_and_shares_commits(tmp_path: Path) -> None:
