@@ -241,9 +241,10 @@ def floors_on_threads(threads: int, runs_each: int, steps: int, synchronous: str
     They share no lock and no file: each thread's commits flush its own file, so their
     fsyncs overlap as far as the disk lets them, and otherwise they only take turns at
     the interpreter, handed over at every SQLite call (the module releases the GIL
-    around each). So 8 of these over 1 is the most that running 8 runs at once on
-    threads of one CPython process can gain here, for the leanest step and with no lock
-    between the runs. Each floor drives 3 runs first, then settles its file
+    around each). So 8 of these over 1 is what 8 runs at once on threads of one CPython
+    process gain here for the leanest step when they share nothing, not even a commit
+    (``benchmarks.group_floor`` shares commits, which gains more). Each floor drives 3
+    runs first, then settles its file
     (:meth:`LeanFloor.settle`), as aifr's rows settle theirs: on fresh files one thread
     paid a journalled size change at every commit while 8 threads' changes shared the
     file system's journal commits, which raised the floor's 8 / 1 by a fifth to a third.
