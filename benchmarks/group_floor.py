@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.floor import LeanFloor, LeanInvocation
+from benchmarks.floor import LeanFloor
 from benchmarks.threads import timed_on_threads
 
 __all__ = ["GroupedLeanFloor", "LeanBatching", "grouped_floor_on_threads"]
@@ -113,18 +113,14 @@ class GroupedLeanFloor(LeanFloor):
         for n in range(steps):
             invocation = self._governance.step(time.perf_counter(), n, run_id)
             self.batching.write(
-                functools.partial(self._record_job, invocation, run_id, f"s{n}", n == steps - 1)
+                functools.partial(
+                    self.record_in,
+                    invocation=invocation,
+                    run_id=run_id,
+                    step_id=f"s{n}",
+                    last=n == steps - 1,
+                )
             )
-
-    def _record_job(
-        self,
-        invocation: LeanInvocation,
-        run_id: str,
-        step_id: str,
-        last: bool,
-        conn: sqlite3.Connection,
-    ) -> None:
-        self.record_in(conn, invocation, run_id, step_id, last=last)
 
 
 def grouped_floor_on_threads(threads: int, runs_each: int, steps: int, synchronous: str) -> float:
