@@ -241,7 +241,20 @@ class AuditLedger:
             AuditError: the event is not JSON-safe, or ``conn`` is not an open transaction.
             StorageError: the database failed.
         """
-        (record,) = self.store.append_in(conn, _builder([self._prepare(event)]))
+        return self.append_built_in(conn, self.builder_for(event))
+
+    def append_built_in(self, conn: object, build: ChainBuilder) -> AuditRecord:
+        """Append the one record ``build`` (from :meth:`builder_for`) makes, inside ``conn``.
+
+        For a writer that checks and encodes its event before it opens its transaction
+        or joins a shared one: the redaction and the canonical JSON then run outside
+        the database's write lock, and a bad event fails before anything is written.
+
+        Raises:
+            AuditError: ``conn`` is not an open transaction.
+            StorageError: the database failed.
+        """
+        (record,) = self.store.append_in(conn, build)
         return record
 
     def prepare(self, event: AuditEvent) -> PreparedEvent:

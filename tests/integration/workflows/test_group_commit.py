@@ -25,7 +25,7 @@ from psycopg.waiting import Wait
 from wf_env import WfEnv, build_wf_env
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
-from aifr.errors import ErrorCode, StorageError, WorkflowError
+from aifr.errors import AuditError, ErrorCode, StorageError, WorkflowError
 from aifr.invocation import IdempotencyStore
 from aifr.storage.postgres.audit import PostgresAuditStore
 from aifr.storage.postgres.database import PostgresDatabase
@@ -123,26 +123,37 @@ def _create_runs(worker: Worker, ids: list[str]) -> None:
         )
 
 
+UNENCODABLE = {"note": "half a surrogate pair: \ud800"}
+"""Details no audit record can hold: the text is not valid Unicode."""
+
+
 def _complete_in_one_batch(
-    worker: Worker, ids: list[str], after: Callable[[str], None] = lambda _run_id: None
+    worker: Worker,
+    ids: list[str],
+    after: Callable[[str], None] = lambda _run_id: None,
+    *,
+    unencodable: frozenset[str] = frozenset(),
 ) -> dict[str, object]:
     """Complete step ``a`` of every run in one forced batch; each writer's record or error.
 
-    ``after(run_id)`` runs on the writer's thread as soon as its call has returned.
+    ``after(run_id)`` runs on the writer's thread as soon as its call has returned. The
+    runs in ``unencodable`` finish with an event the ledger refuses (:data:`UNENCODABLE`),
+    which must fail before its writer joins the batch.
     """
     for run_id in ids:
         key = str(StepKey(run_id, "a", 1))
         worker.runs.begin_attempt(key, unrecorded=True, finish=None)
         worker.results.claim("agent", key, "digest", now=101.0)
-    holder, queued = _hold_until_queued(worker, len(ids))
+    holder, queued = _hold_until_queued(worker, len(ids) - len(unencodable))
     outcomes: dict[str, object] = {}
 
     def finish(run_id: str) -> None:
         key = str(StepKey(run_id, "a", 1))
-        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id)
+        details = UNENCODABLE if run_id in unencodable else {}
+        event = AuditEvent(kind="invocation", principal="agent", run_id=run_id, details=details)
         try:
             outcomes[run_id] = worker.results.complete("agent", key, {"output": 1}, 112.0, event)
-        except WorkflowError as exc:
+        except (WorkflowError, AuditError) as exc:
             outcomes[run_id] = exc
         after(run_id)
 
@@ -193,13 +204,15 @@ def test_steps_of_concurrent_runs_share_one_commit_and_a_fenced_one_fails_alone(
     assert other.ledger.verify().ok
 
 
-def _traced_batch(worker: Worker, ids: list[str]) -> tuple[list[str], dict[str, object]]:
+def _traced_batch(
+    worker: Worker, ids: list[str], *, unencodable: frozenset[str] = frozenset()
+) -> tuple[list[str], dict[str, object]]:
     """:func:`_complete_in_one_batch` on SQLite, with every statement its writer ran."""
     statements: list[str] = []
     writer = worker.runs.database.writer()  # type: ignore[union-attr]  # SQLite only
     writer.set_trace_callback(statements.append)
     try:
-        outcomes = _complete_in_one_batch(worker, ids)
+        outcomes = _complete_in_one_batch(worker, ids, unencodable=unencodable)
     finally:
         writer.set_trace_callback(None)
     return statements, outcomes
@@ -220,6 +233,33 @@ def test_a_sqlite_batch_with_no_refusal_opens_no_savepoint(tmp_path: Path) -> No
         assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
         transactions = [s for s in statements if s in _TRANSACTION_STATEMENTS]
         assert transactions == ["BEGIN IMMEDIATE", "COMMIT"] * 2  # the held one, then all
+        assert worker.ledger.verify().ok
+    finally:
+        worker.runs.database.close()
+        worker.ledger.close()
+
+
+def test_an_unencodable_step_event_fails_before_the_batch_which_commits_once_without_it(
+    tmp_path: Path,
+) -> None:
+    # The ledger checks and encodes a step's event before its writer joins a batch: the
+    # bad one is refused alone, and the batch neither rolls back nor opens a savepoint.
+    worker = _sqlite_worker(tmp_path / "aifr.db")
+    try:
+        ids = [f"run-{n}" for n in range(RUNS)]
+        _create_runs(worker, ids)
+        statements, outcomes = _traced_batch(worker, ids, unencodable=frozenset({"run-2"}))
+        refused = outcomes["run-2"]
+        assert isinstance(refused, AuditError) and "not JSON-safe" in str(refused)
+        assert all(isinstance(outcomes[run_id], AuditRecord) for run_id in ids if run_id != "run-2")
+        transactions = [s for s in statements if s in _TRANSACTION_STATEMENTS]
+        assert transactions == ["BEGIN IMMEDIATE", "COMMIT"] * 2  # the held one, then the rest
+        assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
+        assert worker.runs.step("run-2", "a").state is StepState.PENDING  # type: ignore[union-attr]
+        invocations = [
+            str(r.event.run_id) for r in worker.ledger.records() if r.event.kind == "invocation"
+        ]
+        assert sorted(invocations) == [run_id for run_id in ids if run_id != "run-2"]
         assert worker.ledger.verify().ok
     finally:
         worker.runs.database.close()

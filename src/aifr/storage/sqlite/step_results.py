@@ -125,12 +125,15 @@ class StepResultStore:
         with self._lock:
             request_digest = self._digests.pop((principal, key), None)
         fence = self._runs.fence(key)
+        # Redacted and encoded here, not in the shared transaction: a batch's write lock
+        # is held for its rows only, and a bad event fails alone, before any batch.
+        build = self._ledger.builder_for(audit)
         output = encode_column(result.get("output"))
         stored = encode_column(replay_fields(result))
 
         def complete_in(conn: sqlite3.Connection) -> tuple[AuditRecord, RunRecord | None]:
             with translate_sqlite_errors("completing a step"):
-                record = self._ledger.append_in(conn, audit)
+                record = self._ledger.append_built_in(conn, build)
                 if parsed.is_undo:
                     written = conn.execute(
                         _COMPLETE_UNDO,
