@@ -239,6 +239,33 @@ def test_a_sqlite_batch_with_no_refusal_opens_no_savepoint(tmp_path: Path) -> No
         worker.ledger.close()
 
 
+def test_an_unencodable_step_event_is_refused_before_its_writer_joins_a_batch(
+    workers: tuple[Worker, Worker],
+) -> None:
+    # On both backends the ledger checks and encodes a step's event before the group
+    # sees the write: the refused writer adds no job to any transaction, and the others
+    # share one commit.
+    mine, other = workers
+    ids = [f"run-{n}" for n in range(RUNS)]
+    _create_runs(mine, ids)
+    group = mine.runs.group
+    commits, jobs = group.commits, group.jobs
+
+    outcomes = _complete_in_one_batch(mine, ids, unencodable=frozenset({"run-2"}))
+
+    refused = outcomes["run-2"]
+    assert isinstance(refused, AuditError) and "not JSON-safe" in str(refused)
+    assert all(isinstance(outcomes[run_id], AuditRecord) for run_id in ids if run_id != "run-2")
+    assert group.commits - commits == 2  # the held transaction, then the other five
+    assert group.jobs - jobs == RUNS  # the held one and five: none for the refused writer
+    assert other.runs.step("run-2", "a").state is StepState.PENDING  # type: ignore[union-attr]
+    invocations = [
+        str(r.event.run_id) for r in other.ledger.records() if r.event.kind == "invocation"
+    ]
+    assert sorted(invocations) == [run_id for run_id in ids if run_id != "run-2"]
+    assert other.ledger.verify().ok
+
+
 def test_an_unencodable_step_event_fails_before_the_batch_which_commits_once_without_it(
     tmp_path: Path,
 ) -> None:

@@ -145,6 +145,9 @@ class PostgresStepResultStore:
         with self._lock:
             request_digest = self._digests.pop((principal, key), None)
         fence = self._runs.fence(key)
+        # Redacted and encoded here, not in the transaction: a bad event fails alone,
+        # before any batch, and a batch's job only queues its record for the tail.
+        prepared = self._runs.ledger.prepare(audit)
         output = encode_column(result.get("output"))
         stored = encode_column(replay_fields(result))  # as SQLite keeps it: no defaults
 
@@ -185,7 +188,7 @@ class PostgresStepResultStore:
                         *fenced_row,
                     ),
                 )
-                return self._runs.audit_later(audit), None
+                return self._runs.group.prepared_later(prepared), None
             step = StepWrite(
                 parsed.run_id, parsed.step_id, parsed.attempt, output, request_digest, stored, now
             )
@@ -193,7 +196,7 @@ class PostgresStepResultStore:
                 step = step._replace(fence=fence, refused=refused)
             else:
                 conn.execute(_LOCK_STEP, fenced_row)
-            pending = self._runs.audit_later(audit, step)
+            pending = self._runs.group.prepared_later(prepared, step)
             return pending, self._runs.finish_in(conn, key, now)
 
         # What both one-statement functions write to the step, in their parameters' order.
@@ -213,7 +216,6 @@ class PostgresStepResultStore:
         ) -> tuple[PendingAudit, RunRecord | None]:
             # Alone: the same writes and record in one statement (aifr_step_done), sent
             # through libpq (see prepared_call: half psycopg's client CPU per statement).
-            prepared = self._runs.ledger.prepare(audit)
             capability = result.get("capability_id")
             rows = self._rows(
                 _STEP_DONE,
@@ -240,7 +242,7 @@ class PostgresStepResultStore:
                 return complete_alone(conn)
             finish, run_fence, finish_prepared = armed
             run = finish.run.evolve(updated_at=now)
-            prepared = [self._runs.ledger.prepare(audit), finish_prepared]
+            both = [prepared, finish_prepared]
             rows = self._rows(
                 _STEP_ENDS_RUN,
                 conn,
@@ -250,11 +252,11 @@ class PostgresStepResultStore:
                     *run_change_text(run),
                     finish.owner,
                     None if run_fence is None else str(run_fence),
-                    append_fields(prepared),
+                    append_fields(both),
                 ),
             )
-            records = appended_records(prepared[: len(rows)], rows)
-            pending = PendingAudit(prepared[0], None)
+            records = appended_records(both[: len(rows)], rows)
+            pending = PendingAudit(prepared, None)
             pending.resolve(records[0])
             return pending, run if len(records) == 2 else None  # else: not ours to end
 
