@@ -35,7 +35,6 @@ from aifr.storage.postgres.groupcommit import (
     OneStatement,
     PendingAudit,
     PostgresGroupCommit,
-    StepWrite,
 )
 from aifr.storage.postgres.prepared_call import PreparedCall
 from aifr.storage.run_rows import (
@@ -375,10 +374,6 @@ class PostgresRunStore:
         """
         return self.database.deferring()
 
-    def audit_later(self, event: AuditEvent, link: StepWrite | None = None) -> PendingAudit:
-        """Inside :meth:`transact`: append ``event`` at the transaction's end (see the group)."""
-        return self.group.audit_later(event, link)
-
     def transact(
         self,
         action: str,
@@ -387,7 +382,8 @@ class PostgresRunStore:
     ) -> T:
         """Run ``work`` in a write transaction; return once committed.
 
-        ``work`` asks for its audit records with :meth:`audit_later`; they are appended
+        ``work`` asks for its audit records with ``self.group.audit_later`` (or
+        ``prepared_later``, for an event prepared before the transaction); they are appended
         at the transaction's end, under the audit chain's lock.
 
         The transaction is shared with the other runs of this process writing at the
