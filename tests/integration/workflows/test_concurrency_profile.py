@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 from benchmarks import floor as floor_module
 from benchmarks.floor import LeanFloor, floors_on_threads
-from benchmarks.group_floor import GroupedLeanFloor, LeanBatching, grouped_floor_on_threads
+from benchmarks.group_floor import (
+    GroupedLeanFloor,
+    LeanBatching,
+    WeightedGroupedFloor,
+    grouped_floor_on_threads,
+    weighted_floor_rows,
+)
+from benchmarks.scaleout_bench import SQLITE_CEILING_VS_WEIGHTED, SQLITE_VS_WEIGHTED_FLOOR, verdicts
 from benchmarks.workflow_bench import STEPS, AifrBench, concurrent_profile
 
 WORKING_WAL = 32 + 1000 * (24 + 4096)
@@ -154,3 +161,50 @@ def test_a_concurrency_profile_counts_every_step_and_shares_commits(tmp_path: Pa
         assert profile.busy > 0
     finally:
         bench.close()
+
+
+def test_the_weighted_floor_carries_the_asked_weight_and_still_keeps_its_chain(
+    tmp_path: Path,
+) -> None:
+    rows = weighted_floor_rows(150.0, 16, STEPS)
+    assert rows.burn_rounds > 0
+    # User CPU, counted in ticks on a shared host: calibrated to the asked weight, not exact.
+    assert 75 <= rows.cpu_us <= 300
+    assert rows.ceiling == pytest.approx(1e6 / rows.cpu_us)
+    assert rows.one > 0
+    assert rows.eight > 0
+    floor = WeightedGroupedFloor(tmp_path / "weighted.db", "OFF", rows.burn_rounds)
+    try:
+        workers = [threading.Thread(target=floor.run, args=(STEPS,)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        records = floor.conn.execute(
+            "SELECT seq, prev_hash, hash FROM floor_audit ORDER BY seq"
+        ).fetchall()
+        assert [seq for seq, _, _ in records] == list(range(1, 3 * STEPS + 1))
+        assert all(row[1] == before[2] for before, row in itertools.pairwise(records))
+    finally:
+        floor.close()
+
+
+def test_the_sqlite_goals_are_read_against_the_weighted_floor_of_the_same_run() -> None:
+    result = dict.fromkeys(_VERDICT_KEYS, 1.0)
+    result.update(sqlite_1=2_000.0, sqlite_8=2_600.0, sqlite_ceiling=5_000.0)
+    without = {v.goal.text for v in verdicts(result)}
+    assert SQLITE_VS_WEIGHTED_FLOOR.text not in without  # a run from before the floor
+    result.update(
+        weighted_floor_1=4_000.0, weighted_floor_8=5_000.0, weighted_floor_ceiling=8_000.0
+    )
+    read = {v.goal.text: v.ratio for v in verdicts(result)}
+    assert read[SQLITE_VS_WEIGHTED_FLOOR.text] == pytest.approx((2_600 / 2_000) / (5_000 / 4_000))
+    assert read[SQLITE_CEILING_VS_WEIGHTED.text] == pytest.approx((2_600 / 5_000) / (5_000 / 8_000))
+
+
+_VERDICT_KEYS = (
+    "commit_ms aifr_1x1 aifr_1x8 aifr_2x1 aifr_2x8 dbos_1 dbos_8 pg_floor pg_engines_1 "
+    "pg_engines_8 inline_1x1 inline_2x1 skip_locked_1 skip_locked_2 pg_floors_1 pg_floors_2 "
+    "cores_aifr_1x1 cores_aifr_1x8 floor_threads_1 floor_threads_8 grouped_floor_1 "
+    "grouped_floor_8 sqlite_workers_1x1 sqlite_workers_2x4 cpus"
+).split()
