@@ -24,6 +24,7 @@ from pydantic import JsonValue
 from aifr.audit.ids import random_hex
 from aifr.capabilities import canonical_json
 from aifr.errors import AuditError, ErrorCode
+from aifr.frozen import fast_init
 
 __all__ = [
     "EVENT_FIELDS",
@@ -69,6 +70,7 @@ EVENT_FIELDS = (
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One thing that happened: a decision, an execution, an approval, a compensation...
@@ -93,6 +95,7 @@ class AuditEvent:
     details: Mapping[str, JsonValue] = field(default_factory=dict)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ChainHead:
     """The last record of a chain: its sequence number and hash (``0``/genesis when empty)."""
@@ -101,6 +104,7 @@ class ChainHead:
     hash: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """An event as stored: its place in the chain (``seq``), id, UTC time and hashes."""

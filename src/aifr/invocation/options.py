@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aifr.frozen import fast_init
 from aifr.invocation.hooks import Hooks
 
 __all__ = ["NO_OPTIONS", "CallOptions", "Roles"]
@@ -18,6 +19,7 @@ Roles = frozenset[str] | set[str] | tuple[str, ...]
 """What callers may pass as a principal's roles (normalized to a frozenset)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallOptions:
     """How one governed call is made: identity, approval, idempotency, workflow, limits.

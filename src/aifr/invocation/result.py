@@ -15,6 +15,7 @@ from typing import Any, cast
 from pydantic import JsonValue
 
 from aifr.errors import AifrError, ErrorCode, error_payload
+from aifr.frozen import fast_init
 from aifr.policy import Decision, PolicyDecision
 
 __all__ = ["HookFailure", "Result", "Status", "Timing", "decision_from_dict", "decision_to_dict"]
@@ -29,6 +30,7 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Timing:
     """When the call started (epoch seconds) and how long each stage took (seconds)."""
@@ -97,6 +99,7 @@ def decision_from_dict(data: dict[str, Any]) -> PolicyDecision:
     )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """The outcome of one governed invocation.

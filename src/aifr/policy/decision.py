@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from aifr.capabilities import CapabilitySpec
+from aifr.frozen import fast_init
 
 __all__ = ["Decision", "PolicyDecision", "PolicyRequest"]
 
@@ -32,6 +33,7 @@ class Decision(StrEnum):
 _SEVERITY = {Decision.ALLOW: 0, Decision.REQUIRE_APPROVAL: 1, Decision.DENY: 2}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PolicyRequest:
     """May ``principal`` (with ``roles``) invoke ``capability`` with ``inputs``?
@@ -56,6 +58,7 @@ def _sorted_roles(roles: Iterable[str]) -> tuple[str, ...]:
     return roles if isinstance(roles, tuple) else tuple(sorted(roles))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PolicyDecision:
     """The engine's answer: the decision, the rule that made it and why.

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import JsonValue
 
 from aifr.audit import AuditEvent, AuditRecord
+from aifr.frozen import fast_init
 
 __all__ = [
     "ACTIVE_STATES",
@@ -78,6 +79,7 @@ class StepState(StrEnum):
     NOT_COMPENSATED = "not_compensated"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StepKey:
     """The idempotency key of one attempt of a step (or of its compensation).
@@ -117,6 +119,7 @@ def _parse_step_key(key: str) -> StepKey | None:
     return None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StepRecord:
     """One step of one run as stored.
@@ -151,6 +154,7 @@ class StepRecord:
         return replace(self, **changes)  # type: ignore[arg-type]  # dataclass field kwargs
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """One workflow run: its definition snapshot, inputs, principal, state and lease.
@@ -182,6 +186,7 @@ class RunRecord:
         return replace(self, **changes)  # type: ignore[arg-type]  # dataclass field kwargs
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RunFinish:
     """A run's final write, carried by the commit of its last step's success.
@@ -195,6 +200,7 @@ class RunFinish:
     owner: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Completion:
     """How a step key's success was recorded by the runtime's step-result store.
