@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from aifr.audit.ids import random_hex
-from aifr.capabilities import canonical_json
+from aifr.capabilities import canonical_json, compact_encoder
 from aifr.errors import AuditError, ErrorCode
 from aifr.frozen import fast_init
 
@@ -47,9 +47,7 @@ __all__ = [
 GENESIS_HASH = "0" * 64
 
 # The encoder behind canonical_json, built once (json.dumps builds one per call).
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
+_CANONICAL = compact_encoder(sort_keys=True, ensure_ascii=False, allow_nan=False)
 _string_literal: Callable[[str], str] = (
     json.encoder.encode_basestring
 )  # the C accelerator when present
@@ -175,12 +173,12 @@ def _text(value: object) -> str:
         return "null"
     if type(value) is str:
         return _string_literal(value)
-    return _CANONICAL.encode(value)
+    return _CANONICAL(value)
 
 
 def encode_details(details: Mapping[str, JsonValue]) -> str:
     """Canonical JSON of an event's details, as stores keep them in a column."""
-    return _CANONICAL.encode(details if isinstance(details, dict) else dict(details))
+    return _CANONICAL(details if isinstance(details, dict) else dict(details))
 
 
 def encode_event(event: AuditEvent) -> str:
@@ -212,7 +210,7 @@ def encode_event_and_details(event: AuditEvent) -> tuple[str, str]:
         )
     details = event.details if isinstance(event.details, dict) else dict(event.details)
     try:
-        details_json = _CANONICAL.encode(details)
+        details_json = _CANONICAL(details)
         encoded = (
             f'{{"capability_fingerprint":{_text(event.capability_fingerprint)}'
             f',"capability_id":{_text(event.capability_id)}'

@@ -7,7 +7,7 @@ from aifr.capabilities.factories import (
     create_read_capability,
     create_write_capability,
 )
-from aifr.capabilities.fingerprint import canonical_json, digest, handler_digest
+from aifr.capabilities.fingerprint import canonical_json, compact_encoder, digest, handler_digest
 from aifr.capabilities.manifest import MANIFEST_VERSION, build_manifest
 from aifr.capabilities.registry import CapabilityRegistry, split_ref
 from aifr.capabilities.risk import OperationType, RiskLevel, risk_consistency_violations
@@ -35,6 +35,7 @@ __all__ = [
     "build_capability",
     "build_manifest",
     "canonical_json",
+    "compact_encoder",
     "capability",
     "check_risk_consistency",
     "create_delete_capability",

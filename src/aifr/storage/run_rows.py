@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from aifr.capabilities import compact_encoder
 from aifr.errors import ErrorCode, WorkflowError
 from aifr.workflows.ports import TERMINAL_STATES, RunRecord, RunState, StepRecord, StepState
 
@@ -42,7 +43,7 @@ STEP_COLUMNS = (
     "undo_output, undo_error, undo_approval_id"
 )
 _STEP_NAMES = STEP_COLUMNS.split(", ")
-ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+ENCODE = compact_encoder(sort_keys=True, ensure_ascii=True, allow_nan=True)
 
 CLAIMABLE_INDEX = (
     "CREATE INDEX wf_runs_claimable ON wf_runs (created_at, id) "

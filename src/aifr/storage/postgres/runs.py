@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.audit.ledger import PreparedEvent
 from aifr.errors import AuditError, ErrorCode, WorkflowError
+from aifr.frozen import fast_init
 from aifr.storage.postgres.audit import append_fields, appended_records
 from aifr.storage.postgres.database import (
     PostgresDatabase,
@@ -342,6 +343,7 @@ def _step(row: Sequence[Any]) -> StepRecord:
     return step_from_values(row)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     """What the lease holder said of a step attempt it is about to invoke."""
