@@ -1,11 +1,11 @@
-"""Frozen dataclasses that cost a mutable one's price to build, on the per-step path.
+"""Frozen dataclasses built at half the cost, for the records every workflow step makes.
 
 A frozen dataclass's generated ``__init__`` sets each field with
 ``object.__setattr__(self, name, value)``: a global lookup, an attribute lookup and a
 generic attribute set, about 60 ns a field here, where a mutable one's ``self.x = x``
 costs about 8. A workflow step builds a dozen frozen records (its call's options and
 policy request, the decision, the audit event and record, the step's row, the result
-and its timing), some 150 fields, and the sets were 6% of a step's CPU. A slotted
+and its timing), about a hundred fields, and the sets held 6% of a step's samples. A slotted
 class already holds one C descriptor per field, whose ``__set__`` writes the slot
 directly, bypassing the class's ``__setattr__`` (the one that makes it frozen):
 :func:`fast_init` replaces the generated ``__init__`` with one that calls those,
