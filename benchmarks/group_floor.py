@@ -120,6 +120,7 @@ class GroupedLeanFloor(LeanFloor):
         run_id = os.urandom(16).hex()
         self.batching.write(functools.partial(self.start_in, run_id=run_id, steps=steps))
         for n in range(steps):
+            self.before_step()
             invocation = self._governance.step(time.perf_counter(), n, run_id)
             self.batching.write(
                 functools.partial(
@@ -130,6 +131,9 @@ class GroupedLeanFloor(LeanFloor):
                     last=n == steps - 1,
                 )
             )
+
+    def before_step(self) -> None:
+        """Work a step does before its write: none in the leanest floor."""
 
 
 def grouped_floor_on_threads(
@@ -189,22 +193,9 @@ class WeightedGroupedFloor(GroupedLeanFloor):
         super().__init__(path, synchronous)
         self.burn_rounds = burn_rounds
 
-    def run(self, steps: int) -> None:
-        """A run of ``steps`` steps, each :func:`burn` then one batched write."""
-        run_id = os.urandom(16).hex()
-        self.batching.write(functools.partial(self.start_in, run_id=run_id, steps=steps))
-        for n in range(steps):
-            burn(self.burn_rounds)
-            invocation = self._governance.step(time.perf_counter(), n, run_id)
-            self.batching.write(
-                functools.partial(
-                    self.record_in,
-                    invocation=invocation,
-                    run_id=run_id,
-                    step_id=f"s{n}",
-                    last=n == steps - 1,
-                )
-            )
+    def before_step(self) -> None:
+        """The step's weight: :func:`burn` of ``burn_rounds``."""
+        burn(self.burn_rounds)
 
 
 class WeightedFloorRows(NamedTuple):
