@@ -21,6 +21,7 @@ else is refused when the class is defined, not when it is first built.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, TypeVar
 
 __all__ = ["fast_init"]
@@ -43,8 +44,10 @@ def fast_init(cls: type[T]) -> type[T]:
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         raise TypeError(f"fast_init needs a @dataclass(frozen=True, slots=True); got {cls!r}")
-    pseudo = getattr(cls, "__dataclass_fields__", {}).values()
-    if any(f._field_type is dataclasses._FIELD_INITVAR for f in pseudo):  # type: ignore[attr-defined]
+    # An InitVar is a parameter of the dataclass's __init__ but no field: compare the two
+    # (public API only, rather than dataclasses' private field kinds).
+    given = list(inspect.signature(cls.__init__).parameters)[1:]
+    if sorted(given) != sorted(f.name for f in dataclasses.fields(cls) if f.init):  # type: ignore[arg-type]
         raise TypeError(f"fast_init cannot rewrite {cls.__name__}: it has InitVar fields")
     init = _init_for(cls)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
