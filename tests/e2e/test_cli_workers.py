@@ -114,3 +114,28 @@ def test_workers_come_and_go_and_show_the_runs_they_hold(
     assert table.returncode == 0 and "far-away" in table.stdout and "lost" in table.stdout
     assert status["workers"] == {"live": 2, "lost": 1}
     assert {pid: w["state"] for pid, w in after.items()} == {first.pid: "exited", 7: "lost"}
+
+
+def test_a_worker_is_registered_once_it_says_it_is_polling(
+    tmp_path: Path, aifr_bin: str, clean_env: dict[str, str]
+) -> None:
+    """The start-up line is the worker's word that it is ready: it is listed by then.
+
+    It used to be printed before the worker announced itself (and before a collection
+    of everything start-up built), so a supervisor or a test that waited for it could
+    ask ``aifr workers`` and find nobody.
+    """
+    project = init_project(aifr_bin, tmp_path, clean_env, {})
+    database = SqliteDatabase(project / ".aifr" / "aifr.db")
+    registry = SqliteWorkerRegistry(database)  # opened first: read at once after the line
+    worker = _start(aifr_bin, project, clean_env, 2)
+    try:
+        listed = {info.pid: info for info in registry.workers(time.time())}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        if worker.stdout is not None:
+            worker.stdout.close()
+        database.close()
+    assert worker.pid in listed
+    assert listed[worker.pid].concurrency == 2

@@ -182,10 +182,6 @@ def worker(
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         unwatch = app.watch_runs(loop.wake)
-        console.print(
-            f"aifr worker {app.workflows.owner} polling every {poll:g}s"
-            f"{' (and woken by NOTIFY)' if unwatch else ''}, {concurrency} run(s) at once"
-        )
         presence = Presence(
             app.workers,
             worker_info(app.workflows.owner, concurrency, __version__),
@@ -199,6 +195,12 @@ def worker(
         gc.freeze()
         try:
             with presence:
+                # Printed once the worker is registered: whoever waits for this line (an
+                # operator, a supervisor, a test) then finds it in `aifr workers`.
+                console.print(
+                    f"aifr worker {app.workflows.owner} polling every {poll:g}s"
+                    f"{' (and woken by NOTIFY)' if unwatch else ''}, {concurrency} run(s) at once"
+                )
                 loop.run()
         finally:
             if unwatch is not None:
