@@ -18,9 +18,7 @@ leave its batch's followers asleep.
 from __future__ import annotations
 
 import functools
-import gc
 import os
-import resource
 import sqlite3
 import tempfile
 import threading
@@ -29,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from benchmarks.floor import LeanFloor
+from benchmarks.floor import LeanFloor, user_cpu_per_step_us
 from benchmarks.threads import timed_on_threads
 
 __all__ = [
@@ -215,20 +213,6 @@ class WeightedFloorRows(NamedTuple):
         return 1e6 / self.cpu_us
 
 
-def _user_cpu_per_step(floor: LeanFloor, runs: int, steps: int) -> float:
-    """User CPU (µs) per step of ``runs`` runs driven one at a time, the GC paused."""
-    gc.collect()
-    gc.disable()
-    try:
-        started = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-        for _ in range(runs):
-            floor.run(steps)
-        used = resource.getrusage(resource.RUSAGE_SELF).ru_utime - started
-    finally:
-        gc.enable()
-    return used / (runs * steps) * 1e6
-
-
 def _rounds_for(cpu_us: float, steps: int) -> tuple[int, float]:
     """Burn rounds that make a floor step cost ``cpu_us`` of user CPU, and what it then costs.
 
@@ -242,18 +226,18 @@ def _rounds_for(cpu_us: float, steps: int) -> tuple[int, float]:
             floor.run(steps)
         # Enough runs for a quarter of a second of CPU each: getrusage counts in ticks.
         runs = max(20, round(250_000 / (steps * max(1.0, cpu_us))))
-        lean = _user_cpu_per_step(floor, runs * 4, steps)
+        lean = user_cpu_per_step_us(functools.partial(floor.run, steps), runs * 4, steps)
         probe = 1000
         started = time.process_time()
         for _ in range(200):
             burn(probe)
         per_round = (time.process_time() - started) / (200 * probe) * 1e6
         floor.burn_rounds = max(0, round((cpu_us - lean) / per_round))
-        measured = _user_cpu_per_step(floor, runs, steps)
+        measured = user_cpu_per_step_us(functools.partial(floor.run, steps), runs, steps)
         if measured > lean and floor.burn_rounds:
             per_round = (measured - lean) / floor.burn_rounds
             floor.burn_rounds = max(0, round((cpu_us - lean) / per_round))
-            measured = _user_cpu_per_step(floor, runs, steps)
+            measured = user_cpu_per_step_us(functools.partial(floor.run, steps), runs, steps)
         return floor.burn_rounds, measured
     finally:
         floor.close()

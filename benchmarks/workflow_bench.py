@@ -16,7 +16,6 @@ Issue 7 goal: per-step overhead within 1.5x of one synchronous SQLite commit.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import platform
@@ -293,22 +292,11 @@ def _concurrent_steps_per_s(bench: AifrBench, threads: int, runs_each: int) -> f
 
 
 def cpu_per_step_us(bench: AifrBench, runs: int) -> float:
-    """User CPU time per step (µs) of ``runs`` runs driven one at a time on ``bench``.
+    """User CPU time per step (µs) of ``runs`` runs driven one at a time on ``bench``
+    (:func:`benchmarks.floor.user_cpu_per_step_us`)."""
+    from benchmarks.floor import user_cpu_per_step_us
 
-    User time of the whole process, the GC paused as in the timed rows. Kernel time is
-    left out: at FULL it is mostly the fsync's, spent with the GIL released, so threads
-    overlap it; the interpreter's own work is what they take turns at.
-    """
-    gc.collect()
-    gc.disable()
-    try:
-        started = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-        for _ in range(runs):
-            bench.run()
-        used = resource.getrusage(resource.RUSAGE_SELF).ru_utime - started
-        return used / (runs * STEPS) * 1e6
-    finally:
-        gc.enable()
+    return user_cpu_per_step_us(bench.run, runs, STEPS)
 
 
 def sqlite_cpu_ceiling(runs: int, synchronous: str = "OFF") -> float:
