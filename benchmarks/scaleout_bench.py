@@ -688,11 +688,19 @@ def _record(rows: dict[str, float], key: str, drained: Drained) -> None:
     rows[f"cores_{key}"] = drained.cores
 
 
-def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
-    """Alternating rounds of every row; the median of each."""
+class Measured(NamedTuple):
+    """One run of the benchmark: each row's median over its rounds, and every round's rows."""
+
+    medians: dict[str, float]
+    rounds: list[dict[str, float]]
+
+
+def measure(dsn: str, runs: int, rounds: int) -> Measured:
+    """Alternating rounds of every row; the median of each, and each round's own rows."""
     floor_schema = f"aifr_bench_floor_{uuid.uuid4().hex[:8]}"
     directory = Path(tempfile.mkdtemp(prefix="aifr-scaleout-"))
     samples: dict[str, list[float]] = {}
+    each_round: list[dict[str, float]] = []
     load_before = os.getloadavg()[0]
     try:
         _project(directory)
@@ -774,6 +782,7 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
             for key, value in rows.items():
                 samples.setdefault(key, []).append(value)
                 print(f"  {key}: {value:,.2f}", flush=True)
+            each_round.append(rows)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -781,12 +790,12 @@ def measure(dsn: str, runs: int, rounds: int) -> dict[str, float]:
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(floor_schema))
             )
     medians = {key: statistics.median(values) for key, values in samples.items()}
-    return {
-        **medians,
+    host = {
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "cpus": len(os.sched_getaffinity(0)),
     }
+    return Measured({**medians, **host}, [{**rows, **host} for rows in each_round])
 
 
 STEP_COST = Goal("aifr per step / one PostgreSQL commit (issue 24)", 1.5)
@@ -1007,6 +1016,43 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
     ]
 
 
+def round_by_round(measured: Measured) -> list[tuple[Verdict, list[float]]]:
+    """Each goal's verdict on the run's medians, with its ratio in every round.
+
+    A round's ratio is read from that round's rows alone. A verdict on medians is a ratio
+    of medians of rows measured minutes apart, on a host whose speed drifts; the rounds
+    show how far from it a single round, or the next run, may land.
+
+    Raises:
+        ValueError: a round's goals differ from the medians' (its rows differ).
+    """
+    overall = verdicts(measured.medians)
+    per_round = [verdicts(rows) for rows in measured.rounds]
+    for round_verdicts in per_round:
+        if [(v.goal, v.what) for v in round_verdicts] != [(v.goal, v.what) for v in overall]:
+            raise ValueError("a round measured other rows than the run's medians hold")
+    return [
+        (verdict, [round_verdicts[n].ratio for round_verdicts in per_round])
+        for n, verdict in enumerate(overall)
+    ]
+
+
+def round_table(spread: list[tuple[Verdict, list[float]]]) -> list[str]:
+    """Markdown lines: each goal's ratio on the medians, in each round, and the rounds met."""
+    lines = [
+        "| goal | measured | medians | each round | rounds met |",
+        "|---|---|---:|---|---:|",
+    ]
+    for verdict, ratios in spread:
+        met = sum(1 for ratio in ratios if verdict.goal.met(ratio))
+        each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        lines.append(
+            f"| {verdict.goal.text} | {verdict.what} | {verdict.ratio:.2f}x | {each} | "
+            f"{met} of {len(ratios)} |"
+        )
+    return lines
+
+
 def _weighted_verdicts(result: dict[str, float]) -> list[Verdict]:
     """The SQLite goals against the weighted grouped floor (runs from before it had none)."""
     if "weighted_floor_8" not in result:
@@ -1154,8 +1200,9 @@ def _cpu_table(result: dict[str, float]) -> list[str]:
     return lines
 
 
-def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
+def write_docs(measured: Measured, runs: int, rounds: int) -> str:
     """Replace (or add) this benchmark's section of docs/benchmarks.md; returns it."""
+    result = measured.medians
     commit_ms = result["commit_ms"]
 
     def steps(key: str, base: str | None = None) -> str:
@@ -1256,6 +1303,11 @@ def write_docs(result: dict[str, float], runs: int, rounds: int) -> str:
         *_cpu_table(result),
         "",
         *(line.replace("goal (issue 21)", "goal") for line in verdict_table(verdicts(result))),
+        "",
+        "**Round by round.** Each goal's ratio in each round, read from that round's rows "
+        "alone (the table above reads the medians of each row over the rounds):",
+        "",
+        *round_table(round_by_round(measured)),
         "",
     ]
     section = "\n".join(lines)
@@ -1430,14 +1482,18 @@ def main() -> int:
     if not dsn:
         print("scaleout: no AIFR_BENCH_PG_DSN / AIFR_TEST_PG_DSN set; skipped")
         return 0
-    result = measure(dsn, args.runs, args.rounds)
+    measured = measure(dsn, args.runs, args.rounds)
+    result = measured.medians
     for key, value in result.items():
         print(f"{key}: {value:,.2f}")
     print_verdicts(verdicts(result))
     for line in _split_lines(result):
         print(line)
+    for verdict, ratios in round_by_round(measured):
+        each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        print(f"  {verdict.goal.text:<58} {verdict.what:<34} rounds: {each}")
     if not args.no_docs:
-        print(write_docs(result, args.runs, args.rounds))
+        print(write_docs(measured, args.runs, args.rounds))
     return 0
 
 

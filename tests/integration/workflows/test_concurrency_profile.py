@@ -25,7 +25,15 @@ from benchmarks.group_floor import (
     grouped_floor_on_threads,
     weighted_floor_rows,
 )
-from benchmarks.scaleout_bench import SQLITE_CEILING_VS_WEIGHTED, SQLITE_VS_WEIGHTED_FLOOR, verdicts
+from benchmarks.scaleout_bench import (
+    SQLITE_CEILING_VS_WEIGHTED,
+    SQLITE_VS_WEIGHTED_FLOOR,
+    STEP_VS_FLOOR,
+    Measured,
+    round_by_round,
+    round_table,
+    verdicts,
+)
 from benchmarks.workflow_bench import STEPS, AifrBench, concurrent_profile
 
 WORKING_WAL = 32 + 1000 * (24 + 4096)
@@ -200,6 +208,33 @@ def test_the_sqlite_goals_are_read_against_the_weighted_floor_of_the_same_run() 
     read = {v.goal.text: v.ratio for v in verdicts(result)}
     assert read[SQLITE_VS_WEIGHTED_FLOOR.text] == pytest.approx((2_600 / 2_000) / (5_000 / 4_000))
     assert read[SQLITE_CEILING_VS_WEIGHTED.text] == pytest.approx((2_600 / 5_000) / (5_000 / 8_000))
+
+
+def test_each_goal_is_also_read_in_every_round_from_that_rounds_rows_alone() -> None:
+    def round_of(aifr: float, floor: float) -> dict[str, float]:
+        rows = dict.fromkeys((*_VERDICT_KEYS, "sqlite_1", "sqlite_8", "sqlite_ceiling"), 1.0)
+        rows.update(aifr_1x1=aifr, pg_floor=floor)
+        return rows
+
+    rounds = [round_of(1_000.0, 1_400.0), round_of(500.0, 900.0), round_of(1_200.0, 1_500.0)]
+    medians = round_of(1_000.0, 1_400.0)  # each row's median over the three rounds
+    spread = {
+        (verdict.goal.text, verdict.what): (verdict.ratio, ratios)
+        for verdict, ratios in round_by_round(Measured(medians, rounds))
+    }
+    ratio, each = spread[(STEP_VS_FLOOR.text, "1 worker, --concurrency 1, over the floor")]
+    assert ratio == pytest.approx(1.4)
+    assert each == pytest.approx([1.4, 1.8, 1.25])
+    table = "\n".join(round_table(round_by_round(Measured(medians, rounds))))
+    assert "| 1.40x | 1.40, 1.80, 1.25 | 2 of 3 |" in table
+
+
+def test_a_round_that_measured_other_rows_is_refused() -> None:
+    rows = dict.fromkeys((*_VERDICT_KEYS, "sqlite_1", "sqlite_8", "sqlite_ceiling"), 1.0)
+    weighted = {**rows, "weighted_floor_1": 1.0, "weighted_floor_8": 1.0}
+    weighted["weighted_floor_ceiling"] = 1.0
+    with pytest.raises(ValueError, match="other rows"):
+        round_by_round(Measured(weighted, [rows]))
 
 
 _VERDICT_KEYS = (
