@@ -1037,6 +1037,10 @@ def round_by_round(measured: Measured) -> list[tuple[Verdict, list[float]]]:
     ]
 
 
+def _rounds_text(ratios: list[float]) -> str:
+    return ", ".join(f"{ratio:.2f}" for ratio in ratios)
+
+
 def round_table(spread: list[tuple[Verdict, list[float]]]) -> list[str]:
     """Markdown lines: each goal's ratio on the medians, in each round, and the rounds met."""
     lines = [
@@ -1045,9 +1049,9 @@ def round_table(spread: list[tuple[Verdict, list[float]]]) -> list[str]:
     ]
     for verdict, ratios in spread:
         met = sum(1 for ratio in ratios if verdict.goal.met(ratio))
-        each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
         lines.append(
-            f"| {verdict.goal.text} | {verdict.what} | {verdict.ratio:.2f}x | {each} | "
+            f"| {verdict.goal.text} | {verdict.what} | {verdict.ratio:.2f}x | "
+            f"{_rounds_text(ratios)} | "
             f"{met} of {len(ratios)} |"
         )
     return lines
@@ -1490,8 +1494,7 @@ def main() -> int:
     for line in _split_lines(result):
         print(line)
     for verdict, ratios in round_by_round(measured):
-        each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
-        print(f"  {verdict.goal.text:<58} {verdict.what:<34} rounds: {each}")
+        print(f"  {verdict.goal.text:<58} {verdict.what:<34} rounds: {_rounds_text(ratios)}")
     if not args.no_docs:
         print(write_docs(measured, args.runs, args.rounds))
     return 0
