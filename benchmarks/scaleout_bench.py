@@ -34,6 +34,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script too: ``benchmarks.goals`` must import
 
+from aifr.storage.run_rows import CLAIMABLE_INDEX  # noqa: E402
 from benchmarks.cpu_meter import CpuMeter  # noqa: E402
 from benchmarks.floor import floors_on_threads  # noqa: E402
 from benchmarks.goals import Goal, Verdict, print_verdicts, verdict_table  # noqa: E402
@@ -426,7 +427,7 @@ def sqlite_workers_steps_per_s(
         assert database is not None, "the project's database is not a SQLite file"
         _hold_idle(workers, database)
         with closing(sqlite3.connect(database)) as conn:
-            drained = _drain(app, workers, runs, lambda: conn.execute(UNFINISHED).fetchone()[0])
+            drained = _drain(app, workers, runs, lambda query: _scalar(conn, query))
     finally:
         _stop(workers)
         if app is not None:
@@ -469,7 +470,28 @@ def pinnable() -> bool:
     return shutil.which("taskset") is not None
 
 
-UNFINISHED = "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
+ACTIVE = "SELECT EXISTS (SELECT 1 FROM wf_runs WHERE {})".format(
+    CLAIMABLE_INDEX.split(" WHERE ", 1)[1]
+)
+"""Whether any run is left for a worker to drive: the poll that ends a timed drain.
+
+An index probe, so each poll reads an index page, not the table: on PostgreSQL the queue's
+own partial index (``wf_runs_claimable``, whose ``WHERE`` this takes word for word), on
+SQLite the state index. Polled every 10 ms while the workers run, the count of runs not
+completed that this replaced scanned every run's row, pruning the pages the workers were
+updating: 28 to 72 µs of the server's CPU per step drained, charged to the aifr row it
+was timing (the floor's rows drain in this process and poll nothing). In 4 alternating
+pairs of drains, aifr's step took 790 µs against 845 with the count (medians)."""
+
+UNCOMPLETED = "SELECT count(*) FROM wf_runs WHERE state <> 'completed'"
+"""Runs not completed, counted once a drain's clock has stopped: a row is only valid at 0."""
+
+
+def _scalar(conn: Any, query: str) -> int:
+    """The first column of ``query``'s one row, as an integer (``conn``: either backend)."""
+    row = conn.execute(query).fetchone()
+    assert row is not None  # an aggregate or EXISTS always has its row
+    return int(row[0])
 
 
 def _queue(app: Any, runs: int, workflow: str = TEN[0]) -> None:
@@ -483,23 +505,34 @@ def _drain(
     app: Any,
     workers: list[subprocess.Popen[str]],
     runs: int,
-    unfinished: Callable[[], int],
+    count: Callable[[str], int],
     workflow: tuple[str, int] = TEN,
 ) -> Drained:
     """Queue ``runs`` runs while the workers are held, release them, time their draining.
 
-    The CPU is metered over the same span: the workers' (this process only polls) and the
-    server's.
+    The clock stops once no run is left to drive (:data:`ACTIVE`, polled through
+    ``count``); every run must then have completed, or the row is refused. The CPU is
+    metered over the same span: the workers' (this process only polls) and the server's.
+
+    Raises:
+        RuntimeError: a run ended in another state (failed, compensated, ...).
     """
     _queue(app, runs, workflow[0])
     with CpuMeter(worker.pid for worker in workers) as meter:
         started = time.perf_counter()
         for worker in workers:
             worker.send_signal(signal.SIGCONT)
-        while unfinished():
+        while count(ACTIVE):
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
+    _all_completed(count)
     return Drained(runs * workflow[1], elapsed, meter.seconds)
+
+
+def _all_completed(count: Callable[[str], int]) -> None:
+    left = count(UNCOMPLETED)
+    if left:
+        raise RuntimeError(f"{left} runs ended without completing: the row measured failures")
 
 
 def _stop(workers: list[Any]) -> None:
@@ -600,15 +633,13 @@ def aifr_workers(
         with _connect(dsn, schema) as conn:
             _settle_overlap(conn, processes)
 
-            def unfinished() -> int:
-                row = conn.execute(UNFINISHED).fetchone()
-                assert row is not None  # a count always has its row
-                return int(row[0])
+            def count(query: str) -> int:
+                return _scalar(conn, query)
 
-            _warm(app, processes * concurrency * WARM_RUNS_PER_ENGINE, unfinished, workflow[0])
+            _warm(app, processes * concurrency * WARM_RUNS_PER_ENGINE, count, workflow[0])
             for worker in workers:
                 worker.send_signal(signal.SIGSTOP)
-            drained = _drain(app, workers, runs, unfinished, workflow)
+            drained = _drain(app, workers, runs, count, workflow)
     finally:
         _stop(workers)
         app.close()
@@ -658,14 +689,15 @@ PG_WORKER_RUNS = 300
 enough for one slow wake-up or one burst of the shared host's load to move a row."""
 
 
-def _warm(app: Any, runs: int, unfinished: Callable[[], int], workflow: str = TEN[0]) -> None:
+def _warm(app: Any, runs: int, count: Callable[[str], int], workflow: str = TEN[0]) -> None:
     """Queue ``runs`` runs of ``workflow`` for the running workers; wait until all are done."""
     _queue(app, runs, workflow)
     deadline = time.monotonic() + 300
-    while unfinished():
+    while count(ACTIVE):
         if time.monotonic() > deadline:
             raise RuntimeError("the workers did not drain their warm-up runs")
         time.sleep(0.01)
+    _all_completed(count)
 
 
 WORKER_ROWS = ((1, 1), (2, 1), (4, 1), (1, 8), (2, 8), (4, 4))

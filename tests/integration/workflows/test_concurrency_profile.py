@@ -9,6 +9,7 @@ and the process's CPU.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
@@ -26,10 +27,15 @@ from benchmarks.group_floor import (
     weighted_floor_rows,
 )
 from benchmarks.scaleout_bench import (
+    ACTIVE,
     SQLITE_CEILING_VS_WEIGHTED,
     SQLITE_VS_WEIGHTED_FLOOR,
     STEP_VS_FLOOR,
     Measured,
+    _all_completed,
+    _project,
+    _queue,
+    _scalar,
     round_by_round,
     round_table,
     verdicts,
@@ -152,6 +158,39 @@ def test_the_grouped_floor_keeps_one_chain_and_finishes_every_run(tmp_path: Path
     finally:
         floor.close()
     assert grouped_floor_on_threads(2, 1, STEPS, "OFF") > 0
+
+
+def test_a_drain_polls_the_queues_index_and_refuses_a_row_whose_runs_did_not_complete(
+    tmp_path: Path,
+) -> None:
+    from aifr.app import build_app
+
+    _project(tmp_path)
+    app = build_app(tmp_path)
+    try:
+        spec = app.workflow("ten")
+        app.workflows.start(spec, {}, "bench")
+        database = app.settings.sqlite_path
+        assert database is not None
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+
+            def count(query: str) -> int:
+                return _scalar(conn, query)
+
+            plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {ACTIVE}"))
+            assert "SEARCH wf_runs USING" in plan  # an index probe, not a scan of every run
+            assert "SCAN wf_runs" not in plan
+            assert count(ACTIVE) == 0
+            _all_completed(count)  # the one run completed: the row stands
+            _queue(app, 2)
+            assert count(ACTIVE) == 1
+            conn.execute("UPDATE wf_runs SET state = 'failed' WHERE state = 'pending'")
+            conn.commit()
+            assert count(ACTIVE) == 0  # the poll stops: nothing is left to drive
+            with pytest.raises(RuntimeError, match="2 runs ended without completing"):
+                _all_completed(count)
+    finally:
+        app.close()
 
 
 def test_a_concurrency_profile_counts_every_step_and_shares_commits(tmp_path: Path) -> None:
