@@ -367,6 +367,38 @@ def test_a_deferring_thread_settles_before_it_uses_the_database_again(
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
 
 
+def test_a_deferring_thread_keeps_its_idle_connection_and_the_pool_gets_it_back_at_the_end(
+    database: PostgresDatabase,
+) -> None:
+    pool = database.pool()
+    both = [pool.getconn(timeout=10), pool.getconn(timeout=10)]
+    for conn in both:  # two idle connections, which the pool lends in turn
+        pool.putconn(conn)
+    with database.connection() as one, database.connection() as other:
+        assert one is not other
+    with database.deferring():
+        with database.connection() as kept:
+            pass
+        with database.deferring():  # a block inside the drive's keeps it too
+            with database.connection() as again:
+                assert again is kept  # not a checkout from the pool
+            _insert_held(database, 1, "x")
+        with database.connection() as after_settle:  # confirmed, then kept again
+            assert after_settle is kept
+            assert after_settle.execute("SELECT v FROM t WHERE id = 1").fetchone() == ("x",)
+            after_settle.execute("BEGIN")  # left inside a transaction: not kept
+        with database.connection() as fresh:
+            assert fresh.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert fresh.execute("SELECT count(*) FROM t").fetchone() == (1,)
+            fresh.close()  # closed: not kept either; the pool replaces it
+        with database.connection() as replaced:
+            assert not replaced.closed
+            assert replaced is not fresh
+    both = [pool.getconn(timeout=10), pool.getconn(timeout=10)]  # max_size=2: none kept
+    for conn in both:
+        pool.putconn(conn)
+
+
 def test_after_an_unconfirmed_commit_a_deferring_thread_writes_nothing_more(
     database: PostgresDatabase,
 ) -> None:

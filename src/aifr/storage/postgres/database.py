@@ -204,6 +204,8 @@ class _Lent:
     The thread's unconfirmed commit, if any, is settled before the checkout (so what
     this block does comes after it), and a connection the block left holding one is
     not given back: :meth:`PostgresDatabase.settle` does that once it is confirmed.
+    Inside :meth:`PostgresDatabase.deferring` the thread keeps its connection between
+    blocks instead (see :meth:`PostgresDatabase.give_back`).
     """
 
     __slots__ = ("_conn", "_database")
@@ -213,15 +215,20 @@ class _Lent:
 
     def __enter__(self) -> psycopg.Connection[tuple[Any, ...]]:
         database = self._database
-        if database._unsettled.confirm is not None:
+        unsettled = database._unsettled
+        if unsettled.confirm is not None:
             database.settle()
-        conn: psycopg.Connection[tuple[Any, ...]] = database.pool().getconn()
+        conn = unsettled.kept
+        if conn is None:
+            conn = database.pool().getconn()
+        else:
+            unsettled.kept = None
         self._conn = conn
         return conn
 
     def __exit__(self, *exc_info: object) -> None:
         if self._database._unsettled.conn is not self._conn:
-            self._database.pool().putconn(self._conn)
+            self._database.give_back(self._conn)
 
 
 class _Refusal:
@@ -243,6 +250,8 @@ class _Unsettled(threading.local):
     conn: psycopg.Connection[tuple[Any, ...]] | None = None
     confirm: Callable[[], None] | None = None
     action = ""
+    kept: psycopg.Connection[tuple[Any, ...]] | None = None
+    """The thread's idle connection between two of its uses inside ``deferring``."""
 
 
 class PostgresDatabase:
@@ -375,6 +384,9 @@ class PostgresDatabase:
         what is stored). Ending the block by an exception settles too, logging a failure
         instead of raising it over the exception.
 
+        The thread keeps one idle connection out of the pool for the whole block
+        (:meth:`give_back`), handed back to the pool when the outermost block ends.
+
         Raises:
             UnconfirmedCommitError: at the block's end, a commit was not confirmed.
         """
@@ -396,11 +408,31 @@ class PostgresDatabase:
             unsettled.deferring = outer
             if not outer:  # a block inside another leaves a refusal to the outer one
                 unsettled.confirm = None
+                kept, unsettled.kept = unsettled.kept, None
+                if kept is not None:
+                    self.pool().putconn(kept)
 
     def is_deferring(self) -> bool:
         """Whether this thread is inside :meth:`deferring` with no commit left unconfirmed."""
         unsettled = self._unsettled
         return unsettled.deferring and unsettled.confirm is None
+
+    def give_back(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Return a lent connection: to the pool, or inside :meth:`deferring` to the thread.
+
+        A thread driving a run uses the database once a step at least, and its step's
+        connection came back to it between steps anyway (held until the commit is
+        confirmed, then given back and taken again): keeping the idle connection spares
+        the pool's checkout and return on each use (about 4 µs of the step's critical
+        path, between its commit's confirmation and its statement). Only an idle one is
+        kept (no transaction open, out of pipeline mode, not closed); any other goes to
+        the pool, which rolls it back or replaces it as before.
+        """
+        unsettled = self._unsettled
+        if unsettled.deferring and unsettled.kept is None and _is_idle(conn):
+            unsettled.kept = conn
+        else:
+            self.pool().putconn(conn)
 
     def hold(
         self, conn: psycopg.Connection[tuple[Any, ...]], confirm: Callable[[], None], action: str
@@ -444,7 +476,7 @@ class PostgresDatabase:
             raise error from exc
         finally:
             if conn is not None:
-                self.pool().putconn(conn)
+                self.give_back(conn)
 
     def write(self, action: str, work: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
         """Run ``work`` in one transaction, translating database errors (naming ``action``)."""
@@ -514,6 +546,17 @@ class PostgresDatabase:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+
+
+def _is_idle(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn`` is open, outside any transaction and out of pipeline mode."""
+    pgconn = conn.pgconn
+    pq = import_psycopg().pq
+    return bool(
+        not conn.closed
+        and pgconn.transaction_status == pq.TransactionStatus.IDLE
+        and pgconn.pipeline_status == pq.PipelineStatus.OFF
+    )
 
 
 def _statements(script: str) -> list[str]:
