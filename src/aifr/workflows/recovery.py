@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import JsonValue
 
@@ -223,6 +223,13 @@ def _queued_for_claim(run: RunRecord, claimable: frozenset[RunState], now: float
     )
 
 
+class _Driven(NamedTuple):
+    """A run a worker's turn claimed: its id, and whether its drive failed (its lease kept)."""
+
+    run_id: str
+    failed: bool
+
+
 class Recovery:
     """Finds unfinished runs and hands them, leased, to the engine."""
 
@@ -268,51 +275,77 @@ class Recovery:
         return is_owner_gone(owner)
 
     def _claimed(self, limit: int, views: bool, states: frozenset[RunState]) -> list[RunView]:
-        """Claim and drive runs in ``states`` until none is free (or ``limit`` were driven)."""
+        """Claim and drive runs in ``states`` until none is free (or ``limit`` were driven).
+
+        The turn is one block of deferred commits (see ``deferred_commits``): a claim's
+        commit, like a step's, is confirmed before the run's first effect, not before its
+        load and first checks; and a run's last commit is confirmed while the next run's
+        claim goes out beside it (on another connection), not before. Nothing of the next
+        run depends on the last one's end, and the next run's first effect waits for both.
+        """
         engine = self._engine
         driven: list[RunView] = []
         done = 0
         failed: list[str] = []  # kept leased until the loop ends, so not claimed again
-        while done + len(failed) < limit and not engine.is_stopping():
-            taken: RunRecord | None = None
-            try:
-                # The claim's commit, like a step's, is confirmed before the run's first
-                # effect, not before its load and first checks (see deferred_commits).
-                with engine.deferred_commits():
-                    taken = engine.store.claim(
-                        states, engine.owner, engine.lease_ttl_s, engine.clock()
-                    )
-                    if taken is None:
+        reported: UnconfirmedCommitError | None = None
+        try:
+            with engine.deferred_commits():
+                while done + len(failed) < limit and not engine.is_stopping():
+                    ended, reported = self._claim_and_drive(states, driven if views else None)
+                    if ended is None:
                         break
-                    context = RunContext.load(taken, engine.store, engine.owner, engine.clock)
-                    if not taken.cancel_requested:  # read by the claim just now: no second read
-                        context.cancel_checked_at = time.monotonic()
-                    engine.drive(context)
-                done += 1
-                if views:
-                    driven.append(engine.view(taken.id))
-            except UnconfirmedCommitError as exc:
-                # The claim's commit, or a step's, may not have happened: whichever it was,
-                # the database refused or lost a commit, so this turn stops here (a claim
-                # that did not commit would be claimed again at once, and refused again).
+                    if ended.failed:
+                        failed.append(ended.run_id)
+                        if reported is not None:
+                            break
+                    else:
+                        done += 1
+        except UnconfirmedCommitError as exc:  # the turn's last commit, read at the block's end
+            if exc is not reported:
                 logger.error("%s: %s", exc.code.value, exc.message)
-                if taken is not None:
-                    failed.append(taken.id)  # given back below if the claim did commit
-                break
-            except AifrError as exc:  # one broken run must not stop the queue
-                if taken is None:
-                    logger.error("claiming a run failed: %s: %s", exc.code.value, exc.message)
-                    break
-                logger.error("run %s: failed: %s: %s", taken.id, exc.code.value, exc.message)
-                failed.append(taken.id)
-            except Exception:  # a bug in one run must not stop the others
-                if taken is None:
-                    raise
-                logger.exception("run %s: failed unexpectedly", taken.id)
-                failed.append(taken.id)
         self._give_back(failed)
         self.more_queued = done >= limit  # failed runs do not count: a failing queue waits a poll
         return driven
+
+    def _claim_and_drive(
+        self, states: frozenset[RunState], driven: list[RunView] | None
+    ) -> tuple[_Driven | None, UnconfirmedCommitError | None]:
+        """Claim the next run and drive it; ``None`` when none was claimed (or claiming failed).
+
+        ``driven``: where the run's view goes once it is driven (``None``: not read).
+        The error is the commit this drive found unconfirmed, if one was: the turn stops.
+        """
+        engine = self._engine
+        taken: RunRecord | None = None
+        try:
+            taken = engine.store.claim(states, engine.owner, engine.lease_ttl_s, engine.clock())
+            if taken is None:
+                return None, None
+            context = RunContext.load(taken, engine.store, engine.owner, engine.clock)
+            if not taken.cancel_requested:  # read by the claim just now: no second read
+                context.cancel_checked_at = time.monotonic()
+            engine.drive(context)
+            if driven is not None:
+                driven.append(engine.view(taken.id))
+        except UnconfirmedCommitError as exc:
+            # A claim's commit, or a step's, may not have happened: whichever it was, the
+            # database refused or lost a commit, so this turn stops here (a claim that did
+            # not commit would be claimed again at once, and refused again).
+            logger.error("%s: %s", exc.code.value, exc.message)
+            # given back at the turn's end if the claim did commit
+            return (None if taken is None else _Driven(taken.id, failed=True)), exc
+        except AifrError as exc:  # one broken run must not stop the queue
+            if taken is None:
+                logger.error("claiming a run failed: %s: %s", exc.code.value, exc.message)
+                return None, None
+            logger.error("run %s: failed: %s: %s", taken.id, exc.code.value, exc.message)
+            return _Driven(taken.id, failed=True), None
+        except Exception:  # a bug in one run must not stop the others
+            if taken is None:
+                raise
+            logger.exception("run %s: failed unexpectedly", taken.id)
+            return _Driven(taken.id, failed=True), None
+        return _Driven(taken.id, failed=False), None
 
     def _give_back(self, run_ids: Sequence[str]) -> None:
         """Release the leases of runs whose drive failed (those this worker still holds)."""

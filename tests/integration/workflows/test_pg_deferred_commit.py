@@ -70,8 +70,18 @@ def env(tmp_path: Path, looked: list[str | None]) -> Iterator[WfEnv]:
         looked.append(None if row is None else f"{row[0]} by {row[1]}")
         return {"seen": looked[-1]}
 
+    @capability("test.clock", operation="READ", risk="LOW")
+    def clock(info: CallInfo) -> dict[str, Any]:
+        """The server's clock when this effect ran (seconds since the epoch, as text)."""
+        row = committed(
+            "SELECT extract(epoch FROM clock_timestamp())::text WHERE %s::text IS NOT NULL",
+            info.run_id,
+        )
+        looked.append(None if row is None else row[0])
+        return {"seen": looked[-1]}
+
     effects = Effects()
-    registry = CapabilityRegistry([*file_capabilities(effects), look, peek])
+    registry = CapabilityRegistry([*file_capabilities(effects), look, peek, clock])
     built = build_wf_env(tmp_path, postgres=(dsn, schema), registry=registry)
     built.effects = effects
     yield built
@@ -256,6 +266,50 @@ def test_a_claim_refused_at_its_commit_acts_on_nothing_and_the_run_is_claimed_la
     assert env.ledger.verify().ok
 
 
+def test_a_worker_claims_its_next_run_while_its_last_run_s_end_commits(
+    env: WfEnv, looked: list[str | None]
+) -> None:
+    # Each run's end takes SLOW_COMMIT_S to commit on the server. The worker's claim of
+    # the next run goes out meanwhile, on another session, instead of after it; the next
+    # run's first effect still waits for both commits.
+    _warm(env)
+    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+    assert isinstance(env.database, PostgresDatabase)
+    with env.database.connection() as conn:
+        conn.execute(
+            "CREATE TABLE seen (what text, run text, "
+            "at double precision DEFAULT extract(epoch FROM clock_timestamp()))"
+        )
+        conn.execute(
+            "CREATE FUNCTION note_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO seen (what, run) VALUES ('claimed', NEW.id); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER note_claim BEFORE UPDATE ON wf_runs FOR EACH ROW "
+            "WHEN (OLD.state = 'pending' AND NEW.state = 'running') "
+            "EXECUTE FUNCTION note_claim()"
+        )
+    _at_commit(
+        env,
+        "wf_runs",
+        "NEW.state = 'completed'",
+        f"PERFORM pg_sleep({SLOW_COMMIT_S}); INSERT INTO seen (what, run) VALUES ('ended', NEW.id)",  # noqa: S608  # constants
+    )
+    looked.clear()
+
+    env.engine.recover(views=False)
+
+    with env.database.connection() as conn:
+        seen = {(what, run): at for what, run, at in conn.execute("SELECT * FROM seen")}
+    effects = [float(at) for at in looked if at is not None]
+    assert len(effects) == 2
+    assert seen["claimed", second] < seen["ended", first]  # claimed while the end committed
+    assert effects[1] > seen["ended", first]  # but its first effect waited for that commit
+    assert effects[0] > seen["claimed", first]
+    assert {env.engine.view(run).state for run in (first, second)} == {RunState.COMPLETED}
+    assert env.ledger.verify().ok
+
+
 def _warm(env: WfEnv) -> None:
     """One run first: statements prepared, the pool's connections open."""
     assert env.engine.start(_spec(), {}, "agent").state is RunState.COMPLETED
@@ -397,6 +451,52 @@ def test_a_deferring_thread_keeps_its_idle_connection_and_the_pool_gets_it_back_
     both = [pool.getconn(timeout=10), pool.getconn(timeout=10)]  # max_size=2: none kept
     for conn in both:
         pool.putconn(conn)
+
+
+def _insert_beside(database: PostgresDatabase, key: int, value: str) -> psycopg.Connection[Any]:
+    """Insert beside the thread's unconfirmed commit; the session it went out on."""
+    with database.connection(beside=True) as beside:
+        rows = INSERT.rows_deferred(
+            database, beside, [str(key), value], f"inserting {key}", beside=True
+        )
+    assert rows == [(str(key), value)]
+    return beside
+
+
+def test_a_write_beside_an_unconfirmed_commit_does_not_wait_for_it(
+    database: PostgresDatabase,
+) -> None:
+    # Each insert's commit takes SLOW_COMMIT_S on the server: the second goes out on
+    # another session while the first flushes, so the two take about one wait, not two.
+    with database.deferring():
+        started = time.monotonic()
+        _insert_held(database, 1, "x")
+        assert database.may_hold(beside=True) and not database.may_hold()
+        beside = _insert_beside(database, 2, "y")
+        assert time.monotonic() - started < SLOW_COMMIT_S  # its rows came back at once
+        assert not database.may_hold(beside=True)  # one beside another, no more
+        with database.connection(beside=True) as conn:  # so this one settles both first
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+            assert conn is beside  # the newest session is the one the thread keeps
+        assert time.monotonic() - started < 1.75 * SLOW_COMMIT_S  # one after the other: 2x
+    both = [database.pool().getconn(timeout=10), database.pool().getconn(timeout=10)]
+    for conn in both:  # max_size=2: both sessions are back in the pool
+        database.pool().putconn(conn)
+
+
+def test_a_refused_commit_with_one_beside_it_is_raised_once_both_are_read(
+    database: PostgresDatabase,
+) -> None:
+    with pytest.raises(UnconfirmedCommitError, match="inserting 1 was not confirmed"):
+        with database.deferring():
+            _insert_held(database, 1, "refuse")
+            _insert_beside(database, 2, "y")
+            database.settle()
+    with database.connection() as conn:  # the one beside it committed, on its own
+        assert conn.execute("SELECT id FROM t").fetchall() == [(2,)]
+    both = [database.pool().getconn(timeout=10), database.pool().getconn(timeout=10)]
+    for conn in both:
+        database.pool().putconn(conn)
 
 
 def test_after_an_unconfirmed_commit_a_deferring_thread_writes_nothing_more(

@@ -123,15 +123,19 @@ class PreparedCall:
         conn: psycopg.Connection[Any],
         params: Sequence[str | None],
         action: str,
+        *,
+        beside: bool = False,
     ) -> list[tuple[Any, ...]]:
         """:meth:`rows`; inside ``database.deferring()``, back before the commit is confirmed.
 
         The connection (lent by ``database``) is then held until ``database.settle()``
         reads the confirmation, which it does before the thread's next use of the
         database, and which the engine does before the next effect; ``action`` names the
-        write in the error of a commit that was not confirmed.
+        write in the error of a commit that was not confirmed. ``beside``: the write does
+        not depend on the thread's unconfirmed commit, if any (``conn`` was lent beside
+        it), and is deferred beside it (see ``PostgresDatabase.may_hold``).
         """
-        if not database.is_deferring():
+        if not database.may_hold(beside=beside):
             return self.rows(conn, params)
         rows, confirm = self.rows_before_commit(conn, params)
         database.hold(conn, confirm, action)

@@ -867,13 +867,17 @@ class PostgresRunStore:
         thread's next :meth:`steps` call for the run (the engine loads the run's context
         next). Inside :meth:`deferred_commits` the claim returns before its commit is
         confirmed, as a lone step's write does: the worker loads the run and checks its
-        first step while the server flushes, and settles before that step's effect.
+        first step while the server flushes, and settles before that step's effect. It
+        goes out beside the thread's unconfirmed commit, if any, on another connection
+        (the worker's last run's last step, still flushing: nothing of the next run
+        depends on it, and its first effect waits for both).
         """
         self._claimed.steps = None
         call = _claim_call(states)
         params = (repr(now), owner, repr(now + ttl_s), repr(now))
-        with translate_pg_errors("claiming a run"), self.database.connection() as conn:
-            rows = call.rows_deferred(self.database, conn, params, "claiming a run")
+        database = self.database
+        with translate_pg_errors("claiming a run"), database.connection(beside=True) as conn:
+            rows = call.rows_deferred(database, conn, params, "claiming a run", beside=True)
         if not rows:
             return None
         width = len(_RUN_NAMES)
