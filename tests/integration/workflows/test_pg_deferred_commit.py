@@ -12,6 +12,7 @@ resumes from what is stored.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -390,11 +391,14 @@ def test_a_failed_statement_raises_at_once_and_leaves_the_connection_usable(
 
 @pytest.fixture
 def database(conn: psycopg.Connection[Any]) -> Iterator[PostgresDatabase]:
-    """A pool on ``conn``'s schema (its table ``t`` commits slowly or refuses)."""
+    """A pool of 3 on ``conn``'s schema (its table ``t`` commits slowly or refuses).
+
+    Room for one deferring thread's two connections and one to spare.
+    """
     dsn = os.environ["AIFR_TEST_PG_DSN"]
     schema = conn.execute("SELECT current_schema()").fetchone()
     assert schema is not None
-    pool = PostgresDatabase(dsn, schema=schema[0], max_size=2)
+    pool = PostgresDatabase(dsn, schema=schema[0], max_size=3)
     yield pool
     pool.close()
 
@@ -448,8 +452,8 @@ def test_a_deferring_thread_keeps_its_idle_connection_and_the_pool_gets_it_back_
         with database.connection() as replaced:
             assert not replaced.closed
             assert replaced is not fresh
-    both = [pool.getconn(timeout=10), pool.getconn(timeout=10)]  # max_size=2: none kept
-    for conn in both:
+    every = [pool.getconn(timeout=10) for _ in range(3)]  # max_size=3: none kept
+    for conn in every:
         pool.putconn(conn)
 
 
@@ -479,8 +483,8 @@ def test_a_write_beside_an_unconfirmed_commit_does_not_wait_for_it(
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
             assert conn is beside  # the newest session is the one the thread keeps
         assert time.monotonic() - started < 1.75 * SLOW_COMMIT_S  # one after the other: 2x
-    both = [database.pool().getconn(timeout=10), database.pool().getconn(timeout=10)]
-    for conn in both:  # max_size=2: both sessions are back in the pool
+    every = [database.pool().getconn(timeout=10) for _ in range(3)]
+    for conn in every:  # max_size=3: both sessions are back in the pool
         database.pool().putconn(conn)
 
 
@@ -494,9 +498,43 @@ def test_a_refused_commit_with_one_beside_it_is_raised_once_both_are_read(
             database.settle()
     with database.connection() as conn:  # the one beside it committed, on its own
         assert conn.execute("SELECT id FROM t").fetchall() == [(2,)]
-    both = [database.pool().getconn(timeout=10), database.pool().getconn(timeout=10)]
-    for conn in both:
+    every = [database.pool().getconn(timeout=10) for _ in range(3)]
+    for conn in every:
         database.pool().putconn(conn)
+
+
+def test_threads_keep_a_session_and_write_beside_only_while_the_pool_has_room(
+    database: PostgresDatabase,
+) -> None:
+    # A pool of 3, one connection to spare: one deferring thread may hold two (a write
+    # beside its unconfirmed commit), two may keep one each, three may not even keep one.
+    # Holding more would leave a thread waiting for a connection that only a waiting
+    # thread could give back.
+    seen: dict[int, tuple[bool, bool]] = {}
+
+    def defer(threads: int, n: int, barrier: threading.Barrier) -> None:
+        with database.deferring():
+            barrier.wait()  # every thread inside its block at once
+            with database.connection():
+                pass
+            kept = database._unsettled.kept is not None  # this thread's own state
+            _insert_held(database, 100 * threads + n, "x")
+            seen[n] = (kept, database.may_hold(beside=True))
+            barrier.wait()  # none leaves before all have looked
+
+    for threads, expected in ((1, (True, True)), (2, (True, False)), (3, (False, False))):
+        seen.clear()
+        barrier = threading.Barrier(threads, timeout=30)
+        workers = [
+            threading.Thread(target=defer, args=(threads, n, barrier)) for n in range(threads)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert seen == dict.fromkeys(range(threads), expected), threads
+    with database.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (6,)
 
 
 def test_after_an_unconfirmed_commit_a_deferring_thread_writes_nothing_more(

@@ -52,6 +52,17 @@ __all__ = [
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
+SPARE_CONNECTIONS = 1
+"""Connections of the pool left for threads outside deferred commits (a lease heartbeat).
+
+A thread inside :meth:`PostgresDatabase.deferring` keeps one connection between its uses
+only while every such thread can, with these to spare; and sends a write beside its
+unconfirmed commit (two at once) only while every such thread could. Beyond that, as
+with ``aifr worker -c 16`` on the default pool of 16, it returns its connection to the
+pool between uses and waits for its commit before the next claim, as before: holding
+more would leave a thread waiting for a connection that only a waiting thread could
+give back."""
+
 
 def import_psycopg() -> Any:
     """The ``psycopg`` module, or ``ConfigError`` naming the ``pg`` extra."""
@@ -265,6 +276,7 @@ class PostgresDatabase:
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
         self._unsettled = _Unsettled()
+        self._deferring_threads = 0
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         if self.schema is None:
@@ -398,6 +410,9 @@ class PostgresDatabase:
         unsettled = self._unsettled
         outer = unsettled.deferring
         unsettled.deferring = True
+        if not outer:
+            with self._lock:
+                self._deferring_threads += 1
         try:
             yield
         except BaseException:
@@ -413,6 +428,8 @@ class PostgresDatabase:
         finally:
             unsettled.deferring = outer
             if not outer:  # a block inside another leaves a refusal to the outer one
+                with self._lock:
+                    self._deferring_threads -= 1
                 unsettled.refused = None
                 kept, unsettled.kept = unsettled.kept, None
                 if kept is not None:
@@ -427,14 +444,19 @@ class PostgresDatabase:
 
         Inside :meth:`deferring`, after no refused commit, with no commit unconfirmed;
         ``beside``: with at most one (a write that does not depend on it, on another
-        connection: see :meth:`connection`).
+        connection: see :meth:`connection`), while the pool has room for two
+        connections a deferring thread (:data:`SPARE_CONNECTIONS`).
         """
         unsettled = self._unsettled
-        return (
-            unsettled.deferring
-            and unsettled.refused is None
-            and len(unsettled.pending) <= (1 if beside else 0)
-        )
+        if not unsettled.deferring or unsettled.refused is not None:
+            return False
+        if not beside:
+            return not unsettled.pending
+        return len(unsettled.pending) <= 1 and self._has_room(2)
+
+    def _has_room(self, each: int) -> bool:
+        """Whether every deferring thread may hold ``each`` connections (see SPARE_CONNECTIONS)."""
+        return self._deferring_threads * each + SPARE_CONNECTIONS <= self._max_size
 
     def give_back(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         """Return a lent connection: to the pool, or inside :meth:`deferring` to the thread.
@@ -444,11 +466,12 @@ class PostgresDatabase:
         confirmed, then given back and taken again): keeping the idle connection spares
         the pool's checkout and return on each use (about 4 µs of the step's critical
         path, between its commit's confirmation and its statement). Only an idle one is
-        kept (no transaction open, out of pipeline mode, not closed); any other goes to
-        the pool, which rolls it back or replaces it as before.
+        kept (no transaction open, out of pipeline mode, not closed), and only while the
+        pool has room for one a deferring thread (:data:`SPARE_CONNECTIONS`); any other
+        goes to the pool, which rolls it back or replaces it as before.
         """
         unsettled = self._unsettled
-        if unsettled.deferring and unsettled.kept is None and _is_idle(conn):
+        if unsettled.deferring and unsettled.kept is None and self._has_room(1) and _is_idle(conn):
             unsettled.kept = conn
         else:
             self.pool().putconn(conn)
