@@ -387,7 +387,9 @@ class WorkflowEngine:
         The run is driven inside the store's deferred commits (:class:`DefersCommits`,
         PostgreSQL): a step's write returns with its rows while the server flushes its
         commit, and the runtime settles it before the next step's effect. The checks
-        in between overlap the flush; the lease is held until the last one is settled.
+        in between overlap the flush. The run's last commit is settled when the block
+        ends, or, inside a worker's turn (itself such a block), while the turn claims
+        its next run, before that run's first effect.
         """
         run_id = context.run.id
         with (
