@@ -403,6 +403,13 @@ def database(conn: psycopg.Connection[Any]) -> Iterator[PostgresDatabase]:
     pool.close()
 
 
+def _all_back_in_the_pool(database: PostgresDatabase) -> None:
+    """Every connection of the fixture's pool (3) can be taken at once: none is kept."""
+    every = [database.pool().getconn(timeout=10) for _ in range(3)]
+    for conn in every:
+        database.pool().putconn(conn)
+
+
 def _insert_held(database: PostgresDatabase, key: int, value: str) -> None:
     with database.connection() as held:
         rows, confirm = INSERT.rows_before_commit(held, [str(key), value])
@@ -452,9 +459,7 @@ def test_a_deferring_thread_keeps_its_idle_connection_and_the_pool_gets_it_back_
         with database.connection() as replaced:
             assert not replaced.closed
             assert replaced is not fresh
-    every = [pool.getconn(timeout=10) for _ in range(3)]  # max_size=3: none kept
-    for conn in every:
-        pool.putconn(conn)
+    _all_back_in_the_pool(database)
 
 
 def _insert_beside(database: PostgresDatabase, key: int, value: str) -> psycopg.Connection[Any]:
@@ -483,9 +488,7 @@ def test_a_write_beside_an_unconfirmed_commit_does_not_wait_for_it(
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
             assert conn is beside  # the newest session is the one the thread keeps
         assert time.monotonic() - started < 1.75 * SLOW_COMMIT_S  # one after the other: 2x
-    every = [database.pool().getconn(timeout=10) for _ in range(3)]
-    for conn in every:  # max_size=3: both sessions are back in the pool
-        database.pool().putconn(conn)
+    _all_back_in_the_pool(database)
 
 
 def test_a_refused_commit_with_one_beside_it_is_raised_once_both_are_read(
@@ -498,9 +501,7 @@ def test_a_refused_commit_with_one_beside_it_is_raised_once_both_are_read(
             database.settle()
     with database.connection() as conn:  # the one beside it committed, on its own
         assert conn.execute("SELECT id FROM t").fetchall() == [(2,)]
-    every = [database.pool().getconn(timeout=10) for _ in range(3)]
-    for conn in every:
-        database.pool().putconn(conn)
+    _all_back_in_the_pool(database)
 
 
 def test_threads_keep_a_session_and_write_beside_only_while_the_pool_has_room(
