@@ -551,7 +551,8 @@ def _hold_idle(workers: list[subprocess.Popen[str]], database: Path) -> None:
     An idle worker still claims every poll (a write that finds nothing); one stopped
     inside it would hold the writer gate and SQLite's lock until it is resumed, and the
     runs queued meanwhile would wait for it. So the workers are stopped, the gate and the
-    lock are tried, and on a miss the workers are resumed for a moment and stopped again.
+    lock are tried once every thread of theirs is stopped, and on a miss the workers are
+    resumed for a moment and stopped again.
     """
     from aifr.errors import StorageError
     from aifr.storage.sqlite.writer_gate import WriterGate
@@ -562,6 +563,7 @@ def _hold_idle(workers: list[subprocess.Popen[str]], database: Path) -> None:
             for _ in range(1000):
                 for worker in workers:
                     worker.send_signal(signal.SIGSTOP)
+                _wait_stopped(workers)
                 try:
                     with gate:
                         probe.execute("BEGIN IMMEDIATE")
@@ -575,6 +577,35 @@ def _hold_idle(workers: list[subprocess.Popen[str]], database: Path) -> None:
     finally:
         gate.close()
     raise RuntimeError(f"the workers never left {database} unlocked")
+
+
+def _wait_stopped(workers: list[subprocess.Popen[str]], timeout_s: float = 10.0) -> None:
+    """Return once every thread of every worker is stopped (``SIGSTOP`` takes effect later).
+
+    A probe of the lock made before then could find it free while a worker not yet
+    stopped was about to take it; stopped holding it, that worker kept the runs queued
+    next waiting for it until they gave up (30 s): a pinned SQLite row's first round
+    failed so at 19:37 on 2026-11-28.
+
+    Raises:
+        RuntimeError: a thread was still running after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        tasks = Path(f"/proc/{worker.pid}/task")
+        while tasks.exists() and not all(_is_stopped(task / "stat") for task in tasks.iterdir()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {worker.pid} did not stop")
+            time.sleep(0.001)
+
+
+def _is_stopped(stat: Path) -> bool:
+    """Whether the thread whose ``/proc/.../stat`` this is was stopped (or has exited)."""
+    try:
+        state = stat.read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("T", "t", "Z", "X")
 
 
 def _project(directory: Path) -> None:

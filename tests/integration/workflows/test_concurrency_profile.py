@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +39,7 @@ from benchmarks.scaleout_bench import (
     _project,
     _queue,
     _scalar,
+    _wait_stopped,
     round_by_round,
     round_table,
     verdicts,
@@ -282,3 +286,25 @@ _VERDICT_KEYS = (
     "cores_aifr_1x1 cores_aifr_1x8 floor_threads_1 floor_threads_8 grouped_floor_1 "
     "grouped_floor_8 sqlite_workers_1x1 sqlite_workers_2x4 cpus"
 ).split()
+
+
+def test_a_held_worker_is_probed_only_once_every_thread_of_it_is_stopped() -> None:
+    # SIGSTOP takes effect later than it is sent: the SQLite rows' probe of the lock
+    # waits until every thread of every worker is stopped, and not a moment before.
+    code = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); print(1, flush=True); time.sleep(60)"
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline()  # both threads up
+        with pytest.raises(RuntimeError, match="did not stop"):
+            _wait_stopped([worker], timeout_s=0.2)  # running: it never stops by itself
+        worker.send_signal(signal.SIGSTOP)
+        _wait_stopped([worker])
+        tasks = list(Path(f"/proc/{worker.pid}/task").iterdir())
+        assert len(tasks) == 2
+        for task in tasks:
+            assert (task / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    finally:
+        worker.kill()
+        worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
