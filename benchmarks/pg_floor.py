@@ -145,48 +145,53 @@ class LeanPgFloor:
     def drain(self, steps: int) -> int:
         """Claim and drive queued runs until none is left; the number of runs driven."""
         driven = 0
-        while True:
-            rows, confirm = _CLAIM.rows_before_commit(self.conn, (self._owner,))
-            if not rows:
-                confirm()
-                return driven
-            self._drive(rows[0], steps, confirm)
+        claimed, confirm = _CLAIM.rows_before_commit(self.conn, (self._owner,))
+        while claimed:
+            claimed, confirm = self._drive(claimed[0], steps, confirm)
             driven += 1
+        confirm()
+        return driven
 
-    def _drive(self, claimed: tuple[Any, ...], steps: int, confirm: Callable[[], None]) -> None:
+    def _drive(
+        self, claimed: tuple[Any, ...], steps: int, confirm: Callable[[], None]
+    ) -> tuple[list[tuple[Any, ...]], Callable[[], None]]:
         """Drive one claimed run's steps, each one statement as aifr's lone worker sends it.
 
         Each step's statement goes through libpq with its rows back before its commit
         (:meth:`PreparedCall.rows_before_commit`, aifr's own path): the next step's
         pre-effect work (its inputs validated and digested) is done while the server
         commits, and the commit is confirmed before the next step's effect, as aifr's
-        engine and runtime do. The run's last commit is confirmed before the next claim,
-        and the claim's own (``confirm``) before the first step's effect, as aifr's worker
-        confirms its claim.
+        engine and runtime do. The claim's commit (``confirm``) is confirmed before the
+        first step's effect, as aifr's worker confirms its claim. The last step's
+        statement claims the next run in its own transaction
+        (:meth:`PreparedCall.pair_before_commit`), as aifr's worker claims ahead: the
+        next run's claimed row and the commit's confirmation are returned.
         """
         run_id, epoch = claimed
         for n in range(steps):
             digest = self._governance.step_digest(n)
             confirm()  # the claim, or the previous step, is durable before this one acts
             invocation = self._governance.invoke(time.perf_counter(), digest, run_id, f"s{n}")
-            _, confirm = _STEP_CALL.rows_before_commit(
-                self.conn,
-                (
-                    run_id,
-                    f"s{n}",
-                    str(epoch),
-                    CANONICAL.encode(invocation.output),
-                    "t" if n == steps - 1 else "f",
-                    os.urandom(8).hex(),
-                    invocation.event,
-                    invocation.decision,
-                    invocation.rule,
-                    invocation.inputs_digest,
-                    invocation.request_id,
-                    invocation.details,
-                ),
+            params = (
+                run_id,
+                f"s{n}",
+                str(epoch),
+                CANONICAL.encode(invocation.output),
+                "t" if n == steps - 1 else "f",
+                os.urandom(8).hex(),
+                invocation.event,
+                invocation.decision,
+                invocation.rule,
+                invocation.inputs_digest,
+                invocation.request_id,
+                invocation.details,
             )
-        confirm()
+            if n < steps - 1:
+                _, confirm = _STEP_CALL.rows_before_commit(self.conn, params)
+        _, next_claimed, confirm = _STEP_CALL.pair_before_commit(
+            self.conn, params, _CLAIM, (self._owner,)
+        )
+        return next_claimed, confirm
 
     def close(self) -> None:
         """Close the connection; drop the floor's schema if this one created it."""

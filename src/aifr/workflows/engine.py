@@ -134,6 +134,21 @@ class WorkflowEngine:
             return self._deferring.deferred_commits()
         return nullcontext()
 
+    def claiming_ahead(
+        self, states: frozenset[RunState], wanted: Callable[[], bool]
+    ) -> AbstractContextManager[None]:
+        """The store's claims ahead when :attr:`overlap_commits`, else a no-op block.
+
+        A worker's turn (see ``Recovery``): a run's end, written with its last step,
+        claims the worker's next run in ``states`` in the same commit, when ``wanted()``
+        says the turn drives another run.
+        """
+        if self._deferring is not None and self._overlap():
+            return self._deferring.claiming_ahead(
+                states, self.owner, self.lease_ttl_s, self.clock, wanted
+            )
+        return nullcontext()
+
     # -- starting ------------------------------------------------------------------------
 
     def start(

@@ -254,6 +254,24 @@ class DefersCommits(Protocol):
         """
         ...
 
+    def claiming_ahead(
+        self,
+        states: frozenset[RunState],
+        owner: str,
+        ttl_s: float,
+        clock: Callable[[], float],
+        wanted: Callable[[], bool],
+    ) -> AbstractContextManager[None]:
+        """Inside the block, a run's end written by this thread also claims its next run.
+
+        Only when ``wanted()`` says the thread drives another run after this one. The
+        claim (as :meth:`RunStore.claim` with these arguments, the time read from
+        ``clock``) shares the run end's commit, and the thread's next :meth:`RunStore.claim`
+        in ``states`` for ``owner`` returns what it took. A run claimed this way and not
+        taken by the block's end has its lease given back.
+        """
+        ...
+
 
 class RunStore(Protocol):
     """Durable runs and steps with leases, the engine's only view of storage."""

@@ -279,17 +279,24 @@ class Recovery:
 
         The turn is one block of deferred commits (see ``deferred_commits``): a claim's
         commit, like a step's, is confirmed before the run's first effect, not before its
-        load and first checks; and a run's last commit is confirmed while the next run's
-        claim goes out beside it (on another connection), not before. Nothing of the next
-        run depends on the last one's end, and the next run's first effect waits for both.
+        load and first checks. A run that ends with its last step's write claims the next
+        run in that write's own commit (``claiming_ahead``); a run that ends otherwise has
+        its last commit confirmed while the next run's claim goes out beside it (on
+        another connection), not before. Nothing of the next run depends on the last
+        one's end, and the next run's first effect waits for its commit either way.
         """
         engine = self._engine
         driven: list[RunView] = []
         done = 0
         failed: list[str] = []  # kept leased until the loop ends, so not claimed again
         reported: UnconfirmedCommitError | None = None
+
+        def another() -> bool:
+            """Whether the turn drives another run after the one ending now."""
+            return done + len(failed) + 1 < limit and not engine.is_stopping()
+
         try:
-            with engine.deferred_commits():
+            with engine.claiming_ahead(states, another), engine.deferred_commits():
                 while done + len(failed) < limit and not engine.is_stopping():
                     ended, reported = self._claim_and_drive(states, driven if views else None)
                     if ended is None:

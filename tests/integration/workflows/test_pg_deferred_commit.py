@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from aifr.capabilities import CallInfo, CapabilityRegistry, capability
 from aifr.errors import ErrorCode, UnconfirmedCommitError
 from aifr.storage.postgres.database import PostgresDatabase
 from aifr.storage.postgres.prepared_call import PreparedCall
+from aifr.storage.postgres.runs import PostgresRunStore
 from aifr.workflows import RunState, WorkflowBuilder
 
 pytestmark = pytest.mark.pg
@@ -267,19 +269,15 @@ def test_a_claim_refused_at_its_commit_acts_on_nothing_and_the_run_is_claimed_la
     assert env.ledger.verify().ok
 
 
-def test_a_worker_claims_its_next_run_while_its_last_run_s_end_commits(
-    env: WfEnv, looked: list[str | None]
-) -> None:
-    # Each run's end takes SLOW_COMMIT_S to commit on the server. The worker's claim of
-    # the next run goes out meanwhile, on another session, instead of after it; the next
-    # run's first effect still waits for both commits.
-    _warm(env)
-    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+def _note_claims_and_slow_ends(env: WfEnv) -> None:
+    """Table ``seen``: each claim of a queued run and each run's end, with the time and
+    the transaction that wrote it; each run's end takes SLOW_COMMIT_S to commit."""
     assert isinstance(env.database, PostgresDatabase)
     with env.database.connection() as conn:
         conn.execute(
             "CREATE TABLE seen (what text, run text, "
-            "at double precision DEFAULT extract(epoch FROM clock_timestamp()))"
+            "at double precision DEFAULT extract(epoch FROM clock_timestamp()), "
+            "xid bigint DEFAULT txid_current())"
         )
         conn.execute(
             "CREATE FUNCTION note_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
@@ -296,17 +294,149 @@ def test_a_worker_claims_its_next_run_while_its_last_run_s_end_commits(
         "NEW.state = 'completed'",
         f"PERFORM pg_sleep({SLOW_COMMIT_S}); INSERT INTO seen (what, run) VALUES ('ended', NEW.id)",  # noqa: S608  # constants
     )
+
+
+def _seen(env: WfEnv) -> dict[tuple[str, str], tuple[float, int]]:
+    assert isinstance(env.database, PostgresDatabase)
+    with env.database.connection() as conn:
+        return {(what, run): (at, xid) for what, run, at, xid in conn.execute("SELECT * FROM seen")}
+
+
+def test_a_worker_claims_its_next_run_in_its_last_run_s_end_commit(
+    env: WfEnv, looked: list[str | None]
+) -> None:
+    # Each run's end takes SLOW_COMMIT_S to commit on the server. The worker's claim of
+    # the next run goes out with the end, in the same transaction (one commit, not a
+    # second round trip after it); the next run's first effect waits for that commit.
+    _warm(env)
+    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+    _note_claims_and_slow_ends(env)
     looked.clear()
 
     env.engine.recover(views=False)
 
-    with env.database.connection() as conn:
-        seen = {(what, run): at for what, run, at in conn.execute("SELECT * FROM seen")}
+    seen = _seen(env)
     effects = [float(at) for at in looked if at is not None]
     assert len(effects) == 2
-    assert seen["claimed", second] < seen["ended", first]  # claimed while the end committed
-    assert effects[1] > seen["ended", first]  # but its first effect waited for that commit
-    assert effects[0] > seen["claimed", first]
+    assert seen["claimed", second][1] == seen["ended", first][1]  # one transaction
+    assert seen["claimed", first][1] != seen["ended", first][1]  # the turn's first: its own
+    assert effects[1] > seen["ended", first][0]  # its first effect waited for that commit
+    assert effects[0] > seen["claimed", first][0]
+    assert {env.engine.view(run).state for run in (first, second)} == {RunState.COMPLETED}
+    assert env.ledger.verify().ok
+
+
+def test_a_run_ending_without_claims_ahead_has_the_next_claimed_beside_its_end(
+    env: WfEnv, looked: list[str | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run that ends another way than with its last step's write (claims ahead off
+    # here): the claim of the next run goes out while the end's commit flushes, on another
+    # session, instead of after it; the next run's first effect still waits for both.
+    monkeypatch.setattr(
+        type(env.engine), "claiming_ahead", lambda self, states, wanted: nullcontext()
+    )
+    _warm(env)
+    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+    _note_claims_and_slow_ends(env)
+    looked.clear()
+
+    env.engine.recover(views=False)
+
+    seen = _seen(env)
+    effects = [float(at) for at in looked if at is not None]
+    assert len(effects) == 2
+    assert seen["claimed", second][1] != seen["ended", first][1]
+    assert seen["claimed", second][0] < seen["ended", first][0]  # while the end committed
+    assert effects[1] > seen["ended", first][0]  # but its first effect waited for that commit
+    assert {env.engine.view(run).state for run in (first, second)} == {RunState.COMPLETED}
+    assert env.ledger.verify().ok
+
+
+def test_a_turn_claims_ahead_only_a_run_it_will_drive(env: WfEnv) -> None:
+    # A turn limited to one run: that run's end claims nothing more, and the next run
+    # stays queued, untouched, for the next turn.
+    _warm(env)
+    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+
+    env.engine.recovery.run_once(limit=1, views=False)
+
+    assert env.engine.view(first).state is RunState.COMPLETED
+    run = env.runs.get(second)
+    assert run is not None
+    assert (run.state, run.lease_owner) == (RunState.PENDING, None)
+
+
+def test_a_run_claimed_ahead_but_not_driven_this_turn_is_given_back(
+    env: WfEnv, looked: list[str | None]
+) -> None:
+    # The worker is told to stop during a run whose end then claims the next run: the
+    # turn drives no other run, and that run's lease is given back at the turn's end;
+    # the next turn claims and completes it, started once.
+    _warm(env)
+    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+    stopping = {"now": False}
+    real_is_stopping = env.engine.is_stopping
+
+    def stops_after_the_first_run() -> bool:
+        return stopping["now"] or real_is_stopping()
+
+    env.engine.is_stopping = stops_after_the_first_run  # type: ignore[method-assign]
+    runs = env.runs
+    assert isinstance(runs, PostgresRunStore)
+    original_claimed_ahead = runs.claimed_ahead
+
+    def claimed_then_stopped(rows: Any) -> None:
+        original_claimed_ahead(rows)
+        stopping["now"] = True  # after the claim went out with the first run's end
+
+    runs.claimed_ahead = claimed_then_stopped  # type: ignore[method-assign]
+    looked.clear()
+
+    env.engine.recover(views=False)
+
+    assert env.engine.view(first).state is RunState.COMPLETED
+    run = env.runs.get(second)
+    assert run is not None
+    assert (run.state, run.lease_owner) == (RunState.RUNNING, None)
+    assert len(looked) == 1  # the second run never acted
+
+    stopping["now"] = False
+    env.engine.recover(views=False)
+
+    assert env.engine.view(second).state is RunState.COMPLETED
+    kinds = [r.event.kind for r in env.ledger.records() if r.event.run_id == second]
+    assert kinds.count("workflow.started") == 1
+    assert env.ledger.verify().ok
+
+
+def test_a_run_end_refused_at_its_commit_takes_its_claim_of_the_next_run_with_it(
+    env: WfEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The end of the first run and the claim of the second share a transaction: when
+    # the server refuses that commit, neither happened. The second run stays queued and
+    # free, its start is not in the chain, and once commits go through both complete.
+    _warm(env)
+    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+    _at_commit(env, "wf_runs", "NEW.state = 'completed'", "RAISE EXCEPTION 'no room for an end'")
+
+    env.engine.recover(views=False)
+
+    assert "no room for an end" in caplog.text
+    ended = env.runs.get(first)
+    assert ended is not None and ended.state is RunState.RUNNING
+    queued = env.runs.get(second)
+    assert queued is not None
+    assert (queued.state, queued.lease_owner) == (RunState.PENDING, None)
+    kinds = [r.event.kind for r in env.ledger.records() if r.event.run_id == second]
+    assert "workflow.started" not in kinds, kinds  # its start went with the refused commit
+    assert env.ledger.verify().ok
+
+    assert isinstance(env.database, PostgresDatabase)
+    with env.database.connection() as conn:
+        conn.execute("DROP TRIGGER at_commit ON wf_runs")
+    env.engine.recover(views=False)
+    env.engine.recover(views=False)
+
     assert {env.engine.view(run).state for run in (first, second)} == {RunState.COMPLETED}
     assert env.ledger.verify().ok
 
@@ -347,6 +477,9 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
 
 
 INSERT = PreparedCall("insert_t", "INSERT INTO t VALUES ($1::integer, $2) RETURNING id, v")
+INSERT_ALSO = PreparedCall(
+    "insert_also", "INSERT INTO t VALUES ($1::integer, 'also') RETURNING id, v"
+)
 
 
 def test_rows_come_back_before_the_commit_and_the_confirmation_waits_for_it(
@@ -387,6 +520,57 @@ def test_a_failed_statement_raises_at_once_and_leaves_the_connection_usable(
     rows, confirm = INSERT.rows_before_commit(conn, ["5", "z"])
     confirm()
     assert rows == [("5", "z")]
+
+
+def test_a_pair_comes_back_before_its_one_commit_which_the_confirmation_waits_for(
+    conn: psycopg.Connection[Any],
+) -> None:
+    started = time.monotonic()
+    rows, then_rows, confirm = INSERT.pair_before_commit(conn, ["10", "x"], INSERT_ALSO, ["11"])
+    rows_after = time.monotonic() - started
+    confirm()
+
+    assert (rows, then_rows) == ([("10", "x")], [("11", "also")])
+    assert rows_after < SLOW_COMMIT_S <= time.monotonic() - started
+    xids = conn.execute("SELECT DISTINCT xmin::text FROM t WHERE id IN (10, 11)").fetchall()
+    assert len(xids) == 1  # one transaction
+
+
+def test_a_pair_whose_second_statement_fails_commits_neither(
+    conn: psycopg.Connection[Any],
+) -> None:
+    INSERT.rows_before_commit(conn, ["12", "x"])[1]()
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        INSERT.pair_before_commit(conn, ["13", "x"], INSERT_ALSO, ["12"])
+
+    assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(12,)]
+
+
+def test_a_pair_whose_first_statement_fails_never_runs_the_second(
+    conn: psycopg.Connection[Any],
+) -> None:
+    INSERT.rows_before_commit(conn, ["14", "x"])[1]()
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        INSERT.pair_before_commit(conn, ["14", "again"], INSERT_ALSO, ["15"])
+
+    assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(14,)]
+    conn.execute("DEALLOCATE insert_also")  # prepared again when the session lost it
+    rows, then_rows, confirm = INSERT.pair_before_commit(conn, ["16", "y"], INSERT_ALSO, ["17"])
+    confirm()
+    assert (rows, then_rows) == ([("16", "y")], [("17", "also")])
+
+
+def test_a_pair_refused_at_its_commit_writes_neither(conn: psycopg.Connection[Any]) -> None:
+    rows, then_rows, confirm = INSERT_ALSO.pair_before_commit(
+        conn, ["18"], INSERT, ["19", "refuse"]
+    )
+
+    assert (rows, then_rows) == ([("18", "also")], [("19", "refuse")])
+    with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
+        confirm()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
 @pytest.fixture

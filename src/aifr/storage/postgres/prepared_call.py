@@ -141,6 +141,76 @@ class PreparedCall:
         database.hold(conn, confirm, action)
         return rows
 
+    def pair_before_commit(
+        self,
+        conn: psycopg.Connection[Any],
+        params: Sequence[str | None],
+        then: PreparedCall,
+        then_params: Sequence[str | None],
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], Callable[[], None]]:
+        """:meth:`rows_before_commit` for this statement and ``then`` after it: one commit.
+
+        Both go out in one pipeline before one sync, so they run in one implicit
+        transaction and share its commit (one flush to disk, not two). ``then`` runs
+        only if this statement succeeded; if ``then`` fails, the transaction rolls back
+        whole, this statement's writes included. Returns the rows of each and the
+        confirmation, as :meth:`rows_before_commit` does.
+
+        Raises:
+            psycopg.Error: either statement failed (nothing was committed).
+            StorageError: ``conn`` is not idle outside a transaction.
+        """
+        self._require_idle(conn)
+        values = [None if p is None else p.encode("utf-8") for p in params]
+        then_values = [None if p is None else p.encode("utf-8") for p in then_params]
+        for call in (self, then):
+            if conn not in call._prepared:
+                call._prepare(conn)
+        pq = import_psycopg().pq
+        for last_try in (False, True):
+            first = self._rows_first(conn, values, (then.name, then_values))
+            ran = first.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+            second = _next_result(conn) if ran else None  # else aborted, never run
+            undefined = [
+                call for call, result in ((self, first), (then, second)) if _undefined(result)
+            ]
+            if not undefined or last_try:
+                break
+            _confirmation(conn, failed=True)()  # deallocated behind our back: prepare, rerun
+            for call in undefined:
+                call._prepare(conn)
+        for call, result in ((self, first), (then, second)):
+            if result is not None and result.status not in (
+                pq.ExecStatus.TUPLES_OK,
+                pq.ExecStatus.COMMAND_OK,
+            ):
+                _confirmation(conn, failed=True)()
+                call._check(conn, result)  # raises: an error, or a status no statement has
+        assert second is not None  # noqa: S101  # the first ran, so the second was read
+        return self._rows_of(conn, first), then._rows_of(conn, second), _confirmation(conn)
+
+    def pair_deferred(
+        self,
+        database: PostgresDatabase,
+        conn: psycopg.Connection[Any],
+        params: Sequence[str | None],
+        then: PreparedCall,
+        then_params: Sequence[str | None],
+        action: str,
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """:meth:`pair_before_commit`; inside ``database.deferring()``, back before the commit.
+
+        As :meth:`rows_deferred` holds its connection; elsewhere the commit is confirmed
+        before this returns.
+        """
+        held = database.may_hold()
+        rows, then_rows, confirm = self.pair_before_commit(conn, params, then, then_params)
+        if held:
+            database.hold(conn, confirm, action)
+        else:
+            confirm()
+        return rows, then_rows
+
     def _rows_of(self, conn: psycopg.Connection[Any], result: Any) -> list[tuple[Any, ...]]:
         if not self._typed:
             return _text_rows(result)
@@ -149,37 +219,38 @@ class PreparedCall:
         rows: list[tuple[Any, ...]] = loader.load_rows(0, result.ntuples, tuple)
         return rows
 
-    def _rows_first(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> Any:
+    def _rows_first(
+        self,
+        conn: psycopg.Connection[Any],
+        values: list[bytes | None],
+        then: tuple[bytes, list[bytes | None]] | None = None,
+    ) -> Any:
         """Send the statement, a flush request and a sync; its result once it is here.
+
+        ``then``: the name and values of a prepared statement sent after it, before the
+        sync (one implicit transaction); its result is read by :func:`_next_result`.
 
         Raises:
             psycopg.OperationalError: the pipeline ended with no result for the statement
                 (the connection is closed: its state is not one this module knows).
         """
-        psycopg = import_psycopg()
         pgconn = conn.pgconn
         try:
             pgconn.enter_pipeline_mode()
             pgconn.send_query_prepared(self.name, values)
             pgconn.send_flush_request()
+            if then is not None:
+                pgconn.send_query_prepared(*then)
+                pgconn.send_flush_request()
             pgconn.pipeline_sync()
             fileno = pgconn.socket
             while pgconn.flush():
                 if _wait(fileno, select.POLLIN | select.POLLOUT) & select.POLLIN:
                     pgconn.consume_input()
-            while True:
-                pgconn.consume_input()
-                while not pgconn.is_busy():
-                    result = pgconn.get_result()
-                    if result is None:  # between two results of the pipeline
-                        continue
-                    if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
-                        raise psycopg.OperationalError("the server sent no result")
-                    return result
-                _wait(fileno, select.POLLIN)
         except BaseException:
             conn.close()
             raise
+        return _next_result(conn)
 
     @staticmethod
     def _require_idle(conn: psycopg.Connection[Any]) -> None:
@@ -257,11 +328,38 @@ def _text_rows(result: Any) -> list[tuple[str | None, ...]]:
     ]
 
 
+def _next_result(conn: psycopg.Connection[Any]) -> Any:
+    """The pipeline's next result on ``conn`` (its statements' results, in order).
+
+    Raises:
+        psycopg.OperationalError: the pipeline reached its sync first (the connection is
+            closed: its state is not one this module knows).
+    """
+    psycopg = import_psycopg()
+    pgconn = conn.pgconn
+    try:
+        fileno = pgconn.socket
+        while True:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:  # between two results of the pipeline
+                    continue
+                if result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
+                    raise psycopg.OperationalError("the server sent no result")
+                return result
+            _wait(fileno, select.POLLIN)
+    except BaseException:
+        conn.close()
+        raise
+
+
 def _undefined(result: Any) -> bool:
     """Whether ``result`` says the statement is not prepared on this session (it never ran)."""
     pq = import_psycopg().pq
     return bool(
-        result.status == pq.ExecStatus.FATAL_ERROR
+        result is not None
+        and result.status == pq.ExecStatus.FATAL_ERROR
         and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT
     )
 

@@ -16,15 +16,16 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.audit.ledger import PreparedEvent
-from aifr.errors import AuditError, ErrorCode, WorkflowError
+from aifr.errors import AifrError, AuditError, ErrorCode, WorkflowError
 from aifr.frozen import fast_init
 from aifr.storage.postgres.audit import append_fields, appended_records
 from aifr.storage.postgres.database import (
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["PG_WORKFLOW_MIGRATIONS", "WAKE_CHANNEL", "PostgresRunStore", "run_change_text"]
+
+logger = logging.getLogger(__name__)
 
 WAKE_CHANNEL = "aifr_runs"
 """The ``LISTEN``/``NOTIFY`` channel on which a run that a worker could take is announced."""
@@ -300,6 +303,11 @@ def _claim_call(states: frozenset[RunState]) -> PreparedCall:
     return PreparedCall(name, text, typed=True)
 
 
+def _claim_params(owner: str, ttl_s: float, now: float) -> tuple[str, ...]:
+    """:func:`_claim_call`'s four parameters: the time, the owner, the lease's expiry, the time."""
+    return (repr(now), owner, repr(now + ttl_s), repr(now))
+
+
 _RUN_SAVED = PreparedCall(
     "aifr_run_saved",
     "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_run_saved($1, $2, $3, $4, $5, "
@@ -355,6 +363,37 @@ class _Attempt:
     """The end's event redacted and encoded when the end was armed, before the effect."""
 
 
+class _AheadArmed(NamedTuple):
+    """What a thread's run end claims ahead with (see :meth:`PostgresRunStore.claiming_ahead`)."""
+
+    states: frozenset[RunState]
+    owner: str
+    ttl_s: float
+    clock: Callable[[], float]
+    wanted: Callable[[], bool]
+
+
+class _ClaimedAhead(NamedTuple):
+    """What a thread's run end claimed, kept for the thread's next :meth:`claim` of it."""
+
+    states: frozenset[RunState]
+    owner: str
+    run: RunRecord | None
+    """``None``: no run was free (the next claim finds none without asking again)."""
+    steps: builtins.list[StepRecord]
+
+
+class _ThreadClaims(threading.local):
+    """A thread's claims: what its last claim read, what its run ends claim ahead."""
+
+    steps: tuple[str, builtins.list[StepRecord]] | None = None
+    """The claimed run's id and steps, for the thread's next :meth:`PostgresRunStore.steps`."""
+    armed: _AheadArmed | None = None
+    """Set inside :meth:`PostgresRunStore.claiming_ahead`."""
+    ahead: _ClaimedAhead | None = None
+    """The run a run end claimed, not yet handed out by :meth:`PostgresRunStore.claim`."""
+
+
 class PostgresRunStore:
     """The ``RunStore`` and ``NotificationOutbox`` ports over PostgreSQL."""
 
@@ -366,7 +405,7 @@ class PostgresRunStore:
         self._attempts: dict[str, _Attempt] = {}
         self._completions_lock = threading.Lock()
         self._epochs: dict[str, int] = {}
-        self._claimed = threading.local()
+        self._claimed = _ThreadClaims()
         database.migrate("workflows", PG_WORKFLOW_MIGRATIONS)
 
     def deferred_commits(self) -> AbstractContextManager[None]:
@@ -375,6 +414,65 @@ class PostgresRunStore:
         See :meth:`PostgresDatabase.deferring`; the engine drives each run inside it.
         """
         return self.database.deferring()
+
+    @contextlib.contextmanager
+    def claiming_ahead(
+        self,
+        states: frozenset[RunState],
+        owner: str,
+        ttl_s: float,
+        clock: Callable[[], float],
+        wanted: Callable[[], bool],
+    ) -> Iterator[None]:
+        """Inside the block, this thread's run ends claim its next run in their own commit.
+
+        A lone writer's last step and its run's end are one statement
+        (``aifr_step_ends_run``); inside the block, when ``wanted()`` says the thread
+        will drive another run, the claim of the next run in ``states`` for ``owner``
+        goes out after it, in the same pipeline and implicit transaction
+        (:meth:`PreparedCall.pair_before_commit`), and the thread's next :meth:`claim`
+        in those states returns that run (or ``None``, when none was free) without
+        asking the database.
+
+        Claimed beside the end instead, the claim was a round trip of its own, which
+        waited for the end's commit (the audit chain's lock, its flush) and then flushed
+        its own commit before the next run's first effect.
+
+        A run claimed ahead that no :meth:`claim` took by the block's end (the worker
+        stopped, or reached its turn's limit) has its lease given back there.
+        """
+        self._claimed.armed = _AheadArmed(states, owner, ttl_s, clock, wanted)
+        try:
+            yield
+        finally:
+            self._claimed.armed = None
+            left = self._claimed.ahead
+            self._claimed.ahead = None
+            if left is not None and left.run is not None:
+                try:
+                    self.release(left.run.id, left.owner)
+                except AifrError as exc:  # the database is away: the lease expires instead
+                    logger.error("run %s: releasing its lease failed: %s", left.run.id, exc.message)
+
+    def claim_ahead_call(self) -> tuple[PreparedCall, tuple[str, ...]] | None:
+        """The claim a run end of this thread sends after it, with its parameters; or ``None``.
+
+        ``None`` outside :meth:`claiming_ahead`, when its ``wanted()`` says no, and while a
+        run claimed ahead is not yet taken (one at a time).
+        """
+        armed = self._claimed.armed
+        if armed is None or self._claimed.ahead is not None or not armed.wanted():
+            return None
+        now = armed.clock()
+        return _claim_call(armed.states), _claim_params(armed.owner, armed.ttl_s, now)
+
+    def claimed_ahead(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Keep what a run end's claim (:meth:`claim_ahead_call`) returned: a run, or none."""
+        armed = self._claimed.armed
+        if armed is None:
+            return
+        run, steps = self._claimed_run(rows) if rows else (None, [])
+        self._claimed.ahead = _ClaimedAhead(armed.states, armed.owner, run, steps)
 
     def transact(
         self,
@@ -760,9 +858,7 @@ class PostgresRunStore:
         run (under its new lease, so nobody else has written them since) are returned
         once without asking again.
         """
-        claimed: tuple[str, builtins.list[StepRecord]] | None = getattr(
-            self._claimed, "steps", None
-        )
+        claimed = self._claimed.steps
         if claimed is not None:
             self._claimed.steps = None
             if claimed[0] == run_id:
@@ -872,14 +968,32 @@ class PostgresRunStore:
         (the worker's last run's last step, still flushing: nothing of the next run
         depends on it, and its first effect waits for both).
         """
-        self._claimed.steps = None
+        claims = self._claimed
+        claims.steps = None
+        ahead = claims.ahead
+        if ahead is not None:
+            claims.ahead = None
+            if ahead.states == states and ahead.owner == owner:
+                if ahead.run is not None:
+                    claims.steps = (ahead.run.id, ahead.steps)
+                return ahead.run
+            if ahead.run is not None:  # claimed for another kind of turn: not this one's
+                self.release(ahead.run.id, ahead.owner)
         call = _claim_call(states)
-        params = (repr(now), owner, repr(now + ttl_s), repr(now))
+        params = _claim_params(owner, ttl_s, now)
         database = self.database
         with translate_pg_errors("claiming a run"), database.connection(beside=True) as conn:
             rows = call.rows_deferred(database, conn, params, "claiming a run", beside=True)
         if not rows:
             return None
+        run, steps = self._claimed_run(rows)
+        claims.steps = (run.id, steps)
+        return run
+
+    def _claimed_run(
+        self, rows: Sequence[Sequence[Any]]
+    ) -> tuple[RunRecord, builtins.list[StepRecord]]:
+        """The run a claim's rows lease (noted as held) and its steps (see :func:`_claim_sql`)."""
         width = len(_RUN_NAMES)
         first = rows[0]
         self._held(first[0], first[width])
@@ -889,8 +1003,7 @@ class PostgresRunStore:
             steps = queued_steps(run.id, spec, run.fingerprints)
         else:
             steps = [_step(r[width + 2 :]) for r in rows if r[width + 2] is not None]
-        self._claimed.steps = (run.id, steps)
-        return run
+        return run, steps
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""

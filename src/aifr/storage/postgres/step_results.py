@@ -243,18 +243,22 @@ class PostgresStepResultStore:
             finish, run_fence, finish_prepared = armed
             run = finish.run.evolve(updated_at=now)
             both = [prepared, finish_prepared]
-            rows = self._rows(
-                _STEP_ENDS_RUN,
-                conn,
-                (
-                    str(parsed.attempt),
-                    *written,
-                    *run_change_text(run),
-                    finish.owner,
-                    None if run_fence is None else str(run_fence),
-                    append_fields(both),
-                ),
+            params = (
+                str(parsed.attempt),
+                *written,
+                *run_change_text(run),
+                finish.owner,
+                None if run_fence is None else str(run_fence),
+                append_fields(both),
             )
+            ahead = self._runs.claim_ahead_call()
+            if ahead is None:
+                rows = self._rows(_STEP_ENDS_RUN, conn, params)
+            else:  # the worker's next run claimed in the same commit (see claiming_ahead)
+                rows, claimed = _STEP_ENDS_RUN.pair_deferred(
+                    self._runs.database, conn, params, *ahead, "completing a step"
+                )
+                self._runs.claimed_ahead(claimed)
             records = appended_records(both[: len(rows)], rows)
             pending = PendingAudit(prepared, None)
             pending.resolve(records[0])
