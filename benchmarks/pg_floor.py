@@ -28,7 +28,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from aifr.storage.postgres.prepared_call import PreparedCall
+from aifr.storage.postgres.prepared_call import LaterRows, PreparedCall
 from benchmarks.floor import CANONICAL, LeanGovernance
 
 __all__ = ["LeanPgFloor"]
@@ -147,14 +147,15 @@ class LeanPgFloor:
         driven = 0
         claimed, confirm = _CLAIM.rows_before_commit(self.conn, (self._owner,))
         while claimed:
-            claimed, confirm = self._drive(claimed[0], steps, confirm)
+            later, confirm = self._drive(claimed[0], steps, confirm)
+            claimed = later.rows()
             driven += 1
         confirm()
         return driven
 
     def _drive(
         self, claimed: tuple[Any, ...], steps: int, confirm: Callable[[], None]
-    ) -> tuple[list[tuple[Any, ...]], Callable[[], None]]:
+    ) -> tuple[LaterRows, Callable[[], None]]:
         """Drive one claimed run's steps, each one statement as aifr's lone worker sends it.
 
         Each step's statement goes through libpq with its rows back before its commit
@@ -165,7 +166,7 @@ class LeanPgFloor:
         first step's effect, as aifr's worker confirms its claim. The last step's
         statement claims the next run in its own transaction
         (:meth:`PreparedCall.pair_before_commit`), as aifr's worker claims ahead: the
-        next run's claimed row and the commit's confirmation are returned.
+        next run's claimed row (to read) and the commit's confirmation are returned.
         """
         run_id, epoch = claimed
         for n in range(steps):

@@ -526,7 +526,8 @@ def test_a_pair_comes_back_before_its_one_commit_which_the_confirmation_waits_fo
     conn: psycopg.Connection[Any],
 ) -> None:
     started = time.monotonic()
-    rows, then_rows, confirm = INSERT.pair_before_commit(conn, ["10", "x"], INSERT_ALSO, ["11"])
+    rows, later, confirm = INSERT.pair_before_commit(conn, ["10", "x"], INSERT_ALSO, ["11"])
+    then_rows = later.rows()
     rows_after = time.monotonic() - started
     confirm()
 
@@ -536,14 +537,30 @@ def test_a_pair_comes_back_before_its_one_commit_which_the_confirmation_waits_fo
     assert len(xids) == 1  # one transaction
 
 
-def test_a_pair_whose_second_statement_fails_commits_neither(
+def test_the_second_of_a_pair_is_read_by_the_confirmation_when_nobody_asked(
     conn: psycopg.Connection[Any],
+) -> None:
+    _, later, confirm = INSERT.pair_before_commit(conn, ["20", "x"], INSERT_ALSO, ["21"])
+    confirm()
+
+    assert later.rows() == [("21", "also")]  # kept for whoever asks later
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("read_first", [True, False])
+def test_a_pair_whose_second_statement_fails_commits_neither(
+    conn: psycopg.Connection[Any], read_first: bool
 ) -> None:
     INSERT.rows_before_commit(conn, ["12", "x"])[1]()
 
-    with pytest.raises(psycopg.errors.UniqueViolation):
-        INSERT.pair_before_commit(conn, ["13", "x"], INSERT_ALSO, ["12"])
+    rows, later, confirm = INSERT.pair_before_commit(conn, ["13", "x"], INSERT_ALSO, ["12"])
 
+    assert rows == [("13", "x")]  # back before the second ran
+    if read_first:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            later.rows()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        confirm()
     assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(12,)]
 
 
@@ -556,21 +573,35 @@ def test_a_pair_whose_first_statement_fails_never_runs_the_second(
         INSERT.pair_before_commit(conn, ["14", "again"], INSERT_ALSO, ["15"])
 
     assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [(14,)]
-    conn.execute("DEALLOCATE insert_also")  # prepared again when the session lost it
-    rows, then_rows, confirm = INSERT.pair_before_commit(conn, ["16", "y"], INSERT_ALSO, ["17"])
-    confirm()
-    assert (rows, then_rows) == ([("16", "y")], [("17", "also")])
 
 
 def test_a_pair_refused_at_its_commit_writes_neither(conn: psycopg.Connection[Any]) -> None:
-    rows, then_rows, confirm = INSERT_ALSO.pair_before_commit(
-        conn, ["18"], INSERT, ["19", "refuse"]
-    )
+    rows, later, confirm = INSERT_ALSO.pair_before_commit(conn, ["18"], INSERT, ["19", "refuse"])
 
-    assert (rows, then_rows) == ([("18", "also")], [("19", "refuse")])
+    assert (rows, later.rows()) == ([("18", "also")], [("19", "refuse")])
     with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
         confirm()
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_session_that_lost_one_statement_has_every_one_prepared_again(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # A session's statements go together (psycopg's DEALLOCATE ALL): once one call finds
+    # its statement gone, the second of a pair is prepared again before it is sent, not
+    # found missing after the first's rows were already handed out.
+    INSERT.pair_before_commit(conn, ["30", "x"], INSERT_ALSO, ["31"])[2]()
+    conn.execute("DEALLOCATE ALL")
+    INSERT.rows_before_commit(conn, ["32", "x"])[1]()  # finds its own gone
+
+    rows, later, confirm = INSERT.pair_before_commit(conn, ["33", "y"], INSERT_ALSO, ["34"])
+    confirm()
+
+    assert (rows, later.rows()) == ([("33", "y")], [("34", "also")])
+    conn.execute("DEALLOCATE ALL")
+    rows, later, confirm = INSERT.pair_before_commit(conn, ["35", "z"], INSERT_ALSO, ["36"])
+    confirm()  # the first found missing: both prepared again, the pair sent again
+    assert (rows, later.rows()) == ([("35", "z")], [("36", "also")])
 
 
 @pytest.fixture

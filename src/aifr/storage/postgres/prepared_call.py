@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from aifr.storage.postgres.database import PostgresDatabase
 
-__all__ = ["PreparedCall"]
+__all__ = ["LaterRows", "PreparedCall"]
 
 _UNDEFINED_STATEMENT: Final = b"26000"
 """SQLSTATE ``invalid_sql_statement_name``: the statement is not prepared on this session
@@ -57,6 +57,7 @@ class PreparedCall:
         self._typed = typed
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._lock = threading.Lock()
+        _CALLS.add(self)
 
     def rows(
         self, conn: psycopg.Connection[Any], params: Sequence[str | None]
@@ -78,6 +79,7 @@ class PreparedCall:
             self._prepare(conn)
         result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
         if _undefined(result):  # deallocated behind our back: prepare it again, then run it
+            _forget_session(conn)
             self._prepare(conn)
             result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
         self._check(conn, result)
@@ -109,6 +111,7 @@ class PreparedCall:
         result = self._rows_first(conn, values)
         if _undefined(result):  # deallocated behind our back: prepare it again, run it
             _confirmation(conn, failed=True)()
+            _forget_session(conn)
             self._prepare(conn)
             result = self._rows_first(conn, values)
         pq = import_psycopg().pq
@@ -147,17 +150,20 @@ class PreparedCall:
         params: Sequence[str | None],
         then: PreparedCall,
         then_params: Sequence[str | None],
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], Callable[[], None]]:
+    ) -> tuple[list[tuple[Any, ...]], LaterRows, Callable[[], None]]:
         """:meth:`rows_before_commit` for this statement and ``then`` after it: one commit.
 
         Both go out in one pipeline before one sync, so they run in one implicit
         transaction and share its commit (one flush to disk, not two). ``then`` runs
         only if this statement succeeded; if ``then`` fails, the transaction rolls back
-        whole, this statement's writes included. Returns the rows of each and the
-        confirmation, as :meth:`rows_before_commit` does.
+        whole, this statement's writes included. Returns this statement's rows as soon
+        as they are here (the server sends them before it runs ``then``), ``then``'s
+        rows to read when wanted (:class:`LaterRows`: meanwhile the server runs it) and
+        the confirmation, as :meth:`rows_before_commit` does; the confirmation raises
+        ``then``'s error too, whether or not its rows were read.
 
         Raises:
-            psycopg.Error: either statement failed (nothing was committed).
+            psycopg.Error: this statement failed (nothing was committed, ``then`` never ran).
             StorageError: ``conn`` is not idle outside a transaction.
         """
         self._require_idle(conn)
@@ -166,28 +172,28 @@ class PreparedCall:
         for call in (self, then):
             if conn not in call._prepared:
                 call._prepare(conn)
+        result = self._rows_first(conn, values, (then.name, then_values))
+        if _undefined(result):  # deallocated behind our back (both were): prepare, rerun
+            _confirmation(conn, failed=True)()
+            _forget_session(conn)
+            self._prepare(conn)
+            then._prepare(conn)
+            result = self._rows_first(conn, values, (then.name, then_values))
         pq = import_psycopg().pq
-        for last_try in (False, True):
-            first = self._rows_first(conn, values, (then.name, then_values))
-            ran = first.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
-            second = _next_result(conn) if ran else None  # else aborted, never run
-            undefined = [
-                call for call, result in ((self, first), (then, second)) if _undefined(result)
-            ]
-            if not undefined or last_try:
-                break
-            _confirmation(conn, failed=True)()  # deallocated behind our back: prepare, rerun
-            for call in undefined:
-                call._prepare(conn)
-        for call, result in ((self, first), (then, second)):
-            if result is not None and result.status not in (
-                pq.ExecStatus.TUPLES_OK,
-                pq.ExecStatus.COMMAND_OK,
-            ):
-                _confirmation(conn, failed=True)()
-                call._check(conn, result)  # raises: an error, or a status no statement has
-        assert second is not None  # noqa: S101  # the first ran, so the second was read
-        return self._rows_of(conn, first), then._rows_of(conn, second), _confirmation(conn)
+        if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            _confirmation(conn, failed=True)()
+            self._check(conn, result)  # raises: an error, or a status no statement here has
+        later = LaterRows(then, conn)
+
+        def confirm() -> None:
+            later.read()
+            if later.error is None:
+                _confirmation(conn)()
+                return
+            _confirmation(conn, failed=True)()
+            then._check(conn, later.error)  # raises: the transaction rolled back whole
+
+        return self._rows_of(conn, result), later, confirm
 
     def pair_deferred(
         self,
@@ -197,19 +203,19 @@ class PreparedCall:
         then: PreparedCall,
         then_params: Sequence[str | None],
         action: str,
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    ) -> tuple[list[tuple[Any, ...]], LaterRows]:
         """:meth:`pair_before_commit`; inside ``database.deferring()``, back before the commit.
 
         As :meth:`rows_deferred` holds its connection; elsewhere the commit is confirmed
-        before this returns.
+        before this returns (``then``'s rows read with it).
         """
         held = database.may_hold()
-        rows, then_rows, confirm = self.pair_before_commit(conn, params, then, then_params)
+        rows, later, confirm = self.pair_before_commit(conn, params, then, then_params)
         if held:
             database.hold(conn, confirm, action)
         else:
             confirm()
-        return rows, then_rows
+        return rows, later
 
     def _rows_of(self, conn: psycopg.Connection[Any], result: Any) -> list[tuple[Any, ...]]:
         if not self._typed:
@@ -316,6 +322,69 @@ class PreparedCall:
         if last is None:
             raise psycopg.OperationalError("the server sent no result")
         return last
+
+
+class LaterRows:
+    """The rows of a statement sent second in a pipeline, read when first asked for.
+
+    Meanwhile the server runs it and the caller goes on. Read at the latest by the
+    pipeline's confirmation, which needs the connection past this result; the rows (or
+    the statement's error) are kept for a later :meth:`rows`.
+    """
+
+    __slots__ = ("_call", "_conn", "_read", "_rows", "error")
+
+    def __init__(self, call: PreparedCall, conn: psycopg.Connection[Any]) -> None:
+        self._call = call
+        self._conn = conn
+        self._read = False
+        self._rows: list[tuple[Any, ...]] = []
+        self.error: Any = None
+        """The statement's failed result, once read (its transaction rolled back whole)."""
+
+    def read(self) -> None:
+        """Read the statement's result off the connection, once.
+
+        Raises:
+            psycopg.OperationalError: the connection broke (it is closed).
+        """
+        if self._read:
+            return
+        self._read = True
+        result = _next_result(self._conn)
+        pq = import_psycopg().pq
+        if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            self._rows = self._call._rows_of(self._conn, result)
+        else:
+            self.error = result
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The statement's rows (as its call gives them).
+
+        Raises:
+            psycopg.Error: the statement failed, or the connection broke.
+        """
+        self.read()
+        if self.error is not None:
+            self._call._check(self._conn, self.error)
+        return self._rows
+
+
+def _forget_session(conn: psycopg.Connection[Any]) -> None:
+    """Forget that any statement here is prepared on ``conn``: it said one was not.
+
+    A session's prepared statements go together (psycopg's ``DEALLOCATE ALL``), so a
+    statement found missing means every other is too: each is prepared again before
+    it is next sent there, not found missing in its turn (the second of a pair, found
+    missing, would have rolled back the first, whose rows were already used).
+    """
+    for call in list(_CALLS):
+        with call._lock:
+            call._prepared.discard(conn)
+
+
+_CALLS: Final[weakref.WeakSet[PreparedCall]] = weakref.WeakSet()
+"""Every :class:`PreparedCall` made (see :func:`_forget_session`)."""
 
 
 def _text_rows(result: Any) -> list[tuple[str | None, ...]]:

@@ -38,7 +38,7 @@ from aifr.storage.postgres.groupcommit import (
     PendingAudit,
     PostgresGroupCommit,
 )
-from aifr.storage.postgres.prepared_call import PreparedCall
+from aifr.storage.postgres.prepared_call import LaterRows, PreparedCall
 from aifr.storage.run_rows import (
     CLAIMABLE_INDEX,
     RUN_COLUMNS,
@@ -378,9 +378,8 @@ class _ClaimedAhead(NamedTuple):
 
     states: frozenset[RunState]
     owner: str
-    run: RunRecord | None
-    """``None``: no run was free (the next claim finds none without asking again)."""
-    steps: builtins.list[StepRecord]
+    rows: LaterRows
+    """The claim's rows: a run, or none when none was free (read when the claim is taken)."""
 
 
 class _ThreadClaims(threading.local):
@@ -448,11 +447,8 @@ class PostgresRunStore:
             self._claimed.armed = None
             left = self._claimed.ahead
             self._claimed.ahead = None
-            if left is not None and left.run is not None:
-                try:
-                    self.release(left.run.id, left.owner)
-                except AifrError as exc:  # the database is away: the lease expires instead
-                    logger.error("run %s: releasing its lease failed: %s", left.run.id, exc.message)
+            if left is not None:
+                self._give_back_ahead(left)
 
     def claim_ahead_call(self) -> tuple[PreparedCall, tuple[str, ...]] | None:
         """The claim a run end of this thread sends after it, with its parameters; or ``None``.
@@ -466,13 +462,21 @@ class PostgresRunStore:
         now = armed.clock()
         return _claim_call(armed.states), _claim_params(armed.owner, armed.ttl_s, now)
 
-    def claimed_ahead(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Keep what a run end's claim (:meth:`claim_ahead_call`) returned: a run, or none."""
+    def claimed_ahead(self, rows: LaterRows) -> None:
+        """Keep the rows of a run end's claim (:meth:`claim_ahead_call`), read when taken."""
         armed = self._claimed.armed
-        if armed is None:
-            return
-        run, steps = self._claimed_run(rows) if rows else (None, [])
-        self._claimed.ahead = _ClaimedAhead(armed.states, armed.owner, run, steps)
+        if armed is not None:
+            self._claimed.ahead = _ClaimedAhead(armed.states, armed.owner, rows)
+
+    def _give_back_ahead(self, left: _ClaimedAhead) -> None:
+        """Release the lease of a run claimed ahead and not taken, if the claim took one."""
+        try:
+            with translate_pg_errors("claiming a run"):
+                rows = left.rows.rows()
+            if rows:
+                self.release(rows[0][0], left.owner)
+        except AifrError as exc:  # the claim failed, or the database is away: nothing held
+            logger.error("a run claimed ahead was not given back: %s", exc.message)
 
     def transact(
         self,
@@ -973,27 +977,24 @@ class PostgresRunStore:
         ahead = claims.ahead
         if ahead is not None:
             claims.ahead = None
-            if ahead.states == states and ahead.owner == owner:
-                if ahead.run is not None:
-                    claims.steps = (ahead.run.id, ahead.steps)
-                return ahead.run
-            if ahead.run is not None:  # claimed for another kind of turn: not this one's
-                self.release(ahead.run.id, ahead.owner)
+            if ahead.states != states or ahead.owner != owner:
+                self._give_back_ahead(ahead)  # claimed for another kind of turn
+            else:
+                with translate_pg_errors("claiming a run"):
+                    rows = ahead.rows.rows()
+                return self._claimed_run(rows) if rows else None
         call = _claim_call(states)
         params = _claim_params(owner, ttl_s, now)
         database = self.database
         with translate_pg_errors("claiming a run"), database.connection(beside=True) as conn:
             rows = call.rows_deferred(database, conn, params, "claiming a run", beside=True)
-        if not rows:
-            return None
-        run, steps = self._claimed_run(rows)
-        claims.steps = (run.id, steps)
-        return run
+        return self._claimed_run(rows) if rows else None
 
-    def _claimed_run(
-        self, rows: Sequence[Sequence[Any]]
-    ) -> tuple[RunRecord, builtins.list[StepRecord]]:
-        """The run a claim's rows lease (noted as held) and its steps (see :func:`_claim_sql`)."""
+    def _claimed_run(self, rows: Sequence[Sequence[Any]]) -> RunRecord:
+        """The run a claim's rows lease, noted as held, its steps kept for :meth:`steps`.
+
+        See :func:`_claim_sql` for the rows.
+        """
         width = len(_RUN_NAMES)
         first = rows[0]
         self._held(first[0], first[width])
@@ -1003,7 +1004,8 @@ class PostgresRunStore:
             steps = queued_steps(run.id, spec, run.fingerprints)
         else:
             steps = [_step(r[width + 2 :]) for r in rows if r[width + 2] is not None]
-        return run, steps
+        self._claimed.steps = (run.id, steps)
+        return run
 
     def take_over(self, run_id: str, dead_owner: str, owner: str, ttl_s: float, now: float) -> bool:
         """Take a lease from an owner known to be dead (its process is gone)."""
