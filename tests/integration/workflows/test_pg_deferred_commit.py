@@ -296,10 +296,25 @@ def _note_claims_and_slow_ends(env: WfEnv) -> None:
     )
 
 
-def _seen(env: WfEnv) -> dict[tuple[str, str], tuple[float, int]]:
+def _two_runs_drained(
+    env: WfEnv, looked: list[str | None]
+) -> tuple[str, str, dict[tuple[str, str], tuple[float, int]], list[float]]:
+    """Two queued runs of one ``test.clock`` step, drained by one turn whose run ends
+    commit slowly: their ids, what ``seen`` noted (time, transaction) and their effects'
+    times."""
+    _warm(env)
+    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
+    _note_claims_and_slow_ends(env)
+    looked.clear()
+
+    env.engine.recover(views=False)
+
     assert isinstance(env.database, PostgresDatabase)
     with env.database.connection() as conn:
-        return {(what, run): (at, xid) for what, run, at, xid in conn.execute("SELECT * FROM seen")}
+        seen = {(what, run): (at, xid) for what, run, at, xid in conn.execute("SELECT * FROM seen")}
+    effects = [float(at) for at in looked if at is not None]
+    assert len(effects) == 2
+    return first, second, seen, effects
 
 
 def test_a_worker_claims_its_next_run_in_its_last_run_s_end_commit(
@@ -308,16 +323,8 @@ def test_a_worker_claims_its_next_run_in_its_last_run_s_end_commit(
     # Each run's end takes SLOW_COMMIT_S to commit on the server. The worker's claim of
     # the next run goes out with the end, in the same transaction (one commit, not a
     # second round trip after it); the next run's first effect waits for that commit.
-    _warm(env)
-    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
-    _note_claims_and_slow_ends(env)
-    looked.clear()
+    first, second, seen, effects = _two_runs_drained(env, looked)
 
-    env.engine.recover(views=False)
-
-    seen = _seen(env)
-    effects = [float(at) for at in looked if at is not None]
-    assert len(effects) == 2
     assert seen["claimed", second][1] == seen["ended", first][1]  # one transaction
     assert seen["claimed", first][1] != seen["ended", first][1]  # the turn's first: its own
     assert effects[1] > seen["ended", first][0]  # its first effect waited for that commit
@@ -335,16 +342,8 @@ def test_a_run_ending_without_claims_ahead_has_the_next_claimed_beside_its_end(
     monkeypatch.setattr(
         type(env.engine), "claiming_ahead", lambda self, states, wanted: nullcontext()
     )
-    _warm(env)
-    first, second = _queue_one(env, "test.clock"), _queue_one(env, "test.clock")
-    _note_claims_and_slow_ends(env)
-    looked.clear()
+    first, second, seen, effects = _two_runs_drained(env, looked)
 
-    env.engine.recover(views=False)
-
-    seen = _seen(env)
-    effects = [float(at) for at in looked if at is not None]
-    assert len(effects) == 2
     assert seen["claimed", second][1] != seen["ended", first][1]
     assert seen["claimed", second][0] < seen["ended", first][0]  # while the end committed
     assert effects[1] > seen["ended", first][0]  # but its first effect waited for that commit
