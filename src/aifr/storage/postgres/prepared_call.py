@@ -74,7 +74,7 @@ class PreparedCall:
         """
         self._require_idle(conn)
         pgconn = conn.pgconn
-        values = [None if p is None else p.encode("utf-8") for p in params]
+        values = _encoded(params)
         if conn not in self._prepared:
             self._prepare(conn)
         result = self._exchange(conn, lambda: pgconn.send_query_prepared(self.name, values))
@@ -105,7 +105,7 @@ class PreparedCall:
             StorageError: ``conn`` is not idle outside a transaction.
         """
         self._require_idle(conn)
-        values = [None if p is None else p.encode("utf-8") for p in params]
+        values = _encoded(params)
         if conn not in self._prepared:
             self._prepare(conn)
         result = self._rows_first(conn, values)
@@ -167,8 +167,8 @@ class PreparedCall:
             StorageError: ``conn`` is not idle outside a transaction.
         """
         self._require_idle(conn)
-        values = [None if p is None else p.encode("utf-8") for p in params]
-        then_values = [None if p is None else p.encode("utf-8") for p in then_params]
+        values = _encoded(params)
+        then_values = _encoded(then_params)
         for call in (self, then):
             if conn not in call._prepared:
                 call._prepare(conn)
@@ -387,6 +387,11 @@ _CALLS: Final[weakref.WeakSet[PreparedCall]] = weakref.WeakSet()
 """Every :class:`PreparedCall` made (see :func:`_forget_session`)."""
 
 
+def _encoded(params: Sequence[str | None]) -> list[bytes | None]:
+    """Text parameters as libpq takes them: UTF-8, ``None`` for ``NULL``."""
+    return [None if p is None else p.encode("utf-8") for p in params]
+
+
 def _text_rows(result: Any) -> list[tuple[str | None, ...]]:
     return [
         tuple(
@@ -427,8 +432,7 @@ def _undefined(result: Any) -> bool:
     """Whether ``result`` says the statement is not prepared on this session (it never ran)."""
     pq = import_psycopg().pq
     return bool(
-        result is not None
-        and result.status == pq.ExecStatus.FATAL_ERROR
+        result.status == pq.ExecStatus.FATAL_ERROR
         and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNDEFINED_STATEMENT
     )
 
