@@ -195,6 +195,27 @@ def test_a_claim_reads_the_run_once_and_its_steps_in_order(store: RunStore) -> N
         assert [row[width + 3] for row in rows] == ["a", "b", "c"]  # its run id, then its id
 
 
+def test_a_claim_of_states_outside_the_queue_takes_the_oldest_free_run_in_them(
+    store: RunStore,
+) -> None:
+    # Waiting runs are not in the queue's index: such a claim finds them another way,
+    # leases the oldest free one with its steps, and leaves a leased one alone.
+    waiting = RunState.WAITING_APPROVAL
+    store.create(_run("run-new", 300.0, state=waiting), [_step("run-new")], _event())
+    store.create(_run("run-old", 200.0, state=waiting), [_step("run-old")], _event())
+    store.create(_run("run-pending", 100.0), [], _event())
+    store.create(_run("run-leased", 50.0, state=waiting), [], _event())
+    assert store.claim(frozenset({waiting}), "w0", 60.0, now=400.0) is not None  # run-leased
+
+    taken = store.claim(frozenset({waiting}), "w1", 60.0, now=400.0)
+
+    assert taken is not None and (taken.id, taken.state) == ("run-old", waiting)
+    assert taken.lease_owner == "w1" and [s.step_id for s in store.steps("run-old")] == ["a"]
+    nxt = store.claim(frozenset({waiting}), "w2", 60.0, now=400.0)
+    assert nxt is not None and nxt.id == "run-new"
+    assert store.claim(frozenset({waiting}), "w3", 60.0, now=400.0) is None
+
+
 def _claim_plan(store: RunStore) -> str:
     """How SQLite finds the work queue's oldest free run (its query plan, as text)."""
     assert isinstance(store, SqliteRunStore)
@@ -207,23 +228,22 @@ def _claim_plan(store: RunStore) -> str:
 def _pick_buffers(store: PostgresRunStore) -> int:
     """Buffers PostgreSQL reads to find (and lock) the queue's oldest free run in a claim.
 
-    The claim runs in ``EXPLAIN (ANALYZE, BUFFERS)`` and is rolled back; its pick is the
-    ``CTE o`` node. Claimed three times first on the same connection, so the pick's own
-    first-call costs (compiling its function, reading the catalog) are not counted.
+    The claim's pick (``aifr_oldest_free_run``, which ``aifr_claim_run`` calls) runs in
+    ``EXPLAIN (ANALYZE, BUFFERS)`` and is rolled back. Picked three times first on the
+    same connection, so its own first-call costs (compiling the function, reading the
+    catalog) are not counted.
     """
-    claim = pg_runs._claim_sql(frozenset(ACTIVE_STATES))
+    values = ",".join(sorted(state.value for state in ACTIVE_STATES))
+    pick = f"SELECT * FROM aifr_oldest_free_run('{{{values}}}'::text[], %s)"  # noqa: S608  # enum literals
     with store.database.connection() as conn:
         for _ in range(4):
             conn.execute("BEGIN")
             plan = [
                 row[0]
-                for row in conn.execute(
-                    "EXPLAIN (ANALYZE, BUFFERS) " + claim, (2000.0, "w", 2010.0, 2000.0)
-                ).fetchall()
+                for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + pick, (2000.0,)).fetchall()
             ]
             conn.execute("ROLLBACK")
-    pick = plan.index("  CTE o")
-    buffers = next(line for line in plan[pick:] if "Buffers:" in line)
+    buffers = next(line for line in plan if "Buffers:" in line)
     return int(buffers.split("shared hit=")[1].split()[0])
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from wf_env import WfEnv
 
 from aifr.audit import AuditEvent
+from aifr.errors import AifrError
 from aifr.storage.postgres.database import PostgresDatabase
 from aifr.storage.postgres.runs import PG_WORKFLOW_MIGRATIONS
 from aifr.storage.sqlite.runs import WORKFLOW_MIGRATIONS
@@ -215,3 +217,58 @@ def test_the_claim_that_starts_a_run_builds_its_steps_instead_of_reading_them(
     again = pg_env.runs.claim(ACTIVE_STATES, "w2", 30.0, pg_env.clock[0] + 1)
     assert again is not None and again.id == queued.id
     assert [s.capability for s in pg_env.runs.steps(again.id)] == ["changed"]
+
+
+AWKWARD = 'naïve café — 東京 🚀 "quoted" \\ back\\slash \n\t\x01 \u2028'
+
+
+def test_a_start_event_of_awkward_text_is_appended_by_the_claim_as_the_ledger_chains_it(
+    env: WfEnv,
+) -> None:
+    # PostgreSQL's claim hashes the start on the server, in its own function: byte for
+    # byte the ledger's hash, whatever the event's text (verify recomputes each one).
+    run = env.engine.start(SPEC, {}, "agent", execute=False).run
+    queued = env.engine.view(run.id).run.evolve(id="run-awkward")
+    steps = [replace(s, run_id=queued.id) for s in env.runs.steps(run.id)]
+    created = AuditEvent(kind="workflow.created", principal=AWKWARD, run_id=queued.id)
+    start = AuditEvent(
+        kind="workflow.started",
+        principal=AWKWARD,
+        run_id=queued.id,
+        details={AWKWARD: [AWKWARD, 2.5, None, True]},
+    )
+    env.runs.create(queued, steps, created, start=start)
+    env.engine.recover(views=False)
+    started = [
+        r
+        for r in env.ledger.records()
+        if r.event.run_id == queued.id and r.event.kind == "workflow.started"
+    ]
+    assert [r.event.principal for r in started] == [AWKWARD]
+    assert started[0].event.details == {AWKWARD: [AWKWARD, 2.5, None, True]}
+    assert env.engine.view(queued.id).state is RunState.COMPLETED
+    assert env.ledger.verify().ok
+
+
+def test_a_kept_start_whose_record_id_would_need_escapes_is_refused_and_the_run_stays_queued(
+    pg_env: WfEnv,
+) -> None:
+    # The record's id is made on the server from the random part the client prepared:
+    # a part that is not plain (a row written behind the store's back) fails the claim
+    # whole, with nothing appended and the run still queued with its start.
+    database = pg_env.database
+    assert isinstance(database, PostgresDatabase)
+    queued = pg_env.engine.start(SPEC, {}, "agent", execute=False).run
+    with database.connection() as conn:
+        conn.execute("UPDATE wf_runs SET start_audit[1] = 'not\"hex' WHERE id = %s", (queued.id,))
+    records = len(list(pg_env.ledger.records()))
+
+    with pytest.raises(AifrError) as raised:
+        pg_env.runs.claim(ACTIVE_STATES, "w1", 30.0, pg_env.clock[0])
+
+    assert "claiming a run" in raised.value.message and "escapes" in raised.value.message
+    assert len(list(pg_env.ledger.records())) == records
+    run = pg_env.runs.get(queued.id)
+    assert run is not None and run.state is RunState.PENDING and run.lease_owner is None
+    assert _kept_start(pg_env, queued.id) is not None
+    assert pg_env.ledger.verify().ok

@@ -623,5 +623,18 @@ def _is_idle(conn: psycopg.Connection[Any]) -> bool:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration script on ``;`` at line ends (scripts hold no literals with ;)."""
-    return [s.strip() for s in script.split(";\n") if s.strip().rstrip(";").strip()]
+    """Split a migration script on ``;`` at line ends, outside ``$$``-quoted bodies.
+
+    A function's body (``AS $$ ... $$``) keeps its own statements. Scripts hold no other
+    literal with ``;`` at a line's end.
+    """
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";\n"):
+        pending = f"{pending};\n{piece}" if pending else piece
+        if pending.count("$$") % 2 == 0:  # not inside a body
+            statements.append(pending)
+            pending = ""
+    if pending:
+        statements.append(pending)
+    return [s.strip() for s in statements if s.strip().rstrip(";").strip()]

@@ -114,6 +114,127 @@ statistics. Where the planner chose the walk anyway (it scales its estimates wit
 table's size: 3,000 queued runs and more), the call costs about 0.03 ms more.
 """
 
+
+def _claim_function() -> str:
+    """:data:`CLAIM_FUNCTION`'s text, its result columns named after the tables' own."""
+    run_out = [f"c_{column} wf_runs.{column}%TYPE" for column in RUN_COLUMNS.split(", ")]
+    step_out = [f"s_{column} wf_steps.{column}%TYPE" for column in STEP_COLUMNS.split(", ")]
+    outs = ",\n    ".join(
+        [*run_out, "c_lease_epoch wf_runs.lease_epoch%TYPE", "c_started bigint", *step_out]
+    )
+    into = ", ".join(f"c_{column}" for column in RUN_COLUMNS.split(", "))
+    first_only = ", ".join(
+        f"CASE WHEN s.n = 1 THEN c_{column} END" for column in RUN_COLUMNS.split(", ")
+    )
+    steps = ", ".join(f"w.{column}" for column in STEP_COLUMNS.split(", "))
+    step_names = ", ".join(f"s.{column}" for column in STEP_COLUMNS.split(", "))
+    active = ",".join(sorted(state.value for state in ACTIVE_STATES))
+    return f"""
+CREATE OR REPLACE FUNCTION aifr_claim_run(
+    p_states text[], p_now double precision, p_owner text, p_expires double precision,
+    p_updated double precision)
+RETURNS TABLE (
+    {outs})
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id text;
+    v_start text[];
+    v_pending boolean;
+    v_seq bigint;
+    v_prev text;
+    v_ts text;
+    v_rid text;
+    v_at integer;
+BEGIN
+    IF p_states <@ '{{{active}}}'::text[] THEN  -- the queue's index holds them: walk it
+        SELECT o_id, o_start, o_pending INTO v_id, v_start, v_pending
+        FROM aifr_oldest_free_run(p_states, p_now);
+    ELSE  -- states the index does not hold (no claim of a worker's asks for them)
+        SELECT id, start_audit, state = 'pending' INTO v_id, v_start, v_pending FROM wf_runs
+        WHERE state = ANY(p_states) AND (lease_owner IS NULL OR lease_expires_at < p_now)
+        ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+    IF v_id IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT v_pending OR v_start IS NULL THEN  -- taken as it is: its steps, with their progress
+        UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = p_owner,
+            lease_expires_at = p_expires, start_audit = NULL
+        WHERE id = v_id RETURNING {RUN_COLUMNS}, lease_epoch INTO {into}, c_lease_epoch;
+        c_started := 0;
+        RETURN QUERY SELECT {first_only}, c_lease_epoch, c_started, {step_names}
+            FROM (SELECT {steps}, row_number() OVER (ORDER BY w.idx) AS n
+                  FROM wf_steps w WHERE w.run_id = v_id) s ORDER BY s.n;
+        IF NOT FOUND THEN  -- no step: the run alone
+            RETURN NEXT;
+        END IF;
+        RETURN;
+    END IF;
+    UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = p_owner,
+        lease_expires_at = p_expires, state = 'running', updated_at = p_updated,
+        start_audit = NULL
+    WHERE id = v_id RETURNING {RUN_COLUMNS}, lease_epoch INTO {into}, c_lease_epoch;
+    -- its start's record (aifr_audit_append's, inline), the chain's lock taken last
+    PERFORM 1 FROM aifr_audit_head WHERE id = 1 FOR UPDATE;
+    SELECT seq, hash INTO v_seq, v_prev FROM aifr_audit_records ORDER BY seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        v_seq := 0;
+        v_prev := repeat('0', 64);
+    END IF;
+    v_ts := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    c_started := 0;
+    FOR i IN 0 .. coalesce(array_length(v_start, 1), 0) / 14 - 1 LOOP
+        v_at := i * 14;
+        v_seq := v_seq + 1;
+        v_rid := 'au-' || v_seq || '-' || v_start[v_at + 1];
+        IF (v_rid || v_ts || v_prev) !~ '^[-0-9A-Za-z:.]+$' THEN
+            RAISE EXCEPTION 'aifr_claim_run: % needs JSON escapes', v_rid
+                USING ERRCODE = 'AF002';
+        END IF;
+        INSERT INTO aifr_audit_records (seq, id, ts, kind, principal, capability_id,
+            capability_fingerprint, decision, rule_id, inputs_digest, outcome, trace_id,
+            request_id, run_id, details, prev_hash, hash)
+        VALUES (v_seq, v_rid, v_ts, v_start[v_at + 3], v_start[v_at + 4],
+            v_start[v_at + 5], v_start[v_at + 6], v_start[v_at + 7], v_start[v_at + 8],
+            v_start[v_at + 9], v_start[v_at + 10], v_start[v_at + 11], v_start[v_at + 12],
+            v_start[v_at + 13], v_start[v_at + 14], v_prev,
+            encode(sha256(convert_to('{{"event":' || v_start[v_at + 2] || ',"id":"' || v_rid
+                || '","prev_hash":"' || v_prev || '","seq":' || v_seq || ',"ts":"' || v_ts
+                || '"}}', 'UTF8')), 'hex'))
+        RETURNING hash INTO v_prev;
+        c_started := c_started + 1;
+    END LOOP;
+    RETURN NEXT;
+END
+$$
+"""  # noqa: S608  # enum literals and constant column lists
+
+
+CLAIM_FUNCTION = _claim_function()
+"""A claim in one server call: lease the oldest takeable run, start it if queued, read its steps.
+
+The pick is :data:`OLDEST_FREE_FUNCTION`'s walk of the queue's index (states the index
+does not hold are found by a plain ``SKIP LOCKED`` query). The run's lease is taken
+(its epoch bumped); a pending run queued with its start event (``start_audit``) is set
+running and that event appended here, inline, exactly as ``aifr_audit_append`` hashes
+and stores it, the chain's lock taken last, after the run's row. Rows, as
+:meth:`PostgresRunStore._claimed_run` reads them: the run's columns, its lease epoch and
+the number of records appended (1: this claim started the run), then a step's columns;
+a run this claim starts comes back alone (its steps are as queued: the client builds
+them from its definition, :func:`~aifr.workflows.state.queued_steps`); any other comes
+back one row per step in order, the run's own columns on the first row only (a run's
+definition and fingerprints, 3.4 kB for 10 steps here, repeated on every row cost 54
+µs of client and 25 µs of server CPU a claim).
+
+One function, not the statement of common table expressions it replaces (the pick, the
+update, ``aifr_audit_append`` over the update's output, and a lateral join to the
+steps): the same claim of a queued 10-step run cost the server 403 to 438 µs against
+707 to 1,033 µs, in alternating runs of each under ``EXPLAIN ANALYZE``. The statement
+materialized each expression, called the append as a function scan over the update's
+output, and set up the join and its sort even for a run with no step to read.
+"""
+
+
 STEPS_FILLFACTOR = 25
 """How full a page of ``wf_steps`` is filled by inserts, in per cent: a quarter.
 
@@ -197,7 +318,7 @@ PG_WORKFLOW_MIGRATIONS = [
     Migration(2, "ALTER TABLE wf_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0"),
     # The work queue in claiming order (see run_rows.CLAIMABLE_INDEX).
     Migration(3, CLAIMABLE_INDEX),
-    # A queued run's start, appended by the claim that first takes it (see _claim_sql):
+    # A queued run's start, appended by the claim that first takes it (see CLAIM_FUNCTION):
     # aifr_audit_append's fields for the event, prepared when the run was queued.
     Migration(4, "ALTER TABLE wf_runs ADD COLUMN start_audit TEXT[]"),
     # The worker registry (see WorkerRegistry): each ``aifr worker`` process, seen lately.
@@ -206,6 +327,8 @@ PG_WORKFLOW_MIGRATIONS = [
     Migration(6, OLDEST_FREE_FUNCTION),
     # Room on each page for a queued step's row to grow in place (see STEPS_FILLFACTOR).
     Migration(7, f"ALTER TABLE wf_steps SET (fillfactor = {STEPS_FILLFACTOR})"),
+    # A claim in one server call (see CLAIM_FUNCTION).
+    Migration(8, CLAIM_FUNCTION),
 ]
 
 _QUEUED = frozenset(
@@ -229,54 +352,15 @@ _ACQUIRE = (
 
 @functools.lru_cache(maxsize=8)
 def _claim_sql(states: frozenset[RunState]) -> str:
-    """Lease the oldest takeable run, start it if it is queued, and read its steps.
+    """Lease the oldest takeable run in ``states``, start it if queued, read its steps.
 
-    One statement, so one round trip and one commit: ``o`` finds the oldest free run by
-    walking ``wf_runs_claimable`` in order (:data:`OLDEST_FREE_FUNCTION`, whose plan does
-    not depend on the statistics) and locks it; ``c`` takes its lease and, for a pending
-    run queued with its start event (``start_audit``), sets it running; ``a`` appends that
-    event (``aifr_audit_append``, which takes the chain's lock last, after the run's
-    row). Rows: one per step in order, each with the run's lease epoch and the number of
-    records appended (1: this claim started the run); the run's own columns are on the
-    first row only, ``NULL`` on the others. A run this claim starts comes back as one row
-    with no step: its steps are still as it was queued with them, and the client builds
-    them from its definition (:func:`~aifr.workflows.state.queued_steps`) instead of
-    reading them (60 to 80 µs of a claim's 717 here, measured by variants of this
-    statement, and the client's decoding of 10 rows). Repeated on every row, a run's
-    definition and fingerprints (3.4 kB for 10 steps here) went out once a step: 10
-    copies per claim of a 10-step run, 100 of a 100-step one, each encoded by the server
-    and decoded by the client (54 µs of client and 25 µs of server CPU a claim of 10
-    steps, measured).
+    One call of :data:`CLAIM_FUNCTION` (see it for the rows), so one round trip and one
+    commit. Its parameters are the claim's four: the time, the owner, the lease's expiry
+    and the time again. The states are literals, the enum's own values, never a caller's
+    text: each set of states is a prepared statement of its own (:func:`_claim_call`).
     """
-    started = "o_pending AND o_start IS NOT NULL"
-    run_columns = ", ".join(  # on the first row only (see the docstring)
-        f"CASE WHEN s.n IS NULL OR s.n = 1 THEN c.{column} END"
-        for column in RUN_COLUMNS.split(", ")
-    )
-    if states <= ACTIVE_STATES:  # the queue's index holds them: walk it, whatever the stats
-        values = ",".join(sorted(state.value for state in states))
-        oldest = f"SELECT * FROM aifr_oldest_free_run('{{{values}}}'::text[], %s)"  # noqa: S608  # enum literals
-    else:  # states the index does not hold (no claim of a worker's asks for them)
-        oldest = (
-            "SELECT id AS o_id, start_audit AS o_start, state = 'pending' AS o_pending "  # noqa: S608  # enum literals and constant columns
-            f"FROM wf_runs WHERE {states_in(states)} "
-            "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY created_at, id "
-            "LIMIT 1 FOR UPDATE SKIP LOCKED"
-        )
-    return (
-        f"WITH o AS MATERIALIZED ({oldest}), "  # noqa: S608  # enum literals and constant columns
-        "c AS (UPDATE wf_runs SET lease_epoch = lease_epoch + 1, lease_owner = %s, "
-        f"lease_expires_at = %s, state = CASE WHEN {started} THEN 'running' ELSE state END, "
-        f"updated_at = CASE WHEN {started} THEN %s ELSE updated_at END, start_audit = NULL "
-        f"FROM o WHERE id = o_id RETURNING {RUN_COLUMNS}, lease_epoch, "
-        f"CASE WHEN {started} THEN o_start END AS started), "
-        "a AS (SELECT r.r_seq FROM c, aifr_audit_append(c.started) r "
-        "WHERE c.started IS NOT NULL) "
-        f"SELECT {run_columns}, c.lease_epoch, (SELECT count(*) FROM a), "
-        f"{', '.join(f's.{c}' for c in STEP_COLUMNS.split(', '))} "
-        "FROM c LEFT JOIN LATERAL (SELECT w.*, row_number() OVER (ORDER BY w.idx) AS n "
-        "FROM wf_steps w WHERE w.run_id = c.id AND c.started IS NULL) s ON true ORDER BY s.n"
-    )
+    values = ",".join(sorted(state.value for state in states))
+    return f"SELECT * FROM aifr_claim_run('{{{values}}}'::text[], %s, %s, %s, %s)"  # noqa: S608  # enum literals
 
 
 @functools.lru_cache(maxsize=8)
@@ -993,7 +1077,7 @@ class PostgresRunStore:
     def _claimed_run(self, rows: Sequence[Sequence[Any]]) -> RunRecord:
         """The run a claim's rows lease, noted as held, its steps kept for :meth:`steps`.
 
-        See :func:`_claim_sql` for the rows.
+        See :data:`CLAIM_FUNCTION` for the rows.
         """
         width = len(_RUN_NAMES)
         first = rows[0]
