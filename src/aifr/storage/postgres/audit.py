@@ -43,7 +43,7 @@ __all__ = [
     "text_array",
 ]
 
-AUDIT_SCHEMA_VERSION: Final = 5
+AUDIT_SCHEMA_VERSION: Final = 6
 """The audit tables' schema version (``schema_versions``, component ``audit``).
 
 1: the tables. 2: the server functions :data:`APPEND_FUNCTION`, ``aifr_audit_append_linked``,
@@ -57,7 +57,8 @@ keeps it, unused, for a worker of version 3 not yet restarted, and a new one nev
 the steps' rows under their fences, and :data:`STEP_DONE_FUNCTION` taking the record's 14
 fields as parameters of their own, not one ``text[]`` (a database made before version 5
 keeps ``aifr_audit_append_steps`` and the 13-argument ``aifr_step_done``, unused, for a
-worker of version 4 not yet restarted).
+worker of version 4 not yet restarted). 6: :data:`STEP_ENDS_RUN_FUNCTION` appending its
+records inline, not through ``aifr_audit_append`` (same arguments and rows).
 """
 
 APPEND_FUNCTION: Final = r"""
@@ -249,7 +250,7 @@ parameter: one ``text[]`` cost the client an array literal to build (6.7 µs a s
 against 0.9 µs for the fields) and the server one to parse.
 """
 
-STEP_ENDS_RUN_FUNCTION: Final = """
+STEP_ENDS_RUN_FUNCTION: Final = r"""
 CREATE OR REPLACE FUNCTION aifr_step_ends_run(
     p_attempt integer, p_output text, p_digest text, p_result text,
     p_finished double precision, p_run text, p_step text, p_fence integer, p_refused text,
@@ -260,6 +261,8 @@ RETURNS TABLE (r_seq bigint, r_id text, r_ts text, r_prev text, r_hash text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_first text;
+    v_records integer := coalesce(array_length(fields, 1), 0) / 14;
+    v_at integer;
 BEGIN
     PERFORM 1 FROM wf_steps
     WHERE run_id = p_run AND step_id = p_step AND (p_fence IS NULL OR EXISTS (
@@ -274,11 +277,37 @@ BEGIN
     WHERE id = p_run AND (lease_owner IS NULL OR lease_owner = p_owner)
         AND (p_run_fence IS NULL OR lease_epoch = p_run_fence);
     IF NOT FOUND THEN  -- the run's end is not ours to write: the step's record alone
-        fields := fields[1:14];
+        v_records := 1;
     END IF;
-    FOR r_seq, r_id, r_ts, r_prev, r_hash IN SELECT * FROM aifr_audit_append(fields) LOOP
+    -- aifr_audit_append for these records, inline (a nested call cost more than it)
+    PERFORM 1 FROM aifr_audit_head WHERE id = 1 FOR UPDATE;
+    SELECT seq, hash INTO r_seq, r_prev FROM aifr_audit_records ORDER BY seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        r_seq := 0;
+        r_prev := repeat('0', 64);
+    END IF;
+    r_ts := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    FOR i IN 0 .. v_records - 1 LOOP
+        v_at := i * 14;
+        r_seq := r_seq + 1;
+        r_id := 'au-' || r_seq || '-' || fields[v_at + 1];
+        IF (r_id || r_ts || r_prev) !~ '^[-0-9A-Za-z:.]+$' THEN
+            RAISE EXCEPTION 'aifr_step_ends_run: % needs JSON escapes', r_id
+                USING ERRCODE = 'AF002';
+        END IF;
+        r_hash := encode(sha256(convert_to(
+            '{"event":' || fields[v_at + 2] || ',"id":"' || r_id || '","prev_hash":"'
+            || r_prev || '","seq":' || r_seq || ',"ts":"' || r_ts || '"}', 'UTF8')), 'hex');
+        INSERT INTO aifr_audit_records (seq, id, ts, kind, principal, capability_id,
+            capability_fingerprint, decision, rule_id, inputs_digest, outcome, trace_id,
+            request_id, run_id, details, prev_hash, hash)
+        VALUES (r_seq, r_id, r_ts, fields[v_at + 3], fields[v_at + 4], fields[v_at + 5],
+            fields[v_at + 6], fields[v_at + 7], fields[v_at + 8], fields[v_at + 9],
+            fields[v_at + 10], fields[v_at + 11], fields[v_at + 12], fields[v_at + 13],
+            fields[v_at + 14], r_prev, r_hash);
         v_first := coalesce(v_first, r_id);
         RETURN NEXT;
+        r_prev := r_hash;
     END LOOP;
     UPDATE wf_steps SET state = 'completed', attempt = p_attempt, output = p_output,
         error = NULL, request_digest = p_digest, result = p_result,
@@ -292,9 +321,11 @@ $$
 The step's row locked under its fence (refused with ``AF001``, as
 :data:`STEP_DONE_FUNCTION` does), then the run's end (completed, lease released) if
 ``p_owner`` still holds the lease at epoch ``p_run_fence``, then both audit records (the
-step's, then the run's end; the step's alone when the end was not written) in one
-:data:`APPEND_FUNCTION` call under the chain's lock, last, and the step's result written
-once, with its record's id. A run end that matches nothing is not an error: the step
+step's, then the run's end; the step's alone when the end was not written) under the
+chain's lock, last, appended as :data:`APPEND_FUNCTION` appends them but inline (called
+as a function, the append cost the server about 65 µs more a run's end, in alternating
+calls under ``EXPLAIN ANALYZE``), and the step's result written once, with its record's
+id. A run end that matches nothing is not an error: the step
 still commits, as the transaction's savepoint let it, and the caller learns it from the
 one record returned. One round trip and one statement instead of three waits and seven
 statements (``BEGIN``, the step, a savepoint, the run, its release, the append,
