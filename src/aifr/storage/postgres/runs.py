@@ -27,7 +27,12 @@ from aifr.audit import AuditEvent, AuditLedger, AuditRecord
 from aifr.audit.ledger import PreparedEvent
 from aifr.errors import AifrError, AuditError, ErrorCode, WorkflowError
 from aifr.frozen import fast_init
-from aifr.storage.postgres.audit import append_fields, appended_records
+from aifr.storage.postgres.audit import (
+    CHAIN_HEAD_SQL,
+    append_fields,
+    append_record_sql,
+    appended_records,
+)
 from aifr.storage.postgres.database import (
     PostgresDatabase,
     import_psycopg,
@@ -143,7 +148,7 @@ DECLARE
     v_seq bigint;
     v_prev text;
     v_ts text;
-    v_rid text;
+    v_hash text;
     v_at integer;
 BEGIN
     IF p_states <@ '{{{active}}}'::text[] THEN  -- the queue's index holds them: walk it
@@ -175,34 +180,12 @@ BEGIN
         start_audit = NULL
     WHERE id = v_id RETURNING {RUN_COLUMNS}, lease_epoch INTO {into}, c_lease_epoch;
     -- its start's record (aifr_audit_append's, inline), the chain's lock taken last
-    PERFORM 1 FROM aifr_audit_head WHERE id = 1 FOR UPDATE;
-    SELECT seq, hash INTO v_seq, v_prev FROM aifr_audit_records ORDER BY seq DESC LIMIT 1;
-    IF NOT FOUND THEN
-        v_seq := 0;
-        v_prev := repeat('0', 64);
-    END IF;
-    v_ts := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+{CHAIN_HEAD_SQL}
     c_started := 0;
     FOR i IN 0 .. coalesce(array_length(v_start, 1), 0) / 14 - 1 LOOP
-        v_at := i * 14;
-        v_seq := v_seq + 1;
-        v_rid := 'au-' || v_seq || '-' || v_start[v_at + 1];
-        IF (v_rid || v_ts || v_prev) !~ '^[-0-9A-Za-z:.]+$' THEN
-            RAISE EXCEPTION 'aifr_claim_run: % needs JSON escapes', v_rid
-                USING ERRCODE = 'AF002';
-        END IF;
-        INSERT INTO aifr_audit_records (seq, id, ts, kind, principal, capability_id,
-            capability_fingerprint, decision, rule_id, inputs_digest, outcome, trace_id,
-            request_id, run_id, details, prev_hash, hash)
-        VALUES (v_seq, v_rid, v_ts, v_start[v_at + 3], v_start[v_at + 4],
-            v_start[v_at + 5], v_start[v_at + 6], v_start[v_at + 7], v_start[v_at + 8],
-            v_start[v_at + 9], v_start[v_at + 10], v_start[v_at + 11], v_start[v_at + 12],
-            v_start[v_at + 13], v_start[v_at + 14], v_prev,
-            encode(sha256(convert_to('{{"event":' || v_start[v_at + 2] || ',"id":"' || v_rid
-                || '","prev_hash":"' || v_prev || '","seq":' || v_seq || ',"ts":"' || v_ts
-                || '"}}', 'UTF8')), 'hex'))
-        RETURNING hash INTO v_prev;
+{append_record_sql("v_start", "aifr_claim_run")}
         c_started := c_started + 1;
+        v_prev := v_hash;
     END LOOP;
     RETURN NEXT;
 END
