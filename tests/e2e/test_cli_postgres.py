@@ -50,9 +50,11 @@ def test_the_demo_runs_on_postgresql_and_keeps_its_runs_and_ledger_there(
 def test_a_postgresql_url_without_the_pg_extra_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from aifr.storage.postgres import database as pg_database
     from aifr.storage.postgres.database import PostgresDatabase
 
     monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+    monkeypatch.setattr(pg_database, "_psycopg", None)  # as in an interpreter without them
     database = PostgresDatabase("postgresql://127.0.0.1:1/none")
 
     with pytest.raises(ConfigError) as missing:

@@ -64,8 +64,19 @@ more would leave a thread waiting for a connection that only a waiting thread co
 give back."""
 
 
+_psycopg: Any = None
+"""The ``psycopg`` module once :func:`import_psycopg` imported it and ``psycopg_pool``."""
+
+
 def import_psycopg() -> Any:
-    """The ``psycopg`` module, or ``ConfigError`` naming the ``pg`` extra."""
+    """The ``psycopg`` module, or ``ConfigError`` naming the ``pg`` extra.
+
+    Kept once imported: a worker's statement path asks for it several times a step, and
+    an ``import`` statement looks both modules up again each time.
+    """
+    global _psycopg  # noqa: PLW0603  # set once, by whichever thread imports first
+    if _psycopg is not None:
+        return _psycopg
     try:
         import psycopg  # imported on first use: only PostgreSQL deployments install it
         import psycopg_pool  # noqa: F401  # checked here so the error names the extra
@@ -75,6 +86,7 @@ def import_psycopg() -> Any:
             code=ErrorCode.CONFIG_MISSING_EXTRA,
             extra="pg",
         ) from exc
+    _psycopg = psycopg
     return psycopg
 
 
