@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from benchmarks import floor as floor_module
 from benchmarks.floor import LeanFloor, floors_on_threads
@@ -31,6 +33,8 @@ from benchmarks.group_floor import (
 )
 from benchmarks.scaleout_bench import (
     ACTIVE,
+    PAIRED,
+    PAIRED_SLICES,
     SQLITE_CEILING_VS_WEIGHTED,
     SQLITE_VS_WEIGHTED_FLOOR,
     STEP_VS_FLOOR,
@@ -40,6 +44,7 @@ from benchmarks.scaleout_bench import (
     _queue,
     _scalar,
     _wait_stopped,
+    paired_with_floor,
     round_by_round,
     round_table,
     verdicts,
@@ -273,6 +278,40 @@ def test_each_goal_is_also_read_in_every_round_from_that_rounds_rows_alone() -> 
     assert each == pytest.approx([1.4, 1.8, 1.25])
     table = "\n".join(round_table(round_by_round(Measured(medians, rounds))))
     assert "| 1.40x | 1.40, 1.80, 1.25 | 2 of 3 |" in table
+
+
+def test_the_per_step_goal_is_also_read_on_the_rows_drained_in_turns() -> None:
+    rows = dict.fromkeys((*_VERDICT_KEYS, "sqlite_1", "sqlite_8", "sqlite_ceiling"), 1.0)
+    before = {(v.goal.text, v.what) for v in verdicts(rows)}
+    assert (STEP_VS_FLOOR.text, PAIRED) not in before  # a run from before the paired rows
+
+    rows.update(paired_aifr_1x1=1_000.0, paired_pg_floor=1_300.0, aifr_1x1=1_000.0)
+    rows.update(pg_floor=2_600.0)
+    read = {(v.goal.text, v.what): v for v in verdicts(rows)}
+    paired = read[(STEP_VS_FLOOR.text, PAIRED)]
+    assert paired.ratio == pytest.approx(1.3)  # the paired floor over paired aifr, not pg_floor
+    assert paired.goal.met(paired.ratio)
+    alone = read[(STEP_VS_FLOOR.text, "1 worker, --concurrency 1, over the floor")]
+    assert alone.ratio == pytest.approx(2.6)  # the rows drained apart are still read too
+    assert not alone.goal.met(alone.ratio)
+
+
+def test_the_paired_rows_drain_every_run_of_both_sides_and_leave_no_schema(
+    tmp_path: Path,
+) -> None:
+    dsn = os.environ.get("AIFR_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("AIFR_TEST_PG_DSN is not set: the paired rows drain on PostgreSQL")
+    _project(tmp_path)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        schemas = "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'aifr_bench_%%'"
+        before = conn.execute(schemas).fetchone()
+        runs = PAIRED_SLICES * 2 + 1  # slices of unequal size: none is lost
+        ours, theirs = paired_with_floor(dsn, tmp_path, runs)
+        assert ours.items == theirs.items == runs * STEPS
+        assert ours.elapsed_s > 0 and theirs.elapsed_s > 0
+        assert ours.cpu_s > 0 and theirs.cpu_s > 0  # both sides metered
+        assert conn.execute(schemas).fetchone() == before  # the worker's and the floor's dropped
 
 
 def test_a_round_that_measured_other_rows_is_refused() -> None:
