@@ -74,7 +74,7 @@ def import_psycopg() -> Any:
     Kept once imported: a worker's statement path asks for it several times a step, and
     an ``import`` statement looks both modules up again each time.
     """
-    global _psycopg  # noqa: PLW0603  # set once, by whichever thread imports first
+    global _psycopg  # set once, by whichever thread imports first
     if _psycopg is not None:
         return _psycopg
     try:
