@@ -85,6 +85,17 @@ def _states(dsn: str) -> dict[str, int]:
     return {str(state): int(count) for state, count in rows}
 
 
+def _registered(dsn: str) -> int:
+    """Workers announced in the registry: each is past its start-up, in its loop."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SET search_path TO aifr_restart")
+            row = conn.execute("SELECT count(*) FROM wf_workers").fetchone()
+    except psycopg.Error:  # the schema not made yet, or the server away
+        return 0
+    return int(row[0]) if row is not None else 0
+
+
 def test_workers_reconnect_after_a_postgres_restart_and_every_run_completes_once(
     tmp_path: Path, aifr_bin: str, clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,6 +139,10 @@ def test_workers_reconnect_after_a_postgres_restart_and_every_run_completes_once
                     )
                 )
         try:
+            # Both running, not one still starting: a worker that cannot announce itself
+            # at start-up exits by design (Presence), and on a loaded host one worker
+            # alone made the progress below while the other was still starting.
+            _wait(lambda: _registered(cluster.dsn) == 2, 120, "the workers did not register")
             _wait(lambda: len(list(effects.iterdir())) >= 20, 120, "no progress before restart")
             cluster.restart()  # every connection of every worker is closed
             _wait(
