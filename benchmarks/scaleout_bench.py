@@ -227,13 +227,21 @@ def pg_floor_steps(dsn: str, runs: int, steps: int = STEPS) -> Drained:
     try:
         floor.queue(PG_FLOOR_WARM_RUNS, steps)
         floor.drain(steps)
-        floor.queue(runs, steps)
-        with CpuMeter([os.getpid()]) as meter:
-            started = time.perf_counter()
-            driven = floor.drain(steps)
-            elapsed = time.perf_counter() - started
+        return floor_drain(floor, runs, steps)
     finally:
         floor.close()
+
+
+def floor_drain(floor: Any, runs: int, steps: int = STEPS) -> Drained:
+    """Queue ``runs`` runs on a :class:`~benchmarks.pg_floor.LeanPgFloor` and time their drain.
+
+    Metered for CPU as the worker rows are (this process and the server's).
+    """
+    floor.queue(runs, steps)
+    with CpuMeter([os.getpid()]) as meter:
+        started = time.perf_counter()
+        driven = floor.drain(steps)
+        elapsed = time.perf_counter() - started
     return Drained(driven * steps, elapsed, meter.seconds)
 
 
@@ -750,22 +758,13 @@ def paired_with_floor(dsn: str, directory: Path, runs: int) -> tuple[Drained, Dr
         floor.queue(PG_FLOOR_WARM_RUNS, STEPS)
         floor.drain(STEPS)
         with held_workers(dsn, directory, 1, 1) as held:
-
-            def floor_slice(size: int) -> Drained:
-                floor.queue(size, STEPS)
-                with CpuMeter([os.getpid()]) as meter:
-                    started = time.perf_counter()
-                    driven = floor.drain(STEPS)
-                    elapsed = time.perf_counter() - started
-                return Drained(driven * STEPS, elapsed, meter.seconds)
-
             slices: list[tuple[Drained, Drained]] = []
             for n, size in enumerate(sizes):
                 if n % 2:
                     ours = held.drain(size)
-                    slices.append((ours, floor_slice(size)))
+                    slices.append((ours, floor_drain(floor, size)))
                 else:
-                    theirs = floor_slice(size)
+                    theirs = floor_drain(floor, size)
                     slices.append((held.drain(size), theirs))
     finally:
         floor.close()
