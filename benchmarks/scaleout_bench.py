@@ -671,14 +671,6 @@ def held_workers(
     app = build_app(directory)
     workers = _start_workers(directory, processes, concurrency, env, banner=False, pinned=pinned)
     try:
-        with psycopg.connect(dsn, autocommit=True) as probe:
-            deadline = time.monotonic() + 180
-            while probe.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"
-            ).fetchone() < (processes,):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("workers did not start")
-                time.sleep(0.05)
         with _connect(dsn, schema) as conn:
             _settle_overlap(conn, processes)
 
@@ -795,10 +787,21 @@ alone. A worker that serves for hours decides on the registry it sees, as here."
 
 
 def _settle_overlap(conn: psycopg.Connection[Any], processes: int) -> None:
-    """Wait until ``processes`` workers are registered, then out one "auto" decision's age."""
-    deadline = time.monotonic() + 60
+    """Wait until ``processes`` workers are registered, then out one "auto" decision's age.
+
+    A worker registers (``wf_workers``) only once it listens for wake-ups, so this is
+    also the wait for every worker to listen. It reads the workers' own schema: a
+    count of ``LISTEN`` sessions, the wait this replaced, read the whole server's and
+    was met by other tests' workers while these were still migrating their schema (a
+    CI run on 2026-11-29 then found no ``wf_workers`` table). Until the first worker
+    has migrated the schema, the table is not there: none is registered.
+    """
+    deadline = time.monotonic() + 180
     while True:
-        row = conn.execute("SELECT count(*) FROM wf_workers").fetchone()
+        try:
+            row = conn.execute("SELECT count(*) FROM wf_workers").fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = None
         if row is not None and row[0] >= processes:
             break
         if time.monotonic() > deadline:

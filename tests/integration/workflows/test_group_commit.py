@@ -385,6 +385,10 @@ def test_a_batch_with_no_refusal_waits_for_the_server_once(
         holder, queued = _hold_until_queued(mine, RUNS)
         counter = _ReadWaits(monkeypatch, skip=holder)
         counter.on = True
+        with psycopg.connect(pg_schema[0], autocommit=True) as control:
+            control.execute("SELECT 1")  # sent, then its answer awaited: one wait
+        assert counter.waits == 1
+        counter.waits = 0
         records: dict[str, object] = {}
 
         def finish(run_id: str) -> None:
@@ -402,7 +406,9 @@ def test_a_batch_with_no_refusal_waits_for_the_server_once(
         assert queued == [True]
         assert group.commits - commits == 2  # the held transaction, then all six in one
         assert all(isinstance(records[run_id], AuditRecord) for run_id in ids)
-        assert counter.waits == 1
+        # Once, for COMMIT's answer; or not at all, where every answer came in while the
+        # pipeline was still being sent (a loaded host: a CI run on 2026-11-29 read 0).
+        assert counter.waits <= 1
         steps = [mine.runs.step(run_id, "a") for run_id in ids]
         assert [s.audit_id for s in steps if s is not None] == [records[i].id for i in ids]  # type: ignore[attr-defined]
         assert mine.ledger.verify().ok
