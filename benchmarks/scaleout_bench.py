@@ -789,12 +789,13 @@ alone. A worker that serves for hours decides on the registry it sees, as here."
 def _settle_overlap(conn: psycopg.Connection[Any], processes: int) -> None:
     """Wait until ``processes`` workers are registered, then out one "auto" decision's age.
 
-    A worker registers (``wf_workers``) only once it listens for wake-ups, so this is
-    also the wait for every worker to listen. It reads the workers' own schema: a
-    count of ``LISTEN`` sessions, the wait this replaced, read the whole server's and
-    was met by other tests' workers while these were still migrating their schema (a
-    CI run on 2026-11-29 then found no ``wf_workers`` table). Until the first worker
-    has migrated the schema, the table is not there: none is registered.
+    It reads the workers' own schema: a count of ``LISTEN`` sessions, the wait this
+    replaced, read the whole server's and was met by other tests' workers while these
+    were still migrating their schema (a CI run on 2026-11-29 then found no
+    ``wf_workers`` table). Until the first worker has migrated the schema, the table
+    is not there: none is registered. A worker starts listening for wake-ups (its own
+    thread) before it registers; one that has not yet polls (every 0.05 s here), and
+    the untimed warm-up comes before any timed drain.
     """
     deadline = time.monotonic() + 180
     while True:

@@ -169,8 +169,19 @@ def worker(
     except AifrError as exc:
         fail(exc)
 
+    lease_ttl_s = app.settings.workflows.lease_ttl_s
+    # A worker started while its database restarts waits up to a lease's time to live
+    # for it to come back, as long as its runs would wait for another worker.
+    presence = Presence(
+        app.workers,
+        worker_info(app.workflows.owner, concurrency, __version__),
+        every_s=lease_ttl_s / 3,
+        retry_for_s=lease_ttl_s,
+    )
+
     def stop(_signum: int, _frame: FrameType | None) -> None:
         loop.stop()
+        presence.cancel()
 
     try:
         if once:
@@ -182,11 +193,6 @@ def worker(
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         unwatch = app.watch_runs(loop.wake)
-        presence = Presence(
-            app.workers,
-            worker_info(app.workflows.owner, concurrency, __version__),
-            every_s=app.settings.workflows.lease_ttl_s / 3,
-        )
         # What start-up built (modules, the app, its engines) lives as long as the
         # worker: out of the collector's sight, a full collection no longer walks it
         # (about 93,000 objects, 40 to 60 ms a pass, every few thousand steps). Its

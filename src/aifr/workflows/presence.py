@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
 
-from aifr.errors import AifrError
+from aifr.errors import AifrError, StorageError
+from aifr.workflows.backoff import backoff_s
 from aifr.workflows.leases import is_owner_gone
 from aifr.workflows.ports import WorkerInfo, WorkerRegistry
 
@@ -67,8 +68,16 @@ def known_workers(
     return [(w, worker_state(w, at, lease_ttl_s)) for w in registry.workers(at)]
 
 
+ANNOUNCE_FIRST_PAUSE_S = 0.1
+"""The pause after a first failed announcement; it doubles with each one after it."""
+
+
 class Presence:
-    """Keeps one worker's registry row fresh for the duration of a ``with`` block."""
+    """Keeps one worker's registry row fresh for the duration of a ``with`` block.
+
+    ``retry_for_s``: how long entering keeps trying to announce the worker while the
+    database fails (see :meth:`__enter__`); ``0`` tries once.
+    """
 
     def __init__(
         self,
@@ -76,18 +85,31 @@ class Presence:
         worker: WorkerInfo,
         *,
         every_s: float,
+        retry_for_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
         self._worker = worker
         self._every_s = every_s
+        self._retry_for_s = retry_for_s
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Presence:
-        """Announce the worker (failing loudly: a worker that cannot write should not start)."""
-        self._registry.announce(self._worker)
+        """Announce the worker, trying again for ``retry_for_s`` while the database fails.
+
+        A worker that cannot write should not start, and one that never can still
+        fails loudly. But a worker started while its database restarts (or a
+        connection is cut) found it answering a moment before, when the project was
+        built: it waits for it to come back, backing off as its loop does, rather than
+        exit and leave its supervisor to start it again.
+
+        Raises:
+            StorageError: the database still failed after ``retry_for_s``, or the
+                worker was told to stop (:meth:`cancel`) meanwhile; the last failure.
+        """
+        self._announce_patiently()
         self._thread = threading.Thread(target=self._beat, name="aifr-worker-presence", daemon=True)
         self._thread.start()
         return self
@@ -106,6 +128,35 @@ class Presence:
             self._registry.leave(self._worker.id)
         except AifrError as error:
             logger.warning("could not remove worker %s: %s", self._worker.id, error.message)
+
+    def cancel(self) -> None:
+        """Stop trying to announce the worker (from a signal handler): entering fails."""
+        self._stop.set()
+
+    def _announce_patiently(self) -> None:
+        deadline = time.monotonic() + self._retry_for_s
+        worker = self._worker
+        failures = 0
+        while True:
+            try:
+                self._registry.announce(worker)
+                return
+            except StorageError as error:
+                worker = replace(self._worker, seen_at=self._clock())  # seen when it is back
+                failures += 1
+                pause = min(
+                    backoff_s(ANNOUNCE_FIRST_PAUSE_S, failures - 1), deadline - time.monotonic()
+                )
+                if pause <= 0 or self._stop.is_set():
+                    raise
+                logger.warning(
+                    "registering worker %s failed (%s); trying again in %.1fs",
+                    self._worker.id,
+                    error.message,
+                    pause,
+                )
+                if self._stop.wait(pause):
+                    raise
 
     def _beat(self) -> None:
         while not self._stop.wait(self._every_s):

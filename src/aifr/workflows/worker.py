@@ -15,12 +15,12 @@ engine claims again before it sleeps, and polling stays the fallback.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aifr.errors import AifrError
+from aifr.workflows.backoff import MAX_BACKOFF_S, backoff_s
 from aifr.workflows.engine import WorkflowEngine
 from aifr.workflows.retention import Retention
 from aifr.workflows.views import RunView
@@ -31,15 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_BACKOFF_S", "Worker", "backoff_s"]
 
 logger = logging.getLogger(__name__)
-
-MAX_BACKOFF_S = 10.0
-"""Longest pause between turns while the database keeps failing."""
-
-
-def backoff_s(poll_s: float, failures: int) -> float:
-    """Extra pause after ``failures`` failed turns in a row: doubling, capped, jittered."""
-    base = min(MAX_BACKOFF_S, poll_s * float(2 ** min(failures, 16)))
-    return base * (0.5 + random.random() / 2)  # noqa: S311  # jitter, not a secret
 
 
 class Worker:
