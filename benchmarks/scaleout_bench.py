@@ -851,6 +851,15 @@ PINNED_SQLITE_WORKER_ROWS = ((1, 1), (1, 8), (2, 4), (2, 8))
 """The SQLite worker rows again, pinned likewise."""
 SQLITE_WORKER_RUNS = 300
 """Fewest runs a SQLite worker row drains (64 runs took them about 0.3 s)."""
+SQLITE_THREAD_RUNS = 240
+"""Fewest runs of the in-process SQLite rows (aifr's threads, its CPU ceiling, the floors).
+
+With 64, aifr's ceiling was read from about 0.16 s of user CPU, 16 of the kernel's 10 ms
+ticks, and its 8 threads ran for a quarter of a second: in the run of 07:43 on 2026-11-29
+the ceiling moved from 3,643 to 5,074 steps/s between two rounds, and the weighted floor,
+made as heavy as that ceiling said, measured 311 µs a step for a goal of 274 in one round
+and 137 for 197 in the next. 240 (30 a thread at 8) gives the ceiling about 0.6 s of CPU,
+as the weighted floor's own calibration takes a quarter of a second or more."""
 
 
 def _record(rows: dict[str, float], key: str, drained: Drained) -> None:
@@ -919,15 +928,16 @@ def measure(dsn: str, runs: int, rounds: int) -> Measured:
                     ),
                 )
             rows.update(pg_engines_steps_per_s(dsn, directory, runs))
+            in_process = max(runs, SQLITE_THREAD_RUNS)
             for threads in (1, 8):
                 rows[f"dbos_{threads}"] = dbos_steps_per_s(dsn, threads, runs)
-                rows[f"sqlite_{threads}"] = sqlite_steps_per_s(threads, runs)
-            rows["sqlite_ceiling"] = sqlite_cpu_ceiling(runs)  # see workflow_bench
-            rows["floor_threads_1"] = floors_on_threads(1, runs, STEPS, "FULL")
-            rows["floor_threads_8"] = floors_on_threads(8, max(1, runs // 8), STEPS, "FULL")
-            rows["grouped_floor_1"] = grouped_floor_on_threads(1, runs, STEPS, "FULL")
-            rows["grouped_floor_8"] = grouped_floor_on_threads(8, max(1, runs // 8), STEPS, "FULL")
-            weighted = weighted_floor_rows(1e6 / rows["sqlite_ceiling"], runs, STEPS)
+                rows[f"sqlite_{threads}"] = sqlite_steps_per_s(threads, in_process)
+            rows["sqlite_ceiling"] = sqlite_cpu_ceiling(in_process)  # see workflow_bench
+            rows["floor_threads_1"] = floors_on_threads(1, in_process, STEPS, "FULL")
+            rows["floor_threads_8"] = floors_on_threads(8, in_process // 8, STEPS, "FULL")
+            rows["grouped_floor_1"] = grouped_floor_on_threads(1, in_process, STEPS, "FULL")
+            rows["grouped_floor_8"] = grouped_floor_on_threads(8, in_process // 8, STEPS, "FULL")
+            weighted = weighted_floor_rows(1e6 / rows["sqlite_ceiling"], in_process, STEPS)
             rows["weighted_floor_cpu"] = weighted.cpu_us
             rows["weighted_floor_ceiling"] = weighted.ceiling
             rows["weighted_floor_1"] = weighted.one
@@ -1409,7 +1419,8 @@ def write_docs(measured: Measured, runs: int, rounds: int) -> str:
         "",
         f"`python -m benchmarks scaleout --runs {runs} --rounds {rounds}`: "
         "10-step no-op workflows (`data.json.parse` steps, each a governed invocation with "
-        f"its audit record; {runs} a row, at least {PG_WORKER_RUNS} for a worker row), "
+        f"its audit record; {runs} a row, at least {PG_WORKER_RUNS} for a worker row "
+        f"and {SQLITE_THREAD_RUNS} for an in-process SQLite row), "
         "queued beforehand as the floor's jobs are, drained by warmed-up "
         "`aifr worker` processes on the local PostgreSQL "
         '15 (with the project\'s defaults, `workflows.overlap_commits = "auto"` among '
