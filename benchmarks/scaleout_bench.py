@@ -325,6 +325,79 @@ def _dbos_loop(dsn: str, threads: int, runs: int, out: Any) -> None:
         DBOS.destroy()
 
 
+def _dbos_server(dsn: str, orders: Any, out: Any) -> None:
+    """DBOS launched and warm in this process, running workflows one at a time on order.
+
+    Each order is a number of workflows to run back to back (its answer: the seconds
+    they took); ``None`` ends it. So a paired row (:func:`paired_with_dbos`) can time
+    DBOS in slices without launching it again for each.
+    """
+    import logging
+
+    from dbos import DBOS
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    DBOS(
+        config={
+            "name": "aifr-scaleout-bench",
+            "system_database_url": dsn,
+            "log_level": "WARNING",
+            "run_admin_server": False,
+        }  # type: ignore[typeddict-unknown-key]
+    )
+
+    @DBOS.step()
+    def noop(n: int) -> int:
+        return n
+
+    @DBOS.workflow()
+    def ten_noops() -> int:
+        return sum(noop(n) for n in range(STEPS))
+
+    DBOS.launch()
+    try:
+        for _ in range(3):
+            ten_noops()
+        out.put(0.0)  # warm: ready for orders
+        while (count := orders.get()) is not None:
+            started = time.perf_counter()
+            for _ in range(count):
+                ten_noops()
+            out.put(time.perf_counter() - started)
+    finally:
+        DBOS.destroy()
+
+
+class HeldDbos(NamedTuple):
+    """A warm DBOS process (:func:`_dbos_server`) and the queues to order workflows from it."""
+
+    orders: Any
+    out: Any
+
+    def drain(self, runs: int) -> Drained:
+        """Run ``runs`` workflows of :data:`STEPS` steps in DBOS, one at a time; timed there."""
+        self.orders.put(runs)
+        return Drained(runs * STEPS, float(self.out.get(timeout=600)), 0.0)
+
+
+@contextmanager
+def held_dbos(dsn: str) -> Iterator[HeldDbos]:
+    """DBOS on the same server as :func:`dbos_steps_per_s` runs it, launched once, warm."""
+    base = dsn.split("?", 1)[0].rsplit("/", 1)[0]
+    context = multiprocessing.get_context("spawn")
+    orders, out = context.Queue(), context.Queue()
+    process = context.Process(target=_dbos_server, args=(f"{base}/aifr_bench_dbos", orders, out))
+    process.start()
+    try:
+        out.get(timeout=600)  # launched and warm
+        yield HeldDbos(orders, out)
+    finally:
+        orders.put(None)
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+
+
 def dbos_steps_per_s(dsn: str, threads: int, runs: int) -> float:
     """Steps/s of DBOS (10 ``@DBOS.step`` no-ops per workflow) on the same server.
 
@@ -743,28 +816,66 @@ def paired_with_floor(dsn: str, directory: Path, runs: int) -> tuple[Drained, Dr
     """
     from benchmarks.pg_floor import LeanPgFloor
 
-    share, extra = divmod(runs, PAIRED_SLICES)
-    sizes = [share + (1 if n < extra else 0) for n in range(PAIRED_SLICES)]
     floor = LeanPgFloor(dsn, f"aifr_bench_pgfloor_{uuid.uuid4().hex[:8]}")
     try:
         floor.queue(PG_FLOOR_WARM_RUNS, STEPS)
         floor.drain(STEPS)
         with held_workers(dsn, directory, 1, 1) as held:
-            slices: list[tuple[Drained, Drained]] = []
-            for n, size in enumerate(sizes):
-                if n % 2:
-                    ours = held.drain(size)
-                    slices.append((ours, floor_drain(floor, size)))
-                else:
-                    theirs = floor_drain(floor, size)
-                    slices.append((held.drain(size), theirs))
+            return _in_turns(held.drain, runs, lambda size: floor_drain(floor, size), runs)
     finally:
         floor.close()
-    return _summed(ours for ours, _ in slices), _summed(theirs for _, theirs in slices)
+
+
+def paired_with_dbos(
+    dsn: str, directory: Path, runs: int, dbos_runs: int
+) -> tuple[Drained, Drained]:
+    """One ``aifr worker -c 1`` and DBOS, one workflow at a time, in slices taken in turns.
+
+    As :func:`paired_with_floor`, with DBOS (:func:`held_dbos`, launched once and warm)
+    in the floor's place: (aifr, DBOS). aifr drains ``runs`` runs and DBOS runs
+    ``dbos_runs`` workflows (its steps cost several times aifr's, so fewer make as
+    long a slice), each in :data:`PAIRED_SLICES` slices. The rows ``aifr_1x1`` and
+    ``dbos_1`` run about a minute apart in a round, where the shared host's load moved
+    their ratio from 5.16x to 7.98x between rounds of one run (07:43 on 2026-11-29).
+    """
+    with held_dbos(dsn) as dbos, held_workers(dsn, directory, 1, 1) as held:
+        return _in_turns(held.drain, runs, dbos.drain, dbos_runs)
+
+
+def _in_turns(
+    ours: Callable[[int], Drained],
+    runs: int,
+    theirs: Callable[[int], Drained],
+    their_runs: int,
+) -> tuple[Drained, Drained]:
+    """``ours`` and ``theirs`` drained in :data:`PAIRED_SLICES` slices each, taking turns.
+
+    ``theirs`` goes first in even slices and ``ours`` in odd ones; each side's slices
+    are summed into its row: (ours, theirs).
+    """
+    mine = _slices(runs)
+    other = _slices(their_runs)
+    slices: list[tuple[Drained, Drained]] = []
+    for n, (size, their_size) in enumerate(zip(mine, other, strict=True)):
+        if n % 2:
+            drained = ours(size)
+            slices.append((drained, theirs(their_size)))
+        else:
+            their_drained = theirs(their_size)
+            slices.append((ours(size), their_drained))
+    return _summed(a for a, _ in slices), _summed(b for _, b in slices)
+
+
+def _slices(runs: int) -> list[int]:
+    """``runs`` split into :data:`PAIRED_SLICES` slices, the first ones one larger."""
+    share, extra = divmod(runs, PAIRED_SLICES)
+    return [share + (1 if n < extra else 0) for n in range(PAIRED_SLICES)]
 
 
 PAIRED = "1 worker, --concurrency 1, over the floor, in slices taken in turns"
 """What the per-step verdict read on the paired rows (:func:`paired_with_floor`) measured."""
+PAIRED_DBOS = "1 run at a time each, in slices taken in turns"
+"""What the DBOS verdict read on its paired rows (:func:`paired_with_dbos`) measured."""
 
 
 def _summed(drains: Iterable[Drained]) -> Drained:
@@ -907,6 +1018,9 @@ def measure(dsn: str, runs: int, rounds: int) -> Measured:
             paired = paired_with_floor(dsn, directory, max(runs, PG_WORKER_RUNS))
             _record(rows, "paired_aifr_1x1", paired[0])
             _record(rows, "paired_pg_floor", paired[1])
+            with_dbos = paired_with_dbos(dsn, directory, max(runs, PG_WORKER_RUNS), runs)
+            _record(rows, "paired_dbos_aifr_1x1", with_dbos[0])
+            rows["paired_dbos_1"] = with_dbos[1].per_s
             long_runs = max(runs, PG_WORKER_RUNS) * STEPS // LONG_STEPS  # as many steps
             _record(rows, "pg_floor_long", pg_floor_steps(dsn, long_runs, LONG_STEPS))
             _record(
@@ -1130,6 +1244,17 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
             ]
             if "paired_aifr_1x1" in result
             else []  # a run from before the paired rows
+        ),
+        *(
+            [
+                Verdict(
+                    PAIRED_DBOS,
+                    result["paired_dbos_aifr_1x1"] / result["paired_dbos_1"],
+                    VS_DBOS,
+                )
+            ]
+            if "paired_dbos_1" in result
+            else []  # a run from before DBOS was paired
         ),
         Verdict(
             "one process, 8 engines vs 1",
@@ -1383,6 +1508,7 @@ def _cpu_table(result: dict[str, float]) -> list[str]:
     drains += [
         ("paired_pg_floor", "CPython floor on PostgreSQL, 1 process, in turns with aifr", 1),
         ("paired_aifr_1x1", "aifr, 1 worker, `-c 1`, in turns with the floor", 1),
+        ("paired_dbos_aifr_1x1", "aifr, 1 worker, `-c 1`, in turns with DBOS", 1),
     ]
     drains += [
         (f"inline_{p}x1", f"aifr, {p} worker{'s' if p > 1 else ''}, `-c 1`, overlap off", p)
@@ -1474,6 +1600,13 @@ def write_docs(measured: Measured, runs: int, rounds: int) -> str:
             f"{steps('paired_pg_floor')} |",
             f"| aifr, 1 worker process, `--concurrency 1`, in slices taken in turns with the "
             f"floor | {steps('paired_aifr_1x1', 'paired_pg_floor')} |",
+        ]
+    if "paired_dbos_1" in result:
+        lines += [
+            f"| DBOS, 1 workflow at a time, in slices taken in turns with the next row | "
+            f"{steps('paired_dbos_1')} |",
+            f"| aifr, 1 worker process, `--concurrency 1`, in slices taken in turns with "
+            f"DBOS | {steps('paired_dbos_aifr_1x1', 'paired_dbos_1')} |",
         ]
     lines += [
         f"| aifr, 1 worker process, `--concurrency 1`, `overlap_commits = false` | "
@@ -1588,6 +1721,13 @@ How to read it:
   taking turns (each warm, as in its own row), so both are timed under the same
   load; within the hour the slices gave 1.28x to 1.45x by round. The per-step goal is
   read on both: the paired verdict is the one a noisy host does not decide.
+- **DBOS and aifr in turns** (`paired_with_dbos`). The same for DBOS's goal: DBOS,
+  launched once and warm in a process of its own, runs its workflows one at a time in
+  6 slices, taking turns with one warm worker draining its runs (fewer DBOS workflows,
+  as each costs several of aifr's runs: the slices take about as long). Its own row and
+  aifr's run about a minute apart in a round; in the run of 2026-11-29 07:43 their
+  ratio moved from 5.16x to 7.98x round by round. Only the slices' wall time is taken
+  on DBOS's side (its process is not metered).
 - **The same floor in 2 processes** (`pg_floor_processes`): two processes of their own
   draining one queue and appending to one chain, against one such process (both spawned
   and warmed as the worker rows are). Every step takes the chain's lock and holds it to

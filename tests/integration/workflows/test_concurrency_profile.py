@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -34,12 +35,16 @@ from benchmarks.group_floor import (
 from benchmarks.scaleout_bench import (
     ACTIVE,
     PAIRED,
+    PAIRED_DBOS,
     PAIRED_SLICES,
     SQLITE_CEILING_VS_WEIGHTED,
     SQLITE_VS_WEIGHTED_FLOOR,
     STEP_VS_FLOOR,
+    VS_DBOS,
+    Drained,
     Measured,
     _all_completed,
+    _in_turns,
     _project,
     _queue,
     _scalar,
@@ -294,6 +299,41 @@ def test_the_per_step_goal_is_also_read_on_the_rows_drained_in_turns() -> None:
     alone = read[(STEP_VS_FLOOR.text, "1 worker, --concurrency 1, over the floor")]
     assert alone.ratio == pytest.approx(2.6)  # the rows drained apart are still read too
     assert not alone.goal.met(alone.ratio)
+
+
+def test_the_dbos_goal_is_also_read_on_the_rows_run_in_turns() -> None:
+    rows = dict.fromkeys((*_VERDICT_KEYS, "sqlite_1", "sqlite_8", "sqlite_ceiling"), 1.0)
+    assert (VS_DBOS.text, PAIRED_DBOS) not in {(v.goal.text, v.what) for v in verdicts(rows)}
+
+    rows.update(aifr_1x1=1_000.0, dbos_1=200.0, paired_dbos_aifr_1x1=1_300.0)
+    rows.update(paired_dbos_1=200.0)
+    read = {(v.goal.text, v.what): v for v in verdicts(rows)}
+    paired = read[(VS_DBOS.text, PAIRED_DBOS)]
+    assert paired.ratio == pytest.approx(6.5)  # the paired rows, not aifr_1x1 over dbos_1
+    assert paired.goal.met(paired.ratio)
+    alone = read[(VS_DBOS.text, "1 run at a time each")]
+    assert alone.ratio == pytest.approx(5.0)  # the rows run apart are still read too
+    assert not alone.goal.met(alone.ratio)
+
+
+def test_sides_in_turns_alternate_who_goes_first_and_sum_each_side_s_slices() -> None:
+    order: list[tuple[str, int]] = []
+
+    def side(name: str, seconds_per_run: float) -> Callable[[int], Drained]:
+        def drain(runs: int) -> Drained:
+            order.append((name, runs))
+            return Drained(runs * STEPS, runs * seconds_per_run, runs * seconds_per_run / 2)
+
+        return drain
+
+    ours, theirs = _in_turns(side("aifr", 0.01), 13, side("dbos", 0.05), 7)
+
+    assert [name for name, _ in order] == ["dbos", "aifr", "aifr", "dbos"] * 3
+    assert sorted(runs for name, runs in order if name == "aifr") == [2, 2, 2, 2, 2, 3]
+    assert sorted(runs for name, runs in order if name == "dbos") == [1, 1, 1, 1, 1, 2]
+    assert (ours.items, theirs.items) == (13 * STEPS, 7 * STEPS)
+    assert ours.elapsed_s == pytest.approx(0.13) and theirs.elapsed_s == pytest.approx(0.35)
+    assert ours.cpu_s == pytest.approx(0.065)
 
 
 def test_the_paired_rows_drain_every_run_of_both_sides_and_leave_no_schema(
