@@ -280,39 +280,30 @@ def pg_floor_processes(dsn: str, runs: int, processes: int) -> Drained:
     return Drained(runs * STEPS, elapsed, cpu_s)
 
 
+def _warm_dbos(dsn: str) -> Any:
+    """DBOS in this process on the system database ``dsn``, launched, 3 workflows run.
+
+    A :class:`~benchmarks.workflow_bench.DbosBench` (10 ``@DBOS.step`` no-ops a workflow),
+    as the workflow benchmark runs it on SQLite.
+    """
+    from benchmarks.workflow_bench import DbosBench
+
+    bench = DbosBench(system_database_url=dsn, name="aifr-scaleout-bench")
+    for _ in range(3):
+        bench.run()
+    return bench
+
+
 def _dbos_loop(dsn: str, threads: int, runs: int, out: Any) -> None:
-    import logging
     import threading
 
-    from dbos import DBOS
-
-    logging.getLogger("dbos").setLevel(logging.WARNING)
-    DBOS(
-        config={
-            "name": "aifr-scaleout-bench",
-            "system_database_url": dsn,
-            "log_level": "WARNING",
-            "run_admin_server": False,
-        }  # type: ignore[typeddict-unknown-key]
-    )
-
-    @DBOS.step()
-    def noop(n: int) -> int:
-        return n
-
-    @DBOS.workflow()
-    def ten_noops() -> int:
-        return sum(noop(n) for n in range(STEPS))
-
-    DBOS.launch()
+    bench = _warm_dbos(dsn)
     try:
-        for _ in range(3):
-            ten_noops()
         each = max(1, runs // threads)
 
         def work() -> None:
             for _ in range(each):
-                ten_noops()
+                bench.run()
 
         pool = [threading.Thread(target=work) for _ in range(threads)]
         started = time.perf_counter()
@@ -322,7 +313,7 @@ def _dbos_loop(dsn: str, threads: int, runs: int, out: Any) -> None:
             thread.join()
         out.put(each * threads * STEPS / (time.perf_counter() - started))
     finally:
-        DBOS.destroy()
+        bench.close()
 
 
 def _dbos_server(dsn: str, orders: Any, out: Any) -> None:
@@ -332,40 +323,16 @@ def _dbos_server(dsn: str, orders: Any, out: Any) -> None:
     they took); ``None`` ends it. So a paired row (:func:`paired_with_dbos`) can time
     DBOS in slices without launching it again for each.
     """
-    import logging
-
-    from dbos import DBOS
-
-    logging.getLogger("dbos").setLevel(logging.WARNING)
-    DBOS(
-        config={
-            "name": "aifr-scaleout-bench",
-            "system_database_url": dsn,
-            "log_level": "WARNING",
-            "run_admin_server": False,
-        }  # type: ignore[typeddict-unknown-key]
-    )
-
-    @DBOS.step()
-    def noop(n: int) -> int:
-        return n
-
-    @DBOS.workflow()
-    def ten_noops() -> int:
-        return sum(noop(n) for n in range(STEPS))
-
-    DBOS.launch()
+    bench = _warm_dbos(dsn)
     try:
-        for _ in range(3):
-            ten_noops()
         out.put(0.0)  # warm: ready for orders
         while (count := orders.get()) is not None:
             started = time.perf_counter()
             for _ in range(count):
-                ten_noops()
+                bench.run()
             out.put(time.perf_counter() - started)
     finally:
-        DBOS.destroy()
+        bench.close()
 
 
 class HeldDbos(NamedTuple):

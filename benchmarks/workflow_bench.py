@@ -121,17 +121,31 @@ class AifrBench:
 
 
 class DbosBench:
-    """DBOS with a SQLite system database (its default durability: every step recorded)."""
+    """DBOS with a SQLite system database (its default durability: every step recorded).
 
-    def __init__(self, directory: Path) -> None:
+    ``system_database_url``: another system database instead (the scale-out rows give
+    it PostgreSQL's), under the application name ``name``.
+    """
+
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        system_database_url: str | None = None,
+        name: str = "aifr-bench",
+    ) -> None:
         from dbos import DBOS
 
+        if system_database_url is None:
+            if directory is None:
+                raise ValueError("DbosBench needs a directory or a system database URL")
+            system_database_url = f"sqlite:///{directory / 'dbos.sqlite'}"
         logging.getLogger("dbos").setLevel(logging.WARNING)
         self.dbos = DBOS
         DBOS(
             config={
-                "name": "aifr-bench",
-                "system_database_url": f"sqlite:///{directory / 'dbos.sqlite'}",
+                "name": name,
+                "system_database_url": system_database_url,
                 "log_level": "WARNING",
                 "run_admin_server": False,
             }  # type: ignore[typeddict-unknown-key]

@@ -52,14 +52,31 @@ def _registry_locked(pg_url: str) -> Iterator[psycopg.Connection[tuple[object, .
         conn.rollback()
 
 
-def _worker(aifr_bin: str, directory: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [aifr_bin, "worker", "--poll", "0.2", "-p", str(directory)],
-        env={**env, "PGOPTIONS": "-c lock_timeout=200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@contextmanager
+def _locked_out_worker(
+    aifr_bin: str, directory: Path, clean_env: dict[str, str], pg_url: str
+) -> Iterator[subprocess.Popen[str]]:
+    """``aifr worker`` on a new project, started and still refused while the registry is locked.
+
+    The lock is released when the block ends; the worker is killed if the block fails.
+    """
+    env = {**clean_env, "AIFR_DATABASE_URL": pg_url}
+    _project(directory, aifr_bin, env)
+    with _registry_locked(pg_url):
+        worker = subprocess.Popen(
+            [aifr_bin, "worker", "--poll", "0.2", "-p", str(directory)],
+            env={**env, "PGOPTIONS": "-c lock_timeout=200"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # Several attempts of 200 ms fail meanwhile; before, the first one ended it.
+            assert _banner(worker, timeout_s=2.0) == ""
+            yield worker
+        except BaseException:
+            worker.kill()
+            raise
 
 
 def _banner(worker: subprocess.Popen[str], timeout_s: float) -> str:
@@ -80,17 +97,8 @@ def test_a_worker_that_cannot_register_yet_waits_then_registers_and_drives_runs(
     pg_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {**clean_env, "AIFR_DATABASE_URL": pg_url}
-    _project(tmp_path, aifr_bin, env)
-    with _registry_locked(pg_url):
-        worker = _worker(aifr_bin, tmp_path, env)
-        try:
-            # Several attempts of 200 ms fail meanwhile; before, the first one ended it.
-            assert _banner(worker, timeout_s=3.0) == ""
-            assert worker.poll() is None, "the worker exited while it could not register"
-        except BaseException:
-            worker.kill()
-            raise
+    with _locked_out_worker(aifr_bin, tmp_path, clean_env, pg_url) as worker:
+        assert worker.poll() is None, "the worker exited while it could not register"
     try:
         assert "polling every" in _banner(worker, timeout_s=30.0)
         assert _registered(pg_url) == 1
@@ -114,18 +122,10 @@ def test_a_worker_that_cannot_register_yet_waits_then_registers_and_drives_runs(
 def test_a_worker_told_to_stop_while_it_cannot_register_exits_at_once(
     tmp_path: Path, aifr_bin: str, clean_env: dict[str, str], pg_url: str
 ) -> None:
-    env = {**clean_env, "AIFR_DATABASE_URL": pg_url}
-    _project(tmp_path, aifr_bin, env)
-    with _registry_locked(pg_url):
-        worker = _worker(aifr_bin, tmp_path, env)
-        try:
-            assert _banner(worker, timeout_s=2.0) == ""
-            stopped_at = time.monotonic()
-            worker.send_signal(signal.SIGTERM)
-            _, stderr = worker.communicate(timeout=10)
-        except BaseException:
-            worker.kill()
-            raise
+    with _locked_out_worker(aifr_bin, tmp_path, clean_env, pg_url) as worker:
+        stopped_at = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=10)
         # Within its pause of at most a few seconds, not after its 30 s of retrying.
         assert time.monotonic() - stopped_at < 5.0
     assert worker.returncode != 0
