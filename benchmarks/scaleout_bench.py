@@ -1179,6 +1179,18 @@ def _over_ceiling(result: dict[str, float], prefix: str, concurrency: int) -> fl
     return result[f"{prefix}2x{concurrency}"] / result[one] / two_worker_ceiling(result, one)
 
 
+def _paired(
+    result: dict[str, float], what: str, over: str, under: str, goal: Goal
+) -> list[Verdict]:
+    """The verdict ``over / under`` of two rows drained in turns, or none in a run without them.
+
+    A run from before a pairing was measured has neither row.
+    """
+    if over not in result or under not in result:
+        return []
+    return [Verdict(what, result[over] / result[under], goal)]
+
+
 def verdicts(result: dict[str, float]) -> list[Verdict]:
     """Each goal of issue 24 against this run's numbers (ratios within the run)."""
     commit_s = result["commit_ms"] / 1000
@@ -1201,28 +1213,8 @@ def verdicts(result: dict[str, float]) -> list[Verdict]:
             result["pg_floor"] / result["aifr_1x1"],
             STEP_VS_FLOOR,
         ),
-        *(
-            [
-                Verdict(
-                    PAIRED,
-                    result["paired_pg_floor"] / result["paired_aifr_1x1"],
-                    STEP_VS_FLOOR,
-                )
-            ]
-            if "paired_aifr_1x1" in result
-            else []  # a run from before the paired rows
-        ),
-        *(
-            [
-                Verdict(
-                    PAIRED_DBOS,
-                    result["paired_dbos_aifr_1x1"] / result["paired_dbos_1"],
-                    VS_DBOS,
-                )
-            ]
-            if "paired_dbos_1" in result
-            else []  # a run from before DBOS was paired
-        ),
+        *_paired(result, PAIRED, "paired_pg_floor", "paired_aifr_1x1", STEP_VS_FLOOR),
+        *_paired(result, PAIRED_DBOS, "paired_dbos_aifr_1x1", "paired_dbos_1", VS_DBOS),
         Verdict(
             "one process, 8 engines vs 1",
             result["pg_engines_8"] / result["pg_engines_1"],
