@@ -335,6 +335,12 @@ def _dbos_server(dsn: str, orders: Any, out: Any) -> None:
         bench.close()
 
 
+def _dbos_database(dsn: str) -> str:
+    """The URL of DBOS's own database (``aifr_bench_dbos``) on the server ``dsn`` names."""
+    base = dsn.split("?", 1)[0].rsplit("/", 1)[0]
+    return f"{base}/aifr_bench_dbos"
+
+
 class HeldDbos(NamedTuple):
     """A warm DBOS process (:func:`_dbos_server`) and the queues to order workflows from it."""
 
@@ -350,10 +356,9 @@ class HeldDbos(NamedTuple):
 @contextmanager
 def held_dbos(dsn: str) -> Iterator[HeldDbos]:
     """DBOS on the same server as :func:`dbos_steps_per_s` runs it, launched once, warm."""
-    base = dsn.split("?", 1)[0].rsplit("/", 1)[0]
     context = multiprocessing.get_context("spawn")
     orders, out = context.Queue(), context.Queue()
-    process = context.Process(target=_dbos_server, args=(f"{base}/aifr_bench_dbos", orders, out))
+    process = context.Process(target=_dbos_server, args=(_dbos_database(dsn), orders, out))
     process.start()
     try:
         out.get(timeout=600)  # launched and warm
@@ -371,12 +376,9 @@ def dbos_steps_per_s(dsn: str, threads: int, runs: int) -> float:
     DBOS keeps its system tables in a database of its own (``aifr_bench_dbos``, created
     by DBOS on first use); it runs in a fresh process so its global state is its own.
     """
-    base = dsn.split("?", 1)[0].rsplit("/", 1)[0]
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    process = context.Process(
-        target=_dbos_loop, args=(f"{base}/aifr_bench_dbos", threads, runs, out)
-    )
+    process = context.Process(target=_dbos_loop, args=(_dbos_database(dsn), threads, runs, out))
     process.start()
     value = float(out.get(timeout=600))
     process.join()
