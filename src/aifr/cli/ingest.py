@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import typer
@@ -24,6 +23,7 @@ from rich.text import Text
 from aifr.app import App, build_app, build_ingest_pipeline, open_knowledge_index
 from aifr.audit import AuditEvent
 from aifr.cli.console import console, err_console, fail, print_json
+from aifr.cli.signals import StopOnSignals
 from aifr.errors import AifrError
 from aifr.ingest import IngestPipeline, IngestReport
 from aifr.ingest.watch import WorkspaceWatcher
@@ -164,9 +164,6 @@ def ingest(
 def _watch(app: App, pipeline: IngestPipeline, root: Path, repo: str, *, as_json: bool) -> None:
     stop = threading.Event()
 
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
     def again(_paths: list[str]) -> None:
         try:
             _run_once(app, pipeline, root, repo, as_json=as_json, one_line=True)
@@ -177,12 +174,11 @@ def _watch(app: App, pipeline: IngestPipeline, root: Path, repo: str, *, as_json
                 )
             )
 
-    previous = signal.signal(signal.SIGTERM, on_term)
     if not as_json:
         err_console.print(f"watching {root} (Ctrl-C to stop)")
-    try:
+    # SIGTERM sets ``stop`` from a thread of its own: the watcher waits on that event,
+    # and a handler setting it could wait for ever on its lock (see aifr.cli.signals).
+    with StopOnSignals(stop.set, signals=(signal.SIGTERM,)):
         WorkspaceWatcher(
             root, debounce_ms=app.settings.ingest.debounce_ms, on_change=again, stop_event=stop
         ).run()
-    finally:
-        signal.signal(signal.SIGTERM, previous)

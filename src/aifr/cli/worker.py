@@ -7,11 +7,9 @@ every ``aifr`` command loads this module, and only the worker needs them.
 from __future__ import annotations
 
 import gc
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
@@ -19,6 +17,7 @@ import typer
 from aifr import __version__
 from aifr.app import App, build_app
 from aifr.cli.console import console, fail
+from aifr.cli.signals import StopOnSignals
 from aifr.cli.status import attach_metrics
 from aifr.cli.upstream_runtime import attach_upstreams, detach_upstreams
 from aifr.errors import AifrError, ConfigError
@@ -179,7 +178,7 @@ def worker(
         retry_for_s=lease_ttl_s,
     )
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
+    def stop() -> None:
         loop.stop()
         presence.cancel()
 
@@ -190,27 +189,27 @@ def worker(
             for view in driven:
                 console.print(f"  {view.run.id}: {view.state.value}")
             return
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        unwatch = app.watch_runs(loop.wake)
-        # What start-up built (modules, the app, its engines) lives as long as the
-        # worker: out of the collector's sight, a full collection no longer walks it
-        # (about 93,000 objects, 40 to 60 ms a pass, every few thousand steps). Its
-        # garbage is collected first, so none is kept for good.
-        gc.collect()
-        gc.freeze()
-        try:
-            with presence:
-                # Printed once the worker is registered: whoever waits for this line (an
-                # operator, a supervisor, a test) then finds it in `aifr workers`.
-                console.print(
-                    f"aifr worker {app.workflows.owner} polling every {poll:g}s"
-                    f"{' (and woken by NOTIFY)' if unwatch else ''}, {concurrency} run(s) at once"
-                )
-                loop.run()
-        finally:
-            if unwatch is not None:
-                unwatch()
+        with StopOnSignals(stop):  # its handler takes no lock (see aifr.cli.signals)
+            unwatch = app.watch_runs(loop.wake)
+            # What start-up built (modules, the app, its engines) lives as long as the
+            # worker: out of the collector's sight, a full collection no longer walks it
+            # (about 93,000 objects, 40 to 60 ms a pass, every few thousand steps). Its
+            # garbage is collected first, so none is kept for good.
+            gc.collect()
+            gc.freeze()
+            try:
+                with presence:
+                    # Printed once the worker is registered: whoever waits for this line
+                    # (an operator, a supervisor, a test) then finds it in `aifr workers`.
+                    console.print(
+                        f"aifr worker {app.workflows.owner} polling every {poll:g}s"
+                        f"{' (and woken by NOTIFY)' if unwatch else ''}, "
+                        f"{concurrency} run(s) at once"
+                    )
+                    loop.run()
+            finally:
+                if unwatch is not None:
+                    unwatch()
     except AifrError as exc:
         fail(exc)
     finally:
