@@ -17,6 +17,7 @@ from aifr.audit.ids import random_hex
 from aifr.audit.ledger import MAX_BATCH, AuditLedger, LedgerStats
 from aifr.audit.outbox import Outbox
 from aifr.audit.ports import AuditStore, ChainBuilder, Sink
+from aifr.audit.prefigure import EventTemplate
 from aifr.audit.record import (
     GENESIS_HASH,
     AuditEvent,
@@ -55,6 +56,7 @@ __all__ = [
     "AuditStore",
     "ChainBuilder",
     "ChainHead",
+    "EventTemplate",
     "Checkpoint",
     "CopyReport",
     "HttpSink",

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aifr.audit.checkpoint import Checkpoint, sign_checkpoint
 from aifr.audit.ports import AuditStore, ChainBuilder
+from aifr.audit.prefigure import EventTemplate, known_prepared, prefigure
 from aifr.audit.record import (
     AuditEvent,
     AuditRecord,
@@ -126,6 +127,9 @@ class AuditLedger:
 
     @staticmethod
     def _prepare(event: AuditEvent) -> _Prepared:
+        known = known_prepared(event)  # filled in from its template (see aifr.audit.prefigure)
+        if known is not None:
+            return known
         details = redact_details(event.details)
         if details is not event.details:
             event = dataclasses.replace(event, details=details)
@@ -267,6 +271,19 @@ class AuditLedger:
             AuditError: the event is not JSON-safe.
         """
         return self._prepare(event)
+
+    def prefigure(self, event: AuditEvent, slot: str) -> EventTemplate | None:
+        """``event`` redacted and encoded now, but for ``details[slot]``, filled in later.
+
+        For a caller that knows the whole record before an effect but one number of it
+        (see :mod:`aifr.audit.prefigure`): the filled event, appended or prepared on the
+        same thread, is not redacted or encoded again. ``None`` when the slot cannot be
+        left open (the caller builds its event afterwards as usual).
+
+        Raises:
+            AuditError: the event is not JSON-safe.
+        """
+        return prefigure(event, slot)
 
     def builder_for(self, event: AuditEvent) -> ChainBuilder:
         """Check and encode ``event`` now; chain it onto a head later (``store.append_in``).

@@ -208,6 +208,14 @@ class SettlesCommits(Protocol):
     before it is durably recorded. A store without deferral simply lacks this.
     """
 
+    def defers_commits(self) -> bool:
+        """Whether this thread's step writes may now return before their commits are confirmed.
+
+        Then the time between a step's write and the next effect is spent waiting for
+        that commit, and the runtime does there what it otherwise does after the effect.
+        """
+        ...
+
     def settle(self) -> None:
         """Wait until this thread's last step write is confirmed committed.
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ConfigDict, JsonValue, TypeAdapter
 
-from aifr.audit import AuditEvent, AuditRecord
+from aifr.audit import AuditEvent, AuditLedger, AuditRecord, EventTemplate
 from aifr.capabilities import Capability, CapabilitySpec, digest
-from aifr.errors import AifrError, FieldError, InputValidationError, error_payload
+from aifr.errors import AifrError, AuditError, FieldError, InputValidationError, error_payload
 from aifr.invocation.circuit import CircuitState
 from aifr.invocation.context import (
     FINDINGS_AUDIT_KEY,
@@ -39,8 +39,10 @@ __all__ = [
     "Outcome",
     "audit_event",
     "build_result",
+    "finished_event",
     "inputs_digest",
     "new_call",
+    "prefigure_ok",
     "stored_result",
 ]
 
@@ -130,6 +132,8 @@ class Call:
     hook_failures: tuple[HookFailure, ...] = ()
     principal_refused: bool = False
     parent_span_id: str | None = None
+    prefigured: EventTemplate | None = None
+    """The audit event of an ``ok`` end, encoded before the effect (see :func:`prefigured_event`)."""
 
     @property
     def spec(self) -> CapabilitySpec | None:
@@ -162,6 +166,15 @@ class Outcome:
     approval_id: str | None = None
     audit: AuditRecord | None = None
     replay: Result | None = None
+
+
+_HANDLER_REPORT_KEYS = (SANDBOX_AUDIT_KEY, UPSTREAM_AUDIT_KEY, FINDINGS_AUDIT_KEY)
+
+
+def _has_handler_reports(call: Call) -> bool:
+    """Whether a handler left anything for its audit record (see :func:`_add_handler_reports`)."""
+    context = call.context
+    return any(context.get(key) is not None for key in _HANDLER_REPORT_KEYS)
 
 
 def _add_handler_reports(call: Call, details: dict[str, JsonValue]) -> None:
@@ -226,6 +239,53 @@ def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocat
         run_id=call.run_id,
         details=call.redactor.scrub(details) if call.redactor else details,
     )
+
+
+PREFIGURED_SLOT = "duration_s"
+"""The one detail of an ``ok`` invocation's event not known before its effect."""
+
+_OK = Outcome(Status.OK)
+
+
+def prefigure_ok(call: Call, ledger: AuditLedger) -> EventTemplate | None:
+    """The event of ``call`` ending ``ok``, redacted and encoded now, before its effect.
+
+    For a caller with time to spare before the effect (a workflow step's, while the
+    previous step's commit flushes): after the effect :func:`finished_event` only fills
+    in the duration. ``None`` when the event cannot be left open that way, or is not
+    JSON-safe: built after the effect as usual, its append then fails where it always
+    did, not before the effect.
+    """
+    try:
+        return ledger.prefigure(audit_event(call, _OK, CircuitState.CLOSED), PREFIGURED_SLOT)
+    except AuditError:
+        return None
+
+
+def finished_event(
+    call: Call, outcome: Outcome, circuit: str, kind: str = "invocation"
+) -> AuditEvent:
+    """:func:`audit_event`, filled in from ``call.prefigured`` when the call ended as foreseen.
+
+    Foreseen: ``ok``, the circuit closed, and nothing the effect could add to the
+    details (no resolved secret to scrub, no handler report, no hook failure, no
+    approval or replay). Anything else is built afresh.
+    """
+    template = call.prefigured
+    if (
+        template is None
+        or kind != "invocation"
+        or outcome.status is not Status.OK
+        or outcome.error is not None
+        or outcome.approval_id
+        or outcome.replay is not None
+        or circuit != CircuitState.CLOSED
+        or call.redactor
+        or call.hook_failures
+        or _has_handler_reports(call)
+    ):
+        return audit_event(call, outcome, circuit, kind)
+    return template.filled(round(_perf() - call.started, 6))
 
 
 def build_result(

@@ -65,10 +65,11 @@ from aifr.invocation.ports import CircuitStore, IdempotencyStore, SettlesCommits
 from aifr.invocation.records import (
     Call,
     Outcome,
-    audit_event,
     build_result,
+    finished_event,
     inputs_digest,
     new_call,
+    prefigure_ok,
     stored_result,
 )
 from aifr.invocation.result import Result, Status
@@ -165,6 +166,12 @@ class Runtime:
         self._idempotency = IdempotencyGuard(idempotency) if idempotency is not None else None
         self._settle_commits: Callable[[], None] = (
             idempotency.settle if isinstance(idempotency, SettlesCommits) else _nothing_to_settle
+        )
+        # Where a step's commit may still be flushing when the next step is checked, its
+        # ``ok`` audit event is built then too (see aifr.audit.prefigure), not after the
+        # effect, where each microsecond delays the step's own write.
+        self._defers_commits: Callable[[], bool] = (
+            idempotency.defers_commits if isinstance(idempotency, SettlesCommits) else _never
         )
         self._pools = ExecutorPools(handler_workers=handler_workers)
         self._blocking = BlockingExecutor(self._pools, sync_execution)
@@ -336,7 +343,7 @@ class Runtime:
             taken = await self._idempotency.claim(call, ex, self._timeout_for(call))
             if taken is not None:
                 raise Stop(Outcome(taken.status, replay=taken))
-        self._settle_commits()  # a previous step's commit, confirmed before anything acts
+        self._ready_to_act(call)
         if call.has_hooks:
             await self._hooks(call, ex, HookStage.BEFORE)
         context.enter(Phase.EXECUTING)
@@ -350,6 +357,17 @@ class Runtime:
         if call.has_hooks:
             await self._hooks(call, ex, HookStage.AFTER, output=output)
         return output
+
+    def _ready_to_act(self, call: Call) -> None:
+        """The last of the call before its effect: a previous step's commit confirmed.
+
+        Before that wait, the event of an ``ok`` end is built and encoded (see
+        :func:`prefigure_ok`) where a commit may still be flushing: the time is free
+        there, and each microsecond after the effect delays the step's own write.
+        """
+        if call.claimed_key and not call.has_hooks and self._defers_commits():
+            call.prefigured = prefigure_ok(call, self.ledger)
+        self._settle_commits()  # a previous step's commit, confirmed before anything acts
 
     async def _await_approval(self, call: Call, ex: Executor, *, observed: bool) -> None:
         """Hold the call to its approval; observers see the wait and the consumption."""
@@ -541,7 +559,7 @@ class Runtime:
         self, call: Call, ex: Executor, outcome: Outcome, circuit: str, kind: str = "invocation"
     ) -> tuple[AuditRecord | None, Outcome]:
         started = _perf()
-        event = audit_event(call, outcome, circuit, kind)
+        event = finished_event(call, outcome, circuit, kind)
         guard = self._idempotency
         try:
             if call.consumed_approval is not None and self.approvals is not None:
@@ -604,6 +622,10 @@ class Runtime:
                 details=call.redactor.scrub(details),
             )
         )
+
+
+def _never() -> bool:
+    return False
 
 
 def _nothing_to_settle() -> None:

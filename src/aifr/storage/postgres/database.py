@@ -447,6 +447,10 @@ class PostgresDatabase:
                 if kept is not None:
                     self.pool().putconn(kept)
 
+    def defers_commits(self) -> bool:
+        """Whether this thread is inside :meth:`deferring` (commits unconfirmed or not)."""
+        return self._unsettled.deferring
+
     def is_deferring(self) -> bool:
         """Whether this thread is inside :meth:`deferring` with no commit left unconfirmed."""
         return self.may_hold()

@@ -289,6 +289,10 @@ class PostgresStepResultStore:
         """
         return call.rows_deferred(self._runs.database, conn, params, "completing a step")
 
+    def defers_commits(self) -> bool:
+        """Whether this thread is inside the database's deferred commits (see ``settle``)."""
+        return self._runs.database.defers_commits()
+
     def settle(self) -> None:
         """Wait for this thread's step write whose commit is not confirmed yet, if any.
 
