@@ -1650,7 +1650,7 @@ How to read it:
   audit tail and commit, held through the flush; the bare SKIP LOCKED loop shares no
   lock, so its 2-process row shows what the host allowed in the same run.
 - **Per-step cost.** A lone step is one statement and one round trip: the server
-  function `aifr_step_done` locks the step's row under its fence, takes the chain's
+  function `aifr_step_recorded` locks the step's row under its fence, takes the chain's
   lock, inserts the record and writes the step's result once with the record's id, and
   the statement's commit flushes it; the client sends it through libpq directly
   (`aifr.storage.postgres.prepared_call`). The last step carries the run's end in the
@@ -1668,7 +1668,7 @@ How to read it:
   `benchmarks/floor.py` (inputs and output validated, a memoized decision, the event's
   canonical JSON), then one statement in autocommit to a server function that writes
   the step under its fence, takes the chain's lock, hashes the record from the head and
-  inserts it: one round trip and one commit a step, as aifr's `aifr_step_done`. No
+  inserts it: one round trip and one commit a step, as aifr's `aifr_step_recorded`. No
   record of the run's start or end, no hooks, no redaction, no idempotency, no
   notifications. Its own `x commit` shows how far below it the issue's 1.5x of a commit
   lies, so the restated goal holds aifr at `--concurrency 1` to 1.5x of this floor, the

@@ -600,7 +600,7 @@ def test_a_batch_whose_connection_broke_is_not_retried_and_fails_every_job(
 def test_a_lone_step_stores_every_field_of_its_record_as_given(
     pg_schema: tuple[str, str],
 ) -> None:
-    # Alone, a step's record goes to aifr_step_done as 14 parameters of their own (the
+    # Alone, a step's record goes to aifr_step_recorded as 14 parameters of their own (the
     # id's random part, the event's JSON, 11 columns, the details): each lands in its
     # column, awkward text included, and the chain verifies from what was stored.
     mine = _pg_worker(*pg_schema)
@@ -644,7 +644,7 @@ def test_a_lone_step_stores_every_field_of_its_record_as_given(
 def test_a_lone_late_step_is_refused_by_the_database_and_appends_nothing(
     workers: tuple[Worker, Worker], undo: bool
 ) -> None:
-    # Alone, a step's write on PostgreSQL is one server-side statement (aifr_step_done):
+    # Alone, a step's write on PostgreSQL is one server-side statement (aifr_step_recorded):
     # its fence refuses it there, before the chain is touched.
     mine, other = workers
     for run_id in ("late", "kept"):

@@ -1,6 +1,6 @@
 """PostgreSQL: what one workflow step costs the database, counted, so a regression fails.
 
-A lone writer's step is one statement in autocommit (``aifr_step_done``: the fenced step
+A lone writer's step is one statement in autocommit (``aifr_step_recorded``: the fenced step
 update, the audit chain's lock, head read and insert, the step row's ``audit_id``, all on
 the server) and so one round trip. This test drives real runs of 2 and
 12 steps through the engine on a real PostgreSQL schema and counts, per extra step, the
@@ -142,7 +142,7 @@ def test_a_step_costs_one_round_trip_and_one_statement(
     long_waits, long_statements = counter.run(pg_env, LONG)
     per_step = (long_waits - short_waits) / (LONG - SHORT)
     statements = (long_statements - short_statements) / (LONG - SHORT)
-    # aifr_step_done: one statement and one answer waited for (two waits and seven
+    # aifr_step_recorded: one statement and one answer waited for (two waits and seven
     # statements before the step's transaction moved into a server function). The count
     # is 1.0 on a quiet host; on a loaded one the run's own pipelined transactions (its
     # creation, its end) are now and then read back in more pieces, in every try at once,

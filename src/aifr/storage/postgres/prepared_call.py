@@ -1,6 +1,6 @@
 """One named prepared statement sent through libpq directly: the step's hot statement.
 
-A lone workflow step is one statement (``aifr_step_done``), so whatever the client pays
+A lone workflow step is one statement (``aifr_step_recorded``), so whatever the client pays
 per statement it pays per step. Through ``Connection.execute`` psycopg spends 85 to 100
 µs of client CPU on a prepared 13-parameter statement here (a cursor, the parameters'
 dumpers, its prepared-statement bookkeeping, the generator that drives the protocol, the

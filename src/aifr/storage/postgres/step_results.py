@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import JsonValue
 
 from aifr.audit import AuditEvent, AuditRecord
+from aifr.errors import StorageError
 from aifr.invocation import IdempotencyRecord, IdempotencyStore
 from aifr.storage.postgres.audit import append_fields, appended_records, record_fields
 from aifr.storage.postgres.database import translate_pg_errors
@@ -64,12 +65,15 @@ Its result is written by the batch's audit tail, with its record's id (:class:`S
 one version of the row, not one for the result and another for ``audit_id``.
 """
 _STEP_DONE = PreparedCall(
-    "aifr_step_done",
-    "SELECT r_seq, r_id, r_ts, r_prev, r_hash FROM aifr_step_done("
+    "aifr_step_recorded",
+    "SELECT aifr_step_recorded("
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::integer, $12, $13, $14, $15, $16, $17, "
     "$18, $19, $20, $21, $22, $23, $24, $25, $26)",
 )
-"""A lone writer's whole step: fenced write, refusal, audit record and link (one statement)."""
+"""A lone writer's whole step: fenced write, refusal, audit record and link (one statement).
+
+Its one value is the record's seq, id, time, previous hash and hash, separated by spaces
+(see ``STEP_RECORDED_FUNCTION``)."""
 
 _STEP_ENDS_RUN = PreparedCall(
     "aifr_step_ends_run",
@@ -86,6 +90,18 @@ _SELECT_UNDO_RESULT = (
     "SELECT undo_attempt, undo_digest, undo_result, undo_output, finished_at FROM wf_steps "
     "WHERE run_id = %s AND step_id = %s"
 )
+
+
+def _record_rows(rows: Sequence[Sequence[str | None]]) -> list[tuple[str, ...]]:
+    """``aifr_step_recorded``'s one value as the record's row: seq, id, time, previous, hash.
+
+    Raises:
+        StorageError: the function answered something else (no row, or not five parts).
+    """
+    parts = tuple(rows[0][0].split(" ")) if len(rows) == 1 and rows[0][0] else ()
+    if len(parts) != 5:
+        raise StorageError(f"a step's record came back malformed: {rows!r}")
+    return [parts]
 
 
 class PostgresStepResultStore:
@@ -230,7 +246,7 @@ class PostgresStepResultStore:
                 ),
             )
             pending = PendingAudit(prepared, None)
-            pending.resolve(appended_records([prepared], rows)[0])
+            pending.resolve(appended_records([prepared], _record_rows(rows))[0])
             return pending, None
 
         def complete_ending_alone(
