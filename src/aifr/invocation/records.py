@@ -133,7 +133,7 @@ class Call:
     principal_refused: bool = False
     parent_span_id: str | None = None
     prefigured: EventTemplate | None = None
-    """The audit event of an ``ok`` end, encoded before the effect (see :func:`prefigured_event`)."""
+    """The audit event of an ``ok`` end, encoded before the effect (see :func:`prefigure_ok`)."""
 
     @property
     def spec(self) -> CapabilitySpec | None:

@@ -11,19 +11,8 @@ from hypothesis import strategies as st
 
 from aifr.audit import REDACTED, AuditEvent, AuditLedger
 from aifr.audit.prefigure import known_prepared, prefigure
+from audit_kit import json_values, optional_text
 
-optional_text = st.none() | st.text(max_size=12)
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
 durations = st.floats(min_value=0, max_value=1e6, allow_nan=False) | st.integers(0, 10**6)
 
 

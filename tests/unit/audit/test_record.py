@@ -20,6 +20,7 @@ from aifr.audit.record import (
 )
 from aifr.capabilities import canonical_json
 from aifr.errors import ErrorCode
+from audit_kit import json_values, optional_text
 
 text = st.text(max_size=30)
 
@@ -48,20 +49,6 @@ def test_spliced_hash_equals_the_hash_of_the_whole_canonical_document(
     assert fast == hashlib.sha256(canonical_json(document).encode()).hexdigest()
     record = AuditRecord(seq=seq, id=record_id, ts=ts, prev_hash=prev, hash=fast, event=event)
     assert record_hash(record) == fast
-
-
-optional_text = st.none() | st.text(max_size=12)
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
 
 
 @given(
