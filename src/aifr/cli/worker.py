@@ -6,6 +6,7 @@ every ``aifr`` command loads this module, and only the worker needs them.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 from collections.abc import Callable
@@ -182,14 +183,16 @@ def worker(
         loop.stop()
         presence.cancel()
 
-    try:
-        if once:
-            driven = loop.turn()
-            console.print(f"resumed {len(driven)} run(s)")
-            for view in driven:
-                console.print(f"  {view.run.id}: {view.state.value}")
-            return
-        with StopOnSignals(stop):  # its handler takes no lock (see aifr.cli.signals)
+    # The handler takes no lock (see aifr.cli.signals), and it stays for the shutdown, so
+    # a second signal (a double Ctrl-C) cannot cut the closing below short.
+    with contextlib.nullcontext() if once else StopOnSignals(stop):
+        try:
+            if once:
+                driven = loop.turn()
+                console.print(f"resumed {len(driven)} run(s)")
+                for view in driven:
+                    console.print(f"  {view.run.id}: {view.state.value}")
+                return
             unwatch = app.watch_runs(loop.wake)
             # What start-up built (modules, the app, its engines) lives as long as the
             # worker: out of the collector's sight, a full collection no longer walks it
@@ -210,14 +213,14 @@ def worker(
             finally:
                 if unwatch is not None:
                     unwatch()
-    except AifrError as exc:
-        fail(exc)
-    finally:
-        if stop_server is not None:
-            stop_server()
-        if exporter is not None:
-            exporter.shutdown()
-        if notifier is not None:
-            notifier.close()
-        detach_upstreams(gateway)
-        app.close()
+        except AifrError as exc:
+            fail(exc)
+        finally:
+            if stop_server is not None:
+                stop_server()
+            if exporter is not None:
+                exporter.shutdown()
+            if notifier is not None:
+                notifier.close()
+            detach_upstreams(gateway)
+            app.close()
