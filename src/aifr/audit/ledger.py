@@ -31,6 +31,7 @@ from aifr.audit.record import (
     AuditEvent,
     AuditRecord,
     ChainHead,
+    PreparedEvent,
     chain_hash,
     encode_event_and_details,
     new_record_id,
@@ -45,10 +46,6 @@ __all__ = ["MAX_BATCH", "AuditLedger", "LedgerStats", "PreparedEvent"]
 
 MAX_BATCH = 512
 """Most records one group-commit transaction carries (bounds a batch's latency)."""
-
-_Prepared = tuple[AuditEvent, str, str]  # event, its canonical JSON, its details' JSON
-PreparedEvent = _Prepared
-"""An event as appended: redacted, with its canonical JSON and its details' JSON."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +62,7 @@ class _Waiter:
 
     __slots__ = ("error", "is_abandoned", "is_leader", "prepared", "record", "wake")
 
-    def __init__(self, prepared: _Prepared) -> None:
+    def __init__(self, prepared: PreparedEvent) -> None:
         self.prepared = prepared
         self.record: AuditRecord | None = None
         self.error: AifrError | None = None
@@ -92,7 +89,7 @@ class _Waiter:
         return self.record
 
 
-def _builder(batch: Sequence[_Prepared]) -> ChainBuilder:
+def _builder(batch: Sequence[PreparedEvent]) -> ChainBuilder:
     def build(head: ChainHead) -> list[AuditRecord]:
         ts = utc_timestamp()
         seq, prev = head.seq, head.hash
@@ -126,7 +123,7 @@ class AuditLedger:
         self._largest_batch = 0
 
     @staticmethod
-    def _prepare(event: AuditEvent) -> _Prepared:
+    def _prepare(event: AuditEvent) -> PreparedEvent:
         known = known_prepared(event)  # filled in from its template (see aifr.audit.prefigure)
         if known is not None:
             return known
@@ -173,7 +170,7 @@ class AuditLedger:
             self._lead()  # only when more than MAX_BATCH abandoned records queued ahead
         return waiter.outcome()
 
-    def _alone(self, prepared: _Prepared) -> AuditRecord:
+    def _alone(self, prepared: PreparedEvent) -> AuditRecord:
         """Nobody else is appending: commit this one record, then hand leadership on.
 
         No waiter, queue or hand-off: a lone caller pays its transaction and nothing

@@ -26,13 +26,12 @@ from typing import Final
 
 from pydantic import JsonValue
 
-from aifr.audit.record import AuditEvent, encode_event_and_details
+from aifr.audit.record import AuditEvent, PreparedEvent, encode_event_and_details
 from aifr.audit.redact import redact_details
 from aifr.capabilities import canonical_json
 
 __all__ = ["EventTemplate", "known_prepared", "prefigure"]
 
-_Prepared = tuple[AuditEvent, str, str]  # event, its canonical JSON, its details' JSON
 
 _MARKER: Final = f"aifr-prefigured-{secrets.randbelow(10**12):012d}"
 """What stands in the slot until it is filled: unique to this process, so no caller's text
@@ -40,13 +39,13 @@ can hold it, and plain words and digits, which no redaction pass takes for a sec
 
 
 class _Last(threading.local):
-    prepared: _Prepared | None = None
+    prepared: PreparedEvent | None = None
 
 
 _LAST = _Last()
 
 
-def known_prepared(event: AuditEvent) -> _Prepared | None:
+def known_prepared(event: AuditEvent) -> PreparedEvent | None:
     """``event``'s redaction and encoding, if ``event`` is the one this thread last filled."""
     last = _LAST.prepared
     return last if last is not None and last[0] is event else None

@@ -30,6 +30,7 @@ __all__ = [
     "EVENT_FIELDS",
     "GENESIS_HASH",
     "AuditEvent",
+    "PreparedEvent",
     "AuditRecord",
     "ChainHead",
     "chain_hash",
@@ -188,6 +189,10 @@ def encode_event(event: AuditEvent) -> str:
         AuditError: see :func:`encode_event_and_details`.
     """
     return encode_event_and_details(event)[0]
+
+
+PreparedEvent = tuple[AuditEvent, str, str]
+"""An event as appended: redacted, with its canonical JSON and its details' JSON."""
 
 
 def encode_event_and_details(event: AuditEvent) -> tuple[str, str]:

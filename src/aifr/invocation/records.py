@@ -168,26 +168,32 @@ class Outcome:
     replay: Result | None = None
 
 
-_HANDLER_REPORT_KEYS = (SANDBOX_AUDIT_KEY, UPSTREAM_AUDIT_KEY, FINDINGS_AUDIT_KEY)
+_HANDLER_REPORTS = (
+    (SANDBOX_AUDIT_KEY, "sandbox"),  # what the process sandbox did: backend, refusals
+    (UPSTREAM_AUDIT_KEY, "upstream"),  # a gateway call: which MCP server answered, its version
+    (FINDINGS_AUDIT_KEY, "findings"),  # a findings change: the import's counts, the resource
+)
+"""What a handler may leave for its audit record: the context key, and the detail it becomes."""
 
 
 def _has_handler_reports(call: Call) -> bool:
-    """Whether a handler left anything for its audit record (see :func:`_add_handler_reports`)."""
+    """Whether a handler left anything for its audit record (see :data:`_HANDLER_REPORTS`)."""
     context = call.context
-    return any(context.get(key) is not None for key in _HANDLER_REPORT_KEYS)
+    return any(context.get(key) is not None for key, _ in _HANDLER_REPORTS)
 
 
 def _add_handler_reports(call: Call, details: dict[str, JsonValue]) -> None:
-    """What a handler left for its audit record: the sandbox's report, the upstream called."""
-    sandbox = call.context.get(SANDBOX_AUDIT_KEY)
-    if sandbox is not None:  # what the process sandbox did: backend, refusals, connections
-        details["sandbox"] = sandbox
-    upstream = call.context.get(UPSTREAM_AUDIT_KEY)
-    if upstream is not None:  # a gateway call: which MCP server answered, at which version
-        details["upstream"] = upstream
-    findings = call.context.get(FINDINGS_AUDIT_KEY)
-    if findings is not None:  # a findings change: the import's counts, the resource
-        details["findings"] = findings
+    """What a handler left for its audit record, each under its detail's name."""
+    context = call.context
+    for key, name in _HANDLER_REPORTS:
+        report = context.get(key)
+        if report is not None:
+            details[name] = report
+
+
+def _duration_s(call: Call) -> float:
+    """How long ``call`` has run, as its audit record keeps it (µs precision)."""
+    return round(_perf() - call.started, 6)
 
 
 def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocation") -> AuditEvent:
@@ -200,7 +206,7 @@ def audit_event(call: Call, outcome: Outcome, circuit: str, kind: str = "invocat
         "version": spec.version if spec is not None else None,
         "error": error_payload(error)["error"] if error is not None else None,
         "circuit": circuit,
-        "duration_s": round(_perf() - call.started, 6),
+        "duration_s": _duration_s(call),
     }
     if decision is not None and decision.reason:
         details["reason"] = decision.reason
@@ -285,7 +291,7 @@ def finished_event(
         or _has_handler_reports(call)
     ):
         return audit_event(call, outcome, circuit, kind)
-    return template.filled(round(_perf() - call.started, 6))
+    return template.filled(_duration_s(call))
 
 
 def build_result(
