@@ -25,6 +25,7 @@ __all__ = [
     "ApprovalVote",
     "CircuitRecord",
     "CircuitStore",
+    "ForeseesCompletions",
     "IdempotencyRecord",
     "IdempotencyStore",
     "SettlesCommits",
@@ -222,6 +223,27 @@ class SettlesCommits(Protocol):
         Raises:
             UnconfirmedCommitError: it was not (its outcome is unknown); never a step's
                 outcome: the runtime lets it end the call.
+        """
+        ...
+
+
+@runtime_checkable
+class ForeseesCompletions(Protocol):
+    """An :class:`IdempotencyStore` that can prepare a key's completion before the effect.
+
+    Where the runtime has time before a step's effect (a previous commit still flushing,
+    see :class:`SettlesCommits`), it builds the result an ``ok`` end would store and
+    hands it here: the store encodes what it can of it then, and its ``complete`` for
+    that very object (the same ``result``, on the same thread) takes the work from here.
+    Handed any other object, ``complete`` does it all as usual, so a miss costs time,
+    never a different row.
+    """
+
+    def foresee(self, principal: str, key: str, result: dict[str, JsonValue]) -> None:
+        """Prepare ``complete(principal, key, result, ...)`` now, before the effect.
+
+        Until that ``complete``, the caller may set ``result["output"]`` and nothing
+        else of it: the output is the one part of a stored result the effect decides.
         """
         ...
 

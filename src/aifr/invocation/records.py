@@ -28,6 +28,7 @@ from aifr.invocation.context import (
 from aifr.invocation.hooks import Hooks
 from aifr.invocation.identity import INVALID_PRINCIPAL
 from aifr.invocation.options import CallOptions
+from aifr.invocation.ports import ForeseesCompletions
 from aifr.invocation.result import HookFailure, Result, Status, Timing, decision_to_dict
 from aifr.invocation.secret_refs import Redactor
 from aifr.observability.traceparent import parse_traceparent
@@ -40,6 +41,8 @@ __all__ = [
     "audit_event",
     "build_result",
     "finished_event",
+    "finished_stored_result",
+    "foresee_ok_result",
     "inputs_digest",
     "new_call",
     "prefigure_ok",
@@ -134,6 +137,8 @@ class Call:
     parent_span_id: str | None = None
     prefigured: EventTemplate | None = None
     """The audit event of an ``ok`` end, encoded before the effect (see :func:`prefigure_ok`)."""
+    foreseen_result: dict[str, JsonValue] | None = None
+    """The stored result of an ``ok`` end, built before the effect (see :func:`foresee_ok_result`)."""
 
     @property
     def spec(self) -> CapabilitySpec | None:
@@ -278,20 +283,54 @@ def finished_event(
     approval or replay). Anything else is built afresh.
     """
     template = call.prefigured
-    if (
-        template is None
-        or kind != "invocation"
-        or outcome.status is not Status.OK
-        or outcome.error is not None
-        or outcome.approval_id
-        or outcome.replay is not None
-        or circuit != CircuitState.CLOSED
-        or call.redactor
-        or call.hook_failures
-        or _has_handler_reports(call)
-    ):
+    if template is None or not _ended_as_foreseen(call, outcome, circuit, kind):
         return audit_event(call, outcome, circuit, kind)
     return template.filled(_duration_s(call))
+
+
+def foresee_ok_result(call: Call, store: ForeseesCompletions) -> dict[str, JsonValue]:
+    """The result ``call`` would store ending ``ok``, built now and handed to ``store``.
+
+    For the caller that prefigured the call's event (:func:`prefigure_ok`), with time
+    to spare before the effect: everything a stored result holds but the output is
+    known by then, and ``store`` encodes it while the previous commit flushes. After
+    the effect :func:`finished_stored_result` fills in the output.
+    """
+    key = call.idempotency_key
+    assert key is not None  # noqa: S101  # only claimed calls are foreseen
+    result = stored_result(call, _OK, CircuitState.CLOSED)
+    store.foresee(call.principal, key, result)
+    return result
+
+
+def finished_stored_result(
+    call: Call, outcome: Outcome, circuit: str, kind: str = "invocation"
+) -> dict[str, JsonValue]:
+    """:func:`stored_result`, the foreseen one with its output when the call ended as foreseen.
+
+    The same conditions as :func:`finished_event`'s, so the foreseen result is used
+    exactly when the prefigured event is: an ``ok`` end with nothing unforeseen.
+    """
+    foreseen = call.foreseen_result
+    if foreseen is None or not _ended_as_foreseen(call, outcome, circuit, kind):
+        return stored_result(call, outcome, circuit)
+    foreseen["output"] = outcome.output
+    return foreseen
+
+
+def _ended_as_foreseen(call: Call, outcome: Outcome, circuit: str, kind: str) -> bool:
+    """Whether ``call`` ended as its prefigured event and foreseen result assumed."""
+    return (
+        kind == "invocation"
+        and outcome.status is Status.OK
+        and outcome.error is None
+        and outcome.approval_id is None
+        and outcome.replay is None
+        and circuit == CircuitState.CLOSED
+        and not call.redactor
+        and not call.hook_failures
+        and not _has_handler_reports(call)
+    )
 
 
 def build_result(

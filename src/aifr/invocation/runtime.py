@@ -61,12 +61,19 @@ from aifr.invocation.hooks import HookCall, HookRegistry, HookStage, run_hooks
 from aifr.invocation.idempotency import IdempotencyGuard
 from aifr.invocation.identity import check_principal
 from aifr.invocation.options import NO_OPTIONS, CallOptions
-from aifr.invocation.ports import CircuitStore, IdempotencyStore, SettlesCommits
+from aifr.invocation.ports import (
+    CircuitStore,
+    ForeseesCompletions,
+    IdempotencyStore,
+    SettlesCommits,
+)
 from aifr.invocation.records import (
     Call,
     Outcome,
     build_result,
     finished_event,
+    finished_stored_result,
+    foresee_ok_result,
     inputs_digest,
     new_call,
     prefigure_ok,
@@ -172,6 +179,10 @@ class Runtime:
         # effect, where each microsecond delays the step's own write.
         self._defers_commits: Callable[[], bool] = (
             idempotency.defers_commits if isinstance(idempotency, SettlesCommits) else _never
+        )
+        # There too the result such a step would store is built, and the store encodes it.
+        self._foreseer: ForeseesCompletions | None = (
+            idempotency if isinstance(idempotency, ForeseesCompletions) else None
         )
         self._pools = ExecutorPools(handler_workers=handler_workers)
         self._blocking = BlockingExecutor(self._pools, sync_execution)
@@ -362,11 +373,14 @@ class Runtime:
         """The last of the call before its effect: a previous step's commit confirmed.
 
         Before that wait, the event of an ``ok`` end is built and encoded (see
-        :func:`prefigure_ok`) where a commit may still be flushing: the time is free
-        there, and each microsecond after the effect delays the step's own write.
+        :func:`prefigure_ok`), and the result it would store too (see
+        :func:`foresee_ok_result`), where a commit may still be flushing: the time is
+        free there, and each microsecond after the effect delays the step's own write.
         """
         if call.claimed_key and not call.has_hooks and self._defers_commits():
             call.prefigured = prefigure_ok(call, self.ledger)
+            if call.prefigured is not None and self._foreseer is not None:
+                call.foreseen_result = foresee_ok_result(call, self._foreseer)
         self._settle_commits()  # a previous step's commit, confirmed before anything acts
 
     async def _await_approval(self, call: Call, ex: Executor, *, observed: bool) -> None:
@@ -568,7 +582,7 @@ class Runtime:
                     self.approvals.finish, call.consumed_approval, stored, event
                 )
             elif call.claimed_key and guard is not None and outcome.status is Status.OK:
-                stored = stored_result(call, outcome, circuit)
+                stored = finished_stored_result(call, outcome, circuit, kind)
                 record = await ex.blocking(guard.complete, call, stored, event)
             else:
                 record = await ex.blocking(self.ledger.append, event)

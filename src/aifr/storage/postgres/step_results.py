@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import JsonValue
 
@@ -104,6 +104,33 @@ def _record_rows(rows: Sequence[Sequence[str | None]]) -> list[tuple[str, ...]]:
     return [parts]
 
 
+def _refusal(parsed: StepKey) -> str:
+    """The error a step's late result gets when the database refuses it (``AF001``)."""
+    return (
+        f"run {parsed.run_id}: step {parsed.step_id!r} finished after the lease was taken "
+        "over; the database refused the late result"
+    )
+
+
+class _Foreseen(NamedTuple):
+    """A step's completion prepared before its effect (see :meth:`PostgresStepResultStore.foresee`)."""
+
+    principal: str
+    key: str
+    result: dict[str, JsonValue]
+    """The very object ``complete`` must be handed for the rest to apply."""
+    parsed: StepKey
+    stored: str | None
+    """``result`` as the step's row keeps it (its output apart): encoded already."""
+    refused: str
+
+
+class _ForeseenSlot(threading.local):
+    """The completion this thread prepared last, taken by its next ``complete``."""
+
+    foreseen: _Foreseen | None = None
+
+
 class PostgresStepResultStore:
     """The runtime's ``IdempotencyStore`` port: step keys complete their step in one commit."""
 
@@ -112,6 +139,7 @@ class PostgresStepResultStore:
         self._fallback = fallback
         self._digests: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._foreseen = _ForeseenSlot()
 
     def get(self, principal: str, key: str) -> IdempotencyRecord | None:
         """A completed step's stored result for this exact attempt, or ``None``."""
@@ -146,6 +174,41 @@ class PostgresStepResultStore:
             self._digests[(principal, key)] = request_digest
         return None
 
+    def foresee(self, principal: str, key: str, result: dict[str, JsonValue]) -> None:
+        """Encode what ``complete`` will store of ``result`` now, before the step's effect.
+
+        The runtime calls this while the previous step's commit flushes (see
+        :class:`~aifr.invocation.ports.ForeseesCompletions`): the stored result (all of
+        it but the output, which the row keeps apart), the key's parts and the refusal's
+        text are then ready when the step's effect is done, and only the output and
+        the record are left to encode before the step's statement. A key that names no
+        step is the fallback store's, which prepares nothing.
+        """
+        parsed = StepKey.parse(key)
+        if parsed is None:
+            return
+        stored = encode_column(replay_fields(result))  # as SQLite keeps it: no defaults
+        self._foreseen.foreseen = _Foreseen(
+            principal, key, result, parsed, stored, _refusal(parsed)
+        )
+
+    def _take_foreseen(
+        self, principal: str, key: str, result: dict[str, JsonValue]
+    ) -> _Foreseen | None:
+        """This thread's completion prepared for ``result`` itself, if that is the one foreseen.
+
+        The slot is emptied either way: a completion foreseen and not taken (the step
+        failed, or ended some other way) is never taken later.
+        """
+        slot = self._foreseen
+        foreseen = slot.foreseen
+        if foreseen is None:
+            return None
+        slot.foreseen = None
+        if foreseen.result is not result or foreseen.key != key or foreseen.principal != principal:
+            return None
+        return foreseen
+
     def complete(
         self,
         principal: str,
@@ -155,9 +218,16 @@ class PostgresStepResultStore:
         audit: AuditEvent,
     ) -> AuditRecord:
         """Mark the step (or its compensation) done and append the audit record, at once."""
-        parsed = StepKey.parse(key)
-        if parsed is None:
-            return self._fallback.complete(principal, key, result, now, audit)
+        foreseen = self._take_foreseen(principal, key, result)
+        if foreseen is not None:
+            parsed, stored, refused = foreseen.parsed, foreseen.stored, foreseen.refused
+        else:
+            found = StepKey.parse(key)
+            if found is None:
+                return self._fallback.complete(principal, key, result, now, audit)
+            parsed = found
+            stored = encode_column(replay_fields(result))  # as SQLite keeps it: no defaults
+            refused = _refusal(parsed)
         with self._lock:
             request_digest = self._digests.pop((principal, key), None)
         fence = self._runs.fence(key)
@@ -165,12 +235,6 @@ class PostgresStepResultStore:
         # before any batch, and a batch's job only queues its record for the tail.
         prepared = self._runs.ledger.prepare(audit)
         output = encode_column(result.get("output"))
-        stored = encode_column(replay_fields(result))  # as SQLite keeps it: no defaults
-
-        refused = (
-            f"run {parsed.run_id}: step {parsed.step_id!r} finished after the lease was taken "
-            "over; the database refused the late result"
-        )
 
         def complete_in(
             conn: psycopg.Connection[tuple[Any, ...]],
@@ -318,9 +382,12 @@ class PostgresStepResultStore:
         self._runs.database.settle()
 
     def release(self, principal: str, key: str) -> None:
-        """Forget an unfinished claim."""
+        """Forget an unfinished claim, and the completion foreseen for it on this thread."""
         if StepKey.parse(key) is None:
             self._fallback.release(principal, key)
             return
         with self._lock:
             self._digests.pop((principal, key), None)
+        foreseen = self._foreseen.foreseen
+        if foreseen is not None and foreseen.key == key and foreseen.principal == principal:
+            self._foreseen.foreseen = None
