@@ -40,6 +40,7 @@ __all__ = [
     "Outcome",
     "audit_event",
     "build_result",
+    "ended_as_foreseen",
     "finished_event",
     "finished_stored_result",
     "foresee_ok_result",
@@ -274,16 +275,16 @@ def prefigure_ok(call: Call, ledger: AuditLedger) -> EventTemplate | None:
 
 
 def finished_event(
-    call: Call, outcome: Outcome, circuit: str, kind: str = "invocation"
+    call: Call, outcome: Outcome, circuit: str, kind: str = "invocation", *, foreseen: bool
 ) -> AuditEvent:
     """:func:`audit_event`, filled in from ``call.prefigured`` when the call ended as foreseen.
 
-    Foreseen: ``ok``, the circuit closed, and nothing the effect could add to the
-    details (no resolved secret to scrub, no handler report, no hook failure, no
-    approval or replay). Anything else is built afresh.
+    ``foreseen``: :func:`ended_as_foreseen`'s answer for this end, asked once by the
+    caller for both the event and :func:`finished_stored_result`. Anything else is
+    built afresh.
     """
     template = call.prefigured
-    if template is None or not _ended_as_foreseen(call, outcome, circuit, kind):
+    if template is None or not foreseen:
         return audit_event(call, outcome, circuit, kind)
     return template.filled(_duration_s(call))
 
@@ -304,24 +305,30 @@ def foresee_ok_result(call: Call, store: ForeseesCompletions) -> dict[str, JsonV
 
 
 def finished_stored_result(
-    call: Call, outcome: Outcome, circuit: str, kind: str = "invocation"
+    call: Call, outcome: Outcome, circuit: str, *, foreseen: bool
 ) -> dict[str, JsonValue]:
     """:func:`stored_result`, the foreseen one with its output when the call ended as foreseen.
 
-    The same conditions as :func:`finished_event`'s, so the foreseen result is used
-    exactly when the prefigured event is: an ``ok`` end with nothing unforeseen.
+    ``foreseen`` is the same answer :func:`finished_event` was given, so the foreseen
+    result is used exactly when the prefigured event is.
     """
-    foreseen = call.foreseen_result
-    if foreseen is None or not _ended_as_foreseen(call, outcome, circuit, kind):
+    result = call.foreseen_result
+    if result is None or not foreseen:
         return stored_result(call, outcome, circuit)
-    foreseen["output"] = outcome.output
-    return foreseen
+    result["output"] = outcome.output
+    return result
 
 
-def _ended_as_foreseen(call: Call, outcome: Outcome, circuit: str, kind: str) -> bool:
-    """Whether ``call`` ended as its prefigured event and foreseen result assumed."""
+def ended_as_foreseen(call: Call, outcome: Outcome, circuit: str, kind: str) -> bool:
+    """Whether ``call`` was prefigured and ended as its template and foreseen result assumed.
+
+    Foreseen: ``ok``, the circuit closed, and nothing the effect could add to the
+    details (no resolved secret to scrub, no handler report, no hook failure, no
+    approval or replay).
+    """
     return (
-        kind == "invocation"
+        call.prefigured is not None
+        and kind == "invocation"
         and outcome.status is Status.OK
         and outcome.error is None
         and outcome.approval_id is None

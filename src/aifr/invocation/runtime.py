@@ -71,6 +71,7 @@ from aifr.invocation.records import (
     Call,
     Outcome,
     build_result,
+    ended_as_foreseen,
     finished_event,
     finished_stored_result,
     foresee_ok_result,
@@ -573,7 +574,8 @@ class Runtime:
         self, call: Call, ex: Executor, outcome: Outcome, circuit: str, kind: str = "invocation"
     ) -> tuple[AuditRecord | None, Outcome]:
         started = _perf()
-        event = finished_event(call, outcome, circuit, kind)
+        foreseen = ended_as_foreseen(call, outcome, circuit, kind)  # asked once, for both
+        event = finished_event(call, outcome, circuit, kind, foreseen=foreseen)
         guard = self._idempotency
         try:
             if call.consumed_approval is not None and self.approvals is not None:
@@ -582,7 +584,7 @@ class Runtime:
                     self.approvals.finish, call.consumed_approval, stored, event
                 )
             elif call.claimed_key and guard is not None and outcome.status is Status.OK:
-                stored = finished_stored_result(call, outcome, circuit, kind)
+                stored = finished_stored_result(call, outcome, circuit, foreseen=foreseen)
                 record = await ex.blocking(guard.complete, call, stored, event)
             else:
                 record = await ex.blocking(self.ledger.append, event)

@@ -163,8 +163,8 @@ def test_a_result_other_than_the_foreseen_one_is_stored_as_handed(
     taken = _count_taken(monkeypatch)
     finished = runtime_module.finished_stored_result
 
-    def copied(*args: Any) -> Any:
-        result = dict(finished(*args))
+    def copied(*args: Any, **kwargs: Any) -> Any:
+        result = dict(finished(*args, **kwargs))
         result["capability_version"] = "handed-not-foreseen"
         return result
 
